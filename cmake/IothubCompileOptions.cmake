@@ -1,0 +1,35 @@
+# Warnings and sanitizers for every iothub target. Applied through an interface
+# library so third-party code found via find_package is not affected.
+add_library(iothub_options INTERFACE)
+target_compile_options(iothub_options INTERFACE
+  -Wall -Wextra -Wpedantic -Wshadow -Werror
+  $<$<CXX_COMPILER_ID:GNU>:-Wno-maybe-uninitialized>)
+if(IOTHUB_SANITIZE)
+  target_compile_options(iothub_options INTERFACE -fsanitize=address,undefined -fno-omit-frame-pointer
+                                                  -fno-sanitize-recover=undefined)
+  target_link_options(iothub_options INTERFACE -fsanitize=address,undefined)
+endif()
+if(IOTHUB_TSAN)
+  target_compile_options(iothub_options INTERFACE -fsanitize=thread -fno-omit-frame-pointer)
+  target_link_options(iothub_options INTERFACE -fsanitize=thread)
+endif()
+
+# iothub_module(NAME SOURCES ... DEPS ...): a static library for one src/ module.
+function(iothub_module name)
+  cmake_parse_arguments(M "" "" "SOURCES;DEPS" ${ARGN})
+  add_library(iothub_${name} STATIC ${M_SOURCES})
+  target_include_directories(iothub_${name} PUBLIC ${PROJECT_SOURCE_DIR}/src)
+  target_link_libraries(iothub_${name} PUBLIC ${M_DEPS} PRIVATE iothub_options)
+endfunction()
+
+# iothub_test(NAME SOURCES ... DEPS ... [LABELS ...]): a GoogleTest binary registered with ctest.
+function(iothub_test name)
+  cmake_parse_arguments(T "" "" "SOURCES;DEPS;LABELS" ${ARGN})
+  if(NOT T_LABELS)
+    set(T_LABELS unit)
+  endif()
+  add_executable(${name} ${T_SOURCES})
+  set_target_properties(${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
+  target_link_libraries(${name} PRIVATE ${T_DEPS} GTest::gtest GTest::gmock GTest::gtest_main iothub_options)
+  gtest_discover_tests(${name} PROPERTIES LABELS "${T_LABELS}" DISCOVERY_TIMEOUT 60)
+endfunction()

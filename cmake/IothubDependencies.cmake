@@ -1,0 +1,9 @@
+# Every dependency comes from a Debian 12 package (see scripts/install-deps).
+find_package(Boost 1.81.0 EXACT CONFIG REQUIRED COMPONENTS json url)
+find_package(OpenSSL 3 REQUIRED)
+find_package(SQLite3 REQUIRED)
+find_package(Threads REQUIRED)
+find_package(spdlog REQUIRED)
+find_package(CLI11 REQUIRED)
+find_package(GTest REQUIRED)
+find_package(benchmark REQUIRED)

@@ -1,0 +1,118 @@
+#include <gtest/gtest.h>
+
+#include "common/clock.hpp"
+#include "common/encoding.hpp"
+#include "common/error_code.hpp"
+#include "common/json.hpp"
+#include "common/random.hpp"
+#include "common/status.hpp"
+#include "common/time_format.hpp"
+
+namespace iothub {
+namespace {
+
+TEST(Base64Test, RoundTripsAllLengths) {
+  std::string bytes;
+  for (int i = 0; i < 40; ++i) {
+    auto decoded = base64Decode(base64Encode(bytes));
+    ASSERT_TRUE(decoded.has_value());
+    EXPECT_EQ(*decoded, bytes);
+    bytes.push_back(static_cast<char>(i * 37));
+  }
+}
+
+TEST(Base64Test, MatchesRfc4648Vectors) {
+  EXPECT_EQ(base64Encode("f"), "Zg==");
+  EXPECT_EQ(base64Encode("fo"), "Zm8=");
+  EXPECT_EQ(base64Encode("foobar"), "Zm9vYmFy");
+  EXPECT_EQ(base64Decode("Zm8=").value(), "fo");
+}
+
+TEST(Base64Test, RejectsMalformedInput) {
+  EXPECT_FALSE(base64Decode("Zm8").has_value());
+  EXPECT_FALSE(base64Decode("Z=m8").has_value());
+  EXPECT_FALSE(base64Decode("Zm*=").has_value());
+  EXPECT_FALSE(base64Decode("Zm 8").has_value());
+}
+
+TEST(UrlEncodingTest, StrictEncodingMatchesAzureSdks) {
+  EXPECT_EQ(urlEncodeStrict("a+b/c=d!'()*~"), "a%2Bb%2Fc%3Dd%21%27%28%29%2A~");
+  EXPECT_EQ(urlEncodeStrict("dev 1/x"), "dev%201%2Fx");
+  EXPECT_EQ(urlDecode("dev%201%2Fx").value(), "dev 1/x");
+  EXPECT_FALSE(urlDecode("%4").has_value());
+  EXPECT_FALSE(urlDecode("%zz").has_value());
+}
+
+TEST(ConstantTimeEqualsTest, ComparesContentAndLength) {
+  EXPECT_TRUE(constantTimeEquals("abc", "abc"));
+  EXPECT_FALSE(constantTimeEquals("abc", "abd"));
+  EXPECT_FALSE(constantTimeEquals("abc", "abcd"));
+}
+
+TEST(TimestampTest, FormatsWithSevenFractionalDigits) {
+  SystemTime t{std::chrono::seconds{1672695734} + std::chrono::microseconds{705029}};
+  EXPECT_EQ(formatTimestamp(t), "2023-01-02T21:42:14.7050290Z");
+}
+
+TEST(TimestampTest, ParsesJavaScriptAndAzureForms) {
+  auto a = parseTimestamp("2030-01-01T00:00:00.000Z");
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(unixSeconds(*a), 1893456000);
+  auto b = parseTimestamp("2023-01-02T21:42:14.7050295Z");
+  ASSERT_TRUE(b.has_value());
+  EXPECT_EQ(formatTimestamp(*b), "2023-01-02T21:42:14.7050295Z");
+  auto c = parseTimestamp("2030-01-01T02:00:00+02:00");
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(unixSeconds(*c), 1893456000);
+}
+
+TEST(TimestampTest, RejectsGarbage) {
+  EXPECT_FALSE(parseTimestamp("").has_value());
+  EXPECT_FALSE(parseTimestamp("tomorrow").has_value());
+  EXPECT_FALSE(parseTimestamp("2030-13-01T00:00:00Z").has_value());
+  EXPECT_FALSE(parseTimestamp("2030-01-01T00:00:00Zjunk").has_value());
+}
+
+TEST(ErrorTableTest, MapsCodesToAzureStatuses) {
+  EXPECT_EQ(errorInfo(ErrorCode::DeviceNotFound).http_status, 404);
+  EXPECT_EQ(errorInfo(ErrorCode::DeviceNotFound).name, "DeviceNotFound");
+  EXPECT_EQ(errorInfo(ErrorCode::DeviceAlreadyExists).azure_code, 409001);
+  EXPECT_EQ(errorInfo(ErrorCode::PreconditionFailed).http_status, 412);
+  EXPECT_EQ(errorInfo(ErrorCode::GatewayTimeout).azure_code, 504101);
+}
+
+TEST(ResultTest, HoldsValueOrError) {
+  Result<int> good = 42;
+  ASSERT_TRUE(good.isOk());
+  EXPECT_EQ(*good, 42);
+  Result<int> bad = Status(ErrorCode::DeviceNotFound, "no such device");
+  EXPECT_FALSE(bad.isOk());
+  EXPECT_EQ(bad.code(), ErrorCode::DeviceNotFound);
+  EXPECT_EQ(bad.status().toString(), "DeviceNotFound: no such device");
+}
+
+TEST(JsonTest, ParseReportsMalformedInputAsFormatError) {
+  EXPECT_TRUE(parseJson(R"({"a":[1,2]})").isOk());
+  auto bad = parseJson("{\"a\":");
+  EXPECT_EQ(bad.code(), ErrorCode::IotHubFormatError);
+  auto deep = parseJson(std::string(100, '[') + std::string(100, ']'), 64);
+  EXPECT_EQ(deep.code(), ErrorCode::IotHubFormatError);
+}
+
+TEST(RandomTest, SymmetricKeysAre256BitBase64) {
+  SecureRandom random;
+  std::string key = random.symmetricKey();
+  EXPECT_EQ(key.size(), 44u);
+  EXPECT_EQ(base64Decode(key)->size(), 32u);
+  EXPECT_NE(key, random.symmetricKey());
+}
+
+TEST(FakeClockTest, AdvancesOnlyWhenTold) {
+  FakeClock clock;
+  auto t0 = clock.now();
+  clock.advance(std::chrono::seconds{5});
+  EXPECT_EQ(clock.now() - t0, std::chrono::seconds{5});
+}
+
+}  // namespace
+}  // namespace iothub

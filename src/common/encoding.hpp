@@ -1,0 +1,31 @@
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace iothub {
+
+// Standard base64 with padding (RFC 4648 §4).
+std::string base64Encode(std::string_view bytes);
+// Decodes standard base64; nullopt on any character outside the alphabet, bad padding
+// or a length that is not a multiple of 4. Whitespace is not accepted.
+std::optional<std::string> base64Decode(std::string_view text);
+
+std::string hexEncode(std::string_view bytes);
+
+// Percent-encodes every byte outside RFC 3986 "unreserved" (ALPHA DIGIT - . _ ~) with
+// uppercase hex: JavaScript's encodeURIComponent plus ! ' ( ) *, which is what the Azure
+// SDKs call "strict" encoding (reference §1.2).
+std::string urlEncodeStrict(std::string_view text);
+// Decodes %XX escapes (and nothing else: '+' stays '+'); nullopt on a malformed escape.
+std::optional<std::string> urlDecode(std::string_view text);
+
+// Constant-time equality for secrets (signatures): the time taken depends only on the
+// lengths, never on where the inputs differ.
+bool constantTimeEquals(std::string_view a, std::string_view b);
+
+// Case-insensitive ASCII comparison.
+bool equalsIgnoreCase(std::string_view a, std::string_view b);
+
+}  // namespace iothub

@@ -1,0 +1,46 @@
+#pragma once
+
+#include <string_view>
+
+namespace iothub {
+
+// The closed set of failures iothub reports. Each maps to one HTTP status, one Azure
+// six-digit error code and one Azure error name (reference §3.7); see errorInfo().
+enum class ErrorCode {
+  Ok,
+  ArgumentInvalid,           // 400 / 400004
+  ArgumentNull,              // 400 / 400005
+  IotHubFormatError,         // 400 / 400006: malformed JSON or a body of the wrong shape
+  InvalidOperation,          // 400 / 400003
+  DeviceDefinedMultipleTimes,    // 400 / 400011
+  BulkRegistryOperationFailure,  // 400 / 400013
+  Unauthorized,              // 401 / 401002 IotHubUnauthorizedAccess
+  DeviceNotFound,            // 404 / 404001
+  JobNotFound,               // 404 / 404002
+  ModuleNotFound,            // 404 / 404010
+  DeviceNotOnline,           // 404 / 404103
+  NotFound,                  // 404: an unknown route or resource that has no Azure code
+  MethodNotAllowed,          // 405
+  DeviceAlreadyExists,       // 409 / 409001
+  JobAlreadyExists,          // 409
+  PreconditionFailed,        // 412 / 412001
+  MessageTooLarge,           // 413 / 413001
+  TooManyDevices,            // 413 / 413002
+  Throttled,                 // 429 / 429001
+  ServerError,               // 500 / 500001
+  ServiceUnavailable,        // 503 / 503001
+  GatewayTimeout,            // 504 / 504101
+  Cancelled,                 // operation abandoned because the hub is shutting down
+  StoreCorruption,           // 500: the store returned something impossible
+};
+
+struct ErrorInfo {
+  int http_status;
+  int azure_code;         // six-digit code, or 0 when Azure has none
+  std::string_view name;  // Azure's error code name (iothub-errorcode header)
+};
+
+// The single table from ErrorCode to its HTTP status, Azure code and name.
+const ErrorInfo& errorInfo(ErrorCode code);
+
+}  // namespace iothub
