@@ -33,3 +33,23 @@ function(iothub_test name)
   target_link_libraries(${name} PRIVATE ${T_DEPS} GTest::gtest GTest::gmock GTest::gtest_main iothub_options)
   gtest_discover_tests(${name} PROPERTIES LABELS "${T_LABELS}" DISCOVERY_TIMEOUT 60)
 endfunction()
+
+# iothub_fuzz(NAME SOURCES ... DEPS ... CORPUS dir): a fuzz target defining
+# LLVMFuzzerTestOneInput. With -DIOTHUB_FUZZ=ON and clang it is a libFuzzer binary;
+# otherwise it is linked with a small driver that replays every file of the seed corpus,
+# registered with ctest so the corpus runs (under the sanitizers of the preset) in
+# every `make test`.
+function(iothub_fuzz name)
+  cmake_parse_arguments(F "" "CORPUS" "SOURCES;DEPS" ${ARGN})
+  add_executable(${name} ${F_SOURCES})
+  set_target_properties(${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/fuzz)
+  target_link_libraries(${name} PRIVATE ${F_DEPS} iothub_options)
+  if(IOTHUB_FUZZ AND CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    target_compile_options(${name} PRIVATE -fsanitize=fuzzer,address,undefined)
+    target_link_options(${name} PRIVATE -fsanitize=fuzzer,address,undefined)
+  else()
+    target_sources(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests/fuzz/replay_main.cpp)
+    add_test(NAME ${name}_corpus COMMAND ${name} ${F_CORPUS})
+    set_tests_properties(${name}_corpus PROPERTIES LABELS "unit;fuzz")
+  endif()
+endfunction()

@@ -1,0 +1,104 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/clock.hpp"
+#include "common/json.hpp"
+
+namespace iothub::store {
+
+// Plain records as the store keeps them. Domain modules (registry, twin, jobs) own the
+// rules; the store only persists and returns these values faithfully.
+
+enum class DeviceStatus { Enabled, Disabled };
+enum class AuthType { Sas, SelfSigned, CertificateAuthority, None };
+
+struct DeviceRecord {
+  std::string device_id;
+  std::string generation_id;
+  std::string etag;
+  DeviceStatus status = DeviceStatus::Enabled;
+  std::optional<std::string> status_reason;
+  SystemTime status_updated_time{};
+  AuthType auth_type = AuthType::Sas;
+  std::string primary_key;  // base64; empty for non-SAS devices
+  std::string secondary_key;
+  std::optional<std::string> primary_thumbprint;
+  std::optional<std::string> secondary_thumbprint;
+  bool iot_edge = false;
+  std::optional<std::string> device_scope;
+  std::vector<std::string> parent_scopes;
+  SystemTime connection_state_updated_time{};  // epoch = never
+  SystemTime last_activity_time{};             // epoch = never
+  std::int64_t cloud_to_device_message_count = 0;
+
+  bool operator==(const DeviceRecord&) const = default;
+};
+
+// A device twin as stored. `desired` and `reported` hold the properties the twin module
+// keeps (it may embed "$metadata"); the section versions are kept separately.
+struct TwinRecord {
+  std::string device_id;
+  json::object tags;
+  json::object desired;
+  json::object reported;
+  std::int64_t version = 1;           // grows on every change of the twin
+  std::int64_t desired_version = 1;   // grows on every change of desired
+  std::int64_t reported_version = 1;  // grows on every change of reported
+
+  bool operator==(const TwinRecord&) const = default;
+};
+
+// Permissions of a shared access policy (reference §1.1), as a bit set.
+enum Permission : std::uint32_t {
+  kRegistryRead = 1u << 0,
+  kRegistryWrite = 1u << 1,
+  kServiceConnect = 1u << 2,
+  kDeviceConnect = 1u << 3,
+};
+
+struct AccessPolicyRecord {
+  std::string name;
+  std::string primary_key;  // base64
+  std::string secondary_key;
+  std::uint32_t permissions = 0;  // Permission bits
+
+  bool operator==(const AccessPolicyRecord&) const = default;
+};
+
+struct DeviceStatistics {
+  std::int64_t total = 0;
+  std::int64_t enabled = 0;
+  std::int64_t disabled = 0;
+};
+
+// A job (scheduleDeviceMethod / scheduleUpdateTwin). The indexed fields are what the
+// scheduler and job queries filter on; `document` holds everything else of the job
+// (request, failure reason, statistics) as the jobs module shapes it.
+struct JobRecord {
+  std::string job_id;
+  std::string type;
+  std::string status;
+  SystemTime created_time{};
+  SystemTime start_time{};
+  std::optional<SystemTime> end_time;
+  json::object document;
+
+  bool operator==(const JobRecord&) const = default;
+};
+
+// One target device of a job. Keyed by (job_id, device_id).
+struct DeviceJobRecord {
+  std::string job_id;
+  std::string device_id;
+  std::string status;
+  SystemTime last_updated_time{};
+  json::object document;  // type, times, outcome, error: shaped by the jobs module
+
+  bool operator==(const DeviceJobRecord&) const = default;
+};
+
+}  // namespace iothub::store

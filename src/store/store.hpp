@@ -1,0 +1,141 @@
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.hpp"
+#include "store/records.hpp"
+
+namespace iothub::store {
+
+// Threading contract for every interface in this file:
+// - All methods are thread-safe and BLOCK the calling thread until the data is read or
+//   durably committed. Never call them from an I/O (Asio) thread: hand the work to a
+//   worker thread first.
+// - Writes from all threads are funnelled to the backend's writer, which commits many
+//   concurrent writes in one transaction (group commit). Each write still succeeds or
+//   fails on its own: one failing write never affects another in the same batch.
+// - Mutation callbacks (DeviceMutation, TwinMutation, ...) run on the writer thread inside
+//   the transaction: they must be quick, must not call back into the store, and their
+//   error result aborts only their own write.
+
+using DeviceMutation = std::function<Result<DeviceRecord>(const DeviceRecord& current)>;
+using TwinMutation = std::function<Result<TwinRecord>(const TwinRecord& current)>;
+using JobMutation = std::function<Result<JobRecord>(const JobRecord& current)>;
+// Checked inside the delete's transaction; an error aborts the delete.
+using DevicePrecondition = std::function<Status(const DeviceRecord& current)>;
+
+class RegistryStore {
+ public:
+  virtual ~RegistryStore() = default;
+
+  // Inserts the device and its initial twin atomically.
+  // Errors: DeviceAlreadyExists when the id is taken.
+  virtual Status createDevice(const DeviceRecord& device, const TwinRecord& twin) = 0;
+
+  // Errors: DeviceNotFound.
+  virtual Result<DeviceRecord> getDevice(std::string_view device_id) = 0;
+
+  // Reads the device, applies `mutate`, stores and returns its result (the device id must
+  // not change). Errors: DeviceNotFound, or whatever `mutate` returns.
+  virtual Result<DeviceRecord> updateDevice(std::string_view device_id, DeviceMutation mutate) = 0;
+
+  // Deletes the device and its twin if `precondition` (may be empty) passes.
+  // Errors: DeviceNotFound, or the precondition's error.
+  virtual Status deleteDevice(std::string_view device_id, DevicePrecondition precondition) = 0;
+
+  // Devices ordered by id, starting strictly after `after_device_id` (empty = from the
+  // start), at most `limit`.
+  virtual Result<std::vector<DeviceRecord>> listDevices(std::string_view after_device_id,
+                                                        std::size_t limit) = 0;
+
+  virtual Result<DeviceStatistics> deviceStatistics() = 0;
+};
+
+class TwinStore {
+ public:
+  virtual ~TwinStore() = default;
+
+  // Errors: DeviceNotFound.
+  virtual Result<TwinRecord> getTwin(std::string_view device_id) = 0;
+
+  // Read-modify-write of one twin in one transaction. Errors: DeviceNotFound, or the
+  // mutation's error.
+  virtual Result<TwinRecord> updateTwin(std::string_view device_id, TwinMutation mutate) = 0;
+
+  // Twins ordered by device id, strictly after `after_device_id`, at most `limit`.
+  // Used to build in-memory indexes at startup.
+  virtual Result<std::vector<TwinRecord>> listTwins(std::string_view after_device_id,
+                                                    std::size_t limit) = 0;
+};
+
+struct JobFilter {
+  std::optional<std::string> type;
+  std::optional<std::string> status;
+};
+
+class JobStore {
+ public:
+  virtual ~JobStore() = default;
+
+  // Errors: JobAlreadyExists when the id is taken (also for finished jobs).
+  virtual Status createJob(const JobRecord& job) = 0;
+  // Errors: JobNotFound.
+  virtual Result<JobRecord> getJob(std::string_view job_id) = 0;
+  // Errors: JobNotFound, or the mutation's error.
+  virtual Result<JobRecord> updateJob(std::string_view job_id, JobMutation mutate) = 0;
+  // Jobs matching `filter`, ordered by (created_time, job_id), after the job with id
+  // `after_job_id` in that order (empty = from the start), at most `limit`.
+  virtual Result<std::vector<JobRecord>> listJobs(const JobFilter& filter,
+                                                  std::string_view after_job_id,
+                                                  std::size_t limit) = 0;
+  // Jobs whose status is one of `statuses` (the scheduler's view after a restart).
+  virtual Result<std::vector<JobRecord>> jobsWithStatus(const std::vector<std::string>& statuses) = 0;
+};
+
+class DeviceJobStore {
+ public:
+  virtual ~DeviceJobStore() = default;
+
+  // Inserts or replaces every row in one write (one transaction for the whole batch).
+  virtual Status putDeviceJobs(const std::vector<DeviceJobRecord>& rows) = 0;
+
+  // Rows of one job, ordered by device id, strictly after `after_device_id`, at most
+  // `limit`; only rows with `status` when given.
+  virtual Result<std::vector<DeviceJobRecord>> listDeviceJobs(
+      std::string_view job_id, std::optional<std::string_view> status,
+      std::string_view after_device_id, std::size_t limit) = 0;
+
+  // Rows of all jobs ordered by (job_id, device_id), strictly after the given key, at most
+  // `limit` (for `SELECT * FROM devices.jobs`).
+  virtual Result<std::vector<DeviceJobRecord>> listAllDeviceJobs(std::string_view after_job_id,
+                                                                 std::string_view after_device_id,
+                                                                 std::size_t limit) = 0;
+};
+
+class AccessPolicyStore {
+ public:
+  virtual ~AccessPolicyStore() = default;
+  virtual Result<std::vector<AccessPolicyRecord>> listPolicies() = 0;
+  // Inserts the policies whose names are not present yet; existing ones are untouched.
+  virtual Status insertMissingPolicies(const std::vector<AccessPolicyRecord>& policies) = 0;
+};
+
+// A backend: owns its connections and writer thread. Destroying it finishes queued
+// writes, then closes the database.
+class Store {
+ public:
+  virtual ~Store() = default;
+  virtual RegistryStore& registry() = 0;
+  virtual TwinStore& twins() = 0;
+  virtual JobStore& jobs() = 0;
+  virtual DeviceJobStore& deviceJobs() = 0;
+  virtual AccessPolicyStore& policies() = 0;
+};
+
+}  // namespace iothub::store
