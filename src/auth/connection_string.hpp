@@ -1,0 +1,46 @@
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "common/status.hpp"
+
+namespace iothub::auth {
+
+// Splits "K1=V1;K2=V2" per reference §1.1: split on ';', each element at its FIRST '='
+// (base64 padding survives), elements with an empty name or value dropped, last duplicate
+// wins, keys case-sensitive. Never fails.
+std::map<std::string, std::string, std::less<>> parseConnectionStringPairs(std::string_view text);
+
+// HostName=…;SharedAccessKeyName=…;SharedAccessKey=…
+struct ServiceConnectionString {
+  std::string host_name;
+  std::string key_name;  // policy name
+  std::string key;       // base64
+
+  // Errors: ArgumentInvalid naming the missing/invalid field (never echoes the key).
+  static Result<ServiceConnectionString> parse(std::string_view text);
+  std::string toString() const;
+};
+
+// HostName=…;DeviceId=…;[ModuleId=…;]SharedAccessKey=… | SharedAccessSignature=… | x509=true
+// [;GatewayHostName=…][;SharedAccessKeyName=…]
+struct DeviceConnectionString {
+  std::string host_name;
+  std::string device_id;
+  std::optional<std::string> module_id;
+  std::optional<std::string> shared_access_key;
+  std::optional<std::string> shared_access_key_name;
+  std::optional<std::string> shared_access_signature;
+  bool x509 = false;
+  std::optional<std::string> gateway_host_name;
+
+  // Errors: ArgumentInvalid (missing HostName/DeviceId, or not exactly one of
+  // SharedAccessKey, SharedAccessSignature, x509=true).
+  static Result<DeviceConnectionString> parse(std::string_view text);
+  std::string toString() const;
+};
+
+}  // namespace iothub::auth

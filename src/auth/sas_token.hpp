@@ -1,0 +1,50 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "common/clock.hpp"
+#include "common/status.hpp"
+
+namespace iothub::auth {
+
+// A parsed "SharedAccessSignature sr=…&sig=…&se=…[&skn=…]" token (reference §1.2).
+// Fields may come in any order.
+struct SasToken {
+  std::string resource_raw;  // `sr` exactly as received: this is what was signed
+  std::string resource;      // `sr` URL-decoded
+  std::string signature;     // `sig` URL-decoded (base64 text)
+  std::optional<std::string> key_name;  // `skn` URL-decoded
+  std::int64_t expiry = 0;              // `se`, seconds since the Unix epoch
+
+  // Errors: Unauthorized with a message that says what is malformed (never the secret).
+  static Result<SasToken> parse(std::string_view token);
+};
+
+// base64(HMAC-SHA256(base64decode(key), string_to_sign)). Errors: ArgumentInvalid when the
+// key is not base64.
+Result<std::string> hmacSha256Base64(std::string_view key_base64, std::string_view string_to_sign);
+
+// Builds a token exactly as the Node SDKs do: `sr` is written as given (callers pass the
+// strictly URL-encoded resource for devices, the raw host for services); string-to-sign is
+// `sr` + "\n" + `se`; `sig` is strictly URL-encoded; fields in the order sr, sig, [skn,] se.
+Result<std::string> buildSasToken(std::string_view resource_as_written, std::string_view key_base64,
+                                  std::optional<std::string_view> key_name, std::int64_t expiry);
+
+// The resource of a device (or module) token as the Node device SDK writes it:
+// urlEncodeStrict(host + "/devices/" + device_id [+ "/modules/" + module_id]).
+std::string deviceResource(std::string_view host, std::string_view device_id,
+                           std::optional<std::string_view> module_id = std::nullopt);
+
+// Checks a token's signature against `key_base64` in constant time (HMAC over the raw `sr`
+// text + "\n" + the decimal `se`). Does not check expiry or resource.
+bool signatureMatches(const SasToken& token, std::string_view key_base64);
+
+// True when the decoded token resource grants access to `target` (e.g. "host/devices/d1"):
+// host compared case-insensitively, path by whole-segment prefix ("/a/b" covers "/a/b/c",
+// not "/a/bc"). A trailing '/' on the resource is ignored.
+bool resourceCovers(std::string_view token_resource, std::string_view target);
+
+}  // namespace iothub::auth
