@@ -20,8 +20,10 @@ struct ServiceConnectionString {
   std::string key_name;  // policy name
   std::string key;       // base64
 
-  // Errors: ArgumentInvalid naming the missing/invalid field (never echoes the key).
+  // Errors: ArgumentInvalid naming the missing/invalid field (never echoes the key); the key
+  // must be valid base64. Other elements are ignored.
   static Result<ServiceConnectionString> parse(std::string_view text);
+  // Fields in the order above. Values containing ';' (or empty ones) do not round-trip.
   std::string toString() const;
 };
 
@@ -37,9 +39,13 @@ struct DeviceConnectionString {
   bool x509 = false;
   std::optional<std::string> gateway_host_name;
 
-  // Errors: ArgumentInvalid (missing HostName/DeviceId, or not exactly one of
-  // SharedAccessKey, SharedAccessSignature, x509=true).
+  // Errors: ArgumentInvalid (missing HostName/DeviceId, x509 with a value other than "true"
+  // (any case), not exactly one of SharedAccessKey, SharedAccessSignature, x509=true, or a
+  // SharedAccessKey that is not base64). Other elements are ignored.
   static Result<DeviceConnectionString> parse(std::string_view text);
+  // HostName;DeviceId;[ModuleId;]credential[;GatewayHostName][;SharedAccessKeyName], the
+  // credential being SharedAccessKey, SharedAccessSignature or x509=true. Values containing
+  // ';' (or empty ones) do not round-trip.
   std::string toString() const;
 };
 

@@ -14,13 +14,20 @@ namespace iothub::auth {
 
 using store::AccessPolicyRecord;
 using store::Permission;
+// The enumerators too, so callers can write auth::kServiceConnect (a using-declaration of
+// an unscoped enum does not bring its enumerators along).
+using store::kDeviceConnect;
+using store::kRegistryRead;
+using store::kRegistryWrite;
+using store::kServiceConnect;
 
 // The five policies a new Azure hub has (reference §1.1), with fresh random 256-bit keys:
 // iothubowner (all four), service (ServiceConnect), device (DeviceConnect),
 // registryRead (RegistryRead), registryReadWrite (RegistryRead|RegistryWrite).
 std::vector<AccessPolicyRecord> defaultPolicies(Random& random);
 
-// "RegistryRead, RegistryWrite, ServiceConnect, DeviceConnect" style rendering.
+// "RegistryRead, RegistryWrite, ServiceConnect, DeviceConnect" style rendering, in that
+// order; unknown bits are ignored and no permissions give "".
 std::string permissionsToString(std::uint32_t permissions);
 
 // Who made a service request.
@@ -33,8 +40,13 @@ struct ServiceIdentity {
 // Authenticates service (REST) requests from the Authorization header value.
 // Checks, in order: token syntax; `skn` present and naming a known policy; signature
 // against the policy's primary or secondary key; `se` in the future; resource covers
-// "<hub host>". Every failure is Unauthorized with a message naming the reason (not the
-// secret). Permission checks are the caller's (see requirePermission).
+// "<hub host>" (reference §8 gotcha 20). Policy names are case-sensitive; spaces and tabs
+// around the header value are ignored. Every failure is Unauthorized with a message naming
+// the reason (not the secret): "Malformed SAS token: …", "… no 'skn' …", "Unknown shared
+// access policy", "… signature does not match …", "… has expired", "… resource does not
+// grant access …". Permission checks are the caller's (see requirePermission).
+// Immutable after construction, so authenticate() may be called from any thread; `clock`
+// must outlive the authenticator.
 class ServiceAuthenticator {
  public:
   ServiceAuthenticator(std::string host_name, std::vector<AccessPolicyRecord> policies,
@@ -47,14 +59,17 @@ class ServiceAuthenticator {
   const Clock& clock_;
 };
 
-// Unauthorized ("… requires <permission>") unless the identity has `needed`.
+// Unauthorized ("… requires <permission>") unless the identity has every bit of `needed`.
 Status requirePermission(const ServiceIdentity& identity, Permission needed);
 
 // Verifies a device token (MQTT CONNECT password, reference §1.3): syntax, signature
 // against the device's primary or secondary key (no `skn`), or, when `skn` is present,
 // against a policy with DeviceConnect; `se` in the future; resource covers
-// "<host>/devices/<device_id>". Returns the token's expiry on success.
-// Errors: Unauthorized with the reason.
+// "<host>/devices/<device_id>" (so a module token does not authenticate its device, and a
+// device token for "d1" does not cover "d10"). Empty device keys never match, so a device
+// without symmetric keys can only connect with a policy-signed token. Returns the token's
+// expiry on success (clamped to SystemTime::max() beyond what system_clock can hold).
+// Errors: Unauthorized with the reason, never the secret.
 Result<SystemTime> verifyDeviceToken(std::string_view token, std::string_view host_name,
                                      std::string_view device_id,
                                      std::string_view device_primary_key,

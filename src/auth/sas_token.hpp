@@ -11,25 +11,34 @@
 namespace iothub::auth {
 
 // A parsed "SharedAccessSignature sr=…&sig=…&se=…[&skn=…]" token (reference §1.2).
-// Fields may come in any order.
+// Fields may come in any order; each value runs from the field's first '=' to the next '&'.
+// Parsing only checks syntax: no signature, expiry or resource checks.
 struct SasToken {
-  std::string resource_raw;  // `sr` exactly as received: this is what was signed
-  std::string resource;      // `sr` URL-decoded
-  std::string signature;     // `sig` URL-decoded (base64 text)
+  std::string resource_raw;             // `sr` exactly as received: this is what was signed
+  std::string resource;                 // `sr` URL-decoded
+  std::string signature;                // `sig` URL-decoded (base64 text)
   std::optional<std::string> key_name;  // `skn` URL-decoded
   std::int64_t expiry = 0;              // `se`, seconds since the Unix epoch
 
-  // Errors: Unauthorized with a message that says what is malformed (never the secret).
+  // Requires the exact prefix "SharedAccessSignature " and non-empty `sr`, `sig` and `se`.
+  // `se` must be a canonical non-negative decimal int64 (digits only, no sign, no leading
+  // zeros) so that the signed text can be re-rendered from `expiry`. An empty `skn` (the
+  // Azure C SDK writes "&skn=" on device-key tokens) means no key name. Unknown fields are
+  // ignored. Errors: Unauthorized, message "Malformed SAS token: <reason>" for a missing
+  // prefix, an empty field or name, a field without '=', a duplicate field (known or not), a
+  // missing or empty required field, a bad percent escape in sr/sig/skn, or a bad `se`.
+  // The message never contains the signature.
   static Result<SasToken> parse(std::string_view token);
 };
 
 // base64(HMAC-SHA256(base64decode(key), string_to_sign)). Errors: ArgumentInvalid when the
-// key is not base64.
+// key is not base64 or decodes to nothing (an empty key never signs anything).
 Result<std::string> hmacSha256Base64(std::string_view key_base64, std::string_view string_to_sign);
 
 // Builds a token exactly as the Node SDKs do: `sr` is written as given (callers pass the
 // strictly URL-encoded resource for devices, the raw host for services); string-to-sign is
-// `sr` + "\n" + `se`; `sig` is strictly URL-encoded; fields in the order sr, sig, [skn,] se.
+// `sr` + "\n" + `se`; `sig` and `skn` are strictly URL-encoded; fields in the order sr, sig,
+// [skn,] se. Errors: as hmacSha256Base64, and ArgumentInvalid for a negative expiry.
 Result<std::string> buildSasToken(std::string_view resource_as_written, std::string_view key_base64,
                                   std::optional<std::string_view> key_name, std::int64_t expiry);
 
@@ -39,12 +48,15 @@ std::string deviceResource(std::string_view host, std::string_view device_id,
                            std::optional<std::string_view> module_id = std::nullopt);
 
 // Checks a token's signature against `key_base64` in constant time (HMAC over the raw `sr`
-// text + "\n" + the decimal `se`). Does not check expiry or resource.
+// text + "\n" + the decimal `se`). Does not check expiry or resource. False for a key that
+// is empty or not base64.
 bool signatureMatches(const SasToken& token, std::string_view key_base64);
 
 // True when the decoded token resource grants access to `target` (e.g. "host/devices/d1"):
 // host compared case-insensitively, path by whole-segment prefix ("/a/b" covers "/a/b/c",
-// not "/a/bc"). A trailing '/' on the resource is ignored.
+// not "/a/bc"); path segments are case-sensitive (device ids are). Trailing '/' characters are
+// ignored. Never true when `target` has an empty host. Note that a device id containing '/'
+// would make one device's resource a prefix of another's; the registry must reject those.
 bool resourceCovers(std::string_view token_resource, std::string_view target);
 
 }  // namespace iothub::auth

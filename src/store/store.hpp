@@ -35,7 +35,8 @@ class RegistryStore {
   virtual ~RegistryStore() = default;
 
   // Inserts the device and its initial twin atomically.
-  // Errors: DeviceAlreadyExists when the id is taken.
+  // Errors: DeviceAlreadyExists when the id is taken; ArgumentInvalid when the twin's
+  // device id differs from the device's.
   virtual Status createDevice(const DeviceRecord& device, const TwinRecord& twin) = 0;
 
   // Errors: DeviceNotFound.
@@ -90,7 +91,9 @@ class JobStore {
   // Errors: JobNotFound, or the mutation's error.
   virtual Result<JobRecord> updateJob(std::string_view job_id, JobMutation mutate) = 0;
   // Jobs matching `filter`, ordered by (created_time, job_id), after the job with id
-  // `after_job_id` in that order (empty = from the start), at most `limit`.
+  // `after_job_id` in that order (empty = from the start), at most `limit`. The job at
+  // `after_job_id` need not match the filter. Errors: JobNotFound when `after_job_id` is
+  // not empty and names no job.
   virtual Result<std::vector<JobRecord>> listJobs(const JobFilter& filter,
                                                   std::string_view after_job_id,
                                                   std::size_t limit) = 0;

@@ -1,0 +1,94 @@
+// iothubd: the hub. A thin main: parse flags, environment and config file into a
+// HubConfig, then hand over to iothub::server::Hub.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <iostream>
+
+#include "server/hub.hpp"
+
+namespace {
+
+int fail(const std::string& message) {
+  std::fprintf(stderr, "iothubd: %s\n", message.c_str());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using iothub::server::HubConfig;
+  HubConfig config;
+  CLI::App app{"iothubd: a self-hosted hub speaking Azure IoT Hub's protocols"};
+  app.set_config("--config", "", "Read options from a TOML/INI file (keys are the long option names)");
+  app.option_defaults()->always_capture_default();
+
+  std::string data_dir = config.data_dir.string();
+  std::uint16_t http_port = 0, mqtt_plain_port = 0;
+  std::string tls_cert, tls_key;
+  app.add_option("--data-dir", data_dir, "Where the hub keeps its database and certificates")
+      ->envname("IOTHUB_DATA_DIR");
+  app.add_option("--hostname", config.host_name, "The hub's host name (HostName in connection strings)")
+      ->envname("IOTHUB_HOSTNAME");
+  app.add_option("--bind", config.bind_address, "Address the listeners bind to")->envname("IOTHUB_BIND");
+  app.add_option("--https-port", config.https_port, "HTTPS service API (and MQTT over WebSocket) port")
+      ->envname("IOTHUB_HTTPS_PORT");
+  app.add_option("--mqtt-port", config.mqtt_port, "MQTT over TLS port for devices")
+      ->envname("IOTHUB_MQTT_PORT");
+  auto* http_opt = app.add_option("--http-port", http_port, "Also serve the service API over plain HTTP (tests)")
+                       ->envname("IOTHUB_HTTP_PORT");
+  auto* mqtt_plain_opt = app.add_option("--mqtt-plain-port", mqtt_plain_port, "Also accept plain MQTT (tests)")
+                             ->envname("IOTHUB_MQTT_PLAIN_PORT");
+  auto* cert_opt = app.add_option("--tls-cert", tls_cert, "Server certificate chain (PEM) instead of the generated one")
+                       ->envname("IOTHUB_TLS_CERT");
+  auto* key_opt = app.add_option("--tls-key", tls_key, "Private key (PEM) of --tls-cert")->envname("IOTHUB_TLS_KEY");
+  cert_opt->needs(key_opt);
+  key_opt->needs(cert_opt);
+  app.add_option("--log-level", config.log_level, "trace, debug, info, warn, error")
+      ->envname("IOTHUB_LOG_LEVEL")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  app.add_option("--io-threads", config.io_threads, "I/O threads (0 = one per core)")->envname("IOTHUB_IO_THREADS");
+  app.add_option("--worker-threads", config.worker_threads, "Threads that run requests against the store")
+      ->envname("IOTHUB_WORKER_THREADS")
+      ->check(CLI::Range(1u, 256u));
+
+  std::string policy = "iothubowner";
+  std::string cs_host;
+  auto* cs = app.add_subcommand("connection-string", "Print a service connection string of the hub in --data-dir");
+  cs->add_option("--data-dir", data_dir, "The hub's data directory")->envname("IOTHUB_DATA_DIR");
+  cs->add_option("--policy", policy, "Shared access policy (iothubowner, service, registryRead, ...)");
+  cs->add_option("--hostname", cs_host, "Host name to put in the string (default: the hub's)");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // Help, a bad flag, an unreadable or corrupt config file: one clear message.
+    return app.exit(e);
+  }
+
+  if (cs->parsed()) {
+    auto s = iothub::server::serviceConnectionString(
+        data_dir, policy, cs_host.empty() ? std::nullopt : std::optional<std::string>(cs_host));
+    if (!s) return fail(s.status().message());
+    std::cout << *s << "\n";
+    return 0;
+  }
+
+  config.data_dir = data_dir;
+  if (*http_opt) config.http_port = http_port;
+  if (*mqtt_plain_opt) config.mqtt_plain_port = mqtt_plain_port;
+  if (*cert_opt) config.tls_cert = tls_cert;
+  if (*key_opt) config.tls_key = tls_key;
+
+  auto logger = spdlog::stderr_color_mt("iothubd");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(spdlog::level::from_str(config.log_level));
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %^%l%$ %v", spdlog::pattern_time_type::utc);
+
+  auto hub = iothub::server::Hub::create(config);
+  if (!hub) return fail(hub.status().message());
+  (*hub)->run();
+  return 0;
+}

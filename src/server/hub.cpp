@@ -1,0 +1,274 @@
+#include "server/hub.hpp"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
+#include <fstream>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include "auth/connection_string.hpp"
+#include "auth/policy.hpp"
+#include "common/json.hpp"
+#include "registry/device_registry.hpp"
+#include "server/tls_bootstrap.hpp"
+#include "service_api/error_response.hpp"
+#include "service_api/service_api.hpp"
+#include "store/sqlite/sqlite_store.hpp"
+#include "transport/http_server.hpp"
+
+namespace iothub::server {
+namespace {
+
+namespace asio = boost::asio;
+namespace fs = std::filesystem;
+
+constexpr const char* kDatabaseFile = "iothub.db";
+constexpr const char* kHubFile = "hub.json";          // persistent facts: the host name
+constexpr const char* kRuntimeFile = "iothubd.json";  // while running: pid and bound ports
+
+Status writeFileAtomically(const fs::path& path, const std::string& content) {
+  fs::path tmp = path;
+  tmp += ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << content;
+    out.flush();
+    if (!out) return {ErrorCode::ServerError, "cannot write " + tmp.string()};
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) return {ErrorCode::ServerError, "cannot write " + path.string() + ": " + ec.message()};
+  return Status::ok();
+}
+
+Result<std::string> readFile(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status(ErrorCode::NotFound, "cannot read " + path.string());
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+Result<std::unique_ptr<asio::ssl::context>> makeTlsContext(const fs::path& cert, const fs::path& key) {
+  auto ctx = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
+  boost::system::error_code ec;
+  ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                       asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                       asio::ssl::context::no_tlsv1_1 | asio::ssl::context::single_dh_use,
+                   ec);
+  ctx->use_certificate_chain_file(cert.string(), ec);
+  if (ec) {
+    return Status(ErrorCode::ServiceUnavailable,
+                  "cannot use TLS certificate " + cert.string() + ": " + ec.message());
+  }
+  ctx->use_private_key_file(key.string(), asio::ssl::context::pem, ec);
+  if (ec) {
+    return Status(ErrorCode::ServiceUnavailable,
+                  "cannot use TLS key " + key.string() + ": " + ec.message());
+  }
+  return ctx;
+}
+
+}  // namespace
+
+struct Hub::Impl {
+  HubConfig config;
+  SystemClock clock;
+  SecureRandom random;
+  std::unique_ptr<store::SqliteStore> store;
+  std::unique_ptr<auth::ServiceAuthenticator> authenticator;
+  std::unique_ptr<registry::DeviceRegistry> registry;
+  std::unique_ptr<service_api::ServiceApi> api;
+  std::unique_ptr<asio::ssl::context> tls;
+  asio::io_context io;
+  asio::thread_pool workers;
+  std::unique_ptr<transport::HttpServer> https;
+  std::unique_ptr<transport::HttpServer> http;
+  asio::signal_set signals{io, SIGINT, SIGTERM};
+  std::atomic<bool> stopping{false};
+
+  explicit Impl(const HubConfig& c) : config(c), workers(c.worker_threads == 0 ? 1 : c.worker_threads) {}
+
+  std::vector<transport::HttpServer*> servers() {
+    std::vector<transport::HttpServer*> out;
+    if (https) out.push_back(https.get());
+    if (http) out.push_back(http.get());
+    return out;
+  }
+
+  void beginShutdown() {
+    if (stopping.exchange(true)) return;
+    spdlog::info("shutting down: no new connections, finishing in-flight requests");
+    boost::system::error_code ignored;
+    signals.cancel(ignored);
+    for (auto* s : servers()) s->stop();
+    // Give open connections up to shutdown_grace to finish, then stop the loop.
+    auto deadline = std::chrono::steady_clock::now() + config.shutdown_grace;
+    auto timer = std::make_shared<asio::steady_timer>(io);
+    auto poll = std::make_shared<std::function<void()>>();
+    *poll = [this, timer, deadline, poll] {
+      std::size_t open = 0;
+      for (auto* s : servers()) open += s->connectionCount();
+      if (open == 0 || std::chrono::steady_clock::now() >= deadline) {
+        if (open > 0) spdlog::warn("closing {} connection(s) still open after the grace period", open);
+        io.stop();
+        *poll = nullptr;  // break the self-reference
+        return;
+      }
+      timer->expires_after(std::chrono::milliseconds(20));
+      timer->async_wait([poll](const boost::system::error_code&) {
+        if (*poll) (*poll)();
+      });
+    };
+    asio::post(io, [poll] { (*poll)(); });
+  }
+};
+
+Hub::Hub(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Hub::~Hub() {
+  if (!impl_) return;
+  impl_->workers.join();
+  std::error_code ec;
+  fs::remove(impl_->config.data_dir / kRuntimeFile, ec);
+}
+
+Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
+  auto impl = std::make_unique<Impl>(config);
+  const fs::path& dir = config.data_dir;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return Status(ErrorCode::ServiceUnavailable, "cannot create data directory " + dir.string() + ": " + ec.message());
+
+  auto store = store::SqliteStore::open(dir / kDatabaseFile, store::SqliteOptions{});
+  if (!store) return Status(store.code(), "cannot open the store in " + dir.string() + ": " + store.status().message());
+  impl->store = std::move(*store);
+
+  IOTHUB_RETURN_IF_ERROR(impl->store->policies().insertMissingPolicies(auth::defaultPolicies(impl->random)));
+  auto policies = impl->store->policies().listPolicies();
+  if (!policies) return policies.status();
+  IOTHUB_RETURN_IF_ERROR(writeFileAtomically(
+      dir / kHubFile, json::serialize(json::object{{"hostName", config.host_name}}) + "\n"));
+
+  fs::path cert, key;
+  if (config.tls_cert || config.tls_key) {
+    if (!config.tls_cert || !config.tls_key) {
+      return Status(ErrorCode::ArgumentInvalid, "--tls-cert and --tls-key go together");
+    }
+    cert = *config.tls_cert;
+    key = *config.tls_key;
+  } else {
+    auto files = ensureDevelopmentCertificates(dir, config.host_name, impl->clock);
+    if (!files) return files.status();
+    cert = files->server_cert;
+    key = files->server_key;
+  }
+  auto tls = makeTlsContext(cert, key);
+  if (!tls) return tls.status();
+  impl->tls = std::move(*tls);
+
+  impl->authenticator = std::make_unique<auth::ServiceAuthenticator>(config.host_name, *policies, impl->clock);
+  impl->registry = std::make_unique<registry::DeviceRegistry>(*impl->store, impl->random, impl->clock);
+  impl->api = std::make_unique<service_api::ServiceApi>(service_api::ServiceApiDeps{
+      impl->authenticator.get(), impl->registry.get(), nullptr, &impl->random, &impl->clock});
+
+  Impl* raw = impl.get();
+  auto handler = [raw](const HttpRequest& r) { return raw->api->handle(r); };
+  auto error_responder = [raw](const Status& s) {
+    return service_api::errorResponse(s, raw->random, raw->clock.now());
+  };
+  transport::HttpServerOptions https_options;
+  https_options.name = "HTTPS";
+  https_options.bind_address = config.bind_address;
+  https_options.port = config.https_port;
+  https_options.tls = raw->tls.get();
+  https_options.body_limit = config.http_body_limit;
+  auto https = transport::HttpServer::create(raw->io, raw->workers, https_options, handler, error_responder);
+  if (!https) return https.status();
+  impl->https = std::move(*https);
+  if (config.http_port) {
+    transport::HttpServerOptions http_options = https_options;
+    http_options.name = "HTTP";
+    http_options.port = *config.http_port;
+    http_options.tls = nullptr;
+    auto http = transport::HttpServer::create(raw->io, raw->workers, http_options, handler, error_responder);
+    if (!http) return http.status();
+    impl->http = std::move(*http);
+  }
+  return std::unique_ptr<Hub>(new Hub(std::move(impl)));
+}
+
+void Hub::run() {
+  Impl& impl = *impl_;
+  impl.signals.async_wait([&impl](const boost::system::error_code& ec, int signal) {
+    if (ec) return;
+    spdlog::info("received signal {}", signal);
+    impl.beginShutdown();
+  });
+  for (auto* s : impl.servers()) s->start();
+
+  json::object runtime{{"pid", static_cast<std::int64_t>(::getpid())},
+                       {"hostName", impl.config.host_name},
+                       {"httpsPort", impl.https->port()}};
+  if (impl.http) runtime["httpPort"] = impl.http->port();
+  Status written = writeFileAtomically(impl.config.data_dir / kRuntimeFile, json::serialize(runtime) + "\n");
+  if (!written) spdlog::warn("{}", written.toString());
+  spdlog::info("iothubd serving hub '{}': HTTPS on {}:{}{}", impl.config.host_name,
+               impl.config.bind_address, impl.https->port(),
+               impl.http ? ", HTTP on port " + std::to_string(impl.http->port()) : std::string());
+
+  unsigned threads = impl.config.io_threads != 0 ? impl.config.io_threads
+                                                 : std::max(1u, std::thread::hardware_concurrency());
+  std::vector<std::thread> pool;
+  for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&impl] { impl.io.run(); });
+  impl.io.run();
+  for (auto& t : pool) t.join();
+  impl.workers.join();
+  spdlog::info("stopped");
+}
+
+void Hub::stop() {
+  Impl* impl = impl_.get();
+  asio::post(impl->io, [impl] { impl->beginShutdown(); });
+}
+
+std::uint16_t Hub::httpsPort() const { return impl_->https->port(); }
+
+std::optional<std::uint16_t> Hub::httpPort() const {
+  if (!impl_->http) return std::nullopt;
+  return impl_->http->port();
+}
+
+Result<std::string> serviceConnectionString(const fs::path& data_dir, const std::string& policy,
+                                            const std::optional<std::string>& host_name) {
+  if (!fs::exists(data_dir / kDatabaseFile)) {
+    return Status(ErrorCode::NotFound, "no hub in " + data_dir.string() +
+                                           " (start it once with: iothubd --data-dir " +
+                                           data_dir.string() + ")");
+  }
+  std::string host = host_name.value_or("");
+  if (host.empty()) {
+    auto text = readFile(data_dir / kHubFile);
+    if (!text) return text.status();
+    auto doc = parseJson(*text);
+    const json::string* stored = doc && doc->is_object() ? findString(doc->get_object(), "hostName") : nullptr;
+    if (stored == nullptr) return Status(ErrorCode::StoreCorruption, (data_dir / kHubFile).string() + " has no hostName");
+    host = std::string(*stored);
+  }
+  auto store = store::SqliteStore::open(data_dir / kDatabaseFile, store::SqliteOptions{});
+  if (!store) return store.status();
+  auto policies = (*store)->policies().listPolicies();
+  if (!policies) return policies.status();
+  for (const auto& p : *policies) {
+    if (p.name == policy) {
+      return auth::ServiceConnectionString{host, p.name, p.primary_key}.toString();
+    }
+  }
+  return Status(ErrorCode::NotFound, "the hub has no shared access policy named '" + policy + "'");
+}
+
+}  // namespace iothub::server

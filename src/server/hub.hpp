@@ -1,0 +1,46 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "common/status.hpp"
+#include "server/hub_config.hpp"
+
+namespace iothub::server {
+
+// The composition root: opens the store under the data directory, creates the shared
+// access policies and development certificates on first start, and runs the listeners.
+class Hub {
+ public:
+  // Prepares everything and binds every listener, so that startup errors (port in use,
+  // unreadable certificate, unwritable or corrupt data directory) surface here as one
+  // clear Status.
+  static Result<std::unique_ptr<Hub>> create(const HubConfig& config);
+  ~Hub();
+
+  // Serves until stop() is called or SIGINT/SIGTERM arrives, then stops accepting, lets
+  // in-flight requests finish (up to shutdown_grace), closes the store and returns.
+  void run();
+  // Thread-safe; may be called from any thread or a signal handler context via run().
+  void stop();
+
+  std::uint16_t httpsPort() const;
+  std::optional<std::uint16_t> httpPort() const;
+
+ private:
+  struct Impl;
+  explicit Hub(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// The service connection string of a policy of the hub in `data_dir`:
+// "HostName=<host>;SharedAccessKeyName=<policy>;SharedAccessKey=<primary key>". The host
+// is the one the hub last started with, unless `host_name` overrides it.
+// Errors: NotFound when the directory holds no hub or the policy does not exist.
+Result<std::string> serviceConnectionString(const std::filesystem::path& data_dir,
+                                            const std::string& policy,
+                                            const std::optional<std::string>& host_name);
+
+}  // namespace iothub::server

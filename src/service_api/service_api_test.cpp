@@ -1,0 +1,324 @@
+// The service REST API driven as a pure function over a real SQLite store: every route,
+// and every kind of bad input the foundation issue names, with status and error code.
+#include "service_api/service_api.hpp"
+
+#include <gtest/gtest.h>
+
+#include "auth/sas_token.hpp"
+#include "common/encoding.hpp"
+#include "common/json.hpp"
+#include "store/sqlite/sqlite_store.hpp"
+#include "tests/support/temp_dir.hpp"
+
+namespace iothub::service_api {
+namespace {
+
+constexpr const char* kHost = "hub.test";
+
+class ServiceApiTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto store = store::SqliteStore::open(dir_.path() / "iothub.db", store::SqliteOptions{});
+    ASSERT_TRUE(store.isOk()) << store.status().toString();
+    store_ = std::move(*store);
+    policies_ = auth::defaultPolicies(random_);
+    authenticator_ = std::make_unique<auth::ServiceAuthenticator>(kHost, policies_, clock_);
+    registry_ = std::make_unique<registry::DeviceRegistry>(*store_, random_, clock_);
+    api_ = std::make_unique<ServiceApi>(
+        ServiceApiDeps{authenticator_.get(), registry_.get(), nullptr, &random_, &clock_});
+  }
+
+  const store::AccessPolicyRecord& policy(const std::string& name) {
+    for (const auto& p : policies_) {
+      if (p.name == name) return p;
+    }
+    throw std::runtime_error("no policy " + name);
+  }
+
+  std::string token(const std::string& policy_name = "iothubowner", std::int64_t lifetime = 3600) {
+    auto t = auth::buildSasToken(kHost, policy(policy_name).primary_key, policy_name,
+                                 unixSeconds(clock_.now()) + lifetime);
+    return *t;
+  }
+
+  HttpResponse call(const std::string& method, const std::string& target, const std::string& body = "",
+                    std::optional<std::string> if_match = std::nullopt,
+                    std::optional<std::string> authorization = std::nullopt) {
+    HttpRequest r;
+    r.method = method;
+    r.target = target;
+    r.body = body;
+    r.headers.set("Authorization", authorization.value_or(token()));
+    if (if_match) r.headers.set("If-Match", *if_match);
+    return api_->handle(r);
+  }
+
+  static json::value body(const HttpResponse& r) { return json::parse(r.body); }
+
+  // The Azure error name a response carries, checked in both the header and the body.
+  static std::string errorName(const HttpResponse& r) {
+    const std::string* header = r.headers.find("iothub-errorcode");
+    EXPECT_NE(header, nullptr);
+    std::string message(body(r).as_object().at("Message").as_string());
+    EXPECT_EQ(message.rfind("ErrorCode:" + *header + ";", 0), 0u) << message;
+    return header ? *header : "";
+  }
+
+  testing::TempDir dir_;
+  FakeClock clock_;
+  SeededRandom random_{42};
+  std::vector<store::AccessPolicyRecord> policies_;
+  std::unique_ptr<store::SqliteStore> store_;
+  std::unique_ptr<auth::ServiceAuthenticator> authenticator_;
+  std::unique_ptr<registry::DeviceRegistry> registry_;
+  std::unique_ptr<ServiceApi> api_;
+};
+
+constexpr const char* kNodeCreateBody =
+    R"({"deviceId":"d1","authentication":{"type":"sas","symmetricKey":{"primaryKey":"","secondaryKey":""}}})";
+
+TEST_F(ServiceApiTest, CreateGeneratesKeysAndReturnsTheDevice) {
+  auto r = call("PUT", "/devices/d1?api-version=2021-04-12", kNodeCreateBody);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(*r.headers.find("Content-Type"), "application/json; charset=utf-8");
+  auto d = body(r).as_object();
+  EXPECT_EQ(d.at("deviceId").as_string(), "d1");
+  EXPECT_EQ(d.at("status").as_string(), "enabled");
+  EXPECT_EQ(d.at("connectionState").as_string(), "Disconnected");
+  EXPECT_FALSE(d.at("etag").as_string().empty());
+  EXPECT_FALSE(d.at("generationId").as_string().empty());
+  EXPECT_EQ(d.at("lastActivityTime").as_string(), "0001-01-01T00:00:00Z");
+  const auto& sym = d.at("authentication").at("symmetricKey").as_object();
+  EXPECT_EQ(sym.at("primaryKey").as_string().size(), 44u);
+  EXPECT_EQ(sym.at("secondaryKey").as_string().size(), 44u);
+  EXPECT_NE(sym.at("primaryKey"), sym.at("secondaryKey"));
+
+  auto got = call("GET", "/devices/d1?api-version=2021-04-12");
+  ASSERT_EQ(got.status, 200);
+  EXPECT_EQ(body(got).at("authentication"), d.at("authentication"));
+  EXPECT_EQ(body(got).at("etag"), d.at("etag"));
+}
+
+TEST_F(ServiceApiTest, SuppliedKeysAreStoredVerbatim) {
+  std::string k1 = base64Encode(std::string(32, 'a')), k2 = base64Encode(std::string(32, 'b'));
+  auto r = call("PUT", "/devices/d2", R"({"deviceId":"d2","authentication":{"symmetricKey":{"primaryKey":")" + k1 +
+                                          R"(","secondaryKey":")" + k2 + R"("}}})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(body(r).at("authentication").at("symmetricKey").at("primaryKey").as_string(), k1);
+  EXPECT_EQ(body(r).at("authentication").at("symmetricKey").at("secondaryKey").as_string(), k2);
+}
+
+TEST_F(ServiceApiTest, CreateOfAnExistingIdIsAConflict) {
+  ASSERT_EQ(call("PUT", "/devices/d1", kNodeCreateBody).status, 200);
+  auto r = call("PUT", "/devices/d1", kNodeCreateBody);
+  EXPECT_EQ(r.status, 409);
+  EXPECT_EQ(errorName(r), "DeviceAlreadyExists");
+}
+
+TEST_F(ServiceApiTest, UpdateHonoursIfMatch) {
+  auto created = body(call("PUT", "/devices/d1", kNodeCreateBody));
+  std::string etag(created.at("etag").as_string());
+  auto keys = created.at("authentication").at("symmetricKey");
+
+  auto stale = call("PUT", "/devices/d1", R"({"deviceId":"d1","status":"disabled"})", "\"bogus\"");
+  EXPECT_EQ(stale.status, 412);
+  EXPECT_EQ(errorName(stale), "PreconditionFailed");
+
+  auto ok = call("PUT", "/devices/d1", R"({"deviceId":"d1","status":"disabled","statusReason":"maintenance"})",
+                 "\"" + etag + "\"");
+  ASSERT_EQ(ok.status, 200) << ok.body;
+  auto updated = body(ok);
+  EXPECT_EQ(updated.at("status").as_string(), "disabled");
+  EXPECT_EQ(updated.at("statusReason").as_string(), "maintenance");
+  EXPECT_NE(updated.at("etag"), created.at("etag"));
+  EXPECT_EQ(updated.at("generationId"), created.at("generationId"));
+  // An update without keys keeps the device's keys.
+  EXPECT_EQ(updated.at("authentication").at("symmetricKey"), keys);
+
+  auto wildcard = call("PUT", "/devices/d1", R"({"deviceId":"d1","status":"enabled"})", "W/\"*\"");
+  EXPECT_EQ(wildcard.status, 200);
+}
+
+TEST_F(ServiceApiTest, UpdateOfAMissingDeviceIsNotFound) {
+  auto r = call("PUT", "/devices/ghost", R"({"deviceId":"ghost"})", "\"*\"");
+  EXPECT_EQ(r.status, 404);
+  EXPECT_EQ(errorName(r), "DeviceNotFound");
+}
+
+TEST_F(ServiceApiTest, GetAndDeleteOfUnknownDevicesAreDeviceNotFound) {
+  auto get = call("GET", "/devices/nobody");
+  EXPECT_EQ(get.status, 404);
+  EXPECT_EQ(errorName(get), "DeviceNotFound");
+  auto del = call("DELETE", "/devices/nobody", "", "\"*\"");
+  EXPECT_EQ(del.status, 404);
+  EXPECT_EQ(errorName(del), "DeviceNotFound");
+}
+
+TEST_F(ServiceApiTest, DeleteRemovesTheDeviceAndChecksTheEtag) {
+  auto created = body(call("PUT", "/devices/d1", kNodeCreateBody));
+  EXPECT_EQ(call("DELETE", "/devices/d1", "", "\"wrong\"").status, 412);
+  auto r = call("DELETE", "/devices/d1", "", "\"" + std::string(created.at("etag").as_string()) + "\"");
+  EXPECT_EQ(r.status, 204);
+  EXPECT_TRUE(r.body.empty());
+  EXPECT_EQ(call("GET", "/devices/d1").status, 404);
+}
+
+TEST_F(ServiceApiTest, ListReturnsAnArrayInIdOrder) {
+  for (std::string id : {"c", "a", "b"}) {
+    ASSERT_EQ(call("PUT", "/devices/" + id, R"({"deviceId":")" + id + "\"}").status, 200);
+  }
+  auto r = call("GET", "/devices/?api-version=2021-04-12");
+  ASSERT_EQ(r.status, 200);
+  auto list = body(r).as_array();
+  ASSERT_EQ(list.size(), 3u);
+  EXPECT_EQ(list[0].at("deviceId").as_string(), "a");
+  EXPECT_EQ(list[2].at("deviceId").as_string(), "c");
+  auto top = call("GET", "/devices?top=2");
+  ASSERT_EQ(top.status, 200);
+  EXPECT_EQ(body(top).as_array().size(), 2u);
+  EXPECT_EQ(call("GET", "/devices?top=0").status, 400);
+  EXPECT_EQ(call("GET", "/devices?top=abc").status, 400);
+}
+
+TEST_F(ServiceApiTest, DeviceIdsNeedNotBePlainWords) {
+  auto r = call("PUT", "/devices/d%201%2Ex?api-version=2021-04-12", R"({"deviceId":"d 1.x"})");
+  // A space is outside Azure's device-id alphabet.
+  EXPECT_EQ(r.status, 400);
+  auto ok = call("PUT", "/devices/a-b.c%2Bd%3A1", R"({"deviceId":"a-b.c+d:1"})");
+  EXPECT_EQ(ok.status, 200) << ok.body;
+  EXPECT_EQ(call("GET", "/devices/a-b.c%2Bd%3A1").status, 200);
+}
+
+TEST_F(ServiceApiTest, BadBodiesAreRejectedWithTheRightCode) {
+  struct Case {
+    std::string target, body;
+    int status;
+    std::string code;
+  } cases[] = {
+      {"/devices/d1", "{\"deviceId\":", 400, "IotHubFormatError"},
+      {"/devices/d1", "", 400, "ArgumentNull"},
+      {"/devices/d1", "[1,2]", 400, "IotHubFormatError"},
+      {"/devices/d1", R"({"deviceId":5})", 400, "ArgumentInvalid"},
+      {"/devices/d1", R"({"deviceId":"d2"})", 400, "ArgumentInvalid"},
+      {"/devices/d1", R"({"status":"sleeping"})", 400, "ArgumentInvalid"},
+      {"/devices/d1", R"({"status":true})", 400, "ArgumentInvalid"},
+      {"/devices/d1", R"({"authentication":"sas"})", 400, "ArgumentInvalid"},
+      {"/devices/d1", R"({"authentication":{"symmetricKey":{"primaryKey":"not base64!","secondaryKey":"x"}}})", 400, "ArgumentInvalid"},
+      {"/devices/d1", R"({"authentication":{"symmetricKey":{"primaryKey":"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=","secondaryKey":""}}})", 400, "ArgumentInvalid"},
+      {"/devices/d1", R"({"authentication":{"type":"magic"}})", 400, "ArgumentInvalid"},
+      {"/devices/d1", R"({"capabilities":{"iotEdge":"yes"}})", 400, "ArgumentInvalid"},
+      {"/devices/invalid%2Fname", R"({"deviceId":"invalid/name"})", 400, "ArgumentInvalid"},
+      {"/devices/" + std::string(129, 'x'), "{}", 400, "ArgumentInvalid"},
+      {"/devices/d1", std::string(100, '[') + std::string(100, ']'), 400, "IotHubFormatError"},
+  };
+  for (const auto& c : cases) {
+    auto r = call("PUT", c.target, c.body);
+    EXPECT_EQ(r.status, c.status) << c.body;
+    EXPECT_EQ(errorName(r), c.code) << c.body;
+  }
+  EXPECT_EQ(call("GET", "/devices/d1").status, 404) << "nothing was created";
+}
+
+TEST_F(ServiceApiTest, RequestsWithoutValidCredentialsAreUnauthorized) {
+  ASSERT_EQ(call("PUT", "/devices/d1", kNodeCreateBody).status, 200);
+  HttpRequest no_header;
+  no_header.method = "GET";
+  no_header.target = "/devices/d1";
+  auto missing = api_->handle(no_header);
+  EXPECT_EQ(missing.status, 401);
+  EXPECT_EQ(errorName(missing), "IotHubUnauthorizedAccess");
+
+  std::string wrong_key = *auth::buildSasToken(kHost, base64Encode(std::string(32, 'z')), "iothubowner",
+                                               unixSeconds(clock_.now()) + 3600);
+  std::string expired = token("iothubowner", -10);
+  std::string forged = token();
+  forged[forged.find("sig=") + 5] ^= 1;
+  std::string other_host = *auth::buildSasToken("other.test", policy("iothubowner").primary_key,
+                                                "iothubowner", unixSeconds(clock_.now()) + 3600);
+  std::string unknown_policy = *auth::buildSasToken(kHost, policy("iothubowner").primary_key, "nobody",
+                                                    unixSeconds(clock_.now()) + 3600);
+  for (const auto& bad : {wrong_key, expired, forged, other_host, unknown_policy,
+                          std::string("Bearer abc"), std::string("SharedAccessSignature garbage")}) {
+    auto r = call("GET", "/devices/d1", "", std::nullopt, bad);
+    EXPECT_EQ(r.status, 401) << bad;
+    EXPECT_EQ(errorName(r), "IotHubUnauthorizedAccess");
+    // The response never echoes the credentials.
+    EXPECT_EQ(r.body.find("sig="), std::string::npos);
+  }
+}
+
+TEST_F(ServiceApiTest, PoliciesGrantOnlyTheirPermissions) {
+  ASSERT_EQ(call("PUT", "/devices/d1", kNodeCreateBody).status, 200);
+  EXPECT_EQ(call("GET", "/devices/d1", "", std::nullopt, token("registryRead")).status, 200);
+  EXPECT_EQ(call("PUT", "/devices/d2", R"({"deviceId":"d2"})", std::nullopt, token("registryRead")).status, 401);
+  EXPECT_EQ(call("PUT", "/devices/d2", R"({"deviceId":"d2"})", std::nullopt, token("registryReadWrite")).status, 200);
+  EXPECT_EQ(call("GET", "/devices/d1", "", std::nullopt, token("service")).status, 401);
+  EXPECT_EQ(call("GET", "/devices/d1", "", std::nullopt, token("device")).status, 401);
+  EXPECT_EQ(call("DELETE", "/devices/d1", "", std::nullopt, token("service")).status, 401);
+}
+
+TEST_F(ServiceApiTest, UnknownRoutesAndMethods) {
+  auto r = call("GET", "/nothing/here");
+  EXPECT_EQ(r.status, 404);
+  auto m = call("PATCH", "/devices/d1", "{}");
+  EXPECT_EQ(m.status, 405);
+  EXPECT_NE(m.headers.find("Allow"), nullptr);
+}
+
+TEST_F(ServiceApiTest, BulkCreateUpdateDeleteReportsPerDeviceErrors) {
+  ASSERT_EQ(call("PUT", "/devices/taken", R"({"deviceId":"taken"})").status, 200);
+  auto r = call("POST", "/devices?api-version=2021-04-12",
+                R"([{"id":"b1","importMode":"create"},{"id":"b2","importMode":"create","status":"disabled"},
+                    {"id":"taken","importMode":"create"}])");
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto result = body(r).as_object();
+  EXPECT_FALSE(result.at("isSuccessful").as_bool());
+  ASSERT_EQ(result.at("errors").as_array().size(), 1u);
+  EXPECT_EQ(result.at("errors").at(0).at("deviceId").as_string(), "taken");
+  EXPECT_EQ(result.at("errors").at(0).at("errorCode").as_int64(), 409001);
+  EXPECT_EQ(body(call("GET", "/devices/b2")).at("status").as_string(), "disabled");
+
+  auto upd = call("POST", "/devices", R"([{"id":"b1","importMode":"Update","status":"disabled"},
+                                          {"id":"b2","importMode":"UpdateIfMatchETag","etag":"stale"}])");
+  ASSERT_EQ(upd.status, 200);
+  EXPECT_EQ(body(upd).at("errors").at(0).at("errorCode").as_int64(), 412001);
+  EXPECT_EQ(body(call("GET", "/devices/b1")).at("status").as_string(), "disabled");
+
+  auto del = call("POST", "/devices", R"([{"id":"b1","importMode":"delete"},{"id":"b2","importMode":"Delete"}])");
+  ASSERT_EQ(del.status, 200);
+  EXPECT_TRUE(body(del).at("isSuccessful").as_bool());
+  EXPECT_EQ(call("GET", "/devices/b1").status, 404);
+}
+
+TEST_F(ServiceApiTest, MalformedBulkRequestsChangeNothing) {
+  EXPECT_EQ(call("POST", "/devices", "{}").status, 400);
+  EXPECT_EQ(call("POST", "/devices", "[]").status, 400);
+  auto dup = call("POST", "/devices", R"([{"id":"x","importMode":"create"},{"id":"x","importMode":"create"}])");
+  EXPECT_EQ(dup.status, 400);
+  EXPECT_EQ(errorName(dup), "DeviceDefinedMultipleTimes");
+  auto mode = call("POST", "/devices", R"([{"id":"y","importMode":"create"},{"id":"z","importMode":"explode"}])");
+  EXPECT_EQ(mode.status, 400);
+  EXPECT_EQ(call("GET", "/devices/y").status, 404) << "a rejected request applies nothing";
+  std::string many = "[";
+  for (int i = 0; i < 101; ++i) many += std::string(i ? "," : "") + R"({"id":"m)" + std::to_string(i) + R"(","importMode":"create"})";
+  EXPECT_EQ(call("POST", "/devices", many + "]").status, 400);
+}
+
+TEST_F(ServiceApiTest, StatisticsCountDevicesByStatus) {
+  ASSERT_EQ(call("PUT", "/devices/a", R"({"deviceId":"a"})").status, 200);
+  ASSERT_EQ(call("PUT", "/devices/b", R"({"deviceId":"b","status":"disabled"})").status, 200);
+  auto r = call("GET", "/statistics/devices");
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(body(r).at("totalDeviceCount").as_int64(), 2);
+  EXPECT_EQ(body(r).at("enabledDeviceCount").as_int64(), 1);
+  EXPECT_EQ(body(r).at("disabledDeviceCount").as_int64(), 1);
+}
+
+TEST(NormalizeEtagTest, StripsQuotesAndWeakPrefix) {
+  EXPECT_EQ(normalizeEtag("\"*\""), "*");
+  EXPECT_EQ(normalizeEtag("W/\"abc\""), "abc");
+  EXPECT_EQ(normalizeEtag("abc"), "abc");
+}
+
+}  // namespace
+}  // namespace iothub::service_api

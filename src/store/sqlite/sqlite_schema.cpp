@@ -1,0 +1,124 @@
+#include "store/sqlite/sqlite_schema.hpp"
+
+#include <string>
+
+namespace iothub::store {
+namespace {
+
+// Version 1. Conventions:
+// - Times are INTEGER nanoseconds since the Unix epoch (0 = never).
+// - JSON documents are TEXT holding one JSON value, so json_extract() works on them.
+// - Tables keyed by short text with small rows are WITHOUT ROWID: the primary-key B-tree
+//   holds the row, which saves one lookup per read. Twins and jobs can be large, so they
+//   stay rowid tables (large rows in a WITHOUT ROWID table make its B-tree deep).
+// - device_jobs has no foreign keys: it is job history and outlives deleted devices.
+constexpr std::string_view kSchemaV1 = R"sql(
+CREATE TABLE devices (
+  device_id                     TEXT    NOT NULL PRIMARY KEY,
+  generation_id                 TEXT    NOT NULL,
+  etag                          TEXT    NOT NULL,
+  status                        TEXT    NOT NULL,  -- 'enabled' | 'disabled'
+  status_reason                 TEXT,
+  status_updated_time           INTEGER NOT NULL,
+  auth_type                     TEXT    NOT NULL,  -- 'sas' | 'selfSigned' | 'certificateAuthority' | 'none'
+  primary_key                   TEXT    NOT NULL,
+  secondary_key                 TEXT    NOT NULL,
+  primary_thumbprint            TEXT,
+  secondary_thumbprint          TEXT,
+  iot_edge                      INTEGER NOT NULL,  -- 0 | 1
+  device_scope                  TEXT,
+  parent_scopes                 TEXT    NOT NULL,  -- JSON array of strings
+  connection_state_updated_time INTEGER NOT NULL,
+  last_activity_time            INTEGER NOT NULL,
+  cloud_to_device_message_count INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE twins (
+  device_id        TEXT    NOT NULL PRIMARY KEY
+                           REFERENCES devices (device_id) ON DELETE CASCADE,
+  tags             TEXT    NOT NULL,  -- JSON object
+  desired          TEXT    NOT NULL,  -- JSON object
+  reported         TEXT    NOT NULL,  -- JSON object
+  version          INTEGER NOT NULL,
+  desired_version  INTEGER NOT NULL,
+  reported_version INTEGER NOT NULL
+);
+
+CREATE TABLE jobs (
+  job_id       TEXT    NOT NULL PRIMARY KEY,
+  type         TEXT    NOT NULL,
+  status       TEXT    NOT NULL,
+  created_time INTEGER NOT NULL,
+  start_time   INTEGER NOT NULL,
+  end_time     INTEGER,
+  document     TEXT    NOT NULL  -- JSON object
+);
+-- (status, created_time, job_id) serves status filters in list order without a sort.
+CREATE INDEX jobs_by_status ON jobs (status, created_time, job_id);
+CREATE INDEX jobs_by_created_time ON jobs (created_time, job_id);
+
+CREATE TABLE device_jobs (
+  job_id            TEXT    NOT NULL,
+  device_id         TEXT    NOT NULL,
+  status            TEXT    NOT NULL,
+  last_updated_time INTEGER NOT NULL,
+  document          TEXT    NOT NULL,  -- JSON object
+  PRIMARY KEY (job_id, device_id)
+) WITHOUT ROWID;
+CREATE INDEX device_jobs_by_status ON device_jobs (job_id, status, device_id);
+
+CREATE TABLE access_policies (
+  name          TEXT    NOT NULL PRIMARY KEY,
+  primary_key   TEXT    NOT NULL,
+  secondary_key TEXT    NOT NULL,
+  permissions   INTEGER NOT NULL  -- Permission bits
+) WITHOUT ROWID;
+)sql";
+
+constexpr SqliteMigration kMigrations[] = {
+    {1, kSchemaV1},
+};
+
+}  // namespace
+
+std::span<const SqliteMigration> sqliteMigrations() { return kMigrations; }
+
+std::int64_t sqliteSchemaVersion() { return kMigrations[std::size(kMigrations) - 1].version; }
+
+Status migrateSqliteSchema(SqliteConnection& connection,
+                           std::span<const SqliteMigration> migrations) {
+  std::int64_t latest = migrations.empty() ? 0 : migrations.back().version;
+  // IMMEDIATE takes the write lock before reading user_version, so two processes opening
+  // the same fresh file cannot both run the migrations.
+  IOTHUB_RETURN_IF_ERROR(connection.exec("BEGIN IMMEDIATE"));
+  auto fail = [&connection](Status error) {
+    if (connection.inTransaction()) (void)connection.exec("ROLLBACK");
+    return error;
+  };
+
+  Result<std::int64_t> current = connection.queryInt64("PRAGMA user_version");
+  if (!current) return fail(current.status());
+  if (*current > latest) {
+    return fail(Status(ErrorCode::ServerError,
+                       "the database has schema version " + std::to_string(*current) +
+                           ", newer than the newest this build knows (" + std::to_string(latest) +
+                           "); use a newer iothub"));
+  }
+  for (const SqliteMigration& migration : migrations) {
+    if (migration.version <= *current) continue;
+    Status applied = connection.exec(migration.sql);
+    if (!applied) {
+      return fail(Status(applied.code(), "schema migration to version " +
+                                             std::to_string(migration.version) +
+                                             " failed: " + applied.message()));
+    }
+    // user_version lives in the database header, which is written inside the transaction.
+    applied = connection.exec("PRAGMA user_version = " + std::to_string(migration.version));
+    if (!applied) return fail(applied);
+  }
+  Status committed = connection.exec("COMMIT");
+  if (!committed) return fail(committed);
+  return Status::ok();
+}
+
+}  // namespace iothub::store

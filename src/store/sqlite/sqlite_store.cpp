@@ -1,0 +1,842 @@
+#include "store/sqlite/sqlite_store.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <exception>
+#include <limits>
+#include <utility>
+
+#include "common/json.hpp"
+#include "store/sqlite/sqlite_schema.hpp"
+
+namespace iothub::store {
+
+// --- Reader pool ---
+
+// Read-only connections handed out one per reading thread. A reader that finds the pool
+// empty waits for a connection to come back rather than opening more: the pool size bounds
+// how many reads run at once.
+class SqliteStore::ReaderPool {
+ public:
+  static Result<std::unique_ptr<ReaderPool>> open(const std::filesystem::path& file,
+                                                  std::size_t count) {
+    auto pool = std::unique_ptr<ReaderPool>(new ReaderPool());
+    for (std::size_t i = 0; i < std::max<std::size_t>(count, 1); ++i) {
+      auto connection = SqliteConnection::open(file, SqliteConnection::Mode::ReadOnly);
+      if (!connection) return connection.status();
+      pool->idle_.push_back(std::move(connection).value());
+    }
+    return pool;
+  }
+
+  // Returns its connection to the pool on destruction.
+  class Lease {
+   public:
+    Lease(ReaderPool& pool, std::unique_ptr<SqliteConnection> connection)
+        : pool_(pool), connection_(std::move(connection)) {}
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    ~Lease() { pool_.release(std::move(connection_)); }
+    SqliteConnection& connection() { return *connection_; }
+
+   private:
+    ReaderPool& pool_;
+    std::unique_ptr<SqliteConnection> connection_;
+  };
+
+  Lease acquire() {
+    std::unique_lock lock(mutex_);
+    returned_.wait(lock, [this] { return !idle_.empty(); });
+    std::unique_ptr<SqliteConnection> connection = std::move(idle_.back());
+    idle_.pop_back();
+    return Lease(*this, std::move(connection));
+  }
+
+ private:
+  ReaderPool() = default;
+
+  void release(std::unique_ptr<SqliteConnection> connection) {
+    {
+      std::lock_guard lock(mutex_);
+      idle_.push_back(std::move(connection));
+    }
+    returned_.notify_one();
+  }
+
+  std::mutex mutex_;
+  std::condition_variable returned_;
+  std::vector<std::unique_ptr<SqliteConnection>> idle_;  // guarded by mutex_
+};
+
+namespace {
+
+// Stored documents were validated by the domain modules before they were written; this
+// bound only keeps a damaged file from exhausting memory or the stack.
+constexpr std::size_t kMaxStoredJsonDepth = 512;
+
+// Pages are capped by the caller's limit; reserve at most this much up front.
+constexpr std::size_t kMaxReserve = 1024;
+
+std::int64_t toNanoseconds(SystemTime time) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(time.time_since_epoch()).count();
+}
+
+SystemTime fromNanoseconds(std::int64_t nanoseconds) {
+  return SystemTime{
+      std::chrono::duration_cast<SystemTime::duration>(std::chrono::nanoseconds{nanoseconds})};
+}
+
+std::int64_t sqlLimit(std::size_t limit) {
+  constexpr auto kMax = static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max());
+  return static_cast<std::int64_t>(std::min(limit, kMax));
+}
+
+Status corruption(std::string message) {
+  return Status(ErrorCode::StoreCorruption, std::move(message));
+}
+
+Status deviceNotFound(std::string_view device_id) {
+  return Status(ErrorCode::DeviceNotFound, "device '" + std::string(device_id) + "' not found");
+}
+
+Status jobNotFound(std::string_view job_id) {
+  return Status(ErrorCode::JobNotFound, "job '" + std::string(job_id) + "' not found");
+}
+
+Result<json::object> decodeObject(const std::string& text, std::string_view what) {
+  Result<json::value> value = parseJson(text, kMaxStoredJsonDepth);
+  if (!value) {
+    return corruption("stored " + std::string(what) +
+                      " is not valid JSON: " + value.status().message());
+  }
+  if (!value->is_object()) return corruption("stored " + std::string(what) + " is not an object");
+  return std::move(value->as_object());
+}
+
+std::string_view encodeDeviceStatus(DeviceStatus status) {
+  return status == DeviceStatus::Enabled ? "enabled" : "disabled";
+}
+
+std::optional<DeviceStatus> decodeDeviceStatus(std::string_view text) {
+  if (text == "enabled") return DeviceStatus::Enabled;
+  if (text == "disabled") return DeviceStatus::Disabled;
+  return std::nullopt;
+}
+
+std::string_view encodeAuthType(AuthType type) {
+  switch (type) {
+    case AuthType::Sas:
+      return "sas";
+    case AuthType::SelfSigned:
+      return "selfSigned";
+    case AuthType::CertificateAuthority:
+      return "certificateAuthority";
+    case AuthType::None:
+      return "none";
+  }
+  return "none";
+}
+
+std::optional<AuthType> decodeAuthType(std::string_view text) {
+  if (text == "sas") return AuthType::Sas;
+  if (text == "selfSigned") return AuthType::SelfSigned;
+  if (text == "certificateAuthority") return AuthType::CertificateAuthority;
+  if (text == "none") return AuthType::None;
+  return std::nullopt;
+}
+
+std::string encodeStrings(const std::vector<std::string>& strings) {
+  json::array array;
+  array.reserve(strings.size());
+  for (const std::string& s : strings) array.emplace_back(s);
+  return json::serialize(array);
+}
+
+Result<std::vector<std::string>> decodeStrings(const std::string& text, std::string_view what) {
+  Result<json::value> value = parseJson(text, kMaxStoredJsonDepth);
+  const json::array* array = value ? value->if_array() : nullptr;
+  if (array == nullptr) return corruption("stored " + std::string(what) + " is not a JSON array");
+  std::vector<std::string> strings;
+  strings.reserve(array->size());
+  for (const json::value& item : *array) {
+    const json::string* s = item.if_string();
+    if (s == nullptr) return corruption("stored " + std::string(what) + " holds a non-string");
+    strings.emplace_back(*s);
+  }
+  return strings;
+}
+
+// Reads every row of a statement whose parameters are bound, decoding each with `decode`.
+template <class T, class Decode>
+Result<std::vector<T>> collect(SqliteStatement& statement, std::size_t expected, Decode decode) {
+  std::vector<T> rows;
+  rows.reserve(std::min(expected, kMaxReserve));
+  while (true) {
+    Result<bool> row = statement.step();
+    if (!row) return row.status();
+    if (!*row) return rows;
+    Result<T> decoded = decode(statement);
+    if (!decoded) return decoded.status();
+    rows.push_back(std::move(decoded).value());
+  }
+}
+
+// Runs a statement expected to return at most one row. Returns nullopt when there is none.
+template <class T, class Decode>
+Result<std::optional<T>> single(SqliteStatement& statement, Decode decode) {
+  Result<bool> row = statement.step();
+  if (!row) return row.status();
+  if (!*row) return std::optional<T>();
+  Result<T> decoded = decode(statement);
+  if (!decoded) return decoded.status();
+  return std::optional<T>(std::move(decoded).value());
+}
+
+// --- devices ---
+
+// The SQL below is spelled out literally (not assembled at run time) so each statement is
+// one cache entry and can be read as it runs. Column lists are kept in one place per table.
+#define IOTHUB_DEVICE_COLUMNS                                                               \
+  "device_id, generation_id, etag, status, status_reason, status_updated_time, auth_type, " \
+  "primary_key, secondary_key, primary_thumbprint, secondary_thumbprint, iot_edge, "        \
+  "device_scope, parent_scopes, connection_state_updated_time, last_activity_time, "        \
+  "cloud_to_device_message_count"
+
+constexpr std::string_view kSelectDevice =
+    "SELECT " IOTHUB_DEVICE_COLUMNS " FROM devices WHERE device_id = ?1";
+constexpr std::string_view kListDevices = "SELECT " IOTHUB_DEVICE_COLUMNS
+                                          " FROM devices WHERE device_id > ?1"
+                                          " ORDER BY device_id LIMIT ?2";
+constexpr std::string_view kInsertDevice =
+    "INSERT INTO devices (" IOTHUB_DEVICE_COLUMNS
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+    " ON CONFLICT (device_id) DO NOTHING";
+constexpr std::string_view kUpdateDevice =
+    "UPDATE devices SET generation_id = ?2, etag = ?3, status = ?4, status_reason = ?5,"
+    " status_updated_time = ?6, auth_type = ?7, primary_key = ?8, secondary_key = ?9,"
+    " primary_thumbprint = ?10, secondary_thumbprint = ?11, iot_edge = ?12, device_scope = ?13,"
+    " parent_scopes = ?14, connection_state_updated_time = ?15, last_activity_time = ?16,"
+    " cloud_to_device_message_count = ?17 WHERE device_id = ?1";
+constexpr std::string_view kDeleteDevice = "DELETE FROM devices WHERE device_id = ?1";
+constexpr std::string_view kDeviceStatistics =
+    "SELECT count(*), coalesce(sum(status = 'enabled'), 0), coalesce(sum(status = 'disabled'), 0)"
+    " FROM devices";
+
+#undef IOTHUB_DEVICE_COLUMNS
+
+void bindDevice(SqliteStatement& statement, const DeviceRecord& device) {
+  statement.bind(1, device.device_id)
+      .bind(2, device.generation_id)
+      .bind(3, device.etag)
+      .bind(4, encodeDeviceStatus(device.status))
+      .bind(5, device.status_reason)
+      .bind(6, toNanoseconds(device.status_updated_time))
+      .bind(7, encodeAuthType(device.auth_type))
+      .bind(8, device.primary_key)
+      .bind(9, device.secondary_key)
+      .bind(10, device.primary_thumbprint)
+      .bind(11, device.secondary_thumbprint)
+      .bind(12, std::int64_t{device.iot_edge ? 1 : 0})
+      .bind(13, device.device_scope)
+      .bind(14, encodeStrings(device.parent_scopes))
+      .bind(15, toNanoseconds(device.connection_state_updated_time))
+      .bind(16, toNanoseconds(device.last_activity_time))
+      .bind(17, device.cloud_to_device_message_count);
+}
+
+Result<DeviceRecord> decodeDevice(const SqliteStatement& row) {
+  DeviceRecord device;
+  device.device_id = row.text(0);
+  device.generation_id = row.text(1);
+  device.etag = row.text(2);
+  std::optional<DeviceStatus> status = decodeDeviceStatus(row.text(3));
+  if (!status) return corruption("stored status of device '" + device.device_id + "' is unknown");
+  device.status = *status;
+  device.status_reason = row.optionalText(4);
+  device.status_updated_time = fromNanoseconds(row.int64(5));
+  std::optional<AuthType> auth_type = decodeAuthType(row.text(6));
+  if (!auth_type) {
+    return corruption("stored authentication type of device '" + device.device_id + "' is unknown");
+  }
+  device.auth_type = *auth_type;
+  device.primary_key = row.text(7);
+  device.secondary_key = row.text(8);
+  device.primary_thumbprint = row.optionalText(9);
+  device.secondary_thumbprint = row.optionalText(10);
+  device.iot_edge = row.int64(11) != 0;
+  device.device_scope = row.optionalText(12);
+  Result<std::vector<std::string>> scopes = decodeStrings(row.text(13), "parent scopes");
+  if (!scopes) return scopes.status();
+  device.parent_scopes = std::move(scopes).value();
+  device.connection_state_updated_time = fromNanoseconds(row.int64(14));
+  device.last_activity_time = fromNanoseconds(row.int64(15));
+  device.cloud_to_device_message_count = row.int64(16);
+  return device;
+}
+
+Result<DeviceRecord> loadDevice(SqliteConnection& connection, std::string_view device_id) {
+  Result<SqliteStatement> statement = connection.prepare(kSelectDevice);
+  if (!statement) return statement.status();
+  statement->bind(1, device_id);
+  Result<std::optional<DeviceRecord>> device = single<DeviceRecord>(*statement, decodeDevice);
+  if (!device) return device.status();
+  if (!device->has_value()) return deviceNotFound(device_id);
+  return std::move(**device);
+}
+
+// --- twins ---
+
+#define IOTHUB_TWIN_COLUMNS \
+  "device_id, tags, desired, reported, version, desired_version, reported_version"
+
+constexpr std::string_view kSelectTwin =
+    "SELECT " IOTHUB_TWIN_COLUMNS " FROM twins WHERE device_id = ?1";
+constexpr std::string_view kListTwins = "SELECT " IOTHUB_TWIN_COLUMNS
+                                        " FROM twins WHERE device_id > ?1"
+                                        " ORDER BY device_id LIMIT ?2";
+constexpr std::string_view kInsertTwin =
+    "INSERT INTO twins (" IOTHUB_TWIN_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+constexpr std::string_view kUpdateTwin =
+    "UPDATE twins SET tags = ?2, desired = ?3, reported = ?4, version = ?5,"
+    " desired_version = ?6, reported_version = ?7 WHERE device_id = ?1";
+
+#undef IOTHUB_TWIN_COLUMNS
+
+void bindTwin(SqliteStatement& statement, const TwinRecord& twin) {
+  statement.bind(1, twin.device_id)
+      .bind(2, json::serialize(twin.tags))
+      .bind(3, json::serialize(twin.desired))
+      .bind(4, json::serialize(twin.reported))
+      .bind(5, twin.version)
+      .bind(6, twin.desired_version)
+      .bind(7, twin.reported_version);
+}
+
+Result<TwinRecord> decodeTwin(const SqliteStatement& row) {
+  TwinRecord twin;
+  twin.device_id = row.text(0);
+  const std::string suffix = " of the twin of '" + twin.device_id + "'";
+  Result<json::object> tags = decodeObject(row.text(1), "tags" + suffix);
+  if (!tags) return tags.status();
+  Result<json::object> desired = decodeObject(row.text(2), "desired properties" + suffix);
+  if (!desired) return desired.status();
+  Result<json::object> reported = decodeObject(row.text(3), "reported properties" + suffix);
+  if (!reported) return reported.status();
+  twin.tags = std::move(tags).value();
+  twin.desired = std::move(desired).value();
+  twin.reported = std::move(reported).value();
+  twin.version = row.int64(4);
+  twin.desired_version = row.int64(5);
+  twin.reported_version = row.int64(6);
+  return twin;
+}
+
+Result<TwinRecord> loadTwin(SqliteConnection& connection, std::string_view device_id) {
+  Result<SqliteStatement> statement = connection.prepare(kSelectTwin);
+  if (!statement) return statement.status();
+  statement->bind(1, device_id);
+  Result<std::optional<TwinRecord>> twin = single<TwinRecord>(*statement, decodeTwin);
+  if (!twin) return twin.status();
+  if (!twin->has_value()) return deviceNotFound(device_id);
+  return std::move(**twin);
+}
+
+// --- jobs ---
+
+#define IOTHUB_JOB_COLUMNS "job_id, type, status, created_time, start_time, end_time, document"
+
+constexpr std::string_view kSelectJob = "SELECT " IOTHUB_JOB_COLUMNS " FROM jobs WHERE job_id = ?1";
+constexpr std::string_view kInsertJob = "INSERT INTO jobs (" IOTHUB_JOB_COLUMNS
+                                        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                                        " ON CONFLICT (job_id) DO NOTHING";
+constexpr std::string_view kUpdateJob =
+    "UPDATE jobs SET type = ?2, status = ?3, created_time = ?4, start_time = ?5, end_time = ?6,"
+    " document = ?7 WHERE job_id = ?1";
+constexpr std::string_view kJobsWithStatus =
+    "SELECT " IOTHUB_JOB_COLUMNS
+    " FROM jobs WHERE status IN (SELECT value FROM json_each(?1))"
+    " ORDER BY created_time, job_id";
+constexpr std::string_view kJobPosition = "SELECT created_time FROM jobs WHERE job_id = ?1";
+
+// listJobs: one statement per combination of filters, so each keeps its own plan.
+// Parameters: ?1 type, ?2 status, ?3/?4 (created_time, job_id) to start after, ?5 limit.
+constexpr std::string_view kListJobs[2][2][2] = {
+    // [type filter][status filter][after a job]
+    {{"SELECT " IOTHUB_JOB_COLUMNS " FROM jobs"
+      " ORDER BY created_time, job_id LIMIT ?5",
+      "SELECT " IOTHUB_JOB_COLUMNS " FROM jobs WHERE (created_time, job_id) > (?3, ?4)"
+      " ORDER BY created_time, job_id LIMIT ?5"},
+     {"SELECT " IOTHUB_JOB_COLUMNS " FROM jobs WHERE status = ?2"
+      " ORDER BY created_time, job_id LIMIT ?5",
+      "SELECT " IOTHUB_JOB_COLUMNS " FROM jobs WHERE status = ?2"
+      " AND (created_time, job_id) > (?3, ?4) ORDER BY created_time, job_id LIMIT ?5"}},
+    {{"SELECT " IOTHUB_JOB_COLUMNS " FROM jobs WHERE type = ?1"
+      " ORDER BY created_time, job_id LIMIT ?5",
+      "SELECT " IOTHUB_JOB_COLUMNS " FROM jobs WHERE type = ?1"
+      " AND (created_time, job_id) > (?3, ?4) ORDER BY created_time, job_id LIMIT ?5"},
+     {"SELECT " IOTHUB_JOB_COLUMNS " FROM jobs WHERE type = ?1 AND status = ?2"
+      " ORDER BY created_time, job_id LIMIT ?5",
+      "SELECT " IOTHUB_JOB_COLUMNS " FROM jobs WHERE type = ?1 AND status = ?2"
+      " AND (created_time, job_id) > (?3, ?4) ORDER BY created_time, job_id LIMIT ?5"}},
+};
+
+#undef IOTHUB_JOB_COLUMNS
+
+void bindJob(SqliteStatement& statement, const JobRecord& job) {
+  statement.bind(1, job.job_id)
+      .bind(2, job.type)
+      .bind(3, job.status)
+      .bind(4, toNanoseconds(job.created_time))
+      .bind(5, toNanoseconds(job.start_time))
+      .bind(7, json::serialize(job.document));
+  if (job.end_time) {
+    statement.bind(6, toNanoseconds(*job.end_time));
+  } else {
+    statement.bindNull(6);
+  }
+}
+
+Result<JobRecord> decodeJob(const SqliteStatement& row) {
+  JobRecord job;
+  job.job_id = row.text(0);
+  job.type = row.text(1);
+  job.status = row.text(2);
+  job.created_time = fromNanoseconds(row.int64(3));
+  job.start_time = fromNanoseconds(row.int64(4));
+  if (!row.isNull(5)) job.end_time = fromNanoseconds(row.int64(5));
+  Result<json::object> document = decodeObject(row.text(6), "document of job '" + job.job_id + "'");
+  if (!document) return document.status();
+  job.document = std::move(document).value();
+  return job;
+}
+
+Result<JobRecord> loadJob(SqliteConnection& connection, std::string_view job_id) {
+  Result<SqliteStatement> statement = connection.prepare(kSelectJob);
+  if (!statement) return statement.status();
+  statement->bind(1, job_id);
+  Result<std::optional<JobRecord>> job = single<JobRecord>(*statement, decodeJob);
+  if (!job) return job.status();
+  if (!job->has_value()) return jobNotFound(job_id);
+  return std::move(**job);
+}
+
+// --- device jobs ---
+
+#define IOTHUB_DEVICE_JOB_COLUMNS "job_id, device_id, status, last_updated_time, document"
+
+constexpr std::string_view kPutDeviceJob =
+    "INSERT INTO device_jobs (" IOTHUB_DEVICE_JOB_COLUMNS
+    ") VALUES (?1, ?2, ?3, ?4, ?5)"
+    " ON CONFLICT (job_id, device_id) DO UPDATE SET status = excluded.status,"
+    " last_updated_time = excluded.last_updated_time, document = excluded.document";
+constexpr std::string_view kListDeviceJobs = "SELECT " IOTHUB_DEVICE_JOB_COLUMNS
+                                             " FROM device_jobs WHERE job_id = ?1"
+                                             " AND device_id > ?2 ORDER BY device_id LIMIT ?3";
+// Without ANALYZE statistics SQLite prefers the primary key here, which scans every row of
+// the job after `?2` to find the few with a status; the status index finds them directly.
+constexpr std::string_view kListDeviceJobsWithStatus =
+    "SELECT " IOTHUB_DEVICE_JOB_COLUMNS
+    " FROM device_jobs INDEXED BY device_jobs_by_status WHERE job_id = ?1 AND status = ?4"
+    " AND device_id > ?2 ORDER BY device_id LIMIT ?3";
+constexpr std::string_view kListAllDeviceJobs =
+    "SELECT " IOTHUB_DEVICE_JOB_COLUMNS
+    " FROM device_jobs WHERE (job_id, device_id) > (?1, ?2)"
+    " ORDER BY job_id, device_id LIMIT ?3";
+
+#undef IOTHUB_DEVICE_JOB_COLUMNS
+
+Result<DeviceJobRecord> decodeDeviceJob(const SqliteStatement& row) {
+  DeviceJobRecord record;
+  record.job_id = row.text(0);
+  record.device_id = row.text(1);
+  record.status = row.text(2);
+  record.last_updated_time = fromNanoseconds(row.int64(3));
+  Result<json::object> document = decodeObject(
+      row.text(4), "document of device '" + record.device_id + "' in job '" + record.job_id + "'");
+  if (!document) return document.status();
+  record.document = std::move(document).value();
+  return record;
+}
+
+// --- access policies ---
+
+constexpr std::string_view kListPolicies =
+    "SELECT name, primary_key, secondary_key, permissions FROM access_policies ORDER BY name";
+constexpr std::string_view kInsertPolicy =
+    "INSERT INTO access_policies (name, primary_key, secondary_key, permissions)"
+    " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name) DO NOTHING";
+
+Result<AccessPolicyRecord> decodePolicy(const SqliteStatement& row) {
+  AccessPolicyRecord policy;
+  policy.name = row.text(0);
+  policy.primary_key = row.text(1);
+  policy.secondary_key = row.text(2);
+  std::int64_t permissions = row.int64(3);
+  if (permissions < 0 || permissions > std::numeric_limits<std::uint32_t>::max()) {
+    return corruption("stored permissions of policy '" + policy.name + "' are out of range");
+  }
+  policy.permissions = static_cast<std::uint32_t>(permissions);
+  return policy;
+}
+
+// --- opening ---
+
+Status configureWriteConnection(SqliteConnection& connection, const SqliteOptions& options) {
+  Result<SqliteStatement> journal = connection.prepare("PRAGMA journal_mode = WAL");
+  if (!journal) return journal.status();
+  Result<bool> row = journal->step();
+  if (!row) return row.status();
+  if (!*row || journal->text(0) != "wal") {
+    return Status(ErrorCode::ServerError, "the database cannot be switched to WAL mode");
+  }
+  // FULL fsyncs the WAL on every commit (durable on power loss); NORMAL only at
+  // checkpoints. With group commit one fsync covers a whole batch, so FULL stays cheap.
+  IOTHUB_RETURN_IF_ERROR(connection.exec(options.synchronous_full ? "PRAGMA synchronous = FULL"
+                                                                  : "PRAGMA synchronous = NORMAL"));
+  IOTHUB_RETURN_IF_ERROR(connection.exec("PRAGMA foreign_keys = ON"));
+  // A large job writes ~100 000 device-job rows in one transaction; a bigger page cache
+  // keeps SQLite from spilling dirty pages to the WAL in the middle of it.
+  IOTHUB_RETURN_IF_ERROR(connection.exec("PRAGMA cache_size = -32768"));  // 32 MiB
+  // Such a transaction also grows the WAL file; after the next checkpoint, shrink it back
+  // instead of keeping the high-water mark on disk.
+  IOTHUB_RETURN_IF_ERROR(connection.exec("PRAGMA journal_size_limit = 16777216"));  // 16 MiB
+  return Status::ok();
+}
+
+Status withContext(const std::filesystem::path& file, const Status& error) {
+  return Status(error.code(), "opening store " + file.string() + ": " + error.message());
+}
+
+}  // namespace
+
+// --- SqliteStore ---
+
+Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::filesystem::path& db_file,
+                                                       SqliteOptions options) {
+  try {
+    auto writer = SqliteConnection::open(db_file, SqliteConnection::Mode::ReadWriteCreate);
+    if (!writer) return writer.status();
+    Status configured = configureWriteConnection(**writer, options);
+    if (!configured) return withContext(db_file, configured);
+    Status migrated = migrateSqliteSchema(**writer, sqliteMigrations());
+    if (!migrated) return withContext(db_file, migrated);
+
+    // Opened after the migrations so readers never see a half-built schema.
+    auto readers = ReaderPool::open(db_file, options.reader_connections);
+    if (!readers) return withContext(db_file, readers.status());
+    return std::unique_ptr<SqliteStore>(
+        new SqliteStore(std::move(writer).value(), std::move(readers).value(), options.max_batch));
+  } catch (const std::exception& e) {
+    return Status(ErrorCode::ServerError,
+                  "opening store " + db_file.string() + ": " + std::string(e.what()));
+  }
+}
+
+SqliteStore::SqliteStore(std::unique_ptr<SqliteConnection> write_connection,
+                         std::unique_ptr<ReaderPool> readers, std::size_t max_batch)
+    : write_connection_(std::move(write_connection)),
+      readers_(std::move(readers)),
+      writer_(std::make_unique<SqliteWriter>(*write_connection_, max_batch)) {}
+
+SqliteStore::~SqliteStore() {
+  writer_.reset();
+  readers_.reset();
+  // Closing the last connection checkpoints the WAL into the main file and removes it.
+  write_connection_.reset();
+}
+
+SqliteStore::WriterStats SqliteStore::stats() const { return writer_->stats(); }
+
+template <class T, class Body>
+Result<T> SqliteStore::read(Body&& body) {
+  try {
+    ReaderPool::Lease lease = readers_->acquire();
+    return body(lease.connection());
+  } catch (const std::exception& e) {
+    return Status(ErrorCode::ServerError, std::string("store read failed: ") + e.what());
+  }
+}
+
+template <class T, class Body>
+Result<T> SqliteStore::write(Body&& body) {
+  std::optional<T> value;
+  Status status = writer_->submit([&](SqliteConnection& connection) -> Status {
+    Result<T> result = body(connection);
+    if (!result) return result.status();
+    value = std::move(result).value();
+    return Status::ok();
+  });
+  if (!status) return status;
+  return std::move(*value);
+}
+
+Status SqliteStore::writeStatus(SqliteWriter::Operation operation) {
+  return writer_->submit(std::move(operation));
+}
+
+// RegistryStore
+
+Status SqliteStore::createDevice(const DeviceRecord& device, const TwinRecord& twin) {
+  if (twin.device_id != device.device_id) {
+    return Status(ErrorCode::ArgumentInvalid, "the twin belongs to another device");
+  }
+  return writeStatus([&](SqliteConnection& connection) -> Status {
+    Result<SqliteStatement> insert_device = connection.prepare(kInsertDevice);
+    if (!insert_device) return insert_device.status();
+    bindDevice(*insert_device, device);
+    IOTHUB_RETURN_IF_ERROR(insert_device->run());
+    if (connection.changes() == 0) {
+      return Status(ErrorCode::DeviceAlreadyExists,
+                    "device '" + device.device_id + "' already exists");
+    }
+    Result<SqliteStatement> insert_twin = connection.prepare(kInsertTwin);
+    if (!insert_twin) return insert_twin.status();
+    bindTwin(*insert_twin, twin);
+    return insert_twin->run();
+  });
+}
+
+Result<DeviceRecord> SqliteStore::getDevice(std::string_view device_id) {
+  return read<DeviceRecord>(
+      [&](SqliteConnection& connection) { return loadDevice(connection, device_id); });
+}
+
+Result<DeviceRecord> SqliteStore::updateDevice(std::string_view device_id, DeviceMutation mutate) {
+  return write<DeviceRecord>([&](SqliteConnection& connection) -> Result<DeviceRecord> {
+    Result<DeviceRecord> current = loadDevice(connection, device_id);
+    if (!current) return current;
+    Result<DeviceRecord> next = mutate(*current);
+    if (!next) return next;
+    if (next->device_id != device_id) {
+      return Status(ErrorCode::ServerError, "a device mutation must not change the device id");
+    }
+    Result<SqliteStatement> update = connection.prepare(kUpdateDevice);
+    if (!update) return update.status();
+    bindDevice(*update, *next);
+    IOTHUB_RETURN_IF_ERROR(update->run());
+    return next;
+  });
+}
+
+Status SqliteStore::deleteDevice(std::string_view device_id, DevicePrecondition precondition) {
+  return writeStatus([&](SqliteConnection& connection) -> Status {
+    Result<DeviceRecord> current = loadDevice(connection, device_id);
+    if (!current) return current.status();
+    if (precondition) IOTHUB_RETURN_IF_ERROR(precondition(*current));
+    Result<SqliteStatement> remove = connection.prepare(kDeleteDevice);
+    if (!remove) return remove.status();
+    remove->bind(1, device_id);
+    return remove->run();  // the twin goes with it (ON DELETE CASCADE)
+  });
+}
+
+Result<std::vector<DeviceRecord>> SqliteStore::listDevices(std::string_view after_device_id,
+                                                           std::size_t limit) {
+  return read<std::vector<DeviceRecord>>(
+      [&](SqliteConnection& connection) -> Result<std::vector<DeviceRecord>> {
+        Result<SqliteStatement> statement = connection.prepare(kListDevices);
+        if (!statement) return statement.status();
+        statement->bind(1, after_device_id).bind(2, sqlLimit(limit));
+        return collect<DeviceRecord>(*statement, limit, decodeDevice);
+      });
+}
+
+Result<DeviceStatistics> SqliteStore::deviceStatistics() {
+  return read<DeviceStatistics>([](SqliteConnection& connection) -> Result<DeviceStatistics> {
+    Result<SqliteStatement> statement = connection.prepare(kDeviceStatistics);
+    if (!statement) return statement.status();
+    Result<bool> row = statement->step();
+    if (!row) return row.status();
+    if (!*row) return Status(ErrorCode::ServerError, "device statistics returned no row");
+    DeviceStatistics statistics;
+    statistics.total = statement->int64(0);
+    statistics.enabled = statement->int64(1);
+    statistics.disabled = statement->int64(2);
+    return statistics;
+  });
+}
+
+// TwinStore
+
+Result<TwinRecord> SqliteStore::getTwin(std::string_view device_id) {
+  return read<TwinRecord>(
+      [&](SqliteConnection& connection) { return loadTwin(connection, device_id); });
+}
+
+Result<TwinRecord> SqliteStore::updateTwin(std::string_view device_id, TwinMutation mutate) {
+  return write<TwinRecord>([&](SqliteConnection& connection) -> Result<TwinRecord> {
+    Result<TwinRecord> current = loadTwin(connection, device_id);
+    if (!current) return current;
+    Result<TwinRecord> next = mutate(*current);
+    if (!next) return next;
+    if (next->device_id != device_id) {
+      return Status(ErrorCode::ServerError, "a twin mutation must not change the device id");
+    }
+    Result<SqliteStatement> update = connection.prepare(kUpdateTwin);
+    if (!update) return update.status();
+    bindTwin(*update, *next);
+    IOTHUB_RETURN_IF_ERROR(update->run());
+    return next;
+  });
+}
+
+Result<std::vector<TwinRecord>> SqliteStore::listTwins(std::string_view after_device_id,
+                                                       std::size_t limit) {
+  return read<std::vector<TwinRecord>>(
+      [&](SqliteConnection& connection) -> Result<std::vector<TwinRecord>> {
+        Result<SqliteStatement> statement = connection.prepare(kListTwins);
+        if (!statement) return statement.status();
+        statement->bind(1, after_device_id).bind(2, sqlLimit(limit));
+        return collect<TwinRecord>(*statement, limit, decodeTwin);
+      });
+}
+
+// JobStore
+
+Status SqliteStore::createJob(const JobRecord& job) {
+  return writeStatus([&](SqliteConnection& connection) -> Status {
+    Result<SqliteStatement> insert = connection.prepare(kInsertJob);
+    if (!insert) return insert.status();
+    bindJob(*insert, job);
+    IOTHUB_RETURN_IF_ERROR(insert->run());
+    if (connection.changes() == 0) {
+      return Status(ErrorCode::JobAlreadyExists, "job '" + job.job_id + "' already exists");
+    }
+    return Status::ok();
+  });
+}
+
+Result<JobRecord> SqliteStore::getJob(std::string_view job_id) {
+  return read<JobRecord>([&](SqliteConnection& connection) { return loadJob(connection, job_id); });
+}
+
+Result<JobRecord> SqliteStore::updateJob(std::string_view job_id, JobMutation mutate) {
+  return write<JobRecord>([&](SqliteConnection& connection) -> Result<JobRecord> {
+    Result<JobRecord> current = loadJob(connection, job_id);
+    if (!current) return current;
+    Result<JobRecord> next = mutate(*current);
+    if (!next) return next;
+    if (next->job_id != job_id) {
+      return Status(ErrorCode::ServerError, "a job mutation must not change the job id");
+    }
+    Result<SqliteStatement> update = connection.prepare(kUpdateJob);
+    if (!update) return update.status();
+    bindJob(*update, *next);
+    IOTHUB_RETURN_IF_ERROR(update->run());
+    return next;
+  });
+}
+
+Result<std::vector<JobRecord>> SqliteStore::listJobs(const JobFilter& filter,
+                                                     std::string_view after_job_id,
+                                                     std::size_t limit) {
+  return read<std::vector<JobRecord>>(
+      [&](SqliteConnection& connection) -> Result<std::vector<JobRecord>> {
+        const bool after = !after_job_id.empty();
+        std::int64_t after_created_time = 0;
+        if (after) {
+          Result<SqliteStatement> position = connection.prepare(kJobPosition);
+          if (!position) return position.status();
+          position->bind(1, after_job_id);
+          Result<bool> row = position->step();
+          if (!row) return row.status();
+          if (!*row) return jobNotFound(after_job_id);
+          after_created_time = position->int64(0);
+        }
+        Result<SqliteStatement> statement = connection.prepare(
+            kListJobs[filter.type ? 1 : 0][filter.status ? 1 : 0][after ? 1 : 0]);
+        if (!statement) return statement.status();
+        if (filter.type) statement->bind(1, *filter.type);
+        if (filter.status) statement->bind(2, *filter.status);
+        if (after) statement->bind(3, after_created_time).bind(4, after_job_id);
+        statement->bind(5, sqlLimit(limit));
+        return collect<JobRecord>(*statement, limit, decodeJob);
+      });
+}
+
+Result<std::vector<JobRecord>> SqliteStore::jobsWithStatus(
+    const std::vector<std::string>& statuses) {
+  return read<std::vector<JobRecord>>(
+      [&](SqliteConnection& connection) -> Result<std::vector<JobRecord>> {
+        Result<SqliteStatement> statement = connection.prepare(kJobsWithStatus);
+        if (!statement) return statement.status();
+        statement->bind(1, encodeStrings(statuses));
+        return collect<JobRecord>(*statement, kMaxReserve, decodeJob);
+      });
+}
+
+// DeviceJobStore
+
+Status SqliteStore::putDeviceJobs(const std::vector<DeviceJobRecord>& rows) {
+  if (rows.empty()) return Status::ok();
+  return writeStatus([&](SqliteConnection& connection) -> Status {
+    // One statement, compiled once, rebound per row: the cost per row is one B-tree insert.
+    Result<SqliteStatement> put = connection.prepare(kPutDeviceJob);
+    if (!put) return put.status();
+    for (const DeviceJobRecord& row : rows) {
+      put->bind(1, row.job_id)
+          .bind(2, row.device_id)
+          .bind(3, row.status)
+          .bind(4, toNanoseconds(row.last_updated_time))
+          .bind(5, json::serialize(row.document));
+      IOTHUB_RETURN_IF_ERROR(put->run());
+      put->reset();
+    }
+    return Status::ok();
+  });
+}
+
+Result<std::vector<DeviceJobRecord>> SqliteStore::listDeviceJobs(
+    std::string_view job_id, std::optional<std::string_view> status,
+    std::string_view after_device_id, std::size_t limit) {
+  return read<std::vector<DeviceJobRecord>>(
+      [&](SqliteConnection& connection) -> Result<std::vector<DeviceJobRecord>> {
+        Result<SqliteStatement> statement =
+            connection.prepare(status ? kListDeviceJobsWithStatus : kListDeviceJobs);
+        if (!statement) return statement.status();
+        statement->bind(1, job_id).bind(2, after_device_id).bind(3, sqlLimit(limit));
+        if (status) statement->bind(4, *status);
+        return collect<DeviceJobRecord>(*statement, limit, decodeDeviceJob);
+      });
+}
+
+Result<std::vector<DeviceJobRecord>> SqliteStore::listAllDeviceJobs(
+    std::string_view after_job_id, std::string_view after_device_id, std::size_t limit) {
+  return read<std::vector<DeviceJobRecord>>(
+      [&](SqliteConnection& connection) -> Result<std::vector<DeviceJobRecord>> {
+        Result<SqliteStatement> statement = connection.prepare(kListAllDeviceJobs);
+        if (!statement) return statement.status();
+        statement->bind(1, after_job_id).bind(2, after_device_id).bind(3, sqlLimit(limit));
+        return collect<DeviceJobRecord>(*statement, limit, decodeDeviceJob);
+      });
+}
+
+// AccessPolicyStore
+
+Result<std::vector<AccessPolicyRecord>> SqliteStore::listPolicies() {
+  return read<std::vector<AccessPolicyRecord>>(
+      [](SqliteConnection& connection) -> Result<std::vector<AccessPolicyRecord>> {
+        Result<SqliteStatement> statement = connection.prepare(kListPolicies);
+        if (!statement) return statement.status();
+        return collect<AccessPolicyRecord>(*statement, kMaxReserve, decodePolicy);
+      });
+}
+
+Status SqliteStore::insertMissingPolicies(const std::vector<AccessPolicyRecord>& policies) {
+  if (policies.empty()) return Status::ok();
+  return writeStatus([&](SqliteConnection& connection) -> Status {
+    Result<SqliteStatement> insert = connection.prepare(kInsertPolicy);
+    if (!insert) return insert.status();
+    for (const AccessPolicyRecord& policy : policies) {
+      insert->bind(1, policy.name)
+          .bind(2, policy.primary_key)
+          .bind(3, policy.secondary_key)
+          .bind(4, std::int64_t{policy.permissions});
+      IOTHUB_RETURN_IF_ERROR(insert->run());
+      insert->reset();
+    }
+    return Status::ok();
+  });
+}
+
+}  // namespace iothub::store

@@ -1,0 +1,255 @@
+// All of iothub's Beast HTTP code lives in this translation unit, so that changes to
+// domain code never recompile it (style.md "Build").
+#include "transport/http_server.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <mutex>
+#include <unordered_map>
+
+namespace iothub::transport {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using asio::awaitable;
+constexpr auto kAwaitTuple = asio::as_tuple(asio::use_awaitable);
+
+// State of one connection shared with stop(); touched only on the connection's strand.
+struct ConnectionState {
+  beast::tcp_stream* lowest = nullptr;  // null once the connection is gone
+  bool idle = false;                    // waiting for the next request
+};
+
+bool isParseError(const boost::system::error_code& ec) {
+  return ec.category() == http::make_error_code(http::error::bad_target).category() &&
+         ec != http::error::end_of_stream && ec != http::error::partial_message;
+}
+
+}  // namespace
+
+struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
+  Impl(asio::io_context& io_context, asio::thread_pool& pool, HttpServerOptions opts,
+       HttpHandler h, HttpErrorResponder er)
+      : io(io_context),
+        workers(pool),
+        options(std::move(opts)),
+        handler(std::move(h)),
+        error_responder(std::move(er)),
+        acceptor(asio::make_strand(io_context)) {}
+
+  asio::io_context& io;
+  asio::thread_pool& workers;
+  HttpServerOptions options;
+  HttpHandler handler;
+  HttpErrorResponder error_responder;
+  tcp::acceptor acceptor;
+  std::uint16_t bound_port = 0;
+  std::atomic<bool> stopping{false};
+
+  mutable std::mutex mutex;
+  std::uint64_t next_connection_id = 0;  // guarded by mutex
+  std::unordered_map<std::uint64_t,
+                     std::pair<asio::any_io_executor, std::shared_ptr<ConnectionState>>>
+      connections;  // guarded by mutex
+
+  HttpResponse invoke(const HttpRequest& request) {
+    try {
+      return handler(request);
+    } catch (const std::exception& e) {
+      spdlog::error("{}: handler failed on {} {}: {}", options.name, request.method,
+                    request.target, e.what());
+      return error_responder(Status(ErrorCode::ServerError, "Internal error"));
+    }
+  }
+
+  awaitable<void> acceptLoop() {
+    auto self = shared_from_this();
+    asio::steady_timer backoff(acceptor.get_executor());
+    while (!stopping) {
+      auto [ec, socket] = co_await acceptor.async_accept(asio::make_strand(io), kAwaitTuple);
+      if (ec == asio::error::operation_aborted || !acceptor.is_open()) break;
+      if (ec) {
+        // Out of file descriptors and the like: back off instead of spinning.
+        spdlog::warn("{}: accept failed: {}", options.name, ec.message());
+        backoff.expires_after(std::chrono::milliseconds(100));
+        co_await backoff.async_wait(kAwaitTuple);
+        continue;
+      }
+      auto executor = socket.get_executor();
+      asio::co_spawn(executor, session(std::move(socket)), asio::detached);
+    }
+  }
+
+  awaitable<void> session(tcp::socket socket) {
+    auto self = shared_from_this();
+    boost::system::error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
+    std::string remote;
+    if (auto ep = socket.remote_endpoint(ignored); !ignored) {
+      remote = ep.address().to_string() + ":" + std::to_string(ep.port());
+    }
+    auto state = std::make_shared<ConnectionState>();
+    std::uint64_t id;
+    {
+      std::lock_guard lock(mutex);
+      id = next_connection_id++;
+      connections.emplace(id, std::make_pair(socket.get_executor(), state));
+    }
+    if (options.tls != nullptr) {
+      beast::ssl_stream<beast::tcp_stream> stream(std::move(socket), *options.tls);
+      state->lowest = &beast::get_lowest_layer(stream);
+      beast::get_lowest_layer(stream).expires_after(options.io_timeout);
+      auto [ec] = co_await stream.async_handshake(asio::ssl::stream_base::server, kAwaitTuple);
+      if (ec) {
+        spdlog::debug("{}: TLS handshake with {} failed: {}", options.name, remote, ec.message());
+      } else {
+        co_await serve(stream, *state, remote);
+        beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(5));
+        co_await stream.async_shutdown(kAwaitTuple);
+      }
+      state->lowest = nullptr;
+    } else {
+      beast::tcp_stream stream(std::move(socket));
+      state->lowest = &stream;
+      co_await serve(stream, *state, remote);
+      stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+      state->lowest = nullptr;
+    }
+    std::lock_guard lock(mutex);
+    connections.erase(id);
+  }
+
+  template <class Stream>
+  awaitable<void> writeResponse(Stream& stream, HttpResponse response, unsigned version,
+                                bool keep_alive, boost::system::error_code& ec) {
+    http::response<http::string_body> res{static_cast<http::status>(response.status), version};
+    for (auto& [name, value] : response.headers.fields) res.set(name, value);
+    res.set(http::field::server, "iothub");
+    res.keep_alive(keep_alive);
+    res.body() = std::move(response.body);
+    res.prepare_payload();
+    beast::get_lowest_layer(stream).expires_after(options.io_timeout);
+    auto [wec, n] = co_await http::async_write(stream, res, kAwaitTuple);
+    ec = wec;
+  }
+
+  template <class Stream>
+  awaitable<void> serve(Stream& stream, ConnectionState& state, const std::string& remote) {
+    beast::flat_buffer buffer;
+    auto& lowest = beast::get_lowest_layer(stream);
+    while (!stopping) {
+      http::request_parser<http::string_body> parser;
+      parser.body_limit(options.body_limit);
+      parser.header_limit(static_cast<std::uint32_t>(options.header_limit));
+      state.idle = true;
+      lowest.expires_after(options.idle_timeout);
+      auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, kAwaitTuple);
+      state.idle = false;
+      if (!ec && !parser.is_done()) {
+        lowest.expires_after(options.io_timeout);
+        std::tie(ec, n) = co_await http::async_read(stream, buffer, parser, kAwaitTuple);
+      }
+      boost::system::error_code wec;
+      if (ec == http::error::body_limit) {
+        co_await writeResponse(stream,
+                               error_responder(Status(ErrorCode::MessageTooLarge,
+                                                      "The request body exceeds " +
+                                                          std::to_string(options.body_limit) +
+                                                          " bytes")),
+                               11, false, wec);
+        co_return;
+      }
+      if (ec && isParseError(ec)) {
+        spdlog::info("{}: bad request from {}: {}", options.name, remote, ec.message());
+        co_await writeResponse(
+            stream, error_responder(Status(ErrorCode::ArgumentInvalid, "Malformed HTTP request: " + ec.message())),
+            11, false, wec);
+        co_return;
+      }
+      if (ec) co_return;  // closed, timed out or cancelled by stop()
+
+      auto& req = parser.get();
+      HttpRequest request;
+      request.method = std::string(req.method_string());
+      request.target = std::string(req.target());
+      for (const auto& field : req) {
+        request.headers.fields.emplace_back(std::string(field.name_string()), std::string(field.value()));
+      }
+      request.body = std::move(req.body());
+      request.remote_address = remote;
+      bool keep_alive = req.keep_alive();
+      unsigned version = req.version();
+
+      HttpResponse response = co_await asio::co_spawn(
+          workers.get_executor(),
+          [this, &request]() -> awaitable<HttpResponse> { co_return invoke(request); },
+          asio::use_awaitable);
+      keep_alive = keep_alive && !stopping;
+      co_await writeResponse(stream, std::move(response), version, keep_alive, wec);
+      if (wec || !keep_alive) co_return;
+    }
+  }
+};
+
+HttpServer::HttpServer(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+HttpServer::~HttpServer() { stop(); }
+
+Result<std::unique_ptr<HttpServer>> HttpServer::create(asio::io_context& io,
+                                                       asio::thread_pool& workers,
+                                                       HttpServerOptions options,
+                                                       HttpHandler handler,
+                                                       HttpErrorResponder error_responder) {
+  auto impl = std::make_shared<Impl>(io, workers, std::move(options), std::move(handler),
+                                     std::move(error_responder));
+  const auto& opts = impl->options;
+  std::string where = opts.name + " listener on " + opts.bind_address + ":" + std::to_string(opts.port);
+  boost::system::error_code ec;
+  auto address = asio::ip::make_address(opts.bind_address, ec);
+  if (ec) return Status(ErrorCode::ServiceUnavailable, "cannot start " + where + ": bad address");
+  tcp::endpoint endpoint(address, opts.port);
+  impl->acceptor.open(endpoint.protocol(), ec);
+  if (!ec) impl->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) impl->acceptor.bind(endpoint, ec);
+  if (!ec) impl->acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return Status(ErrorCode::ServiceUnavailable, "cannot start " + where + ": " + ec.message());
+  impl->bound_port = impl->acceptor.local_endpoint(ec).port();
+  return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));
+}
+
+std::uint16_t HttpServer::port() const { return impl_->bound_port; }
+
+void HttpServer::start() {
+  asio::co_spawn(impl_->acceptor.get_executor(), impl_->acceptLoop(), asio::detached);
+}
+
+void HttpServer::stop() {
+  if (impl_->stopping.exchange(true)) return;
+  auto impl = impl_;
+  asio::post(impl->acceptor.get_executor(), [impl] {
+    boost::system::error_code ignored;
+    impl->acceptor.close(ignored);
+  });
+  std::lock_guard lock(impl->mutex);
+  for (auto& [id, entry] : impl->connections) {
+    asio::post(entry.first, [state = entry.second] {
+      if (state->lowest != nullptr && state->idle) state->lowest->cancel();
+    });
+  }
+}
+
+std::size_t HttpServer::connectionCount() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->connections.size();
+}
+
+}  // namespace iothub::transport

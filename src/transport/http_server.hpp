@@ -1,0 +1,71 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "common/http_message.hpp"
+#include "common/status.hpp"
+
+namespace boost::asio {
+class io_context;
+class thread_pool;
+namespace ssl {
+class context;
+}
+}  // namespace boost::asio
+
+namespace iothub::transport {
+
+// Turns a request into a response. Called on a worker thread (never an I/O thread), so it
+// may block on the store. Must not throw; if it does, the client gets a 500.
+using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;
+// Builds the error response the server sends on its own (400 unparsable request, 413 body
+// too large, 500 handler failure), so every error has the same shape as the handler's.
+using HttpErrorResponder = std::function<HttpResponse(const Status&)>;
+
+struct HttpServerOptions {
+  std::string name = "HTTP";  // for logs: "HTTPS", "HTTP"
+  std::string bind_address = "0.0.0.0";
+  std::uint16_t port = 0;                     // 0 = any free port; see HttpServer::port()
+  boost::asio::ssl::context* tls = nullptr;   // null = plain HTTP
+  std::size_t body_limit = 1024 * 1024;       // larger bodies get 413 before being read
+  std::size_t header_limit = 16 * 1024;
+  std::chrono::seconds idle_timeout{120};     // keep-alive connections idle this long close
+  std::chrono::seconds io_timeout{30};        // TLS handshake, reading a started request, writing
+};
+
+// An HTTP/1.1 server (Boost.Beast, TLS optional) with keep-alive, timeouts and body limits.
+// Each connection runs as a coroutine on its own strand of `io`; requests are handed to
+// `workers` for the handler, then answered in order.
+class HttpServer {
+ public:
+  // Binds and listens immediately so that "port in use" is reported at startup.
+  // Errors: ServiceUnavailable naming the address and the system's reason.
+  static Result<std::unique_ptr<HttpServer>> create(boost::asio::io_context& io,
+                                                    boost::asio::thread_pool& workers,
+                                                    HttpServerOptions options, HttpHandler handler,
+                                                    HttpErrorResponder error_responder);
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // The bound port (useful with port 0).
+  std::uint16_t port() const;
+  // Starts accepting. Thread-safe.
+  void start();
+  // Stops accepting; idle connections close now, busy ones after their current response.
+  // Returns immediately; the io_context runs out of work once all connections are gone.
+  void stop();
+  // Connections currently open.
+  std::size_t connectionCount() const;
+
+ private:
+  struct Impl;
+  explicit HttpServer(std::shared_ptr<Impl> impl);
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace iothub::transport

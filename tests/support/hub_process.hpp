@@ -1,0 +1,70 @@
+#pragma once
+
+#include <boost/json.hpp>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tests/support/process.hpp"
+
+namespace iothub::testing {
+
+// A real iothubd on loopback with free ports (port 0), for integration tests.
+// The hub writes DATA/iothubd.json once every listener is bound; start() waits for it.
+class HubProcess {
+ public:
+  HubProcess(std::string binary, std::filesystem::path data_dir, std::vector<std::string> extra_args = {})
+      : binary_(std::move(binary)), data_dir_(std::move(data_dir)), extra_args_(std::move(extra_args)) {}
+
+  // Starts the hub and waits until it serves. False (with the hub's stderr in
+  // startupError()) when it exits or does not come up in time.
+  bool start() {
+    std::filesystem::remove(data_dir_ / "iothubd.json");
+    std::vector<std::string> argv{binary_, "--data-dir", data_dir_.string(), "--bind", "127.0.0.1",
+                                  "--https-port", "0", "--http-port", "0", "--log-level", "debug"};
+    argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());
+    std::filesystem::create_directories(data_dir_);
+    process_ = std::make_unique<Process>(argv, data_dir_.parent_path());
+    bool up = waitFor([&] {
+      if (!process_->running()) return true;
+      auto text = readFile(data_dir_ / "iothubd.json");
+      if (text.empty()) return false;
+      auto doc = boost::json::parse(text).as_object();
+      if (doc.at("pid").as_int64() != process_->pid()) return false;
+      https_port_ = static_cast<int>(doc.at("httpsPort").as_int64());
+      http_port_ = static_cast<int>(doc.at("httpPort").as_int64());
+      return true;
+    });
+    return up && process_->running();
+  }
+
+  // SIGTERM and the exit code (nullopt if it did not exit in time).
+  std::optional<int> stop() {
+    process_->signal(SIGTERM);
+    return process_->wait(std::chrono::seconds(30));
+  }
+  void kill9() {
+    process_->signal(SIGKILL);
+    process_->wait();
+  }
+
+  std::string startupError() const { return process_ ? process_->err() : ""; }
+  Process& process() { return *process_; }
+  int httpsPort() const { return https_port_; }
+  int httpPort() const { return http_port_; }
+  std::string httpsEndpoint() const { return "https://127.0.0.1:" + std::to_string(https_port_); }
+  std::string httpEndpoint() const { return "http://127.0.0.1:" + std::to_string(http_port_); }
+  std::filesystem::path caFile() const { return data_dir_ / "tls" / "ca.pem"; }
+  const std::filesystem::path& dataDir() const { return data_dir_; }
+
+ private:
+  std::string binary_;
+  std::filesystem::path data_dir_;
+  std::vector<std::string> extra_args_;
+  std::unique_ptr<Process> process_;
+  int https_port_ = 0;
+  int http_port_ = 0;
+};
+
+}  // namespace iothub::testing
