@@ -9,6 +9,12 @@ if(IOTHUB_SANITIZE)
                                                   -fno-sanitize-recover=undefined)
   target_link_options(iothub_options INTERFACE -fsanitize=address,undefined)
 endif()
+if(IOTHUB_FUZZ AND CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+  # Instrument every library for coverage so libFuzzer gets feedback from the parsers it
+  # links, not only from the fuzz target's own source.
+  target_compile_options(iothub_options INTERFACE -fsanitize=fuzzer-no-link,address,undefined)
+  target_link_options(iothub_options INTERFACE -fsanitize=address,undefined)
+endif()
 if(IOTHUB_TSAN)
   target_compile_options(iothub_options INTERFACE -fsanitize=thread -fno-omit-frame-pointer)
   target_link_options(iothub_options INTERFACE -fsanitize=thread)

@@ -113,7 +113,10 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
         spdlog::debug("{}: TLS handshake with {} failed: {}", options.name, remote, ec.message());
       } else {
         co_await serve(stream, *state, remote);
-        beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(5));
+        // Send close_notify; wait briefly for the peer's, and hardly at all when the hub is
+        // shutting down (an idle keep-alive client may never answer).
+        beast::get_lowest_layer(stream).expires_after(
+            stopping ? std::chrono::milliseconds(200) : std::chrono::milliseconds(5000));
         co_await stream.async_shutdown(kAwaitTuple);
       }
       state->lowest = nullptr;

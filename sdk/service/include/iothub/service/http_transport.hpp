@@ -1,0 +1,107 @@
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "auth/connection_string.hpp"
+#include "common/clock.hpp"
+#include "common/json.hpp"
+#include "common/status.hpp"
+#include "iothub/service/service_client_options.hpp"
+
+namespace iothub::service {
+
+// The api-version every request carries (reference §3.1).
+inline constexpr std::string_view kApiVersion = "2021-04-12";
+inline constexpr std::string_view kUserAgent = "iothub-cpp-sdk/0.1";
+
+// One REST call, relative to the hub.
+struct HttpRequest {
+  std::string method = "GET";  // GET, PUT, POST, PATCH, DELETE
+  // Already percent-encoded path, e.g. "/devices/d%201". Callers encode ids with
+  // urlEncodeStrict (Node's encodeURIComponent, reference §3.2).
+  std::string path;
+  // Extra query parameters appended after "api-version=…", already encoded
+  // (e.g. "jobStatus=running"); empty for none.
+  std::string query;
+  // Request body (JSON text). When set, Content-Type is application/json; charset=utf-8.
+  std::optional<std::string> body;
+  // Sent as If-Match, double-quoted unless it already is ("*" goes out as "\"*\"").
+  std::optional<std::string> if_match;
+  // Further headers, e.g. {"x-ms-continuation", token}, {"x-ms-max-item-count", "100"}.
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+struct HttpResponse {
+  int status = 0;
+  std::vector<std::pair<std::string, std::string>> headers;  // names lower-cased
+  std::string body;
+
+  // The first header named `name` (case-insensitive), or nullopt.
+  std::optional<std::string> header(std::string_view name) const;
+};
+
+// Transport failures (no HTTP response: connection refused, DNS, TLS verification, timeout,
+// connection lost) are ServiceUnavailable whose message starts with this prefix, so callers
+// can tell them from a hub that answered 503.
+inline constexpr std::string_view kTransportFailurePrefix = "transport failure: ";
+bool isTransportFailure(const Status& status);
+
+// Maps a non-2xx hub response to a Status (reference §3.7): the code comes from the Azure
+// error body ("ErrorCode:<Name>;<text>" in Message, or a nested {"errorCode":404103,…}),
+// else the iothub-errorcode header, else the HTTP status. The message carries the hub's
+// human text and the HTTP status.
+Status statusFromErrorResponse(const HttpResponse& response);
+
+// Shared REST plumbing of the service clients (registry today; twins, methods, queries and
+// jobs reuse it): signs every request with a fresh service SAS token (sr = HostName,
+// skn = policy, se = now + 3600, like the Node SDK), adds api-version, Request-Id, User-Agent
+// and content headers, and keeps one persistent (keep-alive) HTTP/1.1 connection.
+//
+// Connection reuse: a request is re-sent at most once, and only when it went out on a
+// reused connection that turned out to be closed by the server (detected before sending, or
+// the connection failed before any byte of the response arrived). A fresh connection is
+// never retried.
+//
+// TLS: the server certificate must chain to `ca_file` (or the system trust store) and name
+// the HostName (DNS or IP SAN); SNI carries the HostName unless it is an IP address.
+//
+// Thread-safety: all methods may be called from any thread; requests are serialized by an
+// internal mutex over the one connection (one call at a time). Use one transport per
+// thread for parallel requests.
+class HttpTransport {
+ public:
+  // Errors: ArgumentInvalid for an endpoint that is not an http(s) URL with an empty path,
+  // or an unreadable CA file. `clock` feeds the SAS expiry (nullptr = the system clock).
+  static Result<std::unique_ptr<HttpTransport>> create(
+      auth::ServiceConnectionString connection_string, ServiceClientOptions options,
+      std::shared_ptr<const Clock> clock = nullptr);
+  ~HttpTransport();
+  HttpTransport(const HttpTransport&) = delete;
+  HttpTransport& operator=(const HttpTransport&) = delete;
+
+  // Sends `request` and returns the response whatever its status. Errors: only transport
+  // failures (see kTransportFailurePrefix).
+  Result<HttpResponse> send(const HttpRequest& request);
+
+  // Sends `request`; a status >= 300 becomes statusFromErrorResponse(). On success returns
+  // the parsed body: null for an empty body. Errors besides the hub's: IotHubFormatError
+  // when a non-empty body is not JSON or not labelled application/json.
+  Result<json::value> sendJson(const HttpRequest& request);
+
+  const std::string& hostName() const;
+  // Where connections go, e.g. "https://myhub.example:443".
+  const std::string& endpoint() const;
+
+ private:
+  class Impl;
+  explicit HttpTransport(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace iothub::service

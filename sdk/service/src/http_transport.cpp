@@ -1,0 +1,418 @@
+// The only translation unit of the service SDK that includes Asio and Beast.
+
+#include "iothub/service/http_transport.hpp"
+
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
+#include <poll.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <boost/url/parse.hpp>
+#include <cctype>
+#include <fstream>
+#include <mutex>
+
+#include "common/random.hpp"
+#include "request_building.hpp"
+
+namespace iothub::service {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace ssl = asio::ssl;
+using tcp = asio::ip::tcp;
+using SteadyTime = std::chrono::steady_clock::time_point;
+
+// Large enough for a full device list (Azure caps GET /devices/ at 1000 devices).
+constexpr std::uint64_t kMaxResponseBodyBytes = 256ull << 20;
+
+// Where to connect, parsed from ServiceClientOptions::endpoint.
+struct ConnectTarget {
+  bool tls = true;
+  std::string host;  // IP literals without brackets
+  std::string port;
+  std::string text;  // "https://host:port", for messages
+};
+
+std::string lowerCase(std::string_view text) {
+  std::string out(text);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+bool isIpAddress(const std::string& host) {
+  boost::system::error_code ec;
+  asio::ip::make_address(host, ec);
+  return !ec;
+}
+
+// The host part of a HostName that may carry a port ("hub.example:8443", "[::1]:8443").
+std::string hostWithoutPort(std::string_view host_name) {
+  if (!host_name.empty() && host_name.front() == '[') {
+    auto close = host_name.find(']');
+    return std::string(host_name.substr(1, close == std::string_view::npos ? std::string_view::npos
+                                                                            : close - 1));
+  }
+  auto colon = host_name.find(':');
+  if (colon != std::string_view::npos && host_name.find(':', colon + 1) == std::string_view::npos) {
+    return std::string(host_name.substr(0, colon));
+  }
+  return std::string(host_name);
+}
+
+bool hostNameHasPort(std::string_view host_name) {
+  if (!host_name.empty() && host_name.front() == '[') {
+    return host_name.find("]:") != std::string_view::npos;
+  }
+  return hostWithoutPort(host_name) != host_name;
+}
+
+Result<ConnectTarget> parseEndpoint(std::string_view endpoint) {
+  auto invalid = [&](std::string_view why) {
+    return Status(ErrorCode::ArgumentInvalid,
+                  "Invalid endpoint '" + std::string(endpoint) + "': " + std::string(why));
+  };
+  auto parsed = boost::urls::parse_uri(endpoint);
+  if (!parsed) return invalid("not an absolute URL");
+  const auto& url = *parsed;
+  ConnectTarget target;
+  std::string scheme = lowerCase(url.scheme());
+  if (scheme == "https") {
+    target.tls = true;
+  } else if (scheme == "http") {
+    target.tls = false;
+  } else {
+    return invalid("scheme must be https or http");
+  }
+  if (!url.has_authority() || url.encoded_host().empty()) return invalid("no host");
+  if (url.has_userinfo()) return invalid("user info is not supported");
+  if (!(url.encoded_path().empty() || url.encoded_path() == "/") || url.has_query() ||
+      url.has_fragment()) {
+    return invalid("must not have a path, query or fragment");
+  }
+  target.host = url.host_address();
+  target.port = url.has_port() && !url.port().empty() ? std::string(url.port())
+                                                      : std::string(target.tls ? "443" : "80");
+  bool ipv6 = url.host_type() == boost::urls::host_type::ipv6;
+  target.text = scheme + "://" + (ipv6 ? "[" + target.host + "]" : target.host) + ":" + target.port;
+  return target;
+}
+
+Status transportFailure(std::string what) {
+  return Status(ErrorCode::ServiceUnavailable, std::string(kTransportFailurePrefix) + what);
+}
+
+}  // namespace
+
+class HttpTransport::Impl {
+ public:
+  Impl(auth::ServiceConnectionString connection_string, ServiceClientOptions options,
+       ConnectTarget target, std::shared_ptr<const Clock> clock)
+      : connection_string_(std::move(connection_string)),
+        options_(std::move(options)),
+        target_(std::move(target)),
+        verify_host_(hostWithoutPort(connection_string_.host_name)),
+        clock_(std::move(clock)) {}
+
+  ~Impl() { closeConnection(); }
+
+  Status init() {
+    if (!target_.tls) return Status::ok();
+    tls_context_.emplace(ssl::context::tls_client);
+    SSL_CTX_set_min_proto_version(tls_context_->native_handle(), TLS1_2_VERSION);
+    tls_context_->set_verify_mode(ssl::verify_peer);
+    boost::system::error_code ec;
+    if (options_.ca_file.empty()) {
+      tls_context_->set_default_verify_paths(ec);
+      if (ec) {
+        return Status(ErrorCode::ArgumentInvalid,
+                      "Cannot load the system CA certificates: " + ec.message());
+      }
+    } else {
+      if (!std::ifstream(options_.ca_file).good()) {
+        return Status(ErrorCode::ArgumentInvalid,
+                      "Cannot read CA file '" + options_.ca_file + "'");
+      }
+      tls_context_->load_verify_file(options_.ca_file, ec);
+      if (ec) {
+        return Status(ErrorCode::ArgumentInvalid,
+                      "Cannot load CA file '" + options_.ca_file + "': " + ec.message());
+      }
+    }
+    return Status::ok();
+  }
+
+  Result<HttpResponse> send(const HttpRequest& request) {
+    std::lock_guard lock(mutex_);
+    auto token = detail::serviceSasToken(connection_string_, clock_->now());
+    if (!token) return token.status();
+    http::request<http::string_body> req = buildRequest(request, *token);
+
+    SteadyTime deadline = std::chrono::steady_clock::now() + options_.timeout;
+    bool reused = isOpen();
+    if (reused && connectionLooksClosed()) {
+      closeConnection();
+      reused = false;
+    }
+    for (int attempt = 0;; ++attempt) {
+      if (!isOpen()) IOTHUB_RETURN_IF_ERROR(connect(deadline));
+      Exchange result = secure_ ? exchange(*secure_, req, deadline) : exchange(*plain_, req, deadline);
+      if (!result.error) {
+        if (!result.keep_alive) closeConnection();
+        return std::move(result.response);
+      }
+      closeConnection();
+      bool timed_out = result.error == beast::error::timeout ||
+                       std::chrono::steady_clock::now() >= deadline;
+      // A keep-alive connection the server dropped while idle fails before any byte of a
+      // response arrives; the request was not processed, so sending it again is safe.
+      bool dropped_while_idle = reused && attempt == 0 && !result.got_response_bytes && !timed_out;
+      if (!dropped_while_idle) {
+        if (timed_out) {
+          return transportFailure("no response from " + target_.text + " within " +
+                                  std::to_string(options_.timeout.count()) + "s");
+        }
+        return transportFailure("connection to " + target_.text + " failed while " +
+                                result.phase + ": " + result.error.message());
+      }
+      reused = false;
+    }
+  }
+
+  const std::string& hostName() const { return connection_string_.host_name; }
+  const std::string& endpoint() const { return target_.text; }
+
+ private:
+  struct Exchange {
+    boost::system::error_code error;
+    std::string phase;  // "sending the request" / "reading the response"
+    bool got_response_bytes = false;
+    bool keep_alive = true;
+    HttpResponse response;
+  };
+
+  http::request<http::string_body> buildRequest(const HttpRequest& request,
+                                                const std::string& token) {
+    http::request<http::string_body> req;
+    req.method_string(request.method);
+    req.target(detail::requestTarget(request));
+    req.version(11);
+    req.set(http::field::host, connection_string_.host_name);
+    req.set(http::field::authorization, token);
+    req.set("Request-Id", detail::newRequestId(random_));
+    req.set(http::field::user_agent, kUserAgent);
+    req.set(http::field::connection, "keep-alive");
+    if (request.if_match) req.set(http::field::if_match, detail::quoteEtag(*request.if_match));
+    for (const auto& [name, value] : request.headers) req.set(name, value);
+    if (request.body) {
+      req.set(http::field::content_type, "application/json; charset=utf-8");
+      req.body() = *request.body;
+    }
+    req.prepare_payload();
+    return req;
+  }
+
+  bool isOpen() const {
+    if (secure_) return beast::get_lowest_layer(*secure_).socket().is_open();
+    if (plain_) return plain_->socket().is_open();
+    return false;
+  }
+
+  tcp::socket& socket() {
+    return secure_ ? beast::get_lowest_layer(*secure_).socket() : plain_->socket();
+  }
+
+  // An idle keep-alive connection has nothing to read. If it is readable, the server has
+  // closed it (or sent something unsolicited); either way it cannot carry a request.
+  bool connectionLooksClosed() {
+    if (buffer_.size() > 0) return true;
+    pollfd fd{};
+    fd.fd = socket().native_handle();
+    fd.events = POLLIN;
+    int n = ::poll(&fd, 1, 0);
+    return n != 0;
+  }
+
+  void closeConnection() {
+    boost::system::error_code ignored;
+    if (isOpen()) {
+      socket().shutdown(tcp::socket::shutdown_both, ignored);
+      socket().close(ignored);
+    }
+    secure_.reset();
+    plain_.reset();
+    buffer_.clear();
+  }
+
+  // Runs the io_context until the operations just started have completed. Every stream
+  // operation is bounded by the tcp_stream deadline, so this cannot hang past it.
+  void runUntilIdle() {
+    ioc_.restart();
+    ioc_.run();
+  }
+
+  Status connect(SteadyTime deadline) {
+    closeConnection();
+    // Name resolution is synchronous and bounded by the system resolver's own timeouts.
+    tcp::resolver resolver(ioc_);
+    boost::system::error_code ec;
+    auto endpoints = resolver.resolve(target_.host, target_.port, ec);
+    if (ec) return transportFailure("cannot resolve " + target_.host + ": " + ec.message());
+
+    beast::tcp_stream* lowest = nullptr;
+    if (target_.tls) {
+      secure_.emplace(ioc_, *tls_context_);
+      lowest = &beast::get_lowest_layer(*secure_);
+    } else {
+      plain_.emplace(ioc_);
+      lowest = &*plain_;
+    }
+    lowest->expires_at(deadline);
+    lowest->async_connect(endpoints,
+                          [&](boost::system::error_code e, const tcp::endpoint&) { ec = e; });
+    runUntilIdle();
+    if (ec) {
+      closeConnection();
+      if (ec == beast::error::timeout) {
+        return transportFailure("timed out connecting to " + target_.text);
+      }
+      return transportFailure("cannot connect to " + target_.text + ": " + ec.message());
+    }
+    if (!target_.tls) return Status::ok();
+
+    SSL* ssl_handle = secure_->native_handle();
+    if (isIpAddress(verify_host_)) {
+      X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_handle), verify_host_.c_str());
+    } else {
+      // SNI is only for DNS names (RFC 6066 §3).
+      SSL_set_tlsext_host_name(ssl_handle, verify_host_.c_str());
+      SSL_set1_host(ssl_handle, verify_host_.c_str());
+    }
+    secure_->async_handshake(ssl::stream_base::client,
+                             [&](boost::system::error_code e) { ec = e; });
+    runUntilIdle();
+    if (ec) {
+      std::string reason = ec.message();
+      long verify = SSL_get_verify_result(ssl_handle);
+      if (verify != X509_V_OK) reason += ": " + std::string(X509_verify_cert_error_string(verify));
+      closeConnection();
+      if (ec == beast::error::timeout) {
+        return transportFailure("timed out in the TLS handshake with " + target_.text);
+      }
+      return transportFailure("TLS handshake with " + target_.text + " failed: " + reason);
+    }
+    return Status::ok();
+  }
+
+  template <class Stream>
+  Exchange exchange(Stream& stream, http::request<http::string_body>& req, SteadyTime deadline) {
+    Exchange out;
+    beast::get_lowest_layer(stream).expires_at(deadline);
+    http::async_write(stream, req,
+                      [&](boost::system::error_code e, std::size_t) { out.error = e; });
+    runUntilIdle();
+    if (out.error) {
+      out.phase = "sending the request";
+      return out;
+    }
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(kMaxResponseBodyBytes);
+    http::async_read(stream, buffer_, parser,
+                     [&](boost::system::error_code e, std::size_t) { out.error = e; });
+    runUntilIdle();
+    out.got_response_bytes = parser.got_some() || buffer_.size() > 0;
+    if (out.error) {
+      out.phase = "reading the response";
+      return out;
+    }
+    const auto& res = parser.get();
+    out.keep_alive = res.keep_alive();
+    out.response.status = static_cast<int>(res.result_int());
+    for (const auto& field : res) {
+      out.response.headers.emplace_back(lowerCase(field.name_string()), std::string(field.value()));
+    }
+    out.response.body = res.body();
+    return out;
+  }
+
+  const auth::ServiceConnectionString connection_string_;
+  const ServiceClientOptions options_;
+  const ConnectTarget target_;
+  const std::string verify_host_;
+  const std::shared_ptr<const Clock> clock_;
+
+  std::mutex mutex_;
+  // Everything below is guarded by mutex_.
+  SecureRandom random_;
+  asio::io_context ioc_;
+  std::optional<ssl::context> tls_context_;
+  // At most one of the two is engaged: the current connection.
+  std::optional<beast::tcp_stream> plain_;
+  std::optional<beast::ssl_stream<beast::tcp_stream>> secure_;
+  beast::flat_buffer buffer_;
+};
+
+Result<std::unique_ptr<HttpTransport>> HttpTransport::create(
+    auth::ServiceConnectionString connection_string, ServiceClientOptions options,
+    std::shared_ptr<const Clock> clock) {
+  if (connection_string.host_name.empty()) {
+    return Status(ErrorCode::ArgumentInvalid, "The connection string has no HostName");
+  }
+  if (options.timeout.count() <= 0) {
+    return Status(ErrorCode::ArgumentInvalid, "The request timeout must be positive");
+  }
+  std::string endpoint = options.endpoint;
+  if (endpoint.empty()) {
+    endpoint = "https://" + connection_string.host_name +
+               (hostNameHasPort(connection_string.host_name) ? "" : ":443");
+  }
+  auto target = parseEndpoint(endpoint);
+  if (!target) return target.status();
+  if (!clock) clock = std::make_shared<SystemClock>();
+  // Sign once now so that a key that is not base64 fails here, not on the first request.
+  auto probe = detail::serviceSasToken(connection_string, clock->now());
+  if (!probe) return probe.status();
+  auto impl = std::make_unique<Impl>(std::move(connection_string), std::move(options),
+                                     std::move(*target), std::move(clock));
+  IOTHUB_RETURN_IF_ERROR(impl->init());
+  return std::unique_ptr<HttpTransport>(new HttpTransport(std::move(impl)));
+}
+
+HttpTransport::HttpTransport(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+HttpTransport::~HttpTransport() = default;
+
+Result<HttpResponse> HttpTransport::send(const HttpRequest& request) { return impl_->send(request); }
+
+Result<json::value> HttpTransport::sendJson(const HttpRequest& request) {
+  auto response = send(request);
+  if (!response) return response.status();
+  if (response->status >= 300) return statusFromErrorResponse(*response);
+  if (response->body.empty()) return json::value(nullptr);
+  std::string content_type = lowerCase(response->header("content-type").value_or(""));
+  if (content_type.find("application/json") == std::string::npos) {
+    return Status(ErrorCode::IotHubFormatError,
+                  "The hub answered " + request.method + " " + request.path +
+                      " with a body of Content-Type '" + content_type +
+                      "', expected application/json");
+  }
+  auto parsed = parseJson(response->body);
+  if (!parsed) {
+    return Status(ErrorCode::IotHubFormatError,
+                  "The hub answered " + request.method + " " + request.path +
+                      " with malformed JSON: " + parsed.status().message());
+  }
+  return std::move(*parsed);
+}
+
+const std::string& HttpTransport::hostName() const { return impl_->hostName(); }
+const std::string& HttpTransport::endpoint() const { return impl_->endpoint(); }
+
+}  // namespace iothub::service

@@ -1,0 +1,25 @@
+#pragma once
+
+#include "common/json.hpp"
+#include "store/records.hpp"
+
+namespace iothub::twin {
+
+// The service view of a twin (GET /twins/{id}, query rows; reference §3.4):
+// deviceId, etag, deviceEtag, status, statusReason (only when set), statusUpdateTime,
+// connectionState, lastActivityTime, cloudToDeviceMessageCount, authenticationType,
+// x509Thumbprint, modelId (""), version, capabilities, tags (always, even {}) and
+// properties.desired / properties.reported, each with its properties, "$metadata" and
+// "$version". A section that was never written shows {"$lastUpdated":"0001-01-01T00:00:00Z"}
+// as its metadata. `connected` comes from the caller (the registry's ConnectionStates).
+// One copy of the stored documents; no other allocation-heavy work, so the query engine
+// can build it per row.
+json::object serviceTwinJson(const store::DeviceRecord& device, const store::TwinRecord& twin,
+                             bool connected);
+
+// The device view (MQTT $iothub/twin/GET, reference §2.3):
+// {"desired":{...,"$version":n},"reported":{...,"$version":m}} without "$metadata" and
+// without tags. A fresh twin is {"desired":{"$version":1},"reported":{"$version":1}}.
+json::object deviceTwinJson(const store::TwinRecord& twin);
+
+}  // namespace iothub::twin

@@ -1,0 +1,296 @@
+// The real iothubd as a process on loopback, driven through our C++ service SDK,
+// iothubctl and raw sockets: startup contract, persistence, shutdown, bad input.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <boost/json.hpp>
+#include <fstream>
+
+#include "auth/connection_string.hpp"
+#include "iothub/service/registry_client.hpp"
+#include "tests/support/hub_process.hpp"
+#include "tests/support/temp_dir.hpp"
+
+namespace iothub {
+namespace {
+
+using testing::HubProcess;
+using testing::TempDir;
+
+std::string connectionString(const std::filesystem::path& data_dir, const std::string& policy = "iothubowner") {
+  auto r = testing::runCommand({IOTHUBD_PATH, "connection-string", "--data-dir", data_dir.string(), "--policy", policy},
+                               data_dir.parent_path());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  while (!r.out.empty() && (r.out.back() == '\n' || r.out.back() == '\r')) r.out.pop_back();
+  return r.out;
+}
+
+// Sends raw bytes to 127.0.0.1:port and returns everything the server answers until it closes.
+std::string rawExchange(int port, const std::string& bytes) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return "";
+  }
+  timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::size_t sent = 0;
+  while (sent < bytes.size()) {
+    auto n = ::send(fd, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) break;
+    sent += static_cast<std::size_t>(n);
+  }
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    auto n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+class HubProcessTest : public ::testing::Test {
+ protected:
+  std::filesystem::path dataDir() const { return dir_.path() / "data"; }
+
+  service::RegistryClient client(HubProcess& hub, const std::string& policy = "iothubowner") {
+    auto c = service::RegistryClient::fromConnectionString(
+        connectionString(dataDir(), policy), service::ServiceClientOptions{hub.caFile().string(), hub.httpsEndpoint()});
+    EXPECT_TRUE(c.isOk()) << c.status().toString();
+    return std::move(*c);
+  }
+
+  testing::CommandResult ctl(HubProcess& hub, std::vector<std::string> args) {
+    std::vector<std::string> argv{IOTHUBCTL_PATH, "--ca", hub.caFile().string(), "--endpoint", hub.httpsEndpoint()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return testing::runCommand(argv, dir_.path(), {"IOTHUB_CONNECTION_STRING=" + connectionString(dataDir())});
+  }
+
+  TempDir dir_;
+};
+
+TEST_F(HubProcessTest, FirstStartCreatesPoliciesCertificatesAndDatabase) {
+  HubProcess hub(IOTHUBD_PATH, dataDir());
+  ASSERT_TRUE(hub.start()) << hub.startupError();
+  for (auto f : {"iothub.db", "tls/ca.pem", "tls/server.pem", "tls/server.key"}) {
+    EXPECT_TRUE(std::filesystem::exists(dataDir() / f)) << f;
+  }
+  for (auto policy : {"iothubowner", "service", "device", "registryRead", "registryReadWrite"}) {
+    auto cs = auth::ServiceConnectionString::parse(connectionString(dataDir(), policy));
+    ASSERT_TRUE(cs.isOk()) << policy;
+    EXPECT_EQ(cs->host_name, "localhost");
+    EXPECT_EQ(cs->key_name, policy);
+    EXPECT_EQ(cs->key.size(), 44u);
+  }
+  auto unknown = testing::runCommand({IOTHUBD_PATH, "connection-string", "--data-dir", dataDir().string(),
+                                      "--policy", "nosuch"}, dir_.path());
+  EXPECT_NE(unknown.exit_code, 0);
+  EXPECT_NE(unknown.err.find("nosuch"), std::string::npos);
+  EXPECT_EQ(hub.stop(), 0);
+}
+
+TEST_F(HubProcessTest, RegistryRoundTripThroughTheSdkOverTls) {
+  HubProcess hub(IOTHUBD_PATH, dataDir());
+  ASSERT_TRUE(hub.start()) << hub.startupError();
+  auto registry = client(hub);
+  service::Device d;
+  d.device_id = "sdk-1";
+  auto created = registry.create(d);
+  ASSERT_TRUE(created.isOk()) << created.status().toString();
+  EXPECT_EQ(created->primary_key.size(), 44u);
+  auto got = registry.get("sdk-1");
+  ASSERT_TRUE(got.isOk());
+  EXPECT_EQ(got->primary_key, created->primary_key);
+  EXPECT_EQ(registry.create(d).code(), ErrorCode::DeviceAlreadyExists);
+  got->status = service::DeviceStatus::Disabled;
+  EXPECT_EQ(registry.update(*got, "not-the-etag").code(), ErrorCode::PreconditionFailed);
+  auto updated = registry.update(*got, got->etag);
+  ASSERT_TRUE(updated.isOk()) << updated.status().toString();
+  EXPECT_EQ(updated->status, service::DeviceStatus::Disabled);
+  auto list = registry.list();
+  ASSERT_TRUE(list.isOk());
+  EXPECT_EQ(list->size(), 1u);
+  auto stats = registry.statistics();
+  ASSERT_TRUE(stats.isOk());
+  EXPECT_EQ(stats->disabled_device_count, 1);
+  EXPECT_TRUE(registry.remove("sdk-1").isOk());
+  EXPECT_EQ(registry.get("sdk-1").code(), ErrorCode::DeviceNotFound);
+  EXPECT_EQ(registry.remove("sdk-1").code(), ErrorCode::DeviceNotFound);
+
+  auto read_only = client(hub, "registryRead");
+  EXPECT_EQ(read_only.create(d).code(), ErrorCode::Unauthorized);
+  EXPECT_TRUE(read_only.list().isOk());
+  EXPECT_EQ(hub.stop(), 0);
+}
+
+TEST_F(HubProcessTest, IothubctlManagesDevices) {
+  HubProcess hub(IOTHUBD_PATH, dataDir());
+  ASSERT_TRUE(hub.start()) << hub.startupError();
+  auto create = ctl(hub, {"--json", "device", "create", "ctl-1"});
+  ASSERT_EQ(create.exit_code, 0) << create.err;
+  auto created = boost::json::parse(create.out).as_object();
+  EXPECT_EQ(created.at("deviceId").as_string(), "ctl-1");
+
+  auto get = ctl(hub, {"device", "get", "ctl-1"});
+  ASSERT_EQ(get.exit_code, 0) << get.err;
+  EXPECT_NE(get.out.find("ctl-1"), std::string::npos);
+
+  auto list = ctl(hub, {"device", "list"});
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_NE(list.out.find("ctl-1"), std::string::npos);
+
+  auto cs = ctl(hub, {"device", "connection-string", "ctl-1"});
+  ASSERT_EQ(cs.exit_code, 0) << cs.err;
+  auto parsed = auth::DeviceConnectionString::parse(cs.out.substr(0, cs.out.find('\n')));
+  ASSERT_TRUE(parsed.isOk()) << cs.out;
+  EXPECT_EQ(parsed->device_id, "ctl-1");
+  EXPECT_EQ(parsed->shared_access_key.value_or(""),
+            std::string(created.at("authentication").at("symmetricKey").at("primaryKey").as_string()));
+
+  auto dup = ctl(hub, {"device", "create", "ctl-1"});
+  EXPECT_EQ(dup.exit_code, 1);
+  EXPECT_NE(dup.err.find("DeviceAlreadyExists"), std::string::npos) << dup.err;
+
+  EXPECT_EQ(ctl(hub, {"device", "delete", "ctl-1"}).exit_code, 0);
+  auto missing = ctl(hub, {"device", "get", "ctl-1"});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.err.find("DeviceNotFound"), std::string::npos) << missing.err;
+
+  auto usage = ctl(hub, {"device", "frobnicate"});
+  EXPECT_EQ(usage.exit_code, 2);
+  EXPECT_EQ(hub.stop(), 0);
+}
+
+TEST_F(HubProcessTest, RestartKeepsDevicesKeysAndCertificates) {
+  std::string key, ca, cs;
+  {
+    HubProcess hub(IOTHUBD_PATH, dataDir());
+    ASSERT_TRUE(hub.start()) << hub.startupError();
+    service::Device d;
+    d.device_id = "keeper";
+    auto created = client(hub).create(d);
+    ASSERT_TRUE(created.isOk());
+    key = created->primary_key;
+    ca = testing::readFile(hub.caFile());
+    cs = connectionString(dataDir());
+    EXPECT_EQ(hub.stop(), 0);
+    EXPECT_FALSE(std::filesystem::exists(dataDir() / "iothubd.json")) << "runtime file removed on exit";
+  }
+  HubProcess again(IOTHUBD_PATH, dataDir());
+  ASSERT_TRUE(again.start()) << again.startupError();
+  EXPECT_EQ(testing::readFile(again.caFile()), ca);
+  EXPECT_EQ(connectionString(dataDir()), cs);
+  auto got = client(again).get("keeper");
+  ASSERT_TRUE(got.isOk()) << got.status().toString();
+  EXPECT_EQ(got->primary_key, key);
+  EXPECT_EQ(again.stop(), 0);
+}
+
+TEST_F(HubProcessTest, KillDashNineLosesNoAcknowledgedWrite) {
+  HubProcess hub(IOTHUBD_PATH, dataDir());
+  ASSERT_TRUE(hub.start()) << hub.startupError();
+  {
+    auto registry = client(hub);
+    for (int i = 0; i < 20; ++i) {
+      service::Device d;
+      d.device_id = "durable-" + std::to_string(i);
+      ASSERT_TRUE(registry.create(d).isOk());
+    }
+  }
+  hub.kill9();
+  HubProcess again(IOTHUBD_PATH, dataDir());
+  ASSERT_TRUE(again.start()) << again.startupError();
+  auto stats = client(again).statistics();
+  ASSERT_TRUE(stats.isOk());
+  EXPECT_EQ(stats->total_device_count, 20);
+  EXPECT_EQ(again.stop(), 0);
+}
+
+TEST_F(HubProcessTest, StartupErrorsGiveOneClearMessage) {
+  HubProcess first(IOTHUBD_PATH, dataDir());
+  ASSERT_TRUE(first.start()) << first.startupError();
+  // Port in use.
+  auto busy = testing::runCommand({IOTHUBD_PATH, "--data-dir", (dir_.path() / "other").string(), "--bind",
+                                   "127.0.0.1", "--https-port", std::to_string(first.httpsPort())},
+                                  dir_.path());
+  EXPECT_NE(busy.exit_code, 0);
+  EXPECT_NE(busy.err.find("in use"), std::string::npos) << busy.err;
+  EXPECT_EQ(first.stop(), 0);
+
+  // Unreadable certificate.
+  auto cert = testing::runCommand({IOTHUBD_PATH, "--data-dir", (dir_.path() / "c").string(), "--https-port", "0",
+                                   "--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"},
+                                  dir_.path());
+  EXPECT_NE(cert.exit_code, 0);
+  EXPECT_NE(cert.err.find("certificate"), std::string::npos) << cert.err;
+
+  // Corrupt config file.
+  auto config = dir_.path() / "bad.toml";
+  std::ofstream(config) << "https-port = [[[ not toml\n";
+  auto bad = testing::runCommand({IOTHUBD_PATH, "--config", config.string(), "--data-dir",
+                                  (dir_.path() / "d").string()}, dir_.path());
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_FALSE(bad.err.empty());
+
+  // A data "directory" that is a file.
+  std::ofstream(dir_.path() / "afile") << "x";
+  auto file = testing::runCommand({IOTHUBD_PATH, "--data-dir", (dir_.path() / "afile").string(), "--https-port", "0"},
+                                  dir_.path());
+  EXPECT_NE(file.exit_code, 0);
+  EXPECT_NE(file.err.find("iothubd: "), std::string::npos) << file.err;
+}
+
+TEST_F(HubProcessTest, ConfigFileAndEnvironmentSetOptionsAndFlagsWin) {
+  auto config = dir_.path() / "hub.toml";
+  std::ofstream(config) << "hostname = \"from-config.test\"\n";
+  HubProcess hub(IOTHUBD_PATH, dataDir(), {"--config", config.string()});
+  ASSERT_TRUE(hub.start()) << hub.startupError();
+  EXPECT_EQ(auth::ServiceConnectionString::parse(connectionString(dataDir()))->host_name, "from-config.test");
+  EXPECT_EQ(hub.stop(), 0);
+
+  HubProcess flagged(IOTHUBD_PATH, dataDir(), {"--config", config.string(), "--hostname", "from-flag.test"});
+  ASSERT_TRUE(flagged.start()) << flagged.startupError();
+  EXPECT_EQ(auth::ServiceConnectionString::parse(connectionString(dataDir()))->host_name, "from-flag.test");
+  EXPECT_EQ(flagged.stop(), 0);
+}
+
+TEST_F(HubProcessTest, MalformedAndOversizedRequestsGetErrorsAndTheHubKeepsServing) {
+  HubProcess hub(IOTHUBD_PATH, dataDir());
+  ASSERT_TRUE(hub.start()) << hub.startupError();
+  auto garbage = rawExchange(hub.httpPort(), "THIS IS NOT HTTP\r\n\r\n");
+  EXPECT_NE(garbage.find("400"), std::string::npos) << garbage;
+  EXPECT_NE(garbage.find("application/json"), std::string::npos) << garbage;
+
+  std::string huge = "PUT /devices/big HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5000000\r\n\r\n";
+  auto too_large = rawExchange(hub.httpPort(), huge);
+  EXPECT_NE(too_large.find("413"), std::string::npos) << too_large;
+  EXPECT_NE(too_large.find("MessageTooLarge"), std::string::npos) << too_large;
+
+  auto unauth = rawExchange(hub.httpPort(), "GET /devices/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+  EXPECT_NE(unauth.find("401"), std::string::npos) << unauth;
+
+  // Still serving everyone else.
+  auto stats = client(hub).statistics();
+  EXPECT_TRUE(stats.isOk()) << stats.status().toString();
+  EXPECT_TRUE(hub.process().running());
+  EXPECT_EQ(hub.stop(), 0);
+}
+
+TEST_F(HubProcessTest, SigtermWithKeepAliveConnectionsExitsCleanly) {
+  HubProcess hub(IOTHUBD_PATH, dataDir());
+  ASSERT_TRUE(hub.start()) << hub.startupError();
+  auto registry = client(hub);  // holds a keep-alive TLS connection open
+  ASSERT_TRUE(registry.list().isOk());
+  EXPECT_EQ(hub.stop(), 0);
+}
+
+}  // namespace
+}  // namespace iothub
