@@ -27,6 +27,40 @@ std::string keyValueLines(const std::vector<std::pair<std::string, std::string>>
 
 std::string orDash(const std::string& text) { return text.empty() ? "-" : text; }
 
+void appendPretty(const json::value& value, int depth, std::string& out) {
+  auto newline = [&out](int level) {
+    out += '\n';
+    out.append(static_cast<std::size_t>(level) * 2, ' ');
+  };
+  if (const json::object* o = value.if_object(); o && !o->empty()) {
+    out += '{';
+    bool first = true;
+    for (const auto& member : *o) {
+      if (!first) out += ',';
+      first = false;
+      newline(depth + 1);
+      out += json::serialize(json::string(member.key()));
+      out += ": ";
+      appendPretty(member.value(), depth + 1, out);
+    }
+    newline(depth);
+    out += '}';
+  } else if (const json::array* a = value.if_array(); a && !a->empty()) {
+    out += '[';
+    bool first = true;
+    for (const json::value& item : *a) {
+      if (!first) out += ',';
+      first = false;
+      newline(depth + 1);
+      appendPretty(item, depth + 1, out);
+    }
+    newline(depth);
+    out += ']';
+  } else {
+    out += json::serialize(value);  // scalars, {} and []
+  }
+}
+
 }  // namespace
 
 std::string formatDevice(const Device& device) {
@@ -86,6 +120,17 @@ std::string formatStatistics(const service::RegistryStatistics& stats) {
   return keyValueLines({{"totalDeviceCount", std::to_string(stats.total_device_count)},
                         {"enabledDeviceCount", std::to_string(stats.enabled_device_count)},
                         {"disabledDeviceCount", std::to_string(stats.disabled_device_count)}});
+}
+
+std::string formatJsonPretty(const json::value& value) {
+  std::string out;
+  appendPretty(value, 0, out);
+  out += '\n';
+  return out;
+}
+
+std::string formatMethodResponse(const service::MethodResponse& response) {
+  return "status: " + std::to_string(response.status) + "\n" + formatJsonPretty(response.payload);
 }
 
 }  // namespace iothub::ctl

@@ -43,6 +43,7 @@ struct FakeHttpServer::Impl {
   std::vector<RecordedRequest> recorded;
   int accepted = 0;
   int closed = 0;
+  int releases = 0;  // release() calls not yet used by a HoldUntilReleased response
   std::string server_name;
 
   void run() {
@@ -126,6 +127,12 @@ struct FakeHttpServer::Impl {
         http::read(stream, buffer, ignored, ec);
         return;
       }
+      if (canned_response.then == Then::HoldUntilReleased) {
+        std::unique_lock lock(mutex);
+        changed.wait(lock, [&] { return stopping || releases > 0; });
+        if (stopping) return;
+        --releases;
+      }
       http::response<http::string_body> res;
       res.version(11);
       res.result(static_cast<unsigned>(canned_response.status));
@@ -166,6 +173,7 @@ FakeHttpServer::~FakeHttpServer() {
     // Unblocks a read on the current connection; the wake-up connection below unblocks accept.
     if (impl_->current_fd >= 0) ::shutdown(impl_->current_fd, SHUT_RDWR);
   }
+  impl_->changed.notify_all();  // wakes a HoldUntilReleased response
   {
     asio::io_context ioc;
     tcp::socket wake(ioc);
@@ -191,6 +199,14 @@ void FakeHttpServer::reply(int status, std::string body) {
   response.status = status;
   response.body = std::move(body);
   reply(std::move(response));
+}
+
+void FakeHttpServer::release() {
+  {
+    std::lock_guard lock(impl_->mutex);
+    ++impl_->releases;
+  }
+  impl_->changed.notify_all();
 }
 
 std::vector<RecordedRequest> FakeHttpServer::requests() const {

@@ -33,6 +33,7 @@ struct CannedResponse {
     CloseAfterResponse,    // answer, then close without "Connection: close" (idle drop)
     CloseWithoutResponse,  // read the request and close without answering
     Hang,                  // never answer; wait until the client goes away
+    HoldUntilReleased,     // answer only once the test calls release()
   };
   int status = 200;
   std::string body;
@@ -62,6 +63,8 @@ class FakeHttpServer {
 
   void reply(CannedResponse response);
   void reply(int status, std::string body = {});
+  // Lets one HoldUntilReleased response (the current or the next) go out.
+  void release();
 
   std::vector<RecordedRequest> requests() const;
   int connectionsAccepted() const;

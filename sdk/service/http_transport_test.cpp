@@ -223,6 +223,27 @@ TEST_F(HttpTransportTest, TimesOutWhenTheServerNeverAnswers) {
   EXPECT_EQ(server_.requests().size(), 1u);
 }
 
+TEST_F(HttpTransportTest, PerRequestTimeoutReplacesTheDefault) {
+  auto transport = makeTransport(std::chrono::seconds{60});
+  server_.reply(canned(Then::Hang));
+  HttpRequest request = get("/slow");
+  request.timeout = std::chrono::milliseconds{500};
+  auto started = std::chrono::steady_clock::now();
+  auto response = transport->send(request);
+  ASSERT_FALSE(response);
+  EXPECT_TRUE(isTransportFailure(response.status()));
+  EXPECT_THAT(response.status().message(), HasSubstr("within 500ms"));
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds{30});
+}
+
+TEST_F(HttpTransportTest, RejectsANonPositiveRequestTimeout) {
+  auto transport = makeTransport();
+  HttpRequest request = get("/x");
+  request.timeout = std::chrono::milliseconds{0};
+  EXPECT_EQ(transport->send(request).code(), ErrorCode::ArgumentInvalid);
+  EXPECT_TRUE(server_.requests().empty());
+}
+
 TEST_F(HttpTransportTest, SendJsonParsesJsonAndMapsErrors) {
   auto transport = makeTransport();
   server_.reply(200, R"({"a":1})");

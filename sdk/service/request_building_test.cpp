@@ -61,5 +61,15 @@ TEST(RequestBuildingTest, DevicePathEncodesIdLikeEncodeUriComponentStrict) {
   EXPECT_EQ(devicePath("a(b)*'!"), "/devices/a%28b%29%2A%27%21");
 }
 
+TEST(RequestBuildingTest, TwinPathEncodesIdLikeDevicePath) {
+  EXPECT_EQ(twinPath("d 1/x"), "/twins/d%201%2Fx");
+  EXPECT_EQ(twinPath("d1"), "/twins/d1");
+}
+
+TEST(RequestBuildingTest, DurationTextUsesSecondsWhenWhole) {
+  EXPECT_EQ(durationText(seconds{40}), "40s");
+  EXPECT_EQ(durationText(milliseconds{1500}), "1500ms");
+}
+
 }  // namespace
 }  // namespace iothub::service::detail

@@ -13,7 +13,13 @@
 #include "auth/connection_string.hpp"
 #include "auth/policy.hpp"
 #include "common/json.hpp"
+#include "device_api/device_endpoint.hpp"
+#include "methods/method_invoker.hpp"
 #include "registry/device_registry.hpp"
+#include "routing/connection_registry.hpp"
+#include "transport/mqtt_server.hpp"
+#include "transport/scheduler.hpp"
+#include "twin/twin_service.hpp"
 #include "server/tls_bootstrap.hpp"
 #include "service_api/error_response.hpp"
 #include "service_api/service_api.hpp"
@@ -73,6 +79,22 @@ Result<std::unique_ptr<asio::ssl::context>> makeTlsContext(const fs::path& cert,
   return ctx;
 }
 
+// Pushes desired-property changes to the device's connection, if it is subscribed
+// (reference §2.5, gotcha 23: only connected, subscribed devices get notifications).
+class DesiredPusher final : public twin::DesiredChangeListener {
+ public:
+  explicit DesiredPusher(routing::ConnectionRegistry& connections) : connections_(connections) {}
+  void onDesiredChanged(const twin::DesiredChange& change) override {
+    auto link = connections_.find(change.device_id);
+    if (!link) return;
+    link->publish("$iothub/twin/PATCH/properties/desired/?$version=" + std::to_string(change.desired_version),
+                  json::serialize(change.patch));
+  }
+
+ private:
+  routing::ConnectionRegistry& connections_;
+};
+
 }  // namespace
 
 struct Hub::Impl {
@@ -82,12 +104,20 @@ struct Hub::Impl {
   std::unique_ptr<store::SqliteStore> store;
   std::unique_ptr<auth::ServiceAuthenticator> authenticator;
   std::unique_ptr<registry::DeviceRegistry> registry;
-  std::unique_ptr<service_api::ServiceApi> api;
   std::unique_ptr<asio::ssl::context> tls;
   asio::io_context io;
   asio::thread_pool workers;
+  transport::AsioScheduler scheduler{io};
+  routing::ConnectionRegistry connections;
+  DesiredPusher desired_pusher{connections};
+  std::unique_ptr<twin::TwinService> twins;
+  std::unique_ptr<methods::MethodInvoker> methods;
+  std::unique_ptr<device_api::DeviceEndpoint> device_endpoint;
+  std::unique_ptr<service_api::ServiceApi> api;
   std::unique_ptr<transport::HttpServer> https;
   std::unique_ptr<transport::HttpServer> http;
+  std::unique_ptr<transport::MqttServer> mqtts;
+  std::unique_ptr<transport::MqttServer> mqtt;
   asio::signal_set signals{io, SIGINT, SIGTERM};
   std::atomic<bool> stopping{false};
 
@@ -99,6 +129,12 @@ struct Hub::Impl {
     if (http) out.push_back(http.get());
     return out;
   }
+  std::vector<transport::MqttServer*> mqttServers() {
+    std::vector<transport::MqttServer*> out;
+    if (mqtts) out.push_back(mqtts.get());
+    if (mqtt) out.push_back(mqtt.get());
+    return out;
+  }
 
   void beginShutdown() {
     if (stopping.exchange(true)) return;
@@ -106,6 +142,7 @@ struct Hub::Impl {
     boost::system::error_code ignored;
     signals.cancel(ignored);
     for (auto* s : servers()) s->stop();
+    for (auto* s : mqttServers()) s->stop();
     // Give open connections up to shutdown_grace to finish, then stop the loop.
     auto deadline = std::chrono::steady_clock::now() + config.shutdown_grace;
     auto timer = std::make_shared<asio::steady_timer>(io);
@@ -113,6 +150,7 @@ struct Hub::Impl {
     *poll = [this, timer, deadline, poll] {
       std::size_t open = 0;
       for (auto* s : servers()) open += s->connectionCount();
+      for (auto* s : mqttServers()) open += s->connectionCount();
       if (open == 0 || std::chrono::steady_clock::now() >= deadline) {
         if (open > 0) spdlog::warn("closing {} connection(s) still open after the grace period", open);
         io.stop();
@@ -173,11 +211,19 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
 
   impl->authenticator = std::make_unique<auth::ServiceAuthenticator>(config.host_name, *policies, impl->clock);
   impl->registry = std::make_unique<registry::DeviceRegistry>(*impl->store, impl->random, impl->clock);
+  impl->twins = std::make_unique<twin::TwinService>(*impl->store, impl->clock, &impl->connections,
+                                                    &impl->desired_pusher);
+  impl->methods = std::make_unique<methods::MethodInvoker>(impl->connections, impl->scheduler);
+  impl->device_endpoint = std::make_unique<device_api::DeviceEndpoint>(
+      config.host_name, *impl->store, *policies, *impl->twins, *impl->methods, impl->clock, impl->random);
   impl->api = std::make_unique<service_api::ServiceApi>(service_api::ServiceApiDeps{
-      impl->authenticator.get(), impl->registry.get(), nullptr, &impl->random, &impl->clock});
+      impl->authenticator.get(), impl->registry.get(), &impl->connections, impl->twins.get(),
+      impl->methods.get(), &impl->random, &impl->clock});
 
   Impl* raw = impl.get();
-  auto handler = [raw](const HttpRequest& r) { return raw->api->handle(r); };
+  auto handler = [raw](const HttpRequest& r, transport::HttpResponder respond) {
+    raw->api->handleAsync(r, std::move(respond));
+  };
   auto error_responder = [raw](const Status& s) {
     return service_api::errorResponse(s, raw->random, raw->clock.now());
   };
@@ -199,6 +245,24 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
     if (!http) return http.status();
     impl->http = std::move(*http);
   }
+  transport::MqttServerOptions mqtt_options;
+  mqtt_options.name = "MQTT/TLS";
+  mqtt_options.bind_address = config.bind_address;
+  mqtt_options.port = config.mqtt_port;
+  mqtt_options.tls = raw->tls.get();
+  auto mqtts = transport::MqttServer::create(raw->io, raw->workers, mqtt_options, *raw->device_endpoint,
+                                             raw->connections);
+  if (!mqtts) return mqtts.status();
+  impl->mqtts = std::move(*mqtts);
+  if (config.mqtt_plain_port) {
+    mqtt_options.name = "MQTT";
+    mqtt_options.port = *config.mqtt_plain_port;
+    mqtt_options.tls = nullptr;
+    auto mqtt = transport::MqttServer::create(raw->io, raw->workers, mqtt_options, *raw->device_endpoint,
+                                              raw->connections);
+    if (!mqtt) return mqtt.status();
+    impl->mqtt = std::move(*mqtt);
+  }
   return std::unique_ptr<Hub>(new Hub(std::move(impl)));
 }
 
@@ -210,16 +274,20 @@ void Hub::run() {
     impl.beginShutdown();
   });
   for (auto* s : impl.servers()) s->start();
+  for (auto* s : impl.mqttServers()) s->start();
 
   json::object runtime{{"pid", static_cast<std::int64_t>(::getpid())},
                        {"hostName", impl.config.host_name},
                        {"httpsPort", impl.https->port()}};
   if (impl.http) runtime["httpPort"] = impl.http->port();
+  runtime["mqttPort"] = impl.mqtts->port();
+  if (impl.mqtt) runtime["mqttPlainPort"] = impl.mqtt->port();
   Status written = writeFileAtomically(impl.config.data_dir / kRuntimeFile, json::serialize(runtime) + "\n");
   if (!written) spdlog::warn("{}", written.toString());
-  spdlog::info("iothubd serving hub '{}': HTTPS on {}:{}{}", impl.config.host_name,
-               impl.config.bind_address, impl.https->port(),
-               impl.http ? ", HTTP on port " + std::to_string(impl.http->port()) : std::string());
+  spdlog::info("iothubd serving hub '{}' on {}: HTTPS {}, MQTT/TLS {}{}{}", impl.config.host_name,
+               impl.config.bind_address, impl.https->port(), impl.mqtts->port(),
+               impl.http ? ", HTTP " + std::to_string(impl.http->port()) : std::string(),
+               impl.mqtt ? ", MQTT " + std::to_string(impl.mqtt->port()) : std::string());
 
   unsigned threads = impl.config.io_threads != 0 ? impl.config.io_threads
                                                  : std::max(1u, std::thread::hardware_concurrency());

@@ -4,6 +4,7 @@
 
 #include <boost/url/parse.hpp>
 #include <charconv>
+#include <future>
 #include <optional>
 #include <vector>
 
@@ -56,7 +57,61 @@ std::optional<std::string> ifMatch(const HttpRequest& request) {
   return normalizeEtag(*v);
 }
 
+// Azure's method-name alphabet (reference §6): printable ASCII without separators.
+Status validateMethodName(std::string_view name) {
+  constexpr std::string_view kForbidden = "$()<>@,;:\\\"/[]?={} \t";
+  if (name.empty() || name.size() > 128) {
+    return {ErrorCode::ArgumentInvalid, "methodName must be 1 to 128 characters"};
+  }
+  for (char c : name) {
+    if (c < 0x21 || c > 0x7E || kForbidden.find(c) != std::string_view::npos) {
+      return {ErrorCode::ArgumentInvalid,
+              "methodName may only contain printable ASCII characters other than $()<>@,;:\\\"/[]?={}"};
+    }
+  }
+  return Status::ok();
+}
+
+Result<std::chrono::seconds> timeoutField(const json::object& body, std::string_view name,
+                                          std::int64_t fallback, std::int64_t min, std::int64_t max) {
+  const json::value* v = findMember(body, name);
+  if (v == nullptr || v->is_null()) return std::chrono::seconds{fallback};
+  std::int64_t seconds = 0;
+  if (v->is_int64()) {
+    seconds = v->get_int64();
+  } else if (v->is_uint64() && v->get_uint64() <= 1000000) {
+    seconds = static_cast<std::int64_t>(v->get_uint64());
+  } else {
+    return Status(ErrorCode::ArgumentInvalid, std::string(name) + " must be an integer");
+  }
+  if (seconds < min || seconds > max) {
+    return Status(ErrorCode::ArgumentInvalid, std::string(name) + " must be between " + std::to_string(min) +
+                                                  " and " + std::to_string(max));
+  }
+  return std::chrono::seconds{seconds};
+}
+
 }  // namespace
+
+Result<methods::MethodCall> parseMethodCall(std::string_view device_id, const json::value& body) {
+  const json::object* o = body.if_object();
+  if (o == nullptr) return Status(ErrorCode::IotHubFormatError, "The method request must be a JSON object");
+  const json::string* name = findString(*o, "methodName");
+  if (name == nullptr) return Status(ErrorCode::ArgumentInvalid, "methodName is required and must be a string");
+  IOTHUB_RETURN_IF_ERROR(validateMethodName(*name));
+  auto response_timeout = timeoutField(*o, "responseTimeoutInSeconds", 30, 5, 300);
+  if (!response_timeout) return response_timeout.status();
+  auto connect_timeout = timeoutField(*o, "connectTimeoutInSeconds", 0, 0, 300);
+  if (!connect_timeout) return connect_timeout.status();
+  const json::value* payload = findMember(*o, "payload");
+  std::string payload_json = payload == nullptr ? "null" : json::serialize(*payload);
+  if (payload_json.size() > kMaxMethodPayload) {
+    return Status(ErrorCode::MessageTooLarge, "The method payload exceeds " +
+                                                  std::to_string(kMaxMethodPayload / 1024) + " KB");
+  }
+  return methods::MethodCall{std::string(device_id), std::string(*name), std::move(payload_json),
+                             *response_timeout, *connect_timeout};
+}
 
 std::string normalizeEtag(std::string_view v) {
   while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
@@ -69,27 +124,53 @@ std::string normalizeEtag(std::string_view v) {
 ServiceApi::ServiceApi(ServiceApiDeps deps) : deps_(deps) {}
 
 HttpResponse ServiceApi::handle(const HttpRequest& request) const {
+  std::promise<HttpResponse> promise;
+  auto future = promise.get_future();
+  handleAsync(request, [&promise](HttpResponse r) { promise.set_value(std::move(r)); });
+  return future.get();
+}
+
+void ServiceApi::handleAsync(const HttpRequest& request,
+                             std::function<void(HttpResponse)> respond) const {
   Random& random = *deps_.random;
   SystemTime now = deps_.clock->now();
-  auto fail = [&](const Status& s) {
+  auto failure = [&random, now, remote = request.remote_address, method = request.method,
+                  path = request.target.substr(0, request.target.find('?'))](const Status& s) {
     HttpResponse r = errorResponse(s, random, now);
     // Never log the Authorization header or bodies: they may carry keys.
-    spdlog::info("{} {} {} -> {} {}", request.remote_address, request.method,
-                 request.target.substr(0, request.target.find('?')), r.status, s.toString());
+    spdlog::info("{} {} {} -> {} {}", remote, method, path, r.status, s.toString());
     return r;
   };
+  HttpResponse response = route(request, failure, respond);
+  if (response.status != 0) respond(std::move(response));
+}
 
-  auto route = parseTarget(request.target);
-  if (!route) return fail(route.status());
-  const auto& seg = route->segments;
+HttpResponse ServiceApi::route(const HttpRequest& request,
+                               const std::function<HttpResponse(const Status&)>& fail,
+                               const std::function<void(HttpResponse)>& respond) const {
+
+  auto target = parseTarget(request.target);
+  if (!target) return fail(target.status());
+  const auto& seg = target->segments;
   const std::string& method = request.method;
 
   // Resolve the route and the permission it needs before authenticating, so an unknown
   // route is a 404 for everyone and a known one is a 401 without credentials.
-  enum class Op { GetDevice, PutDevice, DeleteDevice, ListDevices, BulkDevices, DeviceStats };
+  enum class Op {
+    GetDevice, PutDevice, DeleteDevice, ListDevices, BulkDevices, DeviceStats,
+    GetTwin, PatchTwin, ReplaceTwin, InvokeMethod,
+  };
   std::optional<Op> op;
   std::string allowed;
-  if (seg.size() == 2 && seg[0] == "devices") {
+  if (seg.size() == 2 && seg[0] == "twins") {
+    allowed = "GET, PATCH, PUT";
+    if (method == "GET") op = Op::GetTwin;
+    else if (method == "PATCH") op = Op::PatchTwin;
+    else if (method == "PUT") op = Op::ReplaceTwin;
+  } else if (seg.size() == 3 && seg[0] == "twins" && seg[2] == "methods") {
+    allowed = "POST";
+    if (method == "POST") op = Op::InvokeMethod;
+  } else if (seg.size() == 2 && seg[0] == "devices") {
     allowed = "GET, PUT, DELETE";
     if (method == "GET") op = Op::GetDevice;
     else if (method == "PUT") op = Op::PutDevice;
@@ -118,9 +199,14 @@ HttpResponse ServiceApi::handle(const HttpRequest& request) const {
   }
   auto identity = deps_.authenticator->authenticate(*authorization);
   if (!identity) return fail(identity.status());
-  Permission needed = (*op == Op::GetDevice || *op == Op::ListDevices || *op == Op::DeviceStats)
-                          ? store::kRegistryRead
-                          : store::kRegistryWrite;
+  Permission needed = store::kRegistryWrite;
+  if (*op == Op::GetDevice || *op == Op::ListDevices || *op == Op::DeviceStats) {
+    needed = store::kRegistryRead;
+  } else if (*op == Op::GetTwin || *op == Op::PatchTwin || *op == Op::ReplaceTwin ||
+             *op == Op::InvokeMethod) {
+    // ServiceConnect covers twins and direct methods (reference §1.1).
+    needed = store::kServiceConnect;
+  }
   if (Status s = auth::requirePermission(*identity, needed); !s) return fail(s);
 
   registry::DeviceRegistry& reg = *deps_.registry;
@@ -157,7 +243,7 @@ HttpResponse ServiceApi::handle(const HttpRequest& request) const {
       return r;
     }
     case Op::ListDevices: {
-      auto top = parseTop(route->top);
+      auto top = parseTop(target->top);
       if (!top) return fail(top.status());
       auto devices = reg.list(*top);
       if (!devices) return fail(devices.status());
@@ -172,6 +258,50 @@ HttpResponse ServiceApi::handle(const HttpRequest& request) const {
       auto result = reg.bulk(*body);
       if (!result) return fail(result.status());
       return jsonResponse(200, json::serialize(result->toJson()));
+    }
+    case Op::GetTwin: {
+      auto twin = deps_.twins->getTwin(seg[1]);
+      if (!twin) return fail(twin.status());
+      return jsonResponse(200, json::serialize(*twin));
+    }
+    case Op::PatchTwin:
+    case Op::ReplaceTwin: {
+      auto body = parseBody(request);
+      if (!body) return fail(body.status());
+      std::string etag = ifMatch(request).value_or("*");
+      auto twin = *op == Op::PatchTwin ? deps_.twins->patchTwin(seg[1], *body, etag)
+                                       : deps_.twins->replaceTwin(seg[1], *body, etag);
+      if (!twin) {
+        // Azure answers an oversized twin over REST with 400 (reference §7).
+        if (twin.code() == ErrorCode::MessageTooLarge) {
+          return fail({ErrorCode::ArgumentInvalid, twin.status().message()});
+        }
+        return fail(twin.status());
+      }
+      return jsonResponse(200, json::serialize(*twin));
+    }
+    case Op::InvokeMethod: {
+      auto body = parseBody(request);
+      if (!body) return fail(body.status());
+      auto call = parseMethodCall(seg[1], *body);
+      if (!call) return fail(call.status());
+      if (auto device = reg.get(seg[1]); !device) return fail(device.status());
+      deps_.methods->invoke(std::move(*call), [fail, respond](Result<methods::MethodResult> result) {
+        if (!result) {
+          respond(fail(result.status()));
+          return;
+        }
+        json::value payload;
+        if (auto parsed = parseJson(result->payload_json)) {
+          payload = std::move(*parsed);
+        } else {
+          // A device that answers with something other than JSON: pass it on as a string.
+          payload = json::string(result->payload_json);
+        }
+        respond(jsonResponse(200, json::serialize(json::object{{"status", result->status},
+                                                               {"payload", std::move(payload)}})));
+      });
+      return HttpResponse{0, {}, {}};  // answered later
     }
     case Op::DeviceStats: {
       auto stats = reg.statistics();

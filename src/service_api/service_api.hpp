@@ -7,7 +7,9 @@
 #include "common/clock.hpp"
 #include "common/http_message.hpp"
 #include "common/random.hpp"
+#include "methods/method_invoker.hpp"
 #include "registry/device_registry.hpp"
+#include "twin/twin_service.hpp"
 
 namespace iothub::service_api {
 
@@ -15,6 +17,8 @@ struct ServiceApiDeps {
   const auth::ServiceAuthenticator* authenticator = nullptr;
   registry::DeviceRegistry* registry = nullptr;
   const registry::ConnectionStates* connections = nullptr;
+  twin::TwinService* twins = nullptr;
+  methods::MethodInvoker* methods = nullptr;
   Random* random = nullptr;
   const Clock* clock = nullptr;
 };
@@ -29,11 +33,31 @@ struct ServiceApiDeps {
 class ServiceApi {
  public:
   explicit ServiceApi(ServiceApiDeps deps);
+
+  // Answers through `respond`, exactly once: at once for most routes, when the device
+  // answers (or times out) for direct methods. `request` is only read during the call.
+  void handleAsync(const HttpRequest& request, std::function<void(HttpResponse)> respond) const;
+
+  // The same for routes that answer at once; a direct-method call blocks until it ends.
   HttpResponse handle(const HttpRequest& request) const;
 
  private:
+  // Answers the request: returns the response, or a response with status 0 when it will
+  // be delivered later through `respond`.
+  HttpResponse route(const HttpRequest& request, const std::function<HttpResponse(const Status&)>& fail,
+                     const std::function<void(HttpResponse)>& respond) const;
+
   ServiceApiDeps deps_;
 };
+
+// Largest direct-method payload (reference §7: 128 KB).
+inline constexpr std::size_t kMaxMethodPayload = 128 * 1024;
+
+// Validates POST /twins/{id}/methods (reference §6): methodName (Azure's alphabet),
+// responseTimeoutInSeconds 5..300 (default 30), connectTimeoutInSeconds 0..300 (default 0),
+// payload any JSON (default null, at most kMaxMethodPayload serialized).
+// Errors: IotHubFormatError, ArgumentInvalid, MessageTooLarge.
+Result<methods::MethodCall> parseMethodCall(std::string_view device_id, const json::value& body);
 
 // Strips the quotes and an optional W/ that clients put around an If-Match value
 // (reference §3.5: the Node SDK always quotes, so the wildcard arrives as "*").

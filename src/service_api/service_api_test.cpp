@@ -7,6 +7,7 @@
 #include "auth/sas_token.hpp"
 #include "common/encoding.hpp"
 #include "common/json.hpp"
+#include "routing/connection_registry.hpp"
 #include "store/sqlite/sqlite_store.hpp"
 #include "tests/support/temp_dir.hpp"
 
@@ -14,6 +15,16 @@ namespace iothub::service_api {
 namespace {
 
 constexpr const char* kHost = "hub.test";
+
+// Timers that never fire: the tests here only exercise calls that end at once.
+class InertScheduler final : public Scheduler {
+ public:
+  TimerId schedule(std::chrono::steady_clock::duration, std::function<void()>) override { return ++next_; }
+  bool cancel(TimerId) override { return true; }
+
+ private:
+  TimerId next_ = 0;
+};
 
 class ServiceApiTest : public ::testing::Test {
  protected:
@@ -24,8 +35,15 @@ class ServiceApiTest : public ::testing::Test {
     policies_ = auth::defaultPolicies(random_);
     authenticator_ = std::make_unique<auth::ServiceAuthenticator>(kHost, policies_, clock_);
     registry_ = std::make_unique<registry::DeviceRegistry>(*store_, random_, clock_);
-    api_ = std::make_unique<ServiceApi>(
-        ServiceApiDeps{authenticator_.get(), registry_.get(), nullptr, &random_, &clock_});
+    twins_ = std::make_unique<twin::TwinService>(*store_, clock_, &connections_, nullptr);
+    methods_ = std::make_unique<methods::MethodInvoker>(connections_, scheduler_);
+    api_ = std::make_unique<ServiceApi>(ServiceApiDeps{.authenticator = authenticator_.get(),
+                                                       .registry = registry_.get(),
+                                                       .connections = &connections_,
+                                                       .twins = twins_.get(),
+                                                       .methods = methods_.get(),
+                                                       .random = &random_,
+                                                       .clock = &clock_});
   }
 
   const store::AccessPolicyRecord& policy(const std::string& name) {
@@ -71,6 +89,10 @@ class ServiceApiTest : public ::testing::Test {
   std::unique_ptr<store::SqliteStore> store_;
   std::unique_ptr<auth::ServiceAuthenticator> authenticator_;
   std::unique_ptr<registry::DeviceRegistry> registry_;
+  routing::ConnectionRegistry connections_;
+  InertScheduler scheduler_;
+  std::unique_ptr<twin::TwinService> twins_;
+  std::unique_ptr<methods::MethodInvoker> methods_;
   std::unique_ptr<ServiceApi> api_;
 };
 
@@ -312,6 +334,77 @@ TEST_F(ServiceApiTest, StatisticsCountDevicesByStatus) {
   EXPECT_EQ(body(r).at("totalDeviceCount").as_int64(), 2);
   EXPECT_EQ(body(r).at("enabledDeviceCount").as_int64(), 1);
   EXPECT_EQ(body(r).at("disabledDeviceCount").as_int64(), 1);
+}
+
+TEST_F(ServiceApiTest, TwinsAreReadPatchedAndReplacedWithEtags) {
+  ASSERT_EQ(call("PUT", "/devices/t1", R"({"deviceId":"t1"})").status, 200);
+  auto got = call("GET", "/twins/t1?api-version=2021-04-12");
+  ASSERT_EQ(got.status, 200) << got.body;
+  auto twin = body(got).as_object();
+  EXPECT_EQ(twin.at("deviceId").as_string(), "t1");
+  EXPECT_EQ(twin.at("etag").as_string(), "AAAAAAAAAAE=");
+  EXPECT_TRUE(twin.at("tags").as_object().empty());
+  EXPECT_EQ(twin.at("properties").at("desired").at("$version").as_int64(), 1);
+
+  auto patched = call("PATCH", "/twins/t1", R"({"tags":{"floor":3},"properties":{"desired":{"building":43}}})",
+                      "\"AAAAAAAAAAE=\"");
+  ASSERT_EQ(patched.status, 200) << patched.body;
+  EXPECT_EQ(body(patched).at("tags").at("floor").as_int64(), 3);
+  EXPECT_EQ(body(patched).at("properties").at("desired").at("$version").as_int64(), 2);
+  auto stale = call("PATCH", "/twins/t1", R"({"tags":{"floor":4}})", "\"AAAAAAAAAAE=\"");
+  EXPECT_EQ(stale.status, 412);
+  EXPECT_EQ(errorName(stale), "PreconditionFailed");
+
+  auto replaced = call("PUT", "/twins/t1", R"({"tags":{"zone":"a"},"properties":{"desired":{}}})");
+  ASSERT_EQ(replaced.status, 200) << replaced.body;
+  EXPECT_FALSE(body(replaced).at("tags").as_object().contains("floor"));
+  EXPECT_FALSE(body(replaced).at("properties").at("desired").as_object().contains("building"));
+
+  EXPECT_EQ(call("GET", "/twins/ghost").status, 404);
+  auto bad = call("PATCH", "/twins/t1", R"({"properties":{"desired":{"a.b":1}}})");
+  EXPECT_EQ(bad.status, 400);
+  std::string big = R"({"properties":{"desired":{"x":")" + std::string(4000, 'x') + R"(","y":")" +
+                    std::string(4000, 'y') + R"(","z":")" + std::string(4000, 'z') + R"("}}})";
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(call("PATCH", "/twins/t1", big).status, 200);
+  std::string too_big = R"({"tags":{"a":")" + std::string(4000, 'a') + R"(","b":")" + std::string(4000, 'b') +
+                        R"(","c":")" + std::string(1000, 'c') + R"("}})";
+  auto over = call("PATCH", "/twins/t1", too_big);
+  EXPECT_EQ(over.status, 400) << "tags over 8 KB";
+  EXPECT_EQ(call("GET", "/twins/t1", "", std::nullopt, token("registryRead")).status, 401)
+      << "twins need ServiceConnect";
+  EXPECT_EQ(call("GET", "/twins/t1", "", std::nullopt, token("service")).status, 200);
+}
+
+TEST_F(ServiceApiTest, MethodRequestsAreValidated) {
+  ASSERT_EQ(call("PUT", "/devices/m1", R"({"deviceId":"m1"})").status, 200);
+  struct Case {
+    std::string body;
+    int status;
+    std::string code;
+  } cases[] = {
+      {R"({"payload":1})", 400, "ArgumentInvalid"},
+      {R"({"methodName":"bad/name"})", 400, "ArgumentInvalid"},
+      {R"({"methodName":"ok","responseTimeoutInSeconds":4})", 400, "ArgumentInvalid"},
+      {R"({"methodName":"ok","responseTimeoutInSeconds":301})", 400, "ArgumentInvalid"},
+      {R"({"methodName":"ok","responseTimeoutInSeconds":"30"})", 400, "ArgumentInvalid"},
+      {R"({"methodName":"ok","connectTimeoutInSeconds":-1})", 400, "ArgumentInvalid"},
+      {R"({"methodName":"ok","payload":")" + std::string(130 * 1024, 'p') + R"("})", 413, "MessageTooLarge"},
+      {"[1]", 400, "IotHubFormatError"},
+  };
+  for (const auto& c : cases) {
+    auto r = call("POST", "/twins/m1/methods", c.body);
+    EXPECT_EQ(r.status, c.status) << c.body.substr(0, 80);
+    EXPECT_EQ(errorName(r), c.code) << c.body.substr(0, 80);
+  }
+  auto unknown = call("POST", "/twins/ghost/methods", R"({"methodName":"lockDoor"})");
+  EXPECT_EQ(unknown.status, 404);
+  EXPECT_EQ(errorName(unknown), "DeviceNotFound");
+  // An offline device: shape-2 body with the nested 404103.
+  auto offline = call("POST", "/twins/m1/methods", R"({"methodName":"lockDoor","payload":null})");
+  EXPECT_EQ(offline.status, 404);
+  EXPECT_EQ(*offline.headers.find("iothub-errorcode"), "DeviceNotOnline");
+  auto inner = json::parse(std::string(body(offline).at("Message").as_string()));
+  EXPECT_EQ(inner.at("errorCode").as_int64(), 404103);
 }
 
 TEST(NormalizeEtagTest, StripsQuotesAndWeakPrefix) {

@@ -101,4 +101,20 @@ struct DeviceJobRecord {
   bool operator==(const DeviceJobRecord&) const = default;
 };
 
+// What a persistent MQTT session (CleanSession=0) keeps between connections and hub
+// restarts (MQTT 3.1.1 §3.1.2.4, reference §2.9): its subscriptions. Keyed by client id.
+struct MqttSubscriptionRecord {
+  std::string filter;
+  int qos = 0;
+
+  bool operator==(const MqttSubscriptionRecord&) const = default;
+};
+
+struct MqttSessionRecord {
+  std::string client_id;
+  std::vector<MqttSubscriptionRecord> subscriptions;
+
+  bool operator==(const MqttSessionRecord&) const = default;
+};
+
 }  // namespace iothub::store

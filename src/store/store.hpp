@@ -129,6 +129,17 @@ class AccessPolicyStore {
   virtual Status insertMissingPolicies(const std::vector<AccessPolicyRecord>& policies) = 0;
 };
 
+class MqttSessionStore {
+ public:
+  virtual ~MqttSessionStore() = default;
+  // The session of `client_id`, or nullopt when it has none.
+  virtual Result<std::optional<MqttSessionRecord>> getSession(std::string_view client_id) = 0;
+  // Creates or replaces the session.
+  virtual Status putSession(const MqttSessionRecord& session) = 0;
+  // Removes the session if it exists (a CleanSession=1 connect, a deleted device).
+  virtual Status deleteSession(std::string_view client_id) = 0;
+};
+
 // A backend: owns its connections and writer thread. Destroying it finishes queued
 // writes, then closes the database.
 class Store {
@@ -139,6 +150,7 @@ class Store {
   virtual JobStore& jobs() = 0;
   virtual DeviceJobStore& deviceJobs() = 0;
   virtual AccessPolicyStore& policies() = 0;
+  virtual MqttSessionStore& mqttSessions() = 0;
 };
 
 }  // namespace iothub::store

@@ -671,6 +671,28 @@ TEST_P(StoreConformanceTest, InsertMissingPoliciesKeepsExistingOnes) {
   EXPECT_EQ(*listed, (std::vector<AccessPolicyRecord>{device, owner, service}));
 }
 
+// --- persistent MQTT sessions ---
+
+TEST_P(StoreConformanceTest, MqttSessionsArePutReplacedAndDeleted) {
+  auto& sessions = store_->mqttSessions();
+  auto none = sessions.getSession("dev1");
+  ASSERT_TRUE(none.isOk()) << none.status().toString();
+  EXPECT_FALSE(none->has_value());
+
+  MqttSessionRecord session{"dev1", {{"$iothub/methods/POST/#", 0}, {"$iothub/twin/res/#", 0}}};
+  ASSERT_TRUE(sessions.putSession(session).isOk());
+  EXPECT_EQ(sessions.getSession("dev1")->value(), session);
+
+  session.subscriptions.push_back({"devices/dev1/messages/devicebound/#", 1});
+  ASSERT_TRUE(sessions.putSession(session).isOk());
+  EXPECT_EQ(sessions.getSession("dev1")->value(), session);
+  EXPECT_FALSE(sessions.getSession("dev2")->has_value());
+
+  ASSERT_TRUE(sessions.deleteSession("dev1").isOk());
+  EXPECT_FALSE(sessions.getSession("dev1")->has_value());
+  EXPECT_TRUE(sessions.deleteSession("never-existed").isOk());
+}
+
 // --- durability ---
 
 TEST_P(StoreConformanceTest, DataSurvivesCloseAndReopen) {

@@ -61,18 +61,36 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
                      std::pair<asio::any_io_executor, std::shared_ptr<ConnectionState>>>
       connections;  // guarded by mutex
 
-  HttpResponse invoke(const HttpRequest& request) {
-    try {
-      return handler(request);
-    } catch (const std::exception& e) {
-      spdlog::error("{}: handler failed on {} {}: {}", options.name, request.method,
-                    request.target, e.what());
-      return error_responder(Status(ErrorCode::ServerError, "Internal error"));
-    }
+  // Runs the handler on a worker and resumes the calling coroutine on its own strand with
+  // the response, whichever thread the handler responds from.
+  awaitable<HttpResponse> invoke(const HttpRequest& request) {
+    return asio::async_initiate<decltype(asio::use_awaitable), void(HttpResponse)>(
+        [this, &request](auto completion) {
+          auto shared = std::make_shared<decltype(completion)>(std::move(completion));
+          auto responded = std::make_shared<std::atomic<bool>>(false);
+          HttpResponder respond = [shared, responded](HttpResponse response) {
+            if (responded->exchange(true)) return;
+            auto executor = asio::get_associated_executor(*shared);
+            asio::dispatch(executor, [shared, response = std::move(response)]() mutable {
+              (*shared)(std::move(response));
+            });
+          };
+          asio::post(workers, [this, &request, respond, responded]() {
+            try {
+              handler(request, respond);
+            } catch (const std::exception& e) {
+              spdlog::error("{}: handler failed on {} {}: {}", options.name, request.method,
+                            request.target, e.what());
+              if (!responded->load()) respond(error_responder(Status(ErrorCode::ServerError, "Internal error")));
+            }
+          });
+        },
+        asio::use_awaitable);
   }
 
-  awaitable<void> acceptLoop() {
-    auto self = shared_from_this();
+  // `self` keeps the server state alive for the whole coroutine (its body starts later
+  // than the call).
+  awaitable<void> acceptLoop([[maybe_unused]] std::shared_ptr<Impl> self) {
     asio::steady_timer backoff(acceptor.get_executor());
     while (!stopping) {
       auto [ec, socket] = co_await acceptor.async_accept(asio::make_strand(io), kAwaitTuple);
@@ -85,12 +103,11 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
         continue;
       }
       auto executor = socket.get_executor();
-      asio::co_spawn(executor, session(std::move(socket)), asio::detached);
+      asio::co_spawn(executor, session(self, std::move(socket)), asio::detached);
     }
   }
 
-  awaitable<void> session(tcp::socket socket) {
-    auto self = shared_from_this();
+  awaitable<void> session([[maybe_unused]] std::shared_ptr<Impl> self, tcp::socket socket) {
     boost::system::error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
     std::string remote;
@@ -192,10 +209,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
       bool keep_alive = req.keep_alive();
       unsigned version = req.version();
 
-      HttpResponse response = co_await asio::co_spawn(
-          workers.get_executor(),
-          [this, &request]() -> awaitable<HttpResponse> { co_return invoke(request); },
-          asio::use_awaitable);
+      HttpResponse response = co_await invoke(request);
       keep_alive = keep_alive && !stopping;
       co_await writeResponse(stream, std::move(response), version, keep_alive, wec);
       if (wec || !keep_alive) co_return;
@@ -232,7 +246,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::create(asio::io_context& io,
 std::uint16_t HttpServer::port() const { return impl_->bound_port; }
 
 void HttpServer::start() {
-  asio::co_spawn(impl_->acceptor.get_executor(), impl_->acceptLoop(), asio::detached);
+  asio::co_spawn(impl_->acceptor.get_executor(), impl_->acceptLoop(impl_), asio::detached);
 }
 
 void HttpServer::stop() {

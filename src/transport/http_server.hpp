@@ -19,9 +19,12 @@ class context;
 
 namespace iothub::transport {
 
-// Turns a request into a response. Called on a worker thread (never an I/O thread), so it
-// may block on the store. Must not throw; if it does, the client gets a 500.
-using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;
+// Turns a request into a response, delivered through `respond` exactly once, from any
+// thread, now or later (a direct-method call answers when the device does). Called on a
+// worker thread (never an I/O thread), so it may block on the store. Must not throw; if
+// it does before responding, the client gets a 500.
+using HttpResponder = std::function<void(HttpResponse)>;
+using HttpHandler = std::function<void(const HttpRequest&, HttpResponder)>;
 // Builds the error response the server sends on its own (400 unparsable request, 413 body
 // too large, 500 handler failure), so every error has the same shape as the handler's.
 using HttpErrorResponder = std::function<HttpResponse(const Status&)>;

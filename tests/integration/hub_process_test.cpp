@@ -219,7 +219,7 @@ TEST_F(HubProcessTest, StartupErrorsGiveOneClearMessage) {
   ASSERT_TRUE(first.start()) << first.startupError();
   // Port in use.
   auto busy = testing::runCommand({IOTHUBD_PATH, "--data-dir", (dir_.path() / "other").string(), "--bind",
-                                   "127.0.0.1", "--https-port", std::to_string(first.httpsPort())},
+                                   "127.0.0.1", "--https-port", std::to_string(first.httpsPort()), "--mqtt-port", "0"},
                                   dir_.path());
   EXPECT_NE(busy.exit_code, 0);
   EXPECT_NE(busy.err.find("in use"), std::string::npos) << busy.err;
@@ -227,6 +227,7 @@ TEST_F(HubProcessTest, StartupErrorsGiveOneClearMessage) {
 
   // Unreadable certificate.
   auto cert = testing::runCommand({IOTHUBD_PATH, "--data-dir", (dir_.path() / "c").string(), "--https-port", "0",
+                                   "--mqtt-port", "0",
                                    "--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"},
                                   dir_.path());
   EXPECT_NE(cert.exit_code, 0);
@@ -242,7 +243,8 @@ TEST_F(HubProcessTest, StartupErrorsGiveOneClearMessage) {
 
   // A data "directory" that is a file.
   std::ofstream(dir_.path() / "afile") << "x";
-  auto file = testing::runCommand({IOTHUBD_PATH, "--data-dir", (dir_.path() / "afile").string(), "--https-port", "0"},
+  auto file = testing::runCommand({IOTHUBD_PATH, "--data-dir", (dir_.path() / "afile").string(), "--https-port", "0",
+                                   "--mqtt-port", "0"},
                                   dir_.path());
   EXPECT_NE(file.exit_code, 0);
   EXPECT_NE(file.err.find("iothubd: "), std::string::npos) << file.err;

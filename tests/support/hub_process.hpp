@@ -22,7 +22,8 @@ class HubProcess {
   bool start() {
     std::filesystem::remove(data_dir_ / "iothubd.json");
     std::vector<std::string> argv{binary_, "--data-dir", data_dir_.string(), "--bind", "127.0.0.1",
-                                  "--https-port", "0", "--http-port", "0", "--log-level", "debug"};
+                                  "--https-port", "0", "--http-port", "0", "--mqtt-port", "0",
+                                  "--mqtt-plain-port", "0", "--log-level", "debug"};
     argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());
     std::filesystem::create_directories(data_dir_);
     process_ = std::make_unique<Process>(argv, data_dir_.parent_path());
@@ -34,6 +35,8 @@ class HubProcess {
       if (doc.at("pid").as_int64() != process_->pid()) return false;
       https_port_ = static_cast<int>(doc.at("httpsPort").as_int64());
       http_port_ = static_cast<int>(doc.at("httpPort").as_int64());
+      mqtt_port_ = static_cast<int>(doc.at("mqttPort").as_int64());
+      mqtt_plain_port_ = static_cast<int>(doc.at("mqttPlainPort").as_int64());
       return true;
     });
     return up && process_->running();
@@ -53,6 +56,8 @@ class HubProcess {
   Process& process() { return *process_; }
   int httpsPort() const { return https_port_; }
   int httpPort() const { return http_port_; }
+  int mqttPort() const { return mqtt_port_; }
+  int mqttPlainPort() const { return mqtt_plain_port_; }
   std::string httpsEndpoint() const { return "https://127.0.0.1:" + std::to_string(https_port_); }
   std::string httpEndpoint() const { return "http://127.0.0.1:" + std::to_string(http_port_); }
   std::filesystem::path caFile() const { return data_dir_ / "tls" / "ca.pem"; }
@@ -65,6 +70,8 @@ class HubProcess {
   std::unique_ptr<Process> process_;
   int https_port_ = 0;
   int http_port_ = 0;
+  int mqtt_port_ = 0;
+  int mqtt_plain_port_ = 0;
 };
 
 }  // namespace iothub::testing

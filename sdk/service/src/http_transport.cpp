@@ -151,12 +151,18 @@ class HttpTransport::Impl {
   }
 
   Result<HttpResponse> send(const HttpRequest& request) {
+    std::chrono::milliseconds timeout = request.timeout.value_or(options_.timeout);
+    if (timeout.count() <= 0) {
+      return Status(ErrorCode::ArgumentInvalid, "The request timeout must be positive");
+    }
     std::lock_guard lock(mutex_);
     auto token = detail::serviceSasToken(connection_string_, clock_->now());
     if (!token) return token.status();
     http::request<http::string_body> req = buildRequest(request, *token);
 
-    SteadyTime deadline = std::chrono::steady_clock::now() + options_.timeout;
+    // The deadline starts once the connection is ours: time spent waiting for the mutex
+    // behind another caller's request does not count against this one.
+    SteadyTime deadline = std::chrono::steady_clock::now() + timeout;
     bool reused = isOpen();
     if (reused && connectionLooksClosed()) {
       closeConnection();
@@ -178,7 +184,7 @@ class HttpTransport::Impl {
       if (!dropped_while_idle) {
         if (timed_out) {
           return transportFailure("no response from " + target_.text + " within " +
-                                  std::to_string(options_.timeout.count()) + "s");
+                                  detail::durationText(timeout));
         }
         return transportFailure("connection to " + target_.text + " failed while " +
                                 result.phase + ": " + result.error.message());

@@ -54,4 +54,13 @@ std::string devicePath(std::string_view device_id) {
   return "/devices/" + urlEncodeStrict(device_id);
 }
 
+std::string twinPath(std::string_view device_id) {
+  return "/twins/" + urlEncodeStrict(device_id);
+}
+
+std::string durationText(std::chrono::milliseconds duration) {
+  if (duration.count() % 1000 == 0) return std::to_string(duration.count() / 1000) + "s";
+  return std::to_string(duration.count()) + "ms";
+}
+
 }  // namespace iothub::service::detail

@@ -3,6 +3,7 @@
 // Pure pieces of request construction, kept apart from the Beast code so they can be unit
 // tested byte for byte.
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -37,5 +38,11 @@ std::string requestTarget(const HttpRequest& request);
 
 // "/devices/" + strictly URL-encoded id.
 std::string devicePath(std::string_view device_id);
+
+// "/twins/" + strictly URL-encoded id.
+std::string twinPath(std::string_view device_id);
+
+// "30s" for whole seconds, else "1500ms"; for messages.
+std::string durationText(std::chrono::milliseconds duration);
 
 }  // namespace iothub::service::detail

@@ -75,8 +75,18 @@ CREATE TABLE access_policies (
 ) WITHOUT ROWID;
 )sql";
 
+// Version 2: persistent MQTT sessions. `subscriptions` is a JSON array of
+// {"filter": text, "qos": int}.
+constexpr std::string_view kSchemaV2 = R"sql(
+CREATE TABLE mqtt_sessions (
+  client_id     TEXT NOT NULL PRIMARY KEY,
+  subscriptions TEXT NOT NULL
+) WITHOUT ROWID;
+)sql";
+
 constexpr SqliteMigration kMigrations[] = {
     {1, kSchemaV1},
+    {2, kSchemaV2},
 };
 
 }  // namespace

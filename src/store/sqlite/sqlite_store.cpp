@@ -839,4 +839,66 @@ Status SqliteStore::insertMissingPolicies(const std::vector<AccessPolicyRecord>&
   });
 }
 
+namespace {
+
+constexpr std::string_view kGetSession =
+    "SELECT subscriptions FROM mqtt_sessions WHERE client_id = ?1";
+constexpr std::string_view kPutSession =
+    "INSERT INTO mqtt_sessions (client_id, subscriptions) VALUES (?1, ?2) "
+    "ON CONFLICT (client_id) DO UPDATE SET subscriptions = excluded.subscriptions";
+constexpr std::string_view kDeleteSession = "DELETE FROM mqtt_sessions WHERE client_id = ?1";
+
+}  // namespace
+
+Result<std::optional<MqttSessionRecord>> SqliteStore::getSession(std::string_view client_id) {
+  return read<std::optional<MqttSessionRecord>>(
+      [&](SqliteConnection& connection) -> Result<std::optional<MqttSessionRecord>> {
+        Result<SqliteStatement> statement = connection.prepare(kGetSession);
+        if (!statement) return statement.status();
+        statement->bind(1, client_id);
+        Result<bool> row = statement->step();
+        if (!row) return row.status();
+        if (!*row) return std::optional<MqttSessionRecord>{};
+        auto doc = parseJson(statement->text(0));
+        if (!doc || !doc->is_array()) {
+          return Status(ErrorCode::StoreCorruption, "mqtt_sessions.subscriptions is not a JSON array");
+        }
+        MqttSessionRecord session;
+        session.client_id = std::string(client_id);
+        for (const json::value& item : doc->get_array()) {
+          const json::object* o = item.if_object();
+          const json::string* filter = o ? findString(*o, "filter") : nullptr;
+          const json::value* qos = o ? findMember(*o, "qos") : nullptr;
+          if (filter == nullptr || qos == nullptr || !qos->is_int64()) {
+            return Status(ErrorCode::StoreCorruption, "mqtt_sessions.subscriptions has a malformed entry");
+          }
+          session.subscriptions.push_back({std::string(*filter), static_cast<int>(qos->get_int64())});
+        }
+        return std::optional<MqttSessionRecord>{std::move(session)};
+      });
+}
+
+Status SqliteStore::putSession(const MqttSessionRecord& session) {
+  json::array subscriptions;
+  for (const auto& s : session.subscriptions) {
+    subscriptions.push_back(json::object{{"filter", s.filter}, {"qos", s.qos}});
+  }
+  std::string text = json::serialize(subscriptions);
+  return writeStatus([&](SqliteConnection& connection) -> Status {
+    Result<SqliteStatement> put = connection.prepare(kPutSession);
+    if (!put) return put.status();
+    put->bind(1, session.client_id).bind(2, text);
+    return put->run();
+  });
+}
+
+Status SqliteStore::deleteSession(std::string_view client_id) {
+  return writeStatus([&](SqliteConnection& connection) -> Status {
+    Result<SqliteStatement> del = connection.prepare(kDeleteSession);
+    if (!del) return del.status();
+    del->bind(1, client_id);
+    return del->run();
+  });
+}
+
 }  // namespace iothub::store

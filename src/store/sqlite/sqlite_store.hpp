@@ -41,7 +41,8 @@ class SqliteStore final : public Store,
                           private TwinStore,
                           private JobStore,
                           private DeviceJobStore,
-                          private AccessPolicyStore {
+                          private AccessPolicyStore,
+                          private MqttSessionStore {
  public:
   using WriterStats = SqliteWriter::Stats;
 
@@ -61,6 +62,7 @@ class SqliteStore final : public Store,
   JobStore& jobs() override { return *this; }
   DeviceJobStore& deviceJobs() override { return *this; }
   AccessPolicyStore& policies() override { return *this; }
+  MqttSessionStore& mqttSessions() override { return *this; }
 
   // Counters of the group-commit writer (for tests, benchmarks and metrics).
   WriterStats stats() const;
@@ -116,6 +118,11 @@ class SqliteStore final : public Store,
   // AccessPolicyStore
   Result<std::vector<AccessPolicyRecord>> listPolicies() override;
   Status insertMissingPolicies(const std::vector<AccessPolicyRecord>& policies) override;
+
+  // MqttSessionStore
+  Result<std::optional<MqttSessionRecord>> getSession(std::string_view client_id) override;
+  Status putSession(const MqttSessionRecord& session) override;
+  Status deleteSession(std::string_view client_id) override;
 
   // Destruction order matters (see the destructor): writer, then readers, then the write
   // connection, so the last connection to close is the one that can checkpoint the WAL.

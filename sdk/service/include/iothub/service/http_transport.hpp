@@ -35,6 +35,10 @@ struct HttpRequest {
   std::optional<std::string> if_match;
   // Further headers, e.g. {"x-ms-continuation", token}, {"x-ms-max-item-count", "100"}.
   std::vector<std::pair<std::string, std::string>> headers;
+  // Deadline for this request (connect, TLS handshake, sending and the whole response) in
+  // place of ServiceClientOptions::timeout; for calls the hub may legitimately hold for
+  // long, like direct methods (reference §6). nullopt = the transport's default.
+  std::optional<std::chrono::milliseconds> timeout;
 };
 
 struct HttpResponse {
@@ -85,8 +89,9 @@ class HttpTransport {
   HttpTransport(const HttpTransport&) = delete;
   HttpTransport& operator=(const HttpTransport&) = delete;
 
-  // Sends `request` and returns the response whatever its status. Errors: only transport
-  // failures (see kTransportFailurePrefix).
+  // Sends `request` and returns the response whatever its status. Errors: transport
+  // failures (see kTransportFailurePrefix), and ArgumentInvalid for a request timeout that
+  // is not positive.
   Result<HttpResponse> send(const HttpRequest& request);
 
   // Sends `request`; a status >= 300 becomes statusFromErrorResponse(). On success returns

@@ -17,6 +17,7 @@ struct ServiceClientOptions {
   // on port 443 (or on the port HostName carries).
   std::string endpoint;
   // Deadline for one request: connect, TLS handshake, sending and the whole response.
+  // A request may set its own (HttpRequest::timeout); direct methods do.
   std::chrono::seconds timeout{60};
 };
 

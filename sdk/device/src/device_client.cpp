@@ -1,0 +1,1127 @@
+// The only translation unit of the device SDK that includes Asio and OpenSSL streams.
+//
+// Shape: one io_context on one thread owns every piece of mutable state. A run loop
+// (runLoop) connects, waits for the connection to end and reconnects with back-off; each
+// connection has a reader, a writer, a keep-alive and a token-renewal coroutine. Operations
+// (twin requests, telemetry) are coroutines of their own that wait for a ready connection,
+// send, and wait for their answer. Everyone waits on one ChangeNotifier and re-checks its
+// condition when woken, which keeps the state machine in plain members instead of
+// callback chains.
+
+#include "iothub/device/device_client.hpp"
+
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
+
+#include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
+#include <exception>
+#include <fstream>
+#include <future>
+#include <list>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "auth/connection_string.hpp"
+#include "auth/sas_token.hpp"
+#include "device_protocol.hpp"
+#include "mqtt/decoder.hpp"
+#include "mqtt/encoder.hpp"
+#include "mqtt/topic.hpp"
+
+namespace iothub::device {
+namespace {
+
+namespace asio = boost::asio;
+namespace ssl = asio::ssl;
+using tcp = asio::ip::tcp;
+using asio::awaitable;
+using SteadyClock = std::chrono::steady_clock;
+using SteadyTime = SteadyClock::time_point;
+
+constexpr auto kAwaitTuple = asio::as_tuple(asio::use_awaitable);
+constexpr std::size_t kReadChunk = 16 * 1024;
+// Twin documents are at most a few hundred KB; anything near this is not a hub talking.
+constexpr std::size_t kMaxInboundPacket = 4 * 1024 * 1024;
+// How long DISCONNECT may take to be written before the socket is closed anyway.
+constexpr std::chrono::seconds kDisconnectFlushTimeout{2};
+
+// Exceptions escaping a coroutine are bugs (bad_alloc at worst): crash loudly.
+void rethrowIfFailed(std::exception_ptr e) {
+  if (e) std::rethrow_exception(e);
+}
+
+std::string milliseconds(std::chrono::milliseconds d) { return std::to_string(d.count()) + " ms"; }
+
+bool isIpAddress(const std::string& host) {
+  boost::system::error_code ec;
+  asio::ip::make_address(host, ec);
+  return !ec;
+}
+
+// Wakes every coroutine that waits for "something changed". Each waiter sleeps on a timer of
+// its own with its own deadline; notifyAll() cancels them all. I/O thread only.
+//
+// Throughout this file co_await only appears as a statement or as the initializer of a
+// variable: GCC 12 miscompiles it inside a condition (`if (!co_await f())` resumed a
+// finished frame and died with SIGILL).
+class ChangeNotifier {
+ public:
+  // Waits for the next notifyAll() or `deadline`. False when the deadline passed.
+  awaitable<bool> wait(SteadyTime deadline) {
+    if (SteadyClock::now() >= deadline) co_return false;
+    auto executor = co_await asio::this_coro::executor;
+    asio::steady_timer timer(executor, deadline);
+    auto position = waiters_.insert(waiters_.end(), &timer);
+    auto [ec] = co_await timer.async_wait(kAwaitTuple);
+    waiters_.erase(position);
+    co_return ec == asio::error::operation_aborted;
+  }
+
+  // Waits until `done()` holds or `deadline` passes; returns done().
+  template <class Predicate>
+  awaitable<bool> waitUntil(Predicate done, SteadyTime deadline) {
+    while (!done()) {
+      bool notified = co_await wait(deadline);
+      if (!notified) co_return done();
+    }
+    co_return true;
+  }
+
+  void notifyAll() {
+    for (asio::steady_timer* timer : waiters_) timer->cancel();
+  }
+
+ private:
+  std::list<asio::steady_timer*> waiters_;
+};
+
+enum class EndReason { None, Lost, TokenRenewal, ClientClose };
+
+// One network connection to the hub and its MQTT state.
+struct Connection {
+  Connection(asio::io_context& ioc, ssl::context* tls_context) : resolver(ioc), socket(ioc) {
+    if (tls_context != nullptr) tls.emplace(socket, *tls_context);
+  }
+
+  tcp::resolver resolver;
+  tcp::socket socket;
+  std::optional<ssl::stream<tcp::socket&>> tls;
+  mqtt::Decoder decoder{kMaxInboundPacket};
+
+  std::string outbox;  // encoded packets not yet handed to the socket
+  bool writing = false;
+  SteadyTime last_sent{};
+  std::optional<SteadyTime> ping_sent;  // PINGREQ without PINGRESP yet
+  SteadyTime token_created{};
+
+  bool accepted = false;  // CONNACK 0 received
+  // Set once CONNACK accepted and the SUBACK of the (re-)subscriptions made right after it
+  // arrived: only then does the client report Connected and let operations through.
+  bool ready = false;
+  std::uint16_t initial_subscribe_id = 0;
+  std::set<std::string, std::less<>> subscribed;   // SUBACKed (or kept by the session)
+  std::set<std::string, std::less<>> subscribing;  // SUBSCRIBE sent, no SUBACK yet
+  std::set<std::string, std::less<>> refused;      // SUBACK 0x80
+  std::map<std::uint16_t, std::vector<std::string>> pending_subscribes;
+
+  bool closed = false;
+  EndReason planned_end = EndReason::None;  // DISCONNECT on its way
+  EndReason end = EndReason::None;
+  std::string detail;
+};
+
+awaitable<std::tuple<boost::system::error_code, std::size_t>> readSome(Connection& conn,
+                                                                       asio::mutable_buffer b) {
+  if (conn.tls) {
+    auto result = co_await conn.tls->async_read_some(b, kAwaitTuple);
+    co_return result;
+  }
+  auto result = co_await conn.socket.async_read_some(b, kAwaitTuple);
+  co_return result;
+}
+
+awaitable<std::tuple<boost::system::error_code, std::size_t>> writeAll(Connection& conn,
+                                                                       asio::const_buffer b) {
+  if (conn.tls) {
+    auto result = co_await asio::async_write(*conn.tls, b, kAwaitTuple);
+    co_return result;
+  }
+  auto result = co_await asio::async_write(conn.socket, b, kAwaitTuple);
+  co_return result;
+}
+
+std::string_view refusalText(mqtt::ConnectReturnCode code) {
+  switch (code) {
+    case mqtt::ConnectReturnCode::UnacceptableProtocolVersion:
+      return "Unacceptable protocol version";
+    case mqtt::ConnectReturnCode::IdentifierRejected:
+      return "Identifier rejected";
+    case mqtt::ConnectReturnCode::ServerUnavailable:
+      return "Server unavailable";
+    case mqtt::ConnectReturnCode::BadUserNameOrPassword:
+      return "Bad username or password";
+    case mqtt::ConnectReturnCode::NotAuthorized:
+      return "Not authorized";
+    case mqtt::ConnectReturnCode::Accepted:
+      break;
+  }
+  return "Unknown return code";
+}
+
+// The outcome of one connection attempt.
+struct ConnectOutcome {
+  Status status;
+  bool credentials_refused = false;  // CONNACK 1, 2, 4 or 5
+  std::shared_ptr<Connection> connection;
+};
+
+struct TwinReply {
+  detail::TwinResponseTopic topic;
+  std::string payload;
+};
+
+enum class TwinOperation { Get, PatchReported };
+
+}  // namespace
+
+class DeviceClient::Impl {
+ public:
+  Impl(auth::DeviceConnectionString connection_string, DeviceClientOptions options,
+       detail::HostPort target, std::shared_ptr<const Clock> clock, std::shared_ptr<Random> random)
+      : connection_string_(std::move(connection_string)),
+        options_(std::move(options)),
+        target_(std::move(target)),
+        verify_host_(detail::hostWithoutPort(connection_string_.host_name)),
+        user_name_(
+            detail::mqttUserName(connection_string_.host_name, connection_string_.device_id)),
+        resource_(auth::deviceResource(connection_string_.host_name, connection_string_.device_id)),
+        clock_(std::move(clock)),
+        random_(std::move(random)),
+        work_(ioc_.get_executor()) {}
+
+  // Runs after close(): every coroutine is then finishing (connections are closed, operations
+  // were woken to fail with Cancelled), so the I/O thread drains the queue, which calls every
+  // pending completion, and returns.
+  ~Impl() {
+    work_.reset();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  Status init() {
+    if (options_.use_tls) {
+      tls_context_.emplace(ssl::context::tls_client);
+      SSL_CTX_set_min_proto_version(tls_context_->native_handle(), TLS1_2_VERSION);
+      tls_context_->set_verify_mode(ssl::verify_peer);
+      boost::system::error_code ec;
+      if (options_.ca_file.empty()) {
+        tls_context_->set_default_verify_paths(ec);
+        if (ec) {
+          return Status(ErrorCode::ArgumentInvalid,
+                        "Cannot load the system CA certificates: " + ec.message());
+        }
+      } else {
+        if (!std::ifstream(options_.ca_file).good()) {
+          return Status(ErrorCode::ArgumentInvalid,
+                        "Cannot read CA file '" + options_.ca_file + "'");
+        }
+        tls_context_->load_verify_file(options_.ca_file, ec);
+        if (ec) {
+          return Status(ErrorCode::ArgumentInvalid,
+                        "Cannot load CA file '" + options_.ca_file + "': " + ec.message());
+        }
+      }
+    }
+    // Sign once now so that a bad key fails in create(), not on the first connection.
+    auto probe = makeToken();
+    if (!probe) return probe.status();
+    thread_ = std::thread([this] { ioc_.run(); });
+    return Status::ok();
+  }
+
+  bool onIoThread() { return ioc_.get_executor().running_in_this_thread(); }
+
+  const std::string& deviceId() const { return connection_string_.device_id; }
+  const std::string& hostName() const { return connection_string_.host_name; }
+  const std::string& endpoint() const { return target_.text; }
+
+  // ---- Entry points: any thread; everything they touch is on the I/O thread. ----
+
+  template <class F>
+  void post(F&& f) {
+    asio::post(ioc_, std::forward<F>(f));
+  }
+
+  void onMethod(std::string name, MethodHandler handler) {
+    post([this, name = std::move(name), handler = std::move(handler)]() mutable {
+      methods_[std::move(name)] = std::move(handler);
+      wantFilter(detail::kMethodsFilter);
+    });
+  }
+
+  void onDesired(DesiredHandler handler) {
+    post([this, handler = std::move(handler)]() mutable {
+      desired_handler_ = std::move(handler);
+      wantFilter(detail::kDesiredFilter);
+    });
+  }
+
+  void onConnectionStatus(ConnectionStatusHandler handler) {
+    post([this, handler = std::move(handler)]() mutable { status_handler_ = std::move(handler); });
+  }
+
+  void startOpen(std::function<void(Status)> done) {
+    post([this, done = std::move(done)]() mutable {
+      if (closing_) {
+        done(Status(ErrorCode::InvalidOperation, "close() is in progress"));
+        return;
+      }
+      if (running_ && opened_) {
+        done(Status::ok());
+        return;
+      }
+      open_waiters_.push_back(std::move(done));
+      if (!running_) {
+        running_ = true;
+        opened_ = false;
+        ++run_id_;
+        stop_status_ = Status::ok();
+        asio::co_spawn(ioc_, runLoop(), rethrowIfFailed);
+      }
+    });
+  }
+
+  void startClose(std::function<void()> done) {
+    post([this, done = std::move(done)]() mutable {
+      if (!running_) {
+        if (done) done();
+        return;
+      }
+      if (done) close_waiters_.push_back(std::move(done));
+      if (closing_) return;
+      closing_ = true;
+      // A connection still being set up is abandoned; an established one gets its
+      // DISCONNECT from runLoop.
+      if (connection_ && !connection_->ready) {
+        abortConnection(connection_, EndReason::ClientClose, "closed by the application");
+      }
+      changed_.notifyAll();
+    });
+  }
+
+  void getTwinAsync(std::function<void(Result<json::object>)> done) {
+    post([this, done = std::move(done)]() mutable {
+      asio::co_spawn(ioc_, getTwinOperation(std::move(done)), rethrowIfFailed);
+    });
+  }
+
+  void patchReportedAsync(json::object patch, std::function<void(Result<std::int64_t>)> done) {
+    post([this, patch = std::move(patch), done = std::move(done)]() mutable {
+      asio::co_spawn(ioc_, patchReportedOperation(std::move(patch), std::move(done)),
+                     rethrowIfFailed);
+    });
+  }
+
+  void sendEventAsync(std::string payload, MessageProperties properties,
+                      std::function<void(Status)> done) {
+    post([this, payload = std::move(payload), properties = std::move(properties),
+          done = std::move(done)]() mutable {
+      asio::co_spawn(ioc_,
+                     sendEventOperation(std::move(payload), std::move(properties), std::move(done)),
+                     rethrowIfFailed);
+    });
+  }
+
+ private:
+  // ---- Connection lifecycle ----
+
+  awaitable<void> runLoop() {
+    int failures = 0;
+    bool back_off = false;
+    while (!closing_) {
+      if (back_off) {
+        auto delay = backoffDelay(options_.retry, failures, *random_);
+        co_await changed_.waitUntil([this] { return closing_; }, SteadyClock::now() + delay);
+        if (closing_) break;
+      }
+      back_off = true;
+      ConnectOutcome outcome = co_await connectOnce();
+      if (closing_) {
+        if (outcome.connection) {
+          co_await disconnectGracefully(outcome.connection, EndReason::ClientClose);
+        }
+        break;
+      }
+      if (!outcome.status.isOk()) {
+        if (outcome.credentials_refused && !opened_) {
+          // Final, like the Node SDK's "Failure on first connection": a wrong key or a
+          // disabled device does not fix itself, and open() must say so.
+          report(ConnectionStatus::Disconnected, ConnectionStatusReason::BadCredential,
+                 outcome.status.message());
+          stop_status_ = outcome.status;
+          break;
+        }
+        ++failures;
+        if (options_.retry.max_attempts && failures >= *options_.retry.max_attempts) {
+          report(ConnectionStatus::Disconnected, ConnectionStatusReason::RetryExpired,
+                 outcome.status.message());
+          stop_status_ =
+              Status(ErrorCode::ServiceUnavailable,
+                     "Gave up after " + std::to_string(failures) +
+                         " failed connection attempts; last: " + outcome.status.message());
+          break;
+        }
+        report(ConnectionStatus::DisconnectedRetrying,
+               outcome.credentials_refused ? ConnectionStatusReason::BadCredential
+                                           : ConnectionStatusReason::CommunicationError,
+               outcome.status.message());
+        continue;
+      }
+
+      failures = 0;
+      opened_ = true;
+      report(ConnectionStatus::Connected, ConnectionStatusReason::ConnectionOk, "");
+      finishOpen(Status::ok());
+      auto conn = outcome.connection;
+      co_await changed_.waitUntil([&] { return conn->closed || closing_; }, SteadyTime::max());
+      if (closing_) {
+        co_await disconnectGracefully(conn, EndReason::ClientClose);
+        break;
+      }
+      if (conn->end == EndReason::TokenRenewal) {
+        report(ConnectionStatus::DisconnectedRetrying, ConnectionStatusReason::TokenRenewal, "");
+        back_off = false;
+        continue;
+      }
+      report(ConnectionStatus::DisconnectedRetrying, ConnectionStatusReason::CommunicationError,
+             conn->detail);
+    }
+
+    if (connection_) abortConnection(connection_, EndReason::ClientClose, "client stopped");
+    connection_.reset();
+    if (closing_) {
+      stop_status_ = Status(ErrorCode::Cancelled, "The client was closed");
+      report(ConnectionStatus::Disconnected, ConnectionStatusReason::ClientClose, "");
+    }
+    running_ = false;
+    closing_ = false;
+    opened_ = false;
+    finishOpen(stop_status_);
+    changed_.notifyAll();
+    auto waiters = std::move(close_waiters_);
+    close_waiters_.clear();
+    for (auto& done : waiters) done();
+  }
+
+  awaitable<ConnectOutcome> connectOnce() {
+    auto conn = std::make_shared<Connection>(ioc_, tls_context_ ? &*tls_context_ : nullptr);
+    connection_ = conn;
+    const SteadyTime deadline = SteadyClock::now() + options_.connect_timeout;
+    asio::co_spawn(ioc_, connectWatchdog(conn, deadline), rethrowIfFailed);
+
+    auto fail = [&](std::string why) {
+      abortConnection(conn, EndReason::Lost, why);
+      // A watchdog or close() may have ended the attempt first; its reason is the real one.
+      return ConnectOutcome{Status(ErrorCode::ServiceUnavailable, conn->detail), false, nullptr};
+    };
+
+    auto [resolve_error, endpoints] = co_await conn->resolver.async_resolve(
+        target_.host, std::to_string(target_.port), kAwaitTuple);
+    if (resolve_error || conn->closed) {
+      co_return fail("cannot resolve " + target_.host + ": " + resolve_error.message());
+    }
+    auto [connect_error, endpoint] =
+        co_await asio::async_connect(conn->socket, endpoints, kAwaitTuple);
+    if (connect_error || conn->closed) {
+      co_return fail("cannot connect to " + target_.text + ": " + connect_error.message());
+    }
+    boost::system::error_code ignored;
+    conn->socket.set_option(tcp::no_delay(true), ignored);
+    if (conn->tls) {
+      SSL* handle = conn->tls->native_handle();
+      if (isIpAddress(verify_host_)) {
+        X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(handle), verify_host_.c_str());
+      } else {
+        // SNI is only for DNS names (RFC 6066 §3).
+        SSL_set_tlsext_host_name(handle, verify_host_.c_str());
+        SSL_set1_host(handle, verify_host_.c_str());
+      }
+      auto [handshake_error] =
+          co_await conn->tls->async_handshake(ssl::stream_base::client, kAwaitTuple);
+      if (handshake_error || conn->closed) {
+        std::string reason = handshake_error.message();
+        long verify = SSL_get_verify_result(handle);
+        if (verify != X509_V_OK) {
+          reason += ": " + std::string(X509_verify_cert_error_string(verify));
+        }
+        co_return fail("TLS handshake with " + target_.text + " failed: " + reason);
+      }
+    }
+
+    auto token = makeToken();
+    if (!token) co_return fail(token.status().message());
+    conn->token_created = SteadyClock::now();
+    mqtt::Connect connect;
+    connect.client_id = connection_string_.device_id;
+    connect.clean_session = false;
+    connect.keep_alive = options_.keep_alive_seconds;
+    connect.user_name = user_name_;
+    connect.password = std::move(*token);
+    if (Status sent = sendPacket(conn, connect); !sent) co_return fail(sent.message());
+
+    auto packet = co_await readPacket(*conn);
+    if (!packet) co_return fail(packet.status().message());
+    const auto* connack = std::get_if<mqtt::ConnAck>(&*packet);
+    if (connack == nullptr) {
+      co_return fail("expected CONNACK, the hub sent " +
+                     std::string(mqtt::packetTypeName(mqtt::packetType(*packet))));
+    }
+    if (connack->return_code != mqtt::ConnectReturnCode::Accepted) {
+      auto rc = connack->return_code;
+      std::string why = "Connection refused: " + std::string(refusalText(rc)) + " (CONNACK " +
+                        std::to_string(static_cast<int>(rc)) + ")";
+      abortConnection(conn, EndReason::Lost, why);
+      ErrorCode code = ErrorCode::ServiceUnavailable;
+      bool credentials = false;
+      if (rc == mqtt::ConnectReturnCode::BadUserNameOrPassword ||
+          rc == mqtt::ConnectReturnCode::NotAuthorized) {
+        code = ErrorCode::Unauthorized;
+        credentials = true;
+      } else if (rc != mqtt::ConnectReturnCode::ServerUnavailable) {
+        code = ErrorCode::ArgumentInvalid;
+        credentials = true;
+      }
+      co_return ConnectOutcome{Status(code, why), credentials, nullptr};
+    }
+
+    // Clean session 0: the hub keeps our subscriptions while it says session-present. When
+    // it does not, everything in use is subscribed again (the Node SDK would not, §2.9).
+    conn->accepted = true;
+    if (connack->session_present) {
+      conn->subscribed = session_filters_;
+    } else {
+      session_filters_.clear();
+    }
+    asio::co_spawn(ioc_, readLoop(conn), rethrowIfFailed);
+    if (options_.keep_alive_seconds > 0) asio::co_spawn(ioc_, keepAliveLoop(conn), rethrowIfFailed);
+    asio::co_spawn(ioc_, renewalLoop(conn), rethrowIfFailed);
+
+    std::vector<std::string> missing;
+    for (const auto& filter : wanted_filters_) {
+      if (!conn->subscribed.contains(filter)) missing.push_back(filter);
+    }
+    if (missing.empty()) {
+      conn->ready = true;
+    } else {
+      conn->initial_subscribe_id = subscribe(conn, std::move(missing));
+    }
+    co_await changed_.waitUntil([&] { return conn->ready || conn->closed; }, SteadyTime::max());
+    if (conn->closed) {
+      co_return ConnectOutcome{Status(ErrorCode::ServiceUnavailable, conn->detail), false, nullptr};
+    }
+    changed_.notifyAll();
+    co_return ConnectOutcome{Status::ok(), false, conn};
+  }
+
+  // Bounds a connection attempt, from name resolution to the first SUBACK.
+  awaitable<void> connectWatchdog(std::shared_ptr<Connection> conn, SteadyTime deadline) {
+    bool settled =
+        co_await changed_.waitUntil([&] { return conn->ready || conn->closed; }, deadline);
+    if (!settled) {
+      abortConnection(conn, EndReason::Lost,
+                      "connection attempt to " + target_.text + " timed out after " +
+                          milliseconds(options_.connect_timeout));
+    }
+  }
+
+  awaitable<Result<mqtt::Packet>> readPacket(Connection& conn) {
+    for (;;) {
+      auto next = conn.decoder.next();
+      if (!next) {
+        co_return Status(ErrorCode::IotHubFormatError,
+                         "malformed packet from the hub: " + next.status().message());
+      }
+      if (*next) co_return std::move(**next);
+      auto buffer = conn.decoder.prepare(kReadChunk);
+      auto [ec, n] = co_await readSome(conn, asio::buffer(buffer.data(), buffer.size()));
+      if (conn.closed) co_return Status(ErrorCode::ServiceUnavailable, conn.detail);
+      if (ec) {
+        co_return Status(ErrorCode::ServiceUnavailable,
+                         ec == asio::error::eof ? std::string("the hub closed the connection")
+                                                : "connection lost: " + ec.message());
+      }
+      conn.decoder.commit(n);
+    }
+  }
+
+  awaitable<void> readLoop(std::shared_ptr<Connection> conn) {
+    while (!conn->closed) {
+      auto packet = co_await readPacket(*conn);
+      if (!packet) {
+        abortConnection(conn, EndReason::Lost, packet.status().message());
+        co_return;
+      }
+      handlePacket(conn, std::move(*packet));
+    }
+  }
+
+  awaitable<void> writeLoop(std::shared_ptr<Connection> conn) {
+    while (!conn->outbox.empty() && !conn->closed) {
+      std::string chunk;
+      chunk.swap(conn->outbox);
+      auto [ec, n] = co_await writeAll(*conn, asio::buffer(chunk));
+      if (ec) {
+        abortConnection(conn, EndReason::Lost, "connection lost while sending: " + ec.message());
+        break;
+      }
+    }
+    conn->writing = false;
+    changed_.notifyAll();
+  }
+
+  // PINGREQ after keep_alive seconds without sending; no PINGRESP within another keep-alive
+  // period means the connection is dead even if TCP has not noticed.
+  awaitable<void> keepAliveLoop(std::shared_ptr<Connection> conn) {
+    const auto period = std::chrono::seconds(options_.keep_alive_seconds);
+    while (!conn->closed) {
+      SteadyTime due = conn->ping_sent ? *conn->ping_sent + period : conn->last_sent + period;
+      co_await changed_.waitUntil([&] { return conn->closed; }, due);
+      if (conn->closed) co_return;
+      SteadyTime now = SteadyClock::now();
+      if (conn->ping_sent) {
+        if (now >= *conn->ping_sent + period) {
+          abortConnection(conn, EndReason::Lost,
+                          "no PINGRESP within " + std::to_string(period.count()) + " s");
+          co_return;
+        }
+      } else if (now >= conn->last_sent + period) {
+        (void)sendPacket(conn, mqtt::PingReq{});
+        conn->ping_sent = now;
+      }
+    }
+  }
+
+  // Reconnects with a fresh SAS token renew_before its expiry, like the Node SDK (§1.2).
+  // Twin requests already sent are given up to request_timeout to be answered first: their
+  // answers would be lost with the connection.
+  awaitable<void> renewalLoop(std::shared_ptr<Connection> conn) {
+    SteadyTime due = conn->token_created + (options_.token_lifetime - options_.renew_before);
+    co_await changed_.waitUntil([&] { return conn->closed; }, due);
+    co_await changed_.waitUntil([&] { return conn->closed || twin_replies_.empty(); },
+                                SteadyClock::now() + options_.request_timeout);
+    if (!conn->closed) co_await disconnectGracefully(conn, EndReason::TokenRenewal);
+  }
+
+  awaitable<void> disconnectGracefully(std::shared_ptr<Connection> conn, EndReason reason) {
+    if (conn->closed) co_return;
+    // The hub closes its end on DISCONNECT; the reader must not mistake that for a drop.
+    // A second caller (close() during a renewal) only waits for the first one's DISCONNECT.
+    if (conn->planned_end == EndReason::None) {
+      conn->planned_end = reason;
+      (void)sendPacket(conn, mqtt::Disconnect{});
+    }
+    co_await changed_.waitUntil(
+        [&] { return conn->closed || (!conn->writing && conn->outbox.empty()); },
+        SteadyClock::now() + kDisconnectFlushTimeout);
+    abortConnection(conn, reason, "disconnected");
+  }
+
+  void abortConnection(const std::shared_ptr<Connection>& conn, EndReason reason, std::string why) {
+    if (conn->closed) return;
+    conn->closed = true;
+    conn->end = conn->planned_end != EndReason::None ? conn->planned_end : reason;
+    conn->detail = std::move(why);
+    boost::system::error_code ignored;
+    conn->resolver.cancel();
+    if (conn->socket.is_open()) {
+      conn->socket.shutdown(tcp::socket::shutdown_both, ignored);
+      conn->socket.close(ignored);
+    }
+    changed_.notifyAll();
+  }
+
+  void finishOpen(const Status& status) {
+    auto waiters = std::move(open_waiters_);
+    open_waiters_.clear();
+    for (auto& done : waiters) done(status);
+  }
+
+  void report(ConnectionStatus status, ConnectionStatusReason reason, const std::string& why) {
+    if (last_reported_ && last_reported_->first == status && last_reported_->second == reason) {
+      return;
+    }
+    last_reported_ = {status, reason};
+    if (status_handler_) status_handler_(ConnectionStatusChange{status, reason, why});
+  }
+
+  Result<std::string> makeToken() const {
+    std::int64_t expiry = unixSeconds(clock_->now()) + options_.token_lifetime.count();
+    std::optional<std::string_view> key_name;
+    if (connection_string_.shared_access_key_name) {
+      key_name = *connection_string_.shared_access_key_name;
+    }
+    return auth::buildSasToken(resource_, *connection_string_.shared_access_key, key_name, expiry);
+  }
+
+  // ---- Packets ----
+
+  template <class P>
+  Status sendPacket(const std::shared_ptr<Connection>& conn, const P& packet) {
+    std::string bytes;
+    IOTHUB_RETURN_IF_ERROR(mqtt::encode(packet, bytes));
+    if (conn->closed) return Status(ErrorCode::ServiceUnavailable, conn->detail);
+    conn->outbox += bytes;
+    conn->last_sent = SteadyClock::now();
+    if (!conn->writing) {
+      conn->writing = true;
+      asio::co_spawn(ioc_, writeLoop(conn), rethrowIfFailed);
+    }
+    return Status::ok();
+  }
+
+  std::uint16_t subscribe(const std::shared_ptr<Connection>& conn,
+                          std::vector<std::string> filters) {
+    std::uint16_t id = allocatePacketId();
+    if (id == 0) {
+      abortConnection(conn, EndReason::Lost, "no free MQTT packet identifier");
+      return 0;
+    }
+    mqtt::Subscribe packet;
+    packet.packet_id = id;
+    for (const auto& filter : filters) {
+      packet.subscriptions.push_back({filter, mqtt::QoS::AtMostOnce});
+      conn->subscribing.insert(filter);
+    }
+    conn->pending_subscribes[id] = std::move(filters);
+    IOTHUB_CHECK(sendPacket(conn, packet).isOk() || conn->closed, "SUBSCRIBE of a constant filter");
+    return id;
+  }
+
+  // Packet ids are shared by telemetry (across connections, for DUP re-sends) and the
+  // SUBSCRIBEs of the current connection.
+  std::uint16_t allocatePacketId() {
+    for (int tries = 0; tries < 65535; ++tries) {
+      last_packet_id_ =
+          last_packet_id_ == 65535 ? 1 : static_cast<std::uint16_t>(last_packet_id_ + 1);
+      bool in_use = events_.contains(last_packet_id_) ||
+                    (connection_ && connection_->pending_subscribes.contains(last_packet_id_));
+      if (!in_use) return last_packet_id_;
+    }
+    return 0;
+  }
+
+  // Records that `filter` is in use from now on; subscribes at once when connected (a
+  // connection that has no CONNACK yet subscribes everything wanted when it gets it).
+  void wantFilter(std::string_view filter) {
+    if (!wanted_filters_.insert(std::string(filter)).second) return;
+    if (connection_ && connection_->accepted && !connection_->closed) {
+      subscribe(connection_, {std::string(filter)});
+    }
+  }
+
+  void handlePacket(const std::shared_ptr<Connection>& conn, mqtt::Packet packet) {
+    if (auto* publish = std::get_if<mqtt::Publish>(&packet)) {
+      if (publish->qos == mqtt::QoS::AtLeastOnce) {
+        (void)sendPacket(conn, mqtt::PubAck{publish->packet_id});
+      } else if (publish->qos == mqtt::QoS::ExactlyOnce) {
+        abortConnection(conn, EndReason::Lost, "the hub sent a QoS 2 PUBLISH");
+        return;
+      }
+      handlePublish(conn, *publish);
+    } else if (auto* puback = std::get_if<mqtt::PubAck>(&packet)) {
+      auto event = events_.find(puback->packet_id);
+      if (event != events_.end()) {
+        event->second = true;
+        changed_.notifyAll();
+      }
+    } else if (auto* suback = std::get_if<mqtt::SubAck>(&packet)) {
+      handleSubAck(conn, *suback);
+    } else if (std::holds_alternative<mqtt::PingResp>(packet)) {
+      conn->ping_sent.reset();
+    } else if (!std::holds_alternative<mqtt::UnsubAck>(packet)) {
+      abortConnection(conn, EndReason::Lost,
+                      "unexpected " + std::string(mqtt::packetTypeName(mqtt::packetType(packet))) +
+                          " from the hub");
+    }
+  }
+
+  void handleSubAck(const std::shared_ptr<Connection>& conn, const mqtt::SubAck& suback) {
+    auto pending = conn->pending_subscribes.find(suback.packet_id);
+    if (pending == conn->pending_subscribes.end()) return;
+    if (pending->second.size() != suback.return_codes.size()) {
+      abortConnection(conn, EndReason::Lost, "SUBACK with a wrong number of return codes");
+      return;
+    }
+    for (std::size_t i = 0; i < pending->second.size(); ++i) {
+      const std::string& filter = pending->second[i];
+      conn->subscribing.erase(filter);
+      if (suback.return_codes[i] == mqtt::SubAckReturnCode::Failure) {
+        conn->refused.insert(filter);
+      } else {
+        conn->subscribed.insert(filter);
+        session_filters_.insert(filter);
+      }
+    }
+    if (suback.packet_id == conn->initial_subscribe_id) conn->ready = true;
+    conn->pending_subscribes.erase(pending);
+    changed_.notifyAll();
+  }
+
+  void handlePublish(const std::shared_ptr<Connection>& conn, const mqtt::Publish& publish) {
+    if (auto request = detail::parseMethodRequestTopic(publish.topic)) {
+      auto handler = methods_.find(request->name);
+      detail::MethodAnswer answer = detail::answerMethod(
+          handler == methods_.end() ? nullptr : &handler->second, request->name, publish.payload);
+      const std::string topic = detail::methodResponseTopic(answer.status, request->rid);
+      // A rid that cannot be echoed in a topic name cannot be answered; the hub times out.
+      (void)sendPacket(conn, mqtt::PublishView{topic, answer.payload});
+      return;
+    }
+    if (auto response = detail::parseTwinResponseTopic(publish.topic)) {
+      auto waiting = twin_replies_.find(response->rid);
+      if (waiting != twin_replies_.end() && !waiting->second) {
+        waiting->second = TwinReply{std::move(*response), publish.payload};
+        changed_.notifyAll();
+      }
+      return;
+    }
+    if (auto desired = detail::parseDesiredTopic(publish.topic)) {
+      auto update = detail::parseDesiredUpdate(*desired, publish.payload);
+      if (update && desired_handler_) desired_handler_(update->patch, update->version);
+    }
+  }
+
+  // ---- Operations ----
+
+  Status notUsableStatus(std::uint64_t run) const {
+    if (run != run_id_ || closing_ || stop_status_.code() == ErrorCode::Cancelled) {
+      return Status(ErrorCode::Cancelled, "The client was closed");
+    }
+    if (!running_) return stop_status_;
+    return Status::ok();
+  }
+
+  bool usable(std::uint64_t run) const { return running_ && !closing_ && run == run_id_; }
+
+  static Status notOpenStatus() {
+    return Status(ErrorCode::InvalidOperation, "The client is not open; call open() first");
+  }
+
+  // Waits for a Connected connection on which `filter` (if any) is subscribed.
+  awaitable<Result<std::shared_ptr<Connection>>> readyConnection(
+      std::uint64_t run, std::optional<std::string_view> filter, SteadyTime deadline,
+      std::string_view what) {
+    if (filter) wantFilter(*filter);
+    for (;;) {
+      if (!usable(run)) co_return notUsableStatus(run);
+      auto conn = connection_;
+      bool connected = conn && conn->ready && !conn->closed;
+      if (connected) {
+        if (!filter || conn->subscribed.contains(*filter)) co_return conn;
+        if (conn->refused.contains(*filter)) {
+          co_return Status(ErrorCode::Unauthorized,
+                           "The hub refused the subscription to " + std::string(*filter));
+        }
+        if (!conn->subscribing.contains(*filter)) subscribe(conn, {std::string(*filter)});
+      }
+      bool notified = co_await changed_.wait(deadline);
+      if (!notified) {
+        co_return Status(
+            ErrorCode::GatewayTimeout,
+            std::string(what) + " timed out after " + milliseconds(options_.request_timeout) +
+                (connected ? " waiting for the hub's SUBACK" : " waiting for a connection"));
+      }
+    }
+  }
+
+  awaitable<Result<TwinReply>> twinRequest(std::uint64_t run, TwinOperation operation,
+                                           std::string payload) {
+    const std::string_view what =
+        operation == TwinOperation::Get ? "twin GET" : "reported properties PATCH";
+    const SteadyTime deadline = SteadyClock::now() + options_.request_timeout;
+    auto ready = co_await readyConnection(run, detail::kTwinResponseFilter, deadline, what);
+    if (!ready) co_return ready.status();
+    auto conn = std::move(*ready);
+    std::string rid = std::to_string(next_rid_++);
+    std::string topic = operation == TwinOperation::Get ? detail::twinGetTopic(rid)
+                                                        : detail::twinPatchReportedTopic(rid);
+    auto& reply = twin_replies_[rid];  // std::map: the reference survives other inserts
+    if (Status sent = sendPacket(conn, mqtt::PublishView{topic, payload}); !sent) {
+      twin_replies_.erase(rid);
+      co_return sent;
+    }
+    co_await changed_.waitUntil([&] { return reply.has_value() || conn->closed || !usable(run); },
+                                deadline);
+    std::optional<TwinReply> answer = std::move(reply);
+    twin_replies_.erase(rid);
+    if (answer) co_return std::move(*answer);
+    if (!usable(run)) co_return notUsableStatus(run);
+    if (conn->closed) {
+      co_return Status(ErrorCode::ServiceUnavailable,
+                       std::string(what) + ": the connection dropped before the hub answered (" +
+                           conn->detail + "); the request may or may not have been applied");
+    }
+    co_return Status(ErrorCode::GatewayTimeout, std::string(what) + " timed out after " +
+                                                    milliseconds(options_.request_timeout) +
+                                                    " without an answer from the hub");
+  }
+
+  awaitable<void> getTwinOperation(std::function<void(Result<json::object>)> done) {
+    if (!running_) {
+      done(notOpenStatus());
+      co_return;
+    }
+    auto reply = co_await twinRequest(run_id_, TwinOperation::Get, "");
+    if (!reply) {
+      done(reply.status());
+      co_return;
+    }
+    done(detail::twinFromResponse(reply->topic.status, reply->payload));
+  }
+
+  awaitable<void> patchReportedOperation(json::object patch,
+                                         std::function<void(Result<std::int64_t>)> done) {
+    if (!running_) {
+      done(notOpenStatus());
+      co_return;
+    }
+    auto reply =
+        co_await twinRequest(run_id_, TwinOperation::PatchReported, json::serialize(patch));
+    if (!reply) {
+      done(reply.status());
+      co_return;
+    }
+    done(detail::reportedVersionFromResponse(reply->topic, reply->payload));
+  }
+
+  awaitable<void> sendEventOperation(std::string payload, MessageProperties properties,
+                                     std::function<void(Status)> done) {
+    Status status = co_await publishEvent(std::move(payload), properties);
+    done(std::move(status));
+  }
+
+  awaitable<Status> publishEvent(std::string payload, const MessageProperties& properties) {
+    if (payload.size() > detail::kMaxEventPayloadBytes) {
+      co_return Status(ErrorCode::MessageTooLarge,
+                       "Telemetry payload of " + std::to_string(payload.size()) +
+                           " bytes exceeds the limit of " +
+                           std::to_string(detail::kMaxEventPayloadBytes));
+    }
+    const std::string topic = detail::telemetryTopic(connection_string_.device_id, properties);
+    if (Status valid = mqtt::validateTopicName(topic); !valid) {
+      co_return Status(ErrorCode::ArgumentInvalid, "Invalid telemetry topic: " + valid.message());
+    }
+    if (!running_) co_return notOpenStatus();
+    const std::uint64_t run = run_id_;
+    const SteadyTime deadline = SteadyClock::now() + options_.request_timeout;
+    const std::uint16_t id = allocatePacketId();
+    if (id == 0) co_return Status(ErrorCode::Throttled, "65535 telemetry messages await PUBACK");
+    events_[id] = false;
+    Status result;
+    bool sent_before = false;
+    for (;;) {
+      auto ready = co_await readyConnection(run, std::nullopt, deadline, "telemetry");
+      if (!ready) {
+        result = ready.status();
+        break;
+      }
+      auto conn = std::move(*ready);
+      // Not acknowledged on an earlier connection: sent again with DUP (MQTT §4.4).
+      mqtt::PublishView publish{topic, payload, mqtt::QoS::AtLeastOnce, false, sent_before, id};
+      result = sendPacket(conn, publish);
+      if (!result) break;
+      sent_before = true;
+      co_await changed_.waitUntil([&] { return events_[id] || conn->closed || !usable(run); },
+                                  deadline);
+      if (events_[id]) {
+        result = Status::ok();
+        break;
+      }
+      if (!usable(run)) {
+        result = notUsableStatus(run);
+        break;
+      }
+      if (!conn->closed) {
+        result = Status(ErrorCode::GatewayTimeout, "telemetry timed out after " +
+                                                       milliseconds(options_.request_timeout) +
+                                                       " without PUBACK");
+        break;
+      }
+    }
+    events_.erase(id);
+    co_return result;
+  }
+
+  // ---- Immutable configuration ----
+  const auth::DeviceConnectionString connection_string_;
+  const DeviceClientOptions options_;
+  const detail::HostPort target_;
+  const std::string verify_host_;
+  const std::string user_name_;
+  const std::string resource_;
+  const std::shared_ptr<const Clock> clock_;
+  const std::shared_ptr<Random> random_;
+  // Declared before ioc_ so that it outlives the streams destroyed with ioc_'s handlers.
+  std::optional<ssl::context> tls_context_;
+
+  asio::io_context ioc_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_;
+  std::thread thread_;
+
+  // ---- I/O-thread state ----
+  ChangeNotifier changed_;
+  bool running_ = false;  // runLoop is alive
+  bool closing_ = false;  // close() asked runLoop to stop
+  bool opened_ = false;   // connected at least once in this run ("first connection" is over)
+  std::uint64_t run_id_ = 0;
+  Status stop_status_;  // why the last run ended
+  std::vector<std::function<void(Status)>> open_waiters_;
+  std::vector<std::function<void()>> close_waiters_;
+  std::shared_ptr<Connection> connection_;
+  std::set<std::string, std::less<>> wanted_filters_;   // features in use
+  std::set<std::string, std::less<>> session_filters_;  // acknowledged in the hub's session
+  std::map<std::string, MethodHandler, std::less<>> methods_;
+  DesiredHandler desired_handler_;
+  ConnectionStatusHandler status_handler_;
+  std::optional<std::pair<ConnectionStatus, ConnectionStatusReason>> last_reported_;
+  std::uint64_t next_rid_ = 1;
+  std::map<std::string, std::optional<TwinReply>, std::less<>> twin_replies_;
+  std::uint16_t last_packet_id_ = 0;
+  std::map<std::uint16_t, bool> events_;  // telemetry packet id -> PUBACK received
+};
+
+// ---- Public facade ----
+
+Result<std::unique_ptr<DeviceClient>> DeviceClient::create(std::string_view connection_string,
+                                                           DeviceClientOptions options,
+                                                           std::shared_ptr<const Clock> clock,
+                                                           std::shared_ptr<Random> random) {
+  auto parsed = auth::DeviceConnectionString::parse(connection_string);
+  if (!parsed) return parsed.status();
+  if (!parsed->shared_access_key) {
+    return Status(ErrorCode::ArgumentInvalid,
+                  "The connection string has no SharedAccessKey (SharedAccessSignature and x509 "
+                  "are not supported)");
+  }
+  if (parsed->module_id) {
+    return Status(ErrorCode::ArgumentInvalid, "Module identities are not supported");
+  }
+  if (options.token_lifetime.count() <= 0 || options.renew_before.count() < 0 ||
+      options.renew_before >= options.token_lifetime) {
+    return Status(ErrorCode::ArgumentInvalid,
+                  "token_lifetime must be positive and renew_before in [0, token_lifetime)");
+  }
+  if (options.request_timeout.count() <= 0 || options.connect_timeout.count() <= 0) {
+    return Status(ErrorCode::ArgumentInvalid,
+                  "request_timeout and connect_timeout must be positive");
+  }
+  IOTHUB_RETURN_IF_ERROR(validateRetryPolicy(options.retry));
+  const std::uint16_t default_port =
+      options.use_tls ? detail::kDefaultTlsPort : detail::kDefaultPlainPort;
+  std::string where = !options.endpoint.empty()   ? options.endpoint
+                      : parsed->gateway_host_name ? *parsed->gateway_host_name
+                                                  : parsed->host_name;
+  auto target = detail::parseHostPort(where, default_port);
+  if (!target) return target.status();
+  if (!clock) clock = std::make_shared<SystemClock>();
+  if (!random) random = std::make_shared<SecureRandom>();
+  auto impl = std::make_unique<Impl>(std::move(*parsed), std::move(options), std::move(*target),
+                                     std::move(clock), std::move(random));
+  IOTHUB_RETURN_IF_ERROR(impl->init());
+  return std::unique_ptr<DeviceClient>(new DeviceClient(std::move(impl)));
+}
+
+DeviceClient::DeviceClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+DeviceClient::~DeviceClient() {
+  IOTHUB_CHECK(!impl_->onIoThread(), "a DeviceClient must not be destroyed from its own callbacks");
+  close();
+}
+
+void DeviceClient::onMethod(std::string name, MethodHandler handler) {
+  impl_->onMethod(std::move(name), std::move(handler));
+}
+
+void DeviceClient::onDesired(DesiredHandler handler) { impl_->onDesired(std::move(handler)); }
+
+void DeviceClient::onConnectionStatus(ConnectionStatusHandler handler) {
+  impl_->onConnectionStatus(std::move(handler));
+}
+
+namespace {
+Status blockingFromCallback(std::string_view call) {
+  return Status(ErrorCode::InvalidOperation,
+                std::string(call) +
+                    "() would block the client's I/O thread; use the Async variant in callbacks");
+}
+}  // namespace
+
+Status DeviceClient::open() {
+  if (impl_->onIoThread()) return blockingFromCallback("open");
+  std::promise<Status> promise;
+  auto future = promise.get_future();
+  impl_->startOpen([&promise](Status status) { promise.set_value(std::move(status)); });
+  return future.get();
+}
+
+void DeviceClient::close() {
+  if (impl_->onIoThread()) {
+    impl_->startClose(nullptr);
+    return;
+  }
+  std::promise<void> promise;
+  auto future = promise.get_future();
+  impl_->startClose([&promise] { promise.set_value(); });
+  future.get();
+}
+
+Result<json::object> DeviceClient::getTwin() {
+  if (impl_->onIoThread()) return blockingFromCallback("getTwin");
+  std::promise<Result<json::object>> promise;
+  auto future = promise.get_future();
+  impl_->getTwinAsync([&promise](Result<json::object> r) { promise.set_value(std::move(r)); });
+  return future.get();
+}
+
+Result<std::int64_t> DeviceClient::patchReported(const json::object& patch) {
+  if (impl_->onIoThread()) return blockingFromCallback("patchReported");
+  std::promise<Result<std::int64_t>> promise;
+  auto future = promise.get_future();
+  impl_->patchReportedAsync(
+      patch, [&promise](Result<std::int64_t> r) { promise.set_value(std::move(r)); });
+  return future.get();
+}
+
+Status DeviceClient::sendEvent(std::string payload, const MessageProperties& properties) {
+  if (impl_->onIoThread()) return blockingFromCallback("sendEvent");
+  std::promise<Status> promise;
+  auto future = promise.get_future();
+  impl_->sendEventAsync(std::move(payload), properties,
+                        [&promise](Status s) { promise.set_value(std::move(s)); });
+  return future.get();
+}
+
+void DeviceClient::openAsync(std::function<void(Status)> done) {
+  impl_->startOpen(std::move(done));
+}
+
+void DeviceClient::getTwinAsync(std::function<void(Result<json::object>)> done) {
+  impl_->getTwinAsync(std::move(done));
+}
+
+void DeviceClient::patchReportedAsync(json::object patch,
+                                      std::function<void(Result<std::int64_t>)> done) {
+  impl_->patchReportedAsync(std::move(patch), std::move(done));
+}
+
+void DeviceClient::sendEventAsync(std::string payload, MessageProperties properties,
+                                  std::function<void(Status)> done) {
+  impl_->sendEventAsync(std::move(payload), std::move(properties), std::move(done));
+}
+
+const std::string& DeviceClient::deviceId() const { return impl_->deviceId(); }
+const std::string& DeviceClient::hostName() const { return impl_->hostName(); }
+const std::string& DeviceClient::endpoint() const { return impl_->endpoint(); }
+
+}  // namespace iothub::device

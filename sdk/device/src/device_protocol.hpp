@@ -1,0 +1,117 @@
+#pragma once
+
+// The device side of Azure IoT Hub's MQTT conventions (reference §1.3, §2), without I/O:
+// credentials, topic names, topic parsing and the interpretation of twin answers and method
+// requests. DeviceClient's Asio code only moves what these functions produce.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "common/json.hpp"
+#include "common/status.hpp"
+#include "iothub/device/device_client.hpp"
+
+namespace iothub::device::detail {
+
+inline constexpr std::string_view kApiVersion = "2021-04-12";
+inline constexpr std::string_view kDeviceClientType = "iothub-cpp-device/0.1";
+
+inline constexpr std::string_view kMethodsFilter = "$iothub/methods/POST/#";
+inline constexpr std::string_view kTwinResponseFilter = "$iothub/twin/res/#";
+inline constexpr std::string_view kDesiredFilter = "$iothub/twin/PATCH/properties/desired/#";
+
+// The Node SDK refuses larger telemetry bodies client-side (reference §2.7).
+inline constexpr std::size_t kMaxEventPayloadBytes = 256 * 1024;
+
+inline constexpr std::uint16_t kDefaultTlsPort = 8883;
+inline constexpr std::uint16_t kDefaultPlainPort = 1883;
+
+struct HostPort {
+  std::string host;  // IPv6 literals without brackets
+  std::uint16_t port = 0;
+  std::string text;  // "host:port" ("[::1]:8883"), for messages
+};
+
+// Parses "host", "host:port", "[v6]" or "[v6]:port". Errors: ArgumentInvalid for an empty
+// host, a port that is not a number in 1..65535, or an unclosed bracket.
+Result<HostPort> parseHostPort(std::string_view text, std::uint16_t default_port);
+
+// The host part of a HostName that may carry a port ("hub:8883" -> "hub", "[::1]:1" -> "::1").
+std::string hostWithoutPort(std::string_view host_name);
+
+// "<host_name>/<device_id>/?api-version=2021-04-12&DeviceClientType=iothub-cpp-device%2F0.1"
+std::string mqttUserName(std::string_view host_name, std::string_view device_id);
+
+// "devices/<device_id>/messages/events/" + the percent-encoded property bag (see
+// DeviceClient::sendEvent). The device id is written raw, as the Node SDK does.
+std::string telemetryTopic(std::string_view device_id, const MessageProperties& properties);
+
+std::string twinGetTopic(std::string_view rid);
+std::string twinPatchReportedTopic(std::string_view rid);
+// The rid is echoed byte for byte (reference §2.2).
+std::string methodResponseTopic(int status, std::string_view rid);
+
+// The value of query parameter `name` in the part of `topic` after "/?", or nullopt.
+// Keys and values are URL-decoded (as Node's querystring.parse does); a malformed escape
+// makes that pair not match.
+std::optional<std::string> topicQueryValue(std::string_view topic, std::string_view name);
+
+struct MethodRequestTopic {
+  std::string name;  // 4th segment, not decoded (reference §2.2)
+  std::string rid;   // raw, echoed verbatim in the answer
+};
+// "$iothub/methods/POST/{name}/?$rid={rid}"; nullopt for other topics, an empty name or rid.
+std::optional<MethodRequestTopic> parseMethodRequestTopic(std::string_view topic);
+
+struct TwinResponseTopic {
+  int status = 0;
+  std::string rid;
+  std::optional<std::int64_t> version;
+};
+// "$iothub/twin/res/{status}/?$rid={rid}[&$version={n}]"; nullopt for other topics or a
+// status or rid that is missing or not a number.
+std::optional<TwinResponseTopic> parseTwinResponseTopic(std::string_view topic);
+
+struct DesiredTopic {
+  std::optional<std::int64_t> version;
+};
+// "$iothub/twin/PATCH/properties/desired/[?$version={n}]"; nullopt for other topics.
+std::optional<DesiredTopic> parseDesiredTopic(std::string_view topic);
+
+// Ok for a successful twin answer; the error of a failed one. Like Node, a body with a
+// non-zero errorCode is an error whatever the status; unlike Node, so is a status >= 300
+// without one. The code comes from errorCode (Azure six-digit code), else from the status;
+// the message carries the hub's "message", the errorCode and the status.
+Status twinResponseStatus(int status, std::string_view payload);
+
+// A twin GET answer: its properties object. Errors: twinResponseStatus, or
+// IotHubFormatError when the body lacks "desired"/"reported" objects.
+Result<json::object> twinFromResponse(int status, std::string_view payload);
+
+// A reported PATCH answer: the new reported version. Errors: twinResponseStatus, or
+// IotHubFormatError when a success answer has no $version.
+Result<std::int64_t> reportedVersionFromResponse(const TwinResponseTopic& topic,
+                                                 std::string_view payload);
+
+// What the device answers to method `name` with request `payload`: runs `handler` (may be
+// null) and builds the response status and JSON body (see DeviceClient::onMethod for the
+// 400/500/501 cases). Never throws.
+struct MethodAnswer {
+  int status = 0;
+  std::string payload;  // JSON text
+};
+MethodAnswer answerMethod(const MethodHandler* handler, std::string_view name,
+                          std::string_view payload);
+
+// A desired notification's patch and version: the topic's $version, else the body's
+// "$version". nullopt when the body is not a JSON object or no version is known.
+struct DesiredUpdate {
+  json::object patch;
+  std::int64_t version = 0;
+};
+std::optional<DesiredUpdate> parseDesiredUpdate(const DesiredTopic& topic,
+                                                std::string_view payload);
+
+}  // namespace iothub::device::detail

@@ -1,0 +1,234 @@
+#include "device_api/device_endpoint.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <charconv>
+
+#include "common/encoding.hpp"
+#include "common/time_format.hpp"
+
+namespace iothub::device_api {
+namespace {
+
+using mqtt::ConnectReturnCode;
+using mqtt::SubAckReturnCode;
+
+constexpr std::string_view kTwinGet = "$iothub/twin/GET/";
+constexpr std::string_view kTwinPatchReported = "$iothub/twin/PATCH/properties/reported/";
+constexpr std::string_view kMethodResponse = "$iothub/methods/res/";
+
+ConnectRefusal refuse(ConnectReturnCode code, std::string reason) { return {code, std::move(reason)}; }
+
+// Splits "a=b&c=d" bag entries, URL-decoding both sides (reference §2.7, gotcha 7).
+std::string describePropertyBag(std::string_view bag) {
+  std::string out;
+  while (!bag.empty()) {
+    auto amp = bag.find('&');
+    std::string_view pair = bag.substr(0, amp);
+    bag = amp == std::string_view::npos ? std::string_view() : bag.substr(amp + 1);
+    if (pair.empty()) continue;
+    auto eq = pair.find('=');
+    auto key = urlDecode(pair.substr(0, eq));
+    auto value = eq == std::string_view::npos ? std::optional<std::string>("") : urlDecode(pair.substr(eq + 1));
+    if (!out.empty()) out += ", ";
+    out += (key ? *key : std::string(pair.substr(0, eq))) + "=" + (value ? *value : "?");
+  }
+  return out;
+}
+
+}  // namespace
+
+std::optional<std::string> topicQueryValue(std::string_view topic, std::string_view name) {
+  auto q = topic.find('?');
+  if (q == std::string_view::npos) return std::nullopt;
+  std::string_view query = topic.substr(q + 1);
+  while (!query.empty()) {
+    auto amp = query.find('&');
+    std::string_view pair = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+    auto eq = pair.find('=');
+    if (eq != std::string_view::npos && pair.substr(0, eq) == name) return std::string(pair.substr(eq + 1));
+  }
+  return std::nullopt;
+}
+
+DeviceEndpoint::DeviceEndpoint(std::string host_name, store::Store& store,
+                               std::vector<store::AccessPolicyRecord> policies, twin::TwinService& twins,
+                               methods::MethodInvoker& methods, const Clock& clock, Random& random)
+    : host_name_(std::move(host_name)),
+      store_(store),
+      policies_(std::move(policies)),
+      twins_(twins),
+      methods_(methods),
+      clock_(clock),
+      random_(random) {}
+
+std::variant<DeviceIdentity, ConnectRefusal> DeviceEndpoint::authenticate(const mqtt::Connect& connect) {
+  auto refused = [this](ConnectReturnCode code, std::string reason) {
+    ++counters_.refused_connects;
+    return refuse(code, std::move(reason));
+  };
+  const std::string& device_id = connect.client_id;
+  if (device_id.empty() || device_id.find('/') != std::string::npos) {
+    // Module identities (deviceId/moduleId) are not supported yet.
+    return refused(ConnectReturnCode::IdentifierRejected, "client id must be a device id");
+  }
+  if (!connect.user_name || !connect.password) {
+    return refused(ConnectReturnCode::BadUserNameOrPassword, "username and SAS token password are required");
+  }
+  // Username: "<host>/<deviceId>/?api-version=…" or just "<host>/<deviceId>" (reference §1.3).
+  std::string_view user = *connect.user_name;
+  user = user.substr(0, user.find("/?"));
+  if (!user.empty() && user.back() == '/') user.remove_suffix(1);
+  auto slash = user.find('/');
+  if (slash == std::string_view::npos || user.substr(slash + 1) != device_id ||
+      !equalsIgnoreCase(user.substr(0, slash), host_name_)) {
+    return refused(ConnectReturnCode::BadUserNameOrPassword,
+                   "username must be '" + host_name_ + "/" + device_id + "/?api-version=…'");
+  }
+  auto device = store_.registry().getDevice(device_id);
+  if (!device) {
+    if (device.code() == ErrorCode::DeviceNotFound) {
+      return refused(ConnectReturnCode::NotAuthorized, "unknown device");
+    }
+    return refused(ConnectReturnCode::ServerUnavailable, device.status().toString());
+  }
+  if (device->status != store::DeviceStatus::Enabled) {
+    return refused(ConnectReturnCode::NotAuthorized, "the device is disabled");
+  }
+  auto expiry = auth::verifyDeviceToken(*connect.password, host_name_, device_id, device->primary_key,
+                                        device->secondary_key, policies_, clock_);
+  if (!expiry) return refused(ConnectReturnCode::NotAuthorized, expiry.status().message());
+  return DeviceIdentity{device_id, *expiry};
+}
+
+SubAckReturnCode DeviceEndpoint::authorizeSubscription(std::string_view device_id, std::string_view filter,
+                                                       mqtt::QoS requested) const {
+  auto grant = [requested](mqtt::QoS max) {
+    return mqtt::grantedQoS(static_cast<int>(requested) < static_cast<int>(max) ? requested : max);
+  };
+  if (filter == "$iothub/methods/POST/#" || filter == "$iothub/twin/res/#" ||
+      filter == "$iothub/twin/PATCH/properties/desired/#") {
+    return grant(mqtt::QoS::AtLeastOnce);
+  }
+  std::string own_c2d = "devices/" + std::string(device_id) + "/messages/devicebound/#";
+  if (filter == own_c2d) return grant(mqtt::QoS::AtLeastOnce);
+  return SubAckReturnCode::Failure;
+}
+
+Result<std::optional<store::MqttSessionRecord>> DeviceEndpoint::loadSession(std::string_view client_id) {
+  return store_.mqttSessions().getSession(client_id);
+}
+
+Status DeviceEndpoint::saveSession(const store::MqttSessionRecord& session) {
+  return store_.mqttSessions().putSession(session);
+}
+
+Status DeviceEndpoint::deleteSession(std::string_view client_id) {
+  return store_.mqttSessions().deleteSession(client_id);
+}
+
+Reply DeviceEndpoint::twinError(std::string_view request_id, const Status& error) {
+  const ErrorInfo& info = errorInfo(error.code());
+  int status = info.http_status >= 400 ? info.http_status : 500;
+  int code = info.azure_code != 0 ? info.azure_code : status * 1000 + 1;
+  json::object body{{"errorCode", code},
+                    {"trackingId", random_.hex(16)},
+                    {"message", error.message()},
+                    {"timestampUtc", formatTimestamp(clock_.now())}};
+  return {"$iothub/twin/res/" + std::to_string(status) + "/?$rid=" + std::string(request_id),
+          json::serialize(body)};
+}
+
+static PublishOutcome replyWith(Reply reply) {
+  PublishOutcome out;
+  out.replies.push_back(std::move(reply));
+  return out;
+}
+
+PublishOutcome DeviceEndpoint::twinGet(std::string_view device_id, std::string_view request_id) {
+  auto twin = twins_.deviceGetTwin(device_id);
+  if (!twin) return replyWith(twinError(request_id, twin.status()));
+  return replyWith({"$iothub/twin/res/200/?$rid=" + std::string(request_id), json::serialize(*twin)});
+}
+
+PublishOutcome DeviceEndpoint::twinPatchReported(std::string_view device_id, std::string_view request_id,
+                                                 std::string_view payload) {
+  auto patch = parseJson(payload);
+  if (!patch) return replyWith(twinError(request_id, patch.status()));
+  auto version = twins_.devicePatchReported(device_id, *patch);
+  if (!version) return replyWith(twinError(request_id, version.status()));
+  return replyWith({"$iothub/twin/res/204/?$rid=" + std::string(request_id) + "&$version=" + std::to_string(*version),
+                    ""});
+}
+
+PublishOutcome DeviceEndpoint::handlePublish(std::string_view device_id, const mqtt::Publish& publish) {
+  std::string_view topic = publish.topic;
+  auto violation = [&](std::string reason) {
+    ++counters_.acl_violations;
+    PublishOutcome out;
+    out.close = true;
+    out.close_reason = std::move(reason);
+    return out;
+  };
+  if (topic.starts_with(kTwinGet) || topic.starts_with(kTwinPatchReported)) {
+    auto rid = topicQueryValue(topic, "$rid");
+    if (!rid || rid->empty()) return violation("twin request without $rid");
+    if (topic.starts_with(kTwinGet)) return twinGet(device_id, *rid);
+    return twinPatchReported(device_id, *rid, publish.payload);
+  }
+  if (topic.starts_with(kMethodResponse)) {
+    std::string_view rest = topic.substr(kMethodResponse.size());
+    int status = 0;
+    auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), status);
+    auto rid = topicQueryValue(topic, "$rid");
+    if (ec != std::errc() || end == rest.data() || *end != '/' || !rid) {
+      return violation("malformed method response topic");
+    }
+    if (!methods_.onResponse(device_id, *rid, status, publish.payload)) {
+      spdlog::debug("device {}: method response for unknown or expired request {}", device_id, *rid);
+    }
+    return {};
+  }
+  std::string events = "devices/" + std::string(device_id) + "/messages/events/";
+  if (topic.starts_with(events) || topic == events.substr(0, events.size() - 1)) {
+    ++counters_.telemetry_messages;
+    counters_.telemetry_bytes += publish.payload.size();
+    spdlog::debug("device {}: telemetry {} bytes [{}]", device_id, publish.payload.size(),
+                  describePropertyBag(topic.size() > events.size() ? topic.substr(events.size()) : ""));
+    touch(device_id, false);
+    return {};
+  }
+  return violation("publish to a topic the device may not use: " + std::string(topic.substr(0, 128)));
+}
+
+void DeviceEndpoint::touch(std::string_view device_id, bool connection_change) {
+  SystemTime now = clock_.now();
+  if (!connection_change) {
+    // Telemetry refreshes lastActivityTime at most once a minute per device: it is a write.
+    std::lock_guard lock(activity_mutex_);
+    auto [it, inserted] = last_activity_write_.try_emplace(std::string(device_id), now);
+    if (!inserted) {
+      if (now - it->second < std::chrono::minutes(1)) return;
+      it->second = now;
+    }
+  }
+  auto updated = store_.registry().updateDevice(device_id, [&](const store::DeviceRecord& d) -> Result<store::DeviceRecord> {
+    store::DeviceRecord next = d;
+    next.last_activity_time = now;
+    if (connection_change) next.connection_state_updated_time = now;
+    return next;
+  });
+  if (!updated && updated.code() != ErrorCode::DeviceNotFound) {
+    spdlog::warn("device {}: cannot record activity: {}", device_id, updated.status().toString());
+  }
+}
+
+void DeviceEndpoint::onConnected(std::string_view device_id) { touch(device_id, true); }
+void DeviceEndpoint::onDisconnected(std::string_view device_id) {
+  touch(device_id, true);
+  std::lock_guard lock(activity_mutex_);
+  last_activity_write_.erase(std::string(device_id));
+}
+
+}  // namespace iothub::device_api

@@ -1,0 +1,119 @@
+#pragma once
+
+#include <atomic>
+#include <mutex>
+#include <unordered_map>
+#include <variant>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "auth/policy.hpp"
+#include "common/clock.hpp"
+#include "common/random.hpp"
+#include "common/status.hpp"
+#include "methods/method_invoker.hpp"
+#include "mqtt/packet.hpp"
+#include "store/store.hpp"
+#include "twin/twin_service.hpp"
+
+namespace iothub::device_api {
+
+// A device that passed CONNECT authentication.
+struct DeviceIdentity {
+  std::string device_id;
+  SystemTime token_expiry;  // the connection is closed at this time (reference §1.3)
+};
+
+// Why a CONNECT is refused, as the CONNACK code and a reason for the log.
+struct ConnectRefusal {
+  mqtt::ConnectReturnCode code;
+  std::string reason;
+};
+
+// A message the hub sends back to the device in answer to one of its publishes.
+struct Reply {
+  std::string topic;
+  std::string payload;
+};
+
+// What to do with a device's PUBLISH.
+struct PublishOutcome {
+  std::vector<Reply> replies;  // send these (QoS 0) in order
+  bool close = false;          // an ACL violation: close the connection
+  std::string close_reason;    // for the log
+};
+
+// Counters an operator can read (and the metrics endpoint will expose).
+struct DeviceEndpointCounters {
+  std::atomic<std::uint64_t> telemetry_messages{0};
+  std::atomic<std::uint64_t> telemetry_bytes{0};
+  std::atomic<std::uint64_t> refused_connects{0};
+  std::atomic<std::uint64_t> acl_violations{0};
+};
+
+// The device-facing protocol of Azure IoT Hub over MQTT (reference §1.3, §2) without any
+// I/O: CONNECT authentication, the topic ACL, persistent sessions, and the twin, method and
+// telemetry topics. The transport owns connections and calls in here. Thread-safe; the
+// methods marked "blocks" wait on the store, so call them from worker threads.
+class DeviceEndpoint {
+ public:
+  DeviceEndpoint(std::string host_name, store::Store& store,
+                 std::vector<store::AccessPolicyRecord> policies, twin::TwinService& twins,
+                 methods::MethodInvoker& methods, const Clock& clock, Random& random);
+
+  // Blocks. Checks the client id, the username `<host>/<deviceId>/?api-version=…`, the SAS
+  // password (device key or a DeviceConnect policy), expiry, resource, and that the device
+  // exists and is enabled. Refusals: IdentifierRejected (bad client id),
+  // BadUserNameOrPassword (malformed credentials), NotAuthorized (wrong/expired token,
+  // unknown or disabled device), ServerUnavailable (store failure).
+  std::variant<DeviceIdentity, ConnectRefusal> authenticate(const mqtt::Connect& connect);
+
+  // The highest QoS granted for `filter`, or Failure when the device may not subscribe to
+  // it. Allowed: $iothub/methods/POST/#, $iothub/twin/res/#,
+  // $iothub/twin/PATCH/properties/desired/# and devices/{own id}/messages/devicebound/#.
+  mqtt::SubAckReturnCode authorizeSubscription(std::string_view device_id, std::string_view filter,
+                                               mqtt::QoS requested) const;
+
+  // Blocks. Persistent-session state for clean-session 0 connections (reference §2.9).
+  Result<std::optional<store::MqttSessionRecord>> loadSession(std::string_view client_id);
+  Status saveSession(const store::MqttSessionRecord& session);
+  Status deleteSession(std::string_view client_id);
+
+  // Blocks. Handles a device PUBLISH: twin GET and reported PATCH (answered on
+  // $iothub/twin/res/…, errors carry {"errorCode":…} bodies, reference §2.10), method
+  // responses, telemetry. Any other topic is an ACL violation (close).
+  PublishOutcome handlePublish(std::string_view device_id, const mqtt::Publish& publish);
+
+  // Blocks. Records connection-state changes on the device (connectionStateUpdatedTime,
+  // lastActivityTime). Failures are logged, not returned.
+  void onConnected(std::string_view device_id);
+  void onDisconnected(std::string_view device_id);
+
+  const DeviceEndpointCounters& counters() const { return counters_; }
+
+ private:
+  PublishOutcome twinGet(std::string_view device_id, std::string_view request_id);
+  PublishOutcome twinPatchReported(std::string_view device_id, std::string_view request_id,
+                                   std::string_view payload);
+  Reply twinError(std::string_view request_id, const Status& error);
+  void touch(std::string_view device_id, bool connection_change);
+
+  std::string host_name_;
+  store::Store& store_;
+  std::vector<store::AccessPolicyRecord> policies_;
+  twin::TwinService& twins_;
+  methods::MethodInvoker& methods_;
+  const Clock& clock_;
+  Random& random_;
+  DeviceEndpointCounters counters_;
+  std::mutex activity_mutex_;
+  std::unordered_map<std::string, SystemTime> last_activity_write_;  // guarded by activity_mutex_
+};
+
+// The value of `name` in the query part of a topic such as "$iothub/twin/GET/?$rid=42"
+// (URL-decoded), or nullopt.
+std::optional<std::string> topicQueryValue(std::string_view topic, std::string_view name);
+
+}  // namespace iothub::device_api

@@ -1,0 +1,153 @@
+#include "methods/method_invoker.hpp"
+
+#include <cstdio>
+#include <optional>
+
+namespace iothub::methods {
+namespace {
+
+constexpr std::string_view kMethodTopicPrefix = "$iothub/methods/POST/";
+
+std::string probeTopic(const std::string& method_name) {
+  return std::string(kMethodTopicPrefix) + method_name + "/?$rid=0";
+}
+
+Status notOnline(std::chrono::seconds connect_timeout) {
+  return {ErrorCode::DeviceNotOnline,
+          connect_timeout.count() > 0
+              ? "Timed out waiting for device to connect (" + formatTimeout(connect_timeout) + ")."
+              : "The device is not online: it has no connection subscribed to direct methods."};
+}
+
+}  // namespace
+
+std::string formatTimeout(std::chrono::seconds s) {
+  char buf[32];
+  auto total = s.count();
+  std::snprintf(buf, sizeof buf, "%02lld:%02lld:%02lld", static_cast<long long>(total / 3600),
+                static_cast<long long>(total / 60 % 60), static_cast<long long>(total % 60));
+  return buf;
+}
+
+MethodInvoker::MethodInvoker(routing::ConnectionRegistry& connections, Scheduler& scheduler)
+    : connections_(connections), scheduler_(scheduler) {}
+
+MethodInvoker::~MethodInvoker() {
+  std::unordered_map<std::string, Pending> left;
+  {
+    std::lock_guard lock(mutex_);
+    left.swap(pending_);
+  }
+  for (auto& [id, p] : left) {
+    scheduler_.cancel(p.timer);
+    p.callback(Status(ErrorCode::Cancelled, "The hub is shutting down"));
+  }
+}
+
+void MethodInvoker::invoke(MethodCall call, MethodCallback callback) {
+  std::string topic = probeTopic(call.method_name);
+  auto link = connections_.find(call.device_id);
+  if (link && link->isSubscribed(topic)) {
+    send(std::move(link), std::move(call), std::move(callback));
+    return;
+  }
+  if (call.connect_timeout.count() <= 0) {
+    callback(notOnline(call.connect_timeout));
+    return;
+  }
+  // Wait for the device to connect and subscribe, up to connect_timeout. Whichever of the
+  // waiter and the timer runs first claims the call.
+  struct State {
+    std::mutex mutex;
+    bool claimed = false;
+    MethodCall call;
+    MethodCallback callback;
+  };
+  auto state = std::make_shared<State>();
+  state->call = std::move(call);
+  state->callback = std::move(callback);
+  auto claim = [state]() {
+    std::lock_guard lock(state->mutex);
+    bool first = !state->claimed;
+    state->claimed = true;
+    return first;
+  };
+  ++waiting_for_connect_;
+  auto timer = std::make_shared<std::atomic<Scheduler::TimerId>>(0);
+  auto wait_id = std::make_shared<std::atomic<routing::ConnectionRegistry::WaitId>>(0);
+  std::string device_id = state->call.device_id;
+  std::chrono::seconds connect_timeout = state->call.connect_timeout;
+  timer->store(scheduler_.schedule(connect_timeout, [this, state, claim, wait_id, connect_timeout] {
+    if (!claim()) return;
+    connections_.cancelWait(wait_id->load());
+    --waiting_for_connect_;
+    state->callback(notOnline(connect_timeout));
+  }));
+  wait_id->store(connections_.waitForSubscription(
+      device_id, topic, [this, state, claim, timer](std::shared_ptr<routing::DeviceLink> ready) {
+        if (!claim()) return;
+        scheduler_.cancel(timer->load());
+        --waiting_for_connect_;
+        send(std::move(ready), std::move(state->call), std::move(state->callback));
+      }));
+}
+
+void MethodInvoker::send(std::shared_ptr<routing::DeviceLink> link, MethodCall call,
+                         MethodCallback callback) {
+  std::string request_id = std::to_string(next_request_id_.fetch_add(1));
+  std::string topic = std::string(kMethodTopicPrefix) + call.method_name + "/?$rid=" + request_id;
+  {
+    std::lock_guard lock(mutex_);
+    Pending& p = pending_[request_id];
+    p.device_id = call.device_id;
+    p.callback = std::move(callback);
+  }
+  // The timer may fire before it is stored in the Pending: take() then simply wins.
+  Scheduler::TimerId timer = scheduler_.schedule(call.response_timeout, [this, request_id] {
+    if (auto p = take(request_id)) {
+      p->callback(Status(ErrorCode::GatewayTimeout, "Timed out waiting for the response from device."));
+    }
+  });
+  {
+    std::lock_guard lock(mutex_);
+    auto it = pending_.find(request_id);
+    if (it != pending_.end()) it->second.timer = timer;
+  }
+  if (!link->publish(std::move(topic), std::move(call.payload_json))) {
+    if (auto p = take(request_id)) {
+      scheduler_.cancel(p->timer);
+      p->callback(notOnline(std::chrono::seconds{0}));
+    }
+  }
+}
+
+std::optional<MethodInvoker::Pending> MethodInvoker::take(const std::string& request_id) {
+  std::lock_guard lock(mutex_);
+  auto it = pending_.find(request_id);
+  if (it == pending_.end()) return std::nullopt;
+  Pending p = std::move(it->second);
+  pending_.erase(it);
+  return p;
+}
+
+bool MethodInvoker::onResponse(std::string_view device_id, std::string_view request_id, int status,
+                               std::string payload) {
+  std::optional<Pending> p;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = pending_.find(std::string(request_id));
+    if (it == pending_.end() || it->second.device_id != device_id) return false;
+    p = std::move(it->second);
+    pending_.erase(it);
+  }
+  scheduler_.cancel(p->timer);
+  p->callback(MethodResult{status, payload.empty() ? std::string("null") : std::move(payload)});
+  return true;
+}
+
+std::size_t MethodInvoker::pendingCount() const {
+  std::lock_guard lock(mutex_);
+  return pending_.size() + waiting_for_connect_.load();
+}
+
+}  // namespace iothub::methods

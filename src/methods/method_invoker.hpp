@@ -1,0 +1,76 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "common/scheduler.hpp"
+#include "common/status.hpp"
+#include "routing/connection_registry.hpp"
+
+namespace iothub::methods {
+
+// One direct-method call (reference §6), already validated by the REST layer.
+struct MethodCall {
+  std::string device_id;
+  std::string method_name;
+  std::string payload_json = "null";  // sent as the PUBLISH body; never empty (gotcha 5)
+  std::chrono::seconds response_timeout{30};
+  std::chrono::seconds connect_timeout{0};
+};
+
+struct MethodResult {
+  int status = 0;
+  std::string payload_json = "null";  // the device's body, or "null" when it sent none
+};
+
+using MethodCallback = std::function<void(Result<MethodResult>)>;
+
+// Invokes direct methods on connected devices and correlates their answers by request id.
+// Thread-safe. Each call's callback runs exactly once, on whichever thread completes it
+// (the device connection's, a scheduler timer's, or the caller's): keep it quick.
+//
+// Outcomes: the device's {status, payload}; DeviceNotOnline when the device has no
+// connection subscribed to `$iothub/methods/POST/#` within connect_timeout; GatewayTimeout
+// when it does not answer within response_timeout.
+class MethodInvoker {
+ public:
+  MethodInvoker(routing::ConnectionRegistry& connections, Scheduler& scheduler);
+  ~MethodInvoker();
+
+  void invoke(MethodCall call, MethodCallback callback);
+
+  // A device published `$iothub/methods/res/{status}/?$rid={rid}`. Answers for unknown
+  // request ids, or from another device than the one called, are ignored (returns false).
+  bool onResponse(std::string_view device_id, std::string_view request_id, int status,
+                  std::string payload);
+
+  // Calls in flight (waiting to connect or for an answer).
+  std::size_t pendingCount() const;
+
+ private:
+  struct Pending {
+    std::string device_id;
+    MethodCallback callback;
+    Scheduler::TimerId timer = 0;
+  };
+  void send(std::shared_ptr<routing::DeviceLink> link, MethodCall call, MethodCallback callback);
+  // Removes and returns the pending call, if still there.
+  std::optional<Pending> take(const std::string& request_id);
+
+  routing::ConnectionRegistry& connections_;
+  Scheduler& scheduler_;
+  std::atomic<std::uint64_t> next_request_id_{1};
+  mutable std::mutex mutex_;
+  std::unordered_map<std::string, Pending> pending_;  // by request id; guarded by mutex_
+  std::atomic<std::size_t> waiting_for_connect_{0};
+};
+
+// Formats "hh:mm:ss" as Azure's DeviceNotOnline info does.
+std::string formatTimeout(std::chrono::seconds s);
+
+}  // namespace iothub::methods

@@ -1,0 +1,193 @@
+#include "methods/method_invoker.hpp"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <optional>
+
+#include "common/json.hpp"
+
+namespace iothub::methods {
+namespace {
+
+// Timers fire only when the test says so.
+class ManualScheduler final : public Scheduler {
+ public:
+  TimerId schedule(std::chrono::steady_clock::duration delay, std::function<void()> fn) override {
+    TimerId id = next_++;
+    timers_[id] = {delay, std::move(fn)};
+    return id;
+  }
+  bool cancel(TimerId id) override { return timers_.erase(id) > 0; }
+  // Fires every pending timer whose delay is `delay`.
+  void fire(std::chrono::steady_clock::duration delay) {
+    for (auto it = timers_.begin(); it != timers_.end();) {
+      if (it->second.first == delay) {
+        auto fn = std::move(it->second.second);
+        it = timers_.erase(it);
+        fn();
+      } else {
+        ++it;
+      }
+    }
+  }
+  std::size_t size() const { return timers_.size(); }
+
+ private:
+  TimerId next_ = 1;
+  std::map<TimerId, std::pair<std::chrono::steady_clock::duration, std::function<void()>>> timers_;
+};
+
+class FakeLink final : public routing::DeviceLink {
+ public:
+  explicit FakeLink(std::string id, bool subscribed = true) : subscribed_(subscribed), id_(std::move(id)) {}
+  const std::string& deviceId() const override { return id_; }
+  bool isSubscribed(std::string_view topic) const override {
+    return subscribed_ && topic.starts_with("$iothub/methods/POST/");
+  }
+  bool publish(std::string topic, std::string payload) override {
+    if (!isSubscribed(topic)) return false;
+    sent.emplace_back(std::move(topic), std::move(payload));
+    return true;
+  }
+  void close(std::string) override {}
+  // The request id of the n-th request sent.
+  std::string rid(std::size_t n) const { return sent.at(n).first.substr(sent.at(n).first.find("$rid=") + 5); }
+
+  bool subscribed_;
+  std::vector<std::pair<std::string, std::string>> sent;
+
+ private:
+  std::string id_;
+};
+
+class MethodInvokerTest : public ::testing::Test {
+ protected:
+  MethodCall call(std::string device, std::chrono::seconds connect = std::chrono::seconds{0}) {
+    return MethodCall{std::move(device), "lockDoor", R"({"lockTime":"10m"})", std::chrono::seconds{30}, connect};
+  }
+  MethodCallback record(std::optional<Result<MethodResult>>& out) {
+    return [&out](Result<MethodResult> r) { out = std::move(r); };
+  }
+
+  routing::ConnectionRegistry connections_;
+  ManualScheduler scheduler_;
+  MethodInvoker invoker_{connections_, scheduler_};
+};
+
+TEST_F(MethodInvokerTest, PublishesTheRequestAndCompletesWithTheDevicesAnswer) {
+  auto link = std::make_shared<FakeLink>("d1");
+  connections_.attach(link);
+  std::optional<Result<MethodResult>> result;
+  invoker_.invoke(call("d1"), record(result));
+  ASSERT_EQ(link->sent.size(), 1u);
+  EXPECT_EQ(link->sent[0].first.rfind("$iothub/methods/POST/lockDoor/?$rid=", 0), 0u);
+  EXPECT_EQ(link->sent[0].second, R"({"lockTime":"10m"})");
+  EXPECT_FALSE(result.has_value());
+  EXPECT_TRUE(invoker_.onResponse("d1", link->rid(0), 201, R"({"ok":true})"));
+  ASSERT_TRUE(result.has_value() && result->isOk());
+  EXPECT_EQ((*result)->status, 201);
+  EXPECT_EQ((*result)->payload_json, R"({"ok":true})");
+  EXPECT_EQ(scheduler_.size(), 0u) << "the response timer is cancelled";
+  EXPECT_FALSE(invoker_.onResponse("d1", link->rid(0), 200, "")) << "answered only once";
+}
+
+TEST_F(MethodInvokerTest, OfflineDeviceIsDeviceNotOnlineAtOnce) {
+  std::optional<Result<MethodResult>> result;
+  invoker_.invoke(call("nobody"), record(result));
+  ASSERT_TRUE(result.has_value());
+  EXPECT_EQ(result->code(), ErrorCode::DeviceNotOnline);
+  connections_.attach(std::make_shared<FakeLink>("unsubscribed", false));
+  invoker_.invoke(call("unsubscribed"), record(result));
+  EXPECT_EQ(result->code(), ErrorCode::DeviceNotOnline);
+}
+
+TEST_F(MethodInvokerTest, NoAnswerInTimeIsGatewayTimeout) {
+  auto link = std::make_shared<FakeLink>("d1");
+  connections_.attach(link);
+  std::optional<Result<MethodResult>> result;
+  invoker_.invoke(call("d1"), record(result));
+  scheduler_.fire(std::chrono::seconds{30});
+  ASSERT_TRUE(result.has_value());
+  EXPECT_EQ(result->code(), ErrorCode::GatewayTimeout);
+  EXPECT_FALSE(invoker_.onResponse("d1", link->rid(0), 200, "null")) << "a late answer is dropped";
+  EXPECT_EQ(invoker_.pendingCount(), 0u);
+}
+
+TEST_F(MethodInvokerTest, AnotherDeviceCannotAnswerACall) {
+  auto link = std::make_shared<FakeLink>("d1");
+  connections_.attach(link);
+  std::optional<Result<MethodResult>> result;
+  invoker_.invoke(call("d1"), record(result));
+  EXPECT_FALSE(invoker_.onResponse("intruder", link->rid(0), 200, "null"));
+  EXPECT_FALSE(result.has_value());
+  EXPECT_TRUE(invoker_.onResponse("d1", link->rid(0), 200, "null")) << "the right device still can";
+  EXPECT_TRUE(result.has_value());
+}
+
+TEST_F(MethodInvokerTest, ConnectTimeoutWaitsForTheDeviceToSubscribe) {
+  std::optional<Result<MethodResult>> result;
+  invoker_.invoke(call("late", std::chrono::seconds{10}), record(result));
+  EXPECT_FALSE(result.has_value());
+  EXPECT_EQ(invoker_.pendingCount(), 1u);
+  auto link = std::make_shared<FakeLink>("late", false);
+  connections_.attach(link);
+  EXPECT_TRUE(link->sent.empty()) << "not subscribed yet";
+  link->subscribed_ = true;
+  connections_.subscriptionsChanged(link);
+  ASSERT_EQ(link->sent.size(), 1u);
+  EXPECT_TRUE(invoker_.onResponse("late", link->rid(0), 200, "null"));
+  ASSERT_TRUE(result->isOk());
+  EXPECT_EQ((*result)->payload_json, "null");
+  scheduler_.fire(std::chrono::seconds{10});  // the connect timer was cancelled
+  EXPECT_TRUE(result->isOk());
+}
+
+TEST_F(MethodInvokerTest, ConnectTimeoutExpiresAsDeviceNotOnline) {
+  std::optional<Result<MethodResult>> result;
+  invoker_.invoke(call("never", std::chrono::seconds{10}), record(result));
+  scheduler_.fire(std::chrono::seconds{10});
+  ASSERT_TRUE(result.has_value());
+  EXPECT_EQ(result->code(), ErrorCode::DeviceNotOnline);
+  EXPECT_NE(result->status().message().find("00:00:10"), std::string::npos);
+  auto link = std::make_shared<FakeLink>("never");
+  connections_.attach(link);
+  EXPECT_TRUE(link->sent.empty()) << "the expired call is not sent later";
+  EXPECT_EQ(invoker_.pendingCount(), 0u);
+}
+
+TEST_F(MethodInvokerTest, ThousandsOfConcurrentCallsCorrelate) {
+  std::vector<std::shared_ptr<FakeLink>> links;
+  for (int d = 0; d < 10; ++d) {
+    links.push_back(std::make_shared<FakeLink>("dev" + std::to_string(d)));
+    connections_.attach(links.back());
+  }
+  constexpr int kCalls = 3000;
+  std::vector<std::optional<Result<MethodResult>>> results(kCalls);
+  for (int i = 0; i < kCalls; ++i) {
+    MethodCall c = call("dev" + std::to_string(i % 10));
+    c.payload_json = std::to_string(i);
+    invoker_.invoke(std::move(c), record(results[i]));
+  }
+  // Devices answer in reverse order, echoing the payload as the status.
+  for (auto& link : links) {
+    for (std::size_t n = link->sent.size(); n-- > 0;) {
+      int echoed = std::stoi(link->sent[n].second);
+      ASSERT_TRUE(invoker_.onResponse(link->deviceId(), link->rid(n), echoed, "\"" + link->sent[n].second + "\""));
+    }
+  }
+  for (int i = 0; i < kCalls; ++i) {
+    ASSERT_TRUE(results[i].has_value() && results[i]->isOk()) << i;
+    EXPECT_EQ((*results[i])->status, i);
+  }
+  EXPECT_EQ(invoker_.pendingCount(), 0u);
+}
+
+TEST(FormatTimeoutTest, IsHoursMinutesSeconds) {
+  EXPECT_EQ(formatTimeout(std::chrono::seconds{0}), "00:00:00");
+  EXPECT_EQ(formatTimeout(std::chrono::seconds{300}), "00:05:00");
+  EXPECT_EQ(formatTimeout(std::chrono::seconds{3725}), "01:02:05");
+}
+
+}  // namespace
+}  // namespace iothub::methods

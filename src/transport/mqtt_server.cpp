@@ -1,0 +1,604 @@
+// The device endpoint's network side: all Asio code for MQTT lives in this translation unit.
+#include "transport/mqtt_server.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/ssl.hpp>
+#include <mutex>
+#include <unordered_map>
+
+#include "device_api/device_endpoint.hpp"
+#include "mqtt/decoder.hpp"
+#include "mqtt/encoder.hpp"
+#include "mqtt/server_session.hpp"
+#include "mqtt/topic.hpp"
+#include "routing/connection_registry.hpp"
+
+namespace iothub::transport {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+using tcp = asio::ip::tcp;
+using asio::awaitable;
+constexpr auto kAwaitTuple = asio::as_tuple(asio::use_awaitable);
+using SteadyClock = std::chrono::steady_clock;
+
+// What every connection needs of the server, shared so connections may outlive it briefly.
+struct ServerContext {
+  ServerContext(asio::thread_pool& w, device_api::DeviceEndpoint& e, routing::ConnectionRegistry& c,
+                MqttServerOptions o)
+      : workers(w), endpoint(e), connections(c), options(std::move(o)) {}
+  asio::thread_pool& workers;
+  device_api::DeviceEndpoint& endpoint;
+  routing::ConnectionRegistry& connections;
+  MqttServerOptions options;
+  std::atomic<bool> stopping{false};
+  std::mutex mutex;
+  std::unordered_map<std::uint64_t, std::weak_ptr<routing::DeviceLink>> open;  // guarded by mutex
+  std::uint64_t next_id = 0;                                                   // guarded by mutex
+};
+
+// Runs `fn` on the worker pool and resumes the calling coroutine on its own executor with
+// the result. (Not written as a lambda coroutine: GCC 12 mishandles captures of coroutine
+// lambdas, destroying them twice.)
+template <class Fn>
+auto onWorker(asio::thread_pool& workers, Fn fn) {
+  using R = std::invoke_result_t<Fn&>;
+  return asio::async_initiate<decltype(asio::use_awaitable), void(R)>(
+      [&workers](auto handler, Fn f) {
+        auto work = asio::make_work_guard(asio::get_associated_executor(handler));
+        asio::post(workers, [handler = std::move(handler), f = std::move(f),
+                             work = std::move(work)]() mutable {
+          R result = f();
+          auto executor = asio::get_associated_executor(handler);
+          asio::dispatch(executor,
+                         [handler = std::move(handler), result = std::move(result)]() mutable {
+                           std::move(handler)(std::move(result));
+                         });
+        });
+      },
+      asio::use_awaitable, std::move(fn));
+}
+
+template <class Stream>
+class MqttConnection final : public routing::DeviceLink,
+                             public std::enable_shared_from_this<MqttConnection<Stream>> {
+ public:
+  MqttConnection(Stream stream, std::shared_ptr<ServerContext> server, std::string remote)
+      : stream_(std::move(stream)),
+        server_(std::move(server)),
+        remote_(std::move(remote)),
+        decoder_(server_->options.max_packet_size),
+        session_(mqtt::ServerSessionOptions{}, SteadyClock::now()),
+        timer_(stream_.get_executor()),
+        close_wait_(stream_.get_executor()) {}
+
+  asio::any_io_executor executor() { return stream_.get_executor(); }
+
+  // --- routing::DeviceLink (any thread) ---
+  const std::string& deviceId() const override { return device_id_; }
+
+  bool isSubscribed(std::string_view topic) const override {
+    std::lock_guard lock(subscriptions_mutex_);
+    return std::any_of(
+        subscriptions_.begin(), subscriptions_.end(),
+        [&](const mqtt::Subscription& s) { return mqtt::topicMatches(s.filter, topic); });
+  }
+
+  bool publish(std::string topic, std::string payload) override {
+    if (closed_.load() || !isSubscribed(topic)) return false;
+    asio::post(stream_.get_executor(), [self = this->shared_from_this(), topic = std::move(topic),
+                                        payload = std::move(payload)]() mutable {
+      self->sendToDevice(std::move(topic), std::move(payload));
+    });
+    return true;
+  }
+
+  void close(std::string reason) override {
+    asio::post(stream_.get_executor(), [self = this->shared_from_this(),
+                                        reason = std::move(reason)] { self->beginClose(reason); });
+  }
+
+  // --- the connection's life, on its strand ---
+  // `self` keeps the connection alive for the whole coroutine: a coroutine's body starts
+  // later than its call, so it cannot take a reference of its own at its first line.
+  awaitable<void> run([[maybe_unused]] std::shared_ptr<MqttConnection> self) {
+    if constexpr (kTls) {
+      beast::get_lowest_layer(stream_).expires_after(server_->options.handshake_timeout);
+      auto [ec] = co_await stream_.async_handshake(asio::ssl::stream_base::server, kAwaitTuple);
+      beast::get_lowest_layer(stream_).expires_never();
+      if (ec) {
+        spdlog::debug("{}: TLS handshake with {} failed: {}", server_->options.name, remote_,
+                      ec.message());
+        co_return co_await finish();
+      }
+    }
+    asio::co_spawn(stream_.get_executor(), timerLoop(self), asio::detached);
+    while (!closing_) {
+      auto buffer = decoder_.prepare(16 * 1024);
+      auto [ec, n] =
+          co_await stream_.async_read_some(asio::buffer(buffer.data(), buffer.size()), kAwaitTuple);
+      if (ec) {
+        if (!closing_) {
+          spdlog::debug("{}: {} ({}) closed: {}", server_->options.name, remote_, device_id_,
+                        ec.message());
+        }
+        break;
+      }
+      decoder_.commit(n);
+      for (;;) {
+        auto next = decoder_.next();
+        if (!next) {
+          spdlog::info("{}: closing {} ({}): {}", server_->options.name, remote_, device_id_,
+                       next.status().message());
+          {
+            mqtt::Actions next_actions =
+                session_.onDecodeError(decoder_.lastError(), next.status().message());
+
+            co_await runActions(next_actions);
+          }
+          break;
+        }
+        if (!*next) break;
+        {
+          mqtt::Actions next_actions = session_.onPacket(std::move(**next), SteadyClock::now());
+
+          co_await runActions(next_actions);
+        }
+        if (closing_) break;
+      }
+      rearmTimer();
+      flush();
+    }
+    co_await finish();
+  }
+
+ private:
+  static constexpr bool kTls = !std::is_same_v<Stream, beast::tcp_stream>;
+
+  void encode(const mqtt::Packet& packet) {
+    Status s = mqtt::encode(packet, out_);
+    if (!s)
+      spdlog::error("{}: cannot encode a packet for {}: {}", server_->options.name, device_id_,
+                    s.toString());
+  }
+
+  void sendToDevice(std::string topic, std::string payload) {
+    if (closing_ || session_.state() != mqtt::ServerSession::State::Connected) return;
+    mqtt::Publish message;
+    message.topic = std::move(topic);
+    message.payload = std::move(payload);
+    auto actions = session_.publish(std::move(message));
+    if (!actions) {
+      spdlog::warn("{}: cannot publish to {}: {}", server_->options.name, device_id_,
+                   actions.status().toString());
+      return;
+    }
+    for (auto& action : *actions) {
+      if (auto* send = std::get_if<mqtt::SendPacket>(&action)) encode(send->packet);
+    }
+    flush();
+  }
+
+  awaitable<void> runActions(mqtt::Actions& actions) {
+    for (auto& action : actions) {
+      if (auto* send = std::get_if<mqtt::SendPacket>(&action)) {
+        encode(send->packet);
+      } else if (auto* close = std::get_if<mqtt::CloseConnection>(&action)) {
+        if (close->reason != mqtt::CloseReason::ClientDisconnected) {
+          spdlog::info("{}: closing {} ({}): {} {}", server_->options.name, remote_, device_id_,
+                       mqtt::closeReasonName(close->reason), close->detail);
+        }
+        beginClose("");
+      } else if (auto* authenticate = std::get_if<mqtt::Authenticate>(&action)) {
+        co_await onAuthenticate(std::move(authenticate->connect));
+      } else if (auto* subscribe = std::get_if<mqtt::AuthorizeSubscribe>(&action)) {
+        co_await onSubscribe(*subscribe);
+      } else if (auto* remove = std::get_if<mqtt::RemoveSubscriptions>(&action)) {
+        {
+          std::lock_guard lock(subscriptions_mutex_);
+          std::erase_if(subscriptions_, [&](const mqtt::Subscription& s) {
+            return std::find(remove->filters.begin(), remove->filters.end(), s.filter) !=
+                   remove->filters.end();
+          });
+        }
+        co_await persistSubscriptions();
+      } else if (auto* deliver = std::get_if<mqtt::DeliverPublish>(&action)) {
+        co_await onPublish(std::move(deliver->publish));
+      }
+      // PublishAcknowledged: nothing is queued for redelivery yet (no QoS 1 to devices).
+    }
+  }
+
+  awaitable<void> onAuthenticate(mqtt::Connect connect) {
+    auto& endpoint = server_->endpoint;
+    struct Outcome {
+      std::variant<device_api::DeviceIdentity, device_api::ConnectRefusal> auth;
+      std::optional<store::MqttSessionRecord> session;
+      Status session_status;
+    };
+    bool clean = connect.clean_session;
+    // Named, not a temporary inside co_await: GCC 12 destroys such temporaries twice.
+    auto job = [&endpoint, connect = std::move(connect)]() {
+      Outcome o{endpoint.authenticate(connect), std::nullopt, Status::ok()};
+      if (std::holds_alternative<device_api::DeviceIdentity>(o.auth)) {
+        if (connect.clean_session) {
+          o.session_status = endpoint.deleteSession(connect.client_id);
+        } else {
+          auto loaded = endpoint.loadSession(connect.client_id);
+          if (loaded) o.session = std::move(*loaded);
+          o.session_status = loaded.status();
+        }
+      }
+      return o;
+    };
+    Outcome outcome = co_await onWorker(server_->workers, std::move(job));
+    if (auto* refusal = std::get_if<device_api::ConnectRefusal>(&outcome.auth)) {
+      spdlog::info("{}: refused {} : {}", server_->options.name, remote_, refusal->reason);
+      {
+        mqtt::Actions next_actions = session_.refuseConnect(refusal->code);
+
+        co_await runActions(next_actions);
+      }
+      co_return;
+    }
+    if (!outcome.session_status) {
+      spdlog::warn("{}: session state unavailable: {}", server_->options.name,
+                   outcome.session_status.toString());
+      {
+        mqtt::Actions next_actions =
+            session_.refuseConnect(mqtt::ConnectReturnCode::ServerUnavailable);
+
+        co_await runActions(next_actions);
+      }
+      co_return;
+    }
+    auto& identity = std::get<device_api::DeviceIdentity>(outcome.auth);
+    device_id_ = identity.device_id;
+    persistent_ = !clean;
+    auto remaining = identity.token_expiry - std::chrono::system_clock::now();
+    token_deadline_ = SteadyClock::now() + std::chrono::duration_cast<SteadyClock::duration>(
+                                               std::max(remaining, decltype(remaining)::zero()));
+    bool session_present = false;
+    if (outcome.session) {
+      std::lock_guard lock(subscriptions_mutex_);
+      for (const auto& s : outcome.session->subscriptions) {
+        subscriptions_.push_back({s.filter, static_cast<mqtt::QoS>(s.qos)});
+      }
+      session_present = true;
+    }
+    if (auto previous = server_->connections.attach(this->shared_from_this())) {
+      previous->close("ConnectionForcefullyClosedOnNewConnection (400027)");
+    }
+    attached_ = true;
+    spdlog::debug("{}: device {} connected from {} (session present: {})", server_->options.name,
+                  device_id_, remote_, session_present);
+    asio::post(server_->workers,
+               [endpoint = &server_->endpoint, id = device_id_] { endpoint->onConnected(id); });
+    {
+      mqtt::Actions next_actions = session_.acceptConnect(session_present);
+
+      co_await runActions(next_actions);
+    }
+  }
+
+  awaitable<void> onSubscribe(const mqtt::AuthorizeSubscribe& request) {
+    std::vector<mqtt::SubAckReturnCode> codes;
+    {
+      std::lock_guard lock(subscriptions_mutex_);
+      for (const auto& s : request.subscriptions) {
+        auto code = server_->endpoint.authorizeSubscription(device_id_, s.filter, s.qos);
+        codes.push_back(code);
+        if (code == mqtt::SubAckReturnCode::Failure) {
+          spdlog::info("{}: device {} may not subscribe to {}", server_->options.name, device_id_,
+                       s.filter);
+          continue;
+        }
+        std::erase_if(subscriptions_,
+                      [&](const mqtt::Subscription& old) { return old.filter == s.filter; });
+        subscriptions_.push_back({s.filter, static_cast<mqtt::QoS>(static_cast<int>(code))});
+      }
+    }
+    co_await persistSubscriptions();
+    {
+      mqtt::Actions next_actions = session_.completeSubscribe(request.packet_id, codes);
+
+      co_await runActions(next_actions);
+    }
+    server_->connections.subscriptionsChanged(this->shared_from_this());
+  }
+
+  awaitable<void> persistSubscriptions() {
+    if (!persistent_) co_return;
+    store::MqttSessionRecord record;
+    record.client_id = device_id_;
+    {
+      std::lock_guard lock(subscriptions_mutex_);
+      for (const auto& s : subscriptions_)
+        record.subscriptions.push_back({s.filter, static_cast<int>(s.qos)});
+    }
+    auto& endpoint = server_->endpoint;
+    auto job = [&endpoint, record = std::move(record)] { return endpoint.saveSession(record); };
+    Status saved = co_await onWorker(server_->workers, std::move(job));
+    if (!saved)
+      spdlog::warn("{}: cannot persist the session of {}: {}", server_->options.name, device_id_,
+                   saved.toString());
+  }
+
+  awaitable<void> onPublish(mqtt::Publish publish) {
+    auto& endpoint = server_->endpoint;
+    std::string device = device_id_;
+    std::uint16_t packet_id = publish.packet_id;
+    bool qos1 = publish.qos == mqtt::QoS::AtLeastOnce;
+    auto job = [&endpoint, device, publish = std::move(publish)] {
+      return endpoint.handlePublish(device, publish);
+    };
+    auto outcome = co_await onWorker(server_->workers, std::move(job));
+    if (outcome.close) {
+      spdlog::info("{}: closing {} ({}): {}", server_->options.name, remote_, device_id_,
+                   outcome.close_reason);
+      beginClose("");
+      co_return;
+    }
+    for (auto& reply : outcome.replies) {
+      mqtt::Publish message;
+      message.topic = std::move(reply.topic);
+      message.payload = std::move(reply.payload);
+      auto actions = session_.publish(std::move(message));
+      if (actions) co_await runActions(*actions);
+    }
+    if (qos1) {
+      mqtt::Actions next_actions = session_.acknowledgePublish(packet_id);
+
+      co_await runActions(next_actions);
+    }
+  }
+
+  void rearmTimer() {
+    auto deadline = session_.nextDeadline();
+    if (token_deadline_ && (!deadline || *token_deadline_ < *deadline)) deadline = token_deadline_;
+    if (!deadline) return;
+    // Deadlines only move later as packets arrive; an early wake-up is harmless, so only
+    // re-arm when the new deadline is earlier than the armed one.
+    if (*deadline < timer_.expiry()) timer_.expires_at(*deadline);
+  }
+
+  awaitable<void> timerLoop([[maybe_unused]] std::shared_ptr<MqttConnection> self) {
+    timer_.expires_at(SteadyClock::time_point::max());
+    rearmTimer();
+    while (!closing_) {
+      auto [ec] = co_await timer_.async_wait(kAwaitTuple);
+      if (closing_) break;
+      if (ec && ec != asio::error::operation_aborted) break;
+      if (ec) continue;  // re-armed earlier
+      auto now = SteadyClock::now();
+      if (token_deadline_ && now >= *token_deadline_) {
+        spdlog::info("{}: closing {}: its SAS token expired", server_->options.name, device_id_);
+        beginClose("");
+        break;
+      }
+      timer_.expires_at(SteadyClock::time_point::max());
+      {
+        mqtt::Actions next_actions = session_.onTick(now);
+
+        co_await runActions(next_actions);
+      }
+      rearmTimer();
+      flush();
+    }
+  }
+
+  void flush() {
+    if (writing_ || out_.empty()) return;
+    if (out_.size() > server_->options.max_write_backlog) {
+      spdlog::warn("{}: closing {}: it does not read ({} bytes queued)", server_->options.name,
+                   device_id_, out_.size());
+      out_.clear();
+      beginClose("");
+      return;
+    }
+    writing_ = true;
+    asio::co_spawn(stream_.get_executor(), writeLoop(this->shared_from_this()), asio::detached);
+  }
+
+  awaitable<void> writeLoop([[maybe_unused]] std::shared_ptr<MqttConnection> self) {
+    std::string buffer;
+    while (!out_.empty()) {
+      buffer.clear();
+      buffer.swap(out_);
+      auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(buffer), kAwaitTuple);
+      if (ec) {
+        out_.clear();
+        beginClose("");
+        break;
+      }
+    }
+    writing_ = false;
+    if (closing_) beast::get_lowest_layer(stream_).socket().cancel();
+    close_wait_.cancel();
+  }
+
+  void beginClose(const std::string& reason) {
+    if (!reason.empty()) {
+      spdlog::info("{}: closing {} ({}): {}", server_->options.name, remote_, device_id_, reason);
+    }
+    if (closing_) return;
+    closing_ = true;
+    closed_ = true;
+    timer_.cancel();
+    // Let queued packets (CONNACK refusals, SUBACKs) go out first; finish() closes.
+    if (!writing_) beast::get_lowest_layer(stream_).socket().cancel();
+  }
+
+  awaitable<void> finish() {
+    closing_ = true;
+    closed_ = true;
+    timer_.cancel();
+    flush();
+    // Give pending writes a moment to reach the device.
+    close_wait_.expires_after(std::chrono::seconds(2));
+    while (writing_) {
+      auto [ec] = co_await close_wait_.async_wait(kAwaitTuple);
+      if (!ec) break;  // timed out
+    }
+    boost::system::error_code ignored;
+    beast::get_lowest_layer(stream_).socket().shutdown(tcp::socket::shutdown_both, ignored);
+    beast::get_lowest_layer(stream_).close();
+    if (attached_) {
+      bool was_current = server_->connections.detach(*this);
+      if (was_current) {
+        asio::post(server_->workers, [endpoint = &server_->endpoint, id = device_id_] {
+          endpoint->onDisconnected(id);
+        });
+      }
+      spdlog::debug("{}: device {} disconnected", server_->options.name, device_id_);
+    }
+  }
+
+  Stream stream_;
+  std::shared_ptr<ServerContext> server_;
+  std::string remote_;
+  mqtt::Decoder decoder_;
+  mqtt::ServerSession session_;
+  asio::steady_timer timer_;
+  asio::steady_timer close_wait_;
+  std::string out_;
+  bool writing_ = false;
+  bool closing_ = false;
+  std::atomic<bool> closed_{false};
+  bool attached_ = false;
+  bool persistent_ = false;
+  std::optional<SteadyClock::time_point> token_deadline_;
+  std::string device_id_;  // set once, before the link is attached; never changes after
+  mutable std::mutex subscriptions_mutex_;
+  std::vector<mqtt::Subscription> subscriptions_;  // guarded by subscriptions_mutex_
+};
+
+}  // namespace
+
+struct MqttServer::Impl : std::enable_shared_from_this<Impl> {
+  Impl(asio::io_context& io_context, std::shared_ptr<ServerContext> ctx)
+      : io(io_context), context(std::move(ctx)), acceptor(asio::make_strand(io_context)) {}
+
+  asio::io_context& io;
+  std::shared_ptr<ServerContext> context;
+  tcp::acceptor acceptor;
+  std::uint16_t bound_port = 0;
+
+  template <class Connection>
+  void launch(std::shared_ptr<Connection> connection) {
+    std::uint64_t id;
+    {
+      std::lock_guard lock(context->mutex);
+      id = context->next_id++;
+      context->open[id] = connection;
+    }
+    auto ctx = context;
+    asio::co_spawn(connection->executor(), connection->run(connection),
+                   [ctx, id](std::exception_ptr e) {
+                     if (e) {
+                       try {
+                         std::rethrow_exception(e);
+                       } catch (const std::exception& ex) {
+                         spdlog::error("MQTT connection failed: {}", ex.what());
+                       }
+                     }
+                     std::lock_guard lock(ctx->mutex);
+                     ctx->open.erase(id);
+                   });
+  }
+
+  awaitable<void> acceptLoop([[maybe_unused]] std::shared_ptr<Impl> self) {
+    asio::steady_timer backoff(acceptor.get_executor());
+    while (!context->stopping) {
+      auto [ec, socket] = co_await acceptor.async_accept(asio::make_strand(io), kAwaitTuple);
+      if (ec == asio::error::operation_aborted || !acceptor.is_open()) break;
+      if (ec) {
+        spdlog::warn("{}: accept failed: {}", context->options.name, ec.message());
+        backoff.expires_after(std::chrono::milliseconds(100));
+        co_await backoff.async_wait(kAwaitTuple);
+        continue;
+      }
+      boost::system::error_code ignored;
+      socket.set_option(tcp::no_delay(true), ignored);
+      std::string remote;
+      if (auto ep = socket.remote_endpoint(ignored); !ignored) {
+        remote = ep.address().to_string() + ":" + std::to_string(ep.port());
+      }
+      if (context->options.tls != nullptr) {
+        using Stream = beast::ssl_stream<beast::tcp_stream>;
+        launch(std::make_shared<MqttConnection<Stream>>(
+            Stream(beast::tcp_stream(std::move(socket)), *context->options.tls), context,
+            std::move(remote)));
+      } else {
+        launch(std::make_shared<MqttConnection<beast::tcp_stream>>(
+            beast::tcp_stream(std::move(socket)), context, std::move(remote)));
+      }
+    }
+  }
+};
+
+MqttServer::MqttServer(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+MqttServer::~MqttServer() { stop(); }
+
+Result<std::unique_ptr<MqttServer>> MqttServer::create(asio::io_context& io,
+                                                       asio::thread_pool& workers,
+                                                       MqttServerOptions options,
+                                                       device_api::DeviceEndpoint& endpoint,
+                                                       routing::ConnectionRegistry& connections) {
+  auto context =
+      std::make_shared<ServerContext>(workers, endpoint, connections, std::move(options));
+  auto impl = std::make_shared<Impl>(io, context);
+  const auto& opts = context->options;
+  std::string where =
+      opts.name + " listener on " + opts.bind_address + ":" + std::to_string(opts.port);
+  boost::system::error_code ec;
+  auto address = asio::ip::make_address(opts.bind_address, ec);
+  if (ec) return Status(ErrorCode::ServiceUnavailable, "cannot start " + where + ": bad address");
+  tcp::endpoint bind_to(address, opts.port);
+  impl->acceptor.open(bind_to.protocol(), ec);
+  if (!ec) impl->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) impl->acceptor.bind(bind_to, ec);
+  if (!ec) impl->acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec)
+    return Status(ErrorCode::ServiceUnavailable, "cannot start " + where + ": " + ec.message());
+  impl->bound_port = impl->acceptor.local_endpoint(ec).port();
+  return std::unique_ptr<MqttServer>(new MqttServer(std::move(impl)));
+}
+
+std::uint16_t MqttServer::port() const { return impl_->bound_port; }
+
+void MqttServer::start() {
+  asio::co_spawn(impl_->acceptor.get_executor(), impl_->acceptLoop(impl_), asio::detached);
+}
+
+void MqttServer::stop() {
+  if (impl_->context->stopping.exchange(true)) return;
+  auto impl = impl_;
+  asio::post(impl->acceptor.get_executor(), [impl] {
+    boost::system::error_code ignored;
+    impl->acceptor.close(ignored);
+  });
+  std::vector<std::shared_ptr<routing::DeviceLink>> open;
+  {
+    std::lock_guard lock(impl->context->mutex);
+    for (auto& [id, weak] : impl->context->open) {
+      if (auto link = weak.lock()) open.push_back(std::move(link));
+    }
+  }
+  for (auto& link : open) link->close("the hub is shutting down");
+}
+
+std::size_t MqttServer::connectionCount() const {
+  std::lock_guard lock(impl_->context->mutex);
+  return impl_->context->open.size();
+}
+
+}  // namespace iothub::transport

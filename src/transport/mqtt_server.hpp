@@ -1,0 +1,68 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/status.hpp"
+
+namespace boost::asio {
+class io_context;
+class thread_pool;
+namespace ssl {
+class context;
+}
+}  // namespace boost::asio
+
+namespace iothub::device_api {
+class DeviceEndpoint;
+}
+namespace iothub::routing {
+class ConnectionRegistry;
+}
+
+namespace iothub::transport {
+
+struct MqttServerOptions {
+  std::string name = "MQTT";  // for logs: "MQTT/TLS", "MQTT"
+  std::string bind_address = "0.0.0.0";
+  std::uint16_t port = 0;                    // 0 = any free port; see MqttServer::port()
+  boost::asio::ssl::context* tls = nullptr;  // null = plain MQTT (tests only)
+  // Largest packet accepted: telemetry is up to 256 KB, method answers up to 128 KB
+  // (reference §7), plus topic and header.
+  std::size_t max_packet_size = 300 * 1024;
+  std::chrono::seconds handshake_timeout{30};
+  // Bytes queued for a device that does not read; beyond this it is disconnected.
+  std::size_t max_write_backlog = 8 * 1024 * 1024;
+};
+
+// Devices' MQTT 3.1.1 endpoint (over TLS, or plain for tests). Each connection is a
+// coroutine on its own strand driving an mqtt::ServerSession; store work (authentication,
+// sessions, twin requests) runs on `workers`, never on the I/O threads. Connections are
+// registered in `connections` once authenticated, so the rest of the hub can reach them.
+class MqttServer {
+ public:
+  // Binds and listens at once so that "port in use" is a startup error.
+  static Result<std::unique_ptr<MqttServer>> create(boost::asio::io_context& io,
+                                                    boost::asio::thread_pool& workers,
+                                                    MqttServerOptions options,
+                                                    device_api::DeviceEndpoint& endpoint,
+                                                    routing::ConnectionRegistry& connections);
+  ~MqttServer();
+  MqttServer(const MqttServer&) = delete;
+  MqttServer& operator=(const MqttServer&) = delete;
+
+  std::uint16_t port() const;
+  void start();
+  // Stops accepting and closes every connection. Returns at once.
+  void stop();
+  std::size_t connectionCount() const;
+
+ private:
+  struct Impl;
+  explicit MqttServer(std::shared_ptr<Impl> impl);
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace iothub::transport
