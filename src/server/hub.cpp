@@ -227,24 +227,6 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
   auto error_responder = [raw](const Status& s) {
     return service_api::errorResponse(s, raw->random, raw->clock.now());
   };
-  transport::HttpServerOptions https_options;
-  https_options.name = "HTTPS";
-  https_options.bind_address = config.bind_address;
-  https_options.port = config.https_port;
-  https_options.tls = raw->tls.get();
-  https_options.body_limit = config.http_body_limit;
-  auto https = transport::HttpServer::create(raw->io, raw->workers, https_options, handler, error_responder);
-  if (!https) return https.status();
-  impl->https = std::move(*https);
-  if (config.http_port) {
-    transport::HttpServerOptions http_options = https_options;
-    http_options.name = "HTTP";
-    http_options.port = *config.http_port;
-    http_options.tls = nullptr;
-    auto http = transport::HttpServer::create(raw->io, raw->workers, http_options, handler, error_responder);
-    if (!http) return http.status();
-    impl->http = std::move(*http);
-  }
   transport::MqttServerOptions mqtt_options;
   mqtt_options.name = "MQTT/TLS";
   mqtt_options.bind_address = config.bind_address;
@@ -262,6 +244,25 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
                                               raw->connections);
     if (!mqtt) return mqtt.status();
     impl->mqtt = std::move(*mqtt);
+  }
+  transport::HttpServerOptions https_options;
+  https_options.name = "HTTPS";
+  https_options.bind_address = config.bind_address;
+  https_options.port = config.https_port;
+  https_options.tls = raw->tls.get();
+  https_options.body_limit = config.http_body_limit;
+  https_options.websocket = raw->mqtts->webSocketAcceptor();  // MQTT over WebSocket on 443
+  auto https = transport::HttpServer::create(raw->io, raw->workers, https_options, handler, error_responder);
+  if (!https) return https.status();
+  impl->https = std::move(*https);
+  if (config.http_port) {
+    transport::HttpServerOptions http_options = https_options;
+    http_options.name = "HTTP";
+    http_options.port = *config.http_port;
+    http_options.tls = nullptr;
+    auto http = transport::HttpServer::create(raw->io, raw->workers, http_options, handler, error_responder);
+    if (!http) return http.status();
+    impl->http = std::move(*http);
   }
   return std::unique_ptr<Hub>(new Hub(std::move(impl)));
 }

@@ -2,6 +2,8 @@
 // domain code never recompile it (style.md "Build").
 #include "transport/http_server.hpp"
 
+#include "transport/stream_types.hpp"
+
 #include <spdlog/spdlog.h>
 
 #include <atomic>
@@ -10,6 +12,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <boost/beast/websocket.hpp>
 #include <mutex>
 #include <unordered_map>
 
@@ -129,20 +132,29 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
       if (ec) {
         spdlog::debug("{}: TLS handshake with {} failed: {}", options.name, remote, ec.message());
       } else {
-        co_await serve(stream, *state, remote);
-        // Send close_notify; wait briefly for the peer's, and hardly at all when the hub is
-        // shutting down (an idle keep-alive client may never answer).
-        beast::get_lowest_layer(stream).expires_after(
-            stopping ? std::chrono::milliseconds(200) : std::chrono::milliseconds(5000));
-        co_await stream.async_shutdown(kAwaitTuple);
+        auto upgrade = co_await serve(stream, *state, remote);
+        state->lowest = nullptr;
+        if (upgrade) {
+          options.websocket->accept_tls(std::move(stream), std::move(*upgrade), remote);
+        } else {
+          // Send close_notify; wait briefly for the peer's, and hardly at all when the hub
+          // is shutting down (an idle keep-alive client may never answer).
+          beast::get_lowest_layer(stream).expires_after(
+              stopping ? std::chrono::milliseconds(200) : std::chrono::milliseconds(5000));
+          co_await stream.async_shutdown(kAwaitTuple);
+        }
       }
       state->lowest = nullptr;
     } else {
       beast::tcp_stream stream(std::move(socket));
       state->lowest = &stream;
-      co_await serve(stream, *state, remote);
-      stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+      auto upgrade = co_await serve(stream, *state, remote);
       state->lowest = nullptr;
+      if (upgrade) {
+        options.websocket->accept_plain(std::move(stream), std::move(*upgrade), remote);
+      } else {
+        stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+      }
     }
     std::lock_guard lock(mutex);
     connections.erase(id);
@@ -162,8 +174,11 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
     ec = wec;
   }
 
+  // Serves requests until the connection should close; returns the request when the
+  // client asked to upgrade to MQTT over WebSocket, for the caller to hand the stream over.
   template <class Stream>
-  awaitable<void> serve(Stream& stream, ConnectionState& state, const std::string& remote) {
+  awaitable<std::optional<UpgradeRequest>> serve(Stream& stream, ConnectionState& state,
+                                                 const std::string& remote) {
     beast::flat_buffer buffer;
     auto& lowest = beast::get_lowest_layer(stream);
     while (!stopping) {
@@ -180,24 +195,27 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
       }
       boost::system::error_code wec;
       if (ec == http::error::body_limit) {
-        co_await writeResponse(stream,
-                               error_responder(Status(ErrorCode::MessageTooLarge,
-                                                      "The request body exceeds " +
-                                                          std::to_string(options.body_limit) +
-                                                          " bytes")),
-                               11, false, wec);
-        co_return;
+        HttpResponse too_large = error_responder(Status(
+            ErrorCode::MessageTooLarge,
+            "The request body exceeds " + std::to_string(options.body_limit) + " bytes"));
+        co_await writeResponse(stream, std::move(too_large), 11, false, wec);
+        co_return std::nullopt;
       }
       if (ec && isParseError(ec)) {
         spdlog::info("{}: bad request from {}: {}", options.name, remote, ec.message());
-        co_await writeResponse(
-            stream, error_responder(Status(ErrorCode::ArgumentInvalid, "Malformed HTTP request: " + ec.message())),
-            11, false, wec);
-        co_return;
+        HttpResponse bad = error_responder(
+            Status(ErrorCode::ArgumentInvalid, "Malformed HTTP request: " + ec.message()));
+        co_await writeResponse(stream, std::move(bad), 11, false, wec);
+        co_return std::nullopt;
       }
-      if (ec) co_return;  // closed, timed out or cancelled by stop()
+      if (ec) co_return std::nullopt;  // closed, timed out or cancelled by stop()
 
       auto& req = parser.get();
+      if (options.websocket && beast::websocket::is_upgrade(req) &&
+          req.target().substr(0, req.target().find('?')) == kMqttWebSocketPath) {
+        lowest.expires_never();
+        co_return parser.release();
+      }
       HttpRequest request;
       request.method = std::string(req.method_string());
       request.target = std::string(req.target());
@@ -212,8 +230,9 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
       HttpResponse response = co_await invoke(request);
       keep_alive = keep_alive && !stopping;
       co_await writeResponse(stream, std::move(response), version, keep_alive, wec);
-      if (wec || !keep_alive) co_return;
+      if (wec || !keep_alive) co_return std::nullopt;
     }
+    co_return std::nullopt;
   }
 };
 

@@ -19,6 +19,8 @@ class context;
 
 namespace iothub::transport {
 
+struct WebSocketAcceptor;
+
 // Turns a request into a response, delivered through `respond` exactly once, from any
 // thread, now or later (a direct-method call answers when the device does). Called on a
 // worker thread (never an I/O thread), so it may block on the store. Must not throw; if
@@ -38,6 +40,9 @@ struct HttpServerOptions {
   std::size_t header_limit = 16 * 1024;
   std::chrono::seconds idle_timeout{120};     // keep-alive connections idle this long close
   std::chrono::seconds io_timeout{30};        // TLS handshake, reading a started request, writing
+  // Receives connections that upgrade to WebSocket at /$iothub/websocket (MQTT over
+  // WebSocket); null = such requests get 404 like any unknown route.
+  std::shared_ptr<WebSocketAcceptor> websocket;
 };
 
 // An HTTP/1.1 server (Boost.Beast, TLS optional) with keep-alive, timeouts and body limits.

@@ -9,6 +9,7 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/ssl.hpp>
+#include <boost/beast/websocket.hpp>
 #include <mutex>
 #include <unordered_map>
 
@@ -18,6 +19,7 @@
 #include "mqtt/server_session.hpp"
 #include "mqtt/topic.hpp"
 #include "routing/connection_registry.hpp"
+#include "transport/stream_types.hpp"
 
 namespace iothub::transport {
 namespace {
@@ -81,6 +83,9 @@ class MqttConnection final : public routing::DeviceLink,
 
   asio::any_io_executor executor() { return stream_.get_executor(); }
 
+  // For WebSocket connections: the HTTP upgrade request to accept before speaking MQTT.
+  void setUpgradeRequest(UpgradeRequest request) { upgrade_ = std::move(request); }
+
   // --- routing::DeviceLink (any thread) ---
   const std::string& deviceId() const override { return device_id_; }
 
@@ -109,13 +114,32 @@ class MqttConnection final : public routing::DeviceLink,
   // `self` keeps the connection alive for the whole coroutine: a coroutine's body starts
   // later than its call, so it cannot take a reference of its own at its first line.
   awaitable<void> run([[maybe_unused]] std::shared_ptr<MqttConnection> self) {
-    if constexpr (kTls) {
+    if constexpr (kTlsHandshake) {
       beast::get_lowest_layer(stream_).expires_after(server_->options.handshake_timeout);
       auto [ec] = co_await stream_.async_handshake(asio::ssl::stream_base::server, kAwaitTuple);
       beast::get_lowest_layer(stream_).expires_never();
       if (ec) {
-        spdlog::debug("{}: TLS handshake with {} failed: {}", server_->options.name, remote_,
-                      ec.message());
+        spdlog::debug("{}: TLS handshake with {} failed: {}", server_->options.name, remote_, ec.message());
+        co_return co_await finish();
+      }
+    }
+    if constexpr (kWebSocket) {
+      namespace websocket = beast::websocket;
+      // The WebSocket layer keeps its own handshake timeout; MQTT's keep-alive does the rest.
+      beast::get_lowest_layer(stream_).expires_never();
+      stream_.set_option(websocket::stream_base::timeout{server_->options.handshake_timeout,
+                                                         websocket::stream_base::none(), false});
+      stream_.set_option(websocket::stream_base::decorator([](websocket::response_type& response) {
+        response.set(beast::http::field::sec_websocket_protocol, "mqtt");
+        response.set(beast::http::field::server, "iothub");
+      }));
+      stream_.binary(true);
+      stream_.read_message_max(server_->options.max_packet_size + 1024);
+      UpgradeRequest request = std::move(*upgrade_);
+      upgrade_.reset();
+      auto [ec] = co_await stream_.async_accept(request, kAwaitTuple);
+      if (ec) {
+        spdlog::debug("{}: WebSocket handshake with {} failed: {}", server_->options.name, remote_, ec.message());
         co_return co_await finish();
       }
     }
@@ -160,7 +184,8 @@ class MqttConnection final : public routing::DeviceLink,
   }
 
  private:
-  static constexpr bool kTls = !std::is_same_v<Stream, beast::tcp_stream>;
+  static constexpr bool kTlsHandshake = std::is_same_v<Stream, TlsStream>;
+  static constexpr bool kWebSocket = !std::is_same_v<Stream, TlsStream> && !std::is_same_v<Stream, PlainStream>;
 
   void encode(const mqtt::Packet& packet) {
     Status s = mqtt::encode(packet, out_);
@@ -412,7 +437,12 @@ class MqttConnection final : public routing::DeviceLink,
     while (!out_.empty()) {
       buffer.clear();
       buffer.swap(out_);
-      auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(buffer), kAwaitTuple);
+      boost::system::error_code ec;
+      if constexpr (kWebSocket) {
+        std::tie(ec, std::ignore) = co_await stream_.async_write(asio::buffer(buffer), kAwaitTuple);
+      } else {
+        std::tie(ec, std::ignore) = co_await asio::async_write(stream_, asio::buffer(buffer), kAwaitTuple);
+      }
       if (ec) {
         out_.clear();
         beginClose("");
@@ -462,6 +492,7 @@ class MqttConnection final : public routing::DeviceLink,
   }
 
   Stream stream_;
+  std::optional<UpgradeRequest> upgrade_;
   std::shared_ptr<ServerContext> server_;
   std::string remote_;
   mqtt::Decoder decoder_;
@@ -545,6 +576,30 @@ struct MqttServer::Impl : std::enable_shared_from_this<Impl> {
 };
 
 MqttServer::MqttServer(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+std::shared_ptr<WebSocketAcceptor> MqttServer::webSocketAcceptor() {
+  auto acceptor = std::make_shared<WebSocketAcceptor>();
+  std::weak_ptr<Impl> weak = impl_;
+  acceptor->accept_tls = [weak](TlsStream stream, UpgradeRequest request, std::string remote) {
+    auto impl = weak.lock();
+    if (!impl || impl->context->stopping) return;
+    using Stream = beast::websocket::stream<TlsStream>;
+    auto connection = std::make_shared<MqttConnection<Stream>>(Stream(std::move(stream)), impl->context,
+                                                               std::move(remote));
+    connection->setUpgradeRequest(std::move(request));
+    impl->launch(std::move(connection));
+  };
+  acceptor->accept_plain = [weak](PlainStream stream, UpgradeRequest request, std::string remote) {
+    auto impl = weak.lock();
+    if (!impl || impl->context->stopping) return;
+    using Stream = beast::websocket::stream<PlainStream>;
+    auto connection = std::make_shared<MqttConnection<Stream>>(Stream(std::move(stream)), impl->context,
+                                                               std::move(remote));
+    connection->setUpgradeRequest(std::move(request));
+    impl->launch(std::move(connection));
+  };
+  return acceptor;
+}
 
 MqttServer::~MqttServer() { stop(); }
 

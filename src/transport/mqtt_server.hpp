@@ -24,6 +24,8 @@ class ConnectionRegistry;
 
 namespace iothub::transport {
 
+struct WebSocketAcceptor;
+
 struct MqttServerOptions {
   std::string name = "MQTT";  // for logs: "MQTT/TLS", "MQTT"
   std::string bind_address = "0.0.0.0";
@@ -58,6 +60,10 @@ class MqttServer {
   // Stops accepting and closes every connection. Returns at once.
   void stop();
   std::size_t connectionCount() const;
+
+  // Hands HTTPS connections that upgrade at /$iothub/websocket to this server (MQTT over
+  // WebSocket, reference §1.4); give it to HttpServerOptions::websocket.
+  std::shared_ptr<WebSocketAcceptor> webSocketAcceptor();
 
  private:
   struct Impl;

@@ -5,7 +5,7 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const mqtt = require('mqtt');
 const { Client: DeviceClient } = require('azure-iot-device');
-const { Mqtt } = require('azure-iot-device-mqtt');
+const { Mqtt, MqttWs } = require('azure-iot-device-mqtt');
 const { Client: ServiceClient } = require('azure-iothub');
 const { serviceConnectionString, hostName, registry, createDevice, deviceToken, waitFor } = require('./helpers');
 
@@ -194,4 +194,25 @@ test('raw MQTT: another device\'s topics are refused', async () => {
   c.publish(`devices/${b.deviceId}/messages/events/`, 'spoof', { qos: 1 });
   await closed;  // the hub drops a connection that publishes to foreign topics
   c.end(true);
+});
+
+test('the MqttWs transport (MQTT over WebSocket on 443) works', async () => {
+  const device = await createDevice('ws');
+  const client = DeviceClient.fromConnectionString(device.connectionString, MqttWs);
+  await client.open();
+  try {
+    client.onDeviceMethod('ping', (request, response) => response.send(200, { pong: request.payload }));
+    const { result } = await service.invokeDeviceMethod(device.deviceId, {
+      methodName: 'ping', payload: 7, responseTimeoutInSeconds: 10, connectTimeoutInSeconds: 5,
+    });
+    assert.equal(result.status, 200);
+    assert.deepEqual(result.payload, { pong: 7 });
+    const twin = await client.getTwin();
+    await new Promise((resolve, reject) => twin.properties.reported.update({ via: 'websocket' },
+      (err) => (err ? reject(err) : resolve())));
+    const serviceTwin = (await registry.getTwin(device.deviceId)).responseBody;
+    assert.equal(serviceTwin.properties.reported.via, 'websocket');
+  } finally {
+    await client.close();
+  }
 });
