@@ -218,7 +218,15 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
       config.host_name, *impl->store, *policies, *impl->twins, *impl->methods, impl->clock, impl->random);
   impl->api = std::make_unique<service_api::ServiceApi>(service_api::ServiceApiDeps{
       impl->authenticator.get(), impl->registry.get(), &impl->connections, impl->twins.get(),
-      impl->methods.get(), &impl->random, &impl->clock});
+      impl->methods.get(), &impl->random, &impl->clock, [raw = impl.get()] {
+        const auto& counters = raw->device_endpoint->counters();
+        return json::object{{"connectedDeviceCount", raw->connections.size()},
+                            {"telemetryMessages", counters.telemetry_messages.load()},
+                            {"telemetryBytes", counters.telemetry_bytes.load()},
+                            {"refusedConnects", counters.refused_connects.load()},
+                            {"aclViolations", counters.acl_violations.load()},
+                            {"pendingMethodCalls", raw->methods->pendingCount()}};
+      }});
 
   Impl* raw = impl.get();
   auto handler = [raw](const HttpRequest& r, transport::HttpResponder respond) {

@@ -158,7 +158,7 @@ HttpResponse ServiceApi::route(const HttpRequest& request,
   // route is a 404 for everyone and a known one is a 401 without credentials.
   enum class Op {
     GetDevice, PutDevice, DeleteDevice, ListDevices, BulkDevices, DeviceStats,
-    GetTwin, PatchTwin, ReplaceTwin, InvokeMethod,
+    GetTwin, PatchTwin, ReplaceTwin, InvokeMethod, ServiceStats,
   };
   std::optional<Op> op;
   std::string allowed;
@@ -179,6 +179,10 @@ HttpResponse ServiceApi::route(const HttpRequest& request,
     allowed = "GET, POST";
     if (method == "GET") op = Op::ListDevices;
     else if (method == "POST") op = Op::BulkDevices;
+  } else if (seg.size() == 2 && seg[0] == "statistics" && seg[1] == "service" &&
+             deps_.service_statistics) {
+    allowed = "GET";
+    if (method == "GET") op = Op::ServiceStats;
   } else if (seg.size() == 2 && seg[0] == "statistics" && seg[1] == "devices") {
     allowed = "GET";
     if (method == "GET") op = Op::DeviceStats;
@@ -203,7 +207,7 @@ HttpResponse ServiceApi::route(const HttpRequest& request,
   if (*op == Op::GetDevice || *op == Op::ListDevices || *op == Op::DeviceStats) {
     needed = store::kRegistryRead;
   } else if (*op == Op::GetTwin || *op == Op::PatchTwin || *op == Op::ReplaceTwin ||
-             *op == Op::InvokeMethod) {
+             *op == Op::InvokeMethod || *op == Op::ServiceStats) {
     // ServiceConnect covers twins and direct methods (reference §1.1).
     needed = store::kServiceConnect;
   }
@@ -303,6 +307,8 @@ HttpResponse ServiceApi::route(const HttpRequest& request,
       });
       return HttpResponse{0, {}, {}};  // answered later
     }
+    case Op::ServiceStats:
+      return jsonResponse(200, json::serialize(deps_.service_statistics()));
     case Op::DeviceStats: {
       auto stats = reg.statistics();
       if (!stats) return fail(stats.status());

@@ -21,6 +21,8 @@ struct ServiceApiDeps {
   methods::MethodInvoker* methods = nullptr;
   Random* random = nullptr;
   const Clock* clock = nullptr;
+  // GET /statistics/service: Azure's {"connectedDeviceCount": n} plus iothub's counters.
+  std::function<json::object()> service_statistics;
 };
 
 // The service-facing REST API (reference §3) as a pure function from request to

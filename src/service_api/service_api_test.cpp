@@ -43,7 +43,10 @@ class ServiceApiTest : public ::testing::Test {
                                                        .twins = twins_.get(),
                                                        .methods = methods_.get(),
                                                        .random = &random_,
-                                                       .clock = &clock_});
+                                                       .clock = &clock_,
+                                                       .service_statistics = [] {
+                                                         return json::object{{"connectedDeviceCount", 3}};
+                                                       }});
   }
 
   const store::AccessPolicyRecord& policy(const std::string& name) {
@@ -405,6 +408,13 @@ TEST_F(ServiceApiTest, MethodRequestsAreValidated) {
   EXPECT_EQ(*offline.headers.find("iothub-errorcode"), "DeviceNotOnline");
   auto inner = json::parse(std::string(body(offline).at("Message").as_string()));
   EXPECT_EQ(inner.at("errorCode").as_int64(), 404103);
+}
+
+TEST_F(ServiceApiTest, ServiceStatisticsNeedServiceConnect) {
+  auto r = call("GET", "/statistics/service", "", std::nullopt, token("service"));
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(body(r).at("connectedDeviceCount").as_int64(), 3);
+  EXPECT_EQ(call("GET", "/statistics/service", "", std::nullopt, token("registryRead")).status, 401);
 }
 
 TEST(NormalizeEtagTest, StripsQuotesAndWeakPrefix) {

@@ -4,7 +4,7 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const mqtt = require('mqtt');
-const { Client: DeviceClient } = require('azure-iot-device');
+const { Client: DeviceClient, Message } = require('azure-iot-device');
 const { Mqtt, MqttWs } = require('azure-iot-device-mqtt');
 const { Client: ServiceClient } = require('azure-iothub');
 const { serviceConnectionString, hostName, registry, createDevice, deviceToken, waitFor } = require('./helpers');
@@ -212,6 +212,49 @@ test('the MqttWs transport (MQTT over WebSocket on 443) works', async () => {
       (err) => (err ? reject(err) : resolve())));
     const serviceTwin = (await registry.getTwin(device.deviceId)).responseBody;
     assert.equal(serviceTwin.properties.reported.via, 'websocket');
+  } finally {
+    await client.close();
+  }
+});
+
+test('200 concurrent method calls are each answered to their own caller', async () => {
+  const device = await createDevice('many');
+  const client = await openDevice(device.connectionString);
+  try {
+    client.onDeviceMethod('echo', (request, response) => {
+      // Answer out of order: later requests sometimes first.
+      setTimeout(() => response.send(200 + (request.payload.n % 50), { n: request.payload.n }), Math.random() * 50);
+    });
+    await service.invokeDeviceMethod(device.deviceId, {
+      methodName: 'echo', payload: { n: 0 }, responseTimeoutInSeconds: 10, connectTimeoutInSeconds: 5,
+    });
+    const calls = [];
+    for (let n = 0; n < 200; n++) {
+      calls.push(service.invokeDeviceMethod(device.deviceId, { methodName: 'echo', payload: { n }, responseTimeoutInSeconds: 30 }));
+    }
+    const results = await Promise.all(calls);
+    results.forEach(({ result }, n) => {
+      assert.equal(result.status, 200 + (n % 50));
+      assert.deepEqual(result.payload, { n });
+    });
+  } finally {
+    await client.close();
+  }
+});
+
+test('telemetry with properties is acknowledged', async () => {
+  const device = await createDevice('telemetry');
+  const client = await openDevice(device.connectionString);
+  try {
+    for (let i = 0; i < 5; i++) {
+      const message = new Message(JSON.stringify({ temperature: 20 + i }));
+      message.messageId = `m${i}`;
+      message.contentType = 'application/json';
+      message.properties.add('alert', i % 2 ? 'high temp' : 'ok');
+      await client.sendEvent(message);  // resolves on the hub's PUBACK
+    }
+    const got = (await registry.get(device.deviceId)).responseBody;
+    assert.notEqual(got.lastActivityTime, '0001-01-01T00:00:00Z');
   } finally {
     await client.close();
   }
