@@ -7,23 +7,15 @@
 #include <openssl/x509v3.h>
 
 #include <atomic>
-#include <filesystem>
 #include <fstream>
-#include <memory>
-#include <unistd.h>
+#include <string>
 
+#include "common/openssl_handles.hpp"
 #include "common/status.hpp"
+#include "tests/support/temp_dir.hpp"
 
 namespace iothub::service::testing {
 namespace {
-
-template <class T, void (*Free)(T*)>
-struct Deleter {
-  void operator()(T* p) const { Free(p); }
-};
-using PkeyPtr = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY, EVP_PKEY_free>>;
-using X509Ptr = std::unique_ptr<X509, Deleter<X509, X509_free>>;
-using BioPtr = std::unique_ptr<BIO, Deleter<BIO, BIO_free_all>>;
 
 void addExtension(X509* cert, int nid, const std::string& value) {
   X509V3_CTX ctx;
@@ -72,11 +64,10 @@ TestCertificate makeSelfSignedCertificate(const std::string& subject_alt_name) {
 }
 
 std::string writeTempFile(const std::string& name, const std::string& text) {
+  // One directory per test binary, removed with the files in it when the binary exits.
+  static const ::iothub::testing::TempDir dir("iothub_service_sdk_test");
   static std::atomic<int> counter{0};
-  auto dir = std::filesystem::temp_directory_path() /
-             ("iothub_service_sdk_test_" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
-  auto path = dir / (std::to_string(counter++) + "_" + name);
+  auto path = dir.path() / (std::to_string(counter++) + "_" + name);
   std::ofstream(path) << text;
   return path.string();
 }

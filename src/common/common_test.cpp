@@ -81,6 +81,52 @@ TEST(ErrorTableTest, MapsCodesToAzureStatuses) {
   EXPECT_EQ(errorInfo(ErrorCode::GatewayTimeout).azure_code, 504101);
 }
 
+TEST(ErrorTableTest, FindsErrorCodeByAzureCode) {
+  EXPECT_EQ(errorCodeFromAzureCode(404103), ErrorCode::DeviceNotOnline);
+  EXPECT_EQ(errorCodeFromAzureCode(409001), ErrorCode::DeviceAlreadyExists);
+  EXPECT_EQ(errorCodeFromAzureCode(401002), ErrorCode::Unauthorized);
+  EXPECT_EQ(errorCodeFromAzureCode(0), std::nullopt);
+  EXPECT_EQ(errorCodeFromAzureCode(404999), std::nullopt);
+  EXPECT_EQ(errorCodeFromAzureCode(-1), std::nullopt);
+  // No wrap-around: a 64-bit value whose low 32 bits are a known code is still unknown.
+  EXPECT_EQ(errorCodeFromAzureCode((std::int64_t{1} << 32) + 404001), std::nullopt);
+}
+
+TEST(ErrorTableTest, FindsErrorCodeByAzureName) {
+  EXPECT_EQ(errorCodeFromName("DeviceNotFound"), ErrorCode::DeviceNotFound);
+  EXPECT_EQ(errorCodeFromName("IotHubUnauthorizedAccess"), ErrorCode::Unauthorized);
+  EXPECT_EQ(errorCodeFromName("ThrottlingException"), ErrorCode::Throttled);
+  EXPECT_EQ(errorCodeFromName("NotFound"), ErrorCode::NotFound);
+  EXPECT_EQ(errorCodeFromName(""), std::nullopt);
+  EXPECT_EQ(errorCodeFromName("Ok"), std::nullopt);
+  EXPECT_EQ(errorCodeFromName("devicenotfound"), std::nullopt);
+  EXPECT_EQ(errorCodeFromName("Nope"), std::nullopt);
+}
+
+TEST(ErrorTableTest, SharedCodesAndNamesResolveToTheCanonicalErrorCode) {
+  EXPECT_EQ(errorCodeFromAzureCode(503001), ErrorCode::ServiceUnavailable);
+  EXPECT_EQ(errorCodeFromName("ServiceUnavailable"), ErrorCode::ServiceUnavailable);
+  EXPECT_EQ(errorCodeFromAzureCode(500001), ErrorCode::ServerError);
+  EXPECT_EQ(errorCodeFromName("ServerError"), ErrorCode::ServerError);
+}
+
+TEST(ErrorTableTest, ReverseLookupsRoundTripEveryFailure) {
+  for (int i = 1; i <= static_cast<int>(ErrorCode::StoreCorruption); ++i) {
+    auto code = static_cast<ErrorCode>(i);
+    const ErrorInfo& info = errorInfo(code);
+    SCOPED_TRACE(std::string(info.name));
+    auto by_name = errorCodeFromName(info.name);
+    ASSERT_TRUE(by_name.has_value());
+    EXPECT_EQ(errorInfo(*by_name).name, info.name);
+    EXPECT_LE(static_cast<int>(*by_name), i);
+    if (info.azure_code == 0) continue;
+    auto by_code = errorCodeFromAzureCode(info.azure_code);
+    ASSERT_TRUE(by_code.has_value());
+    EXPECT_EQ(errorInfo(*by_code).azure_code, info.azure_code);
+    EXPECT_LE(static_cast<int>(*by_code), i);
+  }
+}
+
 TEST(ResultTest, HoldsValueOrError) {
   Result<int> good = 42;
   ASSERT_TRUE(good.isOk());

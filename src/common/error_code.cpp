@@ -55,4 +55,22 @@ const ErrorInfo& errorInfo(ErrorCode code) {
   return kTable[index].info;
 }
 
+// Scanning in table order (skipping Ok) is what makes the first ErrorCode of a shared code
+// or name win; the table has two dozen entries, so a scan is as fast as any index.
+std::optional<ErrorCode> errorCodeFromAzureCode(std::int64_t azure_code) {
+  if (azure_code == 0) return std::nullopt;
+  for (const Entry& entry : kTable) {
+    if (entry.code != ErrorCode::Ok && entry.info.azure_code == azure_code) return entry.code;
+  }
+  return std::nullopt;
+}
+
+std::optional<ErrorCode> errorCodeFromName(std::string_view name) {
+  if (name.empty()) return std::nullopt;
+  for (const Entry& entry : kTable) {
+    if (entry.code != ErrorCode::Ok && entry.info.name == name) return entry.code;
+  }
+  return std::nullopt;
+}
+
 }  // namespace iothub

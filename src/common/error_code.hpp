@@ -1,5 +1,7 @@
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <string_view>
 
 namespace iothub {
@@ -42,5 +44,18 @@ struct ErrorInfo {
 
 // The single table from ErrorCode to its HTTP status, Azure code and name.
 const ErrorInfo& errorInfo(ErrorCode code);
+
+// Reverse lookups in the same table, for decoding the hub's answers (reference §3.7). They
+// only ever return a failure, never ErrorCode::Ok. Where several ErrorCodes share an Azure
+// code or name, the first in enum order wins: it is the canonical one, the others only
+// refine it on our side (503001 / "ServiceUnavailable" -> ServiceUnavailable, not
+// Cancelled; 500001 / "ServerError" -> ServerError, not StoreCorruption).
+
+// The failure whose six-digit Azure code is `azure_code` (404103 -> DeviceNotOnline);
+// nullopt for 0 ("no code") and for codes the table does not know.
+std::optional<ErrorCode> errorCodeFromAzureCode(std::int64_t azure_code);
+// The failure whose Azure error name is `name` ("IotHubUnauthorizedAccess" -> Unauthorized);
+// case-sensitive, as Azure sends them; nullopt for "", "Ok" and names the table does not know.
+std::optional<ErrorCode> errorCodeFromName(std::string_view name);
 
 }  // namespace iothub

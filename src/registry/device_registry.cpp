@@ -46,8 +46,9 @@ json::object BulkResult::toJson() const {
                       {"warnings", json::array{}}};
 }
 
-DeviceRegistry::DeviceRegistry(store::Store& store, Random& random, const Clock& clock)
-    : store_(store), random_(random), clock_(clock) {}
+DeviceRegistry::DeviceRegistry(store::Store& store, Random& random, const Clock& clock,
+                               ConnectionStates* connections)
+    : store_(store), random_(random), clock_(clock), connections_(connections) {}
 
 std::string DeviceRegistry::newEtag() {
   return base64Encode(std::to_string(random_.u64() % 4'000'000'000ULL));
@@ -119,6 +120,9 @@ Result<DeviceRecord> DeviceRegistry::update(std::string_view device_id, const De
         return next;
       });
   if (!result && result.code() == ErrorCode::DeviceNotFound) return deviceNotFound(device_id);
+  if (result && result->status == store::DeviceStatus::Disabled && connections_ != nullptr) {
+    connections_->disconnect(device_id, "the device was disabled");
+  }
   return result;
 }
 
@@ -132,7 +136,12 @@ Status DeviceRegistry::remove(std::string_view device_id, std::string_view if_ma
   Status s = store_.registry().deleteDevice(
       device_id, [&](const DeviceRecord& current) { return checkEtag(current, if_match); });
   if (s.code() == ErrorCode::DeviceNotFound) return deviceNotFound(device_id);
-  return s;
+  if (!s) return s;
+  // The device's persistent MQTT session goes with it; a device created later under the
+  // same id starts clean.
+  if (Status gone = store_.mqttSessions().deleteSession(device_id); !gone) return gone;
+  if (connections_ != nullptr) connections_->disconnect(device_id, "the device was deleted");
+  return Status::ok();
 }
 
 Result<std::vector<DeviceRecord>> DeviceRegistry::list(std::size_t top) {

@@ -21,6 +21,8 @@ class ConnectionStates {
  public:
   virtual ~ConnectionStates() = default;
   virtual bool isConnected(std::string_view device_id) const = 0;
+  // Closes the device's connection, if any (the device was disabled or deleted).
+  virtual void disconnect(std::string_view device_id, std::string reason) = 0;
 };
 
 // The outcome of a bulk request (POST /devices), shaped as Azure's
@@ -47,7 +49,10 @@ class DeviceRegistry {
   // Most entries in one bulk request (reference §7).
   static constexpr std::size_t kMaxBulkSize = 100;
 
-  DeviceRegistry(store::Store& store, Random& random, const Clock& clock);
+  // `connections` (may be null) is told to close the connection of a device that gets
+  // disabled or deleted, as Azure does.
+  DeviceRegistry(store::Store& store, Random& random, const Clock& clock,
+                 ConnectionStates* connections = nullptr);
 
   // Creates a device with its twin. Empty keys are generated (reference §3.3).
   // Errors: ArgumentInvalid (bad id, id differs from the body's), DeviceAlreadyExists.
@@ -84,6 +89,7 @@ class DeviceRegistry {
   store::Store& store_;
   Random& random_;
   const Clock& clock_;
+  ConnectionStates* connections_;
 };
 
 }  // namespace iothub::registry

@@ -34,6 +34,10 @@ bool ConnectionRegistry::isConnected(std::string_view device_id) const {
   return find(device_id) != nullptr;
 }
 
+void ConnectionRegistry::disconnect(std::string_view device_id, std::string reason) {
+  if (auto link = find(device_id)) link->close(std::move(reason));
+}
+
 std::size_t ConnectionRegistry::size() const {
   std::lock_guard lock(mutex_);
   return links_.size();

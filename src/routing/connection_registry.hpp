@@ -45,6 +45,7 @@ class ConnectionRegistry final : public registry::ConnectionStates {
   bool detach(const DeviceLink& link);
   std::shared_ptr<DeviceLink> find(std::string_view device_id) const;
   bool isConnected(std::string_view device_id) const override;
+  void disconnect(std::string_view device_id, std::string reason) override;
   std::size_t size() const;
 
   // Calls `waiter` as soon as the device has a link subscribed to `topic`: immediately (on

@@ -210,7 +210,8 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
   impl->tls = std::move(*tls);
 
   impl->authenticator = std::make_unique<auth::ServiceAuthenticator>(config.host_name, *policies, impl->clock);
-  impl->registry = std::make_unique<registry::DeviceRegistry>(*impl->store, impl->random, impl->clock);
+  impl->registry = std::make_unique<registry::DeviceRegistry>(*impl->store, impl->random, impl->clock,
+                                                              &impl->connections);
   impl->twins = std::make_unique<twin::TwinService>(*impl->store, impl->clock, &impl->connections,
                                                     &impl->desired_pusher);
   impl->methods = std::make_unique<methods::MethodInvoker>(impl->connections, impl->scheduler);

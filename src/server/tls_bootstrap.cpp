@@ -26,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/openssl_handles.hpp"
 #include "common/random.hpp"
 
 namespace iothub::server {
@@ -45,23 +46,6 @@ constexpr std::size_t kMaxCommonNameLength = 64;
 constexpr std::size_t kMaxPemFileSize = 1 << 20;
 constexpr mode_t kKeyFileMode = 0600;
 constexpr mode_t kCertFileMode = 0644;
-
-template <auto FreeFunction>
-struct OpensslDeleter {
-  template <class T>
-  void operator()(T* p) const {
-    FreeFunction(p);
-  }
-};
-using PkeyPtr = std::unique_ptr<EVP_PKEY, OpensslDeleter<EVP_PKEY_free>>;
-using X509Ptr = std::unique_ptr<X509, OpensslDeleter<X509_free>>;
-using BioPtr = std::unique_ptr<BIO, OpensslDeleter<BIO_free_all>>;
-using BignumPtr = std::unique_ptr<BIGNUM, OpensslDeleter<BN_free>>;
-using Asn1IntegerPtr = std::unique_ptr<ASN1_INTEGER, OpensslDeleter<ASN1_INTEGER_free>>;
-using Asn1TimePtr = std::unique_ptr<ASN1_TIME, OpensslDeleter<ASN1_TIME_free>>;
-using ExtensionPtr = std::unique_ptr<X509_EXTENSION, OpensslDeleter<X509_EXTENSION_free>>;
-using GeneralNamesPtr = std::unique_ptr<GENERAL_NAMES, OpensslDeleter<GENERAL_NAMES_free>>;
-using GeneralNamePtr = std::unique_ptr<GENERAL_NAME, OpensslDeleter<GENERAL_NAME_free>>;
 
 class FileDescriptor {
  public:

@@ -9,7 +9,6 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
-#include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -23,6 +22,8 @@
 #include <vector>
 
 #include "common/clock.hpp"
+#include "common/openssl_handles.hpp"
+#include "tests/support/temp_dir.hpp"
 
 namespace iothub::server {
 namespace {
@@ -30,20 +31,6 @@ namespace {
 namespace fs = std::filesystem;
 using std::chrono::days;
 
-template <auto FreeFunction>
-struct OpensslDeleter {
-  template <class T>
-  void operator()(T* p) const {
-    FreeFunction(p);
-  }
-};
-using X509Ptr = std::unique_ptr<X509, OpensslDeleter<X509_free>>;
-using PkeyPtr = std::unique_ptr<EVP_PKEY, OpensslDeleter<EVP_PKEY_free>>;
-using BioPtr = std::unique_ptr<BIO, OpensslDeleter<BIO_free_all>>;
-using StorePtr = std::unique_ptr<X509_STORE, OpensslDeleter<X509_STORE_free>>;
-using StoreContextPtr = std::unique_ptr<X509_STORE_CTX, OpensslDeleter<X509_STORE_CTX_free>>;
-using BignumPtr = std::unique_ptr<BIGNUM, OpensslDeleter<BN_free>>;
-using GeneralNamesPtr = std::unique_ptr<GENERAL_NAMES, OpensslDeleter<GENERAL_NAMES_free>>;
 using SslContextPtr = std::unique_ptr<SSL_CTX, OpensslDeleter<SSL_CTX_free>>;
 using SslPtr = std::unique_ptr<SSL, OpensslDeleter<SSL_free>>;
 
@@ -127,7 +114,7 @@ std::string commonName(X509* cert) {
 
 // Days and seconds from `from` to the certificate time `to`.
 std::pair<int, int> timeFrom(SystemTime from, const ASN1_TIME* to) {
-  std::unique_ptr<ASN1_TIME, OpensslDeleter<ASN1_TIME_free>> start(
+  Asn1TimePtr start(
       ASN1_TIME_set(nullptr, std::chrono::system_clock::to_time_t(from)));
   int day_count = 0;
   int second_count = 0;
@@ -160,16 +147,10 @@ std::vector<std::string> subjectAltNames(X509* cert) {
 
 class TlsBootstrapTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "tls_bootstrap_test-XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
-    root_ = pattern;
-    data_dir_ = root_ / "data";
-  }
+  // The owner regains full access to the root so that dir_ can remove it.
   void TearDown() override {
     std::error_code ignored;
     fs::permissions(root_, fs::perms::owner_all, fs::perm_options::add, ignored);
-    fs::remove_all(root_, ignored);
   }
 
   TlsFiles ensure(std::string_view host = "localhost") {
@@ -188,8 +169,9 @@ class TlsBootstrapTest : public ::testing::Test {
 
   // Real time, so that TLS handshakes (which check validity against the real clock) work.
   FakeClock clock_{std::chrono::system_clock::now()};
-  fs::path root_;
-  fs::path data_dir_;
+  iothub::testing::TempDir dir_{"tls_bootstrap_test"};
+  const fs::path root_ = dir_.path();
+  fs::path data_dir_ = root_ / "data";
 };
 
 TEST_F(TlsBootstrapTest, CreatesFourFilesWithOwnerOnlyKeyFiles) {
@@ -569,7 +551,13 @@ TEST_F(TlsBootstrapErrorTest, TlsPathThatIsAFileIsAnError) {
 }
 
 TEST_F(TlsBootstrapErrorTest, UnwritableDirectoryIsAnError) {
-  if (::geteuid() == 0) GTEST_SKIP() << "root writes to read-only directories";
+  if (::geteuid() == 0) {
+    // Root writes to read-only directories, but nobody can create files under /proc.
+    auto result = ensureDevelopmentCertificates("/proc/self/iothub-unwritable", "localhost", clock_);
+    ASSERT_FALSE(result.isOk());
+    EXPECT_EQ(result.code(), ErrorCode::ServerError);
+    return;
+  }
   fs::create_directories(data_dir_ / "tls");
   fs::permissions(data_dir_ / "tls", fs::perms::owner_read | fs::perms::owner_exec);
   expectError("localhost", ErrorCode::ServerError, "cannot create");

@@ -17,8 +17,8 @@
 #include "common/json.hpp"
 #include "common/status.hpp"
 #include "store/sqlite/sqlite_store.hpp"
-#include "store/sqlite/sqlite_test_support.hpp"
 #include "store/store.hpp"
+#include "tests/support/temp_dir.hpp"
 
 namespace iothub::store {
 namespace {
@@ -42,14 +42,13 @@ struct StoreBackend {
 class SqliteLocation final : public StoreLocation {
  public:
   Result<std::unique_ptr<Store>> open() override {
-    if (dir_.path().empty()) return Status(ErrorCode::ServerError, "no temp directory");
     auto store = SqliteStore::open(dir_.path() / "iothub.db", SqliteOptions{});
     if (!store) return store.status();
     return std::unique_ptr<Store>(std::move(store).value());
   }
 
  private:
-  test_support::TempDir dir_;
+  iothub::testing::TempDir dir_{"iothub-store"};
 };
 
 SystemTime at(std::int64_t unix_seconds, std::int64_t extra_nanoseconds = 0) {

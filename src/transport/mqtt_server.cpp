@@ -159,8 +159,6 @@ class MqttConnection final : public routing::DeviceLink,
       for (;;) {
         auto next = decoder_.next();
         if (!next) {
-          spdlog::info("{}: closing {} ({}): {}", server_->options.name, remote_, device_id_,
-                       next.status().message());
           {
             mqtt::Actions next_actions =
                 session_.onDecodeError(decoder_.lastError(), next.status().message());

@@ -41,6 +41,7 @@ class RecordingListener final : public DesiredChangeListener {
 class FixedConnections final : public registry::ConnectionStates {
  public:
   bool isConnected(std::string_view device_id) const override { return device_id == "online"; }
+  void disconnect(std::string_view, std::string) override {}
 };
 
 class TwinServiceTest : public ::testing::Test {

@@ -259,3 +259,25 @@ test('telemetry with properties is acknowledged', async () => {
     await client.close();
   }
 });
+
+test('disabling or deleting a connected device closes its connection', async () => {
+  const disabled = await createDevice('kick');
+  const client = await openDevice(disabled.connectionString);
+  try {
+    assert.equal((await registry.get(disabled.deviceId)).responseBody.connectionState, 'Connected');
+    await registry.update({ deviceId: disabled.deviceId, status: 'disabled' });
+    // The SDK retries, and every retry is refused while the device is disabled.
+    await waitFor(async () => (await registry.get(disabled.deviceId)).responseBody.connectionState === 'Disconnected',
+      10000, 'disabled device disconnected');
+  } finally {
+    await client.close();
+  }
+
+  const deleted = await createDevice('gone');
+  const raw = rawConnect(deleted.deviceId, deviceToken(deleted.deviceId, deleted.key));
+  await new Promise((resolve, reject) => { raw.once('connect', resolve); raw.once('error', reject); });
+  const closed = new Promise((resolve) => raw.once('close', resolve));
+  await registry.delete(deleted.deviceId);
+  await closed;
+  raw.end(true);
+});

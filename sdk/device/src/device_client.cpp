@@ -16,7 +16,6 @@
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
 #include <exception>
-#include <fstream>
 #include <future>
 #include <list>
 #include <set>
@@ -26,6 +25,7 @@
 #include "auth/connection_string.hpp"
 #include "auth/sas_token.hpp"
 #include "device_protocol.hpp"
+#include "iothub/sdk/tls_client.hpp"
 #include "mqtt/decoder.hpp"
 #include "mqtt/encoder.hpp"
 #include "mqtt/topic.hpp"
@@ -211,27 +211,9 @@ class DeviceClient::Impl {
 
   Status init() {
     if (options_.use_tls) {
-      tls_context_.emplace(ssl::context::tls_client);
-      SSL_CTX_set_min_proto_version(tls_context_->native_handle(), TLS1_2_VERSION);
-      tls_context_->set_verify_mode(ssl::verify_peer);
-      boost::system::error_code ec;
-      if (options_.ca_file.empty()) {
-        tls_context_->set_default_verify_paths(ec);
-        if (ec) {
-          return Status(ErrorCode::ArgumentInvalid,
-                        "Cannot load the system CA certificates: " + ec.message());
-        }
-      } else {
-        if (!std::ifstream(options_.ca_file).good()) {
-          return Status(ErrorCode::ArgumentInvalid,
-                        "Cannot read CA file '" + options_.ca_file + "'");
-        }
-        tls_context_->load_verify_file(options_.ca_file, ec);
-        if (ec) {
-          return Status(ErrorCode::ArgumentInvalid,
-                        "Cannot load CA file '" + options_.ca_file + "': " + ec.message());
-        }
-      }
+      auto context = sdk::makeClientTlsContext(options_.ca_file);
+      if (!context) return context.status();
+      tls_context_.emplace(std::move(*context));
     }
     // Sign once now so that a bad key fails in create(), not on the first connection.
     auto probe = makeToken();

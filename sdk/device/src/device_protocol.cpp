@@ -31,18 +31,6 @@ std::optional<std::int64_t> integerOf(const json::value& v) {
   return std::nullopt;
 }
 
-// The hub's six-digit errorCode as an ErrorCode, by scanning the one ErrorCode table.
-// (The service SDK has the same reverse lookup in its private azure_error.hpp; hoisting it
-// into src/common would let both share it.)
-std::optional<ErrorCode> errorCodeFromAzureCode(std::int64_t azure_code) {
-  constexpr int kLast = static_cast<int>(ErrorCode::StoreCorruption);
-  for (int i = 1; i <= kLast; ++i) {
-    auto code = static_cast<ErrorCode>(i);
-    if (errorInfo(code).azure_code == azure_code) return code;
-  }
-  return std::nullopt;
-}
-
 // Twin answers carry only the status codes of reference §2.10.
 ErrorCode errorCodeFromStatus(int status) {
   switch (status) {

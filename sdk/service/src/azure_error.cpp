@@ -9,31 +9,6 @@
 
 namespace iothub::service {
 namespace detail {
-namespace {
-
-// Codes are looked up by scanning the one ErrorCode table; when several codes share an
-// Azure name (Cancelled and ServiceUnavailable), the first in enum order wins.
-constexpr int kLastErrorCode = static_cast<int>(ErrorCode::StoreCorruption);
-
-}  // namespace
-
-std::optional<ErrorCode> errorCodeFromName(std::string_view name) {
-  if (name.empty()) return std::nullopt;
-  for (int i = 1; i <= kLastErrorCode; ++i) {
-    auto code = static_cast<ErrorCode>(i);
-    if (errorInfo(code).name == name) return code;
-  }
-  return std::nullopt;
-}
-
-std::optional<ErrorCode> errorCodeFromAzureCode(std::int64_t azure_code) {
-  if (azure_code == 0) return std::nullopt;
-  for (int i = 1; i <= kLastErrorCode; ++i) {
-    auto code = static_cast<ErrorCode>(i);
-    if (errorInfo(code).azure_code == azure_code) return code;
-  }
-  return std::nullopt;
-}
 
 ErrorCode errorCodeFromHttpStatus(int http_status) {
   switch (http_status) {
@@ -84,7 +59,7 @@ std::int64_t integerOf(const json::value& v) {
 bool decodeNumericShape(const json::object& o, DecodedError& out) {
   const json::value* error_code = findMember(o, "errorCode");
   if (error_code == nullptr) return false;
-  out.code = detail::errorCodeFromAzureCode(integerOf(*error_code));
+  out.code = errorCodeFromAzureCode(integerOf(*error_code));
   if (const json::string* message = findString(o, "message")) out.text = std::string(*message);
   return true;
 }
@@ -107,7 +82,7 @@ DecodedError decodeBody(std::string_view body) {
       std::string_view name = m.substr(kPrefix.size(), semicolon == std::string_view::npos
                                                            ? std::string_view::npos
                                                            : semicolon - kPrefix.size());
-      out.code = detail::errorCodeFromName(name);
+      out.code = errorCodeFromName(name);
       out.text = semicolon == std::string_view::npos ? std::string(name)
                                                      : std::string(m.substr(semicolon + 1));
       return out;
@@ -149,7 +124,7 @@ Status statusFromErrorResponse(const HttpResponse& response) {
   ErrorCode code = ErrorCode::ServerError;
   if (decoded.code) {
     code = *decoded.code;
-  } else if (auto by_header = detail::errorCodeFromName(
+  } else if (auto by_header = errorCodeFromName(
                  response.header("iothub-errorcode").value_or(std::string{}))) {
     code = *by_header;
   } else {

@@ -2,18 +2,14 @@
 
 // Decoding of Azure error responses (reference §3.7), without I/O.
 
-#include <cstdint>
-#include <optional>
-#include <string_view>
-
 #include "common/error_code.hpp"
 
 namespace iothub::service::detail {
 
-// ErrorCode whose Azure name is `name` ("DeviceNotFound", "IotHubUnauthorizedAccess", …).
-std::optional<ErrorCode> errorCodeFromName(std::string_view name);
-// ErrorCode whose six-digit Azure code is `code` (404103 -> DeviceNotOnline).
-std::optional<ErrorCode> errorCodeFromAzureCode(std::int64_t code);
+// ErrorCode by Azure name or six-digit code: the lookups in the one ErrorCode table
+// (common/error_code.hpp), named here beside the HTTP-status fallback they come before.
+using ::iothub::errorCodeFromAzureCode;
+using ::iothub::errorCodeFromName;
 // What an error with no recognisable code means, by HTTP status alone.
 ErrorCode errorCodeFromHttpStatus(int http_status);
 

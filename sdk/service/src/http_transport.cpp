@@ -15,10 +15,10 @@
 #include <boost/beast/ssl.hpp>
 #include <boost/url/parse.hpp>
 #include <cctype>
-#include <fstream>
 #include <mutex>
 
 #include "common/random.hpp"
+#include "iothub/sdk/tls_client.hpp"
 #include "request_building.hpp"
 
 namespace iothub::service {
@@ -126,27 +126,9 @@ class HttpTransport::Impl {
 
   Status init() {
     if (!target_.tls) return Status::ok();
-    tls_context_.emplace(ssl::context::tls_client);
-    SSL_CTX_set_min_proto_version(tls_context_->native_handle(), TLS1_2_VERSION);
-    tls_context_->set_verify_mode(ssl::verify_peer);
-    boost::system::error_code ec;
-    if (options_.ca_file.empty()) {
-      tls_context_->set_default_verify_paths(ec);
-      if (ec) {
-        return Status(ErrorCode::ArgumentInvalid,
-                      "Cannot load the system CA certificates: " + ec.message());
-      }
-    } else {
-      if (!std::ifstream(options_.ca_file).good()) {
-        return Status(ErrorCode::ArgumentInvalid,
-                      "Cannot read CA file '" + options_.ca_file + "'");
-      }
-      tls_context_->load_verify_file(options_.ca_file, ec);
-      if (ec) {
-        return Status(ErrorCode::ArgumentInvalid,
-                      "Cannot load CA file '" + options_.ca_file + "': " + ec.message());
-      }
-    }
+    auto context = sdk::makeClientTlsContext(options_.ca_file);
+    if (!context) return context.status();
+    tls_context_.emplace(std::move(*context));
     return Status::ok();
   }
 

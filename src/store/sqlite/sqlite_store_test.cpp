@@ -16,14 +16,15 @@
 
 #include "store/sqlite/sqlite_connection.hpp"
 #include "store/sqlite/sqlite_schema.hpp"
-#include "store/sqlite/sqlite_test_support.hpp"
 #include "store/sqlite/sqlite_writer.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/temp_dir.hpp"
 
 namespace iothub::store {
 namespace {
 
-using test_support::TempDir;
-using test_support::waitUntil;
+using iothub::testing::TempDir;
+using iothub::testing::waitFor;
 
 DeviceRecord makeDevice(const std::string& id) {
   DeviceRecord device;
@@ -65,8 +66,6 @@ bool tableExists(SqliteConnection& connection, const std::string& name) {
 
 class SqliteStoreTest : public ::testing::Test {
  protected:
-  void SetUp() override { ASSERT_FALSE(dir_.path().empty()); }
-
   std::filesystem::path dbFile() const { return dir_.path() / "iothub.db"; }
 
   std::unique_ptr<SqliteStore> openStore(SqliteOptions options = {}) {
@@ -78,7 +77,7 @@ class SqliteStoreTest : public ::testing::Test {
     return std::move(store).value();
   }
 
-  TempDir dir_;
+  TempDir dir_{"iothub-store"};
 };
 
 // --- schema and files ---
@@ -299,7 +298,7 @@ TEST_F(SqliteStoreTest, FailingWriteInABatchDoesNotAffectTheOthers) {
   });
   std::thread accept(
       [&] { accepted = store->registry().updateDevice("accepted", incrementMessageCount); });
-  ASSERT_TRUE(waitUntil([&] { return store->stats().queued_operations == 2; }));
+  ASSERT_TRUE(waitFor([&] { return store->stats().queued_operations == 2; }));
   // Reads never wait for the writer, even while it is busy.
   EXPECT_EQ(store->registry().getDevice("accepted")->cloud_to_device_message_count, 0);
 
@@ -338,7 +337,6 @@ TEST_F(SqliteStoreTest, PutDeviceJobsIsOneOperationInOneTransaction) {
 class SqliteWriterTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ASSERT_FALSE(dir_.path().empty());
     connection_ = openRaw(dir_.path() / "writer.db");
     ASSERT_NE(connection_, nullptr);
     ASSERT_TRUE(connection_
@@ -361,7 +359,7 @@ class SqliteWriterTest : public ::testing::Test {
   }
 
   // Runs `operations` on separate threads while the writer is held busy, so all of them
-  // land in one batch; returns their results in order.
+  // land in one batch, queued in the order given; returns their results in that order.
   std::vector<Status> runInOneBatch(std::vector<SqliteWriter::Operation> operations) {
     std::latch entered(1);
     std::latch release(1);
@@ -378,8 +376,9 @@ class SqliteWriterTest : public ::testing::Test {
     std::vector<std::thread> threads;
     for (std::size_t i = 0; i < operations.size(); ++i) {
       threads.emplace_back([&, i] { results[i] = writer_->submit(operations[i]); });
+      // Threads started together may reach the queue in any order.
+      EXPECT_TRUE(waitFor([&] { return writer_->stats().queued_operations == i + 1; }));
     }
-    EXPECT_TRUE(waitUntil([&] { return writer_->stats().queued_operations == operations.size(); }));
     release.count_down();
     blocker.join();
     for (std::thread& thread : threads) thread.join();
@@ -388,7 +387,7 @@ class SqliteWriterTest : public ::testing::Test {
 
   std::int64_t count(const std::string& sql) { return connection_->queryInt64(sql).value(); }
 
-  TempDir dir_;
+  TempDir dir_{"iothub-store"};
   std::unique_ptr<SqliteConnection> connection_;
   std::unique_ptr<SqliteWriter> writer_;
 };
@@ -473,7 +472,7 @@ TEST_F(SqliteWriterTest, ShutdownFinishesQueuedOperationsThenCancelsNewOnes) {
   entered.wait();
   Status queued_result = Status(ErrorCode::ServerError, "not run");
   std::thread queued([&] { queued_result = writer_->submit(insert("INSERT INTO t VALUES (7)")); });
-  ASSERT_TRUE(waitUntil([&] { return writer_->stats().queued_operations == 1; }));
+  ASSERT_TRUE(waitFor([&] { return writer_->stats().queued_operations == 1; }));
 
   std::thread stopper([&] { writer_->shutdown(); });
   release.count_down();
