@@ -39,6 +39,9 @@ struct StoreBackend {
   std::function<std::unique_ptr<StoreLocation>()> make_location;
 };
 
+// What GoogleTest (and so ctest's test names) print for the parameter.
+void PrintTo(const StoreBackend& backend, std::ostream* os) { *os << backend.name; }
+
 class SqliteLocation final : public StoreLocation {
  public:
   Result<std::unique_ptr<Store>> open() override {
