@@ -1,9 +1,13 @@
+#include "test_helpers.hpp"
 #include "iothub/service/device.hpp"
 
 #include <gtest/gtest.h>
 
 namespace iothub::service {
 namespace {
+
+using testing::parse;
+
 
 constexpr std::string_view kAzureDevice = R"({
   "deviceId": "d1", "generationId": "638000000000000000", "etag": "MTIzNDU2Nzg=",
@@ -16,12 +20,6 @@ constexpr std::string_view kAzureDevice = R"({
                      "type": "sas"},
   "capabilities": {"iotEdge": true}, "deviceScope": "ms-azure-iot-edge://d1-1234", "parentScopes": []
 })";
-
-json::value parse(std::string_view text) {
-  auto v = parseJson(text);
-  EXPECT_TRUE(v) << v.status().toString();
-  return v ? *v : json::value();
-}
 
 TEST(DeviceTest, ParsesEveryFieldOfAnAzureDevice) {
   auto device = Device::fromJson(parse(kAzureDevice));

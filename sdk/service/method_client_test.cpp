@@ -1,3 +1,4 @@
+#include "test_helpers.hpp"
 #include "iothub/service/method_client.hpp"
 
 #include <gmock/gmock.h>
@@ -9,6 +10,10 @@
 
 namespace iothub::service {
 namespace {
+
+using testing::parse;
+using testing::azureError;
+
 
 using std::chrono::seconds;
 using testing::CannedResponse;
@@ -26,17 +31,6 @@ constexpr std::string_view kNotOnlineBody =
 constexpr std::string_view kGatewayTimeoutBody =
     R"({"Message":"{\"errorCode\":504101,\"trackingId\":\"5f1c\",\"message\":\"Timed out waiting for the response from device.\",)"
     R"(\"info\":{},\"timestampUtc\":\"2018-11-12T19:35:33.5194825Z\"}","ExceptionMessage":""})";
-
-json::value parse(std::string_view text) {
-  auto v = parseJson(text);
-  EXPECT_TRUE(v) << v.status().toString() << ": " << text;
-  return v ? *v : json::value();
-}
-
-std::string azureError(std::string_view code, std::string_view text) {
-  return R"({"Message":"ErrorCode:)" + std::string(code) + ";" + std::string(text) +
-         R"(","ExceptionMessage":"Tracking ID:0123-G:0-TimeStamp:10/18/2022 20:50:39"})";
-}
 
 class MethodClientTest : public ::testing::Test {
  protected:

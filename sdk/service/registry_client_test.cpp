@@ -1,3 +1,4 @@
+#include "test_helpers.hpp"
 #include "iothub/service/registry_client.hpp"
 
 #include <gmock/gmock.h>
@@ -7,6 +8,10 @@
 
 namespace iothub::service {
 namespace {
+
+using testing::parse;
+using testing::azureError;
+
 
 using ::testing::HasSubstr;
 using testing::FakeHttpServer;
@@ -22,17 +27,6 @@ constexpr std::string_view kDeviceJson =
     R"("cloudToDeviceMessageCount":0,"authentication":{"symmetricKey":{"primaryKey":"cHJpbWFyeQ==",)"
     R"("secondaryKey":"c2Vjb25kYXJ5"},"x509Thumbprint":{"primaryThumbprint":null,"secondaryThumbprint":null},)"
     R"("type":"sas"},"capabilities":{"iotEdge":false}})";
-
-json::value parse(std::string_view text) {
-  auto v = parseJson(text);
-  EXPECT_TRUE(v) << v.status().toString() << ": " << text;
-  return v ? *v : json::value();
-}
-
-std::string azureError(std::string_view code, std::string_view text) {
-  return R"({"Message":"ErrorCode:)" + std::string(code) + ";" + std::string(text) +
-         R"(","ExceptionMessage":"Tracking ID:0123-G:0-TimeStamp:10/18/2022 20:50:39"})";
-}
 
 class RegistryClientTest : public ::testing::Test {
  protected:

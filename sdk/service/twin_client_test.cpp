@@ -1,3 +1,4 @@
+#include "test_helpers.hpp"
 #include "iothub/service/twin_client.hpp"
 
 #include <gmock/gmock.h>
@@ -7,6 +8,10 @@
 
 namespace iothub::service {
 namespace {
+
+using testing::parse;
+using testing::azureError;
+
 
 using testing::CannedResponse;
 using testing::FakeHttpServer;
@@ -27,21 +32,10 @@ constexpr std::string_view kTwinJson =
     R"("reported":{"rate":30,"$metadata":{"$lastUpdated":"2023-01-02T21:43:31.7177262Z",)"
     R"("rate":{"$lastUpdated":"2023-01-02T21:43:25.4205283Z"}},"$version":9}}})";
 
-json::value parse(std::string_view text) {
-  auto v = parseJson(text);
-  EXPECT_TRUE(v) << v.status().toString() << ": " << text;
-  return v ? *v : json::value();
-}
-
 json::object parseObject(std::string_view text) {
   json::value v = parse(text);
   EXPECT_TRUE(v.is_object()) << text;
   return v.is_object() ? v.get_object() : json::object();
-}
-
-std::string azureError(std::string_view code, std::string_view text) {
-  return R"({"Message":"ErrorCode:)" + std::string(code) + ";" + std::string(text) +
-         R"(","ExceptionMessage":"Tracking ID:0123-G:0-TimeStamp:10/18/2022 20:50:39"})";
 }
 
 class TwinClientTest : public ::testing::Test {

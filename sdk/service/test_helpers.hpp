@@ -1,0 +1,26 @@
+#pragma once
+
+// Helpers shared by the service SDK's unit tests.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <string_view>
+
+#include "common/json.hpp"
+
+namespace iothub::service::testing {
+
+// Parses JSON the test itself wrote or received; a parse failure fails the test.
+inline json::value parse(std::string_view text) {
+  auto v = parseJson(text);
+  EXPECT_TRUE(v) << v.status().toString() << ": " << text;
+  return v ? *v : json::value();
+}
+
+// An Azure error body of the registry/twin shape (reference §3.7, shape 1).
+inline std::string azureError(std::string_view code, std::string_view text) {
+  return R"({"Message":"ErrorCode:)" + std::string(code) + ";" + std::string(text) +
+         R"(","ExceptionMessage":"Tracking ID:0123-G:0-TimeStamp:10/18/2022 20:50:39"})";
+}
+
+}  // namespace iothub::service::testing
