@@ -2,6 +2,7 @@
 
 #include <openssl/ssl.h>
 
+#include <boost/asio/ip/address.hpp>
 #include <fstream>
 
 namespace iothub::sdk {
@@ -31,6 +32,24 @@ Result<ssl::context> makeClientTlsContext(const std::string& ca_file) {
                   "Cannot load CA file '" + ca_file + "': " + ec.message());
   }
   return context;
+}
+
+void expectServerName(SSL* ssl, const std::string& host) {
+  boost::system::error_code ec;
+  boost::asio::ip::make_address(host, ec);
+  if (!ec) {
+    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host.c_str());
+  } else {
+    SSL_set_tlsext_host_name(ssl, host.c_str());
+    SSL_set1_host(ssl, host.c_str());
+  }
+}
+
+std::string handshakeFailureReason(SSL* ssl, const boost::system::error_code& ec) {
+  std::string reason = ec.message();
+  long verify = SSL_get_verify_result(ssl);
+  if (verify != X509_V_OK) reason += ": " + std::string(X509_verify_cert_error_string(verify));
+  return reason;
 }
 
 }  // namespace iothub::sdk

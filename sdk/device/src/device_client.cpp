@@ -54,12 +54,6 @@ void rethrowIfFailed(std::exception_ptr e) {
 
 std::string milliseconds(std::chrono::milliseconds d) { return std::to_string(d.count()) + " ms"; }
 
-bool isIpAddress(const std::string& host) {
-  boost::system::error_code ec;
-  asio::ip::make_address(host, ec);
-  return !ec;
-}
-
 // Wakes every coroutine that waits for "something changed". Each waiter sleeps on a timer of
 // its own with its own deadline; notifyAll() cancels them all. I/O thread only.
 //
@@ -422,22 +416,12 @@ class DeviceClient::Impl {
     conn->socket.set_option(tcp::no_delay(true), ignored);
     if (conn->tls) {
       SSL* handle = conn->tls->native_handle();
-      if (isIpAddress(verify_host_)) {
-        X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(handle), verify_host_.c_str());
-      } else {
-        // SNI is only for DNS names (RFC 6066 §3).
-        SSL_set_tlsext_host_name(handle, verify_host_.c_str());
-        SSL_set1_host(handle, verify_host_.c_str());
-      }
+      sdk::expectServerName(handle, verify_host_);
       auto [handshake_error] =
           co_await conn->tls->async_handshake(ssl::stream_base::client, kAwaitTuple);
       if (handshake_error || conn->closed) {
-        std::string reason = handshake_error.message();
-        long verify = SSL_get_verify_result(handle);
-        if (verify != X509_V_OK) {
-          reason += ": " + std::string(X509_verify_cert_error_string(verify));
-        }
-        co_return fail("TLS handshake with " + target_.text + " failed: " + reason);
+        co_return fail("TLS handshake with " + target_.text +
+                       " failed: " + sdk::handshakeFailureReason(handle, handshake_error));
       }
     }
 

@@ -48,12 +48,6 @@ std::string lowerCase(std::string_view text) {
   return out;
 }
 
-bool isIpAddress(const std::string& host) {
-  boost::system::error_code ec;
-  asio::ip::make_address(host, ec);
-  return !ec;
-}
-
 // The host part of a HostName that may carry a port ("hub.example:8443", "[::1]:8443").
 std::string hostWithoutPort(std::string_view host_name) {
   if (!host_name.empty() && host_name.front() == '[') {
@@ -277,20 +271,12 @@ class HttpTransport::Impl {
     if (!target_.tls) return Status::ok();
 
     SSL* ssl_handle = secure_->native_handle();
-    if (isIpAddress(verify_host_)) {
-      X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_handle), verify_host_.c_str());
-    } else {
-      // SNI is only for DNS names (RFC 6066 §3).
-      SSL_set_tlsext_host_name(ssl_handle, verify_host_.c_str());
-      SSL_set1_host(ssl_handle, verify_host_.c_str());
-    }
+    sdk::expectServerName(ssl_handle, verify_host_);
     secure_->async_handshake(ssl::stream_base::client,
                              [&](boost::system::error_code e) { ec = e; });
     runUntilIdle();
     if (ec) {
-      std::string reason = ec.message();
-      long verify = SSL_get_verify_result(ssl_handle);
-      if (verify != X509_V_OK) reason += ": " + std::string(X509_verify_cert_error_string(verify));
+      std::string reason = sdk::handshakeFailureReason(ssl_handle, ec);
       closeConnection();
       if (ec == beast::error::timeout) {
         return transportFailure("timed out in the TLS handshake with " + target_.text);

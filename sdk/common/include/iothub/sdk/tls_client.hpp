@@ -19,4 +19,12 @@ namespace iothub::sdk {
 // message names the file and is fit to show to the application.
 Result<boost::asio::ssl::context> makeClientTlsContext(const std::string& ca_file);
 
+// Before a handshake on `ssl`: the certificate must name `host` (an IP address SAN for an
+// address, a DNS SAN otherwise) and, for DNS names only (RFC 6066 §3), SNI carries it.
+void expectServerName(SSL* ssl, const std::string& host);
+
+// Why a client handshake failed: the transport's reason plus OpenSSL's certificate
+// verification result when that is what failed.
+std::string handshakeFailureReason(SSL* ssl, const boost::system::error_code& ec);
+
 }  // namespace iothub::sdk
