@@ -53,6 +53,12 @@ int main(int argc, char** argv) {
   app.add_option("--worker-threads", config.worker_threads, "Threads that run requests against the store")
       ->envname("IOTHUB_WORKER_THREADS")
       ->check(CLI::Range(1u, 256u));
+  app.add_option("--job-window", config.job_window, "In-flight device operations per running job")
+      ->envname("IOTHUB_JOB_WINDOW")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{100000}));
+  app.add_option("--max-running-jobs", config.max_running_jobs, "Jobs running at once (more wait, queued)")
+      ->envname("IOTHUB_MAX_RUNNING_JOBS")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1000}));
 
   std::string policy = "iothubowner";
   std::string cs_host;

@@ -25,6 +25,11 @@ QueryExecution::QueryExecution(const Query& query, Page page)
 bool QueryExecution::offer(const json::object& row) {
   if (done_) return false;
   if (!query_.where.matches(row)) return true;
+  return offerMatched(row);
+}
+
+bool QueryExecution::offerMatched(const json::object& row) {
+  if (done_) return false;
   if (aggregate_) {
     if (!query_.group_by) {
       accumulate(groups_.front(), row);

@@ -50,6 +50,13 @@ class QueryExecution {
   // known); the caller should then stop offering rows.
   bool offer(const json::object& row);
 
+  // offer() for a row the caller already found to satisfy the WHERE condition (an index
+  // scan that evaluated it): skips evaluating it again.
+  bool offerMatched(const json::object& row);
+
+  // Result rows produced so far (grows as offer() emits rows of a non-aggregate query).
+  std::size_t rowCount() const { return result_.rows.size(); }
+
   // The result. Call once, after the last offer().
   QueryResult finish();
 

@@ -11,6 +11,7 @@ std::shared_ptr<DeviceLink> ConnectionRegistry::attach(std::shared_ptr<DeviceLin
     auto& slot = links_[link->deviceId()];
     previous = std::move(slot);
     slot = link;
+    if (observer_ && !previous) observer_(link->deviceId(), true);
   }
   subscriptionsChanged(link);
   return previous;
@@ -21,6 +22,7 @@ bool ConnectionRegistry::detach(const DeviceLink& link) {
   auto it = links_.find(link.deviceId());
   if (it == links_.end() || it->second.get() != &link) return false;
   links_.erase(it);
+  if (observer_) observer_(link.deviceId(), false);
   return true;
 }
 

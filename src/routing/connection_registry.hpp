@@ -37,6 +37,12 @@ class ConnectionRegistry final : public registry::ConnectionStates {
   // Called (on the thread that made the link ready) with the device's link once it is
   // subscribed to the awaited topic.
   using Waiter = std::function<void(std::shared_ptr<DeviceLink>)>;
+  // Told (device id, connected) whenever a device gains its first link or loses its last.
+  // Called under the registry's lock, so calls for one device arrive in order: it must be
+  // quick and must not call back into the registry.
+  using Observer = std::function<void(std::string_view device_id, bool connected)>;
+
+  explicit ConnectionRegistry(Observer observer = nullptr) : observer_(std::move(observer)) {}
 
   // Makes `link` the device's connection and returns the one it replaces (or null), which
   // the caller must close.
@@ -62,6 +68,7 @@ class ConnectionRegistry final : public registry::ConnectionStates {
     std::string topic;
     Waiter waiter;
   };
+  const Observer observer_;
   mutable std::mutex mutex_;
   std::unordered_map<std::string, std::shared_ptr<DeviceLink>> links_;  // guarded by mutex_
   std::unordered_map<std::string, std::vector<Wait>> waits_;            // guarded by mutex_

@@ -14,6 +14,10 @@
 #include "auth/policy.hpp"
 #include "common/json.hpp"
 #include "device_api/device_endpoint.hpp"
+#include "index/indexed_store.hpp"
+#include "index/query_runner.hpp"
+#include "index/twin_index.hpp"
+#include "jobs/jobs_engine.hpp"
 #include "methods/method_invoker.hpp"
 #include "registry/device_registry.hpp"
 #include "routing/connection_registry.hpp"
@@ -95,23 +99,46 @@ class DesiredPusher final : public twin::DesiredChangeListener {
   routing::ConnectionRegistry& connections_;
 };
 
+// What a job does to a device, with the hub's own method invoker and twin service.
+class JobOperations final : public jobs::DeviceOperations {
+ public:
+  JobOperations(methods::MethodInvoker& methods, twin::TwinService& twins) : methods_(methods), twins_(twins) {}
+  void invokeMethod(methods::MethodCall call, methods::MethodCallback done) override {
+    methods_.invoke(std::move(call), std::move(done));
+  }
+  Status updateTwin(std::string_view device_id, const json::object& update_twin) override {
+    return twins_.applyJobUpdate(device_id, update_twin).status();
+  }
+
+ private:
+  methods::MethodInvoker& methods_;
+  twin::TwinService& twins_;
+};
+
 }  // namespace
 
 struct Hub::Impl {
   HubConfig config;
   SystemClock clock;
   SecureRandom random;
-  std::unique_ptr<store::SqliteStore> store;
+  std::unique_ptr<store::SqliteStore> durable_store;
+  // Every write goes through the indexed store, so the twin index never misses one.
+  index::TwinIndex twin_index;
+  std::unique_ptr<index::IndexedStore> store;
   std::unique_ptr<auth::ServiceAuthenticator> authenticator;
   std::unique_ptr<registry::DeviceRegistry> registry;
   std::unique_ptr<asio::ssl::context> tls;
   asio::io_context io;
   asio::thread_pool workers;
   transport::AsioScheduler scheduler{io};
-  routing::ConnectionRegistry connections;
+  routing::ConnectionRegistry connections{
+      [this](std::string_view device_id, bool connected) { twin_index.setConnected(device_id, connected); }};
   DesiredPusher desired_pusher{connections};
   std::unique_ptr<twin::TwinService> twins;
   std::unique_ptr<methods::MethodInvoker> methods;
+  std::unique_ptr<index::QueryRunner> queries;
+  std::unique_ptr<JobOperations> job_operations;
+  std::unique_ptr<jobs::JobsEngine> jobs;
   std::unique_ptr<device_api::DeviceEndpoint> device_endpoint;
   std::unique_ptr<service_api::ServiceApi> api;
   std::unique_ptr<transport::HttpServer> https;
@@ -184,7 +211,9 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
 
   auto store = store::SqliteStore::open(dir / kDatabaseFile, store::SqliteOptions{});
   if (!store) return Status(store.code(), "cannot open the store in " + dir.string() + ": " + store.status().message());
-  impl->store = std::move(*store);
+  impl->durable_store = std::move(*store);
+  IOTHUB_RETURN_IF_ERROR(impl->twin_index.load(*impl->durable_store, nullptr));
+  impl->store = std::make_unique<index::IndexedStore>(*impl->durable_store, impl->twin_index);
 
   IOTHUB_RETURN_IF_ERROR(impl->store->policies().insertMissingPolicies(auth::defaultPolicies(impl->random)));
   auto policies = impl->store->policies().listPolicies();
@@ -215,11 +244,21 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
   impl->twins = std::make_unique<twin::TwinService>(*impl->store, impl->clock, &impl->connections,
                                                     &impl->desired_pusher);
   impl->methods = std::make_unique<methods::MethodInvoker>(impl->connections, impl->scheduler);
+  impl->queries = std::make_unique<index::QueryRunner>(impl->twin_index, impl->store->deviceJobs());
+  impl->job_operations = std::make_unique<JobOperations>(*impl->methods, *impl->twins);
+  jobs::JobsOptions job_options;
+  job_options.window = config.job_window;
+  job_options.max_running_jobs = config.max_running_jobs;
+  impl->jobs = std::make_unique<jobs::JobsEngine>(
+      *impl->store, *impl->job_operations,
+      [raw = impl.get()](const query::Condition& c) { return raw->twin_index.select(c); }, impl->clock,
+      job_options);
   impl->device_endpoint = std::make_unique<device_api::DeviceEndpoint>(
       config.host_name, *impl->store, *policies, *impl->twins, *impl->methods, impl->clock, impl->random);
   impl->api = std::make_unique<service_api::ServiceApi>(service_api::ServiceApiDeps{
       impl->authenticator.get(), impl->registry.get(), &impl->connections, impl->twins.get(),
-      impl->methods.get(), &impl->random, &impl->clock, [raw = impl.get()] {
+      impl->methods.get(), impl->queries.get(), impl->jobs.get(), &impl->random, &impl->clock,
+      [raw = impl.get()] {
         const auto& counters = raw->device_endpoint->counters();
         return json::object{{"connectedDeviceCount", raw->connections.size()},
                             {"telemetryMessages", counters.telemetry_messages.load()},
@@ -273,6 +312,7 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
     if (!http) return http.status();
     impl->http = std::move(*http);
   }
+  IOTHUB_RETURN_IF_ERROR(impl->jobs->start());
   return std::unique_ptr<Hub>(new Hub(std::move(impl)));
 }
 
@@ -305,6 +345,7 @@ void Hub::run() {
   for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&impl] { impl.io.run(); });
   impl.io.run();
   for (auto& t : pool) t.join();
+  impl.jobs->stop();  // records what finished; the rest resumes at the next start
   impl.workers.join();
   spdlog::info("stopped");
 }

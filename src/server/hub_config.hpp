@@ -25,7 +25,9 @@ struct HubConfig {
   unsigned io_threads = 0;      // 0 = one per core
   unsigned worker_threads = 8;  // threads that run handlers and wait on the store
   std::size_t http_body_limit = 1024 * 1024;
-  std::chrono::seconds shutdown_grace{10};  // how long in-flight work may take at shutdown
+  std::chrono::seconds shutdown_grace{10};
+  std::size_t job_window = 1000;      // in-flight device operations per running job
+  std::size_t max_running_jobs = 8;   // jobs running at once; more wait queued  // how long in-flight work may take at shutdown
 };
 
 }  // namespace iothub::server

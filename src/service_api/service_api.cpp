@@ -19,6 +19,8 @@ using store::Permission;
 struct Route {
   std::vector<std::string> segments;  // decoded path segments, trailing empty one dropped
   std::optional<std::string> top;     // ?top=
+  std::optional<std::string> job_type;    // ?jobType=
+  std::optional<std::string> job_status;  // ?jobStatus=
 };
 
 Result<Route> parseTarget(std::string_view target) {
@@ -28,7 +30,10 @@ Result<Route> parseTarget(std::string_view target) {
   for (auto segment : url->segments()) route.segments.push_back(segment);
   if (!route.segments.empty() && route.segments.back().empty()) route.segments.pop_back();
   for (auto param : url->params()) {
-    if (param.key == "top" && param.has_value) route.top = param.value;
+    if (!param.has_value) continue;
+    if (param.key == "top") route.top = param.value;
+    if (param.key == "jobType" && !param.value.empty()) route.job_type = param.value;
+    if (param.key == "jobStatus" && !param.value.empty()) route.job_status = param.value;
   }
   return route;
 }
@@ -51,67 +56,42 @@ Result<json::value> parseBody(const HttpRequest& request) {
   return parseJson(request.body);
 }
 
+// x-ms-max-item-count (reference §5.5): 1..1000, default 100.
+Result<std::size_t> pageSize(const HttpRequest& request) {
+  const std::string* v = request.headers.find("x-ms-max-item-count");
+  if (v == nullptr || v->empty()) return index::QueryRunner::kDefaultPageSize;
+  std::size_t value = 0;
+  auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), value);
+  if (ec != std::errc() || end != v->data() + v->size() || value == 0 ||
+      value > index::QueryRunner::kMaxPageSize) {
+    return Status(ErrorCode::ArgumentInvalid, "x-ms-max-item-count must be an integer between 1 and " +
+                                                  std::to_string(index::QueryRunner::kMaxPageSize));
+  }
+  return value;
+}
+
+std::optional<std::string_view> continuation(const HttpRequest& request) {
+  const std::string* v = request.headers.find("x-ms-continuation");
+  if (v == nullptr || v->empty()) return std::nullopt;
+  return std::string_view(*v);
+}
+
+// A page of rows with the paging headers: x-ms-continuation only while more remain.
+HttpResponse pageResponse(json::array rows, std::string_view item_type,
+                          const std::optional<std::string>& next) {
+  HttpResponse r = jsonResponse(200, json::serialize(rows));
+  r.headers.set("x-ms-item-type", std::string(item_type));
+  if (next) r.headers.set("x-ms-continuation", *next);
+  return r;
+}
+
 std::optional<std::string> ifMatch(const HttpRequest& request) {
   const std::string* v = request.headers.find("If-Match");
   if (v == nullptr) return std::nullopt;
   return normalizeEtag(*v);
 }
 
-// Azure's method-name alphabet (reference §6): printable ASCII without separators.
-Status validateMethodName(std::string_view name) {
-  constexpr std::string_view kForbidden = "$()<>@,;:\\\"/[]?={} \t";
-  if (name.empty() || name.size() > 128) {
-    return {ErrorCode::ArgumentInvalid, "methodName must be 1 to 128 characters"};
-  }
-  for (char c : name) {
-    if (c < 0x21 || c > 0x7E || kForbidden.find(c) != std::string_view::npos) {
-      return {ErrorCode::ArgumentInvalid,
-              "methodName may only contain printable ASCII characters other than $()<>@,;:\\\"/[]?={}"};
-    }
-  }
-  return Status::ok();
-}
-
-Result<std::chrono::seconds> timeoutField(const json::object& body, std::string_view name,
-                                          std::int64_t fallback, std::int64_t min, std::int64_t max) {
-  const json::value* v = findMember(body, name);
-  if (v == nullptr || v->is_null()) return std::chrono::seconds{fallback};
-  std::int64_t seconds = 0;
-  if (v->is_int64()) {
-    seconds = v->get_int64();
-  } else if (v->is_uint64() && v->get_uint64() <= 1000000) {
-    seconds = static_cast<std::int64_t>(v->get_uint64());
-  } else {
-    return Status(ErrorCode::ArgumentInvalid, std::string(name) + " must be an integer");
-  }
-  if (seconds < min || seconds > max) {
-    return Status(ErrorCode::ArgumentInvalid, std::string(name) + " must be between " + std::to_string(min) +
-                                                  " and " + std::to_string(max));
-  }
-  return std::chrono::seconds{seconds};
-}
-
 }  // namespace
-
-Result<methods::MethodCall> parseMethodCall(std::string_view device_id, const json::value& body) {
-  const json::object* o = body.if_object();
-  if (o == nullptr) return Status(ErrorCode::IotHubFormatError, "The method request must be a JSON object");
-  const json::string* name = findString(*o, "methodName");
-  if (name == nullptr) return Status(ErrorCode::ArgumentInvalid, "methodName is required and must be a string");
-  IOTHUB_RETURN_IF_ERROR(validateMethodName(*name));
-  auto response_timeout = timeoutField(*o, "responseTimeoutInSeconds", 30, 5, 300);
-  if (!response_timeout) return response_timeout.status();
-  auto connect_timeout = timeoutField(*o, "connectTimeoutInSeconds", 0, 0, 300);
-  if (!connect_timeout) return connect_timeout.status();
-  const json::value* payload = findMember(*o, "payload");
-  std::string payload_json = payload == nullptr ? "null" : json::serialize(*payload);
-  if (payload_json.size() > kMaxMethodPayload) {
-    return Status(ErrorCode::MessageTooLarge, "The method payload exceeds " +
-                                                  std::to_string(kMaxMethodPayload / 1024) + " KB");
-  }
-  return methods::MethodCall{std::string(device_id), std::string(*name), std::move(payload_json),
-                             *response_timeout, *connect_timeout};
-}
 
 std::string normalizeEtag(std::string_view v) {
   while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
@@ -159,6 +139,7 @@ HttpResponse ServiceApi::route(const HttpRequest& request,
   enum class Op {
     GetDevice, PutDevice, DeleteDevice, ListDevices, BulkDevices, DeviceStats,
     GetTwin, PatchTwin, ReplaceTwin, InvokeMethod, ServiceStats,
+    Query, PutJob, GetJob, CancelJob, ListJobs,
   };
   std::optional<Op> op;
   std::string allowed;
@@ -170,6 +151,21 @@ HttpResponse ServiceApi::route(const HttpRequest& request,
   } else if (seg.size() == 3 && seg[0] == "twins" && seg[2] == "methods") {
     allowed = "POST";
     if (method == "POST") op = Op::InvokeMethod;
+  } else if (seg.size() == 2 && seg[0] == "devices" && seg[1] == "query" && deps_.queries != nullptr) {
+    allowed = "POST";
+    if (method == "POST") op = Op::Query;
+  } else if (seg.size() == 3 && seg[0] == "jobs" && seg[1] == "v2" && seg[2] == "query" &&
+             deps_.jobs != nullptr) {
+    allowed = "GET";
+    if (method == "GET") op = Op::ListJobs;
+  } else if (seg.size() == 3 && seg[0] == "jobs" && seg[1] == "v2" && deps_.jobs != nullptr) {
+    allowed = "GET, PUT";
+    if (method == "GET") op = Op::GetJob;
+    else if (method == "PUT") op = Op::PutJob;
+  } else if (seg.size() == 4 && seg[0] == "jobs" && seg[1] == "v2" && seg[3] == "cancel" &&
+             deps_.jobs != nullptr) {
+    allowed = "POST";
+    if (method == "POST") op = Op::CancelJob;
   } else if (seg.size() == 2 && seg[0] == "devices") {
     allowed = "GET, PUT, DELETE";
     if (method == "GET") op = Op::GetDevice;
@@ -206,8 +202,13 @@ HttpResponse ServiceApi::route(const HttpRequest& request,
   Permission needed = store::kRegistryWrite;
   if (*op == Op::GetDevice || *op == Op::ListDevices || *op == Op::DeviceStats) {
     needed = store::kRegistryRead;
+  } else if (*op == Op::Query) {
+    // Twin queries read the registry; a service policy (ServiceConnect) may query too.
+    needed = (identity->permissions & store::kServiceConnect) != 0 ? store::kServiceConnect
+                                                                   : store::kRegistryRead;
   } else if (*op == Op::GetTwin || *op == Op::PatchTwin || *op == Op::ReplaceTwin ||
-             *op == Op::InvokeMethod || *op == Op::ServiceStats) {
+             *op == Op::InvokeMethod || *op == Op::ServiceStats || *op == Op::PutJob ||
+             *op == Op::GetJob || *op == Op::CancelJob || *op == Op::ListJobs) {
     // ServiceConnect covers twins and direct methods (reference §1.1).
     needed = store::kServiceConnect;
   }
@@ -287,7 +288,7 @@ HttpResponse ServiceApi::route(const HttpRequest& request,
     case Op::InvokeMethod: {
       auto body = parseBody(request);
       if (!body) return fail(body.status());
-      auto call = parseMethodCall(seg[1], *body);
+      auto call = methods::parseMethodCall(seg[1], *body);
       if (!call) return fail(call.status());
       if (auto device = reg.get(seg[1]); !device) return fail(device.status());
       deps_.methods->invoke(std::move(*call), [fail, respond](Result<methods::MethodResult> result) {
@@ -309,6 +310,37 @@ HttpResponse ServiceApi::route(const HttpRequest& request,
     }
     case Op::ServiceStats:
       return jsonResponse(200, json::serialize(deps_.service_statistics()));
+    case Op::Query: {
+      auto body = parseBody(request);
+      if (!body) return fail(body.status());
+      const json::string* text = body->is_object() ? findString(body->get_object(), "query") : nullptr;
+      if (text == nullptr) return fail({ErrorCode::ArgumentInvalid, "The body must be {\"query\": \"<query text>\"}"});
+      auto size = pageSize(request);
+      if (!size) return fail(size.status());
+      auto page = deps_.queries->run(*text, *size, continuation(request));
+      if (!page) return fail(page.status());
+      return pageResponse(std::move(page->rows), query::itemTypeName(page->item_type), page->continuation);
+    }
+    case Op::PutJob: {
+      auto body = parseBody(request);
+      if (!body) return fail(body.status());
+      auto job = deps_.jobs->create(seg[2], *body);
+      if (!job) return fail(job.status());
+      return jsonResponse(200, json::serialize(*job));
+    }
+    case Op::GetJob:
+    case Op::CancelJob: {
+      auto job = *op == Op::GetJob ? deps_.jobs->get(seg[2]) : deps_.jobs->cancel(seg[2]);
+      if (!job) return fail(job.status());
+      return jsonResponse(200, json::serialize(*job));
+    }
+    case Op::ListJobs: {
+      auto size = pageSize(request);
+      if (!size) return fail(size.status());
+      auto page = deps_.jobs->list(target->job_type, target->job_status, *size, continuation(request));
+      if (!page) return fail(page.status());
+      return pageResponse(std::move(page->jobs), "JobResponse", page->continuation);
+    }
     case Op::DeviceStats: {
       auto stats = reg.statistics();
       if (!stats) return fail(stats.status());

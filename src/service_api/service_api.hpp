@@ -7,7 +7,10 @@
 #include "common/clock.hpp"
 #include "common/http_message.hpp"
 #include "common/random.hpp"
+#include "index/query_runner.hpp"
+#include "jobs/jobs_engine.hpp"
 #include "methods/method_invoker.hpp"
+#include "methods/method_request.hpp"
 #include "registry/device_registry.hpp"
 #include "twin/twin_service.hpp"
 
@@ -19,6 +22,8 @@ struct ServiceApiDeps {
   const registry::ConnectionStates* connections = nullptr;
   twin::TwinService* twins = nullptr;
   methods::MethodInvoker* methods = nullptr;
+  const index::QueryRunner* queries = nullptr;  // POST /devices/query (404 when null)
+  jobs::JobsEngine* jobs = nullptr;             // /jobs/v2 (404 when null)
   Random* random = nullptr;
   const Clock* clock = nullptr;
   // GET /statistics/service: Azure's {"connectedDeviceCount": n} plus iothub's counters.
@@ -51,15 +56,6 @@ class ServiceApi {
 
   ServiceApiDeps deps_;
 };
-
-// Largest direct-method payload (reference §7: 128 KB).
-inline constexpr std::size_t kMaxMethodPayload = 128 * 1024;
-
-// Validates POST /twins/{id}/methods (reference §6): methodName (Azure's alphabet),
-// responseTimeoutInSeconds 5..300 (default 30), connectTimeoutInSeconds 0..300 (default 0),
-// payload any JSON (default null, at most kMaxMethodPayload serialized).
-// Errors: IotHubFormatError, ArgumentInvalid, MessageTooLarge.
-Result<methods::MethodCall> parseMethodCall(std::string_view device_id, const json::value& body);
 
 // Strips the quotes and an optional W/ that clients put around an If-Match value
 // (reference §3.5: the Node SDK always quotes, so the wildcard arrives as "*").

@@ -47,28 +47,47 @@ json::object serviceTwinJson(const store::DeviceRecord& device, const store::Twi
   json::object o;
   o.reserve(18);
   o["deviceId"] = twin.device_id;
-  o["etag"] = twinEtag(twin.version);
-  o["deviceEtag"] = device.etag;
-  o["status"] = registry::deviceStatusName(device.status);
-  if (device.status_reason) o["statusReason"] = *device.status_reason;
-  o["statusUpdateTime"] = timeOrNever(device.status_updated_time);
-  o["connectionState"] = connected ? "Connected" : "Disconnected";
-  o["lastActivityTime"] = timeOrNever(device.last_activity_time);
-  o["cloudToDeviceMessageCount"] = device.cloud_to_device_message_count;
-  o["authenticationType"] = registry::authTypeName(device.auth_type);
-  o["x509Thumbprint"] =
+  o["etag"] = nullptr;  // placeholders keep Azure's member order
+  o["deviceEtag"] = nullptr;
+  o["status"] = nullptr;
+  setDeviceFields(o, device, connected);
+  o["modelId"] = "";
+  setTwinFields(o, twin);
+  return o;
+}
+
+void setDeviceFields(json::object& view, const store::DeviceRecord& device, bool connected) {
+  view["deviceEtag"] = device.etag;
+  view["status"] = registry::deviceStatusName(device.status);
+  if (device.status_reason) {
+    view["statusReason"] = *device.status_reason;
+  } else {
+    view.erase("statusReason");
+  }
+  view["statusUpdateTime"] = timeOrNever(device.status_updated_time);
+  setConnectionState(view, connected);
+  view["lastActivityTime"] = timeOrNever(device.last_activity_time);
+  view["cloudToDeviceMessageCount"] = device.cloud_to_device_message_count;
+  view["authenticationType"] = registry::authTypeName(device.auth_type);
+  view["x509Thumbprint"] =
       json::object{{"primaryThumbprint", optionalString(device.primary_thumbprint)},
                    {"secondaryThumbprint", optionalString(device.secondary_thumbprint)}};
-  o["modelId"] = "";
-  o["version"] = twin.version;
-  o["capabilities"] = json::object{{"iotEdge", device.iot_edge}};
-  o["tags"] = twin.tags;
+  view["capabilities"] = json::object{{"iotEdge", device.iot_edge}};
+}
+
+void setConnectionState(json::object& view, bool connected) {
+  view["connectionState"] = connected ? "Connected" : "Disconnected";
+}
+
+void setTwinFields(json::object& view, const store::TwinRecord& twin) {
+  view["etag"] = twinEtag(twin.version);
+  view["version"] = twin.version;
+  view["tags"] = twin.tags;
   json::object properties;
   properties.reserve(2);
   properties.emplace("desired", sectionView(twin.desired, twin.desired_version, true));
   properties.emplace("reported", sectionView(twin.reported, twin.reported_version, true));
-  o["properties"] = std::move(properties);
-  return o;
+  view["properties"] = std::move(properties);
 }
 
 json::object deviceTwinJson(const store::TwinRecord& twin) {

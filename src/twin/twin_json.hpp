@@ -17,6 +17,17 @@ namespace iothub::twin {
 json::object serviceTwinJson(const store::DeviceRecord& device, const store::TwinRecord& twin,
                              bool connected);
 
+// The parts of the service view, for an index that keeps views up to date as the device
+// record, the twin or the connection changes: each (re)writes only the members it names.
+// setDeviceFields: deviceEtag, status, statusReason (removed when unset), statusUpdateTime,
+// connectionState, lastActivityTime, cloudToDeviceMessageCount, authenticationType,
+// x509Thumbprint, capabilities.
+void setDeviceFields(json::object& view, const store::DeviceRecord& device, bool connected);
+// connectionState.
+void setConnectionState(json::object& view, bool connected);
+// etag, version, tags, properties.
+void setTwinFields(json::object& view, const store::TwinRecord& twin);
+
 // The device view (MQTT $iothub/twin/GET, reference §2.3):
 // {"desired":{...,"$version":n},"reported":{...,"$version":m}} without "$metadata" and
 // without tags. A fresh twin is {"desired":{"$version":1},"reported":{"$version":1}}.

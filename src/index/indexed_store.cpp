@@ -1,0 +1,65 @@
+#include "index/indexed_store.hpp"
+
+#include <functional>
+
+namespace iothub::index {
+
+IndexedStore::IndexedStore(store::Store& inner, TwinIndex& index) : inner_(inner), index_(index) {}
+
+std::mutex& IndexedStore::stripe(std::string_view device_id) {
+  return stripes_[std::hash<std::string_view>{}(device_id) % kStripes];
+}
+
+Status IndexedStore::Registry::createDevice(const store::DeviceRecord& device, const store::TwinRecord& twin) {
+  std::lock_guard lock(owner_.stripe(device.device_id));
+  Status s = owner_.inner_.registry().createDevice(device, twin);
+  if (s) owner_.index_.putDevice(device, twin);
+  return s;
+}
+
+Result<store::DeviceRecord> IndexedStore::Registry::getDevice(std::string_view device_id) {
+  return owner_.inner_.registry().getDevice(device_id);
+}
+
+Result<store::DeviceRecord> IndexedStore::Registry::updateDevice(std::string_view device_id,
+                                                                 store::DeviceMutation mutate) {
+  std::lock_guard lock(owner_.stripe(device_id));
+  auto updated = owner_.inner_.registry().updateDevice(device_id, std::move(mutate));
+  if (updated) owner_.index_.updateDevice(*updated);
+  return updated;
+}
+
+Status IndexedStore::Registry::deleteDevice(std::string_view device_id, store::DevicePrecondition precondition) {
+  std::lock_guard lock(owner_.stripe(device_id));
+  Status s = owner_.inner_.registry().deleteDevice(device_id, std::move(precondition));
+  if (s) owner_.index_.removeDevice(device_id);
+  return s;
+}
+
+Result<std::vector<store::DeviceRecord>> IndexedStore::Registry::listDevices(std::string_view after_device_id,
+                                                                             std::size_t limit) {
+  return owner_.inner_.registry().listDevices(after_device_id, limit);
+}
+
+Result<store::DeviceStatistics> IndexedStore::Registry::deviceStatistics() {
+  return owner_.inner_.registry().deviceStatistics();
+}
+
+Result<store::TwinRecord> IndexedStore::Twins::getTwin(std::string_view device_id) {
+  return owner_.inner_.twins().getTwin(device_id);
+}
+
+Result<store::TwinRecord> IndexedStore::Twins::updateTwin(std::string_view device_id,
+                                                          store::TwinMutation mutate) {
+  std::lock_guard lock(owner_.stripe(device_id));
+  auto updated = owner_.inner_.twins().updateTwin(device_id, std::move(mutate));
+  if (updated) owner_.index_.updateTwin(*updated);
+  return updated;
+}
+
+Result<std::vector<store::TwinRecord>> IndexedStore::Twins::listTwins(std::string_view after_device_id,
+                                                                      std::size_t limit) {
+  return owner_.inner_.twins().listTwins(after_device_id, limit);
+}
+
+}  // namespace iothub::index

@@ -1,0 +1,72 @@
+#pragma once
+
+#include <array>
+#include <mutex>
+#include <string_view>
+
+#include "index/twin_index.hpp"
+#include "store/store.hpp"
+
+namespace iothub::index {
+
+// A Store that keeps a TwinIndex consistent with every committed write: it forwards each
+// call to the durable store and, once the write succeeded, applies it to the index. The
+// rest of the hub uses this store, so no write can bypass the index.
+//
+// Writes to one device (registry and twin alike) hold that device's stripe lock across the
+// durable write and the index update, so the index sees them in commit order even when
+// they come from different threads (a device deleted and re-created while an older twin
+// update is being reported cannot resurrect the old row). Writes to different devices run
+// concurrently and still share the store's group commits.
+class IndexedStore final : public store::Store {
+ public:
+  // `inner` and `index` must outlive this store.
+  IndexedStore(store::Store& inner, TwinIndex& index);
+
+  store::RegistryStore& registry() override { return registry_; }
+  store::TwinStore& twins() override { return twins_; }
+  store::JobStore& jobs() override { return inner_.jobs(); }
+  store::DeviceJobStore& deviceJobs() override { return inner_.deviceJobs(); }
+  store::AccessPolicyStore& policies() override { return inner_.policies(); }
+  store::MqttSessionStore& mqttSessions() override { return inner_.mqttSessions(); }
+
+ private:
+  static constexpr std::size_t kStripes = 4096;
+
+  class Registry final : public store::RegistryStore {
+   public:
+    explicit Registry(IndexedStore& owner) : owner_(owner) {}
+    Status createDevice(const store::DeviceRecord& device, const store::TwinRecord& twin) override;
+    Result<store::DeviceRecord> getDevice(std::string_view device_id) override;
+    Result<store::DeviceRecord> updateDevice(std::string_view device_id, store::DeviceMutation mutate) override;
+    Status deleteDevice(std::string_view device_id, store::DevicePrecondition precondition) override;
+    Result<std::vector<store::DeviceRecord>> listDevices(std::string_view after_device_id,
+                                                         std::size_t limit) override;
+    Result<store::DeviceStatistics> deviceStatistics() override;
+
+   private:
+    IndexedStore& owner_;
+  };
+
+  class Twins final : public store::TwinStore {
+   public:
+    explicit Twins(IndexedStore& owner) : owner_(owner) {}
+    Result<store::TwinRecord> getTwin(std::string_view device_id) override;
+    Result<store::TwinRecord> updateTwin(std::string_view device_id, store::TwinMutation mutate) override;
+    Result<std::vector<store::TwinRecord>> listTwins(std::string_view after_device_id,
+                                                     std::size_t limit) override;
+
+   private:
+    IndexedStore& owner_;
+  };
+
+  std::mutex& stripe(std::string_view device_id);
+
+  store::Store& inner_;
+  TwinIndex& index_;
+  Registry registry_{*this};
+  Twins twins_{*this};
+  std::array<std::mutex, kStripes> stripes_;
+};
+
+}  // namespace iothub::index

@@ -1,0 +1,205 @@
+#include "index/query_runner.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <functional>
+#include <vector>
+
+#include "common/encoding.hpp"
+#include "common/time_format.hpp"
+#include "query/executor.hpp"
+
+namespace iothub::index {
+namespace {
+
+using Key = std::vector<std::string>;  // {deviceId} or {jobId, deviceId}
+using Visitor = std::function<bool(const Key& key, const json::object& row, bool matched)>;
+
+constexpr std::size_t kStoreChunk = 1000;
+
+// A stable fingerprint of the query text, so a token is refused with another query.
+std::string fingerprint(std::string_view text) {
+  std::uint64_t h = 14695981039346656037ull;  // FNV-1a 64
+  for (unsigned char c : text) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  char buffer[17];
+  std::snprintf(buffer, sizeof buffer, "%016llx", static_cast<unsigned long long>(h));
+  return buffer;
+}
+
+struct Cursor {
+  Key key;                    // row queries: the last row returned
+  std::uint64_t emitted = 0;  // row queries: rows returned so far (for TOP)
+  std::uint64_t offset = 0;   // aggregate queries: result rows returned so far
+};
+
+Status badToken() {
+  return {ErrorCode::ArgumentInvalid,
+          "The continuation token is malformed or does not belong to this query"};
+}
+
+std::string encodeCursor(const std::string& query_hash, const Cursor& c, bool aggregate) {
+  json::object o{{"q", query_hash}};
+  if (aggregate) {
+    o["o"] = c.offset;
+  } else {
+    json::array key;
+    for (const auto& k : c.key) key.emplace_back(k);
+    o["k"] = std::move(key);
+    o["n"] = c.emitted;
+  }
+  return base64Encode(json::serialize(o));
+}
+
+Result<Cursor> decodeCursor(std::string_view token, const std::string& query_hash, bool aggregate) {
+  auto bytes = base64Decode(token);
+  if (!bytes) return badToken();
+  auto doc = parseJson(*bytes, 4);
+  if (!doc || !doc->is_object()) return badToken();
+  const json::object& o = doc->get_object();
+  const json::string* q = findString(o, "q");
+  if (q == nullptr || *q != query_hash) return badToken();
+  Cursor c;
+  auto count = [&o](std::string_view name) -> std::optional<std::uint64_t> {
+    const json::value* v = findMember(o, name);
+    if (v == nullptr) return std::nullopt;
+    if (v->is_uint64()) return v->get_uint64();
+    if (v->is_int64() && v->get_int64() >= 0) return static_cast<std::uint64_t>(v->get_int64());
+    return std::nullopt;
+  };
+  if (aggregate) {
+    auto offset = count("o");
+    if (!offset) return badToken();
+    c.offset = *offset;
+    return c;
+  }
+  auto emitted = count("n");
+  const json::value* key = findMember(o, "k");
+  if (!emitted || key == nullptr || !key->is_array()) return badToken();
+  c.emitted = *emitted;
+  for (const auto& k : key->get_array()) {
+    if (!k.is_string()) return badToken();
+    c.key.emplace_back(k.get_string());
+  }
+  return c;
+}
+
+// Rows of FROM devices.jobs from the store, in (jobId, deviceId) order after `after`.
+Status forEachDeviceJob(store::DeviceJobStore& store, const query::Query& q, const Key& after,
+                        const Visitor& visit) {
+  std::string after_job = after.size() == 2 ? after[0] : std::string();
+  std::string after_device = after.size() == 2 ? after[1] : std::string();
+  // devices.jobs.jobId = '<id>' reads one job's rows only.
+  std::optional<std::string> only_job;
+  if (auto eq = q.where.indexableEquality();
+      eq && eq->first.keys == std::vector<std::string>{"jobId"} && eq->second.is_string()) {
+    only_job = std::string(eq->second.get_string());
+    if (!after_job.empty() && after_job > *only_job) return Status::ok();
+    if (after_job < *only_job) after_device.clear();
+    after_job = *only_job;
+  }
+  for (;;) {
+    auto rows = only_job ? store.listDeviceJobs(*only_job, std::nullopt, after_device, kStoreChunk)
+                         : store.listAllDeviceJobs(after_job, after_device, kStoreChunk);
+    if (!rows) return rows.status();
+    for (const auto& record : *rows) {
+      Key key{record.job_id, record.device_id};
+      if (!visit(key, deviceJobRow(record), false)) return Status::ok();
+    }
+    if (rows->size() < kStoreChunk) return Status::ok();
+    after_job = rows->back().job_id;
+    after_device = rows->back().device_id;
+  }
+}
+
+}  // namespace
+
+json::object deviceJobRow(const store::DeviceJobRecord& record) {
+  json::object row = record.document;
+  row["deviceId"] = record.device_id;
+  row["jobId"] = record.job_id;
+  row["status"] = record.status;
+  row["lastUpdatedDateTimeUtc"] = formatTimestamp(record.last_updated_time);
+  return row;
+}
+
+QueryRunner::QueryRunner(const TwinIndex& twins, store::DeviceJobStore& device_jobs)
+    : twins_(twins), device_jobs_(device_jobs) {}
+
+Result<QueryPage> QueryRunner::run(std::string_view text, std::size_t page_size,
+                                   std::optional<std::string_view> continuation) const {
+  if (page_size == 0 || page_size > kMaxPageSize) {
+    return Status(ErrorCode::ArgumentInvalid,
+                  "x-ms-max-item-count must be between 1 and " + std::to_string(kMaxPageSize));
+  }
+  auto parsed = query::parseQuery(text);
+  if (!parsed) return parsed.status();
+  const query::Query& q = *parsed;
+  const bool aggregate = q.isAggregate();
+  const std::string hash = fingerprint(text);
+  Cursor cursor;
+  if (continuation) {
+    auto decoded = decodeCursor(*continuation, hash, aggregate);
+    if (!decoded) return decoded.status();
+    cursor = std::move(*decoded);
+    std::size_t key_size = q.collection == query::Collection::Devices ? 1 : 2;
+    if (!aggregate && cursor.key.size() != key_size) return badToken();
+  }
+
+  auto forEachRow = [&](const Key& after, const Visitor& visit) -> Status {
+    if (q.collection == query::Collection::DeviceJobs) {
+      return forEachDeviceJob(device_jobs_, q, after, visit);
+    }
+    Key key(1);
+    twins_.scan(q.where, after.empty() ? std::string_view() : std::string_view(after[0]),
+                [&key, &visit](const std::string& id, const json::object& row) {
+                  key[0] = id;
+                  return visit(key, row, true);
+                });
+    return Status::ok();
+  };
+
+  QueryPage page;
+  page.item_type = q.itemType();
+  if (aggregate) {
+    query::QueryExecution execution(q, query::Page{cursor.offset, page_size});
+    IOTHUB_RETURN_IF_ERROR(forEachRow({}, [&execution](const Key&, const json::object& row, bool matched) {
+      return matched ? execution.offerMatched(row) : execution.offer(row);
+    }));
+    auto result = execution.finish();
+    page.rows = std::move(result.rows);
+    if (result.has_more) {
+      cursor.offset += page.rows.size();
+      page.continuation = encodeCursor(hash, cursor, true);
+    }
+    return page;
+  }
+
+  std::size_t limit = page_size;
+  if (q.top) {
+    if (cursor.emitted >= *q.top) return page;
+    limit = static_cast<std::size_t>(std::min<std::uint64_t>(limit, *q.top - cursor.emitted));
+  }
+  query::QueryExecution execution(q, query::Page{0, limit});
+  Key last = cursor.key;
+  IOTHUB_RETURN_IF_ERROR(
+      forEachRow(cursor.key, [&execution, &last](const Key& key, const json::object& row, bool matched) {
+        std::size_t before = execution.rowCount();
+        bool more = matched ? execution.offerMatched(row) : execution.offer(row);
+        if (execution.rowCount() > before) last = key;
+        return more;
+      }));
+  auto result = execution.finish();
+  page.rows = std::move(result.rows);
+  cursor.emitted += page.rows.size();
+  bool top_reached = q.top && cursor.emitted >= *q.top;
+  if (result.has_more && !top_reached) {
+    cursor.key = std::move(last);
+    page.continuation = encodeCursor(hash, cursor, false);
+  }
+  return page;
+}
+
+}  // namespace iothub::index

@@ -1,0 +1,264 @@
+#include "index/twin_index.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <optional>
+
+#include "query/value.hpp"
+#include "twin/twin_json.hpp"
+
+namespace iothub::index {
+namespace {
+
+constexpr std::size_t kLoadPage = 1000;
+
+bool isDeviceIdPath(const query::Path& path) {
+  return path.keys.size() == 1 && path.keys[0] == "deviceId";
+}
+
+}  // namespace
+
+Status TwinIndex::load(store::Store& store, const std::function<bool(std::string_view)>& is_connected) {
+  auto started = std::chrono::steady_clock::now();
+  Rows rows;
+  std::string after;
+  for (;;) {
+    auto devices = store.registry().listDevices(after, kLoadPage);
+    if (!devices) return devices.status();
+    if (devices->empty()) break;
+    // Twins and devices share their ids and are created and deleted together, so the
+    // same page of twins lines up with the page of devices.
+    auto twins = store.twins().listTwins(after, kLoadPage);
+    if (!twins) return twins.status();
+    std::size_t t = 0;
+    for (const auto& device : *devices) {
+      while (t < twins->size() && (*twins)[t].device_id < device.device_id) ++t;
+      std::optional<store::TwinRecord> fetched;
+      if (t == twins->size() || (*twins)[t].device_id != device.device_id) {
+        auto twin = store.twins().getTwin(device.device_id);  // the pages drifted apart
+        if (!twin) return twin.status();
+        fetched = std::move(*twin);
+      }
+      const store::TwinRecord& twin = fetched ? *fetched : (*twins)[t];
+      bool connected = is_connected && is_connected(device.device_id);
+      rows.emplace(device.device_id,
+                   Entry{std::make_shared<const json::object>(twin::serviceTwinJson(device, twin, connected)),
+                         twin.version});
+    }
+    after = devices->back().device_id;
+    if (devices->size() < kLoadPage) break;
+  }
+  std::unique_lock lock(mutex_);
+  rows_ = std::move(rows);
+  path_indexes_.clear();
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+  spdlog::info("twin index: {} twins loaded in {} ms", rows_.size(), ms.count());
+  return Status::ok();
+}
+
+void TwinIndex::putDevice(const store::DeviceRecord& device, const store::TwinRecord& twin) {
+  std::unique_lock lock(mutex_);
+  bool connected = connected_.contains(device.device_id);
+  auto row = std::make_shared<const json::object>(twin::serviceTwinJson(device, twin, connected));
+  auto it = rows_.find(device.device_id);
+  if (it == rows_.end()) {
+    it = rows_.emplace(device.device_id, Entry{nullptr, twin.version}).first;
+    it->second.row = row;
+    indexRow(it->first, *row, true);
+    return;
+  }
+  it->second.version = twin.version;
+  replaceRow(it, std::move(row));
+}
+
+void TwinIndex::updateDevice(const store::DeviceRecord& device) {
+  std::unique_lock lock(mutex_);
+  auto it = rows_.find(device.device_id);
+  if (it == rows_.end()) return;
+  auto view = std::make_shared<json::object>(*it->second.row);
+  twin::setDeviceFields(*view, device, connected_.contains(device.device_id));
+  replaceRow(it, std::move(view));
+}
+
+void TwinIndex::updateTwin(const store::TwinRecord& twin) {
+  std::unique_lock lock(mutex_);
+  auto it = rows_.find(twin.device_id);
+  if (it == rows_.end() || twin.version < it->second.version) return;
+  auto view = std::make_shared<json::object>(*it->second.row);
+  twin::setTwinFields(*view, twin);
+  it->second.version = twin.version;
+  replaceRow(it, std::move(view));
+}
+
+void TwinIndex::removeDevice(std::string_view device_id) {
+  std::unique_lock lock(mutex_);
+  auto it = rows_.find(device_id);
+  if (it == rows_.end()) return;
+  indexRow(it->first, *it->second.row, false);
+  rows_.erase(it);
+}
+
+void TwinIndex::setConnected(std::string_view device_id, bool connected) {
+  std::unique_lock lock(mutex_);
+  if (connected) {
+    connected_.emplace(device_id);
+  } else {
+    connected_.erase(std::string(device_id));
+  }
+  auto it = rows_.find(device_id);
+  if (it == rows_.end()) return;
+  auto view = std::make_shared<json::object>(*it->second.row);
+  twin::setConnectionState(*view, connected);
+  replaceRow(it, std::move(view));
+}
+
+std::size_t TwinIndex::size() const {
+  std::shared_lock lock(mutex_);
+  return rows_.size();
+}
+
+Row TwinIndex::find(std::string_view device_id) const {
+  std::shared_lock lock(mutex_);
+  auto it = rows_.find(device_id);
+  return it == rows_.end() ? nullptr : it->second.row;
+}
+
+void TwinIndex::replaceRow(Rows::iterator it, Row row) {
+  if (!path_indexes_.empty()) {
+    indexRow(it->first, *it->second.row, false);
+    indexRow(it->first, *row, true);
+  }
+  it->second.row = std::move(row);
+}
+
+void TwinIndex::indexRow(std::string_view id, const json::object& row, bool add) {
+  for (auto& index : path_indexes_) {
+    const json::value* v = index->path.resolve(row);
+    if (v == nullptr || !query::isPrimitive(*v)) continue;
+    std::string key = query::valueKey(*v);
+    if (add) {
+      index->ids[key].insert(id);
+      continue;
+    }
+    auto found = index->ids.find(key);
+    if (found == index->ids.end()) continue;
+    found->second.erase(id);
+    if (found->second.empty()) index->ids.erase(found);
+  }
+}
+
+TwinIndex::PathIndex* TwinIndex::pathIndexFor(const query::Path& path) const {
+  for (auto& index : path_indexes_) {
+    if (index->path == path) {
+      index->last_used.store(++use_clock_, std::memory_order_relaxed);
+      return index.get();
+    }
+  }
+  return nullptr;
+}
+
+void TwinIndex::buildPathIndex(const query::Path& path) const {
+  std::unique_lock lock(mutex_);
+  if (pathIndexFor(path) != nullptr) return;  // another query built it meanwhile
+  auto started = std::chrono::steady_clock::now();
+  auto index = std::make_unique<PathIndex>();
+  index->path = path;
+  index->last_used.store(++use_clock_, std::memory_order_relaxed);
+  for (const auto& [id, entry] : rows_) {
+    const json::value* v = path.resolve(*entry.row);
+    if (v == nullptr || !query::isPrimitive(*v)) continue;
+    index->ids[query::valueKey(*v)].insert(id);
+  }
+  if (path_indexes_.size() >= kMaxPathIndexes) {
+    auto lru = std::min_element(path_indexes_.begin(), path_indexes_.end(),
+                                [](const auto& a, const auto& b) { return a->last_used.load() < b->last_used.load(); });
+    spdlog::info("twin index: dropping the index on {}", (*lru)->path.toString());
+    path_indexes_.erase(lru);
+  }
+  path_indexes_.push_back(std::move(index));
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+  spdlog::info("twin index: built an index on {} over {} twins in {} ms", path.toString(), rows_.size(),
+               ms.count());
+}
+
+void TwinIndex::scan(const query::Condition& condition, std::string_view after,
+                     const std::function<bool(const std::string&, const json::object&)>& visit) const {
+  auto lookup = condition.indexableLookup();
+  if (lookup) {
+    // Candidates from an index, copied out so the lock can be released between chunks.
+    std::vector<std::string> candidates;
+    if (isDeviceIdPath(lookup->first)) {
+      for (const auto& constant : lookup->second) {
+        if (const json::string* s = constant.if_string(); s != nullptr && std::string_view(*s) > after) {
+          candidates.emplace_back(*s);
+        }
+      }
+    } else {
+      {
+        std::shared_lock lock(mutex_);
+        if (pathIndexFor(lookup->first) == nullptr) {
+          lock.unlock();
+          buildPathIndex(lookup->first);
+        }
+      }
+      std::shared_lock lock(mutex_);
+      const PathIndex* index = pathIndexFor(lookup->first);
+      if (index != nullptr) {  // null only if evicted meanwhile: fall back to a scan
+        for (const auto& constant : lookup->second) {
+          if (!query::isPrimitive(constant)) continue;
+          auto found = index->ids.find(query::valueKey(constant));
+          if (found == index->ids.end()) continue;
+          for (auto it = found->second.upper_bound(after); it != found->second.end(); ++it) {
+            candidates.emplace_back(*it);
+          }
+        }
+      } else {
+        lookup.reset();
+      }
+    }
+    if (lookup) {
+      std::sort(candidates.begin(), candidates.end());
+      candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
+      for (std::size_t i = 0; i < candidates.size();) {
+        std::shared_lock lock(mutex_);
+        for (std::size_t end = std::min(candidates.size(), i + kScanChunk); i < end; ++i) {
+          auto it = rows_.find(candidates[i]);
+          if (it == rows_.end() || !condition.matches(*it->second.row)) continue;
+          if (!visit(it->first, *it->second.row)) return;
+        }
+      }
+      return;
+    }
+  }
+  std::string cursor(after);
+  for (;;) {
+    std::shared_lock lock(mutex_);
+    auto it = rows_.upper_bound(cursor);  // device ids are never empty
+    if (it == rows_.end()) return;
+    for (std::size_t n = 0; n < kScanChunk && it != rows_.end(); ++n, ++it) {
+      if (condition.matchesAll() || condition.matches(*it->second.row)) {
+        if (!visit(it->first, *it->second.row)) return;
+      }
+    }
+    if (it == rows_.end()) return;
+    cursor = std::prev(it)->first;
+  }
+}
+
+std::vector<std::string> TwinIndex::select(const query::Condition& condition) const {
+  std::vector<std::string> ids;
+  scan(condition, {}, [&ids](const std::string& id, const json::object&) {
+    ids.push_back(id);
+    return true;
+  });
+  return ids;
+}
+
+std::size_t TwinIndex::pathIndexCount() const {
+  std::shared_lock lock(mutex_);
+  return path_indexes_.size();
+}
+
+}  // namespace iothub::index

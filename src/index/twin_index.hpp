@@ -1,0 +1,119 @@
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "common/json.hpp"
+#include "common/status.hpp"
+#include "query/condition.hpp"
+#include "query/path.hpp"
+#include "store/records.hpp"
+#include "store/store.hpp"
+
+namespace iothub::index {
+
+// One twin as queries see it: its service view (twin/twin_json.hpp), immutable once
+// published. Writers replace a row with a new one; readers holding the old one keep a
+// consistent snapshot of that twin.
+using Row = std::shared_ptr<const json::object>;
+
+// The in-memory index of every device twin that FROM devices queries and job target
+// selection run over (reference §5; decisions §26). The store stays the durable copy: the
+// index is loaded from it at startup and then told about every committed write by
+// IndexedStore (indexed_store.hpp), and about connection changes by the hub.
+//
+// Rows are kept ordered by device id, which is the order of query results and the key of
+// paging. Equality and IN on a path (Condition::indexableLookup) are answered from a
+// secondary index on that path: deviceId uses the primary order directly; any other path
+// gets a hash index built on first use (one scan) and maintained on every later write,
+// up to kMaxPathIndexes paths (the least recently used one is dropped beyond that).
+//
+// Thread-safe: readers share a lock, writers take it exclusively for the time it takes
+// to swap one row. Scans release the lock every kScanChunk rows, so a long query never
+// holds writers up for long.
+class TwinIndex {
+ public:
+  static constexpr std::size_t kMaxPathIndexes = 16;
+  static constexpr std::size_t kScanChunk = 4096;
+
+  TwinIndex() = default;
+  TwinIndex(const TwinIndex&) = delete;
+  TwinIndex& operator=(const TwinIndex&) = delete;
+
+  // Replaces the whole content with the store's twins and devices (startup). Devices that
+  // `is_connected` names are shown Connected. Errors: the store's.
+  Status load(store::Store& store, const std::function<bool(std::string_view)>& is_connected);
+
+  // A device and its twin were created (or re-created): inserts or replaces its row.
+  void putDevice(const store::DeviceRecord& device, const store::TwinRecord& twin);
+  // A device record changed: rewrites the device members of its row. No-op for unknown ids.
+  void updateDevice(const store::DeviceRecord& device);
+  // A twin changed: rewrites its twin members. No-op for unknown ids, and for versions
+  // older than the row's (a late report of an earlier write).
+  void updateTwin(const store::TwinRecord& twin);
+  void removeDevice(std::string_view device_id);
+  // The device's connection opened or closed. Remembered even before its row exists.
+  void setConnected(std::string_view device_id, bool connected);
+
+  std::size_t size() const;
+
+  // The row of one device, or null.
+  Row find(std::string_view device_id) const;
+
+  // Calls `visit` for every row whose device id is strictly after `after` (empty = from the
+  // start) and that `condition` matches, in device-id order, until `visit` returns false.
+  // Uses a secondary index when the condition allows (see class comment). `visit` runs
+  // under the index's shared lock: it must not call back into the index and should be
+  // quick (copy what it needs).
+  void scan(const query::Condition& condition, std::string_view after,
+            const std::function<bool(const std::string& device_id, const json::object& row)>& visit) const;
+
+  // The ids of every device `condition` matches, in order (a job's target set).
+  std::vector<std::string> select(const query::Condition& condition) const;
+
+  // How many secondary path indexes exist now (tests, metrics).
+  std::size_t pathIndexCount() const;
+
+ private:
+  struct Entry {
+    Row row;
+    std::int64_t version = 0;  // the twin version the row shows
+  };
+  using Rows = std::map<std::string, Entry, std::less<>>;
+
+  // Device ids (pointing into the keys of rows_) by the value key (query/value.hpp
+  // valueKey) of the primitive at `path`; rows where it is undefined or not primitive are
+  // not in it.
+  struct PathIndex {
+    query::Path path;
+    std::unordered_map<std::string, std::set<std::string_view>> ids;
+    std::atomic<std::uint64_t> last_used{0};  // touched by readers under the shared lock
+  };
+
+  void replaceRow(Rows::iterator it, Row row);  // exclusive lock held
+  void indexRow(std::string_view id, const json::object& row, bool add);  // exclusive lock held
+  PathIndex* pathIndexFor(const query::Path& path) const;  // lock held (any mode)
+  // Builds the index on `path` (takes the exclusive lock; called without any lock).
+  void buildPathIndex(const query::Path& path) const;
+
+  mutable std::shared_mutex mutex_;
+  Rows rows_;
+  std::unordered_set<std::string> connected_;  // devices with a live connection
+  // Lazily built, so mutable; guarded by mutex_ (created under the exclusive lock).
+  mutable std::vector<std::unique_ptr<PathIndex>> path_indexes_;
+  mutable std::atomic<std::uint64_t> use_clock_{0};
+};
+
+}  // namespace iothub::index

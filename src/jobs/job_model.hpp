@@ -1,0 +1,110 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "common/clock.hpp"
+#include "common/json.hpp"
+#include "common/status.hpp"
+#include "methods/method_invoker.hpp"
+#include "store/records.hpp"
+
+namespace iothub::jobs {
+
+// The job model of reference §4: what a job request may say, how a job and its per-device
+// rows are stored, and how they are shown. Pure functions; the engine (jobs_engine.hpp)
+// runs jobs.
+
+inline constexpr std::string_view kTypeDeviceMethod = "scheduleDeviceMethod";
+inline constexpr std::string_view kTypeUpdateTwin = "scheduleUpdateTwin";
+
+// Job statuses (reference §4.2). queued: accepted, waiting to start (also when its start
+// time has come but the running-job limit is reached); scheduled: waiting for a future
+// start time; running; then one of the terminal ones.
+inline constexpr std::string_view kJobQueued = "queued";
+inline constexpr std::string_view kJobScheduled = "scheduled";
+inline constexpr std::string_view kJobRunning = "running";
+inline constexpr std::string_view kJobCompleted = "completed";
+inline constexpr std::string_view kJobFailed = "failed";
+inline constexpr std::string_view kJobCancelled = "cancelled";  // double L (§4.2)
+
+// Per-device statuses (reference §4.4).
+inline constexpr std::string_view kDevicePending = "pending";
+inline constexpr std::string_view kDeviceRunning = "running";
+inline constexpr std::string_view kDeviceCompleted = "completed";
+inline constexpr std::string_view kDeviceFailed = "failed";
+inline constexpr std::string_view kDeviceCanceled = "canceled";  // single L (§4.4)
+
+bool isTerminalJobStatus(std::string_view status);
+
+// What a job does, as validated from PUT /jobs/v2/{id}.
+struct JobSpec {
+  std::string job_id;
+  std::string type;             // kTypeDeviceMethod or kTypeUpdateTwin
+  std::string query_condition;  // as given ("*" = every device)
+  std::optional<SystemTime> start_time;                   // nullopt: now
+  std::optional<std::int64_t> max_execution_seconds;      // nullopt: unbounded
+  std::optional<double> device_operations_per_second;     // iothub extension; nullopt: no limit
+  // scheduleDeviceMethod: the call made on every device (device_id left empty).
+  methods::MethodCall method;
+  // scheduleUpdateTwin: the updateTwin object as given (tags, properties.desired, etag).
+  json::object update_twin;
+};
+
+// Largest job id (reference §4.1: up to 64 US-ASCII letters, digits and '-').
+inline constexpr std::size_t kMaxJobIdLength = 64;
+Status validateJobId(std::string_view job_id);
+
+// Validates a create request: the path's job id, and the body as the official SDKs send
+// it (reference §4.1 quirks: "startTime": null, no maxExecutionTimeInSeconds, no
+// connectTimeoutInSeconds, "payload": null, updateTwin with "etag": "*"). The body's jobId,
+// when present, must equal the path's. queryCondition must parse (its error, with the
+// position, is the answer). Errors: ArgumentInvalid, IotHubFormatError, MessageTooLarge.
+Result<JobSpec> parseJobRequest(std::string_view path_job_id, const json::value& body);
+
+// Live counts of a job's devices. device_count = pending + running + succeeded + failed +
+// canceled at every moment (canceled is iothub's addition, see docs/compatibility.md).
+struct JobStatistics {
+  std::int64_t device_count = 0;
+  std::int64_t pending = 0;
+  std::int64_t running = 0;
+  std::int64_t succeeded = 0;
+  std::int64_t failed = 0;
+  std::int64_t canceled = 0;
+
+  json::object toJson() const;
+  static JobStatistics fromJson(const json::object* o);
+  bool operator==(const JobStatistics&) const = default;
+};
+
+// The stored job for a new request: status queued, created now.
+store::JobRecord newJobRecord(const JobSpec& spec, SystemTime now);
+// The spec back from a stored job (the engine reloads it after a restart).
+Result<JobSpec> specOf(const store::JobRecord& job);
+
+// The JobResponse of reference §4.2 for a stored job, with `stats` as its statistics.
+json::object jobResponse(const store::JobRecord& job, const JobStatistics& stats);
+
+// Members of the job's document that the engine maintains.
+inline constexpr std::string_view kDocStatistics = "deviceJobStatistics";
+inline constexpr std::string_view kDocTargetsSelected = "targetsSelected";  // rows were written
+inline constexpr std::string_view kDocCancelRequested = "cancelRequested";
+inline constexpr std::string_view kDocFailureReason = "failureReason";
+inline constexpr std::string_view kDocStatusMessage = "statusMessage";
+
+// A per-device row (reference §4.4) of `job` for `device_id` in `status`, at `now`.
+// `started` is when the device's operation began (pending rows: the job's start);
+// `ended` only for terminal rows; `method_response` is {status, payload} for answered
+// method calls; `error` a {code, description} for failed and canceled devices.
+store::DeviceJobRecord deviceJobRecord(const store::JobRecord& job, std::string_view device_id,
+                                       std::string_view status, SystemTime now, SystemTime started,
+                                       std::optional<SystemTime> ended,
+                                       std::optional<json::value> method_response,
+                                       std::optional<json::object> error);
+
+json::object deviceJobError(std::string_view code, std::string_view description);
+
+}  // namespace iothub::jobs

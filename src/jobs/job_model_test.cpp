@@ -1,0 +1,127 @@
+#include "jobs/job_model.hpp"
+
+#include <gtest/gtest.h>
+
+#include "common/time_format.hpp"
+
+namespace iothub::jobs {
+namespace {
+
+json::value body(std::string_view text) {
+  auto v = parseJson(text);
+  EXPECT_TRUE(v.isOk()) << text;
+  return v ? *v : json::value();
+}
+
+TEST(JobModelTest, AcceptsTheNodeSdkBodies) {
+  // Promise-style call: startTime null, no maxExecutionTimeInSeconds, no connect timeout.
+  auto m = parseJobRequest("j1", body(R"({"jobId":"j1","type":"scheduleDeviceMethod",
+      "cloudToDeviceMethod":{"methodName":"reboot","payload":null,"responseTimeoutInSeconds":15},
+      "startTime":null,"queryCondition":"deviceId IN ['d1','d2']"})"));
+  ASSERT_TRUE(m.isOk()) << m.status().toString();
+  EXPECT_EQ(m->type, kTypeDeviceMethod);
+  EXPECT_FALSE(m->start_time);
+  EXPECT_FALSE(m->max_execution_seconds);
+  EXPECT_EQ(m->method.method_name, "reboot");
+  EXPECT_EQ(m->method.payload_json, "null");
+  EXPECT_EQ(m->method.response_timeout.count(), 15);
+  EXPECT_EQ(m->method.connect_timeout.count(), 0);
+
+  auto t = parseJobRequest("j3", body(R"({"jobId":"j3","type":"scheduleUpdateTwin",
+      "updateTwin":{"etag":"*","tags":{"x":1},"properties":{"desired":{"z":1},"reported":{}}},
+      "startTime":"2030-01-01T00:00:00.000Z","maxExecutionTimeInSeconds":600,"queryCondition":"tags.a = 1"})"));
+  ASSERT_TRUE(t.isOk()) << t.status().toString();
+  EXPECT_EQ(formatTimestamp(*t->start_time), "2030-01-01T00:00:00.0000000Z");
+  EXPECT_EQ(*t->max_execution_seconds, 600);
+  EXPECT_EQ(t->update_twin.at("tags").at("x"), 1);
+
+  auto all = parseJobRequest("j4", body(R"({"type":"scheduleUpdateTwin","updateTwin":{"tags":{"a":1}},
+      "queryCondition":"*","deviceOperationsPerSecond":50})"));
+  ASSERT_TRUE(all.isOk()) << all.status().toString();
+  EXPECT_EQ(*all->device_operations_per_second, 50);
+}
+
+TEST(JobModelTest, RejectsBadRequestsWithTheReason) {
+  struct Case {
+    std::string id;
+    std::string body;
+    ErrorCode code;
+    std::string message_part;
+  };
+  const std::string method = R"("cloudToDeviceMethod":{"methodName":"m"})";
+  std::vector<Case> cases = {
+      {"bad id!", R"({"type":"scheduleUpdateTwin","updateTwin":{},"queryCondition":"*"})", ErrorCode::ArgumentInvalid, "letters"},
+      {std::string(65, 'a'), "{}", ErrorCode::ArgumentInvalid, "64"},
+      {"j", "[1]", ErrorCode::IotHubFormatError, "object"},
+      {"j", R"({"jobId":"other","type":"scheduleDeviceMethod",)" + method + R"(,"queryCondition":"*"})", ErrorCode::ArgumentInvalid, "path"},
+      {"j", R"({"type":"export","queryCondition":"*"})", ErrorCode::ArgumentInvalid, "type"},
+      {"j", R"({"type":"scheduleDeviceMethod",)" + method + "}", ErrorCode::ArgumentInvalid, "queryCondition"},
+      {"j", R"({"type":"scheduleDeviceMethod",)" + method + R"(,"queryCondition":"tags.a = = 1"})", ErrorCode::ArgumentInvalid, "1:"},
+      {"j", R"({"type":"scheduleDeviceMethod",)" + method + R"(,"queryCondition":"*","startTime":"soon"})", ErrorCode::ArgumentInvalid, "startTime"},
+      {"j", R"({"type":"scheduleDeviceMethod",)" + method + R"(,"queryCondition":"*","maxExecutionTimeInSeconds":0})", ErrorCode::ArgumentInvalid, "maxExecutionTimeInSeconds"},
+      {"j", R"({"type":"scheduleDeviceMethod",)" + method + R"(,"queryCondition":"*","deviceOperationsPerSecond":-1})", ErrorCode::ArgumentInvalid, "deviceOperationsPerSecond"},
+      {"j", R"({"type":"scheduleDeviceMethod","queryCondition":"*"})", ErrorCode::ArgumentInvalid, "cloudToDeviceMethod"},
+      {"j", R"({"type":"scheduleDeviceMethod","cloudToDeviceMethod":{"methodName":"m","responseTimeoutInSeconds":1},"queryCondition":"*"})", ErrorCode::ArgumentInvalid, "responseTimeoutInSeconds"},
+      {"j", R"({"type":"scheduleUpdateTwin","queryCondition":"*"})", ErrorCode::ArgumentInvalid, "updateTwin"},
+      {"j", R"({"type":"scheduleUpdateTwin","updateTwin":{"etag":5},"queryCondition":"*"})", ErrorCode::ArgumentInvalid, "etag"},
+      {"j", R"({"type":"scheduleUpdateTwin","updateTwin":{"tags":"x"},"queryCondition":"*"})", ErrorCode::ArgumentInvalid, "updateTwin"},
+  };
+  for (const auto& c : cases) {
+    auto r = parseJobRequest(c.id, body(c.body));
+    EXPECT_EQ(r.code(), c.code) << c.body << " → " << r.status().toString();
+    EXPECT_NE(r.status().message().find(c.message_part), std::string::npos) << r.status().message();
+  }
+}
+
+TEST(JobModelTest, ResponseCarriesEveryFieldAndSurvivesTheStore) {
+  auto spec = parseJobRequest("j1", body(R"({"type":"scheduleDeviceMethod",
+      "cloudToDeviceMethod":{"methodName":"lockDoor","payload":{"lockTime":"10m"},"responseTimeoutInSeconds":30},
+      "startTime":"2030-01-01T00:00:00Z","maxExecutionTimeInSeconds":3600,"queryCondition":"deviceId = 'd1'"})"));
+  ASSERT_TRUE(spec.isOk());
+  SystemTime now = *parseTimestamp("2029-12-31T23:00:00Z");
+  store::JobRecord job = newJobRecord(*spec, now);
+  EXPECT_EQ(job.status, kJobQueued);
+  JobStatistics stats{.device_count = 5, .pending = 1, .running = 1, .succeeded = 1, .failed = 1, .canceled = 1};
+  json::object r = jobResponse(job, stats);
+  EXPECT_EQ(r.at("jobId"), "j1");
+  EXPECT_EQ(r.at("type"), "scheduleDeviceMethod");
+  EXPECT_EQ(r.at("status"), "queued");
+  EXPECT_EQ(r.at("queryCondition"), "deviceId = 'd1'");
+  EXPECT_EQ(r.at("createdTime"), "2029-12-31T23:00:00.0000000Z");
+  EXPECT_EQ(r.at("startTime"), "2030-01-01T00:00:00.0000000Z");
+  EXPECT_FALSE(r.contains("endTime"));
+  EXPECT_EQ(r.at("maxExecutionTimeInSeconds"), 3600);
+  EXPECT_EQ(r.at("cloudToDeviceMethod").at("payload").at("lockTime"), "10m");
+  EXPECT_EQ(r.at("cloudToDeviceMethod").at("connectTimeoutInSeconds"), 0);
+  EXPECT_EQ(toJson(r.at("deviceJobStatistics")),
+            R"({"deviceCount":5,"failedCount":1,"succeededCount":1,"runningCount":1,"pendingCount":1,"canceledCount":1})");
+  EXPECT_EQ(JobStatistics::fromJson(&r.at("deviceJobStatistics").as_object()), stats);
+  // The engine reloads the spec from the stored record after a restart.
+  auto again = specOf(job);
+  ASSERT_TRUE(again.isOk()) << again.status().toString();
+  EXPECT_EQ(again->method.payload_json, R"({"lockTime":"10m"})");
+  EXPECT_EQ(*again->start_time, job.start_time);
+  // A start time in the past means now.
+  auto past = parseJobRequest("j2", body(R"({"type":"scheduleUpdateTwin","updateTwin":{"tags":{"a":1}},
+      "startTime":"2001-01-01T00:00:00Z","queryCondition":"*"})"));
+  EXPECT_EQ(newJobRecord(*past, now).start_time, now);
+}
+
+TEST(JobModelTest, DeviceRowsHaveTheReferenceShape) {
+  store::JobRecord job;
+  job.job_id = "j";
+  job.type = std::string(kTypeDeviceMethod);
+  SystemTime t = *parseTimestamp("2030-01-01T00:00:00Z");
+  auto row = deviceJobRecord(job, "d1", kDeviceCompleted, t, t, t,
+                             json::value(json::object{{"status", 200}, {"payload", nullptr}}), std::nullopt);
+  EXPECT_EQ(row.status, "completed");
+  EXPECT_EQ(row.document.at("jobType"), "scheduleDeviceMethod");
+  EXPECT_EQ(row.document.at("outcome").at("deviceMethodResponse").at("status"), 200);
+  EXPECT_TRUE(row.document.contains("endTimeUtc"));
+  auto failed = deviceJobRecord(job, "d2", kDeviceFailed, t, t, t, std::nullopt, deviceJobError("DeviceNotOnline", "x"));
+  EXPECT_TRUE(failed.document.at("outcome").at("deviceMethodResponse").is_null());
+  EXPECT_EQ(failed.document.at("error").at("code"), "DeviceNotOnline");
+}
+
+}  // namespace
+}  // namespace iothub::jobs

@@ -1,0 +1,687 @@
+#include "jobs/jobs_engine.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <unordered_map>
+
+#include "common/encoding.hpp"
+#include "common/error_code.hpp"
+#include "common/time_format.hpp"
+#include "query/query.hpp"
+
+namespace iothub::jobs {
+namespace {
+
+constexpr std::size_t kSelectionChunk = 10000;  // pending rows written per store call at start
+constexpr const char* kRunStartedTime = "runStartedTime";
+
+using SteadyClock = std::chrono::steady_clock;
+
+json::object errorOf(const Status& s) {
+  return deviceJobError(errorInfo(s.code()).name, s.message());
+}
+
+}  // namespace
+
+struct JobsEngine::Run {
+  // Guarded by state_mutex_ (read by API threads); written only by the engine thread.
+  store::JobRecord record;
+  JobStatistics stats;
+
+  // Engine thread only.
+  JobSpec spec;
+  query::Condition condition;
+  bool is_method = false;
+  std::shared_ptr<const json::object> update_twin;
+  bool started = false;  // running: its devices are being dispatched
+  bool cancel_requested = false;
+  bool timed_out = false;
+  std::optional<SystemTime> deadline;
+  std::deque<std::string> queue;  // pending devices fetched from the store, not dispatched
+  std::string cursor;             // the last device id fetched
+  bool exhausted = false;         // every pending row has been fetched
+  std::size_t inflight = 0;
+  std::unordered_map<std::string, SystemTime> started_at;  // in-flight devices
+  std::vector<store::DeviceJobRecord> buffer;              // outcomes not written yet
+  SteadyClock::time_point last_flush = SteadyClock::now();
+  double tokens = 0;
+  SystemTime last_refill{};
+};
+
+void JobsEngine::Inbox::post(Completion c) {
+  std::lock_guard lock(mutex);
+  completions.push_back(std::move(c));
+  wake.notify_one();
+}
+
+JobsEngine::JobsEngine(store::Store& store, DeviceOperations& operations, TargetSelector select,
+                       const Clock& clock, JobsOptions options)
+    : store_(store), operations_(operations), select_(std::move(select)), clock_(clock), options_(options) {}
+
+JobsEngine::~JobsEngine() { stop(); }
+
+Status JobsEngine::start() {
+  if (started_) return Status::ok();
+  auto unfinished = store_.jobs().jobsWithStatus(
+      {std::string(kJobQueued), std::string(kJobScheduled), std::string(kJobRunning)});
+  if (!unfinished) return unfinished.status();
+  std::size_t resumed = 0;
+  for (auto& job : *unfinished) {
+    auto run = std::make_shared<Run>();
+    run->record = std::move(job);
+    auto spec = specOf(run->record);
+    if (!spec) {
+      failRun(*run, spec.status());
+      continue;
+    }
+    run->spec = std::move(*spec);
+    if (run->record.status == kJobRunning) {
+      if (Status s = recover(*run); !s) {
+        failRun(*run, s);
+        continue;
+      }
+      ++resumed;
+    }
+    std::lock_guard lock(state_mutex_);
+    runs_[run->record.job_id] = run;
+  }
+  if (!unfinished->empty()) {
+    spdlog::info("jobs: {} unfinished job(s) loaded, {} resumed while running", unfinished->size(), resumed);
+  }
+  for (std::size_t i = 0; i < std::max<std::size_t>(1, options_.twin_workers); ++i) {
+    twin_threads_.emplace_back([this] { twinWorker(); });
+  }
+  thread_ = std::thread([this] { loop(); });
+  started_ = true;
+  return Status::ok();
+}
+
+void JobsEngine::stop() {
+  if (!started_) return;
+  {
+    std::lock_guard lock(inbox_->mutex);
+    inbox_->stopping = true;
+    inbox_->wake.notify_all();
+  }
+  thread_.join();
+  {
+    std::lock_guard lock(twin_mutex_);
+    twin_stopping_ = true;
+    twin_wake_.notify_all();
+  }
+  for (auto& t : twin_threads_) t.join();
+  twin_threads_.clear();
+  started_ = false;
+}
+
+void JobsEngine::twinWorker() {
+  for (;;) {
+    std::function<void()> task;
+    {
+      std::unique_lock lock(twin_mutex_);
+      twin_wake_.wait(lock, [this] { return twin_stopping_ || !twin_tasks_.empty(); });
+      if (twin_stopping_) return;  // queued updates stay pending in the store: recovery runs them
+      task = std::move(twin_tasks_.front());
+      twin_tasks_.pop_front();
+    }
+    task();
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// API
+
+json::object JobsEngine::render(const store::JobRecord& job) {
+  {
+    std::lock_guard lock(state_mutex_);
+    auto it = runs_.find(job.job_id);
+    if (it != runs_.end()) return jobResponse(it->second->record, it->second->stats);
+  }
+  return jobResponse(job, JobStatistics::fromJson(findObject(job.document, kDocStatistics)));
+}
+
+Result<json::object> JobsEngine::create(std::string_view job_id, const json::value& body) {
+  auto spec = parseJobRequest(job_id, body);
+  if (!spec) return spec.status();
+  store::JobRecord job = newJobRecord(*spec, clock_.now());
+  if (Status s = store_.jobs().createJob(job); !s) {
+    if (s.code() == ErrorCode::JobAlreadyExists) {
+      return Status(ErrorCode::JobAlreadyExists, "A job with id '" + std::string(job_id) + "' already exists");
+    }
+    return s;
+  }
+  {
+    std::lock_guard lock(inbox_->mutex);
+    inbox_->new_jobs.push_back(job.job_id);
+    inbox_->wake.notify_one();
+  }
+  return jobResponse(job, JobStatistics{});
+}
+
+Result<json::object> JobsEngine::get(std::string_view job_id) {
+  {
+    std::lock_guard lock(state_mutex_);
+    auto it = runs_.find(job_id);
+    if (it != runs_.end()) return jobResponse(it->second->record, it->second->stats);
+  }
+  auto job = store_.jobs().getJob(job_id);
+  if (!job) return job.status();
+  return render(*job);
+}
+
+Result<json::object> JobsEngine::cancel(std::string_view job_id) {
+  auto job = store_.jobs().getJob(job_id);
+  if (!job) return job.status();
+  if (!isTerminalJobStatus(job->status)) {
+    auto handled = std::make_shared<std::promise<void>>();
+    auto done = handled->get_future();
+    {
+      std::lock_guard lock(inbox_->mutex);
+      inbox_->cancels.push_back({job->job_id, handled});
+      inbox_->wake.notify_one();
+    }
+    // The engine answers within a loop turn; without it (stopped) the job stays as it is.
+    done.wait_for(std::chrono::seconds(5));
+  }
+  return get(job_id);
+}
+
+Result<JobPage> JobsEngine::list(std::optional<std::string> type, std::optional<std::string> status,
+                                 std::size_t page_size, std::optional<std::string_view> continuation) {
+  if (page_size == 0 || page_size > 1000) {
+    return Status(ErrorCode::ArgumentInvalid, "x-ms-max-item-count must be between 1 and 1000");
+  }
+  std::string after;
+  if (continuation) {
+    auto decoded = base64Decode(*continuation);
+    if (!decoded || !validateJobId(*decoded)) {
+      return Status(ErrorCode::ArgumentInvalid, "The continuation token is malformed");
+    }
+    after = std::move(*decoded);
+  }
+  store::JobFilter filter{std::move(type), std::move(status)};
+  auto jobs = store_.jobs().listJobs(filter, after, page_size + 1);
+  if (!jobs) {
+    if (jobs.code() == ErrorCode::JobNotFound) {
+      return Status(ErrorCode::ArgumentInvalid, "The continuation token names no job");
+    }
+    return jobs.status();
+  }
+  JobPage page;
+  bool more = jobs->size() > page_size;
+  if (more) jobs->resize(page_size);
+  for (const auto& job : *jobs) page.jobs.push_back(render(job));
+  if (more) page.continuation = base64Encode(jobs->back().job_id);
+  return page;
+}
+
+std::size_t JobsEngine::runningCount() const {
+  std::lock_guard lock(state_mutex_);
+  return static_cast<std::size_t>(
+      std::count_if(runs_.begin(), runs_.end(), [](const auto& r) { return r.second->record.status == kJobRunning; }));
+}
+
+// ---------------------------------------------------------------------------------------
+// The engine thread
+
+std::vector<std::shared_ptr<JobsEngine::Run>> JobsEngine::snapshotRuns() const {
+  std::lock_guard lock(state_mutex_);
+  std::vector<std::shared_ptr<Run>> out;
+  out.reserve(runs_.size());
+  for (const auto& [id, run] : runs_) out.push_back(run);
+  return out;
+}
+
+void JobsEngine::loop() {
+  std::vector<std::string> new_jobs;
+  std::vector<CancelRequest> cancels;
+  std::vector<Completion> completions;
+  bool stopping = false;
+  auto stop_deadline = SteadyClock::time_point::max();
+  for (;;) {
+    {
+      std::unique_lock lock(inbox_->mutex);
+      inbox_->wake.wait_for(lock, options_.tick, [this, stopping] {
+        return (inbox_->stopping && !stopping) || !inbox_->new_jobs.empty() || !inbox_->cancels.empty() ||
+               !inbox_->completions.empty();
+      });
+      if (inbox_->stopping && !stopping) {
+        stopping = true;
+        stop_deadline = SteadyClock::now() + options_.stop_grace;
+      }
+      new_jobs.swap(inbox_->new_jobs);
+      cancels.swap(inbox_->cancels);
+      completions.swap(inbox_->completions);
+    }
+    for (const auto& id : new_jobs) admit(id);
+    for (auto& c : cancels) {
+      handleCancel(c.job_id);
+      c.handled->set_value();
+    }
+    for (auto& c : completions) handleCompletion(c);
+    new_jobs.clear();
+    cancels.clear();
+    completions.clear();
+
+    if (stopping) {
+      // No new starts or dispatches: wait for in-flight operations, then record outcomes.
+      bool idle = true;
+      for (auto& run : snapshotRuns()) {
+        if (run->inflight > 0) idle = false;
+      }
+      if (idle || SteadyClock::now() >= stop_deadline) {
+        for (auto& run : snapshotRuns()) {
+          if (run->started) flush(*run, true);
+        }
+        return;
+      }
+      continue;
+    }
+    startDueJobs();
+    for (auto& run : snapshotRuns()) step(*run);
+  }
+}
+
+void JobsEngine::admit(const std::string& job_id) {
+  auto job = store_.jobs().getJob(job_id);
+  if (!job) {
+    spdlog::error("jobs: cannot load new job {}: {}", job_id, job.status().toString());
+    return;
+  }
+  auto run = std::make_shared<Run>();
+  run->record = std::move(*job);
+  auto spec = specOf(run->record);
+  if (!spec) {
+    failRun(*run, spec.status());
+    return;
+  }
+  run->spec = std::move(*spec);
+  if (run->record.status == kJobQueued && run->record.start_time > clock_.now()) {
+    if (Status s = persist(*run, [](store::JobRecord& r) { r.status = std::string(kJobScheduled); }); !s) spdlog::error("jobs: {}: {}", job_id, s.toString());
+  }
+  std::lock_guard lock(state_mutex_);
+  runs_[job_id] = run;
+}
+
+void JobsEngine::handleCancel(const std::string& job_id) {
+  std::shared_ptr<Run> run;
+  {
+    std::lock_guard lock(state_mutex_);
+    auto it = runs_.find(job_id);
+    if (it != runs_.end()) run = it->second;
+  }
+  if (!run) return;  // finished meanwhile
+  if (!run->started) {
+    Status s = persist(*run, [this](store::JobRecord& r) {
+      r.status = std::string(kJobCancelled);
+      r.end_time = clock_.now();
+    });
+    if (!s) spdlog::error("jobs: cancelling {}: {}", job_id, s.toString());
+    std::lock_guard lock(state_mutex_);
+    runs_.erase(job_id);
+    return;
+  }
+  if (run->cancel_requested) return;
+  run->cancel_requested = true;
+  if (Status s = persist(*run, [](store::JobRecord& r) { r.document[kDocCancelRequested] = true; }); !s) spdlog::error("jobs: cancelling {}: {}", job_id, s.toString());
+  spdlog::info("jobs: {} cancel requested ({} in flight finish first)", job_id, run->inflight);
+}
+
+void JobsEngine::handleCompletion(Completion& c) {
+  std::shared_ptr<Run> run;
+  {
+    std::lock_guard lock(state_mutex_);
+    auto it = runs_.find(c.job_id);
+    if (it != runs_.end()) run = it->second;
+  }
+  if (!run) return;
+  auto started = run->started_at.find(c.device_id);
+  if (started == run->started_at.end()) return;  // not ours (already resolved)
+  SystemTime began = started->second;
+  run->started_at.erase(started);
+  --run->inflight;
+  SystemTime now = clock_.now();
+  bool ok = c.status.isOk();
+  run->buffer.push_back(deviceJobRecord(run->record, c.device_id, ok ? kDeviceCompleted : kDeviceFailed, now, began,
+                                        now, std::move(c.response),
+                                        ok ? std::nullopt : std::optional<json::object>(errorOf(c.status))));
+  updateStats(*run, [ok](JobStatistics& s) {
+    --s.running;
+    ++(ok ? s.succeeded : s.failed);
+  });
+}
+
+void JobsEngine::updateStats(Run& run, const std::function<void(JobStatistics&)>& change) {
+  std::lock_guard lock(state_mutex_);
+  change(run.stats);
+}
+
+void JobsEngine::startDueJobs() {
+  SystemTime now = clock_.now();
+  std::size_t running = 0;
+  std::vector<std::shared_ptr<Run>> due;
+  for (auto& run : snapshotRuns()) {
+    if (run->started) {
+      ++running;
+    } else if (run->record.start_time <= now) {
+      due.push_back(run);
+    }
+  }
+  std::sort(due.begin(), due.end(), [](const auto& a, const auto& b) {
+    return std::tie(a->record.start_time, a->record.created_time, a->record.job_id) <
+           std::tie(b->record.start_time, b->record.created_time, b->record.job_id);
+  });
+  for (auto& run : due) {
+    if (running >= std::max<std::size_t>(1, options_.max_running_jobs)) {
+      // Its time has come but every slot is taken: it waits its turn as queued.
+      if (run->record.status != kJobQueued) {
+        if (Status s = persist(*run, [](store::JobRecord& r) { r.status = std::string(kJobQueued); }); !s) spdlog::error("jobs: {}: {}", run->record.job_id, s.toString());
+      }
+      continue;
+    }
+    if (Status s = startRun(*run); !s) {
+      failRun(*run, s);
+      continue;
+    }
+    ++running;
+  }
+}
+
+Status JobsEngine::startRun(Run& run) {
+  auto condition = query::parseCondition(run.spec.query_condition);
+  if (!condition) return condition.status();
+  run.condition = *condition;
+  run.is_method = run.spec.type == kTypeDeviceMethod;
+  run.update_twin = std::make_shared<const json::object>(run.spec.update_twin);
+  SystemTime now = clock_.now();
+  std::vector<std::string> targets = select_(run.condition);
+  for (std::size_t i = 0; i < targets.size(); i += kSelectionChunk) {
+    std::vector<store::DeviceJobRecord> rows;
+    std::size_t end = std::min(targets.size(), i + kSelectionChunk);
+    rows.reserve(end - i);
+    for (std::size_t j = i; j < end; ++j) {
+      rows.push_back(deviceJobRecord(run.record, targets[j], kDevicePending, now, now, std::nullopt, std::nullopt,
+                                     std::nullopt));
+    }
+    IOTHUB_RETURN_IF_ERROR(store_.deviceJobs().putDeviceJobs(rows));
+  }
+  updateStats(run, [n = static_cast<std::int64_t>(targets.size())](JobStatistics& s) {
+    s = JobStatistics{};
+    s.device_count = s.pending = n;
+  });
+  IOTHUB_RETURN_IF_ERROR(persist(run, [now](store::JobRecord& r) {
+    r.status = std::string(kJobRunning);
+    r.document[kDocTargetsSelected] = true;
+    r.document[kRunStartedTime] = formatTimestamp(now);
+  }));
+  if (run.spec.max_execution_seconds) run.deadline = now + std::chrono::seconds(*run.spec.max_execution_seconds);
+  run.started = true;
+  run.tokens = 1;
+  run.last_refill = now;
+  spdlog::info("jobs: {} ({}) started on {} device(s)", run.record.job_id, run.record.type, targets.size());
+  return Status::ok();
+}
+
+Status JobsEngine::recover(Run& run) {
+  if (!findMember(run.record.document, kDocTargetsSelected)) {
+    // Stopped while selecting: nothing was dispatched yet, so select again.
+    return startRun(run);
+  }
+  run.is_method = run.spec.type == kTypeDeviceMethod;
+  run.update_twin = std::make_shared<const json::object>(run.spec.update_twin);
+  auto condition = query::parseCondition(run.spec.query_condition);
+  if (!condition) return condition.status();
+  run.condition = *condition;
+  SystemTime now = clock_.now();
+  JobStatistics stats;
+  std::vector<store::DeviceJobRecord> fixes;
+  std::string after;
+  for (;;) {
+    auto rows = store_.deviceJobs().listDeviceJobs(run.record.job_id, std::nullopt, after, options_.batch_size);
+    if (!rows) return rows.status();
+    for (auto& row : *rows) {
+      ++stats.device_count;
+      if (row.status == kDevicePending) {
+        ++stats.pending;
+      } else if (row.status == kDeviceRunning) {
+        SystemTime began = now;
+        if (const json::string* t = findString(row.document, "startTimeUtc")) began = parseTimestamp(*t).value_or(now);
+        if (run.is_method) {
+          ++stats.failed;
+          fixes.push_back(deviceJobRecord(
+              run.record, row.device_id, kDeviceFailed, now, began, now, std::nullopt,
+              deviceJobError("DeviceJobInterrupted",
+                             "The hub restarted while this method call was in flight; it may or may not have "
+                             "reached the device, so it was not repeated")));
+        } else {
+          ++stats.pending;  // re-applied: merging the same patch again is harmless
+          fixes.push_back(deviceJobRecord(run.record, row.device_id, kDevicePending, now, began, std::nullopt,
+                                          std::nullopt, std::nullopt));
+        }
+      } else if (row.status == kDeviceCompleted) {
+        ++stats.succeeded;
+      } else if (row.status == kDeviceFailed) {
+        ++stats.failed;
+      } else {
+        ++stats.canceled;
+      }
+    }
+    if (rows->size() < options_.batch_size) break;
+    after = rows->back().device_id;
+  }
+  if (!fixes.empty()) IOTHUB_RETURN_IF_ERROR(store_.deviceJobs().putDeviceJobs(fixes));
+  run.stats = stats;
+  run.cancel_requested = findMember(run.record.document, kDocCancelRequested) != nullptr;
+  if (run.spec.max_execution_seconds) {
+    SystemTime began = run.record.start_time;
+    if (const json::string* t = findString(run.record.document, kRunStartedTime)) {
+      began = parseTimestamp(*t).value_or(began);
+    }
+    run.deadline = began + std::chrono::seconds(*run.spec.max_execution_seconds);
+  }
+  IOTHUB_RETURN_IF_ERROR(persist(run));
+  run.started = true;
+  run.tokens = 1;
+  run.last_refill = now;
+  spdlog::info("jobs: {} resumed: {} pending, {} succeeded, {} failed, {} interrupted", run.record.job_id,
+               stats.pending, stats.succeeded, stats.failed, fixes.size());
+  return Status::ok();
+}
+
+void JobsEngine::step(Run& run) {
+  if (!run.started) return;
+  if (!run.cancel_requested && !run.timed_out && run.deadline && clock_.now() >= *run.deadline) {
+    run.timed_out = true;
+    spdlog::info("jobs: {} reached its maxExecutionTimeInSeconds", run.record.job_id);
+  }
+  if (run.cancel_requested) {
+    drainUndispatched(run, kDeviceCanceled,
+                      deviceJobError("JobCancelled", "The job was cancelled before this device was processed"));
+  } else if (run.timed_out) {
+    drainUndispatched(run, kDeviceFailed,
+                      deviceJobError("JobTimedOut", "The job's maxExecutionTimeInSeconds (" +
+                                                        std::to_string(run.spec.max_execution_seconds.value_or(0)) +
+                                                        " s) elapsed before this device was processed"));
+  } else {
+    dispatch(run);
+  }
+  flush(run, false);
+  if (run.started && run.exhausted && run.queue.empty() && run.inflight == 0) finish(run);
+}
+
+bool JobsEngine::fetchPending(Run& run) {
+  if (run.exhausted) return false;
+  auto rows = store_.deviceJobs().listDeviceJobs(run.record.job_id, kDevicePending, run.cursor, options_.batch_size);
+  if (!rows) {
+    failRun(run, rows.status());
+    return false;
+  }
+  for (auto& row : *rows) run.queue.push_back(std::move(row.device_id));
+  if (!rows->empty()) run.cursor = run.queue.back();
+  if (rows->size() < options_.batch_size) run.exhausted = true;
+  return !rows->empty();
+}
+
+void JobsEngine::drainUndispatched(Run& run, std::string_view status, const json::object& error) {
+  SystemTime now = clock_.now();
+  for (;;) {
+    if (run.queue.empty() && !fetchPending(run)) break;
+    std::int64_t n = 0;
+    while (!run.queue.empty()) {
+      run.buffer.push_back(
+          deviceJobRecord(run.record, run.queue.front(), status, now, now, now, std::nullopt, error));
+      run.queue.pop_front();
+      ++n;
+    }
+    bool canceled = status == kDeviceCanceled;
+    updateStats(run, [n, canceled](JobStatistics& s) {
+      s.pending -= n;
+      (canceled ? s.canceled : s.failed) += n;
+    });
+    flush(run, run.buffer.size() >= options_.batch_size);
+    if (!run.started) return;  // the store failed
+  }
+}
+
+void JobsEngine::dispatch(Run& run) {
+  // Token bucket on the hub's clock: up to one second's worth of operations at once.
+  SystemTime clock_now = clock_.now();
+  const std::optional<double>& rate = run.spec.device_operations_per_second;
+  if (rate) {
+    std::chrono::duration<double> elapsed = clock_now - run.last_refill;
+    run.tokens = std::min(std::max(1.0, *rate), run.tokens + std::max(0.0, elapsed.count()) * *rate);
+  }
+  run.last_refill = clock_now;
+  std::vector<std::string> batch;
+  while (run.inflight + batch.size() < std::max<std::size_t>(1, options_.window)) {
+    if (rate && run.tokens < 1) break;
+    if (run.queue.empty() && !fetchPending(run)) break;
+    batch.push_back(std::move(run.queue.front()));
+    run.queue.pop_front();
+    if (rate) run.tokens -= 1;
+  }
+  if (batch.empty()) return;
+  const SystemTime& now = clock_now;
+  if (run.is_method) {
+    // Durably running before any call goes out, so a restart knows which calls may have
+    // reached their device.
+    std::vector<store::DeviceJobRecord> rows;
+    rows.reserve(batch.size());
+    for (const auto& id : batch) {
+      rows.push_back(deviceJobRecord(run.record, id, kDeviceRunning, now, now, std::nullopt, std::nullopt, std::nullopt));
+    }
+    if (Status s = store_.deviceJobs().putDeviceJobs(rows); !s) {
+      failRun(run, s);
+      return;
+    }
+  }
+  auto n = static_cast<std::int64_t>(batch.size());
+  updateStats(run, [n](JobStatistics& s) {
+    s.pending -= n;
+    s.running += n;
+  });
+  run.inflight += batch.size();
+  for (auto& id : batch) run.started_at.emplace(id, now);
+  if (run.is_method) {
+    for (auto& id : batch) {
+      methods::MethodCall call = run.spec.method;
+      call.device_id = id;
+      operations_.invokeMethod(std::move(call), [inbox = inbox_, job = run.record.job_id,
+                                                 id](Result<methods::MethodResult> result) {
+        Completion c{job, id, Status::ok(), std::nullopt};
+        if (!result) {
+          c.status = result.status();
+        } else {
+          auto payload = parseJson(result->payload_json);
+          c.response = json::object{{"status", result->status},
+                                    {"payload", payload ? *payload : json::value(json::string(result->payload_json))}};
+        }
+        inbox->post(std::move(c));
+      });
+    }
+    return;
+  }
+  std::lock_guard lock(twin_mutex_);
+  for (auto& id : batch) {
+    twin_tasks_.emplace_back([this, inbox = inbox_, job = run.record.job_id, id, update = run.update_twin] {
+      Status s = operations_.updateTwin(id, *update);
+      inbox->post(Completion{job, id, s, std::nullopt});
+    });
+  }
+  twin_wake_.notify_all();
+}
+
+void JobsEngine::flush(Run& run, bool force) {
+  if (run.buffer.empty()) return;
+  auto now = SteadyClock::now();
+  if (!force && run.buffer.size() < options_.batch_size && now - run.last_flush < options_.flush_interval) return;
+  run.last_flush = now;
+  std::vector<store::DeviceJobRecord> rows;
+  rows.swap(run.buffer);
+  if (Status s = store_.deviceJobs().putDeviceJobs(rows); !s) {
+    failRun(run, s);
+    return;
+  }
+  if (Status s = persist(run); !s) spdlog::warn("jobs: {}: statistics not saved: {}", run.record.job_id, s.toString());
+}
+
+Status JobsEngine::persist(Run& run, const std::function<void(store::JobRecord&)>& change) {
+  store::JobRecord next;
+  {
+    std::lock_guard lock(state_mutex_);
+    next = run.record;
+    next.document[kDocStatistics] = run.stats.toJson();
+  }
+  if (change) change(next);
+  auto updated = store_.jobs().updateJob(next.job_id, [&next](const store::JobRecord&) {
+    return Result<store::JobRecord>(next);
+  });
+  if (!updated) return updated.status();
+  // Readers see a change only once it is durable, so what GET shows, a list from the store
+  // shows too.
+  std::lock_guard lock(state_mutex_);
+  run.record = std::move(next);
+  return Status::ok();
+}
+
+void JobsEngine::finish(Run& run) {
+  flush(run, true);
+  if (!run.started) return;  // failed while flushing
+  Status s = persist(run, [this, &run](store::JobRecord& r) {
+    if (run.cancel_requested) {
+      r.status = std::string(kJobCancelled);
+    } else if (run.timed_out) {
+      r.status = std::string(kJobFailed);
+      r.document[kDocFailureReason] = "maxExecutionTimeInSeconds (" +
+                                      std::to_string(run.spec.max_execution_seconds.value_or(0)) +
+                                      " s) elapsed before every device was processed";
+    } else {
+      r.status = std::string(kJobCompleted);
+    }
+    r.end_time = clock_.now();
+  });
+  if (!s) {
+    spdlog::error("jobs: {} could not be finished: {}", run.record.job_id, s.toString());
+    return;  // stays running in memory; a restart resumes and finishes it
+  }
+  spdlog::info("jobs: {} {}: {} succeeded, {} failed, {} canceled of {}", run.record.job_id, run.record.status,
+               run.stats.succeeded, run.stats.failed, run.stats.canceled, run.stats.device_count);
+  std::lock_guard lock(state_mutex_);
+  runs_.erase(run.record.job_id);
+}
+
+void JobsEngine::failRun(Run& run, const Status& why) {
+  spdlog::error("jobs: {} failed: {}", run.record.job_id, why.toString());
+  run.started = false;
+  Status s = persist(run, [this, &why](store::JobRecord& r) {
+    r.status = std::string(kJobFailed);
+    r.end_time = clock_.now();
+    r.document[kDocFailureReason] = why.message();
+  });
+  if (!s) spdlog::error("jobs: {}: {}", run.record.job_id, s.toString());
+  std::lock_guard lock(state_mutex_);
+  runs_.erase(run.record.job_id);
+}
+
+}  // namespace iothub::jobs

@@ -1,0 +1,181 @@
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <functional>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "common/clock.hpp"
+#include "common/json.hpp"
+#include "common/status.hpp"
+#include "jobs/job_model.hpp"
+#include "methods/method_invoker.hpp"
+#include "query/condition.hpp"
+#include "store/store.hpp"
+
+namespace iothub::jobs {
+
+// What a job does to one device; the hub implements it with MethodInvoker and TwinService,
+// tests with fakes.
+class DeviceOperations {
+ public:
+  virtual ~DeviceOperations() = default;
+  // Asynchronous: `done` runs exactly once, on any thread.
+  virtual void invokeMethod(methods::MethodCall call, methods::MethodCallback done) = 0;
+  // Blocking (runs on one of the engine's twin workers): merges the job's updateTwin into
+  // the device's twin, checking a concrete etag, and notifies the device.
+  virtual Status updateTwin(std::string_view device_id, const json::object& update_twin) = 0;
+};
+
+// The ids of the devices a condition selects, in order (the hub's TwinIndex).
+using TargetSelector = std::function<std::vector<std::string>(const query::Condition&)>;
+
+struct JobsOptions {
+  // In-flight device operations per running job.
+  std::size_t window = 1000;
+  // Jobs running at once; due jobs beyond it stay queued (never refused) until one ends.
+  std::size_t max_running_jobs = 8;
+  // Threads that apply twin updates (each blocks on the store; the store commits their
+  // writes together, so more threads mean bigger group commits).
+  std::size_t twin_workers = 128;
+  // Device-job rows written per store call, and the longest an outcome waits for its write.
+  std::size_t batch_size = 1000;
+  std::chrono::milliseconds flush_interval{200};
+  // The engine re-checks the clock (start times, deadlines, rate limits) at least this often.
+  std::chrono::milliseconds tick{20};
+  // How long stop() lets in-flight operations finish before leaving them to recovery.
+  std::chrono::milliseconds stop_grace{3000};
+};
+
+// One page of GET /jobs/v2/query.
+struct JobPage {
+  json::array jobs;
+  std::optional<std::string> continuation;
+};
+
+// The jobs engine (reference §4; docs/decisions.md §28): accepts jobs, starts them at
+// their start time, selects their devices once, runs the device operations with a window
+// of in-flight operations and an optional per-job rate limit, writes per-device rows and
+// statistics in batches, and resumes after a restart.
+//
+// Durability. A job is stored before create() returns. Its rows are written (pending)
+// before any device is touched; a method job's rows are written running before the calls
+// go out; outcomes are written in batches, then the statistics. After a crash, start()
+// resumes: jobs not started yet wait for their time, running jobs recount their rows,
+// re-apply twin updates that were not recorded (merging the same patch again is
+// harmless) and fail method calls that were in flight with DeviceJobInterrupted (a call
+// may have reached the device; methods are not assumed to be idempotent).
+//
+// Threading: the API methods are thread-safe and block on the store (call them from a
+// worker thread). One engine thread does all the scheduling and store writes of running
+// jobs; twin updates run on `twin_workers` threads; method results arrive on any thread.
+class JobsEngine {
+ public:
+  JobsEngine(store::Store& store, DeviceOperations& operations, TargetSelector select, const Clock& clock,
+             JobsOptions options = {});
+  ~JobsEngine();
+  JobsEngine(const JobsEngine&) = delete;
+  JobsEngine& operator=(const JobsEngine&) = delete;
+
+  // Loads unfinished jobs from the store and starts the engine thread.
+  Status start();
+  // Stops dispatching, gives in-flight operations up to stop_grace, records what finished
+  // and joins the threads. Idempotent.
+  void stop();
+
+  // PUT /jobs/v2/{id}. Errors: parseJobRequest's; JobAlreadyExists (409) for a used id.
+  Result<json::object> create(std::string_view job_id, const json::value& body);
+  // GET /jobs/v2/{id}. Errors: JobNotFound.
+  Result<json::object> get(std::string_view job_id);
+  // POST /jobs/v2/{id}/cancel: a job that has not started is cancelled at once; a running
+  // one stops dispatching, its pending devices become canceled, operations in flight
+  // finish and are recorded, then it is cancelled. Cancelling a finished job changes
+  // nothing. Returns the job as it is now. Errors: JobNotFound.
+  Result<json::object> cancel(std::string_view job_id);
+  // GET /jobs/v2/query. `type`/`status` filter when set; page_size 1..1000.
+  Result<JobPage> list(std::optional<std::string> type, std::optional<std::string> status,
+                       std::size_t page_size, std::optional<std::string_view> continuation);
+
+  // Jobs running right now (tests, metrics).
+  std::size_t runningCount() const;
+
+ private:
+  struct Run;
+  struct Completion {
+    std::string job_id;
+    std::string device_id;
+    Status status;                        // an error: the device failed
+    std::optional<json::value> response;  // answered method calls: {status, payload}
+  };
+  struct CancelRequest {
+    std::string job_id;
+    std::shared_ptr<std::promise<void>> handled;
+  };
+  // Where other threads leave work for the engine thread. Shared with the callbacks of
+  // method calls, which may outlive the engine.
+  struct Inbox {
+    std::mutex mutex;
+    std::condition_variable wake;
+    bool stopping = false;                  // guarded by mutex
+    std::vector<std::string> new_jobs;      // guarded by mutex
+    std::vector<CancelRequest> cancels;     // guarded by mutex
+    std::vector<Completion> completions;    // guarded by mutex
+    void post(Completion c);
+  };
+
+  void loop();
+  void admit(const std::string& job_id);
+  void handleCancel(const std::string& job_id);
+  void handleCompletion(Completion& c);
+  void startDueJobs();
+  Status startRun(Run& run);
+  Status recover(Run& run);
+  void step(Run& run);
+  void drainUndispatched(Run& run, std::string_view status, const json::object& error);
+  bool fetchPending(Run& run);
+  void dispatch(Run& run);
+  void flush(Run& run, bool force);
+  void finish(Run& run);
+  // Writes the run's record with its statistics and `change` applied, then shows it to
+  // readers; on failure nothing changes.
+  Status persist(Run& run, const std::function<void(store::JobRecord&)>& change = nullptr);
+  void failRun(Run& run, const Status& why);
+  void updateStats(Run& run, const std::function<void(JobStatistics&)>& change);
+  std::vector<std::shared_ptr<Run>> snapshotRuns() const;
+  json::object render(const store::JobRecord& job);
+
+  store::Store& store_;
+  DeviceOperations& operations_;
+  TargetSelector select_;
+  const Clock& clock_;
+  const JobsOptions options_;
+  std::shared_ptr<Inbox> inbox_ = std::make_shared<Inbox>();
+
+  // Admitted, unfinished jobs. The map and each Run's `record` and `stats` are guarded by
+  // state_mutex_ (the API reads them); the rest of a Run belongs to the engine thread.
+  mutable std::mutex state_mutex_;
+  std::map<std::string, std::shared_ptr<Run>, std::less<>> runs_;
+
+  // Twin workers.
+  void twinWorker();
+  std::mutex twin_mutex_;
+  std::condition_variable twin_wake_;
+  std::deque<std::function<void()>> twin_tasks_;  // guarded by twin_mutex_
+  bool twin_stopping_ = false;                    // guarded by twin_mutex_
+  std::vector<std::thread> twin_threads_;
+
+  std::thread thread_;
+  bool started_ = false;
+};
+
+}  // namespace iothub::jobs

@@ -1,0 +1,413 @@
+#include "jobs/jobs_engine.hpp"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "common/time_format.hpp"
+#include "query/query.hpp"
+#include "store/sqlite/sqlite_store.hpp"
+#include "tests/support/temp_dir.hpp"
+
+namespace iothub::jobs {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Waits (real time) until `done` holds; fails the test after the deadline.
+template <class Pred>
+bool waitUntil(Pred done, std::chrono::milliseconds deadline = 15000ms) {
+  auto until = std::chrono::steady_clock::now() + deadline;
+  while (std::chrono::steady_clock::now() < until) {
+    if (done()) return true;
+    std::this_thread::sleep_for(2ms);
+  }
+  return done();
+}
+
+// Devices behave by the prefix of their id: "off-" are offline, "slow-" answer only when
+// released, "bad-" fail twin updates with a precondition failure; others succeed.
+class FakeOperations final : public DeviceOperations {
+ public:
+  void invokeMethod(methods::MethodCall call, methods::MethodCallback done) override {
+    std::unique_lock lock(mutex_);
+    calls_.push_back(call.device_id);
+    if (call.device_id.starts_with("off-")) {
+      lock.unlock();
+      done(Status(ErrorCode::DeviceNotOnline, "Timed out waiting for device to connect."));
+      return;
+    }
+    if (call.device_id.starts_with("slow-")) {
+      held_.emplace_back(std::move(call), std::move(done));
+      return;
+    }
+    lock.unlock();
+    done(methods::MethodResult{200, R"({"echo":)" + call.payload_json + "}"});
+  }
+  Status updateTwin(std::string_view device_id, const json::object& update) override {
+    std::lock_guard lock(mutex_);
+    twin_updates_[std::string(device_id)].push_back(update);
+    if (device_id.starts_with("bad-")) return {ErrorCode::PreconditionFailed, "etag mismatch"};
+    return Status::ok();
+  }
+  // Answers every held call (status 200).
+  std::size_t release() {
+    std::vector<std::pair<methods::MethodCall, methods::MethodCallback>> held;
+    {
+      std::lock_guard lock(mutex_);
+      held.swap(held_);
+    }
+    for (auto& [call, done] : held) done(methods::MethodResult{200, "{}"});
+    return held.size();
+  }
+  std::size_t heldCount() const {
+    std::lock_guard lock(mutex_);
+    return held_.size();
+  }
+  std::vector<std::string> calls() const {
+    std::lock_guard lock(mutex_);
+    return calls_;
+  }
+  std::map<std::string, std::vector<json::object>> twinUpdates() const {
+    std::lock_guard lock(mutex_);
+    return twin_updates_;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<std::string> calls_;
+  std::vector<std::pair<methods::MethodCall, methods::MethodCallback>> held_;
+  std::map<std::string, std::vector<json::object>> twin_updates_;
+};
+
+class JobsEngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto opened = store::SqliteStore::open(dir_.path() / "hub.db", store::SqliteOptions{.synchronous_full = false});
+    ASSERT_TRUE(opened.isOk()) << opened.status().toString();
+    store_ = std::move(opened).value();
+  }
+  void TearDown() override { engine_.reset(); }
+
+  void startEngine(JobsOptions options = {}) {
+    options.tick = 5ms;
+    options.flush_interval = 20ms;
+    options.twin_workers = 4;
+    options.stop_grace = std::min<std::chrono::milliseconds>(options.stop_grace, 100ms);
+    engine_ = std::make_unique<JobsEngine>(
+        *store_, operations_,
+        [this](const query::Condition& c) {
+          std::vector<std::string> out;
+          for (const auto& id : devices_) {
+            if (c.matches(json::object{{"deviceId", id}})) out.push_back(id);
+          }
+          return out;
+        },
+        clock_, options);
+    ASSERT_TRUE(engine_->start().isOk());
+  }
+
+  void addDevices(std::string_view prefix, int n) {
+    for (int i = 0; i < n; ++i) devices_.insert(std::string(prefix) + std::to_string(1000 + i));
+  }
+
+  json::object create(std::string_view id, std::string body_text) {
+    auto body = parseJson(body_text);
+    EXPECT_TRUE(body.isOk()) << body_text;
+    auto r = engine_->create(id, *body);
+    EXPECT_TRUE(r.isOk()) << r.status().toString();
+    return r ? *r : json::object{};
+  }
+  json::object methodJob(std::string_view id, std::string_view condition = "*", std::string extra = "") {
+    return create(id, R"({"type":"scheduleDeviceMethod","cloudToDeviceMethod":{"methodName":"lockDoor",
+        "payload":{"lockTime":"10m"},"responseTimeoutInSeconds":30},"startTime":null,"queryCondition":")" +
+                          std::string(condition) + "\"" + extra + "}");
+  }
+  json::object twinJob(std::string_view id, std::string extra = "") {
+    return create(id, R"({"type":"scheduleUpdateTwin","updateTwin":{"etag":"*","properties":{"desired":
+        {"building":43,"floor":3}}},"startTime":null,"queryCondition":"*")" + extra + "}");
+  }
+
+  json::object job(std::string_view id) {
+    auto r = engine_->get(id);
+    EXPECT_TRUE(r.isOk()) << r.status().toString();
+    return r ? *r : json::object{};
+  }
+  std::string status(std::string_view id) { return std::string(job(id).at("status").as_string()); }
+  JobStatistics stats(std::string_view id) {
+    json::object j = job(id);
+    return JobStatistics::fromJson(findObject(j, "deviceJobStatistics"));
+  }
+  bool finished(std::string_view id) { return isTerminalJobStatus(status(id)); }
+
+  std::map<std::string, store::DeviceJobRecord> rows(std::string_view id) {
+    auto listed = store_->deviceJobs().listDeviceJobs(id, std::nullopt, "", 1000000);
+    EXPECT_TRUE(listed.isOk());
+    std::map<std::string, store::DeviceJobRecord> out;
+    for (auto& r : *listed) out[r.device_id] = r;
+    return out;
+  }
+  std::map<std::string, int> rowCounts(std::string_view id) {
+    std::map<std::string, int> counts;
+    for (auto& [device, row] : rows(id)) ++counts[row.status];
+    return counts;
+  }
+
+  static void expectConsistent(const JobStatistics& s) {
+    EXPECT_EQ(s.device_count, s.pending + s.running + s.succeeded + s.failed + s.canceled);
+  }
+
+  iothub::testing::TempDir dir_{"iothub-jobs-test"};
+  std::unique_ptr<store::SqliteStore> store_;
+  FakeClock clock_;
+  FakeOperations operations_;
+  std::set<std::string> devices_;
+  std::unique_ptr<JobsEngine> engine_;
+};
+
+TEST_F(JobsEngineTest, MethodJobRecordsEveryDeviceExactly) {
+  addDevices("d", 90);
+  addDevices("off-", 30);
+  startEngine();
+  json::object created = methodJob("lock");
+  EXPECT_EQ(created.at("status"), "queued");
+  ASSERT_TRUE(waitUntil([&] { return finished("lock"); }));
+  EXPECT_EQ(status("lock"), "completed");
+  JobStatistics s = stats("lock");
+  EXPECT_EQ(s, (JobStatistics{.device_count = 120, .succeeded = 90, .failed = 30}));
+  EXPECT_TRUE(job("lock").contains("endTime"));
+  auto all = rows("lock");
+  ASSERT_EQ(all.size(), 120u);
+  const auto& ok = all.at("d1000");
+  EXPECT_EQ(ok.status, "completed");
+  EXPECT_EQ(ok.document.at("outcome").at("deviceMethodResponse").at("status"), 200);
+  EXPECT_EQ(ok.document.at("outcome").at("deviceMethodResponse").at("payload").at("echo").at("lockTime"), "10m");
+  const auto& off = all.at("off-1000");
+  EXPECT_EQ(off.status, "failed");
+  EXPECT_EQ(off.document.at("error").at("code"), "DeviceNotOnline");
+  EXPECT_TRUE(off.document.at("outcome").at("deviceMethodResponse").is_null());
+  EXPECT_EQ(operations_.calls().size(), 120u);  // each device called once
+}
+
+TEST_F(JobsEngineTest, FutureStartWaitsForTheClock) {
+  addDevices("d", 3);
+  startEngine();
+  std::string start = formatTimestamp(clock_.now() + 60s);
+  json::object created = create("later", R"({"type":"scheduleDeviceMethod","cloudToDeviceMethod":{"methodName":"m"},
+      "startTime":")" + start + R"(","queryCondition":"*"})");
+  EXPECT_EQ(created.at("status"), "queued");  // as Azure answers the PUT
+  ASSERT_TRUE(waitUntil([&] { return status("later") == "scheduled"; }));
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(status("later"), "scheduled");
+  EXPECT_TRUE(operations_.calls().empty());
+  clock_.advance(61s);
+  ASSERT_TRUE(waitUntil([&] { return finished("later"); }));
+  EXPECT_EQ(stats("later").succeeded, 3);
+}
+
+TEST_F(JobsEngineTest, TwinJobAppliesTheUpdateAndFailsMismatchedDevices) {
+  addDevices("d", 100);
+  addDevices("bad-", 5);
+  startEngine();
+  twinJob("twin");
+  ASSERT_TRUE(waitUntil([&] { return finished("twin"); }));
+  EXPECT_EQ(stats("twin"), (JobStatistics{.device_count = 105, .succeeded = 100, .failed = 5}));
+  auto updates = operations_.twinUpdates();
+  ASSERT_EQ(updates.size(), 105u);
+  EXPECT_EQ(updates.at("d1042").size(), 1u);
+  EXPECT_EQ(updates.at("d1042")[0].at("properties").at("desired").at("building"), 43);
+  auto bad = rows("twin").at("bad-1003");
+  EXPECT_EQ(bad.status, "failed");
+  EXPECT_EQ(bad.document.at("error").at("code"), "PreconditionFailed");
+}
+
+TEST_F(JobsEngineTest, TheQuerySelectsTargetsWhenTheJobStarts) {
+  addDevices("d", 4);
+  startEngine();
+  methodJob("some", "deviceId IN ['d1001', 'd1003', 'nope']");
+  ASSERT_TRUE(waitUntil([&] { return finished("some"); }));
+  EXPECT_EQ(stats("some").device_count, 2);
+  auto all = rows("some");
+  EXPECT_EQ(all.size(), 2u);
+  EXPECT_TRUE(all.contains("d1001") && all.contains("d1003"));
+}
+
+TEST_F(JobsEngineTest, CancelBeforeStartStopsEverything) {
+  addDevices("d", 3);
+  startEngine();
+  create("c", R"({"type":"scheduleUpdateTwin","updateTwin":{"tags":{"a":1}},"startTime":")" +
+                  formatTimestamp(clock_.now() + 3600s) + R"(","queryCondition":"*"})");
+  auto cancelled = engine_->cancel("c");
+  ASSERT_TRUE(cancelled.isOk());
+  EXPECT_EQ(cancelled->at("status"), "cancelled");
+  EXPECT_TRUE(cancelled->contains("endTime"));
+  clock_.advance(3601s);
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(status("c"), "cancelled");
+  EXPECT_TRUE(rows("c").empty());
+  EXPECT_TRUE(operations_.twinUpdates().empty());
+}
+
+TEST_F(JobsEngineTest, CancelDuringARunLetsCallsInFlightFinish) {
+  addDevices("slow-", 50);
+  startEngine({.window = 5});
+  methodJob("c");
+  ASSERT_TRUE(waitUntil([&] { return operations_.heldCount() == 5; }));
+  auto during = engine_->cancel("c");
+  ASSERT_TRUE(during.isOk());
+  EXPECT_NE(during->at("status"), "completed");
+  std::this_thread::sleep_for(30ms);
+  EXPECT_EQ(operations_.heldCount(), 5u);  // nothing new dispatched after the cancel
+  EXPECT_EQ(operations_.release(), 5u);
+  ASSERT_TRUE(waitUntil([&] { return finished("c"); }));
+  EXPECT_EQ(status("c"), "cancelled");
+  EXPECT_EQ(stats("c"), (JobStatistics{.device_count = 50, .succeeded = 5, .canceled = 45}));
+  EXPECT_EQ(rowCounts("c"), (std::map<std::string, int>{{"canceled", 45}, {"completed", 5}}));
+  EXPECT_EQ(rows("c").at("slow-1049").document.at("error").at("code"), "JobCancelled");
+}
+
+TEST_F(JobsEngineTest, DeadlineFailsDevicesNotProcessedInTime) {
+  addDevices("slow-", 10);
+  startEngine({.window = 2});
+  methodJob("d", "*", R"(,"maxExecutionTimeInSeconds":10)");
+  ASSERT_TRUE(waitUntil([&] { return operations_.heldCount() == 2; }));
+  clock_.advance(11s);
+  ASSERT_TRUE(waitUntil([&] { return stats("d").failed == 8; }));
+  EXPECT_EQ(status("d"), "running");  // the two calls in flight still finish
+  operations_.release();
+  ASSERT_TRUE(waitUntil([&] { return finished("d"); }));
+  json::object j = job("d");
+  EXPECT_EQ(j.at("status"), "failed");
+  EXPECT_NE(std::string(j.at("failureReason").as_string()).find("maxExecutionTimeInSeconds"), std::string::npos);
+  EXPECT_EQ(stats("d"), (JobStatistics{.device_count = 10, .succeeded = 2, .failed = 8}));
+  EXPECT_EQ(rows("d").at("slow-1009").document.at("error").at("code"), "JobTimedOut");
+}
+
+TEST_F(JobsEngineTest, RateLimitFollowsTheClock) {
+  addDevices("slow-", 20);
+  startEngine();
+  methodJob("r", "*", R"(,"deviceOperationsPerSecond":5)");
+  ASSERT_TRUE(waitUntil([&] { return operations_.heldCount() == 1; }));
+  std::this_thread::sleep_for(60ms);
+  EXPECT_EQ(operations_.heldCount(), 1u);  // frozen clock: no new tokens
+  clock_.advance(1s);
+  ASSERT_TRUE(waitUntil([&] { return operations_.heldCount() == 6; }));
+  std::this_thread::sleep_for(60ms);
+  EXPECT_EQ(operations_.heldCount(), 6u);
+  clock_.advance(10s);  // a long pause grants at most one second's worth
+  ASSERT_TRUE(waitUntil([&] { return operations_.heldCount() == 11; }));
+  std::this_thread::sleep_for(60ms);
+  EXPECT_EQ(operations_.heldCount(), 11u);
+  EXPECT_EQ(job("r").at("deviceOperationsPerSecond"), 5);
+}
+
+TEST_F(JobsEngineTest, JobsBeyondTheRunningLimitWaitQueuedAndAllFinish) {
+  addDevices("slow-", 3);
+  startEngine({.max_running_jobs = 1});
+  for (std::string id : {"a", "b", "c"}) methodJob(id);
+  ASSERT_TRUE(waitUntil([&] { return operations_.heldCount() == 3; }));
+  EXPECT_EQ(status("a"), "running");
+  EXPECT_EQ(status("b"), "queued");
+  EXPECT_EQ(status("c"), "queued");
+  EXPECT_EQ(engine_->runningCount(), 1u);
+  for (std::string id : {"a", "b", "c"}) {
+    ASSERT_TRUE(waitUntil([&] {
+      operations_.release();
+      return finished(id);
+    }));
+  }
+  for (std::string id : {"a", "b", "c"}) EXPECT_EQ(stats(id).succeeded, 3) << id;
+}
+
+TEST_F(JobsEngineTest, StatisticsAddUpAtEveryRead) {
+  addDevices("d", 400);
+  addDevices("off-", 100);
+  startEngine({.window = 7});
+  twinJob("t");
+  methodJob("m");
+  while (!finished("t") || !finished("m")) {
+    expectConsistent(stats("t"));
+    expectConsistent(stats("m"));
+  }
+  EXPECT_EQ(stats("t").succeeded, 500);
+  EXPECT_EQ(stats("m").failed, 100);
+}
+
+TEST_F(JobsEngineTest, RestartResumesAndResolvesCallsThatWereInFlight) {
+  addDevices("slow-", 10);
+  startEngine({.window = 3, .stop_grace = 0ms});
+  methodJob("m");
+  ASSERT_TRUE(waitUntil([&] { return operations_.heldCount() == 3; }));
+  engine_->stop();  // a crash as far as the store knows: three rows are "running"
+  engine_.reset();
+  EXPECT_EQ(rowCounts("m"), (std::map<std::string, int>{{"pending", 7}, {"running", 3}}));
+  operations_.release();  // late answers reach nobody
+  startEngine({.window = 3});
+  ASSERT_TRUE(waitUntil([&] {
+    operations_.release();
+    return finished("m");
+  }));
+  EXPECT_EQ(status("m"), "completed");
+  EXPECT_EQ(stats("m"), (JobStatistics{.device_count = 10, .succeeded = 7, .failed = 3}));
+  auto all = rows("m");
+  EXPECT_EQ(all.at("slow-1000").document.at("error").at("code"), "DeviceJobInterrupted");
+  EXPECT_EQ(operations_.calls().size(), 10u);  // no device called twice
+}
+
+TEST_F(JobsEngineTest, RestartReappliesTwinUpdatesThatWereNotRecorded) {
+  addDevices("d", 30);
+  // Stop right after the start: the job is running and its rows are pending.
+  startEngine({.window = 1, .twin_workers = 1, .stop_grace = 0ms});
+  twinJob("t");
+  ASSERT_TRUE(waitUntil([&] { return !operations_.twinUpdates().empty(); }));
+  engine_->stop();
+  engine_.reset();
+  startEngine();
+  ASSERT_TRUE(waitUntil([&] { return finished("t"); }));
+  EXPECT_EQ(stats("t"), (JobStatistics{.device_count = 30, .succeeded = 30}));
+  EXPECT_EQ(rowCounts("t"), (std::map<std::string, int>{{"completed", 30}}));
+  EXPECT_EQ(operations_.twinUpdates().size(), 30u);
+}
+
+TEST_F(JobsEngineTest, ScheduledJobsSurviveARestart) {
+  addDevices("d", 2);
+  startEngine();
+  create("s", R"({"type":"scheduleUpdateTwin","updateTwin":{"tags":{"a":1}},"startTime":")" +
+                  formatTimestamp(clock_.now() + 600s) + R"(","queryCondition":"*"})");
+  ASSERT_TRUE(waitUntil([&] { return status("s") == "scheduled"; }));
+  engine_.reset();
+  startEngine();
+  EXPECT_EQ(status("s"), "scheduled");
+  clock_.advance(601s);
+  ASSERT_TRUE(waitUntil([&] { return finished("s"); }));
+  EXPECT_EQ(stats("s").succeeded, 2);
+}
+
+TEST_F(JobsEngineTest, ErrorsAndListing) {
+  startEngine();
+  methodJob("j1");
+  twinJob("j2");
+  auto again = engine_->create("j1", *parseJson(R"({"type":"scheduleUpdateTwin","updateTwin":{},"queryCondition":"*"})"));
+  EXPECT_EQ(again.code(), ErrorCode::JobAlreadyExists);
+  EXPECT_EQ(engine_->get("nope").code(), ErrorCode::JobNotFound);
+  EXPECT_EQ(engine_->cancel("nope").code(), ErrorCode::JobNotFound);
+  ASSERT_TRUE(waitUntil([&] { return finished("j1") && finished("j2"); }));
+  auto twins = engine_->list(std::string(kTypeUpdateTwin), std::nullopt, 10, std::nullopt);
+  ASSERT_TRUE(twins.isOk());
+  ASSERT_EQ(twins->jobs.size(), 1u);
+  EXPECT_EQ(twins->jobs[0].at("jobId"), "j2");
+  auto first = engine_->list(std::nullopt, std::string(kJobCompleted), 1, std::nullopt);
+  ASSERT_TRUE(first.isOk() && first->continuation);
+  auto second = engine_->list(std::nullopt, std::string(kJobCompleted), 1, *first->continuation);
+  ASSERT_TRUE(second.isOk());
+  EXPECT_EQ(second->jobs.size(), 1u);
+  EXPECT_FALSE(second->continuation);
+  EXPECT_NE(first->jobs[0].at("jobId"), second->jobs[0].at("jobId"));
+  EXPECT_EQ(engine_->list(std::nullopt, std::nullopt, 10, "garbage!").code(), ErrorCode::ArgumentInvalid);
+}
+
+}  // namespace
+}  // namespace iothub::jobs
