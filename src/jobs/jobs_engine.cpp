@@ -192,6 +192,15 @@ Result<JobPage> JobsEngine::list(std::optional<std::string> type, std::optional<
   if (page_size == 0 || page_size > 1000) {
     return Status(ErrorCode::ArgumentInvalid, "x-ms-max-item-count must be between 1 and 1000");
   }
+  if (type && *type != kTypeDeviceMethod && *type != kTypeUpdateTwin) {
+    return Status(ErrorCode::ArgumentInvalid,
+                  "jobType must be scheduleDeviceMethod or scheduleUpdateTwin, not '" + *type + "'");
+  }
+  if (status && *status != kJobQueued && *status != kJobScheduled && *status != kJobRunning &&
+      *status != kJobCompleted && *status != kJobFailed && *status != kJobCancelled) {
+    return Status(ErrorCode::ArgumentInvalid, "jobStatus must be one of queued, scheduled, running, completed, "
+                                              "failed, cancelled, not '" + *status + "'");
+  }
   std::string after;
   if (continuation) {
     auto decoded = base64Decode(*continuation);

@@ -407,6 +407,8 @@ TEST_F(JobsEngineTest, ErrorsAndListing) {
   EXPECT_FALSE(second->continuation);
   EXPECT_NE(first->jobs[0].at("jobId"), second->jobs[0].at("jobId"));
   EXPECT_EQ(engine_->list(std::nullopt, std::nullopt, 10, "garbage!").code(), ErrorCode::ArgumentInvalid);
+  EXPECT_EQ(engine_->list(std::string("export"), std::nullopt, 10, std::nullopt).code(), ErrorCode::ArgumentInvalid);
+  EXPECT_EQ(engine_->list(std::nullopt, std::string("bogus"), 10, std::nullopt).code(), ErrorCode::ArgumentInvalid);
 }
 
 }  // namespace
