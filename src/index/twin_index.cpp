@@ -66,7 +66,7 @@ void TwinIndex::putDevice(const store::DeviceRecord& device, const store::TwinRe
   if (it == rows_.end()) {
     it = rows_.emplace(device.device_id, Entry{nullptr, twin.version}).first;
     it->second.row = row;
-    indexRow(it->first, *row, true);
+    indexRow(*it, *row, true);
     return;
   }
   it->second.version = twin.version;
@@ -96,7 +96,7 @@ void TwinIndex::removeDevice(std::string_view device_id) {
   std::unique_lock lock(mutex_);
   auto it = rows_.find(device_id);
   if (it == rows_.end()) return;
-  indexRow(it->first, *it->second.row, false);
+  indexRow(*it, *it->second.row, false);
   rows_.erase(it);
 }
 
@@ -126,27 +126,29 @@ Row TwinIndex::find(std::string_view device_id) const {
 }
 
 void TwinIndex::replaceRow(Rows::iterator it, Row row) {
-  if (!path_indexes_.empty()) {
-    indexRow(it->first, *it->second.row, false);
-    indexRow(it->first, *row, true);
-  }
+  indexRow(*it, *it->second.row, false);
+  indexRow(*it, *row, true);
   it->second.row = std::move(row);
 }
 
-void TwinIndex::indexRow(std::string_view id, const json::object& row, bool add) {
-  for (auto& index : path_indexes_) {
-    const json::value* v = index->path.resolve(row);
-    if (v == nullptr || !query::isPrimitive(*v)) continue;
-    std::string key = query::valueKey(*v);
-    if (add) {
-      index->ids[key].insert(id);
-      continue;
-    }
-    auto found = index->ids.find(key);
-    if (found == index->ids.end()) continue;
-    found->second.erase(id);
-    if (found->second.empty()) index->ids.erase(found);
+void TwinIndex::indexInto(PathIndex& index, const Rows::value_type& node, const json::object& row, bool add) {
+  const json::value* v = index.path.resolve(row);
+  if (v == nullptr || !query::isPrimitive(*v)) return;
+  std::string key = query::valueKey(*v);
+  if (add) {
+    index.nodes[key].insert(&node);
+    return;
   }
+  auto found = index.nodes.find(key);
+  if (found == index.nodes.end()) return;
+  found->second.erase(&node);
+  if (found->second.empty()) index.nodes.erase(found);
+}
+
+void TwinIndex::indexRow(const Rows::value_type& node, const json::object& row, bool add) {
+  for (auto& index : path_indexes_) indexInto(*index, node, row, add);
+  // Rows the build has not reached yet are indexed when it gets there.
+  if (building_ != nullptr && node.first <= build_cursor_) indexInto(*building_, node, row, add);
 }
 
 TwinIndex::PathIndex* TwinIndex::pathIndexFor(const query::Path& path) const {
@@ -160,20 +162,41 @@ TwinIndex::PathIndex* TwinIndex::pathIndexFor(const query::Path& path) const {
 }
 
 void TwinIndex::buildPathIndex(const query::Path& path) const {
-  std::unique_lock lock(mutex_);
-  if (pathIndexFor(path) != nullptr) return;  // another query built it meanwhile
+  std::lock_guard build(build_mutex_);
+  {
+    std::shared_lock lock(mutex_);
+    if (pathIndexFor(path) != nullptr) return;  // another query built it meanwhile
+  }
   auto started = std::chrono::steady_clock::now();
   auto index = std::make_unique<PathIndex>();
   index->path = path;
-  index->last_used.store(++use_clock_, std::memory_order_relaxed);
-  for (const auto& [id, entry] : rows_) {
-    const json::value* v = path.resolve(*entry.row);
-    if (v == nullptr || !query::isPrimitive(*v)) continue;
-    index->ids[query::valueKey(*v)].insert(id);
+  {
+    std::unique_lock lock(mutex_);
+    building_ = index.get();
+    build_cursor_.clear();
   }
+  for (;;) {
+    std::shared_lock lock(mutex_);
+    auto it = rows_.upper_bound(build_cursor_);
+    for (std::size_t n = 0; n < kScanChunk && it != rows_.end(); ++n, ++it) {
+      indexInto(*index, *it, *it->second.row, true);
+    }
+    if (it == rows_.end()) break;
+    build_cursor_ = std::prev(it)->first;
+  }
+  std::unique_lock life(index_life_);
+  std::unique_lock lock(mutex_);
+  // Rows added after the last chunk was read are indexed before the index goes live.
+  for (auto it = rows_.upper_bound(build_cursor_); it != rows_.end(); ++it) {
+    indexInto(*index, *it, *it->second.row, true);
+  }
+  building_ = nullptr;
+  build_cursor_.clear();
+  index->last_used.store(++use_clock_, std::memory_order_relaxed);
   if (path_indexes_.size() >= kMaxPathIndexes) {
-    auto lru = std::min_element(path_indexes_.begin(), path_indexes_.end(),
-                                [](const auto& a, const auto& b) { return a->last_used.load() < b->last_used.load(); });
+    auto lru = std::min_element(path_indexes_.begin(), path_indexes_.end(), [](const auto& a, const auto& b) {
+      return a->last_used.load() < b->last_used.load();
+    });
     spdlog::info("twin index: dropping the index on {}", (*lru)->path.toString());
     path_indexes_.erase(lru);
   }
@@ -183,52 +206,86 @@ void TwinIndex::buildPathIndex(const query::Path& path) const {
                ms.count());
 }
 
+void TwinIndex::scanCandidates(const std::vector<const NodeSet*>& candidates, const query::Condition& condition,
+                               std::string_view after,
+                               const std::function<bool(const std::string&, const json::object&)>& visit) const {
+  // A k-way merge of the sorted sets, resumed after the last id seen at every chunk (the
+  // sets may change while the lock is released). Callers hold no lock; `candidates` point
+  // into an index that only changes under the exclusive lock.
+  std::string cursor(after);
+  std::vector<NodeSet::const_iterator> at(candidates.size());
+  for (;;) {
+    std::shared_lock lock(mutex_);
+    for (std::size_t i = 0; i < candidates.size(); ++i) at[i] = candidates[i]->upper_bound(std::string_view(cursor));
+    for (std::size_t n = 0; n < kScanChunk; ++n) {
+      std::size_t best = candidates.size();
+      for (std::size_t i = 0; i < candidates.size(); ++i) {
+        if (at[i] != candidates[i]->end() && (best == candidates.size() || (*at[i])->first < (*at[best])->first)) {
+          best = i;
+        }
+      }
+      if (best == candidates.size()) return;
+      Node node = *at[best]++;
+      cursor = node->first;
+      if (!condition.matches(*node->second.row)) continue;
+      if (!visit(node->first, *node->second.row)) return;
+    }
+  }
+}
+
 void TwinIndex::scan(const query::Condition& condition, std::string_view after,
                      const std::function<bool(const std::string&, const json::object&)>& visit) const {
   auto lookup = condition.indexableLookup();
-  if (lookup) {
-    // Candidates from an index, copied out so the lock can be released between chunks.
-    std::vector<std::string> candidates;
-    if (isDeviceIdPath(lookup->first)) {
-      for (const auto& constant : lookup->second) {
-        if (const json::string* s = constant.if_string(); s != nullptr && std::string_view(*s) > after) {
-          candidates.emplace_back(*s);
-        }
-      }
-    } else {
-      {
-        std::shared_lock lock(mutex_);
-        if (pathIndexFor(lookup->first) == nullptr) {
-          lock.unlock();
-          buildPathIndex(lookup->first);
-        }
-      }
-      std::shared_lock lock(mutex_);
-      const PathIndex* index = pathIndexFor(lookup->first);
-      if (index != nullptr) {  // null only if evicted meanwhile: fall back to a scan
-        for (const auto& constant : lookup->second) {
-          if (!query::isPrimitive(constant)) continue;
-          auto found = index->ids.find(query::valueKey(constant));
-          if (found == index->ids.end()) continue;
-          for (auto it = found->second.upper_bound(after); it != found->second.end(); ++it) {
-            candidates.emplace_back(*it);
-          }
-        }
-      } else {
-        lookup.reset();
+  if (lookup && isDeviceIdPath(lookup->first)) {
+    std::vector<std::string> ids;
+    for (const auto& constant : lookup->second) {
+      if (const json::string* s = constant.if_string(); s != nullptr && std::string_view(*s) > after) {
+        ids.emplace_back(*s);
       }
     }
-    if (lookup) {
-      std::sort(candidates.begin(), candidates.end());
-      candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
-      for (std::size_t i = 0; i < candidates.size();) {
-        std::shared_lock lock(mutex_);
-        for (std::size_t end = std::min(candidates.size(), i + kScanChunk); i < end; ++i) {
-          auto it = rows_.find(candidates[i]);
-          if (it == rows_.end() || !condition.matches(*it->second.row)) continue;
-          if (!visit(it->first, *it->second.row)) return;
-        }
+    std::sort(ids.begin(), ids.end());
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    std::shared_lock lock(mutex_);
+    for (const auto& id : ids) {
+      auto it = rows_.find(id);
+      if (it == rows_.end() || !condition.matches(*it->second.row)) continue;
+      if (!visit(it->first, *it->second.row)) return;
+    }
+    return;
+  }
+  if (lookup) {
+    {
+      std::shared_lock lock(mutex_);
+      if (pathIndexFor(lookup->first) == nullptr) {
+        lock.unlock();
+        buildPathIndex(lookup->first);
       }
+    }
+    std::vector<const NodeSet*> candidates;
+    bool selective = false;
+    std::shared_lock life(index_life_);
+    {
+      std::shared_lock lock(mutex_);
+      if (const PathIndex* index = pathIndexFor(lookup->first)) {
+        std::vector<std::string> keys;
+        for (const auto& constant : lookup->second) {
+          if (query::isPrimitive(constant)) keys.push_back(query::valueKey(constant));
+        }
+        std::sort(keys.begin(), keys.end());
+        keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+        std::size_t total = 0;
+        for (const auto& key : keys) {
+          auto found = index->nodes.find(key);
+          if (found == index->nodes.end()) continue;
+          candidates.push_back(&found->second);
+          total += found->second.size();
+        }
+        // A value most rows share is read faster by a plain scan.
+        selective = total <= std::max<std::size_t>(kScanChunk, rows_.size() / 8);
+      }
+    }
+    if (selective) {
+      scanCandidates(candidates, condition, after, visit);  // `life` keeps the index alive
       return;
     }
   }

@@ -93,27 +93,55 @@ class TwinIndex {
   };
   using Rows = std::map<std::string, Entry, std::less<>>;
 
-  // Device ids (pointing into the keys of rows_) by the value key (query/value.hpp
-  // valueKey) of the primitive at `path`; rows where it is undefined or not primitive are
-  // not in it.
+  using Node = const Rows::value_type*;  // stable while the row exists (std::map)
+  // Orders nodes by device id; also compares with bare ids, to resume after a cursor.
+  struct ById {
+    using is_transparent = void;
+    bool operator()(Node a, Node b) const { return a->first < b->first; }
+    bool operator()(Node a, std::string_view b) const { return a->first < b; }
+    bool operator()(std::string_view a, Node b) const { return a < b->first; }
+  };
+  using NodeSet = std::set<Node, ById>;
+
+  // The rows by the value key (query/value.hpp valueKey) of the primitive at `path`; rows
+  // where it is undefined or not primitive are not in it.
   struct PathIndex {
     query::Path path;
-    std::unordered_map<std::string, std::set<std::string_view>> ids;
+    std::unordered_map<std::string, NodeSet> nodes;
     std::atomic<std::uint64_t> last_used{0};  // touched by readers under the shared lock
   };
 
-  void replaceRow(Rows::iterator it, Row row);  // exclusive lock held
-  void indexRow(std::string_view id, const json::object& row, bool add);  // exclusive lock held
+  // Exclusive lock held: the row of `node` becomes `row`, in every index.
+  void replaceRow(Rows::iterator it, Row row);
+  // Exclusive lock held: adds or removes `node` (showing `row`) in every path index and in
+  // the one being built, if the build has already passed it.
+  void indexRow(const Rows::value_type& node, const json::object& row, bool add);
+  static void indexInto(PathIndex& index, const Rows::value_type& node, const json::object& row, bool add);
   PathIndex* pathIndexFor(const query::Path& path) const;  // lock held (any mode)
-  // Builds the index on `path` (takes the exclusive lock; called without any lock).
+  // Builds the index on `path` without holding writers up: the rows are read in chunks
+  // under the shared lock while writers keep the part already read current. Called
+  // without any lock; builds are serialized.
   void buildPathIndex(const query::Path& path) const;
+  // Visits the rows of `candidates` (sets of one index, disjoint) in id order after `after`.
+  void scanCandidates(const std::vector<const NodeSet*>& candidates, const query::Condition& condition,
+                      std::string_view after,
+                      const std::function<bool(const std::string&, const json::object&)>& visit) const;
 
   mutable std::shared_mutex mutex_;
   Rows rows_;
   std::unordered_set<std::string> connected_;  // devices with a live connection
-  // Lazily built, so mutable; guarded by mutex_ (created under the exclusive lock).
+  // Lazily built, so mutable; guarded by mutex_ (published under the exclusive lock).
   mutable std::vector<std::unique_ptr<PathIndex>> path_indexes_;
   mutable std::atomic<std::uint64_t> use_clock_{0};
+  // The index being built and how far the build has read (device ids <= build_cursor_ are
+  // in it). Written by the builder under the shared lock (no other reader touches them),
+  // read and updated by writers under the exclusive lock.
+  mutable std::mutex build_mutex_;
+  // Held shared while a scan reads candidate sets without the main lock, exclusively (before
+  // mutex_) to drop an index: an index is never freed under a reader's feet.
+  mutable std::shared_mutex index_life_;
+  mutable PathIndex* building_ = nullptr;
+  mutable std::string build_cursor_;
 };
 
 }  // namespace iothub::index

@@ -189,6 +189,55 @@ TEST(TwinIndexTest, ScansSeeEachRowOnceWhileWritersRun) {
   writer.join();
 }
 
+TEST(TwinIndexTest, PathIndexesBuiltWhileWritersRunMatchAPlainScan) {
+  TwinIndex index;
+  constexpr int kDevices = 5 * static_cast<int>(TwinIndex::kScanChunk);
+  auto put = [&index](int i, int value, std::int64_t version) {
+    store::TwinRecord t;
+    t.device_id = "d" + std::to_string(100000 + i);
+    t.version = version;
+    t.tags = json::object{{"v", value}};
+    index.updateTwin(t);
+  };
+  for (int i = 0; i < kDevices; ++i) {
+    store::DeviceRecord d;
+    d.device_id = "d" + std::to_string(100000 + i);
+    store::TwinRecord t;
+    t.device_id = d.device_id;
+    t.tags = json::object{{"v", i % 10}};
+    index.putDevice(d, t);
+  }
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    std::int64_t version = 2;
+    for (int round = 0; !stop; ++round, ++version) {
+      for (int i = round % 13; i < kDevices && !stop; i += 13) put(i, (i + round) % 10, version);
+      // Devices come and go on both sides of the build's cursor.
+      store::DeviceRecord d;
+      d.device_id = "d" + std::to_string(100000 + (round * 7919) % kDevices) + "x";
+      store::TwinRecord t;
+      t.device_id = d.device_id;
+      t.tags = json::object{{"v", round % 10}};
+      index.putDevice(d, t);
+      if (round % 2) index.removeDevice(d.device_id);
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(index.select(where("tags.v = 3")).size() > 0, true);  // builds the index meanwhile
+  EXPECT_EQ(index.pathIndexCount(), 1u);
+  stop = true;
+  writer.join();
+  for (int v = 0; v < 10; ++v) {
+    query::Condition c = where("tags.v = " + std::to_string(v));
+    std::vector<std::string> scanned;
+    index.scan(query::Condition(), "", [&](const std::string& id, const json::object& row) {
+      if (c.matches(row)) scanned.push_back(id);
+      return true;
+    });
+    EXPECT_EQ(index.select(c), scanned) << v;
+  }
+}
+
 TEST(TwinIndexTest, LateReportsOfOlderTwinVersionsAreIgnored) {
   TwinIndex index;
   store::DeviceRecord d;

@@ -42,14 +42,6 @@ using SteadyClock = std::chrono::steady_clock;
 // The hub's default HostName; it names the hub in every credential.
 constexpr std::string_view kHostName = "localhost";
 
-std::string serviceConnectionString(const std::filesystem::path& data_dir) {
-  auto r = testing::runCommand({IOTHUBD_PATH, "connection-string", "--data-dir", data_dir.string()},
-                               data_dir.parent_path());
-  EXPECT_EQ(r.exit_code, 0) << r.err;
-  while (!r.out.empty() && (r.out.back() == '\n' || r.out.back() == '\r')) r.out.pop_back();
-  return r.out;
-}
-
 std::string mqttUserName(std::string_view device_id) {
   return std::string(kHostName) + "/" + std::string(device_id) + "/?api-version=2021-04-12";
 }
@@ -244,7 +236,7 @@ class DeviceEndpointTest : public ::testing::Test {
   void SetUp() override {
     hub_ = std::make_unique<HubProcess>(IOTHUBD_PATH, dir_.path() / "data");
     ASSERT_TRUE(hub_->start()) << hub_->startupError();
-    service_connection_string_ = serviceConnectionString(hub_->dataDir());
+    service_connection_string_ = hub_->serviceConnectionString();
     auto parsed = auth::ServiceConnectionString::parse(service_connection_string_);
     ASSERT_TRUE(parsed.isOk()) << parsed.status().toString();
     auto transport = service::HttpTransport::create(

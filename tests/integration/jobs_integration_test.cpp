@@ -31,14 +31,6 @@ using testing::waitFor;
 
 constexpr std::string_view kHostName = "localhost";
 
-std::string serviceConnectionString(const std::filesystem::path& data_dir) {
-  auto r = testing::runCommand({IOTHUBD_PATH, "connection-string", "--data-dir", data_dir.string()},
-                               data_dir.parent_path());
-  EXPECT_EQ(r.exit_code, 0) << r.err;
-  while (!r.out.empty() && (r.out.back() == '\n' || r.out.back() == '\r')) r.out.pop_back();
-  return r.out;
-}
-
 json::value parsed(std::string_view text) {
   auto v = parseJson(text);
   EXPECT_TRUE(v.isOk()) << text;
@@ -49,7 +41,7 @@ json::value parsed(std::string_view text) {
 class Service {
  public:
   explicit Service(HubProcess& hub) {
-    auto cs = auth::ServiceConnectionString::parse(serviceConnectionString(hub.dataDir()));
+    auto cs = auth::ServiceConnectionString::parse(hub.serviceConnectionString());
     EXPECT_TRUE(cs.isOk());
     service::ServiceClientOptions options;
     options.ca_file = hub.caFile().string();

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <boost/json.hpp>
 #include <filesystem>
 #include <memory>
@@ -53,6 +55,14 @@ class HubProcess {
   }
 
   std::string startupError() const { return process_ ? process_->err() : ""; }
+  // The iothubowner connection string, as `iothubd connection-string` prints it ("" and a
+  // test failure when that fails).
+  std::string serviceConnectionString() const {
+    auto r = runCommand({binary_, "connection-string", "--data-dir", data_dir_.string()}, data_dir_.parent_path());
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    while (!r.out.empty() && (r.out.back() == '\n' || r.out.back() == '\r')) r.out.pop_back();
+    return r.out;
+  }
   Process& process() { return *process_; }
   int httpsPort() const { return https_port_; }
   int httpPort() const { return http_port_; }
