@@ -1,6 +1,9 @@
 // iothubctl: command-line client of the hub's service REST API, built on the C++ service SDK.
 // Exit codes: 0 ok, 1 the hub reported an error, 2 usage or configuration error,
-// 3 the hub could not be reached (connection, TLS, timeout).
+// 3 the hub could not be reached (connection, TLS, timeout). `job watch` also exits 1 when the
+// job ends failed or cancelled.
+
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <chrono>
@@ -11,10 +14,14 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include "auth/connection_string.hpp"
+#include "common/time_format.hpp"
 #include "iothub/service/http_transport.hpp"
+#include "iothub/service/job_client.hpp"
 #include "iothub/service/method_client.hpp"
+#include "iothub/service/query_client.hpp"
 #include "iothub/service/registry_client.hpp"
 #include "iothub/service/twin_client.hpp"
 #include "output.hpp"
@@ -25,8 +32,12 @@ using iothub::ErrorCode;
 using iothub::Status;
 using iothub::service::Device;
 using iothub::service::HttpTransport;
+using iothub::service::Job;
+using iothub::service::JobClient;
+using iothub::service::JobSchedule;
 using iothub::service::MethodClient;
 using iothub::service::MethodRequest;
+using iothub::service::QueryClient;
 using iothub::service::RegistryClient;
 using iothub::service::TwinClient;
 namespace json = iothub::json;
@@ -70,6 +81,24 @@ struct Arguments {
   std::optional<std::string> payload_text;
   std::int64_t response_timeout_seconds = 30;
   std::int64_t connect_timeout_seconds = 0;
+  // query
+  std::string sql;
+  std::optional<int> page_size;
+  std::optional<std::size_t> max_pages;
+  // job schedule-method / schedule-twin
+  std::string job_id;
+  std::optional<std::string> query_condition;
+  std::optional<std::string> target_device;
+  std::optional<std::int64_t> start_in_seconds;
+  std::optional<std::string> start_time_text;
+  std::optional<std::int64_t> max_execution_seconds;
+  std::optional<double> rate;
+  std::optional<std::string> desired_text;
+  std::optional<std::string> tags_text;
+  // job list / devices / watch
+  std::optional<std::string> job_type_filter;
+  std::optional<std::string> job_status_filter;
+  std::int64_t interval_ms = 1000;
 };
 
 enum class Command {
@@ -85,12 +114,26 @@ enum class Command {
   TwinUpdate,
   TwinReplace,
   MethodInvoke,
+  Query,
+  JobScheduleMethod,
+  JobScheduleTwin,
+  JobGet,
+  JobCancel,
+  JobList,
+  JobDevices,
+  JobWatch,
 };
 
 // What the command line asked for, checked before anything goes to the hub.
 struct Inputs {
   json::object twin_document;  // twin update (the patch) / twin replace (the twin)
-  MethodRequest method;
+  MethodRequest method;        // method invoke, job schedule-method
+  JobSchedule schedule;        // job schedule-*
+  bool generated_job_id = false;
+  json::object update_twin;  // job schedule-twin
+  std::optional<iothub::service::JobType> job_type;
+  std::optional<iothub::service::JobStatus> job_status;
+  std::optional<iothub::service::DeviceJobStatus> device_job_status;
 };
 
 // A command-line JSON value; a syntax error is a usage error naming `source`.
@@ -133,6 +176,69 @@ iothub::Result<json::object> readTwinDocument(const Arguments& args, std::string
   return std::move(parsed->get_object());
 }
 
+iothub::Result<MethodRequest> methodFromArguments(const Arguments& args) {
+  MethodRequest method;
+  method.method_name = args.method_name;
+  if (args.payload_text) {
+    auto payload = parseJsonArgument(*args.payload_text, "--payload");
+    if (!payload) return payload.status();
+    method.payload = std::move(*payload);
+  }
+  method.response_timeout = std::chrono::seconds{args.response_timeout_seconds};
+  method.connect_timeout = std::chrono::seconds{args.connect_timeout_seconds};
+  return method;
+}
+
+iothub::Result<json::object> jsonObjectArgument(const std::string& text,
+                                                const std::string& source) {
+  auto parsed = parseJsonArgument(text, source);
+  if (!parsed) return parsed.status();
+  if (!parsed->is_object()) {
+    return Status(ErrorCode::ArgumentInvalid, source + " must be a JSON object");
+  }
+  return std::move(parsed->get_object());
+}
+
+// The parts every job schedule-* command shares: id, target devices, timing, rate.
+iothub::Result<JobSchedule> scheduleFromArguments(const Arguments& args, bool& generated_id) {
+  JobSchedule schedule;
+  generated_id = args.job_id.empty();
+  schedule.job_id = generated_id ? JobClient::newJobId() : args.job_id;
+  if (args.target_device) {
+    schedule.query_condition = "deviceId = " + QueryClient::quoteString(*args.target_device);
+  } else if (args.query_condition) {
+    schedule.query_condition = *args.query_condition;
+  } else {
+    return Status(ErrorCode::ArgumentInvalid,
+                  "say which devices: --query '<condition>' (or '*') or --device <id>");
+  }
+  if (args.start_in_seconds) {
+    schedule.start_time =
+        std::chrono::system_clock::now() + std::chrono::seconds{*args.start_in_seconds};
+  } else if (args.start_time_text) {
+    schedule.start_time = iothub::parseTimestamp(*args.start_time_text);
+    if (!schedule.start_time) {
+      return Status(ErrorCode::ArgumentInvalid,
+                    "--start-time must be an ISO-8601 date-time such as 2030-01-01T00:00:00Z");
+    }
+  }
+  if (args.max_execution_seconds) {
+    schedule.max_execution_time = std::chrono::seconds{*args.max_execution_seconds};
+  }
+  schedule.device_operations_per_second = args.rate;
+  return schedule;
+}
+
+template <class Enum>
+iothub::Result<std::optional<Enum>> enumArgument(const std::optional<std::string>& text,
+                                                 std::optional<Enum> (*parse)(std::string_view),
+                                                 const std::string& option) {
+  if (!text) return std::optional<Enum>();
+  auto value = parse(*text);
+  if (!value) return Status(ErrorCode::ArgumentInvalid, option + " '" + *text + "' is not known");
+  return std::optional<Enum>(value);
+}
+
 iothub::Result<Inputs> checkInputs(Command command, const Arguments& args) {
   Inputs inputs;
   switch (command) {
@@ -144,17 +250,63 @@ iothub::Result<Inputs> checkInputs(Command command, const Arguments& args) {
       break;
     }
     case Command::MethodInvoke: {
-      inputs.method.method_name = args.method_name;
-      if (args.payload_text) {
-        auto payload = parseJsonArgument(*args.payload_text, "--payload");
-        if (!payload) return payload.status();
-        inputs.method.payload = std::move(*payload);
-      }
-      inputs.method.response_timeout = std::chrono::seconds{args.response_timeout_seconds};
-      inputs.method.connect_timeout = std::chrono::seconds{args.connect_timeout_seconds};
+      auto method = methodFromArguments(args);
+      if (!method) return method.status();
+      inputs.method = std::move(*method);
       // The SDK's own argument checks, before any connection is made.
       auto request = MethodClient::buildRequest(args.device_id, inputs.method);
       if (!request) return request.status();
+      break;
+    }
+    case Command::JobScheduleMethod: {
+      auto method = methodFromArguments(args);
+      if (!method) return method.status();
+      inputs.method = std::move(*method);
+      auto schedule = scheduleFromArguments(args, inputs.generated_job_id);
+      if (!schedule) return schedule.status();
+      inputs.schedule = std::move(*schedule);
+      auto request = JobClient::buildScheduleMethodRequest(inputs.schedule, inputs.method);
+      if (!request) return request.status();
+      break;
+    }
+    case Command::JobScheduleTwin: {
+      if (!args.desired_text && !args.tags_text) {
+        return Status(ErrorCode::ArgumentInvalid,
+                      "give --desired '<json>', --tags '<json>' or both");
+      }
+      inputs.update_twin["etag"] = args.etag;
+      if (args.tags_text) {
+        auto tags = jsonObjectArgument(*args.tags_text, "--tags");
+        if (!tags) return tags.status();
+        inputs.update_twin["tags"] = std::move(*tags);
+      }
+      if (args.desired_text) {
+        auto desired = jsonObjectArgument(*args.desired_text, "--desired");
+        if (!desired) return desired.status();
+        inputs.update_twin["properties"] = json::object{{"desired", std::move(*desired)}};
+      }
+      auto schedule = scheduleFromArguments(args, inputs.generated_job_id);
+      if (!schedule) return schedule.status();
+      inputs.schedule = std::move(*schedule);
+      auto request = JobClient::buildScheduleTwinRequest(inputs.schedule, inputs.update_twin);
+      if (!request) return request.status();
+      break;
+    }
+    case Command::JobList: {
+      auto type = enumArgument(args.job_type_filter, &iothub::service::parseJobType, "--type");
+      if (!type) return type.status();
+      auto status =
+          enumArgument(args.job_status_filter, &iothub::service::parseJobStatus, "--status");
+      if (!status) return status.status();
+      inputs.job_type = *type;
+      inputs.job_status = *status;
+      break;
+    }
+    case Command::JobDevices: {
+      auto status =
+          enumArgument(args.job_status_filter, &iothub::service::parseDeviceJobStatus, "--status");
+      if (!status) return status.status();
+      inputs.device_job_status = *status;
       break;
     }
     default:
@@ -181,6 +333,84 @@ int printTwin(const Arguments& args, const iothub::Result<iothub::service::Twin>
     std::cout << iothub::ctl::formatJsonPretty(twin->raw);
   }
   return 0;
+}
+
+int printJob(const Arguments& args, const iothub::Result<Job>& job) {
+  if (!job) return fail(job.status());
+  if (args.json) {
+    printJson(job->raw);
+  } else {
+    std::cout << iothub::ctl::formatJob(*job);
+  }
+  return 0;
+}
+
+int runQuery(const Arguments& args, const std::shared_ptr<HttpTransport>& transport) {
+  iothub::service::PagedQuery query = QueryClient(transport).createQuery(args.sql, args.page_size);
+  json::array rows;
+  auto item_type = iothub::service::QueryItemType::Unknown;
+  while (query.hasMoreResults() &&
+         (!args.max_pages || static_cast<std::size_t>(query.pagesFetched()) < *args.max_pages)) {
+    auto page = query.next();
+    if (!page) return fail(page.status());
+    if (item_type == iothub::service::QueryItemType::Unknown) item_type = page->item_type;
+    for (json::value& row : page->rows) rows.push_back(std::move(row));
+  }
+  if (args.json) {
+    printJson(rows);
+  } else {
+    std::cout << iothub::ctl::formatQueryTable(rows, item_type);
+  }
+  if (query.hasMoreResults()) {
+    std::cerr << "iothubctl: stopped after " << query.pagesFetched()
+              << " pages; more results remain\n";
+  }
+  return 0;
+}
+
+// Polls the job until it is terminal. On a terminal a progress line is redrawn in place;
+// otherwise (and with --json, one JobResponse per line) a line is printed when the job's
+// status or counts change.
+int watchJob(const Arguments& args, JobClient& jobs) {
+  const bool redraw = !args.json && ::isatty(STDOUT_FILENO) == 1;
+  iothub::ctl::JobRateEstimator estimator;
+  std::string last_state;
+  while (true) {
+    auto job = jobs.getJob(args.job_id);
+    if (!job) {
+      if (redraw && !last_state.empty()) std::cout << '\n';
+      return fail(job.status());
+    }
+    const iothub::service::DeviceJobStatistics& stats = job->statistics;
+    std::int64_t finished = iothub::ctl::finishedDevices(stats);
+    estimator.add(std::chrono::steady_clock::now(), finished);
+    std::string state =
+        std::string(iothub::service::toString(job->status)) + " " +
+        std::to_string(stats.device_count) + " " + std::to_string(stats.succeeded_count) + " " +
+        std::to_string(stats.failed_count) + " " + std::to_string(stats.running_count) + " " +
+        std::to_string(stats.pending_count) + " " + std::to_string(stats.canceled_count);
+    if (args.json) {
+      if (state != last_state) printJson(job->raw);
+    } else {
+      std::string line = iothub::ctl::formatJobProgress(
+          *job, estimator.rate(), estimator.eta(stats.device_count - finished));
+      if (redraw) {
+        std::cout << '\r' << line << "\033[K" << std::flush;
+      } else if (state != last_state) {
+        std::cout << line << std::endl;
+      }
+    }
+    last_state = std::move(state);
+    if (iothub::service::isTerminal(job->status)) {
+      if (redraw) std::cout << '\n';
+      if (!job->failure_reason.empty()) {
+        std::cerr << "iothubctl: job " << job->job_id << " "
+                  << iothub::service::toString(job->status) << ": " << job->failure_reason << '\n';
+      }
+      return job->status == iothub::service::JobStatus::Completed ? 0 : kExitServiceError;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds{args.interval_ms});
+  }
 }
 
 int run(Command command, const Arguments& args, const Inputs& inputs,
@@ -248,11 +478,11 @@ int run(Command command, const Arguments& args, const Inputs& inputs,
     case Command::TwinGet:
       return printTwin(args, TwinClient(transport).get(args.device_id));
     case Command::TwinUpdate:
-      return printTwin(args, TwinClient(transport).update(args.device_id, inputs.twin_document,
-                                                          args.etag));
+      return printTwin(
+          args, TwinClient(transport).update(args.device_id, inputs.twin_document, args.etag));
     case Command::TwinReplace:
-      return printTwin(args, TwinClient(transport).replace(args.device_id, inputs.twin_document,
-                                                           args.etag));
+      return printTwin(
+          args, TwinClient(transport).replace(args.device_id, inputs.twin_document, args.etag));
     case Command::MethodInvoke: {
       auto response = MethodClient(transport).invoke(args.device_id, inputs.method);
       if (!response) return fail(response.status());
@@ -262,6 +492,52 @@ int run(Command command, const Arguments& args, const Inputs& inputs,
         std::cout << iothub::ctl::formatMethodResponse(*response);
       }
       return 0;
+    }
+    case Command::Query:
+      return runQuery(args, transport);
+    case Command::JobScheduleMethod:
+    case Command::JobScheduleTwin: {
+      if (inputs.generated_job_id) {
+        (args.json ? std::cerr : std::cout) << "Job id: " << inputs.schedule.job_id << '\n';
+      }
+      JobClient jobs(transport);
+      return printJob(args, command == Command::JobScheduleMethod
+                                ? jobs.scheduleDeviceMethod(inputs.schedule, inputs.method)
+                                : jobs.scheduleTwinUpdate(inputs.schedule, inputs.update_twin));
+    }
+    case Command::JobGet:
+      return printJob(args, JobClient(transport).getJob(args.job_id));
+    case Command::JobCancel:
+      return printJob(args, JobClient(transport).cancelJob(args.job_id));
+    case Command::JobList: {
+      auto jobs =
+          JobClient(transport).listAllJobs(inputs.job_type, inputs.job_status, args.page_size);
+      if (!jobs) return fail(jobs.status());
+      if (args.json) {
+        json::array raw;
+        for (const Job& job : *jobs) raw.push_back(job.raw);
+        printJson(raw);
+      } else {
+        std::cout << iothub::ctl::formatJobTable(*jobs);
+      }
+      return 0;
+    }
+    case Command::JobDevices: {
+      auto rows =
+          JobClient(transport).deviceJobs(args.job_id, inputs.device_job_status, args.page_size);
+      if (!rows) return fail(rows.status());
+      if (args.json) {
+        json::array raw;
+        for (const auto& row : *rows) raw.push_back(row.raw);
+        printJson(raw);
+      } else {
+        std::cout << iothub::ctl::formatDeviceJobTable(*rows);
+      }
+      return 0;
+    }
+    case Command::JobWatch: {
+      JobClient jobs(transport);
+      return watchJob(args, jobs);
     }
     case Command::None:
       break;
@@ -276,8 +552,10 @@ int main(int argc, char** argv) {
   Command command = Command::None;
   auto select = [&command](Command c) { return [&command, c] { command = c; }; };
 
-  CLI::App app{"Manage devices, twins and direct methods of an Azure-IoT-Hub-compatible hub.",
-               "iothubctl"};
+  CLI::App app{
+      "Manage devices, twins, direct methods, queries and jobs of an "
+      "Azure-IoT-Hub-compatible hub.",
+      "iothubctl"};
   // Subcommands inherit this: options they do not know, like a trailing --json, go to the
   // parent. A subcommand's own option of the same name (twin update --json) wins.
   app.fallthrough();
@@ -298,8 +576,8 @@ int main(int argc, char** argv) {
   CLI::App* create = device->add_subcommand("create", "Register a new device");
   create->add_option("id", args.device_id, "Device id")->required();
   create->add_flag("--disabled", args.disabled, "Create the device disabled");
-  CLI::Option* primary =
-      create->add_option("--primary-key", args.primary_key, "Base64 primary key (default: generated)");
+  CLI::Option* primary = create->add_option("--primary-key", args.primary_key,
+                                            "Base64 primary key (default: generated)");
   CLI::Option* secondary = create->add_option("--secondary-key", args.secondary_key,
                                               "Base64 secondary key (default: generated)");
   primary->needs(secondary);
@@ -351,7 +629,8 @@ int main(int argc, char** argv) {
                                                "Read the " + what + " from a file (- = stdin)");
     text->excludes(file);
     file->excludes(text);
-    subcommand->add_option("--etag", args.etag, "Only write if the twin's etag matches (default: *)");
+    subcommand->add_option("--etag", args.etag,
+                           "Only write if the twin's etag matches (default: *)");
   };
   CLI::App* twin_update = twin->add_subcommand(
       "update", "Merge a patch {\"tags\":{…},\"properties\":{\"desired\":{…}}} into a twin");
@@ -376,6 +655,106 @@ int main(int argc, char** argv) {
                      "Seconds the hub waits for the device to connect (default: 0)");
   invoke->callback(select(Command::MethodInvoke));
 
+  auto page_size_check = CLI::Range(iothub::service::kMinPageSize, iothub::service::kMaxPageSize);
+  CLI::App* query = app.add_subcommand(
+      "query", "Run an IoT Hub query (SELECT … FROM devices | devices.modules | devices.jobs)");
+  query->add_option("sql", args.sql, "The query text")->required();
+  query->add_option("--page-size", args.page_size, "Rows per request (1..1000; default: the hub's)")
+      ->check(page_size_check);
+  query->add_option("--max-pages", args.max_pages, "Stop after this many pages")
+      ->check(CLI::PositiveNumber);
+  query->callback(select(Command::Query));
+
+  CLI::App* job = app.add_subcommand("job", "Schedule, inspect and cancel jobs");
+  job->require_subcommand(1);
+
+  auto add_schedule_options = [&args](CLI::App* subcommand) {
+    subcommand->add_option("--job-id", args.job_id,
+                           "Job id: letters, digits and '-' (default: a generated UUID)");
+    CLI::Option* condition = subcommand->add_option(
+        "--query", args.query_condition,
+        "Which devices: a query condition without WHERE, e.g. \"tags.floor = 3\", or '*'");
+    CLI::Option* target =
+        subcommand->add_option("--device", args.target_device, "Only this device");
+    condition->excludes(target);
+    target->excludes(condition);
+    CLI::Option* start_in =
+        subcommand
+            ->add_option("--start-in", args.start_in_seconds, "Start this many seconds from now")
+            ->check(CLI::NonNegativeNumber);
+    CLI::Option* start_time = subcommand->add_option("--start-time", args.start_time_text,
+                                                     "Start at this ISO-8601 time (default: now)");
+    start_in->excludes(start_time);
+    start_time->excludes(start_in);
+    subcommand
+        ->add_option("--max-execution-time", args.max_execution_seconds,
+                     "Seconds the job may run before remaining devices fail")
+        ->check(CLI::PositiveNumber);
+    subcommand
+        ->add_option("--rate", args.rate,
+                     "Device operations per second for this job (iothub extension)")
+        ->check(CLI::PositiveNumber);
+  };
+
+  CLI::App* schedule_method = job->add_subcommand(
+      "schedule-method", "Schedule a direct method call on every device a query selects");
+  add_schedule_options(schedule_method);
+  schedule_method->add_option("--method", args.method_name, "Method name")->required();
+  schedule_method->add_option("--payload", args.payload_text,
+                              "Request payload as JSON (default: null)");
+  schedule_method->add_option("--response-timeout", args.response_timeout_seconds,
+                              "Seconds the hub waits for each device's answer (default: 30)");
+  schedule_method->add_option("--connect-timeout", args.connect_timeout_seconds,
+                              "Seconds the hub waits for each device to connect (default: 0)");
+  schedule_method->callback(select(Command::JobScheduleMethod));
+
+  CLI::App* schedule_twin = job->add_subcommand(
+      "schedule-twin", "Schedule a twin update (tags and/or desired properties) on devices");
+  add_schedule_options(schedule_twin);
+  schedule_twin->add_option("--desired", args.desired_text, "Desired properties patch as JSON");
+  schedule_twin->add_option("--tags", args.tags_text, "Tags patch as JSON");
+  schedule_twin->add_option("--etag", args.etag, "Twin etag condition (default: *)");
+  schedule_twin->callback(select(Command::JobScheduleTwin));
+
+  CLI::App* job_get = job->add_subcommand("get", "Show a job");
+  job_get->add_option("id", args.job_id, "Job id")->required();
+  job_get->callback(select(Command::JobGet));
+
+  CLI::App* job_cancel = job->add_subcommand("cancel", "Cancel a job");
+  job_cancel->add_option("id", args.job_id, "Job id")->required();
+  job_cancel->callback(select(Command::JobCancel));
+
+  CLI::App* job_list = job->add_subcommand("list", "List jobs");
+  job_list->add_option("--type", args.job_type_filter, "scheduleDeviceMethod or scheduleUpdateTwin")
+      ->check(CLI::IsMember({"scheduleDeviceMethod", "scheduleUpdateTwin"}));
+  job_list
+      ->add_option("--status", args.job_status_filter,
+                   "queued, scheduled, running, completed, failed or cancelled")
+      ->check(
+          CLI::IsMember({"queued", "scheduled", "running", "completed", "failed", "cancelled"}));
+  job_list->add_option("--page-size", args.page_size, "Jobs per request (1..1000)")
+      ->check(page_size_check);
+  job_list->callback(select(Command::JobList));
+
+  CLI::App* job_devices = job->add_subcommand("devices", "Show each device's part in a job");
+  job_devices->add_option("id", args.job_id, "Job id")->required();
+  job_devices
+      ->add_option("--status", args.job_status_filter,
+                   "pending, scheduled, running, completed, failed or canceled")
+      ->check(
+          CLI::IsMember({"pending", "scheduled", "running", "completed", "failed", "canceled"}));
+  job_devices->add_option("--page-size", args.page_size, "Rows per request (1..1000)")
+      ->check(page_size_check);
+  job_devices->callback(select(Command::JobDevices));
+
+  CLI::App* job_watch = job->add_subcommand(
+      "watch", "Follow a job's progress until it ends; exit 0 if it completed, 1 otherwise");
+  job_watch->add_option("id", args.job_id, "Job id")->required();
+  job_watch
+      ->add_option("--interval-ms", args.interval_ms, "Milliseconds between polls (default: 1000)")
+      ->check(CLI::Range(10, 3600000));
+  job_watch->callback(select(Command::JobWatch));
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -387,7 +766,8 @@ int main(int argc, char** argv) {
   if (!inputs) return usageError(inputs.status().message());
 
   if (args.connection_string.empty()) {
-    return usageError("no connection string: pass --connection-string or set IOTHUB_CONNECTION_STRING");
+    return usageError(
+        "no connection string: pass --connection-string or set IOTHUB_CONNECTION_STRING");
   }
   auto parsed = iothub::auth::ServiceConnectionString::parse(args.connection_string);
   if (!parsed) return usageError(parsed.status().message());

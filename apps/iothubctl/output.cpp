@@ -1,7 +1,8 @@
 #include "output.hpp"
 
 #include <algorithm>
-#include <array>
+#include <cmath>
+#include <cstdio>
 #include <string_view>
 #include <utility>
 
@@ -61,6 +62,13 @@ void appendPretty(const json::value& value, int depth, std::string& out) {
   }
 }
 
+std::string cellText(const json::value& value) {
+  if (const json::string* s = value.if_string()) return std::string(*s);
+  return json::serialize(value);
+}
+
+std::string countText(std::int64_t n) { return std::to_string(n); }
+
 }  // namespace
 
 std::string formatDevice(const Device& device) {
@@ -89,31 +97,15 @@ std::string formatDevice(const Device& device) {
 }
 
 std::string formatDeviceTable(const std::vector<Device>& devices) {
-  constexpr std::size_t kColumns = 6;
-  using Row = std::array<std::string, kColumns>;
-  std::vector<Row> rows;
-  rows.push_back({"DEVICE ID", "STATUS", "CONNECTION", "AUTH", "C2D", "LAST ACTIVITY"});
+  std::vector<std::vector<std::string>> rows;
+  rows.reserve(devices.size());
   for (const Device& d : devices) {
     rows.push_back({d.device_id, std::string(service::toString(d.status)),
                     std::string(service::toString(d.connection_state)),
                     std::string(service::toString(d.authentication_type)),
                     std::to_string(d.cloud_to_device_message_count), orDash(d.last_activity_time)});
   }
-  std::array<std::size_t, kColumns> widths{};
-  for (const Row& row : rows) {
-    for (std::size_t i = 0; i < kColumns; ++i) widths[i] = std::max(widths[i], row[i].size());
-  }
-  std::string out;
-  for (const Row& row : rows) {
-    std::string line;
-    for (std::size_t i = 0; i < kColumns; ++i) {
-      line += row[i];
-      if (i + 1 < kColumns) line.append(widths[i] - row[i].size() + 2, ' ');
-    }
-    out += line;
-    out += '\n';
-  }
-  return out;
+  return formatTable({"DEVICE ID", "STATUS", "CONNECTION", "AUTH", "C2D", "LAST ACTIVITY"}, rows);
 }
 
 std::string formatStatistics(const service::RegistryStatistics& stats) {
@@ -131,6 +123,227 @@ std::string formatJsonPretty(const json::value& value) {
 
 std::string formatMethodResponse(const service::MethodResponse& response) {
   return "status: " + std::to_string(response.status) + "\n" + formatJsonPretty(response.payload);
+}
+
+std::string formatTable(const std::vector<std::string>& header,
+                        const std::vector<std::vector<std::string>>& rows) {
+  const std::size_t columns = header.size();
+  std::vector<std::size_t> widths(columns, 0);
+  auto measure = [&](const std::vector<std::string>& row) {
+    for (std::size_t i = 0; i < columns && i < row.size(); ++i) {
+      widths[i] = std::max(widths[i], row[i].size());
+    }
+  };
+  measure(header);
+  for (const auto& row : rows) measure(row);
+  std::string out;
+  auto emit = [&](const std::vector<std::string>& row) {
+    for (std::size_t i = 0; i < columns; ++i) {
+      std::string_view cell = i < row.size() ? std::string_view(row[i]) : std::string_view();
+      out += cell;
+      if (i + 1 < columns) out.append(widths[i] - cell.size() + 2, ' ');
+    }
+    out += '\n';
+  };
+  emit(header);
+  for (const auto& row : rows) emit(row);
+  return out;
+}
+
+std::string formatQueryTable(const json::array& rows, service::QueryItemType item_type) {
+  if (rows.empty()) return "(no results)\n";
+  std::vector<std::string> keys;
+  bool all_objects =
+      std::all_of(rows.begin(), rows.end(), [](const json::value& row) { return row.is_object(); });
+  if (!all_objects) {
+    keys = {"value"};
+  } else if (item_type == service::QueryItemType::Twin) {
+    bool modules = std::any_of(rows.begin(), rows.end(), [](const json::value& row) {
+      return findMember(row.get_object(), "moduleId") != nullptr;
+    });
+    keys = {"deviceId"};
+    if (modules) keys.emplace_back("moduleId");
+    for (std::string_view key :
+         {"status", "connectionState", "lastActivityTime", "version", "tags"}) {
+      keys.emplace_back(key);
+    }
+  } else {
+    // Identity first for job rows, whatever order the hub wrote the members in.
+    if (item_type == service::QueryItemType::DeviceJob) {
+      keys = {"deviceId", "jobId", "jobType", "status"};
+    } else if (item_type == service::QueryItemType::JobResponse) {
+      keys = {"jobId", "type", "status"};
+    }
+    for (const json::value& row : rows) {
+      for (const auto& member : row.get_object()) {
+        std::string key(member.key());
+        if (std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(std::move(key));
+      }
+    }
+  }
+  std::vector<std::vector<std::string>> cells;
+  cells.reserve(rows.size());
+  for (const json::value& row : rows) {
+    std::vector<std::string> line;
+    if (!all_objects) {
+      line.push_back(cellText(row));
+    } else {
+      for (const std::string& key : keys) {
+        const json::value* v = findMember(row.get_object(), key);
+        line.push_back(v == nullptr ? "-" : cellText(*v));
+      }
+    }
+    cells.push_back(std::move(line));
+  }
+  return formatTable(keys, cells);
+}
+
+std::string formatJob(const service::Job& job) {
+  std::vector<std::pair<std::string, std::string>> rows = {
+      {"jobId", job.job_id},
+      {"type", std::string(service::toString(job.type))},
+      {"status", std::string(service::toString(job.status))},
+      {"queryCondition", orDash(job.query_condition)},
+      {"createdTime", orDash(job.created_time)},
+      {"startTime", job.start_time.value_or("-")},
+      {"endTime", job.end_time.value_or("-")},
+      {"maxExecutionTimeInSeconds",
+       job.max_execution_time_seconds ? std::to_string(*job.max_execution_time_seconds) : "-"},
+  };
+  if (job.device_operations_per_second) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", *job.device_operations_per_second);
+    rows.emplace_back("deviceOperationsPerSecond", buf);
+  }
+  if (const auto& method = job.cloud_to_device_method) {
+    rows.emplace_back("methodName", method->method_name);
+    rows.emplace_back("payload", json::serialize(method->payload));
+    rows.emplace_back("responseTimeoutInSeconds", std::to_string(method->response_timeout.count()));
+    rows.emplace_back("connectTimeoutInSeconds", std::to_string(method->connect_timeout.count()));
+  }
+  if (job.update_twin) rows.emplace_back("updateTwin", json::serialize(*job.update_twin));
+  if (!job.failure_reason.empty()) rows.emplace_back("failureReason", job.failure_reason);
+  if (!job.status_message.empty()) rows.emplace_back("statusMessage", job.status_message);
+  const service::DeviceJobStatistics& stats = job.statistics;
+  rows.emplace_back("deviceCount", countText(stats.device_count));
+  rows.emplace_back("succeededCount", countText(stats.succeeded_count));
+  rows.emplace_back("failedCount", countText(stats.failed_count));
+  rows.emplace_back("runningCount", countText(stats.running_count));
+  rows.emplace_back("pendingCount", countText(stats.pending_count));
+  rows.emplace_back("canceledCount", countText(stats.canceled_count));
+  return keyValueLines(rows);
+}
+
+std::string formatJobTable(const std::vector<service::Job>& jobs) {
+  std::vector<std::vector<std::string>> rows;
+  rows.reserve(jobs.size());
+  for (const service::Job& job : jobs) {
+    rows.push_back({job.job_id, std::string(service::toString(job.type)),
+                    std::string(service::toString(job.status)), orDash(job.created_time),
+                    countText(job.statistics.device_count),
+                    countText(job.statistics.succeeded_count),
+                    countText(job.statistics.failed_count)});
+  }
+  return formatTable({"JOB ID", "TYPE", "STATUS", "CREATED", "DEVICES", "SUCCEEDED", "FAILED"},
+                     rows);
+}
+
+std::string formatDeviceJobTable(const std::vector<service::DeviceJob>& rows) {
+  std::vector<std::vector<std::string>> cells;
+  cells.reserve(rows.size());
+  for (const service::DeviceJob& row : rows) {
+    std::string result = "-";
+    if (row.error) {
+      result = row.error->code;
+      if (!row.error->description.empty()) result += ": " + row.error->description;
+    } else if (row.method_response) {
+      result = std::to_string(row.method_response->status) + " " +
+               json::serialize(row.method_response->payload);
+    }
+    cells.push_back({row.device_id, std::string(service::toString(row.status)),
+                     orDash(row.start_time), orDash(row.end_time), std::move(result)});
+  }
+  return formatTable({"DEVICE ID", "STATUS", "START", "END", "RESULT"}, cells);
+}
+
+std::string formatDuration(std::chrono::seconds duration) {
+  std::int64_t total = std::max<std::int64_t>(0, duration.count());
+  char buf[32];
+  if (total < 60) {
+    std::snprintf(buf, sizeof buf, "%llds", static_cast<long long>(total));
+  } else if (total < 3600) {
+    std::snprintf(buf, sizeof buf, "%lldm%02llds", static_cast<long long>(total / 60),
+                  static_cast<long long>(total % 60));
+  } else {
+    std::snprintf(buf, sizeof buf, "%lldh%02lldm", static_cast<long long>(total / 3600),
+                  static_cast<long long>(total % 3600 / 60));
+  }
+  return buf;
+}
+
+JobRateEstimator::JobRateEstimator(std::chrono::milliseconds window) : window_(window) {}
+
+void JobRateEstimator::add(TimePoint at, std::int64_t finished) {
+  samples_.push_back(Sample{at, finished});
+  // Keep the newest sample older than the window too, so the rate spans the whole window.
+  while (samples_.size() > 2 && samples_[1].at <= at - window_) samples_.pop_front();
+}
+
+std::optional<double> JobRateEstimator::rate() const {
+  if (samples_.size() < 2) return std::nullopt;
+  const Sample& first = samples_.front();
+  const Sample& last = samples_.back();
+  auto span = std::chrono::duration<double>(last.at - first.at);
+  if (span < std::chrono::milliseconds{100}) return std::nullopt;
+  return std::max<double>(0, static_cast<double>(last.finished - first.finished)) / span.count();
+}
+
+std::optional<std::chrono::seconds> JobRateEstimator::eta(std::int64_t remaining) const {
+  auto r = rate();
+  if (!r || *r <= 0) return std::nullopt;
+  if (remaining <= 0) return std::chrono::seconds{0};
+  return std::chrono::seconds{
+      static_cast<std::int64_t>(std::ceil(static_cast<double>(remaining) / *r))};
+}
+
+std::int64_t finishedDevices(const service::DeviceJobStatistics& stats) {
+  return stats.succeeded_count + stats.failed_count + stats.canceled_count;
+}
+
+std::string formatJobProgress(const service::Job& job, std::optional<double> rate,
+                              std::optional<std::chrono::seconds> eta, std::size_t bar_width) {
+  const service::DeviceJobStatistics& stats = job.statistics;
+  std::int64_t finished = finishedDevices(stats);
+  std::string line = job.job_id + " " + std::string(service::toString(job.status));
+  if (bar_width > 0) {
+    std::size_t filled = 0;
+    if (stats.device_count > 0) {
+      filled = static_cast<std::size_t>(std::clamp<std::int64_t>(finished, 0, stats.device_count) *
+                                        static_cast<std::int64_t>(bar_width) / stats.device_count);
+    }
+    line += " [";
+    line.append(filled, '#');
+    line.append(bar_width - filled, '-');
+    line += ']';
+  }
+  auto count = [&line](std::string_view label, std::int64_t n) {
+    line += label;
+    line += countText(n);
+  };
+  count(" ", finished);
+  count("/", stats.device_count);
+  count(" ok ", stats.succeeded_count);
+  count(" failed ", stats.failed_count);
+  count(" running ", stats.running_count);
+  count(" pending ", stats.pending_count);
+  if (stats.canceled_count > 0) count(" canceled ", stats.canceled_count);
+  if (rate) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, " %.1f/s", *rate);
+    line += buf;
+  }
+  if (eta && !service::isTerminal(job.status)) line += " ETA " + formatDuration(*eta);
+  return line;
 }
 
 }  // namespace iothub::ctl

@@ -2,12 +2,19 @@
 
 // Human-readable renderings of SDK values for iothubctl. Pure functions, no I/O.
 
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "common/json.hpp"
 #include "iothub/service/device.hpp"
+#include "iothub/service/job_client.hpp"
 #include "iothub/service/method_client.hpp"
+#include "iothub/service/query_client.hpp"
 #include "iothub/service/registry_client.hpp"
 
 namespace iothub::ctl {
@@ -21,5 +28,60 @@ std::string formatStatistics(const service::RegistryStatistics& stats);
 std::string formatJsonPretty(const json::value& value);
 // "status: <n>" and then the payload as indented JSON.
 std::string formatMethodResponse(const service::MethodResponse& response);
+
+// An aligned table: `header` and then `rows`, columns separated by two spaces, the last
+// column not padded. Rows shorter than the header get empty cells.
+std::string formatTable(const std::vector<std::string>& header,
+                        const std::vector<std::vector<std::string>>& rows);
+
+// Query results as a table. Columns: for Twin rows a fixed set (deviceId, moduleId when any
+// row has one, status, connectionState, lastActivityTime, version, tags); otherwise the
+// union of the rows' top-level keys in order of first appearance, led by deviceId, jobId,
+// jobType, status for DeviceJob rows and jobId, type, status for JobResponse rows. Strings
+// are shown as they are, other values as compact JSON, absent members as "-". Rows that are
+// not objects get one column "value". "(no results)" for no rows.
+std::string formatQueryTable(const json::array& rows, service::QueryItemType item_type);
+
+// "key: value" lines of a job: id, type, status, condition, times, operation, statistics.
+std::string formatJob(const service::Job& job);
+// One line per job: id, type, status, created, devices, succeeded, failed.
+std::string formatJobTable(const std::vector<service::Job>& jobs);
+// One line per device record: device, status, start, end, result (the method status and
+// payload, or the error).
+std::string formatDeviceJobTable(const std::vector<service::DeviceJob>& rows);
+
+// "45s", "3m05s", "2h07m" (negative durations as 0s).
+std::string formatDuration(std::chrono::seconds duration);
+
+// Devices processed per second over a sliding window of samples of a job's finished count
+// (succeeded + failed + canceled). Pure: the caller supplies the times.
+class JobRateEstimator {
+ public:
+  using TimePoint = std::chrono::steady_clock::time_point;
+  explicit JobRateEstimator(std::chrono::milliseconds window = std::chrono::seconds{10});
+
+  void add(TimePoint at, std::int64_t finished);
+  // nullopt until two samples at least 100 ms apart exist within the window.
+  std::optional<double> rate() const;
+  // Time to finish `remaining` devices at rate(); nullopt without a positive rate.
+  std::optional<std::chrono::seconds> eta(std::int64_t remaining) const;
+
+ private:
+  struct Sample {
+    TimePoint at;
+    std::int64_t finished;
+  };
+  std::chrono::milliseconds window_;
+  std::deque<Sample> samples_;
+};
+
+// Devices of the job no longer pending or running (succeeded + failed + canceled).
+std::int64_t finishedDevices(const service::DeviceJobStatistics& stats);
+
+// One progress line of `job watch`, e.g.
+// "j1 running [########------------] 40/100 ok 38 failed 2 running 5 pending 55 4.0/s ETA 14s".
+// `bar_width` 0 leaves the bar out; rate and ETA are left out when unknown.
+std::string formatJobProgress(const service::Job& job, std::optional<double> rate,
+                              std::optional<std::chrono::seconds> eta, std::size_t bar_width = 20);
 
 }  // namespace iothub::ctl

@@ -6,6 +6,10 @@
 #include <chrono>
 #include <optional>
 
+#include <boost/container/pmr/memory_resource.hpp>
+#include <cstdlib>
+#include <new>
+
 #include "query/value.hpp"
 #include "twin/twin_json.hpp"
 
@@ -13,6 +17,75 @@ namespace iothub::index {
 namespace {
 
 constexpr std::size_t kLoadPage = 1000;
+
+using MemoryResource = boost::container::pmr::memory_resource;
+
+std::size_t alignUp(std::size_t n, std::size_t alignment) { return (n + alignment - 1) & ~(alignment - 1); }
+
+// Counts what a JSON copy allocates, handing out memory from a per-thread scratch area (or
+// the heap beyond it); nothing is freed until the copy is destroyed.
+class MeasuringResource final : public MemoryResource {
+ public:
+  std::size_t total() const { return total_; }
+
+ private:
+  void* do_allocate(std::size_t bytes, std::size_t alignment) override {
+    total_ = alignUp(total_, alignment) + bytes;
+    return ::operator new(bytes, std::align_val_t(alignment));
+  }
+  void do_deallocate(void* p, std::size_t, std::size_t alignment) override {
+    ::operator delete(p, std::align_val_t(alignment));
+  }
+  bool do_is_equal(const MemoryResource& other) const noexcept override { return this == &other; }
+
+  std::size_t total_ = 0;
+};
+
+// One block sized for a whole row: the hundreds of small nodes of a twin (objects, keys,
+// timestamps in $metadata) cost one allocation instead of one each. Allocations beyond the
+// block (never expected) go to the heap.
+class RowArena final : public MemoryResource {
+ public:
+  explicit RowArena(std::size_t capacity) : capacity_(capacity), block_(static_cast<char*>(std::malloc(capacity))) {
+    if (block_ == nullptr) throw std::bad_alloc();
+  }
+  ~RowArena() override { std::free(block_); }
+  RowArena(const RowArena&) = delete;
+  RowArena& operator=(const RowArena&) = delete;
+
+ private:
+  void* do_allocate(std::size_t bytes, std::size_t alignment) override {
+    std::size_t at = alignUp(used_, alignment);
+    if (at + bytes <= capacity_) {
+      used_ = at + bytes;
+      return block_ + at;
+    }
+    return ::operator new(bytes, std::align_val_t(alignment));
+  }
+  void do_deallocate(void* p, std::size_t, std::size_t alignment) override {
+    char* c = static_cast<char*>(p);
+    if (c >= block_ && c < block_ + capacity_) return;  // freed with the block
+    ::operator delete(p, std::align_val_t(alignment));
+  }
+  bool do_is_equal(const MemoryResource& other) const noexcept override { return this == &other; }
+
+  std::size_t capacity_;
+  std::size_t used_ = 0;
+  char* block_;
+};
+
+// The row for a view: a copy in an arena of exactly the size the copy needs (measured by a
+// first copy), which roughly halves the memory of a twin (docs/benchmarks.md).
+Row makeRow(const json::object& view) {
+  std::size_t size = 0;
+  {
+    MeasuringResource measure;
+    json::object probe(view, json::storage_ptr(&measure));
+    size = measure.total();
+  }
+  auto arena = json::make_shared_resource<RowArena>(std::max<std::size_t>(size, 64));
+  return std::make_shared<const json::object>(view, std::move(arena));
+}
 
 bool isDeviceIdPath(const query::Path& path) {
   return path.keys.size() == 1 && path.keys[0] == "deviceId";
@@ -44,7 +117,7 @@ Status TwinIndex::load(store::Store& store, const std::function<bool(std::string
       const store::TwinRecord& twin = fetched ? *fetched : (*twins)[t];
       bool connected = is_connected && is_connected(device.device_id);
       rows.emplace(device.device_id,
-                   Entry{std::make_shared<const json::object>(twin::serviceTwinJson(device, twin, connected)),
+                   Entry{makeRow(twin::serviceTwinJson(device, twin, connected)),
                          twin.version});
     }
     after = devices->back().device_id;
@@ -61,7 +134,7 @@ Status TwinIndex::load(store::Store& store, const std::function<bool(std::string
 void TwinIndex::putDevice(const store::DeviceRecord& device, const store::TwinRecord& twin) {
   std::unique_lock lock(mutex_);
   bool connected = connected_.contains(device.device_id);
-  auto row = std::make_shared<const json::object>(twin::serviceTwinJson(device, twin, connected));
+  Row row = makeRow(twin::serviceTwinJson(device, twin, connected));
   auto it = rows_.find(device.device_id);
   if (it == rows_.end()) {
     it = rows_.emplace(device.device_id, Entry{nullptr, twin.version}).first;
@@ -77,19 +150,19 @@ void TwinIndex::updateDevice(const store::DeviceRecord& device) {
   std::unique_lock lock(mutex_);
   auto it = rows_.find(device.device_id);
   if (it == rows_.end()) return;
-  auto view = std::make_shared<json::object>(*it->second.row);
-  twin::setDeviceFields(*view, device, connected_.contains(device.device_id));
-  replaceRow(it, std::move(view));
+  json::object view = *it->second.row;
+  twin::setDeviceFields(view, device, connected_.contains(device.device_id));
+  replaceRow(it, makeRow(view));
 }
 
 void TwinIndex::updateTwin(const store::TwinRecord& twin) {
   std::unique_lock lock(mutex_);
   auto it = rows_.find(twin.device_id);
   if (it == rows_.end() || twin.version < it->second.version) return;
-  auto view = std::make_shared<json::object>(*it->second.row);
-  twin::setTwinFields(*view, twin);
+  json::object view = *it->second.row;
+  twin::setTwinFields(view, twin);
   it->second.version = twin.version;
-  replaceRow(it, std::move(view));
+  replaceRow(it, makeRow(view));
 }
 
 void TwinIndex::removeDevice(std::string_view device_id) {
@@ -109,9 +182,9 @@ void TwinIndex::setConnected(std::string_view device_id, bool connected) {
   }
   auto it = rows_.find(device_id);
   if (it == rows_.end()) return;
-  auto view = std::make_shared<json::object>(*it->second.row);
-  twin::setConnectionState(*view, connected);
-  replaceRow(it, std::move(view));
+  json::object view = *it->second.row;
+  twin::setConnectionState(view, connected);
+  replaceRow(it, makeRow(view));
 }
 
 std::size_t TwinIndex::size() const {

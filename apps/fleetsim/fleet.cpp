@@ -1,0 +1,1361 @@
+// The fleet: thousands of MQTT device connections and the service-side load, multiplexed over
+// a few io_context threads. All Asio/Beast code of fleetsim lives in this translation unit.
+//
+// Threading: each Shard owns one io_context run by one thread, a slice of the devices
+// (global index % threads) and some of the load generators. Everything a shard owns is
+// touched only on its thread. The main thread drives the scenario's phases: it posts work
+// into the shards and watches atomic counters; histograms are read by posting into the
+// shard and waiting (runOn).
+
+#include "apps/fleetsim/fleet.hpp"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <cmath>
+#include <cstdio>
+#include <deque>
+#include <functional>
+#include <future>
+#include <memory>
+#include <optional>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "apps/fleetsim/latency_histogram.hpp"
+#include "apps/fleetsim/report.hpp"
+#include "apps/fleetsim/source_address.hpp"
+#include "auth/connection_string.hpp"
+#include "auth/sas_token.hpp"
+#include "common/encoding.hpp"
+#include "iothub/service/http_transport.hpp"
+#include "mqtt/decoder.hpp"
+#include "mqtt/encoder.hpp"
+
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24
+#endif
+
+namespace iothub::fleetsim {
+
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using SteadyClock = std::chrono::steady_clock;
+using ErrorCodeT = boost::system::error_code;
+
+constexpr std::string_view kApiVersion = "2021-04-12";
+constexpr int kConnectAttempts = 4;
+
+std::uint64_t microsSince(SteadyClock::time_point start) {
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(SteadyClock::now() - start).count());
+}
+
+std::int64_t nowNanos() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(SteadyClock::now().time_since_epoch())
+      .count();
+}
+
+double seconds(SteadyClock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+double round3(double v) { return std::round(v * 1000.0) / 1000.0; }
+
+json::object latencyJson(const LatencyHistogram& h) {
+  json::object o;
+  o["count"] = h.count();
+  o["p50_ms"] = round3(static_cast<double>(h.percentile(0.50)) / 1000.0);
+  o["p90_ms"] = round3(static_cast<double>(h.percentile(0.90)) / 1000.0);
+  o["p99_ms"] = round3(static_cast<double>(h.percentile(0.99)) / 1000.0);
+  o["max_ms"] = round3(static_cast<double>(h.max()) / 1000.0);
+  o["mean_ms"] = round3(h.mean() / 1000.0);
+  return o;
+}
+
+void logLine(const std::string& text) { std::fprintf(stderr, "fleetsim: %s\n", text.c_str()); }
+
+// Counters shared by every shard (relaxed atomics: they are statistics, read by the main
+// thread while the shards run).
+struct Counters {
+  std::atomic<std::uint64_t> ready{0};           // connections CONNACKed and SUBACKed
+  std::atomic<std::uint64_t> connect_failed{0};  // gave up after kConnectAttempts
+  std::atomic<std::uint64_t> connect_retries{0};
+  std::atomic<std::uint64_t> refused{0};      // CONNACK with a non-zero return code
+  std::atomic<std::uint64_t> sub_refused{0};  // SUBACK 0x80
+  std::atomic<std::uint64_t> drops{0};        // ready connections lost (not by us)
+  std::atomic<std::uint64_t> storm_drops{0};  // closed on purpose by a storm
+  std::atomic<std::uint64_t> methods_received{0};
+  std::atomic<std::uint64_t> methods_answered{0};
+  std::atomic<std::uint64_t> desired_received{0};
+  std::atomic<std::uint64_t> twin_responses{0};
+  std::atomic<std::uint64_t> reported_sent{0};
+  std::atomic<std::uint64_t> pings_sent{0};
+  std::atomic<std::uint64_t> pongs{0};
+  std::atomic<std::int64_t> first_method_ns{0};
+  std::atomic<std::int64_t> last_method_ns{0};
+};
+
+// A closed-loop workload: callers take call numbers from `next` until `total` is reached or
+// the deadline passes; call k goes to device k % device_count.
+enum class CallKind { Method, TwinPatch };
+struct Workload {
+  CallKind kind = CallKind::Method;
+  std::size_t device_count = 1;
+  std::uint64_t total = UINT64_MAX;
+  SteadyClock::time_point deadline = SteadyClock::time_point::max();
+  bool record_latency = true;
+  std::atomic<std::uint64_t> next{0};
+  std::atomic<std::uint64_t> ok{0};
+  std::atomic<std::uint64_t> failed{0};
+  std::atomic<std::uint64_t> device_errors{0};  // method answered with a status other than 200
+  std::atomic<std::size_t> active{0};
+};
+
+class Fleet;
+class Shard;
+
+enum class Role { Device, Requester };
+enum class ConnState { Idle, Connecting, WaitConnAck, WaitSubAck, Ready };
+
+// One MQTT client connection: a simulated device, or (broker baseline) a requester that plays
+// the service side of a direct method over two broker hops.
+class Connection {
+ public:
+  Connection(Shard& shard, std::size_t index, Role role);
+
+  void start();  // connect (again); the connect window slot is taken by the caller
+  void closeForStorm();
+  bool ready() const { return state_ == ConnState::Ready; }
+  std::size_t index() const { return index_; }
+  void sendPing();
+  void sendReported();
+
+  // Requester only: publishes a request to device `device` and calls `done(status)` with the
+  // status segment of the reply (one request in flight per requester).
+  void request(std::size_t device, std::function<void(int)> done);
+
+ private:
+  void onConnected(std::uint32_t gen, const ErrorCodeT& ec);
+  void onHandshake(std::uint32_t gen, const ErrorCodeT& ec);
+  void sendConnect();
+  void readPlain();
+  void onReadable(std::uint32_t gen, const ErrorCodeT& ec);
+  void readTls();
+  bool drain();
+  bool handle(mqtt::Packet& packet);
+  void handlePublish(mqtt::Publish& publish);
+  void answerMethod(std::string rid);
+  template <class P>
+  void send(const P& packet);
+  void flush();
+  void fail(const char* why);
+  void closeSocket();
+
+  Shard& shard_;
+  std::size_t index_;
+  Role role_;
+  std::string id_;
+  tcp::socket socket_;
+  std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls_;
+  std::unique_ptr<char[]> tls_buffer_;
+  mqtt::Decoder decoder_;
+  std::string out_;
+  std::string writing_;
+  bool write_in_flight_ = false;
+  ConnState state_ = ConnState::Idle;
+  int pending_subacks_ = 0;
+  int attempts_ = 0;
+  bool ever_ready_ = false;
+  std::uint32_t generation_ = 0;
+  std::uint32_t reported_seq_ = 0;
+  SteadyClock::time_point started_;
+  std::uint64_t request_seq_ = 0;
+  std::string pending_rid_;
+  std::function<void(int)> pending_done_;
+};
+
+// Service REST calls over one keep-alive HTTP/1.1 connection, one call at a time.
+class RestClient {
+ public:
+  using Done = std::function<void(int status, const std::string& body)>;
+  RestClient(asio::io_context& ioc, tcp::endpoint endpoint, const std::string& host,
+             const std::string& authorization);
+  void call(http::verb verb, std::string target, std::string body, Done done);
+
+ private:
+  void connect();
+  void write();
+  void finish(int status, const std::string& body);
+  void failed(const ErrorCodeT& ec);
+
+  beast::tcp_stream stream_;
+  tcp::endpoint endpoint_;
+  beast::flat_buffer buffer_;
+  http::request<http::string_body> request_;
+  http::response<http::string_body> response_;
+  Done done_;
+  bool connected_ = false;
+  bool retried_ = false;
+};
+
+class Shard {
+ public:
+  Shard(Fleet& fleet, unsigned id);
+
+  Fleet& fleet;
+  unsigned id;
+  asio::io_context ioc;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard;
+  std::thread thread;
+  std::optional<asio::ssl::context> tls_context;
+  std::vector<std::unique_ptr<Connection>> devices;     // global index = i * threads + id
+  std::vector<std::unique_ptr<Connection>> requesters;  // broker baseline service side
+  std::vector<std::unique_ptr<RestClient>> rest;        // hub service side
+  std::deque<Connection*> to_connect;
+  std::size_t connecting = 0;
+  std::size_t window = 1;
+  LatencyHistogram connack;  // TCP connect start -> CONNACK
+  LatencyHistogram ready;    // TCP connect start -> last SUBACK
+  LatencyHistogram calls;    // service call -> answer
+  LatencyHistogram notify;   // desired PATCH sent -> device notified
+  std::array<char, 64 * 1024> scratch{};
+  std::mt19937_64 rng;
+  asio::steady_timer ticker;
+  std::uint64_t tick = 0;
+
+  void startConnecting();
+  void connectMore();
+  void slotDone() {
+    --connecting;
+    connectMore();
+  }
+  void onTick();
+  void startCaller(std::size_t caller, Workload& workload);
+
+ private:
+  void callLoop(std::size_t caller, Workload& workload);
+};
+
+class Fleet {
+ public:
+  explicit Fleet(const FleetOptions& o) : options(o) {}
+
+  const FleetOptions& options;
+  Counters counters;
+  std::vector<std::unique_ptr<Shard>> shards;
+  std::optional<SourceAddressPlan> addresses;
+  tcp::endpoint mqtt_endpoint;
+  tcp::endpoint http_endpoint;
+  std::string service_host;
+  std::string service_authorization;
+  std::unique_ptr<std::atomic<std::int64_t>[]> patch_sent_ns;  // per connected device
+  bool subscribe_desired = false;
+  bool reconnect_on_loss = true;
+  std::size_t requester_count = 0;
+
+  Shard& shardOf(std::size_t device) { return *shards[device % shards.size()]; }
+  Connection& device(std::size_t index) { return *shardOf(index).devices[index / shards.size()]; }
+
+  template <class F>
+  void runOn(Shard& shard, F f) {
+    std::promise<void> done;
+    asio::post(shard.ioc, [&] {
+      f();
+      done.set_value();
+    });
+    done.get_future().wait();
+  }
+  template <class F>
+  void runOnAll(F f) {
+    for (auto& shard : shards) runOn(*shard, [&] { f(*shard); });
+  }
+
+  LatencyHistogram collect(LatencyHistogram Shard::*which, bool reset) {
+    LatencyHistogram total;
+    runOnAll([&](Shard& s) {
+      total.merge(s.*which);
+      if (reset) s.*which = LatencyHistogram();
+    });
+    return total;
+  }
+};
+
+// ---------------------------------------------------------------------------------------
+// Connection
+
+Connection::Connection(Shard& shard, std::size_t index, Role role)
+    : shard_(shard),
+      index_(index),
+      role_(role),
+      id_(role == Role::Device ? deviceId(shard.fleet.options.device_prefix, index)
+                               : "fleet-requester-" + std::to_string(index)),
+      socket_(shard.ioc) {}
+
+void Connection::start() {
+  ++generation_;
+  ++attempts_;
+  state_ = ConnState::Connecting;
+  out_.clear();
+  writing_.clear();
+  write_in_flight_ = false;
+  decoder_ = mqtt::Decoder();
+  started_ = SteadyClock::now();
+  const auto& fleet = shard_.fleet;
+  ErrorCodeT ec;
+  socket_ = tcp::socket(shard_.ioc);
+  socket_.open(tcp::v4(), ec);
+  if (!ec) {
+    const int one = 1;
+    // The port is chosen at connect() per 4-tuple, so ~28 000 ephemeral ports are not a
+    // per-process limit (performance anchors §1d).
+    ::setsockopt(socket_.native_handle(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+    const auto source = asio::ip::address_v4(
+        fleet.addresses->addressForDevice(role_ == Role::Device ? index_ : index_ + 7919));
+    socket_.bind(tcp::endpoint(source, 0), ec);
+  }
+  if (!ec) socket_.set_option(tcp::no_delay(true), ec);
+  if (ec) {
+    fail("socket setup");
+    return;
+  }
+  socket_.async_connect(fleet.mqtt_endpoint,
+                        [this, gen = generation_](const ErrorCodeT& e) { onConnected(gen, e); });
+}
+
+void Connection::onConnected(std::uint32_t gen, const ErrorCodeT& ec) {
+  if (gen != generation_) return;
+  if (ec) {
+    fail("connect");
+    return;
+  }
+  if (shard_.tls_context) {
+    tls_ = std::make_unique<asio::ssl::stream<tcp::socket&>>(socket_, *shard_.tls_context);
+    if (!tls_buffer_) tls_buffer_ = std::make_unique<char[]>(4096);
+    tls_->set_verify_callback(asio::ssl::host_name_verification(shard_.fleet.options.host_name));
+    tls_->async_handshake(asio::ssl::stream_base::client,
+                          [this, gen](const ErrorCodeT& e) { onHandshake(gen, e); });
+    return;
+  }
+  ErrorCodeT ignored;
+  socket_.non_blocking(true, ignored);
+  sendConnect();
+  readPlain();
+}
+
+void Connection::onHandshake(std::uint32_t gen, const ErrorCodeT& ec) {
+  if (gen != generation_) return;
+  if (ec) {
+    fail("tls handshake");
+    return;
+  }
+  sendConnect();
+  readTls();
+}
+
+void Connection::sendConnect() {
+  const auto& o = shard_.fleet.options;
+  mqtt::Connect connect;
+  connect.client_id = id_;
+  connect.clean_session = o.clean_session;
+  connect.keep_alive = o.keep_alive_seconds;
+  if (o.target == Target::Hub && role_ == Role::Device) {
+    connect.user_name = o.host_name + "/" + id_ + "/?api-version=" + std::string(kApiVersion);
+    const auto expiry = std::chrono::duration_cast<std::chrono::seconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count() +
+                        24 * 3600;
+    auto token = auth::buildSasToken(urlEncodeStrict(o.host_name + "/devices/" + id_), o.device_key,
+                                     std::nullopt, expiry);
+    if (!token) {
+      fail("sas token");
+      return;
+    }
+    connect.password = std::move(*token);
+  }
+  state_ = ConnState::WaitConnAck;
+  send(connect);
+}
+
+void Connection::readPlain() {
+  socket_.async_wait(tcp::socket::wait_read,
+                     [this, gen = generation_](const ErrorCodeT& ec) { onReadable(gen, ec); });
+}
+
+void Connection::onReadable(std::uint32_t gen, const ErrorCodeT& ec) {
+  if (gen != generation_) return;
+  if (ec) {
+    fail("read");
+    return;
+  }
+  for (;;) {
+    ErrorCodeT rec;
+    const std::size_t n = socket_.read_some(asio::buffer(shard_.scratch), rec);
+    if (rec == asio::error::would_block || rec == asio::error::try_again) break;
+    if (rec) {
+      fail("read");
+      return;
+    }
+    decoder_.feed(std::string_view(shard_.scratch.data(), n));
+    if (!drain()) return;
+    if (gen != generation_) return;
+    if (n < shard_.scratch.size()) break;
+  }
+  readPlain();
+}
+
+void Connection::readTls() {
+  tls_->async_read_some(asio::buffer(tls_buffer_.get(), 4096),
+                        [this, gen = generation_](const ErrorCodeT& ec, std::size_t n) {
+                          if (gen != generation_) return;
+                          if (ec) {
+                            fail("read");
+                            return;
+                          }
+                          decoder_.feed(std::string_view(tls_buffer_.get(), n));
+                          if (!drain() || gen != generation_) return;
+                          readTls();
+                        });
+}
+
+bool Connection::drain() {
+  const std::uint32_t gen = generation_;
+  for (;;) {
+    auto next = decoder_.next();
+    if (!next) {
+      fail("malformed packet");
+      return false;
+    }
+    if (!next->has_value()) return true;
+    if (!handle(**next) || gen != generation_) return false;
+  }
+}
+
+bool Connection::handle(mqtt::Packet& packet) {
+  auto& fleet = shard_.fleet;
+  auto& c = fleet.counters;
+  if (auto* connack = std::get_if<mqtt::ConnAck>(&packet)) {
+    if (state_ != ConnState::WaitConnAck) return true;
+    if (connack->return_code != mqtt::ConnectReturnCode::Accepted) {
+      c.refused.fetch_add(1, std::memory_order_relaxed);
+      attempts_ = kConnectAttempts;  // a refusal does not get better by retrying
+      fail("refused");
+      return false;
+    }
+    shard_.connack.record(microsSince(started_));
+    std::vector<std::string> filters;
+    if (role_ == Role::Requester) {
+      filters.push_back("fleet/res/" + std::to_string(index_) + "/#");
+    } else if (fleet.options.target == Target::Hub) {
+      filters = {"$iothub/methods/POST/#", "$iothub/twin/res/#"};
+      if (fleet.subscribe_desired) filters.emplace_back("$iothub/twin/PATCH/properties/desired/#");
+    } else {
+      filters = {"fleet/" + id_ + "/methods/POST/#", "fleet/" + id_ + "/twin/res/#"};
+      if (fleet.subscribe_desired)
+        filters.push_back("fleet/" + id_ + "/twin/PATCH/properties/desired/#");
+    }
+    // One SUBSCRIBE per filter, as the Azure device SDKs subscribe lazily one feature at a time.
+    std::uint16_t packet_id = 1;
+    for (auto& filter : filters) {
+      mqtt::Subscribe subscribe;
+      subscribe.packet_id = packet_id++;
+      subscribe.subscriptions.push_back({std::move(filter), mqtt::QoS::AtMostOnce});
+      send(subscribe);
+    }
+    pending_subacks_ = static_cast<int>(filters.size());
+    state_ = ConnState::WaitSubAck;
+    return true;
+  }
+  if (auto* suback = std::get_if<mqtt::SubAck>(&packet)) {
+    for (auto code : suback->return_codes) {
+      if (code == mqtt::SubAckReturnCode::Failure)
+        c.sub_refused.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (state_ == ConnState::WaitSubAck && --pending_subacks_ == 0) {
+      state_ = ConnState::Ready;
+      attempts_ = 0;
+      shard_.ready.record(microsSince(started_));
+      c.ready.fetch_add(1, std::memory_order_relaxed);
+      if (!ever_ready_) {
+        ever_ready_ = true;
+        shard_.slotDone();
+      }
+    }
+    return true;
+  }
+  if (auto* publish = std::get_if<mqtt::Publish>(&packet)) {
+    handlePublish(*publish);
+    return true;
+  }
+  if (std::holds_alternative<mqtt::PingResp>(packet)) {
+    c.pongs.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  return true;  // PUBACK and friends: nothing is sent with QoS 1
+}
+
+void Connection::handlePublish(mqtt::Publish& publish) {
+  auto& fleet = shard_.fleet;
+  auto& c = fleet.counters;
+  if (role_ == Role::Requester) {
+    // fleet/res/{requester}/{status}/?$rid={requester}.{seq}
+    std::string_view topic = publish.topic;
+    const auto rid_at = topic.find("$rid=");
+    if (rid_at == std::string_view::npos || !pending_done_) return;
+    if (topic.substr(rid_at + 5) != pending_rid_) return;
+    const std::string_view prefix = "fleet/res/";
+    std::string_view rest = topic.substr(prefix.size());
+    rest = rest.substr(rest.find('/') + 1);
+    const int status = std::atoi(std::string(rest.substr(0, rest.find('/'))).c_str());
+    auto done = std::move(pending_done_);
+    pending_done_ = nullptr;
+    done(status);
+    return;
+  }
+  std::string_view name;
+  std::string_view rid;
+  if (parseMethodTopic(publish.topic, name, rid)) {
+    c.methods_received.fetch_add(1, std::memory_order_relaxed);
+    const auto now = nowNanos();
+    std::int64_t expected = 0;
+    c.first_method_ns.compare_exchange_strong(expected, now, std::memory_order_relaxed);
+    c.last_method_ns.store(now, std::memory_order_relaxed);
+    std::string rid_copy(rid);
+    if (fleet.options.method_delay.count() > 0) {
+      auto timer = std::make_shared<asio::steady_timer>(shard_.ioc, fleet.options.method_delay);
+      timer->async_wait(
+          [this, timer, gen = generation_, r = std::move(rid_copy)](const ErrorCodeT& ec) {
+            if (!ec && gen == generation_) answerMethod(r);
+          });
+    } else {
+      answerMethod(std::move(rid_copy));
+    }
+    return;
+  }
+  if (publish.topic.find("/twin/PATCH/properties/desired/") != std::string::npos) {
+    c.desired_received.fetch_add(1, std::memory_order_relaxed);
+    if (index_ < fleet.options.devices) {
+      const std::int64_t sent = fleet.patch_sent_ns[index_].exchange(0, std::memory_order_relaxed);
+      if (sent != 0) shard_.notify.record(static_cast<std::uint64_t>((nowNanos() - sent) / 1000));
+    }
+    return;
+  }
+  if (publish.topic.find("/twin/res/") != std::string::npos) {
+    c.twin_responses.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+void Connection::answerMethod(std::string rid) {
+  auto& fleet = shard_.fleet;
+  if (state_ != ConnState::Ready) return;
+  int status = 200;
+  if (fleet.options.method_failure_rate > 0) {
+    std::uniform_real_distribution<double> u(0.0, 1.0);
+    if (u(shard_.rng) < fleet.options.method_failure_rate) status = 500;
+  }
+  std::string topic;
+  if (fleet.options.target == Target::Hub) {
+    topic = "$iothub/methods/res/" + std::to_string(status) + "/?$rid=" + rid;
+  } else {
+    // The requester's number is the part of the rid before the dot.
+    topic = "fleet/res/" + rid.substr(0, rid.find('.')) + "/" + std::to_string(status) +
+            "/?$rid=" + rid;
+  }
+  send(mqtt::PublishView{topic, fleet.options.method_response});
+  fleet.counters.methods_answered.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Connection::request(std::size_t device, std::function<void(int)> done) {
+  if (state_ != ConnState::Ready) {
+    // Never complete synchronously: the caller loops on completion.
+    asio::post(shard_.ioc, [d = std::move(done)] { d(0); });
+    return;
+  }
+  pending_rid_ = std::to_string(index_) + "." + std::to_string(++request_seq_);
+  pending_done_ = std::move(done);
+  const std::string topic = "fleet/" + deviceId(shard_.fleet.options.device_prefix, device) +
+                            "/methods/POST/lockDoor/?$rid=" + pending_rid_;
+  send(mqtt::PublishView{topic, shard_.fleet.options.method_payload});
+}
+
+void Connection::sendPing() {
+  if (state_ != ConnState::Ready) return;
+  send(mqtt::PingReq{});
+  shard_.fleet.counters.pings_sent.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Connection::sendReported() {
+  if (state_ != ConnState::Ready || role_ != Role::Device) return;
+  const auto seq = std::to_string(++reported_seq_);
+  const std::string body = R"({"temperature":21.5,"seq":)" + seq + "}";
+  const std::string topic = shard_.fleet.options.target == Target::Hub
+                                ? "$iothub/twin/PATCH/properties/reported/?$rid=" + seq
+                                : "fleet/" + id_ + "/twin/PATCH/properties/reported/?$rid=" + seq;
+  send(mqtt::PublishView{topic, body});
+  shard_.fleet.counters.reported_sent.fetch_add(1, std::memory_order_relaxed);
+}
+
+template <class P>
+void Connection::send(const P& packet) {
+  if (!mqtt::encode(packet, out_)) {
+    fail("encode");
+    return;
+  }
+  flush();
+}
+
+void Connection::flush() {
+  if (write_in_flight_ || out_.empty()) return;
+  std::swap(writing_, out_);
+  out_.clear();
+  write_in_flight_ = true;
+  auto handler = [this, gen = generation_](const ErrorCodeT& ec, std::size_t) {
+    if (gen != generation_) return;
+    write_in_flight_ = false;
+    writing_.clear();
+    if (ec) {
+      fail("write");
+      return;
+    }
+    flush();
+  };
+  if (tls_) {
+    asio::async_write(*tls_, asio::buffer(writing_), std::move(handler));
+  } else {
+    asio::async_write(socket_, asio::buffer(writing_), std::move(handler));
+  }
+}
+
+void Connection::closeSocket() {
+  ++generation_;  // every pending completion of the old connection is now ignored
+  ErrorCodeT ignored;
+  socket_.close(ignored);
+  if (tls_) {
+    // Aborted operations still reference the stream: free it after they have run.
+    std::shared_ptr<asio::ssl::stream<tcp::socket&>> old(tls_.release());
+    asio::post(shard_.ioc, [old] {});
+  }
+  if (pending_done_) {
+    asio::post(shard_.ioc, [d = std::move(pending_done_)] { d(0); });
+    pending_done_ = nullptr;
+  }
+}
+
+void Connection::closeForStorm() {
+  if (state_ != ConnState::Ready) return;
+  shard_.fleet.counters.storm_drops.fetch_add(1, std::memory_order_relaxed);
+  closeSocket();
+  state_ = ConnState::Idle;
+  auto timer = std::make_shared<asio::steady_timer>(shard_.ioc, std::chrono::milliseconds(100));
+  timer->async_wait([this, timer](const ErrorCodeT&) {
+    attempts_ = 0;
+    start();
+  });
+}
+
+void Connection::fail(const char* why) {
+  auto& fleet = shard_.fleet;
+  const bool was_ready = state_ == ConnState::Ready;
+  closeSocket();
+  state_ = ConnState::Idle;
+  if (was_ready) {
+    fleet.counters.ready.fetch_sub(1, std::memory_order_relaxed);
+    fleet.counters.drops.fetch_add(1, std::memory_order_relaxed);
+    if (!fleet.reconnect_on_loss) return;
+    attempts_ = 0;
+  } else if (attempts_ >= kConnectAttempts) {
+    fleet.counters.connect_failed.fetch_add(1, std::memory_order_relaxed);
+    logLine(id_ + ": giving up (" + why + ")");
+    if (!ever_ready_) {
+      ever_ready_ = true;  // the slot is released once
+      shard_.slotDone();
+    }
+    return;
+  } else {
+    fleet.counters.connect_retries.fetch_add(1, std::memory_order_relaxed);
+  }
+  auto timer = std::make_shared<asio::steady_timer>(shard_.ioc, std::chrono::milliseconds(500));
+  timer->async_wait([this, timer](const ErrorCodeT&) { start(); });
+}
+
+// ---------------------------------------------------------------------------------------
+// RestClient
+
+RestClient::RestClient(asio::io_context& ioc, tcp::endpoint endpoint, const std::string& host,
+                       const std::string& authorization)
+    : stream_(ioc), endpoint_(endpoint) {
+  request_.version(11);
+  request_.set(http::field::host, host);
+  request_.set(http::field::authorization, authorization);
+  request_.set(http::field::user_agent, "fleetsim/0.1");
+  request_.set(http::field::content_type, "application/json; charset=utf-8");
+  request_.keep_alive(true);
+}
+
+void RestClient::call(http::verb verb, std::string target, std::string body, Done done) {
+  request_.method(verb);
+  request_.target(target);
+  if (verb == http::verb::patch) {
+    request_.set(http::field::if_match, "\"*\"");
+  } else {
+    request_.erase(http::field::if_match);
+  }
+  request_.body() = std::move(body);
+  request_.prepare_payload();
+  done_ = std::move(done);
+  retried_ = false;
+  if (connected_) {
+    write();
+  } else {
+    connect();
+  }
+}
+
+void RestClient::connect() {
+  stream_.expires_after(std::chrono::seconds(30));
+  stream_.async_connect(endpoint_, [this](const ErrorCodeT& ec) {
+    if (ec) {
+      finish(0, ec.message());
+      return;
+    }
+    connected_ = true;
+    stream_.socket().set_option(tcp::no_delay(true));
+    write();
+  });
+}
+
+void RestClient::write() {
+  stream_.expires_after(std::chrono::seconds(90));
+  http::async_write(stream_, request_, [this](const ErrorCodeT& ec, std::size_t) {
+    if (ec) {
+      failed(ec);
+      return;
+    }
+    response_ = {};
+    http::async_read(stream_, buffer_, response_, [this](const ErrorCodeT& e, std::size_t) {
+      if (e) {
+        failed(e);
+        return;
+      }
+      if (!response_.keep_alive()) {
+        ErrorCodeT ignored;
+        stream_.socket().close(ignored);
+        connected_ = false;
+      }
+      finish(static_cast<int>(response_.result_int()), response_.body());
+    });
+  });
+}
+
+void RestClient::failed(const ErrorCodeT& ec) {
+  ErrorCodeT ignored;
+  stream_.socket().close(ignored);
+  buffer_.clear();
+  const bool was_connected = connected_;
+  connected_ = false;
+  if (was_connected && !retried_) {
+    // A kept-alive connection the server closed: send once more on a fresh one.
+    retried_ = true;
+    connect();
+    return;
+  }
+  finish(0, ec.message());
+}
+
+void RestClient::finish(int status, const std::string& body) {
+  auto done = std::move(done_);
+  done_ = nullptr;
+  done(status, body);
+}
+
+// ---------------------------------------------------------------------------------------
+// Shard
+
+Shard::Shard(Fleet& f, unsigned shard_id)
+    : fleet(f), id(shard_id), rng(0x5eed + shard_id), ticker(ioc) {
+  guard.emplace(ioc.get_executor());
+  if (f.options.tls) {
+    tls_context.emplace(asio::ssl::context::tls_client);
+    tls_context->set_verify_mode(asio::ssl::verify_peer);
+    tls_context->load_verify_file(f.options.ca_file);
+  }
+}
+
+void Shard::startConnecting() {
+  for (auto& r : requesters) to_connect.push_back(r.get());
+  for (auto& d : devices) to_connect.push_back(d.get());
+  connectMore();
+  ticker.expires_after(std::chrono::seconds(1));
+  ticker.async_wait([this](const ErrorCodeT& ec) {
+    if (!ec) onTick();
+  });
+}
+
+void Shard::connectMore() {
+  while (connecting < window && !to_connect.empty()) {
+    Connection* next = to_connect.front();
+    to_connect.pop_front();
+    ++connecting;
+    next->start();
+  }
+}
+
+void Shard::onTick() {
+  ++tick;
+  const auto& o = fleet.options;
+  // Each connection pings once per keep-alive period; the slices spread pings evenly.
+  const std::uint64_t period = std::max<std::uint64_t>(1, o.keep_alive_seconds * 3 / 4);
+  for (std::size_t i = tick % period; i < devices.size(); i += period) devices[i]->sendPing();
+  for (std::size_t i = tick % period; i < requesters.size(); i += period) requesters[i]->sendPing();
+  if (o.report_every.count() > 0) {
+    const auto every = static_cast<std::uint64_t>(o.report_every.count());
+    for (std::size_t i = tick % every; i < devices.size(); i += every) devices[i]->sendReported();
+  }
+  if (o.storm_every.count() > 0 && tick % static_cast<std::uint64_t>(o.storm_every.count()) == 0) {
+    std::bernoulli_distribution pick(o.storm_fraction);
+    for (auto& d : devices) {
+      if (d->ready() && pick(rng)) d->closeForStorm();
+    }
+  }
+  ticker.expires_after(std::chrono::seconds(1));
+  ticker.async_wait([this](const ErrorCodeT& ec) {
+    if (!ec) onTick();
+  });
+}
+
+void Shard::startCaller(std::size_t caller, Workload& workload) {
+  workload.active.fetch_add(1);
+  callLoop(caller, workload);
+}
+
+void Shard::callLoop(std::size_t caller, Workload& w) {
+  const std::uint64_t k = w.next.fetch_add(1, std::memory_order_relaxed);
+  if (k >= w.total || SteadyClock::now() >= w.deadline) {
+    w.active.fetch_sub(1);
+    return;
+  }
+  const std::size_t device = static_cast<std::size_t>(k % w.device_count);
+  const auto started = SteadyClock::now();
+  const auto& o = fleet.options;
+  if (o.target == Target::Mosquitto) {
+    requesters[caller]->request(device, [this, caller, &w, started](int status) {
+      if (w.record_latency) calls.record(microsSince(started));
+      if (status == 0) {
+        w.failed.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        w.ok.fetch_add(1, std::memory_order_relaxed);
+        if (status != 200) w.device_errors.fetch_add(1, std::memory_order_relaxed);
+      }
+      callLoop(caller, w);
+    });
+    return;
+  }
+  const std::string device_id = deviceId(o.device_prefix, device);
+  std::string target;
+  std::string body;
+  http::verb verb = http::verb::post;
+  if (w.kind == CallKind::Method) {
+    target =
+        "/twins/" + urlEncodeStrict(device_id) + "/methods?api-version=" + std::string(kApiVersion);
+    body =
+        R"({"methodName":"lockDoor","responseTimeoutInSeconds":30,"connectTimeoutInSeconds":0,"payload":)" +
+        o.method_payload + "}";
+  } else {
+    verb = http::verb::patch;
+    target = "/twins/" + urlEncodeStrict(device_id) + "?api-version=" + std::string(kApiVersion);
+    body = R"({"properties":{"desired":{"setpoint":)" + std::to_string(k) + R"(,"mode":"eco"}}})";
+    if (device < o.devices)
+      fleet.patch_sent_ns[device].store(nowNanos(), std::memory_order_relaxed);
+  }
+  rest[caller]->call(
+      verb, std::move(target), std::move(body),
+      [this, caller, &w, started](int status, const std::string& response) {
+        if (w.record_latency) calls.record(microsSince(started));
+        if (status == 200) {
+          w.ok.fetch_add(1, std::memory_order_relaxed);
+          if (w.kind == CallKind::Method && response.find("\"status\":200") == std::string::npos) {
+            w.device_errors.fetch_add(1, std::memory_order_relaxed);
+          }
+        } else {
+          if (w.failed.fetch_add(1, std::memory_order_relaxed) < 5) {
+            logLine("call failed: HTTP " + std::to_string(status) + " " + response.substr(0, 200));
+          }
+        }
+        callLoop(caller, w);
+      });
+}
+
+// ---------------------------------------------------------------------------------------
+// Scenario driver (main thread)
+
+template <class Pred>
+bool waitUntil(Pred pred, std::chrono::milliseconds timeout,
+               const std::atomic<bool>* stop = nullptr) {
+  const auto deadline = SteadyClock::now() + timeout;
+  while (!pred()) {
+    if (SteadyClock::now() >= deadline) return false;
+    if (stop != nullptr && stop->load()) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
+class Driver {
+ public:
+  Driver(const FleetOptions& o, const std::atomic<bool>& stop)
+      : options_(o), stop_(stop), fleet_(o) {}
+  ~Driver() { shutdown(); }
+
+  Result<json::object> run();
+
+ private:
+  Status setUp();
+  Status connectAll(json::object& out);
+  void runWorkload(Workload& w, std::size_t callers);
+  json::object runCalls(CallKind kind, std::size_t callers, std::uint64_t total,
+                        std::chrono::milliseconds duration, bool record = true);
+  Status scenarioMethods(json::object& out);
+  Status scenarioTwin(json::object& out);
+  Status scenarioIdle(json::object& out);
+  Status scenarioJobs(json::object& out);
+  Result<json::object> runJob(const std::string& body, std::size_t expected_devices);
+  std::optional<ProcessSample> sample() const {
+    return options_.server_pid > 0 ? sampleProcess(options_.server_pid) : std::nullopt;
+  }
+  void shutdown();
+
+  const FleetOptions& options_;
+  const std::atomic<bool>& stop_;
+  Fleet fleet_;
+  std::shared_ptr<service::HttpTransport> service_;
+};
+
+Status Driver::setUp() {
+  auto plan = SourceAddressPlan::create(options_.source_addresses);
+  if (!plan) return plan.status();
+  fleet_.addresses = *plan;
+  ErrorCodeT ec;
+  const auto address = asio::ip::make_address(options_.server_address, ec);
+  if (ec) return Status(ErrorCode::ArgumentInvalid, "invalid --server " + options_.server_address);
+  fleet_.mqtt_endpoint = tcp::endpoint(address, options_.mqtt_port);
+  fleet_.http_endpoint = tcp::endpoint(address, options_.http_port);
+  fleet_.subscribe_desired = options_.scenario == Scenario::Twin ||
+                             options_.scenario == Scenario::Jobs ||
+                             options_.scenario == Scenario::Serve;
+  fleet_.patch_sent_ns = std::make_unique<std::atomic<std::int64_t>[]>(options_.devices + 1);
+  if (options_.target == Target::Hub && !options_.service_connection_string.empty()) {
+    auto cs = auth::ServiceConnectionString::parse(options_.service_connection_string);
+    if (!cs) return cs.status();
+    fleet_.service_host = cs->host_name;
+    const auto expiry = std::chrono::duration_cast<std::chrono::seconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count() +
+                        24 * 3600;
+    auto token = auth::buildSasToken(cs->host_name, cs->key, cs->key_name, expiry);
+    if (!token) return token.status();
+    fleet_.service_authorization = *token;
+    service::ServiceClientOptions so;
+    so.endpoint = "http://" + options_.server_address + ":" + std::to_string(options_.http_port);
+    auto transport = service::HttpTransport::create(*cs, so);
+    if (!transport) return transport.status();
+    service_ = std::move(*transport);
+  }
+  const bool broker_calls =
+      options_.target == Target::Mosquitto && options_.scenario == Scenario::Methods;
+  fleet_.requester_count = broker_calls ? options_.concurrency : 0;
+  for (unsigned i = 0; i < options_.threads; ++i) {
+    try {
+      fleet_.shards.push_back(std::make_unique<Shard>(fleet_, i));
+    } catch (const std::exception& e) {
+      return Status(ErrorCode::ArgumentInvalid, std::string("TLS setup: ") + e.what());
+    }
+  }
+  for (std::size_t d = 0; d < options_.devices; ++d) {
+    auto& shard = fleet_.shardOf(d);
+    shard.devices.push_back(std::make_unique<Connection>(shard, d, Role::Device));
+  }
+  const std::size_t callers =
+      options_.target == Target::Hub ? options_.concurrency : fleet_.requester_count;
+  for (std::size_t r = 0; r < callers; ++r) {
+    // Caller r lives in shard r % threads at position r / threads.
+    auto& shard = *fleet_.shards[r % fleet_.shards.size()];
+    if (options_.target == Target::Hub) {
+      shard.rest.push_back(std::make_unique<RestClient>(
+          shard.ioc, fleet_.http_endpoint, fleet_.service_host, fleet_.service_authorization));
+    } else {
+      shard.requesters.push_back(std::make_unique<Connection>(shard, r, Role::Requester));
+    }
+  }
+  for (auto& shard : fleet_.shards) {
+    shard->window = std::max<std::size_t>(1, options_.connect_window / fleet_.shards.size());
+    shard->thread = std::thread([s = shard.get()] { s->ioc.run(); });
+  }
+  return Status::ok();
+}
+
+void Driver::shutdown() {
+  for (auto& shard : fleet_.shards) {
+    shard->guard.reset();
+    shard->ioc.stop();
+  }
+  for (auto& shard : fleet_.shards) {
+    if (shard->thread.joinable()) shard->thread.join();
+  }
+}
+
+Status Driver::connectAll(json::object& out) {
+  const auto before = sample();
+  const std::size_t total = options_.devices + fleet_.requester_count;
+  const auto started = SteadyClock::now();
+  for (auto& shard : fleet_.shards)
+    asio::post(shard->ioc, [s = shard.get()] { s->startConnecting(); });
+  auto& c = fleet_.counters;
+  const bool all =
+      waitUntil([&] { return c.ready.load() + c.connect_failed.load() >= total; },
+                std::chrono::duration_cast<std::chrono::milliseconds>(options_.timeout), &stop_);
+  const auto elapsed = SteadyClock::now() - started;
+  const auto after = sample();
+  json::object connect;
+  connect["devices"] = options_.devices;
+  connect["connections"] = total;
+  connect["connected"] = c.ready.load();
+  connect["failed"] = c.connect_failed.load();
+  connect["refused"] = c.refused.load();
+  connect["subscribe_refused"] = c.sub_refused.load();
+  connect["retries"] = c.connect_retries.load();
+  connect["elapsed_s"] = round3(seconds(elapsed));
+  connect["connect_rate_per_s"] = round3(static_cast<double>(c.ready.load()) / seconds(elapsed));
+  connect["connack"] = latencyJson(fleet_.collect(&Shard::connack, true));
+  connect["ready"] = latencyJson(fleet_.collect(&Shard::ready, true));
+  if (before && after) {
+    // Let the server finish what the storm queued (logging, store writes) before reading RSS.
+    std::this_thread::sleep_for(std::chrono::seconds(options_.devices > 1000 ? 3 : 0));
+    const auto settled = sample();
+    json::object server;
+    server["rss_before_kb"] = before->rss_kb;
+    server["rss_after_kb"] = settled ? settled->rss_kb : after->rss_kb;
+    const auto delta = (settled ? settled->rss_kb : after->rss_kb) - before->rss_kb;
+    server["rss_per_connection_bytes"] =
+        total == 0 ? 0.0 : round3(static_cast<double>(delta) * 1024.0 / static_cast<double>(total));
+    server["cpu_percent_during_connect"] = round3(cpuPercent(*before, *after));
+    connect["server"] = std::move(server);
+  }
+  out["connect"] = std::move(connect);
+  logLine("connected " + std::to_string(c.ready.load()) + "/" + std::to_string(total) + " in " +
+          std::to_string(seconds(elapsed)) + " s");
+  if (!all || c.ready.load() < total) {
+    return Status(ErrorCode::ServiceUnavailable, "only " + std::to_string(c.ready.load()) + " of " +
+                                                     std::to_string(total) + " connected");
+  }
+  return Status::ok();
+}
+
+void Driver::runWorkload(Workload& w, std::size_t callers) {
+  for (std::size_t r = 0; r < callers; ++r) {
+    auto& shard = *fleet_.shards[r % fleet_.shards.size()];
+    const std::size_t local = r / fleet_.shards.size();
+    w.active.fetch_add(1);
+    asio::post(shard.ioc, [&shard, local, &w] {
+      shard.startCaller(local, w);
+      w.active.fetch_sub(1);
+    });
+  }
+  while (w.active.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+}
+
+json::object Driver::runCalls(CallKind kind, std::size_t callers, std::uint64_t total,
+                              std::chrono::milliseconds duration, bool record) {
+  Workload w;
+  w.kind = kind;
+  w.device_count = kind == CallKind::TwinPatch && options_.registered > 0 ? options_.registered
+                                                                          : options_.devices;
+  w.total = total;
+  w.record_latency = record;
+  const auto started = SteadyClock::now();
+  if (duration.count() > 0) w.deadline = started + duration;
+  runWorkload(w, callers);
+  const auto elapsed = SteadyClock::now() - started;
+  json::object o;
+  o["callers"] = callers;
+  o["calls"] = w.ok.load() + w.failed.load();
+  o["ok"] = w.ok.load();
+  o["failed"] = w.failed.load();
+  o["device_errors"] = w.device_errors.load();
+  o["elapsed_s"] = round3(seconds(elapsed));
+  o["per_s"] = round3(static_cast<double>(w.ok.load()) / seconds(elapsed));
+  if (record) o["latency"] = latencyJson(fleet_.collect(&Shard::calls, true));
+  return o;
+}
+
+Status Driver::scenarioMethods(json::object& out) {
+  const std::uint64_t warmup = std::min<std::uint64_t>(200, options_.latency_calls);
+  (void)runCalls(CallKind::Method, 1, warmup, std::chrono::milliseconds(0), false);
+  (void)fleet_.collect(&Shard::calls, true);
+  auto single = runCalls(CallKind::Method, 1, options_.latency_calls, std::chrono::milliseconds(0));
+  const auto before = sample();
+  auto saturated = runCalls(CallKind::Method, options_.concurrency, UINT64_MAX, options_.duration);
+  const auto after = sample();
+  if (before && after) saturated["server_cpu_percent"] = round3(cpuPercent(*before, *after));
+  const bool all_ok =
+      single.at("failed").as_uint64() == 0 && saturated.at("failed").as_uint64() == 0;
+  out["single"] = std::move(single);
+  out["saturated"] = std::move(saturated);
+  if (!all_ok) return Status(ErrorCode::ServiceUnavailable, "some method calls failed");
+  return Status::ok();
+}
+
+Status Driver::scenarioTwin(json::object& out) {
+  auto& c = fleet_.counters;
+  const auto desired_before = c.desired_received.load();
+  const auto before = sample();
+  auto updates = runCalls(CallKind::TwinPatch, options_.concurrency, UINT64_MAX, options_.duration);
+  const auto after = sample();
+  const auto expected = updates.at("ok").as_uint64();
+  // Every accepted PATCH must reach its (connected) device.
+  waitUntil([&] { return c.desired_received.load() - desired_before >= expected; },
+            std::chrono::seconds(10));
+  updates["notified"] = c.desired_received.load() - desired_before;
+  updates["notify_latency"] = latencyJson(fleet_.collect(&Shard::notify, true));
+  if (before && after) updates["server_cpu_percent"] = round3(cpuPercent(*before, *after));
+  const bool all_ok = updates.at("failed").as_uint64() == 0 &&
+                      updates.at("notified").as_uint64() >= expected && expected > 0;
+  out["updates"] = std::move(updates);
+  if (!all_ok)
+    return Status(ErrorCode::ServiceUnavailable, "some twin updates failed or were not notified");
+  return Status::ok();
+}
+
+Status Driver::scenarioIdle(json::object& out) {
+  auto& c = fleet_.counters;
+  const auto drops_before = c.drops.load();
+  const auto pings_before = c.pings_sent.load();
+  const auto pongs_before = c.pongs.load();
+  const auto first = sample();
+  std::int64_t rss_max = first ? first->rss_kb : 0;
+  std::int64_t rss_min = rss_max;
+  json::array timeline;
+  const auto started = SteadyClock::now();
+  const auto deadline = started + options_.duration;
+  auto next_sample = started;
+  while (SteadyClock::now() < deadline && !stop_.load()) {
+    if (SteadyClock::now() >= next_sample) {
+      if (auto s = sample()) {
+        rss_max = std::max(rss_max, s->rss_kb);
+        rss_min = std::min(rss_min, s->rss_kb);
+        json::object point;
+        point["t_s"] = round3(seconds(SteadyClock::now() - started));
+        point["rss_kb"] = s->rss_kb;
+        point["connected"] = c.ready.load();
+        timeline.push_back(std::move(point));
+      }
+      next_sample += std::chrono::seconds(options_.duration > std::chrono::seconds(60) ? 30 : 1);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  const auto last = sample();
+  json::object idle;
+  idle["duration_s"] = round3(seconds(SteadyClock::now() - started));
+  idle["connected_at_end"] = c.ready.load();
+  idle["drops"] = c.drops.load() - drops_before;
+  idle["pings_sent"] = c.pings_sent.load() - pings_before;
+  idle["pongs"] = c.pongs.load() - pongs_before;
+  if (first && last) {
+    json::object server;
+    server["rss_start_kb"] = first->rss_kb;
+    server["rss_end_kb"] = last->rss_kb;
+    server["rss_min_kb"] = rss_min;
+    server["rss_max_kb"] = rss_max;
+    server["rss_growth_kb"] = last->rss_kb - first->rss_kb;
+    server["cpu_percent"] = round3(cpuPercent(*first, *last));
+    server["timeline"] = std::move(timeline);
+    idle["server"] = std::move(server);
+  }
+  out["idle"] = std::move(idle);
+  if (c.drops.load() != drops_before)
+    return Status(ErrorCode::ServiceUnavailable, "connections dropped while idle");
+  return Status::ok();
+}
+
+Result<json::object> Driver::runJob(const std::string& body, std::size_t expected_devices) {
+  static int job_number = 0;
+  const std::string job_id =
+      "fleet-" + std::to_string(::getpid()) + "-" + std::to_string(++job_number);
+  auto& c = fleet_.counters;
+  c.first_method_ns = 0;
+  c.last_method_ns = 0;
+  const auto methods_before = c.methods_received.load();
+  service::HttpRequest put;
+  put.method = "PUT";
+  put.path = "/jobs/v2/" + job_id;
+  std::string full = body;
+  full.insert(1, "\"jobId\":\"" + job_id + "\",");
+  put.body = full;
+  const auto started = SteadyClock::now();
+  auto created = service_->send(put);
+  if (!created) return created.status();
+  json::object out;
+  out["job_id"] = job_id;
+  if (created->status == 404 || created->status == 405 || created->status == 501) {
+    out["available"] = false;
+    out["http_status"] = created->status;
+    return out;
+  }
+  if (created->status >= 300) {
+    return Status(ErrorCode::ServiceUnavailable,
+                  "job create: HTTP " + std::to_string(created->status) + " " + created->body);
+  }
+  out["available"] = true;
+  out["create_ms"] = round3(seconds(SteadyClock::now() - started) * 1000.0);
+  service::HttpRequest get;
+  get.path = "/jobs/v2/" + job_id;
+  json::value last;
+  std::string status;
+  LatencyHistogram poll_latency;
+  while (true) {
+    const auto poll_start = SteadyClock::now();
+    auto polled = service_->sendJson(get);
+    poll_latency.record(microsSince(poll_start));
+    if (!polled) return polled.status();
+    last = *polled;
+    if (const auto* s = last.is_object() ? findString(last.as_object(), "status") : nullptr) {
+      status = std::string(*s);
+    }
+    if (status == "completed" || status == "failed" || status == "cancelled") break;
+    if (SteadyClock::now() - started > options_.timeout) {
+      return Status(ErrorCode::ServiceUnavailable,
+                    "job " + job_id + " still '" + status + "' at the timeout");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  const double elapsed = seconds(SteadyClock::now() - started);
+  out["status"] = status;
+  out["duration_s"] = round3(elapsed);
+  out["device_ops_per_s"] = round3(static_cast<double>(expected_devices) / elapsed);
+  out["poll_latency"] = latencyJson(poll_latency);
+  if (const auto* stats = findObject(last.as_object(), "deviceJobStatistics"))
+    out["statistics"] = *stats;
+  const auto received = c.methods_received.load() - methods_before;
+  out["device_requests_received"] = received;
+  if (received > 1) {
+    const double span =
+        static_cast<double>(c.last_method_ns.load() - c.first_method_ns.load()) / 1e9;
+    out["device_request_span_s"] = round3(span);
+    if (span > 0) out["device_request_rate_per_s"] = round3(static_cast<double>(received) / span);
+  }
+  return out;
+}
+
+Status Driver::scenarioJobs(json::object& out) {
+  const std::size_t n = options_.devices;
+  auto method_direct =
+      runCalls(CallKind::Method, options_.concurrency, n, std::chrono::milliseconds(0));
+  method_direct["device_ops_per_s"] = method_direct.at("per_s");
+  out["method_direct"] = method_direct;
+  const std::string method_job_body =
+      R"({"type":"scheduleDeviceMethod","cloudToDeviceMethod":{"methodName":"lockDoor","payload":)" +
+      options_.method_payload +
+      R"(,"responseTimeoutInSeconds":30},"startTime":null,"queryCondition":"*"})";
+  auto method_job = runJob(method_job_body, n);
+  if (!method_job) return method_job.status();
+  const bool available = method_job->at("available").as_bool();
+  out["method_job"] = std::move(*method_job);
+  out["jobs_available"] = available;
+  const std::size_t registered = std::max(options_.registered, n);
+  if (registered > n) {
+    auto provisioned = provisionDevices(
+        options_.service_connection_string,
+        "http://" + options_.server_address + ":" + std::to_string(options_.http_port), "",
+        options_.device_prefix, n, registered - n, options_.device_key, 4);
+    if (!provisioned) return provisioned.status();
+    out["provision_extra"] = std::move(*provisioned);
+  }
+  auto& c = fleet_.counters;
+  auto twin_direct =
+      runCalls(CallKind::TwinPatch, options_.concurrency, registered, std::chrono::milliseconds(0));
+  twin_direct["device_ops_per_s"] = twin_direct.at("per_s");
+  out["twin_direct"] = std::move(twin_direct);
+  if (available) {
+    const auto desired_before = c.desired_received.load();
+    auto twin_job = runJob(
+        R"({"type":"scheduleUpdateTwin","updateTwin":{"etag":"*","properties":{"desired":{"jobRound":1}}},"startTime":null,"queryCondition":"*"})",
+        registered);
+    if (!twin_job) return twin_job.status();
+    waitUntil([&] { return c.desired_received.load() - desired_before >= n; },
+              std::chrono::seconds(10));
+    (*twin_job)["connected_devices_notified"] = c.desired_received.load() - desired_before;
+    out["twin_job"] = std::move(*twin_job);
+  }
+  out["registered"] = registered;
+  return Status::ok();
+}
+
+Result<json::object> Driver::run() {
+  if (auto s = setUp(); !s) return s;
+  json::object out;
+  out["target"] = toString(options_.target);
+  out["scenario"] = toString(options_.scenario);
+  out["devices"] = options_.devices;
+  out["threads"] = options_.threads;
+  out["tls"] = options_.tls;
+  if (options_.devices > 0 || fleet_.requester_count > 0) {
+    if (auto s = connectAll(out); !s) {
+      out["error"] = s.message();
+      return out;
+    }
+  }
+  Status status;
+  switch (options_.scenario) {
+    case Scenario::Connect:
+      break;
+    case Scenario::Idle:
+      status = scenarioIdle(out);
+      break;
+    case Scenario::Methods:
+      status = scenarioMethods(out);
+      break;
+    case Scenario::Twin:
+      status = scenarioTwin(out);
+      break;
+    case Scenario::Jobs:
+      status = scenarioJobs(out);
+      break;
+    case Scenario::Serve: {
+      const auto deadline = SteadyClock::now() + options_.duration;
+      while (!stop_.load() && (options_.duration.count() == 0 || SteadyClock::now() < deadline)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      break;
+    }
+  }
+  auto& c = fleet_.counters;
+  json::object devices;
+  devices["methods_received"] = c.methods_received.load();
+  devices["methods_answered"] = c.methods_answered.load();
+  devices["desired_received"] = c.desired_received.load();
+  devices["twin_responses"] = c.twin_responses.load();
+  devices["reported_sent"] = c.reported_sent.load();
+  devices["drops"] = c.drops.load();
+  devices["storm_drops"] = c.storm_drops.load();
+  devices["connected_at_end"] = c.ready.load();
+  out["device_counters"] = std::move(devices);
+  if (!status) out["error"] = status.message();
+  return out;
+}
+
+}  // namespace
+
+Result<json::object> runFleet(const FleetOptions& options, const std::atomic<bool>& stop) {
+  if (auto s = validate(options); !s) return s;
+  Driver driver(options, stop);
+  return driver.run();
+}
+
+}  // namespace iothub::fleetsim

@@ -1,0 +1,159 @@
+#include "apps/fleetsim/fleet_options.hpp"
+
+#include <charconv>
+#include <cstdio>
+
+namespace iothub::fleetsim {
+
+namespace {
+Status invalid(std::string message) {
+  return Status(ErrorCode::ArgumentInvalid, std::move(message));
+}
+
+// Sockets one process may hold: the box's hard RLIMIT_NOFILE is 20 000 and the process
+// needs a few descriptors of its own (REST connections, files, the io_context).
+constexpr std::size_t kMaxDevicesPerProcess = 19'990;
+}  // namespace
+
+Status validate(const FleetOptions& o) {
+  if (o.devices > kMaxDevicesPerProcess) {
+    return invalid("--devices must be at most " + std::to_string(kMaxDevicesPerProcess) +
+                   " per process (file descriptor limit)");
+  }
+  if (o.devices == 0 && o.scenario != Scenario::Jobs)
+    return invalid("--devices must be at least 1");
+  if (o.mqtt_port == 0 && o.devices > 0) return invalid("--mqtt-port is required");
+  if (o.target == Target::Hub) {
+    if (o.device_key.empty()) return invalid("--device-key is required for the hub target");
+    const bool rest = o.scenario == Scenario::Methods || o.scenario == Scenario::Twin ||
+                      o.scenario == Scenario::Jobs;
+    if (rest && (o.http_port == 0 || o.service_connection_string.empty())) {
+      return invalid("--http-port and --connection-string are required for this scenario");
+    }
+  } else if (o.scenario == Scenario::Twin || o.scenario == Scenario::Jobs) {
+    return invalid("the " + std::string(toString(o.scenario)) +
+                   " scenario only runs against the hub");
+  }
+  if (o.tls && o.ca_file.empty()) return invalid("--tls needs --ca");
+  if (o.source_addresses == 0) return invalid("--source-addresses must be at least 1");
+  if (o.connect_window == 0) return invalid("--connect-window must be at least 1");
+  if (o.threads == 0 || o.threads > 64) return invalid("--threads must be within [1, 64]");
+  if (o.concurrency == 0) return invalid("--concurrency must be at least 1");
+  if (o.method_failure_rate < 0 || o.method_failure_rate > 1) {
+    return invalid("--method-failure-rate must be within [0, 1]");
+  }
+  if (o.storm_fraction < 0 || o.storm_fraction > 1)
+    return invalid("--storm-fraction must be within [0, 1]");
+  if (o.registered != 0 && o.registered < o.devices) {
+    return invalid("--registered must be 0 or at least --devices");
+  }
+  if (o.scenario == Scenario::Methods && o.target == Target::Hub && o.concurrency > o.devices) {
+    return invalid("--concurrency must not exceed --devices (one call in flight per device)");
+  }
+  if (o.scenario == Scenario::Twin && o.concurrency > o.devices) {
+    return invalid("--concurrency must not exceed --devices (one update in flight per device)");
+  }
+  return Status::ok();
+}
+
+std::string deviceId(std::string_view prefix, std::size_t index) {
+  char digits[24];
+  const int n = std::snprintf(digits, sizeof digits, "%06zu", index);
+  std::string id(prefix);
+  id.append(digits, static_cast<std::size_t>(n));
+  return id;
+}
+
+Result<std::chrono::milliseconds> parseDuration(std::string_view text) {
+  std::size_t digits = 0;
+  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
+  if (digits == 0 || digits > 12) return invalid("invalid duration '" + std::string(text) + "'");
+  std::int64_t value = 0;
+  std::from_chars(text.data(), text.data() + digits, value);
+  const std::string_view unit = text.substr(digits);
+  std::int64_t factor = 0;
+  if (unit.empty() || unit == "s") {
+    factor = 1000;
+  } else if (unit == "ms") {
+    factor = 1;
+  } else if (unit == "m") {
+    factor = 60'000;
+  } else if (unit == "h") {
+    factor = 3'600'000;
+  } else {
+    return invalid("invalid duration unit in '" + std::string(text) + "' (use ms, s, m or h)");
+  }
+  return std::chrono::milliseconds(value * factor);
+}
+
+Result<Target> parseTarget(std::string_view text) {
+  if (text == "hub") return Target::Hub;
+  if (text == "mosquitto") return Target::Mosquitto;
+  return invalid("unknown target '" + std::string(text) + "' (hub, mosquitto)");
+}
+
+Result<Scenario> parseScenario(std::string_view text) {
+  for (auto s : {Scenario::Connect, Scenario::Idle, Scenario::Methods, Scenario::Twin,
+                 Scenario::Jobs, Scenario::Serve}) {
+    if (toString(s) == text) return s;
+  }
+  return invalid("unknown scenario '" + std::string(text) +
+                 "' (connect, idle, methods, twin, jobs, serve)");
+}
+
+std::string_view toString(Target target) { return target == Target::Hub ? "hub" : "mosquitto"; }
+
+std::string_view toString(Scenario scenario) {
+  switch (scenario) {
+    case Scenario::Connect:
+      return "connect";
+    case Scenario::Idle:
+      return "idle";
+    case Scenario::Methods:
+      return "methods";
+    case Scenario::Twin:
+      return "twin";
+    case Scenario::Jobs:
+      return "jobs";
+    case Scenario::Serve:
+      return "serve";
+  }
+  return "?";
+}
+
+bool parseMethodTopic(std::string_view topic, std::string_view& name, std::string_view& rid) {
+  constexpr std::string_view kMarker = "/methods/POST/";
+  const auto marker = topic.find(kMarker);
+  if (marker == std::string_view::npos) return false;
+  const std::string_view rest = topic.substr(marker + kMarker.size());
+  const auto query = rest.find("/?");
+  if (query == std::string_view::npos || query == 0) return false;
+  name = rest.substr(0, query);
+  const std::string_view params = rest.substr(query + 2);
+  constexpr std::string_view kRid = "$rid=";
+  std::size_t pos = 0;
+  while (pos <= params.size()) {
+    auto end = params.find('&', pos);
+    if (end == std::string_view::npos) end = params.size();
+    const std::string_view pair = params.substr(pos, end - pos);
+    if (pair.starts_with(kRid) && pair.size() > kRid.size()) {
+      rid = pair.substr(kRid.size());
+      return true;
+    }
+    pos = end + 1;
+  }
+  return false;
+}
+
+std::int64_t parseVersionParameter(std::string_view topic) {
+  constexpr std::string_view kVersion = "$version=";
+  const auto pos = topic.find(kVersion);
+  if (pos == std::string_view::npos) return -1;
+  std::int64_t version = -1;
+  const char* begin = topic.data() + pos + kVersion.size();
+  const auto [ptr, ec] = std::from_chars(begin, topic.data() + topic.size(), version);
+  if (ec != std::errc() || ptr == begin) return -1;
+  return version;
+}
+
+}  // namespace iothub::fleetsim

@@ -1,0 +1,99 @@
+#include "apps/fleetsim/fleet_options.hpp"
+
+#include <gtest/gtest.h>
+
+namespace iothub::fleetsim {
+namespace {
+
+FleetOptions hubOptions() {
+  FleetOptions o;
+  o.mqtt_port = 1883;
+  o.http_port = 8080;
+  o.device_key = "a2V5";
+  o.service_connection_string =
+      "HostName=localhost;SharedAccessKeyName=iothubowner;SharedAccessKey=a2V5";
+  return o;
+}
+
+TEST(FleetOptionsTest, ParsesDurations) {
+  EXPECT_EQ(*parseDuration("250ms"), std::chrono::milliseconds(250));
+  EXPECT_EQ(*parseDuration("3s"), std::chrono::seconds(3));
+  EXPECT_EQ(*parseDuration("7"), std::chrono::seconds(7));
+  EXPECT_EQ(*parseDuration("2m"), std::chrono::minutes(2));
+  EXPECT_EQ(*parseDuration("1h"), std::chrono::hours(1));
+  EXPECT_FALSE(parseDuration(""));
+  EXPECT_FALSE(parseDuration("ms"));
+  EXPECT_FALSE(parseDuration("5d"));
+  EXPECT_FALSE(parseDuration("-1s"));
+}
+
+TEST(FleetOptionsTest, FormatsDeviceIdsThatSortLikeIndices) {
+  EXPECT_EQ(deviceId("fleet-", 42), "fleet-000042");
+  EXPECT_EQ(deviceId("d", 1'234'567), "d1234567");
+  EXPECT_LT(deviceId("f", 9), deviceId("f", 10));
+}
+
+TEST(FleetOptionsTest, ParsesTargetsAndScenarios) {
+  EXPECT_EQ(*parseTarget("mosquitto"), Target::Mosquitto);
+  EXPECT_FALSE(parseTarget("emqx"));
+  for (auto s : {Scenario::Connect, Scenario::Idle, Scenario::Methods, Scenario::Twin,
+                 Scenario::Jobs, Scenario::Serve}) {
+    EXPECT_EQ(*parseScenario(toString(s)), s);
+  }
+  EXPECT_FALSE(parseScenario("storm"));
+}
+
+TEST(FleetOptionsTest, ValidatesRangesAndCombinations) {
+  EXPECT_TRUE(validate(hubOptions()));
+  auto o = hubOptions();
+  o.devices = 19'991;
+  EXPECT_FALSE(validate(o));
+  o = hubOptions();
+  o.device_key.clear();
+  EXPECT_FALSE(validate(o));
+  o = hubOptions();
+  o.method_failure_rate = 1.5;
+  EXPECT_FALSE(validate(o));
+  o = hubOptions();
+  o.scenario = Scenario::Methods;
+  o.http_port = 0;
+  EXPECT_FALSE(validate(o));
+  o = hubOptions();
+  o.scenario = Scenario::Twin;
+  o.concurrency = o.devices + 1;
+  EXPECT_FALSE(validate(o));
+  o = hubOptions();
+  o.target = Target::Mosquitto;
+  o.device_key.clear();
+  o.scenario = Scenario::Methods;
+  o.concurrency = 500;  // requesters are extra connections: more than devices is fine
+  EXPECT_TRUE(validate(o));
+  o.scenario = Scenario::Twin;
+  EXPECT_FALSE(validate(o));
+  o = hubOptions();
+  o.tls = true;
+  EXPECT_FALSE(validate(o));
+}
+
+TEST(FleetOptionsTest, ParsesMethodTopicsOfHubAndBroker) {
+  std::string_view name;
+  std::string_view rid;
+  ASSERT_TRUE(parseMethodTopic("$iothub/methods/POST/lockDoor/?$rid=42", name, rid));
+  EXPECT_EQ(name, "lockDoor");
+  EXPECT_EQ(rid, "42");
+  ASSERT_TRUE(parseMethodTopic("fleet/fleet-000001/methods/POST/reboot/?x=1&$rid=3.17", name, rid));
+  EXPECT_EQ(name, "reboot");
+  EXPECT_EQ(rid, "3.17");
+  EXPECT_FALSE(parseMethodTopic("$iothub/methods/POST/lockDoor/?$rid=", name, rid));
+  EXPECT_FALSE(parseMethodTopic("$iothub/methods/POST//?$rid=1", name, rid));
+  EXPECT_FALSE(parseMethodTopic("$iothub/twin/res/200/?$rid=1", name, rid));
+}
+
+TEST(FleetOptionsTest, ParsesVersionParameter) {
+  EXPECT_EQ(parseVersionParameter("$iothub/twin/PATCH/properties/desired/?$version=15"), 15);
+  EXPECT_EQ(parseVersionParameter("$iothub/twin/PATCH/properties/desired/"), -1);
+  EXPECT_EQ(parseVersionParameter("x/?$version=abc"), -1);
+}
+
+}  // namespace
+}  // namespace iothub::fleetsim
