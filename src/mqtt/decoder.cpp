@@ -132,6 +132,14 @@ void Decoder::releaseIfIdle() {
   }
 }
 
+void Decoder::shrinkToFit() {
+  if (begin_ != end_) return;
+  data_.reset();
+  capacity_ = 0;
+  begin_ = 0;
+  end_ = 0;
+}
+
 void Decoder::feed(std::string_view bytes) {
   if (error_ != DecodeError::None || bytes.empty()) return;
   ensureWritable(bytes.size());

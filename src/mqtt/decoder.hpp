@@ -58,6 +58,10 @@ class Decoder {
   // Appends received bytes (copied).
   void feed(std::string_view bytes);
 
+  // Frees the buffer when no bytes are buffered, so an idle connection holds none (a
+  // server reading into a shared scratch buffer and feed()ing calls it after each read).
+  void shrinkToFit();
+
   // Zero-copy alternative to feed(): returns `size` writable bytes at the end of the buffer
   // (e.g. for a socket read), then commit(n) appends the first n <= size of them. The span
   // is valid until the next call of any other member. After an error, committed bytes are

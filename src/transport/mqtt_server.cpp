@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
@@ -144,10 +145,33 @@ class MqttConnection final : public routing::DeviceLink,
       }
     }
     asio::co_spawn(stream_.get_executor(), timerLoop(self), asio::detached);
+    if constexpr (std::is_same_v<Stream, PlainStream>) {
+      boost::system::error_code ignored;
+      stream_.socket().non_blocking(true, ignored);  // reads after a wait never block the thread
+    }
     while (!closing_) {
-      auto buffer = decoder_.prepare(16 * 1024);
-      auto [ec, n] =
-          co_await stream_.async_read_some(asio::buffer(buffer.data(), buffer.size()), kAwaitTuple);
+      boost::system::error_code ec;
+      if constexpr (std::is_same_v<Stream, PlainStream>) {
+        // Plain TCP: wait for readability, then read into this thread's scratch buffer, so
+        // an idle connection holds no read buffer at all (decisions.md §32).
+        auto [wait_ec] = co_await stream_.socket().async_wait(asio::socket_base::wait_read, kAwaitTuple);
+        ec = wait_ec;
+        if (!ec) {
+          thread_local std::array<char, 64 * 1024> scratch;
+          std::size_t n = stream_.socket().read_some(asio::buffer(scratch), ec);
+          if (ec == asio::error::would_block || ec == asio::error::try_again) {
+            ec = {};
+            continue;
+          }
+          if (!ec) decoder_.feed(std::string_view(scratch.data(), n));
+        }
+      } else {
+        auto buffer = decoder_.prepare(16 * 1024);
+        auto [read_ec, n] =
+            co_await stream_.async_read_some(asio::buffer(buffer.data(), buffer.size()), kAwaitTuple);
+        ec = read_ec;
+        if (!ec) decoder_.commit(n);
+      }
       if (ec) {
         if (!closing_) {
           spdlog::debug("{}: {} ({}) closed: {}", server_->options.name, remote_, device_id_,
@@ -155,7 +179,6 @@ class MqttConnection final : public routing::DeviceLink,
         }
         break;
       }
-      decoder_.commit(n);
       for (;;) {
         auto next = decoder_.next();
         if (!next) {
@@ -175,6 +198,7 @@ class MqttConnection final : public routing::DeviceLink,
         }
         if (closing_) break;
       }
+      if constexpr (std::is_same_v<Stream, PlainStream>) decoder_.shrinkToFit();
       rearmTimer();
       flush();
     }

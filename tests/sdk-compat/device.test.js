@@ -7,25 +7,11 @@ const mqtt = require('mqtt');
 const { Client: DeviceClient, Message } = require('azure-iot-device');
 const { Mqtt, MqttWs } = require('azure-iot-device-mqtt');
 const { Client: ServiceClient } = require('azure-iothub');
-const { serviceConnectionString, hostName, registry, createDevice, deviceToken, waitFor } = require('./helpers');
+const {
+  serviceConnectionString, hostName, registry, createDevice, deviceToken, waitFor, desiredSubscriptionActive,
+} = require('./helpers');
 
 const service = ServiceClient.fromConnectionString(serviceConnectionString);
-
-// The Node SDK subscribes to desired updates lazily when a listener is attached and says
-// nothing when done: poke desired until a notification arrives.
-async function desiredSubscriptionActive(deviceId, updates) {
-  let probe = 0;
-  await waitFor(async () => {
-    probe += 1;
-    await registry.updateTwin(deviceId, { properties: { desired: { probe } } }, '*');
-    const deadline = Date.now() + 300;
-    while (Date.now() < deadline) {
-      if (updates.some((u) => u.probe !== undefined)) return true;
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    return false;
-  }, 10000, 'desired subscription');
-}
 
 async function openDevice(connectionString) {
   const client = DeviceClient.fromConnectionString(connectionString, Mqtt);
@@ -122,6 +108,28 @@ test('twin: reported to service, desired to device with $version, etag 412, null
     const after = (await registry.getTwin(device.deviceId)).responseBody;
     assert.equal(after.properties.desired.floor, undefined);
     assert.equal(after.properties.desired.building, 43);
+  } finally {
+    await client.close();
+  }
+});
+
+test('a device that reconnects gets its twin as it was left, with the changes made meanwhile', async () => {
+  const device = await createDevice('reconnect');
+  let client = await openDevice(device.connectionString);
+  let twin = await client.getTwin();
+  await new Promise((resolve, reject) =>
+    twin.properties.reported.update({ battery: 80 }, (err) => (err ? reject(err) : resolve())));
+  const reportedVersion = (await client.getTwin()).properties.reported.$version;
+  await client.close();
+  // While the device is away, the service changes desired.
+  await registry.updateTwin(device.deviceId, { properties: { desired: { mode: 'away' } } }, '*');
+  client = await openDevice(device.connectionString);
+  try {
+    twin = await client.getTwin();
+    assert.equal(twin.properties.reported.battery, 80);
+    assert.equal(twin.properties.reported.$version, reportedVersion);
+    assert.equal(twin.properties.desired.mode, 'away');
+    assert.equal(twin.properties.desired.$version, 2);
   } finally {
     await client.close();
   }
