@@ -21,9 +21,7 @@ using testing::FakeHttpServer;
 using ::testing::HasSubstr;
 using testing::parse;
 
-constexpr std::string_view kConnectionString =
-    "HostName=myhub.example;SharedAccessKeyName=iothubowner;"
-    "SharedAccessKey=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+using testing::kConnectionString;
 
 // The Azure CLI fixture of reference §4.2, plus iothub's extensions.
 constexpr std::string_view kTwinJobJson =

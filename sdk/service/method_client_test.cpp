@@ -20,9 +20,7 @@ using testing::CannedResponse;
 using testing::FakeHttpServer;
 using ::testing::HasSubstr;
 
-constexpr std::string_view kConnectionString =
-    "HostName=myhub.example;SharedAccessKeyName=iothubowner;"
-    "SharedAccessKey=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+using testing::kConnectionString;
 
 // Direct-method errors nest a JSON object in Message (reference §3.7 shape 2, §6).
 constexpr std::string_view kNotOnlineBody =

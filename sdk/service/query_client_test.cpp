@@ -15,9 +15,7 @@ using testing::FakeHttpServer;
 using ::testing::HasSubstr;
 using testing::parse;
 
-constexpr std::string_view kConnectionString =
-    "HostName=myhub.example;SharedAccessKeyName=iothubowner;"
-    "SharedAccessKey=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+using testing::kConnectionString;
 
 CannedResponse page(std::string body, std::string item_type,
                     std::optional<std::string> continuation = std::nullopt) {

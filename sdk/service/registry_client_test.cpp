@@ -16,9 +16,7 @@ using testing::azureError;
 using ::testing::HasSubstr;
 using testing::FakeHttpServer;
 
-constexpr std::string_view kConnectionString =
-    "HostName=myhub.example;SharedAccessKeyName=iothubowner;"
-    "SharedAccessKey=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+using testing::kConnectionString;
 
 constexpr std::string_view kDeviceJson =
     R"({"deviceId":"d 1","generationId":"g1","etag":"ZXRhZzE=","connectionState":"Disconnected",)"

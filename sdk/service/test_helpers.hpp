@@ -10,6 +10,11 @@
 
 namespace iothub::service::testing {
 
+// The connection string of the fake hub the client tests talk to.
+inline constexpr std::string_view kConnectionString =
+    "HostName=myhub.example;SharedAccessKeyName=iothubowner;"
+    "SharedAccessKey=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
 // Parses JSON the test itself wrote or received; a parse failure fails the test.
 inline json::value parse(std::string_view text) {
   auto v = parseJson(text);

@@ -17,9 +17,7 @@ using testing::CannedResponse;
 using testing::FakeHttpServer;
 using ::testing::HasSubstr;
 
-constexpr std::string_view kConnectionString =
-    "HostName=myhub.example;SharedAccessKeyName=iothubowner;"
-    "SharedAccessKey=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+using testing::kConnectionString;
 
 // Shaped like the portal export of reference §3.4.
 constexpr std::string_view kTwinJson =
