@@ -151,9 +151,11 @@ HttpResponse ServiceApi::route(const HttpRequest& request,
   } else if (seg.size() == 3 && seg[0] == "twins" && seg[2] == "methods") {
     allowed = "POST";
     if (method == "POST") op = Op::InvokeMethod;
-  } else if (seg.size() == 2 && seg[0] == "devices" && seg[1] == "query" && deps_.queries != nullptr) {
+  } else if (seg.size() == 2 && seg[0] == "devices" && seg[1] == "query" && method == "POST" &&
+             deps_.queries != nullptr) {
+    // Other methods on /devices/query address a device named "query".
     allowed = "POST";
-    if (method == "POST") op = Op::Query;
+    op = Op::Query;
   } else if (seg.size() == 3 && seg[0] == "jobs" && seg[1] == "v2" && seg[2] == "query" &&
              deps_.jobs != nullptr) {
     allowed = "GET";
