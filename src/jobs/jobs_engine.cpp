@@ -242,6 +242,18 @@ std::vector<std::shared_ptr<JobsEngine::Run>> JobsEngine::snapshotRuns() const {
   return out;
 }
 
+std::chrono::milliseconds JobsEngine::nextWait() const {
+  std::chrono::milliseconds wait = options_.idle_tick;
+  SystemTime now = clock_.now();
+  std::lock_guard lock(state_mutex_);
+  for (const auto& [id, run] : runs_) {
+    if (run->started) return options_.tick;
+    auto until = std::chrono::ceil<std::chrono::milliseconds>(run->record.start_time - now);
+    wait = std::clamp(until, options_.tick, wait);
+  }
+  return wait;
+}
+
 void JobsEngine::loop() {
   std::vector<std::string> new_jobs;
   std::vector<CancelRequest> cancels;
@@ -251,7 +263,7 @@ void JobsEngine::loop() {
   for (;;) {
     {
       std::unique_lock lock(inbox_->mutex);
-      inbox_->wake.wait_for(lock, options_.tick, [this, stopping] {
+      inbox_->wake.wait_for(lock, nextWait(), [this, stopping] {
         return (inbox_->stopping && !stopping) || !inbox_->new_jobs.empty() || !inbox_->cancels.empty() ||
                !inbox_->completions.empty();
       });

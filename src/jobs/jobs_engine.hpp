@@ -51,8 +51,11 @@ struct JobsOptions {
   // Device-job rows written per store call, and the longest an outcome waits for its write.
   std::size_t batch_size = 1000;
   std::chrono::milliseconds flush_interval{200};
-  // The engine re-checks the clock (start times, deadlines, rate limits) at least this often.
+  // While a job runs, the engine re-checks the clock (deadlines, rate limits) at least this
+  // often; with none running, it wakes at the next start time, and at least every idle_tick
+  // (the hub clock may jump).
   std::chrono::milliseconds tick{20};
+  std::chrono::milliseconds idle_tick{1000};
   // How long stop() lets in-flight operations finish before leaving them to recovery.
   std::chrono::milliseconds stop_grace{3000};
 };
@@ -134,6 +137,8 @@ class JobsEngine {
   };
 
   void loop();
+  // How long the engine thread may sleep when nothing arrives.
+  std::chrono::milliseconds nextWait() const;
   void admit(const std::string& job_id);
   void handleCancel(const std::string& job_id);
   void handleCompletion(Completion& c);

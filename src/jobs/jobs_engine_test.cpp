@@ -94,6 +94,7 @@ class JobsEngineTest : public ::testing::Test {
 
   void startEngine(JobsOptions options = {}) {
     options.tick = 5ms;
+    options.idle_tick = 5ms;  // the fake clock jumps without telling anyone
     options.flush_interval = 20ms;
     options.twin_workers = 4;
     options.stop_grace = std::min<std::chrono::milliseconds>(options.stop_grace, 100ms);
