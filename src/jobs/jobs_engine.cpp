@@ -586,9 +586,11 @@ void JobsEngine::dispatch(Run& run) {
   const SystemTime& now = clock_now;
   if (run.is_method) {
     // Durably running before any call goes out, so a restart knows which calls may have
-    // reached their device.
+    // reached their device. The outcomes waiting for their write go in the same transaction,
+    // so the rows marked running are exactly the calls in flight (at most the window).
     std::vector<store::DeviceJobRecord> rows;
-    rows.reserve(batch.size());
+    rows.swap(run.buffer);
+    rows.reserve(rows.size() + batch.size());
     for (const auto& id : batch) {
       rows.push_back(deviceJobRecord(run.record, id, kDeviceRunning, now, now, std::nullopt, std::nullopt, std::nullopt));
     }
