@@ -29,7 +29,8 @@ inline json::value parsed(std::string_view text) {
 class IndexedHub {
  public:
   IndexedHub() {
-    auto opened = store::SqliteStore::open(dir_.path() / "hub.db", store::SqliteOptions{.synchronous_full = false});
+    auto opened = store::SqliteStore::open(dir_.path() / "hub.db",
+                                           store::SqliteOptions{.synchronous_full = false});
     EXPECT_TRUE(opened.isOk()) << opened.status().toString();
     durable_ = std::move(opened).value();
     store_ = std::make_unique<IndexedStore>(*durable_, index_);

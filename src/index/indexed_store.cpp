@@ -10,7 +10,8 @@ std::mutex& IndexedStore::stripe(std::string_view device_id) {
   return stripes_[std::hash<std::string_view>{}(device_id) % kStripes];
 }
 
-Status IndexedStore::Registry::createDevice(const store::DeviceRecord& device, const store::TwinRecord& twin) {
+Status IndexedStore::Registry::createDevice(const store::DeviceRecord& device,
+                                            const store::TwinRecord& twin) {
   std::lock_guard lock(owner_.stripe(device.device_id));
   Status s = owner_.inner_.registry().createDevice(device, twin);
   if (s) owner_.index_.putDevice(device, twin);
@@ -29,15 +30,16 @@ Result<store::DeviceRecord> IndexedStore::Registry::updateDevice(std::string_vie
   return updated;
 }
 
-Status IndexedStore::Registry::deleteDevice(std::string_view device_id, store::DevicePrecondition precondition) {
+Status IndexedStore::Registry::deleteDevice(std::string_view device_id,
+                                            store::DevicePrecondition precondition) {
   std::lock_guard lock(owner_.stripe(device_id));
   Status s = owner_.inner_.registry().deleteDevice(device_id, std::move(precondition));
   if (s) owner_.index_.removeDevice(device_id);
   return s;
 }
 
-Result<std::vector<store::DeviceRecord>> IndexedStore::Registry::listDevices(std::string_view after_device_id,
-                                                                             std::size_t limit) {
+Result<std::vector<store::DeviceRecord>> IndexedStore::Registry::listDevices(
+    std::string_view after_device_id, std::size_t limit) {
   return owner_.inner_.registry().listDevices(after_device_id, limit);
 }
 
@@ -57,8 +59,8 @@ Result<store::TwinRecord> IndexedStore::Twins::updateTwin(std::string_view devic
   return updated;
 }
 
-Result<std::vector<store::TwinRecord>> IndexedStore::Twins::listTwins(std::string_view after_device_id,
-                                                                      std::size_t limit) {
+Result<std::vector<store::TwinRecord>> IndexedStore::Twins::listTwins(
+    std::string_view after_device_id, std::size_t limit) {
   return owner_.inner_.twins().listTwins(after_device_id, limit);
 }
 

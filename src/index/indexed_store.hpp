@@ -38,8 +38,10 @@ class IndexedStore final : public store::Store {
     explicit Registry(IndexedStore& owner) : owner_(owner) {}
     Status createDevice(const store::DeviceRecord& device, const store::TwinRecord& twin) override;
     Result<store::DeviceRecord> getDevice(std::string_view device_id) override;
-    Result<store::DeviceRecord> updateDevice(std::string_view device_id, store::DeviceMutation mutate) override;
-    Status deleteDevice(std::string_view device_id, store::DevicePrecondition precondition) override;
+    Result<store::DeviceRecord> updateDevice(std::string_view device_id,
+                                             store::DeviceMutation mutate) override;
+    Status deleteDevice(std::string_view device_id,
+                        store::DevicePrecondition precondition) override;
     Result<std::vector<store::DeviceRecord>> listDevices(std::string_view after_device_id,
                                                          std::size_t limit) override;
     Result<store::DeviceStatistics> deviceStatistics() override;
@@ -52,7 +54,8 @@ class IndexedStore final : public store::Store {
    public:
     explicit Twins(IndexedStore& owner) : owner_(owner) {}
     Result<store::TwinRecord> getTwin(std::string_view device_id) override;
-    Result<store::TwinRecord> updateTwin(std::string_view device_id, store::TwinMutation mutate) override;
+    Result<store::TwinRecord> updateTwin(std::string_view device_id,
+                                         store::TwinMutation mutate) override;
     Result<std::vector<store::TwinRecord>> listTwins(std::string_view after_device_id,
                                                      std::size_t limit) override;
 

@@ -165,9 +165,10 @@ Result<QueryPage> QueryRunner::run(std::string_view text, std::size_t page_size,
   page.item_type = q.itemType();
   if (aggregate) {
     query::QueryExecution execution(q, query::Page{cursor.offset, page_size});
-    IOTHUB_RETURN_IF_ERROR(forEachRow({}, [&execution](const Key&, const json::object& row, bool matched) {
-      return matched ? execution.offerMatched(row) : execution.offer(row);
-    }));
+    IOTHUB_RETURN_IF_ERROR(
+        forEachRow({}, [&execution](const Key&, const json::object& row, bool matched) {
+          return matched ? execution.offerMatched(row) : execution.offer(row);
+        }));
     auto result = execution.finish();
     page.rows = std::move(result.rows);
     if (result.has_more) {
@@ -184,8 +185,8 @@ Result<QueryPage> QueryRunner::run(std::string_view text, std::size_t page_size,
   }
   query::QueryExecution execution(q, query::Page{0, limit});
   Key last = cursor.key;
-  IOTHUB_RETURN_IF_ERROR(
-      forEachRow(cursor.key, [&execution, &last](const Key& key, const json::object& row, bool matched) {
+  IOTHUB_RETURN_IF_ERROR(forEachRow(
+      cursor.key, [&execution, &last](const Key& key, const json::object& row, bool matched) {
         std::size_t before = execution.rowCount();
         bool more = matched ? execution.offerMatched(row) : execution.offer(row);
         if (execution.rowCount() > before) last = key;

@@ -17,13 +17,15 @@ class QueryRunnerTest : public ::testing::Test {
 
   void addFleet(int n) {
     for (int i = 0; i < n; ++i) {
-      hub_.addDevice("dev" + std::to_string(1000 + i),
-                     R"({"floor":)" + std::to_string(i % 4) + R"(,"site":")" + (i % 2 ? "b" : "a") + "\"}");
+      hub_.addDevice(
+          "dev" + std::to_string(1000 + i),
+          R"({"floor":)" + std::to_string(i % 4) + R"(,"site":")" + (i % 2 ? "b" : "a") + "\"}");
     }
   }
 
   // Every row of every page, with the page sizes seen.
-  json::array all(std::string_view text, std::size_t page_size, std::vector<std::size_t>* sizes = nullptr) {
+  json::array all(std::string_view text, std::size_t page_size,
+                  std::vector<std::size_t>* sizes = nullptr) {
     json::array rows;
     std::optional<std::string> token;
     for (int guard = 0; guard < 10000; ++guard) {
@@ -118,7 +120,8 @@ TEST_F(QueryRunnerTest, AggregatesAndGroupsPageByPosition) {
   ASSERT_EQ(count.size(), 1u);
   EXPECT_EQ(count[0].at("n"), 10);
   std::vector<std::size_t> sizes;
-  auto groups = all("SELECT tags.floor AS floor, COUNT() AS n FROM devices GROUP BY tags.floor", 3, &sizes);
+  auto groups =
+      all("SELECT tags.floor AS floor, COUNT() AS n FROM devices GROUP BY tags.floor", 3, &sizes);
   EXPECT_EQ(sizes, (std::vector<std::size_t>{3, 1}));
   std::int64_t total = 0;
   for (auto& g : groups) total += g.at("n").as_int64();
@@ -135,10 +138,13 @@ TEST_F(QueryRunnerTest, RejectsBadTokensPageSizesAndQueries) {
   EXPECT_EQ(other.code(), ErrorCode::ArgumentInvalid);
   EXPECT_NE(other.status().message().find("continuation"), std::string::npos);
   for (std::string_view token : {"", "!!!", "e30=", "eyJxIjoxfQ=="}) {
-    EXPECT_EQ(runner_.run("SELECT * FROM devices", 2, token).code(), ErrorCode::ArgumentInvalid) << token;
+    EXPECT_EQ(runner_.run("SELECT * FROM devices", 2, token).code(), ErrorCode::ArgumentInvalid)
+        << token;
   }
-  EXPECT_EQ(runner_.run("SELECT * FROM devices", 0, std::nullopt).code(), ErrorCode::ArgumentInvalid);
-  EXPECT_EQ(runner_.run("SELECT * FROM devices", 1001, std::nullopt).code(), ErrorCode::ArgumentInvalid);
+  EXPECT_EQ(runner_.run("SELECT * FROM devices", 0, std::nullopt).code(),
+            ErrorCode::ArgumentInvalid);
+  EXPECT_EQ(runner_.run("SELECT * FROM devices", 1001, std::nullopt).code(),
+            ErrorCode::ArgumentInvalid);
   auto bad = runner_.run("SELECT * FROM devices WHERE tags.a = = 1", 10, std::nullopt);
   EXPECT_EQ(bad.code(), ErrorCode::ArgumentInvalid);
   EXPECT_NE(bad.status().message().find("1:"), std::string::npos) << bad.status().message();
@@ -165,9 +171,13 @@ TEST_F(QueryRunnerTest, DeviceJobRowsPageByJobAndDevice) {
   EXPECT_EQ(everything[9].at("deviceId"), "dev4");
   EXPECT_EQ(everything[0].at("jobType"), "scheduleDeviceMethod");
   EXPECT_TRUE(everything[0].as_object().contains("lastUpdatedDateTimeUtc"));
-  auto failed = all("SELECT * FROM devices.jobs WHERE devices.jobs.jobId = 'jobB' AND devices.jobs.status = 'failed'", 1);
+  auto failed =
+      all("SELECT * FROM devices.jobs WHERE devices.jobs.jobId = 'jobB' AND devices.jobs.status = "
+          "'failed'",
+          1);
   EXPECT_EQ(deviceIds(failed), (std::vector<std::string>{"dev1", "dev3"}));
-  EXPECT_EQ(runner_.run("SELECT * FROM devices.jobs", 10, std::nullopt)->item_type, query::ItemType::DeviceJob);
+  EXPECT_EQ(runner_.run("SELECT * FROM devices.jobs", 10, std::nullopt)->item_type,
+            query::ItemType::DeviceJob);
 }
 
 }  // namespace

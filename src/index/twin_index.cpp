@@ -3,12 +3,11 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <chrono>
-#include <optional>
-
 #include <boost/container/pmr/memory_resource.hpp>
+#include <chrono>
 #include <cstdlib>
 #include <new>
+#include <optional>
 
 #include "query/value.hpp"
 #include "twin/twin_json.hpp"
@@ -20,7 +19,9 @@ constexpr std::size_t kLoadPage = 1000;
 
 using MemoryResource = boost::container::pmr::memory_resource;
 
-std::size_t alignUp(std::size_t n, std::size_t alignment) { return (n + alignment - 1) & ~(alignment - 1); }
+std::size_t alignUp(std::size_t n, std::size_t alignment) {
+  return (n + alignment - 1) & ~(alignment - 1);
+}
 
 // Counts what a JSON copy allocates, handing out memory from a per-thread scratch area (or
 // the heap beyond it); nothing is freed until the copy is destroyed.
@@ -46,7 +47,8 @@ class MeasuringResource final : public MemoryResource {
 // block (never expected) go to the heap.
 class RowArena final : public MemoryResource {
  public:
-  explicit RowArena(std::size_t capacity) : capacity_(capacity), block_(static_cast<char*>(std::malloc(capacity))) {
+  explicit RowArena(std::size_t capacity)
+      : capacity_(capacity), block_(static_cast<char*>(std::malloc(capacity))) {
     if (block_ == nullptr) throw std::bad_alloc();
   }
   ~RowArena() override { std::free(block_); }
@@ -93,7 +95,8 @@ bool isDeviceIdPath(const query::Path& path) {
 
 }  // namespace
 
-Status TwinIndex::load(store::Store& store, const std::function<bool(std::string_view)>& is_connected) {
+Status TwinIndex::load(store::Store& store,
+                       const std::function<bool(std::string_view)>& is_connected) {
   auto started = std::chrono::steady_clock::now();
   Rows rows;
   std::string after;
@@ -117,8 +120,7 @@ Status TwinIndex::load(store::Store& store, const std::function<bool(std::string
       const store::TwinRecord& twin = fetched ? *fetched : (*twins)[t];
       bool connected = is_connected && is_connected(device.device_id);
       rows.emplace(device.device_id,
-                   Entry{makeRow(twin::serviceTwinJson(device, twin, connected)),
-                         twin.version});
+                   Entry{makeRow(twin::serviceTwinJson(device, twin, connected)), twin.version});
     }
     after = devices->back().device_id;
     if (devices->size() < kLoadPage) break;
@@ -126,7 +128,8 @@ Status TwinIndex::load(store::Store& store, const std::function<bool(std::string
   std::unique_lock lock(mutex_);
   rows_ = std::move(rows);
   path_indexes_.clear();
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                  started);
   spdlog::info("twin index: {} twins loaded in {} ms", rows_.size(), ms.count());
   return Status::ok();
 }
@@ -204,7 +207,8 @@ void TwinIndex::replaceRow(Rows::iterator it, Row row) {
   it->second.row = std::move(row);
 }
 
-void TwinIndex::indexInto(PathIndex& index, const Rows::value_type& node, const json::object& row, bool add) {
+void TwinIndex::indexInto(PathIndex& index, const Rows::value_type& node, const json::object& row,
+                          bool add) {
   const json::value* v = index.path.resolve(row);
   if (v == nullptr || !query::isPrimitive(*v)) return;
   std::string key = query::valueKey(*v);
@@ -267,21 +271,23 @@ void TwinIndex::buildPathIndex(const query::Path& path) const {
   build_cursor_.clear();
   index->last_used.store(++use_clock_, std::memory_order_relaxed);
   if (path_indexes_.size() >= kMaxPathIndexes) {
-    auto lru = std::min_element(path_indexes_.begin(), path_indexes_.end(), [](const auto& a, const auto& b) {
-      return a->last_used.load() < b->last_used.load();
-    });
+    auto lru = std::min_element(
+        path_indexes_.begin(), path_indexes_.end(),
+        [](const auto& a, const auto& b) { return a->last_used.load() < b->last_used.load(); });
     spdlog::info("twin index: dropping the index on {}", (*lru)->path.toString());
     path_indexes_.erase(lru);
   }
   path_indexes_.push_back(std::move(index));
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
-  spdlog::info("twin index: built an index on {} over {} twins in {} ms", path.toString(), rows_.size(),
-               ms.count());
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                  started);
+  spdlog::info("twin index: built an index on {} over {} twins in {} ms", path.toString(),
+               rows_.size(), ms.count());
 }
 
-void TwinIndex::scanCandidates(const std::vector<const NodeSet*>& candidates, const query::Condition& condition,
-                               std::string_view after,
-                               const std::function<bool(const std::string&, const json::object&)>& visit) const {
+void TwinIndex::scanCandidates(
+    const std::vector<const NodeSet*>& candidates, const query::Condition& condition,
+    std::string_view after,
+    const std::function<bool(const std::string&, const json::object&)>& visit) const {
   // A k-way merge of the sorted sets, resumed after the last id seen at every chunk (the
   // sets may change while the lock is released). Callers hold no lock; `candidates` point
   // into an index that only changes under the exclusive lock.
@@ -289,11 +295,13 @@ void TwinIndex::scanCandidates(const std::vector<const NodeSet*>& candidates, co
   std::vector<NodeSet::const_iterator> at(candidates.size());
   for (;;) {
     std::shared_lock lock(mutex_);
-    for (std::size_t i = 0; i < candidates.size(); ++i) at[i] = candidates[i]->upper_bound(std::string_view(cursor));
+    for (std::size_t i = 0; i < candidates.size(); ++i)
+      at[i] = candidates[i]->upper_bound(std::string_view(cursor));
     for (std::size_t n = 0; n < kScanChunk; ++n) {
       std::size_t best = candidates.size();
       for (std::size_t i = 0; i < candidates.size(); ++i) {
-        if (at[i] != candidates[i]->end() && (best == candidates.size() || (*at[i])->first < (*at[best])->first)) {
+        if (at[i] != candidates[i]->end() &&
+            (best == candidates.size() || (*at[i])->first < (*at[best])->first)) {
           best = i;
         }
       }
@@ -306,13 +314,15 @@ void TwinIndex::scanCandidates(const std::vector<const NodeSet*>& candidates, co
   }
 }
 
-void TwinIndex::scan(const query::Condition& condition, std::string_view after,
-                     const std::function<bool(const std::string&, const json::object&)>& visit) const {
+void TwinIndex::scan(
+    const query::Condition& condition, std::string_view after,
+    const std::function<bool(const std::string&, const json::object&)>& visit) const {
   auto lookup = condition.indexableLookup();
   if (lookup && isDeviceIdPath(lookup->first)) {
     std::vector<std::string> ids;
     for (const auto& constant : lookup->second) {
-      if (const json::string* s = constant.if_string(); s != nullptr && std::string_view(*s) > after) {
+      if (const json::string* s = constant.if_string();
+          s != nullptr && std::string_view(*s) > after) {
         ids.emplace_back(*s);
       }
     }

@@ -1,8 +1,8 @@
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <functional>
-#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -78,7 +78,8 @@ class TwinIndex {
   // under the index's shared lock: it must not call back into the index and should be
   // quick (copy what it needs).
   void scan(const query::Condition& condition, std::string_view after,
-            const std::function<bool(const std::string& device_id, const json::object& row)>& visit) const;
+            const std::function<bool(const std::string& device_id, const json::object& row)>& visit)
+      const;
 
   // The ids of every device `condition` matches, in order (a job's target set).
   std::vector<std::string> select(const query::Condition& condition) const;
@@ -116,16 +117,18 @@ class TwinIndex {
   // Exclusive lock held: adds or removes `node` (showing `row`) in every path index and in
   // the one being built, if the build has already passed it.
   void indexRow(const Rows::value_type& node, const json::object& row, bool add);
-  static void indexInto(PathIndex& index, const Rows::value_type& node, const json::object& row, bool add);
+  static void indexInto(PathIndex& index, const Rows::value_type& node, const json::object& row,
+                        bool add);
   PathIndex* pathIndexFor(const query::Path& path) const;  // lock held (any mode)
   // Builds the index on `path` without holding writers up: the rows are read in chunks
   // under the shared lock while writers keep the part already read current. Called
   // without any lock; builds are serialized.
   void buildPathIndex(const query::Path& path) const;
   // Visits the rows of `candidates` (sets of one index, disjoint) in id order after `after`.
-  void scanCandidates(const std::vector<const NodeSet*>& candidates, const query::Condition& condition,
-                      std::string_view after,
-                      const std::function<bool(const std::string&, const json::object&)>& visit) const;
+  void scanCandidates(
+      const std::vector<const NodeSet*>& candidates, const query::Condition& condition,
+      std::string_view after,
+      const std::function<bool(const std::string&, const json::object&)>& visit) const;
 
   mutable std::shared_mutex mutex_;
   Rows rows_;

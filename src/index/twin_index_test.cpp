@@ -68,13 +68,15 @@ TEST(TwinIndexTest, FailedWritesLeaveTheIndexAlone) {
   Row before = hub.index().find("a");
   EXPECT_EQ(hub.twins().patchTwin("a", parsed(R"({"tags":{"n":2}})"), "stale").code(),
             ErrorCode::PreconditionFailed);
-  EXPECT_EQ(hub.registry().create("a", registry::DeviceSpec{}).code(), ErrorCode::DeviceAlreadyExists);
+  EXPECT_EQ(hub.registry().create("a", registry::DeviceSpec{}).code(),
+            ErrorCode::DeviceAlreadyExists);
   EXPECT_EQ(hub.index().find("a"), before);  // the very same row object
 }
 
 TEST(TwinIndexTest, LoadRebuildsFromTheStore) {
   IndexedHub hub;
-  for (int i = 0; i < 2500; ++i) hub.addDevice("d" + std::to_string(10000 + i), R"({"k":)" + std::to_string(i % 3) + "}");
+  for (int i = 0; i < 2500; ++i)
+    hub.addDevice("d" + std::to_string(10000 + i), R"({"k":)" + std::to_string(i % 3) + "}");
   TwinIndex fresh;
   ASSERT_TRUE(fresh.load(hub.durable(), [](std::string_view id) { return id == "d10001"; }).isOk());
   EXPECT_EQ(fresh.size(), 2500u);
@@ -98,7 +100,8 @@ TEST(TwinIndexTest, ConnectionStateIsPartOfTheRow) {
 
 TEST(TwinIndexTest, PathIndexesAreBuiltOnDemandAndKeptUpToDate) {
   IndexedHub hub;
-  for (int i = 0; i < 50; ++i) hub.addDevice("d" + std::to_string(100 + i), R"({"floor":)" + std::to_string(i % 5) + "}");
+  for (int i = 0; i < 50; ++i)
+    hub.addDevice("d" + std::to_string(100 + i), R"({"floor":)" + std::to_string(i % 5) + "}");
   EXPECT_EQ(hub.index().pathIndexCount(), 0u);
   EXPECT_EQ(ids(hub.index(), "tags.floor = 3").size(), 10u);
   EXPECT_EQ(hub.index().pathIndexCount(), 1u);
@@ -113,9 +116,11 @@ TEST(TwinIndexTest, PathIndexesAreBuiltOnDemandAndKeptUpToDate) {
   EXPECT_EQ(three.size(), 10u);
   EXPECT_EQ(three.front(), "d100");
   EXPECT_EQ(three.back(), "d999");
-  EXPECT_EQ(ids(hub.index(), "tags.floor IN [1, 3] AND deviceId > 'd140'").size(), 5u);  // d141 d143 d146 d148 d999
+  EXPECT_EQ(ids(hub.index(), "tags.floor IN [1, 3] AND deviceId > 'd140'").size(),
+            5u);  // d141 d143 d146 d148 d999
   // The index never changes answers: compare with a plain scan for several conditions.
-  for (std::string_view c : {"tags.floor = 3", "tags.floor IN [0, 2]", "tags.floor = 1 AND NOT (deviceId = 'd101')"}) {
+  for (std::string_view c :
+       {"tags.floor = 3", "tags.floor IN [0, 2]", "tags.floor = 1 AND NOT (deviceId = 'd101')"}) {
     auto indexed = ids(hub.index(), c);
     std::vector<std::string> scanned;
     query::Condition cond = where(c);
@@ -140,13 +145,15 @@ TEST(TwinIndexTest, LeastRecentlyUsedPathIndexIsDroppedBeyondTheLimit) {
 TEST(TwinIndexTest, DeviceIdLookupsUseThePrimaryOrder) {
   IndexedHub hub;
   for (std::string id : {"x", "y", "z"}) hub.addDevice(id);
-  EXPECT_EQ(ids(hub.index(), "deviceId IN ['z', 'x', 'nope', 'x']"), (std::vector<std::string>{"x", "z"}));
+  EXPECT_EQ(ids(hub.index(), "deviceId IN ['z', 'x', 'nope', 'x']"),
+            (std::vector<std::string>{"x", "z"}));
   EXPECT_EQ(hub.index().pathIndexCount(), 0u);
   std::vector<std::string> after;
-  hub.index().scan(where("deviceId IN ['x','y','z']"), "x", [&](const std::string& id, const json::object&) {
-    after.push_back(id);
-    return id != "y";  // stops after y
-  });
+  hub.index().scan(where("deviceId IN ['x','y','z']"), "x",
+                   [&](const std::string& id, const json::object&) {
+                     after.push_back(id);
+                     return id != "y";  // stops after y
+                   });
   EXPECT_EQ(after, std::vector<std::string>{"y"});
 }
 

@@ -17,8 +17,8 @@ json::value timeJson(std::optional<SystemTime> t) {
   return json::string(formatTimestamp(*t));
 }
 
-Result<std::optional<std::int64_t>> optionalPositiveInt(const json::object& body, std::string_view name,
-                                                        std::int64_t max) {
+Result<std::optional<std::int64_t>> optionalPositiveInt(const json::object& body,
+                                                        std::string_view name, std::int64_t max) {
   const json::value* v = findMember(body, name);
   if (v == nullptr || v->is_null()) return std::optional<std::int64_t>();
   std::int64_t n = 0;
@@ -26,8 +26,8 @@ Result<std::optional<std::int64_t>> optionalPositiveInt(const json::object& body
     n = v->get_int64();
   } else if (v->is_uint64() && v->get_uint64() <= static_cast<std::uint64_t>(max)) {
     n = static_cast<std::int64_t>(v->get_uint64());
-  } else if (v->is_double() && std::floor(v->get_double()) == v->get_double() && v->get_double() >= 1 &&
-             v->get_double() <= static_cast<double>(max)) {
+  } else if (v->is_double() && std::floor(v->get_double()) == v->get_double() &&
+             v->get_double() >= 1 && v->get_double() <= static_cast<double>(max)) {
     n = static_cast<std::int64_t>(v->get_double());
   } else {
     return Status(ErrorCode::ArgumentInvalid, std::string(name) + " must be an integer");
@@ -51,10 +51,12 @@ Status validateJobId(std::string_view job_id) {
             "The job id must be 1 to " + std::to_string(kMaxJobIdLength) + " characters"};
   }
   for (char c : job_id) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-';
+    bool ok =
+        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-';
     if (!ok) {
       return {ErrorCode::ArgumentInvalid,
-              "The job id '" + std::string(job_id) + "' may only contain US-ASCII letters, digits and '-'"};
+              "The job id '" + std::string(job_id) +
+                  "' may only contain US-ASCII letters, digits and '-'"};
     }
   }
   return Status::ok();
@@ -63,17 +65,20 @@ Status validateJobId(std::string_view job_id) {
 Result<JobSpec> parseJobRequest(std::string_view path_job_id, const json::value& body) {
   IOTHUB_RETURN_IF_ERROR(validateJobId(path_job_id));
   const json::object* o = body.if_object();
-  if (o == nullptr) return Status(ErrorCode::IotHubFormatError, "The job request must be a JSON object");
+  if (o == nullptr)
+    return Status(ErrorCode::IotHubFormatError, "The job request must be a JSON object");
   JobSpec spec;
   spec.job_id = std::string(path_job_id);
   if (const json::value* id = findMember(*o, "jobId"); id != nullptr && !id->is_null()) {
     if (!id->is_string() || id->get_string() != path_job_id) {
-      return Status(ErrorCode::ArgumentInvalid, "The body's jobId must equal the job id in the path");
+      return Status(ErrorCode::ArgumentInvalid,
+                    "The body's jobId must equal the job id in the path");
     }
   }
   const json::string* type = findString(*o, "type");
   if (type == nullptr || (*type != kTypeDeviceMethod && *type != kTypeUpdateTwin)) {
-    return Status(ErrorCode::ArgumentInvalid, "type must be \"scheduleDeviceMethod\" or \"scheduleUpdateTwin\"");
+    return Status(ErrorCode::ArgumentInvalid,
+                  "type must be \"scheduleDeviceMethod\" or \"scheduleUpdateTwin\"");
   }
   spec.type = std::string(*type);
 
@@ -86,19 +91,25 @@ Result<JobSpec> parseJobRequest(std::string_view path_job_id, const json::value&
     return Status(ErrorCode::ArgumentInvalid, "queryCondition: " + parsed.status().message());
   }
 
-  if (const json::value* start = findMember(*o, "startTime"); start != nullptr && !start->is_null()) {
+  if (const json::value* start = findMember(*o, "startTime");
+      start != nullptr && !start->is_null()) {
     std::optional<SystemTime> t;
     if (start->is_string()) t = parseTimestamp(start->get_string());
-    if (!t) return Status(ErrorCode::ArgumentInvalid, "startTime must be an ISO-8601 date-time or null");
+    if (!t)
+      return Status(ErrorCode::ArgumentInvalid, "startTime must be an ISO-8601 date-time or null");
     spec.start_time = *t;
   }
-  auto max_execution = optionalPositiveInt(*o, "maxExecutionTimeInSeconds", kMaxExecutionSecondsLimit);
+  auto max_execution =
+      optionalPositiveInt(*o, "maxExecutionTimeInSeconds", kMaxExecutionSecondsLimit);
   if (!max_execution) return max_execution.status();
   spec.max_execution_seconds = *max_execution;
 
-  if (const json::value* rate = findMember(*o, "deviceOperationsPerSecond"); rate != nullptr && !rate->is_null()) {
-    if (!rate->is_number() || rate->to_number<double>() <= 0 || !std::isfinite(rate->to_number<double>())) {
-      return Status(ErrorCode::ArgumentInvalid, "deviceOperationsPerSecond must be a positive number");
+  if (const json::value* rate = findMember(*o, "deviceOperationsPerSecond");
+      rate != nullptr && !rate->is_null()) {
+    if (!rate->is_number() || rate->to_number<double>() <= 0 ||
+        !std::isfinite(rate->to_number<double>())) {
+      return Status(ErrorCode::ArgumentInvalid,
+                    "deviceOperationsPerSecond must be a positive number");
     }
     spec.device_operations_per_second = rate->to_number<double>();
   }
@@ -106,7 +117,8 @@ Result<JobSpec> parseJobRequest(std::string_view path_job_id, const json::value&
   if (spec.type == kTypeDeviceMethod) {
     const json::value* method = findMember(*o, "cloudToDeviceMethod");
     if (method == nullptr || !method->is_object()) {
-      return Status(ErrorCode::ArgumentInvalid, "cloudToDeviceMethod is required for scheduleDeviceMethod jobs");
+      return Status(ErrorCode::ArgumentInvalid,
+                    "cloudToDeviceMethod is required for scheduleDeviceMethod jobs");
     }
     auto call = methods::parseMethodCall("", *method);
     if (!call) return Status(call.code(), "cloudToDeviceMethod: " + call.status().message());
@@ -114,10 +126,12 @@ Result<JobSpec> parseJobRequest(std::string_view path_job_id, const json::value&
   } else {
     const json::value* update = findMember(*o, "updateTwin");
     if (update == nullptr || !update->is_object()) {
-      return Status(ErrorCode::ArgumentInvalid, "updateTwin is required for scheduleUpdateTwin jobs");
+      return Status(ErrorCode::ArgumentInvalid,
+                    "updateTwin is required for scheduleUpdateTwin jobs");
     }
     const json::object& u = update->get_object();
-    if (const json::value* etag = findMember(u, "etag"); etag != nullptr && !etag->is_null() && !etag->is_string()) {
+    if (const json::value* etag = findMember(u, "etag");
+        etag != nullptr && !etag->is_null() && !etag->is_string()) {
       return Status(ErrorCode::ArgumentInvalid, "updateTwin.etag must be a string");
     }
     if (auto patch = twin::parseServicePatch(u); !patch) {
@@ -129,8 +143,9 @@ Result<JobSpec> parseJobRequest(std::string_view path_job_id, const json::value&
 }
 
 json::object JobStatistics::toJson() const {
-  return json::object{{"deviceCount", device_count}, {"failedCount", failed},   {"succeededCount", succeeded},
-                      {"runningCount", running},     {"pendingCount", pending}, {"canceledCount", canceled}};
+  return json::object{{"deviceCount", device_count}, {"failedCount", failed},
+                      {"succeededCount", succeeded}, {"runningCount", running},
+                      {"pendingCount", pending},     {"canceledCount", canceled}};
 }
 
 JobStatistics JobStatistics::fromJson(const json::object* o) {
@@ -163,7 +178,8 @@ store::JobRecord newJobRecord(const JobSpec& spec, SystemTime now) {
   if (spec.device_operations_per_second) {
     double rate = *spec.device_operations_per_second;
     if (rate == std::floor(rate) && rate <= 1e15) {
-      doc["deviceOperationsPerSecond"] = static_cast<std::int64_t>(rate);  // echoed as given: 5, not 5.0
+      doc["deviceOperationsPerSecond"] =
+          static_cast<std::int64_t>(rate);  // echoed as given: 5, not 5.0
     } else {
       doc["deviceOperationsPerSecond"] = rate;
     }
@@ -188,7 +204,8 @@ Result<JobSpec> specOf(const store::JobRecord& job) {
   body["startTime"] = timeJson(job.start_time);
   auto spec = parseJobRequest(job.job_id, body);
   if (!spec) {
-    return Status(ErrorCode::StoreCorruption, "stored job " + job.job_id + " is invalid: " + spec.status().message());
+    return Status(ErrorCode::StoreCorruption,
+                  "stored job " + job.job_id + " is invalid: " + spec.status().message());
   }
   return spec;
 }
@@ -201,7 +218,8 @@ json::object jobResponse(const store::JobRecord& job, const JobStatistics& stats
   r["createdTime"] = formatTimestamp(job.created_time);
   r["startTime"] = formatTimestamp(job.start_time);
   if (job.end_time) r["endTime"] = formatTimestamp(*job.end_time);
-  if (const json::value* max = findMember(doc, "maxExecutionTimeInSeconds")) r["maxExecutionTimeInSeconds"] = *max;
+  if (const json::value* max = findMember(doc, "maxExecutionTimeInSeconds"))
+    r["maxExecutionTimeInSeconds"] = *max;
   r["type"] = job.type;
   if (const json::value* m = findMember(doc, "cloudToDeviceMethod")) r["cloudToDeviceMethod"] = *m;
   if (const json::value* u = findMember(doc, "updateTwin")) r["updateTwin"] = *u;
@@ -209,7 +227,8 @@ json::object jobResponse(const store::JobRecord& job, const JobStatistics& stats
   if (const json::value* f = findMember(doc, kDocFailureReason)) r["failureReason"] = *f;
   if (const json::value* m = findMember(doc, kDocStatusMessage)) r["statusMessage"] = *m;
   r["deviceJobStatistics"] = stats.toJson();
-  if (const json::value* rate = findMember(doc, "deviceOperationsPerSecond")) r["deviceOperationsPerSecond"] = *rate;
+  if (const json::value* rate = findMember(doc, "deviceOperationsPerSecond"))
+    r["deviceOperationsPerSecond"] = *rate;
   return r;
 }
 
@@ -233,7 +252,8 @@ store::DeviceJobRecord deviceJobRecord(const store::JobRecord& job, std::string_
   doc["createdDateTimeUtc"] = formatTimestamp(job.created_time);
   doc["startTimeUtc"] = formatTimestamp(started);
   if (ended) doc["endTimeUtc"] = formatTimestamp(*ended);
-  doc["outcome"] = json::object{{"deviceMethodResponse", method_response ? *method_response : json::value(nullptr)}};
+  doc["outcome"] = json::object{
+      {"deviceMethodResponse", method_response ? *method_response : json::value(nullptr)}};
   if (error) doc["error"] = std::move(*error);
   return row;
 }

@@ -43,11 +43,11 @@ bool isTerminalJobStatus(std::string_view status);
 // What a job does, as validated from PUT /jobs/v2/{id}.
 struct JobSpec {
   std::string job_id;
-  std::string type;             // kTypeDeviceMethod or kTypeUpdateTwin
-  std::string query_condition;  // as given ("*" = every device)
-  std::optional<SystemTime> start_time;                   // nullopt: now
-  std::optional<std::int64_t> max_execution_seconds;      // nullopt: unbounded
-  std::optional<double> device_operations_per_second;     // iothub extension; nullopt: no limit
+  std::string type;                                    // kTypeDeviceMethod or kTypeUpdateTwin
+  std::string query_condition;                         // as given ("*" = every device)
+  std::optional<SystemTime> start_time;                // nullopt: now
+  std::optional<std::int64_t> max_execution_seconds;   // nullopt: unbounded
+  std::optional<double> device_operations_per_second;  // iothub extension; nullopt: no limit
   // scheduleDeviceMethod: the call made on every device (device_id left empty).
   methods::MethodCall method;
   // scheduleUpdateTwin: the updateTwin object as given (tags, properties.desired, etag).

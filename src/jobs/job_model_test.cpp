@@ -35,7 +35,8 @@ TEST(JobModelTest, AcceptsTheNodeSdkBodies) {
   EXPECT_EQ(*t->max_execution_seconds, 600);
   EXPECT_EQ(t->update_twin.at("tags").at("x"), 1);
 
-  auto all = parseJobRequest("j4", body(R"({"type":"scheduleUpdateTwin","updateTwin":{"tags":{"a":1}},
+  auto all =
+      parseJobRequest("j4", body(R"({"type":"scheduleUpdateTwin","updateTwin":{"tags":{"a":1}},
       "queryCondition":"*","deviceOperationsPerSecond":50})"));
   ASSERT_TRUE(all.isOk()) << all.status().toString();
   EXPECT_EQ(*all->device_operations_per_second, 50);
@@ -50,21 +51,41 @@ TEST(JobModelTest, RejectsBadRequestsWithTheReason) {
   };
   const std::string method = R"("cloudToDeviceMethod":{"methodName":"m"})";
   std::vector<Case> cases = {
-      {"bad id!", R"({"type":"scheduleUpdateTwin","updateTwin":{},"queryCondition":"*"})", ErrorCode::ArgumentInvalid, "letters"},
+      {"bad id!", R"({"type":"scheduleUpdateTwin","updateTwin":{},"queryCondition":"*"})",
+       ErrorCode::ArgumentInvalid, "letters"},
       {std::string(65, 'a'), "{}", ErrorCode::ArgumentInvalid, "64"},
       {"j", "[1]", ErrorCode::IotHubFormatError, "object"},
-      {"j", R"({"jobId":"other","type":"scheduleDeviceMethod",)" + method + R"(,"queryCondition":"*"})", ErrorCode::ArgumentInvalid, "path"},
+      {"j",
+       R"({"jobId":"other","type":"scheduleDeviceMethod",)" + method + R"(,"queryCondition":"*"})",
+       ErrorCode::ArgumentInvalid, "path"},
       {"j", R"({"type":"export","queryCondition":"*"})", ErrorCode::ArgumentInvalid, "type"},
-      {"j", R"({"type":"scheduleDeviceMethod",)" + method + "}", ErrorCode::ArgumentInvalid, "queryCondition"},
-      {"j", R"({"type":"scheduleDeviceMethod",)" + method + R"(,"queryCondition":"tags.a = = 1"})", ErrorCode::ArgumentInvalid, "1:"},
-      {"j", R"({"type":"scheduleDeviceMethod",)" + method + R"(,"queryCondition":"*","startTime":"soon"})", ErrorCode::ArgumentInvalid, "startTime"},
-      {"j", R"({"type":"scheduleDeviceMethod",)" + method + R"(,"queryCondition":"*","maxExecutionTimeInSeconds":0})", ErrorCode::ArgumentInvalid, "maxExecutionTimeInSeconds"},
-      {"j", R"({"type":"scheduleDeviceMethod",)" + method + R"(,"queryCondition":"*","deviceOperationsPerSecond":-1})", ErrorCode::ArgumentInvalid, "deviceOperationsPerSecond"},
-      {"j", R"({"type":"scheduleDeviceMethod","queryCondition":"*"})", ErrorCode::ArgumentInvalid, "cloudToDeviceMethod"},
-      {"j", R"({"type":"scheduleDeviceMethod","cloudToDeviceMethod":{"methodName":"m","responseTimeoutInSeconds":1},"queryCondition":"*"})", ErrorCode::ArgumentInvalid, "responseTimeoutInSeconds"},
-      {"j", R"({"type":"scheduleUpdateTwin","queryCondition":"*"})", ErrorCode::ArgumentInvalid, "updateTwin"},
-      {"j", R"({"type":"scheduleUpdateTwin","updateTwin":{"etag":5},"queryCondition":"*"})", ErrorCode::ArgumentInvalid, "etag"},
-      {"j", R"({"type":"scheduleUpdateTwin","updateTwin":{"tags":"x"},"queryCondition":"*"})", ErrorCode::ArgumentInvalid, "updateTwin"},
+      {"j", R"({"type":"scheduleDeviceMethod",)" + method + "}", ErrorCode::ArgumentInvalid,
+       "queryCondition"},
+      {"j", R"({"type":"scheduleDeviceMethod",)" + method + R"(,"queryCondition":"tags.a = = 1"})",
+       ErrorCode::ArgumentInvalid, "1:"},
+      {"j",
+       R"({"type":"scheduleDeviceMethod",)" + method +
+           R"(,"queryCondition":"*","startTime":"soon"})",
+       ErrorCode::ArgumentInvalid, "startTime"},
+      {"j",
+       R"({"type":"scheduleDeviceMethod",)" + method +
+           R"(,"queryCondition":"*","maxExecutionTimeInSeconds":0})",
+       ErrorCode::ArgumentInvalid, "maxExecutionTimeInSeconds"},
+      {"j",
+       R"({"type":"scheduleDeviceMethod",)" + method +
+           R"(,"queryCondition":"*","deviceOperationsPerSecond":-1})",
+       ErrorCode::ArgumentInvalid, "deviceOperationsPerSecond"},
+      {"j", R"({"type":"scheduleDeviceMethod","queryCondition":"*"})", ErrorCode::ArgumentInvalid,
+       "cloudToDeviceMethod"},
+      {"j",
+       R"({"type":"scheduleDeviceMethod","cloudToDeviceMethod":{"methodName":"m","responseTimeoutInSeconds":1},"queryCondition":"*"})",
+       ErrorCode::ArgumentInvalid, "responseTimeoutInSeconds"},
+      {"j", R"({"type":"scheduleUpdateTwin","queryCondition":"*"})", ErrorCode::ArgumentInvalid,
+       "updateTwin"},
+      {"j", R"({"type":"scheduleUpdateTwin","updateTwin":{"etag":5},"queryCondition":"*"})",
+       ErrorCode::ArgumentInvalid, "etag"},
+      {"j", R"({"type":"scheduleUpdateTwin","updateTwin":{"tags":"x"},"queryCondition":"*"})",
+       ErrorCode::ArgumentInvalid, "updateTwin"},
   };
   for (const auto& c : cases) {
     auto r = parseJobRequest(c.id, body(c.body));
@@ -81,7 +102,8 @@ TEST(JobModelTest, ResponseCarriesEveryFieldAndSurvivesTheStore) {
   SystemTime now = *parseTimestamp("2029-12-31T23:00:00Z");
   store::JobRecord job = newJobRecord(*spec, now);
   EXPECT_EQ(job.status, kJobQueued);
-  JobStatistics stats{.device_count = 5, .pending = 1, .running = 1, .succeeded = 1, .failed = 1, .canceled = 1};
+  JobStatistics stats{
+      .device_count = 5, .pending = 1, .running = 1, .succeeded = 1, .failed = 1, .canceled = 1};
   json::object r = jobResponse(job, stats);
   EXPECT_EQ(r.at("jobId"), "j1");
   EXPECT_EQ(r.at("type"), "scheduleDeviceMethod");
@@ -93,8 +115,9 @@ TEST(JobModelTest, ResponseCarriesEveryFieldAndSurvivesTheStore) {
   EXPECT_EQ(r.at("maxExecutionTimeInSeconds"), 3600);
   EXPECT_EQ(r.at("cloudToDeviceMethod").at("payload").at("lockTime"), "10m");
   EXPECT_EQ(r.at("cloudToDeviceMethod").at("connectTimeoutInSeconds"), 0);
-  EXPECT_EQ(toJson(r.at("deviceJobStatistics")),
-            R"({"deviceCount":5,"failedCount":1,"succeededCount":1,"runningCount":1,"pendingCount":1,"canceledCount":1})");
+  EXPECT_EQ(
+      toJson(r.at("deviceJobStatistics")),
+      R"({"deviceCount":5,"failedCount":1,"succeededCount":1,"runningCount":1,"pendingCount":1,"canceledCount":1})");
   EXPECT_EQ(JobStatistics::fromJson(&r.at("deviceJobStatistics").as_object()), stats);
   // The engine reloads the spec from the stored record after a restart.
   auto again = specOf(job);
@@ -102,7 +125,8 @@ TEST(JobModelTest, ResponseCarriesEveryFieldAndSurvivesTheStore) {
   EXPECT_EQ(again->method.payload_json, R"({"lockTime":"10m"})");
   EXPECT_EQ(*again->start_time, job.start_time);
   // A start time in the past means now.
-  auto past = parseJobRequest("j2", body(R"({"type":"scheduleUpdateTwin","updateTwin":{"tags":{"a":1}},
+  auto past =
+      parseJobRequest("j2", body(R"({"type":"scheduleUpdateTwin","updateTwin":{"tags":{"a":1}},
       "startTime":"2001-01-01T00:00:00Z","queryCondition":"*"})"));
   EXPECT_EQ(newJobRecord(*past, now).start_time, now);
 }
@@ -113,12 +137,14 @@ TEST(JobModelTest, DeviceRowsHaveTheReferenceShape) {
   job.type = std::string(kTypeDeviceMethod);
   SystemTime t = *parseTimestamp("2030-01-01T00:00:00Z");
   auto row = deviceJobRecord(job, "d1", kDeviceCompleted, t, t, t,
-                             json::value(json::object{{"status", 200}, {"payload", nullptr}}), std::nullopt);
+                             json::value(json::object{{"status", 200}, {"payload", nullptr}}),
+                             std::nullopt);
   EXPECT_EQ(row.status, "completed");
   EXPECT_EQ(row.document.at("jobType"), "scheduleDeviceMethod");
   EXPECT_EQ(row.document.at("outcome").at("deviceMethodResponse").at("status"), 200);
   EXPECT_TRUE(row.document.contains("endTimeUtc"));
-  auto failed = deviceJobRecord(job, "d2", kDeviceFailed, t, t, t, std::nullopt, deviceJobError("DeviceNotOnline", "x"));
+  auto failed = deviceJobRecord(job, "d2", kDeviceFailed, t, t, t, std::nullopt,
+                                deviceJobError("DeviceNotOnline", "x"));
   EXPECT_TRUE(failed.document.at("outcome").at("deviceMethodResponse").is_null());
   EXPECT_EQ(failed.document.at("error").at("code"), "DeviceNotOnline");
 }

@@ -57,7 +57,11 @@ void JobsEngine::Inbox::post(Completion c) {
 
 JobsEngine::JobsEngine(store::Store& store, DeviceOperations& operations, TargetSelector select,
                        const Clock& clock, JobsOptions options)
-    : store_(store), operations_(operations), select_(std::move(select)), clock_(clock), options_(options) {}
+    : store_(store),
+      operations_(operations),
+      select_(std::move(select)),
+      clock_(clock),
+      options_(options) {}
 
 JobsEngine::~JobsEngine() { stop(); }
 
@@ -87,7 +91,8 @@ Status JobsEngine::start() {
     runs_[run->record.job_id] = run;
   }
   if (!unfinished->empty()) {
-    spdlog::info("jobs: {} unfinished job(s) loaded, {} resumed while running", unfinished->size(), resumed);
+    spdlog::info("jobs: {} unfinished job(s) loaded, {} resumed while running", unfinished->size(),
+                 resumed);
   }
   for (std::size_t i = 0; i < std::max<std::size_t>(1, options_.twin_workers); ++i) {
     twin_threads_.emplace_back([this] { twinWorker(); });
@@ -147,7 +152,8 @@ Result<json::object> JobsEngine::create(std::string_view job_id, const json::val
   store::JobRecord job = newJobRecord(*spec, clock_.now());
   if (Status s = store_.jobs().createJob(job); !s) {
     if (s.code() == ErrorCode::JobAlreadyExists) {
-      return Status(ErrorCode::JobAlreadyExists, "A job with id '" + std::string(job_id) + "' already exists");
+      return Status(ErrorCode::JobAlreadyExists,
+                    "A job with id '" + std::string(job_id) + "' already exists");
     }
     return s;
   }
@@ -188,18 +194,22 @@ Result<json::object> JobsEngine::cancel(std::string_view job_id) {
 }
 
 Result<JobPage> JobsEngine::list(std::optional<std::string> type, std::optional<std::string> status,
-                                 std::size_t page_size, std::optional<std::string_view> continuation) {
+                                 std::size_t page_size,
+                                 std::optional<std::string_view> continuation) {
   if (page_size == 0 || page_size > 1000) {
     return Status(ErrorCode::ArgumentInvalid, "x-ms-max-item-count must be between 1 and 1000");
   }
   if (type && *type != kTypeDeviceMethod && *type != kTypeUpdateTwin) {
-    return Status(ErrorCode::ArgumentInvalid,
-                  "jobType must be scheduleDeviceMethod or scheduleUpdateTwin, not '" + *type + "'");
+    return Status(
+        ErrorCode::ArgumentInvalid,
+        "jobType must be scheduleDeviceMethod or scheduleUpdateTwin, not '" + *type + "'");
   }
   if (status && *status != kJobQueued && *status != kJobScheduled && *status != kJobRunning &&
       *status != kJobCompleted && *status != kJobFailed && *status != kJobCancelled) {
-    return Status(ErrorCode::ArgumentInvalid, "jobStatus must be one of queued, scheduled, running, completed, "
-                                              "failed, cancelled, not '" + *status + "'");
+    return Status(ErrorCode::ArgumentInvalid,
+                  "jobStatus must be one of queued, scheduled, running, completed, "
+                  "failed, cancelled, not '" +
+                      *status + "'");
   }
   std::string after;
   if (continuation) {
@@ -227,8 +237,9 @@ Result<JobPage> JobsEngine::list(std::optional<std::string> type, std::optional<
 
 std::size_t JobsEngine::runningCount() const {
   std::lock_guard lock(state_mutex_);
-  return static_cast<std::size_t>(
-      std::count_if(runs_.begin(), runs_.end(), [](const auto& r) { return r.second->record.status == kJobRunning; }));
+  return static_cast<std::size_t>(std::count_if(runs_.begin(), runs_.end(), [](const auto& r) {
+    return r.second->record.status == kJobRunning;
+  }));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -264,8 +275,8 @@ void JobsEngine::loop() {
     {
       std::unique_lock lock(inbox_->mutex);
       inbox_->wake.wait_for(lock, nextWait(), [this, stopping] {
-        return (inbox_->stopping && !stopping) || !inbox_->new_jobs.empty() || !inbox_->cancels.empty() ||
-               !inbox_->completions.empty();
+        return (inbox_->stopping && !stopping) || !inbox_->new_jobs.empty() ||
+               !inbox_->cancels.empty() || !inbox_->completions.empty();
       });
       if (inbox_->stopping && !stopping) {
         stopping = true;
@@ -319,7 +330,10 @@ void JobsEngine::admit(const std::string& job_id) {
   }
   run->spec = std::move(*spec);
   if (run->record.status == kJobQueued && run->record.start_time > clock_.now()) {
-    if (Status s = persist(*run, [](store::JobRecord& r) { r.status = std::string(kJobScheduled); }); !s) spdlog::error("jobs: {}: {}", job_id, s.toString());
+    if (Status s =
+            persist(*run, [](store::JobRecord& r) { r.status = std::string(kJobScheduled); });
+        !s)
+      spdlog::error("jobs: {}: {}", job_id, s.toString());
   }
   std::lock_guard lock(state_mutex_);
   runs_[job_id] = run;
@@ -345,7 +359,9 @@ void JobsEngine::handleCancel(const std::string& job_id) {
   }
   if (run->cancel_requested) return;
   run->cancel_requested = true;
-  if (Status s = persist(*run, [](store::JobRecord& r) { r.document[kDocCancelRequested] = true; }); !s) spdlog::error("jobs: cancelling {}: {}", job_id, s.toString());
+  if (Status s = persist(*run, [](store::JobRecord& r) { r.document[kDocCancelRequested] = true; });
+      !s)
+    spdlog::error("jobs: cancelling {}: {}", job_id, s.toString());
   spdlog::info("jobs: {} cancel requested ({} in flight finish first)", job_id, run->inflight);
 }
 
@@ -364,9 +380,9 @@ void JobsEngine::handleCompletion(Completion& c) {
   --run->inflight;
   SystemTime now = clock_.now();
   bool ok = c.status.isOk();
-  run->buffer.push_back(deviceJobRecord(run->record, c.device_id, ok ? kDeviceCompleted : kDeviceFailed, now, began,
-                                        now, std::move(c.response),
-                                        ok ? std::nullopt : std::optional<json::object>(errorOf(c.status))));
+  run->buffer.push_back(deviceJobRecord(
+      run->record, c.device_id, ok ? kDeviceCompleted : kDeviceFailed, now, began, now,
+      std::move(c.response), ok ? std::nullopt : std::optional<json::object>(errorOf(c.status))));
   updateStats(*run, [ok](JobStatistics& s) {
     --s.running;
     ++(ok ? s.succeeded : s.failed);
@@ -397,7 +413,10 @@ void JobsEngine::startDueJobs() {
     if (running >= std::max<std::size_t>(1, options_.max_running_jobs)) {
       // Its time has come but every slot is taken: it waits its turn as queued.
       if (run->record.status != kJobQueued) {
-        if (Status s = persist(*run, [](store::JobRecord& r) { r.status = std::string(kJobQueued); }); !s) spdlog::error("jobs: {}: {}", run->record.job_id, s.toString());
+        if (Status s =
+                persist(*run, [](store::JobRecord& r) { r.status = std::string(kJobQueued); });
+            !s)
+          spdlog::error("jobs: {}: {}", run->record.job_id, s.toString());
       }
       continue;
     }
@@ -422,8 +441,8 @@ Status JobsEngine::startRun(Run& run) {
     std::size_t end = std::min(targets.size(), i + kSelectionChunk);
     rows.reserve(end - i);
     for (std::size_t j = i; j < end; ++j) {
-      rows.push_back(deviceJobRecord(run.record, targets[j], kDevicePending, now, now, std::nullopt, std::nullopt,
-                                     std::nullopt));
+      rows.push_back(deviceJobRecord(run.record, targets[j], kDevicePending, now, now, std::nullopt,
+                                     std::nullopt, std::nullopt));
     }
     IOTHUB_RETURN_IF_ERROR(store_.deviceJobs().putDeviceJobs(rows));
   }
@@ -436,11 +455,13 @@ Status JobsEngine::startRun(Run& run) {
     r.document[kDocTargetsSelected] = true;
     r.document[kRunStartedTime] = formatTimestamp(now);
   }));
-  if (run.spec.max_execution_seconds) run.deadline = now + std::chrono::seconds(*run.spec.max_execution_seconds);
+  if (run.spec.max_execution_seconds)
+    run.deadline = now + std::chrono::seconds(*run.spec.max_execution_seconds);
   run.started = true;
   run.tokens = 1;
   run.last_refill = now;
-  spdlog::info("jobs: {} ({}) started on {} device(s)", run.record.job_id, run.record.type, targets.size());
+  spdlog::info("jobs: {} ({}) started on {} device(s)", run.record.job_id, run.record.type,
+               targets.size());
   return Status::ok();
 }
 
@@ -459,7 +480,8 @@ Status JobsEngine::recover(Run& run) {
   std::vector<store::DeviceJobRecord> fixes;
   std::string after;
   for (;;) {
-    auto rows = store_.deviceJobs().listDeviceJobs(run.record.job_id, std::nullopt, after, options_.batch_size);
+    auto rows = store_.deviceJobs().listDeviceJobs(run.record.job_id, std::nullopt, after,
+                                                   options_.batch_size);
     if (!rows) return rows.status();
     for (auto& row : *rows) {
       ++stats.device_count;
@@ -467,18 +489,20 @@ Status JobsEngine::recover(Run& run) {
         ++stats.pending;
       } else if (row.status == kDeviceRunning) {
         SystemTime began = now;
-        if (const json::string* t = findString(row.document, "startTimeUtc")) began = parseTimestamp(*t).value_or(now);
+        if (const json::string* t = findString(row.document, "startTimeUtc"))
+          began = parseTimestamp(*t).value_or(now);
         if (run.is_method) {
           ++stats.failed;
           fixes.push_back(deviceJobRecord(
               run.record, row.device_id, kDeviceFailed, now, began, now, std::nullopt,
-              deviceJobError("DeviceJobInterrupted",
-                             "The hub restarted while this method call was in flight; it may or may not have "
-                             "reached the device, so it was not repeated")));
+              deviceJobError(
+                  "DeviceJobInterrupted",
+                  "The hub restarted while this method call was in flight; it may or may not have "
+                  "reached the device, so it was not repeated")));
         } else {
           ++stats.pending;  // re-applied: merging the same patch again is harmless
-          fixes.push_back(deviceJobRecord(run.record, row.device_id, kDevicePending, now, began, std::nullopt,
-                                          std::nullopt, std::nullopt));
+          fixes.push_back(deviceJobRecord(run.record, row.device_id, kDevicePending, now, began,
+                                          std::nullopt, std::nullopt, std::nullopt));
         }
       } else if (row.status == kDeviceCompleted) {
         ++stats.succeeded;
@@ -505,8 +529,8 @@ Status JobsEngine::recover(Run& run) {
   run.started = true;
   run.tokens = 1;
   run.last_refill = now;
-  spdlog::info("jobs: {} resumed: {} pending, {} succeeded, {} failed, {} interrupted", run.record.job_id,
-               stats.pending, stats.succeeded, stats.failed, fixes.size());
+  spdlog::info("jobs: {} resumed: {} pending, {} succeeded, {} failed, {} interrupted",
+               run.record.job_id, stats.pending, stats.succeeded, stats.failed, fixes.size());
   return Status::ok();
 }
 
@@ -517,13 +541,16 @@ void JobsEngine::step(Run& run) {
     spdlog::info("jobs: {} reached its maxExecutionTimeInSeconds", run.record.job_id);
   }
   if (run.cancel_requested) {
-    drainUndispatched(run, kDeviceCanceled,
-                      deviceJobError("JobCancelled", "The job was cancelled before this device was processed"));
+    drainUndispatched(
+        run, kDeviceCanceled,
+        deviceJobError("JobCancelled", "The job was cancelled before this device was processed"));
   } else if (run.timed_out) {
-    drainUndispatched(run, kDeviceFailed,
-                      deviceJobError("JobTimedOut", "The job's maxExecutionTimeInSeconds (" +
-                                                        std::to_string(run.spec.max_execution_seconds.value_or(0)) +
-                                                        " s) elapsed before this device was processed"));
+    drainUndispatched(
+        run, kDeviceFailed,
+        deviceJobError("JobTimedOut",
+                       "The job's maxExecutionTimeInSeconds (" +
+                           std::to_string(run.spec.max_execution_seconds.value_or(0)) +
+                           " s) elapsed before this device was processed"));
   } else {
     dispatch(run);
   }
@@ -533,7 +560,8 @@ void JobsEngine::step(Run& run) {
 
 bool JobsEngine::fetchPending(Run& run) {
   if (run.exhausted) return false;
-  auto rows = store_.deviceJobs().listDeviceJobs(run.record.job_id, kDevicePending, run.cursor, options_.batch_size);
+  auto rows = store_.deviceJobs().listDeviceJobs(run.record.job_id, kDevicePending, run.cursor,
+                                                 options_.batch_size);
   if (!rows) {
     failRun(run, rows.status());
     return false;
@@ -550,8 +578,8 @@ void JobsEngine::drainUndispatched(Run& run, std::string_view status, const json
     if (run.queue.empty() && !fetchPending(run)) break;
     std::int64_t n = 0;
     while (!run.queue.empty()) {
-      run.buffer.push_back(
-          deviceJobRecord(run.record, run.queue.front(), status, now, now, now, std::nullopt, error));
+      run.buffer.push_back(deviceJobRecord(run.record, run.queue.front(), status, now, now, now,
+                                           std::nullopt, error));
       run.queue.pop_front();
       ++n;
     }
@@ -571,7 +599,8 @@ void JobsEngine::dispatch(Run& run) {
   const std::optional<double>& rate = run.spec.device_operations_per_second;
   if (rate) {
     std::chrono::duration<double> elapsed = clock_now - run.last_refill;
-    run.tokens = std::min(std::max(1.0, *rate), run.tokens + std::max(0.0, elapsed.count()) * *rate);
+    run.tokens =
+        std::min(std::max(1.0, *rate), run.tokens + std::max(0.0, elapsed.count()) * *rate);
   }
   run.last_refill = clock_now;
   std::vector<std::string> batch;
@@ -592,7 +621,8 @@ void JobsEngine::dispatch(Run& run) {
     rows.swap(run.buffer);
     rows.reserve(rows.size() + batch.size());
     for (const auto& id : batch) {
-      rows.push_back(deviceJobRecord(run.record, id, kDeviceRunning, now, now, std::nullopt, std::nullopt, std::nullopt));
+      rows.push_back(deviceJobRecord(run.record, id, kDeviceRunning, now, now, std::nullopt,
+                                     std::nullopt, std::nullopt));
     }
     if (Status s = store_.deviceJobs().putDeviceJobs(rows); !s) {
       failRun(run, s);
@@ -617,8 +647,9 @@ void JobsEngine::dispatch(Run& run) {
           c.status = result.status();
         } else {
           auto payload = parseJson(result->payload_json);
-          c.response = json::object{{"status", result->status},
-                                    {"payload", payload ? *payload : json::value(json::string(result->payload_json))}};
+          c.response = json::object{
+              {"status", result->status},
+              {"payload", payload ? *payload : json::value(json::string(result->payload_json))}};
         }
         inbox->post(std::move(c));
       });
@@ -627,10 +658,11 @@ void JobsEngine::dispatch(Run& run) {
   }
   std::lock_guard lock(twin_mutex_);
   for (auto& id : batch) {
-    twin_tasks_.emplace_back([this, inbox = inbox_, job = run.record.job_id, id, update = run.update_twin] {
-      Status s = operations_.updateTwin(id, *update);
-      inbox->post(Completion{job, id, s, std::nullopt});
-    });
+    twin_tasks_.emplace_back(
+        [this, inbox = inbox_, job = run.record.job_id, id, update = run.update_twin] {
+          Status s = operations_.updateTwin(id, *update);
+          inbox->post(Completion{job, id, s, std::nullopt});
+        });
   }
   twin_wake_.notify_all();
 }
@@ -638,7 +670,9 @@ void JobsEngine::dispatch(Run& run) {
 void JobsEngine::flush(Run& run, bool force) {
   if (run.buffer.empty()) return;
   auto now = SteadyClock::now();
-  if (!force && run.buffer.size() < options_.batch_size && now - run.last_flush < options_.flush_interval) return;
+  if (!force && run.buffer.size() < options_.batch_size &&
+      now - run.last_flush < options_.flush_interval)
+    return;
   run.last_flush = now;
   std::vector<store::DeviceJobRecord> rows;
   rows.swap(run.buffer);
@@ -646,7 +680,8 @@ void JobsEngine::flush(Run& run, bool force) {
     failRun(run, s);
     return;
   }
-  if (Status s = persist(run); !s) spdlog::warn("jobs: {}: statistics not saved: {}", run.record.job_id, s.toString());
+  if (Status s = persist(run); !s)
+    spdlog::warn("jobs: {}: statistics not saved: {}", run.record.job_id, s.toString());
 }
 
 Status JobsEngine::persist(Run& run, const std::function<void(store::JobRecord&)>& change) {
@@ -657,9 +692,8 @@ Status JobsEngine::persist(Run& run, const std::function<void(store::JobRecord&)
     next.document[kDocStatistics] = run.stats.toJson();
   }
   if (change) change(next);
-  auto updated = store_.jobs().updateJob(next.job_id, [&next](const store::JobRecord&) {
-    return Result<store::JobRecord>(next);
-  });
+  auto updated = store_.jobs().updateJob(
+      next.job_id, [&next](const store::JobRecord&) { return Result<store::JobRecord>(next); });
   if (!updated) return updated.status();
   // Readers see a change only once it is durable, so what GET shows, a list from the store
   // shows too.
@@ -688,8 +722,9 @@ void JobsEngine::finish(Run& run) {
     spdlog::error("jobs: {} could not be finished: {}", run.record.job_id, s.toString());
     return;  // stays running in memory; a restart resumes and finishes it
   }
-  spdlog::info("jobs: {} {}: {} succeeded, {} failed, {} canceled of {}", run.record.job_id, run.record.status,
-               run.stats.succeeded, run.stats.failed, run.stats.canceled, run.stats.device_count);
+  spdlog::info("jobs: {} {}: {} succeeded, {} failed, {} canceled of {}", run.record.job_id,
+               run.record.status, run.stats.succeeded, run.stats.failed, run.stats.canceled,
+               run.stats.device_count);
   std::lock_guard lock(state_mutex_);
   runs_.erase(run.record.job_id);
 }

@@ -84,8 +84,8 @@ struct JobPage {
 // jobs; twin updates run on `twin_workers` threads; method results arrive on any thread.
 class JobsEngine {
  public:
-  JobsEngine(store::Store& store, DeviceOperations& operations, TargetSelector select, const Clock& clock,
-             JobsOptions options = {});
+  JobsEngine(store::Store& store, DeviceOperations& operations, TargetSelector select,
+             const Clock& clock, JobsOptions options = {});
   ~JobsEngine();
   JobsEngine(const JobsEngine&) = delete;
   JobsEngine& operator=(const JobsEngine&) = delete;
@@ -129,10 +129,10 @@ class JobsEngine {
   struct Inbox {
     std::mutex mutex;
     std::condition_variable wake;
-    bool stopping = false;                  // guarded by mutex
-    std::vector<std::string> new_jobs;      // guarded by mutex
-    std::vector<CancelRequest> cancels;     // guarded by mutex
-    std::vector<Completion> completions;    // guarded by mutex
+    bool stopping = false;                // guarded by mutex
+    std::vector<std::string> new_jobs;    // guarded by mutex
+    std::vector<CancelRequest> cancels;   // guarded by mutex
+    std::vector<Completion> completions;  // guarded by mutex
     void post(Completion c);
   };
 

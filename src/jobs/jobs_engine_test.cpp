@@ -86,7 +86,8 @@ class FakeOperations final : public DeviceOperations {
 class JobsEngineTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto opened = store::SqliteStore::open(dir_.path() / "hub.db", store::SqliteOptions{.synchronous_full = false});
+    auto opened = store::SqliteStore::open(dir_.path() / "hub.db",
+                                           store::SqliteOptions{.synchronous_full = false});
     ASSERT_TRUE(opened.isOk()) << opened.status().toString();
     store_ = std::move(opened).value();
   }
@@ -122,14 +123,18 @@ class JobsEngineTest : public ::testing::Test {
     EXPECT_TRUE(r.isOk()) << r.status().toString();
     return r ? *r : json::object{};
   }
-  json::object methodJob(std::string_view id, std::string_view condition = "*", std::string extra = "") {
-    return create(id, R"({"type":"scheduleDeviceMethod","cloudToDeviceMethod":{"methodName":"lockDoor",
+  json::object methodJob(std::string_view id, std::string_view condition = "*",
+                         std::string extra = "") {
+    return create(id,
+                  R"({"type":"scheduleDeviceMethod","cloudToDeviceMethod":{"methodName":"lockDoor",
         "payload":{"lockTime":"10m"},"responseTimeoutInSeconds":30},"startTime":null,"queryCondition":")" +
-                          std::string(condition) + "\"" + extra + "}");
+                      std::string(condition) + "\"" + extra + "}");
   }
   json::object twinJob(std::string_view id, std::string extra = "") {
-    return create(id, R"({"type":"scheduleUpdateTwin","updateTwin":{"etag":"*","properties":{"desired":
-        {"building":43,"floor":3}}},"startTime":null,"queryCondition":"*")" + extra + "}");
+    return create(id,
+                  R"({"type":"scheduleUpdateTwin","updateTwin":{"etag":"*","properties":{"desired":
+        {"building":43,"floor":3}}},"startTime":null,"queryCondition":"*")" +
+                      extra + "}");
   }
 
   json::object job(std::string_view id) {
@@ -185,7 +190,9 @@ TEST_F(JobsEngineTest, MethodJobRecordsEveryDeviceExactly) {
   const auto& ok = all.at("d1000");
   EXPECT_EQ(ok.status, "completed");
   EXPECT_EQ(ok.document.at("outcome").at("deviceMethodResponse").at("status"), 200);
-  EXPECT_EQ(ok.document.at("outcome").at("deviceMethodResponse").at("payload").at("echo").at("lockTime"), "10m");
+  EXPECT_EQ(
+      ok.document.at("outcome").at("deviceMethodResponse").at("payload").at("echo").at("lockTime"),
+      "10m");
   const auto& off = all.at("off-1000");
   EXPECT_EQ(off.status, "failed");
   EXPECT_EQ(off.document.at("error").at("code"), "DeviceNotOnline");
@@ -197,8 +204,10 @@ TEST_F(JobsEngineTest, FutureStartWaitsForTheClock) {
   addDevices("d", 3);
   startEngine();
   std::string start = formatTimestamp(clock_.now() + 60s);
-  json::object created = create("later", R"({"type":"scheduleDeviceMethod","cloudToDeviceMethod":{"methodName":"m"},
-      "startTime":")" + start + R"(","queryCondition":"*"})");
+  json::object created =
+      create("later", R"({"type":"scheduleDeviceMethod","cloudToDeviceMethod":{"methodName":"m"},
+      "startTime":")" + start +
+                          R"(","queryCondition":"*"})");
   EXPECT_EQ(created.at("status"), "queued");  // as Azure answers the PUT
   ASSERT_TRUE(waitUntil([&] { return status("later") == "scheduled"; }));
   std::this_thread::sleep_for(50ms);
@@ -282,7 +291,8 @@ TEST_F(JobsEngineTest, DeadlineFailsDevicesNotProcessedInTime) {
   ASSERT_TRUE(waitUntil([&] { return finished("d"); }));
   json::object j = job("d");
   EXPECT_EQ(j.at("status"), "failed");
-  EXPECT_NE(std::string(j.at("failureReason").as_string()).find("maxExecutionTimeInSeconds"), std::string::npos);
+  EXPECT_NE(std::string(j.at("failureReason").as_string()).find("maxExecutionTimeInSeconds"),
+            std::string::npos);
   EXPECT_EQ(stats("d"), (JobStatistics{.device_count = 10, .succeeded = 2, .failed = 8}));
   EXPECT_EQ(rows("d").at("slow-1009").document.at("error").at("code"), "JobTimedOut");
 }
@@ -391,7 +401,8 @@ TEST_F(JobsEngineTest, ErrorsAndListing) {
   startEngine();
   methodJob("j1");
   twinJob("j2");
-  auto again = engine_->create("j1", *parseJson(R"({"type":"scheduleUpdateTwin","updateTwin":{},"queryCondition":"*"})"));
+  auto again = engine_->create(
+      "j1", *parseJson(R"({"type":"scheduleUpdateTwin","updateTwin":{},"queryCondition":"*"})"));
   EXPECT_EQ(again.code(), ErrorCode::JobAlreadyExists);
   EXPECT_EQ(engine_->get("nope").code(), ErrorCode::JobNotFound);
   EXPECT_EQ(engine_->cancel("nope").code(), ErrorCode::JobNotFound);
@@ -407,9 +418,12 @@ TEST_F(JobsEngineTest, ErrorsAndListing) {
   EXPECT_EQ(second->jobs.size(), 1u);
   EXPECT_FALSE(second->continuation);
   EXPECT_NE(first->jobs[0].at("jobId"), second->jobs[0].at("jobId"));
-  EXPECT_EQ(engine_->list(std::nullopt, std::nullopt, 10, "garbage!").code(), ErrorCode::ArgumentInvalid);
-  EXPECT_EQ(engine_->list(std::string("export"), std::nullopt, 10, std::nullopt).code(), ErrorCode::ArgumentInvalid);
-  EXPECT_EQ(engine_->list(std::nullopt, std::string("bogus"), 10, std::nullopt).code(), ErrorCode::ArgumentInvalid);
+  EXPECT_EQ(engine_->list(std::nullopt, std::nullopt, 10, "garbage!").code(),
+            ErrorCode::ArgumentInvalid);
+  EXPECT_EQ(engine_->list(std::string("export"), std::nullopt, 10, std::nullopt).code(),
+            ErrorCode::ArgumentInvalid);
+  EXPECT_EQ(engine_->list(std::nullopt, std::string("bogus"), 10, std::nullopt).code(),
+            ErrorCode::ArgumentInvalid);
 }
 
 }  // namespace

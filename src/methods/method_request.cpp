@@ -13,15 +13,17 @@ Status validateMethodName(std::string_view name) {
   }
   for (char c : name) {
     if (c < 0x21 || c > 0x7E || kForbidden.find(c) != std::string_view::npos) {
-      return {ErrorCode::ArgumentInvalid,
-              "methodName may only contain printable ASCII characters other than $()<>@,;:\\\"/[]?={}"};
+      return {
+          ErrorCode::ArgumentInvalid,
+          "methodName may only contain printable ASCII characters other than $()<>@,;:\\\"/[]?={}"};
     }
   }
   return Status::ok();
 }
 
 Result<std::chrono::seconds> timeoutField(const json::object& body, std::string_view name,
-                                          std::int64_t fallback, std::int64_t min, std::int64_t max) {
+                                          std::int64_t fallback, std::int64_t min,
+                                          std::int64_t max) {
   const json::value* v = findMember(body, name);
   if (v == nullptr || v->is_null()) return std::chrono::seconds{fallback};
   std::int64_t seconds = 0;
@@ -33,8 +35,9 @@ Result<std::chrono::seconds> timeoutField(const json::object& body, std::string_
     return Status(ErrorCode::ArgumentInvalid, std::string(name) + " must be an integer");
   }
   if (seconds < min || seconds > max) {
-    return Status(ErrorCode::ArgumentInvalid, std::string(name) + " must be between " + std::to_string(min) +
-                                                  " and " + std::to_string(max));
+    return Status(ErrorCode::ArgumentInvalid, std::string(name) + " must be between " +
+                                                  std::to_string(min) + " and " +
+                                                  std::to_string(max));
   }
   return std::chrono::seconds{seconds};
 }
@@ -43,9 +46,11 @@ Result<std::chrono::seconds> timeoutField(const json::object& body, std::string_
 
 Result<methods::MethodCall> parseMethodCall(std::string_view device_id, const json::value& body) {
   const json::object* o = body.if_object();
-  if (o == nullptr) return Status(ErrorCode::IotHubFormatError, "The method request must be a JSON object");
+  if (o == nullptr)
+    return Status(ErrorCode::IotHubFormatError, "The method request must be a JSON object");
   const json::string* name = findString(*o, "methodName");
-  if (name == nullptr) return Status(ErrorCode::ArgumentInvalid, "methodName is required and must be a string");
+  if (name == nullptr)
+    return Status(ErrorCode::ArgumentInvalid, "methodName is required and must be a string");
   IOTHUB_RETURN_IF_ERROR(validateMethodName(*name));
   auto response_timeout = timeoutField(*o, "responseTimeoutInSeconds", 30, 5, 300);
   if (!response_timeout) return response_timeout.status();
@@ -54,8 +59,8 @@ Result<methods::MethodCall> parseMethodCall(std::string_view device_id, const js
   const json::value* payload = findMember(*o, "payload");
   std::string payload_json = payload == nullptr ? "null" : json::serialize(*payload);
   if (payload_json.size() > kMaxMethodPayload) {
-    return Status(ErrorCode::MessageTooLarge, "The method payload exceeds " +
-                                                  std::to_string(kMaxMethodPayload / 1024) + " KB");
+    return Status(ErrorCode::MessageTooLarge,
+                  "The method payload exceeds " + std::to_string(kMaxMethodPayload / 1024) + " KB");
   }
   return methods::MethodCall{std::string(device_id), std::string(*name), std::move(payload_json),
                              *response_timeout, *connect_timeout};

@@ -46,7 +46,8 @@ std::size_t ConnectionRegistry::size() const {
 }
 
 ConnectionRegistry::WaitId ConnectionRegistry::waitForSubscription(const std::string& device_id,
-                                                                   std::string topic, Waiter waiter) {
+                                                                   std::string topic,
+                                                                   Waiter waiter) {
   std::shared_ptr<DeviceLink> ready;
   WaitId id;
   {

@@ -21,14 +21,14 @@
 #include "methods/method_invoker.hpp"
 #include "registry/device_registry.hpp"
 #include "routing/connection_registry.hpp"
-#include "transport/mqtt_server.hpp"
-#include "transport/scheduler.hpp"
-#include "twin/twin_service.hpp"
 #include "server/tls_bootstrap.hpp"
 #include "service_api/error_response.hpp"
 #include "service_api/service_api.hpp"
 #include "store/sqlite/sqlite_store.hpp"
 #include "transport/http_server.hpp"
+#include "transport/mqtt_server.hpp"
+#include "transport/scheduler.hpp"
+#include "twin/twin_service.hpp"
 
 namespace iothub::server {
 namespace {
@@ -63,7 +63,8 @@ Result<std::string> readFile(const fs::path& path) {
   return ss.str();
 }
 
-Result<std::unique_ptr<asio::ssl::context>> makeTlsContext(const fs::path& cert, const fs::path& key) {
+Result<std::unique_ptr<asio::ssl::context>> makeTlsContext(const fs::path& cert,
+                                                           const fs::path& key) {
   auto ctx = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
   boost::system::error_code ec;
   ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
@@ -91,8 +92,9 @@ class DesiredPusher final : public twin::DesiredChangeListener {
   void onDesiredChanged(const twin::DesiredChange& change) override {
     auto link = connections_.find(change.device_id);
     if (!link) return;
-    link->publish("$iothub/twin/PATCH/properties/desired/?$version=" + std::to_string(change.desired_version),
-                  json::serialize(change.patch));
+    link->publish(
+        "$iothub/twin/PATCH/properties/desired/?$version=" + std::to_string(change.desired_version),
+        json::serialize(change.patch));
   }
 
  private:
@@ -102,7 +104,8 @@ class DesiredPusher final : public twin::DesiredChangeListener {
 // What a job does to a device, with the hub's own method invoker and twin service.
 class JobOperations final : public jobs::DeviceOperations {
  public:
-  JobOperations(methods::MethodInvoker& methods, twin::TwinService& twins) : methods_(methods), twins_(twins) {}
+  JobOperations(methods::MethodInvoker& methods, twin::TwinService& twins)
+      : methods_(methods), twins_(twins) {}
   void invokeMethod(methods::MethodCall call, methods::MethodCallback done) override {
     methods_.invoke(std::move(call), std::move(done));
   }
@@ -131,8 +134,9 @@ struct Hub::Impl {
   asio::io_context io;
   asio::thread_pool workers;
   transport::AsioScheduler scheduler{io};
-  routing::ConnectionRegistry connections{
-      [this](std::string_view device_id, bool connected) { twin_index.setConnected(device_id, connected); }};
+  routing::ConnectionRegistry connections{[this](std::string_view device_id, bool connected) {
+    twin_index.setConnected(device_id, connected);
+  }};
   DesiredPusher desired_pusher{connections};
   std::unique_ptr<twin::TwinService> twins;
   std::unique_ptr<methods::MethodInvoker> methods;
@@ -148,7 +152,8 @@ struct Hub::Impl {
   asio::signal_set signals{io, SIGINT, SIGTERM};
   std::atomic<bool> stopping{false};
 
-  explicit Impl(const HubConfig& c) : config(c), workers(c.worker_threads == 0 ? 1 : c.worker_threads) {}
+  explicit Impl(const HubConfig& c)
+      : config(c), workers(c.worker_threads == 0 ? 1 : c.worker_threads) {}
 
   std::vector<transport::HttpServer*> servers() {
     std::vector<transport::HttpServer*> out;
@@ -179,7 +184,8 @@ struct Hub::Impl {
       for (auto* s : servers()) open += s->connectionCount();
       for (auto* s : mqttServers()) open += s->connectionCount();
       if (open == 0 || std::chrono::steady_clock::now() >= deadline) {
-        if (open > 0) spdlog::warn("closing {} connection(s) still open after the grace period", open);
+        if (open > 0)
+          spdlog::warn("closing {} connection(s) still open after the grace period", open);
         io.stop();
         *poll = nullptr;  // break the self-reference
         return;
@@ -207,15 +213,20 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
   const fs::path& dir = config.data_dir;
   std::error_code ec;
   fs::create_directories(dir, ec);
-  if (ec) return Status(ErrorCode::ServiceUnavailable, "cannot create data directory " + dir.string() + ": " + ec.message());
+  if (ec)
+    return Status(ErrorCode::ServiceUnavailable,
+                  "cannot create data directory " + dir.string() + ": " + ec.message());
 
   auto store = store::SqliteStore::open(dir / kDatabaseFile, store::SqliteOptions{});
-  if (!store) return Status(store.code(), "cannot open the store in " + dir.string() + ": " + store.status().message());
+  if (!store)
+    return Status(store.code(),
+                  "cannot open the store in " + dir.string() + ": " + store.status().message());
   impl->durable_store = std::move(*store);
   IOTHUB_RETURN_IF_ERROR(impl->twin_index.load(*impl->durable_store, nullptr));
   impl->store = std::make_unique<index::IndexedStore>(*impl->durable_store, impl->twin_index);
 
-  IOTHUB_RETURN_IF_ERROR(impl->store->policies().insertMissingPolicies(auth::defaultPolicies(impl->random)));
+  IOTHUB_RETURN_IF_ERROR(
+      impl->store->policies().insertMissingPolicies(auth::defaultPolicies(impl->random)));
   auto policies = impl->store->policies().listPolicies();
   if (!policies) return policies.status();
   IOTHUB_RETURN_IF_ERROR(writeFileAtomically(
@@ -238,9 +249,10 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
   if (!tls) return tls.status();
   impl->tls = std::move(*tls);
 
-  impl->authenticator = std::make_unique<auth::ServiceAuthenticator>(config.host_name, *policies, impl->clock);
-  impl->registry = std::make_unique<registry::DeviceRegistry>(*impl->store, impl->random, impl->clock,
-                                                              &impl->connections);
+  impl->authenticator =
+      std::make_unique<auth::ServiceAuthenticator>(config.host_name, *policies, impl->clock);
+  impl->registry = std::make_unique<registry::DeviceRegistry>(*impl->store, impl->random,
+                                                              impl->clock, &impl->connections);
   impl->twins = std::make_unique<twin::TwinService>(*impl->store, impl->clock, &impl->connections,
                                                     &impl->desired_pusher);
   impl->methods = std::make_unique<methods::MethodInvoker>(impl->connections, impl->scheduler);
@@ -251,10 +263,11 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
   job_options.max_running_jobs = config.max_running_jobs;
   impl->jobs = std::make_unique<jobs::JobsEngine>(
       *impl->store, *impl->job_operations,
-      [raw = impl.get()](const query::Condition& c) { return raw->twin_index.select(c); }, impl->clock,
-      job_options);
+      [raw = impl.get()](const query::Condition& c) { return raw->twin_index.select(c); },
+      impl->clock, job_options);
   impl->device_endpoint = std::make_unique<device_api::DeviceEndpoint>(
-      config.host_name, *impl->store, *policies, *impl->twins, *impl->methods, impl->clock, impl->random);
+      config.host_name, *impl->store, *policies, *impl->twins, *impl->methods, impl->clock,
+      impl->random);
   impl->api = std::make_unique<service_api::ServiceApi>(service_api::ServiceApiDeps{
       impl->authenticator.get(), impl->registry.get(), &impl->connections, impl->twins.get(),
       impl->methods.get(), impl->queries.get(), impl->jobs.get(), &impl->random, &impl->clock,
@@ -280,16 +293,16 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
   mqtt_options.bind_address = config.bind_address;
   mqtt_options.port = config.mqtt_port;
   mqtt_options.tls = raw->tls.get();
-  auto mqtts = transport::MqttServer::create(raw->io, raw->workers, mqtt_options, *raw->device_endpoint,
-                                             raw->connections);
+  auto mqtts = transport::MqttServer::create(raw->io, raw->workers, mqtt_options,
+                                             *raw->device_endpoint, raw->connections);
   if (!mqtts) return mqtts.status();
   impl->mqtts = std::move(*mqtts);
   if (config.mqtt_plain_port) {
     mqtt_options.name = "MQTT";
     mqtt_options.port = *config.mqtt_plain_port;
     mqtt_options.tls = nullptr;
-    auto mqtt = transport::MqttServer::create(raw->io, raw->workers, mqtt_options, *raw->device_endpoint,
-                                              raw->connections);
+    auto mqtt = transport::MqttServer::create(raw->io, raw->workers, mqtt_options,
+                                              *raw->device_endpoint, raw->connections);
     if (!mqtt) return mqtt.status();
     impl->mqtt = std::move(*mqtt);
   }
@@ -300,7 +313,8 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
   https_options.tls = raw->tls.get();
   https_options.body_limit = config.http_body_limit;
   https_options.websocket = raw->mqtts->webSocketAcceptor();  // MQTT over WebSocket on 443
-  auto https = transport::HttpServer::create(raw->io, raw->workers, https_options, handler, error_responder);
+  auto https =
+      transport::HttpServer::create(raw->io, raw->workers, https_options, handler, error_responder);
   if (!https) return https.status();
   impl->https = std::move(*https);
   if (config.http_port) {
@@ -308,7 +322,8 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
     http_options.name = "HTTP";
     http_options.port = *config.http_port;
     http_options.tls = nullptr;
-    auto http = transport::HttpServer::create(raw->io, raw->workers, http_options, handler, error_responder);
+    auto http = transport::HttpServer::create(raw->io, raw->workers, http_options, handler,
+                                              error_responder);
     if (!http) return http.status();
     impl->http = std::move(*http);
   }
@@ -332,15 +347,17 @@ void Hub::run() {
   if (impl.http) runtime["httpPort"] = impl.http->port();
   runtime["mqttPort"] = impl.mqtts->port();
   if (impl.mqtt) runtime["mqttPlainPort"] = impl.mqtt->port();
-  Status written = writeFileAtomically(impl.config.data_dir / kRuntimeFile, json::serialize(runtime) + "\n");
+  Status written =
+      writeFileAtomically(impl.config.data_dir / kRuntimeFile, json::serialize(runtime) + "\n");
   if (!written) spdlog::warn("{}", written.toString());
   spdlog::info("iothubd serving hub '{}' on {}: HTTPS {}, MQTT/TLS {}{}{}", impl.config.host_name,
                impl.config.bind_address, impl.https->port(), impl.mqtts->port(),
                impl.http ? ", HTTP " + std::to_string(impl.http->port()) : std::string(),
                impl.mqtt ? ", MQTT " + std::to_string(impl.mqtt->port()) : std::string());
 
-  unsigned threads = impl.config.io_threads != 0 ? impl.config.io_threads
-                                                 : std::max(1u, std::thread::hardware_concurrency());
+  unsigned threads = impl.config.io_threads != 0
+                         ? impl.config.io_threads
+                         : std::max(1u, std::thread::hardware_concurrency());
   std::vector<std::thread> pool;
   for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&impl] { impl.io.run(); });
   impl.io.run();
@@ -374,8 +391,11 @@ Result<std::string> serviceConnectionString(const fs::path& data_dir, const std:
     auto text = readFile(data_dir / kHubFile);
     if (!text) return text.status();
     auto doc = parseJson(*text);
-    const json::string* stored = doc && doc->is_object() ? findString(doc->get_object(), "hostName") : nullptr;
-    if (stored == nullptr) return Status(ErrorCode::StoreCorruption, (data_dir / kHubFile).string() + " has no hostName");
+    const json::string* stored =
+        doc && doc->is_object() ? findString(doc->get_object(), "hostName") : nullptr;
+    if (stored == nullptr)
+      return Status(ErrorCode::StoreCorruption,
+                    (data_dir / kHubFile).string() + " has no hostName");
     host = std::string(*stored);
   }
   auto store = store::SqliteStore::open(data_dir / kDatabaseFile, store::SqliteOptions{});

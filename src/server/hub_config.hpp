@@ -16,18 +16,19 @@ struct HubConfig {
   std::string host_name = "localhost";
   std::string bind_address = "0.0.0.0";
   std::uint16_t https_port = 443;
-  std::uint16_t mqtt_port = 8883;                     // device endpoint (MQTT over TLS)
-  std::optional<std::uint16_t> http_port;             // plain HTTP service API, for tests
-  std::optional<std::uint16_t> mqtt_plain_port;       // plain MQTT, for tests
-  std::optional<std::filesystem::path> tls_cert;      // PEM chain; both or neither with tls_key
+  std::uint16_t mqtt_port = 8883;                 // device endpoint (MQTT over TLS)
+  std::optional<std::uint16_t> http_port;         // plain HTTP service API, for tests
+  std::optional<std::uint16_t> mqtt_plain_port;   // plain MQTT, for tests
+  std::optional<std::filesystem::path> tls_cert;  // PEM chain; both or neither with tls_key
   std::optional<std::filesystem::path> tls_key;
   std::string log_level = "info";
   unsigned io_threads = 0;      // 0 = one per core
   unsigned worker_threads = 8;  // threads that run handlers and wait on the store
   std::size_t http_body_limit = 1024 * 1024;
   std::chrono::seconds shutdown_grace{10};
-  std::size_t job_window = 1000;      // in-flight device operations per running job
-  std::size_t max_running_jobs = 8;   // jobs running at once; more wait queued  // how long in-flight work may take at shutdown
+  std::size_t job_window = 1000;  // in-flight device operations per running job
+  std::size_t max_running_jobs =
+      8;  // jobs running at once; more wait queued  // how long in-flight work may take at shutdown
 };
 
 }  // namespace iothub::server

@@ -17,8 +17,8 @@ namespace {
 using store::Permission;
 
 struct Route {
-  std::vector<std::string> segments;  // decoded path segments, trailing empty one dropped
-  std::optional<std::string> top;     // ?top=
+  std::vector<std::string> segments;      // decoded path segments, trailing empty one dropped
+  std::optional<std::string> top;         // ?top=
   std::optional<std::string> job_type;    // ?jobType=
   std::optional<std::string> job_status;  // ?jobStatus=
 };
@@ -64,8 +64,9 @@ Result<std::size_t> pageSize(const HttpRequest& request) {
   auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), value);
   if (ec != std::errc() || end != v->data() + v->size() || value == 0 ||
       value > index::QueryRunner::kMaxPageSize) {
-    return Status(ErrorCode::ArgumentInvalid, "x-ms-max-item-count must be an integer between 1 and " +
-                                                  std::to_string(index::QueryRunner::kMaxPageSize));
+    return Status(ErrorCode::ArgumentInvalid,
+                  "x-ms-max-item-count must be an integer between 1 and " +
+                      std::to_string(index::QueryRunner::kMaxPageSize));
   }
   return value;
 }
@@ -128,7 +129,6 @@ void ServiceApi::handleAsync(const HttpRequest& request,
 HttpResponse ServiceApi::route(const HttpRequest& request,
                                const std::function<HttpResponse(const Status&)>& fail,
                                const std::function<void(HttpResponse)>& respond) const {
-
   auto target = parseTarget(request.target);
   if (!target) return fail(target.status());
   const auto& seg = target->segments;
@@ -137,17 +137,33 @@ HttpResponse ServiceApi::route(const HttpRequest& request,
   // Resolve the route and the permission it needs before authenticating, so an unknown
   // route is a 404 for everyone and a known one is a 401 without credentials.
   enum class Op {
-    GetDevice, PutDevice, DeleteDevice, ListDevices, BulkDevices, DeviceStats,
-    GetTwin, PatchTwin, ReplaceTwin, InvokeMethod, ServiceStats,
-    Query, PutJob, GetJob, CancelJob, ListJobs,
+    GetDevice,
+    PutDevice,
+    DeleteDevice,
+    ListDevices,
+    BulkDevices,
+    DeviceStats,
+    GetTwin,
+    PatchTwin,
+    ReplaceTwin,
+    InvokeMethod,
+    ServiceStats,
+    Query,
+    PutJob,
+    GetJob,
+    CancelJob,
+    ListJobs,
   };
   std::optional<Op> op;
   std::string allowed;
   if (seg.size() == 2 && seg[0] == "twins") {
     allowed = "GET, PATCH, PUT";
-    if (method == "GET") op = Op::GetTwin;
-    else if (method == "PATCH") op = Op::PatchTwin;
-    else if (method == "PUT") op = Op::ReplaceTwin;
+    if (method == "GET")
+      op = Op::GetTwin;
+    else if (method == "PATCH")
+      op = Op::PatchTwin;
+    else if (method == "PUT")
+      op = Op::ReplaceTwin;
   } else if (seg.size() == 3 && seg[0] == "twins" && seg[2] == "methods") {
     allowed = "POST";
     if (method == "POST") op = Op::InvokeMethod;
@@ -162,21 +178,28 @@ HttpResponse ServiceApi::route(const HttpRequest& request,
     if (method == "GET") op = Op::ListJobs;
   } else if (seg.size() == 3 && seg[0] == "jobs" && seg[1] == "v2" && deps_.jobs != nullptr) {
     allowed = "GET, PUT";
-    if (method == "GET") op = Op::GetJob;
-    else if (method == "PUT") op = Op::PutJob;
+    if (method == "GET")
+      op = Op::GetJob;
+    else if (method == "PUT")
+      op = Op::PutJob;
   } else if (seg.size() == 4 && seg[0] == "jobs" && seg[1] == "v2" && seg[3] == "cancel" &&
              deps_.jobs != nullptr) {
     allowed = "POST";
     if (method == "POST") op = Op::CancelJob;
   } else if (seg.size() == 2 && seg[0] == "devices") {
     allowed = "GET, PUT, DELETE";
-    if (method == "GET") op = Op::GetDevice;
-    else if (method == "PUT") op = Op::PutDevice;
-    else if (method == "DELETE") op = Op::DeleteDevice;
+    if (method == "GET")
+      op = Op::GetDevice;
+    else if (method == "PUT")
+      op = Op::PutDevice;
+    else if (method == "DELETE")
+      op = Op::DeleteDevice;
   } else if (seg.size() == 1 && seg[0] == "devices") {
     allowed = "GET, POST";
-    if (method == "GET") op = Op::ListDevices;
-    else if (method == "POST") op = Op::BulkDevices;
+    if (method == "GET")
+      op = Op::ListDevices;
+    else if (method == "POST")
+      op = Op::BulkDevices;
   } else if (seg.size() == 2 && seg[0] == "statistics" && seg[1] == "service" &&
              deps_.service_statistics) {
     allowed = "GET";
@@ -187,17 +210,19 @@ HttpResponse ServiceApi::route(const HttpRequest& request,
   }
   if (allowed.empty()) {
     return fail({ErrorCode::NotFound, "No resource at " + std::string(request.target.substr(
-                                          0, request.target.find('?')))});
+                                                              0, request.target.find('?')))});
   }
   if (!op) {
-    HttpResponse r = fail({ErrorCode::MethodNotAllowed, "Method " + method + " is not allowed here"});
+    HttpResponse r =
+        fail({ErrorCode::MethodNotAllowed, "Method " + method + " is not allowed here"});
     r.headers.set("Allow", allowed);
     return r;
   }
 
   const std::string* authorization = request.headers.find("Authorization");
   if (authorization == nullptr) {
-    return fail({ErrorCode::Unauthorized, "The Authorization header with a SharedAccessSignature is missing"});
+    return fail({ErrorCode::Unauthorized,
+                 "The Authorization header with a SharedAccessSignature is missing"});
   }
   auto identity = deps_.authenticator->authenticate(*authorization);
   if (!identity) return fail(identity.status());
@@ -256,7 +281,8 @@ HttpResponse ServiceApi::route(const HttpRequest& request,
       if (!devices) return fail(devices.status());
       json::array out;
       out.reserve(devices->size());
-      for (const auto& d : *devices) out.push_back(registry::deviceToJson(d, connected(d.device_id)));
+      for (const auto& d : *devices)
+        out.push_back(registry::deviceToJson(d, connected(d.device_id)));
       return jsonResponse(200, json::serialize(out));
     }
     case Op::BulkDevices: {
@@ -293,7 +319,8 @@ HttpResponse ServiceApi::route(const HttpRequest& request,
       auto call = methods::parseMethodCall(seg[1], *body);
       if (!call) return fail(call.status());
       if (auto device = reg.get(seg[1]); !device) return fail(device.status());
-      deps_.methods->invoke(std::move(*call), [fail, respond](Result<methods::MethodResult> result) {
+      deps_.methods->invoke(std::move(*call), [fail,
+                                               respond](Result<methods::MethodResult> result) {
         if (!result) {
           respond(fail(result.status()));
           return;
@@ -315,13 +342,16 @@ HttpResponse ServiceApi::route(const HttpRequest& request,
     case Op::Query: {
       auto body = parseBody(request);
       if (!body) return fail(body.status());
-      const json::string* text = body->is_object() ? findString(body->get_object(), "query") : nullptr;
-      if (text == nullptr) return fail({ErrorCode::ArgumentInvalid, "The body must be {\"query\": \"<query text>\"}"});
+      const json::string* text =
+          body->is_object() ? findString(body->get_object(), "query") : nullptr;
+      if (text == nullptr)
+        return fail({ErrorCode::ArgumentInvalid, "The body must be {\"query\": \"<query text>\"}"});
       auto size = pageSize(request);
       if (!size) return fail(size.status());
       auto page = deps_.queries->run(*text, *size, continuation(request));
       if (!page) return fail(page.status());
-      return pageResponse(std::move(page->rows), query::itemTypeName(page->item_type), page->continuation);
+      return pageResponse(std::move(page->rows), query::itemTypeName(page->item_type),
+                          page->continuation);
     }
     case Op::PutJob: {
       auto body = parseBody(request);
@@ -339,7 +369,8 @@ HttpResponse ServiceApi::route(const HttpRequest& request,
     case Op::ListJobs: {
       auto size = pageSize(request);
       if (!size) return fail(size.status());
-      auto page = deps_.jobs->list(target->job_type, target->job_status, *size, continuation(request));
+      auto page =
+          deps_.jobs->list(target->job_type, target->job_status, *size, continuation(request));
       if (!page) return fail(page.status());
       return pageResponse(std::move(page->jobs), "JobResponse", page->continuation);
     }

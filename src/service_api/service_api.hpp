@@ -51,7 +51,8 @@ class ServiceApi {
  private:
   // Answers the request: returns the response, or a response with status 0 when it will
   // be delivered later through `respond`.
-  HttpResponse route(const HttpRequest& request, const std::function<HttpResponse(const Status&)>& fail,
+  HttpResponse route(const HttpRequest& request,
+                     const std::function<HttpResponse(const Status&)>& fail,
                      const std::function<void(HttpResponse)>& respond) const;
 
   ServiceApiDeps deps_;

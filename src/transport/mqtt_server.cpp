@@ -120,7 +120,8 @@ class MqttConnection final : public routing::DeviceLink,
       auto [ec] = co_await stream_.async_handshake(asio::ssl::stream_base::server, kAwaitTuple);
       beast::get_lowest_layer(stream_).expires_never();
       if (ec) {
-        spdlog::debug("{}: TLS handshake with {} failed: {}", server_->options.name, remote_, ec.message());
+        spdlog::debug("{}: TLS handshake with {} failed: {}", server_->options.name, remote_,
+                      ec.message());
         co_return co_await finish();
       }
     }
@@ -140,7 +141,8 @@ class MqttConnection final : public routing::DeviceLink,
       upgrade_.reset();
       auto [ec] = co_await stream_.async_accept(request, kAwaitTuple);
       if (ec) {
-        spdlog::debug("{}: WebSocket handshake with {} failed: {}", server_->options.name, remote_, ec.message());
+        spdlog::debug("{}: WebSocket handshake with {} failed: {}", server_->options.name, remote_,
+                      ec.message());
         co_return co_await finish();
       }
     }
@@ -154,7 +156,8 @@ class MqttConnection final : public routing::DeviceLink,
       if constexpr (std::is_same_v<Stream, PlainStream>) {
         // Plain TCP: wait for readability, then read into this thread's scratch buffer, so
         // an idle connection holds no read buffer at all (decisions.md §32).
-        auto [wait_ec] = co_await stream_.socket().async_wait(asio::socket_base::wait_read, kAwaitTuple);
+        auto [wait_ec] =
+            co_await stream_.socket().async_wait(asio::socket_base::wait_read, kAwaitTuple);
         ec = wait_ec;
         if (!ec) {
           thread_local std::array<char, 64 * 1024> scratch;
@@ -167,8 +170,8 @@ class MqttConnection final : public routing::DeviceLink,
         }
       } else {
         auto buffer = decoder_.prepare(16 * 1024);
-        auto [read_ec, n] =
-            co_await stream_.async_read_some(asio::buffer(buffer.data(), buffer.size()), kAwaitTuple);
+        auto [read_ec, n] = co_await stream_.async_read_some(
+            asio::buffer(buffer.data(), buffer.size()), kAwaitTuple);
         ec = read_ec;
         if (!ec) decoder_.commit(n);
       }
@@ -207,7 +210,8 @@ class MqttConnection final : public routing::DeviceLink,
 
  private:
   static constexpr bool kTlsHandshake = std::is_same_v<Stream, TlsStream>;
-  static constexpr bool kWebSocket = !std::is_same_v<Stream, TlsStream> && !std::is_same_v<Stream, PlainStream>;
+  static constexpr bool kWebSocket =
+      !std::is_same_v<Stream, TlsStream> && !std::is_same_v<Stream, PlainStream>;
 
   void encode(const mqtt::Packet& packet) {
     Status s = mqtt::encode(packet, out_);
@@ -463,7 +467,8 @@ class MqttConnection final : public routing::DeviceLink,
       if constexpr (kWebSocket) {
         std::tie(ec, std::ignore) = co_await stream_.async_write(asio::buffer(buffer), kAwaitTuple);
       } else {
-        std::tie(ec, std::ignore) = co_await asio::async_write(stream_, asio::buffer(buffer), kAwaitTuple);
+        std::tie(ec, std::ignore) =
+            co_await asio::async_write(stream_, asio::buffer(buffer), kAwaitTuple);
       }
       if (ec) {
         out_.clear();
@@ -606,8 +611,8 @@ std::shared_ptr<WebSocketAcceptor> MqttServer::webSocketAcceptor() {
     auto impl = weak.lock();
     if (!impl || impl->context->stopping) return;
     using Stream = beast::websocket::stream<TlsStream>;
-    auto connection = std::make_shared<MqttConnection<Stream>>(Stream(std::move(stream)), impl->context,
-                                                               std::move(remote));
+    auto connection = std::make_shared<MqttConnection<Stream>>(Stream(std::move(stream)),
+                                                               impl->context, std::move(remote));
     connection->setUpgradeRequest(std::move(request));
     impl->launch(std::move(connection));
   };
@@ -615,8 +620,8 @@ std::shared_ptr<WebSocketAcceptor> MqttServer::webSocketAcceptor() {
     auto impl = weak.lock();
     if (!impl || impl->context->stopping) return;
     using Stream = beast::websocket::stream<PlainStream>;
-    auto connection = std::make_shared<MqttConnection<Stream>>(Stream(std::move(stream)), impl->context,
-                                                               std::move(remote));
+    auto connection = std::make_shared<MqttConnection<Stream>>(Stream(std::move(stream)),
+                                                               impl->context, std::move(remote));
     connection->setUpgradeRequest(std::move(request));
     impl->launch(std::move(connection));
   };

@@ -12,7 +12,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::string_view input(reinterpret_cast<const char*>(data), size);
   auto newline = input.find('\n');
   std::string_view job_id = input.substr(0, newline);
-  std::string_view body = newline == std::string_view::npos ? std::string_view() : input.substr(newline + 1);
+  std::string_view body =
+      newline == std::string_view::npos ? std::string_view() : input.substr(newline + 1);
   auto parsed = parseJson(body);
   if (!parsed) return 0;
   auto spec = jobs::parseJobRequest(job_id, *parsed);

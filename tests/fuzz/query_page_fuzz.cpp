@@ -33,10 +33,12 @@ class MemoryDeviceJobs final : public store::DeviceJobStore {
   Status putDeviceJobs(const std::vector<store::DeviceJobRecord>&) override { return Status::ok(); }
   Result<std::vector<store::DeviceJobRecord>> listDeviceJobs(std::string_view job_id,
                                                              std::optional<std::string_view> status,
-                                                             std::string_view after, std::size_t limit) override {
+                                                             std::string_view after,
+                                                             std::size_t limit) override {
     std::vector<store::DeviceJobRecord> out;
     for (const auto& r : rows_) {
-      if (r.job_id == job_id && r.device_id > after && (!status || r.status == *status) && out.size() < limit) {
+      if (r.job_id == job_id && r.device_id > after && (!status || r.status == *status) &&
+          out.size() < limit) {
         out.push_back(r);
       }
     }

@@ -52,8 +52,9 @@ class Service {
     registry_ = std::make_unique<service::RegistryClient>(transport_);
   }
 
-  Result<service::HttpResponse> call(std::string method, std::string target, std::string body = "",
-                                     std::vector<std::pair<std::string, std::string>> headers = {}) {
+  Result<service::HttpResponse> call(
+      std::string method, std::string target, std::string body = "",
+      std::vector<std::pair<std::string, std::string>> headers = {}) {
     service::HttpRequest r;
     r.method = std::move(method);
     auto q = target.find('?');
@@ -76,9 +77,11 @@ class Service {
     json::array rows;
     std::optional<std::string> token;
     for (int n = 1; n < 10000; ++n) {
-      std::vector<std::pair<std::string, std::string>> headers{{"x-ms-max-item-count", std::to_string(page_size)}};
+      std::vector<std::pair<std::string, std::string>> headers{
+          {"x-ms-max-item-count", std::to_string(page_size)}};
       if (token) headers.emplace_back("x-ms-continuation", *token);
-      auto r = call("POST", "/devices/query", json::serialize(json::object{{"query", sql}}), headers);
+      auto r =
+          call("POST", "/devices/query", json::serialize(json::object{{"query", sql}}), headers);
       EXPECT_TRUE(r.isOk() && r->status == 200) << (r ? r->body : r.status().toString());
       if (!r || r->status != 200) break;
       EXPECT_TRUE(r->header("x-ms-item-type").has_value());
@@ -98,7 +101,9 @@ class Service {
   }
 
   json::object job(const std::string& id) { return ok("GET", "/jobs/v2/" + id).as_object(); }
-  std::string jobStatus(const std::string& id) { return std::string(job(id).at("status").as_string()); }
+  std::string jobStatus(const std::string& id) {
+    return std::string(job(id).at("status").as_string());
+  }
   bool jobDone(const std::string& id) {
     std::string s = jobStatus(id);
     return s == "completed" || s == "failed" || s == "cancelled";
@@ -112,7 +117,8 @@ class Service {
   // deviceId → row of devices.jobs for one job.
   std::map<std::string, json::object> rows(const std::string& job_id) {
     std::map<std::string, json::object> out;
-    for (auto& row : query("SELECT * FROM devices.jobs WHERE devices.jobs.jobId = '" + job_id + "'", 50)) {
+    for (auto& row :
+         query("SELECT * FROM devices.jobs WHERE devices.jobs.jobId = '" + job_id + "'", 50)) {
       out[std::string(row.at("deviceId").as_string())] = row.as_object();
     }
     return out;
@@ -190,7 +196,8 @@ TEST_F(JobsIntegrationTest, TagMethodAndDesiredJobsOverAMixedFleet) {
   auto devices = createDevices(service, "mix-", 120);
   ASSERT_EQ(devices.size(), 120u);
   std::vector<std::unique_ptr<OnlineDevice>> online;
-  for (int i = 0; i < 120; i += 4) online.push_back(connect(hub, devices[static_cast<std::size_t>(i)]));
+  for (int i = 0; i < 120; i += 4)
+    online.push_back(connect(hub, devices[static_cast<std::size_t>(i)]));
   ASSERT_EQ(online.size(), 30u);
 
   // 1. A tag job selects the fleet by id prefix and labels it.
@@ -203,11 +210,13 @@ TEST_F(JobsIntegrationTest, TagMethodAndDesiredJobsOverAMixedFleet) {
   auto count = service.query("SELECT COUNT() AS n FROM devices WHERE tags.fleet = 'f1'", 10);
   ASSERT_EQ(count.size(), 1u);
   EXPECT_EQ(count[0].at("n"), 120);
-  auto connected = service.query("SELECT COUNT() AS n FROM devices WHERE connectionState = 'Connected'", 10);
+  auto connected =
+      service.query("SELECT COUNT() AS n FROM devices WHERE connectionState = 'Connected'", 10);
   EXPECT_EQ(connected[0].at("n"), 30);
 
   // 2. A method job on the tagged fleet: 30 answer, 90 are offline.
-  json::value created = service.ok("PUT", "/jobs/v2/lock", R"({"jobId":"lock","type":"scheduleDeviceMethod",
+  json::value created =
+      service.ok("PUT", "/jobs/v2/lock", R"({"jobId":"lock","type":"scheduleDeviceMethod",
       "cloudToDeviceMethod":{"methodName":"lockDoor","payload":{"lockTime":"10m"},"responseTimeoutInSeconds":30},
       "startTime":null,"queryCondition":"tags.fleet = 'f1'"})");
   EXPECT_EQ(created.at("status"), "queued");
@@ -242,13 +251,17 @@ TEST_F(JobsIntegrationTest, TagMethodAndDesiredJobsOverAMixedFleet) {
   EXPECT_EQ(desired["succeededCount"], 120);
   EXPECT_EQ(desired["deviceCount"], 120);
   for (auto& d : online) {
-    ASSERT_TRUE(waitFor([&] {
-      std::lock_guard guard(d->mutex);
-      for (auto& patch : d->desired) {
-        if (patch.contains("building") && patch.at("building") == 43 && patch.at("floor") == 3) return true;
-      }
-      return false;
-    }, 10s)) << d->client->deviceId();
+    ASSERT_TRUE(waitFor(
+        [&] {
+          std::lock_guard guard(d->mutex);
+          for (auto& patch : d->desired) {
+            if (patch.contains("building") && patch.at("building") == 43 && patch.at("floor") == 3)
+              return true;
+          }
+          return false;
+        },
+        10s))
+        << d->client->deviceId();
   }
   auto floor3 = service.query("SELECT deviceId FROM devices WHERE properties.desired.floor = 3", 7);
   EXPECT_EQ(floor3.size(), 120u);
@@ -260,7 +273,8 @@ TEST_F(JobsIntegrationTest, TagMethodAndDesiredJobsOverAMixedFleet) {
   for (;;) {
     std::vector<std::pair<std::string, std::string>> headers{{"x-ms-max-item-count", "1"}};
     if (token) headers.emplace_back("x-ms-continuation", *token);
-    auto r = service.call("GET", "/jobs/v2/query?jobType=scheduleUpdateTwin&jobStatus=completed", "", headers);
+    auto r = service.call("GET", "/jobs/v2/query?jobType=scheduleUpdateTwin&jobStatus=completed",
+                          "", headers);
     ASSERT_TRUE(r.isOk() && r->status == 200);
     EXPECT_EQ(r->header("x-ms-item-type"), "JobResponse");
     json::value page = parsed(r->body);
@@ -276,11 +290,15 @@ TEST_F(JobsIntegrationTest, TagMethodAndDesiredJobsOverAMixedFleet) {
   EXPECT_EQ(twin_jobs[1].at("jobId"), "desired");
 
   // Errors: a reused id, a bad condition (with its position), an unknown job.
-  auto reused = service.call("PUT", "/jobs/v2/lock", R"({"type":"scheduleUpdateTwin","updateTwin":{},"queryCondition":"*"})");
+  auto reused =
+      service.call("PUT", "/jobs/v2/lock",
+                   R"({"type":"scheduleUpdateTwin","updateTwin":{},"queryCondition":"*"})");
   ASSERT_TRUE(reused.isOk());
   EXPECT_EQ(reused->status, 409);
   EXPECT_NE(reused->body.find("JobAlreadyExists"), std::string::npos);
-  auto bad = service.call("PUT", "/jobs/v2/bad", R"({"type":"scheduleUpdateTwin","updateTwin":{},"queryCondition":"tags.x = = 1"})");
+  auto bad = service.call(
+      "PUT", "/jobs/v2/bad",
+      R"({"type":"scheduleUpdateTwin","updateTwin":{},"queryCondition":"tags.x = = 1"})");
   ASSERT_TRUE(bad.isOk());
   EXPECT_EQ(bad->status, 400);
   EXPECT_NE(bad->body.find("1:"), std::string::npos) << bad->body;
@@ -318,13 +336,18 @@ TEST_F(JobsIntegrationTest, QueryEndpointPagesAndRefusesBadInput) {
   std::vector<Bad> cases = {
       {R"({"query":"SELECT * FROM devices WHERE"})", {}, "1:"},
       {R"({"query":"SELECT * FROM devices.modules"})", {}, "1:"},
-      {json::serialize(json::object{{"query", "SELECT * FROM devices WHERE tags.a = '" + std::string(8200, 'x') + "'"}}),
+      {json::serialize(json::object{
+           {"query", "SELECT * FROM devices WHERE tags.a = '" + std::string(8200, 'x') + "'"}}),
        {},
        "8192"},
       {R"({"nope":1})", {}, "query"},
       {"{not json", {}, ""},
-      {R"({"query":"SELECT * FROM devices"})", {{"x-ms-max-item-count", "0"}}, "x-ms-max-item-count"},
-      {R"({"query":"SELECT * FROM devices"})", {{"x-ms-max-item-count", "abc"}}, "x-ms-max-item-count"},
+      {R"({"query":"SELECT * FROM devices"})",
+       {{"x-ms-max-item-count", "0"}},
+       "x-ms-max-item-count"},
+      {R"({"query":"SELECT * FROM devices"})",
+       {{"x-ms-max-item-count", "abc"}},
+       "x-ms-max-item-count"},
       {R"({"query":"SELECT * FROM devices"})", {{"x-ms-continuation", "bm9wZQ=="}}, "continuation"},
   };
   for (auto& c : cases) {
@@ -339,7 +362,8 @@ TEST_F(JobsIntegrationTest, QueryEndpointPagesAndRefusesBadInput) {
 
 TEST_F(JobsIntegrationTest, KillDashNineDuringJobsLeavesEveryDeviceWithOneTerminalState) {
   auto data = dir_.path() / "hub";
-  auto hub = std::make_unique<HubProcess>(IOTHUBD_PATH, data, std::vector<std::string>{"--job-window", "10"});
+  auto hub = std::make_unique<HubProcess>(IOTHUBD_PATH, data,
+                                          std::vector<std::string>{"--job-window", "10"});
   ASSERT_TRUE(hub->start()) << hub->startupError();
   {
     Service service(*hub);
@@ -350,17 +374,20 @@ TEST_F(JobsIntegrationTest, KillDashNineDuringJobsLeavesEveryDeviceWithOneTermin
         "queryCondition":"deviceId < 'k-1040'"})");
     service.ok("PUT", "/jobs/v2/big-twin", R"({"type":"scheduleUpdateTwin",
         "updateTwin":{"etag":"*","properties":{"desired":{"wave":1}}},"queryCondition":"*"})");
-    ASSERT_TRUE(waitFor([&] {
-      auto m = service.stats("slow-method");
-      auto t = service.stats("big-twin");
-      return m["failedCount"] >= 10 && m["runningCount"] > 0 && t["succeededCount"] > 0;
-    }, 60s));
+    ASSERT_TRUE(waitFor(
+        [&] {
+          auto m = service.stats("slow-method");
+          auto t = service.stats("big-twin");
+          return m["failedCount"] >= 10 && m["runningCount"] > 0 && t["succeededCount"] > 0;
+        },
+        60s));
   }
   hub->kill9();
   hub = std::make_unique<HubProcess>(IOTHUBD_PATH, data);
   ASSERT_TRUE(hub->start()) << hub->startupError();
   Service service(*hub);
-  ASSERT_TRUE(waitFor([&] { return service.jobDone("slow-method") && service.jobDone("big-twin"); }, 90s));
+  ASSERT_TRUE(
+      waitFor([&] { return service.jobDone("slow-method") && service.jobDone("big-twin"); }, 90s));
 
   EXPECT_EQ(service.jobStatus("slow-method"), "completed");
   auto m = service.stats("slow-method");
@@ -387,7 +414,8 @@ TEST_F(JobsIntegrationTest, KillDashNineDuringJobsLeavesEveryDeviceWithOneTermin
   for (auto& [id, row] : twin_rows) EXPECT_EQ(row.at("status"), "completed") << id;
   // Every twin carries the update exactly as a completed job promises; the index was
   // rebuilt from the store at the restart.
-  auto waved = service.query("SELECT COUNT() AS n FROM devices WHERE properties.desired.wave = 1", 1);
+  auto waved =
+      service.query("SELECT COUNT() AS n FROM devices WHERE properties.desired.wave = 1", 1);
   EXPECT_EQ(waved[0].at("n"), 1500);
 }
 

@@ -16,16 +16,21 @@ namespace iothub::testing {
 // The hub writes DATA/iothubd.json once every listener is bound; start() waits for it.
 class HubProcess {
  public:
-  HubProcess(std::string binary, std::filesystem::path data_dir, std::vector<std::string> extra_args = {})
-      : binary_(std::move(binary)), data_dir_(std::move(data_dir)), extra_args_(std::move(extra_args)) {}
+  HubProcess(std::string binary, std::filesystem::path data_dir,
+             std::vector<std::string> extra_args = {})
+      : binary_(std::move(binary)),
+        data_dir_(std::move(data_dir)),
+        extra_args_(std::move(extra_args)) {}
 
   // Starts the hub and waits until it serves. False (with the hub's stderr in
   // startupError()) when it exits or does not come up in time.
   bool start() {
     std::filesystem::remove(data_dir_ / "iothubd.json");
-    std::vector<std::string> argv{binary_, "--data-dir", data_dir_.string(), "--bind", "127.0.0.1",
-                                  "--https-port", "0", "--http-port", "0", "--mqtt-port", "0",
-                                  "--mqtt-plain-port", "0", "--log-level", "debug"};
+    std::vector<std::string> argv{binary_,       "--data-dir",  data_dir_.string(),
+                                  "--bind",      "127.0.0.1",   "--https-port",
+                                  "0",           "--http-port", "0",
+                                  "--mqtt-port", "0",           "--mqtt-plain-port",
+                                  "0",           "--log-level", "debug"};
     argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());
     std::filesystem::create_directories(data_dir_);
     process_ = std::make_unique<Process>(argv, data_dir_.parent_path());
@@ -58,7 +63,8 @@ class HubProcess {
   // The iothubowner connection string, as `iothubd connection-string` prints it ("" and a
   // test failure when that fails).
   std::string serviceConnectionString() const {
-    auto r = runCommand({binary_, "connection-string", "--data-dir", data_dir_.string()}, data_dir_.parent_path());
+    auto r = runCommand({binary_, "connection-string", "--data-dir", data_dir_.string()},
+                        data_dir_.parent_path());
     EXPECT_EQ(r.exit_code, 0) << r.err;
     while (!r.out.empty() && (r.out.back() == '\n' || r.out.back() == '\r')) r.out.pop_back();
     return r.out;
