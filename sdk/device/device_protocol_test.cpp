@@ -185,12 +185,5 @@ TEST(DeviceProtocolTest, ParsesHostPort) {
   EXPECT_EQ(hostWithoutPort("myhub.example"), "myhub.example");
 }
 
-TEST(DeviceProtocolTest, TopicQueryValueDecodesKeysAndValues) {
-  EXPECT_EQ(topicQueryValue("a/?x=1&%24rid=a%20b", "$rid"), "a b");
-  EXPECT_EQ(topicQueryValue("a/?flag&x=1", "flag"), "");
-  EXPECT_FALSE(topicQueryValue("a/?x=1", "y"));
-  EXPECT_FALSE(topicQueryValue("a/x=1", "x"));
-}
-
 }  // namespace
 }  // namespace iothub::device::detail

@@ -6,6 +6,7 @@
 
 #include "common/encoding.hpp"
 #include "common/time_format.hpp"
+#include "mqtt/topic.hpp"
 
 namespace iothub::device_api {
 namespace {
@@ -17,7 +18,9 @@ constexpr std::string_view kTwinGet = "$iothub/twin/GET/";
 constexpr std::string_view kTwinPatchReported = "$iothub/twin/PATCH/properties/reported/";
 constexpr std::string_view kMethodResponse = "$iothub/methods/res/";
 
-ConnectRefusal refuse(ConnectReturnCode code, std::string reason) { return {code, std::move(reason)}; }
+ConnectRefusal refuse(ConnectReturnCode code, std::string reason) {
+  return {code, std::move(reason)};
+}
 
 // Splits "a=b&c=d" bag entries, URL-decoding both sides (reference §2.7, gotcha 7).
 std::string describePropertyBag(std::string_view bag) {
@@ -29,7 +32,8 @@ std::string describePropertyBag(std::string_view bag) {
     if (pair.empty()) continue;
     auto eq = pair.find('=');
     auto key = urlDecode(pair.substr(0, eq));
-    auto value = eq == std::string_view::npos ? std::optional<std::string>("") : urlDecode(pair.substr(eq + 1));
+    auto value = eq == std::string_view::npos ? std::optional<std::string>("")
+                                              : urlDecode(pair.substr(eq + 1));
     if (!out.empty()) out += ", ";
     out += (key ? *key : std::string(pair.substr(0, eq))) + "=" + (value ? *value : "?");
   }
@@ -38,23 +42,10 @@ std::string describePropertyBag(std::string_view bag) {
 
 }  // namespace
 
-std::optional<std::string> topicQueryValue(std::string_view topic, std::string_view name) {
-  auto q = topic.find('?');
-  if (q == std::string_view::npos) return std::nullopt;
-  std::string_view query = topic.substr(q + 1);
-  while (!query.empty()) {
-    auto amp = query.find('&');
-    std::string_view pair = query.substr(0, amp);
-    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
-    auto eq = pair.find('=');
-    if (eq != std::string_view::npos && pair.substr(0, eq) == name) return std::string(pair.substr(eq + 1));
-  }
-  return std::nullopt;
-}
-
 DeviceEndpoint::DeviceEndpoint(std::string host_name, store::Store& store,
-                               std::vector<store::AccessPolicyRecord> policies, twin::TwinService& twins,
-                               methods::MethodInvoker& methods, const Clock& clock, Random& random)
+                               std::vector<store::AccessPolicyRecord> policies,
+                               twin::TwinService& twins, methods::MethodInvoker& methods,
+                               const Clock& clock, Random& random)
     : host_name_(std::move(host_name)),
       store_(store),
       policies_(std::move(policies)),
@@ -63,7 +54,8 @@ DeviceEndpoint::DeviceEndpoint(std::string host_name, store::Store& store,
       clock_(clock),
       random_(random) {}
 
-std::variant<DeviceIdentity, ConnectRefusal> DeviceEndpoint::authenticate(const mqtt::Connect& connect) {
+std::variant<DeviceIdentity, ConnectRefusal> DeviceEndpoint::authenticate(
+    const mqtt::Connect& connect) {
   auto refused = [this](ConnectReturnCode code, std::string reason) {
     ++counters_.refused_connects;
     return refuse(code, std::move(reason));
@@ -74,7 +66,8 @@ std::variant<DeviceIdentity, ConnectRefusal> DeviceEndpoint::authenticate(const 
     return refused(ConnectReturnCode::IdentifierRejected, "client id must be a device id");
   }
   if (!connect.user_name || !connect.password) {
-    return refused(ConnectReturnCode::BadUserNameOrPassword, "username and SAS token password are required");
+    return refused(ConnectReturnCode::BadUserNameOrPassword,
+                   "username and SAS token password are required");
   }
   // Username: "<host>/<deviceId>/?api-version=…" or just "<host>/<deviceId>" (reference §1.3).
   std::string_view user = *connect.user_name;
@@ -96,13 +89,15 @@ std::variant<DeviceIdentity, ConnectRefusal> DeviceEndpoint::authenticate(const 
   if (device->status != store::DeviceStatus::Enabled) {
     return refused(ConnectReturnCode::NotAuthorized, "the device is disabled");
   }
-  auto expiry = auth::verifyDeviceToken(*connect.password, host_name_, device_id, device->primary_key,
-                                        device->secondary_key, policies_, clock_);
+  auto expiry =
+      auth::verifyDeviceToken(*connect.password, host_name_, device_id, device->primary_key,
+                              device->secondary_key, policies_, clock_);
   if (!expiry) return refused(ConnectReturnCode::NotAuthorized, expiry.status().message());
   return DeviceIdentity{device_id, *expiry};
 }
 
-SubAckReturnCode DeviceEndpoint::authorizeSubscription(std::string_view device_id, std::string_view filter,
+SubAckReturnCode DeviceEndpoint::authorizeSubscription(std::string_view device_id,
+                                                       std::string_view filter,
                                                        mqtt::QoS requested) const {
   auto grant = [requested](mqtt::QoS max) {
     return mqtt::grantedQoS(static_cast<int>(requested) < static_cast<int>(max) ? requested : max);
@@ -116,7 +111,8 @@ SubAckReturnCode DeviceEndpoint::authorizeSubscription(std::string_view device_i
   return SubAckReturnCode::Failure;
 }
 
-Result<std::optional<store::MqttSessionRecord>> DeviceEndpoint::loadSession(std::string_view client_id) {
+Result<std::optional<store::MqttSessionRecord>> DeviceEndpoint::loadSession(
+    std::string_view client_id) {
   return store_.mqttSessions().getSession(client_id);
 }
 
@@ -149,20 +145,24 @@ static PublishOutcome replyWith(Reply reply) {
 PublishOutcome DeviceEndpoint::twinGet(std::string_view device_id, std::string_view request_id) {
   auto twin = twins_.deviceGetTwin(device_id);
   if (!twin) return replyWith(twinError(request_id, twin.status()));
-  return replyWith({"$iothub/twin/res/200/?$rid=" + std::string(request_id), json::serialize(*twin)});
+  return replyWith(
+      {"$iothub/twin/res/200/?$rid=" + std::string(request_id), json::serialize(*twin)});
 }
 
-PublishOutcome DeviceEndpoint::twinPatchReported(std::string_view device_id, std::string_view request_id,
+PublishOutcome DeviceEndpoint::twinPatchReported(std::string_view device_id,
+                                                 std::string_view request_id,
                                                  std::string_view payload) {
   auto patch = parseJson(payload);
   if (!patch) return replyWith(twinError(request_id, patch.status()));
   auto version = twins_.devicePatchReported(device_id, *patch);
   if (!version) return replyWith(twinError(request_id, version.status()));
-  return replyWith({"$iothub/twin/res/204/?$rid=" + std::string(request_id) + "&$version=" + std::to_string(*version),
+  return replyWith({"$iothub/twin/res/204/?$rid=" + std::string(request_id) +
+                        "&$version=" + std::to_string(*version),
                     ""});
 }
 
-PublishOutcome DeviceEndpoint::handlePublish(std::string_view device_id, const mqtt::Publish& publish) {
+PublishOutcome DeviceEndpoint::handlePublish(std::string_view device_id,
+                                             const mqtt::Publish& publish) {
   std::string_view topic = publish.topic;
   auto violation = [&](std::string reason) {
     ++counters_.acl_violations;
@@ -172,7 +172,7 @@ PublishOutcome DeviceEndpoint::handlePublish(std::string_view device_id, const m
     return out;
   };
   if (topic.starts_with(kTwinGet) || topic.starts_with(kTwinPatchReported)) {
-    auto rid = topicQueryValue(topic, "$rid");
+    auto rid = mqtt::topicQueryValue(topic, "$rid");
     if (!rid || rid->empty()) return violation("twin request without $rid");
     if (topic.starts_with(kTwinGet)) return twinGet(device_id, *rid);
     return twinPatchReported(device_id, *rid, publish.payload);
@@ -181,12 +181,13 @@ PublishOutcome DeviceEndpoint::handlePublish(std::string_view device_id, const m
     std::string_view rest = topic.substr(kMethodResponse.size());
     int status = 0;
     auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), status);
-    auto rid = topicQueryValue(topic, "$rid");
+    auto rid = mqtt::topicQueryValue(topic, "$rid");
     if (ec != std::errc() || end == rest.data() || *end != '/' || !rid) {
       return violation("malformed method response topic");
     }
     if (!methods_.onResponse(device_id, *rid, status, publish.payload)) {
-      spdlog::debug("device {}: method response for unknown or expired request {}", device_id, *rid);
+      spdlog::debug("device {}: method response for unknown or expired request {}", device_id,
+                    *rid);
     }
     return {};
   }
@@ -194,12 +195,14 @@ PublishOutcome DeviceEndpoint::handlePublish(std::string_view device_id, const m
   if (topic.starts_with(events) || topic == events.substr(0, events.size() - 1)) {
     ++counters_.telemetry_messages;
     counters_.telemetry_bytes += publish.payload.size();
-    spdlog::debug("device {}: telemetry {} bytes [{}]", device_id, publish.payload.size(),
-                  describePropertyBag(topic.size() > events.size() ? topic.substr(events.size()) : ""));
+    spdlog::debug(
+        "device {}: telemetry {} bytes [{}]", device_id, publish.payload.size(),
+        describePropertyBag(topic.size() > events.size() ? topic.substr(events.size()) : ""));
     touch(device_id, false);
     return {};
   }
-  return violation("publish to a topic the device may not use: " + std::string(topic.substr(0, 128)));
+  return violation("publish to a topic the device may not use: " +
+                   std::string(topic.substr(0, 128)));
 }
 
 void DeviceEndpoint::touch(std::string_view device_id, bool connection_change) {
@@ -213,12 +216,13 @@ void DeviceEndpoint::touch(std::string_view device_id, bool connection_change) {
       it->second = now;
     }
   }
-  auto updated = store_.registry().updateDevice(device_id, [&](const store::DeviceRecord& d) -> Result<store::DeviceRecord> {
-    store::DeviceRecord next = d;
-    next.last_activity_time = now;
-    if (connection_change) next.connection_state_updated_time = now;
-    return next;
-  });
+  auto updated = store_.registry().updateDevice(
+      device_id, [&](const store::DeviceRecord& d) -> Result<store::DeviceRecord> {
+        store::DeviceRecord next = d;
+        next.last_activity_time = now;
+        if (connection_change) next.connection_state_updated_time = now;
+        return next;
+      });
   if (!updated && updated.code() != ErrorCode::DeviceNotFound) {
     spdlog::warn("device {}: cannot record activity: {}", device_id, updated.status().toString());
   }

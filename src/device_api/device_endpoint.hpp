@@ -112,8 +112,5 @@ class DeviceEndpoint {
   std::unordered_map<std::string, SystemTime> last_activity_write_;  // guarded by activity_mutex_
 };
 
-// The value of `name` in the query part of a topic such as "$iothub/twin/GET/?$rid=42"
-// (URL-decoded), or nullopt.
-std::optional<std::string> topicQueryValue(std::string_view topic, std::string_view name);
 
 }  // namespace iothub::device_api

@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "common/encoding.hpp"
 #include "mqtt/utf8.hpp"
 
 namespace iothub::mqtt {
@@ -90,6 +91,24 @@ bool topicMatches(std::string_view filter, std::string_view topic) {
     if (wanted != "+" && wanted != actual) return false;
   }
   return topic_levels.done();
+}
+
+std::optional<std::string> topicQueryValue(std::string_view topic, std::string_view name) {
+  auto start = topic.find("/?");
+  if (start == std::string_view::npos) return std::nullopt;
+  std::string_view query = topic.substr(start + 2);
+  while (!query.empty()) {
+    auto amp = query.find('&');
+    std::string_view pair = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+    auto eq = pair.find('=');
+    auto key = urlDecode(pair.substr(0, eq));
+    if (!key || *key != name) continue;
+    if (eq == std::string_view::npos) return std::string();
+    auto value = urlDecode(pair.substr(eq + 1));
+    if (value) return value;
+  }
+  return std::nullopt;
 }
 
 }  // namespace iothub::mqtt

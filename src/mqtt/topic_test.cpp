@@ -111,5 +111,14 @@ TEST(TopicNameTest, RejectsWildcardsEmptyAndBadUtf8) {
   EXPECT_FALSE(validateTopicName(std::string(65536, 'a')).isOk());
 }
 
+TEST(TopicQueryValueTest, DecodesKeysAndValues) {
+  EXPECT_EQ(topicQueryValue("a/?x=1&%24rid=a%20b", "$rid"), "a b");
+  EXPECT_EQ(topicQueryValue("$iothub/twin/GET/?$rid=42", "$rid"), "42");
+  EXPECT_EQ(topicQueryValue("a/?flag&x=1", "flag"), "");
+  EXPECT_FALSE(topicQueryValue("a/?x=1", "y"));
+  EXPECT_FALSE(topicQueryValue("a/x=1", "x"));
+  EXPECT_FALSE(topicQueryValue("a/?rid=%zz", "rid"));
+}
+
 }  // namespace
 }  // namespace iothub::mqtt

@@ -5,8 +5,11 @@
 
 #include "common/encoding.hpp"
 #include "common/error_code.hpp"
+#include "mqtt/topic.hpp"
 
 namespace iothub::device::detail {
+
+using mqtt::topicQueryValue;
 namespace {
 
 constexpr std::string_view kMethodRequestPrefix = "$iothub/methods/POST/";
@@ -140,24 +143,6 @@ std::string twinPatchReportedTopic(std::string_view rid) {
 
 std::string methodResponseTopic(int status, std::string_view rid) {
   return "$iothub/methods/res/" + std::to_string(status) + "/?$rid=" + std::string(rid);
-}
-
-std::optional<std::string> topicQueryValue(std::string_view topic, std::string_view name) {
-  auto start = topic.find("/?");
-  if (start == std::string_view::npos) return std::nullopt;
-  std::string_view query = topic.substr(start + 2);
-  while (!query.empty()) {
-    auto amp = query.find('&');
-    std::string_view pair = query.substr(0, amp);
-    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
-    auto eq = pair.find('=');
-    auto key = urlDecode(pair.substr(0, eq));
-    if (!key || *key != name) continue;
-    if (eq == std::string_view::npos) return std::string();
-    auto value = urlDecode(pair.substr(eq + 1));
-    if (value) return value;
-  }
-  return std::nullopt;
 }
 
 std::optional<MethodRequestTopic> parseMethodRequestTopic(std::string_view topic) {

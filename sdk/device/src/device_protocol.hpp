@@ -53,11 +53,6 @@ std::string twinPatchReportedTopic(std::string_view rid);
 // The rid is echoed byte for byte (reference §2.2).
 std::string methodResponseTopic(int status, std::string_view rid);
 
-// The value of query parameter `name` in the part of `topic` after "/?", or nullopt.
-// Keys and values are URL-decoded (as Node's querystring.parse does); a malformed escape
-// makes that pair not match.
-std::optional<std::string> topicQueryValue(std::string_view topic, std::string_view name);
-
 struct MethodRequestTopic {
   std::string name;  // 4th segment, not decoded (reference §2.2)
   std::string rid;   // raw, echoed verbatim in the answer
