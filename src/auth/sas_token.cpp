@@ -41,13 +41,23 @@ Result<SasToken> SasToken::parse(std::string_view token) {
   if (!token.starts_with(kPrefix)) {
     return malformed("it does not start with 'SharedAccessSignature '");
   }
+  // Checked before any other work: a hostile token costs at most this many bytes of
+  // scanning and kMaxSasFields fields, so parsing is linear and bounded.
+  if (token.size() > kMaxSasTokenLength) {
+    return malformed("it is longer than " + std::to_string(kMaxSasTokenLength) + " characters");
+  }
   std::string_view rest = token.substr(kPrefix.size());
   if (rest.empty()) return malformed("it has no fields");
 
   std::optional<std::string_view> sr, sig, se, skn;
-  // Names of fields we do not know, only to reject their duplicates too.
+  // Names of fields we do not know, only to reject their duplicates too. At most
+  // kMaxSasFields of them, so the duplicate check stays a handful of comparisons.
   std::vector<std::string_view> other_names;
+  std::size_t fields = 0;
   while (true) {
+    if (++fields > kMaxSasFields) {
+      return malformed("it has more than " + std::to_string(kMaxSasFields) + " fields");
+    }
     std::size_t amp = rest.find('&');
     std::string_view field = rest.substr(0, amp);
     std::size_t eq = field.find('=');

@@ -10,6 +10,12 @@
 
 namespace iothub::auth {
 
+// Bounds on an acceptable token. Azure's tokens are a few hundred bytes (a device token for a
+// 128-character id under a long host name stays under 1 KB) with four fields; anything far
+// beyond is refused before it can cost CPU (docs/limits.md).
+inline constexpr std::size_t kMaxSasTokenLength = 4096;
+inline constexpr std::size_t kMaxSasFields = 16;
+
 // A parsed "SharedAccessSignature sr=…&sig=…&se=…[&skn=…]" token (reference §1.2).
 // Fields may come in any order; each value runs from the field's first '=' to the next '&'.
 // Parsing only checks syntax: no signature, expiry or resource checks.
@@ -20,7 +26,8 @@ struct SasToken {
   std::optional<std::string> key_name;  // `skn` URL-decoded
   std::int64_t expiry = 0;              // `se`, seconds since the Unix epoch
 
-  // Requires the exact prefix "SharedAccessSignature " and non-empty `sr`, `sig` and `se`.
+  // Refuses tokens longer than kMaxSasTokenLength or with more than kMaxSasFields fields.
+  // Linear in the token's length. Requires the exact prefix "SharedAccessSignature " and non-empty `sr`, `sig` and `se`.
   // `se` must be a canonical non-negative decimal int64 (digits only, no sign, no leading
   // zeros) so that the signed text can be re-rendered from `expiry`. An empty `skn` (the
   // Azure C SDK writes "&skn=" on device-key tokens) means no key name. Unknown fields are

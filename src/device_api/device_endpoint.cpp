@@ -79,6 +79,10 @@ std::variant<DeviceIdentity, ConnectRefusal> DeviceEndpoint::authenticate(
     return refused(ConnectReturnCode::BadUserNameOrPassword,
                    "username must be '" + host_name_ + "/" + device_id + "/?api-version=…'");
   }
+  // A hostile password is refused before it costs a store read (docs/limits.md).
+  if (connect.password->size() > auth::kMaxSasTokenLength) {
+    return refused(ConnectReturnCode::NotAuthorized, "the SAS token is too long");
+  }
   auto device = store_.registry().getDevice(device_id);
   if (!device) {
     if (device.code() == ErrorCode::DeviceNotFound) {

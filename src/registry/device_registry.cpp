@@ -137,9 +137,8 @@ Status DeviceRegistry::remove(std::string_view device_id, std::string_view if_ma
       device_id, [&](const DeviceRecord& current) { return checkEtag(current, if_match); });
   if (s.code() == ErrorCode::DeviceNotFound) return deviceNotFound(device_id);
   if (!s) return s;
-  // The device's persistent MQTT session goes with it; a device created later under the
-  // same id starts clean.
-  if (Status gone = store_.mqttSessions().deleteSession(device_id); !gone) return gone;
+  // The store deleted the device's persistent MQTT session in the same transaction; a device
+  // created later under the same id starts clean.
   if (connections_ != nullptr) connections_->disconnect(device_id, "the device was deleted");
   return Status::ok();
 }

@@ -46,7 +46,8 @@ class RegistryStore {
   // not change). Errors: DeviceNotFound, or whatever `mutate` returns.
   virtual Result<DeviceRecord> updateDevice(std::string_view device_id, DeviceMutation mutate) = 0;
 
-  // Deletes the device and its twin if `precondition` (may be empty) passes.
+  // Deletes the device, its twin and its persistent MQTT session, in one transaction, if
+  // `precondition` (may be empty) passes.
   // Errors: DeviceNotFound, or the precondition's error.
   virtual Status deleteDevice(std::string_view device_id, DevicePrecondition precondition) = 0;
 
@@ -134,7 +135,9 @@ class MqttSessionStore {
   virtual ~MqttSessionStore() = default;
   // The session of `client_id`, or nullopt when it has none.
   virtual Result<std::optional<MqttSessionRecord>> getSession(std::string_view client_id) = 0;
-  // Creates or replaces the session.
+  // Creates or replaces the session of an existing device. Errors: DeviceNotFound when no
+  // device has the id `client_id`: a connection that saves its subscriptions after its
+  // device was deleted cannot bring the session back.
   virtual Status putSession(const MqttSessionRecord& session) = 0;
   // Removes the session if it exists (a CleanSession=1 connect, a deleted device).
   virtual Status deleteSession(std::string_view client_id) = 0;

@@ -676,6 +676,7 @@ TEST_P(StoreConformanceTest, InsertMissingPoliciesKeepsExistingOnes) {
 // --- persistent MQTT sessions ---
 
 TEST_P(StoreConformanceTest, MqttSessionsArePutReplacedAndDeleted) {
+  createDevice("dev1");
   auto& sessions = store_->mqttSessions();
   auto none = sessions.getSession("dev1");
   ASSERT_TRUE(none.isOk()) << none.status().toString();
@@ -693,6 +694,22 @@ TEST_P(StoreConformanceTest, MqttSessionsArePutReplacedAndDeleted) {
   ASSERT_TRUE(sessions.deleteSession("dev1").isOk());
   EXPECT_FALSE(sessions.getSession("dev1")->has_value());
   EXPECT_TRUE(sessions.deleteSession("never-existed").isOk());
+}
+
+TEST_P(StoreConformanceTest, MqttSessionsBelongToExistingDevicesAndGoWithThem) {
+  auto& sessions = store_->mqttSessions();
+  MqttSessionRecord session{"dev1", {{"$iothub/methods/POST/#", 1}}};
+  EXPECT_EQ(sessions.putSession(session).code(), ErrorCode::DeviceNotFound);
+  EXPECT_FALSE(sessions.getSession("dev1")->has_value());
+
+  createDevice("dev1");
+  ASSERT_TRUE(sessions.putSession(session).isOk());
+  ASSERT_TRUE(registry().deleteDevice("dev1", nullptr).isOk());
+  EXPECT_FALSE(sessions.getSession("dev1")->has_value()) << "deleted with its device";
+  // A connection of the deleted device that saves its subscriptions late changes nothing.
+  EXPECT_EQ(sessions.putSession(session).code(), ErrorCode::DeviceNotFound);
+  createDevice("dev1");
+  EXPECT_FALSE(sessions.getSession("dev1")->has_value()) << "a new device starts clean";
 }
 
 // --- durability ---

@@ -218,6 +218,7 @@ constexpr std::string_view kUpdateDevice =
     " parent_scopes = ?14, connection_state_updated_time = ?15, last_activity_time = ?16,"
     " cloud_to_device_message_count = ?17 WHERE device_id = ?1";
 constexpr std::string_view kDeleteDevice = "DELETE FROM devices WHERE device_id = ?1";
+constexpr std::string_view kDeleteSession = "DELETE FROM mqtt_sessions WHERE client_id = ?1";
 constexpr std::string_view kDeviceStatistics =
     "SELECT count(*), coalesce(sum(status = 'enabled'), 0), coalesce(sum(status = 'disabled'), 0)"
     " FROM devices";
@@ -626,7 +627,13 @@ Status SqliteStore::deleteDevice(std::string_view device_id, DevicePrecondition 
     Result<SqliteStatement> remove = connection.prepare(kDeleteDevice);
     if (!remove) return remove.status();
     remove->bind(1, device_id);
-    return remove->run();  // the twin goes with it (ON DELETE CASCADE)
+    IOTHUB_RETURN_IF_ERROR(remove->run());  // the twin goes with it (ON DELETE CASCADE)
+    // The persistent MQTT session too, in the same transaction (putSession refuses
+    // sessions of devices that do not exist, so it cannot come back).
+    Result<SqliteStatement> session = connection.prepare(kDeleteSession);
+    if (!session) return session.status();
+    session->bind(1, device_id);
+    return session->run();
   });
 }
 
@@ -843,10 +850,12 @@ namespace {
 
 constexpr std::string_view kGetSession =
     "SELECT subscriptions FROM mqtt_sessions WHERE client_id = ?1";
+// Only for an existing device: a session saved after its device was deleted would come back
+// to life when a device is created again under the same id.
 constexpr std::string_view kPutSession =
-    "INSERT INTO mqtt_sessions (client_id, subscriptions) VALUES (?1, ?2) "
+    "INSERT INTO mqtt_sessions (client_id, subscriptions) SELECT ?1, ?2 "
+    "WHERE EXISTS (SELECT 1 FROM devices WHERE device_id = ?1) "
     "ON CONFLICT (client_id) DO UPDATE SET subscriptions = excluded.subscriptions";
-constexpr std::string_view kDeleteSession = "DELETE FROM mqtt_sessions WHERE client_id = ?1";
 
 }  // namespace
 
@@ -888,7 +897,11 @@ Status SqliteStore::putSession(const MqttSessionRecord& session) {
     Result<SqliteStatement> put = connection.prepare(kPutSession);
     if (!put) return put.status();
     put->bind(1, session.client_id).bind(2, text);
-    return put->run();
+    IOTHUB_RETURN_IF_ERROR(put->run());
+    if (connection.changes() == 0) {
+      return Status(ErrorCode::DeviceNotFound, "no device '" + session.client_id + "'");
+    }
+    return Status::ok();
   });
 }
 
