@@ -378,6 +378,31 @@ TEST_F(ServiceApiTest, TwinsAreReadPatchedAndReplacedWithEtags) {
   EXPECT_EQ(call("GET", "/twins/t1", "", std::nullopt, token("service")).status, 200);
 }
 
+// Regression: arrays of nulls or empty strings counted as nothing against the twin limits.
+TEST_F(ServiceApiTest, TwinArraysCountTheirJsonAgainstTheLimits) {
+  ASSERT_EQ(call("PUT", "/devices/t2", R"({"deviceId":"t2"})").status, 200);
+  auto repeated = [](const std::string& element, int count) {
+    std::string text = "[";
+    for (int i = 0; i < count; ++i) text += (i == 0 ? "" : ",") + element;
+    return text + "]";
+  };
+  for (const std::string& text :
+       {R"({"properties":{"desired":{"k":)" + repeated("null", 45000) + "}}}",
+        R"({"tags":{"k":)" + repeated(R"("")", 3000) + "}}",
+        R"({"tags":{"k":)" + repeated(R"("\u0001")", 1000) + "}}"}) {
+    for (const char* method : {"PATCH", "PUT"}) {
+      auto r = call(method, "/twins/t2", text);
+      EXPECT_EQ(r.status, 400) << method << " " << text.substr(0, 40);
+      EXPECT_EQ(errorName(r), "ArgumentInvalid") << method << " " << text.substr(0, 40);
+    }
+  }
+  auto twin = body(call("GET", "/twins/t2"));
+  EXPECT_EQ(twin.at("version").as_int64(), 1) << "nothing was written";
+  auto fits = call("PATCH", "/twins/t2",
+                   R"({"properties":{"desired":{"k":)" + repeated("null", 6000) + "}}}");
+  EXPECT_EQ(fits.status, 200) << fits.body.substr(0, 200);
+}
+
 TEST_F(ServiceApiTest, MethodRequestsAreValidated) {
   ASSERT_EQ(call("PUT", "/devices/m1", R"({"deviceId":"m1"})").status, 200);
   struct Case {

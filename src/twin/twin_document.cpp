@@ -1,5 +1,6 @@
 #include "twin/twin_document.hpp"
 
+#include <algorithm>
 #include <array>
 
 #include "common/encoding.hpp"
@@ -175,6 +176,104 @@ std::size_t valueSize(const json::value& value) {
   return 0;
 }
 
+// Bytes of `text` as a JSON string, quotes included, escaped the way json::serialize does:
+// '"' and '\\' and the short escapes \b \f \n \r \t take 2 bytes, other C0 controls 6
+// (\u00XX), every other byte (UTF-8 included) 1.
+std::size_t serializedStringSize(std::string_view text) {
+  std::size_t size = 2;
+  for (char ch : text) {
+    auto c = static_cast<unsigned char>(ch);
+    if (c == '"' || c == '\\' || c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t') {
+      size += 2;
+    } else if (c < 0x20) {
+      size += 6;
+    } else {
+      size += 1;
+    }
+  }
+  return size;
+}
+
+std::size_t decimalDigits(std::uint64_t n) {
+  std::size_t digits = 1;
+  while (n >= 10) {
+    n /= 10;
+    ++digits;
+  }
+  return digits;
+}
+
+std::size_t serializedValueSize(const json::value& value);
+
+// `top` skips a "$metadata" member. Null members are skipped (merging deletes them); they
+// never occur in a stored section.
+std::size_t serializedObjectSize(const json::object& object, bool top) {
+  std::size_t size = 2;
+  std::size_t members = 0;
+  for (const auto& member : object) {
+    if (member.value().is_null() || (top && member.key() == kMetadataKey)) continue;
+    size += serializedStringSize(member.key()) + 1 + serializedValueSize(member.value());
+    ++members;
+  }
+  return members == 0 ? size : size + members - 1;
+}
+
+// Array elements are stored as they are, nulls included.
+std::size_t serializedArrayElementSize(const json::value& value);
+
+std::size_t serializedArraySize(const json::array& array) {
+  std::size_t size = 2;
+  for (const auto& element : array) size += serializedArrayElementSize(element);
+  return array.empty() ? size : size + array.size() - 1;
+}
+
+std::size_t serializedScalarSize(const json::value& value) {
+  switch (value.kind()) {
+    case json::kind::string:
+      return serializedStringSize(value.get_string());
+    case json::kind::int64: {
+      std::int64_t n = value.get_int64();
+      // Negate in unsigned arithmetic: -INT64_MIN overflows int64.
+      std::uint64_t magnitude =
+          n < 0 ? ~static_cast<std::uint64_t>(n) + 1 : static_cast<std::uint64_t>(n);
+      return decimalDigits(magnitude) + (n < 0 ? 1 : 0);
+    }
+    case json::kind::uint64:
+      return decimalDigits(value.get_uint64());
+    case json::kind::double_:
+      return json::serialize(value).size();  // the shortest round-trip form, as stored
+    case json::kind::bool_:
+      return value.get_bool() ? 4 : 5;
+    case json::kind::null:
+      return 4;
+    case json::kind::object:
+    case json::kind::array:
+      break;
+  }
+  return 0;
+}
+
+std::size_t serializedValueSize(const json::value& value) {
+  if (const json::object* o = value.if_object()) return serializedObjectSize(*o, false);
+  if (const json::array* a = value.if_array()) return serializedArraySize(*a);
+  return serializedScalarSize(value);
+}
+
+// Inside an array nothing is merged: objects keep their null members.
+std::size_t serializedStoredObjectSize(const json::object& object) {
+  std::size_t size = 2;
+  for (const auto& member : object) {
+    size += serializedStringSize(member.key()) + 1 + serializedArrayElementSize(member.value());
+  }
+  return object.empty() ? size : size + object.size() - 1;
+}
+
+std::size_t serializedArrayElementSize(const json::value& value) {
+  if (const json::object* o = value.if_object()) return serializedStoredObjectSize(*o);
+  if (const json::array* a = value.if_array()) return serializedArraySize(*a);
+  return serializedScalarSize(value);
+}
+
 json::object stampObject(const UpdateStamp& stamp) {
   json::object o;
   o[kLastUpdatedKey] = stamp.timestamp;
@@ -258,7 +357,7 @@ Status validateSectionPatch(const json::object& patch, std::string_view path) {
   return validateObject(patch, builder, 0);
 }
 
-std::size_t twinSize(const json::object& section) {
+std::size_t azureSectionSize(const json::object& section) {
   std::size_t size = 0;
   for (const auto& member : section) {
     if (member.value().is_null() || member.key() == kMetadataKey) continue;
@@ -267,13 +366,22 @@ std::size_t twinSize(const json::object& section) {
   return size;
 }
 
+std::size_t serializedSectionSize(const json::object& section) {
+  return serializedObjectSize(section, true);
+}
+
+std::size_t twinSize(const json::object& section) {
+  return std::max(azureSectionSize(section), serializedSectionSize(section));
+}
+
 Status checkSectionSize(const json::object& content, Section section) {
   std::size_t size = twinSize(content);
   if (size <= maxSectionSize(section)) return Status::ok();
   return {ErrorCode::MessageTooLarge,
           std::string(sectionPath(section)) + " would be " + std::to_string(size) +
               " bytes; at most " + std::to_string(maxSectionSize(section)) +
-              " are allowed (keys and values, without $metadata and $version)"};
+              " are allowed (the larger of Azure's count of keys and values and the compact "
+              "JSON size, without $metadata and $version)"};
 }
 
 void applyMergePatch(json::object& target, const json::object& patch) {

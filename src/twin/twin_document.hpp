@@ -59,17 +59,37 @@ std::size_t maxSectionSize(Section section);
 // offending path.
 Status validateSectionPatch(const json::object& patch, std::string_view path);
 
+// Size of a section, the number every size limit is checked against: the larger of
+// azureSectionSize and serializedSectionSize. Azure's accounting alone counts arrays of
+// nulls, empty strings, empty objects and control characters as (nearly) nothing, so a
+// section it calls small could be megabytes of JSON; taking the larger of the two keeps
+// Azure's limits for ordinary twins and bounds what the hub stores and sends: a section
+// that passes checkSectionSize is at most its limit in compact JSON (without
+// "$metadata"). Members that are null in an object count nothing in either measure (a
+// merge deletes them), so the size of a patch never exceeds the size of the section it
+// produces; nulls inside arrays are values and count. A top-level "$metadata" member is
+// not counted.
+std::size_t twinSize(const json::object& section);
+
 // Size of a section as Azure accounts it (reference §7): the sum over members of the key's
 // length plus the value's size, where strings (keys too) count their Unicode characters
 // except control characters, numbers 8, booleans 4, objects and arrays the sum of their
-// contents. Null members are skipped (key included) because merging deletes them, so the
-// size of a patch never exceeds the size of the section it produces. A top-level
-// "$metadata" member is not counted.
-std::size_t twinSize(const json::object& section);
+// contents. Null members are skipped (key included). A top-level "$metadata" member is not
+// counted.
+std::size_t azureSectionSize(const json::object& section);
+
+// Bytes of the section as compact JSON (what toJson() writes: quotes, escapes, colons,
+// commas and brackets included) after dropping null members of objects, recursively
+// (what merging it into an empty section leaves), and a top-level "$metadata" member.
+// For a stored section, which has no null members, that is toJson() of its properties.
+std::size_t serializedSectionSize(const json::object& section);
 
 // Errors: MessageTooLarge (413001) when twinSize(content) exceeds the section's limit.
 // Size is the one limit reported with its own code, so that callers can choose: the MQTT
 // twin endpoint answers 413/413001 (reference §2.10), REST adapters may map it to 400.
+// Every path that writes a section (service patch and replacement, job update, device
+// reported patch) checks the section it would store, so patches cannot add up past the
+// limit.
 Status checkSectionSize(const json::object& content, Section section);
 
 // RFC 7386 JSON merge patch into `target`: objects merge recursively, a null member

@@ -9,6 +9,7 @@
 namespace iothub::twin {
 namespace {
 
+using test_support::arrayOf;
 using test_support::documentOfSize;
 using test_support::obj;
 
@@ -227,17 +228,24 @@ TEST(TwinValidationTest, NestingUpTo10Levels) {
 
 // --- size ---
 
-TEST(TwinSizeTest, CountsKeysAndValuesAsDocumented) {
-  EXPECT_EQ(twinSize(obj(R"({"ab":"cde"})")), 5u);
-  EXPECT_EQ(twinSize(obj(R"({"n":1,"d":2.5,"b":true})")), 1u + 8 + 1 + 8 + 1 + 4);
-  EXPECT_EQ(twinSize(obj(R"({"o":{"ab":"c"},"l":["xy",1]})")), 1u + 3 + 1 + 2 + 8);
-  EXPECT_EQ(twinSize(obj(R"({"gone":null})")), 0u);
-  EXPECT_EQ(twinSize(obj(R"({"a":"x","$metadata":{"$lastUpdated":"2023"}})")), 2u);
+TEST(TwinSizeTest, CountsKeysAndValuesAsAzureDocuments) {
+  EXPECT_EQ(azureSectionSize(obj(R"({"ab":"cde"})")), 5u);
+  EXPECT_EQ(azureSectionSize(obj(R"({"n":1,"d":2.5,"b":true})")), 1u + 8 + 1 + 8 + 1 + 4);
+  EXPECT_EQ(azureSectionSize(obj(R"({"o":{"ab":"c"},"l":["xy",1]})")), 1u + 3 + 1 + 2 + 8);
+  EXPECT_EQ(azureSectionSize(obj(R"({"gone":null})")), 0u);
+  EXPECT_EQ(azureSectionSize(obj(R"({"a":"x","$metadata":{"$lastUpdated":"2023"}})")), 2u);
 }
 
-TEST(TwinSizeTest, CountsCharactersNotBytesAndSkipsControlCharacters) {
-  EXPECT_EQ(twinSize(obj(R"({"é":"日本"})")), 3u);
-  EXPECT_EQ(twinSize(obj(R"({"s":"a\n\tb\u0085"})")), 3u);
+TEST(TwinSizeTest, AzureAccountingCountsCharactersNotBytesAndSkipsControlCharacters) {
+  EXPECT_EQ(azureSectionSize(obj(R"({"é":"日本"})")), 3u);
+  EXPECT_EQ(azureSectionSize(obj(R"({"s":"a\n\tb\u0085"})")), 3u);
+}
+
+TEST(TwinSizeTest, IsTheLargerOfAzuresCountAndTheCompactJson) {
+  // Strings: the JSON (quotes, colons, commas) is larger than Azure's count.
+  EXPECT_EQ(twinSize(obj(R"({"ab":"cde"})")), std::string(R"({"ab":"cde"})").size());
+  // Numbers: Azure's 8 bytes each are larger than the JSON.
+  EXPECT_EQ(twinSize(obj(R"({"n":1,"m":2,"o":3})")), 3u * (1 + 8));
 }
 
 TEST(TwinSizeTest, LimitsEachSectionAtItsBoundary) {
@@ -251,6 +259,77 @@ TEST(TwinSizeTest, LimitsEachSectionAtItsBoundary) {
             ErrorCode::MessageTooLarge);
   EXPECT_TRUE(checkSectionSize(documentOfSize(32768), Section::Reported).isOk());
   EXPECT_EQ(checkSectionSize(documentOfSize(32769), Section::Reported).code(),
+            ErrorCode::MessageTooLarge);
+}
+
+// Regression: arrays of values Azure's accounting counts as nothing let five 270 KB reported
+// patches through and grew a twin to 1.1 MB.
+TEST(TwinSizeTest, ArraysOfNullsCountTheirJson) {
+  json::object nulls = arrayOf("k0", nullptr, 45000);
+  EXPECT_GE(twinSize(nulls), toJson(nulls).size());
+  Status s = checkSectionSize(nulls, Section::Reported);
+  EXPECT_EQ(s.code(), ErrorCode::MessageTooLarge);
+  EXPECT_NE(s.message().find("properties.reported"), std::string::npos) << s.message();
+  EXPECT_EQ(checkSectionSize(arrayOf("k0", nullptr, 7000), Section::Desired).code(),
+            ErrorCode::MessageTooLarge);
+}
+
+TEST(TwinSizeTest, EmptyStringsEmptyContainersAndControlCharactersCountTheirJson) {
+  for (const json::value& element :
+       {json::value(""), json::value(json::object()), json::value(json::array()),
+        json::value("\x01\x02\x03"), json::value("\n\t\u0085"), json::value(false)}) {
+    json::object section = arrayOf("k", element, 12000);
+    EXPECT_GE(twinSize(section), toJson(section).size()) << toJson(element);
+    EXPECT_EQ(checkSectionSize(section, Section::Reported).code(), ErrorCode::MessageTooLarge)
+        << toJson(element);
+    EXPECT_EQ(checkSectionSize(section, Section::Desired).code(), ErrorCode::MessageTooLarge)
+        << toJson(element);
+  }
+  // Control characters in a string: 4096 of them are 24 KB of JSON escapes.
+  json::object escapes{{"a", std::string(4096, '\x01')}, {"b", std::string(4096, '\x02')}};
+  EXPECT_GE(twinSize(escapes), toJson(escapes).size());
+  EXPECT_EQ(checkSectionSize(escapes, Section::Desired).code(), ErrorCode::MessageTooLarge);
+}
+
+TEST(TwinSizeTest, IsNeverBelowTheCompactJsonOfTheSection) {
+  for (const char* text : {
+           R"({})",
+           R"({"ab":"cde"})",
+           R"({"n":1,"d":2.5e-300,"b":true,"f":false,"big":4503599627370495,"neg":-7})",
+           R"({"o":{"ab":"c","e":{}},"l":["xy",1,null,[],[[null]],{"k":null}]})",
+           R"({"q":"a\"b\\c\/d","u":"\u00e9\u65e5\u0000\u001f\u007f\u0085"})",
+       }) {
+    json::object section = obj(text);
+    EXPECT_EQ(serializedSectionSize(section), toJson(section).size()) << text;
+    EXPECT_GE(twinSize(section), toJson(section).size()) << text;
+    EXPECT_GE(twinSize(section), azureSectionSize(section)) << text;
+  }
+}
+
+TEST(TwinSizeTest, APatchCountsWhatMergingItLeaves) {
+  // Null members of objects delete, so they cost nothing; nulls inside arrays are stored.
+  json::object patch = obj(R"({"gone":null,"o":{"x":null,"y":1},"l":[null,{"k":null}]})");
+  EXPECT_EQ(serializedSectionSize(patch), toJson(withoutNulls(patch)).size());
+  EXPECT_EQ(toJson(withoutNulls(patch)), R"({"o":{"y":1},"l":[null,{"k":null}]})");
+  // "$metadata" at the top of a stored section is not counted.
+  EXPECT_EQ(twinSize(obj(R"({"a":"x","$metadata":{"$lastUpdated":"2023"}})")),
+            twinSize(obj(R"({"a":"x"})")));
+}
+
+TEST(TwinSizeTest, AcceptsOrdinaryTwinsBelowTheLimit) {
+  // A realistic reported section of about 30 KB: a hundred readings with names and units.
+  json::object reported;
+  for (int i = 0; i < 100; ++i) {
+    reported["sensor" + std::to_string(i)] = json::object{
+        {"value", 21.5 + i}, {"unit", "celsius"}, {"ok", true}, {"note", std::string(240, 'n')}};
+  }
+  EXPECT_GT(toJson(reported).size(), 30000u);
+  EXPECT_LT(toJson(reported).size(), 32768u);
+  EXPECT_TRUE(checkSectionSize(reported, Section::Reported).isOk())
+      << checkSectionSize(reported, Section::Reported).toString();
+  // {"k":[null,...]} is 5 × count + 7 bytes: 6552 nulls fit in 32 KB, 6553 do not.
+  EXPECT_TRUE(checkSectionSize(arrayOf("k", nullptr, 6552), Section::Reported).isOk());
+  EXPECT_EQ(checkSectionSize(arrayOf("k", nullptr, 6553), Section::Reported).code(),
             ErrorCode::MessageTooLarge);
 }
 

@@ -7,6 +7,7 @@
 namespace iothub::twin {
 namespace {
 
+using test_support::arrayOf;
 using test_support::documentOfSize;
 using test_support::obj;
 
@@ -208,10 +209,70 @@ TEST(ReportedApplyTest, BumpsReportedAndTwinVersionsOnly) {
 
 TEST(ReportedApplyTest, RejectsAResultOver32KB) {
   store::TwinRecord twin = freshTwin();
-  twin.reported = documentOfSize(32760);
+  // ,"ext":"1234" adds 13 bytes (32768 in all), ,"extra":"1234" 15 (32770).
+  twin.reported = documentOfSize(32755);
   EXPECT_EQ(applyReportedPatch(twin, {false, obj(R"({"extra":"1234"})")}, "T1").code(),
             ErrorCode::MessageTooLarge);
   EXPECT_TRUE(applyReportedPatch(twin, {false, obj(R"({"ext":"1234"})")}, "T1").isOk());
+}
+
+// --- sizes that Azure's accounting alone would miss ---
+
+TEST(ReportedPatchParseTest, RefusesArraysOfNullsEmptyStringsAndControlCharacters) {
+  for (const json::value& element : {json::value(nullptr), json::value(""), json::value("\x01\x1f"),
+                                     json::value(json::object())}) {
+    json::value body(arrayOf("k0", element, 45000));
+    EXPECT_EQ(parseReportedPatch(body).code(), ErrorCode::MessageTooLarge) << toJson(element);
+  }
+}
+
+TEST(ServicePatchParseTest, RefusesArraysThatOverflowTagsOrDesired) {
+  json::object tags{{"tags", arrayOf("t", "", 3000)}};  // 9 KB of ""
+  EXPECT_EQ(parseServicePatch(json::value(tags)).code(), ErrorCode::MessageTooLarge);
+  json::object desired{{"properties", json::object{{"desired", arrayOf("d", nullptr, 7000)}}}};
+  EXPECT_EQ(parseServicePatch(json::value(desired)).code(), ErrorCode::MessageTooLarge);
+  json::object replacement{{"tags", arrayOf("t", "\x02", 2000)}};  // 2000 × "\u0002",
+  EXPECT_EQ(parseServiceReplacement(json::value(replacement)).code(), ErrorCode::MessageTooLarge);
+}
+
+TEST(ReportedApplyTest, CumulativePatchesCannotGrowTheSectionPastTheLimit) {
+  store::TwinRecord twin = freshTwin();
+  int accepted = 0;
+  for (int i = 0; i < 5; ++i) {
+    // 15 KB of JSON each: two fit in 32 KB, a third does not.
+    auto next =
+        applyReportedPatch(twin, {false, arrayOf("k" + std::to_string(i), nullptr, 3000)}, "T1");
+    if (!next) {
+      EXPECT_EQ(next.code(), ErrorCode::MessageTooLarge);
+      continue;
+    }
+    twin = std::move(next).value();
+    ++accepted;
+  }
+  EXPECT_EQ(accepted, 2);
+  EXPECT_LE(toJson(propertiesOf(twin.reported)).size(), kMaxReportedSize);
+}
+
+TEST(ServicePatchApplyTest, CumulativePatchesCannotGrowTagsOrDesiredPastTheLimit) {
+  store::TwinRecord twin = freshTwin();
+  for (int i = 0; i < 5; ++i) {
+    std::string key = "k" + std::to_string(i);
+    TwinPatch patch{{false, arrayOf(key, "", 1000)}, {false, arrayOf(key, nullptr, 3000)}};
+    auto next = applyServicePatch(twin, patch, "T1");
+    if (next) twin = std::move(next->twin);
+  }
+  EXPECT_LE(toJson(twin.tags).size(), kMaxTagsSize);
+  EXPECT_LE(toJson(propertiesOf(twin.desired)).size(), kMaxDesiredSize);
+  EXPECT_EQ(twin.tags.size(), 2u);  // 3 KB of "" each
+  EXPECT_EQ(propertiesOf(twin.desired).size(), 2u);
+}
+
+TEST(ReplacementApplyTest, RefusesAReplacementOverTheLimit) {
+  store::TwinRecord twin = freshTwin();
+  TwinReplacement replacement{{}, arrayOf("d", json::array(), 11000)};  // 33 KB of []
+  EXPECT_EQ(applyReplacement(twin, replacement, "T1").code(), ErrorCode::MessageTooLarge);
+  replacement.desired = arrayOf("d", json::array(), 10000);
+  EXPECT_TRUE(applyReplacement(twin, replacement, "T1").isOk());
 }
 
 }  // namespace

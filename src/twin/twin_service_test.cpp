@@ -18,6 +18,7 @@
 namespace iothub::twin {
 namespace {
 
+using test_support::arrayOf;
 using test_support::obj;
 
 json::value val(std::string_view text) { return json::value(obj(text)); }
@@ -332,6 +333,47 @@ TEST_F(TwinServiceTest, ConcurrentDesiredPatchesNotifyInVersionOrder) {
     EXPECT_EQ(changes[i].patch.at("$version"), changes[i].desired_version);
   }
   EXPECT_EQ(desiredOf(twinOf("dev1")).at("$version"), kThreads * kPerThread + 1);
+}
+
+// Regression: five reported patches of {"kN":[null x 45000]} (270 KB each) were accepted and
+// the twin grew to 1.1 MB.
+TEST_F(TwinServiceTest, ArraysAzuresCountMissesCannotGrowAnySection) {
+  for (int i = 0; i < 5; ++i) {
+    auto r = service_->devicePatchReported(
+        "dev1", json::value(arrayOf("k" + std::to_string(i), nullptr, 45000)));
+    EXPECT_EQ(r.code(), ErrorCode::MessageTooLarge) << i;
+  }
+  // Cumulative: 15 KB of JSON per patch, so the third patch of each path is refused.
+  for (int i = 0; i < 4; ++i) {
+    std::string key = "k" + std::to_string(i);
+    auto reported = service_->devicePatchReported("dev1", json::value(arrayOf(key, nullptr, 3000)));
+    json::object desired{{"properties", json::object{{"desired", arrayOf(key, "", 5000)}}}};
+    auto patched = service_->patchTwin("dev1", json::value(desired), "*");
+    json::object job{{"tags", arrayOf(key, "", 900)}};  // 2.7 KB of "" per job update
+    auto updated = service_->applyJobUpdate("dev1", job);
+    ErrorCode expected = i < 2 ? ErrorCode::Ok : ErrorCode::MessageTooLarge;
+    EXPECT_EQ(reported.code(), expected) << i;
+    EXPECT_EQ(patched.code(), expected) << i;
+    EXPECT_EQ(updated.code(), i < 3 ? ErrorCode::Ok : ErrorCode::MessageTooLarge) << i;
+  }
+  json::object twin = twinOf("dev1");
+  auto sizeOf = [](const json::object& section) {
+    json::object properties = section;
+    properties.erase("$metadata");
+    properties.erase("$version");
+    return toJson(properties).size();
+  };
+  EXPECT_LE(sizeOf(reportedOf(twin)), kMaxReportedSize);
+  EXPECT_LE(sizeOf(desiredOf(twin)), kMaxDesiredSize);
+  EXPECT_LE(toJson(twin.at("tags")).size(), kMaxTagsSize);
+
+  // PUT /twins/{id} replaces with the same accounting.
+  json::object replacement{{"tags", arrayOf("t", "\x01", 1000)},
+                           {"properties", json::object{{"desired", arrayOf("d", nullptr, 10)}}}};
+  EXPECT_EQ(service_->replaceTwin("dev1", json::value(replacement), "*").code(),
+            ErrorCode::MessageTooLarge);
+  replacement["tags"] = arrayOf("t", "\x01", 900);  // 900 × "\u0001", = 8.1 KB
+  EXPECT_EQ(service_->replaceTwin("dev1", json::value(replacement), "*").code(), ErrorCode::Ok);
 }
 
 }  // namespace

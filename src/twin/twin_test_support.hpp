@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/json.hpp"
 
@@ -24,13 +25,14 @@ inline json::object obj(std::string_view text) {
   return std::move(parsed).value().get_object();
 }
 
-// A valid section object whose twinSize() is exactly `size` (>= 4): members "k000",
-// "k001", ... with ASCII strings of at most 4000 characters.
+// A valid section object whose twinSize() is exactly `size` (>= 11), which is its compact
+// JSON size: members "k000", "k001", ... with ASCII strings of at most 4000 characters.
+// Azure's accounting of it is smaller (no quotes, colons, commas or braces).
 inline json::object documentOfSize(std::size_t size) {
-  constexpr std::size_t kKey = 4;
+  constexpr std::size_t kMember = 10;  // "kNNN":"" and a comma (the braces make up for the last)
   constexpr std::size_t kChunk = 4000;
-  std::size_t count = (size + kKey + kChunk - 1) / (kKey + kChunk);
-  std::size_t characters = size - kKey * count;
+  std::size_t count = (size - 1 + kMember + kChunk - 1) / (kMember + kChunk);
+  std::size_t characters = size - 1 - kMember * count;
   json::object o;
   for (std::size_t i = 0; i < count; ++i) {
     std::string key = std::to_string(1000 + i).substr(1);
@@ -39,6 +41,13 @@ inline json::object documentOfSize(std::size_t size) {
     o["k" + key] = std::string(length, 'x');
   }
   return o;
+}
+
+// A section {"<key>":[<element> x count]}: one array whose elements Azure's accounting alone
+// would count as (nearly) nothing.
+inline json::object arrayOf(std::string_view key, const json::value& element, std::size_t count) {
+  json::array elements(count, element);
+  return json::object{{key, std::move(elements)}};
 }
 
 }  // namespace iothub::twin::test_support
