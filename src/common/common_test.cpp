@@ -73,6 +73,104 @@ TEST(TimestampTest, RejectsGarbage) {
   EXPECT_FALSE(parseTimestamp("2030-01-01T00:00:00Zjunk").has_value());
 }
 
+// Regression: "9999-12-31T00:00:00Z" overflowed the nanosecond count (undefined behaviour)
+// and came out as a time in the past, so a job scheduled for then ran at once.
+TEST(TimestampTest, RefusesInstantsOutsideTheRepresentableRange) {
+  EXPECT_FALSE(parseTimestamp("9999-12-31T00:00:00Z").has_value());
+  EXPECT_FALSE(parseTimestamp("9999-12-31T23:59:59.9999999Z").has_value());
+  EXPECT_FALSE(parseTimestamp("0001-01-01T00:00:00Z").has_value());
+  EXPECT_FALSE(parseTimestamp("1000-06-15T12:00:00Z").has_value());
+  // The 2262 boundary, to the second.
+  EXPECT_EQ(formatTimestamp(kLatestTime), "2262-04-11T23:47:16.0000000Z");
+  EXPECT_EQ(parseTimestamp("2262-04-11T23:47:16Z"), kLatestTime);
+  EXPECT_FALSE(parseTimestamp("2262-04-11T23:47:16.000000001Z").has_value());
+  EXPECT_FALSE(parseTimestamp("2262-04-11T23:47:17Z").has_value());
+  EXPECT_FALSE(parseTimestamp("2262-04-12T00:00:00Z").has_value());
+  EXPECT_FALSE(parseTimestamp("2262-04-11T23:47:60Z").has_value());
+  EXPECT_EQ(formatTimestamp(kEarliestTime), "1677-09-21T00:12:44.0000000Z");
+  EXPECT_EQ(parseTimestamp("1677-09-21T00:12:44Z"), kEarliestTime);
+  EXPECT_FALSE(parseTimestamp("1677-09-21T00:12:43.999999999Z").has_value());
+  // Offsets can push an in-range text out of range, and back in.
+  EXPECT_FALSE(parseTimestamp("2262-04-11T23:00:00-01:00").has_value());
+  EXPECT_EQ(parseTimestamp("2262-04-12T00:47:16+01:00"), kLatestTime);
+  EXPECT_FALSE(parseTimestamp("1677-09-21T01:00:00+01:00").has_value());
+  EXPECT_EQ(parseTimestamp("1677-09-20T23:12:44-01:00"), kEarliestTime);
+}
+
+TEST(TimestampTest, ChecksTheCalendar) {
+  EXPECT_FALSE(parseTimestamp("0000-01-01T00:00:00Z").has_value());
+  EXPECT_FALSE(parseTimestamp("2023-02-29T00:00:00Z").has_value());
+  EXPECT_FALSE(parseTimestamp("2024-02-30T00:00:00Z").has_value());
+  EXPECT_FALSE(parseTimestamp("2100-02-29T00:00:00Z").has_value());
+  EXPECT_FALSE(parseTimestamp("2024-04-31T00:00:00Z").has_value());
+  EXPECT_FALSE(parseTimestamp("2024-00-10T00:00:00Z").has_value());
+  EXPECT_FALSE(parseTimestamp("2024-01-00T00:00:00Z").has_value());
+  EXPECT_FALSE(parseTimestamp("2024-01-01T24:00:00Z").has_value());
+  EXPECT_FALSE(parseTimestamp("2024-01-01T00:60:00Z").has_value());
+  EXPECT_FALSE(parseTimestamp("2024-01-01T00:00:61Z").has_value());
+  EXPECT_FALSE(parseTimestamp("2024-01-01T00:00:00+24:00").has_value());
+  EXPECT_FALSE(parseTimestamp("2024-01-01T00:00:00+01:60").has_value());
+  EXPECT_FALSE(parseTimestamp("2024-01-01T00:00:00.Z").has_value());
+  EXPECT_FALSE(parseTimestamp("10000-01-01T00:00:00Z").has_value());
+  EXPECT_FALSE(parseTimestamp("+2024-01-01T00:00:00Z").has_value());
+  EXPECT_FALSE(parseTimestamp("2024-1-01T00:00:00Z").has_value());
+  EXPECT_FALSE(parseTimestamp("2024-01-01T00:00:0Z").has_value());
+  EXPECT_EQ(formatTimestamp(*parseTimestamp("2024-02-29T12:00:00Z")),
+            "2024-02-29T12:00:00.0000000Z");
+  EXPECT_EQ(formatTimestamp(*parseTimestamp("2000-02-29T00:00:00Z")),
+            "2000-02-29T00:00:00.0000000Z");
+  // A leap second is read as the first second of the next minute.
+  EXPECT_EQ(formatTimestamp(*parseTimestamp("2016-12-31T23:59:60Z")),
+            "2017-01-01T00:00:00.0000000Z");
+  // Fractions: digits beyond nanoseconds are ignored, however many there are.
+  std::string nines = "2030-01-01T00:00:00." + std::string(100000, '9') + "Z";
+  EXPECT_EQ(formatTimestamp(*parseTimestamp(nines)), "2030-01-01T00:00:00.9999999Z");
+  EXPECT_EQ(formatTimestamp(*parseTimestamp("2030-01-01t00:00:00.5z")),
+            "2030-01-01T00:00:00.5000000Z");
+  EXPECT_EQ(formatTimestamp(*parseTimestamp("2030-01-01 00:00:00")),
+            "2030-01-01T00:00:00.0000000Z");
+}
+
+TEST(TimestampTest, ClampedParsingKeepsValidFarTimesAtTheEndsOfTheRange) {
+  auto far = parseTimestampClamped("9999-12-31T00:00:00Z");
+  ASSERT_TRUE(far.has_value());
+  EXPECT_TRUE(far->clamped);
+  EXPECT_EQ(far->time, kLatestTime);
+  auto offset = parseTimestampClamped("9999-12-31T23:59:59.9999999-23:59");
+  ASSERT_TRUE(offset.has_value());
+  EXPECT_EQ(offset->time, kLatestTime);
+  auto past = parseTimestampClamped("0001-01-01T00:00:00+23:59");
+  ASSERT_TRUE(past.has_value());
+  EXPECT_TRUE(past->clamped);
+  EXPECT_EQ(past->time, kEarliestTime);
+  auto normal = parseTimestampClamped("2030-01-01T00:00:00Z");
+  ASSERT_TRUE(normal.has_value());
+  EXPECT_FALSE(normal->clamped);
+  EXPECT_EQ(normal->time, parseTimestamp("2030-01-01T00:00:00Z"));
+  EXPECT_EQ(parseTimestampClamped("2262-04-11T23:47:16Z")->clamped, false);
+  for (const char* bad : {"10000-01-01T00:00:00Z", "0000-12-31T00:00:00Z", "9999-02-30T00:00:00Z",
+                          "9999-12-31T00:00:00Zjunk", "soon", ""}) {
+    EXPECT_FALSE(parseTimestampClamped(bad).has_value()) << bad;
+  }
+}
+
+TEST(TimestampTest, AddClampedNeverOverflows) {
+  using namespace std::chrono;
+  SystemTime t = *parseTimestamp("2030-01-01T00:00:00Z");
+  EXPECT_EQ(addClamped(t, seconds{3600}), t + hours{1});
+  EXPECT_EQ(addClamped(t, seconds{-3600}), t - hours{1});
+  EXPECT_EQ(addClamped(t, seconds::max()), kLatestTime);
+  EXPECT_EQ(addClamped(t, seconds::min()), kEarliestTime);
+  EXPECT_EQ(addClamped(kLatestTime, seconds{1}), kLatestTime);
+  EXPECT_EQ(addClamped(kLatestTime - seconds{10}, seconds{10}), kLatestTime);
+  EXPECT_EQ(addClamped(kLatestTime - seconds{10}, seconds{9}), kLatestTime - seconds{1});
+  EXPECT_EQ(addClamped(SystemTime::max(), seconds{1}), kLatestTime);
+  EXPECT_EQ(addClamped(SystemTime::min(), seconds{-1}), kEarliestTime);
+  EXPECT_EQ(addClamped(kEarliestTime + seconds{5}, seconds{-5}), kEarliestTime);
+  EXPECT_EQ(addClamped(kEarliestTime + seconds{5}, seconds{-6}), kEarliestTime);
+  EXPECT_EQ(addClamped(kLatestTime, seconds{-366LL * 86400}), kLatestTime - days{366});
+}
+
 TEST(ErrorTableTest, MapsCodesToAzureStatuses) {
   EXPECT_EQ(errorInfo(ErrorCode::DeviceNotFound).http_status, 404);
   EXPECT_EQ(errorInfo(ErrorCode::DeviceNotFound).name, "DeviceNotFound");

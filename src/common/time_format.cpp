@@ -1,6 +1,7 @@
 #include "common/time_format.hpp"
 
-#include <charconv>
+#include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <ctime>
 
@@ -27,12 +28,19 @@ std::string formatTimestamp(SystemTime t) {
 
 namespace {
 
+constexpr std::int64_t kEarliestSeconds =
+    std::chrono::duration_cast<std::chrono::seconds>(kEarliestTime.time_since_epoch()).count();
+constexpr std::int64_t kLatestSeconds =
+    std::chrono::duration_cast<std::chrono::seconds>(kLatestTime.time_since_epoch()).count();
+
 bool readInt(std::string_view& s, std::size_t digits, int& out) {
   if (s.size() < digits) return false;
+  int value = 0;
   for (std::size_t i = 0; i < digits; ++i) {
     if (s[i] < '0' || s[i] > '9') return false;
+    value = value * 10 + (s[i] - '0');
   }
-  std::from_chars(s.data(), s.data() + digits, out);
+  out = value;
   s.remove_prefix(digits);
   return true;
 }
@@ -43,19 +51,26 @@ bool expect(std::string_view& s, char c) {
   return true;
 }
 
-}  // namespace
+// An instant as whole seconds since the epoch (UTC) plus nanoseconds 0..999999999. Every
+// field is bounded (years 1..9999, offsets under a day), so the seconds stay within about
+// ±2.6e11 and no arithmetic here can overflow.
+struct Instant {
+  std::int64_t seconds = 0;
+  std::int64_t nanos = 0;
+};
 
-std::optional<SystemTime> parseTimestamp(std::string_view s) {
-  int year, month, day, hour, minute, second;
-  if (!readInt(s, 4, year) || !expect(s, '-') || !readInt(s, 2, month) || !expect(s, '-') ||
-      !readInt(s, 2, day) || s.empty() || (s.front() != 'T' && s.front() != 't' && s.front() != ' '))
+std::optional<Instant> parseInstant(std::string_view s) {
+  using namespace std::chrono;
+  int y, mo, d, h, mi, sec;
+  if (!readInt(s, 4, y) || !expect(s, '-') || !readInt(s, 2, mo) || !expect(s, '-') ||
+      !readInt(s, 2, d) || s.empty() || (s.front() != 'T' && s.front() != 't' && s.front() != ' '))
     return std::nullopt;
   s.remove_prefix(1);
-  if (!readInt(s, 2, hour) || !expect(s, ':') || !readInt(s, 2, minute) || !expect(s, ':') ||
-      !readInt(s, 2, second))
+  if (!readInt(s, 2, h) || !expect(s, ':') || !readInt(s, 2, mi) || !expect(s, ':') ||
+      !readInt(s, 2, sec))
     return std::nullopt;
-  if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60)
-    return std::nullopt;
+  year_month_day date{year{y}, month{static_cast<unsigned>(mo)}, day{static_cast<unsigned>(d)}};
+  if (y < 1 || !date.ok() || h > 23 || mi > 59 || sec > 60) return std::nullopt;
   std::int64_t nanos = 0;
   if (!s.empty() && s.front() == '.') {
     s.remove_prefix(1);
@@ -71,7 +86,7 @@ std::optional<SystemTime> parseTimestamp(std::string_view s) {
     }
     if (digits == 0) return std::nullopt;
   }
-  int offset_minutes = 0;
+  std::int64_t offset_minutes = 0;
   if (!s.empty() && (s.front() == 'Z' || s.front() == 'z')) {
     s.remove_prefix(1);
   } else if (!s.empty() && (s.front() == '+' || s.front() == '-')) {
@@ -83,17 +98,47 @@ std::optional<SystemTime> parseTimestamp(std::string_view s) {
     offset_minutes = sign * (oh * 60 + om);
   }
   if (!s.empty()) return std::nullopt;
-  std::tm tm{};
-  tm.tm_year = year - 1900;
-  tm.tm_mon = month - 1;
-  tm.tm_mday = day;
-  tm.tm_hour = hour;
-  tm.tm_min = minute;
-  tm.tm_sec = second;
-  std::time_t secs = timegm(&tm);
-  secs -= offset_minutes * 60;
+  std::int64_t days = sys_days(date).time_since_epoch().count();
+  std::int64_t seconds =
+      days * 86400 + h * 3600 + mi * 60 + sec - offset_minutes * 60;  // sec 60: next minute
+  return Instant{seconds, nanos};
+}
+
+bool beforeEarliest(const Instant& i) { return i.seconds < kEarliestSeconds; }
+bool afterLatest(const Instant& i) {
+  return i.seconds > kLatestSeconds || (i.seconds == kLatestSeconds && i.nanos > 0);
+}
+
+SystemTime toSystemTime(const Instant& i) {
   using namespace std::chrono;
-  return SystemTime{duration_cast<SystemTime::duration>(seconds{secs} + nanoseconds{nanos})};
+  return SystemTime{duration_cast<SystemTime::duration>(seconds{i.seconds}) +
+                    duration_cast<SystemTime::duration>(nanoseconds{i.nanos})};
+}
+
+}  // namespace
+
+std::optional<SystemTime> parseTimestamp(std::string_view text) {
+  auto instant = parseInstant(text);
+  if (!instant || beforeEarliest(*instant) || afterLatest(*instant)) return std::nullopt;
+  return toSystemTime(*instant);
+}
+
+std::optional<ClampedTimestamp> parseTimestampClamped(std::string_view text) {
+  auto instant = parseInstant(text);
+  if (!instant) return std::nullopt;
+  if (beforeEarliest(*instant)) return ClampedTimestamp{kEarliestTime, true};
+  if (afterLatest(*instant)) return ClampedTimestamp{kLatestTime, true};
+  return ClampedTimestamp{toSystemTime(*instant), false};
+}
+
+SystemTime addClamped(SystemTime t, std::chrono::seconds d) {
+  using namespace std::chrono;
+  t = std::clamp(t, kEarliestTime, kLatestTime);
+  // Both differences fit easily: t is within the range, which spans about 1.8e10 seconds.
+  std::int64_t whole = floor<seconds>(t.time_since_epoch()).count();
+  if (d.count() >= kLatestSeconds - whole) return kLatestTime;
+  if (d.count() < kEarliestSeconds - whole) return kEarliestTime;
+  return t + duration_cast<SystemTime::duration>(d);
 }
 
 }  // namespace iothub

@@ -17,25 +17,31 @@ json::value timeJson(std::optional<SystemTime> t) {
   return json::string(formatTimestamp(*t));
 }
 
+// An optional integer member from 1 to `max`. Integral doubles (600.0) count as integers;
+// anything out of range, huge ones included, is refused before it is converted, so no
+// value can overflow.
 Result<std::optional<std::int64_t>> optionalPositiveInt(const json::object& body,
                                                         std::string_view name, std::int64_t max) {
   const json::value* v = findMember(body, name);
   if (v == nullptr || v->is_null()) return std::optional<std::int64_t>();
+  auto out_of_range = [&] {
+    return Status(ErrorCode::ArgumentInvalid,
+                  std::string(name) + " must be between 1 and " + std::to_string(max));
+  };
   std::int64_t n = 0;
   if (v->is_int64()) {
     n = v->get_int64();
-  } else if (v->is_uint64() && v->get_uint64() <= static_cast<std::uint64_t>(max)) {
+  } else if (v->is_uint64()) {
+    if (v->get_uint64() > static_cast<std::uint64_t>(max)) return out_of_range();
     n = static_cast<std::int64_t>(v->get_uint64());
-  } else if (v->is_double() && std::floor(v->get_double()) == v->get_double() &&
-             v->get_double() >= 1 && v->get_double() <= static_cast<double>(max)) {
+  } else if (v->is_double() && std::isfinite(v->get_double()) &&
+             std::floor(v->get_double()) == v->get_double()) {
+    if (v->get_double() < 1 || v->get_double() > static_cast<double>(max)) return out_of_range();
     n = static_cast<std::int64_t>(v->get_double());
   } else {
     return Status(ErrorCode::ArgumentInvalid, std::string(name) + " must be an integer");
   }
-  if (n < 1 || n > max) {
-    return Status(ErrorCode::ArgumentInvalid,
-                  std::string(name) + " must be between 1 and " + std::to_string(max));
-  }
+  if (n < 1 || n > max) return out_of_range();
   return std::optional<std::int64_t>(n);
 }
 
@@ -93,11 +99,17 @@ Result<JobSpec> parseJobRequest(std::string_view path_job_id, const json::value&
 
   if (const json::value* start = findMember(*o, "startTime");
       start != nullptr && !start->is_null()) {
-    std::optional<SystemTime> t;
-    if (start->is_string()) t = parseTimestamp(start->get_string());
-    if (!t)
-      return Status(ErrorCode::ArgumentInvalid, "startTime must be an ISO-8601 date-time or null");
-    spec.start_time = *t;
+    std::optional<ClampedTimestamp> t;
+    if (start->is_string()) t = parseTimestampClamped(start->get_string());
+    if (!t) {
+      return Status(ErrorCode::ArgumentInvalid,
+                    "startTime must be null or an ISO-8601 date-time "
+                    "(YYYY-MM-DDThh:mm:ss[.fraction][Z|+hh:mm|-hh:mm], years 0001 to 9999)");
+    }
+    spec.start_time = t->time;
+    // Far-future times wait at kLatestTime but are shown as given; far-past ones mean now.
+    if (t->clamped && t->time == kLatestTime)
+      spec.start_time_text = std::string(start->get_string());
   }
   auto max_execution =
       optionalPositiveInt(*o, "maxExecutionTimeInSeconds", kMaxExecutionSecondsLimit);
@@ -173,7 +185,8 @@ store::JobRecord newJobRecord(const JobSpec& spec, SystemTime now) {
   job.start_time = spec.start_time && *spec.start_time > now ? *spec.start_time : now;
   json::object& doc = job.document;
   doc["queryCondition"] = spec.query_condition;
-  doc["startTimeRequested"] = timeJson(spec.start_time);
+  doc["startTimeRequested"] =
+      spec.start_time_text ? json::value(*spec.start_time_text) : timeJson(spec.start_time);
   if (spec.max_execution_seconds) doc["maxExecutionTimeInSeconds"] = *spec.max_execution_seconds;
   if (spec.device_operations_per_second) {
     double rate = *spec.device_operations_per_second;
@@ -217,6 +230,11 @@ json::object jobResponse(const store::JobRecord& job, const JobStatistics& stats
   r["queryCondition"] = doc.contains("queryCondition") ? doc.at("queryCondition") : json::value("");
   r["createdTime"] = formatTimestamp(job.created_time);
   r["startTime"] = formatTimestamp(job.start_time);
+  if (job.start_time >= kLatestTime) {
+    // Scheduled beyond what SystemTime holds: show the time the job was given.
+    if (const json::string* requested = findString(doc, "startTimeRequested"))
+      r["startTime"] = *requested;
+  }
   if (job.end_time) r["endTime"] = formatTimestamp(*job.end_time);
   if (const json::value* max = findMember(doc, "maxExecutionTimeInSeconds"))
     r["maxExecutionTimeInSeconds"] = *max;

@@ -43,9 +43,13 @@ bool isTerminalJobStatus(std::string_view status);
 // What a job does, as validated from PUT /jobs/v2/{id}.
 struct JobSpec {
   std::string job_id;
-  std::string type;                                    // kTypeDeviceMethod or kTypeUpdateTwin
-  std::string query_condition;                         // as given ("*" = every device)
-  std::optional<SystemTime> start_time;                // nullopt: now
+  std::string type;             // kTypeDeviceMethod or kTypeUpdateTwin
+  std::string query_condition;  // as given ("*" = every device)
+  // nullopt: now. A valid ISO-8601 time beyond kLatestTime (e.g. "9999-12-31T00:00:00Z")
+  // is kept as kLatestTime: the job waits, scheduled, for as long as the hub runs.
+  std::optional<SystemTime> start_time;
+  // The startTime text as given, when it was beyond kLatestTime (shown instead of it).
+  std::optional<std::string> start_time_text;
   std::optional<std::int64_t> max_execution_seconds;   // nullopt: unbounded
   std::optional<double> device_operations_per_second;  // iothub extension; nullopt: no limit
   // scheduleDeviceMethod: the call made on every device (device_id left empty).
@@ -62,7 +66,11 @@ Status validateJobId(std::string_view job_id);
 // it (reference §4.1 quirks: "startTime": null, no maxExecutionTimeInSeconds, no
 // connectTimeoutInSeconds, "payload": null, updateTwin with "etag": "*"). The body's jobId,
 // when present, must equal the path's. queryCondition must parse (its error, with the
-// position, is the answer). Errors: ArgumentInvalid, IotHubFormatError, MessageTooLarge.
+// position, is the answer). startTime is null or a date-time by parseTimestampClamped's
+// rules (years 0001 to 9999; times before kEarliestTime are in the past, so mean now;
+// times after kLatestTime are kept as kLatestTime); maxExecutionTimeInSeconds an integer
+// from 1 to a year (366 days). Errors: ArgumentInvalid naming the field,
+// IotHubFormatError, MessageTooLarge.
 Result<JobSpec> parseJobRequest(std::string_view path_job_id, const json::value& body);
 
 // Live counts of a job's devices. device_count = pending + running + succeeded + failed +
@@ -85,7 +93,8 @@ store::JobRecord newJobRecord(const JobSpec& spec, SystemTime now);
 // The spec back from a stored job (the engine reloads it after a restart).
 Result<JobSpec> specOf(const store::JobRecord& job);
 
-// The JobResponse of reference §4.2 for a stored job, with `stats` as its statistics.
+// The JobResponse of reference §4.2 for a stored job, with `stats` as its statistics. A
+// job whose start time was beyond kLatestTime shows the startTime it was given.
 json::object jobResponse(const store::JobRecord& job, const JobStatistics& stats);
 
 // Members of the job's document that the engine maintains.

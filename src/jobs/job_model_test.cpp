@@ -94,6 +94,57 @@ TEST(JobModelTest, RejectsBadRequestsWithTheReason) {
   }
 }
 
+// Regression: "9999-12-31T00:00:00Z" overflowed into a past time and the job ran at once.
+TEST(JobModelTest, AFarFutureStartTimeWaitsAtTheEndOfTimeAndIsShownAsGiven) {
+  auto spec =
+      parseJobRequest("far", body(R"({"type":"scheduleUpdateTwin","updateTwin":{"tags":{"a":1}},
+      "startTime":"9999-12-31T00:00:00Z","queryCondition":"*"})"));
+  ASSERT_TRUE(spec.isOk()) << spec.status().toString();
+  EXPECT_EQ(*spec->start_time, kLatestTime);
+  SystemTime now = *parseTimestamp("2030-01-01T00:00:00Z");
+  store::JobRecord job = newJobRecord(*spec, now);
+  EXPECT_EQ(job.start_time, kLatestTime);
+  EXPECT_GT(job.start_time, now + std::chrono::hours(24 * 365 * 200));
+  EXPECT_EQ(jobResponse(job, {}).at("startTime"), "9999-12-31T00:00:00Z");
+  auto again = specOf(job);
+  ASSERT_TRUE(again.isOk()) << again.status().toString();
+  EXPECT_EQ(*again->start_time, kLatestTime);
+  // A time long before what SystemTime holds is in the past: now.
+  auto ancient =
+      parseJobRequest("old", body(R"({"type":"scheduleUpdateTwin","updateTwin":{"tags":{"a":1}},
+      "startTime":"0001-01-01T00:00:00Z","queryCondition":"*"})"));
+  ASSERT_TRUE(ancient.isOk()) << ancient.status().toString();
+  EXPECT_EQ(newJobRecord(*ancient, now).start_time, now);
+  EXPECT_EQ(jobResponse(newJobRecord(*ancient, now), {}).at("startTime"),
+            "2030-01-01T00:00:00.0000000Z");
+}
+
+TEST(JobModelTest, RefusesTimesAndDurationsThatCannotBeRepresentedNamingTheField) {
+  const std::string prefix =
+      R"({"type":"scheduleUpdateTwin","updateTwin":{"tags":{"a":1}},"queryCondition":"*",)";
+  for (const char* start :
+       {R"("10000-01-01T00:00:00Z")", R"("0000-01-01T00:00:00Z")", R"("9999-02-30T00:00:00Z")",
+        R"("2030-01-01T00:00:00Zjunk")", R"("2030-01-01T25:00:00Z")",
+        R"("2030-01-01T00:00:00+24:00")", R"("")", "5", "true", "{}"}) {
+    auto r = parseJobRequest("j", body(prefix + R"("startTime":)" + start + "}"));
+    EXPECT_EQ(r.code(), ErrorCode::ArgumentInvalid) << start;
+    EXPECT_NE(r.status().message().find("startTime"), std::string::npos) << r.status().message();
+  }
+  for (const char* max :
+       {"0", "-1", "-9223372036854775808", "9223372036854775807", "18446744073709551615",
+        "99999999999999999999999", "1e300", "-1e300", "31622401", "1.5", "\"60\"", "true"}) {
+    auto r = parseJobRequest("j", body(prefix + R"("maxExecutionTimeInSeconds":)" + max + "}"));
+    EXPECT_EQ(r.code(), ErrorCode::ArgumentInvalid) << max;
+    EXPECT_NE(r.status().message().find("maxExecutionTimeInSeconds"), std::string::npos)
+        << r.status().message();
+  }
+  auto whole = parseJobRequest("j", body(prefix + R"("maxExecutionTimeInSeconds":600.0})"));
+  ASSERT_TRUE(whole.isOk()) << whole.status().toString();
+  EXPECT_EQ(*whole->max_execution_seconds, 600);
+  auto year = parseJobRequest("j", body(prefix + R"("maxExecutionTimeInSeconds":31622400})"));
+  ASSERT_TRUE(year.isOk()) << year.status().toString();
+}
+
 TEST(JobModelTest, ResponseCarriesEveryFieldAndSurvivesTheStore) {
   auto spec = parseJobRequest("j1", body(R"({"type":"scheduleDeviceMethod",
       "cloudToDeviceMethod":{"methodName":"lockDoor","payload":{"lockTime":"10m"},"responseTimeoutInSeconds":30},

@@ -456,7 +456,7 @@ Status JobsEngine::startRun(Run& run) {
     r.document[kRunStartedTime] = formatTimestamp(now);
   }));
   if (run.spec.max_execution_seconds)
-    run.deadline = now + std::chrono::seconds(*run.spec.max_execution_seconds);
+    run.deadline = addClamped(now, std::chrono::seconds(*run.spec.max_execution_seconds));
   run.started = true;
   run.tokens = 1;
   run.last_refill = now;
@@ -523,7 +523,7 @@ Status JobsEngine::recover(Run& run) {
     if (const json::string* t = findString(run.record.document, kRunStartedTime)) {
       began = parseTimestamp(*t).value_or(began);
     }
-    run.deadline = began + std::chrono::seconds(*run.spec.max_execution_seconds);
+    run.deadline = addClamped(began, std::chrono::seconds(*run.spec.max_execution_seconds));
   }
   IOTHUB_RETURN_IF_ERROR(persist(run));
   run.started = true;

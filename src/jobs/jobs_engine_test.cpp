@@ -218,6 +218,32 @@ TEST_F(JobsEngineTest, FutureStartWaitsForTheClock) {
   EXPECT_EQ(stats("later").succeeded, 3);
 }
 
+// Regression: a startTime of 9999-12-31 overflowed into the past and the job ran at once.
+TEST_F(JobsEngineTest, AFarFutureStartTimeStaysScheduled) {
+  addDevices("far-", 3);
+  addDevices("d", 3);
+  startEngine();
+  json::object created = create("far", R"j({"type":"scheduleDeviceMethod",
+      "cloudToDeviceMethod":{"methodName":"m"},"startTime":"9999-12-31T00:00:00Z",
+      "queryCondition":"STARTSWITH(deviceId, 'far-')"})j");
+  EXPECT_EQ(created.at("startTime"), "9999-12-31T00:00:00Z");
+  ASSERT_TRUE(waitUntil([&] { return status("far") == "scheduled"; }));
+  clock_.advance(std::chrono::hours(24 * 365 * 100));
+  // A job due now runs to the end while the far one keeps waiting.
+  methodJob("now", "STARTSWITH(deviceId, 'd')");
+  ASSERT_TRUE(waitUntil([&] { return finished("now"); }));
+  EXPECT_EQ(status("far"), "scheduled");
+  EXPECT_EQ(job("far").at("startTime"), "9999-12-31T00:00:00Z");
+  EXPECT_EQ(operations_.calls().size(), 3u);
+  for (const auto& device : operations_.calls()) EXPECT_TRUE(device.starts_with("d")) << device;
+  EXPECT_TRUE(rows("far").empty());
+  auto bad = engine_->create("bad", *parseJson(R"j({"type":"scheduleDeviceMethod",
+      "cloudToDeviceMethod":{"methodName":"m"},"startTime":"10000-01-01T00:00:00Z",
+      "queryCondition":"*"})j"));
+  EXPECT_EQ(bad.code(), ErrorCode::ArgumentInvalid);
+  EXPECT_NE(bad.status().message().find("startTime"), std::string::npos);
+}
+
 TEST_F(JobsEngineTest, TwinJobAppliesTheUpdateAndFailsMismatchedDevices) {
   addDevices("d", 100);
   addDevices("bad-", 5);

@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "common/json.hpp"
+#include "methods/method_request.hpp"
 
 namespace iothub::methods {
 namespace {
@@ -40,7 +41,8 @@ class ManualScheduler final : public Scheduler {
 
 class FakeLink final : public routing::DeviceLink {
  public:
-  explicit FakeLink(std::string id, bool subscribed = true) : subscribed_(subscribed), id_(std::move(id)) {}
+  explicit FakeLink(std::string id, bool subscribed = true)
+      : subscribed_(subscribed), id_(std::move(id)) {}
   const std::string& deviceId() const override { return id_; }
   bool isSubscribed(std::string_view topic) const override {
     return subscribed_ && topic.starts_with("$iothub/methods/POST/");
@@ -52,7 +54,9 @@ class FakeLink final : public routing::DeviceLink {
   }
   void close(std::string) override {}
   // The request id of the n-th request sent.
-  std::string rid(std::size_t n) const { return sent.at(n).first.substr(sent.at(n).first.find("$rid=") + 5); }
+  std::string rid(std::size_t n) const {
+    return sent.at(n).first.substr(sent.at(n).first.find("$rid=") + 5);
+  }
 
   bool subscribed_;
   std::vector<std::pair<std::string, std::string>> sent;
@@ -64,7 +68,8 @@ class FakeLink final : public routing::DeviceLink {
 class MethodInvokerTest : public ::testing::Test {
  protected:
   MethodCall call(std::string device, std::chrono::seconds connect = std::chrono::seconds{0}) {
-    return MethodCall{std::move(device), "lockDoor", R"({"lockTime":"10m"})", std::chrono::seconds{30}, connect};
+    return MethodCall{std::move(device), "lockDoor", R"({"lockTime":"10m"})",
+                      std::chrono::seconds{30}, connect};
   }
   MethodCallback record(std::optional<Result<MethodResult>>& out) {
     return [&out](Result<MethodResult> r) { out = std::move(r); };
@@ -173,7 +178,8 @@ TEST_F(MethodInvokerTest, ThousandsOfConcurrentCallsCorrelate) {
   for (auto& link : links) {
     for (std::size_t n = link->sent.size(); n-- > 0;) {
       int echoed = std::stoi(link->sent[n].second);
-      ASSERT_TRUE(invoker_.onResponse(link->deviceId(), link->rid(n), echoed, "\"" + link->sent[n].second + "\""));
+      ASSERT_TRUE(invoker_.onResponse(link->deviceId(), link->rid(n), echoed,
+                                      "\"" + link->sent[n].second + "\""));
     }
   }
   for (int i = 0; i < kCalls; ++i) {
@@ -187,6 +193,39 @@ TEST(FormatTimeoutTest, IsHoursMinutesSeconds) {
   EXPECT_EQ(formatTimeout(std::chrono::seconds{0}), "00:00:00");
   EXPECT_EQ(formatTimeout(std::chrono::seconds{300}), "00:05:00");
   EXPECT_EQ(formatTimeout(std::chrono::seconds{3725}), "01:02:05");
+}
+
+// Timeouts become durations: every value that cannot be one, or is absurd, is a 400 that
+// names the field, and nothing is converted before it is range-checked.
+TEST(ParseMethodCallTest, RefusesTimeoutsOutOfRangeNamingTheField) {
+  for (const char* field : {"responseTimeoutInSeconds", "connectTimeoutInSeconds"}) {
+    for (const char* value :
+         {"-1", "301", "-9223372036854775808", "9223372036854775807", "18446744073709551615",
+          "99999999999999999999999", "1e300", "-1e300", "30.5", "30.0", "\"30\"", "true", "[30]"}) {
+      std::string text = std::string(R"({"methodName":"m",")") + field + "\":" + value + "}";
+      auto parsed = parseJson(text);
+      ASSERT_TRUE(parsed.isOk()) << text;
+      auto call = parseMethodCall("d1", *parsed);
+      EXPECT_EQ(call.code(), ErrorCode::ArgumentInvalid) << text;
+      EXPECT_NE(call.status().message().find(field), std::string::npos)
+          << text << " -> " << call.status().message();
+    }
+  }
+  auto ok = parseMethodCall(
+      "d1",
+      *parseJson(
+          R"({"methodName":"m","responseTimeoutInSeconds":300,"connectTimeoutInSeconds":0})"));
+  ASSERT_TRUE(ok.isOk()) << ok.status().toString();
+  EXPECT_EQ(ok->response_timeout, std::chrono::seconds{300});
+  EXPECT_EQ(ok->connect_timeout, std::chrono::seconds{0});
+  json::object unsigned_timeout{{"methodName", "m"},
+                                {"responseTimeoutInSeconds", std::uint64_t{30}}};
+  auto from_unsigned = parseMethodCall("d1", json::value(unsigned_timeout));
+  ASSERT_TRUE(from_unsigned.isOk()) << from_unsigned.status().toString();
+  EXPECT_EQ(from_unsigned->response_timeout, std::chrono::seconds{30});
+  auto defaults = parseMethodCall("d1", *parseJson(R"({"methodName":"m"})"));
+  ASSERT_TRUE(defaults.isOk());
+  EXPECT_EQ(defaults->response_timeout, std::chrono::seconds{30});
 }
 
 }  // namespace

@@ -21,24 +21,28 @@ Status validateMethodName(std::string_view name) {
   return Status::ok();
 }
 
+// An optional integer member from `min` to `max` seconds. Out-of-range values, huge ones
+// included, are refused before any conversion, so no value can overflow a duration.
 Result<std::chrono::seconds> timeoutField(const json::object& body, std::string_view name,
                                           std::int64_t fallback, std::int64_t min,
                                           std::int64_t max) {
   const json::value* v = findMember(body, name);
   if (v == nullptr || v->is_null()) return std::chrono::seconds{fallback};
+  auto out_of_range = [&] {
+    return Status(ErrorCode::ArgumentInvalid, std::string(name) + " must be between " +
+                                                  std::to_string(min) + " and " +
+                                                  std::to_string(max));
+  };
   std::int64_t seconds = 0;
   if (v->is_int64()) {
     seconds = v->get_int64();
-  } else if (v->is_uint64() && v->get_uint64() <= 1000000) {
+  } else if (v->is_uint64()) {
+    if (v->get_uint64() > static_cast<std::uint64_t>(max)) return out_of_range();
     seconds = static_cast<std::int64_t>(v->get_uint64());
   } else {
     return Status(ErrorCode::ArgumentInvalid, std::string(name) + " must be an integer");
   }
-  if (seconds < min || seconds > max) {
-    return Status(ErrorCode::ArgumentInvalid, std::string(name) + " must be between " +
-                                                  std::to_string(min) + " and " +
-                                                  std::to_string(max));
-  }
+  if (seconds < min || seconds > max) return out_of_range();
   return std::chrono::seconds{seconds};
 }
 

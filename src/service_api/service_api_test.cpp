@@ -403,6 +403,62 @@ TEST_F(ServiceApiTest, TwinArraysCountTheirJsonAgainstTheLimits) {
   EXPECT_EQ(fits.status, 200) << fits.body.substr(0, 200);
 }
 
+// Job operations for a jobs engine that is never started: jobs are stored, never run.
+class NoDeviceOperations final : public jobs::DeviceOperations {
+ public:
+  void invokeMethod(methods::MethodCall, methods::MethodCallback) override {}
+  Status updateTwin(std::string_view, const json::object&) override { return Status::ok(); }
+};
+
+// Regression: a startTime of 9999-12-31 overflowed into the past (the job ran at once);
+// times that cannot be represented are a 400 naming the field.
+TEST_F(ServiceApiTest, JobTimesAreCheckedAndFarFutureStartTimesKept) {
+  NoDeviceOperations operations;
+  jobs::JobsEngine engine(
+      *store_, operations, [](const query::Condition&) { return std::vector<std::string>{}; },
+      clock_);
+  ServiceApi api(ServiceApiDeps{.authenticator = authenticator_.get(),
+                                .registry = registry_.get(),
+                                .connections = &connections_,
+                                .twins = twins_.get(),
+                                .methods = methods_.get(),
+                                .jobs = &engine,
+                                .random = &random_,
+                                .clock = &clock_,
+                                .service_statistics = [] { return json::object{}; }});
+  auto put = [&](const std::string& id, const std::string& fields) {
+    HttpRequest r;
+    r.method = "PUT";
+    r.target = "/jobs/v2/" + id + "?api-version=2021-04-12";
+    r.body = R"({"type":"scheduleUpdateTwin","updateTwin":{"tags":{"a":1}},"queryCondition":"*",)" +
+             fields + "}";
+    r.headers.set("Authorization", token());
+    return api.handle(r);
+  };
+  for (std::string fields :
+       {R"("startTime":"10000-01-01T00:00:00Z")", R"("startTime":"9999-12-31T00:00:00Zjunk")",
+        R"("startTime":"2030-02-30T00:00:00Z")", R"("startTime":"0000-01-01T00:00:00Z")",
+        R"("maxExecutionTimeInSeconds":-1)", R"("maxExecutionTimeInSeconds":1e300)",
+        R"("maxExecutionTimeInSeconds":18446744073709551615)"}) {
+    auto r = put("bad", fields);
+    EXPECT_EQ(r.status, 400) << fields;
+    EXPECT_EQ(errorName(r), "ArgumentInvalid") << fields;
+    std::string field = fields.substr(1, fields.find('"', 1) - 1);
+    EXPECT_NE(r.body.find(field), std::string::npos) << r.body;
+  }
+  auto far = put("far", R"("startTime":"9999-12-31T00:00:00Z")");
+  ASSERT_EQ(far.status, 200) << far.body;
+  EXPECT_EQ(body(far).at("startTime"), "9999-12-31T00:00:00Z");
+  HttpRequest get;
+  get.method = "GET";
+  get.target = "/jobs/v2/far";
+  get.headers.set("Authorization", token());
+  auto got = api.handle(get);
+  ASSERT_EQ(got.status, 200) << got.body;
+  EXPECT_EQ(body(got).at("startTime"), "9999-12-31T00:00:00Z");
+  EXPECT_EQ(body(got).at("status"), "queued");
+}
+
 TEST_F(ServiceApiTest, MethodRequestsAreValidated) {
   ASSERT_EQ(call("PUT", "/devices/m1", R"({"deviceId":"m1"})").status, 200);
   struct Case {
