@@ -24,6 +24,19 @@ json::object errorOf(const Status& s) {
 
 }  // namespace
 
+bool isTransientStoreError(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::ServerError:
+    case ErrorCode::ServiceUnavailable:
+    case ErrorCode::Throttled:
+    case ErrorCode::GatewayTimeout:
+    case ErrorCode::Cancelled:
+      return true;
+    default:
+      return false;
+  }
+}
+
 struct JobsEngine::Run {
   // Guarded by state_mutex_ (read by API threads); written only by the engine thread.
   store::JobRecord record;
@@ -47,6 +60,19 @@ struct JobsEngine::Run {
   SteadyClock::time_point last_flush = SteadyClock::now();
   double tokens = 0;
   SystemTime last_refill{};
+
+  // Store failures (engine thread only). The run touches the store again only from
+  // retry_at on; store_failures counts its consecutive failed store calls.
+  SystemTime retry_at{};
+  int store_failures = 0;
+  // Set when the run must fail ("Store failures" in jobs_engine.hpp): it dispatches no more,
+  // lets operations in flight finish, fails its undispatched devices, then itself.
+  std::optional<Status> failure;
+  // recover() failed transiently: the engine thread tries again.
+  bool needs_recovery = false;
+  // The devices selected by the first attempt to start, kept until the run has started so
+  // that a retry writes rows for the same devices.
+  std::optional<std::vector<std::string>> targets;
 };
 
 void JobsEngine::Inbox::post(Completion c) {
@@ -82,10 +108,14 @@ Status JobsEngine::start() {
     run->spec = std::move(*spec);
     if (run->record.status == kJobRunning) {
       if (Status s = recover(*run); !s) {
-        failRun(*run, s);
-        continue;
+        if (!retryLater(*run, s, "resuming")) {
+          failRun(*run, s);
+          continue;
+        }
+        run->needs_recovery = true;  // the engine thread tries again
+      } else {
+        ++resumed;
       }
-      ++resumed;
     }
     std::lock_guard lock(state_mutex_);
     runs_[run->record.job_id] = run;
@@ -257,11 +287,15 @@ std::chrono::milliseconds JobsEngine::nextWait() const {
   std::chrono::milliseconds wait = options_.idle_tick;
   SystemTime now = clock_.now();
   std::lock_guard lock(state_mutex_);
+  auto until = [&](SystemTime t) {
+    return std::clamp(std::chrono::ceil<std::chrono::milliseconds>(t - now), options_.tick, wait);
+  };
   for (const auto& [id, run] : runs_) {
     if (run->started) return options_.tick;
-    auto until = std::chrono::ceil<std::chrono::milliseconds>(run->record.start_time - now);
-    wait = std::clamp(until, options_.tick, wait);
+    bool waits_for_start = !run->needs_recovery && !run->cancel_requested;
+    wait = until(waits_for_start ? std::max(run->record.start_time, run->retry_at) : run->retry_at);
   }
+  for (const auto& admission : admissions_) wait = until(admission.retry_at);
   return wait;
 }
 
@@ -310,6 +344,7 @@ void JobsEngine::loop() {
       }
       continue;
     }
+    retryAdmissions();
     startDueJobs();
     for (auto& run : snapshotRuns()) step(*run);
   }
@@ -318,11 +353,47 @@ void JobsEngine::loop() {
 void JobsEngine::admit(const std::string& job_id) {
   auto job = store_.jobs().getJob(job_id);
   if (!job) {
-    spdlog::error("jobs: cannot load new job {}: {}", job_id, job.status().toString());
+    if (isTransientStoreError(job.code()) && options_.store_retry_attempts > 0) {
+      spdlog::warn("jobs: cannot load new job {} yet: {}", job_id, job.status().toString());
+      admissions_.push_back({job_id, clock_.now() + retryDelay(1), 1});
+      return;
+    }
+    spdlog::error("jobs: cannot load new job {}: {}; it waits for the next restart", job_id,
+                  job.status().toString());
     return;
   }
+  admitRecord(std::move(*job));
+}
+
+void JobsEngine::retryAdmissions() {
+  if (admissions_.empty()) return;
+  SystemTime now = clock_.now();
+  std::vector<Admission> waiting;
+  for (auto& admission : admissions_) {
+    if (admission.retry_at > now) {
+      waiting.push_back(std::move(admission));
+      continue;
+    }
+    auto job = store_.jobs().getJob(admission.job_id);
+    if (job) {
+      admitRecord(std::move(*job));
+    } else if (isTransientStoreError(job.code()) &&
+               admission.failures < options_.store_retry_attempts) {
+      ++admission.failures;
+      admission.retry_at = now + retryDelay(admission.failures);
+      waiting.push_back(std::move(admission));
+    } else {
+      spdlog::error("jobs: cannot load new job {}: {}; it waits for the next restart",
+                    admission.job_id, job.status().toString());
+    }
+  }
+  admissions_.swap(waiting);
+}
+
+void JobsEngine::admitRecord(store::JobRecord job) {
+  std::string job_id = job.job_id;
   auto run = std::make_shared<Run>();
-  run->record = std::move(*job);
+  run->record = std::move(job);
   auto spec = specOf(run->record);
   if (!spec) {
     failRun(*run, spec.status());
@@ -347,22 +418,30 @@ void JobsEngine::handleCancel(const std::string& job_id) {
     if (it != runs_.end()) run = it->second;
   }
   if (!run) return;  // finished meanwhile
-  if (!run->started) {
-    Status s = persist(*run, [this](store::JobRecord& r) {
-      r.status = std::string(kJobCancelled);
-      r.end_time = clock_.now();
-    });
-    if (!s) spdlog::error("jobs: cancelling {}: {}", job_id, s.toString());
-    std::lock_guard lock(state_mutex_);
-    runs_.erase(job_id);
+  if (!run->started && !run->needs_recovery) {
+    run->cancel_requested = true;
+    if (!backingOff(*run)) cancelUnstarted(*run);  // else startDueJobs does it when due
     return;
   }
   if (run->cancel_requested) return;
-  run->cancel_requested = true;
+  run->cancel_requested = true;  // a run waiting to be recovered drains once it is
   if (Status s = persist(*run, [](store::JobRecord& r) { r.document[kDocCancelRequested] = true; });
       !s)
     spdlog::error("jobs: cancelling {}: {}", job_id, s.toString());
   spdlog::info("jobs: {} cancel requested ({} in flight finish first)", job_id, run->inflight);
+}
+
+void JobsEngine::cancelUnstarted(Run& run) {
+  Status s = persist(run, [this](store::JobRecord& r) {
+    r.status = std::string(kJobCancelled);
+    r.end_time = clock_.now();
+  });
+  if (!s) {
+    if (retryLater(run, s, "cancelling")) return;
+    spdlog::error("jobs: cancelling {}: {}", run.record.job_id, s.toString());
+  }
+  std::lock_guard lock(state_mutex_);
+  runs_.erase(run.record.job_id);
 }
 
 void JobsEngine::handleCompletion(Completion& c) {
@@ -401,6 +480,17 @@ void JobsEngine::startDueJobs() {
   for (auto& run : snapshotRuns()) {
     if (run->started) {
       ++running;
+    } else if (backingOff(*run)) {
+      continue;
+    } else if (run->needs_recovery) {
+      if (Status s = recover(*run); !s) {
+        if (!retryLater(*run, s, "resuming")) failRun(*run, s);
+        continue;
+      }
+      run->needs_recovery = false;
+      ++running;
+    } else if (run->cancel_requested) {
+      cancelUnstarted(*run);
     } else if (run->record.start_time <= now) {
       due.push_back(run);
     }
@@ -421,7 +511,7 @@ void JobsEngine::startDueJobs() {
       continue;
     }
     if (Status s = startRun(*run); !s) {
-      failRun(*run, s);
+      if (!retryLater(*run, s, "starting")) failRun(*run, s);
       continue;
     }
     ++running;
@@ -435,7 +525,8 @@ Status JobsEngine::startRun(Run& run) {
   run.is_method = run.spec.type == kTypeDeviceMethod;
   run.update_twin = std::make_shared<const json::object>(run.spec.update_twin);
   SystemTime now = clock_.now();
-  std::vector<std::string> targets = select_(run.condition);
+  if (!run.targets) run.targets = select_(run.condition);
+  const std::vector<std::string>& targets = *run.targets;
   for (std::size_t i = 0; i < targets.size(); i += kSelectionChunk) {
     std::vector<store::DeviceJobRecord> rows;
     std::size_t end = std::min(targets.size(), i + kSelectionChunk);
@@ -458,10 +549,12 @@ Status JobsEngine::startRun(Run& run) {
   if (run.spec.max_execution_seconds)
     run.deadline = addClamped(now, std::chrono::seconds(*run.spec.max_execution_seconds));
   run.started = true;
+  run.store_failures = 0;
   run.tokens = 1;
   run.last_refill = now;
   spdlog::info("jobs: {} ({}) started on {} device(s)", run.record.job_id, run.record.type,
                targets.size());
+  run.targets.reset();
   return Status::ok();
 }
 
@@ -517,7 +610,8 @@ Status JobsEngine::recover(Run& run) {
   }
   if (!fixes.empty()) IOTHUB_RETURN_IF_ERROR(store_.deviceJobs().putDeviceJobs(fixes));
   run.stats = stats;
-  run.cancel_requested = findMember(run.record.document, kDocCancelRequested) != nullptr;
+  run.cancel_requested =
+      run.cancel_requested || findMember(run.record.document, kDocCancelRequested) != nullptr;
   if (run.spec.max_execution_seconds) {
     SystemTime began = run.record.start_time;
     if (const json::string* t = findString(run.record.document, kRunStartedTime)) {
@@ -527,6 +621,7 @@ Status JobsEngine::recover(Run& run) {
   }
   IOTHUB_RETURN_IF_ERROR(persist(run));
   run.started = true;
+  run.store_failures = 0;
   run.tokens = 1;
   run.last_refill = now;
   spdlog::info("jobs: {} resumed: {} pending, {} succeeded, {} failed, {} interrupted",
@@ -540,7 +635,14 @@ void JobsEngine::step(Run& run) {
     run.timed_out = true;
     spdlog::info("jobs: {} reached its maxExecutionTimeInSeconds", run.record.job_id);
   }
-  if (run.cancel_requested) {
+  if (backingOff(run)) return;  // completions still arrive and wait in the buffer
+  if (run.failure) {
+    drainUndispatched(run, kDeviceFailed,
+                      deviceJobError("JobFailed",
+                                     "The job failed before this device was "
+                                     "processed: " +
+                                         run.failure->message()));
+  } else if (run.cancel_requested) {
     drainUndispatched(
         run, kDeviceCanceled,
         deviceJobError("JobCancelled", "The job was cancelled before this device was processed"));
@@ -554,8 +656,10 @@ void JobsEngine::step(Run& run) {
   } else {
     dispatch(run);
   }
+  if (!run.started || backingOff(run)) return;
   flush(run, false);
-  if (run.started && run.exhausted && run.queue.empty() && run.inflight == 0) finish(run);
+  if (run.started && !backingOff(run) && run.exhausted && run.queue.empty() && run.inflight == 0)
+    finish(run);
 }
 
 bool JobsEngine::fetchPending(Run& run) {
@@ -563,9 +667,13 @@ bool JobsEngine::fetchPending(Run& run) {
   auto rows = store_.deviceJobs().listDeviceJobs(run.record.job_id, kDevicePending, run.cursor,
                                                  options_.batch_size);
   if (!rows) {
-    failRun(run, rows.status());
+    if (!retryLater(run, rows.status(), "reading its pending devices")) {
+      failSoftly(run, rows.status());
+      run.exhausted = true;  // they cannot be read, so they stay pending
+    }
     return false;
   }
+  run.store_failures = 0;
   for (auto& row : *rows) run.queue.push_back(std::move(row.device_id));
   if (!rows->empty()) run.cursor = run.queue.back();
   if (rows->size() < options_.batch_size) run.exhausted = true;
@@ -589,7 +697,7 @@ void JobsEngine::drainUndispatched(Run& run, std::string_view status, const json
       (canceled ? s.canceled : s.failed) += n;
     });
     flush(run, run.buffer.size() >= options_.batch_size);
-    if (!run.started) return;  // the store failed
+    if (!run.started || backingOff(run)) return;  // the store failed
   }
 }
 
@@ -625,9 +733,16 @@ void JobsEngine::dispatch(Run& run) {
                                      std::nullopt, std::nullopt));
     }
     if (Status s = store_.deviceJobs().putDeviceJobs(rows); !s) {
-      failRun(run, s);
+      // Nothing was called: the outcomes wait for the next write, the devices go back to
+      // the front of the queue in their order, and so do their tokens.
+      rows.resize(rows.size() - batch.size());
+      run.buffer = std::move(rows);
+      for (auto it = batch.rbegin(); it != batch.rend(); ++it) run.queue.push_front(std::move(*it));
+      if (rate) run.tokens += static_cast<double>(batch.size());
+      if (!retryLater(run, s, "recording the calls it starts")) failSoftly(run, s);
       return;
     }
+    run.store_failures = 0;
   }
   auto n = static_cast<std::int64_t>(batch.size());
   updateStats(run, [n](JobStatistics& s) {
@@ -677,9 +792,12 @@ void JobsEngine::flush(Run& run, bool force) {
   std::vector<store::DeviceJobRecord> rows;
   rows.swap(run.buffer);
   if (Status s = store_.deviceJobs().putDeviceJobs(rows); !s) {
-    failRun(run, s);
+    run.buffer.swap(rows);  // kept for the next attempt
+    if (retryLater(run, s, "recording outcomes")) return;
+    failRun(run, s);  // the store refuses to record outcomes for good
     return;
   }
+  run.store_failures = 0;
   if (Status s = persist(run); !s)
     spdlog::warn("jobs: {}: statistics not saved: {}", run.record.job_id, s.toString());
 }
@@ -704,9 +822,12 @@ Status JobsEngine::persist(Run& run, const std::function<void(store::JobRecord&)
 
 void JobsEngine::finish(Run& run) {
   flush(run, true);
-  if (!run.started) return;  // failed while flushing
+  if (!run.started || !run.buffer.empty()) return;  // failed while flushing, or backing off
   Status s = persist(run, [this, &run](store::JobRecord& r) {
-    if (run.cancel_requested) {
+    if (run.failure) {
+      r.status = std::string(kJobFailed);
+      r.document[kDocFailureReason] = run.failure->message();
+    } else if (run.cancel_requested) {
       r.status = std::string(kJobCancelled);
     } else if (run.timed_out) {
       r.status = std::string(kJobFailed);
@@ -719,14 +840,44 @@ void JobsEngine::finish(Run& run) {
     r.end_time = clock_.now();
   });
   if (!s) {
-    spdlog::error("jobs: {} could not be finished: {}", run.record.job_id, s.toString());
-    return;  // stays running in memory; a restart resumes and finishes it
+    if (retryLater(run, s, "recording its end")) return;
+    spdlog::error("jobs: {} could not be finished: {}; a restart resumes and finishes it",
+                  run.record.job_id, s.toString());
+    std::lock_guard lock(state_mutex_);
+    runs_.erase(run.record.job_id);
+    return;
   }
   spdlog::info("jobs: {} {}: {} succeeded, {} failed, {} canceled of {}", run.record.job_id,
                run.record.status, run.stats.succeeded, run.stats.failed, run.stats.canceled,
                run.stats.device_count);
   std::lock_guard lock(state_mutex_);
   runs_.erase(run.record.job_id);
+}
+
+bool JobsEngine::retryLater(Run& run, const Status& why, std::string_view during) {
+  if (!isTransientStoreError(why.code()) || run.store_failures >= options_.store_retry_attempts)
+    return false;
+  ++run.store_failures;
+  std::chrono::milliseconds delay = retryDelay(run.store_failures);
+  run.retry_at = clock_.now() + delay;
+  spdlog::warn("jobs: {}: {} failed ({}); retry {} of {} in {} ms", run.record.job_id, during,
+               why.toString(), run.store_failures, options_.store_retry_attempts, delay.count());
+  return true;
+}
+
+std::chrono::milliseconds JobsEngine::retryDelay(int failures) const {
+  std::chrono::milliseconds delay = options_.store_retry_initial;
+  for (int i = 1; i < failures && delay < options_.store_retry_max; ++i) delay *= 2;
+  return std::min(delay, options_.store_retry_max);
+}
+
+bool JobsEngine::backingOff(const Run& run) const { return clock_.now() < run.retry_at; }
+
+void JobsEngine::failSoftly(Run& run, const Status& why) {
+  if (run.failure) return;
+  spdlog::error("jobs: {} fails: {}; operations in flight finish first", run.record.job_id,
+                why.toString());
+  run.failure = why;
 }
 
 void JobsEngine::failRun(Run& run, const Status& why) {

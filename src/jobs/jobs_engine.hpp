@@ -58,7 +58,21 @@ struct JobsOptions {
   std::chrono::milliseconds idle_tick{1000};
   // How long stop() lets in-flight operations finish before leaving them to recovery.
   std::chrono::milliseconds stop_grace{3000};
+  // A job's store call that fails with a transient error (isTransientStoreError) is retried
+  // after store_retry_initial, doubling up to store_retry_max, on the hub clock; meanwhile
+  // the job touches the store no more (other jobs go on). A job retries at most
+  // store_retry_attempts times in a row (10: about 43 s); the next failure, or any
+  // permanent error, fails it (see "Store failures" at JobsEngine).
+  std::chrono::milliseconds store_retry_initial{100};
+  std::chrono::milliseconds store_retry_max{10000};
+  int store_retry_attempts = 10;
 };
+
+// Store errors that may go away by themselves: ServerError (what the SQLite backend answers
+// for busy, locked, I/O and full-disk errors alike), ServiceUnavailable, Throttled,
+// GatewayTimeout and Cancelled (the store is shutting down; a restart resumes the job).
+// StoreCorruption and every other code are permanent.
+bool isTransientStoreError(ErrorCode code);
 
 // One page of GET /jobs/v2/query.
 struct JobPage {
@@ -78,6 +92,15 @@ struct JobPage {
 // re-apply twin updates that were not recorded (merging the same patch again is
 // harmless) and fail method calls that were in flight with DeviceJobInterrupted (a call
 // may have reached the device; methods are not assumed to be idempotent).
+//
+// Store failures. A job's store calls (selecting its devices, reading pending rows, writing
+// rows, its final record, loading and cancelling it) that fail transiently are retried with
+// back-off (JobsOptions::store_retry_*); nothing is lost or done twice meanwhile. A
+// permanent error, or transient ones beyond the retry budget, fail the job the way a
+// cancel ends it: no more dispatching, operations in flight finish and are recorded, the
+// undispatched devices fail with JobFailed, then the job is failed with the error as its
+// failureReason. Only when the store refuses to record outcomes for good is the job failed
+// at once (rows it could not write stay as they were; failureReason says why).
 //
 // Threading: the API methods are thread-safe and block on the store (call them from a
 // worker thread). One engine thread does all the scheduling and store writes of running
@@ -140,6 +163,9 @@ class JobsEngine {
   // How long the engine thread may sleep when nothing arrives.
   std::chrono::milliseconds nextWait() const;
   void admit(const std::string& job_id);
+  void admitRecord(store::JobRecord job);
+  void retryAdmissions();
+  void cancelUnstarted(Run& run);
   void handleCancel(const std::string& job_id);
   void handleCompletion(Completion& c);
   void startDueJobs();
@@ -155,6 +181,14 @@ class JobsEngine {
   // readers; on failure nothing changes.
   Status persist(Run& run, const std::function<void(store::JobRecord&)>& change = nullptr);
   void failRun(Run& run, const Status& why);
+  // After a failed store call of `run`: true when the error is transient and the retry
+  // budget allows another attempt (the run then backs off until its retry_at); false
+  // otherwise (the caller fails the run).
+  bool retryLater(Run& run, const Status& why, std::string_view during);
+  std::chrono::milliseconds retryDelay(int failures) const;
+  bool backingOff(const Run& run) const;
+  // Starts failing `run` (see "Store failures" above); the first reason wins.
+  void failSoftly(Run& run, const Status& why);
   void updateStats(Run& run, const std::function<void(JobStatistics&)>& change);
   std::vector<std::shared_ptr<Run>> snapshotRuns() const;
   json::object render(const store::JobRecord& job);
@@ -178,6 +212,14 @@ class JobsEngine {
   std::deque<std::function<void()>> twin_tasks_;  // guarded by twin_mutex_
   bool twin_stopping_ = false;                    // guarded by twin_mutex_
   std::vector<std::thread> twin_threads_;
+
+  // Admissions whose job could not be read yet (engine thread only).
+  struct Admission {
+    std::string job_id;
+    SystemTime retry_at;
+    int failures = 0;
+  };
+  std::vector<Admission> admissions_;
 
   std::thread thread_;
   bool started_ = false;

@@ -2,8 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <functional>
 #include <map>
+#include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -83,6 +87,99 @@ class FakeOperations final : public DeviceOperations {
   std::map<std::string, std::vector<json::object>> twin_updates_;
 };
 
+// The tests' store with faults injected into the job and device-job stores: before each
+// call `fault` sees its name ("getJob", "updateJob", "putDeviceJobs", "listDeviceJobs", ...)
+// and the rows a putDeviceJobs writes, and returns the error to answer instead of making
+// the call, or nullopt to make it. Calls are serialized for `fault`, which may keep state.
+class FaultyStore final : public store::Store {
+ public:
+  using Fault = std::function<std::optional<Status>(std::string_view call,
+                                                    const std::vector<store::DeviceJobRecord>*)>;
+  FaultyStore(store::Store& inner, Fault fault)
+      : inner_(inner), fault_(std::move(fault)), jobs_(*this), device_jobs_(*this) {}
+
+  store::RegistryStore& registry() override { return inner_.registry(); }
+  store::TwinStore& twins() override { return inner_.twins(); }
+  store::JobStore& jobs() override { return jobs_; }
+  store::DeviceJobStore& deviceJobs() override { return device_jobs_; }
+  store::AccessPolicyStore& policies() override { return inner_.policies(); }
+  store::MqttSessionStore& mqttSessions() override { return inner_.mqttSessions(); }
+
+ private:
+  std::optional<Status> check(std::string_view call,
+                              const std::vector<store::DeviceJobRecord>* rows = nullptr) {
+    std::lock_guard lock(mutex_);
+    return fault_(call, rows);
+  }
+
+  class Jobs final : public store::JobStore {
+   public:
+    explicit Jobs(FaultyStore& owner) : owner_(owner) {}
+    Status createJob(const store::JobRecord& job) override {
+      if (auto e = owner_.check("createJob")) return *e;
+      return owner_.inner_.jobs().createJob(job);
+    }
+    Result<store::JobRecord> getJob(std::string_view job_id) override {
+      if (auto e = owner_.check("getJob")) return *e;
+      return owner_.inner_.jobs().getJob(job_id);
+    }
+    Result<store::JobRecord> updateJob(std::string_view job_id, store::JobMutation m) override {
+      if (auto e = owner_.check("updateJob")) return *e;
+      return owner_.inner_.jobs().updateJob(job_id, std::move(m));
+    }
+    Result<std::vector<store::JobRecord>> listJobs(const store::JobFilter& filter,
+                                                   std::string_view after,
+                                                   std::size_t limit) override {
+      if (auto e = owner_.check("listJobs")) return *e;
+      return owner_.inner_.jobs().listJobs(filter, after, limit);
+    }
+    Result<std::vector<store::JobRecord>> jobsWithStatus(
+        const std::vector<std::string>& statuses) override {
+      if (auto e = owner_.check("jobsWithStatus")) return *e;
+      return owner_.inner_.jobs().jobsWithStatus(statuses);
+    }
+
+   private:
+    FaultyStore& owner_;
+  };
+
+  class DeviceJobs final : public store::DeviceJobStore {
+   public:
+    explicit DeviceJobs(FaultyStore& owner) : owner_(owner) {}
+    Status putDeviceJobs(const std::vector<store::DeviceJobRecord>& rows) override {
+      if (auto e = owner_.check("putDeviceJobs", &rows)) return *e;
+      return owner_.inner_.deviceJobs().putDeviceJobs(rows);
+    }
+    Result<std::vector<store::DeviceJobRecord>> listDeviceJobs(
+        std::string_view job_id, std::optional<std::string_view> status, std::string_view after,
+        std::size_t limit) override {
+      if (auto e = owner_.check("listDeviceJobs")) return *e;
+      return owner_.inner_.deviceJobs().listDeviceJobs(job_id, status, after, limit);
+    }
+    Result<std::vector<store::DeviceJobRecord>> listAllDeviceJobs(std::string_view after_job,
+                                                                  std::string_view after_device,
+                                                                  std::size_t limit) override {
+      if (auto e = owner_.check("listAllDeviceJobs")) return *e;
+      return owner_.inner_.deviceJobs().listAllDeviceJobs(after_job, after_device, limit);
+    }
+
+   private:
+    FaultyStore& owner_;
+  };
+
+  store::Store& inner_;
+  std::mutex mutex_;
+  Fault fault_;  // guarded by mutex_
+  Jobs jobs_;
+  DeviceJobs device_jobs_;
+};
+
+bool writesRunningRow(const std::vector<store::DeviceJobRecord>* rows) {
+  return rows != nullptr && std::any_of(rows->begin(), rows->end(), [](const auto& row) {
+           return row.status == kDeviceRunning;
+         });
+}
+
 class JobsEngineTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -91,7 +188,10 @@ class JobsEngineTest : public ::testing::Test {
     ASSERT_TRUE(opened.isOk()) << opened.status().toString();
     store_ = std::move(opened).value();
   }
-  void TearDown() override { engine_.reset(); }
+  void TearDown() override {
+    engine_.reset();
+    faulty_.reset();
+  }
 
   void startEngine(JobsOptions options = {}) {
     options.tick = 5ms;
@@ -100,7 +200,7 @@ class JobsEngineTest : public ::testing::Test {
     options.twin_workers = 4;
     options.stop_grace = std::min<std::chrono::milliseconds>(options.stop_grace, 100ms);
     engine_ = std::make_unique<JobsEngine>(
-        *store_, operations_,
+        faulty_ ? static_cast<store::Store&>(*faulty_) : *store_, operations_,
         [this](const query::Condition& c) {
           std::vector<std::string> out;
           for (const auto& id : devices_) {
@@ -166,8 +266,23 @@ class JobsEngineTest : public ::testing::Test {
     EXPECT_EQ(s.device_count, s.pending + s.running + s.succeeded + s.failed + s.canceled);
   }
 
+  // The engine of the next startEngine() uses the store through `fault`. Unless
+  // `on_test_thread`, only calls from other threads than the test's (the engine's) see
+  // faults, so what the test reads through the engine is the truth.
+  void injectFaults(FaultyStore::Fault fault, bool on_test_thread = false) {
+    faulty_ = std::make_unique<FaultyStore>(
+        *store_,
+        [test_thread = std::this_thread::get_id(), on_test_thread, fault = std::move(fault)](
+            std::string_view call, const std::vector<store::DeviceJobRecord>* rows) {
+          if (!on_test_thread && std::this_thread::get_id() == test_thread)
+            return std::optional<Status>();
+          return fault(call, rows);
+        });
+  }
+
   iothub::testing::TempDir dir_{"iothub-jobs-test"};
   std::unique_ptr<store::SqliteStore> store_;
+  std::unique_ptr<FaultyStore> faulty_;
   FakeClock clock_;
   FakeOperations operations_;
   std::set<std::string> devices_;
@@ -450,6 +565,146 @@ TEST_F(JobsEngineTest, ErrorsAndListing) {
             ErrorCode::ArgumentInvalid);
   EXPECT_EQ(engine_->list(std::nullopt, std::string("bogus"), 10, std::nullopt).code(),
             ErrorCode::ArgumentInvalid);
+}
+
+// --- store failures ---
+
+// Regression: one transient store error failed a whole job for good.
+TEST_F(JobsEngineTest, TransientStoreErrorsAreRetriedWithoutLosingOrRepeatingWork) {
+  addDevices("d", 30);
+  addDevices("off-", 10);
+  std::map<std::string, int, std::less<>> calls;
+  std::map<std::string, int, std::less<>> injected;
+  injectFaults([&](std::string_view call, const std::vector<store::DeviceJobRecord>*) {
+    // The first and every third engine call of each kind fails, with a transient code.
+    int n = ++calls[std::string(call)];
+    if (call == "jobsWithStatus" || n % 3 != 1) return std::optional<Status>();
+    ++injected[std::string(call)];
+    return std::optional<Status>(Status(
+        n % 2 == 0 ? ErrorCode::ServerError : ErrorCode::ServiceUnavailable, "injected: busy"));
+  });
+  startEngine({.window = 5, .batch_size = 5});
+  methodJob("flaky");
+  ASSERT_TRUE(waitUntil([&] {
+    clock_.advance(50ms);  // back-off runs on the hub clock
+    return finished("flaky");
+  }));
+  EXPECT_EQ(status("flaky"), "completed") << toJson(job("flaky"));
+  EXPECT_EQ(stats("flaky"), (JobStatistics{.device_count = 40, .succeeded = 30, .failed = 10}));
+  EXPECT_EQ(rowCounts("flaky"), (std::map<std::string, int>{{"completed", 30}, {"failed", 10}}));
+  auto called = operations_.calls();
+  EXPECT_EQ(called.size(), 40u);
+  EXPECT_EQ(std::set<std::string>(called.begin(), called.end()).size(), 40u);  // each once
+  engine_.reset();  // no more calls into `fault` while reading its counters
+  for (const char* call : {"getJob", "updateJob", "putDeviceJobs", "listDeviceJobs"}) {
+    EXPECT_GT(injected[call], 0) << call;
+  }
+}
+
+TEST_F(JobsEngineTest, RetriesBackOffOnTheHubClock) {
+  addDevices("d", 3);
+  std::vector<SystemTime> attempts;
+  injectFaults([&](std::string_view call, const std::vector<store::DeviceJobRecord>*) {
+    if (call != "putDeviceJobs") return std::optional<Status>();
+    attempts.push_back(clock_.now());
+    if (attempts.size() > 3) return std::optional<Status>();
+    return std::optional<Status>(Status(ErrorCode::ServerError, "injected: database is locked"));
+  });
+  startEngine();
+  twinJob("t");
+  ASSERT_TRUE(waitUntil([&] {
+    clock_.advance(10ms);
+    return finished("t");
+  }));
+  EXPECT_EQ(stats("t"), (JobStatistics{.device_count = 3, .succeeded = 3}));
+  engine_.reset();
+  ASSERT_GE(attempts.size(), 4u);
+  EXPECT_GE(attempts[1] - attempts[0], 100ms);
+  EXPECT_GE(attempts[2] - attempts[1], 200ms);
+  EXPECT_GE(attempts[3] - attempts[2], 400ms);
+}
+
+// Regression: a store error failed the job at once, losing the outcomes of calls that had
+// been made and leaving their rows running.
+TEST_F(JobsEngineTest, APermanentStoreErrorFailsTheJobAndLeavesNoRowRunning) {
+  addDevices("slow-", 20);
+  int running_writes = 0;
+  injectFaults([&](std::string_view call, const std::vector<store::DeviceJobRecord>* rows) {
+    // After the first batch of calls, no call can be recorded as started.
+    if (call != "putDeviceJobs" || !writesRunningRow(rows) || ++running_writes == 1)
+      return std::optional<Status>();
+    return std::optional<Status>(Status(ErrorCode::StoreCorruption, "injected: disk image"));
+  });
+  startEngine({.window = 5});
+  methodJob("broken");
+  ASSERT_TRUE(waitUntil([&] { return operations_.heldCount() == 5; }));
+  ASSERT_TRUE(waitUntil([&] {
+    operations_.release();
+    return finished("broken");
+  }));
+  json::object j = job("broken");
+  EXPECT_EQ(j.at("status"), "failed");
+  EXPECT_NE(std::string(j.at("failureReason").as_string()).find("injected: disk image"),
+            std::string::npos)
+      << toJson(j);
+  EXPECT_EQ(stats("broken"), (JobStatistics{.device_count = 20, .succeeded = 5, .failed = 15}));
+  EXPECT_EQ(rowCounts("broken"), (std::map<std::string, int>{{"completed", 5}, {"failed", 15}}));
+  EXPECT_EQ(rows("broken").at("slow-1019").document.at("error").at("code"), "JobFailed");
+  EXPECT_EQ(operations_.calls().size(), 5u);
+}
+
+TEST_F(JobsEngineTest, TransientErrorsBeyondTheRetryBudgetFailTheJobCleanly) {
+  addDevices("slow-", 20);
+  int running_writes = 0;
+  injectFaults([&](std::string_view call, const std::vector<store::DeviceJobRecord>* rows) {
+    if (call != "putDeviceJobs" || !writesRunningRow(rows) || ++running_writes == 1)
+      return std::optional<Status>();
+    return std::optional<Status>(Status(ErrorCode::ServiceUnavailable, "injected: unavailable"));
+  });
+  startEngine({.window = 5, .store_retry_attempts = 3});
+  methodJob("tired");
+  ASSERT_TRUE(waitUntil([&] { return operations_.heldCount() == 5; }));
+  ASSERT_TRUE(waitUntil([&] {
+    operations_.release();
+    clock_.advance(100ms);
+    return finished("tired");
+  }));
+  json::object j = job("tired");
+  EXPECT_EQ(j.at("status"), "failed");
+  EXPECT_NE(std::string(j.at("failureReason").as_string()).find("injected: unavailable"),
+            std::string::npos);
+  EXPECT_EQ(stats("tired"), (JobStatistics{.device_count = 20, .succeeded = 5, .failed = 15}));
+  EXPECT_EQ(rowCounts("tired"), (std::map<std::string, int>{{"completed", 5}, {"failed", 15}}));
+  engine_.reset();
+  EXPECT_EQ(running_writes, 1 + 4);  // the first batch, then the first try and 3 retries
+}
+
+TEST_F(JobsEngineTest, ARestartRetriesRecoveryOnTransientErrors) {
+  addDevices("slow-", 10);
+  startEngine({.window = 3, .stop_grace = 0ms});
+  methodJob("m");
+  ASSERT_TRUE(waitUntil([&] { return operations_.heldCount() == 3; }));
+  engine_->stop();  // three rows are "running"
+  engine_.reset();
+  operations_.release();
+  int lists = 0;
+  // start() recovers the running job on the calling thread: its reads fail twice.
+  injectFaults(
+      [&](std::string_view call, const std::vector<store::DeviceJobRecord>*) {
+        if (call != "listDeviceJobs" || ++lists > 2) return std::optional<Status>();
+        return std::optional<Status>(Status(ErrorCode::ServerError, "injected: locked"));
+      },
+      true);
+  startEngine({.window = 3});
+  EXPECT_EQ(status("m"), "running");
+  ASSERT_TRUE(waitUntil([&] {
+    operations_.release();
+    clock_.advance(100ms);
+    return finished("m");
+  }));
+  EXPECT_EQ(status("m"), "completed");
+  EXPECT_EQ(stats("m"), (JobStatistics{.device_count = 10, .succeeded = 7, .failed = 3}));
+  EXPECT_EQ(rowCounts("m"), (std::map<std::string, int>{{"completed", 7}, {"failed", 3}}));
 }
 
 }  // namespace
