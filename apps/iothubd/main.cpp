@@ -22,7 +22,8 @@ int main(int argc, char** argv) {
   using iothub::server::HubConfig;
   HubConfig config;
   CLI::App app{"iothubd: a self-hosted hub speaking Azure IoT Hub's protocols"};
-  app.set_config("--config", "", "Read options from a TOML/INI file (keys are the long option names)");
+  app.set_config("--config", "",
+                 "Read options from a TOML/INI file (keys are the long option names)");
   app.option_defaults()->always_capture_default();
 
   std::string data_dir = config.data_dir.string();
@@ -30,41 +31,68 @@ int main(int argc, char** argv) {
   std::string tls_cert, tls_key;
   app.add_option("--data-dir", data_dir, "Where the hub keeps its database and certificates")
       ->envname("IOTHUB_DATA_DIR");
-  app.add_option("--hostname", config.host_name, "The hub's host name (HostName in connection strings)")
+  app.add_option("--hostname", config.host_name,
+                 "The hub's host name (HostName in connection strings)")
       ->envname("IOTHUB_HOSTNAME");
-  app.add_option("--bind", config.bind_address, "Address the listeners bind to")->envname("IOTHUB_BIND");
-  app.add_option("--https-port", config.https_port, "HTTPS service API (and MQTT over WebSocket) port")
+  app.add_option("--bind", config.bind_address, "Address the listeners bind to")
+      ->envname("IOTHUB_BIND");
+  app.add_option("--https-port", config.https_port,
+                 "HTTPS service API (and MQTT over WebSocket) port")
       ->envname("IOTHUB_HTTPS_PORT");
   app.add_option("--mqtt-port", config.mqtt_port, "MQTT over TLS port for devices")
       ->envname("IOTHUB_MQTT_PORT");
-  auto* http_opt = app.add_option("--http-port", http_port, "Also serve the service API over plain HTTP (tests)")
-                       ->envname("IOTHUB_HTTP_PORT");
-  auto* mqtt_plain_opt = app.add_option("--mqtt-plain-port", mqtt_plain_port, "Also accept plain MQTT (tests)")
-                             ->envname("IOTHUB_MQTT_PLAIN_PORT");
-  auto* cert_opt = app.add_option("--tls-cert", tls_cert, "Server certificate chain (PEM) instead of the generated one")
+  auto* http_opt =
+      app.add_option("--http-port", http_port, "Also serve the service API over plain HTTP (tests)")
+          ->envname("IOTHUB_HTTP_PORT");
+  auto* mqtt_plain_opt =
+      app.add_option("--mqtt-plain-port", mqtt_plain_port, "Also accept plain MQTT (tests)")
+          ->envname("IOTHUB_MQTT_PLAIN_PORT");
+  auto* cert_opt = app.add_option("--tls-cert", tls_cert,
+                                  "Server certificate chain (PEM) instead of the generated one")
                        ->envname("IOTHUB_TLS_CERT");
-  auto* key_opt = app.add_option("--tls-key", tls_key, "Private key (PEM) of --tls-cert")->envname("IOTHUB_TLS_KEY");
+  auto* key_opt = app.add_option("--tls-key", tls_key, "Private key (PEM) of --tls-cert")
+                      ->envname("IOTHUB_TLS_KEY");
   cert_opt->needs(key_opt);
   key_opt->needs(cert_opt);
   app.add_option("--log-level", config.log_level, "trace, debug, info, warn, error")
       ->envname("IOTHUB_LOG_LEVEL")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
-  app.add_option("--io-threads", config.io_threads, "I/O threads (0 = one per core)")->envname("IOTHUB_IO_THREADS");
-  app.add_option("--worker-threads", config.worker_threads, "Threads that run requests against the store")
+  app.add_option("--io-threads", config.io_threads, "I/O threads (0 = one per core)")
+      ->envname("IOTHUB_IO_THREADS");
+  app.add_option("--worker-threads", config.worker_threads,
+                 "Threads that run requests against the store")
       ->envname("IOTHUB_WORKER_THREADS")
       ->check(CLI::Range(1u, 256u));
   app.add_option("--job-window", config.job_window, "In-flight device operations per running job")
       ->envname("IOTHUB_JOB_WINDOW")
       ->check(CLI::Range(std::size_t{1}, std::size_t{100000}));
-  app.add_option("--max-running-jobs", config.max_running_jobs, "Jobs running at once (more wait, queued)")
+  app.add_option("--max-running-jobs", config.max_running_jobs,
+                 "Jobs running at once (more wait, queued)")
       ->envname("IOTHUB_MAX_RUNNING_JOBS")
       ->check(CLI::Range(std::size_t{1}, std::size_t{1000}));
+  app.add_option("--max-connections", config.max_connections,
+                 "Open connections across all listeners; more are refused (0 = the open-file "
+                 "limit less 256)")
+      ->envname("IOTHUB_MAX_CONNECTIONS");
+  std::int64_t handshake_timeout = config.handshake_timeout.count();
+  std::int64_t write_timeout = config.write_timeout.count();
+  app.add_option("--handshake-timeout", handshake_timeout,
+                 "Seconds a new connection has for its TLS handshake and its first request or "
+                 "MQTT CONNECT")
+      ->envname("IOTHUB_HANDSHAKE_TIMEOUT")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{3600}));
+  app.add_option("--write-timeout", write_timeout,
+                 "Seconds a write to a device may make no progress before it is disconnected")
+      ->envname("IOTHUB_WRITE_TIMEOUT")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{3600}));
 
   std::string policy = "iothubowner";
   std::string cs_host;
-  auto* cs = app.add_subcommand("connection-string", "Print a service connection string of the hub in --data-dir");
+  auto* cs = app.add_subcommand("connection-string",
+                                "Print a service connection string of the hub in --data-dir");
   cs->add_option("--data-dir", data_dir, "The hub's data directory")->envname("IOTHUB_DATA_DIR");
-  cs->add_option("--policy", policy, "Shared access policy (iothubowner, service, registryRead, ...)");
+  cs->add_option("--policy", policy,
+                 "Shared access policy (iothubowner, service, registryRead, ...)");
   cs->add_option("--hostname", cs_host, "Host name to put in the string (default: the hub's)");
 
   try {
@@ -83,6 +111,8 @@ int main(int argc, char** argv) {
   }
 
   config.data_dir = data_dir;
+  config.handshake_timeout = std::chrono::seconds(handshake_timeout);
+  config.write_timeout = std::chrono::seconds(write_timeout);
   if (*http_opt) config.http_port = http_port;
   if (*mqtt_plain_opt) config.mqtt_plain_port = mqtt_plain_port;
   if (*cert_opt) config.tls_cert = tls_cert;

@@ -4,6 +4,7 @@
 
 #include <charconv>
 
+#include "auth/sas_token.hpp"
 #include "common/encoding.hpp"
 #include "common/time_format.hpp"
 #include "mqtt/topic.hpp"
@@ -98,6 +99,20 @@ std::variant<DeviceIdentity, ConnectRefusal> DeviceEndpoint::authenticate(
                               device->secondary_key, policies_, clock_);
   if (!expiry) return refused(ConnectReturnCode::NotAuthorized, expiry.status().message());
   return DeviceIdentity{device_id, *expiry};
+}
+
+Status DeviceEndpoint::stillAllowed(std::string_view device_id) {
+  auto device = store_.registry().getDevice(device_id);
+  if (!device) {
+    if (device.code() == ErrorCode::DeviceNotFound) {
+      return Status(ErrorCode::Unauthorized, "the device was deleted");
+    }
+    return Status(ErrorCode::ServiceUnavailable, device.status().toString());
+  }
+  if (device->status != store::DeviceStatus::Enabled) {
+    return Status(ErrorCode::Unauthorized, "the device was disabled");
+  }
+  return Status::ok();
 }
 
 SubAckReturnCode DeviceEndpoint::authorizeSubscription(std::string_view device_id,

@@ -2,11 +2,11 @@
 
 #include <atomic>
 #include <mutex>
-#include <unordered_map>
-#include <variant>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <variant>
 #include <vector>
 
 #include "auth/policy.hpp"
@@ -70,6 +70,12 @@ class DeviceEndpoint {
   // unknown or disabled device), ServerUnavailable (store failure).
   std::variant<DeviceIdentity, ConnectRefusal> authenticate(const mqtt::Connect& connect);
 
+  // Blocks. Reads the device again after its connection was registered: ok while it exists
+  // and is enabled; Unauthorized once it was disabled or deleted (a revocation that
+  // committed between authenticate() and the registration found no connection to close);
+  // ServiceUnavailable when the store fails.
+  Status stillAllowed(std::string_view device_id);
+
   // The highest QoS granted for `filter`, or Failure when the device may not subscribe to
   // it. Allowed: $iothub/methods/POST/#, $iothub/twin/res/#,
   // $iothub/twin/PATCH/properties/desired/# and devices/{own id}/messages/devicebound/#.
@@ -111,6 +117,5 @@ class DeviceEndpoint {
   std::mutex activity_mutex_;
   std::unordered_map<std::string, SystemTime> last_activity_write_;  // guarded by activity_mutex_
 };
-
 
 }  // namespace iothub::device_api

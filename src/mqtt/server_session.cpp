@@ -47,6 +47,7 @@ ServerSession::ServerSession(ServerSessionOptions options, TimePoint connected_a
     : options_(options),
       max_in_flight_(std::clamp<std::size_t>(options.max_in_flight, 1, kMaxPacketIds)),
       connected_at_(connected_at),
+      connect_received_at_(connected_at),
       last_packet_at_(connected_at) {}
 
 void ServerSession::close(CloseReason reason, std::string detail, Actions& actions) {
@@ -63,6 +64,7 @@ Actions ServerSession::onPacket(Packet packet, TimePoint now) {
   last_packet_at_ = now;
   switch (state_) {
     case State::AwaitingConnect:
+      connect_received_at_ = now;
       handleFirst(std::move(packet), actions);
       break;
     case State::Authenticating:
@@ -210,8 +212,9 @@ Actions ServerSession::onDecodeError(DecodeError error, std::string_view detail)
 std::optional<TimePoint> ServerSession::nextDeadline() const {
   switch (state_) {
     case State::AwaitingConnect:
-    case State::Authenticating:
       return connected_at_ + options_.connect_timeout;
+    case State::Authenticating:
+      return connect_received_at_ + options_.authentication_timeout;
     case State::Connected:
       if (keep_alive_ == 0) return std::nullopt;
       return last_packet_at_ + keepAliveTimeout(keep_alive_, options_);

@@ -20,9 +20,13 @@ namespace iothub::mqtt {
 using TimePoint = std::chrono::steady_clock::time_point;
 
 struct ServerSessionOptions {
-  // How long a new connection may take to send CONNECT and be authenticated (§3.1.4: the
-  // server SHOULD close a connection that does not send CONNECT in reasonable time).
-  std::chrono::milliseconds connect_timeout{30'000};
+  // How long a new connection may take to send CONNECT, counted from `connected_at` (§3.1.4:
+  // the server SHOULD close a connection that does not send CONNECT in reasonable time).
+  // Short, so idle sockets cannot hold the hub's file descriptors (docs/limits.md).
+  std::chrono::milliseconds connect_timeout{10'000};
+  // How long the owner may take to decide on a received CONNECT (authentication waits for
+  // the store, which may be busy during a connection storm), counted from its arrival.
+  std::chrono::milliseconds authentication_timeout{30'000};
   // Upper bound of the keep-alive timeout, which is otherwise 1.5 x the client's keep-alive
   // (§3.1.2.10). Azure caps it at 1767 s (reference §1.3); nullopt means no cap.
   std::optional<std::chrono::milliseconds> max_keep_alive_timeout = std::chrono::seconds{1767};
@@ -217,6 +221,7 @@ class ServerSession {
   std::size_t max_in_flight_;
   State state_ = State::AwaitingConnect;
   TimePoint connected_at_;
+  TimePoint connect_received_at_;  // set when CONNECT arrives
   TimePoint last_packet_at_;
   std::uint16_t keep_alive_ = 0;
   bool clean_session_ = true;

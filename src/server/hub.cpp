@@ -21,10 +21,12 @@
 #include "methods/method_invoker.hpp"
 #include "registry/device_registry.hpp"
 #include "routing/connection_registry.hpp"
+#include "server/data_dir.hpp"
 #include "server/tls_bootstrap.hpp"
 #include "service_api/error_response.hpp"
 #include "service_api/service_api.hpp"
 #include "store/sqlite/sqlite_store.hpp"
+#include "transport/connection_limiter.hpp"
 #include "transport/http_server.hpp"
 #include "transport/mqtt_server.hpp"
 #include "transport/scheduler.hpp"
@@ -122,6 +124,8 @@ class JobOperations final : public jobs::DeviceOperations {
 
 struct Hub::Impl {
   HubConfig config;
+  std::optional<DataDirLock> data_dir_lock;  // held for the hub's whole life
+  std::shared_ptr<transport::ConnectionLimiter> limiter;
   SystemClock clock;
   SecureRandom random;
   std::unique_ptr<store::SqliteStore> durable_store;
@@ -211,11 +215,29 @@ Hub::~Hub() {
 Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
   auto impl = std::make_unique<Impl>(config);
   const fs::path& dir = config.data_dir;
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec)
-    return Status(ErrorCode::ServiceUnavailable,
-                  "cannot create data directory " + dir.string() + ": " + ec.message());
+  auto widened = makePrivate(dir);
+  if (!widened) return widened.status();
+  if (*widened > 0) {
+    spdlog::warn(
+        "restricted {} entries of {} to owner-only permissions (directories 0700, "
+        "files 0600): the data directory holds the hub's keys",
+        *widened, dir.string());
+  }
+  auto lock = DataDirLock::acquire(dir);
+  if (!lock) return lock.status();
+  impl->data_dir_lock = std::move(*lock);
+  FileLimit fd_limit = raiseOpenFileLimit();
+  std::size_t max_connections =
+      config.max_connections != 0 ? config.max_connections : defaultMaxConnections(fd_limit.soft);
+  spdlog::info("open-file limit: soft {} (was {}), hard {}; at most {} connections", fd_limit.soft,
+               fd_limit.soft_before, fd_limit.hard, max_connections);
+  if (fd_limit.soft != 0 && max_connections + kReservedFds / 2 > fd_limit.soft) {
+    spdlog::warn(
+        "--max-connections {} leaves fewer than {} of the {} file descriptors for the "
+        "store and listeners",
+        max_connections, kReservedFds / 2, fd_limit.soft);
+  }
+  impl->limiter = std::make_shared<transport::ConnectionLimiter>(max_connections);
 
   auto store = store::SqliteStore::open(dir / kDatabaseFile, store::SqliteOptions{});
   if (!store)
@@ -278,6 +300,8 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
                             {"telemetryBytes", counters.telemetry_bytes.load()},
                             {"refusedConnects", counters.refused_connects.load()},
                             {"aclViolations", counters.acl_violations.load()},
+                            {"openConnections", raw->limiter->open()},
+                            {"refusedConnectionsOverLimit", raw->limiter->refused()},
                             {"pendingMethodCalls", raw->methods->pendingCount()}};
       }});
 
@@ -293,6 +317,9 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
   mqtt_options.bind_address = config.bind_address;
   mqtt_options.port = config.mqtt_port;
   mqtt_options.tls = raw->tls.get();
+  mqtt_options.handshake_timeout = config.handshake_timeout;
+  mqtt_options.write_timeout = config.write_timeout;
+  mqtt_options.limiter = raw->limiter;
   auto mqtts = transport::MqttServer::create(raw->io, raw->workers, mqtt_options,
                                              *raw->device_endpoint, raw->connections);
   if (!mqtts) return mqtts.status();
@@ -312,6 +339,8 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
   https_options.port = config.https_port;
   https_options.tls = raw->tls.get();
   https_options.body_limit = config.http_body_limit;
+  https_options.handshake_timeout = config.handshake_timeout;
+  https_options.limiter = raw->limiter;
   https_options.websocket = raw->mqtts->webSocketAcceptor();  // MQTT over WebSocket on 443
   auto https =
       transport::HttpServer::create(raw->io, raw->workers, https_options, handler, error_responder);

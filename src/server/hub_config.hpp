@@ -26,9 +26,15 @@ struct HubConfig {
   unsigned worker_threads = 8;  // threads that run handlers and wait on the store
   std::size_t http_body_limit = 1024 * 1024;
   std::chrono::seconds shutdown_grace{10};
-  std::size_t job_window = 1000;  // in-flight device operations per running job
-  std::size_t max_running_jobs =
-      8;  // jobs running at once; more wait queued  // how long in-flight work may take at shutdown
+  std::size_t job_window = 1000;     // in-flight device operations per running job
+  std::size_t max_running_jobs = 8;  // jobs running at once; more wait queued
+  // Open connections across all listeners; 0 = derived from the open-file limit (which the
+  // hub raises to its hard limit at start), keeping server::kReservedFds for everything else.
+  std::size_t max_connections = 0;
+  // A new connection's TLS handshake, first HTTP request headers or MQTT CONNECT.
+  std::chrono::seconds handshake_timeout{10};
+  // A write to a device that makes no progress for this long closes its connection.
+  std::chrono::seconds write_timeout{30};
 };
 
 }  // namespace iothub::server

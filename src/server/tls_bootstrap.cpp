@@ -45,7 +45,9 @@ constexpr std::size_t kMaxCommonNameLength = 64;
 // Far above any PEM file written here; bounds what a wrong path could make us read.
 constexpr std::size_t kMaxPemFileSize = 1 << 20;
 constexpr mode_t kKeyFileMode = 0600;
-constexpr mode_t kCertFileMode = 0644;
+// Certificates are public, but the data directory is private as a whole (docs/limits.md):
+// clients get ca.pem by copying it or running as the hub's user.
+constexpr mode_t kCertFileMode = 0600;
 
 class FileDescriptor {
  public:

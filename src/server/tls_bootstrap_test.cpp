@@ -185,8 +185,8 @@ TEST_F(TlsBootstrapTest, CreatesFourFilesWithOwnerOnlyKeyFiles) {
   }
   EXPECT_EQ(fileMode(files.ca_key), 0600u);
   EXPECT_EQ(fileMode(files.server_key), 0600u);
-  EXPECT_EQ(fileMode(files.ca_cert), 0644u);
-  EXPECT_EQ(fileMode(files.server_cert), 0644u);
+  EXPECT_EQ(fileMode(files.ca_cert), 0600u);
+  EXPECT_EQ(fileMode(files.server_cert), 0600u);
   // No temporary files are left behind.
   EXPECT_EQ(std::distance(fs::directory_iterator(data_dir_ / "tls"), fs::directory_iterator()), 4);
 }

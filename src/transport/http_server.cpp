@@ -2,8 +2,6 @@
 // domain code never recompile it (style.md "Build").
 #include "transport/http_server.hpp"
 
-#include "transport/stream_types.hpp"
-
 #include <spdlog/spdlog.h>
 
 #include <atomic>
@@ -15,6 +13,9 @@
 #include <boost/beast/websocket.hpp>
 #include <mutex>
 #include <unordered_map>
+
+#include "transport/accept_limit.hpp"
+#include "transport/stream_types.hpp"
 
 namespace iothub::transport {
 namespace {
@@ -40,8 +41,8 @@ bool isParseError(const boost::system::error_code& ec) {
 }  // namespace
 
 struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
-  Impl(asio::io_context& io_context, asio::thread_pool& pool, HttpServerOptions opts,
-       HttpHandler h, HttpErrorResponder er)
+  Impl(asio::io_context& io_context, asio::thread_pool& pool, HttpServerOptions opts, HttpHandler h,
+       HttpErrorResponder er)
       : io(io_context),
         workers(pool),
         options(std::move(opts)),
@@ -84,7 +85,8 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
             } catch (const std::exception& e) {
               spdlog::error("{}: handler failed on {} {}: {}", options.name, request.method,
                             request.target, e.what());
-              if (!responded->load()) respond(error_responder(Status(ErrorCode::ServerError, "Internal error")));
+              if (!responded->load())
+                respond(error_responder(Status(ErrorCode::ServerError, "Internal error")));
             }
           });
         },
@@ -105,12 +107,15 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
         co_await backoff.async_wait(kAwaitTuple);
         continue;
       }
+      auto slot = acquireSlot(*options.limiter, socket, options.name);
+      if (!slot) continue;
       auto executor = socket.get_executor();
-      asio::co_spawn(executor, session(self, std::move(socket)), asio::detached);
+      asio::co_spawn(executor, session(self, std::move(socket), std::move(*slot)), asio::detached);
     }
   }
 
-  awaitable<void> session([[maybe_unused]] std::shared_ptr<Impl> self, tcp::socket socket) {
+  awaitable<void> session([[maybe_unused]] std::shared_ptr<Impl> self, tcp::socket socket,
+                          ConnectionLimiter::Slot slot) {
     boost::system::error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
     std::string remote;
@@ -127,7 +132,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
     if (options.tls != nullptr) {
       beast::ssl_stream<beast::tcp_stream> stream(std::move(socket), *options.tls);
       state->lowest = &beast::get_lowest_layer(stream);
-      beast::get_lowest_layer(stream).expires_after(options.io_timeout);
+      beast::get_lowest_layer(stream).expires_after(options.handshake_timeout);
       auto [ec] = co_await stream.async_handshake(asio::ssl::stream_base::server, kAwaitTuple);
       if (ec) {
         spdlog::debug("{}: TLS handshake with {} failed: {}", options.name, remote, ec.message());
@@ -135,12 +140,13 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
         auto upgrade = co_await serve(stream, *state, remote);
         state->lowest = nullptr;
         if (upgrade) {
-          options.websocket->accept_tls(std::move(stream), std::move(*upgrade), remote);
+          options.websocket->accept_tls(std::move(stream), std::move(*upgrade), remote,
+                                        std::move(slot));
         } else {
           // Send close_notify; wait briefly for the peer's, and hardly at all when the hub
           // is shutting down (an idle keep-alive client may never answer).
-          beast::get_lowest_layer(stream).expires_after(
-              stopping ? std::chrono::milliseconds(200) : std::chrono::milliseconds(5000));
+          beast::get_lowest_layer(stream).expires_after(stopping ? std::chrono::milliseconds(200)
+                                                                 : std::chrono::milliseconds(5000));
           co_await stream.async_shutdown(kAwaitTuple);
         }
       }
@@ -151,7 +157,8 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
       auto upgrade = co_await serve(stream, *state, remote);
       state->lowest = nullptr;
       if (upgrade) {
-        options.websocket->accept_plain(std::move(stream), std::move(*upgrade), remote);
+        options.websocket->accept_plain(std::move(stream), std::move(*upgrade), remote,
+                                        std::move(slot));
       } else {
         stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
       }
@@ -181,12 +188,16 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
                                                  const std::string& remote) {
     beast::flat_buffer buffer;
     auto& lowest = beast::get_lowest_layer(stream);
+    bool first = true;
     while (!stopping) {
       http::request_parser<http::string_body> parser;
       parser.body_limit(options.body_limit);
       parser.header_limit(static_cast<std::uint32_t>(options.header_limit));
       state.idle = true;
-      lowest.expires_after(options.idle_timeout);
+      // A new connection's first request must arrive (headers complete) quickly; a
+      // keep-alive connection may then idle between requests.
+      lowest.expires_after(first ? options.handshake_timeout : options.idle_timeout);
+      first = false;
       auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, kAwaitTuple);
       state.idle = false;
       if (!ec && !parser.is_done()) {
@@ -195,9 +206,9 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
       }
       boost::system::error_code wec;
       if (ec == http::error::body_limit) {
-        HttpResponse too_large = error_responder(Status(
-            ErrorCode::MessageTooLarge,
-            "The request body exceeds " + std::to_string(options.body_limit) + " bytes"));
+        HttpResponse too_large = error_responder(
+            Status(ErrorCode::MessageTooLarge,
+                   "The request body exceeds " + std::to_string(options.body_limit) + " bytes"));
         co_await writeResponse(stream, std::move(too_large), 11, false, wec);
         co_return std::nullopt;
       }
@@ -220,7 +231,8 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
       request.method = std::string(req.method_string());
       request.target = std::string(req.target());
       for (const auto& field : req) {
-        request.headers.fields.emplace_back(std::string(field.name_string()), std::string(field.value()));
+        request.headers.fields.emplace_back(std::string(field.name_string()),
+                                            std::string(field.value()));
       }
       request.body = std::move(req.body());
       request.remote_address = remote;
@@ -245,10 +257,12 @@ Result<std::unique_ptr<HttpServer>> HttpServer::create(asio::io_context& io,
                                                        HttpServerOptions options,
                                                        HttpHandler handler,
                                                        HttpErrorResponder error_responder) {
+  if (!options.limiter) options.limiter = std::make_shared<ConnectionLimiter>(0);
   auto impl = std::make_shared<Impl>(io, workers, std::move(options), std::move(handler),
                                      std::move(error_responder));
   const auto& opts = impl->options;
-  std::string where = opts.name + " listener on " + opts.bind_address + ":" + std::to_string(opts.port);
+  std::string where =
+      opts.name + " listener on " + opts.bind_address + ":" + std::to_string(opts.port);
   boost::system::error_code ec;
   auto address = asio::ip::make_address(opts.bind_address, ec);
   if (ec) return Status(ErrorCode::ServiceUnavailable, "cannot start " + where + ": bad address");
@@ -257,7 +271,8 @@ Result<std::unique_ptr<HttpServer>> HttpServer::create(asio::io_context& io,
   if (!ec) impl->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
   if (!ec) impl->acceptor.bind(endpoint, ec);
   if (!ec) impl->acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) return Status(ErrorCode::ServiceUnavailable, "cannot start " + where + ": " + ec.message());
+  if (ec)
+    return Status(ErrorCode::ServiceUnavailable, "cannot start " + where + ": " + ec.message());
   impl->bound_port = impl->acceptor.local_endpoint(ec).port();
   return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));
 }

@@ -20,6 +20,7 @@ class context;
 namespace iothub::transport {
 
 struct WebSocketAcceptor;
+class ConnectionLimiter;
 
 // Turns a request into a response, delivered through `respond` exactly once, from any
 // thread, now or later (a direct-method call answers when the device does). Called on a
@@ -38,8 +39,13 @@ struct HttpServerOptions {
   boost::asio::ssl::context* tls = nullptr;   // null = plain HTTP
   std::size_t body_limit = 1024 * 1024;       // larger bodies get 413 before being read
   std::size_t header_limit = 16 * 1024;
+  // A new connection must finish its TLS handshake, and then send its first request's
+  // headers, each within this (slow-loris clients cannot hold sockets for long).
+  std::chrono::seconds handshake_timeout{10};
   std::chrono::seconds idle_timeout{120};     // keep-alive connections idle this long close
-  std::chrono::seconds io_timeout{30};        // TLS handshake, reading a started request, writing
+  std::chrono::seconds io_timeout{30};        // reading a started request's body, writing
+  // The hub-wide connection cap; null = none. Connections beyond it are closed at once.
+  std::shared_ptr<ConnectionLimiter> limiter;
   // Receives connections that upgrade to WebSocket at /$iothub/websocket (MQTT over
   // WebSocket); null = such requests get 404 like any unknown route.
   std::shared_ptr<WebSocketAcceptor> websocket;

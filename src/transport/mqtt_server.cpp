@@ -20,6 +20,7 @@
 #include "mqtt/server_session.hpp"
 #include "mqtt/topic.hpp"
 #include "routing/connection_registry.hpp"
+#include "transport/accept_limit.hpp"
 #include "transport/stream_types.hpp"
 
 namespace iothub::transport {
@@ -73,14 +74,17 @@ template <class Stream>
 class MqttConnection final : public routing::DeviceLink,
                              public std::enable_shared_from_this<MqttConnection<Stream>> {
  public:
-  MqttConnection(Stream stream, std::shared_ptr<ServerContext> server, std::string remote)
+  MqttConnection(Stream stream, std::shared_ptr<ServerContext> server, std::string remote,
+                 ConnectionLimiter::Slot slot)
       : stream_(std::move(stream)),
         server_(std::move(server)),
         remote_(std::move(remote)),
+        slot_(std::move(slot)),
         decoder_(server_->options.max_packet_size),
-        session_(mqtt::ServerSessionOptions{}, SteadyClock::now()),
+        session_(sessionOptions(server_->options), SteadyClock::now()),
         timer_(stream_.get_executor()),
-        close_wait_(stream_.get_executor()) {}
+        close_wait_(stream_.get_executor()),
+        watchdog_(stream_.get_executor()) {}
 
   asio::any_io_executor executor() { return stream_.get_executor(); }
 
@@ -210,14 +214,26 @@ class MqttConnection final : public routing::DeviceLink,
 
  private:
   static constexpr bool kTlsHandshake = std::is_same_v<Stream, TlsStream>;
+
+  static mqtt::ServerSessionOptions sessionOptions(const MqttServerOptions& options) {
+    mqtt::ServerSessionOptions out;
+    out.connect_timeout = options.handshake_timeout;
+    return out;
+  }
   static constexpr bool kWebSocket =
       !std::is_same_v<Stream, TlsStream> && !std::is_same_v<Stream, PlainStream>;
 
   void encode(const mqtt::Packet& packet) {
+    if (closed_by_force_) return;
     Status s = mqtt::encode(packet, out_);
     if (!s)
       spdlog::error("{}: cannot encode a packet for {}: {}", server_->options.name, device_id_,
                     s.toString());
+    // Checked here, not only when a write starts: while one is in flight, a device that asks
+    // for its twin over and over without reading would otherwise grow out_ without bound.
+    if (out_.size() > server_->options.max_write_backlog) {
+      forceClose("it does not read (" + std::to_string(out_.size()) + " bytes queued)");
+    }
   }
 
   void sendToDevice(std::string topic, std::string payload) {
@@ -328,6 +344,24 @@ class MqttConnection final : public routing::DeviceLink,
       previous->close("ConnectionForcefullyClosedOnNewConnection (400027)");
     }
     attached_ = true;
+    // The device may have been disabled or deleted between authenticate() and attach(); the
+    // registry then found no connection to close. Reading its status again now that the
+    // connection is reachable closes that gap: a later revocation finds this connection.
+    std::string id = device_id_;
+    auto recheck = [&endpoint, id] { return endpoint.stillAllowed(id); };
+    Status allowed = co_await onWorker(server_->workers, std::move(recheck));
+    if (!allowed) {
+      spdlog::info("{}: refused {} ({}) after attaching: {}", server_->options.name, remote_,
+                   device_id_, allowed.message());
+      attached_ = false;
+      server_->connections.detach(*this);
+      mqtt::Actions next_actions =
+          session_.refuseConnect(allowed.code() == ErrorCode::ServiceUnavailable
+                                     ? mqtt::ConnectReturnCode::ServerUnavailable
+                                     : mqtt::ConnectReturnCode::NotAuthorized);
+      co_await runActions(next_actions);
+      co_return;
+    }
     spdlog::debug("{}: device {} connected from {} (session present: {})", server_->options.name,
                   device_id_, remote_, session_present);
     asio::post(server_->workers,
@@ -446,29 +480,30 @@ class MqttConnection final : public routing::DeviceLink,
   }
 
   void flush() {
-    if (writing_ || out_.empty()) return;
-    if (out_.size() > server_->options.max_write_backlog) {
-      spdlog::warn("{}: closing {}: it does not read ({} bytes queued)", server_->options.name,
-                   device_id_, out_.size());
-      out_.clear();
-      beginClose("");
-      return;
-    }
+    if (writing_ || out_.empty() || closed_by_force_) return;
     writing_ = true;
     asio::co_spawn(stream_.get_executor(), writeLoop(this->shared_from_this()), asio::detached);
   }
 
   awaitable<void> writeLoop([[maybe_unused]] std::shared_ptr<MqttConnection> self) {
     std::string buffer;
-    while (!out_.empty()) {
+    while (!out_.empty() && !closed_by_force_) {
       buffer.clear();
       buffer.swap(out_);
       boost::system::error_code ec;
-      if constexpr (kWebSocket) {
-        std::tie(ec, std::ignore) = co_await stream_.async_write(asio::buffer(buffer), kAwaitTuple);
-      } else {
-        std::tie(ec, std::ignore) =
-            co_await asio::async_write(stream_, asio::buffer(buffer), kAwaitTuple);
+      // In chunks, each with the write deadline: a slow device that keeps reading is fine,
+      // one that stops reading is closed after write_timeout.
+      for (std::size_t done = 0; done < buffer.size() && !ec;) {
+        std::size_t n = std::min(kWriteChunk, buffer.size() - done);
+        if (!closing_) armWatchdog(server_->options.write_timeout, "a write stalled");
+        if constexpr (kWebSocket) {
+          std::tie(ec, std::ignore) =
+              co_await stream_.async_write(asio::buffer(buffer.data() + done, n), kAwaitTuple);
+        } else {
+          std::tie(ec, std::ignore) = co_await asio::async_write(
+              stream_, asio::buffer(buffer.data() + done, n), kAwaitTuple);
+        }
+        done += n;
       }
       if (ec) {
         out_.clear();
@@ -476,8 +511,10 @@ class MqttConnection final : public routing::DeviceLink,
         break;
       }
     }
+    if (!closing_) disarmWatchdog();
     writing_ = false;
-    if (closing_) beast::get_lowest_layer(stream_).socket().cancel();
+    boost::system::error_code ignored;
+    if (closing_) beast::get_lowest_layer(stream_).socket().cancel(ignored);
     close_wait_.cancel();
   }
 
@@ -489,8 +526,47 @@ class MqttConnection final : public routing::DeviceLink,
     closing_ = true;
     closed_ = true;
     timer_.cancel();
-    // Let queued packets (CONNACK refusals, SUBACKs) go out first; finish() closes.
-    if (!writing_) beast::get_lowest_layer(stream_).socket().cancel();
+    // Let queued packets (CONNACK refusals, SUBACKs) go out first, for a short while: a
+    // device that does not read must not keep the connection (and its twin's
+    // connectionState) alive. finish() closes.
+    if (writing_) {
+      armWatchdog(kCloseGrace, "queued packets did not drain");
+    } else {
+      boost::system::error_code ignored;
+      beast::get_lowest_layer(stream_).socket().cancel(ignored);
+    }
+  }
+
+  // Closes the socket under every pending operation: the read loop and the write loop end
+  // with errors, and finish() runs. For devices that do not read, where a graceful close
+  // would wait on a write that never completes.
+  void forceClose(const std::string& why) {
+    if (closed_by_force_) return;
+    spdlog::warn("{}: closing {} ({}): {}", server_->options.name, remote_, device_id_, why);
+    closed_by_force_ = true;
+    closing_ = true;
+    closed_ = true;
+    out_.clear();
+    out_.shrink_to_fit();
+    timer_.cancel();
+    disarmWatchdog();
+    boost::system::error_code ignored;
+    beast::get_lowest_layer(stream_).socket().close(ignored);
+  }
+
+  void armWatchdog(SteadyClock::duration after, const char* why) {
+    std::uint64_t generation = ++watchdog_generation_;
+    watchdog_.expires_after(after);
+    watchdog_.async_wait(
+        [self = this->shared_from_this(), generation, why](const boost::system::error_code& ec) {
+          if (ec || generation != self->watchdog_generation_) return;
+          self->forceClose(why);
+        });
+  }
+
+  void disarmWatchdog() {
+    ++watchdog_generation_;
+    watchdog_.cancel();
   }
 
   awaitable<void> finish() {
@@ -499,11 +575,12 @@ class MqttConnection final : public routing::DeviceLink,
     timer_.cancel();
     flush();
     // Give pending writes a moment to reach the device.
-    close_wait_.expires_after(std::chrono::seconds(2));
+    close_wait_.expires_after(kCloseGrace);
     while (writing_) {
       auto [ec] = co_await close_wait_.async_wait(kAwaitTuple);
       if (!ec) break;  // timed out
     }
+    disarmWatchdog();
     boost::system::error_code ignored;
     beast::get_lowest_layer(stream_).socket().shutdown(tcp::socket::shutdown_both, ignored);
     beast::get_lowest_layer(stream_).close();
@@ -518,14 +595,21 @@ class MqttConnection final : public routing::DeviceLink,
     }
   }
 
+  static constexpr std::size_t kWriteChunk = 256 * 1024;
+  static constexpr auto kCloseGrace = std::chrono::seconds(2);
+
   Stream stream_;
   std::optional<UpgradeRequest> upgrade_;
   std::shared_ptr<ServerContext> server_;
   std::string remote_;
+  ConnectionLimiter::Slot slot_;  // this connection's place under the hub-wide cap
   mqtt::Decoder decoder_;
   mqtt::ServerSession session_;
   asio::steady_timer timer_;
   asio::steady_timer close_wait_;
+  asio::steady_timer watchdog_;  // write deadline, and the deadline of a graceful close
+  std::uint64_t watchdog_generation_ = 0;
+  bool closed_by_force_ = false;
   std::string out_;
   bool writing_ = false;
   bool closing_ = false;
@@ -583,6 +667,8 @@ struct MqttServer::Impl : std::enable_shared_from_this<Impl> {
         co_await backoff.async_wait(kAwaitTuple);
         continue;
       }
+      auto slot = acquireSlot(*context->options.limiter, socket, context->options.name);
+      if (!slot) continue;
       boost::system::error_code ignored;
       socket.set_option(tcp::no_delay(true), ignored);
       std::string remote;
@@ -593,10 +679,10 @@ struct MqttServer::Impl : std::enable_shared_from_this<Impl> {
         using Stream = beast::ssl_stream<beast::tcp_stream>;
         launch(std::make_shared<MqttConnection<Stream>>(
             Stream(beast::tcp_stream(std::move(socket)), *context->options.tls), context,
-            std::move(remote)));
+            std::move(remote), std::move(*slot)));
       } else {
         launch(std::make_shared<MqttConnection<beast::tcp_stream>>(
-            beast::tcp_stream(std::move(socket)), context, std::move(remote)));
+            beast::tcp_stream(std::move(socket)), context, std::move(remote), std::move(*slot)));
       }
     }
   }
@@ -607,21 +693,23 @@ MqttServer::MqttServer(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
 std::shared_ptr<WebSocketAcceptor> MqttServer::webSocketAcceptor() {
   auto acceptor = std::make_shared<WebSocketAcceptor>();
   std::weak_ptr<Impl> weak = impl_;
-  acceptor->accept_tls = [weak](TlsStream stream, UpgradeRequest request, std::string remote) {
+  acceptor->accept_tls = [weak](TlsStream stream, UpgradeRequest request, std::string remote,
+                                ConnectionLimiter::Slot slot) {
     auto impl = weak.lock();
     if (!impl || impl->context->stopping) return;
     using Stream = beast::websocket::stream<TlsStream>;
-    auto connection = std::make_shared<MqttConnection<Stream>>(Stream(std::move(stream)),
-                                                               impl->context, std::move(remote));
+    auto connection = std::make_shared<MqttConnection<Stream>>(
+        Stream(std::move(stream)), impl->context, std::move(remote), std::move(slot));
     connection->setUpgradeRequest(std::move(request));
     impl->launch(std::move(connection));
   };
-  acceptor->accept_plain = [weak](PlainStream stream, UpgradeRequest request, std::string remote) {
+  acceptor->accept_plain = [weak](PlainStream stream, UpgradeRequest request, std::string remote,
+                                  ConnectionLimiter::Slot slot) {
     auto impl = weak.lock();
     if (!impl || impl->context->stopping) return;
     using Stream = beast::websocket::stream<PlainStream>;
-    auto connection = std::make_shared<MqttConnection<Stream>>(Stream(std::move(stream)),
-                                                               impl->context, std::move(remote));
+    auto connection = std::make_shared<MqttConnection<Stream>>(
+        Stream(std::move(stream)), impl->context, std::move(remote), std::move(slot));
     connection->setUpgradeRequest(std::move(request));
     impl->launch(std::move(connection));
   };
@@ -635,6 +723,7 @@ Result<std::unique_ptr<MqttServer>> MqttServer::create(asio::io_context& io,
                                                        MqttServerOptions options,
                                                        device_api::DeviceEndpoint& endpoint,
                                                        routing::ConnectionRegistry& connections) {
+  if (!options.limiter) options.limiter = std::make_shared<ConnectionLimiter>(0);
   auto context =
       std::make_shared<ServerContext>(workers, endpoint, connections, std::move(options));
   auto impl = std::make_shared<Impl>(io, context);

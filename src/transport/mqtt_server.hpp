@@ -25,6 +25,7 @@ class ConnectionRegistry;
 namespace iothub::transport {
 
 struct WebSocketAcceptor;
+class ConnectionLimiter;
 
 struct MqttServerOptions {
   std::string name = "MQTT";  // for logs: "MQTT/TLS", "MQTT"
@@ -34,9 +35,16 @@ struct MqttServerOptions {
   // Largest packet accepted: telemetry is up to 256 KB, method answers up to 128 KB
   // (reference §7), plus topic and header.
   std::size_t max_packet_size = 300 * 1024;
-  std::chrono::seconds handshake_timeout{30};
-  // Bytes queued for a device that does not read; beyond this it is disconnected.
+  // The TLS (or WebSocket) handshake must finish, and CONNECT arrive, within this of the
+  // accept: idle sockets cannot hold file descriptors for long.
+  std::chrono::seconds handshake_timeout{10};
+  // Bytes queued for a device that does not read; beyond this it is disconnected, whether
+  // or not a write is in flight.
   std::size_t max_write_backlog = 8 * 1024 * 1024;
+  // A write to a device that makes no progress for this long closes the connection.
+  std::chrono::seconds write_timeout{30};
+  // The hub-wide connection cap; null = none. Connections beyond it are closed at once.
+  std::shared_ptr<ConnectionLimiter> limiter;
 };
 
 // Devices' MQTT 3.1.1 endpoint (over TLS, or plain for tests). Each connection is a

@@ -9,6 +9,8 @@
 #include <boost/beast/ssl.hpp>
 #include <functional>
 
+#include "transport/connection_limiter.hpp"
+
 namespace iothub::transport {
 
 using PlainStream = boost::beast::tcp_stream;
@@ -17,9 +19,12 @@ using UpgradeRequest = boost::beast::http::request<boost::beast::http::string_bo
 
 // Takes over a connection whose request asked to upgrade to WebSocket. Called on the
 // connection's strand; the stream is already TLS-established (for TlsStream).
+// The connection's slot of the hub-wide connection cap moves with it.
 struct WebSocketAcceptor {
-  std::function<void(TlsStream, UpgradeRequest, std::string remote)> accept_tls;
-  std::function<void(PlainStream, UpgradeRequest, std::string remote)> accept_plain;
+  std::function<void(TlsStream, UpgradeRequest, std::string remote, ConnectionLimiter::Slot)>
+      accept_tls;
+  std::function<void(PlainStream, UpgradeRequest, std::string remote, ConnectionLimiter::Slot)>
+      accept_plain;
 };
 
 // The path Azure IoT Hub serves MQTT over WebSocket on.
