@@ -457,6 +457,17 @@ TEST_F(ServiceApiTest, JobTimesAreCheckedAndFarFutureStartTimesKept) {
   ASSERT_EQ(got.status, 200) << got.body;
   EXPECT_EQ(body(got).at("startTime"), "9999-12-31T00:00:00Z");
   EXPECT_EQ(body(got).at("status"), "queued");
+  // Paging headers: numbers that do not fit are a 400 naming the header.
+  for (const char* count : {"99999999999999999999999", "-1", "0", "1001", "1e3", "10 "}) {
+    HttpRequest list;
+    list.method = "GET";
+    list.target = "/jobs/v2/query";
+    list.headers.set("Authorization", token());
+    list.headers.set("x-ms-max-item-count", count);
+    auto r = api.handle(list);
+    EXPECT_EQ(r.status, 400) << count;
+    EXPECT_NE(r.body.find("x-ms-max-item-count"), std::string::npos) << r.body;
+  }
 }
 
 TEST_F(ServiceApiTest, MethodRequestsAreValidated) {
