@@ -60,7 +60,7 @@ int main(int argc, char** argv) {
   app.add_option("--io-threads", config.io_threads, "I/O threads (0 = one per core)")
       ->envname("IOTHUB_IO_THREADS");
   app.add_option("--worker-threads", config.worker_threads,
-                 "Threads that run requests against the store")
+                 "Threads that run REST requests against the store")
       ->envname("IOTHUB_WORKER_THREADS")
       ->check(CLI::Range(1u, 256u));
   app.add_option("--job-window", config.job_window, "In-flight device operations per running job")
@@ -74,6 +74,15 @@ int main(int argc, char** argv) {
                  "Open connections across all listeners; more are refused (0 = the open-file "
                  "limit less 256)")
       ->envname("IOTHUB_MAX_CONNECTIONS");
+  app.add_option("--device-worker-threads", config.device_worker_threads,
+                 "Threads that run device (MQTT) requests against the store")
+      ->envname("IOTHUB_DEVICE_WORKER_THREADS")
+      ->check(CLI::Range(1u, 256u));
+  std::int64_t query_timeout = config.query_timeout.count();
+  app.add_option("--query-timeout", query_timeout,
+                 "Seconds one page of a query may take before it is refused")
+      ->envname("IOTHUB_QUERY_TIMEOUT")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{3600}));
   std::int64_t handshake_timeout = config.handshake_timeout.count();
   std::int64_t write_timeout = config.write_timeout.count();
   app.add_option("--handshake-timeout", handshake_timeout,
@@ -113,6 +122,7 @@ int main(int argc, char** argv) {
   config.data_dir = data_dir;
   config.handshake_timeout = std::chrono::seconds(handshake_timeout);
   config.write_timeout = std::chrono::seconds(write_timeout);
+  config.query_timeout = std::chrono::seconds(query_timeout);
   if (*http_opt) config.http_port = http_port;
   if (*mqtt_plain_opt) config.mqtt_plain_port = mqtt_plain_port;
   if (*cert_opt) config.tls_cert = tls_cert;

@@ -16,6 +16,7 @@ using Key = std::vector<std::string>;  // {deviceId} or {jobId, deviceId}
 using Visitor = std::function<bool(const Key& key, const json::object& row, bool matched)>;
 
 constexpr std::size_t kStoreChunk = 1000;
+constexpr std::size_t kBudgetCheckInterval = 256;
 
 // A stable fingerprint of the query text, so a token is refused with another query.
 std::string fingerprint(std::string_view text) {
@@ -125,8 +126,9 @@ json::object deviceJobRow(const store::DeviceJobRecord& record) {
   return row;
 }
 
-QueryRunner::QueryRunner(const TwinIndex& twins, store::DeviceJobStore& device_jobs)
-    : twins_(twins), device_jobs_(device_jobs) {}
+QueryRunner::QueryRunner(const TwinIndex& twins, store::DeviceJobStore& device_jobs,
+                         const Clock* clock, std::chrono::milliseconds time_budget)
+    : twins_(twins), device_jobs_(device_jobs), clock_(clock), time_budget_(time_budget) {}
 
 Result<QueryPage> QueryRunner::run(std::string_view text, std::size_t page_size,
                                    std::optional<std::string_view> continuation) const {
@@ -148,17 +150,40 @@ Result<QueryPage> QueryRunner::run(std::string_view text, std::size_t page_size,
     if (!aggregate && cursor.key.size() != key_size) return badToken();
   }
 
+  // Every row visited counts against the time budget; the clock is read every
+  // kBudgetCheckInterval rows.
+  const std::optional<SystemTime> deadline =
+      clock_ != nullptr ? std::optional<SystemTime>(clock_->now() + time_budget_) : std::nullopt;
+  std::size_t visited = 0;
+  bool over_budget = false;
+  auto withinBudget = [&]() {
+    if (!deadline || ++visited % kBudgetCheckInterval != 0) return true;
+    over_budget = clock_->now() > *deadline;
+    return !over_budget;
+  };
   auto forEachRow = [&](const Key& after, const Visitor& visit) -> Status {
+    Visitor budgeted = [&](const Key& key, const json::object& row, bool matched) {
+      return withinBudget() && visit(key, row, matched);
+    };
+    Status s = Status::ok();
     if (q.collection == query::Collection::DeviceJobs) {
-      return forEachDeviceJob(device_jobs_, q, after, visit);
+      s = forEachDeviceJob(device_jobs_, q, after, budgeted);
+    } else {
+      Key key(1);
+      twins_.scan(q.where, after.empty() ? std::string_view() : std::string_view(after[0]),
+                  [&key, &budgeted](const std::string& id, const json::object& row) {
+                    key[0] = id;
+                    return budgeted(key, row, true);
+                  });
     }
-    Key key(1);
-    twins_.scan(q.where, after.empty() ? std::string_view() : std::string_view(after[0]),
-                [&key, &visit](const std::string& id, const json::object& row) {
-                  key[0] = id;
-                  return visit(key, row, true);
-                });
-    return Status::ok();
+    if (s && over_budget) {
+      return Status(
+          ErrorCode::ArgumentInvalid,
+          "The query took longer than its time budget of " + std::to_string(time_budget_.count()) +
+              " ms for one page; use a more selective WHERE condition (an equality on "
+              "a tag or property is served by an index) or a smaller x-ms-max-item-count");
+    }
+    return s;
   };
 
   QueryPage page;

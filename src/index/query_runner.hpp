@@ -1,10 +1,12 @@
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <optional>
 #include <string>
 #include <string_view>
 
+#include "common/clock.hpp"
 #include "common/json.hpp"
 #include "common/status.hpp"
 #include "index/twin_index.hpp"
@@ -43,19 +45,28 @@ class QueryRunner {
  public:
   static constexpr std::size_t kDefaultPageSize = 100;
   static constexpr std::size_t kMaxPageSize = 1000;
+  static constexpr std::chrono::milliseconds kDefaultTimeBudget{10'000};
 
-  // Both must outlive the runner.
-  QueryRunner(const TwinIndex& twins, store::DeviceJobStore& device_jobs);
+  // All must outlive the runner. Without a clock, queries have no time budget.
+  QueryRunner(const TwinIndex& twins, store::DeviceJobStore& device_jobs,
+              const Clock* clock = nullptr,
+              std::chrono::milliseconds time_budget = kDefaultTimeBudget);
 
   // `page_size` 1..kMaxPageSize; `continuation` a token from an earlier page of the same
-  // text. Errors: ArgumentInvalid for query errors (with position, query/query.hpp) and
-  // for a token that is malformed or belongs to another query; the store's errors.
+  // text. A page that takes longer than the time budget to compute (measured on the clock
+  // every few hundred rows, so overshoot is tiny) is abandoned: an expensive query cannot
+  // hold a worker thread for long (docs/limits.md). Errors: ArgumentInvalid for query
+  // errors (with position, query/query.hpp), for a token that is malformed or belongs to
+  // another query, and for a page past the time budget (the message says how to narrow
+  // it); the store's errors.
   Result<QueryPage> run(std::string_view text, std::size_t page_size,
                         std::optional<std::string_view> continuation) const;
 
  private:
   const TwinIndex& twins_;
   store::DeviceJobStore& device_jobs_;
+  const Clock* clock_;
+  std::chrono::milliseconds time_budget_;
 };
 
 }  // namespace iothub::index

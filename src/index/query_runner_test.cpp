@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <set>
 
 #include "index/index_test_support.hpp"
@@ -178,6 +179,42 @@ TEST_F(QueryRunnerTest, DeviceJobRowsPageByJobAndDevice) {
   EXPECT_EQ(deviceIds(failed), (std::vector<std::string>{"dev1", "dev3"}));
   EXPECT_EQ(runner_.run("SELECT * FROM devices.jobs", 10, std::nullopt)->item_type,
             query::ItemType::DeviceJob);
+}
+
+// A clock that moves `step` forward every time it is read: a stand-in for a slow scan.
+class SteppingClock final : public Clock {
+ public:
+  explicit SteppingClock(std::chrono::milliseconds step) : step_(step) {}
+  SystemTime now() const override {
+    return SystemTime{} + step_ * reads_.fetch_add(1, std::memory_order_relaxed);
+  }
+  int reads() const { return reads_.load(); }
+
+ private:
+  std::chrono::milliseconds step_;
+  mutable std::atomic<int> reads_{0};
+};
+
+TEST_F(QueryRunnerTest, APageThatOutrunsItsTimeBudgetIsAClearError) {
+  addFleet(5000);
+  SteppingClock clock(std::chrono::milliseconds(1000));
+  QueryRunner budgeted(hub_.index(), hub_.store().deviceJobs(), &clock,
+                       std::chrono::milliseconds(5000));
+  // An aggregate reads every twin: far more than 5 clock reads' worth of rows.
+  auto slow = budgeted.run("SELECT COUNT() AS n FROM devices", 100, std::nullopt);
+  ASSERT_FALSE(slow.isOk());
+  EXPECT_EQ(slow.code(), ErrorCode::ArgumentInvalid);
+  EXPECT_NE(slow.status().message().find("time budget of 5000 ms"), std::string::npos)
+      << slow.status().message();
+  // It stopped soon after the deadline instead of finishing the scan.
+  EXPECT_LE(clock.reads(), 8);
+  // A page that needs few rows is within budget on the same clock.
+  auto fast = budgeted.run("SELECT * FROM devices", 10, std::nullopt);
+  ASSERT_TRUE(fast.isOk()) << fast.status().toString();
+  EXPECT_EQ(fast->rows.size(), 10u);
+  auto jobs =
+      budgeted.run("SELECT * FROM devices.jobs WHERE devices.jobs.status = 'x'", 10, std::nullopt);
+  EXPECT_TRUE(jobs.isOk()) << jobs.status().toString();
 }
 
 }  // namespace

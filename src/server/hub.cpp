@@ -136,7 +136,10 @@ struct Hub::Impl {
   std::unique_ptr<registry::DeviceRegistry> registry;
   std::unique_ptr<asio::ssl::context> tls;
   asio::io_context io;
-  asio::thread_pool workers;
+  asio::thread_pool workers;  // REST handlers (queries included)
+  // The device path (CONNECT authentication, sessions, twin requests, telemetry) has its own
+  // threads, so REST and query load cannot starve devices (docs/limits.md).
+  asio::thread_pool device_workers;
   transport::AsioScheduler scheduler{io};
   routing::ConnectionRegistry connections{[this](std::string_view device_id, bool connected) {
     twin_index.setConnected(device_id, connected);
@@ -157,7 +160,9 @@ struct Hub::Impl {
   std::atomic<bool> stopping{false};
 
   explicit Impl(const HubConfig& c)
-      : config(c), workers(c.worker_threads == 0 ? 1 : c.worker_threads) {}
+      : config(c),
+        workers(c.worker_threads == 0 ? 1 : c.worker_threads),
+        device_workers(c.device_worker_threads == 0 ? 1 : c.device_worker_threads) {}
 
   std::vector<transport::HttpServer*> servers() {
     std::vector<transport::HttpServer*> out;
@@ -208,6 +213,7 @@ Hub::Hub(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Hub::~Hub() {
   if (!impl_) return;
   impl_->workers.join();
+  impl_->device_workers.join();
   std::error_code ec;
   fs::remove(impl_->config.data_dir / kRuntimeFile, ec);
 }
@@ -278,7 +284,9 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
   impl->twins = std::make_unique<twin::TwinService>(*impl->store, impl->clock, &impl->connections,
                                                     &impl->desired_pusher);
   impl->methods = std::make_unique<methods::MethodInvoker>(impl->connections, impl->scheduler);
-  impl->queries = std::make_unique<index::QueryRunner>(impl->twin_index, impl->store->deviceJobs());
+  impl->queries = std::make_unique<index::QueryRunner>(
+      impl->twin_index, impl->store->deviceJobs(), &impl->clock,
+      std::chrono::duration_cast<std::chrono::milliseconds>(config.query_timeout));
   impl->job_operations = std::make_unique<JobOperations>(*impl->methods, *impl->twins);
   jobs::JobsOptions job_options;
   job_options.window = config.job_window;
@@ -320,7 +328,7 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
   mqtt_options.handshake_timeout = config.handshake_timeout;
   mqtt_options.write_timeout = config.write_timeout;
   mqtt_options.limiter = raw->limiter;
-  auto mqtts = transport::MqttServer::create(raw->io, raw->workers, mqtt_options,
+  auto mqtts = transport::MqttServer::create(raw->io, raw->device_workers, mqtt_options,
                                              *raw->device_endpoint, raw->connections);
   if (!mqtts) return mqtts.status();
   impl->mqtts = std::move(*mqtts);
@@ -328,7 +336,7 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
     mqtt_options.name = "MQTT";
     mqtt_options.port = *config.mqtt_plain_port;
     mqtt_options.tls = nullptr;
-    auto mqtt = transport::MqttServer::create(raw->io, raw->workers, mqtt_options,
+    auto mqtt = transport::MqttServer::create(raw->io, raw->device_workers, mqtt_options,
                                               *raw->device_endpoint, raw->connections);
     if (!mqtt) return mqtt.status();
     impl->mqtt = std::move(*mqtt);
@@ -393,6 +401,7 @@ void Hub::run() {
   for (auto& t : pool) t.join();
   impl.jobs->stop();  // records what finished; the rest resumes at the next start
   impl.workers.join();
+  impl.device_workers.join();
   spdlog::info("stopped");
 }
 

@@ -22,8 +22,9 @@ struct HubConfig {
   std::optional<std::filesystem::path> tls_cert;  // PEM chain; both or neither with tls_key
   std::optional<std::filesystem::path> tls_key;
   std::string log_level = "info";
-  unsigned io_threads = 0;      // 0 = one per core
-  unsigned worker_threads = 8;  // threads that run handlers and wait on the store
+  unsigned io_threads = 0;             // 0 = one per core
+  unsigned worker_threads = 8;         // threads that run REST handlers and wait on the store
+  unsigned device_worker_threads = 8;  // the same for the device (MQTT) path, kept apart
   std::size_t http_body_limit = 1024 * 1024;
   std::chrono::seconds shutdown_grace{10};
   std::size_t job_window = 1000;     // in-flight device operations per running job
@@ -35,6 +36,8 @@ struct HubConfig {
   std::chrono::seconds handshake_timeout{10};
   // A write to a device that makes no progress for this long closes its connection.
   std::chrono::seconds write_timeout{30};
+  // One page of a query may take this long; past it the query is refused (400).
+  std::chrono::seconds query_timeout{10};
 };
 
 }  // namespace iothub::server
