@@ -385,6 +385,8 @@ class MqttConnection final : public routing::DeviceLink,
                        s.filter);
           continue;
         }
+        spdlog::debug("{}: device {} subscribed to {}", server_->options.name, device_id_,
+                      s.filter);
         std::erase_if(subscriptions_,
                       [&](const mqtt::Subscription& old) { return old.filter == s.filter; });
         subscriptions_.push_back({s.filter, static_cast<mqtt::QoS>(static_cast<int>(code))});

@@ -1,6 +1,9 @@
 // Shared helpers of the SDK compatibility tests.
 'use strict';
 const crypto = require('node:crypto');
+const fs = require('node:fs');
+const path = require('node:path');
+const { spawn } = require('node:child_process');
 const https = require('node:https');
 const { Registry, JobClient, Client: ServiceClient } = require('azure-iothub');
 const { Client: DeviceClient } = require('azure-iot-device');
@@ -214,9 +217,94 @@ async function readAllPages(query, { asTwin = false, maxPages = 50 } = {}) {
   return { rows, pages };
 }
 
+// ---- Restarting the hub (run-suite exports IOTHUBD_START, IOTHUBD_LOG, IOTHUBD_EXITS) ----
+// Every hub of a run is started by $IOTHUBD_START (same binary, arguments, data dir and
+// ports); it appends the hub's output to $IOTHUBD_LOG and "<pid> <exit status>" to
+// $IOTHUBD_EXITS when the hub exits. run-suite stops whichever hub runs at the end.
+const hubFile = () => path.join(process.env.IOTHUB_DATA_DIR, 'iothubd.json');
+
+// The pid in iothubd.json (possibly stale after a kill -9), or null.
+function hubPid() {
+  try {
+    return JSON.parse(fs.readFileSync(hubFile(), 'utf8')).pid || null;
+  } catch {
+    return null;  // absent, or (never seen: it is renamed into place) half written
+  }
+}
+
+// Whether `pid` exists and is not a zombie (an exited process nobody reaped yet).
+function processAlive(pid) {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return false;
+  }
+}
+
+// The exit status $IOTHUBD_START recorded for hub `pid` (137 after SIGKILL), or null.
+function hubExitStatus(pid) {
+  const lines = fs.readFileSync(process.env.IOTHUBD_EXITS, 'utf8').split('\n');
+  const line = lines.find((l) => l.split(' ')[0] === String(pid));
+  return line === undefined ? null : Number(line.split(' ')[1]);
+}
+
+// The hub log from byte `offset` on (all hubs of the run append to the same file).
+const hubLogSize = () => fs.statSync(process.env.IOTHUBD_LOG).size;
+function hubLog(offset = 0) {
+  const data = fs.readFileSync(process.env.IOTHUBD_LOG);
+  return data.subarray(Math.min(offset, data.length)).toString('utf8');
+}
+
+// Signals the serving hub (pid from iothubd.json) and resolves once it is gone, with
+// {pid, status}: its exit status as recorded by $IOTHUBD_START (0 expected on SIGTERM,
+// 137 on SIGKILL). Rejects past `timeoutMs`.
+async function stopHub({ signal = 'SIGTERM', timeoutMs = 30000 } = {}) {
+  const pid = hubPid();
+  if (!pid || !processAlive(pid)) throw new Error(`no hub is running (iothubd.json pid ${pid})`);
+  process.kill(pid, signal);
+  await waitFor(() => !processAlive(pid), timeoutMs, `iothubd ${pid} to exit on ${signal}`);
+  let status = null;
+  await waitFor(() => (status = hubExitStatus(pid)) !== null, 5000, `the exit status of iothubd ${pid}`);
+  return { pid, status };
+}
+
+// Starts a hub exactly as run-suite started the first one (detached, not keeping node
+// alive) and resolves with {pid} once it serves (iothubd.json names it); `logLevel`
+// replaces run-suite's log level. Rejects if it exits first or past `timeoutMs`, with the
+// hub's log.
+async function startHub({ logLevel = undefined, timeoutMs = 30000 } = {}) {
+  const stale = hubPid();  // a kill -9'd hub leaves its iothubd.json behind
+  if (stale && processAlive(stale)) throw new Error(`iothubd ${stale} is still running`);
+  const offset = hubLogSize();
+  const env = { ...process.env };
+  if (logLevel) env.IOTHUBD_START_LOG_LEVEL = logLevel;
+  else delete env.IOTHUBD_START_LOG_LEVEL;
+  const wrapper = spawn(process.env.IOTHUBD_START, [], { detached: true, stdio: 'ignore', env });
+  wrapper.unref();
+  let exited = null;
+  const onExit = (code, sig) => { exited = sig || code; };
+  wrapper.once('exit', onExit);
+  try {
+    await waitFor(() => {
+      if (exited !== null) throw new Error(`iothubd exited during startup (${exited}):\n${hubLog(offset)}`);
+      const pid = hubPid();
+      return pid !== null && pid !== stale && processAlive(pid);
+    }, timeoutMs, 'the restarted iothubd to serve');
+  } catch (err) {
+    if (!err.message.includes('iothubd exited')) err.message += `\n--- hub log ---\n${hubLog(offset)}`;
+    throw err;
+  } finally {
+    wrapper.removeListener('exit', onExit);
+  }
+  return { pid: hubPid() };
+}
+
 module.exports = {
   serviceConnectionString, hostName, registry, jobClient, serviceClient, unique, createDevice, deviceToken, waitFor,
   serviceToken, serviceRequest,
   mapLimit, createFleet, deviceIdIn, connectDevice, desiredSubscriptionActive, reportFromDevice,
   TERMINAL_JOB_STATUSES, waitForJob, readAllPages,
+  hubPid, processAlive, hubExitStatus, hubLogSize, hubLog, stopHub, startHub,
 };
