@@ -84,15 +84,12 @@ std::variant<DeviceIdentity, ConnectRefusal> DeviceEndpoint::authenticate(
   if (connect.password->size() > auth::kMaxSasTokenLength) {
     return refused(ConnectReturnCode::NotAuthorized, "the SAS token is too long");
   }
-  auto device = store_.registry().getDevice(device_id);
+  auto device = enabledDevice(device_id);
   if (!device) {
-    if (device.code() == ErrorCode::DeviceNotFound) {
-      return refused(ConnectReturnCode::NotAuthorized, "unknown device");
-    }
-    return refused(ConnectReturnCode::ServerUnavailable, device.status().toString());
-  }
-  if (device->status != store::DeviceStatus::Enabled) {
-    return refused(ConnectReturnCode::NotAuthorized, "the device is disabled");
+    return refused(device.code() == ErrorCode::ServiceUnavailable
+                       ? ConnectReturnCode::ServerUnavailable
+                       : ConnectReturnCode::NotAuthorized,
+                   device.status().message());
   }
   auto expiry =
       auth::verifyDeviceToken(*connect.password, host_name_, device_id, device->primary_key,
@@ -102,17 +99,21 @@ std::variant<DeviceIdentity, ConnectRefusal> DeviceEndpoint::authenticate(
 }
 
 Status DeviceEndpoint::stillAllowed(std::string_view device_id) {
+  return enabledDevice(device_id).status();
+}
+
+Result<store::DeviceRecord> DeviceEndpoint::enabledDevice(std::string_view device_id) {
   auto device = store_.registry().getDevice(device_id);
   if (!device) {
     if (device.code() == ErrorCode::DeviceNotFound) {
-      return Status(ErrorCode::Unauthorized, "the device was deleted");
+      return Status(ErrorCode::Unauthorized, "unknown device");
     }
     return Status(ErrorCode::ServiceUnavailable, device.status().toString());
   }
   if (device->status != store::DeviceStatus::Enabled) {
-    return Status(ErrorCode::Unauthorized, "the device was disabled");
+    return Status(ErrorCode::Unauthorized, "the device is disabled");
   }
-  return Status::ok();
+  return device;
 }
 
 SubAckReturnCode DeviceEndpoint::authorizeSubscription(std::string_view device_id,

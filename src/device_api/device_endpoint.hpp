@@ -100,6 +100,9 @@ class DeviceEndpoint {
   const DeviceEndpointCounters& counters() const { return counters_; }
 
  private:
+  // The device, if it exists and is enabled. Errors: Unauthorized (unknown or disabled),
+  // ServiceUnavailable (the store failed).
+  Result<store::DeviceRecord> enabledDevice(std::string_view device_id);
   PublishOutcome twinGet(std::string_view device_id, std::string_view request_id);
   PublishOutcome twinPatchReported(std::string_view device_id, std::string_view request_id,
                                    std::string_view payload);

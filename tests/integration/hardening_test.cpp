@@ -30,68 +30,11 @@ using testing::deviceConnect;
 using testing::deviceToken;
 using testing::HubProcess;
 using testing::RawMqttConnection;
+using testing::RawTcpConnection;
 using testing::SteadyClock;
 using testing::TempDir;
 using testing::waitFor;
 namespace fs = std::filesystem;
-
-// A plain TCP connection that sends bytes and collects whatever comes back until the peer
-// closes; every wait has a deadline.
-class RawTcpConnection {
- public:
-  explicit RawTcpConnection(int port) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<std::uint16_t>(port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd_ >= 0 && ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-      ::close(fd_);
-      fd_ = -1;
-    }
-  }
-  ~RawTcpConnection() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  RawTcpConnection(const RawTcpConnection&) = delete;
-  RawTcpConnection& operator=(const RawTcpConnection&) = delete;
-
-  bool connected() const { return fd_ >= 0; }
-  bool send(std::string_view bytes) {
-    std::size_t sent = 0;
-    while (sent < bytes.size()) {
-      auto n = ::send(fd_, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
-      if (n <= 0) return false;
-      sent += static_cast<std::size_t>(n);
-    }
-    return true;
-  }
-  // True when the peer closed (EOF or reset) within `timeout`; what it sent is in received().
-  bool waitClosed(std::chrono::milliseconds timeout) {
-    auto deadline = SteadyClock::now() + timeout;
-    while (!closed_) {
-      auto left =
-          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClock::now());
-      if (left.count() <= 0) return false;
-      pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
-      char buf[4096];
-      auto n = ::recv(fd_, buf, sizeof buf, 0);
-      if (n <= 0) {
-        closed_ = true;
-      } else {
-        received_.append(buf, static_cast<std::size_t>(n));
-      }
-    }
-    return true;
-  }
-  const std::string& received() const { return received_; }
-
- private:
-  int fd_ = -1;
-  bool closed_ = false;
-  std::string received_;
-};
 
 unsigned fileMode(const fs::path& p) {
   struct stat st {};
@@ -184,7 +127,7 @@ TEST_F(HardeningTest, OversizedSasTokensAreRefusedOverMqttAndRest) {
   std::string header(token.substr(0, 12 * 1024));
   RawTcpConnection http(hub_->httpPort());
   ASSERT_TRUE(http.connected());
-  http.send(
+  http.sendBytes(
       "GET /devices/big-token?api-version=2021-04-12 HTTP/1.1\r\nHost: localhost\r\n"
       "Connection: close\r\nAuthorization: " +
       header + "\r\n\r\n");
@@ -324,7 +267,7 @@ TEST_F(HardeningTest, SlowAndSilentClientsAreClosedAfterTheHandshakeTimeout) {
   for (const auto& probe : probes) {
     connections.push_back(std::make_unique<RawTcpConnection>(probe.port));
     ASSERT_TRUE(connections.back()->connected()) << probe.what;
-    connections.back()->send(probe.bytes);
+    connections.back()->sendBytes(probe.bytes);
   }
   for (std::size_t i = 0; i < probes.size(); ++i) {
     EXPECT_TRUE(connections[i]->waitClosed(8s)) << probes[i].what << ": still open";

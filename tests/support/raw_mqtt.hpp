@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "auth/sas_token.hpp"
@@ -61,11 +62,11 @@ inline std::string encoded(const mqtt::Packet& packet) {
   return out;
 }
 
-// One raw TCP connection to the hub's plain MQTT port: writes bytes, decodes what the hub
-// answers, and tells when the hub closed the connection. Every read has a deadline.
-class RawMqttConnection {
+// One plain TCP connection to a hub port: writes bytes, collects what comes back, and tells
+// when the peer closed. Every wait has a deadline.
+class RawTcpConnection {
  public:
-  explicit RawMqttConnection(int port) {
+  explicit RawTcpConnection(int port) {
     fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
@@ -76,15 +77,15 @@ class RawMqttConnection {
       fd_ = -1;
     }
   }
-  ~RawMqttConnection() {
+  ~RawTcpConnection() {
     if (fd_ >= 0) ::close(fd_);
   }
-  RawMqttConnection(const RawMqttConnection&) = delete;
-  RawMqttConnection& operator=(const RawMqttConnection&) = delete;
+  RawTcpConnection(const RawTcpConnection&) = delete;
+  RawTcpConnection& operator=(const RawTcpConnection&) = delete;
 
   bool connected() const { return fd_ >= 0; }
 
-  // False when the hub has already closed (EPIPE/ECONNRESET): callers then check closed.
+  // False when the peer has already closed (EPIPE/ECONNRESET): callers then check closed.
   bool sendBytes(std::string_view bytes) {
     std::size_t sent = 0;
     while (sent < bytes.size()) {
@@ -94,48 +95,9 @@ class RawMqttConnection {
     }
     return true;
   }
-  bool sendPacket(const mqtt::Packet& packet) { return sendBytes(encoded(packet)); }
 
-  // The next packet from the hub within `timeout`; nullopt on timeout, close or bytes that
-  // do not decode (closed() / malformedAnswer() tell which).
-  std::optional<mqtt::Packet> read(std::chrono::milliseconds timeout = 10s) {
-    auto deadline = SteadyClock::now() + timeout;
-    for (;;) {
-      auto next = decoder_.next();
-      if (!next) {
-        malformed_answer_ = true;
-        return std::nullopt;
-      }
-      if (*next) return std::move(**next);
-      if (closed_ || !receive(deadline)) return std::nullopt;
-    }
-  }
-
-  // True when the hub closes the connection within `timeout`. Packets the hub sends
-  // before closing are kept in received().
-  bool waitClosed(std::chrono::milliseconds timeout = 10s) {
-    auto deadline = SteadyClock::now() + timeout;
-    while (!closed_) {
-      if (!receive(deadline)) return closed_;
-      for (;;) {
-        auto next = decoder_.next();
-        if (!next) {
-          malformed_answer_ = true;
-          break;
-        }
-        if (!*next) break;
-        received_.push_back(std::move(**next));
-      }
-    }
-    return true;
-  }
-
-  bool closed() const { return closed_; }
-  bool malformedAnswer() const { return malformed_answer_; }
-  const std::vector<mqtt::Packet>& received() const { return received_; }
-
- private:
-  // Reads one chunk before `deadline`. False on timeout or close (closed_ set).
+  // Reads one chunk before `deadline`, appending it to received(). False on timeout or
+  // close (closed() set).
   bool receive(SteadyClock::time_point deadline) {
     if (closed_) return false;
     auto left =
@@ -149,13 +111,84 @@ class RawMqttConnection {
       closed_ = true;
       return false;
     }
-    decoder_.feed(std::string_view(buf, static_cast<std::size_t>(n)));
+    received_.append(buf, static_cast<std::size_t>(n));
     return true;
   }
 
+  // True when the peer closes within `timeout`; what it sent before is in received().
+  bool waitClosed(std::chrono::milliseconds timeout) {
+    auto deadline = SteadyClock::now() + timeout;
+    while (!closed_ && SteadyClock::now() < deadline) receive(deadline);
+    return closed_;
+  }
+
+  bool closed() const { return closed_; }
+  const std::string& received() const { return received_; }
+  // Hands over the bytes received so far.
+  std::string takeReceived() { return std::exchange(received_, {}); }
+
+ private:
   int fd_ = -1;
-  mqtt::Decoder decoder_;
   bool closed_ = false;
+  std::string received_;
+};
+
+// A raw TCP connection to the hub's plain MQTT port that decodes what the hub answers.
+class RawMqttConnection {
+ public:
+  explicit RawMqttConnection(int port) : tcp_(port) {}
+
+  bool connected() const { return tcp_.connected(); }
+  bool sendBytes(std::string_view bytes) { return tcp_.sendBytes(bytes); }
+  bool sendPacket(const mqtt::Packet& packet) { return sendBytes(encoded(packet)); }
+
+  // The next packet from the hub within `timeout`; nullopt on timeout, close or bytes that
+  // do not decode (closed() / malformedAnswer() tell which).
+  std::optional<mqtt::Packet> read(std::chrono::milliseconds timeout = 10s) {
+    auto deadline = SteadyClock::now() + timeout;
+    for (;;) {
+      auto next = decoder_.next();
+      if (!next) {
+        malformed_answer_ = true;
+        return std::nullopt;
+      }
+      if (*next) return std::move(**next);
+      if (!receive(deadline)) return std::nullopt;
+    }
+  }
+
+  // True when the hub closes the connection within `timeout`. Packets the hub sends
+  // before closing are kept in received().
+  bool waitClosed(std::chrono::milliseconds timeout = 10s) {
+    auto deadline = SteadyClock::now() + timeout;
+    while (!tcp_.closed()) {
+      if (!receive(deadline)) return tcp_.closed();
+      for (;;) {
+        auto next = decoder_.next();
+        if (!next) {
+          malformed_answer_ = true;
+          break;
+        }
+        if (!*next) break;
+        received_.push_back(std::move(**next));
+      }
+    }
+    return true;
+  }
+
+  bool closed() const { return tcp_.closed(); }
+  bool malformedAnswer() const { return malformed_answer_; }
+  const std::vector<mqtt::Packet>& received() const { return received_; }
+
+ private:
+  bool receive(SteadyClock::time_point deadline) {
+    if (!tcp_.receive(deadline)) return false;
+    decoder_.feed(tcp_.takeReceived());
+    return true;
+  }
+
+  RawTcpConnection tcp_;
+  mqtt::Decoder decoder_;
   bool malformed_answer_ = false;
   std::vector<mqtt::Packet> received_;
 };
