@@ -14,7 +14,8 @@ endif()
 if(IOTHUB_FUZZ AND CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
   # Instrument every library for coverage so libFuzzer gets feedback from the parsers it
   # links, not only from the fuzz target's own source.
-  target_compile_options(iothub_options INTERFACE -fsanitize=fuzzer-no-link,address,undefined)
+  target_compile_options(iothub_options INTERFACE -fsanitize=fuzzer-no-link,address,undefined
+                                                  -fno-sanitize-recover=undefined)
   target_link_options(iothub_options INTERFACE -fsanitize=address,undefined)
 endif()
 if(IOTHUB_TSAN)
@@ -46,14 +47,25 @@ endfunction()
 # iothub_fuzz(NAME SOURCES ... DEPS ... CORPUS dir): a fuzz target defining
 # LLVMFuzzerTestOneInput. With -DIOTHUB_FUZZ=ON and clang it is a libFuzzer binary;
 # otherwise it is linked with a small driver that replays every file of the seed corpus,
-# registered with ctest so the corpus runs (under the sanitizers of the preset) in
-# every `make test`.
+# registered with ctest (NAME_corpus) so the corpus runs (under the sanitizers of the
+# preset) in every `make test`. CORPUS is required; the driver fails the test when that
+# directory is missing or holds no file (tests/fuzz/replay_main.cpp), so a lost corpus
+# cannot pass by replaying nothing.
+if(IOTHUB_FUZZ AND CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+  set(IOTHUB_LIBFUZZER ON)
+else()
+  set(IOTHUB_LIBFUZZER OFF)
+endif()
 function(iothub_fuzz name)
   cmake_parse_arguments(F "" "CORPUS" "SOURCES;DEPS" ${ARGN})
+  if(NOT F_CORPUS)
+    message(FATAL_ERROR "iothub_fuzz(${name}): CORPUS is required")
+  endif()
   add_executable(${name} ${F_SOURCES})
   set_target_properties(${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/fuzz)
   target_link_libraries(${name} PRIVATE ${F_DEPS} iothub_options)
-  if(IOTHUB_FUZZ AND CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+  target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR})
+  if(IOTHUB_LIBFUZZER)
     target_compile_options(${name} PRIVATE -fsanitize=fuzzer,address,undefined)
     target_link_options(${name} PRIVATE -fsanitize=fuzzer,address,undefined)
   else()
