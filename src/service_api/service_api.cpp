@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <boost/url/parse.hpp>
 #include <charconv>
 #include <future>
@@ -23,14 +24,27 @@ struct Route {
   std::optional<std::string> job_status;  // ?jobStatus=
 };
 
+// Identifiers (device ids, job ids) and the parameters iothub reads are printable ASCII
+// (decisions §12). Decoded bytes outside it are refused here, before they can reach an error
+// message: a raw 0x8A would make the JSON error body invalid UTF-8.
+bool printableAscii(std::string_view text) {
+  return std::all_of(text.begin(), text.end(), [](char c) { return c >= 0x20 && c < 0x7f; });
+}
+
 Result<Route> parseTarget(std::string_view target) {
   auto url = boost::urls::parse_origin_form(target);
   if (!url) return Status(ErrorCode::ArgumentInvalid, "The request target is not a valid URL path");
+  Status not_ascii(ErrorCode::ArgumentInvalid,
+                   "The request path and query must decode to printable ASCII");
   Route route;
-  for (auto segment : url->segments()) route.segments.push_back(segment);
+  for (auto segment : url->segments()) {
+    if (!printableAscii(segment)) return not_ascii;
+    route.segments.push_back(segment);
+  }
   if (!route.segments.empty() && route.segments.back().empty()) route.segments.pop_back();
   for (auto param : url->params()) {
     if (!param.has_value) continue;
+    if (!printableAscii(param.key) || !printableAscii(param.value)) return not_ascii;
     if (param.key == "top") route.top = param.value;
     if (param.key == "jobType" && !param.value.empty()) route.job_type = param.value;
     if (param.key == "jobStatus" && !param.value.empty()) route.job_status = param.value;

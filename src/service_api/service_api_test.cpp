@@ -19,7 +19,9 @@ constexpr const char* kHost = "hub.test";
 // Timers that never fire: the tests here only exercise calls that end at once.
 class InertScheduler final : public Scheduler {
  public:
-  TimerId schedule(std::chrono::steady_clock::duration, std::function<void()>) override { return ++next_; }
+  TimerId schedule(std::chrono::steady_clock::duration, std::function<void()>) override {
+    return ++next_;
+  }
   bool cancel(TimerId) override { return true; }
 
  private:
@@ -37,16 +39,17 @@ class ServiceApiTest : public ::testing::Test {
     registry_ = std::make_unique<registry::DeviceRegistry>(*store_, random_, clock_);
     twins_ = std::make_unique<twin::TwinService>(*store_, clock_, &connections_, nullptr);
     methods_ = std::make_unique<methods::MethodInvoker>(connections_, scheduler_);
-    api_ = std::make_unique<ServiceApi>(ServiceApiDeps{.authenticator = authenticator_.get(),
-                                                       .registry = registry_.get(),
-                                                       .connections = &connections_,
-                                                       .twins = twins_.get(),
-                                                       .methods = methods_.get(),
-                                                       .random = &random_,
-                                                       .clock = &clock_,
-                                                       .service_statistics = [] {
-                                                         return json::object{{"connectedDeviceCount", 3}};
-                                                       }});
+    api_ = std::make_unique<ServiceApi>(
+        ServiceApiDeps{.authenticator = authenticator_.get(),
+                       .registry = registry_.get(),
+                       .connections = &connections_,
+                       .twins = twins_.get(),
+                       .methods = methods_.get(),
+                       .random = &random_,
+                       .clock = &clock_,
+                       .service_statistics = [] {
+                         return json::object{{"connectedDeviceCount", 3}};
+                       }});
   }
 
   const store::AccessPolicyRecord& policy(const std::string& name) {
@@ -62,7 +65,8 @@ class ServiceApiTest : public ::testing::Test {
     return *t;
   }
 
-  HttpResponse call(const std::string& method, const std::string& target, const std::string& body = "",
+  HttpResponse call(const std::string& method, const std::string& target,
+                    const std::string& body = "",
                     std::optional<std::string> if_match = std::nullopt,
                     std::optional<std::string> authorization = std::nullopt) {
     HttpRequest r;
@@ -126,8 +130,9 @@ TEST_F(ServiceApiTest, CreateGeneratesKeysAndReturnsTheDevice) {
 
 TEST_F(ServiceApiTest, SuppliedKeysAreStoredVerbatim) {
   std::string k1 = base64Encode(std::string(32, 'a')), k2 = base64Encode(std::string(32, 'b'));
-  auto r = call("PUT", "/devices/d2", R"({"deviceId":"d2","authentication":{"symmetricKey":{"primaryKey":")" + k1 +
-                                          R"(","secondaryKey":")" + k2 + R"("}}})");
+  auto r = call("PUT", "/devices/d2",
+                R"({"deviceId":"d2","authentication":{"symmetricKey":{"primaryKey":")" + k1 +
+                    R"(","secondaryKey":")" + k2 + R"("}}})");
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(body(r).at("authentication").at("symmetricKey").at("primaryKey").as_string(), k1);
   EXPECT_EQ(body(r).at("authentication").at("symmetricKey").at("secondaryKey").as_string(), k2);
@@ -149,7 +154,8 @@ TEST_F(ServiceApiTest, UpdateHonoursIfMatch) {
   EXPECT_EQ(stale.status, 412);
   EXPECT_EQ(errorName(stale), "PreconditionFailed");
 
-  auto ok = call("PUT", "/devices/d1", R"({"deviceId":"d1","status":"disabled","statusReason":"maintenance"})",
+  auto ok = call("PUT", "/devices/d1",
+                 R"({"deviceId":"d1","status":"disabled","statusReason":"maintenance"})",
                  "\"" + etag + "\"");
   ASSERT_EQ(ok.status, 200) << ok.body;
   auto updated = body(ok);
@@ -170,6 +176,18 @@ TEST_F(ServiceApiTest, UpdateOfAMissingDeviceIsNotFound) {
   EXPECT_EQ(errorName(r), "DeviceNotFound");
 }
 
+// Found by http_request_fuzz: a decoded byte that is not UTF-8 used to be echoed into the
+// error message, making the body invalid JSON text.
+TEST_F(ServiceApiTest, PathsAndParametersThatAreNotPrintableAsciiAre400) {
+  for (const char* target : {"/devices/d%8A2", "/devices/d%C3%A9", "/devices/d%0A",
+                             "/jobs/v2/query?jobType=%FF", "/devices?top=%E2%80%8B"}) {
+    auto r = call("GET", target);
+    EXPECT_EQ(r.status, 400) << target;
+    EXPECT_TRUE(boost::json::parse(r.body).is_object()) << target << ": " << r.body;
+    EXPECT_EQ(errorName(r), "ArgumentInvalid") << target;
+  }
+}
+
 TEST_F(ServiceApiTest, GetAndDeleteOfUnknownDevicesAreDeviceNotFound) {
   auto get = call("GET", "/devices/nobody");
   EXPECT_EQ(get.status, 404);
@@ -182,7 +200,8 @@ TEST_F(ServiceApiTest, GetAndDeleteOfUnknownDevicesAreDeviceNotFound) {
 TEST_F(ServiceApiTest, DeleteRemovesTheDeviceAndChecksTheEtag) {
   auto created = body(call("PUT", "/devices/d1", kNodeCreateBody));
   EXPECT_EQ(call("DELETE", "/devices/d1", "", "\"wrong\"").status, 412);
-  auto r = call("DELETE", "/devices/d1", "", "\"" + std::string(created.at("etag").as_string()) + "\"");
+  auto r =
+      call("DELETE", "/devices/d1", "", "\"" + std::string(created.at("etag").as_string()) + "\"");
   EXPECT_EQ(r.status, 204);
   EXPECT_TRUE(r.body.empty());
   EXPECT_EQ(call("GET", "/devices/d1").status, 404);
@@ -228,8 +247,12 @@ TEST_F(ServiceApiTest, BadBodiesAreRejectedWithTheRightCode) {
       {"/devices/d1", R"({"status":"sleeping"})", 400, "ArgumentInvalid"},
       {"/devices/d1", R"({"status":true})", 400, "ArgumentInvalid"},
       {"/devices/d1", R"({"authentication":"sas"})", 400, "ArgumentInvalid"},
-      {"/devices/d1", R"({"authentication":{"symmetricKey":{"primaryKey":"not base64!","secondaryKey":"x"}}})", 400, "ArgumentInvalid"},
-      {"/devices/d1", R"({"authentication":{"symmetricKey":{"primaryKey":"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=","secondaryKey":""}}})", 400, "ArgumentInvalid"},
+      {"/devices/d1",
+       R"({"authentication":{"symmetricKey":{"primaryKey":"not base64!","secondaryKey":"x"}}})",
+       400, "ArgumentInvalid"},
+      {"/devices/d1",
+       R"({"authentication":{"symmetricKey":{"primaryKey":"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=","secondaryKey":""}}})",
+       400, "ArgumentInvalid"},
       {"/devices/d1", R"({"authentication":{"type":"magic"}})", 400, "ArgumentInvalid"},
       {"/devices/d1", R"({"capabilities":{"iotEdge":"yes"}})", 400, "ArgumentInvalid"},
       {"/devices/invalid%2Fname", R"({"deviceId":"invalid/name"})", 400, "ArgumentInvalid"},
@@ -253,17 +276,18 @@ TEST_F(ServiceApiTest, RequestsWithoutValidCredentialsAreUnauthorized) {
   EXPECT_EQ(missing.status, 401);
   EXPECT_EQ(errorName(missing), "IotHubUnauthorizedAccess");
 
-  std::string wrong_key = *auth::buildSasToken(kHost, base64Encode(std::string(32, 'z')), "iothubowner",
-                                               unixSeconds(clock_.now()) + 3600);
+  std::string wrong_key = *auth::buildSasToken(kHost, base64Encode(std::string(32, 'z')),
+                                               "iothubowner", unixSeconds(clock_.now()) + 3600);
   std::string expired = token("iothubowner", -10);
   std::string forged = token();
   forged[forged.find("sig=") + 5] ^= 1;
   std::string other_host = *auth::buildSasToken("other.test", policy("iothubowner").primary_key,
                                                 "iothubowner", unixSeconds(clock_.now()) + 3600);
-  std::string unknown_policy = *auth::buildSasToken(kHost, policy("iothubowner").primary_key, "nobody",
-                                                    unixSeconds(clock_.now()) + 3600);
-  for (const auto& bad : {wrong_key, expired, forged, other_host, unknown_policy,
-                          std::string("Bearer abc"), std::string("SharedAccessSignature garbage")}) {
+  std::string unknown_policy = *auth::buildSasToken(kHost, policy("iothubowner").primary_key,
+                                                    "nobody", unixSeconds(clock_.now()) + 3600);
+  for (const auto& bad :
+       {wrong_key, expired, forged, other_host, unknown_policy, std::string("Bearer abc"),
+        std::string("SharedAccessSignature garbage")}) {
     auto r = call("GET", "/devices/d1", "", std::nullopt, bad);
     EXPECT_EQ(r.status, 401) << bad;
     EXPECT_EQ(errorName(r), "IotHubUnauthorizedAccess");
@@ -275,8 +299,13 @@ TEST_F(ServiceApiTest, RequestsWithoutValidCredentialsAreUnauthorized) {
 TEST_F(ServiceApiTest, PoliciesGrantOnlyTheirPermissions) {
   ASSERT_EQ(call("PUT", "/devices/d1", kNodeCreateBody).status, 200);
   EXPECT_EQ(call("GET", "/devices/d1", "", std::nullopt, token("registryRead")).status, 200);
-  EXPECT_EQ(call("PUT", "/devices/d2", R"({"deviceId":"d2"})", std::nullopt, token("registryRead")).status, 401);
-  EXPECT_EQ(call("PUT", "/devices/d2", R"({"deviceId":"d2"})", std::nullopt, token("registryReadWrite")).status, 200);
+  EXPECT_EQ(call("PUT", "/devices/d2", R"({"deviceId":"d2"})", std::nullopt, token("registryRead"))
+                .status,
+            401);
+  EXPECT_EQ(
+      call("PUT", "/devices/d2", R"({"deviceId":"d2"})", std::nullopt, token("registryReadWrite"))
+          .status,
+      200);
   EXPECT_EQ(call("GET", "/devices/d1", "", std::nullopt, token("service")).status, 401);
   EXPECT_EQ(call("GET", "/devices/d1", "", std::nullopt, token("device")).status, 401);
   EXPECT_EQ(call("DELETE", "/devices/d1", "", std::nullopt, token("service")).status, 401);
@@ -292,8 +321,9 @@ TEST_F(ServiceApiTest, UnknownRoutesAndMethods) {
 
 TEST_F(ServiceApiTest, BulkCreateUpdateDeleteReportsPerDeviceErrors) {
   ASSERT_EQ(call("PUT", "/devices/taken", R"({"deviceId":"taken"})").status, 200);
-  auto r = call("POST", "/devices?api-version=2021-04-12",
-                R"([{"id":"b1","importMode":"create"},{"id":"b2","importMode":"create","status":"disabled"},
+  auto r = call(
+      "POST", "/devices?api-version=2021-04-12",
+      R"([{"id":"b1","importMode":"create"},{"id":"b2","importMode":"create","status":"disabled"},
                     {"id":"taken","importMode":"create"}])");
   ASSERT_EQ(r.status, 200) << r.body;
   auto result = body(r).as_object();
@@ -309,7 +339,8 @@ TEST_F(ServiceApiTest, BulkCreateUpdateDeleteReportsPerDeviceErrors) {
   EXPECT_EQ(body(upd).at("errors").at(0).at("errorCode").as_int64(), 412001);
   EXPECT_EQ(body(call("GET", "/devices/b1")).at("status").as_string(), "disabled");
 
-  auto del = call("POST", "/devices", R"([{"id":"b1","importMode":"delete"},{"id":"b2","importMode":"Delete"}])");
+  auto del = call("POST", "/devices",
+                  R"([{"id":"b1","importMode":"delete"},{"id":"b2","importMode":"Delete"}])");
   ASSERT_EQ(del.status, 200);
   EXPECT_TRUE(body(del).at("isSuccessful").as_bool());
   EXPECT_EQ(call("GET", "/devices/b1").status, 404);
@@ -318,14 +349,18 @@ TEST_F(ServiceApiTest, BulkCreateUpdateDeleteReportsPerDeviceErrors) {
 TEST_F(ServiceApiTest, MalformedBulkRequestsChangeNothing) {
   EXPECT_EQ(call("POST", "/devices", "{}").status, 400);
   EXPECT_EQ(call("POST", "/devices", "[]").status, 400);
-  auto dup = call("POST", "/devices", R"([{"id":"x","importMode":"create"},{"id":"x","importMode":"create"}])");
+  auto dup = call("POST", "/devices",
+                  R"([{"id":"x","importMode":"create"},{"id":"x","importMode":"create"}])");
   EXPECT_EQ(dup.status, 400);
   EXPECT_EQ(errorName(dup), "DeviceDefinedMultipleTimes");
-  auto mode = call("POST", "/devices", R"([{"id":"y","importMode":"create"},{"id":"z","importMode":"explode"}])");
+  auto mode = call("POST", "/devices",
+                   R"([{"id":"y","importMode":"create"},{"id":"z","importMode":"explode"}])");
   EXPECT_EQ(mode.status, 400);
   EXPECT_EQ(call("GET", "/devices/y").status, 404) << "a rejected request applies nothing";
   std::string many = "[";
-  for (int i = 0; i < 101; ++i) many += std::string(i ? "," : "") + R"({"id":"m)" + std::to_string(i) + R"(","importMode":"create"})";
+  for (int i = 0; i < 101; ++i)
+    many += std::string(i ? "," : "") + R"({"id":"m)" + std::to_string(i) +
+            R"(","importMode":"create"})";
   EXPECT_EQ(call("POST", "/devices", many + "]").status, 400);
 }
 
@@ -349,8 +384,9 @@ TEST_F(ServiceApiTest, TwinsAreReadPatchedAndReplacedWithEtags) {
   EXPECT_TRUE(twin.at("tags").as_object().empty());
   EXPECT_EQ(twin.at("properties").at("desired").at("$version").as_int64(), 1);
 
-  auto patched = call("PATCH", "/twins/t1", R"({"tags":{"floor":3},"properties":{"desired":{"building":43}}})",
-                      "\"AAAAAAAAAAE=\"");
+  auto patched =
+      call("PATCH", "/twins/t1", R"({"tags":{"floor":3},"properties":{"desired":{"building":43}}})",
+           "\"AAAAAAAAAAE=\"");
   ASSERT_EQ(patched.status, 200) << patched.body;
   EXPECT_EQ(body(patched).at("tags").at("floor").as_int64(), 3);
   EXPECT_EQ(body(patched).at("properties").at("desired").at("$version").as_int64(), 2);
@@ -369,8 +405,8 @@ TEST_F(ServiceApiTest, TwinsAreReadPatchedAndReplacedWithEtags) {
   std::string big = R"({"properties":{"desired":{"x":")" + std::string(4000, 'x') + R"(","y":")" +
                     std::string(4000, 'y') + R"(","z":")" + std::string(4000, 'z') + R"("}}})";
   for (int i = 0; i < 3; ++i) ASSERT_EQ(call("PATCH", "/twins/t1", big).status, 200);
-  std::string too_big = R"({"tags":{"a":")" + std::string(4000, 'a') + R"(","b":")" + std::string(4000, 'b') +
-                        R"(","c":")" + std::string(1000, 'c') + R"("}})";
+  std::string too_big = R"({"tags":{"a":")" + std::string(4000, 'a') + R"(","b":")" +
+                        std::string(4000, 'b') + R"(","c":")" + std::string(1000, 'c') + R"("}})";
   auto over = call("PATCH", "/twins/t1", too_big);
   EXPECT_EQ(over.status, 400) << "tags over 8 KB";
   EXPECT_EQ(call("GET", "/twins/t1", "", std::nullopt, token("registryRead")).status, 401)
@@ -483,7 +519,8 @@ TEST_F(ServiceApiTest, MethodRequestsAreValidated) {
       {R"({"methodName":"ok","responseTimeoutInSeconds":301})", 400, "ArgumentInvalid"},
       {R"({"methodName":"ok","responseTimeoutInSeconds":"30"})", 400, "ArgumentInvalid"},
       {R"({"methodName":"ok","connectTimeoutInSeconds":-1})", 400, "ArgumentInvalid"},
-      {R"({"methodName":"ok","payload":")" + std::string(130 * 1024, 'p') + R"("})", 413, "MessageTooLarge"},
+      {R"({"methodName":"ok","payload":")" + std::string(130 * 1024, 'p') + R"("})", 413,
+       "MessageTooLarge"},
       {"[1]", 400, "IotHubFormatError"},
   };
   for (const auto& c : cases) {
@@ -506,7 +543,8 @@ TEST_F(ServiceApiTest, ServiceStatisticsNeedServiceConnect) {
   auto r = call("GET", "/statistics/service", "", std::nullopt, token("service"));
   ASSERT_EQ(r.status, 200);
   EXPECT_EQ(body(r).at("connectedDeviceCount").as_int64(), 3);
-  EXPECT_EQ(call("GET", "/statistics/service", "", std::nullopt, token("registryRead")).status, 401);
+  EXPECT_EQ(call("GET", "/statistics/service", "", std::nullopt, token("registryRead")).status,
+            401);
 }
 
 TEST(NormalizeEtagTest, StripsQuotesAndWeakPrefix) {
