@@ -609,7 +609,11 @@ Status JobsEngine::recover(Run& run) {
     after = rows->back().device_id;
   }
   if (!fixes.empty()) IOTHUB_RETURN_IF_ERROR(store_.deviceJobs().putDeviceJobs(fixes));
-  run.stats = stats;
+  {
+    // get() reads the statistics of runs it finds, and a retried recovery is already listed.
+    std::lock_guard lock(state_mutex_);
+    run.stats = stats;
+  }
   run.cancel_requested =
       run.cancel_requested || findMember(run.record.document, kDocCancelRequested) != nullptr;
   if (run.spec.max_execution_seconds) {

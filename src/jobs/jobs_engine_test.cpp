@@ -676,7 +676,11 @@ TEST_F(JobsEngineTest, TransientErrorsBeyondTheRetryBudgetFailTheJobCleanly) {
   EXPECT_EQ(stats("tired"), (JobStatistics{.device_count = 20, .succeeded = 5, .failed = 15}));
   EXPECT_EQ(rowCounts("tired"), (std::map<std::string, int>{{"completed", 5}, {"failed", 15}}));
   engine_.reset();
-  EXPECT_EQ(running_writes, 1 + 4);  // the first batch, then the first try and 3 retries
+  // The first batch, then the first try and 3 retries. The budget counts failures in a row:
+  // when an outcome write of the 5 answered calls succeeds between two tries (a matter of
+  // thread timing, seen under TSan), the count starts again, so allow one restart per call.
+  EXPECT_GE(running_writes, 1 + 4);
+  EXPECT_LE(running_writes, 1 + 4 * 6);
 }
 
 TEST_F(JobsEngineTest, ARestartRetriesRecoveryOnTransientErrors) {

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -45,15 +46,18 @@ class Process {
  public:
   Process(std::vector<std::string> argv, const std::filesystem::path& log_dir,
           std::vector<std::string> extra_env = {}) {
-    static int counter = 0;
-    std::string base = std::filesystem::path(argv[0]).filename().string() + "-" + std::to_string(++counter);
+    static std::atomic<int> counter{0};  // tests start processes from several threads
+    std::string base =
+        std::filesystem::path(argv[0]).filename().string() + "-" + std::to_string(++counter);
     out_path_ = log_dir / (base + ".out");
     err_path_ = log_dir / (base + ".err");
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&actions, 1, out_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&actions, 2, err_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&actions, 1, out_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                     0644);
+    posix_spawn_file_actions_addopen(&actions, 2, err_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                     0644);
     std::vector<char*> args;
     for (auto& a : argv) args.push_back(a.data());
     args.push_back(nullptr);
