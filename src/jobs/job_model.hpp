@@ -93,8 +93,8 @@ store::JobRecord newJobRecord(const JobSpec& spec, SystemTime now);
 // The spec back from a stored job (the engine reloads it after a restart).
 Result<JobSpec> specOf(const store::JobRecord& job);
 
-// The JobResponse of reference §4.2 for a stored job, with `stats` as its statistics. A
-// job whose start time was beyond kLatestTime shows the startTime it was given.
+// The JobResponse (Azure's job shape, docs/compatibility.md) for a stored job, with `stats` as its
+// statistics. A job whose start time was beyond kLatestTime shows the startTime it was given.
 json::object jobResponse(const store::JobRecord& job, const JobStatistics& stats);
 
 // Members of the job's document that the engine maintains.
