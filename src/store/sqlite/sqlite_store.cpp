@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "common/json.hpp"
+#include "store/record_codec.hpp"
 #include "store/sqlite/sqlite_schema.hpp"
 
 namespace iothub::store {
@@ -70,101 +71,8 @@ class SqliteStore::ReaderPool {
 
 namespace {
 
-// Stored documents were validated by the domain modules before they were written; this
-// bound only keeps a damaged file from exhausting memory or the stack.
-constexpr std::size_t kMaxStoredJsonDepth = 512;
-
 // Pages are capped by the caller's limit; reserve at most this much up front.
 constexpr std::size_t kMaxReserve = 1024;
-
-std::int64_t toNanoseconds(SystemTime time) {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(time.time_since_epoch()).count();
-}
-
-SystemTime fromNanoseconds(std::int64_t nanoseconds) {
-  return SystemTime{
-      std::chrono::duration_cast<SystemTime::duration>(std::chrono::nanoseconds{nanoseconds})};
-}
-
-std::int64_t sqlLimit(std::size_t limit) {
-  constexpr auto kMax = static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max());
-  return static_cast<std::int64_t>(std::min(limit, kMax));
-}
-
-Status corruption(std::string message) {
-  return Status(ErrorCode::StoreCorruption, std::move(message));
-}
-
-Status deviceNotFound(std::string_view device_id) {
-  return Status(ErrorCode::DeviceNotFound, "device '" + std::string(device_id) + "' not found");
-}
-
-Status jobNotFound(std::string_view job_id) {
-  return Status(ErrorCode::JobNotFound, "job '" + std::string(job_id) + "' not found");
-}
-
-Result<json::object> decodeObject(const std::string& text, std::string_view what) {
-  Result<json::value> value = parseJson(text, kMaxStoredJsonDepth);
-  if (!value) {
-    return corruption("stored " + std::string(what) +
-                      " is not valid JSON: " + value.status().message());
-  }
-  if (!value->is_object()) return corruption("stored " + std::string(what) + " is not an object");
-  return std::move(value->as_object());
-}
-
-std::string_view encodeDeviceStatus(DeviceStatus status) {
-  return status == DeviceStatus::Enabled ? "enabled" : "disabled";
-}
-
-std::optional<DeviceStatus> decodeDeviceStatus(std::string_view text) {
-  if (text == "enabled") return DeviceStatus::Enabled;
-  if (text == "disabled") return DeviceStatus::Disabled;
-  return std::nullopt;
-}
-
-std::string_view encodeAuthType(AuthType type) {
-  switch (type) {
-    case AuthType::Sas:
-      return "sas";
-    case AuthType::SelfSigned:
-      return "selfSigned";
-    case AuthType::CertificateAuthority:
-      return "certificateAuthority";
-    case AuthType::None:
-      return "none";
-  }
-  return "none";
-}
-
-std::optional<AuthType> decodeAuthType(std::string_view text) {
-  if (text == "sas") return AuthType::Sas;
-  if (text == "selfSigned") return AuthType::SelfSigned;
-  if (text == "certificateAuthority") return AuthType::CertificateAuthority;
-  if (text == "none") return AuthType::None;
-  return std::nullopt;
-}
-
-std::string encodeStrings(const std::vector<std::string>& strings) {
-  json::array array;
-  array.reserve(strings.size());
-  for (const std::string& s : strings) array.emplace_back(s);
-  return json::serialize(array);
-}
-
-Result<std::vector<std::string>> decodeStrings(const std::string& text, std::string_view what) {
-  Result<json::value> value = parseJson(text, kMaxStoredJsonDepth);
-  const json::array* array = value ? value->if_array() : nullptr;
-  if (array == nullptr) return corruption("stored " + std::string(what) + " is not a JSON array");
-  std::vector<std::string> strings;
-  strings.reserve(array->size());
-  for (const json::value& item : *array) {
-    const json::string* s = item.if_string();
-    if (s == nullptr) return corruption("stored " + std::string(what) + " holds a non-string");
-    strings.emplace_back(*s);
-  }
-  return strings;
-}
 
 // Reads every row of a statement whose parameters are bound, decoding each with `decode`.
 template <class T, class Decode>
@@ -251,13 +159,15 @@ Result<DeviceRecord> decodeDevice(const SqliteStatement& row) {
   device.generation_id = row.text(1);
   device.etag = row.text(2);
   std::optional<DeviceStatus> status = decodeDeviceStatus(row.text(3));
-  if (!status) return corruption("stored status of device '" + device.device_id + "' is unknown");
+  if (!status)
+    return storeCorruption("stored status of device '" + device.device_id + "' is unknown");
   device.status = *status;
   device.status_reason = row.optionalText(4);
   device.status_updated_time = fromNanoseconds(row.int64(5));
   std::optional<AuthType> auth_type = decodeAuthType(row.text(6));
   if (!auth_type) {
-    return corruption("stored authentication type of device '" + device.device_id + "' is unknown");
+    return storeCorruption("stored authentication type of device '" + device.device_id +
+                           "' is unknown");
   }
   device.auth_type = *auth_type;
   device.primary_key = row.text(7);
@@ -317,11 +227,11 @@ Result<TwinRecord> decodeTwin(const SqliteStatement& row) {
   TwinRecord twin;
   twin.device_id = row.text(0);
   const std::string suffix = " of the twin of '" + twin.device_id + "'";
-  Result<json::object> tags = decodeObject(row.text(1), "tags" + suffix);
+  Result<json::object> tags = decodeStoredObject(row.text(1), "tags" + suffix);
   if (!tags) return tags.status();
-  Result<json::object> desired = decodeObject(row.text(2), "desired properties" + suffix);
+  Result<json::object> desired = decodeStoredObject(row.text(2), "desired properties" + suffix);
   if (!desired) return desired.status();
-  Result<json::object> reported = decodeObject(row.text(3), "reported properties" + suffix);
+  Result<json::object> reported = decodeStoredObject(row.text(3), "reported properties" + suffix);
   if (!reported) return reported.status();
   twin.tags = std::move(tags).value();
   twin.desired = std::move(desired).value();
@@ -405,7 +315,8 @@ Result<JobRecord> decodeJob(const SqliteStatement& row) {
   job.created_time = fromNanoseconds(row.int64(3));
   job.start_time = fromNanoseconds(row.int64(4));
   if (!row.isNull(5)) job.end_time = fromNanoseconds(row.int64(5));
-  Result<json::object> document = decodeObject(row.text(6), "document of job '" + job.job_id + "'");
+  Result<json::object> document =
+      decodeStoredObject(row.text(6), "document of job '" + job.job_id + "'");
   if (!document) return document.status();
   job.document = std::move(document).value();
   return job;
@@ -452,7 +363,7 @@ Result<DeviceJobRecord> decodeDeviceJob(const SqliteStatement& row) {
   record.device_id = row.text(1);
   record.status = row.text(2);
   record.last_updated_time = fromNanoseconds(row.int64(3));
-  Result<json::object> document = decodeObject(
+  Result<json::object> document = decodeStoredObject(
       row.text(4), "document of device '" + record.device_id + "' in job '" + record.job_id + "'");
   if (!document) return document.status();
   record.document = std::move(document).value();
@@ -474,7 +385,7 @@ Result<AccessPolicyRecord> decodePolicy(const SqliteStatement& row) {
   policy.secondary_key = row.text(2);
   std::int64_t permissions = row.int64(3);
   if (permissions < 0 || permissions > std::numeric_limits<std::uint32_t>::max()) {
-    return corruption("stored permissions of policy '" + policy.name + "' are out of range");
+    return storeCorruption("stored permissions of policy '" + policy.name + "' are out of range");
   }
   policy.permissions = static_cast<std::uint32_t>(permissions);
   return policy;
@@ -868,31 +779,18 @@ Result<std::optional<MqttSessionRecord>> SqliteStore::getSession(std::string_vie
         Result<bool> row = statement->step();
         if (!row) return row.status();
         if (!*row) return std::optional<MqttSessionRecord>{};
-        auto doc = parseJson(statement->text(0));
-        if (!doc || !doc->is_array()) {
-          return Status(ErrorCode::StoreCorruption, "mqtt_sessions.subscriptions is not a JSON array");
-        }
+        Result<std::vector<MqttSubscriptionRecord>> subscriptions =
+            decodeSubscriptions(statement->text(0));
+        if (!subscriptions) return subscriptions.status();
         MqttSessionRecord session;
         session.client_id = std::string(client_id);
-        for (const json::value& item : doc->get_array()) {
-          const json::object* o = item.if_object();
-          const json::string* filter = o ? findString(*o, "filter") : nullptr;
-          const json::value* qos = o ? findMember(*o, "qos") : nullptr;
-          if (filter == nullptr || qos == nullptr || !qos->is_int64()) {
-            return Status(ErrorCode::StoreCorruption, "mqtt_sessions.subscriptions has a malformed entry");
-          }
-          session.subscriptions.push_back({std::string(*filter), static_cast<int>(qos->get_int64())});
-        }
+        session.subscriptions = std::move(subscriptions).value();
         return std::optional<MqttSessionRecord>{std::move(session)};
       });
 }
 
 Status SqliteStore::putSession(const MqttSessionRecord& session) {
-  json::array subscriptions;
-  for (const auto& s : session.subscriptions) {
-    subscriptions.push_back(json::object{{"filter", s.filter}, {"qos", s.qos}});
-  }
-  std::string text = json::serialize(subscriptions);
+  std::string text = encodeSubscriptions(session.subscriptions);
   return writeStatus([&](SqliteConnection& connection) -> Status {
     Result<SqliteStatement> put = connection.prepare(kPutSession);
     if (!put) return put.status();

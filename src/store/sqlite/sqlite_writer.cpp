@@ -24,79 +24,41 @@ Status withPrefix(std::string_view prefix, const Status& error) {
 SqliteWriter::SqliteWriter(SqliteConnection& connection, std::size_t max_batch)
     : connection_(connection), max_batch_(std::max<std::size_t>(max_batch, 1)) {
   thread_ = std::thread([this] { run(); });
-  writer_thread_id_ = thread_.get_id();
+  queue_.setWriterThread(thread_.get_id());
 }
 
 SqliteWriter::~SqliteWriter() { shutdown(); }
 
-Status SqliteWriter::submit(Operation operation) {
-  if (!operation) return Status(ErrorCode::ServerError, "empty store operation");
-  if (std::this_thread::get_id() == writer_thread_id_) {
-    // An operation (e.g. a mutation callback) called back into the store: waiting for
-    // the writer from the writer thread would deadlock.
-    return Status(ErrorCode::ServerError, "a store operation must not write to the store");
-  }
-  std::future<Status> done;
-  {
-    std::lock_guard lock(mutex_);
-    if (stopping_) return Status(ErrorCode::Cancelled, "the store is shutting down");
-    Pending& pending = queue_.emplace_back(Pending{std::move(operation), {}});
-    done = pending.done.get_future();
-  }
-  wake_.notify_one();
-  return done.get();
-}
+Status SqliteWriter::submit(Operation operation) { return queue_.submit(std::move(operation)); }
 
 SqliteWriter::Stats SqliteWriter::stats() const {
   Stats stats;
   stats.transactions = transactions_.load();
   stats.operations = operations_.load();
   stats.failed_commits = failed_commits_.load();
-  std::lock_guard lock(mutex_);
   stats.queued_operations = queue_.size();
   return stats;
 }
 
 void SqliteWriter::shutdown() {
   std::lock_guard serialize(shutdown_mutex_);
-  {
-    std::lock_guard lock(mutex_);
-    stopping_ = true;
-  }
-  wake_.notify_one();
+  queue_.close();
   if (thread_.joinable()) thread_.join();
 }
 
 void SqliteWriter::run() {
-  std::deque<Pending> batch;
-  while (true) {
-    {
-      std::unique_lock lock(mutex_);
-      wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      // Drain what is queued even when stopping: accepted writes are always executed.
-      if (queue_.empty()) return;
-      std::size_t count = std::min(queue_.size(), max_batch_);
-      for (std::size_t i = 0; i < count; ++i) {
-        batch.push_back(std::move(queue_.front()));
-        queue_.pop_front();
-      }
-    }
-    runBatch(batch);
-    batch.clear();
-  }
+  std::vector<Pending> batch;
+  while (queue_.takeBatch(batch, max_batch_)) runBatch(batch);
 }
 
-void SqliteWriter::runBatch(std::deque<Pending>& batch) {
+void SqliteWriter::runBatch(std::vector<Pending>& batch) {
   std::vector<Status> results(batch.size());
   std::size_t next = 0;
   while (next < batch.size()) next = runTransaction(batch, next, results);
-  // Operations capture references into their callers' stacks: destroy them before any
-  // caller is released.
-  for (Pending& pending : batch) pending.operation = nullptr;
-  for (std::size_t i = 0; i < batch.size(); ++i) batch[i].done.set_value(std::move(results[i]));
+  Queue::complete(batch, results);
 }
 
-std::size_t SqliteWriter::runTransaction(std::deque<Pending>& batch, std::size_t begin,
+std::size_t SqliteWriter::runTransaction(std::vector<Pending>& batch, std::size_t begin,
                                          std::vector<Status>& results) {
   const std::size_t end = batch.size();
   Status began = runStatement(connection_, "BEGIN IMMEDIATE");

@@ -1,17 +1,16 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <functional>
-#include <future>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "common/status.hpp"
 #include "store/sqlite/sqlite_connection.hpp"
+#include "store/write_queue.hpp"
 
 namespace iothub::store {
 
@@ -61,26 +60,21 @@ class SqliteWriter {
   void shutdown();
 
  private:
-  struct Pending {
-    Operation operation;
-    std::promise<Status> done;
-  };
+  using Queue = WriteQueue<Operation>;
+  using Pending = Queue::Pending;
 
   void run();
-  void runBatch(std::deque<Pending>& batch);
+  void runBatch(std::vector<Pending>& batch);
   // Runs batch[begin, end) in one transaction, stopping early if SQLite abandons it.
   // Returns the index of the first operation it did not get to.
-  std::size_t runTransaction(std::deque<Pending>& batch, std::size_t begin,
+  std::size_t runTransaction(std::vector<Pending>& batch, std::size_t begin,
                              std::vector<Status>& results);
   Status runOne(Pending& pending);
 
   SqliteConnection& connection_;  // used only by the writer thread
   const std::size_t max_batch_;
 
-  mutable std::mutex mutex_;
-  std::condition_variable wake_;
-  std::deque<Pending> queue_;  // guarded by mutex_
-  bool stopping_ = false;      // guarded by mutex_
+  Queue queue_;
   std::mutex shutdown_mutex_;  // serializes shutdown() calls around join()
 
   std::atomic<std::uint64_t> transactions_{0};
@@ -88,7 +82,6 @@ class SqliteWriter {
   std::atomic<std::uint64_t> failed_commits_{0};
 
   std::thread thread_;  // started by the constructor, after every other member is initialized
-  std::thread::id writer_thread_id_;  // set by the constructor, then immutable
 };
 
 }  // namespace iothub::store
