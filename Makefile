@@ -38,11 +38,17 @@ sanitize: deps
 	  echo "make sanitize: sanitizer reports above (build/dev/sanitizer-report.*)"; exit 1; \
 	fi; exit $$rc
 
-# The same tests under ThreadSanitizer (test preset "tsan-ci").
+# The same tests under ThreadSanitizer (test preset "tsan-ci"); reports of any process,
+# iothubd started by an integration test included, land in build/tsan/sanitizer-report.*.
 tsan-ci: deps
 	@cmake --preset tsan >/dev/null
 	@cmake --build --preset tsan -j $(JOBS)
-	@ctest --preset tsan-ci -j $(JOBS)
+	@rm -f build/tsan/sanitizer-report.*
+	@rc=0; ctest --preset tsan-ci -j $(JOBS) || rc=$$?; \
+	if ls build/tsan/sanitizer-report.* >/dev/null 2>&1; then \
+	  cat build/tsan/sanitizer-report.*; \
+	  echo "make tsan-ci: ThreadSanitizer reports above (build/tsan/sanitizer-report.*)"; exit 1; \
+	fi; exit $$rc
 
 format:
 	@git ls-files '*.cpp' '*.hpp' | xargs clang-format -i

@@ -652,6 +652,7 @@ void Connection::closeSocket() {
 void Connection::closeForStorm() {
   if (state_ != ConnState::Ready) return;
   shard_.fleet.counters.storm_drops.fetch_add(1, std::memory_order_relaxed);
+  shard_.fleet.counters.ready.fetch_sub(1, std::memory_order_relaxed);  // counted again on reconnect
   closeSocket();
   state_ = ConnState::Idle;
   auto timer = std::make_shared<asio::steady_timer>(shard_.ioc, std::chrono::milliseconds(100));
