@@ -67,6 +67,7 @@ class SqliteStatement {
   // Columns are 0-based, valid after step() returned true.
   bool isNull(int column) const;
   std::int64_t int64(int column) const;
+  bool flag(int column) const { return int64(column) != 0; }
   std::string text(int column) const;
   std::optional<std::string> optionalText(int column) const;
 

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <chrono>
 #include <exception>
-#include <limits>
 #include <utility>
 
 #include "common/json.hpp"
@@ -153,43 +152,12 @@ void bindDevice(SqliteStatement& statement, const DeviceRecord& device) {
       .bind(17, device.cloud_to_device_message_count);
 }
 
-Result<DeviceRecord> decodeDevice(const SqliteStatement& row) {
-  DeviceRecord device;
-  device.device_id = row.text(0);
-  device.generation_id = row.text(1);
-  device.etag = row.text(2);
-  std::optional<DeviceStatus> status = decodeDeviceStatus(row.text(3));
-  if (!status)
-    return storeCorruption("stored status of device '" + device.device_id + "' is unknown");
-  device.status = *status;
-  device.status_reason = row.optionalText(4);
-  device.status_updated_time = fromNanoseconds(row.int64(5));
-  std::optional<AuthType> auth_type = decodeAuthType(row.text(6));
-  if (!auth_type) {
-    return storeCorruption("stored authentication type of device '" + device.device_id +
-                           "' is unknown");
-  }
-  device.auth_type = *auth_type;
-  device.primary_key = row.text(7);
-  device.secondary_key = row.text(8);
-  device.primary_thumbprint = row.optionalText(9);
-  device.secondary_thumbprint = row.optionalText(10);
-  device.iot_edge = row.int64(11) != 0;
-  device.device_scope = row.optionalText(12);
-  Result<std::vector<std::string>> scopes = decodeStrings(row.text(13), "parent scopes");
-  if (!scopes) return scopes.status();
-  device.parent_scopes = std::move(scopes).value();
-  device.connection_state_updated_time = fromNanoseconds(row.int64(14));
-  device.last_activity_time = fromNanoseconds(row.int64(15));
-  device.cloud_to_device_message_count = row.int64(16);
-  return device;
-}
-
 Result<DeviceRecord> loadDevice(SqliteConnection& connection, std::string_view device_id) {
   Result<SqliteStatement> statement = connection.prepare(kSelectDevice);
   if (!statement) return statement.status();
   statement->bind(1, device_id);
-  Result<std::optional<DeviceRecord>> device = single<DeviceRecord>(*statement, decodeDevice);
+  Result<std::optional<DeviceRecord>> device =
+      single<DeviceRecord>(*statement, decodeDeviceRow<SqliteStatement>);
   if (!device) return device.status();
   if (!device->has_value()) return deviceNotFound(device_id);
   return std::move(**device);
@@ -223,30 +191,12 @@ void bindTwin(SqliteStatement& statement, const TwinRecord& twin) {
       .bind(7, twin.reported_version);
 }
 
-Result<TwinRecord> decodeTwin(const SqliteStatement& row) {
-  TwinRecord twin;
-  twin.device_id = row.text(0);
-  const std::string suffix = " of the twin of '" + twin.device_id + "'";
-  Result<json::object> tags = decodeStoredObject(row.text(1), "tags" + suffix);
-  if (!tags) return tags.status();
-  Result<json::object> desired = decodeStoredObject(row.text(2), "desired properties" + suffix);
-  if (!desired) return desired.status();
-  Result<json::object> reported = decodeStoredObject(row.text(3), "reported properties" + suffix);
-  if (!reported) return reported.status();
-  twin.tags = std::move(tags).value();
-  twin.desired = std::move(desired).value();
-  twin.reported = std::move(reported).value();
-  twin.version = row.int64(4);
-  twin.desired_version = row.int64(5);
-  twin.reported_version = row.int64(6);
-  return twin;
-}
-
 Result<TwinRecord> loadTwin(SqliteConnection& connection, std::string_view device_id) {
   Result<SqliteStatement> statement = connection.prepare(kSelectTwin);
   if (!statement) return statement.status();
   statement->bind(1, device_id);
-  Result<std::optional<TwinRecord>> twin = single<TwinRecord>(*statement, decodeTwin);
+  Result<std::optional<TwinRecord>> twin =
+      single<TwinRecord>(*statement, decodeTwinRow<SqliteStatement>);
   if (!twin) return twin.status();
   if (!twin->has_value()) return deviceNotFound(device_id);
   return std::move(**twin);
@@ -307,26 +257,12 @@ void bindJob(SqliteStatement& statement, const JobRecord& job) {
   }
 }
 
-Result<JobRecord> decodeJob(const SqliteStatement& row) {
-  JobRecord job;
-  job.job_id = row.text(0);
-  job.type = row.text(1);
-  job.status = row.text(2);
-  job.created_time = fromNanoseconds(row.int64(3));
-  job.start_time = fromNanoseconds(row.int64(4));
-  if (!row.isNull(5)) job.end_time = fromNanoseconds(row.int64(5));
-  Result<json::object> document =
-      decodeStoredObject(row.text(6), "document of job '" + job.job_id + "'");
-  if (!document) return document.status();
-  job.document = std::move(document).value();
-  return job;
-}
-
 Result<JobRecord> loadJob(SqliteConnection& connection, std::string_view job_id) {
   Result<SqliteStatement> statement = connection.prepare(kSelectJob);
   if (!statement) return statement.status();
   statement->bind(1, job_id);
-  Result<std::optional<JobRecord>> job = single<JobRecord>(*statement, decodeJob);
+  Result<std::optional<JobRecord>> job =
+      single<JobRecord>(*statement, decodeJobRow<SqliteStatement>);
   if (!job) return job.status();
   if (!job->has_value()) return jobNotFound(job_id);
   return std::move(**job);
@@ -357,19 +293,6 @@ constexpr std::string_view kListAllDeviceJobs =
 
 #undef IOTHUB_DEVICE_JOB_COLUMNS
 
-Result<DeviceJobRecord> decodeDeviceJob(const SqliteStatement& row) {
-  DeviceJobRecord record;
-  record.job_id = row.text(0);
-  record.device_id = row.text(1);
-  record.status = row.text(2);
-  record.last_updated_time = fromNanoseconds(row.int64(3));
-  Result<json::object> document = decodeStoredObject(
-      row.text(4), "document of device '" + record.device_id + "' in job '" + record.job_id + "'");
-  if (!document) return document.status();
-  record.document = std::move(document).value();
-  return record;
-}
-
 // --- access policies ---
 
 constexpr std::string_view kListPolicies =
@@ -377,19 +300,6 @@ constexpr std::string_view kListPolicies =
 constexpr std::string_view kInsertPolicy =
     "INSERT INTO access_policies (name, primary_key, secondary_key, permissions)"
     " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name) DO NOTHING";
-
-Result<AccessPolicyRecord> decodePolicy(const SqliteStatement& row) {
-  AccessPolicyRecord policy;
-  policy.name = row.text(0);
-  policy.primary_key = row.text(1);
-  policy.secondary_key = row.text(2);
-  std::int64_t permissions = row.int64(3);
-  if (permissions < 0 || permissions > std::numeric_limits<std::uint32_t>::max()) {
-    return storeCorruption("stored permissions of policy '" + policy.name + "' are out of range");
-  }
-  policy.permissions = static_cast<std::uint32_t>(permissions);
-  return policy;
-}
 
 // --- opening ---
 
@@ -555,7 +465,7 @@ Result<std::vector<DeviceRecord>> SqliteStore::listDevices(std::string_view afte
         Result<SqliteStatement> statement = connection.prepare(kListDevices);
         if (!statement) return statement.status();
         statement->bind(1, after_device_id).bind(2, sqlLimit(limit));
-        return collect<DeviceRecord>(*statement, limit, decodeDevice);
+        return collect<DeviceRecord>(*statement, limit, decodeDeviceRow<SqliteStatement>);
       });
 }
 
@@ -605,7 +515,7 @@ Result<std::vector<TwinRecord>> SqliteStore::listTwins(std::string_view after_de
         Result<SqliteStatement> statement = connection.prepare(kListTwins);
         if (!statement) return statement.status();
         statement->bind(1, after_device_id).bind(2, sqlLimit(limit));
-        return collect<TwinRecord>(*statement, limit, decodeTwin);
+        return collect<TwinRecord>(*statement, limit, decodeTwinRow<SqliteStatement>);
       });
 }
 
@@ -668,7 +578,7 @@ Result<std::vector<JobRecord>> SqliteStore::listJobs(const JobFilter& filter,
         if (filter.status) statement->bind(2, *filter.status);
         if (after) statement->bind(3, after_created_time).bind(4, after_job_id);
         statement->bind(5, sqlLimit(limit));
-        return collect<JobRecord>(*statement, limit, decodeJob);
+        return collect<JobRecord>(*statement, limit, decodeJobRow<SqliteStatement>);
       });
 }
 
@@ -679,7 +589,7 @@ Result<std::vector<JobRecord>> SqliteStore::jobsWithStatus(
         Result<SqliteStatement> statement = connection.prepare(kJobsWithStatus);
         if (!statement) return statement.status();
         statement->bind(1, encodeStrings(statuses));
-        return collect<JobRecord>(*statement, kMaxReserve, decodeJob);
+        return collect<JobRecord>(*statement, kMaxReserve, decodeJobRow<SqliteStatement>);
       });
 }
 
@@ -714,7 +624,7 @@ Result<std::vector<DeviceJobRecord>> SqliteStore::listDeviceJobs(
         if (!statement) return statement.status();
         statement->bind(1, job_id).bind(2, after_device_id).bind(3, sqlLimit(limit));
         if (status) statement->bind(4, *status);
-        return collect<DeviceJobRecord>(*statement, limit, decodeDeviceJob);
+        return collect<DeviceJobRecord>(*statement, limit, decodeDeviceJobRow<SqliteStatement>);
       });
 }
 
@@ -725,7 +635,7 @@ Result<std::vector<DeviceJobRecord>> SqliteStore::listAllDeviceJobs(
         Result<SqliteStatement> statement = connection.prepare(kListAllDeviceJobs);
         if (!statement) return statement.status();
         statement->bind(1, after_job_id).bind(2, after_device_id).bind(3, sqlLimit(limit));
-        return collect<DeviceJobRecord>(*statement, limit, decodeDeviceJob);
+        return collect<DeviceJobRecord>(*statement, limit, decodeDeviceJobRow<SqliteStatement>);
       });
 }
 
@@ -736,7 +646,8 @@ Result<std::vector<AccessPolicyRecord>> SqliteStore::listPolicies() {
       [](SqliteConnection& connection) -> Result<std::vector<AccessPolicyRecord>> {
         Result<SqliteStatement> statement = connection.prepare(kListPolicies);
         if (!statement) return statement.status();
-        return collect<AccessPolicyRecord>(*statement, kMaxReserve, decodePolicy);
+        return collect<AccessPolicyRecord>(*statement, kMaxReserve,
+                                           decodePolicyRow<SqliteStatement>);
       });
 }
 
