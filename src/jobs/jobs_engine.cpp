@@ -164,6 +164,24 @@ void JobsEngine::twinWorker() {
   }
 }
 
+std::optional<Status> JobsEngine::updateTwinRetrying(const std::string& device_id,
+                                                     const json::object& update) {
+  Status s = operations_.updateTwin(device_id, update);
+  for (int attempt = 1;
+       !s && isTransientStoreError(s.code()) && attempt <= options_.store_retry_attempts;
+       ++attempt) {
+    {
+      std::unique_lock lock(twin_mutex_);
+      if (twin_wake_.wait_for(lock, retryDelay(attempt), [this] { return twin_stopping_; }))
+        return std::nullopt;
+    }
+    spdlog::debug("jobs: twin update of {} failed ({}); retry {} of {}", device_id, s.toString(),
+                  attempt, options_.store_retry_attempts);
+    s = operations_.updateTwin(device_id, update);
+  }
+  return s;
+}
+
 // ---------------------------------------------------------------------------------------
 // API
 
@@ -779,8 +797,8 @@ void JobsEngine::dispatch(Run& run) {
   for (auto& id : batch) {
     twin_tasks_.emplace_back(
         [this, inbox = inbox_, job = run.record.job_id, id, update = run.update_twin] {
-          Status s = operations_.updateTwin(id, *update);
-          inbox->post(Completion{job, id, s, std::nullopt});
+          if (auto s = updateTwinRetrying(id, *update))
+            inbox->post(Completion{job, id, std::move(*s), std::nullopt});
         });
   }
   twin_wake_.notify_all();

@@ -62,7 +62,9 @@ struct JobsOptions {
   // after store_retry_initial, doubling up to store_retry_max, on the hub clock; meanwhile
   // the job touches the store no more (other jobs go on). A job retries at most
   // store_retry_attempts times in a row (10: about 43 s); the next failure, or any
-  // permanent error, fails it (see "Store failures" at JobsEngine).
+  // permanent error, fails it (see "Store failures" at JobsEngine). A twin job's update of
+  // one device that fails transiently is retried the same way (in real time, on its twin
+  // worker) before the device is recorded failed.
   std::chrono::milliseconds store_retry_initial{100};
   std::chrono::milliseconds store_retry_max{10000};
   int store_retry_attempts = 10;
@@ -207,6 +209,11 @@ class JobsEngine {
 
   // Twin workers.
   void twinWorker();
+  // One device's twin update, on a twin worker: transient store errors are retried after
+  // retryDelay() (real time; the store's outage is) up to store_retry_attempts times.
+  // nullopt when the engine stops meanwhile: the row stays pending and recovery re-applies it.
+  std::optional<Status> updateTwinRetrying(const std::string& device_id,
+                                           const json::object& update);
   std::mutex twin_mutex_;
   std::condition_variable twin_wake_;
   std::deque<std::function<void()>> twin_tasks_;  // guarded by twin_mutex_

@@ -33,7 +33,8 @@ bool waitUntil(Pred done, std::chrono::milliseconds deadline = 15000ms) {
 }
 
 // Devices behave by the prefix of their id: "off-" are offline, "slow-" answer only when
-// released, "bad-" fail twin updates with a precondition failure; others succeed.
+// released, "bad-" fail twin updates with a precondition failure, "flaky-" and "down-"
+// with transient store errors (see updateTwin); others succeed.
 class FakeOperations final : public DeviceOperations {
  public:
   void invokeMethod(methods::MethodCall call, methods::MethodCallback done) override {
@@ -53,8 +54,12 @@ class FakeOperations final : public DeviceOperations {
   }
   Status updateTwin(std::string_view device_id, const json::object& update) override {
     std::lock_guard lock(mutex_);
-    twin_updates_[std::string(device_id)].push_back(update);
+    auto& attempts = twin_updates_[std::string(device_id)];
+    attempts.push_back(update);
     if (device_id.starts_with("bad-")) return {ErrorCode::PreconditionFailed, "etag mismatch"};
+    // The store behind the twin fails transiently: twice for "flaky-", always for "down-".
+    if ((device_id.starts_with("flaky-") && attempts.size() <= 2) || device_id.starts_with("down-"))
+      return {ErrorCode::ServiceUnavailable, "injected: store unavailable"};
     return Status::ok();
   }
   // Answers every held call (status 200).
@@ -373,6 +378,39 @@ TEST_F(JobsEngineTest, TwinJobAppliesTheUpdateAndFailsMismatchedDevices) {
   auto bad = rows("twin").at("bad-1003");
   EXPECT_EQ(bad.status, "failed");
   EXPECT_EQ(bad.document.at("error").at("code"), "PreconditionFailed");
+}
+
+TEST_F(JobsEngineTest, TwinUpdatesRetryTransientStoreErrorsBeforeFailingADevice) {
+  addDevices("d", 10);
+  addDevices("flaky-", 10);
+  addDevices("down-", 3);
+  addDevices("bad-", 2);
+  startEngine({.store_retry_initial = 1ms, .store_retry_max = 4ms, .store_retry_attempts = 3});
+  twinJob("twin");
+  ASSERT_TRUE(waitUntil([&] { return finished("twin"); }));
+  EXPECT_EQ(status("twin"), "completed");
+  EXPECT_EQ(stats("twin"), (JobStatistics{.device_count = 25, .succeeded = 20, .failed = 5}));
+  EXPECT_EQ(rowCounts("twin"), (std::map<std::string, int>{{"completed", 20}, {"failed", 5}}));
+  auto updates = operations_.twinUpdates();
+  EXPECT_EQ(updates.at("d1003").size(), 1u);
+  EXPECT_EQ(updates.at("flaky-1004").size(), 3u);  // two transient failures, then applied
+  EXPECT_EQ(updates.at("down-1001").size(), 4u);   // the first try and 3 retries
+  EXPECT_EQ(updates.at("bad-1000").size(), 1u);    // permanent: never retried
+  EXPECT_EQ(rows("twin").at("down-1002").document.at("error").at("code"), "ServiceUnavailable");
+  EXPECT_EQ(rows("twin").at("bad-1001").document.at("error").at("code"), "PreconditionFailed");
+}
+
+TEST_F(JobsEngineTest, StoppingDuringATwinRetryLeavesTheDeviceToRecovery) {
+  addDevices("down-", 1);
+  startEngine(
+      {.store_retry_initial = 10000ms, .store_retry_max = 10000ms, .store_retry_attempts = 5});
+  twinJob("twin");
+  ASSERT_TRUE(waitUntil([&] { return operations_.twinUpdates().size() == 1; }));
+  const auto stopping = std::chrono::steady_clock::now();
+  engine_->stop();  // wakes the worker waiting 10 s for its retry
+  EXPECT_LT(std::chrono::steady_clock::now() - stopping, 5s);
+  engine_.reset();
+  EXPECT_NE(rows("twin").at("down-1000").status, "failed");  // recovery re-applies it
 }
 
 TEST_F(JobsEngineTest, TheQuerySelectsTargetsWhenTheJobStarts) {
