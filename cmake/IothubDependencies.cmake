@@ -2,6 +2,7 @@
 find_package(Boost 1.81.0 EXACT CONFIG REQUIRED COMPONENTS json url)
 find_package(OpenSSL 3 REQUIRED)
 find_package(SQLite3 REQUIRED)
+find_package(PostgreSQL REQUIRED)  # libpq (libpq-dev); the server programs are for tests only
 find_package(Threads REQUIRED)
 find_package(spdlog REQUIRED)
 find_package(CLI11 REQUIRED)

@@ -22,7 +22,11 @@ namespace iothub::store {
 //   fails on its own: one failing write never affects another in the same batch.
 // - Mutation callbacks (DeviceMutation, TwinMutation, ...) run on the writer thread inside
 //   the transaction: they must be quick, must not call back into the store, and their
-//   error result aborts only their own write.
+//   error result aborts only their own write. A backend may run a callback more than once
+//   for one call (PostgreSQL runs a transaction again after a deadlock); only the last
+//   run's result is stored and returned, so a callback must not count its runs.
+// - Failures of the backend itself that a later retry may cure (server unreachable, a
+//   lost connection, a missed deadline) are ServiceUnavailable.
 
 using DeviceMutation = std::function<Result<DeviceRecord>(const DeviceRecord& current)>;
 using TwinMutation = std::function<Result<TwinRecord>(const TwinRecord& current)>;

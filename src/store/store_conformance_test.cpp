@@ -16,8 +16,10 @@
 
 #include "common/json.hpp"
 #include "common/status.hpp"
+#include "store/postgresql/pg_store.hpp"
 #include "store/sqlite/sqlite_store.hpp"
 #include "store/store.hpp"
+#include "tests/support/postgres_server.hpp"
 #include "tests/support/temp_dir.hpp"
 
 namespace iothub::store {
@@ -52,6 +54,21 @@ class SqliteLocation final : public StoreLocation {
 
  private:
   iothub::testing::TempDir dir_{"iothub-store"};
+};
+
+// A fresh PostgreSQL server per test (see tests/support/postgres_server.hpp), started on the
+// first open().
+class PostgresLocation final : public StoreLocation {
+ public:
+  Result<std::unique_ptr<Store>> open() override {
+    if (!server_.running()) IOTHUB_RETURN_IF_ERROR(server_.start());
+    auto store = PostgresStore::open(server_.conninfo(), PostgresOptions{});
+    if (!store) return store.status();
+    return std::unique_ptr<Store>(std::move(store).value());
+  }
+
+ private:
+  iothub::testing::PostgresServer server_;
 };
 
 SystemTime at(std::int64_t unix_seconds, std::int64_t extra_nanoseconds = 0) {
@@ -396,6 +413,31 @@ TEST_P(StoreConformanceTest, UpdateTwinStoresAndReturnsTheMutation) {
   EXPECT_EQ(registry().getDevice("device-1").value(), makeDevice("device-1"));
 }
 
+// json::object equality ignores key order; documents read back must keep it (a twin's
+// JSON shows its keys in the order they were written).
+TEST_P(StoreConformanceTest, JsonDocumentsKeepTheirKeyOrder) {
+  const std::string text = R"({"zeta":1,"alpha":{"y":2,"b":[3,"x"]},"mid":null,"A":-1})";
+  TwinRecord twin = makeTwin("device-1");
+  twin.tags = json::parse(text).as_object();
+  twin.desired = json::parse(text).as_object();
+  twin.reported = json::parse(text).as_object();
+  ASSERT_TRUE(registry().createDevice(makeDevice("device-1"), twin).isOk());
+  JobRecord job = makeJob("job-1", 1700000000);
+  job.document = json::parse(text).as_object();
+  ASSERT_TRUE(jobs().createJob(job).isOk());
+  DeviceJobRecord row = makeDeviceJob("job-1", "device-1");
+  row.document = json::parse(text).as_object();
+  ASSERT_TRUE(deviceJobs().putDeviceJobs({row}).isOk());
+
+  auto stored = twins().getTwin("device-1");
+  ASSERT_TRUE(stored.isOk()) << stored.status().toString();
+  EXPECT_EQ(json::serialize(stored->tags), text);
+  EXPECT_EQ(json::serialize(stored->desired), text);
+  EXPECT_EQ(json::serialize(stored->reported), text);
+  EXPECT_EQ(json::serialize(jobs().getJob("job-1")->document), text);
+  EXPECT_EQ(json::serialize(deviceJobs().listAllDeviceJobs("", "", 1)->front().document), text);
+}
+
 TEST_P(StoreConformanceTest, TwinMutationErrorKeepsTheTwin) {
   createDevice("device-1");
   auto updated = twins().updateTwin("device-1", [](const TwinRecord&) -> Result<TwinRecord> {
@@ -556,6 +598,16 @@ TEST_P(StoreConformanceTest, PutDeviceJobsInsertsAndReplaces) {
   EXPECT_EQ((*rows)[0], done);
   EXPECT_EQ((*rows)[1], makeDeviceJob("job-1", "device-2"));
   EXPECT_TRUE(deviceJobs().putDeviceJobs({}).isOk());
+}
+
+TEST_P(StoreConformanceTest, ARowRepeatedInOneBatchKeepsItsLastVersion) {
+  DeviceJobRecord first = makeDeviceJob("job-1", "device-1", "running");
+  DeviceJobRecord last = makeDeviceJob("job-1", "device-1", "completed");
+  last.document["outcome"] = json::object{{"status", 200}};
+  ASSERT_TRUE(deviceJobs().putDeviceJobs({first, makeDeviceJob("job-1", "device-2"), last}).isOk());
+  auto rows = deviceJobs().listDeviceJobs("job-1", std::nullopt, "", 10);
+  ASSERT_TRUE(rows.isOk()) << rows.status().toString();
+  EXPECT_EQ(*rows, (std::vector<DeviceJobRecord>{last, makeDeviceJob("job-1", "device-2")}));
 }
 
 TEST_P(StoreConformanceTest, ListDeviceJobsFiltersByStatusAndPages) {
@@ -734,10 +786,12 @@ std::string backendName(const ::testing::TestParamInfo<StoreBackend>& info) {
   return info.param.name;
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, StoreConformanceTest,
-                         ::testing::Values(StoreBackend{
-                             "Sqlite", [] { return std::make_unique<SqliteLocation>(); }}),
-                         backendName);
+INSTANTIATE_TEST_SUITE_P(
+    Backends, StoreConformanceTest,
+    ::testing::Values(StoreBackend{"Sqlite", [] { return std::make_unique<SqliteLocation>(); }},
+                      StoreBackend{"Postgres",
+                                   [] { return std::make_unique<PostgresLocation>(); }}),
+    backendName);
 
 }  // namespace
 }  // namespace iothub::store

@@ -381,15 +381,7 @@ Result<T> SqliteStore::read(Body&& body) {
 
 template <class T, class Body>
 Result<T> SqliteStore::write(Body&& body) {
-  std::optional<T> value;
-  Status status = writer_->submit([&](SqliteConnection& connection) -> Status {
-    Result<T> result = body(connection);
-    if (!result) return result.status();
-    value = std::move(result).value();
-    return Status::ok();
-  });
-  if (!status) return status;
-  return std::move(*value);
+  return submitReturning<T>(*writer_, std::forward<Body>(body));
 }
 
 Status SqliteStore::writeStatus(SqliteWriter::Operation operation) {

@@ -22,40 +22,29 @@ Status withPrefix(std::string_view prefix, const Status& error) {
 }  // namespace
 
 SqliteWriter::SqliteWriter(SqliteConnection& connection, std::size_t max_batch)
-    : connection_(connection), max_batch_(std::max<std::size_t>(max_batch, 1)) {
-  thread_ = std::thread([this] { run(); });
-  queue_.setWriterThread(thread_.get_id());
-}
+    : connection_(connection),
+      thread_(max_batch, [this](std::vector<Pending>& batch, std::vector<Status>& results) {
+        runBatch(batch, results);
+      }) {}
 
 SqliteWriter::~SqliteWriter() { shutdown(); }
 
-Status SqliteWriter::submit(Operation operation) { return queue_.submit(std::move(operation)); }
+Status SqliteWriter::submit(Operation operation) { return thread_.submit(std::move(operation)); }
 
 SqliteWriter::Stats SqliteWriter::stats() const {
   Stats stats;
   stats.transactions = transactions_.load();
   stats.operations = operations_.load();
   stats.failed_commits = failed_commits_.load();
-  stats.queued_operations = queue_.size();
+  stats.queued_operations = thread_.queued();
   return stats;
 }
 
-void SqliteWriter::shutdown() {
-  std::lock_guard serialize(shutdown_mutex_);
-  queue_.close();
-  if (thread_.joinable()) thread_.join();
-}
+void SqliteWriter::shutdown() { thread_.shutdown(); }
 
-void SqliteWriter::run() {
-  std::vector<Pending> batch;
-  while (queue_.takeBatch(batch, max_batch_)) runBatch(batch);
-}
-
-void SqliteWriter::runBatch(std::vector<Pending>& batch) {
-  std::vector<Status> results(batch.size());
+void SqliteWriter::runBatch(std::vector<Pending>& batch, std::vector<Status>& results) {
   std::size_t next = 0;
   while (next < batch.size()) next = runTransaction(batch, next, results);
-  Queue::complete(batch, results);
 }
 
 std::size_t SqliteWriter::runTransaction(std::vector<Pending>& batch, std::size_t begin,

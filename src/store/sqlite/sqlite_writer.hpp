@@ -4,13 +4,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
-#include <mutex>
 #include <thread>
 #include <vector>
 
 #include "common/status.hpp"
 #include "store/sqlite/sqlite_connection.hpp"
-#include "store/write_queue.hpp"
+#include "store/writer_thread.hpp"
 
 namespace iothub::store {
 
@@ -60,11 +59,10 @@ class SqliteWriter {
   void shutdown();
 
  private:
-  using Queue = WriteQueue<Operation>;
-  using Pending = Queue::Pending;
+  using Thread = WriterThread<Operation>;
+  using Pending = Thread::Pending;
 
-  void run();
-  void runBatch(std::vector<Pending>& batch);
+  void runBatch(std::vector<Pending>& batch, std::vector<Status>& results);
   // Runs batch[begin, end) in one transaction, stopping early if SQLite abandons it.
   // Returns the index of the first operation it did not get to.
   std::size_t runTransaction(std::vector<Pending>& batch, std::size_t begin,
@@ -72,16 +70,12 @@ class SqliteWriter {
   Status runOne(Pending& pending);
 
   SqliteConnection& connection_;  // used only by the writer thread
-  const std::size_t max_batch_;
-
-  Queue queue_;
-  std::mutex shutdown_mutex_;  // serializes shutdown() calls around join()
 
   std::atomic<std::uint64_t> transactions_{0};
   std::atomic<std::uint64_t> operations_{0};
   std::atomic<std::uint64_t> failed_commits_{0};
 
-  std::thread thread_;  // started by the constructor, after every other member is initialized
+  Thread thread_;  // last: started after, and joined before, everything it uses
 };
 
 }  // namespace iothub::store

@@ -1,0 +1,730 @@
+#include "store/postgresql/pg_store.hpp"
+
+#include <algorithm>
+#include <condition_variable>
+#include <exception>
+#include <mutex>
+#include <string>
+#include <unordered_set>
+#include <utility>
+
+#include "common/json.hpp"
+#include "store/postgresql/pg_schema.hpp"
+#include "store/record_codec.hpp"
+
+namespace iothub::store {
+
+// --- Reader pool ---
+
+// Connections handed out one per reading thread. A reader that finds every slot taken
+// waits for one to come back rather than opening more: the pool size bounds how many reads
+// run at once, and how many connections a process holds on the server. Slots connect on
+// first use, and again after their connection broke.
+class PostgresStore::ReaderPool {
+ public:
+  ReaderPool(PgConnectSettings settings, std::size_t size)
+      : settings_(std::move(settings)), free_slots_(std::max<std::size_t>(size, 1)) {}
+
+  // A slot, and its connection if it has one; returns both on destruction (a broken
+  // connection is dropped).
+  class Lease {
+   public:
+    Lease(ReaderPool& pool, std::unique_ptr<PgConnection> connection)
+        : pool_(pool), connection_(std::move(connection)), reused_(connection_ != nullptr) {}
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    ~Lease() { pool_.release(std::move(connection_)); }
+
+    // The slot's connection, opened now if it has none.
+    Result<PgConnection*> connection() {
+      if (connection_ == nullptr) {
+        Result<std::unique_ptr<PgConnection>> connected = PgConnection::connect(pool_.settings_);
+        if (!connected) return connected.status();
+        connection_ = std::move(connected).value();
+      }
+      return connection_.get();
+    }
+    // True when the connection had served an earlier read (it may have died since).
+    bool reused() const { return reused_; }
+
+   private:
+    ReaderPool& pool_;
+    std::unique_ptr<PgConnection> connection_;
+    bool reused_;
+  };
+
+  Lease acquire() {
+    std::unique_lock lock(mutex_);
+    returned_.wait(lock, [this] { return free_slots_ > 0; });
+    --free_slots_;
+    std::unique_ptr<PgConnection> connection;
+    if (!idle_.empty()) {
+      connection = std::move(idle_.back());
+      idle_.pop_back();
+    }
+    return Lease(*this, std::move(connection));
+  }
+
+  // Closes the idle connections: after one was found dead (a server restart ends every
+  // session), the others most likely are too.
+  void discardIdle() {
+    std::vector<std::unique_ptr<PgConnection>> discarded;
+    std::lock_guard lock(mutex_);
+    discarded.swap(idle_);
+  }
+
+ private:
+  void release(std::unique_ptr<PgConnection> connection) {
+    {
+      std::lock_guard lock(mutex_);
+      if (connection != nullptr && !connection->broken()) idle_.push_back(std::move(connection));
+      ++free_slots_;
+    }
+    returned_.notify_one();
+  }
+
+  const PgConnectSettings settings_;
+  std::mutex mutex_;
+  std::condition_variable returned_;
+  std::size_t free_slots_;                           // guarded by mutex_
+  std::vector<std::unique_ptr<PgConnection>> idle_;  // guarded by mutex_
+};
+
+namespace {
+
+// putDeviceJobs sends its rows as arrays, this many rows per statement: one statement for
+// the usual batch, and a 100 000-row job stays far below the query deadline per statement.
+constexpr std::size_t kDeviceJobsPerStatement = 10'000;
+
+// Decodes every row of `result`; a row whose columns do not read as expected is
+// StoreCorruption.
+template <class T, class Decode>
+Result<std::vector<T>> decodeRows(const PgResult& result, Decode decode) {
+  std::vector<T> records;
+  records.reserve(static_cast<std::size_t>(result.rows()));
+  for (int i = 0; i < result.rows(); ++i) {
+    PgRow row = result.row(i);
+    Result<T> record = decode(row);
+    if (!record) return record.status();
+    IOTHUB_RETURN_IF_ERROR(row.status());
+    records.push_back(std::move(record).value());
+  }
+  return records;
+}
+
+// The one row `sql` selects by key, or `not_found` when there is none.
+template <class T, class Decode>
+Result<T> loadOne(PgConnection& connection, std::string_view sql, std::string_view key,
+                  Decode decode, Status not_found) {
+  Result<PgResult> result = connection.query(sql, PgParams().add(key));
+  if (!result) return result.status();
+  if (result->rows() == 0) return not_found;
+  Result<std::vector<T>> records = decodeRows<T>(*result, decode);
+  if (!records) return records.status();
+  return std::move(records->front());
+}
+
+// --- devices ---
+
+// The SQL below is spelled out literally (not assembled at run time): each statement is
+// prepared once per connection and can be read as it runs. Column lists are kept in one
+// place per table, in the order record_codec.hpp decodes.
+#define IOTHUB_DEVICE_COLUMNS                                                               \
+  "device_id, generation_id, etag, status, status_reason, status_updated_time, auth_type, " \
+  "primary_key, secondary_key, primary_thumbprint, secondary_thumbprint, iot_edge, "        \
+  "device_scope, parent_scopes, connection_state_updated_time, last_activity_time, "        \
+  "cloud_to_device_message_count"
+
+constexpr std::string_view kSelectDevice =
+    "SELECT " IOTHUB_DEVICE_COLUMNS " FROM devices WHERE device_id = $1";
+// Locks the row until the transaction ends: writers on other processes wait for it.
+constexpr std::string_view kSelectDeviceForUpdate =
+    "SELECT " IOTHUB_DEVICE_COLUMNS " FROM devices WHERE device_id = $1 FOR UPDATE";
+constexpr std::string_view kListDevices = "SELECT " IOTHUB_DEVICE_COLUMNS
+                                          " FROM devices WHERE device_id > $1"
+                                          " ORDER BY device_id LIMIT $2";
+constexpr std::string_view kInsertDevice =
+    "INSERT INTO devices (" IOTHUB_DEVICE_COLUMNS
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+    " ON CONFLICT (device_id) DO NOTHING";
+constexpr std::string_view kUpdateDevice =
+    "UPDATE devices SET generation_id = $2, etag = $3, status = $4, status_reason = $5,"
+    " status_updated_time = $6, auth_type = $7, primary_key = $8, secondary_key = $9,"
+    " primary_thumbprint = $10, secondary_thumbprint = $11, iot_edge = $12, device_scope = $13,"
+    " parent_scopes = $14, connection_state_updated_time = $15, last_activity_time = $16,"
+    " cloud_to_device_message_count = $17 WHERE device_id = $1";
+// The twin and the persistent MQTT session go with the device (ON DELETE CASCADE).
+constexpr std::string_view kDeleteDevice = "DELETE FROM devices WHERE device_id = $1";
+constexpr std::string_view kDeviceStatistics =
+    "SELECT count(*), count(*) FILTER (WHERE status = 'enabled'),"
+    " count(*) FILTER (WHERE status = 'disabled') FROM devices";
+
+#undef IOTHUB_DEVICE_COLUMNS
+
+PgParams deviceParams(const DeviceRecord& device) {
+  PgParams params;
+  params.add(device.device_id)
+      .add(device.generation_id)
+      .add(device.etag)
+      .add(encodeDeviceStatus(device.status))
+      .add(device.status_reason)
+      .add(toNanoseconds(device.status_updated_time))
+      .add(encodeAuthType(device.auth_type))
+      .add(device.primary_key)
+      .add(device.secondary_key)
+      .add(device.primary_thumbprint)
+      .add(device.secondary_thumbprint)
+      .add(device.iot_edge)
+      .add(device.device_scope)
+      .add(encodeStrings(device.parent_scopes))
+      .add(toNanoseconds(device.connection_state_updated_time))
+      .add(toNanoseconds(device.last_activity_time))
+      .add(device.cloud_to_device_message_count);
+  return params;
+}
+
+Result<DeviceRecord> loadDevice(PgConnection& connection, std::string_view device_id,
+                                bool for_update) {
+  return loadOne<DeviceRecord>(connection, for_update ? kSelectDeviceForUpdate : kSelectDevice,
+                               device_id, decodeDeviceRow<PgRow>, deviceNotFound(device_id));
+}
+
+// --- twins ---
+
+#define IOTHUB_TWIN_COLUMNS \
+  "device_id, tags, desired, reported, version, desired_version, reported_version"
+
+constexpr std::string_view kSelectTwin =
+    "SELECT " IOTHUB_TWIN_COLUMNS " FROM twins WHERE device_id = $1";
+constexpr std::string_view kSelectTwinForUpdate =
+    "SELECT " IOTHUB_TWIN_COLUMNS " FROM twins WHERE device_id = $1 FOR UPDATE";
+constexpr std::string_view kListTwins = "SELECT " IOTHUB_TWIN_COLUMNS
+                                        " FROM twins WHERE device_id > $1"
+                                        " ORDER BY device_id LIMIT $2";
+constexpr std::string_view kInsertTwin =
+    "INSERT INTO twins (" IOTHUB_TWIN_COLUMNS ") VALUES ($1, $2, $3, $4, $5, $6, $7)";
+constexpr std::string_view kUpdateTwin =
+    "UPDATE twins SET tags = $2, desired = $3, reported = $4, version = $5,"
+    " desired_version = $6, reported_version = $7 WHERE device_id = $1";
+
+#undef IOTHUB_TWIN_COLUMNS
+
+PgParams twinParams(const TwinRecord& twin) {
+  PgParams params;
+  params.add(twin.device_id)
+      .add(json::serialize(twin.tags))
+      .add(json::serialize(twin.desired))
+      .add(json::serialize(twin.reported))
+      .add(twin.version)
+      .add(twin.desired_version)
+      .add(twin.reported_version);
+  return params;
+}
+
+Result<TwinRecord> loadTwin(PgConnection& connection, std::string_view device_id, bool for_update) {
+  return loadOne<TwinRecord>(connection, for_update ? kSelectTwinForUpdate : kSelectTwin, device_id,
+                             decodeTwinRow<PgRow>, deviceNotFound(device_id));
+}
+
+// --- jobs ---
+
+#define IOTHUB_JOB_COLUMNS "job_id, type, status, created_time, start_time, end_time, document"
+
+constexpr std::string_view kSelectJob = "SELECT " IOTHUB_JOB_COLUMNS " FROM jobs WHERE job_id = $1";
+constexpr std::string_view kSelectJobForUpdate =
+    "SELECT " IOTHUB_JOB_COLUMNS " FROM jobs WHERE job_id = $1 FOR UPDATE";
+constexpr std::string_view kInsertJob = "INSERT INTO jobs (" IOTHUB_JOB_COLUMNS
+                                        ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                                        " ON CONFLICT (job_id) DO NOTHING";
+constexpr std::string_view kUpdateJob =
+    "UPDATE jobs SET type = $2, status = $3, created_time = $4, start_time = $5, end_time = $6,"
+    " document = $7 WHERE job_id = $1";
+constexpr std::string_view kJobsWithStatus = "SELECT " IOTHUB_JOB_COLUMNS
+                                             " FROM jobs WHERE status = ANY ($1::text[])"
+                                             " ORDER BY created_time, job_id";
+constexpr std::string_view kJobPosition = "SELECT created_time FROM jobs WHERE job_id = $1";
+
+// listJobs: one statement per combination of filters, so each keeps its own plan. The
+// parameters are numbered in this order, the absent ones left out: type, status,
+// (created_time, job_id) to start after, limit.
+constexpr std::string_view kListJobs[2][2][2] = {
+    // [type filter][status filter][after a job]
+    {{"SELECT " IOTHUB_JOB_COLUMNS " FROM jobs"
+      " ORDER BY created_time, job_id LIMIT $1",
+      "SELECT " IOTHUB_JOB_COLUMNS " FROM jobs WHERE (created_time, job_id) > ($1, $2)"
+      " ORDER BY created_time, job_id LIMIT $3"},
+     {"SELECT " IOTHUB_JOB_COLUMNS " FROM jobs WHERE status = $1"
+      " ORDER BY created_time, job_id LIMIT $2",
+      "SELECT " IOTHUB_JOB_COLUMNS " FROM jobs WHERE status = $1"
+      " AND (created_time, job_id) > ($2, $3) ORDER BY created_time, job_id LIMIT $4"}},
+    {{"SELECT " IOTHUB_JOB_COLUMNS " FROM jobs WHERE type = $1"
+      " ORDER BY created_time, job_id LIMIT $2",
+      "SELECT " IOTHUB_JOB_COLUMNS " FROM jobs WHERE type = $1"
+      " AND (created_time, job_id) > ($2, $3) ORDER BY created_time, job_id LIMIT $4"},
+     {"SELECT " IOTHUB_JOB_COLUMNS " FROM jobs WHERE type = $1 AND status = $2"
+      " ORDER BY created_time, job_id LIMIT $3",
+      "SELECT " IOTHUB_JOB_COLUMNS " FROM jobs WHERE type = $1 AND status = $2"
+      " AND (created_time, job_id) > ($3, $4) ORDER BY created_time, job_id LIMIT $5"}},
+};
+
+#undef IOTHUB_JOB_COLUMNS
+
+PgParams jobParams(const JobRecord& job) {
+  PgParams params;
+  params.add(job.job_id)
+      .add(job.type)
+      .add(job.status)
+      .add(toNanoseconds(job.created_time))
+      .add(toNanoseconds(job.start_time))
+      .add(job.end_time ? std::optional<std::int64_t>(toNanoseconds(*job.end_time)) : std::nullopt)
+      .add(json::serialize(job.document));
+  return params;
+}
+
+Result<JobRecord> loadJob(PgConnection& connection, std::string_view job_id, bool for_update) {
+  return loadOne<JobRecord>(connection, for_update ? kSelectJobForUpdate : kSelectJob, job_id,
+                            decodeJobRow<PgRow>, jobNotFound(job_id));
+}
+
+// --- device jobs ---
+
+#define IOTHUB_DEVICE_JOB_COLUMNS "job_id, device_id, status, last_updated_time, document"
+
+// A batch as five parallel arrays: one statement (and one plan) whatever the batch size.
+constexpr std::string_view kPutDeviceJobs =
+    "INSERT INTO device_jobs (" IOTHUB_DEVICE_JOB_COLUMNS
+    ") SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::json[])"
+    " ON CONFLICT (job_id, device_id) DO UPDATE SET status = excluded.status,"
+    " last_updated_time = excluded.last_updated_time, document = excluded.document";
+constexpr std::string_view kListDeviceJobs = "SELECT " IOTHUB_DEVICE_JOB_COLUMNS
+                                             " FROM device_jobs WHERE job_id = $1"
+                                             " AND device_id > $2 ORDER BY device_id LIMIT $3";
+constexpr std::string_view kListDeviceJobsWithStatus =
+    "SELECT " IOTHUB_DEVICE_JOB_COLUMNS
+    " FROM device_jobs WHERE job_id = $1 AND status = $4"
+    " AND device_id > $2 ORDER BY device_id LIMIT $3";
+constexpr std::string_view kListAllDeviceJobs =
+    "SELECT " IOTHUB_DEVICE_JOB_COLUMNS
+    " FROM device_jobs WHERE (job_id, device_id) > ($1, $2)"
+    " ORDER BY job_id, device_id LIMIT $3";
+
+#undef IOTHUB_DEVICE_JOB_COLUMNS
+
+// The statement parameters for rows[begin, end). ON CONFLICT DO UPDATE refuses to touch
+// a row twice in one statement, so where a key repeats only its last row is sent (the one
+// that would have won had the rows been written one after the other).
+PgParams deviceJobParams(const std::vector<DeviceJobRecord>& rows, std::size_t begin,
+                         std::size_t end) {
+  std::unordered_set<std::string> seen;
+  std::vector<const DeviceJobRecord*> unique;
+  for (std::size_t i = end; i > begin; --i) {
+    const DeviceJobRecord& row = rows[i - 1];
+    std::string key = row.job_id;
+    key += '\0';  // a NUL cannot occur in a key PostgreSQL accepts
+    key += row.device_id;
+    if (seen.insert(std::move(key)).second) unique.push_back(&row);
+  }
+  PgArrayBuilder job_ids, device_ids, statuses, times, documents;
+  for (const DeviceJobRecord* row : unique) {
+    job_ids.add(row->job_id);
+    device_ids.add(row->device_id);
+    statuses.add(row->status);
+    times.add(toNanoseconds(row->last_updated_time));
+    documents.add(json::serialize(row->document));
+  }
+  PgParams params;
+  params.add(std::move(job_ids).finish())
+      .add(std::move(device_ids).finish())
+      .add(std::move(statuses).finish())
+      .add(std::move(times).finish())
+      .add(std::move(documents).finish());
+  return params;
+}
+
+// --- access policies ---
+
+constexpr std::string_view kListPolicies =
+    "SELECT name, primary_key, secondary_key, permissions FROM access_policies ORDER BY name";
+constexpr std::string_view kInsertPolicies =
+    "INSERT INTO access_policies (name, primary_key, secondary_key, permissions)"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])"
+    " ON CONFLICT (name) DO NOTHING";
+
+// --- persistent MQTT sessions ---
+
+constexpr std::string_view kGetSession =
+    "SELECT subscriptions FROM mqtt_sessions WHERE client_id = $1";
+// Only for an existing device: a session saved after its device was deleted would come back
+// to life when a device is created again under the same id. The foreign key catches a
+// device deleted by another process between this check and the insert.
+constexpr std::string_view kPutSession =
+    "INSERT INTO mqtt_sessions (client_id, subscriptions) SELECT $1::text, $2::json"
+    " WHERE EXISTS (SELECT 1 FROM devices WHERE device_id = $1::text)"
+    " ON CONFLICT (client_id) DO UPDATE SET subscriptions = excluded.subscriptions";
+constexpr std::string_view kDeleteSession = "DELETE FROM mqtt_sessions WHERE client_id = $1";
+
+Status withContext(const Status& error) {
+  return Status(error.code(), "opening the PostgreSQL store: " + error.message());
+}
+
+}  // namespace
+
+// --- PostgresStore ---
+
+Result<std::unique_ptr<PostgresStore>> PostgresStore::open(std::string conninfo,
+                                                           PostgresOptions options) {
+  try {
+    Result<std::optional<std::chrono::seconds>> connect_timeout = parsePgConninfo(conninfo);
+    if (!connect_timeout) return connect_timeout.status();
+    PgConnectSettings settings{.conninfo = std::move(conninfo),
+                               .connect_timeout = options.connect_timeout,
+                               .query_deadline = options.query_deadline};
+    if (connect_timeout->has_value()) settings.connect_timeout = **connect_timeout;
+
+    Result<std::unique_ptr<PgConnection>> writer = PgConnection::connect(settings);
+    if (!writer) return withContext(writer.status());
+    Status migrated = migratePostgresSchema(**writer, postgresMigrations());
+    if (!migrated) return withContext(migrated);
+    return std::unique_ptr<PostgresStore>(
+        new PostgresStore(settings, std::move(writer).value(), options));
+  } catch (const std::exception& e) {
+    return Status(ErrorCode::ServerError, std::string("opening the PostgreSQL store: ") + e.what());
+  }
+}
+
+PostgresStore::PostgresStore(const PgConnectSettings& settings,
+                             std::unique_ptr<PgConnection> write_connection,
+                             const PostgresOptions& options)
+    : readers_(std::make_unique<ReaderPool>(settings, options.pool_size)),
+      writer_(std::make_unique<PgWriter>(settings, std::move(write_connection), options.max_batch,
+                                         options.max_transaction_attempts)) {}
+
+PostgresStore::~PostgresStore() {
+  writer_.reset();
+  readers_.reset();
+}
+
+PostgresStore::WriterStats PostgresStore::stats() const { return writer_->stats(); }
+
+template <class T, class Body>
+Result<T> PostgresStore::read(Body&& body) {
+  try {
+    for (int attempt = 0;; ++attempt) {
+      ReaderPool::Lease lease = readers_->acquire();
+      Result<PgConnection*> connection = lease.connection();
+      if (!connection) return connection.status();
+      Result<T> result = body(**connection);
+      // A pooled connection that died while idle (the server restarted) fails its first
+      // query; a read is safe to repeat, so it gets one more try on a new connection. A
+      // server that does not answer in time gets no second deadline.
+      if (result || attempt > 0 || !lease.reused() || !(*connection)->broken() ||
+          (*connection)->timedOut()) {
+        return result;
+      }
+      readers_->discardIdle();
+    }
+  } catch (const std::exception& e) {
+    return Status(ErrorCode::ServerError, std::string("store read failed: ") + e.what());
+  }
+}
+
+template <class T, class Body>
+Result<T> PostgresStore::write(Body&& body) {
+  return submitReturning<T>(*writer_, std::forward<Body>(body));
+}
+
+Status PostgresStore::writeStatus(PgWriter::Operation operation) {
+  return writer_->submit(std::move(operation));
+}
+
+// RegistryStore
+
+Status PostgresStore::createDevice(const DeviceRecord& device, const TwinRecord& twin) {
+  if (twin.device_id != device.device_id) {
+    return Status(ErrorCode::ArgumentInvalid, "the twin belongs to another device");
+  }
+  PgParams device_params = deviceParams(device);
+  PgParams twin_params = twinParams(twin);
+  return writeStatus([&](PgConnection& connection) -> Status {
+    // ON CONFLICT DO NOTHING instead of a unique violation: a concurrent insert of the
+    // same id on another process waits for that one to finish, then inserts nothing.
+    Result<PgResult> inserted = connection.query(kInsertDevice, device_params);
+    if (!inserted) return inserted.status();
+    if (inserted->affectedRows() == 0) {
+      return Status(ErrorCode::DeviceAlreadyExists,
+                    "device '" + device.device_id + "' already exists");
+    }
+    return connection.query(kInsertTwin, twin_params).status();
+  });
+}
+
+Result<DeviceRecord> PostgresStore::getDevice(std::string_view device_id) {
+  return read<DeviceRecord>(
+      [&](PgConnection& connection) { return loadDevice(connection, device_id, false); });
+}
+
+Result<DeviceRecord> PostgresStore::updateDevice(std::string_view device_id,
+                                                 DeviceMutation mutate) {
+  return write<DeviceRecord>([&](PgConnection& connection) -> Result<DeviceRecord> {
+    Result<DeviceRecord> current = loadDevice(connection, device_id, true);
+    if (!current) return current;
+    Result<DeviceRecord> next = mutate(*current);
+    if (!next) return next;
+    if (next->device_id != device_id) {
+      return Status(ErrorCode::ServerError, "a device mutation must not change the device id");
+    }
+    IOTHUB_RETURN_IF_ERROR(connection.query(kUpdateDevice, deviceParams(*next)).status());
+    return next;
+  });
+}
+
+Status PostgresStore::deleteDevice(std::string_view device_id, DevicePrecondition precondition) {
+  return writeStatus([&](PgConnection& connection) -> Status {
+    Result<DeviceRecord> current = loadDevice(connection, device_id, true);
+    if (!current) return current.status();
+    if (precondition) IOTHUB_RETURN_IF_ERROR(precondition(*current));
+    return connection.query(kDeleteDevice, PgParams().add(device_id)).status();
+  });
+}
+
+Result<std::vector<DeviceRecord>> PostgresStore::listDevices(std::string_view after_device_id,
+                                                             std::size_t limit) {
+  return read<std::vector<DeviceRecord>>(
+      [&](PgConnection& connection) -> Result<std::vector<DeviceRecord>> {
+        Result<PgResult> result =
+            connection.query(kListDevices, PgParams().add(after_device_id).add(sqlLimit(limit)));
+        if (!result) return result.status();
+        return decodeRows<DeviceRecord>(*result, decodeDeviceRow<PgRow>);
+      });
+}
+
+Result<DeviceStatistics> PostgresStore::deviceStatistics() {
+  return read<DeviceStatistics>([](PgConnection& connection) -> Result<DeviceStatistics> {
+    Result<PgResult> result = connection.query(kDeviceStatistics, PgParams());
+    if (!result) return result.status();
+    if (result->rows() != 1) {
+      return Status(ErrorCode::ServerError, "device statistics returned no row");
+    }
+    PgRow row = result->row(0);
+    DeviceStatistics statistics{
+        .total = row.int64(0), .enabled = row.int64(1), .disabled = row.int64(2)};
+    IOTHUB_RETURN_IF_ERROR(row.status());
+    return statistics;
+  });
+}
+
+// TwinStore
+
+Result<TwinRecord> PostgresStore::getTwin(std::string_view device_id) {
+  return read<TwinRecord>(
+      [&](PgConnection& connection) { return loadTwin(connection, device_id, false); });
+}
+
+Result<TwinRecord> PostgresStore::updateTwin(std::string_view device_id, TwinMutation mutate) {
+  return write<TwinRecord>([&](PgConnection& connection) -> Result<TwinRecord> {
+    Result<TwinRecord> current = loadTwin(connection, device_id, true);
+    if (!current) return current;
+    Result<TwinRecord> next = mutate(*current);
+    if (!next) return next;
+    if (next->device_id != device_id) {
+      return Status(ErrorCode::ServerError, "a twin mutation must not change the device id");
+    }
+    IOTHUB_RETURN_IF_ERROR(connection.query(kUpdateTwin, twinParams(*next)).status());
+    return next;
+  });
+}
+
+Result<std::vector<TwinRecord>> PostgresStore::listTwins(std::string_view after_device_id,
+                                                         std::size_t limit) {
+  return read<std::vector<TwinRecord>>(
+      [&](PgConnection& connection) -> Result<std::vector<TwinRecord>> {
+        Result<PgResult> result =
+            connection.query(kListTwins, PgParams().add(after_device_id).add(sqlLimit(limit)));
+        if (!result) return result.status();
+        return decodeRows<TwinRecord>(*result, decodeTwinRow<PgRow>);
+      });
+}
+
+// JobStore
+
+Status PostgresStore::createJob(const JobRecord& job) {
+  PgParams params = jobParams(job);
+  return writeStatus([&](PgConnection& connection) -> Status {
+    Result<PgResult> inserted = connection.query(kInsertJob, params);
+    if (!inserted) return inserted.status();
+    if (inserted->affectedRows() == 0) {
+      return Status(ErrorCode::JobAlreadyExists, "job '" + job.job_id + "' already exists");
+    }
+    return Status::ok();
+  });
+}
+
+Result<JobRecord> PostgresStore::getJob(std::string_view job_id) {
+  return read<JobRecord>(
+      [&](PgConnection& connection) { return loadJob(connection, job_id, false); });
+}
+
+Result<JobRecord> PostgresStore::updateJob(std::string_view job_id, JobMutation mutate) {
+  return write<JobRecord>([&](PgConnection& connection) -> Result<JobRecord> {
+    Result<JobRecord> current = loadJob(connection, job_id, true);
+    if (!current) return current;
+    Result<JobRecord> next = mutate(*current);
+    if (!next) return next;
+    if (next->job_id != job_id) {
+      return Status(ErrorCode::ServerError, "a job mutation must not change the job id");
+    }
+    IOTHUB_RETURN_IF_ERROR(connection.query(kUpdateJob, jobParams(*next)).status());
+    return next;
+  });
+}
+
+Result<std::vector<JobRecord>> PostgresStore::listJobs(const JobFilter& filter,
+                                                       std::string_view after_job_id,
+                                                       std::size_t limit) {
+  return read<std::vector<JobRecord>>(
+      [&](PgConnection& connection) -> Result<std::vector<JobRecord>> {
+        PgParams params;
+        if (filter.type) params.add(*filter.type);
+        if (filter.status) params.add(*filter.status);
+        const bool after = !after_job_id.empty();
+        if (after) {
+          Result<PgResult> position = connection.query(kJobPosition, PgParams().add(after_job_id));
+          if (!position) return position.status();
+          if (position->rows() == 0) return jobNotFound(after_job_id);
+          PgRow row = position->row(0);
+          params.add(row.int64(0)).add(after_job_id);
+          IOTHUB_RETURN_IF_ERROR(row.status());
+        }
+        params.add(sqlLimit(limit));
+        Result<PgResult> result = connection.query(
+            kListJobs[filter.type ? 1 : 0][filter.status ? 1 : 0][after ? 1 : 0], params);
+        if (!result) return result.status();
+        return decodeRows<JobRecord>(*result, decodeJobRow<PgRow>);
+      });
+}
+
+Result<std::vector<JobRecord>> PostgresStore::jobsWithStatus(
+    const std::vector<std::string>& statuses) {
+  PgArrayBuilder array;
+  for (const std::string& status : statuses) array.add(status);
+  PgParams params;
+  params.add(std::move(array).finish());
+  return read<std::vector<JobRecord>>(
+      [&](PgConnection& connection) -> Result<std::vector<JobRecord>> {
+        Result<PgResult> result = connection.query(kJobsWithStatus, params);
+        if (!result) return result.status();
+        return decodeRows<JobRecord>(*result, decodeJobRow<PgRow>);
+      });
+}
+
+// DeviceJobStore
+
+Status PostgresStore::putDeviceJobs(const std::vector<DeviceJobRecord>& rows) {
+  if (rows.empty()) return Status::ok();
+  // Encoded before queueing: the writer thread, which every write waits for, only sends.
+  std::vector<PgParams> statements;
+  for (std::size_t begin = 0; begin < rows.size(); begin += kDeviceJobsPerStatement) {
+    statements.push_back(
+        deviceJobParams(rows, begin, std::min(rows.size(), begin + kDeviceJobsPerStatement)));
+  }
+  return writeStatus([&](PgConnection& connection) -> Status {
+    for (const PgParams& params : statements) {
+      IOTHUB_RETURN_IF_ERROR(connection.query(kPutDeviceJobs, params).status());
+    }
+    return Status::ok();
+  });
+}
+
+Result<std::vector<DeviceJobRecord>> PostgresStore::listDeviceJobs(
+    std::string_view job_id, std::optional<std::string_view> status,
+    std::string_view after_device_id, std::size_t limit) {
+  PgParams params;
+  params.add(job_id).add(after_device_id).add(sqlLimit(limit));
+  if (status) params.add(*status);
+  return read<std::vector<DeviceJobRecord>>(
+      [&](PgConnection& connection) -> Result<std::vector<DeviceJobRecord>> {
+        Result<PgResult> result =
+            connection.query(status ? kListDeviceJobsWithStatus : kListDeviceJobs, params);
+        if (!result) return result.status();
+        return decodeRows<DeviceJobRecord>(*result, decodeDeviceJobRow<PgRow>);
+      });
+}
+
+Result<std::vector<DeviceJobRecord>> PostgresStore::listAllDeviceJobs(
+    std::string_view after_job_id, std::string_view after_device_id, std::size_t limit) {
+  PgParams params;
+  params.add(after_job_id).add(after_device_id).add(sqlLimit(limit));
+  return read<std::vector<DeviceJobRecord>>(
+      [&](PgConnection& connection) -> Result<std::vector<DeviceJobRecord>> {
+        Result<PgResult> result = connection.query(kListAllDeviceJobs, params);
+        if (!result) return result.status();
+        return decodeRows<DeviceJobRecord>(*result, decodeDeviceJobRow<PgRow>);
+      });
+}
+
+// AccessPolicyStore
+
+Result<std::vector<AccessPolicyRecord>> PostgresStore::listPolicies() {
+  return read<std::vector<AccessPolicyRecord>>(
+      [](PgConnection& connection) -> Result<std::vector<AccessPolicyRecord>> {
+        Result<PgResult> result = connection.query(kListPolicies, PgParams());
+        if (!result) return result.status();
+        return decodeRows<AccessPolicyRecord>(*result, decodePolicyRow<PgRow>);
+      });
+}
+
+Status PostgresStore::insertMissingPolicies(const std::vector<AccessPolicyRecord>& policies) {
+  if (policies.empty()) return Status::ok();
+  PgArrayBuilder names, primary_keys, secondary_keys, permissions;
+  for (const AccessPolicyRecord& policy : policies) {
+    names.add(policy.name);
+    primary_keys.add(policy.primary_key);
+    secondary_keys.add(policy.secondary_key);
+    permissions.add(std::int64_t{policy.permissions});
+  }
+  PgParams params;
+  params.add(std::move(names).finish())
+      .add(std::move(primary_keys).finish())
+      .add(std::move(secondary_keys).finish())
+      .add(std::move(permissions).finish());
+  return writeStatus([&](PgConnection& connection) -> Status {
+    return connection.query(kInsertPolicies, params).status();
+  });
+}
+
+// MqttSessionStore
+
+Result<std::optional<MqttSessionRecord>> PostgresStore::getSession(std::string_view client_id) {
+  return read<std::optional<MqttSessionRecord>>(
+      [&](PgConnection& connection) -> Result<std::optional<MqttSessionRecord>> {
+        Result<PgResult> result = connection.query(kGetSession, PgParams().add(client_id));
+        if (!result) return result.status();
+        if (result->rows() == 0) return std::optional<MqttSessionRecord>{};
+        Result<std::vector<MqttSubscriptionRecord>> subscriptions =
+            decodeSubscriptions(result->row(0).text(0));
+        if (!subscriptions) return subscriptions.status();
+        return std::optional<MqttSessionRecord>(
+            MqttSessionRecord{std::string(client_id), std::move(subscriptions).value()});
+      });
+}
+
+Status PostgresStore::putSession(const MqttSessionRecord& session) {
+  PgParams params;
+  params.add(session.client_id).add(encodeSubscriptions(session.subscriptions));
+  const Status not_found(ErrorCode::DeviceNotFound, "no device '" + session.client_id + "'");
+  return writeStatus([&](PgConnection& connection) -> Status {
+    Result<PgResult> put = connection.query(kPutSession, params);
+    if (!put) {
+      return connection.lastSqlState() == kPgForeignKeyViolation ? not_found : put.status();
+    }
+    return put->affectedRows() == 0 ? not_found : Status::ok();
+  });
+}
+
+Status PostgresStore::deleteSession(std::string_view client_id) {
+  return writeStatus([&](PgConnection& connection) -> Status {
+    return connection.query(kDeleteSession, PgParams().add(client_id)).status();
+  });
+}
+
+}  // namespace iothub::store
