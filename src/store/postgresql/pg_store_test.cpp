@@ -301,10 +301,9 @@ TEST_F(PostgresStoreTest, OneTransactionCommitsItsGoodWritesAndDropsItsFailedOne
 }
 
 TEST_F(PostgresStoreTest, ADeadlockedTransactionIsRunAgain) {
-  // The store's session detects the deadlock (and is the one aborted): it waits first, and
-  // the other session's detection is set far later.
-  server_.reset();
-  startServer({"deadlock_timeout=50ms"});
+  // PostgreSQL looks for a deadlock once per lock wait, deadlock_timeout (1 s by default)
+  // after the wait began, and aborts the session that finds it. The store's session waits
+  // first, and the other session looks only after 60 s, so the store's is the one aborted.
   auto store = open();
   for (const char* id : {"x", "y", "z"}) {
     ASSERT_TRUE(store->registry().createDevice(makeDevice(id), makeTwin(id)).isOk());

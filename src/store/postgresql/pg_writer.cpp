@@ -114,7 +114,7 @@ PgWriter::Outcome PgWriter::runTransaction(std::vector<Pending>& batch,
       // Nothing since BEGIN survives: the operations that had succeeded, and those not run
       // yet, get the reason; those that failed keep their own error.
       const bool lost = connection_->broken();
-      const Status& cause = results[i];
+      const Status cause = results[i];
       Status abandoned(lost ? ErrorCode::ServiceUnavailable : ErrorCode::ServerError,
                        "the write transaction was abandoned" +
                            (cause.isOk() ? std::string() : ": " + cause.message()));
