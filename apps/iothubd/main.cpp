@@ -31,6 +31,10 @@ int main(int argc, char** argv) {
   std::string tls_cert, tls_key;
   app.add_option("--data-dir", data_dir, "Where the hub keeps its database and certificates")
       ->envname("IOTHUB_DATA_DIR");
+  app.add_option("--store", config.store,
+                 "PostgreSQL connection string (postgresql://user@host/db or host=... "
+                 "dbname=...); default: SQLite in --data-dir")
+      ->envname("IOTHUB_STORE");
   app.add_option("--hostname", config.host_name,
                  "The hub's host name (HostName in connection strings)")
       ->envname("IOTHUB_HOSTNAME");
@@ -100,6 +104,8 @@ int main(int argc, char** argv) {
   auto* cs = app.add_subcommand("connection-string",
                                 "Print a service connection string of the hub in --data-dir");
   cs->add_option("--data-dir", data_dir, "The hub's data directory")->envname("IOTHUB_DATA_DIR");
+  cs->add_option("--store", config.store, "The hub's --store, if it has one")
+      ->envname("IOTHUB_STORE");
   cs->add_option("--policy", policy,
                  "Shared access policy (iothubowner, service, registryRead, ...)");
   cs->add_option("--hostname", cs_host, "Host name to put in the string (default: the hub's)");
@@ -113,7 +119,8 @@ int main(int argc, char** argv) {
 
   if (cs->parsed()) {
     auto s = iothub::server::serviceConnectionString(
-        data_dir, policy, cs_host.empty() ? std::nullopt : std::optional<std::string>(cs_host));
+        data_dir, policy, cs_host.empty() ? std::nullopt : std::optional<std::string>(cs_host),
+        config.store);
     if (!s) return fail(s.status().message());
     std::cout << *s << "\n";
     return 0;

@@ -5,6 +5,7 @@
 
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
+#include <csignal>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -22,10 +23,10 @@
 #include "registry/device_registry.hpp"
 #include "routing/connection_registry.hpp"
 #include "server/data_dir.hpp"
+#include "server/store_location.hpp"
 #include "server/tls_bootstrap.hpp"
 #include "service_api/error_response.hpp"
 #include "service_api/service_api.hpp"
-#include "store/sqlite/sqlite_store.hpp"
 #include "transport/connection_limiter.hpp"
 #include "transport/http_server.hpp"
 #include "transport/mqtt_server.hpp"
@@ -38,7 +39,6 @@ namespace {
 namespace asio = boost::asio;
 namespace fs = std::filesystem;
 
-constexpr const char* kDatabaseFile = "iothub.db";
 constexpr const char* kHubFile = "hub.json";          // persistent facts: the host name
 constexpr const char* kRuntimeFile = "iothubd.json";  // while running: pid and bound ports
 
@@ -128,7 +128,10 @@ struct Hub::Impl {
   std::shared_ptr<transport::ConnectionLimiter> limiter;
   SystemClock clock;
   SecureRandom random;
-  std::unique_ptr<store::SqliteStore> durable_store;
+  // A single node on PostgreSQL holds the database's single-node lock while it runs (and
+  // until its store is closed: members are destroyed in reverse order).
+  std::unique_ptr<store::PgSessionLock> single_node_lock;
+  std::unique_ptr<store::Store> durable_store;
   // Every write goes through the indexed store, so the twin index never misses one.
   index::TwinIndex twin_index;
   std::unique_ptr<index::IndexedStore> store;
@@ -245,10 +248,20 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
   }
   impl->limiter = std::make_shared<transport::ConnectionLimiter>(max_connections);
 
-  auto store = store::SqliteStore::open(dir / kDatabaseFile, store::SqliteOptions{});
-  if (!store)
-    return Status(store.code(),
-                  "cannot open the store in " + dir.string() + ": " + store.status().message());
+  auto location = parseStoreLocation(config.store, dir);
+  if (!location) return location.status();
+  auto store = openStore(*location);
+  if (!store) return store.status();
+  spdlog::info("store: {}", location->description);
+  if (location->kind == StoreLocation::Kind::Postgres) {
+    auto node_lock = lockSingleNode(*location, [](const Status& why) {
+      spdlog::critical("store: lost the single-node lock of the database ({}); stopping",
+                       why.toString());
+      ::kill(::getpid(), SIGTERM);
+    });
+    if (!node_lock) return node_lock.status();
+    impl->single_node_lock = std::move(*node_lock);
+  }
   impl->durable_store = std::move(*store);
   IOTHUB_RETURN_IF_ERROR(impl->twin_index.load(*impl->durable_store, nullptr));
   impl->store = std::make_unique<index::IndexedStore>(*impl->durable_store, impl->twin_index);
@@ -418,8 +431,11 @@ std::optional<std::uint16_t> Hub::httpPort() const {
 }
 
 Result<std::string> serviceConnectionString(const fs::path& data_dir, const std::string& policy,
-                                            const std::optional<std::string>& host_name) {
-  if (!fs::exists(data_dir / kDatabaseFile)) {
+                                            const std::optional<std::string>& host_name,
+                                            std::string_view store_text) {
+  auto location = parseStoreLocation(store_text, data_dir);
+  if (!location) return location.status();
+  if (location->kind == StoreLocation::Kind::Sqlite && !fs::exists(location->sqlite_file)) {
     return Status(ErrorCode::NotFound, "no hub in " + data_dir.string() +
                                            " (start it once with: iothubd --data-dir " +
                                            data_dir.string() + ")");
@@ -436,7 +452,7 @@ Result<std::string> serviceConnectionString(const fs::path& data_dir, const std:
                     (data_dir / kHubFile).string() + " has no hostName");
     host = std::string(*stored);
   }
-  auto store = store::SqliteStore::open(data_dir / kDatabaseFile, store::SqliteOptions{});
+  auto store = openStore(*location);
   if (!store) return store.status();
   auto policies = (*store)->policies().listPolicies();
   if (!policies) return policies.status();

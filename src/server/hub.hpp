@@ -38,9 +38,12 @@ class Hub {
 // The service connection string of a policy of the hub in `data_dir`:
 // "HostName=<host>;SharedAccessKeyName=<policy>;SharedAccessKey=<primary key>". The host
 // is the one the hub last started with, unless `host_name` overrides it.
-// Errors: NotFound when the directory holds no hub or the policy does not exist.
+// `store` is the hub's --store (empty: the SQLite database in `data_dir`).
+// Errors: NotFound when the directory holds no hub or the policy does not exist; the
+// store's when it cannot be opened.
 Result<std::string> serviceConnectionString(const std::filesystem::path& data_dir,
                                             const std::string& policy,
-                                            const std::optional<std::string>& host_name);
+                                            const std::optional<std::string>& host_name,
+                                            std::string_view store = {});
 
 }  // namespace iothub::server

@@ -13,6 +13,9 @@ namespace iothub::server {
 // environment).
 struct HubConfig {
   std::filesystem::path data_dir = "iothub-data";
+  // Where the state lives: empty = SQLite in data_dir; else a PostgreSQL connection string
+  // (postgresql://... or key=value), see server/store_location.hpp.
+  std::string store;
   std::string host_name = "localhost";
   std::string bind_address = "0.0.0.0";
   std::uint16_t https_port = 443;

@@ -114,8 +114,7 @@ std::string commonName(X509* cert) {
 
 // Days and seconds from `from` to the certificate time `to`.
 std::pair<int, int> timeFrom(SystemTime from, const ASN1_TIME* to) {
-  Asn1TimePtr start(
-      ASN1_TIME_set(nullptr, std::chrono::system_clock::to_time_t(from)));
+  Asn1TimePtr start(ASN1_TIME_set(nullptr, std::chrono::system_clock::to_time_t(from)));
   int day_count = 0;
   int second_count = 0;
   EXPECT_EQ(ASN1_TIME_diff(&day_count, &second_count, start.get(), to), 1);
@@ -553,7 +552,8 @@ TEST_F(TlsBootstrapErrorTest, TlsPathThatIsAFileIsAnError) {
 TEST_F(TlsBootstrapErrorTest, UnwritableDirectoryIsAnError) {
   if (::geteuid() == 0) {
     // Root writes to read-only directories, but nobody can create files under /proc.
-    auto result = ensureDevelopmentCertificates("/proc/self/iothub-unwritable", "localhost", clock_);
+    auto result =
+        ensureDevelopmentCertificates("/proc/self/iothub-unwritable", "localhost", clock_);
     ASSERT_FALSE(result.isOk());
     EXPECT_EQ(result.code(), ErrorCode::ServerError);
     return;

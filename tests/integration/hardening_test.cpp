@@ -16,10 +16,12 @@
 #include <thread>
 #include <vector>
 
+#include "iothub/service/job_client.hpp"
 #include "iothub/service/method_client.hpp"
 #include "iothub/service/registry_client.hpp"
 #include "iothub/service/twin_client.hpp"
 #include "tests/support/hub_process.hpp"
+#include "tests/support/postgres_server.hpp"
 #include "tests/support/raw_mqtt.hpp"
 #include "tests/support/temp_dir.hpp"
 
@@ -103,6 +105,8 @@ class HardeningTest : public ::testing::Test {
     auto stats = registry().statistics();
     EXPECT_TRUE(stats.isOk()) << stats.status().toString();
   }
+
+  void checkSessionsSurviveRestarts(std::vector<std::string> store_args);
 
   TempDir dir_;
   std::unique_ptr<HubProcess> hub_;
@@ -433,8 +437,11 @@ TEST_F(HardeningTest, SlowRestLoadDoesNotStallDeviceConnects) {
 // Clean session 0: the hub keeps the subscriptions. The device reconnects (after a
 // reconnect, a clean stop and a kill -9 of the hub) WITHOUT subscribing again, sees
 // session-present = 1, and still gets desired-property notifications and method calls.
-TEST_F(HardeningTest, PersistentSessionsSurviveReconnectsAndHubRestarts) {
-  startHub();
+// A device with a persistent session (clean session 0) keeps it across a reconnect, a clean
+// restart of the hub and a kill -9: session-present is 1 and desired notifications and
+// method calls reach it without a new SUBSCRIBE. `store_args` choose the hub's store.
+void HardeningTest::checkSessionsSurviveRestarts(std::vector<std::string> store_args) {
+  startHub(std::move(store_args));
   auto d = createDevice("sticky-1");
   {
     bool present = true;
@@ -500,6 +507,86 @@ TEST_F(HardeningTest, PersistentSessionsSurviveReconnectsAndHubRestarts) {
     EXPECT_EQ(response->status, 200);
     raw->sendPacket(mqtt::Disconnect{});
   }
+}
+
+TEST_F(HardeningTest, PersistentSessionsSurviveReconnectsAndHubRestarts) {
+  checkSessionsSurviveRestarts({});
+}
+
+// --- the PostgreSQL store (docs/cluster.md) -------------------------------------------------
+
+class PostgresHubTest : public HardeningTest {
+ protected:
+  void SetUp() override {
+    Status started = postgres_.start();
+    ASSERT_TRUE(started.isOk()) << started.toString();
+    Status created = postgres_.createDatabase("hub");
+    ASSERT_TRUE(created.isOk()) << created.toString();
+  }
+  std::vector<std::string> storeArgs() { return {"--store", postgres_.conninfo("hub")}; }
+
+  testing::PostgresServer postgres_;
+};
+
+TEST_F(PostgresHubTest, PersistentSessionsSurviveReconnectsAndHubRestarts) {
+  checkSessionsSurviveRestarts(storeArgs());
+  // Everything lives in PostgreSQL: the data directory holds no database.
+  EXPECT_FALSE(fs::exists(dir_.path() / "data" / "iothub.db"));
+}
+
+TEST_F(PostgresHubTest, ASecondSingleNodeHubOnTheSameDatabaseRefusesToStart) {
+  startHub(storeArgs());
+  HubProcess second(IOTHUBD_PATH, dir_.path() / "second", storeArgs());
+  EXPECT_FALSE(second.start());
+  EXPECT_NE(second.startupError().find("the database is in use by iothubd (single node)"),
+            std::string::npos)
+      << second.startupError();
+  expectRestStillServes();
+  // Once the first one is gone, the database is free again.
+  ASSERT_EQ(hub_->stop(), 0);
+  ASSERT_TRUE(second.start()) << second.startupError();
+  EXPECT_EQ(second.stop(), 0);
+}
+
+TEST_F(PostgresHubTest, JobsRunAndSurviveAKillDashNine) {
+  startHub(storeArgs());
+  for (int i = 0; i < 20; ++i) createDevice("pg-" + std::to_string(i));
+  auto jobs = service::JobClient(transport_);
+  service::JobSchedule schedule;
+  schedule.job_id = "pg-twin";
+  schedule.query_condition = "STARTSWITH(deviceId, 'pg-')";
+  auto job = jobs.scheduleTwinUpdate(
+      schedule, json::object{{"properties", {{"desired", {{"building", 43}, {"floor", 3}}}}}});
+  ASSERT_TRUE(job.isOk()) << job.status().toString();
+  ASSERT_TRUE(waitFor(
+      [&] {
+        auto got = jobs.getJob("pg-twin");
+        return got && got->status == service::JobStatus::Completed;
+      },
+      30s));
+  // A job scheduled in the future survives a kill -9 and starts after the restart.
+  schedule.job_id = "pg-later";
+  schedule.start_time = std::chrono::system_clock::now() + 3s;
+  ASSERT_TRUE(jobs.scheduleTwinUpdate(schedule, json::object{{"tags", {{"later", true}}}}).isOk());
+  hub_->kill9();
+  ASSERT_TRUE(hub_->start()) << hub_->startupError();
+  connectService();
+  jobs = service::JobClient(transport_);
+  ASSERT_TRUE(waitFor(
+      [&] {
+        auto got = jobs.getJob("pg-later");
+        return got && got->status == service::JobStatus::Completed;
+      },
+      30s));
+  auto done = jobs.getJob("pg-twin");
+  ASSERT_TRUE(done.isOk());
+  EXPECT_EQ(done->statistics.succeeded_count, 20);
+  auto later = jobs.getJob("pg-later");
+  EXPECT_EQ(later->statistics.succeeded_count, 20);
+  auto twin = twins().get("pg-7");
+  ASSERT_TRUE(twin.isOk());
+  EXPECT_EQ(twin->desired.at("floor"), 3);
+  EXPECT_EQ(twin->tags.at("later"), true);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <boost/json.hpp>
 #include <filesystem>
 #include <memory>
@@ -63,8 +64,13 @@ class HubProcess {
   // The iothubowner connection string, as `iothubd connection-string` prints it ("" and a
   // test failure when that fails).
   std::string serviceConnectionString() const {
-    auto r = runCommand({binary_, "connection-string", "--data-dir", data_dir_.string()},
-                        data_dir_.parent_path());
+    std::vector<std::string> argv{binary_, "connection-string", "--data-dir", data_dir_.string()};
+    auto store = std::find(extra_args_.begin(), extra_args_.end(), "--store");
+    if (store != extra_args_.end() && store + 1 != extra_args_.end()) {
+      argv.push_back("--store");
+      argv.push_back(*(store + 1));
+    }
+    auto r = runCommand(argv, data_dir_.parent_path());
     EXPECT_EQ(r.exit_code, 0) << r.err;
     while (!r.out.empty() && (r.out.back() == '\n' || r.out.back() == '\r')) r.out.pop_back();
     return r.out;
