@@ -510,8 +510,8 @@ void NatsBus::Core::timerLoop() {
       continue;
     }
     auto now = std::chrono::steady_clock::now();
-    if (deadlines.begin()->first > now) {
-      timer_wake.wait_until(lock, deadlines.begin()->first);
+    if (auto next = deadlines.begin()->first; next > now) {
+      timer_wake.wait_until(lock, next);  // a copy: the node may be erased meanwhile
       continue;
     }
     std::vector<std::uint64_t> expired;
