@@ -187,7 +187,7 @@ std::string millis(std::chrono::milliseconds d) { return std::to_string(d.count(
 }  // namespace
 
 std::optional<std::string_view> NatsBus::Message::header(std::string_view key) const {
-  auto it = headers.find(std::string(key));
+  auto it = headers.find(key);
   if (it == headers.end()) return std::nullopt;
   return std::string_view(it->second);
 }

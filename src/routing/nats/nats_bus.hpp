@@ -116,7 +116,7 @@ class NatsSubscription {
 class NatsBus {
  public:
   // NATS headers: a key may carry several values; keys are case-sensitive.
-  using Headers = std::multimap<std::string, std::string>;
+  using Headers = std::multimap<std::string, std::string, std::less<>>;
 
   // An owned copy of a received message.
   struct Message {

@@ -131,6 +131,20 @@ class NatsBusTest : public ::testing::Test {
     return o;
   }
 
+  // Options naming the fixture's server after stopping it: nothing listens there.
+  NatsOptions optionsForStoppedServer() {
+    EXPECT_TRUE(server_.stop());
+    return options({server_.url()});
+  }
+
+  // A subscription that never answers.
+  NatsBus::Subscription silentResponder(NatsBus& bus, const std::string& subject) {
+    auto sub = bus.subscribe(subject, [](Message) {});
+    EXPECT_TRUE(sub.isOk()) << sub.status().toString();
+    EXPECT_TRUE(bus.flush(5s).isOk());
+    return sub.isOk() ? std::move(sub).value() : NatsBus::Subscription();
+  }
+
   std::unique_ptr<NatsBus> connect(NatsOptions o, NatsBus::ConnectionObserver observer = nullptr) {
     auto bus = NatsBus::connect(std::move(o), executor_.executor(), std::move(observer));
     EXPECT_TRUE(bus.isOk()) << bus.status().toString();
@@ -202,24 +216,19 @@ TEST_F(NatsBusTest, ConnectShowsTheNodeNameToTheServer) {
 }
 
 TEST_F(NatsBusTest, ConnectFailsFastNamingTheUrlWhenNoServerListens) {
-  int port = server_.port();
-  ASSERT_TRUE(server_.stop());
-  auto o = options({"nats://127.0.0.1:" + std::to_string(port)});
+  auto o = optionsForStoppedServer();
   o.initial_connect_timeout = 0ms;
   auto started = std::chrono::steady_clock::now();
   auto bus = NatsBus::connect(o, executor_.executor());
   ASSERT_FALSE(bus.isOk());
   EXPECT_EQ(bus.code(), ErrorCode::ServiceUnavailable);
-  EXPECT_NE(bus.status().message().find("nats://127.0.0.1:" + std::to_string(port)),
-            std::string::npos)
+  EXPECT_NE(bus.status().message().find(server_.url()), std::string::npos)
       << bus.status().message();
   EXPECT_LT(std::chrono::steady_clock::now() - started, 2s);
 }
 
 TEST_F(NatsBusTest, ConnectGivesUpAfterTheInitialConnectTimeout) {
-  int port = server_.port();
-  ASSERT_TRUE(server_.stop());
-  auto o = options({"nats://127.0.0.1:" + std::to_string(port)});
+  auto o = optionsForStoppedServer();
   o.initial_connect_timeout = 400ms;
   auto started = std::chrono::steady_clock::now();
   auto bus = NatsBus::connect(o, executor_.executor());
@@ -233,8 +242,7 @@ TEST_F(NatsBusTest, ConnectGivesUpAfterTheInitialConnectTimeout) {
 }
 
 TEST_F(NatsBusTest, ConnectRetriesUntilTheServerComesUp) {
-  ASSERT_TRUE(server_.stop());
-  auto o = options({server_.url()});
+  auto o = optionsForStoppedServer();
   o.initial_connect_timeout = 20s;
   auto pending = std::async(std::launch::async, [&] {
     auto bus = NatsBus::connect(o, executor_.executor());
@@ -460,9 +468,7 @@ TEST_F(NatsBusTest, RequestTimesOutWhenNobodyAnswers) {
   auto a = connect("a");
   auto b = connect("b");
   ASSERT_TRUE(a && b);
-  auto silent = b->subscribe("silent", [](Message) {});
-  ASSERT_TRUE(silent.isOk());
-  ASSERT_TRUE(b->flush(5s).isOk());
+  auto silent = silentResponder(*b, "silent");
   auto started = std::chrono::steady_clock::now();
   auto r = requestSync(*a, "silent", "x", 300ms);
   auto took = std::chrono::steady_clock::now() - started;
@@ -532,9 +538,7 @@ TEST_F(NatsBusTest, DestroyingTheBusCancelsPendingRequestsBeforeReturning) {
   auto a = connect("a");
   auto b = connect("b");
   ASSERT_TRUE(a && b);
-  auto silent = b->subscribe("silent", [](Message) {});
-  ASSERT_TRUE(silent.isOk());
-  ASSERT_TRUE(b->flush(5s).isOk());
+  auto silent = silentResponder(*b, "silent");
   constexpr int kRequests = 100;
   std::vector<std::atomic<int>> calls(kRequests);
   std::atomic<int> cancelled{0};
@@ -710,9 +714,7 @@ TEST_F(NatsBusTest, APendingRequestFailsAtOnceWhenTheConnectionDrops) {
   auto a = connect("a");
   auto b = connect("b");
   ASSERT_TRUE(a && b);
-  auto silent = b->subscribe("silent", [](Message) {});
-  ASSERT_TRUE(silent.isOk());
-  ASSERT_TRUE(b->flush(5s).isOk());
+  auto silent = silentResponder(*b, "silent");
   auto promise = std::make_shared<std::promise<Result<Message>>>();
   auto future = promise->get_future();
   a->request("silent", "x", {}, 60s, [promise](Result<Message> r) { promise->set_value(r); });
