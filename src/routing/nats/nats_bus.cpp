@@ -255,7 +255,6 @@ struct NatsBus::Core : std::enable_shared_from_this<NatsBus::Core> {
 struct NatsSubscription::State {
   std::shared_ptr<NatsBus::Core> core;
   std::uint64_t id = 0;
-  std::string subject;
   NatsBus::MessageHandler handler;
   CallbackGate gate;
   std::mutex mutex;
@@ -710,7 +709,6 @@ Result<NatsBus::Subscription> NatsBus::subscribe(std::string_view subject,
 
   auto state = std::make_shared<Subscription::State>();
   state->core = core_;
-  state->subject = subject;
   state->handler = std::move(handler);
   {
     std::lock_guard lock(core_->mutex);
