@@ -27,6 +27,7 @@ class IndexedStore final : public store::Store {
   store::TwinStore& twins() override { return twins_; }
   store::JobStore& jobs() override { return inner_.jobs(); }
   store::DeviceJobStore& deviceJobs() override { return inner_.deviceJobs(); }
+  store::ClusterStore* cluster() override { return inner_.cluster(); }
   store::AccessPolicyStore& policies() override { return inner_.policies(); }
   store::MqttSessionStore& mqttSessions() override { return inner_.mqttSessions(); }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/status.hpp"
+#include "store/cluster_store.hpp"
 #include "store/records.hpp"
 
 namespace iothub::store {
@@ -103,7 +104,8 @@ class JobStore {
                                                   std::string_view after_job_id,
                                                   std::size_t limit) = 0;
   // Jobs whose status is one of `statuses` (the scheduler's view after a restart).
-  virtual Result<std::vector<JobRecord>> jobsWithStatus(const std::vector<std::string>& statuses) = 0;
+  virtual Result<std::vector<JobRecord>> jobsWithStatus(
+      const std::vector<std::string>& statuses) = 0;
 };
 
 class DeviceJobStore {
@@ -158,6 +160,9 @@ class Store {
   virtual DeviceJobStore& deviceJobs() = 0;
   virtual AccessPolicyStore& policies() = 0;
   virtual MqttSessionStore& mqttSessions() = 0;
+  // What the nodes of a cluster share (store/cluster_store.hpp); null for a backend that
+  // only one process uses (SQLite).
+  virtual ClusterStore* cluster() { return nullptr; }
 };
 
 }  // namespace iothub::store

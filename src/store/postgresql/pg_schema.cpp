@@ -83,8 +83,33 @@ CREATE TABLE mqtt_sessions (
 );
 )sql";
 
+// Version 2: what the nodes of a cluster share (store/cluster_store.hpp). Node leases and
+// presence times are nanoseconds on the database's clock. A device's presence goes with
+// the device. The partial index serves "the devices of node N that are connected".
+constexpr std::string_view kSchemaV2 = R"sql(
+CREATE TABLE cluster_nodes (
+  node_id      text COLLATE "C" NOT NULL PRIMARY KEY,
+  address      text   NOT NULL,
+  started_time bigint NOT NULL,
+  lease_until  bigint NOT NULL
+);
+
+CREATE SEQUENCE device_presence_epoch;
+
+CREATE TABLE device_presence (
+  device_id text COLLATE "C" NOT NULL PRIMARY KEY
+            REFERENCES devices (device_id) ON DELETE CASCADE,
+  node_id   text COLLATE "C" NOT NULL,
+  epoch     bigint  NOT NULL,
+  connected boolean NOT NULL,
+  since     bigint  NOT NULL
+);
+CREATE INDEX device_presence_connected_by_node ON device_presence (node_id) WHERE connected;
+)sql";
+
 constexpr PgMigration kMigrations[] = {
     {1, kSchemaV1},
+    {2, kSchemaV2},
 };
 
 }  // namespace

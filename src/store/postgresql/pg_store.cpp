@@ -363,6 +363,81 @@ constexpr std::string_view kPutSession =
     " ON CONFLICT (client_id) DO UPDATE SET subscriptions = excluded.subscriptions";
 constexpr std::string_view kDeleteSession = "DELETE FROM mqtt_sessions WHERE client_id = $1";
 
+// --- cluster (store/cluster_store.hpp) ---
+// "Now" on the database's clock, in nanoseconds (microsecond resolution).
+#define IOTHUB_DB_NOW_NS "(extract(epoch FROM clock_timestamp()) * 1000000000)::bigint"
+#define IOTHUB_NODE_COLUMNS "node_id, address, started_time, lease_until"
+#define IOTHUB_PRESENCE_COLUMNS "device_id, node_id, epoch, connected, since"
+
+// $1 node, $2 address, $3 ttl in nanoseconds. A renewal keeps started_time.
+constexpr std::string_view kRenewNode = "INSERT INTO cluster_nodes (" IOTHUB_NODE_COLUMNS
+                                        ") VALUES ($1, $2, " IOTHUB_DB_NOW_NS ", " IOTHUB_DB_NOW_NS
+                                        " + $3::bigint) ON CONFLICT (node_id) DO UPDATE SET"
+                                        " address = excluded.address, lease_until = "
+                                        "excluded.lease_until RETURNING " IOTHUB_NODE_COLUMNS;
+constexpr std::string_view kJoinNode =
+    "INSERT INTO cluster_nodes (" IOTHUB_NODE_COLUMNS ") VALUES ($1, $2, " IOTHUB_DB_NOW_NS
+    ", " IOTHUB_DB_NOW_NS
+    " + $3::bigint) ON CONFLICT (node_id) DO UPDATE SET"
+    " address = excluded.address, started_time = excluded.started_time,"
+    " lease_until = excluded.lease_until RETURNING " IOTHUB_NODE_COLUMNS;
+constexpr std::string_view kDisconnectNodeDevices =
+    "UPDATE device_presence SET connected = false, since = " IOTHUB_DB_NOW_NS
+    " WHERE node_id = $1 AND connected";
+constexpr std::string_view kDeleteNode = "DELETE FROM cluster_nodes WHERE node_id = $1";
+constexpr std::string_view kLiveNodes =
+    "SELECT " IOTHUB_NODE_COLUMNS " FROM cluster_nodes WHERE lease_until >= " IOTHUB_DB_NOW_NS
+    " ORDER BY node_id";
+// Every sub-statement sees the same snapshot; the UPDATE reads the nodes DELETE removed.
+constexpr std::string_view kReapNodes =
+    "WITH dead AS (DELETE FROM cluster_nodes WHERE lease_until < " IOTHUB_DB_NOW_NS
+    " RETURNING node_id), gone AS (UPDATE device_presence p SET connected = false, since "
+    "= " IOTHUB_DB_NOW_NS
+    " FROM dead WHERE p.node_id = dead.node_id AND p.connected RETURNING 1)"
+    " SELECT node_id FROM dead ORDER BY node_id";
+// A claim of device $1 by node $2, in three statements of one transaction: make sure the
+// row exists (epoch 0 = never connected; a concurrent first claim by another process makes
+// this wait for it), lock and read it, then take it over. Locking a row that exists first
+// makes concurrent claims of one device run one after the other, each returning the claim
+// it replaced. (A SELECT ... FOR UPDATE in the same statement as an upsert would not do:
+// it skips the row the upsert changed.)
+constexpr std::string_view kEnsurePresence =
+    "INSERT INTO device_presence (" IOTHUB_PRESENCE_COLUMNS
+    ") VALUES ($1, '', 0, false, 0) ON CONFLICT (device_id) DO NOTHING";
+constexpr std::string_view kLockPresence =
+    "SELECT " IOTHUB_PRESENCE_COLUMNS " FROM device_presence WHERE device_id = $1 FOR UPDATE";
+constexpr std::string_view kClaimPresence =
+    "UPDATE device_presence SET node_id = $2, epoch = nextval('device_presence_epoch'),"
+    " connected = true, since = " IOTHUB_DB_NOW_NS
+    " WHERE device_id = $1 RETURNING " IOTHUB_PRESENCE_COLUMNS;
+constexpr std::string_view kReleasePresence =
+    "UPDATE device_presence SET connected = false, since = " IOTHUB_DB_NOW_NS
+    " WHERE device_id = $1 AND epoch = $2 AND connected";
+constexpr std::string_view kGetPresence =
+    "SELECT " IOTHUB_PRESENCE_COLUMNS " FROM device_presence WHERE device_id = $1";
+constexpr std::string_view kConnectedCount = "SELECT count(*) FROM device_presence WHERE connected";
+
+Result<NodeRecord> decodeNode(const PgRow& row) {
+  NodeRecord node{row.text(0), row.text(1), fromNanoseconds(row.int64(2)),
+                  fromNanoseconds(row.int64(3))};
+  if (Status s = row.status(); !s) return s;
+  return node;
+}
+
+// The presence in columns [first, first + 5) of `row`.
+Result<PresenceRecord> decodePresence(const PgRow& row, int first) {
+  PresenceRecord p{row.text(first), row.text(first + 1), row.int64(first + 2), row.flag(first + 3),
+                   fromNanoseconds(row.int64(first + 4))};
+  if (Status s = row.status(); !s) return s;
+  return p;
+}
+
+std::int64_t ttlNanoseconds(std::chrono::milliseconds ttl) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::max(ttl, std::chrono::milliseconds(0)))
+      .count();
+}
+
 Status withContext(const Status& error) {
   return Status(error.code(), "opening the PostgreSQL store: " + error.message());
 }
@@ -724,6 +799,122 @@ Status PostgresStore::putSession(const MqttSessionRecord& session) {
 Status PostgresStore::deleteSession(std::string_view client_id) {
   return writeStatus([&](PgConnection& connection) -> Status {
     return connection.query(kDeleteSession, PgParams().add(client_id)).status();
+  });
+}
+
+// ClusterStore
+
+Result<NodeRecord> PostgresStore::renewNode(std::string_view node_id, std::string_view address,
+                                            std::chrono::milliseconds ttl) {
+  PgParams params;
+  params.add(node_id).add(address).add(ttlNanoseconds(ttl));
+  return write<NodeRecord>([&](PgConnection& connection) -> Result<NodeRecord> {
+    Result<PgResult> renewed = connection.query(kRenewNode, params);
+    if (!renewed) return renewed.status();
+    return decodeNode(renewed->row(0));
+  });
+}
+
+Result<NodeRecord> PostgresStore::joinNode(std::string_view node_id, std::string_view address,
+                                           std::chrono::milliseconds ttl) {
+  PgParams params;
+  params.add(node_id).add(address).add(ttlNanoseconds(ttl));
+  return write<NodeRecord>([&](PgConnection& connection) -> Result<NodeRecord> {
+    Result<PgResult> disconnected =
+        connection.query(kDisconnectNodeDevices, PgParams().add(node_id));
+    if (!disconnected) return disconnected.status();
+    Result<PgResult> joined = connection.query(kJoinNode, params);
+    if (!joined) return joined.status();
+    return decodeNode(joined->row(0));
+  });
+}
+
+Status PostgresStore::leaveNode(std::string_view node_id) {
+  return writeStatus([&](PgConnection& connection) -> Status {
+    Result<PgResult> disconnected =
+        connection.query(kDisconnectNodeDevices, PgParams().add(node_id));
+    if (!disconnected) return disconnected.status();
+    return connection.query(kDeleteNode, PgParams().add(node_id)).status();
+  });
+}
+
+Result<std::vector<NodeRecord>> PostgresStore::liveNodes() {
+  return read<std::vector<NodeRecord>>(
+      [&](PgConnection& connection) -> Result<std::vector<NodeRecord>> {
+        Result<PgResult> result = connection.query(kLiveNodes);
+        if (!result) return result.status();
+        return decodeRows<NodeRecord>(*result, decodeNode);
+      });
+}
+
+Result<std::vector<std::string>> PostgresStore::reapExpiredNodes() {
+  return write<std::vector<std::string>>(
+      [&](PgConnection& connection) -> Result<std::vector<std::string>> {
+        Result<PgResult> reaped = connection.query(kReapNodes);
+        if (!reaped) return reaped.status();
+        std::vector<std::string> ids;
+        for (int i = 0; i < reaped->rows(); ++i) ids.push_back(reaped->row(i).text(0));
+        return ids;
+      });
+}
+
+Result<PresenceClaim> PostgresStore::claimPresence(std::string_view device_id,
+                                                   std::string_view node_id) {
+  PgParams params;
+  params.add(device_id).add(node_id);
+  const Status not_found(ErrorCode::DeviceNotFound, "no device '" + std::string(device_id) + "'");
+  return write<PresenceClaim>([&](PgConnection& connection) -> Result<PresenceClaim> {
+    Result<PgResult> ensured = connection.query(kEnsurePresence, PgParams().add(device_id));
+    if (!ensured) {
+      if (connection.lastSqlState() == kPgForeignKeyViolation) return not_found;
+      return ensured.status();
+    }
+    Result<PgResult> old = connection.query(kLockPresence, PgParams().add(device_id));
+    if (!old) return old.status();
+    if (old->rows() != 1) return not_found;  // deleted by another process meanwhile
+    std::optional<PresenceRecord> previous;
+    auto decoded = decodePresence(old->row(0), 0);
+    if (!decoded) return decoded.status();
+    if (decoded->epoch != 0) previous = std::move(*decoded);
+    Result<PgResult> claimed = connection.query(kClaimPresence, params);
+    if (!claimed) return claimed.status();
+    if (claimed->rows() != 1) return not_found;
+    auto current = decodePresence(claimed->row(0), 0);
+    if (!current) return current.status();
+    return PresenceClaim{std::move(*current), std::move(previous)};
+  });
+}
+
+Result<bool> PostgresStore::releasePresence(std::string_view device_id, std::int64_t epoch) {
+  PgParams params;
+  params.add(device_id).add(epoch);
+  return write<bool>([&](PgConnection& connection) -> Result<bool> {
+    Result<PgResult> released = connection.query(kReleasePresence, params);
+    if (!released) return released.status();
+    return released->affectedRows() == 1;
+  });
+}
+
+Result<std::optional<PresenceRecord>> PostgresStore::getPresence(std::string_view device_id) {
+  return read<std::optional<PresenceRecord>>(
+      [&](PgConnection& connection) -> Result<std::optional<PresenceRecord>> {
+        Result<PgResult> result = connection.query(kGetPresence, PgParams().add(device_id));
+        if (!result) return result.status();
+        if (result->rows() == 0) return std::optional<PresenceRecord>{};
+        auto presence = decodePresence(result->row(0), 0);
+        if (!presence) return presence.status();
+        return std::optional<PresenceRecord>(std::move(*presence));
+      });
+}
+
+Result<std::int64_t> PostgresStore::connectedDeviceCount() {
+  return read<std::int64_t>([&](PgConnection& connection) -> Result<std::int64_t> {
+    Result<PgResult> result = connection.query(kConnectedCount);
+    if (!result) return result.status();
+    PgRow row = result->row(0);
+    std::int64_t count = row.int64(0);
+    if (Status s = row.status(); !s) return s;
+    return count;
   });
 }
 

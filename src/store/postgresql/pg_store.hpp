@@ -51,7 +51,8 @@ class PostgresStore final : public Store,
                             private JobStore,
                             private DeviceJobStore,
                             private AccessPolicyStore,
-                            private MqttSessionStore {
+                            private MqttSessionStore,
+                            private ClusterStore {
  public:
   using WriterStats = PgWriter::Stats;
 
@@ -74,6 +75,7 @@ class PostgresStore final : public Store,
   DeviceJobStore& deviceJobs() override { return *this; }
   AccessPolicyStore& policies() override { return *this; }
   MqttSessionStore& mqttSessions() override { return *this; }
+  ClusterStore* cluster() override { return this; }
 
   // Counters of the group-commit writer (for tests, benchmarks and metrics).
   WriterStats stats() const;
@@ -134,6 +136,20 @@ class PostgresStore final : public Store,
   Result<std::optional<MqttSessionRecord>> getSession(std::string_view client_id) override;
   Status putSession(const MqttSessionRecord& session) override;
   Status deleteSession(std::string_view client_id) override;
+
+  // ClusterStore
+  Result<NodeRecord> renewNode(std::string_view node_id, std::string_view address,
+                               std::chrono::milliseconds ttl) override;
+  Result<NodeRecord> joinNode(std::string_view node_id, std::string_view address,
+                              std::chrono::milliseconds ttl) override;
+  Status leaveNode(std::string_view node_id) override;
+  Result<std::vector<NodeRecord>> liveNodes() override;
+  Result<std::vector<std::string>> reapExpiredNodes() override;
+  Result<PresenceClaim> claimPresence(std::string_view device_id,
+                                      std::string_view node_id) override;
+  Result<bool> releasePresence(std::string_view device_id, std::int64_t epoch) override;
+  Result<std::optional<PresenceRecord>> getPresence(std::string_view device_id) override;
+  Result<std::int64_t> connectedDeviceCount() override;
 
   std::unique_ptr<ReaderPool> readers_;
   std::unique_ptr<PgWriter> writer_;

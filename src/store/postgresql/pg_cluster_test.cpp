@@ -1,0 +1,258 @@
+// The cluster part of the PostgreSQL store (store/cluster_store.hpp): node leases and
+// device presence, and the advisory session lock (pg_session_lock.hpp). Each test runs its
+// own throw-away server (tests/support/postgres_server.hpp).
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "store/postgresql/pg_session_lock.hpp"
+#include "store/postgresql/pg_store.hpp"
+#include "tests/support/postgres_server.hpp"
+
+namespace iothub::store {
+namespace {
+
+using namespace std::chrono_literals;
+using iothub::testing::PostgresServer;
+using iothub::testing::waitFor;
+
+class PgClusterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    Status started = server_.start();
+    ASSERT_TRUE(started.isOk()) << started.toString();
+    auto store = PostgresStore::open(server_.conninfo());
+    ASSERT_TRUE(store.isOk()) << store.status().toString();
+    store_ = std::move(*store);
+    ASSERT_NE(store_->cluster(), nullptr);
+    cluster_ = store_->cluster();
+  }
+
+  void addDevice(const std::string& id) {
+    DeviceRecord device;
+    device.device_id = id;
+    device.generation_id = "gen";
+    device.etag = "e";
+    TwinRecord twin;
+    twin.device_id = id;
+    ASSERT_TRUE(store_->registry().createDevice(device, twin).isOk());
+  }
+
+  bool connected(const std::string& id) {
+    auto p = cluster_->getPresence(id);
+    EXPECT_TRUE(p.isOk()) << p.status().toString();
+    return p.isOk() && p->has_value() && (*p)->connected;
+  }
+
+  PostgresServer server_;
+  std::unique_ptr<PostgresStore> store_;
+  ClusterStore* cluster_ = nullptr;
+};
+
+TEST_F(PgClusterTest, ClaimsGetGrowingEpochsAndReturnWhatTheyReplace) {
+  addDevice("d1");
+  auto never = cluster_->getPresence("d1");
+  ASSERT_TRUE(never.isOk());
+  EXPECT_FALSE(never->has_value());
+
+  auto first = cluster_->claimPresence("d1", "node-a");
+  ASSERT_TRUE(first.isOk()) << first.status().toString();
+  EXPECT_EQ(first->current.node_id, "node-a");
+  EXPECT_TRUE(first->current.connected);
+  EXPECT_FALSE(first->previous.has_value());
+
+  auto second = cluster_->claimPresence("d1", "node-b");
+  ASSERT_TRUE(second.isOk());
+  EXPECT_GT(second->current.epoch, first->current.epoch);
+  ASSERT_TRUE(second->previous.has_value());
+  EXPECT_EQ(second->previous->node_id, "node-a");
+  EXPECT_EQ(second->previous->epoch, first->current.epoch);
+  EXPECT_TRUE(second->previous->connected);
+
+  // A late disconnect of the replaced connection changes nothing.
+  auto stale = cluster_->releasePresence("d1", first->current.epoch);
+  ASSERT_TRUE(stale.isOk());
+  EXPECT_FALSE(*stale);
+  EXPECT_TRUE(connected("d1"));
+  auto count = cluster_->connectedDeviceCount();
+  ASSERT_TRUE(count.isOk());
+  EXPECT_EQ(*count, 1);
+
+  auto current = cluster_->releasePresence("d1", second->current.epoch);
+  ASSERT_TRUE(current.isOk());
+  EXPECT_TRUE(*current);
+  EXPECT_FALSE(connected("d1"));
+  auto again = cluster_->releasePresence("d1", second->current.epoch);
+  ASSERT_TRUE(again.isOk());
+  EXPECT_FALSE(*again);
+  EXPECT_EQ(*cluster_->connectedDeviceCount(), 0);
+}
+
+TEST_F(PgClusterTest, UnknownDevicesCannotBeClaimedAndPresenceGoesWithTheDevice) {
+  auto unknown = cluster_->claimPresence("ghost", "node-a");
+  ASSERT_FALSE(unknown.isOk());
+  EXPECT_EQ(unknown.code(), ErrorCode::DeviceNotFound);
+
+  addDevice("d1");
+  ASSERT_TRUE(cluster_->claimPresence("d1", "node-a").isOk());
+  ASSERT_TRUE(store_->registry().deleteDevice("d1", nullptr).isOk());
+  auto gone = cluster_->getPresence("d1");
+  ASSERT_TRUE(gone.isOk());
+  EXPECT_FALSE(gone->has_value());
+  EXPECT_EQ(*cluster_->connectedDeviceCount(), 0);
+}
+
+TEST_F(PgClusterTest, ConcurrentClaimsOfOneDeviceChainUpAndTheLastOneHoldsIt) {
+  addDevice("d1");
+  // Two stores play two nodes: each commits through its own connection.
+  auto other = PostgresStore::open(server_.conninfo());
+  ASSERT_TRUE(other.isOk()) << other.status().toString();
+  ClusterStore* nodes[] = {cluster_, (*other)->cluster()};
+  constexpr int kThreads = 8, kClaims = 25;
+  std::vector<std::vector<PresenceClaim>> claims(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kClaims; ++i) {
+        auto claim = nodes[t % 2]->claimPresence("d1", "node-" + std::to_string(t));
+        ASSERT_TRUE(claim.isOk()) << claim.status().toString();
+        claims[t].push_back(*claim);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  // Every claim replaced exactly the one before it: the replaced epochs are all the
+  // epochs but the last, each once.
+  std::set<std::int64_t> epochs, replaced;
+  std::int64_t highest = 0;
+  for (const auto& list : claims) {
+    for (const auto& c : list) {
+      EXPECT_TRUE(epochs.insert(c.current.epoch).second) << "epoch given twice";
+      highest = std::max(highest, c.current.epoch);
+      if (c.previous) {
+        EXPECT_TRUE(replaced.insert(c.previous->epoch).second);
+      }
+    }
+  }
+  EXPECT_EQ(epochs.size(), static_cast<std::size_t>(kThreads * kClaims));
+  EXPECT_EQ(replaced.size(), epochs.size() - 1);
+  EXPECT_EQ(replaced.count(highest), 0u);
+  auto now = cluster_->getPresence("d1");
+  ASSERT_TRUE(now.isOk() && now->has_value());
+  EXPECT_EQ((*now)->epoch, highest);
+}
+
+TEST_F(PgClusterTest, NodeLeasesRenewExpireAndTakeTheirDevicesDown) {
+  addDevice("a1");
+  addDevice("a2");
+  addDevice("b1");
+  auto a = cluster_->joinNode("node-a", "127.0.0.1", 60s);
+  ASSERT_TRUE(a.isOk()) << a.status().toString();
+  ASSERT_TRUE(cluster_->joinNode("node-b", "127.0.0.2", 60s).isOk());
+  ASSERT_TRUE(cluster_->claimPresence("a1", "node-a").isOk());
+  ASSERT_TRUE(cluster_->claimPresence("a2", "node-a").isOk());
+  ASSERT_TRUE(cluster_->claimPresence("b1", "node-b").isOk());
+
+  auto renewed = cluster_->renewNode("node-a", "127.0.0.1", 60s);
+  ASSERT_TRUE(renewed.isOk());
+  EXPECT_EQ(renewed->started_time, a->started_time);
+  EXPECT_GE(renewed->lease_until, a->lease_until);
+  auto live = cluster_->liveNodes();
+  ASSERT_TRUE(live.isOk());
+  ASSERT_EQ(live->size(), 2u);
+  EXPECT_EQ((*live)[0].node_id, "node-a");
+  EXPECT_EQ((*live)[1].address, "127.0.0.2");
+
+  // node-a stops renewing: a lease of 0 ms has expired at once.
+  ASSERT_TRUE(cluster_->renewNode("node-a", "127.0.0.1", 0ms).isOk());
+  ASSERT_TRUE(waitFor([&] { return cluster_->liveNodes()->size() == 1; }));
+  auto reaped = cluster_->reapExpiredNodes();
+  ASSERT_TRUE(reaped.isOk()) << reaped.status().toString();
+  EXPECT_EQ(*reaped, std::vector<std::string>{"node-a"});
+  EXPECT_FALSE(connected("a1"));
+  EXPECT_FALSE(connected("a2"));
+  EXPECT_TRUE(connected("b1"));
+  auto nothing = cluster_->reapExpiredNodes();
+  ASSERT_TRUE(nothing.isOk());
+  EXPECT_TRUE(nothing->empty());
+}
+
+TEST_F(PgClusterTest, ARestartedNodeForgetsItsOldConnectionsAndALeavingNodeTakesThemDown) {
+  addDevice("d1");
+  addDevice("d2");
+  ASSERT_TRUE(cluster_->joinNode("node-a", "127.0.0.1", 60s).isOk());
+  ASSERT_TRUE(cluster_->claimPresence("d1", "node-a").isOk());
+  ASSERT_TRUE(cluster_->claimPresence("d2", "node-b").isOk());
+  // node-a crashed and starts again before its lease ran out.
+  auto rejoined = cluster_->joinNode("node-a", "127.0.0.1", 60s);
+  ASSERT_TRUE(rejoined.isOk());
+  EXPECT_FALSE(connected("d1"));
+  EXPECT_TRUE(connected("d2"));
+
+  ASSERT_TRUE(cluster_->claimPresence("d1", "node-a").isOk());
+  ASSERT_TRUE(cluster_->leaveNode("node-a").isOk());
+  EXPECT_FALSE(connected("d1"));
+  EXPECT_TRUE(connected("d2"));
+  EXPECT_TRUE(cluster_->liveNodes()->empty());
+}
+
+TEST_F(PgClusterTest, TheSessionLockIsExclusiveNamesItsHolderAndIsFreedWithItsProcess) {
+  PgConnectSettings settings{.conninfo = server_.conninfo()};
+  auto first = PgSessionLock::acquire(settings, kPgSingleNodeLockKey, "first holder", nullptr);
+  ASSERT_TRUE(first.isOk()) << first.status().toString();
+  auto second = PgSessionLock::acquire(settings, kPgSingleNodeLockKey, "second", nullptr);
+  ASSERT_FALSE(second.isOk());
+  EXPECT_EQ(second.code(), ErrorCode::InvalidOperation);
+  EXPECT_NE(second.status().message().find("first holder"), std::string::npos)
+      << second.status().message();
+  // Another key is another lock.
+  EXPECT_TRUE(PgSessionLock::acquire(settings, kPgSingleNodeLockKey + 1, "x", nullptr).isOk());
+  first->reset();
+  EXPECT_TRUE(PgSessionLock::acquire(settings, kPgSingleNodeLockKey, "second", nullptr).isOk());
+}
+
+TEST_F(PgClusterTest, TheSessionLockIsTakenAgainAfterTheServerRestarts) {
+  PgConnectSettings settings{.conninfo = server_.conninfo(), .connect_timeout = 2s};
+  std::atomic<int> lost{0};
+  auto lock = PgSessionLock::acquire(
+      settings, kPgSingleNodeLockKey, "holder", [&](Status) { lost.fetch_add(1); },
+      PgSessionLock::Options{.check_every = 50ms, .regain_within = 20s});
+  ASSERT_TRUE(lock.isOk()) << lock.status().toString();
+  ASSERT_TRUE(server_.restart().isOk());
+  // The lock went with the old connection; the watcher takes it back, so another
+  // process cannot have it.
+  ASSERT_TRUE(waitFor(
+      [&] {
+        return !PgSessionLock::acquire(settings, kPgSingleNodeLockKey, "other", nullptr).isOk();
+      },
+      15s));
+  EXPECT_EQ(lost.load(), 0);
+}
+
+TEST_F(PgClusterTest, TheHolderIsToldWhenAnotherProcessTookTheLockMeanwhile) {
+  PgConnectSettings settings{.conninfo = server_.conninfo(), .connect_timeout = 2s};
+  std::atomic<int> lost{0};
+  auto lock = PgSessionLock::acquire(
+      settings, kPgSingleNodeLockKey, "holder", [&](Status) { lost.fetch_add(1); },
+      PgSessionLock::Options{.check_every = 3000ms, .regain_within = 20s});
+  ASSERT_TRUE(lock.isOk());
+  ASSERT_TRUE(server_.restart().isOk());
+  // Another process gets in first, before the next check.
+  std::unique_ptr<PgSessionLock> thief;
+  ASSERT_TRUE(waitFor(
+      [&] {
+        auto got = PgSessionLock::acquire(settings, kPgSingleNodeLockKey, "thief", nullptr);
+        if (got) thief = std::move(*got);
+        return thief != nullptr;
+      },
+      10s));
+  EXPECT_TRUE(waitFor([&] { return lost.load() == 1; }, 10s));
+}
+
+}  // namespace
+}  // namespace iothub::store
