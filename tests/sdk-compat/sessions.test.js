@@ -175,20 +175,27 @@ test('desired updates and methods reach SDK devices after hub restarts from the 
                 `${d.deviceId}: CONNACK after the restart has session-present 1`);
             }
             assert.match(log, new RegExp(`device ${d.deviceId} connected from .* \\(session present: true\\)`));
-            // What the SDK itself does after reconnecting: it subscribes to methods again,
-            // never to desired updates or twin responses.
-            assert.deepEqual(after.flatMap((c) => c.attempted), [METHODS], `${d.deviceId}: SDK resubscribes`);
+            // What the SDK itself does after reconnecting: it may subscribe to methods again
+            // (whether it does depends on how it noticed the drop: seen both ways after a
+            // kill -9), never to desired updates or twin responses.
+            const attempted = after.flatMap((c) => c.attempted);
+            assert.ok(attempted.length === 0 || (attempted.length === 1 && attempted[0] === METHODS),
+              `${d.deviceId}: the SDK resubscribes to methods at most: ${attempted}`);
           });
-          // plain: the one SUBSCRIBE the SDK sends (methods) is the only one the hub gets.
-          assert.deepEqual(plain.wire.slice(marks[0].wire).flatMap((c) => c.sent), [METHODS]);
-          assert.deepEqual(hubSubscribes(log, plain.deviceId), [METHODS], 'the hub got only the methods SUBSCRIBE');
+          // plain: the SUBSCRIBE the SDK sends (methods, if any) is the only one the hub gets.
+          const sent = plain.wire.slice(marks[0].wire).flatMap((c) => c.sent);
+          assert.ok(sent.every((f) => f === METHODS) && sent.length <= 1, `plain sent ${sent}`);
+          assert.deepEqual(hubSubscribes(log, plain.deviceId), sent, 'the hub got only what the SDK sent');
           // withheld: no SUBSCRIBE at all after the restart, and (a) and (b) reached it anyway.
           assert.deepEqual(withheld.wire.slice(marks[1].wire).flatMap((c) => c.sent), []);
           assert.deepEqual(hubSubscribes(log, withheld.deviceId), [], 'the hub got no SUBSCRIBE after the restart');
         });
       }
     } finally {
-      for (const d of devices) await d.client.close();
+      // A client left mid-reconnect by a failed assertion may never finish closing.
+      for (const d of devices) {
+        await Promise.race([d.client.close(), new Promise((resolve) => setTimeout(resolve, 5000).unref())]);
+      }
       // Leave a hub as run-suite started it (its log level) for the files that follow.
       const pid = hubPid();
       if (pid && processAlive(pid)) await stopHub();
