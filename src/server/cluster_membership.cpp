@@ -93,7 +93,8 @@ void ClusterMembership::tick() {
                    renewed.status().toString());
     }
     renew_failing_ = true;
-    if (!leaseHeld()) {
+    if (!lease_lost_logged_ && !leaseHeld()) {
+      lease_lost_logged_ = true;
       spdlog::error(
           "cluster: node {} has not renewed its lease for {} ms; the other nodes may "
           "consider it gone",
@@ -103,6 +104,7 @@ void ClusterMembership::tick() {
   }
   if (renew_failing_) spdlog::info("cluster: node {} renews its lease again", node_id_);
   renew_failing_ = false;
+  lease_lost_logged_ = false;
   {
     std::lock_guard lock(mutex_);
     renewed_ = std::chrono::steady_clock::now();

@@ -73,6 +73,7 @@ class ClusterMembership {
   std::vector<store::NodeRecord> nodes_;           // guarded by mutex_
   std::chrono::steady_clock::time_point renewed_;  // guarded by mutex_
   bool renew_failing_ = false;                     // membership thread only
+  bool lease_lost_logged_ = false;                 // membership thread only
   std::thread thread_;
 };
 

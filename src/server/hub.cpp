@@ -250,9 +250,7 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
 
   auto location = parseStoreLocation(config.store, dir);
   if (!location) return location.status();
-  auto store = openStore(*location);
-  if (!store) return store.status();
-  spdlog::info("store: {}", location->description);
+  // A second single-node hub is refused before it touches the database (migrations).
   if (location->kind == StoreLocation::Kind::Postgres) {
     auto node_lock = lockSingleNode(*location, [](const Status& why) {
       spdlog::critical("store: lost the single-node lock of the database ({}); stopping",
@@ -262,6 +260,9 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
     if (!node_lock) return node_lock.status();
     impl->single_node_lock = std::move(*node_lock);
   }
+  auto store = openStore(*location);
+  if (!store) return store.status();
+  spdlog::info("store: {}", location->description);
   impl->durable_store = std::move(*store);
   IOTHUB_RETURN_IF_ERROR(impl->twin_index.load(*impl->durable_store, nullptr));
   impl->store = std::make_unique<index::IndexedStore>(*impl->durable_store, impl->twin_index);

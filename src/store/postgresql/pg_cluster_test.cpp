@@ -224,13 +224,18 @@ TEST_F(PgClusterTest, TheSessionLockIsTakenAgainAfterTheServerRestarts) {
       PgSessionLock::Options{.check_every = 50ms, .regain_within = 20s});
   ASSERT_TRUE(lock.isOk()) << lock.status().toString();
   ASSERT_TRUE(server_.restart().isOk());
-  // The lock went with the old connection; the watcher takes it back, so another
-  // process cannot have it.
-  ASSERT_TRUE(waitFor(
-      [&] {
-        return !PgSessionLock::acquire(settings, kPgSingleNodeLockKey, "other", nullptr).isOk();
-      },
-      15s));
+  // The lock went with the old connection; the watcher takes it back. Looked up in
+  // pg_locks (probing with a lock of our own could race the watcher and take it).
+  auto probe = PgConnection::connect(settings);
+  ASSERT_TRUE(probe.isOk()) << probe.status().toString();
+  auto heldByHolder = [&] {
+    auto held = (*probe)->query(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = 'holder'");
+    return held && held->rows() == 1 && held->row(0).int64(0) == 1;
+  };
+  ASSERT_TRUE(waitFor(heldByHolder, 15s));
+  EXPECT_FALSE(PgSessionLock::acquire(settings, kPgSingleNodeLockKey, "other", nullptr).isOk());
   EXPECT_EQ(lost.load(), 0);
 }
 

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <optional>
+
 namespace iothub::store {
 
 Result<std::unique_ptr<PgConnection>> PgSessionLock::tryLock(const PgConnectSettings& settings,
@@ -61,35 +63,32 @@ PgSessionLock::~PgSessionLock() {
 }
 
 void PgSessionLock::watch() {
-  std::chrono::steady_clock::time_point lost_since{};
-  Status why;
+  // Set while the lock is not held: since when.
+  std::optional<std::chrono::steady_clock::time_point> lost_since;
   for (;;) {
     {
       std::unique_lock lock(mutex_);
       if (wake_.wait_for(lock, options_.check_every, [this] { return stopping_; })) return;
     }
-    if (connection_ && !connection_->broken()) {
+    if (!lost_since) {
       auto alive = connection_->query("SELECT 1");
       if (alive) continue;
-      why = alive.status();
       spdlog::warn(
           "store: the connection holding the single-node lock failed ({}); taking the lock again",
-          why.toString());
+          alive.status().toString());
       connection_.reset();
       lost_since = std::chrono::steady_clock::now();
     }
-    if (!connection_ && lost_since == std::chrono::steady_clock::time_point{})
-      lost_since = std::chrono::steady_clock::now();
     auto again = tryLock(settings_, key_, holder_);
     if (again) {
       connection_ = std::move(*again);
-      lost_since = {};
+      lost_since.reset();
       spdlog::info("store: single-node lock taken again");
       continue;
     }
     // Someone else holds it now: that is final. Otherwise keep trying for a while.
     if (again.code() == ErrorCode::InvalidOperation ||
-        std::chrono::steady_clock::now() - lost_since >= options_.regain_within) {
+        std::chrono::steady_clock::now() - *lost_since >= options_.regain_within) {
       if (lost_) lost_(again.status());
       return;
     }
