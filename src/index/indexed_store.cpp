@@ -1,13 +1,30 @@
 #include "index/indexed_store.hpp"
 
+#include <algorithm>
 #include <functional>
 
 namespace iothub::index {
 
 IndexedStore::IndexedStore(store::Store& inner, TwinIndex& index) : inner_(inner), index_(index) {}
 
+std::size_t IndexedStore::stripeOf(std::string_view device_id) const {
+  return std::hash<std::string_view>{}(device_id) % kStripes;
+}
+
 std::mutex& IndexedStore::stripe(std::string_view device_id) {
-  return stripes_[std::hash<std::string_view>{}(device_id) % kStripes];
+  return stripes_[stripeOf(device_id)];
+}
+
+IndexedStore::DeviceLocks IndexedStore::lockDevices(const std::vector<std::string>& device_ids) {
+  std::vector<std::size_t> stripes;
+  stripes.reserve(device_ids.size());
+  for (const std::string& id : device_ids) stripes.push_back(stripeOf(id));
+  std::sort(stripes.begin(), stripes.end());  // the one global order
+  stripes.erase(std::unique(stripes.begin(), stripes.end()), stripes.end());
+  DeviceLocks held;
+  held.locks_.reserve(stripes.size());
+  for (std::size_t i : stripes) held.locks_.emplace_back(stripes_[i]);
+  return held;
 }
 
 Status IndexedStore::Registry::createDevice(const store::DeviceRecord& device,

@@ -2,7 +2,9 @@
 
 #include <array>
 #include <mutex>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "index/twin_index.hpp"
 #include "store/store.hpp"
@@ -28,8 +30,32 @@ class IndexedStore final : public store::Store {
   store::JobStore& jobs() override { return inner_.jobs(); }
   store::DeviceJobStore& deviceJobs() override { return inner_.deviceJobs(); }
   store::ClusterStore* cluster() override { return inner_.cluster(); }
+  store::ChangeFeed* changeFeed() override { return inner_.changeFeed(); }
   store::AccessPolicyStore& policies() override { return inner_.policies(); }
   store::MqttSessionStore& mqttSessions() override { return inner_.mqttSessions(); }
+
+  // The locks every write of this store to one of some devices holds from before its
+  // durable write until its index update is done; released when destroyed.
+  class DeviceLocks {
+   public:
+    DeviceLocks(DeviceLocks&&) = default;
+    DeviceLocks& operator=(DeviceLocks&&) = default;
+
+   private:
+    friend class IndexedStore;
+    DeviceLocks() = default;
+    std::vector<std::unique_lock<std::mutex>> locks_;
+  };
+
+  // Blocks until no write of this store to any of `device_ids` is under way, and keeps new
+  // ones from starting until the result is destroyed. The change feed (twin_index_feed.hpp)
+  // reads the current state of devices other nodes changed, and applies it, under these
+  // locks: a local write then either finished before the read (so the read sees it) or
+  // starts after the apply, so the feed never replaces a state a local write put in the
+  // index with an older one. Locks are taken in one global order, and a write holds one
+  // device's lock only, so this cannot deadlock with writes. The caller must not write to
+  // those devices through this store while holding them (it would wait for itself).
+  DeviceLocks lockDevices(const std::vector<std::string>& device_ids);
 
  private:
   static constexpr std::size_t kStripes = 4096;
@@ -64,6 +90,7 @@ class IndexedStore final : public store::Store {
     IndexedStore& owner_;
   };
 
+  std::size_t stripeOf(std::string_view device_id) const;
   std::mutex& stripe(std::string_view device_id);
 
   store::Store& inner_;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <functional>
+#include <utility>
 #include <vector>
 
 #include "common/encoding.hpp"
@@ -127,8 +128,13 @@ json::object deviceJobRow(const store::DeviceJobRecord& record) {
 }
 
 QueryRunner::QueryRunner(const TwinIndex& twins, store::DeviceJobStore& device_jobs,
-                         const Clock* clock, std::chrono::milliseconds time_budget)
-    : twins_(twins), device_jobs_(device_jobs), clock_(clock), time_budget_(time_budget) {}
+                         const Clock* clock, std::chrono::milliseconds time_budget,
+                         BeforeQuery before_query)
+    : twins_(twins),
+      device_jobs_(device_jobs),
+      clock_(clock),
+      time_budget_(time_budget),
+      before_query_(std::move(before_query)) {}
 
 Result<QueryPage> QueryRunner::run(std::string_view text, std::size_t page_size,
                                    std::optional<std::string_view> continuation) const {
@@ -148,6 +154,9 @@ Result<QueryPage> QueryRunner::run(std::string_view text, std::size_t page_size,
     cursor = std::move(*decoded);
     std::size_t key_size = q.collection == query::Collection::Devices ? 1 : 2;
     if (!aggregate && cursor.key.size() != key_size) return badToken();
+  }
+  if (q.collection == query::Collection::Devices && before_query_) {
+    IOTHUB_RETURN_IF_ERROR(before_query_());
   }
 
   // Every row visited counts against the time budget; the clock is read every

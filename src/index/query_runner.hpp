@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -40,17 +41,25 @@ json::object deviceJobRow(const store::DeviceJobRecord& record);
 // all pages. Aggregate queries (COUNT, GROUP BY) are computed anew for every page and paged
 // by position in their result, which is tiny compared with the rows it summarizes.
 //
-// Thread-safe; blocks on the store for devices.jobs, so call it from a worker thread.
+// Thread-safe; blocks on the store for devices.jobs (and in before_query), so call it from
+// a worker thread.
 class QueryRunner {
  public:
   static constexpr std::size_t kDefaultPageSize = 100;
   static constexpr std::size_t kMaxPageSize = 1000;
   static constexpr std::chrono::milliseconds kDefaultTimeBudget{10'000};
 
+  // Called before every page of a FROM devices query is computed (not for devices.jobs,
+  // which reads the store); an error it returns is the query's error. In cluster mode it
+  // is TwinIndexFeed::catchUp, so the index reflects every write acknowledged on any node
+  // before the query was sent (twin_index_feed.hpp).
+  using BeforeQuery = std::function<Status()>;
+
   // All must outlive the runner. Without a clock, queries have no time budget.
   QueryRunner(const TwinIndex& twins, store::DeviceJobStore& device_jobs,
               const Clock* clock = nullptr,
-              std::chrono::milliseconds time_budget = kDefaultTimeBudget);
+              std::chrono::milliseconds time_budget = kDefaultTimeBudget,
+              BeforeQuery before_query = {});
 
   // `page_size` 1..kMaxPageSize; `continuation` a token from an earlier page of the same
   // text. A page that takes longer than the time budget to compute (measured on the clock
@@ -67,6 +76,7 @@ class QueryRunner {
   store::DeviceJobStore& device_jobs_;
   const Clock* clock_;
   std::chrono::milliseconds time_budget_;
+  BeforeQuery before_query_;
 };
 
 }  // namespace iothub::index

@@ -219,3 +219,47 @@ TEST_F(QueryRunnerTest, APageThatOutrunsItsTimeBudgetIsAClearError) {
 
 }  // namespace
 }  // namespace iothub::index
+
+namespace iothub::index {
+namespace {
+
+// In cluster mode before_query is the change feed's catchUp: it runs before every page of
+// a FROM devices query, its error is the query's, and devices.jobs (read from the store)
+// does not wait for it.
+TEST_F(QueryRunnerTest, BeforeQueryRunsBeforeEveryDevicesPageAndItsErrorIsTheQuerys) {
+  addFleet(5);
+  int calls = 0;
+  Status outcome = Status::ok();
+  QueryRunner hooked(hub_.index(), hub_.store().deviceJobs(), nullptr,
+                     QueryRunner::kDefaultTimeBudget, [&]() -> Status {
+                       ++calls;
+                       return outcome;
+                     });
+  auto first = hooked.run("SELECT * FROM devices", 3, std::nullopt);
+  ASSERT_TRUE(first.isOk()) << first.status().toString();
+  EXPECT_EQ(calls, 1);
+  ASSERT_TRUE(first->continuation.has_value());
+  auto second = hooked.run("SELECT * FROM devices", 3, first->continuation);
+  ASSERT_TRUE(second.isOk()) << second.status().toString();
+  EXPECT_EQ(second->rows.size(), 2u);
+  EXPECT_EQ(calls, 2);
+  auto count = hooked.run("SELECT COUNT() AS n FROM devices", 3, std::nullopt);
+  ASSERT_TRUE(count.isOk());
+  EXPECT_EQ(calls, 3);
+
+  auto jobs = hooked.run("SELECT * FROM devices.jobs", 3, std::nullopt);
+  EXPECT_TRUE(jobs.isOk()) << jobs.status().toString();
+  EXPECT_EQ(calls, 3);
+
+  outcome = Status(ErrorCode::ServiceUnavailable, "the database is frozen");
+  auto failed = hooked.run("SELECT * FROM devices", 3, std::nullopt);
+  ASSERT_FALSE(failed.isOk());
+  EXPECT_EQ(failed.code(), ErrorCode::ServiceUnavailable);
+  EXPECT_EQ(failed.status().message(), "the database is frozen");
+  // A query that does not parse is refused before the hook runs.
+  EXPECT_EQ(hooked.run("SELECT * FROM", 3, std::nullopt).code(), ErrorCode::ArgumentInvalid);
+  EXPECT_EQ(calls, 4);
+}
+
+}  // namespace
+}  // namespace iothub::index

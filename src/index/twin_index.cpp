@@ -99,6 +99,7 @@ Status TwinIndex::load(store::Store& store,
                        const std::function<bool(std::string_view)>& is_connected) {
   auto started = std::chrono::steady_clock::now();
   Rows rows;
+  std::unordered_set<std::string> connected_ids;
   std::string after;
   for (;;) {
     auto devices = store.registry().listDevices(after, kLoadPage);
@@ -119,14 +120,21 @@ Status TwinIndex::load(store::Store& store,
       }
       const store::TwinRecord& twin = fetched ? *fetched : (*twins)[t];
       bool connected = is_connected && is_connected(device.device_id);
+      if (connected) connected_ids.insert(device.device_id);
       rows.emplace(device.device_id,
                    Entry{makeRow(twin::serviceTwinJson(device, twin, connected)), twin.version});
     }
     after = devices->back().device_id;
     if (devices->size() < kLoadPage) break;
   }
+  // A reload while queries run (the change feed's, twin_index_feed.hpp) frees every node
+  // the path indexes point to: it waits for an index build to finish (build_mutex_) and
+  // for scans reading candidate sets (index_life_), in the order buildPathIndex takes them.
+  std::lock_guard build(build_mutex_);
+  std::unique_lock life(index_life_);
   std::unique_lock lock(mutex_);
   rows_ = std::move(rows);
+  connected_ = std::move(connected_ids);
   path_indexes_.clear();
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
                                                                   started);
@@ -136,6 +144,21 @@ Status TwinIndex::load(store::Store& store,
 
 void TwinIndex::putDevice(const store::DeviceRecord& device, const store::TwinRecord& twin) {
   std::unique_lock lock(mutex_);
+  putDeviceLocked(device, twin);
+}
+
+void TwinIndex::putDevice(const store::DeviceRecord& device, const store::TwinRecord& twin,
+                          bool connected) {
+  std::unique_lock lock(mutex_);
+  if (connected) {
+    connected_.insert(device.device_id);
+  } else {
+    connected_.erase(device.device_id);
+  }
+  putDeviceLocked(device, twin);
+}
+
+void TwinIndex::putDeviceLocked(const store::DeviceRecord& device, const store::TwinRecord& twin) {
   bool connected = connected_.contains(device.device_id);
   Row row = makeRow(twin::serviceTwinJson(device, twin, connected));
   auto it = rows_.find(device.device_id);

@@ -52,12 +52,18 @@ class TwinIndex {
   TwinIndex(const TwinIndex&) = delete;
   TwinIndex& operator=(const TwinIndex&) = delete;
 
-  // Replaces the whole content with the store's twins and devices (startup). Devices that
-  // `is_connected` names are shown Connected. Errors: the store's.
+  // Replaces the whole content with the store's twins and devices (startup, or the change
+  // feed's full reload). Devices that `is_connected` names are shown Connected, and are
+  // the only ones remembered as connected afterwards. Errors: the store's (the index is
+  // then unchanged).
   Status load(store::Store& store, const std::function<bool(std::string_view)>& is_connected);
 
   // A device and its twin were created (or re-created): inserts or replaces its row.
   void putDevice(const store::DeviceRecord& device, const store::TwinRecord& twin);
+  // The whole current state of a device as the change feed read it (twin_index_feed.hpp):
+  // inserts or replaces its row, whatever twin version the row showed (the device may have
+  // been deleted and created again), and sets its connection state, in one step.
+  void putDevice(const store::DeviceRecord& device, const store::TwinRecord& twin, bool connected);
   // A device record changed: rewrites the device members of its row. No-op for unknown ids.
   void updateDevice(const store::DeviceRecord& device);
   // A twin changed: rewrites its twin members. No-op for unknown ids, and for versions
@@ -112,6 +118,8 @@ class TwinIndex {
     std::atomic<std::uint64_t> last_used{0};  // touched by readers under the shared lock
   };
 
+  // Exclusive lock held: putDevice with the connection state connected_ holds.
+  void putDeviceLocked(const store::DeviceRecord& device, const store::TwinRecord& twin);
   // Exclusive lock held: the row of `node` becomes `row`, in every index.
   void replaceRow(Rows::iterator it, Row row);
   // Exclusive lock held: adds or removes `node` (showing `row`) in every path index and in

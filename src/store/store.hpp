@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/status.hpp"
+#include "store/change_feed.hpp"
 #include "store/cluster_store.hpp"
 #include "store/records.hpp"
 
@@ -163,6 +164,9 @@ class Store {
   // What the nodes of a cluster share (store/cluster_store.hpp); null for a backend that
   // only one process uses (SQLite).
   virtual ClusterStore* cluster() { return nullptr; }
+  // Which devices other processes changed (store/change_feed.hpp); null for a backend
+  // that only one process writes (SQLite).
+  virtual ChangeFeed* changeFeed() { return nullptr; }
 };
 
 }  // namespace iothub::store

@@ -107,9 +107,87 @@ CREATE TABLE device_presence (
 CREATE INDEX device_presence_connected_by_node ON device_presence (node_id) WHERE connected;
 )sql";
 
+// Version 3: the change log that keeps every node's twin index current with writes made on
+// other nodes (store/change_feed.hpp; docs/cluster.md "Queries"). Every insert, update or
+// delete of a device, twin or presence row appends the device id with the id of the
+// writing (top-level) transaction; a reader asks for the rows of the transactions its
+// previous snapshot had not seen (xid >= its xmax, or one of those then in progress), which
+// the index on xid answers. No sequence and no primary key: a row costs one heap and one
+// index insert, in the transaction that made the change. A delete cascading to the twin and
+// presence logs the id more than once; readers read each changed id once.
+//
+// Pruning: device_changes_marks remembers, each time a node prunes, the oldest transaction
+// then running; a mark older than the retention becomes the horizon, and the log rows of
+// transactions below it (all finished before the mark was taken) are deleted. A reader
+// whose cursor's xmin is below the horizon may have lost rows and reloads everything.
+// Only one node prunes at a time (the horizon row is locked with SKIP LOCKED).
+constexpr std::string_view kSchemaV3 = R"sql(
+CREATE TABLE device_changes (
+  xid       xid8 NOT NULL DEFAULT pg_current_xact_id(),
+  device_id text COLLATE "C" NOT NULL
+);
+CREATE INDEX device_changes_by_xid ON device_changes (xid);
+
+CREATE TABLE device_changes_horizon (horizon xid8 NOT NULL);
+INSERT INTO device_changes_horizon (horizon) VALUES ('0');
+
+CREATE TABLE device_changes_marks (
+  taken      bigint NOT NULL,  -- nanoseconds on the database's clock
+  oldest_xid xid8   NOT NULL   -- the xmin of a snapshot taken then
+);
+
+CREATE FUNCTION iothub_log_device_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP = 'DELETE' THEN
+    INSERT INTO device_changes (device_id) VALUES (OLD.device_id);
+  ELSE
+    INSERT INTO device_changes (device_id) VALUES (NEW.device_id);
+  END IF;
+  RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER devices_log_change AFTER INSERT OR UPDATE OR DELETE ON devices
+  FOR EACH ROW EXECUTE FUNCTION iothub_log_device_change();
+CREATE TRIGGER twins_log_change AFTER INSERT OR UPDATE OR DELETE ON twins
+  FOR EACH ROW EXECUTE FUNCTION iothub_log_device_change();
+CREATE TRIGGER device_presence_log_change AFTER INSERT OR UPDATE OR DELETE ON device_presence
+  FOR EACH ROW EXECUTE FUNCTION iothub_log_device_change();
+
+-- Returns the log rows deleted, or -1 when another node was pruning.
+CREATE FUNCTION iothub_prune_device_changes(retention_ns bigint) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+  now_ns bigint := (extract(epoch FROM clock_timestamp()) * 1000000000)::bigint;
+  current_horizon xid8;
+  next_horizon xid8;
+  deleted bigint := 0;
+BEGIN
+  SELECT horizon INTO current_horizon FROM device_changes_horizon FOR UPDATE SKIP LOCKED;
+  IF NOT FOUND THEN
+    RETURN -1;
+  END IF;
+  INSERT INTO device_changes_marks (taken, oldest_xid)
+    VALUES (now_ns, pg_snapshot_xmin(pg_current_snapshot()));
+  SELECT max(oldest_xid) INTO next_horizon FROM device_changes_marks
+    WHERE taken <= now_ns - retention_ns;
+  IF next_horizon IS NOT NULL THEN
+    DELETE FROM device_changes_marks WHERE taken <= now_ns - retention_ns;
+    IF next_horizon > current_horizon THEN
+      DELETE FROM device_changes WHERE xid < next_horizon;
+      GET DIAGNOSTICS deleted = ROW_COUNT;
+      UPDATE device_changes_horizon SET horizon = next_horizon;
+    END IF;
+  END IF;
+  RETURN deleted;
+END
+$$;
+)sql";
+
 constexpr PgMigration kMigrations[] = {
     {1, kSchemaV1},
     {2, kSchemaV2},
+    {3, kSchemaV3},
 };
 
 }  // namespace

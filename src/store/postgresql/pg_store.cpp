@@ -472,9 +472,18 @@ PostgresStore::PostgresStore(const PgConnectSettings& settings,
                              const PostgresOptions& options)
     : readers_(std::make_unique<ReaderPool>(settings, options.pool_size)),
       writer_(std::make_unique<PgWriter>(settings, std::move(write_connection), options.max_batch,
-                                         options.max_transaction_attempts)) {}
+                                         options.max_transaction_attempts)),
+      change_feed_(std::make_unique<PgChangeFeed>(
+          [this](const std::function<Status(PgConnection&)>& body) -> Status {
+            return read<bool>([&body](PgConnection& connection) -> Result<bool> {
+                     IOTHUB_RETURN_IF_ERROR(body(connection));
+                     return true;
+                   })
+                .status();
+          })) {}
 
 PostgresStore::~PostgresStore() {
+  change_feed_.reset();
   writer_.reset();
   readers_.reset();
 }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/status.hpp"
+#include "store/postgresql/pg_change_feed.hpp"
 #include "store/postgresql/pg_connection.hpp"
 #include "store/postgresql/pg_writer.hpp"
 #include "store/store.hpp"
@@ -76,6 +77,8 @@ class PostgresStore final : public Store,
   AccessPolicyStore& policies() override { return *this; }
   MqttSessionStore& mqttSessions() override { return *this; }
   ClusterStore* cluster() override { return this; }
+  // Reads on the pool's connections (pg_change_feed.hpp).
+  ChangeFeed* changeFeed() override { return change_feed_.get(); }
 
   // Counters of the group-commit writer (for tests, benchmarks and metrics).
   WriterStats stats() const;
@@ -153,6 +156,7 @@ class PostgresStore final : public Store,
 
   std::unique_ptr<ReaderPool> readers_;
   std::unique_ptr<PgWriter> writer_;
+  std::unique_ptr<PgChangeFeed> change_feed_;  // reads through readers_
 };
 
 }  // namespace iothub::store
