@@ -86,7 +86,15 @@ void TwinIndexFeed::run() {
       spdlog::info("twin index feed: reading changes again");
     }
     failing_ = !status;
+
+    lock.lock();
+    completed_ = std::max(completed_, ticket);
+    last_status_ = status;
+    done_.notify_all();
+
+    // After the waiters are released: pruning may take a while, and no query waits for it.
     if (prunes && Clock::now() >= next_prune) {
+      lock.unlock();
       next_prune = Clock::now() + options_.prune_interval;
       Result<std::int64_t> pruned = feed_.prune(options_.retention);
       if (pruned) {
@@ -95,12 +103,8 @@ void TwinIndexFeed::run() {
         spdlog::warn("twin index feed: pruning the change log failed: {}",
                      pruned.status().toString());
       }
+      lock.lock();
     }
-
-    lock.lock();
-    completed_ = std::max(completed_, ticket);
-    last_status_ = status;
-    done_.notify_all();
   }
 }
 

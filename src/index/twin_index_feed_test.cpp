@@ -495,6 +495,104 @@ TEST_F(TwinIndexFeedTest, CatchUpFailsInsteadOfHangingWhenTheDatabaseIsFrozen) {
   EXPECT_TRUE(waitFor([&] { return b->feed->catchUp(5s).isOk(); }, 30s));
 }
 
+// The feed's own thread: it polls without being asked, and prunes the log (here with no
+// retention at all, so a node that does not read in between falls behind and reloads).
+TEST_F(TwinIndexFeedTest, APollingFeedFollowsOtherNodesAndPrunesTheLog) {
+  TwinIndexFeedOptions pruning = quietOptions();
+  pruning.poll_interval = 20ms;
+  pruning.prune_interval = 50ms;
+  pruning.retention = 0ms;
+  auto a = startNode(pruning);
+  auto b = startNode();
+  ASSERT_TRUE(a && b);
+  create(*b, "from-b");
+  EXPECT_TRUE(waitFor([&] { return a->row("from-b") != nullptr; }));
+  create(*a, "from-a", json::object{{"x", 1}});
+  EXPECT_TRUE(waitFor([&] { return a->feed->stats().pruned_rows > 0; }));
+
+  catchUp(*b);
+  EXPECT_EQ(b->feed->stats().full_reloads, 1u);
+  EXPECT_EQ(b->tag("from-a", "x"), "1");
+  setTag(*b, "from-a", "x", 2);
+  EXPECT_TRUE(waitFor([&] { return a->tag("from-a", "x") == "2"; }));
+}
+
+// The store side alone: which ids a read returns, and what readDevices reads.
+TEST_F(TwinIndexFeedTest, TheChangeFeedReturnsEachChangedDeviceOnceAndItsCurrentState) {
+  auto opened = store::PostgresStore::open(server_.conninfo());
+  ASSERT_TRUE(opened.isOk()) << opened.status().toString();
+  store::PostgresStore& pg = **opened;
+  store::ChangeFeed* feed = pg.changeFeed();
+  ASSERT_NE(feed, nullptr);
+  auto start = feed->currentCursor();
+  ASSERT_TRUE(start.isOk()) << start.status().toString();
+
+  ASSERT_TRUE(pg.registry().createDevice(deviceRecord("d2"), twinRecord("d2")).isOk());
+  ASSERT_TRUE(pg.registry().createDevice(deviceRecord("d1"), twinRecord("d1")).isOk());
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(pg.twins()
+                    .updateTwin("d1",
+                                [](const store::TwinRecord& current) -> Result<store::TwinRecord> {
+                                  store::TwinRecord next = current;
+                                  ++next.version;
+                                  return next;
+                                })
+                    .isOk());
+  }
+  ASSERT_TRUE(pg.cluster()->claimPresence("d2", "node-x").isOk());
+  auto first = feed->readChanges(*start);
+  ASSERT_TRUE(first.isOk()) << first.status().toString();
+  EXPECT_FALSE(first->fell_behind);
+  EXPECT_EQ(first->device_ids, (std::vector<std::string>{"d1", "d2"}));
+  EXPECT_NE(first->next, *start);
+
+  auto again = feed->readChanges(first->next);
+  ASSERT_TRUE(again.isOk());
+  EXPECT_TRUE(again->device_ids.empty());
+  // Reading from an older cursor again returns the same changes (nothing is consumed).
+  auto repeated = feed->readChanges(*start);
+  ASSERT_TRUE(repeated.isOk());
+  EXPECT_EQ(repeated->device_ids, first->device_ids);
+
+  ASSERT_TRUE(pg.registry().deleteDevice("d2", nullptr).isOk());
+  auto deleted = feed->readChanges(again->next);
+  ASSERT_TRUE(deleted.isOk());
+  EXPECT_EQ(deleted->device_ids, (std::vector<std::string>{"d2"}));
+
+  auto states = feed->readDevices({"d2", "never", "d1"});
+  ASSERT_TRUE(states.isOk()) << states.status().toString();
+  ASSERT_EQ(states->size(), 3u);
+  EXPECT_EQ((*states)[0].device_id, "d2");
+  EXPECT_FALSE((*states)[0].device.has_value());
+  EXPECT_EQ((*states)[1].device_id, "never");
+  EXPECT_FALSE((*states)[1].device.has_value());
+  EXPECT_EQ((*states)[2].device_id, "d1");
+  ASSERT_TRUE((*states)[2].device.has_value());
+  EXPECT_EQ(*(*states)[2].device, deviceRecord("d1"));
+  EXPECT_EQ((*states)[2].twin.version, 4);
+  EXPECT_FALSE((*states)[2].presence.has_value());
+
+  ASSERT_TRUE(pg.registry().createDevice(deviceRecord("d3"), twinRecord("d3")).isOk());
+  auto claim = pg.cluster()->claimPresence("d3", "node-x");
+  ASSERT_TRUE(claim.isOk());
+  auto with_presence = feed->readDevices({"d3"});
+  ASSERT_TRUE(with_presence.isOk());
+  ASSERT_TRUE((*with_presence)[0].presence.has_value());
+  EXPECT_EQ(*(*with_presence)[0].presence, claim->current);
+  auto connected = feed->connectedDevices();
+  ASSERT_TRUE(connected.isOk());
+  EXPECT_EQ(*connected, (std::vector<std::string>{"d3"}));
+
+  // Once pruned, a cursor from before is told it fell behind.
+  auto pruned = feed->prune(0ms);
+  ASSERT_TRUE(pruned.isOk()) << pruned.status().toString();
+  EXPECT_GT(*pruned, 0);
+  auto behind = feed->readChanges(*start);
+  ASSERT_TRUE(behind.isOk());
+  EXPECT_TRUE(behind->fell_behind);
+  EXPECT_TRUE(behind->device_ids.empty());
+}
+
 TEST(TwinIndexFeedWithoutSharedStoreTest, SqliteHasNoChangeFeed) {
   iothub::testing::TempDir dir{"iothub-feed-test"};
   auto sqlite = store::SqliteStore::open(dir.path() / "hub.db");
