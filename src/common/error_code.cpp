@@ -37,6 +37,7 @@ constexpr std::array kTable{
     Entry{ErrorCode::GatewayTimeout, {504, 504101, "GatewayTimeout"}},
     Entry{ErrorCode::Cancelled, {503, 503001, "ServiceUnavailable"}},
     Entry{ErrorCode::StoreCorruption, {500, 500001, "ServerError"}},
+    Entry{ErrorCode::JobLeaseLost, {409, 0, "JobLeaseLost"}},
 };
 
 constexpr bool tableFollowsEnum() {

@@ -34,6 +34,8 @@ enum class ErrorCode {
   GatewayTimeout,            // 504 / 504101
   Cancelled,                 // operation abandoned because the hub is shutting down
   StoreCorruption,           // 500: the store returned something impossible
+  JobLeaseLost,              // 409: a job's write under a lease that expired or that another
+                             // node took (store.hpp, JobStore leases); never sent to clients
 };
 
 struct ErrorInfo {

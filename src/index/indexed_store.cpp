@@ -76,6 +76,14 @@ Result<store::TwinRecord> IndexedStore::Twins::updateTwin(std::string_view devic
   return updated;
 }
 
+Result<store::TwinRecord> IndexedStore::Twins::updateTwinForJob(
+    std::string_view device_id, store::TwinMutation mutate, const store::DeviceJobWrite& job_row) {
+  std::lock_guard lock(owner_.stripe(device_id));
+  auto updated = owner_.inner_.twins().updateTwinForJob(device_id, std::move(mutate), job_row);
+  if (updated) owner_.index_.updateTwin(*updated);
+  return updated;
+}
+
 Result<std::vector<store::TwinRecord>> IndexedStore::Twins::listTwins(
     std::string_view after_device_id, std::size_t limit) {
   return owner_.inner_.twins().listTwins(after_device_id, limit);

@@ -83,6 +83,9 @@ class IndexedStore final : public store::Store {
     Result<store::TwinRecord> getTwin(std::string_view device_id) override;
     Result<store::TwinRecord> updateTwin(std::string_view device_id,
                                          store::TwinMutation mutate) override;
+    Result<store::TwinRecord> updateTwinForJob(std::string_view device_id,
+                                               store::TwinMutation mutate,
+                                               const store::DeviceJobWrite& job_row) override;
     Result<std::vector<store::TwinRecord>> listTwins(std::string_view after_device_id,
                                                      std::size_t limit) override;
 

@@ -3,7 +3,9 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <atomic>
 #include <unordered_map>
+#include <utility>
 
 #include "common/encoding.hpp"
 #include "common/error_code.hpp"
@@ -73,6 +75,15 @@ struct JobsEngine::Run {
   // The devices selected by the first attempt to start, kept until the run has started so
   // that a retry writes rows for the same devices.
   std::optional<std::vector<std::string>> targets;
+
+  // Cluster mode: the lease every write of the run carries, and when it ends at the latest
+  // by the steady clock (the renewal's send time + the lease). Engine thread only.
+  std::optional<store::JobLease> lease;
+  SteadyClock::time_point lease_deadline{};
+  // Dropped because the lease was lost: nothing more is written for it.
+  bool abandoned = false;
+  // False once the run is abandoned; twin tasks still queued then leave their device alone.
+  std::shared_ptr<std::atomic<bool>> live = std::make_shared<std::atomic<bool>>(true);
 };
 
 void JobsEngine::Inbox::post(Completion c) {
@@ -91,38 +102,50 @@ JobsEngine::JobsEngine(store::Store& store, DeviceOperations& operations, Target
 
 JobsEngine::~JobsEngine() { stop(); }
 
+bool JobsEngine::load(std::shared_ptr<Run> run) {
+  auto spec = specOf(run->record);
+  if (!spec) {
+    failRun(*run, spec.status());
+    return false;
+  }
+  run->spec = std::move(*spec);
+  bool resumed = false;
+  if (run->record.status == kJobRunning) {
+    if (Status s = recover(*run); !s) {
+      if (!retryLater(*run, s, "resuming")) {
+        failRun(*run, s);
+        return false;
+      }
+      run->needs_recovery = true;  // the engine thread tries again
+    } else {
+      resumed = true;
+    }
+  }
+  std::lock_guard lock(state_mutex_);
+  runs_[run->record.job_id] = run;
+  return resumed;
+}
+
 Status JobsEngine::start() {
   if (started_) return Status::ok();
-  auto unfinished = store_.jobs().jobsWithStatus(
-      {std::string(kJobQueued), std::string(kJobScheduled), std::string(kJobRunning)});
-  if (!unfinished) return unfinished.status();
-  std::size_t resumed = 0;
-  for (auto& job : *unfinished) {
-    auto run = std::make_shared<Run>();
-    run->record = std::move(job);
-    auto spec = specOf(run->record);
-    if (!spec) {
-      failRun(*run, spec.status());
-      continue;
+  if (options_.lease) {
+    // Jobs come by claims, the first one on the engine thread's first turn.
+    next_claim_ = SteadyClock::now();
+    next_renew_ = next_claim_ + options_.lease->renew_every;
+  } else {
+    auto unfinished = store_.jobs().jobsWithStatus(
+        {std::string(kJobQueued), std::string(kJobScheduled), std::string(kJobRunning)});
+    if (!unfinished) return unfinished.status();
+    std::size_t resumed = 0;
+    for (auto& job : *unfinished) {
+      auto run = std::make_shared<Run>();
+      run->record = std::move(job);
+      if (load(run)) ++resumed;
     }
-    run->spec = std::move(*spec);
-    if (run->record.status == kJobRunning) {
-      if (Status s = recover(*run); !s) {
-        if (!retryLater(*run, s, "resuming")) {
-          failRun(*run, s);
-          continue;
-        }
-        run->needs_recovery = true;  // the engine thread tries again
-      } else {
-        ++resumed;
-      }
+    if (!unfinished->empty()) {
+      spdlog::info("jobs: {} unfinished job(s) loaded, {} resumed while running",
+                   unfinished->size(), resumed);
     }
-    std::lock_guard lock(state_mutex_);
-    runs_[run->record.job_id] = run;
-  }
-  if (!unfinished->empty()) {
-    spdlog::info("jobs: {} unfinished job(s) loaded, {} resumed while running", unfinished->size(),
-                 resumed);
   }
   for (std::size_t i = 0; i < std::max<std::size_t>(1, options_.twin_workers); ++i) {
     twin_threads_.emplace_back([this] { twinWorker(); });
@@ -165,8 +188,9 @@ void JobsEngine::twinWorker() {
 }
 
 std::optional<Status> JobsEngine::updateTwinRetrying(const std::string& device_id,
-                                                     const json::object& update) {
-  Status s = operations_.updateTwin(device_id, update);
+                                                     const json::object& update,
+                                                     const store::DeviceJobWrite& outcome) {
+  Status s = operations_.updateTwin(device_id, update, outcome);
   for (int attempt = 1;
        !s && isTransientStoreError(s.code()) && attempt <= options_.store_retry_attempts;
        ++attempt) {
@@ -177,7 +201,7 @@ std::optional<Status> JobsEngine::updateTwinRetrying(const std::string& device_i
     }
     spdlog::debug("jobs: twin update of {} failed ({}); retry {} of {}", device_id, s.toString(),
                   attempt, options_.store_retry_attempts);
-    s = operations_.updateTwin(device_id, update);
+    s = operations_.updateTwin(device_id, update, outcome);
   }
   return s;
 }
@@ -198,6 +222,9 @@ Result<json::object> JobsEngine::create(std::string_view job_id, const json::val
   auto spec = parseJobRequest(job_id, body);
   if (!spec) return spec.status();
   store::JobRecord job = newJobRecord(*spec, clock_.now());
+  // In a cluster no node holds a job before its start time, so none would mark it
+  // scheduled: it is stored so.
+  if (options_.lease && job.start_time > job.created_time) job.status = std::string(kJobScheduled);
   if (Status s = store_.jobs().createJob(job); !s) {
     if (s.code() == ErrorCode::JobAlreadyExists) {
       return Status(ErrorCode::JobAlreadyExists,
@@ -207,7 +234,11 @@ Result<json::object> JobsEngine::create(std::string_view job_id, const json::val
   }
   {
     std::lock_guard lock(inbox_->mutex);
-    inbox_->new_jobs.push_back(job.job_id);
+    if (options_.lease) {
+      inbox_->claim_now = true;
+    } else {
+      inbox_->new_jobs.push_back(job.job_id);
+    }
     inbox_->wake.notify_one();
   }
   return jobResponse(job, JobStatistics{});
@@ -228,6 +259,8 @@ Result<json::object> JobsEngine::cancel(std::string_view job_id) {
   auto job = store_.jobs().getJob(job_id);
   if (!job) return job.status();
   if (!isTerminalJobStatus(job->status)) {
+    // Whoever runs it (maybe another node) sees the request in the store.
+    if (options_.lease) IOTHUB_RETURN_IF_ERROR(store_.jobs().requestJobCancel(job_id));
     auto handled = std::make_shared<std::promise<void>>();
     auto done = handled->get_future();
     {
@@ -303,6 +336,13 @@ std::vector<std::shared_ptr<JobsEngine::Run>> JobsEngine::snapshotRuns() const {
 
 std::chrono::milliseconds JobsEngine::nextWait() const {
   std::chrono::milliseconds wait = options_.idle_tick;
+  if (options_.lease) {
+    SteadyClock::time_point steady_now = SteadyClock::now();
+    auto left = [&](SteadyClock::time_point t) {
+      return std::chrono::ceil<std::chrono::milliseconds>(t - steady_now);
+    };
+    wait = std::max(options_.tick, std::min({wait, left(next_claim_), left(next_renew_)}));
+  }
   SystemTime now = clock_.now();
   std::lock_guard lock(state_mutex_);
   auto until = [&](SystemTime t) {
@@ -321,14 +361,18 @@ void JobsEngine::loop() {
   std::vector<std::string> new_jobs;
   std::vector<CancelRequest> cancels;
   std::vector<Completion> completions;
+  // Cluster mode: cancels of jobs this node does not hold, answered after the claim that
+  // may bring them here.
+  std::vector<CancelRequest> claim_cancels;
   bool stopping = false;
   auto stop_deadline = SteadyClock::time_point::max();
   for (;;) {
+    bool claim_now = false;
     {
       std::unique_lock lock(inbox_->mutex);
       inbox_->wake.wait_for(lock, nextWait(), [this, stopping] {
         return (inbox_->stopping && !stopping) || !inbox_->new_jobs.empty() ||
-               !inbox_->cancels.empty() || !inbox_->completions.empty();
+               !inbox_->cancels.empty() || !inbox_->completions.empty() || inbox_->claim_now;
       });
       if (inbox_->stopping && !stopping) {
         stopping = true;
@@ -337,9 +381,22 @@ void JobsEngine::loop() {
       new_jobs.swap(inbox_->new_jobs);
       cancels.swap(inbox_->cancels);
       completions.swap(inbox_->completions);
+      claim_now = std::exchange(inbox_->claim_now, false);
     }
     for (const auto& id : new_jobs) admit(id);
     for (auto& c : cancels) {
+      if (options_.lease) {
+        bool held = false;
+        {
+          std::lock_guard lock(state_mutex_);
+          held = runs_.contains(c.job_id);
+        }
+        if (!held) {
+          claim_now = true;
+          claim_cancels.push_back(std::move(c));
+          continue;
+        }
+      }
       handleCancel(c.job_id);
       c.handled->set_value();
     }
@@ -358,12 +415,17 @@ void JobsEngine::loop() {
         for (auto& run : snapshotRuns()) {
           if (run->started) flush(*run, true);
         }
+        if (options_.lease) releaseLeases();
+        for (auto& c : claim_cancels) c.handled->set_value();
         return;
       }
       continue;
     }
+    if (options_.lease) leaseTurn(claim_now);
     retryAdmissions();
     startDueJobs();
+    for (auto& c : claim_cancels) c.handled->set_value();
+    claim_cancels.clear();
     for (auto& run : snapshotRuns()) step(*run);
   }
 }
@@ -470,6 +532,10 @@ void JobsEngine::handleCompletion(Completion& c) {
     if (it != runs_.end()) run = it->second;
   }
   if (!run) return;
+  if (c.status.code() == ErrorCode::JobLeaseLost) {
+    abandon(*run, c.status.message());
+    return;
+  }
   auto started = run->started_at.find(c.device_id);
   if (started == run->started_at.end()) return;  // not ours (already resolved)
   SystemTime began = started->second;
@@ -477,9 +543,11 @@ void JobsEngine::handleCompletion(Completion& c) {
   --run->inflight;
   SystemTime now = clock_.now();
   bool ok = c.status.isOk();
-  run->buffer.push_back(deviceJobRecord(
-      run->record, c.device_id, ok ? kDeviceCompleted : kDeviceFailed, now, began, now,
-      std::move(c.response), ok ? std::nullopt : std::optional<json::object>(errorOf(c.status))));
+  if (!c.recorded) {
+    run->buffer.push_back(deviceJobRecord(
+        run->record, c.device_id, ok ? kDeviceCompleted : kDeviceFailed, now, began, now,
+        std::move(c.response), ok ? std::nullopt : std::optional<json::object>(errorOf(c.status))));
+  }
   updateStats(*run, [ok](JobStatistics& s) {
     --s.running;
     ++(ok ? s.succeeded : s.failed);
@@ -553,7 +621,7 @@ Status JobsEngine::startRun(Run& run) {
       rows.push_back(deviceJobRecord(run.record, targets[j], kDevicePending, now, now, std::nullopt,
                                      std::nullopt, std::nullopt));
     }
-    IOTHUB_RETURN_IF_ERROR(store_.deviceJobs().putDeviceJobs(rows));
+    IOTHUB_RETURN_IF_ERROR(putRows(run, rows));
   }
   updateStats(run, [n = static_cast<std::int64_t>(targets.size())](JobStatistics& s) {
     s = JobStatistics{};
@@ -626,7 +694,7 @@ Status JobsEngine::recover(Run& run) {
     if (rows->size() < options_.batch_size) break;
     after = rows->back().device_id;
   }
-  if (!fixes.empty()) IOTHUB_RETURN_IF_ERROR(store_.deviceJobs().putDeviceJobs(fixes));
+  if (!fixes.empty()) IOTHUB_RETURN_IF_ERROR(putRows(run, fixes));
   {
     // get() reads the statistics of runs it finds, and a retried recovery is already listed.
     std::lock_guard lock(state_mutex_);
@@ -754,7 +822,7 @@ void JobsEngine::dispatch(Run& run) {
       rows.push_back(deviceJobRecord(run.record, id, kDeviceRunning, now, now, std::nullopt,
                                      std::nullopt, std::nullopt));
     }
-    if (Status s = store_.deviceJobs().putDeviceJobs(rows); !s) {
+    if (Status s = putRows(run, rows); !s) {
       // Nothing was called: the outcomes wait for the next write, the devices go back to
       // the front of the queue in their order, and so do their tokens.
       rows.resize(rows.size() - batch.size());
@@ -779,7 +847,7 @@ void JobsEngine::dispatch(Run& run) {
       call.device_id = id;
       operations_.invokeMethod(std::move(call), [inbox = inbox_, job = run.record.job_id,
                                                  id](Result<methods::MethodResult> result) {
-        Completion c{job, id, Status::ok(), std::nullopt};
+        Completion c{job, id, Status::ok(), std::nullopt, false};
         if (!result) {
           c.status = result.status();
         } else {
@@ -793,13 +861,25 @@ void JobsEngine::dispatch(Run& run) {
     }
     return;
   }
+  // What a device's completed row is made of (the rest of the record stays here).
+  auto shape = std::make_shared<store::JobRecord>();
+  shape->job_id = run.record.job_id;
+  shape->type = run.record.type;
+  shape->created_time = run.record.created_time;
   std::lock_guard lock(twin_mutex_);
   for (auto& id : batch) {
-    twin_tasks_.emplace_back(
-        [this, inbox = inbox_, job = run.record.job_id, id, update = run.update_twin] {
-          if (auto s = updateTwinRetrying(id, *update))
-            inbox->post(Completion{job, id, std::move(*s), std::nullopt});
-        });
+    twin_tasks_.emplace_back([this, inbox = inbox_, shape, id, began = now, lease = run.lease,
+                              live = run.live, update = run.update_twin] {
+      if (!live->load()) return;  // the job left this node: its next owner applies the update
+      SystemTime at = clock_.now();
+      store::DeviceJobWrite outcome{
+          deviceJobRecord(*shape, id, kDeviceCompleted, at, began, at, std::nullopt, std::nullopt),
+          lease};
+      if (auto s = updateTwinRetrying(id, *update, outcome)) {
+        bool recorded = s->isOk();
+        inbox->post(Completion{shape->job_id, id, std::move(*s), std::nullopt, recorded});
+      }
+    });
   }
   twin_wake_.notify_all();
 }
@@ -813,7 +893,7 @@ void JobsEngine::flush(Run& run, bool force) {
   run.last_flush = now;
   std::vector<store::DeviceJobRecord> rows;
   rows.swap(run.buffer);
-  if (Status s = store_.deviceJobs().putDeviceJobs(rows); !s) {
+  if (Status s = putRows(run, rows); !s) {
     run.buffer.swap(rows);  // kept for the next attempt
     if (retryLater(run, s, "recording outcomes")) return;
     failRun(run, s);  // the store refuses to record outcomes for good
@@ -832,9 +912,13 @@ Status JobsEngine::persist(Run& run, const std::function<void(store::JobRecord&)
     next.document[kDocStatistics] = run.stats.toJson();
   }
   if (change) change(next);
-  auto updated = store_.jobs().updateJob(
-      next.job_id, [&next](const store::JobRecord&) { return Result<store::JobRecord>(next); });
-  if (!updated) return updated.status();
+  auto replace = [&next](const store::JobRecord&) { return Result<store::JobRecord>(next); };
+  auto updated = run.lease ? store_.jobs().updateLeasedJob(*run.lease, replace)
+                           : store_.jobs().updateJob(next.job_id, replace);
+  if (!updated) {
+    if (updated.code() == ErrorCode::JobLeaseLost) abandon(run, updated.status().message());
+    return updated.status();
+  }
   // Readers see a change only once it is durable, so what GET shows, a list from the store
   // shows too.
   std::lock_guard lock(state_mutex_);
@@ -862,7 +946,7 @@ void JobsEngine::finish(Run& run) {
     r.end_time = clock_.now();
   });
   if (!s) {
-    if (retryLater(run, s, "recording its end")) return;
+    if (run.abandoned || retryLater(run, s, "recording its end")) return;
     spdlog::error("jobs: {} could not be finished: {}; a restart resumes and finishes it",
                   run.record.job_id, s.toString());
     std::lock_guard lock(state_mutex_);
@@ -896,13 +980,14 @@ std::chrono::milliseconds JobsEngine::retryDelay(int failures) const {
 bool JobsEngine::backingOff(const Run& run) const { return clock_.now() < run.retry_at; }
 
 void JobsEngine::failSoftly(Run& run, const Status& why) {
-  if (run.failure) return;
+  if (run.failure || run.abandoned) return;
   spdlog::error("jobs: {} fails: {}; operations in flight finish first", run.record.job_id,
                 why.toString());
   run.failure = why;
 }
 
 void JobsEngine::failRun(Run& run, const Status& why) {
+  if (run.abandoned) return;  // not ours to record any more
   spdlog::error("jobs: {} failed: {}", run.record.job_id, why.toString());
   run.started = false;
   Status s = persist(run, [this, &why](store::JobRecord& r) {
@@ -913,6 +998,127 @@ void JobsEngine::failRun(Run& run, const Status& why) {
   if (!s) spdlog::error("jobs: {}: {}", run.record.job_id, s.toString());
   std::lock_guard lock(state_mutex_);
   runs_.erase(run.record.job_id);
+}
+
+// ---------------------------------------------------------------------------------------
+// Cluster mode
+
+Status JobsEngine::putRows(Run& run, const std::vector<store::DeviceJobRecord>& rows) {
+  Status s = run.lease ? store_.jobs().putLeasedDeviceJobs(*run.lease, rows)
+                       : store_.deviceJobs().putDeviceJobs(rows);
+  if (s.code() == ErrorCode::JobLeaseLost) abandon(run, s.message());
+  return s;
+}
+
+void JobsEngine::abandon(Run& run, std::string_view why) {
+  if (run.abandoned) return;
+  spdlog::warn("jobs: {} is dropped on this node, which writes nothing more for it: {}",
+               run.record.job_id, why);
+  run.abandoned = true;
+  run.started = false;
+  run.live->store(false);
+  std::lock_guard lock(state_mutex_);
+  auto it = runs_.find(run.record.job_id);
+  if (it != runs_.end() && it->second.get() == &run) runs_.erase(it);
+}
+
+void JobsEngine::leaseTurn(bool claim) {
+  const JobLeaseOptions& lease = *options_.lease;
+  SteadyClock::time_point now = SteadyClock::now();
+  if (now >= next_renew_) {
+    renewLeases();
+    next_renew_ = now + lease.renew_every;
+  }
+  now = SteadyClock::now();
+  for (auto& run : snapshotRuns()) {
+    if (run->lease && now >= run->lease_deadline)
+      abandon(*run, "no renewal succeeded before its lease ended");
+  }
+  if (claim || now >= next_claim_) {
+    claimJobs();
+    next_claim_ = SteadyClock::now() + lease.claim_poll;
+  }
+}
+
+void JobsEngine::renewLeases() {
+  std::vector<std::shared_ptr<Run>> held;
+  std::vector<store::JobLease> leases;
+  for (auto& run : snapshotRuns()) {
+    if (!run->lease) continue;
+    held.push_back(run);
+    leases.push_back(*run->lease);
+  }
+  if (leases.empty()) return;
+  // The store's lease ends `lease` after it ran the renewal, so no earlier than this.
+  SteadyClock::time_point sent = SteadyClock::now();
+  auto renewed = store_.jobs().renewJobLeases(leases, options_.lease->lease);
+  if (!renewed) {
+    spdlog::warn("jobs: renewing the leases of {} job(s) failed: {}", leases.size(),
+                 renewed.status().toString());
+    return;
+  }
+  for (std::size_t i = 0; i < held.size() && i < renewed->size(); ++i) {
+    Run& run = *held[i];
+    const store::JobLeaseRenewal& renewal = (*renewed)[i];
+    if (!renewal.held) {
+      abandon(run, "its lease expired or another node claimed it");
+      continue;
+    }
+    run.lease_deadline = sent + options_.lease->lease;
+    if (renewal.cancel_requested && !run.cancel_requested) {
+      spdlog::info("jobs: {} cancelled through another node", run.record.job_id);
+      handleCancel(run.record.job_id);
+    }
+  }
+}
+
+void JobsEngine::claimJobs() {
+  const JobLeaseOptions& lease = *options_.lease;
+  std::size_t held = 0;
+  {
+    std::lock_guard lock(state_mutex_);
+    held = runs_.size();
+  }
+  const std::size_t capacity = std::max<std::size_t>(1, options_.max_running_jobs);
+  if (held >= capacity) return;
+  SteadyClock::time_point sent = SteadyClock::now();
+  auto claimed = store_.jobs().claimJobs(lease.node_id, clock_.now(), lease.lease, capacity - held);
+  if (!claimed) {
+    spdlog::warn("jobs: claiming due jobs failed: {}", claimed.status().toString());
+    return;
+  }
+  for (auto& claim : *claimed) {
+    std::shared_ptr<Run> stale;
+    {
+      std::lock_guard lock(state_mutex_);
+      auto it = runs_.find(claim.job.job_id);
+      if (it != runs_.end()) stale = it->second;
+    }
+    // Only if this node's steady clock ran slower than the store's: the old run's lease is
+    // gone (the claim bumped its epoch), so it must not write again.
+    if (stale) abandon(*stale, "claimed again");
+    auto run = std::make_shared<Run>();
+    run->record = std::move(claim.job);
+    run->lease = std::move(claim.lease);
+    run->lease_deadline = sent + lease.lease;
+    run->cancel_requested = claim.cancel_requested;
+    spdlog::info("jobs: {} ({}) claimed by {} under epoch {}", run->record.job_id,
+                 run->record.status, lease.node_id, run->lease->epoch);
+    load(run);
+  }
+}
+
+void JobsEngine::releaseLeases() {
+  for (auto& run : snapshotRuns()) {
+    if (!run->lease || run->abandoned) continue;
+    if (Status s = store_.jobs().releaseJobLease(*run->lease); !s) {
+      spdlog::warn("jobs: releasing the lease of {}: {}; it expires by itself", run->record.job_id,
+                   s.toString());
+    }
+  }
+  // The jobs are other nodes' now (or this one's again after its next claim).
+  std::lock_guard lock(state_mutex_);
+  runs_.clear();
 }
 
 }  // namespace iothub::jobs

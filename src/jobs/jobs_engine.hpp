@@ -33,12 +33,31 @@ class DeviceOperations {
   // Asynchronous: `done` runs exactly once, on any thread.
   virtual void invokeMethod(methods::MethodCall call, methods::MethodCallback done) = 0;
   // Blocking (runs on one of the engine's twin workers): merges the job's updateTwin into
-  // the device's twin, checking a concrete etag, and notifies the device.
-  virtual Status updateTwin(std::string_view device_id, const json::object& update_twin) = 0;
+  // the device's twin, checking a concrete etag, and notifies the device. On success
+  // `outcome` (the device's completed row, under the job's lease in cluster mode) is
+  // committed in the same transaction as the twin (TwinStore::updateTwinForJob), so a job
+  // that moves to another node never applies the update twice; on failure neither is
+  // written. Errors: the twin's (PreconditionFailed for an etag mismatch, ...), the store's;
+  // JobLeaseLost when the job's lease is no longer held.
+  virtual Status updateTwin(std::string_view device_id, const json::object& update_twin,
+                            const store::DeviceJobWrite& outcome) = 0;
 };
 
 // The ids of the devices a condition selects, in order (the hub's TwinIndex).
 using TargetSelector = std::function<std::vector<std::string>(const query::Condition&)>;
+
+// Cluster mode (docs/cluster.md, "Jobs across nodes"): the engines of several nodes share
+// one store, and each job runs on the node that holds its lease (JobStore leases).
+struct JobLeaseOptions {
+  std::string node_id;  // the owner named in the leases this node takes
+  // How long a claim or renewal holds a job (on the store's clock), and how often the owner
+  // renews. A node that dies stops holding its jobs at most `lease` after its last renewal.
+  std::chrono::milliseconds lease{15000};
+  std::chrono::milliseconds renew_every{5000};
+  // How often the engine looks for jobs that are due and held by nobody (new, scheduled,
+  // cancelled, or left by a node that died); also at once after create() and cancel().
+  std::chrono::milliseconds claim_poll{1000};
+};
 
 struct JobsOptions {
   // In-flight device operations per running job.
@@ -68,6 +87,9 @@ struct JobsOptions {
   std::chrono::milliseconds store_retry_initial{100};
   std::chrono::milliseconds store_retry_max{10000};
   int store_retry_attempts = 10;
+  // Unset (a single node): the engine runs every job of the store. Set: only the jobs it
+  // holds a lease on (see "Cluster mode" at JobsEngine).
+  std::optional<JobLeaseOptions> lease = std::nullopt;
 };
 
 // Store errors that may go away by themselves: ServerError (what the SQLite backend answers
@@ -104,6 +126,27 @@ struct JobPage {
 // failureReason. Only when the store refuses to record outcomes for good is the job failed
 // at once (rows it could not write stay as they were; failureReason says why).
 //
+// Twin jobs record a device's outcome in the transaction that updates its twin
+// (DeviceOperations::updateTwin), so after a crash or a takeover exactly the devices whose
+// row is not completed are applied (again): none of them was applied before.
+//
+// Cluster mode (JobsOptions::lease; docs/cluster.md, "Jobs across nodes"). start() loads
+// nothing; instead the engine claims due jobs that no node holds (JobStore::claimJobs) at
+// start, every claim_poll, and at once after create() or cancel() on this node, up to
+// max_running_jobs held at once. It renews the leases it holds every renew_every. A job
+// whose lease is lost (a renewal finds it taken, a write fails with JobLeaseLost, or no
+// renewal succeeded before the lease would end by this node's steady clock) is dropped
+// here without another write: its next owner recovers it as after a restart (pending
+// devices continue; method calls that were in flight fail with DeviceJobInterrupted). So a
+// job resumes at most lease + claim_poll after its owner dies. Every write of an owner is
+// fenced by its lease (updateLeasedJob, putLeasedDeviceJobs, updateTwinForJob).
+// create() stores a job to start later as scheduled. cancel() of a job this node does not
+// run records the request in the store (requestJobCancel): its owner applies it at its next
+// renewal, or the node that claims it next (this one at once, when nobody holds it).
+// get() and list() read the store for jobs other nodes run (statistics as of their owner's
+// last flush). stop() releases the leases it holds, so other nodes take the jobs over at
+// their next claim.
+//
 // Threading: the API methods are thread-safe and block on the store (call them from a
 // worker thread). One engine thread does all the scheduling and store writes of running
 // jobs; twin updates run on `twin_workers` threads; method results arrive on any thread.
@@ -138,12 +181,14 @@ class JobsEngine {
   std::size_t runningCount() const;
 
  private:
+  using SteadyTime = std::chrono::steady_clock::time_point;
   struct Run;
   struct Completion {
     std::string job_id;
     std::string device_id;
     Status status;                        // an error: the device failed
     std::optional<json::value> response;  // answered method calls: {status, payload}
+    bool recorded = false;                // its row is written (twin updates that succeeded)
   };
   struct CancelRequest {
     std::string job_id;
@@ -155,6 +200,7 @@ class JobsEngine {
     std::mutex mutex;
     std::condition_variable wake;
     bool stopping = false;                // guarded by mutex
+    bool claim_now = false;               // guarded by mutex (cluster mode)
     std::vector<std::string> new_jobs;    // guarded by mutex
     std::vector<CancelRequest> cancels;   // guarded by mutex
     std::vector<Completion> completions;  // guarded by mutex
@@ -162,6 +208,19 @@ class JobsEngine {
   };
 
   void loop();
+  // Cluster mode, on the engine thread: renews the leases held, drops the jobs whose lease
+  // is gone, and claims due jobs when `claim` or the poll interval says so.
+  void leaseTurn(bool claim);
+  void renewLeases();
+  void claimJobs();
+  void releaseLeases();
+  // Forgets a job whose lease is lost, writing nothing more (its next owner recovers it).
+  void abandon(Run& run, std::string_view why);
+  // Loads a stored unfinished job into runs_ (recovering it when running). True when it
+  // was resumed.
+  bool load(std::shared_ptr<Run> run);
+  // The run's device-job rows, under its lease in cluster mode.
+  Status putRows(Run& run, const std::vector<store::DeviceJobRecord>& rows);
   // How long the engine thread may sleep when nothing arrives.
   std::chrono::milliseconds nextWait() const;
   void admit(const std::string& job_id);
@@ -212,8 +271,8 @@ class JobsEngine {
   // One device's twin update, on a twin worker: transient store errors are retried after
   // retryDelay() (real time; the store's outage is) up to store_retry_attempts times.
   // nullopt when the engine stops meanwhile: the row stays pending and recovery re-applies it.
-  std::optional<Status> updateTwinRetrying(const std::string& device_id,
-                                           const json::object& update);
+  std::optional<Status> updateTwinRetrying(const std::string& device_id, const json::object& update,
+                                           const store::DeviceJobWrite& outcome);
   std::mutex twin_mutex_;
   std::condition_variable twin_wake_;
   std::deque<std::function<void()>> twin_tasks_;  // guarded by twin_mutex_
@@ -227,6 +286,10 @@ class JobsEngine {
     int failures = 0;
   };
   std::vector<Admission> admissions_;
+
+  // Cluster mode (engine thread only): when to renew and to claim next.
+  SteadyTime next_renew_{};
+  SteadyTime next_claim_{};
 
   std::thread thread_;
   bool started_ = false;

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -13,7 +14,9 @@
 
 #include "common/time_format.hpp"
 #include "query/query.hpp"
+#include "store/postgresql/pg_store.hpp"
 #include "store/sqlite/sqlite_store.hpp"
+#include "tests/support/postgres_server.hpp"
 #include "tests/support/temp_dir.hpp"
 
 namespace iothub::jobs {
@@ -34,9 +37,12 @@ bool waitUntil(Pred done, std::chrono::milliseconds deadline = 15000ms) {
 
 // Devices behave by the prefix of their id: "off-" are offline, "slow-" answer only when
 // released, "bad-" fail twin updates with a precondition failure, "flaky-" and "down-"
-// with transient store errors (see updateTwin); others succeed.
+// with transient store errors (see updateTwin); others succeed. A twin update that
+// succeeds writes its outcome row to the store given to recordInto() (these devices have
+// no twin in the store).
 class FakeOperations final : public DeviceOperations {
  public:
+  void recordInto(store::Store* store) { store_ = store; }
   void invokeMethod(methods::MethodCall call, methods::MethodCallback done) override {
     std::unique_lock lock(mutex_);
     calls_.push_back(call.device_id);
@@ -52,15 +58,21 @@ class FakeOperations final : public DeviceOperations {
     lock.unlock();
     done(methods::MethodResult{200, R"({"echo":)" + call.payload_json + "}"});
   }
-  Status updateTwin(std::string_view device_id, const json::object& update) override {
-    std::lock_guard lock(mutex_);
-    auto& attempts = twin_updates_[std::string(device_id)];
-    attempts.push_back(update);
-    if (device_id.starts_with("bad-")) return {ErrorCode::PreconditionFailed, "etag mismatch"};
-    // The store behind the twin fails transiently: twice for "flaky-", always for "down-".
-    if ((device_id.starts_with("flaky-") && attempts.size() <= 2) || device_id.starts_with("down-"))
-      return {ErrorCode::ServiceUnavailable, "injected: store unavailable"};
-    return Status::ok();
+  Status updateTwin(std::string_view device_id, const json::object& update,
+                    const store::DeviceJobWrite& outcome) override {
+    {
+      std::lock_guard lock(mutex_);
+      auto& attempts = twin_updates_[std::string(device_id)];
+      attempts.push_back(update);
+      if (device_id.starts_with("bad-")) return {ErrorCode::PreconditionFailed, "etag mismatch"};
+      // The store behind the twin fails transiently: twice for "flaky-", always for "down-".
+      if ((device_id.starts_with("flaky-") && attempts.size() <= 2) ||
+          device_id.starts_with("down-"))
+        return {ErrorCode::ServiceUnavailable, "injected: store unavailable"};
+    }
+    if (store_ == nullptr) return Status::ok();
+    return outcome.lease ? store_->jobs().putLeasedDeviceJobs(*outcome.lease, {outcome.row})
+                         : store_->deviceJobs().putDeviceJobs({outcome.row});
   }
   // Answers every held call (status 200).
   std::size_t release() {
@@ -86,6 +98,7 @@ class FakeOperations final : public DeviceOperations {
   }
 
  private:
+  store::Store* store_ = nullptr;
   mutable std::mutex mutex_;
   std::vector<std::string> calls_;
   std::vector<std::pair<methods::MethodCall, methods::MethodCallback>> held_;
@@ -101,10 +114,10 @@ class FaultyStore final : public store::Store {
   using Fault = std::function<std::optional<Status>(std::string_view call,
                                                     const std::vector<store::DeviceJobRecord>*)>;
   FaultyStore(store::Store& inner, Fault fault)
-      : inner_(inner), fault_(std::move(fault)), jobs_(*this), device_jobs_(*this) {}
+      : inner_(inner), fault_(std::move(fault)), jobs_(*this), device_jobs_(*this), twins_(*this) {}
 
   store::RegistryStore& registry() override { return inner_.registry(); }
-  store::TwinStore& twins() override { return inner_.twins(); }
+  store::TwinStore& twins() override { return twins_; }
   store::JobStore& jobs() override { return jobs_; }
   store::DeviceJobStore& deviceJobs() override { return device_jobs_; }
   store::AccessPolicyStore& policies() override { return inner_.policies(); }
@@ -143,6 +156,35 @@ class FaultyStore final : public store::Store {
       if (auto e = owner_.check("jobsWithStatus")) return *e;
       return owner_.inner_.jobs().jobsWithStatus(statuses);
     }
+    Result<std::vector<store::ClaimedJob>> claimJobs(std::string_view owner, SystemTime due_by,
+                                                     std::chrono::milliseconds ttl,
+                                                     std::size_t limit) override {
+      if (auto e = owner_.check("claimJobs")) return *e;
+      return owner_.inner_.jobs().claimJobs(owner, due_by, ttl, limit);
+    }
+    Result<std::vector<store::JobLeaseRenewal>> renewJobLeases(
+        const std::vector<store::JobLease>& leases, std::chrono::milliseconds ttl) override {
+      if (auto e = owner_.check("renewJobLeases")) return *e;
+      return owner_.inner_.jobs().renewJobLeases(leases, ttl);
+    }
+    Status releaseJobLease(const store::JobLease& lease) override {
+      if (auto e = owner_.check("releaseJobLease")) return *e;
+      return owner_.inner_.jobs().releaseJobLease(lease);
+    }
+    Result<store::JobRecord> updateLeasedJob(const store::JobLease& lease,
+                                             store::JobMutation m) override {
+      if (auto e = owner_.check("updateJob")) return *e;
+      return owner_.inner_.jobs().updateLeasedJob(lease, std::move(m));
+    }
+    Status putLeasedDeviceJobs(const store::JobLease& lease,
+                               const std::vector<store::DeviceJobRecord>& rows) override {
+      if (auto e = owner_.check("putDeviceJobs", &rows)) return *e;
+      return owner_.inner_.jobs().putLeasedDeviceJobs(lease, rows);
+    }
+    Status requestJobCancel(std::string_view job_id) override {
+      if (auto e = owner_.check("requestJobCancel")) return *e;
+      return owner_.inner_.jobs().requestJobCancel(job_id);
+    }
 
    private:
     FaultyStore& owner_;
@@ -172,11 +214,40 @@ class FaultyStore final : public store::Store {
     FaultyStore& owner_;
   };
 
+  class Twins final : public store::TwinStore {
+   public:
+    explicit Twins(FaultyStore& owner) : owner_(owner) {}
+    Result<store::TwinRecord> getTwin(std::string_view device_id) override {
+      if (auto e = owner_.check("getTwin")) return *e;
+      return owner_.inner_.twins().getTwin(device_id);
+    }
+    Result<store::TwinRecord> updateTwin(std::string_view device_id,
+                                         store::TwinMutation mutate) override {
+      if (auto e = owner_.check("updateTwin")) return *e;
+      return owner_.inner_.twins().updateTwin(device_id, std::move(mutate));
+    }
+    Result<store::TwinRecord> updateTwinForJob(std::string_view device_id,
+                                               store::TwinMutation mutate,
+                                               const store::DeviceJobWrite& job_row) override {
+      if (auto e = owner_.check("updateTwinForJob")) return *e;
+      return owner_.inner_.twins().updateTwinForJob(device_id, std::move(mutate), job_row);
+    }
+    Result<std::vector<store::TwinRecord>> listTwins(std::string_view after,
+                                                     std::size_t limit) override {
+      if (auto e = owner_.check("listTwins")) return *e;
+      return owner_.inner_.twins().listTwins(after, limit);
+    }
+
+   private:
+    FaultyStore& owner_;
+  };
+
   store::Store& inner_;
   std::mutex mutex_;
   Fault fault_;  // guarded by mutex_
   Jobs jobs_;
   DeviceJobs device_jobs_;
+  Twins twins_;
 };
 
 bool writesRunningRow(const std::vector<store::DeviceJobRecord>* rows) {
@@ -192,6 +263,7 @@ class JobsEngineTest : public ::testing::Test {
                                            store::SqliteOptions{.synchronous_full = false});
     ASSERT_TRUE(opened.isOk()) << opened.status().toString();
     store_ = std::move(opened).value();
+    operations_.recordInto(store_.get());
   }
   void TearDown() override {
     engine_.reset();
@@ -747,6 +819,371 @@ TEST_F(JobsEngineTest, ARestartRetriesRecoveryOnTransientErrors) {
   EXPECT_EQ(status("m"), "completed");
   EXPECT_EQ(stats("m"), (JobStatistics{.device_count = 10, .succeeded = 7, .failed = 3}));
   EXPECT_EQ(rowCounts("m"), (std::map<std::string, int>{{"completed", 7}, {"failed", 3}}));
+}
+
+// --- cluster mode: two engines (two nodes) on one PostgreSQL database ---
+
+// A node's device operations: method calls go to a FakeOperations; twin updates are made
+// in the node's own store as the hub makes them, in the transaction that records the
+// device's outcome, each adding 1 to the twin's tag "applied". After the first `pass`
+// updates, the next ones wait inside the operation until open(), so that a node can be
+// killed with updates in flight.
+class NodeOperations final : public DeviceOperations {
+ public:
+  NodeOperations(FakeOperations& methods, store::Store& store) : methods_(methods), store_(store) {}
+  void invokeMethod(methods::MethodCall call, methods::MethodCallback done) override {
+    methods_.invokeMethod(std::move(call), std::move(done));
+  }
+  Status updateTwin(std::string_view device_id, const json::object&,
+                    const store::DeviceJobWrite& outcome) override {
+    {
+      std::unique_lock lock(mutex_);
+      if (started_++ >= pass_) {
+        ++waiting_;
+        opened_.wait(lock, [this] { return open_; });
+        --waiting_;
+      }
+    }
+    auto updated = store_.twins().updateTwinForJob(
+        device_id,
+        [](const store::TwinRecord& current) {
+          store::TwinRecord next = current;
+          const json::value* applied = findMember(next.tags, "applied");
+          next.tags["applied"] = (applied != nullptr ? applied->as_int64() : 0) + 1;
+          ++next.version;
+          return Result<store::TwinRecord>(next);
+        },
+        outcome);
+    if (!updated) return updated.status();
+    std::lock_guard lock(mutex_);
+    ++applied_;
+    return Status::ok();
+  }
+  void passFirst(std::size_t n) {
+    std::lock_guard lock(mutex_);
+    pass_ = n;
+    open_ = false;
+  }
+  void open() {
+    std::lock_guard lock(mutex_);
+    open_ = true;
+    opened_.notify_all();
+  }
+  std::size_t applied() const {
+    std::lock_guard lock(mutex_);
+    return applied_;
+  }
+  std::size_t waiting() const {
+    std::lock_guard lock(mutex_);
+    return waiting_;
+  }
+
+ private:
+  FakeOperations& methods_;
+  store::Store& store_;
+  mutable std::mutex mutex_;
+  std::condition_variable opened_;
+  std::size_t pass_ = SIZE_MAX;  // guarded by mutex_
+  bool open_ = true;             // guarded by mutex_
+  std::size_t started_ = 0;      // guarded by mutex_
+  std::size_t waiting_ = 0;      // guarded by mutex_
+  std::size_t applied_ = 0;      // guarded by mutex_
+};
+
+class JobsClusterTest : public ::testing::Test {
+ protected:
+  static constexpr std::chrono::milliseconds kLease{1500};
+  static constexpr std::chrono::milliseconds kRenew{300};
+  static constexpr std::chrono::milliseconds kPoll{100};
+  // Slack for the scheduling of threads and the database on a loaded test machine.
+  static constexpr std::chrono::milliseconds kSlack{1500};
+
+  // A node: its own connections to the database, reached through a store that fails every
+  // call once the node is killed (so a killed node's engine, destroyed afterwards, reaches
+  // the database no more, as after kill -9), and its own engine and devices' operations.
+  struct Node {
+    std::string id;
+    std::unique_ptr<store::PostgresStore> durable;
+    std::atomic<bool> killed{false};
+    std::unique_ptr<FaultyStore> store;
+    FakeOperations methods;
+    std::unique_ptr<NodeOperations> operations;
+    std::unique_ptr<JobsEngine> engine;
+  };
+
+  void SetUp() override {
+    Status started = server_.start();
+    ASSERT_TRUE(started.isOk()) << started.toString();
+    for (Node* node : {&a_, &b_}) {
+      node->id = node == &a_ ? "node-a" : "node-b";
+      auto opened = store::PostgresStore::open(server_.conninfo());
+      ASSERT_TRUE(opened.isOk()) << opened.status().toString();
+      node->durable = std::move(opened).value();
+      node->store = std::make_unique<FaultyStore>(
+          *node->durable, [node](std::string_view, const std::vector<store::DeviceJobRecord>*) {
+            if (!node->killed.load()) return std::optional<Status>();
+            return std::optional<Status>(Status(ErrorCode::ServiceUnavailable, "the node is gone"));
+          });
+      node->operations = std::make_unique<NodeOperations>(node->methods, *node->store);
+    }
+  }
+  void TearDown() override {
+    for (Node* node : {&a_, &b_}) {
+      if (node->operations) node->operations->open();
+      node->engine.reset();
+    }
+  }
+
+  void startEngine(Node& node, JobsOptions options = {}) {
+    options.tick = 5ms;
+    options.idle_tick = 50ms;
+    options.flush_interval = 20ms;
+    options.twin_workers = 4;
+    options.stop_grace = 50ms;
+    options.lease = JobLeaseOptions{
+        .node_id = node.id, .lease = kLease, .renew_every = kRenew, .claim_poll = kPoll};
+    node.engine = std::make_unique<JobsEngine>(
+        *node.store, *node.operations,
+        [this](const query::Condition& c) {
+          std::vector<std::string> out;
+          for (const auto& id : devices_) {
+            if (c.matches(json::object{{"deviceId", id}})) out.push_back(id);
+          }
+          return out;
+        },
+        clock_, options);
+    ASSERT_TRUE(node.engine->start().isOk());
+  }
+
+  // kill -9 as far as the database can tell: from now on the node writes nothing.
+  void kill(Node& node) {
+    node.killed = true;
+    node.operations->open();  // its twin updates in flight now fail
+    node.engine.reset();
+  }
+
+  void addDevices(std::string_view prefix, int n) {
+    for (int i = 0; i < n; ++i) devices_.insert(std::string(prefix) + std::to_string(1000 + i));
+  }
+  // Devices with twins in the database (for twin jobs).
+  void addStoredDevices(std::string_view prefix, int n) {
+    for (int i = 0; i < n; ++i) {
+      std::string id = std::string(prefix) + std::to_string(1000 + i);
+      store::DeviceRecord device;
+      device.device_id = id;
+      device.generation_id = "g";
+      device.etag = "e";
+      store::TwinRecord twin;
+      twin.device_id = id;
+      ASSERT_TRUE(a_.durable->registry().createDevice(device, twin).isOk());
+      devices_.insert(id);
+    }
+  }
+
+  json::object create(Node& node, std::string_view id, const std::string& body_text) {
+    auto body = parseJson(body_text);
+    EXPECT_TRUE(body.isOk()) << body_text;
+    auto r = node.engine->create(id, *body);
+    EXPECT_TRUE(r.isOk()) << r.status().toString();
+    return r ? *r : json::object{};
+  }
+  static std::string methodBody(std::string_view start = "null") {
+    return R"({"type":"scheduleDeviceMethod","cloudToDeviceMethod":{"methodName":"m"},"startTime":)" +
+           std::string(start) + R"(,"queryCondition":"*"})";
+  }
+  static std::string twinBody() {
+    return R"({"type":"scheduleUpdateTwin","updateTwin":{"etag":"*","tags":{"x":1}},)"
+           R"("startTime":null,"queryCondition":"*"})";
+  }
+
+  // What any node reads (through `node`, which must be alive).
+  json::object job(Node& node, std::string_view id) {
+    auto r = node.engine->get(id);
+    EXPECT_TRUE(r.isOk()) << r.status().toString();
+    return r ? *r : json::object{};
+  }
+  std::string status(Node& node, std::string_view id) {
+    return std::string(job(node, id).at("status").as_string());
+  }
+  JobStatistics stats(Node& node, std::string_view id) {
+    json::object j = job(node, id);
+    return JobStatistics::fromJson(findObject(j, "deviceJobStatistics"));
+  }
+  bool finished(Node& node, std::string_view id) { return isTerminalJobStatus(status(node, id)); }
+  std::map<std::string, store::DeviceJobRecord> rows(std::string_view id) {
+    auto listed = b_.durable->deviceJobs().listDeviceJobs(id, std::nullopt, "", 1000000);
+    EXPECT_TRUE(listed.isOk());
+    std::map<std::string, store::DeviceJobRecord> out;
+    for (auto& r : *listed) out[r.device_id] = r;
+    return out;
+  }
+  std::map<std::string, int> rowCounts(std::string_view id) {
+    std::map<std::string, int> counts;
+    for (auto& [device, row] : rows(id)) ++counts[row.status];
+    return counts;
+  }
+
+  iothub::testing::PostgresServer server_;
+  FakeClock clock_;
+  std::set<std::string> devices_;
+  Node a_;
+  Node b_;
+};
+
+TEST_F(JobsClusterTest, JobsCreatedOnAnyNodeRunOnceEach) {
+  addDevices("d", 150);
+  startEngine(a_);
+  startEngine(b_);
+  constexpr int kJobs = 6;
+  for (int i = 0; i < kJobs; ++i) {
+    json::object created = create(i % 2 == 0 ? a_ : b_, "job-" + std::to_string(i), methodBody());
+    EXPECT_EQ(created.at("status"), "queued");
+  }
+  for (int i = 0; i < kJobs; ++i) {
+    std::string id = "job-" + std::to_string(i);
+    ASSERT_TRUE(waitUntil([&] { return finished(a_, id); }, 30s)) << id;
+    EXPECT_EQ(status(b_, id), "completed");
+    EXPECT_EQ(stats(b_, id), (JobStatistics{.device_count = 150, .succeeded = 150}));
+    EXPECT_EQ(rowCounts(id), (std::map<std::string, int>{{"completed", 150}}));
+  }
+  // Each device was called once per job, by one node or the other.
+  std::map<std::string, int> per_device;
+  for (const auto& id : a_.methods.calls()) ++per_device[id];
+  for (const auto& id : b_.methods.calls()) ++per_device[id];
+  ASSERT_EQ(per_device.size(), 150u);
+  for (const auto& [device, n] : per_device) EXPECT_EQ(n, kJobs) << device;
+}
+
+TEST_F(JobsClusterTest, AKilledOwnersMethodJobEndsOnAnotherNodeAndNoDeviceIsCalledTwice) {
+  addDevices("d", 20);     // answer at once
+  addDevices("slow-", 3);  // in flight when the owner dies
+  addDevices("t", 10);     // still pending then
+  startEngine(a_, {.window = 3});
+  create(a_, "m", methodBody());
+  ASSERT_TRUE(waitUntil([&] { return a_.methods.heldCount() == 3; }));
+  startEngine(b_, {.window = 3});
+  EXPECT_EQ(status(b_, "m"), "running");
+
+  kill(a_);
+  const auto killed_at = std::chrono::steady_clock::now();
+  ASSERT_TRUE(waitUntil([&] { return finished(b_, "m"); }, kLease + kPoll + 10s));
+  const auto resumed_in = std::chrono::steady_clock::now() - killed_at;
+  EXPECT_LT(resumed_in, kLease + kPoll + kSlack);
+
+  EXPECT_EQ(status(b_, "m"), "completed");
+  EXPECT_EQ(stats(b_, "m"), (JobStatistics{.device_count = 33, .succeeded = 30, .failed = 3}));
+  auto all = rows("m");
+  ASSERT_EQ(all.size(), 33u);
+  for (const auto& id : {"slow-1000", "slow-1001", "slow-1002"}) {
+    EXPECT_EQ(all.at(id).status, "failed") << id;
+    EXPECT_EQ(all.at(id).document.at("error").at("code"), "DeviceJobInterrupted") << id;
+  }
+  EXPECT_EQ(rowCounts("m"), (std::map<std::string, int>{{"completed", 30}, {"failed", 3}}));
+  // The new owner called exactly the devices the dead one had not.
+  std::vector<std::string> by_a = a_.methods.calls();
+  std::vector<std::string> by_b = b_.methods.calls();
+  EXPECT_EQ(by_a.size(), 23u);
+  EXPECT_EQ(by_b.size(), 10u);
+  std::set<std::string> everyone(by_a.begin(), by_a.end());
+  everyone.insert(by_b.begin(), by_b.end());
+  EXPECT_EQ(everyone.size(), 33u) << "a device was called twice";
+  for (const auto& id : by_b) EXPECT_TRUE(id.starts_with("t")) << id;
+  a_.methods.release();  // late answers reach nobody
+}
+
+TEST_F(JobsClusterTest, AKilledOwnersTwinJobAppliesEveryUpdateExactlyOnce) {
+  addStoredDevices("d", 30);
+  a_.operations->passFirst(10);
+  startEngine(a_, {.window = 4});
+  create(a_, "t", twinBody());
+  ASSERT_TRUE(waitUntil([&] { return a_.operations->applied() == 10; }));
+  ASSERT_TRUE(waitUntil([&] { return a_.operations->waiting() == 4; }));
+  startEngine(b_, {.window = 4});
+
+  kill(a_);
+  const auto killed_at = std::chrono::steady_clock::now();
+  ASSERT_TRUE(waitUntil([&] { return finished(b_, "t"); }, kLease + kPoll + 10s));
+  EXPECT_LT(std::chrono::steady_clock::now() - killed_at, kLease + kPoll + kSlack);
+
+  EXPECT_EQ(status(b_, "t"), "completed");
+  EXPECT_EQ(stats(b_, "t"), (JobStatistics{.device_count = 30, .succeeded = 30}));
+  EXPECT_EQ(rowCounts("t"), (std::map<std::string, int>{{"completed", 30}}));
+  EXPECT_EQ(b_.operations->applied(), 20u);
+  for (const auto& id : devices_) {
+    auto twin = b_.durable->twins().getTwin(id);
+    ASSERT_TRUE(twin.isOk()) << twin.status().toString();
+    EXPECT_EQ(twin->tags.at("applied"), 1) << id;
+  }
+}
+
+TEST_F(JobsClusterTest, AScheduledJobStartsOnTimeWhenTheNodeThatAcceptedItIsGone) {
+  addDevices("d", 5);
+  startEngine(a_);
+  startEngine(b_);
+  json::object created =
+      create(a_, "later", methodBody("\"" + formatTimestamp(clock_.now() + 60s) + "\""));
+  EXPECT_EQ(created.at("status"), "scheduled");
+  EXPECT_EQ(status(b_, "later"), "scheduled");
+  kill(a_);
+  // Nobody starts it before its time.
+  EXPECT_FALSE(waitUntil([&] { return !b_.methods.calls().empty(); }, 5 * kPoll));
+  clock_.advance(61s);
+  const auto due_at = std::chrono::steady_clock::now();
+  ASSERT_TRUE(waitUntil([&] { return finished(b_, "later"); }));
+  EXPECT_LT(std::chrono::steady_clock::now() - due_at, kPoll + kSlack);
+  EXPECT_EQ(stats(b_, "later"), (JobStatistics{.device_count = 5, .succeeded = 5}));
+  EXPECT_EQ(b_.methods.calls().size(), 5u);
+  EXPECT_TRUE(a_.methods.calls().empty());
+}
+
+TEST_F(JobsClusterTest, ACancelOnAnotherNodeReachesTheOwner) {
+  addDevices("slow-", 2);
+  addDevices("t", 8);
+  startEngine(a_, {.window = 2});
+  create(a_, "c", methodBody());
+  ASSERT_TRUE(waitUntil([&] { return a_.methods.heldCount() == 2; }));
+  startEngine(b_);
+  auto cancelled = b_.engine->cancel("c");
+  ASSERT_TRUE(cancelled.isOk()) << cancelled.status().toString();
+  // The owner sees the request at its next renewal and cancels what it has not dispatched.
+  const auto asked_at = std::chrono::steady_clock::now();
+  ASSERT_TRUE(waitUntil([&] { return rowCounts("c")["canceled"] == 8; }));
+  EXPECT_LT(std::chrono::steady_clock::now() - asked_at, kRenew + kSlack);
+  a_.methods.release();  // the calls in flight finish and are recorded
+  ASSERT_TRUE(waitUntil([&] { return finished(b_, "c"); }));
+  EXPECT_EQ(status(b_, "c"), "cancelled");
+  EXPECT_EQ(stats(b_, "c"), (JobStatistics{.device_count = 10, .succeeded = 2, .canceled = 8}));
+  EXPECT_TRUE(b_.methods.calls().empty());
+}
+
+TEST_F(JobsClusterTest, ACancelOfAJobNobodyHoldsIsAppliedAtOnce) {
+  addDevices("d", 3);
+  startEngine(a_);
+  create(a_, "later", methodBody("\"" + formatTimestamp(clock_.now() + 3600s) + "\""));
+  kill(a_);
+  startEngine(b_);
+  auto cancelled = b_.engine->cancel("later");
+  ASSERT_TRUE(cancelled.isOk()) << cancelled.status().toString();
+  EXPECT_EQ(cancelled->at("status"), "cancelled");
+  EXPECT_EQ(status(b_, "later"), "cancelled");
+  EXPECT_EQ(b_.engine->cancel("nope").code(), ErrorCode::JobNotFound);
+}
+
+TEST_F(JobsClusterTest, AStoppedNodeHandsItsJobsOverAtOnce) {
+  addDevices("slow-", 2);
+  addDevices("t", 6);
+  startEngine(a_, {.window = 2});
+  create(a_, "m", methodBody());
+  ASSERT_TRUE(waitUntil([&] { return a_.methods.heldCount() == 2; }));
+  startEngine(b_, {.window = 2});
+  const auto stopped_at = std::chrono::steady_clock::now();
+  a_.engine->stop();  // gives up on the calls in flight after stop_grace, releases the lease
+  ASSERT_TRUE(waitUntil([&] { return finished(b_, "m"); }));
+  // Well before the lease would have expired.
+  EXPECT_LT(std::chrono::steady_clock::now() - stopped_at, kLease);
+  EXPECT_EQ(stats(b_, "m"), (JobStatistics{.device_count = 8, .succeeded = 6, .failed = 2}));
+  EXPECT_EQ(b_.methods.calls().size(), 6u);
+  a_.methods.release();
 }
 
 }  // namespace

@@ -111,8 +111,9 @@ class JobOperations final : public jobs::DeviceOperations {
   void invokeMethod(methods::MethodCall call, methods::MethodCallback done) override {
     methods_.invoke(std::move(call), std::move(done));
   }
-  Status updateTwin(std::string_view device_id, const json::object& update_twin) override {
-    return twins_.applyJobUpdate(device_id, update_twin).status();
+  Status updateTwin(std::string_view device_id, const json::object& update_twin,
+                    const store::DeviceJobWrite& outcome) override {
+    return twins_.applyJobUpdate(device_id, update_twin, &outcome).status();
   }
 
  private:

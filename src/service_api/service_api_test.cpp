@@ -443,7 +443,9 @@ TEST_F(ServiceApiTest, TwinArraysCountTheirJsonAgainstTheLimits) {
 class NoDeviceOperations final : public jobs::DeviceOperations {
  public:
   void invokeMethod(methods::MethodCall, methods::MethodCallback) override {}
-  Status updateTwin(std::string_view, const json::object&) override { return Status::ok(); }
+  Status updateTwin(std::string_view, const json::object&, const store::DeviceJobWrite&) override {
+    return Status::ok();
+  }
 };
 
 // Regression: a startTime of 9999-12-31 overflowed into the past (the job ran at once);

@@ -101,6 +101,37 @@ struct DeviceJobRecord {
   bool operator==(const DeviceJobRecord&) const = default;
 };
 
+// The right of one node to run a job in a cluster (docs/cluster.md, "Jobs across nodes";
+// JobStore leases). Every claim gives the job a higher epoch, so (job_id, epoch) names one
+// claim; the lease is held until it is released or its end passes on the store's clock.
+struct JobLease {
+  std::string job_id;
+  std::int64_t epoch = 0;
+
+  bool operator==(const JobLease&) const = default;
+};
+
+// A job as JobStore::claimJobs hands it to its new owner.
+struct ClaimedJob {
+  JobRecord job;
+  JobLease lease;
+  bool cancel_requested = false;  // JobStore::requestJobCancel was called for it
+};
+
+// What JobStore::renewJobLeases found for one lease.
+struct JobLeaseRenewal {
+  std::string job_id;
+  bool held = false;  // renewed; false: it had expired or another claim took the job
+  bool cancel_requested = false;
+};
+
+// A device-job row committed together with a twin update (TwinStore::updateTwinForJob);
+// with a lease, only while that lease is held.
+struct DeviceJobWrite {
+  DeviceJobRecord row;
+  std::optional<JobLease> lease;
+};
+
 // What a persistent MQTT session (CleanSession=0) keeps between connections and hub
 // restarts (MQTT 3.1.1 §3.1.2.4, reference §2.9): its subscriptions. Keyed by client id.
 struct MqttSubscriptionRecord {

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <functional>
 #include <memory>
@@ -76,6 +77,14 @@ class TwinStore {
   // mutation's error.
   virtual Result<TwinRecord> updateTwin(std::string_view device_id, TwinMutation mutate) = 0;
 
+  // updateTwin, and in the same transaction the device-job row `job_row.row` (inserted or
+  // replaced as by putDeviceJobs; with `job_row.lease`, as by putLeasedDeviceJobs): both are
+  // committed or neither. A twin job records a device's outcome this way, so the update is
+  // applied exactly once even when the job moves to another node (docs/cluster.md).
+  // Errors: updateTwin's; JobLeaseLost when the lease is not held (nothing is written).
+  virtual Result<TwinRecord> updateTwinForJob(std::string_view device_id, TwinMutation mutate,
+                                              const DeviceJobWrite& job_row) = 0;
+
   // Twins ordered by device id, strictly after `after_device_id`, at most `limit`.
   // Used to build in-memory indexes at startup.
   virtual Result<std::vector<TwinRecord>> listTwins(std::string_view after_device_id,
@@ -107,6 +116,43 @@ class JobStore {
   // Jobs whose status is one of `statuses` (the scheduler's view after a restart).
   virtual Result<std::vector<JobRecord>> jobsWithStatus(
       const std::vector<std::string>& statuses) = 0;
+
+  // --- Leases: which node runs a job (docs/cluster.md, "Jobs across nodes") ---
+  // A job's lease (JobLease) is held while its epoch is the job's current one and its end
+  // has not passed on the store's clock (PostgreSQL: the database server's clock, so the
+  // nodes' clocks need not agree; SQLite: the system clock). At most one lease of a job is
+  // held at any moment. A single node that runs every job itself (no lease) uses none of
+  // this, and the writes above ignore leases.
+
+  // Claims for `owner`, until now + `ttl`, up to `limit` jobs that are due and whose lease
+  // is not held. Due: status running; status queued or scheduled with start_time <=
+  // `due_by` (the caller's clock, the one start times are given on); or a cancel was
+  // requested of a queued, scheduled or running job. Each claimed job gets the next epoch.
+  // Claims running at once, in any process, never claim one job twice: a job another claim
+  // holds locked is skipped, not waited for. Ordered by (start_time, created_time, job_id).
+  virtual Result<std::vector<ClaimedJob>> claimJobs(std::string_view owner, SystemTime due_by,
+                                                    std::chrono::milliseconds ttl,
+                                                    std::size_t limit) = 0;
+  // Extends each of `leases` that is still held to now + `ttl`. Returns one entry per
+  // lease, in order (held = false for one that expired or was claimed by another owner).
+  virtual Result<std::vector<JobLeaseRenewal>> renewJobLeases(const std::vector<JobLease>& leases,
+                                                              std::chrono::milliseconds ttl) = 0;
+  // Ends the lease if it is still the job's (the job can be claimed at once); otherwise
+  // changes nothing.
+  virtual Status releaseJobLease(const JobLease& lease) = 0;
+  // updateJob, only while `lease` is held. Errors: JobLeaseLost (nothing is written),
+  // JobNotFound, the mutation's.
+  virtual Result<JobRecord> updateLeasedJob(const JobLease& lease, JobMutation mutate) = 0;
+  // putDeviceJobs of rows of the lease's job, only while `lease` is held, in one
+  // transaction with the check. Errors: JobLeaseLost (nothing is written); ArgumentInvalid
+  // for a row of another job.
+  virtual Status putLeasedDeviceJobs(const JobLease& lease,
+                                     const std::vector<DeviceJobRecord>& rows) = 0;
+  // Asks for the job to be cancelled, whoever runs it: the flag is kept beside the job's
+  // record (which its owner's writes do not touch); the owner sees it when it renews, and
+  // it makes the job due for claimJobs. A finished job is left as it is. Errors:
+  // JobNotFound.
+  virtual Status requestJobCancel(std::string_view job_id) = 0;
 };
 
 class DeviceJobStore {

@@ -580,6 +580,231 @@ TEST_P(StoreConformanceTest, JobsWithStatusReturnsEveryJobInOneOfTheStatuses) {
   EXPECT_TRUE(jobs().jobsWithStatus({"failed"})->empty());
 }
 
+// --- job leases ---
+
+// A job whose start time is `start` (unix seconds), created a minute before.
+JobRecord jobStartingAt(const std::string& id, std::int64_t start,
+                        const std::string& status = "queued") {
+  JobRecord job = makeJob(id, start - 60, "scheduleDeviceMethod", status);
+  job.start_time = at(start);
+  return job;
+}
+
+std::vector<std::string> claimedIds(const Result<std::vector<ClaimedJob>>& claimed) {
+  std::vector<std::string> ids;
+  if (claimed.isOk()) {
+    for (const ClaimedJob& claim : *claimed) ids.push_back(claim.job.job_id);
+  }
+  return ids;
+}
+
+TEST_P(StoreConformanceTest, ClaimsTakeDueJobsNobodyHoldsUnderANewEpoch) {
+  ASSERT_TRUE(jobs().createJob(jobStartingAt("due-later", 2000)).isOk());
+  ASSERT_TRUE(jobs().createJob(jobStartingAt("due", 1000)).isOk());
+  ASSERT_TRUE(jobs().createJob(jobStartingAt("running", 1500, "running")).isOk());
+  ASSERT_TRUE(jobs().createJob(jobStartingAt("future", 9000, "scheduled")).isOk());
+  ASSERT_TRUE(jobs().createJob(jobStartingAt("done", 500, "completed")).isOk());
+  ASSERT_TRUE(jobs().createJob(jobStartingAt("cancel-me", 9500, "scheduled")).isOk());
+  ASSERT_TRUE(jobs().requestJobCancel("cancel-me").isOk());
+
+  auto claimed = jobs().claimJobs("node-a", at(2000), seconds(60), 10);
+  ASSERT_TRUE(claimed.isOk()) << claimed.status().toString();
+  // Due by start time, running, or asked to cancel; in start-time order.
+  EXPECT_EQ(claimedIds(claimed),
+            (std::vector<std::string>{"due", "running", "due-later", "cancel-me"}));
+  for (const ClaimedJob& claim : *claimed) {
+    EXPECT_EQ(claim.lease.job_id, claim.job.job_id);
+    EXPECT_EQ(claim.lease.epoch, 1);
+    EXPECT_EQ(claim.cancel_requested, claim.job.job_id == "cancel-me");
+  }
+  EXPECT_EQ(claimed->front().job, jobStartingAt("due", 1000)) << "the record as stored";
+
+  // Held jobs are nobody else's; a job becomes due when the claimer's clock passes its start.
+  EXPECT_TRUE(claimedIds(jobs().claimJobs("node-b", at(2000), seconds(60), 10)).empty());
+  EXPECT_EQ(claimedIds(jobs().claimJobs("node-b", at(9000), seconds(60), 10)),
+            std::vector<std::string>{"future"});
+  EXPECT_TRUE(jobs().claimJobs("node-c", at(99999), seconds(60), 10)->empty());
+}
+
+TEST_P(StoreConformanceTest, ClaimsTakeAtMostTheirLimit) {
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(jobs().createJob(jobStartingAt(numbered("job-", i), 1000 + i)).isOk());
+  }
+  EXPECT_EQ(claimedIds(jobs().claimJobs("a", at(5000), seconds(60), 2)),
+            (std::vector<std::string>{"job-000", "job-001"}));
+  EXPECT_EQ(claimedIds(jobs().claimJobs("b", at(5000), seconds(60), 2)),
+            (std::vector<std::string>{"job-002", "job-003"}));
+  EXPECT_EQ(claimedIds(jobs().claimJobs("c", at(5000), seconds(60), 2)),
+            std::vector<std::string>{"job-004"});
+}
+
+TEST_P(StoreConformanceTest, AnExpiredLeaseIsClaimedAgainAndFencesOutItsOldOwner) {
+  createDevice("device-1");
+  ASSERT_TRUE(jobs().createJob(jobStartingAt("job", 1000, "running")).isOk());
+  ASSERT_TRUE(deviceJobs().putDeviceJobs({makeDeviceJob("job", "device-1")}).isOk());
+  // A lease of no time at all has ended by the next call.
+  auto first = jobs().claimJobs("node-a", at(1000), std::chrono::milliseconds(0), 10);
+  ASSERT_EQ(claimedIds(first), std::vector<std::string>{"job"});
+  JobLease stale = first->front().lease;
+  auto second = jobs().claimJobs("node-b", at(1000), seconds(60), 10);
+  ASSERT_EQ(claimedIds(second), std::vector<std::string>{"job"});
+  EXPECT_GT(second->front().lease.epoch, stale.epoch);
+
+  // Every write under the old lease fails and changes nothing.
+  const JobRecord before = jobs().getJob("job").value();
+  const TwinRecord twin_before = twins().getTwin("device-1").value();
+  auto updated = jobs().updateLeasedJob(stale, [](const JobRecord& current) {
+    JobRecord next = current;
+    next.status = "completed";
+    return Result<JobRecord>(next);
+  });
+  EXPECT_EQ(updated.code(), ErrorCode::JobLeaseLost);
+  EXPECT_EQ(jobs().getJob("job").value(), before);
+  EXPECT_EQ(jobs()
+                .putLeasedDeviceJobs(stale, {makeDeviceJob("job", "device-1", "completed"),
+                                             makeDeviceJob("job", "device-2", "failed")})
+                .code(),
+            ErrorCode::JobLeaseLost);
+  EXPECT_EQ(deviceJobs().listDeviceJobs("job", std::nullopt, "", 10).value(),
+            std::vector<DeviceJobRecord>{makeDeviceJob("job", "device-1")});
+  auto twin = twins().updateTwinForJob(
+      "device-1",
+      [](const TwinRecord& current) {
+        TwinRecord next = current;
+        next.tags["applied"] = true;
+        ++next.version;
+        return Result<TwinRecord>(next);
+      },
+      DeviceJobWrite{makeDeviceJob("job", "device-1", "completed"), stale});
+  EXPECT_EQ(twin.code(), ErrorCode::JobLeaseLost);
+  EXPECT_EQ(twins().getTwin("device-1").value(), twin_before);
+  EXPECT_EQ(deviceJobs().listDeviceJobs("job", std::nullopt, "", 10).value(),
+            std::vector<DeviceJobRecord>{makeDeviceJob("job", "device-1")});
+  auto renewed = jobs().renewJobLeases({stale}, seconds(60));
+  ASSERT_TRUE(renewed.isOk()) << renewed.status().toString();
+  ASSERT_EQ(renewed->size(), 1u);
+  EXPECT_FALSE(renewed->front().held);
+  // Releasing the old lease does not end the new one.
+  ASSERT_TRUE(jobs().releaseJobLease(stale).isOk());
+  EXPECT_TRUE(jobs().claimJobs("node-c", at(1000), seconds(60), 10)->empty());
+}
+
+TEST_P(StoreConformanceTest, TheHolderWritesRenewsAndReleasesItsLease) {
+  ASSERT_TRUE(jobs().createJob(jobStartingAt("job", 1000)).isOk());
+  auto claimed = jobs().claimJobs("node-a", at(1000), seconds(60), 10);
+  ASSERT_EQ(claimedIds(claimed), std::vector<std::string>{"job"});
+  const JobLease lease = claimed->front().lease;
+
+  auto updated = jobs().updateLeasedJob(lease, [](const JobRecord& current) {
+    JobRecord next = current;
+    next.status = "running";
+    return Result<JobRecord>(next);
+  });
+  ASSERT_TRUE(updated.isOk()) << updated.status().toString();
+  EXPECT_EQ(jobs().getJob("job").value(), *updated);
+  EXPECT_EQ(jobs()
+                .updateLeasedJob(lease,
+                                 [](const JobRecord&) -> Result<JobRecord> {
+                                   return Status(ErrorCode::InvalidOperation, "refused");
+                                 })
+                .code(),
+            ErrorCode::InvalidOperation);
+  EXPECT_EQ(jobs()
+                .updateLeasedJob(JobLease{"nope", 1},
+                                 [](const JobRecord& j) { return Result<JobRecord>(j); })
+                .code(),
+            ErrorCode::JobNotFound);
+  ASSERT_TRUE(jobs()
+                  .putLeasedDeviceJobs(lease, {makeDeviceJob("job", "device-1", "running"),
+                                               makeDeviceJob("job", "device-2")})
+                  .isOk());
+  EXPECT_EQ(deviceJobs().listDeviceJobs("job", std::nullopt, "", 10)->size(), 2u);
+  EXPECT_EQ(jobs().putLeasedDeviceJobs(lease, {makeDeviceJob("other", "device-1")}).code(),
+            ErrorCode::ArgumentInvalid);
+  EXPECT_TRUE(deviceJobs().listDeviceJobs("other", std::nullopt, "", 10)->empty());
+
+  // A renewal reports a cancel asked for through any node.
+  auto renewed = jobs().renewJobLeases({lease, JobLease{"nope", 1}}, seconds(60));
+  ASSERT_TRUE(renewed.isOk()) << renewed.status().toString();
+  ASSERT_EQ(renewed->size(), 2u);
+  EXPECT_TRUE((*renewed)[0].held);
+  EXPECT_FALSE((*renewed)[0].cancel_requested);
+  EXPECT_FALSE((*renewed)[1].held);
+  ASSERT_TRUE(jobs().requestJobCancel("job").isOk());
+  EXPECT_EQ(jobs().requestJobCancel("nope").code(), ErrorCode::JobNotFound);
+  renewed = jobs().renewJobLeases({lease}, seconds(60));
+  ASSERT_TRUE(renewed.isOk());
+  EXPECT_TRUE(renewed->front().held);
+  EXPECT_TRUE(renewed->front().cancel_requested);
+  EXPECT_EQ(jobs().getJob("job").value(), *updated) << "the request is not in the record";
+
+  // Released: the next claim takes it at once, with the request.
+  ASSERT_TRUE(jobs().releaseJobLease(lease).isOk());
+  auto next = jobs().claimJobs("node-b", at(1000), seconds(60), 10);
+  ASSERT_EQ(claimedIds(next), std::vector<std::string>{"job"});
+  EXPECT_EQ(next->front().lease.epoch, lease.epoch + 1);
+  EXPECT_TRUE(next->front().cancel_requested);
+  EXPECT_EQ(jobs().putLeasedDeviceJobs(lease, {makeDeviceJob("job", "device-3")}).code(),
+            ErrorCode::JobLeaseLost);
+}
+
+TEST_P(StoreConformanceTest, ACancelRequestLeavesFinishedJobsAlone) {
+  ASSERT_TRUE(jobs().createJob(jobStartingAt("done", 1000, "completed")).isOk());
+  ASSERT_TRUE(jobs().requestJobCancel("done").isOk());
+  EXPECT_TRUE(jobs().claimJobs("node-a", at(99999), seconds(60), 10)->empty());
+  EXPECT_EQ(jobs().getJob("done").value(), jobStartingAt("done", 1000, "completed"));
+}
+
+TEST_P(StoreConformanceTest, ATwinUpdateAndItsJobRowCommitTogether) {
+  createDevice("device-1");
+  createDevice("device-2");
+  auto tag = [](const std::string& value) {
+    return [value](const TwinRecord& current) {
+      TwinRecord next = current;
+      next.tags["job"] = value;
+      ++next.version;
+      return Result<TwinRecord>(next);
+    };
+  };
+  // Without a lease (a single node).
+  DeviceJobRecord done = makeDeviceJob("job-1", "device-1", "completed");
+  auto updated = twins().updateTwinForJob("device-1", tag("one"), DeviceJobWrite{done, {}});
+  ASSERT_TRUE(updated.isOk()) << updated.status().toString();
+  EXPECT_EQ(twins().getTwin("device-1").value(), *updated);
+  EXPECT_EQ(updated->tags.at("job"), "one");
+  EXPECT_EQ(deviceJobs().listDeviceJobs("job-1", std::nullopt, "", 10).value(),
+            std::vector<DeviceJobRecord>{done});
+
+  // A failing mutation writes neither.
+  auto refused = twins().updateTwinForJob(
+      "device-2",
+      [](const TwinRecord&) -> Result<TwinRecord> {
+        return Status(ErrorCode::PreconditionFailed, "etag mismatch");
+      },
+      DeviceJobWrite{makeDeviceJob("job-1", "device-2", "completed"), {}});
+  EXPECT_EQ(refused.code(), ErrorCode::PreconditionFailed);
+  EXPECT_EQ(twins().getTwin("device-2").value(), makeTwin("device-2"));
+  EXPECT_EQ(deviceJobs().listDeviceJobs("job-1", std::nullopt, "", 10)->size(), 1u);
+  EXPECT_EQ(twins()
+                .updateTwinForJob("nope", tag("x"),
+                                  DeviceJobWrite{makeDeviceJob("job-1", "nope", "completed"), {}})
+                .code(),
+            ErrorCode::DeviceNotFound);
+  EXPECT_EQ(deviceJobs().listDeviceJobs("job-1", std::nullopt, "", 10)->size(), 1u);
+
+  // Under a lease that is held.
+  ASSERT_TRUE(jobs().createJob(jobStartingAt("job-2", 1000, "running")).isOk());
+  auto claimed = jobs().claimJobs("node-a", at(1000), seconds(60), 10);
+  ASSERT_EQ(claimedIds(claimed), std::vector<std::string>{"job-2"});
+  DeviceJobRecord leased_done = makeDeviceJob("job-2", "device-2", "completed");
+  updated = twins().updateTwinForJob("device-2", tag("two"),
+                                     DeviceJobWrite{leased_done, claimed->front().lease});
+  ASSERT_TRUE(updated.isOk()) << updated.status().toString();
+  EXPECT_EQ(twins().getTwin("device-2")->tags.at("job"), "two");
+  EXPECT_EQ(deviceJobs().listDeviceJobs("job-2", std::nullopt, "", 10).value(),
+            std::vector<DeviceJobRecord>{leased_done});
+}
+
 // --- device jobs ---
 
 TEST_P(StoreConformanceTest, PutDeviceJobsInsertsAndReplaces) {

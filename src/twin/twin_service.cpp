@@ -28,20 +28,22 @@ Result<json::object> TwinService::getTwin(std::string_view device_id) {
 }
 
 Result<json::object> TwinService::update(std::string_view device_id, std::string_view if_match,
-                                         bool orders_desired, const Change& change) {
+                                         bool orders_desired, const Change& change,
+                                         const store::DeviceJobWrite* job_row) {
   std::unique_lock<std::mutex> ordering;
   if (orders_desired && listener_ != nullptr) ordering = std::unique_lock(orderingLock(device_id));
 
   std::optional<json::object> notification;
-  auto updated = store_.twins().updateTwin(
-      device_id, [&](const store::TwinRecord& current) -> Result<store::TwinRecord> {
-        notification.reset();
-        IOTHUB_RETURN_IF_ERROR(checkTwinEtag(current, if_match));
-        auto next = change(current);
-        if (!next) return next.status();
-        notification = std::move(next->desired_patch);
-        return std::move(next->twin);
-      });
+  auto mutate = [&](const store::TwinRecord& current) -> Result<store::TwinRecord> {
+    notification.reset();
+    IOTHUB_RETURN_IF_ERROR(checkTwinEtag(current, if_match));
+    auto next = change(current);
+    if (!next) return next.status();
+    notification = std::move(next->desired_patch);
+    return std::move(next->twin);
+  };
+  auto updated = job_row != nullptr ? store_.twins().updateTwinForJob(device_id, mutate, *job_row)
+                                    : store_.twins().updateTwin(device_id, mutate);
   if (!updated) return updated.status();
 
   if (notification && listener_ != nullptr) {
@@ -53,11 +55,15 @@ Result<json::object> TwinService::update(std::string_view device_id, std::string
 }
 
 Result<json::object> TwinService::applyPatch(std::string_view device_id, const TwinPatch& patch,
-                                             std::string_view if_match) {
+                                             std::string_view if_match,
+                                             const store::DeviceJobWrite* job_row) {
   std::string timestamp = formatTimestamp(clock_.now());
-  return update(device_id, if_match, patch.desired.writes(), [&](const store::TwinRecord& current) {
-    return applyServicePatch(current, patch, timestamp);
-  });
+  return update(
+      device_id, if_match, patch.desired.writes(),
+      [&](const store::TwinRecord& current) {
+        return applyServicePatch(current, patch, timestamp);
+      },
+      job_row);
 }
 
 Result<json::object> TwinService::patchTwin(std::string_view device_id, const json::value& body,
@@ -101,7 +107,8 @@ Result<std::int64_t> TwinService::devicePatchReported(std::string_view device_id
 }
 
 Result<json::object> TwinService::applyJobUpdate(std::string_view device_id,
-                                                 const json::object& update_twin) {
+                                                 const json::object& update_twin,
+                                                 const store::DeviceJobWrite* outcome) {
   std::string if_match;
   if (const json::value* etag = findMember(update_twin, "etag");
       etag != nullptr && !etag->is_null()) {
@@ -111,7 +118,7 @@ Result<json::object> TwinService::applyJobUpdate(std::string_view device_id,
   }
   auto parsed = parseServicePatch(update_twin);
   if (!parsed) return parsed.status();
-  return applyPatch(device_id, *parsed, if_match);
+  return applyPatch(device_id, *parsed, if_match, outcome);
 }
 
 }  // namespace iothub::twin

@@ -89,20 +89,27 @@ class TwinService {
 
   // A twin job's update for one device: `update_twin` is the job's updateTwin object; its
   // tags and properties.desired are merged as by patchTwin. Its "etag" member, when present
-  // and not "*", must equal the twin's etag. Returns the service view after the update.
-  // Errors as patchTwin; ArgumentInvalid when "etag" is not a string.
-  Result<json::object> applyJobUpdate(std::string_view device_id, const json::object& update_twin);
+  // and not "*", must equal the twin's etag. With `outcome` (may be null), the job's row for
+  // the device is committed in the same transaction as the twin
+  // (TwinStore::updateTwinForJob), so the update is recorded exactly when it is applied.
+  // Returns the service view after the update. Errors as patchTwin; ArgumentInvalid when
+  // "etag" is not a string; JobLeaseLost when `outcome`'s lease is not held (nothing is
+  // written).
+  Result<json::object> applyJobUpdate(std::string_view device_id, const json::object& update_twin,
+                                      const store::DeviceJobWrite* outcome = nullptr);
 
  private:
   using Change = std::function<Result<TwinChange>(const store::TwinRecord& current)>;
 
-  // Runs `change` after the etag check inside the store's transaction, then notifies the
-  // listener and returns the service view. `orders_desired` takes the device's ordering
-  // lock (only needed when desired may change).
+  // Runs `change` after the etag check inside the store's transaction (which also writes
+  // `job_row`, when not null), then notifies the listener and returns the service view.
+  // `orders_desired` takes the device's ordering lock (only needed when desired may change).
   Result<json::object> update(std::string_view device_id, std::string_view if_match,
-                              bool orders_desired, const Change& change);
+                              bool orders_desired, const Change& change,
+                              const store::DeviceJobWrite* job_row = nullptr);
   Result<json::object> applyPatch(std::string_view device_id, const TwinPatch& patch,
-                                  std::string_view if_match);
+                                  std::string_view if_match,
+                                  const store::DeviceJobWrite* job_row = nullptr);
   Result<json::object> serviceView(const store::TwinRecord& twin);
   std::mutex& orderingLock(std::string_view device_id);
 

@@ -84,7 +84,9 @@ class NoDeviceOperations final : public jobs::DeviceOperations {
   void invokeMethod(methods::MethodCall, methods::MethodCallback done) override {
     done(Status(ErrorCode::DeviceNotOnline, "not in this harness"));
   }
-  Status updateTwin(std::string_view, const json::object&) override { return Status::ok(); }
+  Status updateTwin(std::string_view, const json::object&, const store::DeviceJobWrite&) override {
+    return Status::ok();
+  }
 };
 
 // One hub without I/O, fresh for every input so that inputs do not depend on each other.

@@ -259,5 +259,52 @@ TEST_F(PgClusterTest, TheHolderIsToldWhenAnotherProcessTookTheLockMeanwhile) {
   EXPECT_TRUE(waitFor([&] { return lost.load() == 1; }, 10s));
 }
 
+// Job leases (JobStore::claimJobs) on two stores, as two nodes: claims racing for the same
+// due jobs never take one job twice, and between them take every job.
+TEST_F(PgClusterTest, JobClaimsOfTwoNodesAreExclusive) {
+  auto other = PostgresStore::open(server_.conninfo());
+  ASSERT_TRUE(other.isOk()) << other.status().toString();
+  constexpr int kJobs = 300;
+  for (int i = 0; i < kJobs; ++i) {
+    JobRecord job;
+    job.job_id = "job-" + std::to_string(1000 + i);
+    job.type = "scheduleDeviceMethod";
+    job.status = i % 3 == 0 ? "running" : "queued";
+    job.created_time = SystemTime{std::chrono::seconds{1000 + i}};
+    job.start_time = job.created_time;
+    ASSERT_TRUE(store_->jobs().createJob(job).isOk());
+  }
+  std::vector<std::string> claimed[2];
+  std::atomic<int> errors{0};
+  auto claimAll = [&](Store& store, const std::string& owner, std::vector<std::string>& out) {
+    for (;;) {
+      auto got = store.jobs().claimJobs(owner, SystemTime{std::chrono::seconds{99999}}, 60s, 7);
+      if (!got) {
+        errors.fetch_add(1);
+        return;
+      }
+      if (got->empty()) return;
+      for (const ClaimedJob& claim : *got) {
+        EXPECT_EQ(claim.lease.epoch, 1) << claim.job.job_id;
+        out.push_back(claim.job.job_id);
+      }
+    }
+  };
+  std::thread first([&] { claimAll(*store_, "node-a", claimed[0]); });
+  std::thread second([&] { claimAll(**other, "node-b", claimed[1]); });
+  first.join();
+  second.join();
+  EXPECT_EQ(errors.load(), 0);
+  std::set<std::string> all(claimed[0].begin(), claimed[0].end());
+  all.insert(claimed[1].begin(), claimed[1].end());
+  EXPECT_EQ(all.size(), static_cast<std::size_t>(kJobs));
+  EXPECT_EQ(claimed[0].size() + claimed[1].size(), static_cast<std::size_t>(kJobs))
+      << "a job was claimed twice";
+  // The database names each job's owner.
+  auto owners = server_.sql("SELECT count(*) FROM jobs WHERE lease_owner IN ('node-a', 'node-b')");
+  ASSERT_TRUE(owners.isOk()) << owners.status().toString();
+  EXPECT_EQ(*owners, std::to_string(kJobs));
+}
+
 }  // namespace
 }  // namespace iothub::store

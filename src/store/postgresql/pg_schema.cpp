@@ -184,10 +184,22 @@ END
 $$;
 )sql";
 
+// Version 4: job leases (JobStore leases in store.hpp; docs/cluster.md "Jobs across
+// nodes"). lease_until is nanoseconds on the database's clock (0 = no lease); lease_epoch
+// grows with every claim; cancel_requested is written by requestJobCancel only, never by
+// the owner's record writes. Adding columns with constant defaults rewrites nothing.
+constexpr std::string_view kSchemaV4 = R"sql(
+ALTER TABLE jobs ADD COLUMN lease_owner text COLLATE "C";
+ALTER TABLE jobs ADD COLUMN lease_until bigint NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN lease_epoch bigint NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN cancel_requested boolean NOT NULL DEFAULT false;
+)sql";
+
 constexpr PgMigration kMigrations[] = {
     {1, kSchemaV1},
     {2, kSchemaV2},
     {3, kSchemaV3},
+    {4, kSchemaV4},
 };
 
 }  // namespace

@@ -5,6 +5,8 @@
 #include <exception>
 #include <mutex>
 #include <string>
+#include <tuple>
+#include <unordered_map>
 #include <unordered_set>
 #include <utility>
 
@@ -267,6 +269,12 @@ constexpr std::string_view kListJobs[2][2][2] = {
       " AND (created_time, job_id) > ($3, $4) ORDER BY created_time, job_id LIMIT $5"}},
 };
 
+// A claimed job: its record in decodeJobRow's order, then its new epoch and whether a
+// cancel was requested.
+#define IOTHUB_JOB_LEASE_COLUMNS                                                     \
+  "job_id, type, status, created_time, start_time, end_time, document, lease_epoch," \
+  " cancel_requested"
+
 #undef IOTHUB_JOB_COLUMNS
 
 PgParams jobParams(const JobRecord& job) {
@@ -309,6 +317,62 @@ constexpr std::string_view kListAllDeviceJobs =
     " ORDER BY job_id, device_id LIMIT $3";
 
 #undef IOTHUB_DEVICE_JOB_COLUMNS
+
+// --- job leases ---
+// "Now" is the database's clock (as for the cluster statements below), so the nodes'
+// clocks need not agree. A lease is held while lease_epoch is
+// its epoch and lease_until has not passed.
+#define IOTHUB_LEASE_NOW_NS "(extract(epoch FROM clock_timestamp()) * 1000000000)::bigint"
+
+// $1 owner, $2 due_by, $3 ttl in nanoseconds, $4 limit. SKIP LOCKED: a job that another
+// node's claim (or its owner's write) has locked is left to it rather than waited for; the
+// outer UPDATE repeats the conditions on the row version it locked.
+constexpr std::string_view kClaimJobs =
+    "UPDATE jobs SET lease_owner = $1, lease_until = " IOTHUB_LEASE_NOW_NS
+    " + $3::bigint, lease_epoch = lease_epoch + 1 WHERE job_id IN (SELECT job_id FROM jobs"
+    " WHERE status IN ('queued', 'scheduled', 'running') AND lease_until <= " IOTHUB_LEASE_NOW_NS
+    " AND (status = 'running' OR start_time <= $2 OR cancel_requested)"
+    " ORDER BY start_time, created_time, job_id LIMIT $4 FOR UPDATE SKIP LOCKED)"
+    " AND status IN ('queued', 'scheduled', 'running') AND lease_until <= " IOTHUB_LEASE_NOW_NS
+    " RETURNING " IOTHUB_JOB_LEASE_COLUMNS;
+// $1 job ids, $2 their epochs, $3 ttl in nanoseconds.
+constexpr std::string_view kRenewJobLeases =
+    "UPDATE jobs j SET lease_until = " IOTHUB_LEASE_NOW_NS
+    " + $3::bigint FROM unnest($1::text[], $2::bigint[]) AS l (job_id, epoch)"
+    " WHERE j.job_id = l.job_id AND j.lease_epoch = l.epoch AND j.lease_until "
+    "> " IOTHUB_LEASE_NOW_NS " RETURNING j.job_id, j.cancel_requested";
+constexpr std::string_view kReleaseJobLease =
+    "UPDATE jobs SET lease_owner = NULL, lease_until = 0 WHERE job_id = $1 AND lease_epoch = $2";
+// Locks the job's row for the rest of the transaction: a claim by another node (an UPDATE)
+// waits for the owner's write to commit, and then finds the epoch it must bump.
+constexpr std::string_view kJobLeaseHeld =
+    "SELECT lease_epoch = $2 AND lease_until > " IOTHUB_LEASE_NOW_NS
+    " FROM jobs WHERE job_id = $1 FOR SHARE";
+constexpr std::string_view kRequestJobCancel =
+    "UPDATE jobs SET cancel_requested = true"
+    " WHERE job_id = $1 AND status IN ('queued', 'scheduled', 'running')";
+constexpr std::string_view kJobExists = "SELECT 1 FROM jobs WHERE job_id = $1";
+
+#undef IOTHUB_LEASE_NOW_NS
+#undef IOTHUB_JOB_LEASE_COLUMNS
+
+Status jobLeaseLost(const JobLease& lease) {
+  return Status(ErrorCode::JobLeaseLost, "the lease of job '" + lease.job_id + "' (epoch " +
+                                             std::to_string(lease.epoch) + ") is no longer held");
+}
+
+// Inside a write transaction: ok while `lease` is held (and the job's row stays locked
+// until the transaction ends); JobLeaseLost or JobNotFound.
+Status checkJobLease(PgConnection& connection, const JobLease& lease) {
+  Result<PgResult> held =
+      connection.query(kJobLeaseHeld, PgParams().add(lease.job_id).add(lease.epoch));
+  if (!held) return held.status();
+  if (held->rows() == 0) return jobNotFound(lease.job_id);
+  PgRow row = held->row(0);
+  bool is_held = row.flag(0);
+  IOTHUB_RETURN_IF_ERROR(row.status());
+  return is_held ? Status::ok() : jobLeaseLost(lease);
+}
 
 // The statement parameters for rows[begin, end). ON CONFLICT DO UPDATE refuses to touch
 // a row twice in one statement, so where a key repeats only its last row is sent (the one
@@ -618,6 +682,28 @@ Result<TwinRecord> PostgresStore::updateTwin(std::string_view device_id, TwinMut
   });
 }
 
+Result<TwinRecord> PostgresStore::updateTwinForJob(std::string_view device_id, TwinMutation mutate,
+                                                   const DeviceJobWrite& job_row) {
+  if (job_row.lease && job_row.lease->job_id != job_row.row.job_id) {
+    return Status(ErrorCode::ArgumentInvalid, "the device-job row belongs to another job");
+  }
+  PgParams row_params = deviceJobParams({job_row.row}, 0, 1);
+  return write<TwinRecord>([&](PgConnection& connection) -> Result<TwinRecord> {
+    // The job's row first, then the twin's: claims lock only job rows, so no cycle.
+    if (job_row.lease) IOTHUB_RETURN_IF_ERROR(checkJobLease(connection, *job_row.lease));
+    Result<TwinRecord> current = loadTwin(connection, device_id, true);
+    if (!current) return current;
+    Result<TwinRecord> next = mutate(*current);
+    if (!next) return next;
+    if (next->device_id != device_id) {
+      return Status(ErrorCode::ServerError, "a twin mutation must not change the device id");
+    }
+    IOTHUB_RETURN_IF_ERROR(connection.query(kUpdateTwin, twinParams(*next)).status());
+    IOTHUB_RETURN_IF_ERROR(connection.query(kPutDeviceJobs, row_params).status());
+    return next;
+  });
+}
+
 Result<std::vector<TwinRecord>> PostgresStore::listTwins(std::string_view after_device_id,
                                                          std::size_t limit) {
   return read<std::vector<TwinRecord>>(
@@ -699,6 +785,123 @@ Result<std::vector<JobRecord>> PostgresStore::jobsWithStatus(
         if (!result) return result.status();
         return decodeRows<JobRecord>(*result, decodeJobRow<PgRow>);
       });
+}
+
+Result<std::vector<ClaimedJob>> PostgresStore::claimJobs(std::string_view owner, SystemTime due_by,
+                                                         std::chrono::milliseconds ttl,
+                                                         std::size_t limit) {
+  PgParams params;
+  params.add(owner).add(toNanoseconds(due_by)).add(ttlNanoseconds(ttl)).add(sqlLimit(limit));
+  return write<std::vector<ClaimedJob>>(
+      [&](PgConnection& connection) -> Result<std::vector<ClaimedJob>> {
+        Result<PgResult> claimed = connection.query(kClaimJobs, params);
+        if (!claimed) return claimed.status();
+        std::vector<ClaimedJob> jobs;
+        for (int i = 0; i < claimed->rows(); ++i) {
+          PgRow row = claimed->row(i);
+          Result<JobRecord> job = decodeJobRow(row);
+          if (!job) return job.status();
+          ClaimedJob claim{.job = std::move(*job), .lease = {}, .cancel_requested = row.flag(8)};
+          claim.lease = JobLease{claim.job.job_id, row.int64(7)};
+          IOTHUB_RETURN_IF_ERROR(row.status());
+          jobs.push_back(std::move(claim));
+        }
+        // RETURNING keeps no order.
+        std::sort(jobs.begin(), jobs.end(), [](const ClaimedJob& a, const ClaimedJob& b) {
+          return std::tie(a.job.start_time, a.job.created_time, a.job.job_id) <
+                 std::tie(b.job.start_time, b.job.created_time, b.job.job_id);
+        });
+        return jobs;
+      });
+}
+
+Result<std::vector<JobLeaseRenewal>> PostgresStore::renewJobLeases(
+    const std::vector<JobLease>& leases, std::chrono::milliseconds ttl) {
+  if (leases.empty()) return std::vector<JobLeaseRenewal>{};
+  PgArrayBuilder ids, epochs;
+  for (const JobLease& lease : leases) {
+    ids.add(lease.job_id);
+    epochs.add(lease.epoch);
+  }
+  PgParams params;
+  params.add(std::move(ids).finish()).add(std::move(epochs).finish()).add(ttlNanoseconds(ttl));
+  return write<std::vector<JobLeaseRenewal>>(
+      [&](PgConnection& connection) -> Result<std::vector<JobLeaseRenewal>> {
+        Result<PgResult> renewed = connection.query(kRenewJobLeases, params);
+        if (!renewed) return renewed.status();
+        std::unordered_map<std::string, bool> cancel_requested;
+        for (int i = 0; i < renewed->rows(); ++i) {
+          PgRow row = renewed->row(i);
+          cancel_requested[row.text(0)] = row.flag(1);
+          IOTHUB_RETURN_IF_ERROR(row.status());
+        }
+        std::vector<JobLeaseRenewal> renewals;
+        for (const JobLease& lease : leases) {
+          auto it = cancel_requested.find(lease.job_id);
+          renewals.push_back(
+              JobLeaseRenewal{.job_id = lease.job_id,
+                              .held = it != cancel_requested.end(),
+                              .cancel_requested = it != cancel_requested.end() && it->second});
+        }
+        return renewals;
+      });
+}
+
+Status PostgresStore::releaseJobLease(const JobLease& lease) {
+  PgParams params;
+  params.add(lease.job_id).add(lease.epoch);
+  return writeStatus([&](PgConnection& connection) -> Status {
+    return connection.query(kReleaseJobLease, params).status();
+  });
+}
+
+Result<JobRecord> PostgresStore::updateLeasedJob(const JobLease& lease, JobMutation mutate) {
+  return write<JobRecord>([&](PgConnection& connection) -> Result<JobRecord> {
+    IOTHUB_RETURN_IF_ERROR(checkJobLease(connection, lease));
+    Result<JobRecord> current = loadJob(connection, lease.job_id, true);
+    if (!current) return current;
+    Result<JobRecord> next = mutate(*current);
+    if (!next) return next;
+    if (next->job_id != lease.job_id) {
+      return Status(ErrorCode::ServerError, "a job mutation must not change the job id");
+    }
+    IOTHUB_RETURN_IF_ERROR(connection.query(kUpdateJob, jobParams(*next)).status());
+    return next;
+  });
+}
+
+Status PostgresStore::putLeasedDeviceJobs(const JobLease& lease,
+                                          const std::vector<DeviceJobRecord>& rows) {
+  for (const DeviceJobRecord& row : rows) {
+    if (row.job_id != lease.job_id) {
+      return Status(
+          ErrorCode::ArgumentInvalid,
+          "a row of job '" + row.job_id + "' under the lease of job '" + lease.job_id + "'");
+    }
+  }
+  std::vector<PgParams> statements;
+  for (std::size_t begin = 0; begin < rows.size(); begin += kDeviceJobsPerStatement) {
+    statements.push_back(
+        deviceJobParams(rows, begin, std::min(rows.size(), begin + kDeviceJobsPerStatement)));
+  }
+  return writeStatus([&](PgConnection& connection) -> Status {
+    IOTHUB_RETURN_IF_ERROR(checkJobLease(connection, lease));
+    for (const PgParams& params : statements) {
+      IOTHUB_RETURN_IF_ERROR(connection.query(kPutDeviceJobs, params).status());
+    }
+    return Status::ok();
+  });
+}
+
+Status PostgresStore::requestJobCancel(std::string_view job_id) {
+  return writeStatus([&](PgConnection& connection) -> Status {
+    Result<PgResult> requested = connection.query(kRequestJobCancel, PgParams().add(job_id));
+    if (!requested) return requested.status();
+    if (requested->affectedRows() > 0) return Status::ok();
+    Result<PgResult> exists = connection.query(kJobExists, PgParams().add(job_id));
+    if (!exists) return exists.status();
+    return exists->rows() > 0 ? Status::ok() : jobNotFound(job_id);
+  });
 }
 
 // DeviceJobStore

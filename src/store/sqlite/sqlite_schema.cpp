@@ -84,9 +84,21 @@ CREATE TABLE mqtt_sessions (
 ) WITHOUT ROWID;
 )sql";
 
+// Version 3: job leases (JobStore leases in store.hpp; docs/cluster.md "Jobs across
+// nodes"). lease_until is nanoseconds on the system clock (0 = no lease); lease_epoch grows
+// with every claim; cancel_requested (0 | 1) is written by requestJobCancel only, never by
+// the owner's record writes.
+constexpr std::string_view kSchemaV3 = R"sql(
+ALTER TABLE jobs ADD COLUMN lease_owner TEXT;
+ALTER TABLE jobs ADD COLUMN lease_until INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
+)sql";
+
 constexpr SqliteMigration kMigrations[] = {
     {1, kSchemaV1},
     {2, kSchemaV2},
+    {3, kSchemaV3},
 };
 
 }  // namespace

@@ -268,6 +268,54 @@ Result<JobRecord> loadJob(SqliteConnection& connection, std::string_view job_id)
   return std::move(**job);
 }
 
+// --- job leases ---
+// Times are nanoseconds on the system clock, passed in as ?-parameters: SQLite's own clock
+// functions have millisecond resolution at best, and one process owns the file.
+
+constexpr std::string_view kDueJobs =
+    "SELECT job_id, type, status, created_time, start_time, end_time, document, lease_epoch,"
+    " cancel_requested FROM jobs"
+    " WHERE status IN ('queued', 'scheduled', 'running') AND lease_until <= ?1"
+    " AND (status = 'running' OR start_time <= ?2 OR cancel_requested)"
+    " ORDER BY start_time, created_time, job_id LIMIT ?3";
+constexpr std::string_view kClaimJob =
+    "UPDATE jobs SET lease_owner = ?2, lease_until = ?3, lease_epoch = ?4 WHERE job_id = ?1";
+constexpr std::string_view kRenewJobLease =
+    "UPDATE jobs SET lease_until = ?3 WHERE job_id = ?1 AND lease_epoch = ?2 AND lease_until > ?4"
+    " RETURNING cancel_requested";
+constexpr std::string_view kReleaseJobLease =
+    "UPDATE jobs SET lease_owner = NULL, lease_until = 0 WHERE job_id = ?1 AND lease_epoch = ?2";
+constexpr std::string_view kJobLeaseHeld =
+    "SELECT lease_epoch = ?2 AND lease_until > ?3 FROM jobs WHERE job_id = ?1";
+constexpr std::string_view kRequestJobCancel =
+    "UPDATE jobs SET cancel_requested = 1"
+    " WHERE job_id = ?1 AND status IN ('queued', 'scheduled', 'running')";
+constexpr std::string_view kJobExists = "SELECT 1 FROM jobs WHERE job_id = ?1";
+
+std::int64_t nowNanoseconds() { return toNanoseconds(std::chrono::system_clock::now()); }
+
+std::int64_t leaseEnd(std::int64_t now, std::chrono::milliseconds ttl) {
+  return now + std::chrono::duration_cast<std::chrono::nanoseconds>(
+                   std::max(ttl, std::chrono::milliseconds(0)))
+                   .count();
+}
+
+Status jobLeaseLost(const JobLease& lease) {
+  return Status(ErrorCode::JobLeaseLost, "the lease of job '" + lease.job_id + "' (epoch " +
+                                             std::to_string(lease.epoch) + ") is no longer held");
+}
+
+// Inside a write transaction: ok while `lease` is held; JobLeaseLost or JobNotFound.
+Status checkJobLease(SqliteConnection& connection, const JobLease& lease) {
+  Result<SqliteStatement> statement = connection.prepare(kJobLeaseHeld);
+  if (!statement) return statement.status();
+  statement->bind(1, lease.job_id).bind(2, lease.epoch).bind(3, nowNanoseconds());
+  Result<bool> row = statement->step();
+  if (!row) return row.status();
+  if (!*row) return jobNotFound(lease.job_id);
+  return statement->flag(0) ? Status::ok() : jobLeaseLost(lease);
+}
+
 // --- device jobs ---
 
 #define IOTHUB_DEVICE_JOB_COLUMNS "job_id, device_id, status, last_updated_time, document"
@@ -292,6 +340,23 @@ constexpr std::string_view kListAllDeviceJobs =
     " ORDER BY job_id, device_id LIMIT ?3";
 
 #undef IOTHUB_DEVICE_JOB_COLUMNS
+
+// Inside a write transaction: inserts or replaces every row.
+Status writeDeviceJobs(SqliteConnection& connection, const std::vector<DeviceJobRecord>& rows) {
+  // One statement, compiled once, rebound per row: the cost per row is one B-tree insert.
+  Result<SqliteStatement> put = connection.prepare(kPutDeviceJob);
+  if (!put) return put.status();
+  for (const DeviceJobRecord& row : rows) {
+    put->bind(1, row.job_id)
+        .bind(2, row.device_id)
+        .bind(3, row.status)
+        .bind(4, toNanoseconds(row.last_updated_time))
+        .bind(5, json::serialize(row.document));
+    IOTHUB_RETURN_IF_ERROR(put->run());
+    put->reset();
+  }
+  return Status::ok();
+}
 
 // --- access policies ---
 
@@ -500,6 +565,29 @@ Result<TwinRecord> SqliteStore::updateTwin(std::string_view device_id, TwinMutat
   });
 }
 
+Result<TwinRecord> SqliteStore::updateTwinForJob(std::string_view device_id, TwinMutation mutate,
+                                                 const DeviceJobWrite& job_row) {
+  if (job_row.lease && job_row.lease->job_id != job_row.row.job_id) {
+    return Status(ErrorCode::ArgumentInvalid, "the device-job row belongs to another job");
+  }
+  return write<TwinRecord>([&](SqliteConnection& connection) -> Result<TwinRecord> {
+    if (job_row.lease) IOTHUB_RETURN_IF_ERROR(checkJobLease(connection, *job_row.lease));
+    Result<TwinRecord> current = loadTwin(connection, device_id);
+    if (!current) return current;
+    Result<TwinRecord> next = mutate(*current);
+    if (!next) return next;
+    if (next->device_id != device_id) {
+      return Status(ErrorCode::ServerError, "a twin mutation must not change the device id");
+    }
+    Result<SqliteStatement> update = connection.prepare(kUpdateTwin);
+    if (!update) return update.status();
+    bindTwin(*update, *next);
+    IOTHUB_RETURN_IF_ERROR(update->run());
+    IOTHUB_RETURN_IF_ERROR(writeDeviceJobs(connection, {job_row.row}));
+    return next;
+  });
+}
+
 Result<std::vector<TwinRecord>> SqliteStore::listTwins(std::string_view after_device_id,
                                                        std::size_t limit) {
   return read<std::vector<TwinRecord>>(
@@ -585,25 +673,130 @@ Result<std::vector<JobRecord>> SqliteStore::jobsWithStatus(
       });
 }
 
+Result<std::vector<ClaimedJob>> SqliteStore::claimJobs(std::string_view owner, SystemTime due_by,
+                                                       std::chrono::milliseconds ttl,
+                                                       std::size_t limit) {
+  return write<std::vector<ClaimedJob>>(
+      [&](SqliteConnection& connection) -> Result<std::vector<ClaimedJob>> {
+        // The writer is the only one writing the file: selecting and then updating in its
+        // transaction cannot race another claim.
+        const std::int64_t now = nowNanoseconds();
+        std::vector<ClaimedJob> claimed;
+        {
+          Result<SqliteStatement> due = connection.prepare(kDueJobs);
+          if (!due) return due.status();
+          due->bind(1, now).bind(2, toNanoseconds(due_by)).bind(3, sqlLimit(limit));
+          while (true) {
+            Result<bool> row = due->step();
+            if (!row) return row.status();
+            if (!*row) break;
+            Result<JobRecord> job = decodeJobRow(*due);
+            if (!job) return job.status();
+            std::string id = job->job_id;
+            claimed.push_back(ClaimedJob{.job = std::move(*job),
+                                         .lease = {std::move(id), due->int64(7) + 1},
+                                         .cancel_requested = due->flag(8)});
+          }
+        }
+        Result<SqliteStatement> claim = connection.prepare(kClaimJob);
+        if (!claim) return claim.status();
+        for (const ClaimedJob& job : claimed) {
+          claim->bind(1, job.lease.job_id)
+              .bind(2, owner)
+              .bind(3, leaseEnd(now, ttl))
+              .bind(4, job.lease.epoch);
+          IOTHUB_RETURN_IF_ERROR(claim->run());
+          claim->reset();
+        }
+        return claimed;
+      });
+}
+
+Result<std::vector<JobLeaseRenewal>> SqliteStore::renewJobLeases(
+    const std::vector<JobLease>& leases, std::chrono::milliseconds ttl) {
+  return write<std::vector<JobLeaseRenewal>>([&](SqliteConnection& connection)
+                                                 -> Result<std::vector<JobLeaseRenewal>> {
+    const std::int64_t now = nowNanoseconds();
+    Result<SqliteStatement> renew = connection.prepare(kRenewJobLease);
+    if (!renew) return renew.status();
+    std::vector<JobLeaseRenewal> renewals;
+    for (const JobLease& lease : leases) {
+      renew->bind(1, lease.job_id).bind(2, lease.epoch).bind(3, leaseEnd(now, ttl)).bind(4, now);
+      Result<bool> row = renew->step();
+      if (!row) return row.status();
+      JobLeaseRenewal renewal{.job_id = lease.job_id, .held = *row};
+      if (*row) renewal.cancel_requested = renew->flag(0);
+      renewals.push_back(std::move(renewal));
+      renew->reset();
+    }
+    return renewals;
+  });
+}
+
+Status SqliteStore::releaseJobLease(const JobLease& lease) {
+  return writeStatus([&](SqliteConnection& connection) -> Status {
+    Result<SqliteStatement> release = connection.prepare(kReleaseJobLease);
+    if (!release) return release.status();
+    release->bind(1, lease.job_id).bind(2, lease.epoch);
+    return release->run();
+  });
+}
+
+Result<JobRecord> SqliteStore::updateLeasedJob(const JobLease& lease, JobMutation mutate) {
+  return write<JobRecord>([&](SqliteConnection& connection) -> Result<JobRecord> {
+    IOTHUB_RETURN_IF_ERROR(checkJobLease(connection, lease));
+    Result<JobRecord> current = loadJob(connection, lease.job_id);
+    if (!current) return current;
+    Result<JobRecord> next = mutate(*current);
+    if (!next) return next;
+    if (next->job_id != lease.job_id) {
+      return Status(ErrorCode::ServerError, "a job mutation must not change the job id");
+    }
+    Result<SqliteStatement> update = connection.prepare(kUpdateJob);
+    if (!update) return update.status();
+    bindJob(*update, *next);
+    IOTHUB_RETURN_IF_ERROR(update->run());
+    return next;
+  });
+}
+
+Status SqliteStore::putLeasedDeviceJobs(const JobLease& lease,
+                                        const std::vector<DeviceJobRecord>& rows) {
+  for (const DeviceJobRecord& row : rows) {
+    if (row.job_id != lease.job_id) {
+      return Status(
+          ErrorCode::ArgumentInvalid,
+          "a row of job '" + row.job_id + "' under the lease of job '" + lease.job_id + "'");
+    }
+  }
+  return writeStatus([&](SqliteConnection& connection) -> Status {
+    IOTHUB_RETURN_IF_ERROR(checkJobLease(connection, lease));
+    return writeDeviceJobs(connection, rows);
+  });
+}
+
+Status SqliteStore::requestJobCancel(std::string_view job_id) {
+  return writeStatus([&](SqliteConnection& connection) -> Status {
+    Result<SqliteStatement> request = connection.prepare(kRequestJobCancel);
+    if (!request) return request.status();
+    request->bind(1, job_id);
+    IOTHUB_RETURN_IF_ERROR(request->run());
+    if (connection.changes() > 0) return Status::ok();
+    Result<SqliteStatement> exists = connection.prepare(kJobExists);
+    if (!exists) return exists.status();
+    exists->bind(1, job_id);
+    Result<bool> row = exists->step();
+    if (!row) return row.status();
+    return *row ? Status::ok() : jobNotFound(job_id);
+  });
+}
+
 // DeviceJobStore
 
 Status SqliteStore::putDeviceJobs(const std::vector<DeviceJobRecord>& rows) {
   if (rows.empty()) return Status::ok();
-  return writeStatus([&](SqliteConnection& connection) -> Status {
-    // One statement, compiled once, rebound per row: the cost per row is one B-tree insert.
-    Result<SqliteStatement> put = connection.prepare(kPutDeviceJob);
-    if (!put) return put.status();
-    for (const DeviceJobRecord& row : rows) {
-      put->bind(1, row.job_id)
-          .bind(2, row.device_id)
-          .bind(3, row.status)
-          .bind(4, toNanoseconds(row.last_updated_time))
-          .bind(5, json::serialize(row.document));
-      IOTHUB_RETURN_IF_ERROR(put->run());
-      put->reset();
-    }
-    return Status::ok();
-  });
+  return writeStatus(
+      [&](SqliteConnection& connection) -> Status { return writeDeviceJobs(connection, rows); });
 }
 
 Result<std::vector<DeviceJobRecord>> SqliteStore::listDeviceJobs(

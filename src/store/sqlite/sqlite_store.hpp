@@ -94,6 +94,8 @@ class SqliteStore final : public Store,
   // TwinStore
   Result<TwinRecord> getTwin(std::string_view device_id) override;
   Result<TwinRecord> updateTwin(std::string_view device_id, TwinMutation mutate) override;
+  Result<TwinRecord> updateTwinForJob(std::string_view device_id, TwinMutation mutate,
+                                      const DeviceJobWrite& job_row) override;
   Result<std::vector<TwinRecord>> listTwins(std::string_view after_device_id,
                                             std::size_t limit) override;
 
@@ -104,6 +106,16 @@ class SqliteStore final : public Store,
   Result<std::vector<JobRecord>> listJobs(const JobFilter& filter, std::string_view after_job_id,
                                           std::size_t limit) override;
   Result<std::vector<JobRecord>> jobsWithStatus(const std::vector<std::string>& statuses) override;
+  Result<std::vector<ClaimedJob>> claimJobs(std::string_view owner, SystemTime due_by,
+                                            std::chrono::milliseconds ttl,
+                                            std::size_t limit) override;
+  Result<std::vector<JobLeaseRenewal>> renewJobLeases(const std::vector<JobLease>& leases,
+                                                      std::chrono::milliseconds ttl) override;
+  Status releaseJobLease(const JobLease& lease) override;
+  Result<JobRecord> updateLeasedJob(const JobLease& lease, JobMutation mutate) override;
+  Status putLeasedDeviceJobs(const JobLease& lease,
+                             const std::vector<DeviceJobRecord>& rows) override;
+  Status requestJobCancel(std::string_view job_id) override;
 
   // DeviceJobStore
   Status putDeviceJobs(const std::vector<DeviceJobRecord>& rows) override;

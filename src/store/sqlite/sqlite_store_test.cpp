@@ -86,8 +86,8 @@ TEST_F(SqliteStoreTest, FreshDatabaseGetsTheCurrentSchemaVersionAndWal) {
   ASSERT_NE(openStore(), nullptr);
   auto raw = openRaw(dbFile());
   ASSERT_NE(raw, nullptr);
-  EXPECT_EQ(raw->queryInt64("PRAGMA user_version").value(), 2);
-  EXPECT_EQ(sqliteSchemaVersion(), 2);
+  EXPECT_EQ(raw->queryInt64("PRAGMA user_version").value(), 3);
+  EXPECT_EQ(sqliteSchemaVersion(), 3);
   auto journal = raw->prepare("PRAGMA journal_mode");
   ASSERT_TRUE(journal.isOk());
   ASSERT_TRUE(journal->step().value());
