@@ -59,6 +59,8 @@ struct JobsEngine::Run {
   std::size_t inflight = 0;
   std::unordered_map<std::string, SystemTime> started_at;  // in-flight devices
   std::vector<store::DeviceJobRecord> buffer;              // outcomes not written yet
+  // Outcomes written by their own operation (twin updates) whose statistics are not saved.
+  bool outcomes_unsaved = false;
   SteadyClock::time_point last_flush = SteadyClock::now();
   double tokens = 0;
   SystemTime last_refill{};
@@ -543,7 +545,9 @@ void JobsEngine::handleCompletion(Completion& c) {
   --run->inflight;
   SystemTime now = clock_.now();
   bool ok = c.status.isOk();
-  if (!c.recorded) {
+  if (c.recorded) {
+    run->outcomes_unsaved = true;  // the statistics are saved at the next flush all the same
+  } else {
     run->buffer.push_back(deviceJobRecord(
         run->record, c.device_id, ok ? kDeviceCompleted : kDeviceFailed, now, began, now,
         std::move(c.response), ok ? std::nullopt : std::optional<json::object>(errorOf(c.status))));
@@ -885,21 +889,24 @@ void JobsEngine::dispatch(Run& run) {
 }
 
 void JobsEngine::flush(Run& run, bool force) {
-  if (run.buffer.empty()) return;
+  if (run.buffer.empty() && !run.outcomes_unsaved) return;
   auto now = SteadyClock::now();
   if (!force && run.buffer.size() < options_.batch_size &&
       now - run.last_flush < options_.flush_interval)
     return;
   run.last_flush = now;
-  std::vector<store::DeviceJobRecord> rows;
-  rows.swap(run.buffer);
-  if (Status s = putRows(run, rows); !s) {
-    run.buffer.swap(rows);  // kept for the next attempt
-    if (retryLater(run, s, "recording outcomes")) return;
-    failRun(run, s);  // the store refuses to record outcomes for good
-    return;
+  if (!run.buffer.empty()) {
+    std::vector<store::DeviceJobRecord> rows;
+    rows.swap(run.buffer);
+    if (Status s = putRows(run, rows); !s) {
+      run.buffer.swap(rows);  // kept for the next attempt
+      if (retryLater(run, s, "recording outcomes")) return;
+      failRun(run, s);  // the store refuses to record outcomes for good
+      return;
+    }
+    run.store_failures = 0;
   }
-  run.store_failures = 0;
+  run.outcomes_unsaved = false;
   if (Status s = persist(run); !s)
     spdlog::warn("jobs: {}: statistics not saved: {}", run.record.job_id, s.toString());
 }

@@ -281,6 +281,49 @@ TEST_F(TwinServiceTest, JobUpdateChecksAConcreteEtag) {
   EXPECT_EQ(listener_.changes().size(), 1u);
 }
 
+TEST_F(TwinServiceTest, JobUpdateRecordsTheDevicesOutcomeWithTheTwin) {
+  store::DeviceJobRecord done{.job_id = "job",
+                              .device_id = "dev1",
+                              .status = "completed",
+                              .last_updated_time = clock_.now(),
+                              .document = obj(R"({"jobType":"scheduleUpdateTwin"})")};
+  store::DeviceJobWrite outcome{done, std::nullopt};
+  auto updated = service_->applyJobUpdate(
+      "dev1", obj(R"({"etag":"*","properties":{"desired":{"d":1}}})"), &outcome);
+  ASSERT_TRUE(updated.isOk()) << updated.status().toString();
+  EXPECT_EQ(listener_.changes().size(), 1u);
+  EXPECT_EQ(store_->deviceJobs().listDeviceJobs("job", std::nullopt, "", 10).value(),
+            std::vector<store::DeviceJobRecord>{done});
+
+  // A refused update records nothing either.
+  store::DeviceJobWrite other{done, std::nullopt};
+  other.row.job_id = "job-2";
+  EXPECT_EQ(
+      service_->applyJobUpdate("dev1", obj(R"({"etag":"AAAAAAAAAAE=","tags":{"a":1}})"), &other)
+          .code(),
+      ErrorCode::PreconditionFailed);
+  EXPECT_TRUE(store_->deviceJobs().listDeviceJobs("job-2", std::nullopt, "", 10)->empty());
+
+  // Under a lease that is not held, the twin is not updated.
+  store::JobRecord job{.job_id = "job-3",
+                       .type = "scheduleUpdateTwin",
+                       .status = "running",
+                       .created_time = clock_.now(),
+                       .start_time = clock_.now(),
+                       .end_time = std::nullopt,
+                       .document = {}};
+  ASSERT_TRUE(store_->jobs().createJob(job).isOk());
+  store::DeviceJobWrite fenced{done, store::JobLease{"job-3", 7}};
+  fenced.row.job_id = "job-3";
+  auto before = service_->getTwin("dev1");
+  ASSERT_TRUE(before.isOk());
+  EXPECT_EQ(service_->applyJobUpdate("dev1", obj(R"({"etag":"*","tags":{"b":2}})"), &fenced).code(),
+            ErrorCode::JobLeaseLost);
+  EXPECT_EQ(service_->getTwin("dev1").value(), *before);
+  EXPECT_TRUE(store_->deviceJobs().listDeviceJobs("job-3", std::nullopt, "", 10)->empty());
+  EXPECT_EQ(listener_.changes().size(), 1u);
+}
+
 TEST_F(TwinServiceTest, ValidationErrorsChangeNothing) {
   EXPECT_EQ(service_->patchTwin("dev1", val(R"({"desired":{"a":1}})"), "").code(),
             ErrorCode::ArgumentInvalid);
