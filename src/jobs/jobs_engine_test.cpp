@@ -1173,6 +1173,32 @@ TEST_F(JobsClusterTest, ACancelOfAJobNobodyHoldsIsAppliedAtOnce) {
   EXPECT_EQ(b_.engine->cancel("nope").code(), ErrorCode::JobNotFound);
 }
 
+TEST_F(JobsClusterTest, AnOwnerCutOffFromTheDatabaseDropsItsJobAndWritesNothingWhenBack) {
+  addDevices("slow-", 2);
+  addDevices("t", 6);
+  startEngine(a_, {.window = 2});
+  create(a_, "m", methodBody());
+  ASSERT_TRUE(waitUntil([&] { return a_.methods.heldCount() == 2; }));
+  startEngine(b_, {.window = 2});
+  a_.killed = true;  // a partition: the engine runs on but reaches the database no more
+  // It cannot renew, so it drops the job when its lease would end, and B takes it over.
+  ASSERT_TRUE(waitUntil([&] { return a_.engine->runningCount() == 0; }, kLease + 10s));
+  ASSERT_TRUE(waitUntil([&] { return finished(b_, "m"); }, kLease + kPoll + 10s));
+  const auto final_rows = rows("m");
+  const JobStatistics final_stats = stats(b_, "m");
+  EXPECT_EQ(final_stats, (JobStatistics{.device_count = 8, .succeeded = 6, .failed = 2}));
+  EXPECT_EQ(final_rows.at("slow-1000").document.at("error").at("code"), "DeviceJobInterrupted");
+
+  // Back online, its calls in flight are answered: nothing of it reaches the job.
+  a_.killed = false;
+  EXPECT_EQ(a_.methods.release(), 2u);
+  EXPECT_FALSE(waitUntil([&] { return rows("m") != final_rows; }, 10 * kPoll));
+  EXPECT_EQ(stats(b_, "m"), final_stats);
+  EXPECT_EQ(status(b_, "m"), "completed");
+  EXPECT_EQ(a_.methods.calls().size(), 2u);
+  EXPECT_EQ(b_.methods.calls().size(), 6u);
+}
+
 TEST_F(JobsClusterTest, AStoppedNodeHandsItsJobsOverAtOnce) {
   addDevices("slow-", 2);
   addDevices("t", 6);
