@@ -58,7 +58,8 @@ struct TwinIndexFeedOptions {
 // possibly reached the old index but not the loaded one, is read again and applied.
 //
 // Thread-safe. The destructor stops the thread (waiting for a read in progress, bounded by
-// the store's query deadline).
+// the store's query deadline); no catchUp() may be running or start once it has begun
+// (the hub joins its worker threads first).
 class TwinIndexFeed {
  public:
   struct Stats {
