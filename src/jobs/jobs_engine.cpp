@@ -1042,7 +1042,7 @@ void JobsEngine::leaseTurn(bool claim) {
       abandon(*run, "no renewal succeeded before its lease ended");
   }
   if (claim || now >= next_claim_) {
-    claimJobs();
+    claimDueJobs();
     next_claim_ = SteadyClock::now() + lease.claim_poll;
   }
 }
@@ -1079,7 +1079,7 @@ void JobsEngine::renewLeases() {
   }
 }
 
-void JobsEngine::claimJobs() {
+void JobsEngine::claimDueJobs() {
   const JobLeaseOptions& lease = *options_.lease;
   std::size_t held = 0;
   {

@@ -212,7 +212,7 @@ class JobsEngine {
   // is gone, and claims due jobs when `claim` or the poll interval says so.
   void leaseTurn(bool claim);
   void renewLeases();
-  void claimJobs();
+  void claimDueJobs();
   void releaseLeases();
   // Forgets a job whose lease is lost, writing nothing more (its next owner recovers it).
   void abandon(Run& run, std::string_view why);

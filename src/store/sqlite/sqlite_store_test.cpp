@@ -92,7 +92,8 @@ TEST_F(SqliteStoreTest, FreshDatabaseGetsTheCurrentSchemaVersionAndWal) {
   ASSERT_TRUE(journal.isOk());
   ASSERT_TRUE(journal->step().value());
   EXPECT_EQ(journal->text(0), "wal");
-  for (const char* table : {"devices", "twins", "jobs", "device_jobs", "access_policies", "mqtt_sessions"}) {
+  for (const char* table :
+       {"devices", "twins", "jobs", "device_jobs", "access_policies", "mqtt_sessions"}) {
     EXPECT_TRUE(tableExists(*raw, table)) << table;
   }
 }
@@ -117,6 +118,28 @@ TEST_F(SqliteStoreTest, DatabaseFromANewerVersionIsRefused) {
   EXPECT_NE(store.status().message().find("schema version 99"), std::string::npos)
       << store.status().message();
   EXPECT_NE(store.status().message().find("newer"), std::string::npos);
+}
+
+TEST_F(SqliteStoreTest, JobsOfAVersion2DatabaseKeepTheirRecordsAndBecomeClaimable) {
+  {
+    auto raw = openRaw(dbFile());
+    ASSERT_NE(raw, nullptr);
+    ASSERT_TRUE(migrateSqliteSchema(*raw, sqliteMigrations().first(2)).isOk());
+    ASSERT_TRUE(raw->exec("INSERT INTO jobs VALUES ('old', 'scheduleDeviceMethod', 'running',"
+                          " 1, 2, NULL, '{\"a\":1}')")
+                    .isOk());
+  }
+  auto store = openStore();
+  ASSERT_NE(store, nullptr);
+  auto job = store->jobs().getJob("old");
+  ASSERT_TRUE(job.isOk()) << job.status().toString();
+  EXPECT_EQ(job->status, "running");
+  EXPECT_EQ(toJson(job->document), R"({"a":1})");
+  auto claimed = store->jobs().claimJobs("node", SystemTime{}, std::chrono::seconds(60), 10);
+  ASSERT_TRUE(claimed.isOk()) << claimed.status().toString();
+  ASSERT_EQ(claimed->size(), 1u);
+  EXPECT_EQ(claimed->front().lease, (JobLease{"old", 1}));
+  EXPECT_FALSE(claimed->front().cancel_requested);
 }
 
 TEST_F(SqliteStoreTest, FileThatIsNotADatabaseIsRefused) {
