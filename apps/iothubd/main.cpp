@@ -35,6 +35,17 @@ int main(int argc, char** argv) {
                  "PostgreSQL connection string (postgresql://user@host/db or host=... "
                  "dbname=...); default: SQLite in --data-dir")
       ->envname("IOTHUB_STORE");
+  app.add_option("--nats", config.nats,
+                 "Cluster mode: NATS server URLs (nats://host:4222[,nats://...]); needs "
+                 "--store postgresql://...")
+      ->envname("IOTHUB_NATS");
+  app.add_option("--node-id", config.node_id,
+                 "Cluster mode: this node's id, unique in the cluster (default: the host name)")
+      ->envname("IOTHUB_NODE_ID");
+  app.add_option("--advertise-address", config.advertise_address,
+                 "Cluster mode: the address devices and other nodes reach this node at "
+                 "(default: --bind, or the host name when it is a wildcard)")
+      ->envname("IOTHUB_ADVERTISE_ADDRESS");
   app.add_option("--hostname", config.host_name,
                  "The hub's host name (HostName in connection strings)")
       ->envname("IOTHUB_HOSTNAME");

@@ -46,14 +46,16 @@ std::string describePropertyBag(std::string_view bag) {
 DeviceEndpoint::DeviceEndpoint(std::string host_name, store::Store& store,
                                std::vector<store::AccessPolicyRecord> policies,
                                twin::TwinService& twins, methods::MethodInvoker& methods,
-                               const Clock& clock, Random& random)
+                               const Clock& clock, Random& random,
+                               routing::PresenceTracker* presence)
     : host_name_(std::move(host_name)),
       store_(store),
       policies_(std::move(policies)),
       twins_(twins),
       methods_(methods),
       clock_(clock),
-      random_(random) {}
+      random_(random),
+      presence_(presence) {}
 
 std::variant<DeviceIdentity, ConnectRefusal> DeviceEndpoint::authenticate(
     const mqtt::Connect& connect) {
@@ -100,6 +102,19 @@ std::variant<DeviceIdentity, ConnectRefusal> DeviceEndpoint::authenticate(
 
 Status DeviceEndpoint::stillAllowed(std::string_view device_id) {
   return enabledDevice(device_id).status();
+}
+
+Result<std::int64_t> DeviceEndpoint::claimPresence(std::string_view device_id) {
+  if (presence_ == nullptr) return std::int64_t{0};
+  auto epoch = presence_->claim(device_id);
+  if (!epoch && epoch.code() != ErrorCode::DeviceNotFound) {
+    return Status(ErrorCode::ServiceUnavailable, epoch.status().toString());
+  }
+  return epoch;
+}
+
+void DeviceEndpoint::releasePresence(std::string_view device_id, std::int64_t epoch) {
+  if (presence_ != nullptr && epoch != 0) presence_->release(device_id, epoch);
 }
 
 Result<store::DeviceRecord> DeviceEndpoint::enabledDevice(std::string_view device_id) {
@@ -249,7 +264,8 @@ void DeviceEndpoint::touch(std::string_view device_id, bool connection_change) {
 }
 
 void DeviceEndpoint::onConnected(std::string_view device_id) { touch(device_id, true); }
-void DeviceEndpoint::onDisconnected(std::string_view device_id) {
+void DeviceEndpoint::onDisconnected(std::string_view device_id, std::int64_t epoch) {
+  releasePresence(device_id, epoch);
   touch(device_id, true);
   std::lock_guard lock(activity_mutex_);
   last_activity_write_.erase(std::string(device_id));

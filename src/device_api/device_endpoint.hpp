@@ -61,7 +61,8 @@ class DeviceEndpoint {
  public:
   DeviceEndpoint(std::string host_name, store::Store& store,
                  std::vector<store::AccessPolicyRecord> policies, twin::TwinService& twins,
-                 methods::MethodInvoker& methods, const Clock& clock, Random& random);
+                 methods::MethodInvoker& methods, const Clock& clock, Random& random,
+                 routing::PresenceTracker* presence = nullptr);
 
   // Blocks. Checks the client id, the username `<host>/<deviceId>/?api-version=…`, the SAS
   // password (device key or a DeviceConnect policy), expiry, resource, and that the device
@@ -82,6 +83,14 @@ class DeviceEndpoint {
   mqtt::SubAckReturnCode authorizeSubscription(std::string_view device_id, std::string_view filter,
                                                mqtt::QoS requested) const;
 
+  // Blocks. In a cluster, records that this node holds the device's connection (and has
+  // the node that held it before close it), returning the claim's epoch for
+  // ConnectionRegistry::attach(); 0 on a single node. Errors: ServiceUnavailable (the store
+  // failed), DeviceNotFound (deleted meanwhile).
+  Result<std::int64_t> claimPresence(std::string_view device_id);
+  // Blocks. Gives up a claim whose connection never served (no-op on a single node).
+  void releasePresence(std::string_view device_id, std::int64_t epoch);
+
   // Blocks. Persistent-session state for clean-session 0 connections (reference §2.9).
   Result<std::optional<store::MqttSessionRecord>> loadSession(std::string_view client_id);
   Status saveSession(const store::MqttSessionRecord& session);
@@ -94,8 +103,10 @@ class DeviceEndpoint {
 
   // Blocks. Records connection-state changes on the device (connectionStateUpdatedTime,
   // lastActivityTime). Failures are logged, not returned.
+  // `epoch` is the connection's claimPresence() result: in a cluster, its presence is
+  // released (unless a newer connection of the device claimed it since).
   void onConnected(std::string_view device_id);
-  void onDisconnected(std::string_view device_id);
+  void onDisconnected(std::string_view device_id, std::int64_t epoch = 0);
 
   const DeviceEndpointCounters& counters() const { return counters_; }
 
@@ -116,6 +127,7 @@ class DeviceEndpoint {
   methods::MethodInvoker& methods_;
   const Clock& clock_;
   Random& random_;
+  routing::PresenceTracker* presence_;
   DeviceEndpointCounters counters_;
   std::mutex activity_mutex_;
   std::unordered_map<std::string, SystemTime> last_activity_write_;  // guarded by activity_mutex_

@@ -12,13 +12,6 @@ std::string probeTopic(const std::string& method_name) {
   return std::string(kMethodTopicPrefix) + method_name + "/?$rid=0";
 }
 
-Status notOnline(std::chrono::seconds connect_timeout) {
-  return {ErrorCode::DeviceNotOnline,
-          connect_timeout.count() > 0
-              ? "Timed out waiting for device to connect (" + formatTimeout(connect_timeout) + ")."
-              : "The device is not online: it has no connection subscribed to direct methods."};
-}
-
 }  // namespace
 
 std::string formatTimeout(std::chrono::seconds s) {
@@ -52,7 +45,7 @@ void MethodInvoker::invoke(MethodCall call, MethodCallback callback) {
     return;
   }
   if (call.connect_timeout.count() <= 0) {
-    callback(notOnline(call.connect_timeout));
+    callback(deviceNotOnline(call.connect_timeout));
     return;
   }
   // Wait for the device to connect and subscribe, up to connect_timeout. Whichever of the
@@ -81,7 +74,7 @@ void MethodInvoker::invoke(MethodCall call, MethodCallback callback) {
     if (!claim()) return;
     connections_.cancelWait(wait_id->load());
     --waiting_for_connect_;
-    state->callback(notOnline(connect_timeout));
+    state->callback(deviceNotOnline(connect_timeout));
   }));
   wait_id->store(connections_.waitForSubscription(
       device_id, topic, [this, state, claim, timer](std::shared_ptr<routing::DeviceLink> ready) {
@@ -105,7 +98,8 @@ void MethodInvoker::send(std::shared_ptr<routing::DeviceLink> link, MethodCall c
   // The timer may fire before it is stored in the Pending: take() then simply wins.
   Scheduler::TimerId timer = scheduler_.schedule(call.response_timeout, [this, request_id] {
     if (auto p = take(request_id)) {
-      p->callback(Status(ErrorCode::GatewayTimeout, "Timed out waiting for the response from device."));
+      p->callback(
+          Status(ErrorCode::GatewayTimeout, "Timed out waiting for the response from device."));
     }
   });
   {
@@ -116,7 +110,7 @@ void MethodInvoker::send(std::shared_ptr<routing::DeviceLink> link, MethodCall c
   if (!link->publish(std::move(topic), std::move(call.payload_json))) {
     if (auto p = take(request_id)) {
       scheduler_.cancel(p->timer);
-      p->callback(notOnline(std::chrono::seconds{0}));
+      p->callback(deviceNotOnline(std::chrono::seconds{0}));
     }
   }
 }
@@ -148,6 +142,13 @@ bool MethodInvoker::onResponse(std::string_view device_id, std::string_view requ
 std::size_t MethodInvoker::pendingCount() const {
   std::lock_guard lock(mutex_);
   return pending_.size() + waiting_for_connect_.load();
+}
+
+Status deviceNotOnline(std::chrono::seconds connect_timeout) {
+  return {ErrorCode::DeviceNotOnline,
+          connect_timeout.count() > 0
+              ? "Timed out waiting for device to connect (" + formatTimeout(connect_timeout) + ")."
+              : "The device is not online: it has no connection subscribed to direct methods."};
 }
 
 }  // namespace iothub::methods

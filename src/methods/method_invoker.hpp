@@ -30,6 +30,15 @@ struct MethodResult {
 
 using MethodCallback = std::function<void(Result<MethodResult>)>;
 
+// Where direct-method calls go: this node's MethodInvoker on a single node, the cluster
+// router (routing/cluster_router.hpp) in a cluster.
+class MethodDispatcher {
+ public:
+  virtual ~MethodDispatcher() = default;
+  // `callback` runs exactly once, on any thread; outcomes as MethodInvoker's.
+  virtual void invoke(MethodCall call, MethodCallback callback) = 0;
+};
+
 // Invokes direct methods on connected devices and correlates their answers by request id.
 // Thread-safe. Each call's callback runs exactly once, on whichever thread completes it
 // (the device connection's, a scheduler timer's, or the caller's): keep it quick.
@@ -37,12 +46,12 @@ using MethodCallback = std::function<void(Result<MethodResult>)>;
 // Outcomes: the device's {status, payload}; DeviceNotOnline when the device has no
 // connection subscribed to `$iothub/methods/POST/#` within connect_timeout; GatewayTimeout
 // when it does not answer within response_timeout.
-class MethodInvoker {
+class MethodInvoker final : public MethodDispatcher {
  public:
   MethodInvoker(routing::ConnectionRegistry& connections, Scheduler& scheduler);
   ~MethodInvoker();
 
-  void invoke(MethodCall call, MethodCallback callback);
+  void invoke(MethodCall call, MethodCallback callback) override;
 
   // A device published `$iothub/methods/res/{status}/?$rid={rid}`. Answers for unknown
   // request ids, or from another device than the one called, are ignored (returns false).
@@ -69,6 +78,10 @@ class MethodInvoker {
   std::unordered_map<std::string, Pending> pending_;  // by request id; guarded by mutex_
   std::atomic<std::size_t> waiting_for_connect_{0};
 };
+
+// The DeviceNotOnline outcome of a call with `connect_timeout` (its message says whether
+// the hub waited for the device).
+Status deviceNotOnline(std::chrono::seconds connect_timeout);
 
 // Formats "hh:mm:ss" as Azure's DeviceNotOnline info does.
 std::string formatTimeout(std::chrono::seconds s);

@@ -4,23 +4,64 @@
 
 namespace iothub::routing {
 
-std::shared_ptr<DeviceLink> ConnectionRegistry::attach(std::shared_ptr<DeviceLink> link) {
-  std::shared_ptr<DeviceLink> previous;
+ConnectionRegistry::Attached ConnectionRegistry::attach(std::shared_ptr<DeviceLink> link,
+                                                        std::int64_t epoch) {
+  Attached out;
   {
     std::lock_guard lock(mutex_);
-    auto& slot = links_[link->deviceId()];
-    previous = std::move(slot);
-    slot = link;
-    if (observer_ && !previous) observer_(link->deviceId(), true);
+    const std::string& id = link->deviceId();
+    if (auto fence = fences_.find(id); fence != fences_.end() && fence->second.epoch > epoch &&
+                                       fence->second.until > std::chrono::steady_clock::now()) {
+      out.refused = true;
+      return out;
+    }
+    auto& slot = links_[id];
+    if (slot.link && slot.epoch > epoch) {
+      out.refused = true;
+      return out;
+    }
+    out.replaced = std::move(slot.link);
+    slot = Slot{link, epoch};
+    if (observer_ && !out.replaced) observer_(id, true);
   }
   subscriptionsChanged(link);
-  return previous;
+  return out;
+}
+
+bool ConnectionRegistry::closeBelow(std::string_view device_id, std::int64_t epoch,
+                                    std::string reason) {
+  std::shared_ptr<DeviceLink> doomed;
+  {
+    std::lock_guard lock(mutex_);
+    auto now = std::chrono::steady_clock::now();
+    pruneFences(now);
+    std::string id(device_id);
+    auto& fence = fences_[id];
+    if (fence.epoch < epoch) {
+      fence.epoch = epoch;
+      fence.until = now + kFenceTtl;
+      fence_expiry_.emplace_back(fence.until, id);
+    }
+    auto it = links_.find(id);
+    if (it != links_.end() && it->second.epoch < epoch) doomed = it->second.link;
+  }
+  // The link detaches itself as it closes (and reports its own disconnect).
+  if (doomed) doomed->close(std::move(reason));
+  return doomed != nullptr;
+}
+
+void ConnectionRegistry::pruneFences(std::chrono::steady_clock::time_point now) {
+  while (!fence_expiry_.empty() && fence_expiry_.front().first <= now) {
+    auto it = fences_.find(fence_expiry_.front().second);
+    if (it != fences_.end() && it->second.until <= now) fences_.erase(it);
+    fence_expiry_.pop_front();
+  }
 }
 
 bool ConnectionRegistry::detach(const DeviceLink& link) {
   std::lock_guard lock(mutex_);
   auto it = links_.find(link.deviceId());
-  if (it == links_.end() || it->second.get() != &link) return false;
+  if (it == links_.end() || it->second.link.get() != &link) return false;
   links_.erase(it);
   if (observer_) observer_(link.deviceId(), false);
   return true;
@@ -29,7 +70,7 @@ bool ConnectionRegistry::detach(const DeviceLink& link) {
 std::shared_ptr<DeviceLink> ConnectionRegistry::find(std::string_view device_id) const {
   std::lock_guard lock(mutex_);
   auto it = links_.find(std::string(device_id));
-  return it == links_.end() ? nullptr : it->second;
+  return it == links_.end() ? nullptr : it->second.link;
 }
 
 bool ConnectionRegistry::isConnected(std::string_view device_id) const {
@@ -54,8 +95,8 @@ ConnectionRegistry::WaitId ConnectionRegistry::waitForSubscription(const std::st
     std::lock_guard lock(mutex_);
     id = next_wait_id_++;
     auto it = links_.find(device_id);
-    if (it != links_.end() && it->second->isSubscribed(topic)) {
-      ready = it->second;
+    if (it != links_.end() && it->second.link->isSubscribed(topic)) {
+      ready = it->second.link;
     } else {
       waits_[device_id].push_back({id, std::move(topic), std::move(waiter)});
       return id;
@@ -84,7 +125,7 @@ void ConnectionRegistry::subscriptionsChanged(const std::shared_ptr<DeviceLink>&
   {
     std::lock_guard lock(mutex_);
     auto current = links_.find(link->deviceId());
-    if (current == links_.end() || current->second != link) return;
+    if (current == links_.end() || current->second.link != link) return;
     auto it = waits_.find(link->deviceId());
     if (it == waits_.end()) return;
     auto& list = it->second;

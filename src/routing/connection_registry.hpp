@@ -1,6 +1,8 @@
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -9,6 +11,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/status.hpp"
 #include "registry/device_registry.hpp"
 
 namespace iothub::routing {
@@ -29,10 +32,37 @@ class DeviceLink {
   virtual void close(std::string reason) = 0;
 };
 
-// Where each device is connected, for a single node: at most one live link per device
+// Where a cluster records which node holds each device's connection (docs/cluster.md,
+// "Where each device is: presence"). A single node has none.
+class PresenceTracker {
+ public:
+  virtual ~PresenceTracker() = default;
+  // Blocks. Records that this node now holds the device's connection, under a new epoch
+  // (higher than every earlier claim of the device), and tells the node that held it
+  // before to close its older connection. Errors: the store's.
+  virtual Result<std::int64_t> claim(std::string_view device_id) = 0;
+  // Blocks. The connection claimed under `epoch` ended (a no-op when a newer claim
+  // replaced it). Failures are logged: node leases clean up what a lost release leaves.
+  virtual void release(std::string_view device_id, std::int64_t epoch) = 0;
+};
+
+// Where each device is connected on this node: at most one live link per device
 // (reference §1.3: a new CONNECT for the same device drops the old one). Thread-safe.
+//
+// In a cluster each link carries the epoch of its presence claim (0 on a single node), and
+// the newest epoch wins: a link never replaces one with a higher epoch, and closeBelow()
+// (another node's newer claim) closes older links and fences off older links that have
+// not attached yet.
 class ConnectionRegistry final : public registry::ConnectionStates {
  public:
+  // How long closeBelow() keeps fencing a device off after its link was told to close.
+  static constexpr std::chrono::seconds kFenceTtl{120};
+
+  struct Attached {
+    std::shared_ptr<DeviceLink> replaced;  // the older link the caller must close, or null
+    bool refused = false;  // a newer connection of the device exists: do not use `link`
+  };
+
   using WaitId = std::uint64_t;
   // Called (on the thread that made the link ready) with the device's link once it is
   // subscribed to the awaited topic.
@@ -44,9 +74,13 @@ class ConnectionRegistry final : public registry::ConnectionStates {
 
   explicit ConnectionRegistry(Observer observer = nullptr) : observer_(std::move(observer)) {}
 
-  // Makes `link` the device's connection and returns the one it replaces (or null), which
-  // the caller must close.
-  std::shared_ptr<DeviceLink> attach(std::shared_ptr<DeviceLink> link);
+  // Makes `link` (claimed under `epoch`) the device's connection, unless a link or fence
+  // with a higher epoch exists (then `refused`, and nothing changes).
+  Attached attach(std::shared_ptr<DeviceLink> link, std::int64_t epoch = 0);
+  // A newer connection of the device (claimed under `epoch`) exists elsewhere: closes the
+  // device's link if its epoch is lower, and refuses attaches below `epoch` for kFenceTtl.
+  // Returns whether a link was closed.
+  bool closeBelow(std::string_view device_id, std::int64_t epoch, std::string reason);
   // Forgets `link` if it is still the device's current connection. Returns whether it was.
   bool detach(const DeviceLink& link);
   std::shared_ptr<DeviceLink> find(std::string_view device_id) const;
@@ -68,11 +102,25 @@ class ConnectionRegistry final : public registry::ConnectionStates {
     std::string topic;
     Waiter waiter;
   };
+  struct Slot {
+    std::shared_ptr<DeviceLink> link;
+    std::int64_t epoch = 0;
+  };
+  struct Fence {
+    std::int64_t epoch = 0;
+    std::chrono::steady_clock::time_point until;
+  };
+  // mutex_ held: drops expired fences (amortised over closeBelow calls).
+  void pruneFences(std::chrono::steady_clock::time_point now);
+
   const Observer observer_;
   mutable std::mutex mutex_;
-  std::unordered_map<std::string, std::shared_ptr<DeviceLink>> links_;  // guarded by mutex_
-  std::unordered_map<std::string, std::vector<Wait>> waits_;            // guarded by mutex_
-  WaitId next_wait_id_ = 1;                                             // guarded by mutex_
+  std::unordered_map<std::string, Slot> links_;    // guarded by mutex_
+  std::unordered_map<std::string, Fence> fences_;  // guarded by mutex_
+  std::deque<std::pair<std::chrono::steady_clock::time_point, std::string>>
+      fence_expiry_;                                          // guarded by mutex_
+  std::unordered_map<std::string, std::vector<Wait>> waits_;  // guarded by mutex_
+  WaitId next_wait_id_ = 1;                                   // guarded by mutex_
 };
 
 }  // namespace iothub::routing

@@ -14,6 +14,7 @@
 #include "auth/connection_string.hpp"
 #include "auth/policy.hpp"
 #include "common/json.hpp"
+#include "common/time_format.hpp"
 #include "device_api/device_endpoint.hpp"
 #include "index/indexed_store.hpp"
 #include "index/query_runner.hpp"
@@ -21,7 +22,10 @@
 #include "jobs/jobs_engine.hpp"
 #include "methods/method_invoker.hpp"
 #include "registry/device_registry.hpp"
+#include "routing/cluster_router.hpp"
 #include "routing/connection_registry.hpp"
+#include "routing/nats/nats_bus.hpp"
+#include "server/cluster_membership.hpp"
 #include "server/data_dir.hpp"
 #include "server/store_location.hpp"
 #include "server/tls_bootstrap.hpp"
@@ -88,25 +92,32 @@ Result<std::unique_ptr<asio::ssl::context>> makeTlsContext(const fs::path& cert,
 
 // Pushes desired-property changes to the device's connection, if it is subscribed
 // (reference §2.5, gotcha 23: only connected, subscribed devices get notifications).
+// In a cluster, through the router to whatever node holds the device.
 class DesiredPusher final : public twin::DesiredChangeListener {
  public:
   explicit DesiredPusher(routing::ConnectionRegistry& connections) : connections_(connections) {}
+  void setRouter(routing::ClusterRouter* router) { router_ = router; }
   void onDesiredChanged(const twin::DesiredChange& change) override {
+    std::string topic =
+        "$iothub/twin/PATCH/properties/desired/?$version=" + std::to_string(change.desired_version);
+    if (router_ != nullptr) {
+      router_->pushDesired(change.device_id, std::move(topic), json::serialize(change.patch));
+      return;
+    }
     auto link = connections_.find(change.device_id);
     if (!link) return;
-    link->publish(
-        "$iothub/twin/PATCH/properties/desired/?$version=" + std::to_string(change.desired_version),
-        json::serialize(change.patch));
+    link->publish(std::move(topic), json::serialize(change.patch));
   }
 
  private:
   routing::ConnectionRegistry& connections_;
+  routing::ClusterRouter* router_ = nullptr;
 };
 
 // What a job does to a device, with the hub's own method invoker and twin service.
 class JobOperations final : public jobs::DeviceOperations {
  public:
-  JobOperations(methods::MethodInvoker& methods, twin::TwinService& twins)
+  JobOperations(methods::MethodDispatcher& methods, twin::TwinService& twins)
       : methods_(methods), twins_(twins) {}
   void invokeMethod(methods::MethodCall call, methods::MethodCallback done) override {
     methods_.invoke(std::move(call), std::move(done));
@@ -117,9 +128,22 @@ class JobOperations final : public jobs::DeviceOperations {
   }
 
  private:
-  methods::MethodInvoker& methods_;
+  methods::MethodDispatcher& methods_;
   twin::TwinService& twins_;
 };
+
+std::string machineHostName() {
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) return "node";
+  return host;
+}
+
+json::object nodeJson(const store::NodeRecord& n) {
+  return json::object{{"nodeId", n.node_id},
+                      {"address", n.address},
+                      {"startedTime", formatTimestamp(n.started_time)},
+                      {"leaseUntil", formatTimestamp(n.lease_until)}};
+}
 
 }  // namespace
 
@@ -132,6 +156,8 @@ struct Hub::Impl {
   // A single node on PostgreSQL holds the database's single-node lock while it runs (and
   // until its store is closed: members are destroyed in reverse order).
   std::unique_ptr<store::PgSessionLock> single_node_lock;
+  // A cluster node holds its own node id's lock instead (and shares the single-node one).
+  std::vector<std::unique_ptr<store::PgSessionLock>> node_locks;
   std::unique_ptr<store::Store> durable_store;
   // Every write goes through the indexed store, so the twin index never misses one.
   index::TwinIndex twin_index;
@@ -149,8 +175,16 @@ struct Hub::Impl {
     twin_index.setConnected(device_id, connected);
   }};
   DesiredPusher desired_pusher{connections};
-  std::unique_ptr<twin::TwinService> twins;
   std::unique_ptr<methods::MethodInvoker> methods;
+  // Cluster mode only (config.nats set): NATS handlers run on cluster_io; the router's
+  // presence reads on cluster_workers. Both pools outlive the bus and the router.
+  std::string node_id;
+  std::optional<asio::thread_pool> cluster_io;
+  std::optional<asio::thread_pool> cluster_workers;
+  std::unique_ptr<routing::NatsBus> bus;
+  std::unique_ptr<ClusterMembership> membership;
+  std::unique_ptr<routing::ClusterRouter> router;
+  std::unique_ptr<twin::TwinService> twins;
   std::unique_ptr<index::QueryRunner> queries;
   std::unique_ptr<JobOperations> job_operations;
   std::unique_ptr<jobs::JobsEngine> jobs;
@@ -167,6 +201,84 @@ struct Hub::Impl {
       : config(c),
         workers(c.worker_threads == 0 ? 1 : c.worker_threads),
         device_workers(c.device_worker_threads == 0 ? 1 : c.device_worker_threads) {}
+
+  std::string advertisedAddress() const {
+    if (!config.advertise_address.empty()) return config.advertise_address;
+    if (config.bind_address == "0.0.0.0" || config.bind_address == "::" ||
+        config.bind_address.empty())
+      return machineHostName();
+    return config.bind_address;
+  }
+
+  // Cluster mode: connects to NATS, joins the membership and starts the router.
+  Status joinCluster() {
+    store::ClusterStore* cluster = durable_store->cluster();
+    if (cluster == nullptr) {
+      return Status(ErrorCode::ArgumentInvalid, "the store cannot be shared by a cluster");
+    }
+    cluster_io.emplace(2);
+    cluster_workers.emplace(8);
+    routing::NatsOptions nats;
+    nats.servers = {config.nats};
+    nats.name = node_id;
+    auto bus_or = routing::NatsBus::connect(
+        nats, [this](std::function<void()> task) { asio::post(*cluster_io, std::move(task)); },
+        [](routing::NatsConnectionEvent event) {
+          switch (event) {
+            case routing::NatsConnectionEvent::Disconnected:
+              spdlog::warn("cluster: lost the NATS connection; reconnecting");
+              break;
+            case routing::NatsConnectionEvent::Reconnected:
+              spdlog::info("cluster: NATS connection re-established");
+              break;
+            case routing::NatsConnectionEvent::Closed:
+              spdlog::error("cluster: the NATS connection closed for good");
+              break;
+          }
+        });
+    if (!bus_or) return bus_or.status();
+    bus = std::move(*bus_or);
+    spdlog::info("cluster: node {} connected to NATS at {}", node_id, bus->connectedUrl());
+    auto joined = ClusterMembership::join(*cluster, node_id, advertisedAddress(), {});
+    if (!joined) return joined.status();
+    membership = std::move(*joined);
+    routing::ClusterRouterOptions options;
+    options.node_id = node_id;
+    auto router_or = routing::ClusterRouter::start(
+        *bus, *cluster, connections, *methods, scheduler,
+        [this](std::function<void()> task) { asio::post(*cluster_workers, std::move(task)); },
+        options);
+    if (!router_or) return router_or.status();
+    router = std::move(*router_or);
+    return Status::ok();
+  }
+
+  void addClusterStatistics(json::object& stats) {
+    auto total = durable_store->cluster()->connectedDeviceCount();
+    if (total) {
+      stats["connectedDeviceCount"] = *total;
+    } else {
+      spdlog::warn("cluster: cannot count the cluster's connected devices: {}",
+                   total.status().toString());
+    }
+    const auto& c = router->counters();
+    stats["nodeId"] = node_id;
+    stats["nodeConnectedDeviceCount"] = connections.size();
+    stats["clusterNodes"] = membership->nodes().size();
+    stats["methodsForwarded"] = c.methods_forwarded.load();
+    stats["methodsServedForOtherNodes"] = c.methods_served.load();
+    stats["desiredNotificationsForwarded"] = c.desired_forwarded.load();
+    stats["connectionsClosedByOtherNodes"] = c.kicks_closed.load();
+  }
+
+  // Cluster mode, at a clean stop: nothing may use the router any more; the node leaves
+  // (its devices read disconnected at once instead of after its lease).
+  void leaveCluster() {
+    if (!membership) return;
+    if (cluster_workers) cluster_workers->join();
+    Status left = membership->leave();
+    if (!left) spdlog::warn("cluster: cannot leave cleanly: {}", left.toString());
+  }
 
   std::vector<transport::HttpServer*> servers() {
     std::vector<transport::HttpServer*> out;
@@ -251,13 +363,23 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
 
   auto location = parseStoreLocation(config.store, dir);
   if (!location) return location.status();
-  // A second single-node hub is refused before it touches the database (migrations).
-  if (location->kind == StoreLocation::Kind::Postgres) {
-    auto node_lock = lockSingleNode(*location, [](const Status& why) {
-      spdlog::critical("store: lost the single-node lock of the database ({}); stopping",
-                       why.toString());
-      ::kill(::getpid(), SIGTERM);
-    });
+  const bool clustered = !config.nats.empty();
+  if (clustered && location->kind != StoreLocation::Kind::Postgres) {
+    return Status(ErrorCode::ArgumentInvalid,
+                  "--nats (cluster mode) needs --store postgresql://...: the nodes share it");
+  }
+  impl->node_id = config.node_id.empty() ? machineHostName() : config.node_id;
+  auto lost_lock = [](const Status& why) {
+    spdlog::critical("store: lost a lock this node must hold ({}); stopping", why.toString());
+    ::kill(::getpid(), SIGTERM);
+  };
+  if (clustered) {
+    auto locks = lockClusterNode(*location, impl->node_id, lost_lock);
+    if (!locks) return locks.status();
+    impl->node_locks = std::move(*locks);
+  } else if (location->kind == StoreLocation::Kind::Postgres) {
+    // A second single-node hub is refused before it touches the database (migrations).
+    auto node_lock = lockSingleNode(*location, lost_lock);
     if (!node_lock) return node_lock.status();
     impl->single_node_lock = std::move(*node_lock);
   }
@@ -294,15 +416,23 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
 
   impl->authenticator =
       std::make_unique<auth::ServiceAuthenticator>(config.host_name, *policies, impl->clock);
-  impl->registry = std::make_unique<registry::DeviceRegistry>(*impl->store, impl->random,
-                                                              impl->clock, &impl->connections);
-  impl->twins = std::make_unique<twin::TwinService>(*impl->store, impl->clock, &impl->connections,
-                                                    &impl->desired_pusher);
   impl->methods = std::make_unique<methods::MethodInvoker>(impl->connections, impl->scheduler);
+  if (clustered) IOTHUB_RETURN_IF_ERROR(impl->joinCluster());
+  registry::ConnectionStates* states = &impl->connections;
+  methods::MethodDispatcher* dispatcher = impl->methods.get();
+  if (impl->router) {
+    states = impl->router.get();
+    dispatcher = impl->router.get();
+    impl->desired_pusher.setRouter(impl->router.get());
+  }
+  impl->twins =
+      std::make_unique<twin::TwinService>(*impl->store, impl->clock, states, &impl->desired_pusher);
   impl->queries = std::make_unique<index::QueryRunner>(
       impl->twin_index, impl->store->deviceJobs(), &impl->clock,
       std::chrono::duration_cast<std::chrono::milliseconds>(config.query_timeout));
-  impl->job_operations = std::make_unique<JobOperations>(*impl->methods, *impl->twins);
+  impl->registry =
+      std::make_unique<registry::DeviceRegistry>(*impl->store, impl->random, impl->clock, states);
+  impl->job_operations = std::make_unique<JobOperations>(*dispatcher, *impl->twins);
   jobs::JobsOptions job_options;
   job_options.window = config.job_window;
   job_options.max_running_jobs = config.max_running_jobs;
@@ -312,21 +442,35 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
       impl->clock, job_options);
   impl->device_endpoint = std::make_unique<device_api::DeviceEndpoint>(
       config.host_name, *impl->store, *policies, *impl->twins, *impl->methods, impl->clock,
-      impl->random);
+      impl->random, impl->router.get());
   impl->api = std::make_unique<service_api::ServiceApi>(service_api::ServiceApiDeps{
-      impl->authenticator.get(), impl->registry.get(), &impl->connections, impl->twins.get(),
-      impl->methods.get(), impl->queries.get(), impl->jobs.get(), &impl->random, &impl->clock,
+      impl->authenticator.get(), impl->registry.get(), states, impl->twins.get(), dispatcher,
+      impl->queries.get(), impl->jobs.get(), &impl->random, &impl->clock,
       [raw = impl.get()] {
         const auto& counters = raw->device_endpoint->counters();
-        return json::object{{"connectedDeviceCount", raw->connections.size()},
-                            {"telemetryMessages", counters.telemetry_messages.load()},
-                            {"telemetryBytes", counters.telemetry_bytes.load()},
-                            {"refusedConnects", counters.refused_connects.load()},
-                            {"aclViolations", counters.acl_violations.load()},
-                            {"openConnections", raw->limiter->open()},
-                            {"refusedConnectionsOverLimit", raw->limiter->refused()},
-                            {"pendingMethodCalls", raw->methods->pendingCount()}};
-      }});
+        json::object stats{{"connectedDeviceCount", raw->connections.size()},
+                           {"telemetryMessages", counters.telemetry_messages.load()},
+                           {"telemetryBytes", counters.telemetry_bytes.load()},
+                           {"refusedConnects", counters.refused_connects.load()},
+                           {"aclViolations", counters.acl_violations.load()},
+                           {"openConnections", raw->limiter->open()},
+                           {"refusedConnectionsOverLimit", raw->limiter->refused()},
+                           {"pendingMethodCalls", raw->methods->pendingCount()}};
+        if (raw->router) raw->addClusterStatistics(stats);
+        return stats;
+      },
+      clustered
+          ? std::function<Result<json::object>()>([raw = impl.get()]() -> Result<json::object> {
+              // Read now rather than the membership's last read (up to a renewal period old).
+              auto live = raw->durable_store->cluster()->liveNodes();
+              if (!live) return live.status();
+              json::array nodes;
+              for (const auto& n : *live) nodes.push_back(nodeJson(n));
+              return Result<json::object>(json::object{{"nodeId", raw->node_id},
+                                                       {"leaseHeld", raw->membership->leaseHeld()},
+                                                       {"nodes", std::move(nodes)}});
+            })
+          : nullptr});
 
   Impl* raw = impl.get();
   auto handler = [raw](const HttpRequest& r, transport::HttpResponder respond) {
@@ -417,6 +561,7 @@ void Hub::run() {
   impl.jobs->stop();  // records what finished; the rest resumes at the next start
   impl.workers.join();
   impl.device_workers.join();
+  impl.leaveCluster();
   spdlog::info("stopped");
 }
 

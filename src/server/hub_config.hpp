@@ -16,6 +16,15 @@ struct HubConfig {
   // Where the state lives: empty = SQLite in data_dir; else a PostgreSQL connection string
   // (postgresql://... or key=value), see server/store_location.hpp.
   std::string store;
+  // Cluster mode (docs/cluster.md): NATS server URLs (nats://host:port, comma-separated);
+  // empty = a single node. Needs a PostgreSQL `store`.
+  std::string nats;
+  // This node's id in the cluster; empty = the machine's host name.
+  std::string node_id;
+  // The address other nodes and devices reach this node at (shown in GET /cluster/nodes and
+  // put in its server certificate); empty = bind_address, or the host name when that is a
+  // wildcard.
+  std::string advertise_address;
   std::string host_name = "localhost";
   std::string bind_address = "0.0.0.0";
   std::uint16_t https_port = 443;

@@ -142,4 +142,47 @@ Result<std::unique_ptr<store::PgSessionLock>> lockSingleNode(const StoreLocation
   return lock;
 }
 
+std::int64_t nodeLockKey(std::string_view node_id) {
+  std::uint64_t h = 0xcbf29ce484222325ULL;
+  for (unsigned char c : std::string("iothub-node:") + std::string(node_id)) {
+    h ^= c;
+    h *= 0x100000001b3ULL;
+  }
+  return static_cast<std::int64_t>(h);
+}
+
+Result<std::vector<std::unique_ptr<store::PgSessionLock>>> lockClusterNode(
+    const StoreLocation& location, const std::string& node_id, std::function<void(Status)> lost) {
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
+  const std::string holder =
+      "iothubd node " + node_id + " on " + std::string(host) + " pid " + std::to_string(::getpid());
+  store::PgConnectSettings settings;
+  settings.conninfo = location.conninfo;
+  std::vector<std::unique_ptr<store::PgSessionLock>> locks;
+  store::PgSessionLock::Options shared;
+  shared.shared = true;
+  shared.name = "the cluster's share of the single-node lock";
+  auto cluster =
+      store::PgSessionLock::acquire(settings, store::kPgSingleNodeLockKey, holder, lost, shared);
+  if (cluster.code() == ErrorCode::InvalidOperation) {
+    return Status(ErrorCode::InvalidOperation,
+                  cluster.status().message() + " (" + location.description +
+                      "): a single-node hub runs on this database; a cluster node cannot join it");
+  }
+  if (!cluster) return cluster.status();
+  locks.push_back(std::move(*cluster));
+  store::PgSessionLock::Options mine;
+  mine.name = "the lock of node " + node_id;
+  auto node = store::PgSessionLock::acquire(settings, nodeLockKey(node_id), holder, lost, mine);
+  if (node.code() == ErrorCode::InvalidOperation) {
+    return Status(ErrorCode::InvalidOperation, "node id '" + node_id +
+                                                   "' is taken: " + node.status().message() +
+                                                   "; give every node its own --node-id");
+  }
+  if (!node) return node.status();
+  locks.push_back(std::move(*node));
+  return locks;
+}
+
 }  // namespace iothub::server

@@ -4,6 +4,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/status.hpp"
 #include "store/postgresql/pg_session_lock.hpp"
@@ -42,5 +43,17 @@ Result<std::unique_ptr<store::Store>> openStore(const StoreLocation& location);
 // Errors: InvalidOperation when another process holds it; connection errors.
 Result<std::unique_ptr<store::PgSessionLock>> lockSingleNode(const StoreLocation& location,
                                                              std::function<void(Status)> lost);
+
+// The locks a cluster node holds for as long as it runs (docs/cluster.md, "Topology"): the
+// single-node key shared (so no single-node hub runs on the cluster's database, and no
+// cluster node on a single node's) and its own node id's key exclusively (so two processes
+// never run as one node; a node killed with kill -9 loses it with its connection).
+// Errors: InvalidOperation naming the holder; connection errors.
+Result<std::vector<std::unique_ptr<store::PgSessionLock>>> lockClusterNode(
+    const StoreLocation& location, const std::string& node_id, std::function<void(Status)> lost);
+
+// The advisory-lock key of node `node_id` (a 64-bit FNV-1a hash of the id, so stable across
+// versions and processes).
+std::int64_t nodeLockKey(std::string_view node_id);
 
 }  // namespace iothub::server

@@ -162,6 +162,7 @@ HttpResponse ServiceApi::route(const HttpRequest& request,
     ReplaceTwin,
     InvokeMethod,
     ServiceStats,
+    ClusterNodes,
     Query,
     PutJob,
     GetJob,
@@ -221,6 +222,9 @@ HttpResponse ServiceApi::route(const HttpRequest& request,
   } else if (seg.size() == 2 && seg[0] == "statistics" && seg[1] == "devices") {
     allowed = "GET";
     if (method == "GET") op = Op::DeviceStats;
+  } else if (seg.size() == 2 && seg[0] == "cluster" && seg[1] == "nodes" && deps_.cluster_nodes) {
+    allowed = "GET";
+    if (method == "GET") op = Op::ClusterNodes;
   }
   if (allowed.empty()) {
     return fail({ErrorCode::NotFound, "No resource at " + std::string(request.target.substr(
@@ -248,8 +252,9 @@ HttpResponse ServiceApi::route(const HttpRequest& request,
     needed = (identity->permissions & store::kServiceConnect) != 0 ? store::kServiceConnect
                                                                    : store::kRegistryRead;
   } else if (*op == Op::GetTwin || *op == Op::PatchTwin || *op == Op::ReplaceTwin ||
-             *op == Op::InvokeMethod || *op == Op::ServiceStats || *op == Op::PutJob ||
-             *op == Op::GetJob || *op == Op::CancelJob || *op == Op::ListJobs) {
+             *op == Op::InvokeMethod || *op == Op::ServiceStats || *op == Op::ClusterNodes ||
+             *op == Op::PutJob || *op == Op::GetJob || *op == Op::CancelJob ||
+             *op == Op::ListJobs) {
     // ServiceConnect covers twins and direct methods (reference §1.1).
     needed = store::kServiceConnect;
   }
@@ -353,6 +358,11 @@ HttpResponse ServiceApi::route(const HttpRequest& request,
     }
     case Op::ServiceStats:
       return jsonResponse(200, json::serialize(deps_.service_statistics()));
+    case Op::ClusterNodes: {
+      auto nodes = deps_.cluster_nodes();
+      if (!nodes) return fail(nodes.status());
+      return jsonResponse(200, json::serialize(*nodes));
+    }
     case Op::Query: {
       auto body = parseBody(request);
       if (!body) return fail(body.status());

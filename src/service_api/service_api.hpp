@@ -21,13 +21,16 @@ struct ServiceApiDeps {
   registry::DeviceRegistry* registry = nullptr;
   const registry::ConnectionStates* connections = nullptr;
   twin::TwinService* twins = nullptr;
-  methods::MethodInvoker* methods = nullptr;
+  methods::MethodDispatcher* methods = nullptr;
   const index::QueryRunner* queries = nullptr;  // POST /devices/query (404 when null)
   jobs::JobsEngine* jobs = nullptr;             // /jobs/v2 (404 when null)
   Random* random = nullptr;
   const Clock* clock = nullptr;
   // GET /statistics/service: Azure's {"connectedDeviceCount": n} plus iothub's counters.
   std::function<json::object()> service_statistics;
+  // GET /cluster/nodes (iothub's own, cluster mode only; 404 when null): this node's id and
+  // the live nodes it sees (docs/cluster.md).
+  std::function<Result<json::object>()> cluster_nodes;
 };
 
 // The service-facing REST API (reference §3) as a pure function from request to

@@ -39,17 +39,23 @@ class ServiceApiTest : public ::testing::Test {
     registry_ = std::make_unique<registry::DeviceRegistry>(*store_, random_, clock_);
     twins_ = std::make_unique<twin::TwinService>(*store_, clock_, &connections_, nullptr);
     methods_ = std::make_unique<methods::MethodInvoker>(connections_, scheduler_);
-    api_ = std::make_unique<ServiceApi>(
-        ServiceApiDeps{.authenticator = authenticator_.get(),
-                       .registry = registry_.get(),
-                       .connections = &connections_,
-                       .twins = twins_.get(),
-                       .methods = methods_.get(),
-                       .random = &random_,
-                       .clock = &clock_,
-                       .service_statistics = [] {
-                         return json::object{{"connectedDeviceCount", 3}};
-                       }});
+    api_ = std::make_unique<ServiceApi>(ServiceApiDeps{
+        .authenticator = authenticator_.get(),
+        .registry = registry_.get(),
+        .connections = &connections_,
+        .twins = twins_.get(),
+        .methods = methods_.get(),
+        .random = &random_,
+        .clock = &clock_,
+        .service_statistics =
+            [] {
+              return json::object{{"connectedDeviceCount", 3}};
+            },
+        .cluster_nodes =
+            [] {
+              return Result<json::object>(json::object{
+                  {"nodeId", "n1"}, {"nodes", json::array{json::object{{"nodeId", "n1"}}}}});
+            }});
   }
 
   const store::AccessPolicyRecord& policy(const std::string& name) {
@@ -463,7 +469,8 @@ TEST_F(ServiceApiTest, JobTimesAreCheckedAndFarFutureStartTimesKept) {
                                 .jobs = &engine,
                                 .random = &random_,
                                 .clock = &clock_,
-                                .service_statistics = [] { return json::object{}; }});
+                                .service_statistics = [] { return json::object{}; },
+                                .cluster_nodes = nullptr});
   auto put = [&](const std::string& id, const std::string& fields) {
     HttpRequest r;
     r.method = "PUT";
@@ -547,6 +554,15 @@ TEST_F(ServiceApiTest, ServiceStatisticsNeedServiceConnect) {
   EXPECT_EQ(body(r).at("connectedDeviceCount").as_int64(), 3);
   EXPECT_EQ(call("GET", "/statistics/service", "", std::nullopt, token("registryRead")).status,
             401);
+}
+
+TEST_F(ServiceApiTest, ClusterNodesNeedServiceConnect) {
+  auto r = call("GET", "/cluster/nodes", "", std::nullopt, token("service"));
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(body(r).at("nodeId"), "n1");
+  EXPECT_EQ(body(r).at("nodes").as_array().size(), 1u);
+  EXPECT_EQ(call("GET", "/cluster/nodes", "", std::nullopt, token("registryRead")).status, 401);
+  EXPECT_EQ(call("POST", "/cluster/nodes", "{}", std::nullopt, token("service")).status, 405);
 }
 
 TEST(NormalizeEtagTest, StripsQuotesAndWeakPrefix) {

@@ -289,6 +289,7 @@ class MqttConnection final : public routing::DeviceLink,
       std::variant<device_api::DeviceIdentity, device_api::ConnectRefusal> auth;
       std::optional<store::MqttSessionRecord> session;
       Status session_status;
+      std::int64_t epoch = 0;  // the presence claim, in a cluster
     };
     bool clean = connect.clean_session;
     // Named, not a temporary inside co_await: GCC 12 destroys such temporaries twice.
@@ -301,6 +302,18 @@ class MqttConnection final : public routing::DeviceLink,
           auto loaded = endpoint.loadSession(connect.client_id);
           if (loaded) o.session = std::move(*loaded);
           o.session_status = loaded.status();
+        }
+      }
+      // Claimed last, once nothing else can refuse the device before it attaches.
+      if (std::holds_alternative<device_api::DeviceIdentity>(o.auth) && o.session_status) {
+        auto claimed = endpoint.claimPresence(connect.client_id);
+        if (claimed) {
+          o.epoch = *claimed;
+        } else if (claimed.code() == ErrorCode::DeviceNotFound) {
+          o.auth = device_api::ConnectRefusal{mqtt::ConnectReturnCode::NotAuthorized,
+                                              "the device was deleted while connecting"};
+        } else {
+          o.session_status = claimed.status();
         }
       }
       return o;
@@ -340,8 +353,20 @@ class MqttConnection final : public routing::DeviceLink,
       }
       session_present = true;
     }
-    if (auto previous = server_->connections.attach(this->shared_from_this())) {
-      previous->close("ConnectionForcefullyClosedOnNewConnection (400027)");
+    epoch_ = outcome.epoch;
+    auto attached = server_->connections.attach(this->shared_from_this(), epoch_);
+    if (attached.refused) {
+      // A newer connection of the device (on this node or another) claimed it meanwhile.
+      spdlog::info("{}: refused {} ({}): a newer connection of the device exists",
+                   server_->options.name, remote_, device_id_);
+      releaseAfterRefusal();
+      mqtt::Actions next_actions =
+          session_.refuseConnect(mqtt::ConnectReturnCode::ServerUnavailable);
+      co_await runActions(next_actions);
+      co_return;
+    }
+    if (attached.replaced) {
+      attached.replaced->close("ConnectionForcefullyClosedOnNewConnection (400027)");
     }
     attached_ = true;
     // The device may have been disabled or deleted between authenticate() and attach(); the
@@ -355,6 +380,7 @@ class MqttConnection final : public routing::DeviceLink,
                    device_id_, allowed.message());
       attached_ = false;
       server_->connections.detach(*this);
+      releaseAfterRefusal();
       mqtt::Actions next_actions =
           session_.refuseConnect(allowed.code() == ErrorCode::ServiceUnavailable
                                      ? mqtt::ConnectReturnCode::ServerUnavailable
@@ -371,6 +397,15 @@ class MqttConnection final : public routing::DeviceLink,
 
       co_await runActions(next_actions);
     }
+  }
+
+  // A claimed connection that will not serve: its presence goes (a no-op when a newer
+  // connection claimed the device since).
+  void releaseAfterRefusal() {
+    if (epoch_ == 0) return;
+    asio::post(server_->workers, [endpoint = &server_->endpoint, id = device_id_, epoch = epoch_] {
+      endpoint->releasePresence(id, epoch);
+    });
   }
 
   awaitable<void> onSubscribe(const mqtt::AuthorizeSubscribe& request) {
@@ -589,9 +624,8 @@ class MqttConnection final : public routing::DeviceLink,
     if (attached_) {
       bool was_current = server_->connections.detach(*this);
       if (was_current) {
-        asio::post(server_->workers, [endpoint = &server_->endpoint, id = device_id_] {
-          endpoint->onDisconnected(id);
-        });
+        asio::post(server_->workers, [endpoint = &server_->endpoint, id = device_id_,
+                                      epoch = epoch_] { endpoint->onDisconnected(id, epoch); });
       }
       spdlog::debug("{}: device {} disconnected", server_->options.name, device_id_);
     }
@@ -617,6 +651,7 @@ class MqttConnection final : public routing::DeviceLink,
   bool closing_ = false;
   std::atomic<bool> closed_{false};
   bool attached_ = false;
+  std::int64_t epoch_ = 0;  // the presence claim of this connection (cluster mode)
   bool persistent_ = false;
   std::optional<SteadyClock::time_point> token_deadline_;
   std::string device_id_;  // set once, before the link is attached; never changes after

@@ -103,19 +103,23 @@ struct Hub {
         twins(indexed, clock, &connections, nullptr),
         methods(connections, scheduler),
         queries(index, indexed.deviceJobs()),
-        jobs(indexed, operations, [](const query::Condition&) { return std::vector<std::string>(); },
-             clock),
-        api(service_api::ServiceApiDeps{
-            .authenticator = &authenticator,
-            .registry = &registry,
-            .connections = &connections,
-            .twins = &twins,
-            .methods = &methods,
-            .queries = &queries,
-            .jobs = &jobs,
-            .random = &random,
-            .clock = &clock,
-            .service_statistics = [] { return json::object{{"connectedDeviceCount", 0}}; }}) {
+        jobs(
+            indexed, operations, [](const query::Condition&) { return std::vector<std::string>(); },
+            clock),
+        api(service_api::ServiceApiDeps{.authenticator = &authenticator,
+                                        .registry = &registry,
+                                        .connections = &connections,
+                                        .twins = &twins,
+                                        .methods = &methods,
+                                        .queries = &queries,
+                                        .jobs = &jobs,
+                                        .random = &random,
+                                        .clock = &clock,
+                                        .service_statistics =
+                                            [] {
+                                              return json::object{{"connectedDeviceCount", 0}};
+                                            },
+                                        .cluster_nodes = nullptr}) {
     for (std::string id : {"dev1", "door-2"}) {
       store::DeviceRecord device;
       device.device_id = id;
@@ -221,8 +225,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       }
     }
     if (ec == http::error::body_limit) {
-      checkResponse(service_api::errorResponse(
-          Status(ErrorCode::MessageTooLarge, "body too large"), hub.random, hub.clock.now()));
+      checkResponse(service_api::errorResponse(Status(ErrorCode::MessageTooLarge, "body too large"),
+                                               hub.random, hub.clock.now()));
       return 0;
     }
     if (ec || !parser.is_done()) return 0;
@@ -241,13 +245,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (isJobCancel(request)) return 0;
 
     auto answer = std::make_shared<std::optional<HttpResponse>>();
-    hub.api.handleAsync(request, [answer](HttpResponse response) { *answer = std::move(response); });
+    hub.api.handleAsync(request,
+                        [answer](HttpResponse response) { *answer = std::move(response); });
     // A direct method to a device that is not connected waits for a timer that never
     // fires; every other route answers at once.
     if (answer->has_value()) checkResponse(**answer);
     if (verbose) {
-      std::fprintf(stderr, "  %s %s -> %d %.200s\n", request.method.c_str(),
-                   request.target.c_str(), answer->has_value() ? (*answer)->status : 0,
+      std::fprintf(stderr, "  %s %s -> %d %.200s\n", request.method.c_str(), request.target.c_str(),
+                   answer->has_value() ? (*answer)->status : 0,
                    answer->has_value() && (*answer)->status >= 400 ? (*answer)->body.c_str() : "");
     }
     if (!req.keep_alive()) return 0;

@@ -8,13 +8,16 @@ namespace iothub::store {
 
 Result<std::unique_ptr<PgConnection>> PgSessionLock::tryLock(const PgConnectSettings& settings,
                                                              std::int64_t key,
-                                                             const std::string& holder) {
+                                                             const std::string& holder,
+                                                             bool shared) {
   auto connection = PgConnection::connect(settings);
   if (!connection) return connection.status();
   PgConnection& c = **connection;
   auto named = c.query("SELECT set_config('application_name', $1, false)", PgParams().add(holder));
   if (!named) return named.status();
-  auto locked = c.query("SELECT pg_try_advisory_lock($1)", PgParams().add(key));
+  auto locked =
+      c.query(shared ? "SELECT pg_try_advisory_lock_shared($1)" : "SELECT pg_try_advisory_lock($1)",
+              PgParams().add(key));
   if (!locked) return locked.status();
   if (locked->rows() == 1 && locked->row(0).flag(0)) return std::move(*connection);
   // Name the holder: the session that holds this advisory lock.
@@ -33,7 +36,7 @@ Result<std::unique_ptr<PgSessionLock>> PgSessionLock::acquire(const PgConnectSet
                                                               std::int64_t key, std::string holder,
                                                               std::function<void(Status)> lost,
                                                               Options options) {
-  auto connection = tryLock(settings, key, holder);
+  auto connection = tryLock(settings, key, holder, options.shared);
   if (!connection) return connection.status();
   return std::unique_ptr<PgSessionLock>(new PgSessionLock(
       settings, key, std::move(holder), std::move(lost), options, std::move(*connection)));
@@ -59,7 +62,9 @@ PgSessionLock::~PgSessionLock() {
   wake_.notify_all();
   thread_.join();
   if (connection_ && !connection_->broken())
-    (void)connection_->query("SELECT pg_advisory_unlock($1)", PgParams().add(key_));
+    (void)connection_->query(
+        options_.shared ? "SELECT pg_advisory_unlock_shared($1)" : "SELECT pg_advisory_unlock($1)",
+        PgParams().add(key_));
 }
 
 void PgSessionLock::watch() {
@@ -73,17 +78,16 @@ void PgSessionLock::watch() {
     if (!lost_since) {
       auto alive = connection_->query("SELECT 1");
       if (alive) continue;
-      spdlog::warn(
-          "store: the connection holding the single-node lock failed ({}); taking the lock again",
-          alive.status().toString());
+      spdlog::warn("store: the connection holding {} failed ({}); taking the lock again",
+                   options_.name, alive.status().toString());
       connection_.reset();
       lost_since = std::chrono::steady_clock::now();
     }
-    auto again = tryLock(settings_, key_, holder_);
+    auto again = tryLock(settings_, key_, holder_, options_.shared);
     if (again) {
       connection_ = std::move(*again);
       lost_since.reset();
-      spdlog::info("store: single-node lock taken again");
+      spdlog::info("store: {} taken again", options_.name);
       continue;
     }
     // Someone else holds it now: that is final. Otherwise keep trying for a while.

@@ -30,6 +30,12 @@ class PgSessionLock {
   struct Options {
     std::chrono::milliseconds check_every{2000};
     std::chrono::milliseconds regain_within{30000};
+    // A shared lock (pg_advisory_lock_shared): any number of shared holders, no exclusive
+    // one. Cluster nodes share the single-node key, so a single node and a cluster never
+    // run on one database together.
+    bool shared = false;
+    // What the lock is, for the log.
+    std::string name = "the single-node lock";
   };
 
   // `holder` names this process in pg_stat_activity.application_name (and so in the error
@@ -55,7 +61,8 @@ class PgSessionLock {
                 std::unique_ptr<PgConnection> connection);
   // Connects (with the holder as application_name) and tries the lock once.
   static Result<std::unique_ptr<PgConnection>> tryLock(const PgConnectSettings& settings,
-                                                       std::int64_t key, const std::string& holder);
+                                                       std::int64_t key, const std::string& holder,
+                                                       bool shared);
   void watch();
 
   const PgConnectSettings settings_;

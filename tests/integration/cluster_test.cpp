@@ -1,0 +1,287 @@
+// Cluster mode end to end: three real iothubd nodes on one PostgreSQL database and one
+// nats-server (both started by the test on loopback), driven over the wire with our service
+// and device SDKs. The service talks to node 1; devices connect to nodes 2 and 3.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tests/support/hub_process.hpp"
+#include "tests/support/nats_server.hpp"
+#include "tests/support/postgres_server.hpp"
+#include "tests/support/raw_mqtt.hpp"
+#include "tests/support/rest_fleet.hpp"
+#include "tests/support/temp_dir.hpp"
+
+namespace iothub {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::connect;
+using testing::createDevices;
+using testing::HubProcess;
+using testing::OnlineDevice;
+using testing::Service;
+using testing::TempDir;
+using testing::waitFor;
+
+class ClusterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    Status started = postgres_.start();
+    ASSERT_TRUE(started.isOk()) << started.toString();
+    Status created = postgres_.createDatabase("hub");
+    ASSERT_TRUE(created.isOk()) << created.toString();
+    ASSERT_TRUE(nats_.start()) << nats_.error();
+  }
+
+  std::vector<std::string> nodeArgs(int i) {
+    return {"--store",
+            postgres_.conninfo("hub"),
+            "--nats",
+            nats_.url(),
+            "--node-id",
+            "node" + std::to_string(i),
+            "--advertise-address",
+            "127.0.0.1"};
+  }
+  // Starts node i (1-based) in its own data directory.
+  HubProcess& startNode(int i) {
+    auto& slot = nodes_[static_cast<std::size_t>(i)];
+    if (!slot) {
+      slot = std::make_unique<HubProcess>(IOTHUBD_PATH, dir_.path() / ("node" + std::to_string(i)),
+                                          nodeArgs(i));
+    }
+    EXPECT_TRUE(slot->start()) << slot->startupError();
+    return *slot;
+  }
+  void startCluster() {
+    for (int i = 1; i <= 3; ++i) startNode(i);
+    service_ = std::make_unique<Service>(node(1));
+  }
+  HubProcess& node(int i) { return *nodes_[static_cast<std::size_t>(i)]; }
+
+  std::vector<std::string> liveNodeIds(Service& service) {
+    std::vector<std::string> ids;
+    json::value nodes = service.ok("GET", "/cluster/nodes?api-version=2021-04-12");
+    if (!nodes.is_object()) return ids;
+    for (const auto& n : nodes.at("nodes").as_array()) ids.emplace_back(n.at("nodeId").as_string());
+    return ids;
+  }
+  // A raw MQTT device on node `hub`'s plain port, CONNECTed with clean session 0.
+  std::unique_ptr<testing::RawMqttConnection> rawDevice(HubProcess& hub, const service::Device& d,
+                                                        bool* session_present = nullptr) {
+    auto raw = std::make_unique<testing::RawMqttConnection>(hub.mqttPlainPort());
+    EXPECT_TRUE(raw->connected());
+    raw->sendPacket(
+        testing::deviceConnect(d.device_id, testing::deviceToken(d.device_id, d.primary_key)));
+    auto answer = raw->read();
+    EXPECT_EQ(testing::connackCode(answer), mqtt::ConnectReturnCode::Accepted);
+    if (session_present != nullptr && answer) {
+      *session_present = std::get<mqtt::ConnAck>(*answer).session_present;
+    }
+    return raw;
+  }
+  std::string connectionState(const std::string& device_id) {
+    json::value twin = service_->ok("GET", "/twins/" + device_id + "?api-version=2021-04-12");
+    return twin.is_object() ? std::string(twin.at("connectionState").as_string()) : "";
+  }
+  Result<service::HttpResponse> invoke(const std::string& device_id, int connect_timeout = 0) {
+    json::object body{{"methodName", "lockDoor"},
+                      {"payload", {{"lockTime", "10m"}}},
+                      {"responseTimeoutInSeconds", 10},
+                      {"connectTimeoutInSeconds", connect_timeout}};
+    return service_->call("POST", "/twins/" + device_id + "/methods?api-version=2021-04-12",
+                          json::serialize(body));
+  }
+
+  TempDir dir_{"iothub-cluster-it"};
+  testing::PostgresServer postgres_;
+  testing::NatsServer nats_;
+  std::unique_ptr<HubProcess> nodes_[4];
+  std::unique_ptr<Service> service_;
+};
+
+TEST_F(ClusterTest, NodesSeeEachOtherJoinLeaveAndRejoin) {
+  startCluster();
+  // Each node is in the table once it serves.
+  EXPECT_EQ(liveNodeIds(*service_), (std::vector<std::string>{"node1", "node2", "node3"}));
+  json::value seen = service_->ok("GET", "/cluster/nodes?api-version=2021-04-12");
+  EXPECT_EQ(seen.at("nodeId"), "node1");
+  EXPECT_EQ(seen.at("leaseHeld"), true);
+  EXPECT_EQ(seen.at("nodes").as_array()[1].at("address"), "127.0.0.1");
+
+  // A clean stop leaves at once; a restart on the same data directory rejoins.
+  ASSERT_EQ(node(3).stop(), 0);
+  EXPECT_TRUE(waitFor([&] { return liveNodeIds(*service_).size() == 2; }, 10s));
+  startNode(3);
+  EXPECT_TRUE(waitFor([&] { return liveNodeIds(*service_).size() == 3; }, 10s));
+  EXPECT_TRUE(waitFor([&] {
+    return node(1).process().err().find("cluster: node node1 sees 3 node(s)") != std::string::npos;
+  }));
+
+  // Two processes never run under one node id.
+  HubProcess twin(IOTHUBD_PATH, dir_.path() / "node3-again", nodeArgs(3));
+  EXPECT_FALSE(twin.start());
+  EXPECT_NE(twin.startupError().find("node id 'node3' is taken"), std::string::npos)
+      << twin.startupError();
+  // Nor does a single node on the cluster's database.
+  HubProcess single(IOTHUBD_PATH, dir_.path() / "single", {"--store", postgres_.conninfo("hub")});
+  EXPECT_FALSE(single.start());
+  EXPECT_NE(single.startupError().find("the database is in use by iothubd node"), std::string::npos)
+      << single.startupError();
+}
+
+TEST_F(ClusterTest, MethodsNotificationsAndStateReachDevicesOnOtherNodes) {
+  startCluster();
+  auto devices = createDevices(*service_, "cl-", 6);
+  ASSERT_EQ(devices.size(), 6u);
+  // Devices 0-2 on node 2, 3-4 on node 3, 5 offline.
+  std::vector<std::unique_ptr<OnlineDevice>> online;
+  for (std::size_t i = 0; i < 5; ++i) online.push_back(connect(node(i < 3 ? 2 : 3), devices[i]));
+
+  // The whole cluster's count, from any node.
+  EXPECT_TRUE(waitFor(
+      [&] {
+        return service_->ok("GET", "/statistics/service?api-version=2021-04-12")
+                   .at("connectedDeviceCount") == 5;
+      },
+      10s));
+  EXPECT_EQ(connectionState("cl-1000"), "Connected");
+  EXPECT_EQ(connectionState("cl-1004"), "Connected");
+  EXPECT_EQ(connectionState("cl-1005"), "Disconnected");
+
+  // A direct method from node 1 reaches a device on node 2 and one on node 3.
+  for (const char* id : {"cl-1001", "cl-1003"}) {
+    auto r = invoke(id);
+    ASSERT_TRUE(r.isOk()) << r.status().toString();
+    ASSERT_EQ(r->status, 200) << r->body;
+    json::value answer = testing::parsed(r->body);
+    EXPECT_EQ(answer.at("status"), 200);
+    EXPECT_EQ(answer.at("payload").at("request").at("lockTime"), "10m");
+  }
+  EXPECT_EQ(online[1]->lock_calls.load(), 1);
+  EXPECT_EQ(online[3]->lock_calls.load(), 1);
+
+  // An offline device: 404103 at once, as on one node.
+  auto offline = invoke("cl-1005");
+  ASSERT_TRUE(offline.isOk());
+  EXPECT_EQ(offline->status, 404);
+  EXPECT_NE(offline->body.find("404103"), std::string::npos) << offline->body;
+
+  // connectTimeoutInSeconds: the call waits for the device to connect to another node.
+  std::atomic<bool> answered{false};
+  Result<service::HttpResponse> waited = Status(ErrorCode::ServerError, "not yet");
+  std::thread caller([&] {
+    waited = invoke("cl-1005", 20);
+    answered = true;
+  });
+  std::this_thread::sleep_for(500ms);  // let the call start waiting (the test of the wait)
+  EXPECT_FALSE(answered.load());
+  online.push_back(connect(node(3), devices[5]));
+  caller.join();
+  ASSERT_TRUE(waited.isOk()) << waited.status().toString();
+  EXPECT_EQ(waited->status, 200) << waited->body;
+  EXPECT_EQ(online[5]->lock_calls.load(), 1);
+
+  // A desired-property patch made on node 1 reaches the device on node 2.
+  service_->ok("PATCH", "/twins/cl-1002?api-version=2021-04-12",
+               R"({"properties":{"desired":{"building":43,"floor":3}}})");
+  EXPECT_TRUE(waitFor([&] {
+    std::lock_guard lock(online[2]->mutex);
+    for (const auto& patch : online[2]->desired) {
+      if (patch.contains("building") && patch.at("building") == 43) return true;
+    }
+    return false;
+  }));
+
+  // Disabling a device closes its connection on node 3.
+  auto d4 = service_->registry().get("cl-1004");
+  ASSERT_TRUE(d4.isOk());
+  d4->status = service::DeviceStatus::Disabled;
+  ASSERT_TRUE(service_->registry().update(*d4, "*").isOk());
+  EXPECT_TRUE(waitFor([&] { return connectionState("cl-1004") == "Disconnected"; }, 10s));
+  auto disabled = invoke("cl-1004");
+  ASSERT_TRUE(disabled.isOk());
+  EXPECT_EQ(disabled->status, 404) << disabled->body;
+}
+
+TEST_F(ClusterTest, ADeviceThatMovesKeepsOneConnectionAndItsSession) {
+  startCluster();
+  auto devices = createDevices(*service_, "mv-", 1);
+  ASSERT_EQ(devices.size(), 1u);
+  const service::Device& d = devices[0];
+
+  // A raw device on node 2 with a persistent session subscribes to direct methods.
+  auto on2 = rawDevice(node(2), d);
+  mqtt::Subscribe subscribe;
+  subscribe.packet_id = 1;
+  subscribe.subscriptions.push_back({"$iothub/methods/POST/#", mqtt::QoS::AtMostOnce});
+  ASSERT_TRUE(on2->sendPacket(subscribe));
+  auto suback = on2->read();
+  ASSERT_TRUE(suback && std::holds_alternative<mqtt::SubAck>(*suback));
+  EXPECT_TRUE(waitFor([&] { return connectionState("mv-1000") == "Connected"; }));
+
+  // The same device connects to node 3 while still connected to node 2: node 2 closes
+  // the older connection, and node 3 finds the session (its subscriptions, in PostgreSQL).
+  bool session_present = false;
+  auto on3 = rawDevice(node(3), d, &session_present);
+  EXPECT_TRUE(session_present);
+  EXPECT_TRUE(on2->waitClosed(10s));
+  EXPECT_EQ(connectionState("mv-1000"), "Connected");
+  EXPECT_EQ(
+      service_->ok("GET", "/statistics/service?api-version=2021-04-12").at("connectedDeviceCount"),
+      1);
+
+  // A method from node 1 reaches the connection on node 3 without a new SUBSCRIBE.
+  std::thread caller([&] {
+    auto r = invoke("mv-1000");
+    EXPECT_TRUE(r.isOk() && r->status == 200) << (r ? r->body : r.status().toString());
+  });
+  auto request = on3->read(15s);
+  ASSERT_TRUE(request && std::holds_alternative<mqtt::Publish>(*request));
+  const auto& publish = std::get<mqtt::Publish>(*request);
+  EXPECT_EQ(publish.topic.rfind("$iothub/methods/POST/lockDoor/?$rid=", 0), 0u) << publish.topic;
+  std::string rid = publish.topic.substr(publish.topic.find("$rid=") + 5);
+  mqtt::Publish response;
+  response.topic = "$iothub/methods/res/200/?$rid=" + rid;
+  response.payload = R"({"locked":true})";
+  ASSERT_TRUE(on3->sendPacket(response));
+  caller.join();
+
+  // The old connection's disconnect (on node 2) does not hide the newer one.
+  EXPECT_EQ(connectionState("mv-1000"), "Connected");
+  on3.reset();
+  EXPECT_TRUE(waitFor([&] { return connectionState("mv-1000") == "Disconnected"; }));
+}
+
+TEST_F(ClusterTest, DevicesOfAKilledNodeReadDisconnectedAfterItsLease) {
+  startCluster();
+  auto devices = createDevices(*service_, "kd-", 2);
+  auto a = connect(node(2), devices[0]);
+  auto b = connect(node(3), devices[1]);
+  EXPECT_TRUE(waitFor([&] { return connectionState("kd-1000") == "Connected"; }));
+  node(2).kill9();
+  // The other nodes reap node 2 once its lease (10 s) runs out.
+  EXPECT_TRUE(waitFor([&] { return connectionState("kd-1000") == "Disconnected"; }, 20s));
+  EXPECT_EQ(connectionState("kd-1001"), "Connected");
+  EXPECT_TRUE(waitFor(
+      [&] {
+        return liveNodeIds(*service_) == std::vector<std::string>{"node1", "node3"};
+      },
+      5s));
+  // A call to the dead node's device fails as for any offline device.
+  auto r = invoke("kd-1000");
+  ASSERT_TRUE(r.isOk());
+  EXPECT_EQ(r->status, 404) << r->body;
+  // Node 2 restarts under its id and rejoins.
+  startNode(2);
+  EXPECT_TRUE(waitFor([&] { return liveNodeIds(*service_).size() == 3; }, 10s));
+}
+
+}  // namespace
+}  // namespace iothub
