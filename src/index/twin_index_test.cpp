@@ -62,6 +62,26 @@ TEST(TwinIndexTest, EveryWriteThroughTheStoreReachesTheIndex) {
   EXPECT_EQ(hub.index().find("b")->at("version"), 1);
 }
 
+TEST(TwinIndexTest, AJobsTwinUpdateReachesTheIndexWithItsOutcomeRow) {
+  IndexedHub hub;
+  hub.addDevice("a");
+  store::DeviceJobWrite outcome{
+      store::DeviceJobRecord{.job_id = "job",
+                             .device_id = "a",
+                             .status = "completed",
+                             .last_updated_time = SystemTime{},
+                             .document = json::object{{"jobType", "scheduleUpdateTwin"}}},
+      std::nullopt};
+  auto updated = hub.twins().applyJobUpdate(
+      "a", parsed(R"({"etag":"*","tags":{"site":"z"}})").as_object(), &outcome);
+  ASSERT_TRUE(updated.isOk()) << updated.status().toString();
+  expectIndexMatchesStore(hub);
+  EXPECT_EQ(ids(hub.index(), "tags.site = 'z'"), std::vector<std::string>{"a"});
+  auto rows = hub.durable().deviceJobs().listDeviceJobs("job", std::nullopt, "", 10);
+  ASSERT_TRUE(rows.isOk());
+  EXPECT_EQ(*rows, std::vector<store::DeviceJobRecord>{outcome.row});
+}
+
 TEST(TwinIndexTest, FailedWritesLeaveTheIndexAlone) {
   IndexedHub hub;
   hub.addDevice("a", R"({"n":1})");
