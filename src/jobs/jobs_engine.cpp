@@ -131,6 +131,16 @@ bool JobsEngine::load(std::shared_ptr<Run> run) {
 Status JobsEngine::start() {
   if (started_) return Status::ok();
   if (options_.lease) {
+    if (options_.lease->take_back_own_leases) {
+      auto released = store_.jobs().releaseJobLeasesOf(options_.lease->node_id);
+      if (!released) {
+        spdlog::warn("jobs: the leases of a previous run of {} stay until they expire: {}",
+                     options_.lease->node_id, released.status().toString());
+      } else if (*released > 0) {
+        spdlog::info("jobs: {} job lease(s) of a previous run of {} ended", *released,
+                     options_.lease->node_id);
+      }
+    }
     // Jobs come by claims, the first one on the engine thread's first turn.
     next_claim_ = SteadyClock::now();
     next_renew_ = next_claim_ + options_.lease->renew_every;

@@ -57,6 +57,10 @@ struct JobLeaseOptions {
   // How often the engine looks for jobs that are due and held by nobody (new, scheduled,
   // cancelled, or left by a node that died); also at once after create() and cancel().
   std::chrono::milliseconds claim_poll{1000};
+  // At start, end the leases `node_id` still holds from a previous run (which died), so its
+  // jobs resume at once instead of when those leases expire. Only when no other process can
+  // run under `node_id` (the hub holds an advisory lock per node id in cluster mode).
+  bool take_back_own_leases = false;
 };
 
 struct JobsOptions {

@@ -171,6 +171,10 @@ class FaultyStore final : public store::Store {
       if (auto e = owner_.check("releaseJobLease")) return *e;
       return owner_.inner_.jobs().releaseJobLease(lease);
     }
+    Result<std::size_t> releaseJobLeasesOf(std::string_view owner) override {
+      if (auto e = owner_.check("releaseJobLeasesOf")) return *e;
+      return owner_.inner_.jobs().releaseJobLeasesOf(owner);
+    }
     Result<store::JobRecord> updateLeasedJob(const store::JobLease& lease,
                                              store::JobMutation m) override {
       if (auto e = owner_.check("updateJob")) return *e;
@@ -914,18 +918,20 @@ class JobsClusterTest : public ::testing::Test {
   void SetUp() override {
     Status started = server_.start();
     ASSERT_TRUE(started.isOk()) << started.toString();
-    for (Node* node : {&a_, &b_}) {
-      node->id = node == &a_ ? "node-a" : "node-b";
-      auto opened = store::PostgresStore::open(server_.conninfo());
-      ASSERT_TRUE(opened.isOk()) << opened.status().toString();
-      node->durable = std::move(opened).value();
-      node->store = std::make_unique<FaultyStore>(
-          *node->durable, [node](std::string_view, const std::vector<store::DeviceJobRecord>*) {
-            if (!node->killed.load()) return std::optional<Status>();
-            return std::optional<Status>(Status(ErrorCode::ServiceUnavailable, "the node is gone"));
-          });
-      node->operations = std::make_unique<NodeOperations>(node->methods, *node->store);
-    }
+    openNode(a_, "node-a");
+    openNode(b_, "node-b");
+  }
+  void openNode(Node& node, std::string id) {
+    node.id = std::move(id);
+    auto opened = store::PostgresStore::open(server_.conninfo());
+    ASSERT_TRUE(opened.isOk()) << opened.status().toString();
+    node.durable = std::move(opened).value();
+    node.store = std::make_unique<FaultyStore>(
+        *node.durable, [&node](std::string_view, const std::vector<store::DeviceJobRecord>*) {
+          if (!node.killed.load()) return std::optional<Status>();
+          return std::optional<Status>(Status(ErrorCode::ServiceUnavailable, "the node is gone"));
+        });
+    node.operations = std::make_unique<NodeOperations>(node.methods, *node.store);
   }
   void TearDown() override {
     for (Node* node : {&a_, &b_}) {
@@ -934,14 +940,17 @@ class JobsClusterTest : public ::testing::Test {
     }
   }
 
-  void startEngine(Node& node, JobsOptions options = {}) {
+  void startEngine(Node& node, JobsOptions options = {}, bool take_back_own_leases = false) {
     options.tick = 5ms;
     options.idle_tick = 50ms;
     options.flush_interval = 20ms;
     options.twin_workers = 4;
     options.stop_grace = 50ms;
-    options.lease = JobLeaseOptions{
-        .node_id = node.id, .lease = kLease, .renew_every = kRenew, .claim_poll = kPoll};
+    options.lease = JobLeaseOptions{.node_id = node.id,
+                                    .lease = kLease,
+                                    .renew_every = kRenew,
+                                    .claim_poll = kPoll,
+                                    .take_back_own_leases = take_back_own_leases};
     node.engine = std::make_unique<JobsEngine>(
         *node.store, *node.operations,
         [this](const query::Condition& c) {
@@ -1197,6 +1206,28 @@ TEST_F(JobsClusterTest, AnOwnerCutOffFromTheDatabaseDropsItsJobAndWritesNothingW
   EXPECT_EQ(status(b_, "m"), "completed");
   EXPECT_EQ(a_.methods.calls().size(), 2u);
   EXPECT_EQ(b_.methods.calls().size(), 6u);
+}
+
+TEST_F(JobsClusterTest, ANodeStartedAgainUnderItsIdTakesItsJobsBackAtOnce) {
+  addDevices("d", 4);
+  addDevices("slow-", 2);
+  addDevices("t", 4);
+  startEngine(a_, {.window = 2});
+  create(a_, "m", methodBody());
+  ASSERT_TRUE(waitUntil([&] { return a_.methods.heldCount() == 2; }));
+  kill(a_);
+  // The same node id, started again (no other process runs under it).
+  Node again;
+  openNode(again, "node-a");
+  const auto restarted_at = std::chrono::steady_clock::now();
+  startEngine(again, {.window = 2}, true);
+  ASSERT_TRUE(waitUntil([&] { return finished(again, "m"); }));
+  EXPECT_LT(std::chrono::steady_clock::now() - restarted_at, kLease)
+      << "did not wait for the lease";
+  EXPECT_EQ(stats(again, "m"), (JobStatistics{.device_count = 10, .succeeded = 8, .failed = 2}));
+  EXPECT_EQ(again.methods.calls().size(), 4u);
+  again.engine.reset();
+  a_.methods.release();
 }
 
 TEST_F(JobsClusterTest, AStoppedNodeHandsItsJobsOverAtOnce) {

@@ -140,6 +140,11 @@ class JobStore {
   // Ends the lease if it is still the job's (the job can be claimed at once); otherwise
   // changes nothing.
   virtual Status releaseJobLease(const JobLease& lease) = 0;
+  // Ends every lease `owner` holds on an unfinished job, so that its jobs can be claimed at
+  // once: for a node that starts again under its id after its previous run died. Only
+  // when no other process can run under `owner` (the hub holds an advisory lock per node
+  // id). Returns how many leases ended.
+  virtual Result<std::size_t> releaseJobLeasesOf(std::string_view owner) = 0;
   // updateJob, only while `lease` is held. Errors: JobLeaseLost (nothing is written),
   // JobNotFound, the mutation's.
   virtual Result<JobRecord> updateLeasedJob(const JobLease& lease, JobMutation mutate) = 0;

@@ -748,6 +748,25 @@ TEST_P(StoreConformanceTest, TheHolderWritesRenewsAndReleasesItsLease) {
             ErrorCode::JobLeaseLost);
 }
 
+TEST_P(StoreConformanceTest, AnOwnersLeasesEndTogetherWhenItStartsAgain) {
+  ASSERT_TRUE(jobs().createJob(jobStartingAt("a-1", 1000)).isOk());
+  ASSERT_TRUE(jobs().createJob(jobStartingAt("a-2", 1001, "running")).isOk());
+  ASSERT_TRUE(jobs().createJob(jobStartingAt("b-1", 1002)).isOk());
+  ASSERT_EQ(jobs().claimJobs("node-a", at(5000), seconds(60), 2)->size(), 2u);
+  auto theirs = jobs().claimJobs("node-b", at(5000), seconds(60), 10);
+  ASSERT_EQ(claimedIds(theirs), std::vector<std::string>{"b-1"});
+
+  auto released = jobs().releaseJobLeasesOf("node-a");
+  ASSERT_TRUE(released.isOk()) << released.status().toString();
+  EXPECT_EQ(*released, 2u);
+  auto again = jobs().claimJobs("node-a", at(5000), seconds(60), 10);
+  EXPECT_EQ(claimedIds(again), (std::vector<std::string>{"a-1", "a-2"}));
+  for (const ClaimedJob& claim : *again) EXPECT_EQ(claim.lease.epoch, 2);
+  // Other owners' leases are untouched.
+  EXPECT_TRUE(jobs().renewJobLeases({theirs->front().lease}, seconds(60))->front().held);
+  EXPECT_EQ(*jobs().releaseJobLeasesOf("nobody"), 0u);
+}
+
 TEST_P(StoreConformanceTest, ACancelRequestLeavesFinishedJobsAlone) {
   ASSERT_TRUE(jobs().createJob(jobStartingAt("done", 1000, "completed")).isOk());
   ASSERT_TRUE(jobs().requestJobCancel("done").isOk());

@@ -343,6 +343,9 @@ constexpr std::string_view kRenewJobLeases =
     "> " IOTHUB_LEASE_NOW_NS " RETURNING j.job_id, j.cancel_requested";
 constexpr std::string_view kReleaseJobLease =
     "UPDATE jobs SET lease_owner = NULL, lease_until = 0 WHERE job_id = $1 AND lease_epoch = $2";
+constexpr std::string_view kReleaseJobLeasesOf =
+    "UPDATE jobs SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = $1"
+    " AND lease_until > " IOTHUB_LEASE_NOW_NS " AND status IN ('queued', 'scheduled', 'running')";
 // Locks the job's row for the rest of the transaction: a claim by another node (an UPDATE)
 // waits for the owner's write to commit, and then finds the epoch it must bump.
 constexpr std::string_view kJobLeaseHeld =
@@ -852,6 +855,14 @@ Status PostgresStore::releaseJobLease(const JobLease& lease) {
   params.add(lease.job_id).add(lease.epoch);
   return writeStatus([&](PgConnection& connection) -> Status {
     return connection.query(kReleaseJobLease, params).status();
+  });
+}
+
+Result<std::size_t> PostgresStore::releaseJobLeasesOf(std::string_view owner) {
+  return write<std::size_t>([&](PgConnection& connection) -> Result<std::size_t> {
+    Result<PgResult> released = connection.query(kReleaseJobLeasesOf, PgParams().add(owner));
+    if (!released) return released.status();
+    return static_cast<std::size_t>(released->affectedRows());
   });
 }
 

@@ -128,6 +128,7 @@ class PostgresStore final : public Store,
   Result<std::vector<JobLeaseRenewal>> renewJobLeases(const std::vector<JobLease>& leases,
                                                       std::chrono::milliseconds ttl) override;
   Status releaseJobLease(const JobLease& lease) override;
+  Result<std::size_t> releaseJobLeasesOf(std::string_view owner) override;
   Result<JobRecord> updateLeasedJob(const JobLease& lease, JobMutation mutate) override;
   Status putLeasedDeviceJobs(const JobLease& lease,
                              const std::vector<DeviceJobRecord>& rows) override;

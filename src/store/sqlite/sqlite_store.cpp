@@ -285,6 +285,9 @@ constexpr std::string_view kRenewJobLease =
     " RETURNING cancel_requested";
 constexpr std::string_view kReleaseJobLease =
     "UPDATE jobs SET lease_owner = NULL, lease_until = 0 WHERE job_id = ?1 AND lease_epoch = ?2";
+constexpr std::string_view kReleaseJobLeasesOf =
+    "UPDATE jobs SET lease_owner = NULL, lease_until = 0"
+    " WHERE lease_owner = ?1 AND lease_until > ?2 AND status IN ('queued', 'scheduled', 'running')";
 constexpr std::string_view kJobLeaseHeld =
     "SELECT lease_epoch = ?2 AND lease_until > ?3 FROM jobs WHERE job_id = ?1";
 constexpr std::string_view kRequestJobCancel =
@@ -739,6 +742,16 @@ Status SqliteStore::releaseJobLease(const JobLease& lease) {
     if (!release) return release.status();
     release->bind(1, lease.job_id).bind(2, lease.epoch);
     return release->run();
+  });
+}
+
+Result<std::size_t> SqliteStore::releaseJobLeasesOf(std::string_view owner) {
+  return write<std::size_t>([&](SqliteConnection& connection) -> Result<std::size_t> {
+    Result<SqliteStatement> release = connection.prepare(kReleaseJobLeasesOf);
+    if (!release) return release.status();
+    release->bind(1, owner).bind(2, nowNanoseconds());
+    IOTHUB_RETURN_IF_ERROR(release->run());
+    return static_cast<std::size_t>(connection.changes());
   });
 }
 
