@@ -690,10 +690,13 @@ Status JobsEngine::recover(Run& run) {
               run.record, row.device_id, kDeviceFailed, now, began, now, std::nullopt,
               deviceJobError(
                   "DeviceJobInterrupted",
-                  "The hub restarted while this method call was in flight; it may or may not have "
-                  "reached the device, so it was not repeated")));
+                  "The hub (or the cluster node running the job) stopped while this method call "
+                  "was in flight; it may or may not have reached the device, so it was not "
+                  "repeated")));
         } else {
-          ++stats.pending;  // re-applied: merging the same patch again is harmless
+          // Rows of old versions, which recorded twin updates apart from the twin: the update
+          // may be applied again. Today a twin row goes from pending straight to its outcome.
+          ++stats.pending;
           fixes.push_back(deviceJobRecord(run.record, row.device_id, kDevicePending, now, began,
                                           std::nullopt, std::nullopt, std::nullopt));
         }

@@ -117,8 +117,8 @@ struct JobPage {
 // before any device is touched; a method job's rows are written running before the calls
 // go out; outcomes are written in batches, then the statistics. After a crash, start()
 // resumes: jobs not started yet wait for their time, running jobs recount their rows,
-// re-apply twin updates that were not recorded (merging the same patch again is
-// harmless) and fail method calls that were in flight with DeviceJobInterrupted (a call
+// apply the twin updates whose row is not completed (none of them was applied: see "Twin
+// jobs" below) and fail method calls that were in flight with DeviceJobInterrupted (a call
 // may have reached the device; methods are not assumed to be idempotent).
 //
 // Store failures. A job's store calls (selecting its devices, reading pending rows, writing
@@ -130,9 +130,9 @@ struct JobPage {
 // failureReason. Only when the store refuses to record outcomes for good is the job failed
 // at once (rows it could not write stay as they were; failureReason says why).
 //
-// Twin jobs record a device's outcome in the transaction that updates its twin
-// (DeviceOperations::updateTwin), so after a crash or a takeover exactly the devices whose
-// row is not completed are applied (again): none of them was applied before.
+// Twin jobs. They record a device's outcome in the transaction that updates its twin
+// (DeviceOperations::updateTwin), so after a crash or a takeover the devices still to
+// apply are exactly those whose row is not completed, and none of them had been applied.
 //
 // Cluster mode (JobsOptions::lease; docs/cluster.md, "Jobs across nodes"). start() loads
 // nothing; instead the engine claims due jobs that no node holds (JobStore::claimJobs) at
