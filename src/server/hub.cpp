@@ -19,6 +19,7 @@
 #include "index/indexed_store.hpp"
 #include "index/query_runner.hpp"
 #include "index/twin_index.hpp"
+#include "index/twin_index_feed.hpp"
 #include "jobs/jobs_engine.hpp"
 #include "methods/method_invoker.hpp"
 #include "registry/device_registry.hpp"
@@ -45,6 +46,8 @@ namespace fs = std::filesystem;
 
 constexpr const char* kHubFile = "hub.json";          // persistent facts: the host name
 constexpr const char* kRuntimeFile = "iothubd.json";  // while running: pid and bound ports
+// How long a query (or a job's device selection) waits to catch up with other nodes' writes.
+constexpr std::chrono::seconds kFeedCatchUpTimeout{5};
 
 Status writeFileAtomically(const fs::path& path, const std::string& content) {
   fs::path tmp = path;
@@ -162,6 +165,10 @@ struct Hub::Impl {
   // Every write goes through the indexed store, so the twin index never misses one.
   index::TwinIndex twin_index;
   std::unique_ptr<index::IndexedStore> store;
+  bool clustered = false;  // set in create() before anything connects
+  // Cluster mode only: applies every node's writes (and presence) to twin_index. Destroyed
+  // before `store`, after queries and jobs, which call it.
+  std::unique_ptr<index::TwinIndexFeed> twin_feed;
   std::unique_ptr<auth::ServiceAuthenticator> authenticator;
   std::unique_ptr<registry::DeviceRegistry> registry;
   std::unique_ptr<asio::ssl::context> tls;
@@ -172,7 +179,8 @@ struct Hub::Impl {
   asio::thread_pool device_workers;
   transport::AsioScheduler scheduler{io};
   routing::ConnectionRegistry connections{[this](std::string_view device_id, bool connected) {
-    twin_index.setConnected(device_id, connected);
+    // In a cluster, connectionState in the index comes from presence, through the feed.
+    if (!clustered) twin_index.setConnected(device_id, connected);
   }};
   DesiredPusher desired_pusher{connections};
   std::unique_ptr<methods::MethodInvoker> methods;
@@ -208,6 +216,27 @@ struct Hub::Impl {
         config.bind_address.empty())
       return machineHostName();
     return config.bind_address;
+  }
+
+  // Cluster mode: the first node to start proposes its development CA (the one in its data
+  // directory, or a new one) and every node installs the one the store kept.
+  Status shareDevelopmentCa() {
+    auto proposed = localOrNewDevelopmentCa(config.data_dir, clock);
+    if (!proposed) return proposed.status();
+    auto stored = durable_store->cluster()->shareValue(
+        "development-ca",
+        json::serialize(json::object{{"cert", proposed->cert_pem}, {"key", proposed->key_pem}}));
+    if (!stored) return stored.status();
+    auto doc = parseJson(*stored);
+    const json::string* cert =
+        doc && doc->is_object() ? findString(doc->get_object(), "cert") : nullptr;
+    const json::string* key =
+        doc && doc->is_object() ? findString(doc->get_object(), "key") : nullptr;
+    if (cert == nullptr || key == nullptr) {
+      return Status(ErrorCode::StoreCorruption, "the cluster's shared CA is malformed");
+    }
+    return installDevelopmentCa(config.data_dir,
+                                DevelopmentCa{std::string(*cert), std::string(*key)}, clock);
   }
 
   // Cluster mode: connects to NATS, joins the membership and starts the router.
@@ -387,8 +416,15 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
   if (!store) return store.status();
   spdlog::info("store: {}", location->description);
   impl->durable_store = std::move(*store);
-  IOTHUB_RETURN_IF_ERROR(impl->twin_index.load(*impl->durable_store, nullptr));
+  impl->clustered = clustered;
   impl->store = std::make_unique<index::IndexedStore>(*impl->durable_store, impl->twin_index);
+  if (clustered) {
+    auto feed = index::TwinIndexFeed::start(*impl->store, impl->twin_index);  // loads the index
+    if (!feed) return feed.status();
+    impl->twin_feed = std::move(*feed);
+  } else {
+    IOTHUB_RETURN_IF_ERROR(impl->twin_index.load(*impl->durable_store, nullptr));
+  }
 
   IOTHUB_RETURN_IF_ERROR(
       impl->store->policies().insertMissingPolicies(auth::defaultPolicies(impl->random)));
@@ -405,7 +441,14 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
     cert = *config.tls_cert;
     key = *config.tls_key;
   } else {
-    auto files = ensureDevelopmentCertificates(dir, config.host_name, impl->clock);
+    // A cluster node uses the cluster's CA (kept in the store) and puts its own address in
+    // its certificate, so devices may connect to it by address (GatewayHostName).
+    std::vector<std::string> node_names;
+    if (clustered) {
+      IOTHUB_RETURN_IF_ERROR(impl->shareDevelopmentCa());
+      node_names.push_back(impl->advertisedAddress());
+    }
+    auto files = ensureDevelopmentCertificates(dir, config.host_name, impl->clock, node_names);
     if (!files) return files.status();
     cert = files->server_cert;
     key = files->server_key;
@@ -427,9 +470,15 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
   }
   impl->twins =
       std::make_unique<twin::TwinService>(*impl->store, impl->clock, states, &impl->desired_pusher);
+  // In a cluster, a query first catches up with every write committed before it, on any node.
+  index::QueryRunner::BeforeQuery catch_up;
+  if (impl->twin_feed) {
+    catch_up = [feed = impl->twin_feed.get()] { return feed->catchUp(kFeedCatchUpTimeout); };
+  }
   impl->queries = std::make_unique<index::QueryRunner>(
       impl->twin_index, impl->store->deviceJobs(), &impl->clock,
-      std::chrono::duration_cast<std::chrono::milliseconds>(config.query_timeout));
+      std::chrono::duration_cast<std::chrono::milliseconds>(config.query_timeout),
+      std::move(catch_up));
   impl->registry =
       std::make_unique<registry::DeviceRegistry>(*impl->store, impl->random, impl->clock, states);
   impl->job_operations = std::make_unique<JobOperations>(*dispatcher, *impl->twins);
@@ -438,7 +487,17 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
   job_options.max_running_jobs = config.max_running_jobs;
   impl->jobs = std::make_unique<jobs::JobsEngine>(
       *impl->store, *impl->job_operations,
-      [raw = impl.get()](const query::Condition& c) { return raw->twin_index.select(c); },
+      [raw = impl.get()](const query::Condition& c) {
+        // A job selects its devices after catching up with every node's writes.
+        if (raw->twin_feed) {
+          Status caught_up = raw->twin_feed->catchUp(kFeedCatchUpTimeout);
+          if (!caught_up) {
+            spdlog::warn("jobs: selecting devices without the latest writes of other nodes: {}",
+                         caught_up.toString());
+          }
+        }
+        return raw->twin_index.select(c);
+      },
       impl->clock, job_options);
   impl->device_endpoint = std::make_unique<device_api::DeviceEndpoint>(
       config.host_name, *impl->store, *policies, *impl->twins, *impl->methods, impl->clock,

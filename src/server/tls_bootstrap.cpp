@@ -380,15 +380,17 @@ Status addExtension(X509* cert, X509V3_CTX* context, int nid, const char* value)
 
 // The SAN entries: the host name, then the loopback names every local client may use,
 // without duplicates (e.g. when the host name is "localhost" or "::1").
-Status addSubjectAltNames(X509* cert, const HostName& host) {
+Status addSubjectAltNames(X509* cert, const HostName& host, const std::vector<HostName>& extra) {
   struct Entry {
     int type;
     std::string value;
   };
-  std::vector<Entry> entries = {{host.is_ip ? GEN_IPADD : GEN_DNS, host.text},
-                                {GEN_DNS, "localhost"},
-                                {GEN_IPADD, "127.0.0.1"},
-                                {GEN_IPADD, "::1"}};
+  std::vector<Entry> entries = {{host.is_ip ? GEN_IPADD : GEN_DNS, host.text}};
+  for (const HostName& name : extra)
+    entries.push_back({name.is_ip ? GEN_IPADD : GEN_DNS, name.text});
+  entries.push_back({GEN_DNS, "localhost"});
+  entries.push_back({GEN_IPADD, "127.0.0.1"});
+  entries.push_back({GEN_IPADD, "::1"});
   auto canonical = [](const Entry& e) {
     if (e.type == GEN_IPADD) return canonicalIpAddress(e.value).value_or(e.value);
     std::string lower = e.value;
@@ -443,7 +445,7 @@ Result<CertifiedKey> createCa(SystemTime now) {
 }
 
 Result<CertifiedKey> issueServerCertificate(const CertifiedKey& ca, const HostName& host,
-                                            SystemTime now) {
+                                            const std::vector<HostName>& extra, SystemTime now) {
   auto key = generateP256Key();
   if (!key) return key.status();
   std::string_view common_name =
@@ -470,7 +472,7 @@ Result<CertifiedKey> issueServerCertificate(const CertifiedKey& ca, const HostNa
   // "issuer" is the fallback for a user-supplied CA without a subjectKeyIdentifier.
   IOTHUB_RETURN_IF_ERROR(
       addExtension(server, &context, NID_authority_key_identifier, "keyid,issuer"));
-  IOTHUB_RETURN_IF_ERROR(addSubjectAltNames(server, host));
+  IOTHUB_RETURN_IF_ERROR(addSubjectAltNames(server, host, extra));
   IOTHUB_RETURN_IF_ERROR(sign(server, ca.key.get()));
   return CertifiedKey{std::move(cert.value()), std::move(key.value())};
 }
@@ -537,7 +539,7 @@ Result<CertifiedKey> loadOrCreateCa(const TlsFiles& files, SystemTime now) {
 // Why the server certificate must be re-issued, or nullopt when it can be kept.
 std::optional<std::string> reasonToReissue(const std::vector<X509Ptr>& chain, EVP_PKEY* key,
                                            const CertifiedKey& ca, const HostName& host,
-                                           SystemTime now) {
+                                           const std::vector<HostName>& extra, SystemTime now) {
   X509* leaf = chain.front().get();
   std::optional<std::string> reason;
   std::time_t now_t = toTimeT(now);
@@ -558,13 +560,20 @@ std::optional<std::string> reasonToReissue(const std::vector<X509Ptr>& chain, EV
     reason = "the old one expires within 30 days";
   } else if (!certificateCovers(leaf, host)) {
     reason = "the old one did not cover host name " + host.text;
+  } else {
+    for (const HostName& name : extra) {
+      if (!certificateCovers(leaf, name)) {
+        reason = "the old one did not cover " + name.text;
+        break;
+      }
+    }
   }
   ERR_clear_error();
   return reason;
 }
 
 Status ensureServerCertificate(const TlsFiles& files, const CertifiedKey& ca, const HostName& host,
-                               SystemTime now) {
+                               const std::vector<HostName>& extra, SystemTime now) {
   auto cert_file = readFileIfExists(files.server_cert);
   if (!cert_file) return cert_file.status();
   auto key_file = readFileIfExists(files.server_key);
@@ -580,12 +589,12 @@ Status ensureServerCertificate(const TlsFiles& files, const CertifiedKey& ca, co
     if (!chain) return chain.status();
     auto key = parsePrivateKey((*key_file)->text(), files.server_key);
     if (!key) return key.status();
-    auto stale = reasonToReissue(*chain, key->get(), ca, host, now);
+    auto stale = reasonToReissue(*chain, key->get(), ca, host, extra, now);
     if (!stale) return Status::ok();
     reason = *stale;
   }
 
-  auto server = issueServerCertificate(ca, host, now);
+  auto server = issueServerCertificate(ca, host, extra, now);
   if (!server) return server.status();
   auto server_pem = certificatePem(server->cert.get());
   if (!server_pem) return server_pem.status();
@@ -601,9 +610,16 @@ Status ensureServerCertificate(const TlsFiles& files, const CertifiedKey& ca, co
 }  // namespace
 
 Result<TlsFiles> ensureDevelopmentCertificates(const fs::path& data_dir, std::string_view host_name,
-                                               const Clock& clock) {
+                                               const Clock& clock,
+                                               const std::vector<std::string>& extra_names) {
   auto host = classifyHostName(host_name);
   if (!host) return host.status();
+  std::vector<HostName> extra;
+  for (const std::string& name : extra_names) {
+    auto classified = classifyHostName(name);
+    if (!classified) return classified.status();
+    extra.push_back(std::move(*classified));
+  }
 
   const fs::path dir = data_dir / "tls";
   std::error_code error;
@@ -617,8 +633,66 @@ Result<TlsFiles> ensureDevelopmentCertificates(const fs::path& data_dir, std::st
   const SystemTime now = clock.now();
   auto ca = loadOrCreateCa(files, now);
   if (!ca) return ca.status();
-  IOTHUB_RETURN_IF_ERROR(ensureServerCertificate(files, *ca, *host, now));
+  IOTHUB_RETURN_IF_ERROR(ensureServerCertificate(files, *ca, *host, extra, now));
   return files;
+}
+
+Result<DevelopmentCa> localOrNewDevelopmentCa(const fs::path& data_dir, const Clock& clock) {
+  const fs::path dir = data_dir / "tls";
+  TlsFiles files{dir / "ca.pem", dir / "ca.key", dir / "server.pem", dir / "server.key"};
+  auto cert_file = readFileIfExists(files.ca_cert);
+  if (!cert_file) return cert_file.status();
+  if (cert_file->has_value()) {
+    auto ca = loadOrCreateCa(files, clock.now());  // validates the pair; creates nothing here
+    if (!ca) return ca.status();
+    auto cert = certificatePem(ca->cert.get());
+    if (!cert) return cert.status();
+    auto key = privateKeyPem(ca->key.get());
+    if (!key) return key.status();
+    return DevelopmentCa{*cert, key->text()};
+  }
+  auto ca = createCa(clock.now());
+  if (!ca) return ca.status();
+  auto cert = certificatePem(ca->cert.get());
+  if (!cert) return cert.status();
+  auto key = privateKeyPem(ca->key.get());
+  if (!key) return key.status();
+  return DevelopmentCa{*cert, key->text()};
+}
+
+Status installDevelopmentCa(const fs::path& data_dir, const DevelopmentCa& ca, const Clock& clock) {
+  const fs::path dir = data_dir / "tls";
+  std::error_code error;
+  fs::create_directories(dir, error);
+  if (error) {
+    return Status(ErrorCode::ServerError,
+                  "cannot create directory " + dir.string() + ": " + error.message());
+  }
+  TlsFiles files{dir / "ca.pem", dir / "ca.key", dir / "server.pem", dir / "server.key"};
+  // Check the pair before it replaces anything.
+  auto certs = parseCertificates(ca.cert_pem, "the shared CA certificate");
+  if (!certs) return certs.status();
+  auto key = parsePrivateKey(ca.key_pem, "the shared CA key");
+  if (!key) return key.status();
+  if (X509_check_private_key(certs->front().get(), key->get()) != 1 ||
+      X509_check_ca(certs->front().get()) == 0) {
+    ERR_clear_error();
+    return Status(ErrorCode::ServerError, "the shared CA is not a CA certificate with its key");
+  }
+  std::time_t now_t = toTimeT(clock.now());
+  if (X509_cmp_time(X509_get0_notAfter(certs->front().get()), &now_t) <= 0) {
+    ERR_clear_error();
+    return Status(ErrorCode::ServerError, "the shared CA has expired");
+  }
+  auto current = readFileIfExists(files.ca_cert);
+  if (!current) return current.status();
+  if (current->has_value() && (*current)->text() == ca.cert_pem) return Status::ok();
+  if (current->has_value()) {
+    spdlog::warn("replacing the development CA in {} with the cluster's shared one",
+                 files.ca_cert.string());
+  }
+  CertifiedKey pair{std::move(certs->front()), std::move(key.value())};
+  return writeCertifiedKey(pair, ca.cert_pem, files.ca_cert, files.ca_key);
 }
 
 }  // namespace iothub::server

@@ -1,7 +1,9 @@
 #pragma once
 
 #include <filesystem>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/clock.hpp"
 #include "common/status.hpp"
@@ -41,7 +43,30 @@ struct TlsFiles {
 //   read or parsed (the message names it); ca.pem exists without ca.key; ca.key does not
 //   match ca.pem; ca.pem is not a CA certificate or has expired. The fix for the CA
 //   cases is to delete DIR/tls/ (clients must then trust the new ca.pem).
+//
+// `extra_names` (a cluster node's own address, docs/cluster.md "Certificates") are added to
+// the SANs after `host_name`, and a certificate that does not cover one of them is
+// re-issued. Each must be an IP address or a valid DNS name (ArgumentInvalid otherwise).
 Result<TlsFiles> ensureDevelopmentCertificates(const std::filesystem::path& data_dir,
-                                               std::string_view host_name, const Clock& clock);
+                                               std::string_view host_name, const Clock& clock,
+                                               const std::vector<std::string>& extra_names = {});
+
+// A development CA as PEM texts, for the nodes of a cluster to share through the store.
+struct DevelopmentCa {
+  std::string cert_pem;
+  std::string key_pem;  // PKCS#8, unencrypted
+};
+
+// The CA in `data_dir`/tls/ if there is a valid one (errors as above when it is not), else
+// a new one that is not written anywhere: what a cluster node proposes as the shared CA.
+Result<DevelopmentCa> localOrNewDevelopmentCa(const std::filesystem::path& data_dir,
+                                              const Clock& clock);
+
+// Makes `ca` the CA of `data_dir`/tls/ (ca.pem, ca.key), replacing a different one (logged:
+// clients must then trust the new ca.pem; the server certificate is re-issued by the next
+// ensureDevelopmentCertificates, since the old one was not issued by the current CA).
+// Errors: ServerError when `ca` is not a valid, unexpired CA with its key; write errors.
+Status installDevelopmentCa(const std::filesystem::path& data_dir, const DevelopmentCa& ca,
+                            const Clock& clock);
 
 }  // namespace iothub::server

@@ -338,6 +338,58 @@ TEST_F(TlsBootstrapTest, DifferentHostNameReissuesOnlyTheServerCertificate) {
   EXPECT_EQ(fileMode(files.server_key), 0600u);
 }
 
+TEST_F(TlsBootstrapTest, ExtraNamesOfAClusterNodeAreCoveredAndAddedLater) {
+  TlsFiles files = ensure("hub.example");
+  X509Ptr before = loadCertificate(files.server_cert);
+  EXPECT_FALSE(coversIp(before.get(), "10.0.0.7"));
+  // The node's own address joins the SANs: the certificate is re-issued, the CA kept.
+  std::string ca_before = readFile(files.ca_cert);
+  auto again = ensureDevelopmentCertificates(data_dir_, "hub.example", clock_,
+                                             {"10.0.0.7", "node7.example"});
+  ASSERT_TRUE(again.isOk()) << again.status().toString();
+  X509Ptr after = loadCertificate(files.server_cert);
+  EXPECT_TRUE(coversIp(after.get(), "10.0.0.7"));
+  EXPECT_EQ(X509_check_host(after.get(), "node7.example", 0, X509_CHECK_FLAG_NEVER_CHECK_SUBJECT,
+                            nullptr),
+            1);
+  EXPECT_EQ(
+      X509_check_host(after.get(), "hub.example", 0, X509_CHECK_FLAG_NEVER_CHECK_SUBJECT, nullptr),
+      1);
+  EXPECT_EQ(readFile(files.ca_cert), ca_before);
+  EXPECT_EQ(verifyServerCertificate(files, clock_.now()), X509_V_OK);
+  // A name that is neither an address nor a DNS name is refused.
+  auto bad = ensureDevelopmentCertificates(data_dir_, "hub.example", clock_, {"bad name"});
+  EXPECT_EQ(bad.code(), ErrorCode::ArgumentInvalid);
+}
+
+TEST_F(TlsBootstrapTest, ASharedCaReplacesTheLocalOneAndTheServerCertificateFollows) {
+  // Node A's CA becomes node B's: B's server certificate is re-issued by it.
+  fs::path node_a = root_ / "a";
+  auto shared = localOrNewDevelopmentCa(node_a, clock_);  // none there: a new, unwritten CA
+  ASSERT_TRUE(shared.isOk()) << shared.status().toString();
+  EXPECT_FALSE(fs::exists(node_a / "tls" / "ca.pem"));
+  TlsFiles files = ensure("hub.example");
+  std::string own_ca = readFile(files.ca_cert);
+  ASSERT_NE(own_ca, shared->cert_pem);
+  // A node proposes the CA it already has.
+  auto proposed = localOrNewDevelopmentCa(data_dir_, clock_);
+  ASSERT_TRUE(proposed.isOk());
+  EXPECT_EQ(proposed->cert_pem, own_ca);
+
+  ASSERT_TRUE(installDevelopmentCa(data_dir_, *shared, clock_).isOk());
+  EXPECT_EQ(readFile(files.ca_cert), shared->cert_pem);
+  ASSERT_TRUE(ensureDevelopmentCertificates(data_dir_, "hub.example", clock_).isOk());
+  EXPECT_EQ(verifyServerCertificate(files, clock_.now()), X509_V_OK);
+  // Installing the same CA again writes nothing.
+  Snapshot before = snapshot(files);
+  ASSERT_TRUE(installDevelopmentCa(data_dir_, *shared, clock_).isOk());
+  EXPECT_EQ(snapshot(files).ca_key, before.ca_key);
+  // A CA whose key does not match is refused and changes nothing.
+  DevelopmentCa mismatched{shared->cert_pem, proposed->key_pem};
+  EXPECT_EQ(installDevelopmentCa(data_dir_, mismatched, clock_).code(), ErrorCode::ServerError);
+  EXPECT_EQ(readFile(files.ca_cert), shared->cert_pem);
+}
+
 TEST_F(TlsBootstrapTest, Ipv4HostNameGetsAnIpSan) {
   TlsFiles files = ensure("10.1.2.3");
   X509Ptr server = loadCertificate(files.server_cert);

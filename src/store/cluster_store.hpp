@@ -81,6 +81,12 @@ class ClusterStore {
   virtual Result<std::optional<PresenceRecord>> getPresence(std::string_view device_id) = 0;
   // Devices connected anywhere in the cluster.
   virtual Result<std::int64_t> connectedDeviceCount() = 0;
+
+  // A value every node must agree on (the shared development CA, docs/cluster.md
+  // "Certificates"): stores `proposed` under `key` unless a value is already there, and
+  // returns the stored value, so the first node to propose wins and every later one gets
+  // its value. Values are never changed or removed here.
+  virtual Result<std::string> shareValue(std::string_view key, std::string_view proposed) = 0;
 };
 
 }  // namespace iothub::store

@@ -115,6 +115,12 @@ TEST_F(ClusterTest, NodesSeeEachOtherJoinLeaveAndRejoin) {
   EXPECT_EQ(seen.at("leaseHeld"), true);
   EXPECT_EQ(seen.at("nodes").as_array()[1].at("address"), "127.0.0.1");
 
+  // One development CA for the whole cluster; each node's certificate names its address.
+  std::string ca = testing::readFile(node(1).caFile());
+  ASSERT_FALSE(ca.empty());
+  EXPECT_EQ(testing::readFile(node(2).caFile()), ca);
+  EXPECT_EQ(testing::readFile(node(3).caFile()), ca);
+
   // A clean stop leaves at once; a restart on the same data directory rejoins.
   ASSERT_EQ(node(3).stop(), 0);
   EXPECT_TRUE(waitFor([&] { return liveNodeIds(*service_).size() == 2; }, 10s));
@@ -154,6 +160,19 @@ TEST_F(ClusterTest, MethodsNotificationsAndStateReachDevicesOnOtherNodes) {
   EXPECT_EQ(connectionState("cl-1000"), "Connected");
   EXPECT_EQ(connectionState("cl-1004"), "Connected");
   EXPECT_EQ(connectionState("cl-1005"), "Disconnected");
+
+  // Queries on any node see every node's writes and connections as soon as they are
+  // acknowledged: node 1's index is fed by the other nodes' presence, node 3's by node 1's
+  // twin writes.
+  auto count = [](Service& service, const std::string& where) {
+    auto rows = service.query("SELECT COUNT() AS n FROM devices WHERE " + where, 10);
+    return rows.size() == 1 ? rows[0].at("n").as_int64() : -1;
+  };
+  EXPECT_EQ(count(*service_, "connectionState = 'Connected'"), 5);
+  service_->ok("PATCH", "/twins/cl-1004?api-version=2021-04-12", R"({"tags":{"room":"r4"}})");
+  Service on3(node(3));
+  EXPECT_EQ(count(on3, "tags.room = 'r4'"), 1);
+  EXPECT_EQ(count(on3, "STARTSWITH(deviceId, 'cl-') AND connectionState = 'Disconnected'"), 1);
 
   // A direct method from node 1 reaches a device on node 2 and one on node 3.
   for (const char* id : {"cl-1001", "cl-1003"}) {

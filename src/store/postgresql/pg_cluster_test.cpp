@@ -306,5 +306,32 @@ TEST_F(PgClusterTest, JobClaimsOfTwoNodesAreExclusive) {
   EXPECT_EQ(*owners, std::to_string(kJobs));
 }
 
+TEST_F(PgClusterTest, SharedValuesAreWrittenOnceAndTheFirstProposalWins) {
+  auto other = PostgresStore::open(server_.conninfo());
+  ASSERT_TRUE(other.isOk()) << other.status().toString();
+  ClusterStore* second = (*other)->cluster();
+  // Many nodes propose at once: all of them get one and the same value.
+  std::vector<std::string> got(16);
+  std::vector<std::thread> threads;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    threads.emplace_back([&, i] {
+      ClusterStore* cluster = i % 2 == 0 ? cluster_ : second;
+      auto value = cluster->shareValue("ca", "proposal-" + std::to_string(i));
+      EXPECT_TRUE(value.isOk()) << value.status().toString();
+      if (value) got[i] = *value;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(got[0].rfind("proposal-", 0), 0u) << got[0];
+  for (const auto& value : got) EXPECT_EQ(value, got[0]);
+  // Later proposals change nothing; other keys are independent.
+  auto later = second->shareValue("ca", "late");
+  ASSERT_TRUE(later.isOk());
+  EXPECT_EQ(*later, got[0]);
+  auto other_key = cluster_->shareValue("other", "x");
+  ASSERT_TRUE(other_key.isOk());
+  EXPECT_EQ(*other_key, "x");
+}
+
 }  // namespace
 }  // namespace iothub::store

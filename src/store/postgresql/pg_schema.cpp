@@ -195,11 +195,20 @@ ALTER TABLE jobs ADD COLUMN lease_epoch bigint NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN cancel_requested boolean NOT NULL DEFAULT false;
 )sql";
 
+// Values every node of a cluster shares, written once (ClusterStore::shareValue).
+constexpr std::string_view kSchemaV5 = R"sql(
+CREATE TABLE cluster_values (
+  key text COLLATE "C" PRIMARY KEY,
+  value text NOT NULL
+);
+)sql";
+
 constexpr PgMigration kMigrations[] = {
     {1, kSchemaV1},
     {2, kSchemaV2},
     {3, kSchemaV3},
     {4, kSchemaV4},
+    {5, kSchemaV5},
 };
 
 }  // namespace

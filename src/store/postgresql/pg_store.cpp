@@ -483,6 +483,11 @@ constexpr std::string_view kReleasePresence =
 constexpr std::string_view kGetPresence =
     "SELECT " IOTHUB_PRESENCE_COLUMNS " FROM device_presence WHERE device_id = $1";
 constexpr std::string_view kConnectedCount = "SELECT count(*) FROM device_presence WHERE connected";
+// Inserts unless present, then reads what is stored: a concurrent insert of the same key
+// waits on the unique index, so the second statement sees the winner's row.
+constexpr std::string_view kShareValue =
+    "INSERT INTO cluster_values (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING";
+constexpr std::string_view kGetSharedValue = "SELECT value FROM cluster_values WHERE key = $1";
 
 Result<NodeRecord> decodeNode(const PgRow& row) {
   NodeRecord node{row.text(0), row.text(1), fromNanoseconds(row.int64(2)),
@@ -1128,6 +1133,22 @@ Result<std::optional<PresenceRecord>> PostgresStore::getPresence(std::string_vie
         if (!presence) return presence.status();
         return std::optional<PresenceRecord>(std::move(*presence));
       });
+}
+
+Result<std::string> PostgresStore::shareValue(std::string_view key, std::string_view proposed) {
+  Status inserted = writeStatus([&](PgConnection& connection) -> Status {
+    return connection.query(kShareValue, PgParams().add(key).add(proposed)).status();
+  });
+  if (!inserted) return inserted;
+  return read<std::string>([&](PgConnection& connection) -> Result<std::string> {
+    Result<PgResult> result = connection.query(kGetSharedValue, PgParams().add(key));
+    if (!result) return result.status();
+    if (result->rows() != 1) {
+      return Status(ErrorCode::StoreCorruption,
+                    "the shared value '" + std::string(key) + "' vanished after it was stored");
+    }
+    return result->row(0).text(0);
+  });
 }
 
 Result<std::int64_t> PostgresStore::connectedDeviceCount() {

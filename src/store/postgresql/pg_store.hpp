@@ -166,6 +166,7 @@ class PostgresStore final : public Store,
   Result<bool> releasePresence(std::string_view device_id, std::int64_t epoch) override;
   Result<std::optional<PresenceRecord>> getPresence(std::string_view device_id) override;
   Result<std::int64_t> connectedDeviceCount() override;
+  Result<std::string> shareValue(std::string_view key, std::string_view proposed) override;
 
   std::unique_ptr<ReaderPool> readers_;
   std::unique_ptr<PgWriter> writer_;
