@@ -485,6 +485,14 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
   jobs::JobsOptions job_options;
   job_options.window = config.job_window;
   job_options.max_running_jobs = config.max_running_jobs;
+  if (clustered) {
+    // Each job runs on the node holding its lease. This node's id is locked to this
+    // process, so the leases a previous run of it left are taken back at once.
+    jobs::JobLeaseOptions lease;
+    lease.node_id = impl->node_id;
+    lease.take_back_own_leases = true;
+    job_options.lease = lease;
+  }
   impl->jobs = std::make_unique<jobs::JobsEngine>(
       *impl->store, *impl->job_operations,
       [raw = impl.get()](const query::Condition& c) {

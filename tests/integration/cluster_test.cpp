@@ -6,8 +6,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/support/hub_process.hpp"
@@ -300,6 +302,112 @@ TEST_F(ClusterTest, DevicesOfAKilledNodeReadDisconnectedAfterItsLease) {
   // Node 2 restarts under its id and rejoins.
   startNode(2);
   EXPECT_TRUE(waitFor([&] { return liveNodeIds(*service_).size() == 3; }, 10s));
+}
+
+// The reference jobs across the cluster: created on node 1, each job runs on one node and
+// reaches devices on nodes 2 and 3; every device is called once and statistics are exact.
+TEST_F(ClusterTest, JobsRunOnceAcrossTheNodesDevices) {
+  startCluster();
+  auto devices = createDevices(*service_, "jb-", 12);
+  ASSERT_EQ(devices.size(), 12u);
+  std::vector<std::unique_ptr<OnlineDevice>> online;  // 0-3 on node 2, 4-7 on node 3, 8-11 off
+  for (std::size_t i = 0; i < 8; ++i) online.push_back(connect(node(i < 4 ? 2 : 3), devices[i]));
+  service_->ok("PUT", "/jobs/v2/lock?api-version=2021-04-12",
+               R"j({"jobId":"lock","type":"scheduleDeviceMethod",
+      "cloudToDeviceMethod":{"methodName":"lockDoor","payload":{"lockTime":"10m"},"responseTimeoutInSeconds":10},
+      "queryCondition":"STARTSWITH(deviceId, 'jb-')"})j");
+  service_->ok("PUT", "/jobs/v2/desired?api-version=2021-04-12",
+               R"j({"jobId":"desired","type":"scheduleUpdateTwin",
+      "updateTwin":{"etag":"*","properties":{"desired":{"building":43,"floor":3}}},
+      "queryCondition":"STARTSWITH(deviceId, 'jb-')"})j");
+  // Any node reports the jobs.
+  Service on2(node(2));
+  ASSERT_TRUE(waitFor([&] { return on2.jobDone("lock") && on2.jobDone("desired"); }, 60s));
+  auto lock = on2.stats("lock");
+  EXPECT_EQ(on2.jobStatus("lock"), "completed");
+  EXPECT_EQ(lock["deviceCount"], 12);
+  EXPECT_EQ(lock["succeededCount"], 8);
+  EXPECT_EQ(lock["failedCount"], 4);
+  auto desired = on2.stats("desired");
+  EXPECT_EQ(desired["succeededCount"], 12);
+  for (std::size_t i = 0; i < online.size(); ++i) {
+    EXPECT_EQ(online[i]->lock_calls.load(), 1) << devices[i].device_id;
+    EXPECT_TRUE(waitFor([&] {
+      std::lock_guard lock_guard(online[i]->mutex);
+      for (const auto& patch : online[i]->desired)
+        if (patch.contains("floor") && patch.at("floor") == 3) return true;
+      return false;
+    })) << devices[i].device_id;
+  }
+  // Every desired twin was written once: version 2 (created 1, one patch).
+  for (const auto& row : on2.query("SELECT deviceId, properties.desired.$version AS v FROM devices "
+                                   "WHERE STARTSWITH(deviceId, 'jb-')",
+                                   50)) {
+    EXPECT_EQ(row.at("v"), 2) << json::serialize(row);
+  }
+}
+
+// kill -9 of the node that drives a job, mid-job: another node carries it to the end within
+// the lease (15 s) + claim poll (1 s); every device ends in one terminal state, no device is
+// called twice, and the statistics match the rows.
+TEST_F(ClusterTest, AJobSurvivesAKillDashNineOfItsNode) {
+  startCluster();
+  auto devices = createDevices(*service_, "kj-", 30);
+  ASSERT_EQ(devices.size(), 30u);
+  std::vector<std::unique_ptr<OnlineDevice>> online;  // 0-5 on node 2, 6-11 on node 3
+  for (std::size_t i = 0; i < 12; ++i) online.push_back(connect(node(i < 6 ? 2 : 3), devices[i]));
+  // The offline devices make the job slow: each waits 2 s for its device to connect.
+  service_->ok("PUT", "/jobs/v2/slow?api-version=2021-04-12",
+               R"j({"jobId":"slow","type":"scheduleDeviceMethod",
+      "cloudToDeviceMethod":{"methodName":"lockDoor","payload":{},"responseTimeoutInSeconds":10,
+      "connectTimeoutInSeconds":2},"queryCondition":"STARTSWITH(deviceId, 'kj-')"})j");
+  std::string owner;
+  ASSERT_TRUE(waitFor([&] {
+    auto r =
+        postgres_.sql("SELECT coalesce(lease_owner, '') FROM jobs WHERE job_id = 'slow'", "hub");
+    owner = r ? *r : "";
+    return !owner.empty();
+  }));
+  int owner_index = owner.back() - '0';
+  ASSERT_TRUE(owner_index >= 1 && owner_index <= 3) << owner;
+  // Let it get going, then kill its node.
+  ASSERT_TRUE(waitFor([&] {
+    auto r = postgres_.sql(
+        "SELECT count(*) FROM device_jobs WHERE job_id = 'slow' AND status <> 'pending'", "hub");
+    return r && std::stoi(*r) >= 3;
+  }));
+  auto killed_at = std::chrono::steady_clock::now();
+  node(owner_index).kill9();
+  int survivor = owner_index == 1 ? 2 : 1;
+  Service service(node(survivor));
+  ASSERT_TRUE(waitFor(
+      [&] {
+        auto r = postgres_.sql("SELECT coalesce(lease_owner, '') FROM jobs WHERE job_id = 'slow'",
+                               "hub");
+        return r && !r->empty() && *r != owner;
+      },
+      30s));
+  auto resumed_after = std::chrono::steady_clock::now() - killed_at;
+  EXPECT_LT(resumed_after, 20s) << "lease 15 s + claim poll 1 s, with slack";
+  ASSERT_TRUE(waitFor([&] { return service.jobDone("slow"); }, 90s));
+  EXPECT_EQ(service.jobStatus("slow"), "completed");
+  auto stats = service.stats("slow");
+  auto rows = service.rows("slow");
+  ASSERT_EQ(rows.size(), 30u);
+  std::map<std::string, std::int64_t> counted;
+  for (const auto& [id, row] : rows) counted[std::string(row.at("status").as_string())]++;
+  EXPECT_EQ(counted["pending"] + counted["running"], 0);
+  EXPECT_EQ(stats["deviceCount"], 30);
+  EXPECT_EQ(stats["succeededCount"], counted["completed"]);
+  EXPECT_EQ(stats["failedCount"], counted["failed"]);
+  EXPECT_EQ(stats["succeededCount"] + stats["failedCount"], 30);
+  // No device was called twice; the ones on a surviving node that completed were called once.
+  for (std::size_t i = 0; i < online.size(); ++i) {
+    EXPECT_LE(online[i]->lock_calls.load(), 1) << devices[i].device_id;
+    if (rows.at(devices[i].device_id).at("status") == "completed") {
+      EXPECT_EQ(online[i]->lock_calls.load(), 1) << devices[i].device_id;
+    }
+  }
 }
 
 }  // namespace
