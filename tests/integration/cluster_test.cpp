@@ -410,5 +410,41 @@ TEST_F(ClusterTest, AJobSurvivesAKillDashNineOfItsNode) {
   }
 }
 
+// kill -9 of a node holding devices while a job targets them: the calls meant for the dead
+// node find nobody there, wait (connectTimeoutInSeconds) for the devices to connect again,
+// and reach them on the node they moved to; the job completes with exact statistics.
+TEST_F(ClusterTest, DevicesOfAKilledNodeReconnectElsewhereAndTheJobCompletes) {
+  startCluster();
+  auto devices = createDevices(*service_, "mj-", 12);
+  ASSERT_EQ(devices.size(), 12u);
+  std::vector<std::unique_ptr<OnlineDevice>> online;  // 0-5 on node 3, 6-11 on node 2
+  for (std::size_t i = 0; i < 12; ++i) online.push_back(connect(node(i < 6 ? 3 : 2), devices[i]));
+  node(2).kill9();
+  // Presence still names node 2 (its lease has not run out): the job's calls find no
+  // responder there and wait for the devices.
+  service_->ok("PUT", "/jobs/v2/moved?api-version=2021-04-12",
+               R"j({"jobId":"moved","type":"scheduleDeviceMethod",
+      "cloudToDeviceMethod":{"methodName":"lockDoor","payload":{},"responseTimeoutInSeconds":10,
+      "connectTimeoutInSeconds":30},"queryCondition":"STARTSWITH(deviceId, 'mj-')"})j");
+  ASSERT_TRUE(waitFor([&] { return service_->stats("moved")["succeededCount"] == 6; }, 20s));
+  EXPECT_FALSE(service_->jobDone("moved"));
+  // The devices of node 2 reconnect to node 3 (new clients: the old ones keep retrying the
+  // dead address).
+  for (std::size_t i = 6; i < 12; ++i) {
+    online[i]->client->close();
+    online[i] = connect(node(3), devices[i]);
+  }
+  ASSERT_TRUE(waitFor([&] { return service_->jobDone("moved"); }, 30s));
+  EXPECT_EQ(service_->jobStatus("moved"), "completed");
+  auto stats = service_->stats("moved");
+  EXPECT_EQ(stats["deviceCount"], 12);
+  EXPECT_EQ(stats["succeededCount"], 12);
+  EXPECT_EQ(stats["failedCount"], 0);
+  for (std::size_t i = 0; i < 12; ++i) {
+    EXPECT_EQ(online[i]->lock_calls.load(), 1) << devices[i].device_id;
+    EXPECT_EQ(connectionState(devices[i].device_id), "Connected");
+  }
+}
+
 }  // namespace
 }  // namespace iothub
