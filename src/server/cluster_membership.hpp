@@ -22,7 +22,7 @@ struct MembershipOptions {
   std::chrono::milliseconds lease{10000};
 };
 
-// A node's membership of the cluster (docs/cluster.md "Design of cluster mode"): joins
+// A node's membership of the cluster (docs/cluster.md "Where each device is: presence"): joins
 // (marking the devices of a previous run of this node disconnected), renews its lease on
 // a thread of its own, reaps nodes whose lease expired (their devices go disconnected),
 // and keeps the list of live nodes, logging every change. Thread-safe.
