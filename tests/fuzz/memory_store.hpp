@@ -3,9 +3,11 @@
 // A store::Store held in ordered maps, for fuzz targets that drive the domain modules
 // without SQLite: no files, no writer thread, the same result for the same calls. It
 // follows the contracts of store/store.hpp (orderings, strict "after" keys, error codes);
-// one mutex serializes every call, and mutation callbacks run under it.
+// one mutex serializes every call, and mutation callbacks run under it. Job leases are
+// kept beside the jobs, on the system clock.
 
 #include <algorithm>
+#include <chrono>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -42,6 +44,10 @@ class MemoryStore final : public store::Store,
   }
   static Status jobNotFound(std::string_view id) {
     return {ErrorCode::JobNotFound, "Job " + std::string(id) + " not found"};
+  }
+  static Status leaseLost(const store::JobLease& lease) {
+    return {ErrorCode::JobLeaseLost, "the lease of job " + lease.job_id + " (epoch " +
+                                         std::to_string(lease.epoch) + ") is not held"};
   }
 
   // --- RegistryStore ---
@@ -130,6 +136,19 @@ class MemoryStore final : public store::Store,
     return next;
   }
 
+  Result<store::TwinRecord> updateTwinForJob(std::string_view device_id, store::TwinMutation mutate,
+                                             const store::DeviceJobWrite& job_row) override {
+    Lock lock(mutex_);
+    auto it = twins_.find(device_id);
+    if (it == twins_.end()) return deviceNotFound(device_id);
+    if (job_row.lease && !leaseHeld(*job_row.lease)) return leaseLost(*job_row.lease);
+    auto next = mutate(it->second);
+    if (!next) return next.status();
+    it->second = *next;
+    device_jobs_[{job_row.row.job_id, job_row.row.device_id}] = job_row.row;
+    return next;
+  }
+
   Result<std::vector<store::TwinRecord>> listTwins(std::string_view after_device_id,
                                                    std::size_t limit) override {
     Lock lock(mutex_);
@@ -203,6 +222,122 @@ class MemoryStore final : public store::Store,
       }
     }
     return out;
+  }
+
+  // Leases on the system clock (what the SQLite store uses too).
+  bool leaseHeld(const store::JobLease& lease) const {
+    auto it = leases_.find(lease.job_id);
+    return it != leases_.end() && it->second.epoch == lease.epoch &&
+           it->second.until > std::chrono::system_clock::now();
+  }
+  static bool finished(const store::JobRecord& job) {
+    return job.status == "completed" || job.status == "failed" || job.status == "cancelled";
+  }
+
+  Result<std::vector<store::ClaimedJob>> claimJobs(std::string_view owner, SystemTime due_by,
+                                                   std::chrono::milliseconds ttl,
+                                                   std::size_t limit) override {
+    Lock lock(mutex_);
+    auto now = std::chrono::system_clock::now();
+    std::vector<store::JobRecord*> due;
+    for (auto& [id, job] : jobs_) {
+      if (finished(job)) continue;
+      auto lease = leases_.find(id);
+      if (lease != leases_.end() && lease->second.until > now) continue;
+      bool cancel = lease != leases_.end() && lease->second.cancel_requested;
+      bool waiting = job.status == "queued" || job.status == "scheduled";
+      if (job.status == "running" || (waiting && job.start_time <= due_by) || cancel) {
+        due.push_back(&job);
+      }
+    }
+    std::sort(due.begin(), due.end(), [](const store::JobRecord* a, const store::JobRecord* b) {
+      return std::tie(a->start_time, a->created_time, a->job_id) <
+             std::tie(b->start_time, b->created_time, b->job_id);
+    });
+    std::vector<store::ClaimedJob> out;
+    for (auto* job : due) {
+      if (out.size() >= limit) break;
+      auto& lease = leases_[job->job_id];
+      lease.owner = std::string(owner);
+      lease.epoch += 1;
+      lease.until = now + ttl;
+      out.push_back({.job = *job,
+                     .lease = {.job_id = job->job_id, .epoch = lease.epoch},
+                     .cancel_requested = lease.cancel_requested});
+    }
+    return out;
+  }
+
+  Result<std::vector<store::JobLeaseRenewal>> renewJobLeases(
+      const std::vector<store::JobLease>& leases, std::chrono::milliseconds ttl) override {
+    Lock lock(mutex_);
+    std::vector<store::JobLeaseRenewal> out;
+    for (const auto& lease : leases) {
+      store::JobLeaseRenewal renewal{.job_id = lease.job_id};
+      if (leaseHeld(lease)) {
+        auto& held = leases_[lease.job_id];
+        held.until = std::chrono::system_clock::now() + ttl;
+        renewal.held = true;
+        renewal.cancel_requested = held.cancel_requested;
+      }
+      out.push_back(std::move(renewal));
+    }
+    return out;
+  }
+
+  Status releaseJobLease(const store::JobLease& lease) override {
+    Lock lock(mutex_);
+    if (leaseHeld(lease)) leases_[lease.job_id].until = {};
+    return Status::ok();
+  }
+
+  Result<std::size_t> releaseJobLeasesOf(std::string_view owner) override {
+    Lock lock(mutex_);
+    std::size_t released = 0;
+    auto now = std::chrono::system_clock::now();
+    for (auto& [id, lease] : leases_) {
+      auto job = jobs_.find(id);
+      if (lease.owner != owner || lease.until <= now || job == jobs_.end() || finished(job->second)) {
+        continue;
+      }
+      lease.until = {};
+      ++released;
+    }
+    return released;
+  }
+
+  Result<store::JobRecord> updateLeasedJob(const store::JobLease& lease,
+                                           store::JobMutation mutate) override {
+    Lock lock(mutex_);
+    if (!leaseHeld(lease)) return leaseLost(lease);
+    auto it = jobs_.find(lease.job_id);
+    if (it == jobs_.end()) return jobNotFound(lease.job_id);
+    auto next = mutate(it->second);
+    if (!next) return next.status();
+    it->second = *next;
+    return next;
+  }
+
+  Status putLeasedDeviceJobs(const store::JobLease& lease,
+                             const std::vector<store::DeviceJobRecord>& rows) override {
+    Lock lock(mutex_);
+    if (!leaseHeld(lease)) return leaseLost(lease);
+    for (const auto& row : rows) {
+      if (row.job_id != lease.job_id) {
+        return {ErrorCode::ArgumentInvalid, "row of job " + row.job_id + " under the lease of job " +
+                                                lease.job_id};
+      }
+    }
+    for (const auto& row : rows) device_jobs_[{row.job_id, row.device_id}] = row;
+    return Status::ok();
+  }
+
+  Status requestJobCancel(std::string_view job_id) override {
+    Lock lock(mutex_);
+    auto it = jobs_.find(job_id);
+    if (it == jobs_.end()) return jobNotFound(job_id);
+    if (!finished(it->second)) leases_[std::string(job_id)].cancel_requested = true;
+    return Status::ok();
   }
 
   // --- DeviceJobStore ---
@@ -281,6 +416,13 @@ class MemoryStore final : public store::Store,
   std::map<std::string, store::TwinRecord, std::less<>> twins_;
   std::map<std::string, store::JobRecord, std::less<>> jobs_;
   std::map<std::pair<std::string, std::string>, store::DeviceJobRecord> device_jobs_;
+  struct Lease {
+    std::string owner;
+    std::int64_t epoch = 0;
+    SystemTime until{};  // the lease is held while until > now
+    bool cancel_requested = false;
+  };
+  std::map<std::string, Lease, std::less<>> leases_;
   std::vector<store::AccessPolicyRecord> policies_;
   std::map<std::string, store::MqttSessionRecord, std::less<>> sessions_;
 };
