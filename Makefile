@@ -3,7 +3,7 @@ JOBS ?= 2
 PRESET ?= release
 BUILD_DIR := build/$(PRESET)
 
-.PHONY: deps build test demo dev tsan sanitize tsan-ci format clean
+.PHONY: deps build test demo cluster-demo dev tsan sanitize tsan-ci format clean
 
 deps:
 	@scripts/install-deps
@@ -17,6 +17,10 @@ test: build
 
 demo: build
 	@scripts/demo
+
+# The reference scenario on a local three-node cluster (scripts/cluster; docs/cluster.md).
+cluster-demo: build
+	@scripts/demo --cluster
 
 dev:
 	@$(MAKE) --no-print-directory test PRESET=dev
