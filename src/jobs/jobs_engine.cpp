@@ -235,8 +235,10 @@ Result<json::object> JobsEngine::create(std::string_view job_id, const json::val
   if (!spec) return spec.status();
   store::JobRecord job = newJobRecord(*spec, clock_.now());
   // In a cluster no node holds a job before its start time, so none would mark it
-  // scheduled: it is stored so.
-  if (options_.lease && job.start_time > job.created_time) job.status = std::string(kJobScheduled);
+  // scheduled: it is stored so. The PUT still answers "queued", as Azure's does and as a
+  // single node's does (reference: docs/compatibility.md, jobs).
+  const bool stored_scheduled = options_.lease && job.start_time > job.created_time;
+  if (stored_scheduled) job.status = std::string(kJobScheduled);
   if (Status s = store_.jobs().createJob(job); !s) {
     if (s.code() == ErrorCode::JobAlreadyExists) {
       return Status(ErrorCode::JobAlreadyExists,
@@ -253,6 +255,7 @@ Result<json::object> JobsEngine::create(std::string_view job_id, const json::val
     }
     inbox_->wake.notify_one();
   }
+  if (stored_scheduled) job.status = std::string(kJobQueued);
   return jobResponse(job, JobStatistics{});
 }
 

@@ -15,6 +15,19 @@ const registry = Registry.fromConnectionString(serviceConnectionString);
 const jobClient = JobClient.fromConnectionString(serviceConnectionString);
 const serviceClient = ServiceClient.fromConnectionString(serviceConnectionString);
 
+// run-suite --cluster: the nodes devices connect to, taken in turn (GatewayHostName= in the
+// device connection string; the SAS token stays signed for HostName). Empty on one hub.
+const deviceGateways = (process.env.IOTHUB_DEVICE_GATEWAYS || '').split(/\s+/).filter(Boolean);
+let nextGateway = 0;
+// The connection string of device `deviceId` with `key`, pointed at the next gateway node
+// when there are any.
+function deviceConnectionString(deviceId, key) {
+  const base = `HostName=${hostName};DeviceId=${deviceId};SharedAccessKey=${key}`;
+  if (deviceGateways.length === 0) return base;
+  const gateway = deviceGateways[nextGateway++ % deviceGateways.length];
+  return `${base};GatewayHostName=${gateway}`;
+}
+
 const unique = (prefix) => `${prefix}-${Date.now().toString(36)}-${Math.floor(Math.random() * 1e6)}`;
 
 // Creates a device and returns {deviceId, key, connectionString}.
@@ -22,7 +35,7 @@ async function createDevice(prefix, extra = {}) {
   const deviceId = unique(prefix);
   const created = (await registry.create({ deviceId, ...extra })).responseBody;
   const key = created.authentication.symmetricKey.primaryKey;
-  return { deviceId, key, connectionString: `HostName=${hostName};DeviceId=${deviceId};SharedAccessKey=${key}` };
+  return { deviceId, key, connectionString: deviceConnectionString(deviceId, key) };
 }
 
 // A device SAS token signed as the Node SDK signs it (reference §1.2).
@@ -105,7 +118,7 @@ async function createFleet(prefix, count, twinFor = null) {
     const key = created.authentication.symmetricKey.primaryKey;
     const patch = twinFor && twinFor(i);
     if (patch) await registry.updateTwin(deviceId, patch, '*');
-    return { deviceId, key, connectionString: `HostName=${hostName};DeviceId=${deviceId};SharedAccessKey=${key}` };
+    return { deviceId, key, connectionString: deviceConnectionString(deviceId, key) };
   });
   return { prefix: base, devices };
 }
@@ -302,7 +315,7 @@ async function startHub({ logLevel = undefined, timeoutMs = 30000 } = {}) {
 }
 
 module.exports = {
-  serviceConnectionString, hostName, registry, jobClient, serviceClient, unique, createDevice, deviceToken, waitFor,
+  serviceConnectionString, hostName, deviceGateways, deviceConnectionString, registry, jobClient, serviceClient, unique, createDevice, deviceToken, waitFor,
   serviceToken, serviceRequest,
   mapLimit, createFleet, deviceIdIn, connectDevice, desiredSubscriptionActive, reportFromDevice,
   TERMINAL_JOB_STATUSES, waitForJob, readAllPages,

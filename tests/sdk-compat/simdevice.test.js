@@ -26,7 +26,7 @@ function simdevicePath() {
 function startSimdevice(connectionString) {
   const child = spawn(simdevicePath(), [
     '--connection-string', connectionString,
-    '--ca', `${process.env.IOTHUB_DATA_DIR}/tls/ca.pem`,
+    '--ca', process.env.NODE_EXTRA_CA_CERTS,
   ], { stdio: ['ignore', 'pipe', 'pipe'] });
   const device = { child, stdout: '', stderr: '' };
   child.stdout.setEncoding('utf8').on('data', (chunk) => { device.stdout += chunk; });
