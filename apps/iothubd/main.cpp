@@ -153,6 +153,6 @@ int main(int argc, char** argv) {
 
   auto hub = iothub::server::Hub::create(config);
   if (!hub) return fail(hub.status().message());
-  (*hub)->run();
+  if (iothub::Status ran = (*hub)->run(); !ran) return fail(ran.message());
   return 0;
 }

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -161,6 +162,26 @@ class MemoryClusterStore final : public store::ClusterStore {
     if (it == presence_.end() || it->second.epoch != epoch) return false;
     it->second.connected = false;
     return true;
+  }
+  // Like PostgresStore's, with `since` left aside (this fake does not keep it).
+  Result<store::PresenceRepair> repairPresence(std::string_view node_id,
+                                               const std::vector<store::HeldConnection>& held,
+                                               std::chrono::milliseconds) override {
+    std::lock_guard lock(mutex_);
+    store::PresenceRepair repair;
+    for (auto& [id, p] : presence_) {
+      if (p.node_id != node_id) continue;
+      bool is_held = std::find(held.begin(), held.end(),
+                               store::HeldConnection{id, p.epoch}) != held.end();
+      if (p.connected && !is_held) {
+        p.connected = false;
+        ++repair.released;
+      } else if (!p.connected && is_held) {
+        p.connected = true;
+        repair.reinstated.push_back({id, p.epoch});
+      }
+    }
+    return repair;
   }
   Result<std::optional<store::PresenceRecord>> getPresence(std::string_view device_id) override {
     std::lock_guard lock(mutex_);

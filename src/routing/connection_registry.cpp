@@ -86,6 +86,21 @@ std::size_t ConnectionRegistry::size() const {
   return links_.size();
 }
 
+std::vector<std::pair<std::string, std::int64_t>> ConnectionRegistry::epochs() const {
+  std::lock_guard lock(mutex_);
+  std::vector<std::pair<std::string, std::int64_t>> out;
+  out.reserve(links_.size());
+  for (const auto& [device_id, slot] : links_) out.emplace_back(device_id, slot.epoch);
+  return out;
+}
+
+std::optional<std::int64_t> ConnectionRegistry::epochOf(std::string_view device_id) const {
+  std::lock_guard lock(mutex_);
+  auto it = links_.find(std::string(device_id));
+  if (it == links_.end()) return std::nullopt;
+  return it->second.epoch;
+}
+
 ConnectionRegistry::WaitId ConnectionRegistry::waitForSubscription(const std::string& device_id,
                                                                    std::string topic,
                                                                    Waiter waiter) {

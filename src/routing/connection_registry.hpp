@@ -6,9 +6,11 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "common/status.hpp"
@@ -87,6 +89,11 @@ class ConnectionRegistry final : public registry::ConnectionStates {
   bool isConnected(std::string_view device_id) const override;
   void disconnect(std::string_view device_id, std::string reason) override;
   std::size_t size() const;
+  // Every device with a link, and the epoch its link was attached under (cluster mode:
+  // what the node tells the store it holds, ClusterStore::repairPresence).
+  std::vector<std::pair<std::string, std::int64_t>> epochs() const;
+  // The epoch of the device's current link, if it has one.
+  std::optional<std::int64_t> epochOf(std::string_view device_id) const;
 
   // Calls `waiter` as soon as the device has a link subscribed to `topic`: immediately (on
   // this thread) when it already has one, else from subscriptionsChanged().

@@ -24,14 +24,18 @@ Result<std::unique_ptr<ClusterMembership>> ClusterMembership::join(store::Cluste
                                                                    std::string node_id,
                                                                    std::string address,
                                                                    MembershipOptions options,
-                                                                   Listener on_change) {
+                                                                   Listener on_change,
+                                                                   Repair repair) {
+  const auto join_started = std::chrono::steady_clock::now();
   auto joined = store.joinNode(node_id, address, options.lease);
   if (!joined) {
     return Status(joined.code(), "cannot join the cluster as node '" + node_id +
                                      "': " + joined.status().message());
   }
   std::unique_ptr<ClusterMembership> membership(new ClusterMembership(
-      store, std::move(node_id), std::move(address), options, std::move(on_change)));
+      store, std::move(node_id), std::move(address), options, std::move(on_change),
+      std::move(repair)));
+  membership->renew_started_ = join_started;
   membership->tick();  // the first list of nodes before join() returns
   membership->thread_ = std::thread([m = membership.get()] { m->run(); });
   return membership;
@@ -39,13 +43,16 @@ Result<std::unique_ptr<ClusterMembership>> ClusterMembership::join(store::Cluste
 
 ClusterMembership::ClusterMembership(store::ClusterStore& store, std::string node_id,
                                      std::string address, MembershipOptions options,
-                                     Listener on_change)
+                                     Listener on_change, Repair repair)
     : store_(store),
       node_id_(std::move(node_id)),
       address_(std::move(address)),
       options_(options),
       on_change_(std::move(on_change)),
-      renewed_(std::chrono::steady_clock::now()) {}
+      repair_(std::move(repair)),
+      renewed_(std::chrono::steady_clock::now()),
+      renew_started_(renewed_),
+      repaired_(renewed_) {}
 
 ClusterMembership::~ClusterMembership() { stopThread(); }
 
@@ -86,6 +93,7 @@ void ClusterMembership::run() {
 }
 
 void ClusterMembership::tick() {
+  const auto started = std::chrono::steady_clock::now();
   auto renewed = store_.renewNode(node_id_, address_, options_.lease);
   if (!renewed) {
     if (!renew_failing_) {
@@ -105,9 +113,23 @@ void ClusterMembership::tick() {
   if (renew_failing_) spdlog::info("cluster: node {} renews its lease again", node_id_);
   renew_failing_ = false;
   lease_lost_logged_ = false;
+  const auto now = std::chrono::steady_clock::now();
+  // The previous renewal committed after it started, so its lease ran until at least
+  // renew_started_ + lease; this one committed before now. Unless more than a lease lies
+  // between the two, nobody could reap this node in between.
+  const bool lapsed = now - renew_started_ >= options_.lease;
+  renew_started_ = started;
   {
     std::lock_guard lock(mutex_);
-    renewed_ = std::chrono::steady_clock::now();
+    renewed_ = now;
+  }
+  if (repair_ && (lapsed || now - repaired_ >= options_.repair_every)) {
+    if (lapsed) {
+      spdlog::warn("cluster: node {} renewed its lease after a lapse; repairing its devices' presence",
+                   node_id_);
+    }
+    repair_(lapsed);
+    repaired_ = std::chrono::steady_clock::now();
   }
   if (auto reaped = store_.reapExpiredNodes(); reaped && !reaped->empty()) {
     for (const auto& id : *reaped) {

@@ -85,6 +85,47 @@ TEST_F(ClusterMembershipTest, ANodeThatCannotRenewKnowsItsLeaseIsGone) {
   EXPECT_TRUE(waitFor([&] { return (*a)->leaseHeld(); }, 20s));
 }
 
+TEST_F(ClusterMembershipTest, AfterALapseTheNodeRepairsThePresenceOfTheDevicesItHolds) {
+  store::DeviceRecord device;
+  device.device_id = "d1";
+  device.generation_id = "gen";
+  device.etag = "e";
+  store::TwinRecord twin;
+  twin.device_id = "d1";
+  ASSERT_TRUE(a_store_->registry().createDevice(device, twin).isOk());
+  auto claim = a_store_->cluster()->claimPresence("d1", "node-a");
+  ASSERT_TRUE(claim.isOk()) << claim.status().toString();
+  const std::int64_t epoch = claim->current.epoch;
+
+  std::atomic<int> lapses{0}, periodic{0};
+  MembershipOptions options = kFast;
+  options.repair_every = 300ms;
+  // node-a holds d1's connection throughout, as its registry would say.
+  auto a = ClusterMembership::join(
+      *a_store_->cluster(), "node-a", "127.0.0.1", options, nullptr, [&](bool lapsed) {
+        (lapsed ? lapses : periodic).fetch_add(1);
+        auto repaired = a_store_->cluster()->repairPresence("node-a", {{"d1", epoch}}, 0ms);
+        EXPECT_TRUE(repaired.isOk()) << repaired.status().toString();
+      });
+  auto b = ClusterMembership::join(*b_store_->cluster(), "node-b", "127.0.0.2", kFast);
+  ASSERT_TRUE(a.isOk() && b.isOk());
+  EXPECT_TRUE(waitFor([&] { return periodic.load() >= 2; }, 10s));
+  EXPECT_EQ(lapses.load(), 0);
+
+  // The database goes away for longer than a lease: when it is back, whichever node renews
+  // first reaps the other (and, if that is node-b, marks d1 disconnected).
+  ASSERT_TRUE(server_.stop().isOk());
+  ASSERT_TRUE(waitFor([&] { return !(*a)->leaseHeld() && !(*b)->leaseHeld(); }, 10s));
+  ASSERT_TRUE(server_.restart().isOk());
+  ASSERT_TRUE(waitFor([&] { return lapses.load() >= 1; }, 20s));
+  ASSERT_TRUE(waitFor([&] { return count(**a) == 2 && count(**b) == 2; }, 10s));
+  auto presence = b_store_->cluster()->getPresence("d1");
+  ASSERT_TRUE(presence.isOk() && presence->has_value()) << presence.status().toString();
+  EXPECT_TRUE((*presence)->connected);
+  EXPECT_EQ((*presence)->epoch, epoch);
+  EXPECT_EQ((*presence)->node_id, "node-a");
+}
+
 TEST_F(ClusterMembershipTest, JoiningFailsClearlyWhenTheStoreIsDown) {
   ASSERT_TRUE(server_.stop().isOk());
   auto a = ClusterMembership::join(*a_store_->cluster(), "node-a", "127.0.0.1", kFast);

@@ -5,6 +5,7 @@
 
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
+#include <atomic>
 #include <csignal>
 #include <fstream>
 #include <sstream>
@@ -151,6 +152,8 @@ json::object nodeJson(const store::NodeRecord& n) {
 }  // namespace
 
 struct Hub::Impl {
+  // Set (from a lock's thread) when a lock the node must hold was lost: run() then fails.
+  std::atomic<bool> lost_lock{false};
   HubConfig config;
   std::optional<DataDirLock> data_dir_lock;  // held for the hub's whole life
   std::shared_ptr<transport::ConnectionLimiter> limiter;
@@ -268,7 +271,8 @@ struct Hub::Impl {
     if (!bus_or) return bus_or.status();
     bus = std::move(*bus_or);
     spdlog::info("cluster: node {} connected to NATS at {}", node_id, bus->connectedUrl());
-    auto joined = ClusterMembership::join(*cluster, node_id, advertisedAddress(), {});
+    auto joined = ClusterMembership::join(*cluster, node_id, advertisedAddress(), {}, nullptr,
+                                          [this, cluster](bool) { repairPresence(*cluster); });
     if (!joined) return joined.status();
     membership = std::move(*joined);
     routing::ClusterRouterOptions options;
@@ -280,6 +284,43 @@ struct Hub::Impl {
     if (!router_or) return router_or.status();
     router = std::move(*router_or);
     return Status::ok();
+  }
+
+  // On the membership's thread (ClusterMembership::Repair): tells the store which devices
+  // this node holds, so that presence says connected for them (after the node was reaped
+  // while alive) and disconnected for connections that ended without a release (a store
+  // failure at the time). A connection that ends while this runs may have been marked
+  // connected again after its release: such a one is released once more.
+  void repairPresence(store::ClusterStore& cluster) {
+    std::vector<store::HeldConnection> held;
+    for (auto& [device_id, epoch] : connections.epochs()) {
+      // Epoch 0: attached without a claim (never the case in cluster mode).
+      if (epoch > 0) held.push_back({std::move(device_id), epoch});
+    }
+    // Claims younger than this may belong to connections not yet in the registry.
+    constexpr auto kSettle = std::chrono::seconds(10);
+    auto repaired = cluster.repairPresence(node_id, held, kSettle);
+    if (!repaired) {
+      spdlog::warn("cluster: repairing the presence of node {}'s devices failed: {}", node_id,
+                   repaired.status().toString());
+      return;
+    }
+    std::size_t undone = 0;
+    for (const auto& back : repaired->reinstated) {
+      if (connections.epochOf(back.device_id) == back.epoch) continue;
+      auto released = cluster.releasePresence(back.device_id, back.epoch);
+      if (!released) {
+        spdlog::warn("cluster: releasing {} (epoch {}) after the repair failed: {}", back.device_id,
+                     back.epoch, released.status().toString());
+      }
+      ++undone;
+    }
+    if (!repaired->reinstated.empty() || repaired->released > 0) {
+      spdlog::warn(
+          "cluster: presence repaired: {} device(s) connected to node {} marked connected again, "
+          "{} ended connection(s) marked disconnected",
+          repaired->reinstated.size() - undone, node_id, repaired->released + undone);
+    }
   }
 
   void addClusterStatistics(json::object& stats) {
@@ -398,8 +439,9 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
                   "--nats (cluster mode) needs --store postgresql://...: the nodes share it");
   }
   impl->node_id = config.node_id.empty() ? machineHostName() : config.node_id;
-  auto lost_lock = [](const Status& why) {
+  auto lost_lock = [raw = impl.get()](const Status& why) {
     spdlog::critical("store: lost a lock this node must hold ({}); stopping", why.toString());
+    raw->lost_lock = true;
     ::kill(::getpid(), SIGTERM);
   };
   if (clustered) {
@@ -594,7 +636,7 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
   return std::unique_ptr<Hub>(new Hub(std::move(impl)));
 }
 
-void Hub::run() {
+Status Hub::run() {
   Impl& impl = *impl_;
   impl.signals.async_wait([&impl](const boost::system::error_code& ec, int signal) {
     if (ec) return;
@@ -630,6 +672,13 @@ void Hub::run() {
   impl.device_workers.join();
   impl.leaveCluster();
   spdlog::info("stopped");
+  if (impl.lost_lock) {
+    // A supervisor that restarts only failed processes must restart this one.
+    return Status(ErrorCode::ServiceUnavailable,
+                  "stopped because a lock this node must hold in the database was lost; "
+                  "start it again once the database answers");
+  }
+  return Status::ok();
 }
 
 void Hub::stop() {

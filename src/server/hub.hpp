@@ -21,8 +21,9 @@ class Hub {
   ~Hub();
 
   // Serves until stop() is called or SIGINT/SIGTERM arrives, then stops accepting, lets
-  // in-flight requests finish (up to shutdown_grace), closes the store and returns.
-  void run();
+  // in-flight requests finish (up to shutdown_grace), closes the store and returns. Fails
+  // when the hub stopped because it lost a database lock it must hold (docs/cluster.md).
+  Status run();
   // Thread-safe; may be called from any thread or a signal handler context via run().
   void stop();
 

@@ -47,6 +47,24 @@ struct PresenceClaim {
   std::optional<PresenceRecord> previous;
 };
 
+// A connection a node holds, as its own registry knows it (ClusterStore::repairPresence).
+struct HeldConnection {
+  std::string device_id;
+  std::int64_t epoch = 0;
+
+  bool operator==(const HeldConnection&) const = default;
+};
+
+// What ClusterStore::repairPresence changed.
+struct PresenceRepair {
+  // Held connections whose presence said disconnected (the node was reaped while alive):
+  // connected again, under the same epoch.
+  std::vector<HeldConnection> reinstated;
+  // Presence rows that named the node as connected for a connection it no longer holds
+  // (a release lost to a store failure): now disconnected.
+  std::size_t released = 0;
+};
+
 class ClusterStore {
  public:
   virtual ~ClusterStore() = default;
@@ -77,6 +95,16 @@ class ClusterStore {
   // replaced it (a late disconnect never hides a newer connection). Returns whether it
   // was still the current one.
   virtual Result<bool> releasePresence(std::string_view device_id, std::int64_t epoch) = 0;
+  // Makes the presence rows of `node_id` agree with the connections it holds (`held`, from
+  // its own registry), in one transaction: a row of a held connection (same device and
+  // epoch) that says disconnected is connected again (a newer claim elsewhere is never
+  // overridden: its epoch differs); a row that says connected for a connection not in
+  // `held` is released, unless it changed within `settle` (a claim whose connection the
+  // registry may not list yet). Used after the node was reaped while alive, and after
+  // releases that failed (docs/cluster.md, "What happens when something fails").
+  virtual Result<PresenceRepair> repairPresence(std::string_view node_id,
+                                                const std::vector<HeldConnection>& held,
+                                                std::chrono::milliseconds settle) = 0;
   // Errors: none for a device that never connected (nullopt).
   virtual Result<std::optional<PresenceRecord>> getPresence(std::string_view device_id) = 0;
   // Devices connected anywhere in the cluster.

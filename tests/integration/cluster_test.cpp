@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <csignal>
 #include <chrono>
 #include <map>
 #include <memory>
@@ -302,6 +303,35 @@ TEST_F(ClusterTest, DevicesOfAKilledNodeReadDisconnectedAfterItsLease) {
   // Node 2 restarts under its id and rejoins.
   startNode(2);
   EXPECT_TRUE(waitFor([&] { return liveNodeIds(*service_).size() == 3; }, 10s));
+}
+
+// A node frozen for longer than its lease is reaped by the others, so its devices read
+// Disconnected although their connections are open. When it thaws it renews after the
+// lapse and marks the devices it still holds connected again (docs/cluster.md, "What
+// happens when something fails"): methods from other nodes reach them without the devices
+// reconnecting.
+TEST_F(ClusterTest, AFrozenNodeThatThawsRepairsThePresenceOfItsDevices) {
+  startCluster();
+  auto devices = createDevices(*service_, "fz-", 2);
+  std::atomic<int> status_changes{0};  // outlives `held`, whose close reports a change
+  auto held = connect(node(2), devices[0]);
+  auto other = connect(node(3), devices[1]);
+  held->client->onConnectionStatus([&](const device::ConnectionStatusChange&) { ++status_changes; });
+  EXPECT_TRUE(waitFor([&] { return connectionState("fz-1000") == "Connected"; }));
+
+  node(2).process().signal(SIGSTOP);
+  EXPECT_TRUE(waitFor([&] { return connectionState("fz-1000") == "Disconnected"; }, 25s));
+  EXPECT_EQ(liveNodeIds(*service_), (std::vector<std::string>{"node1", "node3"}));
+  node(2).process().signal(SIGCONT);
+
+  EXPECT_TRUE(waitFor([&] { return connectionState("fz-1000") == "Connected"; }, 15s));
+  EXPECT_TRUE(waitFor([&] { return liveNodeIds(*service_).size() == 3; }, 10s));
+  auto r = invoke("fz-1000");
+  ASSERT_TRUE(r.isOk());
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(held->lock_calls.load(), 1);
+  EXPECT_EQ(status_changes.load(), 0) << "the device had to reconnect";
+  EXPECT_EQ(connectionState("fz-1001"), "Connected");
 }
 
 // The reference jobs across the cluster: created on node 1, each job runs on one node and

@@ -548,6 +548,33 @@ TEST_F(PostgresHubTest, ASecondSingleNodeHubOnTheSameDatabaseRefusesToStart) {
   EXPECT_EQ(second.stop(), 0);
 }
 
+// The database lock's session is ended and another process takes the lock before the hub
+// can take it back: the hub stops, and exits with an error so that a supervisor restarting
+// failed processes restarts it.
+TEST_F(PostgresHubTest, AHubThatLosesItsDatabaseLockStopsWithAnError) {
+  startHub(storeArgs());
+  auto bin = testing::PostgresServer::binDir();
+  ASSERT_TRUE(bin.isOk()) << bin.status().toString();
+  // One psql session: end the hub's lock session, take the single-node lock
+  // (kPgSingleNodeLockKey) and hold it.
+  testing::Process thief(
+      {(*bin / "psql").string(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", postgres_.dir().string(),
+       "-p", std::to_string(postgres_.port()), "-U", "postgres", "-d", "hub", "-c",
+       "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND pid <> "
+       "pg_backend_pid() AND database = (SELECT oid FROM pg_database WHERE datname = 'hub'); "
+       "SELECT pg_advisory_lock(7597419088392093698); SELECT pg_sleep(120)"},
+      dir_.path());
+  auto exit_code = hub_->process().wait(std::chrono::seconds(30));
+  ASSERT_TRUE(exit_code.has_value()) << "the hub kept running without its lock";
+  EXPECT_EQ(*exit_code, 1);
+  EXPECT_NE(hub_->process().err().find("lost a lock this node must hold"), std::string::npos)
+      << hub_->process().err();
+  EXPECT_NE(hub_->process().err().find("start it again once the database answers"),
+            std::string::npos)
+      << hub_->process().err();
+  EXPECT_TRUE(thief.running()) << thief.err();
+}
+
 TEST_F(PostgresHubTest, JobsRunAndSurviveAKillDashNine) {
   startHub(storeArgs());
   for (int i = 0; i < 20; ++i) createDevice("pg-" + std::to_string(i));

@@ -107,6 +107,60 @@ TEST_F(PgClusterTest, UnknownDevicesCannotBeClaimedAndPresenceGoesWithTheDevice)
   EXPECT_EQ(*cluster_->connectedDeviceCount(), 0);
 }
 
+TEST_F(PgClusterTest, RepairMakesPresenceAgreeWithTheConnectionsANodeHolds) {
+  for (const char* id : {"held", "moved", "ended", "fresh", "other"}) addDevice(id);
+  auto held = cluster_->claimPresence("held", "node-a");
+  auto moved = cluster_->claimPresence("moved", "node-a");
+  auto ended = cluster_->claimPresence("ended", "node-a");
+  auto other = cluster_->claimPresence("other", "node-b");
+  ASSERT_TRUE(held.isOk() && moved.isOk() && ended.isOk() && other.isOk());
+  // node-a was reaped while alive: all its devices read disconnected.
+  ASSERT_TRUE(cluster_->joinNode("node-a", "127.0.0.1", 60s).isOk());
+  ASSERT_TRUE(cluster_->leaveNode("node-a").isOk());
+  EXPECT_FALSE(connected("held"));
+  // Meanwhile "moved" connected to node-b (a newer claim) and "ended"'s connection ended
+  // on node-a without its release reaching the store; "fresh" was just claimed by node-a
+  // and its connection is not in the registry yet.
+  auto moved_b = cluster_->claimPresence("moved", "node-b");
+  ASSERT_TRUE(moved_b.isOk());
+  ASSERT_TRUE(cluster_->claimPresence("ended", "node-a").isOk());
+  auto fresh = cluster_->claimPresence("fresh", "node-a");
+  ASSERT_TRUE(fresh.isOk());
+
+  // What node-a's registry holds: "held" and, still, the older "moved" connection.
+  std::vector<HeldConnection> registry{{"held", held->current.epoch},
+                                       {"moved", moved->current.epoch}};
+  auto repaired = cluster_->repairPresence("node-a", registry, 60s);
+  ASSERT_TRUE(repaired.isOk()) << repaired.status().toString();
+  EXPECT_EQ(repaired->reinstated, (std::vector<HeldConnection>{{"held", held->current.epoch}}));
+  EXPECT_EQ(repaired->released, 0u);  // "ended" and "fresh" are younger than the settle time
+  EXPECT_TRUE(connected("held"));
+  auto moved_now = cluster_->getPresence("moved");
+  ASSERT_TRUE(moved_now.isOk() && moved_now->has_value());
+  EXPECT_EQ((*moved_now)->node_id, "node-b");  // the newer claim stands
+  EXPECT_EQ((*moved_now)->epoch, moved_b->current.epoch);
+  EXPECT_TRUE(connected("ended"));
+  EXPECT_TRUE(connected("other"));
+
+  // With no settle time, connected rows of node-a it does not hold are released.
+  auto again = cluster_->repairPresence("node-a", registry, 0ms);
+  ASSERT_TRUE(again.isOk()) << again.status().toString();
+  EXPECT_TRUE(again->reinstated.empty());
+  EXPECT_EQ(again->released, 2u);
+  EXPECT_FALSE(connected("ended"));
+  EXPECT_FALSE(connected("fresh"));
+  EXPECT_TRUE(connected("held"));
+  EXPECT_TRUE(connected("moved"));  // node-b's
+  EXPECT_TRUE(connected("other"));
+  EXPECT_EQ(*cluster_->connectedDeviceCount(), 3);
+
+  // A node holding nothing releases everything it is named for.
+  auto empty = cluster_->repairPresence("node-b", {}, 0ms);
+  ASSERT_TRUE(empty.isOk()) << empty.status().toString();
+  EXPECT_EQ(empty->released, 2u);
+  EXPECT_EQ(*cluster_->connectedDeviceCount(), 1);
+}
+
 TEST_F(PgClusterTest, ConcurrentClaimsOfOneDeviceChainUpAndTheLastOneHoldsIt) {
   addDevice("d1");
   // Two stores play two nodes: each commits through its own connection.

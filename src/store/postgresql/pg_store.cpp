@@ -480,6 +480,18 @@ constexpr std::string_view kClaimPresence =
 constexpr std::string_view kReleasePresence =
     "UPDATE device_presence SET connected = false, since = " IOTHUB_DB_NOW_NS
     " WHERE device_id = $1 AND epoch = $2 AND connected";
+// repairPresence: $1 node, $2 device ids, $3 epochs (the connections the node holds), $4
+// settle time in nanoseconds.
+constexpr std::string_view kReinstatePresence =
+    "UPDATE device_presence p SET connected = true, since = " IOTHUB_DB_NOW_NS
+    " FROM unnest($2::text[], $3::bigint[]) AS h (device_id, epoch)"
+    " WHERE p.device_id = h.device_id AND p.epoch = h.epoch AND p.node_id = $1"
+    " AND NOT p.connected RETURNING p.device_id, p.epoch";
+constexpr std::string_view kReleaseUnheldPresence =
+    "UPDATE device_presence p SET connected = false, since = " IOTHUB_DB_NOW_NS
+    " WHERE p.node_id = $1 AND p.connected AND p.since < " IOTHUB_DB_NOW_NS
+    " - $4::bigint AND NOT EXISTS (SELECT 1 FROM unnest($2::text[], $3::bigint[]) AS h"
+    " (device_id, epoch) WHERE h.device_id = p.device_id AND h.epoch = p.epoch)";
 constexpr std::string_view kGetPresence =
     "SELECT " IOTHUB_PRESENCE_COLUMNS " FROM device_presence WHERE device_id = $1";
 constexpr std::string_view kConnectedCount = "SELECT count(*) FROM device_presence WHERE connected";
@@ -1120,6 +1132,37 @@ Result<bool> PostgresStore::releasePresence(std::string_view device_id, std::int
     Result<PgResult> released = connection.query(kReleasePresence, params);
     if (!released) return released.status();
     return released->affectedRows() == 1;
+  });
+}
+
+Result<PresenceRepair> PostgresStore::repairPresence(std::string_view node_id,
+                                                     const std::vector<HeldConnection>& held,
+                                                     std::chrono::milliseconds settle) {
+  PgArrayBuilder ids, epochs;
+  for (const HeldConnection& connection : held) {
+    ids.add(connection.device_id);
+    epochs.add(connection.epoch);
+  }
+  const std::string id_array = std::move(ids).finish();
+  const std::string epoch_array = std::move(epochs).finish();
+  PgParams reinstate_params;
+  reinstate_params.add(node_id).add(id_array).add(epoch_array);
+  PgParams release_params;
+  release_params.add(node_id).add(id_array).add(epoch_array).add(ttlNanoseconds(settle));
+  return write<PresenceRepair>([&](PgConnection& connection) -> Result<PresenceRepair> {
+    PresenceRepair repair;
+    Result<PgResult> released = connection.query(kReleaseUnheldPresence, release_params);
+    if (!released) return released.status();
+    repair.released = static_cast<std::size_t>(released->affectedRows());
+    Result<PgResult> reinstated = connection.query(kReinstatePresence, reinstate_params);
+    if (!reinstated) return reinstated.status();
+    for (int i = 0; i < reinstated->rows(); ++i) {
+      PgRow row = reinstated->row(i);
+      HeldConnection back{row.text(0), row.int64(1)};
+      IOTHUB_RETURN_IF_ERROR(row.status());
+      repair.reinstated.push_back(std::move(back));
+    }
+    return repair;
   });
 }
 

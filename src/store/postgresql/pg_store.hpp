@@ -164,6 +164,9 @@ class PostgresStore final : public Store,
   Result<PresenceClaim> claimPresence(std::string_view device_id,
                                       std::string_view node_id) override;
   Result<bool> releasePresence(std::string_view device_id, std::int64_t epoch) override;
+  Result<PresenceRepair> repairPresence(std::string_view node_id,
+                                        const std::vector<HeldConnection>& held,
+                                        std::chrono::milliseconds settle) override;
   Result<std::optional<PresenceRecord>> getPresence(std::string_view device_id) override;
   Result<std::int64_t> connectedDeviceCount() override;
   Result<std::string> shareValue(std::string_view key, std::string_view proposed) override;
