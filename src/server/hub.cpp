@@ -335,6 +335,7 @@ struct Hub::Impl {
     stats["nodeId"] = node_id;
     stats["nodeConnectedDeviceCount"] = connections.size();
     stats["clusterNodes"] = membership->nodes().size();
+    stats["natsConnected"] = bus->connected();
     stats["methodsForwarded"] = c.methods_forwarded.load();
     stats["methodsServedForOtherNodes"] = c.methods_served.load();
     stats["desiredNotificationsForwarded"] = c.desired_forwarded.load();
@@ -577,6 +578,7 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
               for (const auto& n : *live) nodes.push_back(nodeJson(n));
               return Result<json::object>(json::object{{"nodeId", raw->node_id},
                                                        {"leaseHeld", raw->membership->leaseHeld()},
+                                                       {"natsConnected", raw->bus->connected()},
                                                        {"nodes", std::move(nodes)}});
             })
           : nullptr});

@@ -116,6 +116,7 @@ TEST_F(ClusterTest, NodesSeeEachOtherJoinLeaveAndRejoin) {
   json::value seen = service_->ok("GET", "/cluster/nodes?api-version=2021-04-12");
   EXPECT_EQ(seen.at("nodeId"), "node1");
   EXPECT_EQ(seen.at("leaseHeld"), true);
+  EXPECT_EQ(seen.at("natsConnected"), true);
   EXPECT_EQ(seen.at("nodes").as_array()[1].at("address"), "127.0.0.1");
 
   // One development CA for the whole cluster; each node's certificate names its address.
@@ -332,6 +333,47 @@ TEST_F(ClusterTest, AFrozenNodeThatThawsRepairsThePresenceOfItsDevices) {
   EXPECT_EQ(held->lock_calls.load(), 1);
   EXPECT_EQ(status_changes.load(), 0) << "the device had to reconnect";
   EXPECT_EQ(connectionState("fz-1001"), "Connected");
+}
+
+// NATS goes away and comes back (docs/cluster.md, "NATS unavailable, briefly"): the nodes
+// say so in /cluster/nodes and /statistics/service, calls to devices on other nodes fail
+// with 503 at once while devices on the calling node are still reached, and everything
+// works again once NATS is back, without restarting a node.
+TEST_F(ClusterTest, ANatsOutageIsReportedAndCallsAcrossNodesWorkAgainAfterIt) {
+  startCluster();
+  auto devices = createDevices(*service_, "no-", 2);
+  auto here = connect(node(1), devices[0]);
+  auto there = connect(node(2), devices[1]);
+  EXPECT_TRUE(waitFor([&] { return connectionState("no-1001") == "Connected"; }));
+  auto nats_connected = [&] {
+    json::value nodes = service_->ok("GET", "/cluster/nodes?api-version=2021-04-12");
+    return nodes.is_object() && nodes.at("natsConnected") == true;
+  };
+  ASSERT_TRUE(nats_connected());
+
+  ASSERT_TRUE(nats_.stop());
+  EXPECT_TRUE(waitFor([&] { return !nats_connected(); }, 10s));
+  json::value stats = service_->ok("GET", "/statistics/service?api-version=2021-04-12");
+  ASSERT_TRUE(stats.is_object());
+  EXPECT_EQ(stats.at("natsConnected"), false);
+  auto across = invoke("no-1001");
+  ASSERT_TRUE(across.isOk());
+  EXPECT_EQ(across->status, 503) << across->body;
+  auto local = invoke("no-1000");
+  ASSERT_TRUE(local.isOk());
+  EXPECT_EQ(local->status, 200) << local->body;
+
+  ASSERT_TRUE(nats_.start()) << nats_.error();
+  EXPECT_TRUE(waitFor(nats_connected, 15s));
+  // Node 2 has subscribed again too: its device answers a call from node 1.
+  EXPECT_TRUE(waitFor(
+      [&] {
+        auto r = invoke("no-1001");
+        return r.isOk() && r->status == 200;
+      },
+      15s));
+  EXPECT_EQ(there->lock_calls.load(), 1);
+  EXPECT_EQ(here->lock_calls.load(), 1);
 }
 
 // The reference jobs across the cluster: created on node 1, each job runs on one node and
