@@ -469,6 +469,17 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
     IOTHUB_RETURN_IF_ERROR(impl->twin_index.load(*impl->durable_store, nullptr));
   }
 
+  if (clustered) {
+    // Every node serves one hub: device and service tokens are signed for its name, so a
+    // node started with another --hostname would refuse every one of them.
+    auto shared = impl->durable_store->cluster()->shareValue("hub-host-name", config.host_name);
+    if (!shared) return shared.status();
+    if (*shared != config.host_name) {
+      return Status(ErrorCode::ArgumentInvalid,
+                    "--hostname '" + config.host_name + "' differs from the cluster's hub name '" +
+                        *shared + "': every node of a cluster serves the same hub name");
+    }
+  }
   IOTHUB_RETURN_IF_ERROR(
       impl->store->policies().insertMissingPolicies(auth::defaultPolicies(impl->random)));
   auto policies = impl->store->policies().listPolicies();

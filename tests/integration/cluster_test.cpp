@@ -139,6 +139,14 @@ TEST_F(ClusterTest, NodesSeeEachOtherJoinLeaveAndRejoin) {
   EXPECT_FALSE(twin.start());
   EXPECT_NE(twin.startupError().find("node id 'node3' is taken"), std::string::npos)
       << twin.startupError();
+  // A node that would serve another hub name is refused.
+  auto other_name = nodeArgs(4);
+  other_name.insert(other_name.end(), {"--hostname", "other.example"});
+  HubProcess renamed(IOTHUBD_PATH, dir_.path() / "node4", other_name);
+  EXPECT_FALSE(renamed.start());
+  EXPECT_NE(renamed.startupError().find("differs from the cluster's hub name 'localhost'"),
+            std::string::npos)
+      << renamed.startupError();
   // Nor does a single node on the cluster's database.
   HubProcess single(IOTHUBD_PATH, dir_.path() / "single", {"--store", postgres_.conninfo("hub")});
   EXPECT_FALSE(single.start());
