@@ -141,21 +141,25 @@ Status TwinIndexFeed::round() {
 }
 
 Status TwinIndexFeed::apply(const std::vector<std::string>& device_ids) {
-  // Read and applied under the devices' write locks (see the class comment).
-  IndexedStore::DeviceLocks locks = store_.lockDevices(device_ids);
-  Result<std::vector<store::DeviceState>> states = feed_.readDevices(device_ids);
-  if (!states) return states.status();
-  if (options_.before_apply) options_.before_apply(device_ids);
-  for (const store::DeviceState& state : *states) {
-    if (state.device) {
-      index_.putDevice(*state.device, state.twin,
-                       state.presence.has_value() && state.presence->connected);
-    } else {
-      index_.removeDevice(state.device_id);
-      index_.setConnected(state.device_id, false);
+  Result<std::vector<store::DeviceState>> states = std::vector<store::DeviceState>{};
+  {
+    // Read and applied under the devices' write locks (see the class comment).
+    IndexedStore::DeviceLocks locks = store_.lockDevices(device_ids);
+    states = feed_.readDevices(device_ids);
+    if (!states) return states.status();
+    if (options_.before_apply) options_.before_apply(device_ids);
+    for (const store::DeviceState& state : *states) {
+      if (state.device) {
+        index_.putDevice(*state.device, state.twin,
+                         state.presence.has_value() && state.presence->connected);
+      } else {
+        index_.removeDevice(state.device_id);
+        index_.setConnected(state.device_id, false);
+      }
     }
   }
   devices_applied_.fetch_add(states->size());
+  if (options_.after_apply) options_.after_apply(*states);
   return Status::ok();
 }
 

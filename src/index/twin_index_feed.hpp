@@ -32,6 +32,10 @@ struct TwinIndexFeedOptions {
   // Test seam: runs on the feed's thread after a batch of device states was read and before
   // it is applied, while the devices' write locks are held.
   std::function<void(const std::vector<std::string>& device_ids)> before_apply;
+  // Told, on the feed's thread, the states of each batch it applied (after the devices'
+  // locks are released): the hub closes local connections of devices that another node
+  // disabled or deleted, should that node's NATS message have been lost.
+  std::function<void(const std::vector<store::DeviceState>& states)> after_apply;
 };
 
 // Keeps a node's TwinIndex current with writes that any node of the cluster made to the

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <csignal>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -169,6 +170,10 @@ struct Hub::Impl {
   index::TwinIndex twin_index;
   std::unique_ptr<index::IndexedStore> store;
   bool clustered = false;  // set in create() before anything connects
+  // The feed's after_apply hook closes connections in `connections`, which is destroyed
+  // before the feed: ~Impl turns the hook off first.
+  std::mutex feed_hook_mutex;
+  bool feed_hook_live = true;  // guarded by feed_hook_mutex
   // Cluster mode only: applies every node's writes (and presence) to twin_index. Destroyed
   // before `store`, after queries and jobs, which call it.
   std::unique_ptr<index::TwinIndexFeed> twin_feed;
@@ -240,6 +245,11 @@ struct Hub::Impl {
     }
     return installDevelopmentCa(config.data_dir,
                                 DevelopmentCa{std::string(*cert), std::string(*key)}, clock);
+  }
+
+  ~Impl() {
+    std::lock_guard lock(feed_hook_mutex);
+    feed_hook_live = false;
   }
 
   // Cluster mode: connects to NATS, joins the membership and starts the router.
@@ -462,7 +472,22 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
   impl->clustered = clustered;
   impl->store = std::make_unique<index::IndexedStore>(*impl->durable_store, impl->twin_index);
   if (clustered) {
-    auto feed = index::TwinIndexFeed::start(*impl->store, impl->twin_index);  // loads the index
+    index::TwinIndexFeedOptions feed_options;
+    // Disabling or deleting a device reaches the node holding its connection over NATS
+    // (ClusterRouter); should that message be lost, the change feed closes it here too.
+    feed_options.after_apply = [raw = impl.get()](const std::vector<store::DeviceState>& states) {
+      std::lock_guard hook_lock(raw->feed_hook_mutex);
+      if (!raw->feed_hook_live) return;
+      for (const store::DeviceState& state : states) {
+        const bool deleted = !state.device.has_value();
+        if (!deleted && state.device->status != store::DeviceStatus::Disabled) continue;
+        if (!raw->connections.find(state.device_id)) continue;
+        raw->connections.disconnect(state.device_id,
+                                    deleted ? "the device was deleted" : "the device was disabled");
+      }
+    };
+    auto feed = index::TwinIndexFeed::start(*impl->store, impl->twin_index,
+                                            std::move(feed_options));  // loads the index
     if (!feed) return feed.status();
     impl->twin_feed = std::move(*feed);
   } else {

@@ -349,10 +349,20 @@ TEST_F(ClusterTest, AFrozenNodeThatThawsRepairsThePresenceOfItsDevices) {
 // works again once NATS is back, without restarting a node.
 TEST_F(ClusterTest, ANatsOutageIsReportedAndCallsAcrossNodesWorkAgainAfterIt) {
   startCluster();
-  auto devices = createDevices(*service_, "no-", 2);
+  auto devices = createDevices(*service_, "no-", 4);
+  // Whether the connections of the devices disabled and deleted below were closed.
+  std::atomic<bool> disabled_closed{false}, deleted_closed{false};
   auto here = connect(node(1), devices[0]);
   auto there = connect(node(2), devices[1]);
-  EXPECT_TRUE(waitFor([&] { return connectionState("no-1001") == "Connected"; }));
+  auto to_disable = connect(node(2), devices[2]);
+  auto to_delete = connect(node(2), devices[3]);
+  for (auto [online, closed] : {std::pair{to_disable.get(), &disabled_closed},
+                                std::pair{to_delete.get(), &deleted_closed}}) {
+    online->client->onConnectionStatus([closed](const device::ConnectionStatusChange& change) {
+      if (change.status != device::ConnectionStatus::Connected) *closed = true;
+    });
+  }
+  EXPECT_TRUE(waitFor([&] { return connectionState("no-1003") == "Connected"; }));
   auto nats_connected = [&] {
     json::value nodes = service_->ok("GET", "/cluster/nodes?api-version=2021-04-12");
     return nodes.is_object() && nodes.at("natsConnected") == true;
@@ -370,6 +380,15 @@ TEST_F(ClusterTest, ANatsOutageIsReportedAndCallsAcrossNodesWorkAgainAfterIt) {
   auto local = invoke("no-1000");
   ASSERT_TRUE(local.isOk());
   EXPECT_EQ(local->status, 200) << local->body;
+  // Node 1 cannot tell node 2 to close the connections of devices it disables or deletes;
+  // node 2's change feed (PostgreSQL) closes them anyway.
+  auto d2 = service_->registry().get("no-1002");
+  ASSERT_TRUE(d2.isOk());
+  d2->status = service::DeviceStatus::Disabled;
+  ASSERT_TRUE(service_->registry().update(*d2, "*").isOk());
+  ASSERT_TRUE(service_->registry().remove("no-1003", "*").isOk());
+  EXPECT_TRUE(waitFor([&] { return disabled_closed.load() && deleted_closed.load(); }, 10s));
+  EXPECT_EQ(connectionState("no-1002"), "Disconnected");
 
   ASSERT_TRUE(nats_.start()) << nats_.error();
   EXPECT_TRUE(waitFor(nats_connected, 15s));
