@@ -105,10 +105,12 @@ struct Counters {
 };
 
 // A closed-loop workload: callers take call numbers from `next` until `total` is reached or
-// the deadline passes; call k goes to device k % device_count.
+// the deadline passes; call k goes to device device_first + (k % device_count) * device_stride.
 enum class CallKind { Method, TwinPatch };
 struct Workload {
   CallKind kind = CallKind::Method;
+  std::size_t device_first = 0;
+  std::size_t device_stride = 1;
   std::size_t device_count = 1;
   std::uint64_t total = UINT64_MAX;
   SteadyClock::time_point deadline = SteadyClock::time_point::max();
@@ -262,8 +264,8 @@ class Fleet {
   bool reconnect_on_loss = true;
   std::size_t requester_count = 0;
 
-  Shard& shardOf(std::size_t device) { return *shards[device % shards.size()]; }
-  Connection& device(std::size_t index) { return *shardOf(index).devices[index / shards.size()]; }
+  // Devices by their position among this process's devices (not their global index).
+  Shard& shardOf(std::size_t local) { return *shards[local % shards.size()]; }
 
   template <class F>
   void runOn(Shard& shard, F f) {
@@ -542,8 +544,8 @@ void Connection::handlePublish(mqtt::Publish& publish) {
   }
   if (publish.topic.find("/twin/PATCH/properties/desired/") != std::string::npos) {
     c.desired_received.fetch_add(1, std::memory_order_relaxed);
-    if (index_ < fleet.options.devices) {
-      const std::int64_t sent = fleet.patch_sent_ns[index_].exchange(0, std::memory_order_relaxed);
+    if (std::size_t local = 0; ownDevice(fleet.options, index_, local)) {
+      const std::int64_t sent = fleet.patch_sent_ns[local].exchange(0, std::memory_order_relaxed);
       if (sent != 0) shard_.notify.record(static_cast<std::uint64_t>((nowNanos() - sent) / 1000));
     }
     return;
@@ -843,7 +845,8 @@ void Shard::callLoop(std::size_t caller, Workload& w) {
     w.active.fetch_sub(1);
     return;
   }
-  const std::size_t device = static_cast<std::size_t>(k % w.device_count);
+  const std::size_t device =
+      w.device_first + static_cast<std::size_t>(k % w.device_count) * w.device_stride;
   const auto started = SteadyClock::now();
   const auto& o = fleet.options;
   if (o.target == Target::Mosquitto) {
@@ -873,8 +876,8 @@ void Shard::callLoop(std::size_t caller, Workload& w) {
     verb = http::verb::patch;
     target = "/twins/" + urlEncodeStrict(device_id) + "?api-version=" + std::string(kApiVersion);
     body = R"({"properties":{"desired":{"setpoint":)" + std::to_string(k) + R"(,"mode":"eco"}}})";
-    if (device < o.devices)
-      fleet.patch_sent_ns[device].store(nowNanos(), std::memory_order_relaxed);
+    if (std::size_t local = 0; ownDevice(o, device, local))
+      fleet.patch_sent_ns[local].store(nowNanos(), std::memory_order_relaxed);
   }
   rest[caller]->call(
       verb, std::move(target), std::move(body),
@@ -981,7 +984,8 @@ Status Driver::setUp() {
   }
   for (std::size_t d = 0; d < options_.devices; ++d) {
     auto& shard = fleet_.shardOf(d);
-    shard.devices.push_back(std::make_unique<Connection>(shard, d, Role::Device));
+    shard.devices.push_back(
+        std::make_unique<Connection>(shard, deviceIndex(options_, d), Role::Device));
   }
   const std::size_t callers =
       options_.target == Target::Hub ? options_.concurrency : fleet_.requester_count;
@@ -1076,8 +1080,14 @@ json::object Driver::runCalls(CallKind kind, std::size_t callers, std::uint64_t 
                               std::chrono::milliseconds duration, bool record) {
   Workload w;
   w.kind = kind;
-  w.device_count = kind == CallKind::TwinPatch && options_.registered > 0 ? options_.registered
-                                                                          : options_.devices;
+  if (kind == CallKind::TwinPatch && options_.registered > 0) {
+    w.device_count = options_.registered;  // devices 0..registered-1, connected or not
+  } else {
+    const AddressedDevices addressed = addressedDevices(options_);
+    w.device_first = addressed.first;
+    w.device_stride = addressed.stride;
+    w.device_count = addressed.count;
+  }
   w.total = total;
   w.record_latency = record;
   const auto started = SteadyClock::now();
@@ -1254,8 +1264,11 @@ Result<json::object> Driver::runJob(const std::string& body, std::size_t expecte
   return out;
 }
 
+// The service side addresses devices 0..n-1 (n = --fleet-devices, or --devices): with a fleet
+// spread over several processes (cluster nodes), this one connects only some of them, and
+// the device counters below count only those.
 Status Driver::scenarioJobs(json::object& out) {
-  const std::size_t n = options_.devices;
+  const std::size_t n = addressedDevices(options_).count;
   auto method_direct =
       runCalls(CallKind::Method, options_.concurrency, n, std::chrono::milliseconds(0));
   method_direct["device_ops_per_s"] = method_direct.at("per_s");
@@ -1289,7 +1302,7 @@ Status Driver::scenarioJobs(json::object& out) {
         R"({"type":"scheduleUpdateTwin","updateTwin":{"etag":"*","properties":{"desired":{"jobRound":1}}},"startTime":null,"queryCondition":"*"})",
         registered);
     if (!twin_job) return twin_job.status();
-    waitUntil([&] { return c.desired_received.load() - desired_before >= n; },
+    waitUntil([&] { return c.desired_received.load() - desired_before >= options_.devices; },
               std::chrono::seconds(10));
     (*twin_job)["connected_devices_notified"] = c.desired_received.load() - desired_before;
     out["twin_job"] = std::move(*twin_job);
@@ -1304,6 +1317,11 @@ Result<json::object> Driver::run() {
   out["target"] = toString(options_.target);
   out["scenario"] = toString(options_.scenario);
   out["devices"] = options_.devices;
+  if (options_.first_device != 0 || options_.device_stride != 1) {
+    out["first_device"] = options_.first_device;
+    out["device_stride"] = options_.device_stride;
+  }
+  if (options_.fleet_devices != 0) out["fleet_devices"] = options_.fleet_devices;
   out["threads"] = options_.threads;
   out["tls"] = options_.tls;
   if (options_.devices > 0 || fleet_.requester_count > 0) {

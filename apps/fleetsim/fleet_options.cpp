@@ -1,5 +1,6 @@
 #include "apps/fleetsim/fleet_options.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 
@@ -44,16 +45,46 @@ Status validate(const FleetOptions& o) {
   }
   if (o.storm_fraction < 0 || o.storm_fraction > 1)
     return invalid("--storm-fraction must be within [0, 1]");
-  if (o.registered != 0 && o.registered < o.devices) {
-    return invalid("--registered must be 0 or at least --devices");
+  if (o.device_stride == 0) return invalid("--stride must be at least 1");
+  // One past the highest device index this process connects.
+  const std::size_t own_end = o.devices == 0 ? 0 : deviceIndex(o, o.devices - 1) + 1;
+  if (o.fleet_devices != 0 && o.fleet_devices < own_end) {
+    return invalid("--fleet-devices must include this process's devices (at least " +
+                   std::to_string(own_end) + ")");
   }
-  if (o.scenario == Scenario::Methods && o.target == Target::Hub && o.concurrency > o.devices) {
+  if (o.registered != 0 && o.registered < std::max(own_end, o.fleet_devices)) {
+    return invalid("--registered must be 0 or at least --devices (and --fleet-devices)");
+  }
+  if (o.scenario == Scenario::Jobs && o.fleet_devices == 0 &&
+      (o.first_device != 0 || o.device_stride != 1)) {
+    return invalid(
+        "the jobs scenario addresses devices 0..N-1: give --fleet-devices with --first or --stride");
+  }
+  const std::size_t addressed = addressedDevices(o).count;
+  if (o.scenario == Scenario::Methods && o.target == Target::Hub && o.concurrency > addressed) {
     return invalid("--concurrency must not exceed --devices (one call in flight per device)");
   }
-  if (o.scenario == Scenario::Twin && o.concurrency > o.devices) {
+  if (o.scenario == Scenario::Twin && o.concurrency > addressed) {
     return invalid("--concurrency must not exceed --devices (one update in flight per device)");
   }
   return Status::ok();
+}
+
+std::size_t deviceIndex(const FleetOptions& o, std::size_t local) {
+  return o.first_device + local * o.device_stride;
+}
+
+bool ownDevice(const FleetOptions& o, std::size_t index, std::size_t& local) {
+  if (index < o.first_device || o.device_stride == 0) return false;
+  const std::size_t offset = index - o.first_device;
+  if (offset % o.device_stride != 0 || offset / o.device_stride >= o.devices) return false;
+  local = offset / o.device_stride;
+  return true;
+}
+
+AddressedDevices addressedDevices(const FleetOptions& o) {
+  if (o.fleet_devices != 0) return {0, 1, o.fleet_devices};
+  return {o.first_device, o.device_stride, o.devices};
 }
 
 std::string deviceId(std::string_view prefix, std::size_t index) {

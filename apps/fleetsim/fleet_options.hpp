@@ -46,6 +46,14 @@ struct FleetOptions {
   std::string device_prefix = "fleet-";
   std::size_t devices = 100;   // devices this process connects
   std::size_t registered = 0;  // devices registered in the hub (twin job / direct); 0 = devices
+  // Which devices this process connects: first_device, first_device + device_stride, ...
+  // (`devices` of them), so that several processes can share one fleet, e.g. one per cluster
+  // node with device i on node i mod 3 (--first 1 --stride 3 for node 2).
+  std::size_t first_device = 0;
+  std::size_t device_stride = 1;
+  // Devices the service side addresses (direct calls, jobs): 0..fleet_devices-1 when set,
+  // including those other processes connect; 0 = only this process's own devices.
+  std::size_t fleet_devices = 0;
   std::size_t source_addresses = 64;
   std::size_t connect_window = 500;  // connects in progress at once
   std::uint16_t keep_alive_seconds = 60;
@@ -74,6 +82,20 @@ struct FleetOptions {
 // Checks ranges and combinations (e.g. hub target needs a device key, rates within [0, 1],
 // devices within [1, 19 990] per process). Errors: ArgumentInvalid naming the option.
 Status validate(const FleetOptions& options);
+
+// The global index of this process's `local`-th device: first_device + local * device_stride.
+std::size_t deviceIndex(const FleetOptions& options, std::size_t local);
+// Whether device `index` is one this process connects; if so, `local` is its position.
+bool ownDevice(const FleetOptions& options, std::size_t index, std::size_t& local);
+
+// The devices service calls and jobs address: device_first + k * device_stride for k in
+// [0, count). With fleet_devices set, 0..fleet_devices-1; otherwise this process's own.
+struct AddressedDevices {
+  std::size_t first = 0;
+  std::size_t stride = 1;
+  std::size_t count = 0;
+};
+AddressedDevices addressedDevices(const FleetOptions& options);
 
 // "fleet-000042": the prefix and the index zero-padded to 6 digits, so ids sort like indices.
 std::string deviceId(std::string_view prefix, std::size_t index);

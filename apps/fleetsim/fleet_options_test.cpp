@@ -75,6 +75,49 @@ TEST(FleetOptionsTest, ValidatesRangesAndCombinations) {
   EXPECT_FALSE(validate(o));
 }
 
+// One fleet spread over several processes (a cluster benchmark: device i on node i mod 3).
+TEST(FleetOptionsTest, SplitsAFleetOverProcesses) {
+  auto o = hubOptions();
+  o.first_device = 1;
+  o.device_stride = 3;
+  o.devices = 4;  // devices 1, 4, 7, 10
+  EXPECT_EQ(deviceIndex(o, 0), 1u);
+  EXPECT_EQ(deviceIndex(o, 3), 10u);
+  std::size_t local = 99;
+  EXPECT_TRUE(ownDevice(o, 7, local));
+  EXPECT_EQ(local, 2u);
+  EXPECT_FALSE(ownDevice(o, 0, local));
+  EXPECT_FALSE(ownDevice(o, 6, local));
+  EXPECT_FALSE(ownDevice(o, 13, local));  // the fifth, but it connects four
+  AddressedDevices own = addressedDevices(o);
+  EXPECT_EQ(own.first, 1u);
+  EXPECT_EQ(own.stride, 3u);
+  EXPECT_EQ(own.count, 4u);
+  EXPECT_TRUE(validate(o));
+  o.fleet_devices = 11;
+  EXPECT_TRUE(validate(o));
+  AddressedDevices all = addressedDevices(o);
+  EXPECT_EQ(all.first, 0u);
+  EXPECT_EQ(all.stride, 1u);
+  EXPECT_EQ(all.count, 11u);
+  o.fleet_devices = 10;  // does not include device 10
+  EXPECT_FALSE(validate(o));
+  o.fleet_devices = 11;
+  o.registered = 10;
+  EXPECT_FALSE(validate(o));
+  o.registered = 0;
+  o.device_stride = 0;
+  EXPECT_FALSE(validate(o));
+  // The jobs scenario addresses devices 0..N-1, so a slice needs the fleet's size.
+  o = hubOptions();
+  o.scenario = Scenario::Jobs;
+  o.first_device = 1;
+  o.device_stride = 3;
+  EXPECT_FALSE(validate(o));
+  o.fleet_devices = 3 * o.devices;
+  EXPECT_TRUE(validate(o));
+}
+
 TEST(FleetOptionsTest, ParsesMethodTopicsOfHubAndBroker) {
   std::string_view name;
   std::string_view rid;

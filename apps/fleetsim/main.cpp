@@ -108,6 +108,14 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   run->add_option("--registered", options.registered,
                   "Devices registered in the hub (jobs scenario)");
+  run->add_option("--first", options.first_device,
+                  "Global index of this process's first device (several processes, one fleet)")
+      ->capture_default_str();
+  run->add_option("--stride", options.device_stride,
+                  "Connect devices --first, --first + S, --first + 2S, ...")
+      ->capture_default_str();
+  run->add_option("--fleet-devices", options.fleet_devices,
+                  "Service calls and jobs address devices 0..N-1 (default: this process's own)");
   run->add_option("--source-addresses", options.source_addresses, "Source addresses in 127.0.0.0/8")
       ->capture_default_str();
   run->add_option("--connect-window", options.connect_window, "Connects in progress at once")
