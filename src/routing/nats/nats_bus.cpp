@@ -619,6 +619,7 @@ Result<std::unique_ptr<NatsBus>> NatsBus::connect(NatsOptions o, Executor execut
                                           o.reconnect_jitter.count()),
            natsOptions_SetReconnectBufSize(opts, o.reconnect_buffer_bytes),
            natsOptions_SetNoEcho(opts, true),
+           natsOptions_SetSendAsap(opts, o.send_asap),
            natsOptions_UseGlobalMessageDelivery(opts, true),
            natsOptions_SetDisconnectedCB(opts, onDisconnected, raw),
            natsOptions_SetReconnectedCB(opts, onReconnected, raw),
