@@ -318,7 +318,7 @@ void Connection::start() {
   if (!ec) {
     const int one = 1;
     // The port is chosen at connect() per 4-tuple, so ~28 000 ephemeral ports are not a
-    // per-process limit (performance anchors §1d).
+    // per-process limit (see source_address.hpp).
     ::setsockopt(socket_.native_handle(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
     const auto source = asio::ip::address_v4(
         fleet.addresses->addressForDevice(role_ == Role::Device ? index_ : index_ + 7919));

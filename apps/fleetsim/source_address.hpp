@@ -11,8 +11,8 @@ namespace iothub::fleetsim {
 // Which loopback address each simulated device connects from. A single source address can
 // only reach one server port through ~28 000 ephemeral ports, so devices are spread over
 // 127.0.0.0/8 (all of it is loopback on Linux); with IP_BIND_ADDRESS_NO_PORT the kernel
-// picks the port at connect() time per 4-tuple, which lifts the limit (performance
-// anchors §1d).
+// picks the port at connect() time per 4-tuple, which lifts the limit (ip(7),
+// IP_BIND_ADDRESS_NO_PORT).
 //
 // Addresses are 127.A.B.C with A in 1..254, B in 0..255, C in 1..254: 127.0.0.0/16 (where
 // servers usually listen) and the .0/.255 host numbers are never used. Device i uses

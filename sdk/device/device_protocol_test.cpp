@@ -14,7 +14,7 @@ TEST(DeviceProtocolTest, UserNameCarriesApiVersionAndEncodedClientType) {
 
 TEST(DeviceProtocolTest, TelemetryTopicEncodesThePropertyBagStrictly) {
   EXPECT_EQ(telemetryTopic("dev1", {}), "devices/dev1/messages/events/");
-  // Node's capture (reference §2.7) has the same pairs; a map sends them in key order.
+  // Node's capture (docs/protocol.md §3.10) has the same pairs; a map sends them in key order.
   MessageProperties properties{{"$.mid", "m1"},
                                {"$.ct", "application/json"},
                                {"$.ce", "utf-8"},
@@ -50,7 +50,7 @@ TEST(DeviceProtocolTest, ParsesTwinResponseTopic) {
   EXPECT_EQ(response->rid, "3");
   EXPECT_EQ(response->version, 12);
 
-  // Node decodes the query (reference §2.2): %24rid is $rid.
+  // Node decodes the query (docs/protocol.md §3.2): %24rid is $rid.
   response = parseTwinResponseTopic("$iothub/twin/res/200/?%24rid=abc");
   ASSERT_TRUE(response);
   EXPECT_EQ(response->rid, "abc");

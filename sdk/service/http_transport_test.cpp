@@ -126,7 +126,7 @@ TEST_F(HttpTransportTest, SendsBodyWithJsonContentTypeQuotedIfMatchAndExtraHeade
 }
 
 TEST_F(HttpTransportTest, PostWithoutBodySendsZeroLengthAndNoContentType) {
-  // Like JobClient.cancelJob (reference §3.2): no body, no Content-Type, Content-Length: 0.
+  // Like JobClient.cancelJob (docs/protocol.md §9.7): no body, no Content-Type, Content-Length: 0.
   auto transport = makeTransport();
   server_.reply(200, "{}");
   HttpRequest request;

@@ -23,7 +23,7 @@ using testing::parse;
 
 using testing::kConnectionString;
 
-// The Azure CLI fixture of reference §4.2, plus iothub's extensions.
+// The Azure CLI fixture of docs/protocol.md §9.4, plus iothub's extensions.
 constexpr std::string_view kTwinJobJson =
     R"({"createdTime":"2020-01-06T21:44:00.8884134Z",)"
     R"("deviceJobStatistics":{"deviceCount":2,"failedCount":0,"pendingCount":0,"runningCount":0,)"
@@ -139,7 +139,7 @@ TEST_F(JobClientTest, ScheduleTwinUpdateSendsThePatchVerbatim) {
       s, parseObject(R"({"etag":"*","tags":{"x":1},"properties":{"desired":{"z":1}}})")));
   auto r = onlyRequest();
   EXPECT_EQ(r.target, "/jobs/v2/j3?api-version=2021-04-12");
-  // Byte for byte the Node body of reference §4.1.
+  // Byte for byte the Node body of docs/protocol.md §9.1.
   EXPECT_EQ(r.body, R"({"jobId":"j3","type":"scheduleUpdateTwin",)"
                     R"("updateTwin":{"etag":"*","tags":{"x":1},"properties":{"desired":{"z":1}}},)"
                     R"("startTime":"2030-01-01T00:00:00.000Z","queryCondition":"tags.a = 1"})");

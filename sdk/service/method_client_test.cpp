@@ -22,7 +22,7 @@ using ::testing::HasSubstr;
 
 using testing::kConnectionString;
 
-// Direct-method errors nest a JSON object in Message (reference §3.7 shape 2, §6).
+// Direct-method errors nest a JSON object in Message (docs/protocol.md §4.5 shape 2, §7.2).
 constexpr std::string_view kNotOnlineBody =
     R"({"Message":"{\"errorCode\":404103,\"trackingId\":\"5f1b\",\"message\":\"Timed out waiting for device to connect.\",)"
     R"(\"info\":{\"timeout\":\"00:00:00\"},\"timestampUtc\":\"2018-11-12T19:35:33.5194825Z\"}","ExceptionMessage":""})";

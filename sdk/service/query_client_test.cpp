@@ -51,7 +51,7 @@ TEST_F(QueryClientTest, QueryPostsTheSqlWithoutPagingHeadersByDefault) {
   EXPECT_EQ(r.method, "POST");
   EXPECT_EQ(r.target, "/devices/query?api-version=2021-04-12");
   EXPECT_EQ(r.header("content-type"), "application/json; charset=utf-8");
-  // Byte for byte the Node capture (reference §3.2).
+  // Byte for byte the Node capture (docs/protocol.md §4.4).
   EXPECT_EQ(r.body, R"({"query":"SELECT * FROM devices WHERE tags.a = 1"})");
   EXPECT_EQ(r.header("x-ms-max-item-count"), std::nullopt);
   EXPECT_EQ(r.header("x-ms-continuation"), std::nullopt);

@@ -16,7 +16,7 @@ TEST(RequestBuildingTest, TokenExpiryIsNowRoundedUpPlusOneHour) {
 }
 
 TEST(RequestBuildingTest, ServiceTokenMatchesNodeSdkVector) {
-  // Reference §1.2: policy iothubowner, se = 1700000000.
+  // docs/protocol.md §1.10: policy iothubowner, se = 1700000000.
   auth::ServiceConnectionString cs{"myhub.azure-devices.net", "iothubowner",
                                    "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="};
   auto token = serviceSasToken(cs, SystemTime{seconds{1700000000 - 3600}});

@@ -22,7 +22,7 @@ inline json::value parse(std::string_view text) {
   return v ? *v : json::value();
 }
 
-// An Azure error body of the registry/twin shape (reference §3.7, shape 1).
+// An Azure error body of the registry/twin shape (docs/protocol.md §4.5, shape 1).
 inline std::string azureError(std::string_view code, std::string_view text) {
   return R"({"Message":"ErrorCode:)" + std::string(code) + ";" + std::string(text) +
          R"(","ExceptionMessage":"Tracking ID:0123-G:0-TimeStamp:10/18/2022 20:50:39"})";

@@ -19,7 +19,7 @@ using ::testing::HasSubstr;
 
 using testing::kConnectionString;
 
-// Shaped like the portal export of reference §3.4.
+// Shaped like the portal export of docs/protocol.md §6.1.
 constexpr std::string_view kTwinJson =
     R"({"deviceId":"d 1","etag":"AAAAAAAAAAQ=","deviceEtag":"OTA4NTk1Mjg=","status":"enabled",)"
     R"("connectionState":"Disconnected","cloudToDeviceMessageCount":0,"authenticationType":"sas",)"
@@ -100,7 +100,7 @@ TEST_F(TwinClientTest, UpdatePatchesWithAQuotedIfMatch) {
   EXPECT_EQ(requests[0].target, "/twins/d%201?api-version=2021-04-12");
   EXPECT_EQ(requests[0].header("if-match"), "\"*\"");
   EXPECT_EQ(requests[0].header("content-type"), "application/json; charset=utf-8");
-  // Byte for byte what the Node SDK sends (reference §3.2 capture).
+  // Byte for byte what the Node SDK sends (docs/protocol.md §4.4).
   EXPECT_EQ(requests[0].body, R"({"tags":{"b":2},"properties":{"desired":{"y":2}}})");
   EXPECT_EQ(requests[1].target, "/twins/d1?api-version=2021-04-12");
   EXPECT_EQ(requests[1].header("if-match"), "\"AAAAAAAAAAI=\"");

@@ -9,7 +9,7 @@
 
 namespace iothub::auth {
 
-// Splits "K1=V1;K2=V2" per reference §1.1: split on ';', each element at its FIRST '='
+// Splits "K1=V1;K2=V2" per docs/protocol.md §1.1: split on ';', each element at its FIRST '='
 // (base64 padding survives), elements with an empty name or value dropped, last duplicate
 // wins, keys case-sensitive. Never fails.
 std::map<std::string, std::string, std::less<>> parseConnectionStringPairs(std::string_view text);

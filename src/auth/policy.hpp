@@ -21,7 +21,7 @@ using store::kRegistryRead;
 using store::kRegistryWrite;
 using store::kServiceConnect;
 
-// The five policies a new Azure hub has (reference §1.1), with fresh random 256-bit keys:
+// The five policies a new Azure hub has (docs/protocol.md §1.3), with fresh random 256-bit keys:
 // iothubowner (all four), service (ServiceConnect), device (DeviceConnect),
 // registryRead (RegistryRead), registryReadWrite (RegistryRead|RegistryWrite).
 std::vector<AccessPolicyRecord> defaultPolicies(Random& random);
@@ -40,7 +40,7 @@ struct ServiceIdentity {
 // Authenticates service (REST) requests from the Authorization header value.
 // Checks, in order: token syntax; `skn` present and naming a known policy; signature
 // against the policy's primary or secondary key; `se` in the future; resource covers
-// "<hub host>" (reference §8 gotcha 20). Policy names are case-sensitive; spaces and tabs
+// "<hub host>" (docs/protocol.md §1.7, §1.8). Policy names are case-sensitive; spaces and tabs
 // around the header value are ignored. Every failure is Unauthorized with a message naming
 // the reason (not the secret): "Malformed SAS token: …", "… no 'skn' …", "Unknown shared
 // access policy", "… signature does not match …", "… has expired", "… resource does not
@@ -62,7 +62,7 @@ class ServiceAuthenticator {
 // Unauthorized ("… requires <permission>") unless the identity has every bit of `needed`.
 Status requirePermission(const ServiceIdentity& identity, Permission needed);
 
-// Verifies a device token (MQTT CONNECT password, reference §1.3): syntax, signature
+// Verifies a device token (MQTT CONNECT password, docs/protocol.md §1.6): syntax, signature
 // against the device's primary or secondary key (no `skn`), or, when `skn` is present,
 // against a policy with DeviceConnect; `se` in the future; resource covers
 // "<host>/devices/<device_id>" (so a module token does not authenticate its device, and a

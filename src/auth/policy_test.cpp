@@ -13,7 +13,7 @@ namespace {
 
 using std::chrono::seconds;
 
-// Reference §1.2 test vectors.
+// Test vectors of docs/protocol.md §1.10.
 constexpr std::string_view kKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 constexpr std::string_view kHost = "myhub.azure-devices.net";
 constexpr std::int64_t kVectorExpiry = 1700000000;
@@ -119,7 +119,7 @@ TEST_F(ServiceAuthenticatorTest, AcceptsReferenceServiceToken) {
 }
 
 TEST_F(ServiceAuthenticatorTest, AcceptsFreshNodeStyleTokenOnEveryRequest) {
-  // Gotcha 20: se = now + 3600, sr = raw host, skn = policy.
+  // docs/protocol.md §1.7: se = now + 3600, sr = raw host, skn = policy.
   std::int64_t now = unixSeconds(clock_.now());
   for (int request = 0; request < 3; ++request) {
     clock_.advance(seconds{7});

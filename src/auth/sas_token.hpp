@@ -16,7 +16,7 @@ namespace iothub::auth {
 inline constexpr std::size_t kMaxSasTokenLength = 4096;
 inline constexpr std::size_t kMaxSasFields = 16;
 
-// A parsed "SharedAccessSignature sr=…&sig=…&se=…[&skn=…]" token (reference §1.2).
+// A parsed "SharedAccessSignature sr=…&sig=…&se=…[&skn=…]" token (docs/protocol.md §1.4).
 // Fields may come in any order; each value runs from the field's first '=' to the next '&'.
 // Parsing only checks syntax: no signature, expiry or resource checks.
 struct SasToken {

@@ -7,7 +7,7 @@
 namespace iothub::auth {
 namespace {
 
-// Reference §1.2 test vectors, produced by the Node SDK itself.
+// Test vectors of docs/protocol.md §1.10, produced by the Node SDK itself.
 constexpr std::string_view kKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 constexpr std::string_view kHost = "myhub.azure-devices.net";
 constexpr std::int64_t kExpiry = 1700000000;

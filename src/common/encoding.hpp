@@ -16,7 +16,7 @@ std::string hexEncode(std::string_view bytes);
 
 // Percent-encodes every byte outside RFC 3986 "unreserved" (ALPHA DIGIT - . _ ~) with
 // uppercase hex: JavaScript's encodeURIComponent plus ! ' ( ) *, which is what the Azure
-// SDKs call "strict" encoding (reference §1.2).
+// SDKs call "strict" encoding (docs/protocol.md §1.5).
 std::string urlEncodeStrict(std::string_view text);
 // Decodes %XX escapes (and nothing else: '+' stays '+'); nullopt on a malformed escape.
 std::optional<std::string> urlDecode(std::string_view text);

@@ -7,7 +7,7 @@
 namespace iothub {
 
 // The closed set of failures iothub reports. Each maps to one HTTP status, one Azure
-// six-digit error code and one Azure error name (reference §3.7); see errorInfo().
+// six-digit error code and one Azure error name (docs/protocol.md §4.6); see errorInfo().
 enum class ErrorCode {
   Ok,
   ArgumentInvalid,           // 400 / 400004
@@ -47,7 +47,7 @@ struct ErrorInfo {
 // The single table from ErrorCode to its HTTP status, Azure code and name.
 const ErrorInfo& errorInfo(ErrorCode code);
 
-// Reverse lookups in the same table, for decoding the hub's answers (reference §3.7). They
+// Reverse lookups in the same table, for decoding the hub's answers (docs/protocol.md §4.6). They
 // only ever return a failure, never ErrorCode::Ok. Where several ErrorCodes share an Azure
 // code or name, the first in enum order wins: it is the canonical one, the others only
 // refine it on our side (503001 / "ServiceUnavailable" -> ServiceUnavailable, not

@@ -23,7 +23,7 @@ ConnectRefusal refuse(ConnectReturnCode code, std::string reason) {
   return {code, std::move(reason)};
 }
 
-// Splits "a=b&c=d" bag entries, URL-decoding both sides (reference §2.7, gotcha 7).
+// Splits "a=b&c=d" bag entries, URL-decoding both sides (docs/protocol.md §3.11).
 std::string describePropertyBag(std::string_view bag) {
   std::string out;
   while (!bag.empty()) {
@@ -72,7 +72,8 @@ std::variant<DeviceIdentity, ConnectRefusal> DeviceEndpoint::authenticate(
     return refused(ConnectReturnCode::BadUserNameOrPassword,
                    "username and SAS token password are required");
   }
-  // Username: "<host>/<deviceId>/?api-version=…" or just "<host>/<deviceId>" (reference §1.3).
+  // Username: "<host>/<deviceId>/?api-version=…" or just "<host>/<deviceId>"
+  // (docs/protocol.md §2.2).
   std::string_view user = *connect.user_name;
   user = user.substr(0, user.find("/?"));
   if (!user.empty() && user.back() == '/') user.remove_suffix(1);

@@ -23,7 +23,7 @@ namespace iothub::device_api {
 // A device that passed CONNECT authentication.
 struct DeviceIdentity {
   std::string device_id;
-  SystemTime token_expiry;  // the connection is closed at this time (reference §1.3)
+  SystemTime token_expiry;  // the connection is closed at this time (docs/protocol.md §2.4)
 };
 
 // Why a CONNECT is refused, as the CONNACK code and a reason for the log.
@@ -53,7 +53,7 @@ struct DeviceEndpointCounters {
   std::atomic<std::uint64_t> acl_violations{0};
 };
 
-// The device-facing protocol of Azure IoT Hub over MQTT (reference §1.3, §2) without any
+// The device-facing protocol of Azure IoT Hub over MQTT (docs/protocol.md §2, §3) without any
 // I/O: CONNECT authentication, the topic ACL, persistent sessions, and the twin, method and
 // telemetry topics. The transport owns connections and calls in here. Thread-safe; the
 // methods marked "blocks" wait on the store, so call them from worker threads.
@@ -91,13 +91,13 @@ class DeviceEndpoint {
   // Blocks. Gives up a claim whose connection never served (no-op on a single node).
   void releasePresence(std::string_view device_id, std::int64_t epoch);
 
-  // Blocks. Persistent-session state for clean-session 0 connections (reference §2.9).
+  // Blocks. Persistent-session state for clean-session 0 connections (docs/protocol.md §2.6).
   Result<std::optional<store::MqttSessionRecord>> loadSession(std::string_view client_id);
   Status saveSession(const store::MqttSessionRecord& session);
   Status deleteSession(std::string_view client_id);
 
   // Blocks. Handles a device PUBLISH: twin GET and reported PATCH (answered on
-  // $iothub/twin/res/…, errors carry {"errorCode":…} bodies, reference §2.10), method
+  // $iothub/twin/res/…, errors carry {"errorCode":…} bodies, docs/protocol.md §3.5), method
   // responses, telemetry. Any other topic is an ACL violation (close).
   PublishOutcome handlePublish(std::string_view device_id, const mqtt::Publish& publish);
 

@@ -16,7 +16,7 @@
 
 namespace iothub::index {
 
-// One page of a query's result (POST /devices/query, reference §3.6, §5.5).
+// One page of a query's result (POST /devices/query, docs/protocol.md §8.4, §8.6).
 struct QueryPage {
   query::ItemType item_type = query::ItemType::Raw;
   json::array rows;
@@ -24,7 +24,7 @@ struct QueryPage {
   std::optional<std::string> continuation;
 };
 
-// The row of `SELECT * FROM devices.jobs` (reference §4.4) for a stored device-job record:
+// The row of `SELECT * FROM devices.jobs` (docs/protocol.md §9.8) for a stored device-job record:
 // its document (jobType, times, outcome, error as the jobs module writes them) with
 // deviceId, jobId, status and lastUpdatedDateTimeUtc from the record's own fields.
 json::object deviceJobRow(const store::DeviceJobRecord& record);

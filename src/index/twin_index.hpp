@@ -30,7 +30,7 @@ namespace iothub::index {
 using Row = std::shared_ptr<const json::object>;
 
 // The in-memory index of every device twin that FROM devices queries and job target
-// selection run over (reference §5; decisions §26). The store stays the durable copy: the
+// selection run over (docs/protocol.md §8; decisions §26). The store stays the durable copy: the
 // index is loaded from it at startup and then told about every committed write by
 // IndexedStore (indexed_store.hpp), and about connection changes by the hub.
 //

@@ -14,29 +14,29 @@
 
 namespace iothub::jobs {
 
-// The job model of reference §4: what a job request may say, how a job and its per-device
+// The job model of docs/protocol.md §9: what a job request may say, how a job and its per-device
 // rows are stored, and how they are shown. Pure functions; the engine (jobs_engine.hpp)
 // runs jobs.
 
 inline constexpr std::string_view kTypeDeviceMethod = "scheduleDeviceMethod";
 inline constexpr std::string_view kTypeUpdateTwin = "scheduleUpdateTwin";
 
-// Job statuses (reference §4.2). queued: accepted, waiting to start (also when its start
-// time has come but the running-job limit is reached); scheduled: waiting for a future
-// start time; running; then one of the terminal ones.
+// Job statuses (docs/protocol.md §9.5, §9.6). queued: accepted, waiting to start (also when
+// its start time has come but the running-job limit is reached); scheduled: waiting for a
+// future start time; running; then one of the terminal ones.
 inline constexpr std::string_view kJobQueued = "queued";
 inline constexpr std::string_view kJobScheduled = "scheduled";
 inline constexpr std::string_view kJobRunning = "running";
 inline constexpr std::string_view kJobCompleted = "completed";
 inline constexpr std::string_view kJobFailed = "failed";
-inline constexpr std::string_view kJobCancelled = "cancelled";  // double L (§4.2)
+inline constexpr std::string_view kJobCancelled = "cancelled";  // double L (docs/protocol.md §9.5)
 
-// Per-device statuses (reference §4.4).
+// Per-device statuses (docs/protocol.md §9.8).
 inline constexpr std::string_view kDevicePending = "pending";
 inline constexpr std::string_view kDeviceRunning = "running";
 inline constexpr std::string_view kDeviceCompleted = "completed";
 inline constexpr std::string_view kDeviceFailed = "failed";
-inline constexpr std::string_view kDeviceCanceled = "canceled";  // single L (§4.4)
+inline constexpr std::string_view kDeviceCanceled = "canceled";  // single L (docs/protocol.md §9.8)
 
 bool isTerminalJobStatus(std::string_view status);
 
@@ -58,12 +58,12 @@ struct JobSpec {
   json::object update_twin;
 };
 
-// Largest job id (reference §4.1: up to 64 US-ASCII letters, digits and '-').
+// Largest job id (docs/protocol.md §9.3: up to 64 US-ASCII letters, digits and '-').
 inline constexpr std::size_t kMaxJobIdLength = 64;
 Status validateJobId(std::string_view job_id);
 
 // Validates a create request: the path's job id, and the body as the official SDKs send
-// it (reference §4.1 quirks: "startTime": null, no maxExecutionTimeInSeconds, no
+// it (docs/protocol.md §9.2: "startTime": null, no maxExecutionTimeInSeconds, no
 // connectTimeoutInSeconds, "payload": null, updateTwin with "etag": "*"). The body's jobId,
 // when present, must equal the path's. queryCondition must parse (its error, with the
 // position, is the answer). startTime is null or a date-time by parseTimestampClamped's
@@ -104,7 +104,7 @@ inline constexpr std::string_view kDocCancelRequested = "cancelRequested";
 inline constexpr std::string_view kDocFailureReason = "failureReason";
 inline constexpr std::string_view kDocStatusMessage = "statusMessage";
 
-// A per-device row (reference §4.4) of `job` for `device_id` in `status`, at `now`.
+// A per-device row (docs/protocol.md §9.8) of `job` for `device_id` in `status`, at `now`.
 // `started` is when the device's operation began (pending rows: the job's start);
 // `ended` only for terminal rows; `method_response` is {status, payload} for answered
 // method calls; `error` a {code, description} for failed and canceled devices.

@@ -108,7 +108,7 @@ struct JobPage {
   std::optional<std::string> continuation;
 };
 
-// The jobs engine (reference §4; docs/decisions.md §28): accepts jobs, starts them at
+// The jobs engine (docs/protocol.md §9; docs/decisions.md §28): accepts jobs, starts them at
 // their start time, selects their devices once, runs the device operations with a window
 // of in-flight operations and an optional per-job rate limit, writes per-device rows and
 // statistics in batches, and resumes after a restart.

@@ -14,11 +14,11 @@
 
 namespace iothub::methods {
 
-// One direct-method call (reference §6), already validated by the REST layer.
+// One direct-method call (docs/protocol.md §7), already validated by the REST layer.
 struct MethodCall {
   std::string device_id;
   std::string method_name;
-  std::string payload_json = "null";  // sent as the PUBLISH body; never empty (gotcha 5)
+  std::string payload_json = "null";  // the PUBLISH body; never empty (docs/protocol.md §3.9)
   std::chrono::seconds response_timeout{30};
   std::chrono::seconds connect_timeout{0};
 };

@@ -5,7 +5,7 @@
 namespace iothub::methods {
 namespace {
 
-// Azure's method-name alphabet (reference §6): printable ASCII without separators.
+// Azure's method-name alphabet (docs/protocol.md §7.1): printable ASCII without separators.
 Status validateMethodName(std::string_view name) {
   constexpr std::string_view kForbidden = "$()<>@,;:\\\"/[]?={} \t";
   if (name.empty() || name.size() > 128) {

@@ -9,10 +9,10 @@
 
 namespace iothub::methods {
 
-// Largest direct-method payload (reference §7: 128 KB).
+// Largest direct-method payload (docs/protocol.md §7.1: 128 KB).
 inline constexpr std::size_t kMaxMethodPayload = 128 * 1024;
 
-// Validates POST /twins/{id}/methods (reference §6): methodName (Azure's alphabet),
+// Validates POST /twins/{id}/methods (docs/protocol.md §7.1): methodName (Azure's alphabet),
 // responseTimeoutInSeconds 5..300 (default 30), connectTimeoutInSeconds 0..300 (default 0),
 // payload any JSON (default null, at most kMaxMethodPayload serialized).
 // Errors: IotHubFormatError, ArgumentInvalid, MessageTooLarge.

@@ -11,7 +11,8 @@ namespace iothub::mqtt {
 
 // CONNACK (§3.2), server to client. A refusal (return_code != Accepted) never has
 // session_present set (§3.2.2.2); the encoder and decoder both reject that combination.
-// Azure answers bad credentials with NotAuthorized or BadUserNameOrPassword (reference §1.3).
+// Azure answers bad credentials with NotAuthorized or BadUserNameOrPassword
+// (docs/protocol.md §2.3).
 struct ConnAck {
   static constexpr PacketType kType = PacketType::ConnAck;
 

@@ -29,7 +29,7 @@ struct Will {
 // DecodeError::UnsupportedProtocol so the server can answer CONNACK 0x01).
 // The Azure IoT Node SDK sends client_id "<deviceId>[/<moduleId>]", clean_session false,
 // keep_alive 180, user_name "<host>/<clientId>/?api-version=...", password a SAS token
-// (reference §1.3).
+// (docs/protocol.md §2.1).
 struct Connect {
   static constexpr PacketType kType = PacketType::Connect;
 

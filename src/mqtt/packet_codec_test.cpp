@@ -45,7 +45,7 @@ TEST(ConnectCodecTest, MinimalCleanSession) {
 }
 
 TEST(ConnectCodecTest, AsTheNodeDeviceSdkSendsIt) {
-  // Reference §1.3: clean session 0, keep-alive 180, user name and SAS password, no will.
+  // docs/protocol.md §2.1: clean session 0, keep-alive 180, user name and SAS password, no will.
   Connect connect;
   connect.client_id = "dev1";
   connect.clean_session = false;
@@ -117,7 +117,7 @@ TEST(PublishCodecTest, RetainedQoS0) {
 }
 
 TEST(PublishCodecTest, AzureTwinGet) {
-  // Reference §2.1: the Node SDK's twin GET carries a single space as payload.
+  // docs/protocol.md §3.3: the Node SDK's twin GET carries a single space as payload.
   expectVector(Publish{"$iothub/twin/GET/?$rid=1", " "},
                hex("30 1B 00 18") + "$iothub/twin/GET/?$rid=1" + " ");
 }

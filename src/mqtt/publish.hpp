@@ -25,7 +25,7 @@ struct PublishView {
 // Invariants checked by the encoder and the decoder: topic is a valid topic name (no
 // wildcards, §3.3.2.1); packet_id is non-zero for QoS 1 and 2 and zero for QoS 0 (which
 // has no packet identifier on the wire); dup is false for QoS 0 (§3.3.1.1).
-// Azure closes the connection on QoS 2 publishes from devices (reference §1.3); the codec
+// Azure closes the connection on QoS 2 publishes from devices (docs/protocol.md §2.4); the codec
 // still represents them so that the session can make that decision.
 struct Publish {
   static constexpr PacketType kType = PacketType::Publish;

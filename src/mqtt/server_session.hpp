@@ -28,7 +28,7 @@ struct ServerSessionOptions {
   // the store, which may be busy during a connection storm), counted from its arrival.
   std::chrono::milliseconds authentication_timeout{30'000};
   // Upper bound of the keep-alive timeout, which is otherwise 1.5 x the client's keep-alive
-  // (§3.1.2.10). Azure caps it at 1767 s (reference §1.3); nullopt means no cap.
+  // (§3.1.2.10). Azure caps it at 1767 s (docs/protocol.md §2.4); nullopt means no cap.
   std::optional<std::chrono::milliseconds> max_keep_alive_timeout = std::chrono::seconds{1767};
   // Outgoing QoS 1 publishes awaiting PUBACK at the same time; clamped to 1..65535.
   std::size_t max_in_flight = 16;
@@ -128,7 +128,7 @@ struct InFlightPublish {
 //   - Keep-alive: with a non-zero keep-alive k, the connection closes when nothing arrived
 //     for 1.5 x k (capped by max_keep_alive_timeout), judged at onTick().
 //   - PINGREQ -> PINGRESP. DISCONNECT -> CloseConnection{ClientDisconnected}.
-//   - Any QoS 2 PUBLISH from the client closes (Azure, reference §1.3); PUBREC, PUBREL and
+//   - Any QoS 2 PUBLISH from the client closes (Azure, docs/protocol.md §2.4); PUBREC, PUBREL and
 //     PUBCOMP therefore close too, since the hub never starts a QoS 2 flow.
 //   - Inbound QoS 1: PUBACKs go out in the order the PUBLISHes arrived (§4.6), even when the
 //     owner acknowledges out of order.

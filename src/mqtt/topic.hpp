@@ -30,7 +30,7 @@ Status validateTopicFilter(std::string_view filter);
 bool topicMatches(std::string_view filter, std::string_view topic);
 
 // The value of property `name` in the part of `topic` after "/?", e.g. "$rid" in
-// "$iothub/twin/GET/?$rid=42" (Azure's property bags, reference §2.2), or nullopt. Keys and
+// "$iothub/twin/GET/?$rid=42" (Azure's property bags, docs/protocol.md §3.2), or nullopt. Keys and
 // values are URL-decoded, as Node's querystring.parse does; a key without "=" has the empty
 // value; a pair with a malformed escape does not match.
 std::optional<std::string> topicQueryValue(std::string_view topic, std::string_view name);

@@ -45,7 +45,7 @@ TEST(TopicMatchesTest, Table) {
       {"+/monitor/Clients", "$SYS/monitor/Clients", false},
       {"$SYS/#", "$SYS/monitor", true},
       {"$SYS/monitor/+", "$SYS/monitor/Clients", true},
-      // Azure IoT Hub topics (reference §2.1).
+      // Azure IoT Hub topics (docs/protocol.md §3.1).
       {"$iothub/methods/POST/#", "$iothub/methods/POST/reboot/?$rid=1", true},
       {"$iothub/methods/POST/#", "$iothub/methods/POST", true},
       {"$iothub/methods/POST/#", "$iothub/methods/res/200/?$rid=1", false},

@@ -11,7 +11,7 @@
 namespace iothub::query {
 namespace {
 
-// Top-level twin members (reference §3.4, §5.1), matched case-insensitively.
+// Top-level twin members (docs/protocol.md §6.1, §8.2), matched case-insensitively.
 constexpr std::array<std::string_view, 20> kTwinFields = {
     "deviceId",
     "moduleId",
@@ -35,7 +35,7 @@ constexpr std::array<std::string_view, 20> kTwinFields = {
     "properties",
 };
 
-// Members of a device-job row (§4.4) as `devices.jobs.<field>` addresses them.
+// Members of a device-job row (docs/protocol.md §9.8) as `devices.jobs.<field>` addresses them.
 constexpr std::array<std::string_view, 10> kDeviceJobFields = {
     "deviceId",       "jobId",        "jobType",    "status",
     "createdTimeUtc", "startTimeUtc", "endTimeUtc", "lastUpdatedTimeUtc",
@@ -137,7 +137,7 @@ class Binder {
         equalsIgnoreCase(keys[1], "modules")) {
       return typeError(e, "module twins (devices.modules) are not supported");
     }
-    // C# registry samples filter on `id`, which Azure accepts for deviceId (§5.2).
+    // C# registry samples filter on `id`, which Azure accepts for deviceId (docs/protocol.md §8.3).
     if (equalsIgnoreCase(keys[0], "id")) keys[0] = "deviceId";
     canonicalize(keys[0], kTwinFields);
     if (keys.size() >= 2) {

@@ -25,9 +25,9 @@ class Condition {
 
   bool matchesAll() const { return expr_ == nullptr; }
 
-  // True when the condition evaluates to boolean true on `row` (reference §5.1): null,
+  // True when the condition evaluates to boolean true on `row` (docs/protocol.md §8.2): null,
   // undefined and non-boolean results do not match. `row` is in its service shape: a twin
-  // (§3.4) for FROM devices, a device-job row (§4.4) for FROM devices.jobs.
+  // (§6.1) for FROM devices, a device-job row (§9.8) for FROM devices.jobs.
   bool matches(const json::object& row) const;
 
   // For a planner: when the condition is `path = constant` (constant a primitive), or an AND

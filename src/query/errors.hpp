@@ -8,7 +8,7 @@
 
 namespace iothub::query {
 
-// The longest query (or job condition) text accepted, in characters (reference §5.4).
+// The longest query (or job condition) text accepted, in characters (docs/protocol.md §8.5).
 inline constexpr std::size_t kMaxQueryLength = 8192;
 
 // "line:col" of byte `offset` in `text`; both 1-based, columns count characters (UTF-8

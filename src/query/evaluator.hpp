@@ -6,7 +6,7 @@
 
 namespace iothub::query {
 
-// Stage 3: evaluates a bound expression against one row (reference §5.1 semantics).
+// Stage 3: evaluates a bound expression against one row (docs/protocol.md §8.2).
 // Never fails and never throws: a missing member, an operand of the wrong type, division by
 // zero or a non-finite result is undefined. Comparisons are Unknown unless both sides are
 // primitives of the same kind; AND/OR/NOT use three-valued logic (False AND Unknown is

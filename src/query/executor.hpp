@@ -15,8 +15,8 @@ namespace iothub::query {
 // Stage 4: runs a Query over rows the caller supplies (an in-memory index, a store scan, or
 // candidates an index lookup produced; see Condition::indexableEquality()). No I/O.
 
-// A window of the result, for paging (§5.5): rows [offset, offset + limit) of the result
-// after TOP.
+// A window of the result, for paging (docs/protocol.md §8.6): rows [offset, offset + limit)
+// of the result after TOP.
 struct Page {
   std::size_t offset = 0;
   std::size_t limit = std::numeric_limits<std::size_t>::max();

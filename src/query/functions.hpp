@@ -10,7 +10,7 @@
 
 namespace iothub::query {
 
-// Built-in scalar functions (reference §5.2): the type checks IS_DEFINED ... IS_PRIMITIVE,
+// Built-in scalar functions (docs/protocol.md §8.3): the type checks IS_DEFINED ... IS_PRIMITIVE,
 // the string functions STARTSWITH/STARTS_WITH, ENDSWITH/ENDS_WITH, CONTAINS, LOWER, UPPER,
 // LENGTH, CONCAT, SUBSTRING, INDEX_OF, ARRAY_CONTAINS, and the routing-condition math
 // functions ABS, CEILING, FLOOR, SIGN, SQRT, SQUARE, POWER, EXP, AS_NUMBER.

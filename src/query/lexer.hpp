@@ -10,7 +10,7 @@
 
 namespace iothub::query {
 
-// Stage 1 of the query engine: query text → tokens (reference §5.1).
+// Stage 1 of the query engine: query text → tokens (docs/protocol.md §8.1).
 
 enum class TokenKind {
   End,         // after the last token; begin == end == text size

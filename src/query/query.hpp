@@ -12,8 +12,8 @@
 
 namespace iothub::query {
 
-// The IoT Hub query language (reference §5): parse once, then run the Query or test rows with
-// its Condition as often as needed. Pure computation: no I/O, no store access.
+// The IoT Hub query language (docs/protocol.md §8): parse once, then run the Query or test
+// rows with its Condition as often as needed. Pure computation: no I/O, no store access.
 //
 //   SELECT [TOP n] * | item [AS alias] [, item [AS alias]]...
 //   FROM devices | devices.jobs
@@ -21,16 +21,16 @@ namespace iothub::query {
 //
 // where an item is a property path or COUNT(), AVG(path), SUM(path), MIN(path), MAX(path).
 // Keywords and function names are case-insensitive; so are the twin's identity fields
-// (deviceId, etag, status, ... §5.1), which are stored in their canonical case. Names inside
+// (deviceId, etag, status, ... §8.2), which are stored in their canonical case. Names inside
 // tags and properties are case-sensitive.
 
 enum class Collection {
-  Devices,     // FROM devices: rows are twins (§3.4)
-  DeviceJobs,  // FROM devices.jobs: rows are device-job records (§4.4); paths are written
+  Devices,     // FROM devices: rows are twins (§6.1)
+  DeviceJobs,  // FROM devices.jobs: rows are device-job records (§9.8); paths are written
                // devices.jobs.<field> and address <field> of the row
 };
 
-// What the result rows are, for the x-ms-item-type header (§3.6).
+// What the result rows are, for the x-ms-item-type header (docs/protocol.md §8.4).
 enum class ItemType {
   Twin,       // SELECT * FROM devices
   DeviceJob,  // SELECT * FROM devices.jobs
@@ -73,9 +73,9 @@ struct Query {
 // devices.jobs query. Never throws; recursion is bounded by kMaxExpressionDepth.
 Result<Query> parseQuery(std::string_view text);
 
-// Parses a condition on its own, as a job's queryCondition (§4.5) or a WHERE body: "*"
-// (alone, surrounding spaces allowed) matches every row. Paths are bound for `collection`.
-// Errors as for parseQuery; positions are relative to `text`.
+// Parses a condition on its own, as a job's queryCondition (docs/protocol.md §9.1) or a WHERE
+// body: "*" (alone, surrounding spaces allowed) matches every row. Paths are bound for
+// `collection`. Errors as for parseQuery; positions are relative to `text`.
 Result<Condition> parseCondition(std::string_view text,
                                  Collection collection = Collection::Devices);
 

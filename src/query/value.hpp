@@ -8,7 +8,7 @@
 
 namespace iothub::query {
 
-// The type rules of the query language (reference §5.1), shared by the evaluator, the
+// The type rules of the query language (docs/protocol.md §8.2), shared by the evaluator, the
 // executor and any index a planner builds, so they all agree on what "equal" means.
 
 // A value during evaluation: undefined (a missing member), a reference to a JSON value

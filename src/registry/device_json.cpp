@@ -142,7 +142,7 @@ Result<DeviceSpec> parseDeviceSpec(const json::value& body) {
   auto type = optionalString(auth, "type", "authentication.");
   if (!type) return type.status();
   if (!*type) {
-    // The Node SDK's rule (reference §3.3): a thumbprint means selfSigned, else sas.
+    // The Node SDK's rule (docs/protocol.md §5.4): a thumbprint means selfSigned, else sas.
     bool has_thumbprint = (spec.primary_thumbprint && !spec.primary_thumbprint->empty()) ||
                           (spec.secondary_thumbprint && !spec.secondary_thumbprint->empty());
     spec.auth_type = has_thumbprint ? store::AuthType::SelfSigned : store::AuthType::Sas;

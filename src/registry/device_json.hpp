@@ -12,7 +12,7 @@ namespace iothub::registry {
 
 using store::DeviceRecord;
 
-// Azure's device-id rules (reference §3.3): 1..128 ASCII characters from
+// Azure's device-id rules (docs/protocol.md §5.2): 1..128 ASCII characters from
 // alphanumerics and - . + % _ # * ? ! ( ) , = @ $ ' : ;  ('/' is rejected).
 // Errors: ArgumentInvalid naming the offending character.
 Status validateDeviceId(std::string_view device_id);
@@ -38,7 +38,7 @@ struct DeviceSpec {
 // one of the two keys given, a thumbprint that is not 40 or 64 hex digits).
 Result<DeviceSpec> parseDeviceSpec(const json::value& body);
 
-// The device as Azure's REST API returns it (reference §3.3).
+// The device as Azure's REST API returns it (docs/protocol.md §5.1).
 json::object deviceToJson(const DeviceRecord& device, bool connected);
 
 const char* deviceStatusName(store::DeviceStatus status);

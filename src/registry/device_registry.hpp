@@ -46,7 +46,7 @@ class DeviceRegistry {
  public:
   // Largest page of GET /devices (Azure's maximum for `top`).
   static constexpr std::size_t kMaxListSize = 1000;
-  // Most entries in one bulk request (reference §7).
+  // Most entries in one bulk request (docs/protocol.md §5.5).
   static constexpr std::size_t kMaxBulkSize = 100;
 
   // `connections` (may be null) is told to close the connection of a device that gets
@@ -54,7 +54,7 @@ class DeviceRegistry {
   DeviceRegistry(store::Store& store, Random& random, const Clock& clock,
                  ConnectionStates* connections = nullptr);
 
-  // Creates a device with its twin. Empty keys are generated (reference §3.3).
+  // Creates a device with its twin. Empty keys are generated (docs/protocol.md §5.4).
   // Errors: ArgumentInvalid (bad id, id differs from the body's), DeviceAlreadyExists.
   Result<DeviceRecord> create(std::string_view device_id, const DeviceSpec& spec);
 

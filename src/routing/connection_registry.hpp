@@ -49,7 +49,7 @@ class PresenceTracker {
 };
 
 // Where each device is connected on this node: at most one live link per device
-// (reference §1.3: a new CONNECT for the same device drops the old one). Thread-safe.
+// (docs/protocol.md §2.4: a new CONNECT for the same device drops the old one). Thread-safe.
 //
 // In a cluster each link carries the epoch of its presence claim (0 on a single node), and
 // the newest epoch wins: a link never replaces one with a higher epoch, and closeBelow()

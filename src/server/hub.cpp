@@ -96,7 +96,7 @@ Result<std::unique_ptr<asio::ssl::context>> makeTlsContext(const fs::path& cert,
 }
 
 // Pushes desired-property changes to the device's connection, if it is subscribed
-// (reference §2.5, gotcha 23: only connected, subscribed devices get notifications).
+// (docs/protocol.md §3.7: only connected, subscribed devices get notifications).
 // In a cluster, through the router to whatever node holds the device.
 class DesiredPusher final : public twin::DesiredChangeListener {
  public:

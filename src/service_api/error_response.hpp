@@ -10,10 +10,10 @@
 namespace iothub::service_api {
 
 // The JSON content type Azure sends; the Node SDK parses bodies only when the response
-// carries it (reference §3.1, gotcha 9).
+// carries it (docs/protocol.md §4.2).
 inline constexpr const char* kJsonContentType = "application/json; charset=utf-8";
 
-// An Azure-shaped error response for `status` (reference §3.7): HTTP status from the
+// An Azure-shaped error response for `status` (docs/protocol.md §4.5): HTTP status from the
 // error table, header `iothub-errorcode: <Name>`, and
 // - for DeviceNotOnline and GatewayTimeout (direct methods) the nested shape 2
 //   {"Message":"{\"errorCode\":404103,...}","ExceptionMessage":""};

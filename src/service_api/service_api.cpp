@@ -70,7 +70,7 @@ Result<json::value> parseBody(const HttpRequest& request) {
   return parseJson(request.body);
 }
 
-// x-ms-max-item-count (reference §5.5): 1..1000, default 100.
+// x-ms-max-item-count (docs/protocol.md §8.6): 1..1000, default 100.
 Result<std::size_t> pageSize(const HttpRequest& request) {
   const std::string* v = request.headers.find("x-ms-max-item-count");
   if (v == nullptr || v->empty()) return index::QueryRunner::kDefaultPageSize;
@@ -255,7 +255,7 @@ HttpResponse ServiceApi::route(const HttpRequest& request,
              *op == Op::InvokeMethod || *op == Op::ServiceStats || *op == Op::ClusterNodes ||
              *op == Op::PutJob || *op == Op::GetJob || *op == Op::CancelJob ||
              *op == Op::ListJobs) {
-    // ServiceConnect covers twins and direct methods (reference §1.1).
+    // ServiceConnect covers twins and direct methods (docs/protocol.md §1.3).
     needed = store::kServiceConnect;
   }
   if (Status s = auth::requirePermission(*identity, needed); !s) return fail(s);
@@ -280,7 +280,7 @@ HttpResponse ServiceApi::route(const HttpRequest& request,
       auto spec = registry::parseDeviceSpec(*body);
       if (!spec) return fail(spec.status());
       // Node's Registry.create and update differ on the wire only by If-Match
-      // (reference §3.3): absent = create, present = update.
+      // (docs/protocol.md §5.3): absent = create, present = update.
       auto etag = ifMatch(request);
       auto d = etag ? reg.update(seg[1], *spec, *etag) : reg.create(seg[1], *spec);
       if (!d) return fail(d.status());
@@ -324,7 +324,7 @@ HttpResponse ServiceApi::route(const HttpRequest& request,
       auto twin = *op == Op::PatchTwin ? deps_.twins->patchTwin(seg[1], *body, etag)
                                        : deps_.twins->replaceTwin(seg[1], *body, etag);
       if (!twin) {
-        // Azure answers an oversized twin over REST with 400 (reference §7).
+        // Azure answers an oversized twin over REST with 400 (docs/protocol.md §10.1).
         if (twin.code() == ErrorCode::MessageTooLarge) {
           return fail({ErrorCode::ArgumentInvalid, twin.status().message()});
         }

@@ -33,7 +33,7 @@ struct ServiceApiDeps {
   std::function<Result<json::object>()> cluster_nodes;
 };
 
-// The service-facing REST API (reference §3) as a pure function from request to
+// The service-facing REST API (docs/protocol.md §4) as a pure function from request to
 // response: no I/O of its own, but it blocks on the store, so call it from a worker
 // thread, never an I/O thread. Thread-safe.
 //
@@ -62,7 +62,7 @@ class ServiceApi {
 };
 
 // Strips the quotes and an optional W/ that clients put around an If-Match value
-// (reference §3.5: the Node SDK always quotes, so the wildcard arrives as "*").
+// (docs/protocol.md §6.4: the Node SDK always quotes, so the wildcard arrives as "*").
 std::string normalizeEtag(std::string_view if_match);
 
 }  // namespace iothub::service_api

@@ -52,7 +52,7 @@ struct TwinRecord {
   bool operator==(const TwinRecord&) const = default;
 };
 
-// Permissions of a shared access policy (reference §1.1), as a bit set.
+// Permissions of a shared access policy (docs/protocol.md §1.3), as a bit set.
 enum Permission : std::uint32_t {
   kRegistryRead = 1u << 0,
   kRegistryWrite = 1u << 1,
@@ -133,7 +133,7 @@ struct DeviceJobWrite {
 };
 
 // What a persistent MQTT session (CleanSession=0) keeps between connections and hub
-// restarts (MQTT 3.1.1 §3.1.2.4, reference §2.9): its subscriptions. Keyed by client id.
+// restarts (MQTT 3.1.1 §3.1.2.4, docs/protocol.md §2.6): its subscriptions. Keyed by client id.
 struct MqttSubscriptionRecord {
   std::string filter;
   int qos = 0;

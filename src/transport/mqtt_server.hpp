@@ -33,7 +33,7 @@ struct MqttServerOptions {
   std::uint16_t port = 0;                    // 0 = any free port; see MqttServer::port()
   boost::asio::ssl::context* tls = nullptr;  // null = plain MQTT (tests only)
   // Largest packet accepted: telemetry is up to 256 KB, method answers up to 128 KB
-  // (reference §7), plus topic and header.
+  // (docs/protocol.md §10.2), plus topic and header.
   std::size_t max_packet_size = 300 * 1024;
   // The TLS (or WebSocket) handshake must finish, and CONNECT arrive, within this of the
   // accept: idle sockets cannot hold file descriptors for long.
@@ -70,7 +70,7 @@ class MqttServer {
   std::size_t connectionCount() const;
 
   // Hands HTTPS connections that upgrade at /$iothub/websocket to this server (MQTT over
-  // WebSocket, reference §1.4); give it to HttpServerOptions::websocket.
+  // WebSocket, docs/protocol.md §2.5); give it to HttpServerOptions::websocket.
   std::shared_ptr<WebSocketAcceptor> webSocketAcceptor();
 
  private:

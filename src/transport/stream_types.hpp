@@ -2,7 +2,7 @@
 
 // Internal to src/transport: the stream types shared by the HTTP and MQTT servers, so an
 // HTTPS connection that upgrades to WebSocket at /$iothub/websocket can be handed to the
-// MQTT server (reference §1.4: MQTT over WebSocket on port 443). Includes Beast: include
+// MQTT server (docs/protocol.md §2.5: MQTT over WebSocket on port 443). Includes Beast: include
 // it only from transport's .cpp files.
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>

@@ -17,7 +17,7 @@ namespace iothub::twin {
 //
 // Stored shape (what store::TwinRecord holds): `tags` is a plain object; `desired` and
 // `reported` hold their properties plus one member "$metadata" that mirrors the property
-// tree (reference §3.4):
+// tree (docs/protocol.md §6.1):
 //   {"a":{"b":1},"$metadata":{"$lastUpdated":T,"$lastUpdatedVersion":V,
 //                             "a":{"$lastUpdated":T,"$lastUpdatedVersion":V,
 //                                  "b":{"$lastUpdated":T,"$lastUpdatedVersion":V}}}}
@@ -25,7 +25,7 @@ namespace iothub::twin {
 // object; it lives in TwinRecord::desired_version / reported_version. A twin that was never
 // written has no "$metadata" at all (the registry creates twins with empty objects).
 
-// Limits of reference §7.
+// Limits of docs/protocol.md §10.1.
 inline constexpr std::size_t kMaxTagsSize = 8 * 1024;
 inline constexpr std::size_t kMaxDesiredSize = 32 * 1024;
 inline constexpr std::size_t kMaxReportedSize = 32 * 1024;
@@ -36,7 +36,7 @@ inline constexpr std::size_t kMaxReportedSize = 32 * 1024;
 inline constexpr int kMaxDepth = 10;
 inline constexpr std::size_t kMaxKeyBytes = 1024;     // UTF-8 bytes
 inline constexpr std::size_t kMaxStringBytes = 4096;  // UTF-8 bytes
-// The documented integer range (reference §7): JavaScript's safe 53-bit two's complement.
+// The documented integer range (docs/protocol.md §10.1): JavaScript's safe 53-bit two's complement.
 inline constexpr std::int64_t kMinInteger = -4503599627370496;
 inline constexpr std::int64_t kMaxInteger = 4503599627370495;
 
@@ -71,11 +71,11 @@ Status validateSectionPatch(const json::object& patch, std::string_view path);
 // not counted.
 std::size_t twinSize(const json::object& section);
 
-// Size of a section as Azure accounts it (reference §7): the sum over members of the key's
-// length plus the value's size, where strings (keys too) count their Unicode characters
-// except control characters, numbers 8, booleans 4, objects and arrays the sum of their
-// contents. Null members are skipped (key included). A top-level "$metadata" member is not
-// counted.
+// Size of a section as Azure accounts it (docs/protocol.md §10.1): the sum over members of
+// the key's length plus the value's size, where strings (keys too) count their Unicode
+// characters except control characters, numbers 8, booleans 4, objects and arrays the sum of
+// their contents. Null members are skipped (key included). A top-level "$metadata" member is
+// not counted.
 std::size_t azureSectionSize(const json::object& section);
 
 // Bytes of the section as compact JSON (what toJson() writes: quotes, escapes, colons,
@@ -86,7 +86,7 @@ std::size_t serializedSectionSize(const json::object& section);
 
 // Errors: MessageTooLarge (413001) when twinSize(content) exceeds the section's limit.
 // Size is the one limit reported with its own code, so that callers can choose: the MQTT
-// twin endpoint answers 413/413001 (reference §2.10), REST adapters may map it to 400.
+// twin endpoint answers 413/413001 (docs/protocol.md §3.5), REST adapters may map it to 400.
 // Every path that writes a section (service patch and replacement, job update, device
 // reported patch) checks the section it would store, so patches cannot add up past the
 // limit.

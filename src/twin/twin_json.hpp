@@ -5,7 +5,7 @@
 
 namespace iothub::twin {
 
-// The service view of a twin (GET /twins/{id}, query rows; reference §3.4):
+// The service view of a twin (GET /twins/{id}, query rows; docs/protocol.md §6.1):
 // deviceId, etag, deviceEtag, status, statusReason (only when set), statusUpdateTime,
 // connectionState, lastActivityTime, cloudToDeviceMessageCount, authenticationType,
 // x509Thumbprint, modelId (""), version, capabilities, tags (always, even {}) and
@@ -28,7 +28,7 @@ void setConnectionState(json::object& view, bool connected);
 // etag, version, tags, properties.
 void setTwinFields(json::object& view, const store::TwinRecord& twin);
 
-// The device view (MQTT $iothub/twin/GET, reference §2.3):
+// The device view (MQTT $iothub/twin/GET, docs/protocol.md §3.3):
 // {"desired":{...,"$version":n},"reported":{...,"$version":m}} without "$metadata" and
 // without tags. A fresh twin is {"desired":{"$version":1},"reported":{"$version":1}}.
 json::object deviceTwinJson(const store::TwinRecord& twin);

@@ -6,7 +6,7 @@
 namespace iothub::twin {
 namespace {
 
-// Fields of the service twin (reference §3.4) that clients may echo back in a patch but
+// Fields of the service twin (docs/protocol.md §6.1) that clients may echo back in a patch but
 // cannot change through it.
 constexpr auto kReadOnlyFields = std::to_array<std::string_view>({
     "deviceId",
@@ -111,7 +111,7 @@ Result<ServiceSections> parseServiceBody(const json::object& body, bool replacin
   return sections;
 }
 
-// The notification payload: the change, then "$version" (reference §2.5).
+// The notification payload: the change, then "$version" (docs/protocol.md §3.6).
 json::object withVersion(json::object patch, std::int64_t version) {
   patch[kVersionKey] = version;
   return patch;
@@ -177,7 +177,7 @@ Result<TwinChange> applyServicePatch(const store::TwinRecord& current, const Twi
     UpdateStamp stamp{std::string(timestamp), next.desired_version};
     json::object notification;
     if (patch.desired.clear) {
-      // Merge-style devices (Node) only drop what the notification names (reference §2.5).
+      // Merge-style devices (Node) only drop what the notification names (docs/protocol.md §3.6).
       for (const auto& member : current.desired) {
         if (member.key() != kMetadataKey) notification[member.key()] = nullptr;
       }

@@ -14,7 +14,7 @@ namespace iothub::twin {
 // What clients send to change a twin, parsed and validated, and how each change turns a
 // TwinRecord into the next one. Pure functions, no I/O, thread-safe.
 //
-// Version rules (reference §2.3, §3.4), with versions starting at 1 in a new twin:
+// Version rules (docs/protocol.md §3.3, §6.2), with versions starting at 1 in a new twin:
 // - A section is *written* when its patch is null (clear) or has at least one member; an
 //   empty object `{}` leaves it alone. Writing counts as a change even when the values
 //   end up equal (Azure bumps versions on such patches too).
@@ -43,7 +43,7 @@ struct TwinReplacement {
   json::object desired;
 };
 
-// Parses a service twin patch (PATCH /twins/{id}, a job's updateTwin; reference §3.5).
+// Parses a service twin patch (PATCH /twins/{id}, a job's updateTwin; docs/protocol.md §6.3).
 // Accepted top-level members: "tags" (object or null), "properties" (object, or null for
 // nothing) holding "desired" (object or null) and "reported" (only an empty object, which
 // the Node job client sends). Read-only identity fields clients echo back (deviceId, etag,
@@ -63,7 +63,7 @@ Result<TwinPatch> parseServicePatch(const json::object& body);
 Result<TwinReplacement> parseServiceReplacement(const json::value& body);
 
 // Parses a device's reported-properties patch (MQTT $iothub/twin/PATCH/properties/reported,
-// reference §2.4). Errors: IotHubFormatError when `body` is not an object; ArgumentInvalid
+// docs/protocol.md §3.4). Errors: IotHubFormatError when `body` is not an object; ArgumentInvalid
 // for rule violations, including "$version" echoed back (Azure answers 400 too);
 // MessageTooLarge when the patch alone exceeds 32 KB.
 Result<SectionPatch> parseReportedPatch(const json::value& body);
@@ -71,7 +71,7 @@ Result<SectionPatch> parseReportedPatch(const json::value& body);
 // The result of a service-side change.
 struct TwinChange {
   store::TwinRecord twin;
-  // The desired notification payload (reference §2.5) when desired was written: the
+  // The desired notification payload (docs/protocol.md §3.6) when desired was written: the
   // change with explicit nulls for removed members, plus "$version" last.
   std::optional<json::object> desired_patch;
 };

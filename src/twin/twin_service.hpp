@@ -17,7 +17,7 @@
 
 namespace iothub::twin {
 
-// A committed change of a device's desired properties (reference §2.5).
+// A committed change of a device's desired properties (docs/protocol.md §3.6).
 struct DesiredChange {
   std::string device_id;
   // The change as the back end made it: explicit nulls for removed members, then
@@ -41,8 +41,8 @@ class DesiredChangeListener {
   virtual void onDesiredChanged(const DesiredChange& change) = 0;
 };
 
-// Device twins on top of the store: the service operations of reference §3.4/§3.5, the
-// device operations of §2.3/§2.4 and twin-job updates (§4.5). Rules and limits are those of
+// Device twins on top of the store: the service operations of docs/protocol.md §6, the
+// device operations of §3.3/§3.4 and twin-job updates (§9.9). Rules and limits are those of
 // twin_document.hpp and twin_patch.hpp.
 //
 // Thread-safe. Every method blocks on the store, so call it from a worker thread, never

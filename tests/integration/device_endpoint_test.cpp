@@ -207,7 +207,7 @@ class DeviceEndpointTest : public ::testing::Test {
 };
 
 // ---------------------------------------------------------------------------------------
-// Direct methods (reference §2.6, §6)
+// Direct methods (docs/protocol.md §3.8, §7)
 
 TEST_F(DeviceEndpointTest, MethodRoundTripPassesTheDeviceChosenStatusAndPayload) {
   auto d = createDevice("method-1");
@@ -317,7 +317,7 @@ TEST_F(DeviceEndpointTest, MethodWaitsForADeviceThatConnectsWithinTheConnectTime
 }
 
 // ---------------------------------------------------------------------------------------
-// Twins (reference §2.3-2.5) and connection state
+// Twins (docs/protocol.md §3.3-3.7) and connection state
 
 TEST_F(DeviceEndpointTest, ReportedPatchReturnsTheNewVersionAndTheServiceSeesIt) {
   auto d = createDevice("twin-1");

@@ -38,7 +38,7 @@ async function createDevice(prefix, extra = {}) {
   return { deviceId, key, connectionString: deviceConnectionString(deviceId, key) };
 }
 
-// A device SAS token signed as the Node SDK signs it (reference §1.2).
+// A device SAS token signed as the Node SDK signs it (docs/protocol.md §1.6).
 function deviceToken(deviceId, key, lifetimeSeconds = 3600) {
   const sr = encodeURIComponent(`${hostName}/devices/${deviceId}`);
   const se = Math.ceil(Date.now() / 1000) + lifetimeSeconds;
@@ -46,7 +46,7 @@ function deviceToken(deviceId, key, lifetimeSeconds = 3600) {
   return `SharedAccessSignature sr=${sr}&sig=${encodeURIComponent(sig)}&se=${se}`;
 }
 
-// A service SAS token signed as the Node service SDK signs it (reference §1.2: raw host as
+// A service SAS token signed as the Node service SDK signs it (docs/protocol.md §1.7: raw host as
 // `sr`, policy as `skn`).
 function serviceToken(lifetimeSeconds = 3600) {
   const field = (name) => new RegExp(`${name}=([^;]+)`).exec(serviceConnectionString)[1];
@@ -213,7 +213,7 @@ async function waitForJob(jobId, { until = isTerminal, timeoutMs = 30000, interv
 }
 
 // Reads every page of an SDK Query (registry.createQuery or jobClient.createQuery), passing
-// the continuation token explicitly (promise-style next() drops it, reference §5.5).
+// the continuation token explicitly (promise-style next() drops it, docs/protocol.md §8.6).
 // Returns {rows, pages: [{rows, continuation, itemType}]}; fails on more than `maxPages`
 // pages, so a hub that never ends the paging does not hang the test.
 async function readAllPages(query, { asTwin = false, maxPages = 50 } = {}) {

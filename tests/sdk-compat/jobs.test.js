@@ -1,6 +1,6 @@
 // The official service SDK's JobClient (npm azure-iothub 1.16.6) with devices on the
 // official device SDK (azure-iot-device 1.18.4 + azure-iot-device-mqtt 1.16.4), unmodified,
-// against iothubd's /jobs/v2 (reference §4). Every test works on its own devices and jobs.
+// against iothubd's /jobs/v2 (docs/protocol.md §9). Every test works on its own devices and jobs.
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert/strict');
@@ -10,7 +10,8 @@ const {
   serviceRequest, TERMINAL_JOB_STATUSES,
 } = require('./helpers');
 
-// A finished job: the expected terminal status, with createdTime and endTime (reference §4.2).
+// A finished job: the expected terminal status, with createdTime and endTime
+// (docs/protocol.md §9.4, §9.5).
 function assertFinished(job, status) {
   assert.equal(job.status, status, `status of ${job.jobId}`);
   assert.ok(!Number.isNaN(Date.parse(job.createdTime)), `createdTime of ${job.jobId}: ${job.createdTime}`);
@@ -84,7 +85,7 @@ test('scheduleDeviceMethod on 22 devices: answers of any status succeed, offline
             { status: statusOf(row.deviceId), payload: { locked: '10m', deviceId: row.deviceId } });
           assert.equal(row.error, undefined);
         } else if (row.deviceId === silent.deviceId) {
-          // Timed out (504101-like): failed with an error, no response (reference §4.5).
+          // Timed out (504101-like): failed with an error, no response (docs/protocol.md §9.9).
           assert.equal(row.status, 'failed', row.deviceId);
           assert.equal(typeof row.error.code, 'string');
           assert.notEqual(row.error.code, 'DeviceNotOnline');
@@ -101,7 +102,8 @@ test('scheduleDeviceMethod on 22 devices: answers of any status succeed, offline
   });
 
 test('a method job with connectTimeoutInSeconds (raw REST, as the Azure CLI sends it) waits for devices', async () => {
-  // The Node JobClient drops connectTimeoutInSeconds (reference §4.1); other clients send it.
+  // The Node JobClient drops connectTimeoutInSeconds (docs/protocol.md §9.2); other clients
+  // send it.
   const { devices: [late, never] } = await createFleet('jconnect', 2);
   const jobId = unique('jconnect');
   const put = await serviceRequest('PUT', `/jobs/v2/${jobId}`, {
@@ -194,7 +196,7 @@ test('reference scenario: lockDoor and the building/floor twin update scheduled 
       { ...LOCK_DOOR, responseTimeoutInSeconds: 15 }, startTime, 300)).jobStatus;
     const t = (await jobClient.scheduleTwinUpdate(twinJob, condition,
       { etag: '*', properties: { desired: { building: 43, floor: 3 }, reported: {} } }, startTime, 300)).jobStatus;
-    // Created jobs answer "queued" even with a future start (reference §4.2, gotcha 16).
+    // Created jobs answer "queued" even with a future start (docs/protocol.md §9.6).
     for (const created of [m, t]) {
       assert.equal(created.status, 'queued');
       assert.equal(Date.parse(created.startTime), startTime.getTime());
@@ -241,7 +243,7 @@ test('devices are selected when the job starts; a job selecting nobody completes
   const startTime = new Date(Date.now() + 5000);
   await jobClient.scheduleTwinUpdate(jobId, `tags.fleet = '${fleet}'`, { etag: '*', tags: { selected: true } },
     startTime, 60);
-  // Before the start: device 1 leaves the condition, device 2 joins it (reference §4.5).
+  // Before the start: device 1 leaves the condition, device 2 joins it (docs/protocol.md §9.9).
   await registry.updateTwin(devices[1].deviceId, { tags: { fleet: null } }, '*');
   await registry.updateTwin(devices[2].deviceId, { tags: { fleet } }, '*');
   assert.ok(Date.now() < startTime.getTime() - 500, 'retagged before the start time');

@@ -1,6 +1,6 @@
 // The official service SDK's query API (Registry.createQuery: next / nextAsTwin, npm
-// azure-iothub 1.16.6), unmodified, against iothubd's POST /devices/query (reference §3.6,
-// §4.4, §5). Every test works on its own devices, selected by a fresh id prefix or tag.
+// azure-iothub 1.16.6), unmodified, against iothubd's POST /devices/query (docs/protocol.md
+// §8, §9.8). Every test works on its own devices, selected by a fresh id prefix or tag.
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert/strict');
@@ -13,7 +13,7 @@ const twinQuery = (sql, pageSize) => readAllPages(registry.createQuery(sql, page
 const rawQuery = (sql, pageSize) => readAllPages(registry.createQuery(sql, pageSize));
 
 // Checks the paging contract of one fully read query: every page but the last carries a
-// non-empty x-ms-continuation, the last one none (reference §3.6, gotcha 12).
+// non-empty x-ms-continuation, the last one none (docs/protocol.md §8.7).
 function assertPaging(pages, itemType) {
   pages.forEach((page, n) => {
     assert.equal(page.itemType, itemType, `x-ms-item-type of page ${n + 1}`);
@@ -48,7 +48,7 @@ test('nextAsTwin pages 25 devices 4 at a time: each device once, no continuation
   assert.deepEqual(exact.pages.map((p) => p.rows.length), [5, 5, 5, 5, 5]);
   assertPaging(exact.pages, 'Twin');
 
-  // TOP n limits the total across pages (reference §5.5).
+  // TOP n limits the total across pages (docs/protocol.md §8.6).
   const top = await twinQuery(`SELECT TOP 10 * FROM devices WHERE STARTSWITH(deviceId, '${prefix}')`, 4);
   assert.deepEqual(top.pages.map((p) => p.rows.length), [4, 4, 2]);
   assert.equal(new Set(ids(top.rows)).size, 10);
@@ -151,7 +151,8 @@ test('projections with next(): Raw rows keyed by leaf name or alias, paged', asy
     assert.deepEqual(Object.keys(row).sort(), keys, row.deviceId);
   }
   // Identity fields are matched case-insensitively and come back in their canonical case
-  // (reference §5.1/§5.3: `SELECT DeviceId, LastActivityTime` returns deviceId, lastActivityTime).
+  // (docs/protocol.md §8.2, §8.4: `SELECT DeviceId, LastActivityTime` returns deviceId,
+  // lastActivityTime).
   const canonical = await rawQuery(
     `SELECT DeviceId, Status FROM devices WHERE tags.fleet = '${fleet}' AND tags.building = 40`);
   assert.deepEqual(canonical.rows.map((r) => Object.keys(r).sort()), canonical.rows.map(() => ['deviceId', 'status']));
@@ -190,7 +191,7 @@ test('COUNT() and GROUP BY return the right numbers', async () => {
   assert.deepEqual(sorted(byFirmware, 'version'), [{ version: '1.2.0', n: 1 }, { version: '2.0.1', n: 2 }]);
 });
 
-test('devices.jobs rows after jobs finished: shape of reference §4.4, filters on jobId and status', async () => {
+test('devices.jobs rows after jobs finished: shape of docs/protocol.md §9.8, filters on jobId and status', async () => {
   const { devices } = await createFleet('qjobs', 4);
   const twinJob = unique('qjob-twin');
   const methodJob = unique('qjob-method');

@@ -462,7 +462,8 @@ class DeviceClient::Impl {
     }
 
     // Clean session 0: the hub keeps our subscriptions while it says session-present. When
-    // it does not, everything in use is subscribed again (the Node SDK would not, §2.9).
+    // it does not, everything in use is subscribed again (the Node SDK would not,
+    // docs/protocol.md §2.6).
     conn->accepted = true;
     if (connack->session_present) {
       conn->subscribed = session_filters_;
@@ -568,9 +569,9 @@ class DeviceClient::Impl {
     }
   }
 
-  // Reconnects with a fresh SAS token renew_before its expiry, like the Node SDK (§1.2).
-  // Twin requests already sent are given up to request_timeout to be answered first: their
-  // answers would be lost with the connection.
+  // Reconnects with a fresh SAS token renew_before its expiry, like the Node SDK
+  // (docs/protocol.md §1.9). Twin requests already sent are given up to request_timeout to be
+  // answered first: their answers would be lost with the connection.
   awaitable<void> renewalLoop(std::shared_ptr<Connection> conn) {
     SteadyTime due = conn->token_created + (options_.token_lifetime - options_.renew_before);
     co_await changed_.waitUntil([&] { return conn->closed; }, due);

@@ -34,7 +34,7 @@ std::optional<std::int64_t> integerOf(const json::value& v) {
   return std::nullopt;
 }
 
-// Twin answers carry only the status codes of reference §2.10.
+// Twin answers carry only the status codes of docs/protocol.md §3.5.
 ErrorCode errorCodeFromStatus(int status) {
   switch (status) {
     case 400:
@@ -152,7 +152,7 @@ std::optional<MethodRequestTopic> parseMethodRequestTopic(std::string_view topic
   if (slash == std::string_view::npos || slash == 0) return std::nullopt;
   MethodRequestTopic out;
   out.name = std::string(rest.substr(0, slash));
-  // Node copies the rid verbatim into the response (reference §2.2), so it is not decoded.
+  // Node copies the rid verbatim into the response (docs/protocol.md §3.2), so it is not decoded.
   std::string_view query = rest.substr(slash);
   if (query.substr(0, 2) != "/?") return std::nullopt;
   query.remove_prefix(2);

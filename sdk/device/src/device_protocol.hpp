@@ -1,6 +1,6 @@
 #pragma once
 
-// The device side of Azure IoT Hub's MQTT conventions (reference §1.3, §2), without I/O:
+// The device side of Azure IoT Hub's MQTT conventions (docs/protocol.md §2, §3), without I/O:
 // credentials, topic names, topic parsing and the interpretation of twin answers and method
 // requests. DeviceClient's Asio code only moves what these functions produce.
 
@@ -22,7 +22,7 @@ inline constexpr std::string_view kMethodsFilter = "$iothub/methods/POST/#";
 inline constexpr std::string_view kTwinResponseFilter = "$iothub/twin/res/#";
 inline constexpr std::string_view kDesiredFilter = "$iothub/twin/PATCH/properties/desired/#";
 
-// The Node SDK refuses larger telemetry bodies client-side (reference §2.7).
+// The Node SDK refuses larger telemetry bodies client-side (docs/protocol.md §3.10).
 inline constexpr std::size_t kMaxEventPayloadBytes = 256 * 1024;
 
 inline constexpr std::uint16_t kDefaultTlsPort = 8883;
@@ -50,11 +50,11 @@ std::string telemetryTopic(std::string_view device_id, const MessageProperties& 
 
 std::string twinGetTopic(std::string_view rid);
 std::string twinPatchReportedTopic(std::string_view rid);
-// The rid is echoed byte for byte (reference §2.2).
+// The rid is echoed byte for byte (docs/protocol.md §3.2).
 std::string methodResponseTopic(int status, std::string_view rid);
 
 struct MethodRequestTopic {
-  std::string name;  // 4th segment, not decoded (reference §2.2)
+  std::string name;  // 4th segment, not decoded (docs/protocol.md §3.2)
   std::string rid;   // raw, echoed verbatim in the answer
 };
 // "$iothub/methods/POST/{name}/?$rid={rid}"; nullopt for other topics, an empty name or rid.

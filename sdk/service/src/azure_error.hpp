@@ -1,6 +1,6 @@
 #pragma once
 
-// Decoding of Azure error responses (reference §3.7), without I/O.
+// Decoding of Azure error responses (docs/protocol.md §4.5), without I/O.
 
 #include "common/error_code.hpp"
 

@@ -211,7 +211,7 @@ Status checkSchedule(const JobSchedule& schedule) {
 }
 
 // {"jobId","type",<operation>,"startTime","maxExecutionTimeInSeconds"?,"queryCondition",
-// "deviceOperationsPerSecond"?}: Node's member order (reference §4.1), the extension last.
+// "deviceOperationsPerSecond"?}: Node's member order (docs/protocol.md §9.1), the extension last.
 HttpRequest scheduleRequest(const JobSchedule& schedule, std::string_view type,
                             std::string_view operation_key, json::object operation) {
   json::object body;
@@ -249,7 +249,7 @@ HttpRequest scheduleRequest(const JobSchedule& schedule, std::string_view type,
 Status emptyJobId() { return Status(ErrorCode::ArgumentInvalid, "The job id must not be empty"); }
 
 std::string jobListQuery(std::optional<JobType> type, std::optional<JobStatus> status) {
-  // Status first, as the Node SDK orders them (reference §3.2).
+  // Status first, as the Node SDK orders them (docs/protocol.md §9.7).
   std::string query;
   if (status) query = "jobStatus=" + urlEncodeStrict(toString(*status));
   if (type) {

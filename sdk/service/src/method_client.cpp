@@ -61,7 +61,7 @@ Result<HttpRequest> MethodClient::buildRequest(std::string_view device_id,
                                                     " seconds");
     }
   }
-  // Field order as the Node SDK sends it (reference §3.2 capture).
+  // Field order as the Node SDK sends it (docs/protocol.md §4.4).
   json::object body;
   body["methodName"] = request.method_name;
   body["payload"] = request.payload;

@@ -26,7 +26,7 @@ std::string_view toString(QueryItemType type) {
 }
 
 QueryItemType parseQueryItemType(std::string_view text) {
-  // Case-sensitive, as the C# SDK parses it (reference §3.6).
+  // Case-sensitive, as the C# SDK parses it (docs/protocol.md §8.4).
   for (const auto& [value, name] : kItemTypeNames) {
     if (name == text) return value;
   }
@@ -50,7 +50,7 @@ Result<QueryPage> sendPagedRequest(HttpTransport& transport, HttpRequest request
   auto response = transport.send(request);
   if (!response) return response.status();
   if (response->status >= 300) return statusFromErrorResponse(*response);
-  // Like sendJson(): Node only parses bodies labelled JSON (reference §3.1).
+  // Like sendJson(): Node only parses bodies labelled JSON (docs/protocol.md §4.2).
   std::string content_type = response->header("content-type").value_or("");
   for (char& c : content_type) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   if (content_type.find("application/json") == std::string::npos) {
@@ -68,7 +68,7 @@ Result<QueryPage> sendPagedRequest(HttpTransport& transport, HttpRequest request
   page.item_type = parseQueryItemType(response->header("x-ms-item-type").value_or(""));
   page.continuation = response->header("x-ms-continuation");
   if (page.continuation && page.continuation->empty()) {
-    // Node would take this as "more" and resend without a token forever (reference §3.6).
+    // Node would take this as "more" and resend without a token forever (docs/protocol.md §8.7).
     return Status(ErrorCode::IotHubFormatError, "Query result: empty x-ms-continuation header");
   }
   return page;

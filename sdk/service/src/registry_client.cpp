@@ -6,7 +6,7 @@
 namespace iothub::service {
 namespace {
 
-// Bulk requests carry 1..100 devices (reference §3.2).
+// Bulk requests carry 1..100 devices (docs/protocol.md §5.5).
 constexpr std::size_t kMaxBulkOperations = 100;
 
 std::string_view importModeName(BulkImportMode mode) {

@@ -21,7 +21,7 @@ inline constexpr std::int64_t kTokenLifetimeSeconds = 3600;
 
 std::int64_t serviceTokenExpiry(SystemTime now);
 
-// "SharedAccessSignature sr=<HostName>&sig=…&skn=<policy>&se=…" (reference §1.2: the
+// "SharedAccessSignature sr=<HostName>&sig=…&skn=<policy>&se=…" (docs/protocol.md §1.7: the
 // service resource is the raw host name, not encoded). Errors: ArgumentInvalid when the
 // key is not base64.
 Result<std::string> serviceSasToken(const auth::ServiceConnectionString& connection_string,

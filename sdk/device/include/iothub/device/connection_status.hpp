@@ -21,7 +21,7 @@ enum class ConnectionStatusReason {
   // With Connected.
   ConnectionOk,
   // With DisconnectedRetrying: a planned DISCONNECT to reconnect with a fresh SAS token
-  // (reference §1.2); the client reconnects at once, without back-off.
+  // (docs/protocol.md §1.9); the client reconnects at once, without back-off.
   TokenRenewal,
   // With DisconnectedRetrying: the network, TLS, a timeout, a malformed packet from the
   // hub, CONNACK 3 (server unavailable) or a dropped connection.

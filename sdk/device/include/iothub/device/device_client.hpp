@@ -16,7 +16,7 @@
 
 namespace iothub::device {
 
-// What a direct-method handler answers: any status the application chooses (reference §2.6)
+// What a direct-method handler answers: any status the application chooses (docs/protocol.md §3.8)
 // and a JSON payload (null when there is nothing to say).
 struct MethodResponse {
   int status = 200;
@@ -30,11 +30,11 @@ using MethodHandler = std::function<MethodResponse(const json::value& payload)>;
 using DesiredHandler = std::function<void(const json::object& patch, std::int64_t version)>;
 using ConnectionStatusHandler = std::function<void(const ConnectionStatusChange& change)>;
 // Telemetry application and system properties ("$.ct", "$.ce", "$.mid", ... are system
-// properties, reference §2.7). Each key and value is percent-encoded into the topic.
+// properties, docs/protocol.md §3.10). Each key and value is percent-encoded into the topic.
 using MessageProperties = std::map<std::string, std::string>;
 
 // A device's connection to an IoT hub over MQTT 3.1.1 (over TLS), on the wire exactly like
-// the Azure IoT device SDKs (reference §1.3, §2):
+// the Azure IoT device SDKs (docs/protocol.md §2, §3):
 //   - CONNECT: client id = device id; user name
 //     "<HostName>/<deviceId>/?api-version=2021-04-12&DeviceClientType=iothub-cpp-device%2F0.1";
 //     password = a SAS token signed with the device key (sr = the strictly URL-encoded
@@ -115,7 +115,7 @@ class DeviceClient {
   // with Cancelled. Idempotent. open() may be called again afterwards.
   void close();
 
-  // ---- Twins (reference §2.3-2.5) ----
+  // ---- Twins (docs/protocol.md §3.3-3.7) ----
 
   // GET $iothub/twin/GET/?$rid=n. Returns the twin's properties section,
   // {"desired":{...,"$version":n},"reported":{...,"$version":m}}.
@@ -131,7 +131,7 @@ class DeviceClient {
   // getTwin, and IotHubFormatError when a success answer has no $version.
   Result<std::int64_t> patchReported(const json::object& patch);
 
-  // ---- Telemetry (reference §2.7) ----
+  // ---- Telemetry (docs/protocol.md §3.10) ----
 
   // PUBLISH QoS 1 to devices/{deviceId}/messages/events/{property bag}, the bag being
   // urlEncodeStrict(key)=urlEncodeStrict(value) pairs joined by '&' in key order (so "$.ct"

@@ -23,7 +23,7 @@ struct DeviceClientOptions {
   // GatewayHostName, else its HostName; the port defaults to 8883 (1883 without TLS).
   std::string endpoint;
   // Lifetime of each SAS token (its `se` is now + this) and how long before expiry the
-  // client reconnects with a fresh one (reference §1.2: 3600 s and 900 s, like Node).
+  // client reconnects with a fresh one (docs/protocol.md §1.9: 3600 s and 900 s, like Node).
   // renew_before must be shorter than token_lifetime; a renewal happens every
   // token_lifetime - renew_before.
   std::chrono::seconds token_lifetime{3600};

@@ -14,13 +14,13 @@ enum class DeviceStatus { Enabled, Disabled };
 enum class ConnectionState { Disconnected, Connected };
 enum class AuthenticationType { Sas, SelfSigned, CertificateAuthority, None };
 
-// Wire names: "enabled", "Connected", "selfSigned", … (reference §3.3).
+// Wire names: "enabled", "Connected", "selfSigned", … (docs/protocol.md §5.1).
 std::string_view toString(DeviceStatus status);
 std::string_view toString(ConnectionState state);
 std::string_view toString(AuthenticationType type);
 std::optional<DeviceStatus> parseDeviceStatus(std::string_view text);
 
-// A device identity as the registry REST API returns it (reference §3.3). Times are kept as
+// A device identity as the registry REST API returns it (docs/protocol.md §5.1). Times are kept as
 // the hub's ISO-8601 strings ("0001-01-01T00:00:00Z" = never). `raw` is the JSON the device
 // was read from, so fields this model does not know survive a get → update round trip.
 struct Device {

@@ -16,7 +16,7 @@
 
 namespace iothub::service {
 
-// The api-version every request carries (reference §3.1).
+// The api-version every request carries (docs/protocol.md §4.1).
 inline constexpr std::string_view kApiVersion = "2021-04-12";
 inline constexpr std::string_view kUserAgent = "iothub-cpp-sdk/0.1";
 
@@ -24,7 +24,7 @@ inline constexpr std::string_view kUserAgent = "iothub-cpp-sdk/0.1";
 struct HttpRequest {
   std::string method = "GET";  // GET, PUT, POST, PATCH, DELETE
   // Already percent-encoded path, e.g. "/devices/d%201". Callers encode ids with
-  // urlEncodeStrict (Node's encodeURIComponent, reference §3.2).
+  // urlEncodeStrict (Node's encodeURIComponent, docs/protocol.md §4.3).
   std::string path;
   // Extra query parameters appended after "api-version=…", already encoded
   // (e.g. "jobStatus=running"); empty for none.
@@ -37,7 +37,7 @@ struct HttpRequest {
   std::vector<std::pair<std::string, std::string>> headers;
   // Deadline for this request (connect, TLS handshake, sending and the whole response) in
   // place of ServiceClientOptions::timeout; for calls the hub may legitimately hold for
-  // long, like direct methods (reference §6). nullopt = the transport's default.
+  // long, like direct methods (docs/protocol.md §7.2). nullopt = the transport's default.
   std::optional<std::chrono::milliseconds> timeout;
 };
 
@@ -56,7 +56,7 @@ struct HttpResponse {
 inline constexpr std::string_view kTransportFailurePrefix = "transport failure: ";
 bool isTransportFailure(const Status& status);
 
-// Maps a non-2xx hub response to a Status (reference §3.7): the code comes from the Azure
+// Maps a non-2xx hub response to a Status (docs/protocol.md §4.5): the code comes from the Azure
 // error body ("ErrorCode:<Name>;<text>" in Message, or a nested {"errorCode":404103,…}),
 // else the iothub-errorcode header, else the HTTP status. The message carries the hub's
 // human text and the HTTP status.

@@ -18,14 +18,14 @@
 
 namespace iothub::service {
 
-// The two job types of /jobs/v2 (reference §4.1). Unknown: any other type the hub reports.
+// The two job types of /jobs/v2 (docs/protocol.md §9.3). Unknown: any other type the hub reports.
 enum class JobType { Unknown, ScheduleDeviceMethod, ScheduleUpdateTwin };
 
-// Job-level status (reference §4.2); terminal: Completed, Failed, Cancelled (double L).
+// Job-level status (docs/protocol.md §9.5); terminal: Completed, Failed, Cancelled (double L).
 // Unknown: a value this SDK does not know (Azure also lists "enqueued" and "unknown").
 enum class JobStatus { Unknown, Queued, Scheduled, Running, Completed, Failed, Cancelled };
 
-// Per-device status (reference §4.4): Canceled has a single L here.
+// Per-device status (docs/protocol.md §9.8): Canceled has a single L here.
 enum class DeviceJobStatus { Unknown, Pending, Scheduled, Running, Completed, Failed, Canceled };
 
 // Wire names: "scheduleDeviceMethod", "queued", "canceled", … ("unknown" for Unknown).
@@ -38,7 +38,7 @@ std::optional<JobStatus> parseJobStatus(std::string_view text);
 std::optional<DeviceJobStatus> parseDeviceJobStatus(std::string_view text);
 bool isTerminal(JobStatus status);
 
-// deviceJobStatistics (reference §4.2). canceled_count is an iothub extension (0 when the
+// deviceJobStatistics (docs/protocol.md §9.4). canceled_count is an iothub extension (0 when the
 // hub does not send it); device_count is the sum of the five others.
 struct DeviceJobStatistics {
   std::int64_t device_count = 0;
@@ -49,7 +49,7 @@ struct DeviceJobStatistics {
   std::int64_t canceled_count = 0;
 };
 
-// A JobResponse (reference §4.2). Times are the hub's ISO-8601 strings as sent.
+// A JobResponse (docs/protocol.md §9.4). Times are the hub's ISO-8601 strings as sent.
 struct Job {
   std::string job_id;
   JobType type = JobType::Unknown;
@@ -75,7 +75,7 @@ struct Job {
   static Result<Job> fromJson(const json::value& value);
 };
 
-// One device's part in a job: a row of SELECT * FROM devices.jobs (reference §4.4).
+// One device's part in a job: a row of SELECT * FROM devices.jobs (docs/protocol.md §9.8).
 struct DeviceJob {
   struct Error {
     std::string code;
@@ -99,7 +99,7 @@ struct DeviceJob {
   static Result<DeviceJob> fromJson(const json::value& value);
 };
 
-// What every scheduled job has besides its operation (reference §4.1).
+// What every scheduled job has besides its operation (docs/protocol.md §9.1).
 struct JobSchedule {
   std::string job_id;  // ≤ 64 ASCII letters, digits and '-' (the hub checks)
   // A WHERE-clause body without WHERE ("deviceId = 'd1'", "tags.floor = 3") or "*" for
@@ -118,7 +118,7 @@ struct JobPage {
   std::optional<std::string> continuation;  // nullopt on the last page
 };
 
-// Scheduled jobs over /jobs/v2 (reference §4), on the wire like the Node SDK's JobClient
+// Scheduled jobs over /jobs/v2 (docs/protocol.md §9), on the wire like the Node SDK's JobClient
 // (cloudToDeviceMethod also carries connectTimeoutInSeconds, as the Azure CLI sends it),
 // plus per-device records through the query API. Every call is synchronous.
 // Errors: ArgumentInvalid for arguments checked before sending (below); otherwise the

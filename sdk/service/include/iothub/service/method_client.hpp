@@ -13,7 +13,7 @@
 
 namespace iothub::service {
 
-// One direct-method call (reference §6). Build it as MethodRequest{"reboot"} or
+// One direct-method call (docs/protocol.md §7). Build it as MethodRequest{"reboot"} or
 // MethodRequest{"setRate", payload, std::chrono::seconds{60}}.
 struct MethodRequest {
   MethodRequest() = default;

@@ -13,7 +13,7 @@
 
 namespace iothub::service {
 
-// What the rows of a page are, from the x-ms-item-type response header (reference §3.6).
+// What the rows of a page are, from the x-ms-item-type response header (docs/protocol.md §8.4).
 // A missing or unknown header is Unknown.
 enum class QueryItemType { Unknown, Twin, DeviceJob, JobResponse, Raw };
 
@@ -21,7 +21,7 @@ enum class QueryItemType { Unknown, Twin, DeviceJob, JobResponse, Raw };
 std::string_view toString(QueryItemType type);
 QueryItemType parseQueryItemType(std::string_view text);
 
-// Page sizes the hub accepts in x-ms-max-item-count (reference §5.5).
+// Page sizes the hub accepts in x-ms-max-item-count (docs/protocol.md §8.6).
 inline constexpr int kMinPageSize = 1;
 inline constexpr int kMaxPageSize = 1000;
 
@@ -39,7 +39,7 @@ struct QueryPage {
 // Errors: ArgumentInvalid for a page size outside kMinPageSize..kMaxPageSize or an empty
 // continuation token (nothing is sent); the hub's, mapped by statusFromErrorResponse();
 // IotHubFormatError when the body is not a JSON array or the hub sent an empty
-// x-ms-continuation (which would page forever, reference §3.6); transport failures.
+// x-ms-continuation (which would page forever, docs/protocol.md §8.7); transport failures.
 Result<QueryPage> sendPagedRequest(HttpTransport& transport, HttpRequest request,
                                    std::optional<int> page_size,
                                    const std::optional<std::string>& continuation);
@@ -76,7 +76,7 @@ class PagedQuery {
 };
 
 // The IoT Hub query language over REST: POST /devices/query with {"query":"<sql>"}
-// (reference §3.6, §5), on the wire like the Node SDK's Registry.createQuery. Rows are the
+// (docs/protocol.md §8), on the wire like the Node SDK's Registry.createQuery. Rows are the
 // hub's JSON: twins for SELECT * FROM devices, device-job records for devices.jobs, plain
 // objects for projections and aggregates. Errors: ArgumentInvalid for a page size out of
 // range (nothing is sent), else the hub's (ArgumentInvalid naming

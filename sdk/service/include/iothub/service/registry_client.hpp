@@ -14,7 +14,7 @@
 
 namespace iothub::service {
 
-// importMode of one bulk entry (reference §3.2, POST /devices).
+// importMode of one bulk entry (docs/protocol.md §5.5, POST /devices).
 enum class BulkImportMode { Create, Update, UpdateIfMatchETag, Delete, DeleteIfMatchETag };
 
 struct BulkOperation {
@@ -51,7 +51,7 @@ struct RegistryStatistics {
 };
 
 // Device identity registry operations, on the wire exactly like the Node SDK's Registry
-// (reference §3.2). Every call is synchronous; errors are the hub's, mapped by
+// (docs/protocol.md §4.3). Every call is synchronous; errors are the hub's, mapped by
 // statusFromErrorResponse() (DeviceNotFound, DeviceAlreadyExists, PreconditionFailed,
 // Unauthorized, …), or transport failures (isTransportFailure()). Thread-safety is that of
 // the shared HttpTransport.

@@ -8,7 +8,7 @@
 
 namespace iothub::service {
 
-// A device twin as the service REST API returns it (reference §3.4). The property sections
+// A device twin as the service REST API returns it (docs/protocol.md §6.1). The property sections
 // are kept exactly as the hub sends them, "$version" and "$metadata" included, so they can
 // be shown or compared without loss. `raw` is the whole twin document (identity fields such
 // as status, connectionState or modelId live there only).

@@ -11,7 +11,7 @@
 
 namespace iothub::service {
 
-// Device twin operations of the service REST API (reference §3.2, §3.4, §3.5), on the wire
+// Device twin operations of the service REST API (docs/protocol.md §6), on the wire
 // like the Node SDK's Registry.getTwin/updateTwin plus the REST "Replace Twin". Every call
 // is synchronous and returns the full twin as the hub stored it. Errors: ArgumentInvalid
 // for an empty device id (nothing is sent); otherwise the hub's, mapped by
@@ -32,7 +32,7 @@ class TwinClient {
 
   // PATCH /twins/{id} with If-Match: `etag` ("*" = unconditional; quoted on the wire).
   // `patch` is {"tags":{…}, "properties":{"desired":{…}}}: merged into the twin, a null
-  // member deletes, "tags": null / "desired": null clear the section (reference §3.5).
+  // member deletes, "tags": null / "desired": null clear the section (docs/protocol.md §6.3).
   Result<Twin> update(std::string_view device_id, const json::object& patch,
                       std::string_view etag = "*");
 
