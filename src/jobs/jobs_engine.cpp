@@ -236,7 +236,7 @@ Result<json::object> JobsEngine::create(std::string_view job_id, const json::val
   store::JobRecord job = newJobRecord(*spec, clock_.now());
   // In a cluster no node holds a job before its start time, so none would mark it
   // scheduled: it is stored so. The PUT still answers "queued", as Azure's does and as a
-  // single node's does (reference: docs/compatibility.md, jobs).
+  // single node's does (docs/protocol.md §9.6).
   const bool stored_scheduled = options_.lease && job.start_time > job.created_time;
   if (stored_scheduled) job.status = std::string(kJobScheduled);
   if (Status s = store_.jobs().createJob(job); !s) {
