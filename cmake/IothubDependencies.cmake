@@ -6,5 +6,6 @@ find_package(PostgreSQL REQUIRED)  # libpq (libpq-dev); the server programs are 
 find_package(Threads REQUIRED)
 find_package(spdlog REQUIRED)
 find_package(CLI11 REQUIRED)
+find_package(prometheus-cpp CONFIG REQUIRED)  # core only: the hub serves the text format itself
 find_package(GTest REQUIRED)
 find_package(benchmark REQUIRED)

@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
   app.option_defaults()->always_capture_default();
 
   std::string data_dir = config.data_dir.string();
-  std::uint16_t http_port = 0, mqtt_plain_port = 0;
+  std::uint16_t http_port = 0, mqtt_plain_port = 0, metrics_port = 0;
   std::string tls_cert, tls_key;
   app.add_option("--data-dir", data_dir, "Where the hub keeps its database and certificates")
       ->envname("IOTHUB_DATA_DIR");
@@ -62,6 +62,11 @@ int main(int argc, char** argv) {
   auto* mqtt_plain_opt =
       app.add_option("--mqtt-plain-port", mqtt_plain_port, "Also accept plain MQTT (tests)")
           ->envname("IOTHUB_MQTT_PLAIN_PORT");
+  auto* metrics_opt =
+      app.add_option("--metrics-port", metrics_port,
+                     "Serve GET /metrics (Prometheus), /healthz and /readyz over plain HTTP on "
+                     "this port (off unless given; 0 = any free port)")
+          ->envname("IOTHUB_METRICS_PORT");
   auto* cert_opt = app.add_option("--tls-cert", tls_cert,
                                   "Server certificate chain (PEM) instead of the generated one")
                        ->envname("IOTHUB_TLS_CERT");
@@ -142,6 +147,7 @@ int main(int argc, char** argv) {
   config.write_timeout = std::chrono::seconds(write_timeout);
   config.query_timeout = std::chrono::seconds(query_timeout);
   if (*http_opt) config.http_port = http_port;
+  if (*metrics_opt) config.metrics_port = metrics_port;
   if (*mqtt_plain_opt) config.mqtt_plain_port = mqtt_plain_port;
   if (*cert_opt) config.tls_cert = tls_cert;
   if (*key_opt) config.tls_key = tls_key;

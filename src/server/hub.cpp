@@ -32,6 +32,7 @@
 #include "server/data_dir.hpp"
 #include "server/store_location.hpp"
 #include "server/tls_bootstrap.hpp"
+#include "metrics/hub_metrics.hpp"
 #include "service_api/error_response.hpp"
 #include "service_api/service_api.hpp"
 #include "transport/connection_limiter.hpp"
@@ -208,6 +209,10 @@ struct Hub::Impl {
   std::unique_ptr<service_api::ServiceApi> api;
   std::unique_ptr<transport::HttpServer> https;
   std::unique_ptr<transport::HttpServer> http;
+  // --metrics-port: /metrics, /healthz, /readyz (docs/operations.md).
+  metrics::HubMetrics metrics;
+  std::unique_ptr<transport::HttpServer> ops;
+  std::atomic<bool> serving{false};  // every listener accepts (set by run())
   std::unique_ptr<transport::MqttServer> mqtts;
   std::unique_ptr<transport::MqttServer> mqtt;
   asio::signal_set signals{io, SIGINT, SIGTERM};
@@ -333,6 +338,100 @@ struct Hub::Impl {
     }
   }
 
+  // What every scrape of /metrics reads (besides the REST families HubMetrics keeps).
+  void collectMetrics(metrics::Sink& sink) {
+    const auto& c = device_endpoint->counters();
+    sink.gauge("iothub_connected_devices", "Devices connected to this node", connections.size());
+    sink.gauge("iothub_open_connections", "Open TCP connections (MQTT, HTTPS, WebSocket, metrics)",
+               limiter->open());
+    sink.counter("iothub_connections_refused_over_limit_total",
+                 "Connections refused because the connection limit was reached", limiter->refused());
+    sink.counter("iothub_connects_refused_total",
+                 "MQTT CONNECTs refused (bad credentials, disabled or unknown device, bad client id)",
+                 c.refused_connects.load());
+    sink.counter("iothub_acl_violations_total",
+                 "Device PUBLISH or SUBSCRIBE refused for a topic the device may not use",
+                 c.acl_violations.load());
+    sink.counter("iothub_telemetry_messages_total", "Device-to-cloud messages accepted",
+                 c.telemetry_messages.load());
+    sink.counter("iothub_telemetry_bytes_total", "Payload bytes of the messages accepted",
+                 c.telemetry_bytes.load());
+    sink.gauge("iothub_pending_method_calls", "Direct-method calls waiting for a device's answer",
+               methods->pendingCount());
+    sink.gauge("iothub_twin_index_devices", "Devices in this node's twin index", twin_index.size());
+    if (router) {
+      const auto& r = router->counters();
+      sink.gauge("iothub_cluster_nodes", "Live cluster nodes this node sees",
+                 membership->nodes().size());
+      sink.gauge("iothub_nats_connected", "1 while this node's NATS connection is up",
+                 bus->connected() ? 1 : 0);
+      sink.gauge("iothub_cluster_lease_held", "1 while this node holds its membership lease",
+                 membership->leaseHeld() ? 1 : 0);
+      sink.counter("iothub_methods_forwarded_total",
+                   "Direct-method calls this node sent to the node holding the device",
+                   r.methods_forwarded.load());
+      sink.counter("iothub_methods_served_for_other_nodes_total",
+                   "Direct-method calls this node delivered for another node", r.methods_served.load());
+      sink.counter("iothub_desired_notifications_forwarded_total",
+                   "Desired-property notifications sent to the node holding the device",
+                   r.desired_forwarded.load());
+      sink.counter("iothub_connections_closed_by_other_nodes_total",
+                   "Connections closed because the device connected to another node",
+                   r.kicks_closed.load());
+    }
+  }
+
+  // GET /readyz: 200 when every check holds, else 503; the body names each check.
+  HttpResponse readiness() {
+    json::object checks;
+    bool ready = true;
+    auto check = [&](const char* name, bool ok) {
+      checks[name] = ok;
+      ready = ready && ok;
+    };
+    check("listeners", serving.load() && !stopping.load());
+    // A read of the smallest table: the store answers (PostgreSQL: a round trip).
+    check("store", store->policies().listPolicies().isOk());
+    check("twinIndex", true);  // loaded before the listeners open
+    if (clustered) {
+      check("nats", bus != nullptr && bus->connected());
+      check("clusterLease", membership != nullptr && membership->leaseHeld());
+    }
+    HttpResponse response;
+    response.status = ready ? 200 : 503;
+    response.headers.set("Content-Type", "application/json; charset=utf-8");
+    response.body = json::serialize(
+        json::object{{"status", ready ? "ready" : "notReady"}, {"checks", std::move(checks)}});
+    return response;
+  }
+
+  // The metrics listener's routes: no authentication (bind it where only operators reach).
+  HttpResponse operations(const HttpRequest& request) {
+    std::string_view path = std::string_view(request.target).substr(0, request.target.find('?'));
+    const bool known = path == "/metrics" || path == "/healthz" || path == "/readyz";
+    if (!known) {
+      return service_api::errorResponse(
+          Status(ErrorCode::NotFound, "No resource at " + std::string(path)), random, clock.now());
+    }
+    if (request.method != "GET") {
+      HttpResponse r = service_api::errorResponse(
+          Status(ErrorCode::MethodNotAllowed, "Method " + request.method + " is not allowed here"),
+          random, clock.now());
+      r.headers.set("Allow", "GET");
+      return r;
+    }
+    if (path == "/readyz") return readiness();
+    HttpResponse response;
+    if (path == "/metrics") {
+      response.headers.set("Content-Type", std::string(metrics::HubMetrics::kContentType));
+      response.body = metrics.render();
+    } else {
+      response.headers.set("Content-Type", "application/json; charset=utf-8");
+      response.body = R"({"status":"alive"})";
+    }
+    return response;
+  }
+
   void addClusterStatistics(json::object& stats) {
     auto total = durable_store->cluster()->connectedDeviceCount();
     if (total) {
@@ -365,6 +464,7 @@ struct Hub::Impl {
     std::vector<transport::HttpServer*> out;
     if (https) out.push_back(https.get());
     if (http) out.push_back(http.get());
+    if (ops) out.push_back(ops.get());
     return out;
   }
   std::vector<transport::MqttServer*> mqttServers() {
@@ -621,8 +721,23 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
 
   Impl* raw = impl.get();
   auto handler = [raw](const HttpRequest& r, transport::HttpResponder respond) {
-    raw->api->handleAsync(r, std::move(respond));
+    // Metrics labels of bounded cardinality: the route's template, a known method.
+    static constexpr std::string_view kMethods[] = {"GET",    "PUT",  "POST",   "PATCH",
+                                                    "DELETE", "HEAD", "OPTIONS"};
+    std::string_view method = "other";
+    for (std::string_view known : kMethods) {
+      if (r.method == known) method = known;
+    }
+    raw->api->handleAsync(
+        r, [raw, route = service_api::routeTemplate(r.target), method,
+            started = std::chrono::steady_clock::now(),
+            respond = std::move(respond)](HttpResponse response) {
+          raw->metrics.observeRequest(route, method, response.status,
+                                      std::chrono::steady_clock::now() - started);
+          respond(std::move(response));
+        });
   };
+  raw->metrics.addCollector([raw](metrics::Sink& sink) { raw->collectMetrics(sink); });
   auto error_responder = [raw](const Status& s) {
     return service_api::errorResponse(s, raw->random, raw->clock.now());
   };
@@ -670,6 +785,22 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
     if (!http) return http.status();
     impl->http = std::move(*http);
   }
+  if (config.metrics_port) {
+    transport::HttpServerOptions ops_options = https_options;
+    ops_options.name = "metrics";
+    ops_options.port = *config.metrics_port;
+    ops_options.tls = nullptr;
+    ops_options.websocket = nullptr;
+    ops_options.body_limit = 4096;  // GETs only
+    auto ops = transport::HttpServer::create(
+        raw->io, raw->workers, ops_options,
+        [raw](const HttpRequest& r, transport::HttpResponder respond) {
+          respond(raw->operations(r));
+        },
+        error_responder);
+    if (!ops) return ops.status();
+    impl->ops = std::move(*ops);
+  }
   IOTHUB_RETURN_IF_ERROR(impl->jobs->start());
   return std::unique_ptr<Hub>(new Hub(std::move(impl)));
 }
@@ -690,13 +821,16 @@ Status Hub::run() {
   if (impl.http) runtime["httpPort"] = impl.http->port();
   runtime["mqttPort"] = impl.mqtts->port();
   if (impl.mqtt) runtime["mqttPlainPort"] = impl.mqtt->port();
+  if (impl.ops) runtime["metricsPort"] = impl.ops->port();
   Status written =
       writeFileAtomically(impl.config.data_dir / kRuntimeFile, json::serialize(runtime) + "\n");
   if (!written) spdlog::warn("{}", written.toString());
-  spdlog::info("iothubd serving hub '{}' on {}: HTTPS {}, MQTT/TLS {}{}{}", impl.config.host_name,
+  impl.serving = true;
+  spdlog::info("iothubd serving hub '{}' on {}: HTTPS {}, MQTT/TLS {}{}{}{}", impl.config.host_name,
                impl.config.bind_address, impl.https->port(), impl.mqtts->port(),
                impl.http ? ", HTTP " + std::to_string(impl.http->port()) : std::string(),
-               impl.mqtt ? ", MQTT " + std::to_string(impl.mqtt->port()) : std::string());
+               impl.mqtt ? ", MQTT " + std::to_string(impl.mqtt->port()) : std::string(),
+               impl.ops ? ", metrics " + std::to_string(impl.ops->port()) : std::string());
 
   unsigned threads = impl.config.io_threads != 0
                          ? impl.config.io_threads

@@ -31,6 +31,9 @@ struct HubConfig {
   std::uint16_t mqtt_port = 8883;                 // device endpoint (MQTT over TLS)
   std::optional<std::uint16_t> http_port;         // plain HTTP service API, for tests
   std::optional<std::uint16_t> mqtt_plain_port;   // plain MQTT, for tests
+  // GET /metrics, /healthz, /readyz over plain HTTP, without authentication, on this port
+  // of the bind address (docs/operations.md). Off unless set.
+  std::optional<std::uint16_t> metrics_port;
   std::optional<std::filesystem::path> tls_cert;  // PEM chain; both or neither with tls_key
   std::optional<std::filesystem::path> tls_key;
   std::string log_level = "info";

@@ -108,6 +108,27 @@ std::optional<std::string> ifMatch(const HttpRequest& request) {
 
 }  // namespace
 
+std::string_view routeTemplate(std::string_view target) {
+  auto route = parseTarget(target);
+  if (!route) return "other";
+  const auto& seg = route->segments;
+  const std::size_t n = seg.size();
+  if (n == 1 && seg[0] == "devices") return "/devices";
+  if (n == 2 && seg[0] == "devices") return seg[1] == "query" ? "/devices/query" : "/devices/{id}";
+  if (n == 2 && seg[0] == "twins") return "/twins/{id}";
+  if (n == 3 && seg[0] == "twins" && seg[2] == "methods") return "/twins/{id}/methods";
+  if (n == 3 && seg[0] == "jobs" && seg[1] == "v2") {
+    return seg[2] == "query" ? "/jobs/v2/query" : "/jobs/v2/{id}";
+  }
+  if (n == 4 && seg[0] == "jobs" && seg[1] == "v2" && seg[3] == "cancel") {
+    return "/jobs/v2/{id}/cancel";
+  }
+  if (n == 2 && seg[0] == "statistics" && seg[1] == "service") return "/statistics/service";
+  if (n == 2 && seg[0] == "statistics" && seg[1] == "devices") return "/statistics/devices";
+  if (n == 2 && seg[0] == "cluster" && seg[1] == "nodes") return "/cluster/nodes";
+  return "other";
+}
+
 std::string normalizeEtag(std::string_view v) {
   while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
   while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);

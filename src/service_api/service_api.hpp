@@ -61,6 +61,11 @@ class ServiceApi {
   ServiceApiDeps deps_;
 };
 
+// The route a request target falls under, as a path template with the identifiers
+// replaced ("/twins/{id}/methods", "/jobs/v2/{id}/cancel", ...; "other" for anything the
+// API does not serve): a label of bounded cardinality for metrics and logs.
+std::string_view routeTemplate(std::string_view target);
+
 // Strips the quotes and an optional W/ that clients put around an If-Match value
 // (docs/protocol.md §6.4: the Node SDK always quotes, so the wildcard arrives as "*").
 std::string normalizeEtag(std::string_view if_match);

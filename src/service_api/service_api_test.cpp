@@ -565,6 +565,25 @@ TEST_F(ServiceApiTest, ClusterNodesNeedServiceConnect) {
   EXPECT_EQ(call("POST", "/cluster/nodes", "{}", std::nullopt, token("service")).status, 405);
 }
 
+TEST(RouteTemplateTest, NamesEachRouteWithoutItsIdentifiers) {
+  EXPECT_EQ(routeTemplate("/devices?api-version=2021-04-12"), "/devices");
+  EXPECT_EQ(routeTemplate("/devices/d%201?api-version=2021-04-12"), "/devices/{id}");
+  EXPECT_EQ(routeTemplate("/devices/query?api-version=2021-04-12"), "/devices/query");
+  EXPECT_EQ(routeTemplate("/twins/door-1"), "/twins/{id}");
+  EXPECT_EQ(routeTemplate("/twins/door-1/methods?api-version=2021-04-12"), "/twins/{id}/methods");
+  EXPECT_EQ(routeTemplate("/jobs/v2/job-7"), "/jobs/v2/{id}");
+  EXPECT_EQ(routeTemplate("/jobs/v2/job-7/cancel"), "/jobs/v2/{id}/cancel");
+  EXPECT_EQ(routeTemplate("/jobs/v2/query?jobType=x"), "/jobs/v2/query");
+  EXPECT_EQ(routeTemplate("/statistics/service"), "/statistics/service");
+  EXPECT_EQ(routeTemplate("/statistics/devices"), "/statistics/devices");
+  EXPECT_EQ(routeTemplate("/cluster/nodes"), "/cluster/nodes");
+  // Anything else, however many distinct paths clients send, is one label.
+  EXPECT_EQ(routeTemplate("/"), "other");
+  EXPECT_EQ(routeTemplate("/twins/a/b/c"), "other");
+  EXPECT_EQ(routeTemplate("/%ff"), "other");
+  EXPECT_EQ(routeTemplate("not a path"), "other");
+}
+
 TEST(NormalizeEtagTest, StripsQuotesAndWeakPrefix) {
   EXPECT_EQ(normalizeEtag("\"*\""), "*");
   EXPECT_EQ(normalizeEtag("W/\"abc\""), "abc");

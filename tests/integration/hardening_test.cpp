@@ -575,6 +575,42 @@ TEST_F(PostgresHubTest, AHubThatLosesItsDatabaseLockStopsWithAnError) {
   EXPECT_TRUE(thief.running()) << thief.err();
 }
 
+// GET /readyz follows the database: 503 naming the store while PostgreSQL is down, 200
+// again once it is back (docs/operations.md).
+TEST_F(PostgresHubTest, ReadinessFollowsTheDatabase) {
+  auto args = storeArgs();
+  args.insert(args.end(), {"--metrics-port", "0"});
+  startHub(args);
+  auto readyz = [&] {
+    RawTcpConnection tcp(hub_->metricsPort());
+    tcp.sendBytes("GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    tcp.waitClosed(15s);
+    return tcp.received();
+  };
+  auto ready = readyz();
+  EXPECT_EQ(ready.rfind("HTTP/1.1 200", 0), 0u) << ready;
+  ASSERT_TRUE(postgres_.stop().isOk());
+  std::string down;
+  EXPECT_TRUE(waitFor(
+      [&] {
+        down = readyz();
+        return down.rfind("HTTP/1.1 503", 0) == 0;
+      },
+      15s))
+      << down;
+  EXPECT_NE(down.find(R"("store":false)"), std::string::npos) << down;
+  EXPECT_NE(down.find(R"("status":"notReady")"), std::string::npos) << down;
+  ASSERT_TRUE(postgres_.restart().isOk());
+  std::string up;
+  EXPECT_TRUE(waitFor(
+      [&] {
+        up = readyz();
+        return up.rfind("HTTP/1.1 200", 0) == 0;
+      },
+      20s))
+      << up;
+}
+
 TEST_F(PostgresHubTest, JobsRunAndSurviveAKillDashNine) {
   startHub(storeArgs());
   for (int i = 0; i < 20; ++i) createDevice("pg-" + std::to_string(i));

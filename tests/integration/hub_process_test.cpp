@@ -286,6 +286,57 @@ TEST_F(HubProcessTest, MalformedAndOversizedRequestsGetErrorsAndTheHubKeepsServi
   EXPECT_EQ(hub.stop(), 0);
 }
 
+// --metrics-port: Prometheus metrics, liveness and readiness over plain HTTP, on a port of
+// their own (docs/operations.md).
+TEST_F(HubProcessTest, MetricsHealthAndReadinessOnTheMetricsPort) {
+  HubProcess hub(IOTHUBD_PATH, dataDir(), {"--metrics-port", "0"});
+  ASSERT_TRUE(hub.start()) << hub.startupError();
+  ASSERT_GT(hub.metricsPort(), 0);
+  auto get = [&](const std::string& method, const std::string& path) {
+    return rawExchange(hub.metricsPort(), method + " " + path +
+                                              " HTTP/1.1\r\nHost: localhost\r\nConnection: "
+                                              "close\r\nContent-Length: 0\r\n\r\n");
+  };
+  auto alive = get("GET", "/healthz");
+  EXPECT_EQ(alive.rfind("HTTP/1.1 200", 0), 0u) << alive;
+  EXPECT_NE(alive.find(R"({"status":"alive"})"), std::string::npos) << alive;
+  auto ready = get("GET", "/readyz");
+  EXPECT_EQ(ready.rfind("HTTP/1.1 200", 0), 0u) << ready;
+  EXPECT_NE(ready.find(R"("status":"ready")"), std::string::npos) << ready;
+  EXPECT_NE(ready.find(R"("store":true)"), std::string::npos) << ready;
+  EXPECT_NE(ready.find(R"("listeners":true)"), std::string::npos) << ready;
+
+  auto registry = client(hub);
+  service::Device d;
+  d.device_id = "metrics-1";
+  ASSERT_TRUE(registry.create(d).isOk());
+  ASSERT_TRUE(registry.get("metrics-1").isOk());
+  ASSERT_TRUE(registry.get("metrics-1").isOk());
+  EXPECT_EQ(registry.get("no-such-device").code(), ErrorCode::DeviceNotFound);
+
+  auto scrape = get("GET", "/metrics");
+  EXPECT_EQ(scrape.rfind("HTTP/1.1 200", 0), 0u) << scrape;
+  EXPECT_NE(scrape.find("text/plain; version=0.0.4"), std::string::npos) << scrape;
+  for (const char* line :
+       {R"(iothub_http_requests_total{code="200",method="GET",route="/devices/{id}"} 2)",
+        R"(iothub_http_requests_total{code="404",method="GET",route="/devices/{id}"} 1)",
+        R"(iothub_http_requests_total{code="200",method="PUT",route="/devices/{id}"} 1)",
+        R"(iothub_http_request_duration_seconds_count{route="/devices/{id}"} 4)",
+        "iothub_twin_index_devices 1", "iothub_connected_devices 0",
+        "# TYPE iothub_connects_refused_total counter", "iothub_telemetry_messages_total 0"}) {
+    EXPECT_NE(scrape.find(line), std::string::npos) << line << "\n" << scrape;
+  }
+
+  // Only GET, only these three paths; the public ports do not serve them.
+  EXPECT_EQ(get("GET", "/devices").rfind("HTTP/1.1 404", 0), 0u);
+  auto post = get("POST", "/metrics");
+  EXPECT_EQ(post.rfind("HTTP/1.1 405", 0), 0u) << post;
+  auto public_metrics = rawExchange(
+      hub.httpPort(), "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(public_metrics.find("iothub_http_requests_total"), std::string::npos) << public_metrics;
+  EXPECT_EQ(hub.stop(), 0);
+}
+
 TEST_F(HubProcessTest, SigtermWithKeepAliveConnectionsExitsCleanly) {
   HubProcess hub(IOTHUBD_PATH, dataDir());
   ASSERT_TRUE(hub.start()) << hub.startupError();

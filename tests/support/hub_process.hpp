@@ -45,6 +45,9 @@ class HubProcess {
       http_port_ = static_cast<int>(doc.at("httpPort").as_int64());
       mqtt_port_ = static_cast<int>(doc.at("mqttPort").as_int64());
       mqtt_plain_port_ = static_cast<int>(doc.at("mqttPlainPort").as_int64());
+      metrics_port_ = doc.contains("metricsPort")
+                          ? static_cast<int>(doc.at("metricsPort").as_int64())
+                          : 0;
       return true;
     });
     return up && process_->running();
@@ -80,6 +83,7 @@ class HubProcess {
   int httpPort() const { return http_port_; }
   int mqttPort() const { return mqtt_port_; }
   int mqttPlainPort() const { return mqtt_plain_port_; }
+  int metricsPort() const { return metrics_port_; }  // 0 without --metrics-port
   std::string httpsEndpoint() const { return "https://127.0.0.1:" + std::to_string(https_port_); }
   std::string httpEndpoint() const { return "http://127.0.0.1:" + std::to_string(http_port_); }
   std::filesystem::path caFile() const { return data_dir_ / "tls" / "ca.pem"; }
@@ -94,6 +98,7 @@ class HubProcess {
   int http_port_ = 0;
   int mqtt_port_ = 0;
   int mqtt_plain_port_ = 0;
+  int metrics_port_ = 0;
 };
 
 }  // namespace iothub::testing

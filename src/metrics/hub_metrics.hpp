@@ -1,0 +1,75 @@
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <initializer_list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <prometheus/metric_family.h>
+
+namespace prometheus {
+class Counter;
+class Histogram;
+class Registry;
+template <typename T>
+class Family;
+}  // namespace prometheus
+
+namespace iothub::metrics {
+
+// What a scrape reads from counters and sizes kept elsewhere (the device endpoint's
+// atomics, the connection registry, the twin index...): each collector adds its samples
+// here at every scrape, so the data path pays nothing for them.
+class Sink {
+ public:
+  using Labels = std::initializer_list<std::pair<std::string_view, std::string_view>>;
+  // A monotonic count (name ends in _total).
+  void counter(std::string_view name, std::string_view help, double value, Labels labels = {});
+  // A value that goes up and down.
+  void gauge(std::string_view name, std::string_view help, double value, Labels labels = {});
+
+  std::vector<prometheus::MetricFamily> take();
+
+ private:
+  prometheus::MetricFamily& family(std::string_view name, std::string_view help, bool counter);
+  std::map<std::string, prometheus::MetricFamily, std::less<>> families_;
+};
+
+// The hub's Prometheus metrics (docs/operations.md): families the hub observes as things
+// happen (REST requests and their latency) in a prometheus-cpp registry, and collectors
+// run at every scrape. render() gives the text exposition format 0.0.4. Thread-safe.
+class HubMetrics {
+ public:
+  using Collector = std::function<void(Sink&)>;
+
+  HubMetrics();
+  ~HubMetrics();
+  HubMetrics(const HubMetrics&) = delete;
+  HubMetrics& operator=(const HubMetrics&) = delete;
+
+  // One service REST request: `route` is a template of bounded cardinality
+  // (service_api::routeTemplate), `status` the HTTP status answered.
+  void observeRequest(std::string_view route, std::string_view method, int status,
+                      std::chrono::nanoseconds elapsed);
+
+  void addCollector(Collector collector);
+
+  // Every family, in the Prometheus text format (Content-Type kContentType).
+  std::string render() const;
+  static constexpr std::string_view kContentType = "text/plain; version=0.0.4; charset=utf-8";
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Family<prometheus::Histogram>& request_seconds_;
+  mutable std::mutex mutex_;
+  std::vector<Collector> collectors_;  // guarded by mutex_
+};
+
+}  // namespace iothub::metrics
