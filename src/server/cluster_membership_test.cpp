@@ -30,6 +30,17 @@ class ClusterMembershipTest : public ::testing::Test {
 
   static std::size_t count(const ClusterMembership& m) { return m.nodes().size(); }
 
+  // Registers device `id` (so that presence can be claimed for it).
+  static void addDevice(store::PostgresStore& store, const std::string& id) {
+    store::DeviceRecord device;
+    device.device_id = id;
+    device.generation_id = "g";
+    device.etag = "e";
+    store::TwinRecord twin;
+    twin.device_id = id;
+    ASSERT_TRUE(store.registry().createDevice(device, twin).isOk());
+  }
+
   PostgresServer server_;
   std::unique_ptr<store::PostgresStore> a_store_, b_store_;
 };
@@ -49,13 +60,7 @@ TEST_F(ClusterMembershipTest, NodesSeeEachOtherAndACrashedNodeIsReapedWithItsDev
   EXPECT_EQ((*a)->nodes()[1].address, "127.0.0.2");
   EXPECT_TRUE((*a)->leaseHeld());
 
-  store::DeviceRecord device;
-  device.device_id = "d1";
-  device.generation_id = "g";
-  device.etag = "e";
-  store::TwinRecord twin;
-  twin.device_id = "d1";
-  ASSERT_TRUE(b_store_->registry().createDevice(device, twin).isOk());
+  addDevice(*b_store_, "d1");
   ASSERT_TRUE(b_store_->cluster()->claimPresence("d1", "node-b").isOk());
 
   b->reset();  // node-b stops renewing without leaving: a crash, as the others see it
@@ -86,13 +91,7 @@ TEST_F(ClusterMembershipTest, ANodeThatCannotRenewKnowsItsLeaseIsGone) {
 }
 
 TEST_F(ClusterMembershipTest, AfterALapseTheNodeRepairsThePresenceOfTheDevicesItHolds) {
-  store::DeviceRecord device;
-  device.device_id = "d1";
-  device.generation_id = "gen";
-  device.etag = "e";
-  store::TwinRecord twin;
-  twin.device_id = "d1";
-  ASSERT_TRUE(a_store_->registry().createDevice(device, twin).isOk());
+  addDevice(*a_store_, "d1");
   auto claim = a_store_->cluster()->claimPresence("d1", "node-a");
   ASSERT_TRUE(claim.isOk()) << claim.status().toString();
   const std::int64_t epoch = claim->current.epoch;
