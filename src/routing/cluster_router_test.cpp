@@ -109,7 +109,9 @@ class ThreadScheduler final : public Scheduler {
         continue;
       }
       if (due->second.first > SteadyClock::now()) {
-        wake_.wait_until(lock, due->second.first);
+        // A copy: cancel() may erase the timer while this waits (the lock is released).
+        const SteadyClock::time_point when = due->second.first;
+        wake_.wait_until(lock, when);
         continue;
       }
       auto fn = std::move(due->second.second);
