@@ -688,17 +688,24 @@ Result<TwinRecord> PostgresStore::getTwin(std::string_view device_id) {
       [&](PgConnection& connection) { return loadTwin(connection, device_id, false); });
 }
 
+// Reads the twin locked, applies `mutate` and writes the result, inside the caller's
+// transaction.
+static Result<TwinRecord> mutateTwin(PgConnection& connection, std::string_view device_id,
+                                     const TwinMutation& mutate) {
+  Result<TwinRecord> current = loadTwin(connection, device_id, true);
+  if (!current) return current;
+  Result<TwinRecord> next = mutate(*current);
+  if (!next) return next;
+  if (next->device_id != device_id) {
+    return Status(ErrorCode::ServerError, "a twin mutation must not change the device id");
+  }
+  IOTHUB_RETURN_IF_ERROR(connection.query(kUpdateTwin, twinParams(*next)).status());
+  return next;
+}
+
 Result<TwinRecord> PostgresStore::updateTwin(std::string_view device_id, TwinMutation mutate) {
   return write<TwinRecord>([&](PgConnection& connection) -> Result<TwinRecord> {
-    Result<TwinRecord> current = loadTwin(connection, device_id, true);
-    if (!current) return current;
-    Result<TwinRecord> next = mutate(*current);
-    if (!next) return next;
-    if (next->device_id != device_id) {
-      return Status(ErrorCode::ServerError, "a twin mutation must not change the device id");
-    }
-    IOTHUB_RETURN_IF_ERROR(connection.query(kUpdateTwin, twinParams(*next)).status());
-    return next;
+    return mutateTwin(connection, device_id, mutate);
   });
 }
 
@@ -711,14 +718,8 @@ Result<TwinRecord> PostgresStore::updateTwinForJob(std::string_view device_id, T
   return write<TwinRecord>([&](PgConnection& connection) -> Result<TwinRecord> {
     // The job's row first, then the twin's: claims lock only job rows, so no cycle.
     if (job_row.lease) IOTHUB_RETURN_IF_ERROR(checkJobLease(connection, *job_row.lease));
-    Result<TwinRecord> current = loadTwin(connection, device_id, true);
-    if (!current) return current;
-    Result<TwinRecord> next = mutate(*current);
+    Result<TwinRecord> next = mutateTwin(connection, device_id, mutate);
     if (!next) return next;
-    if (next->device_id != device_id) {
-      return Status(ErrorCode::ServerError, "a twin mutation must not change the device id");
-    }
-    IOTHUB_RETURN_IF_ERROR(connection.query(kUpdateTwin, twinParams(*next)).status());
     IOTHUB_RETURN_IF_ERROR(connection.query(kPutDeviceJobs, row_params).status());
     return next;
   });
@@ -754,17 +755,24 @@ Result<JobRecord> PostgresStore::getJob(std::string_view job_id) {
       [&](PgConnection& connection) { return loadJob(connection, job_id, false); });
 }
 
+// Reads the job locked, applies `mutate` and writes the result, inside the caller's
+// transaction.
+static Result<JobRecord> mutateJob(PgConnection& connection, std::string_view job_id,
+                                   const JobMutation& mutate) {
+  Result<JobRecord> current = loadJob(connection, job_id, true);
+  if (!current) return current;
+  Result<JobRecord> next = mutate(*current);
+  if (!next) return next;
+  if (next->job_id != job_id) {
+    return Status(ErrorCode::ServerError, "a job mutation must not change the job id");
+  }
+  IOTHUB_RETURN_IF_ERROR(connection.query(kUpdateJob, jobParams(*next)).status());
+  return next;
+}
+
 Result<JobRecord> PostgresStore::updateJob(std::string_view job_id, JobMutation mutate) {
   return write<JobRecord>([&](PgConnection& connection) -> Result<JobRecord> {
-    Result<JobRecord> current = loadJob(connection, job_id, true);
-    if (!current) return current;
-    Result<JobRecord> next = mutate(*current);
-    if (!next) return next;
-    if (next->job_id != job_id) {
-      return Status(ErrorCode::ServerError, "a job mutation must not change the job id");
-    }
-    IOTHUB_RETURN_IF_ERROR(connection.query(kUpdateJob, jobParams(*next)).status());
-    return next;
+    return mutateJob(connection, job_id, mutate);
   });
 }
 
@@ -886,15 +894,7 @@ Result<std::size_t> PostgresStore::releaseJobLeasesOf(std::string_view owner) {
 Result<JobRecord> PostgresStore::updateLeasedJob(const JobLease& lease, JobMutation mutate) {
   return write<JobRecord>([&](PgConnection& connection) -> Result<JobRecord> {
     IOTHUB_RETURN_IF_ERROR(checkJobLease(connection, lease));
-    Result<JobRecord> current = loadJob(connection, lease.job_id, true);
-    if (!current) return current;
-    Result<JobRecord> next = mutate(*current);
-    if (!next) return next;
-    if (next->job_id != lease.job_id) {
-      return Status(ErrorCode::ServerError, "a job mutation must not change the job id");
-    }
-    IOTHUB_RETURN_IF_ERROR(connection.query(kUpdateJob, jobParams(*next)).status());
-    return next;
+    return mutateJob(connection, lease.job_id, mutate);
   });
 }
 

@@ -551,20 +551,26 @@ Result<TwinRecord> SqliteStore::getTwin(std::string_view device_id) {
       [&](SqliteConnection& connection) { return loadTwin(connection, device_id); });
 }
 
+// Reads the twin, applies `mutate` and writes the result, inside the caller's transaction.
+static Result<TwinRecord> mutateTwin(SqliteConnection& connection, std::string_view device_id,
+                                     const TwinMutation& mutate) {
+  Result<TwinRecord> current = loadTwin(connection, device_id);
+  if (!current) return current;
+  Result<TwinRecord> next = mutate(*current);
+  if (!next) return next;
+  if (next->device_id != device_id) {
+    return Status(ErrorCode::ServerError, "a twin mutation must not change the device id");
+  }
+  Result<SqliteStatement> update = connection.prepare(kUpdateTwin);
+  if (!update) return update.status();
+  bindTwin(*update, *next);
+  IOTHUB_RETURN_IF_ERROR(update->run());
+  return next;
+}
+
 Result<TwinRecord> SqliteStore::updateTwin(std::string_view device_id, TwinMutation mutate) {
   return write<TwinRecord>([&](SqliteConnection& connection) -> Result<TwinRecord> {
-    Result<TwinRecord> current = loadTwin(connection, device_id);
-    if (!current) return current;
-    Result<TwinRecord> next = mutate(*current);
-    if (!next) return next;
-    if (next->device_id != device_id) {
-      return Status(ErrorCode::ServerError, "a twin mutation must not change the device id");
-    }
-    Result<SqliteStatement> update = connection.prepare(kUpdateTwin);
-    if (!update) return update.status();
-    bindTwin(*update, *next);
-    IOTHUB_RETURN_IF_ERROR(update->run());
-    return next;
+    return mutateTwin(connection, device_id, mutate);
   });
 }
 
@@ -575,17 +581,8 @@ Result<TwinRecord> SqliteStore::updateTwinForJob(std::string_view device_id, Twi
   }
   return write<TwinRecord>([&](SqliteConnection& connection) -> Result<TwinRecord> {
     if (job_row.lease) IOTHUB_RETURN_IF_ERROR(checkJobLease(connection, *job_row.lease));
-    Result<TwinRecord> current = loadTwin(connection, device_id);
-    if (!current) return current;
-    Result<TwinRecord> next = mutate(*current);
+    Result<TwinRecord> next = mutateTwin(connection, device_id, mutate);
     if (!next) return next;
-    if (next->device_id != device_id) {
-      return Status(ErrorCode::ServerError, "a twin mutation must not change the device id");
-    }
-    Result<SqliteStatement> update = connection.prepare(kUpdateTwin);
-    if (!update) return update.status();
-    bindTwin(*update, *next);
-    IOTHUB_RETURN_IF_ERROR(update->run());
     IOTHUB_RETURN_IF_ERROR(writeDeviceJobs(connection, {job_row.row}));
     return next;
   });
@@ -621,20 +618,26 @@ Result<JobRecord> SqliteStore::getJob(std::string_view job_id) {
   return read<JobRecord>([&](SqliteConnection& connection) { return loadJob(connection, job_id); });
 }
 
+// Reads the job, applies `mutate` and writes the result, inside the caller's transaction.
+static Result<JobRecord> mutateJob(SqliteConnection& connection, std::string_view job_id,
+                                   const JobMutation& mutate) {
+  Result<JobRecord> current = loadJob(connection, job_id);
+  if (!current) return current;
+  Result<JobRecord> next = mutate(*current);
+  if (!next) return next;
+  if (next->job_id != job_id) {
+    return Status(ErrorCode::ServerError, "a job mutation must not change the job id");
+  }
+  Result<SqliteStatement> update = connection.prepare(kUpdateJob);
+  if (!update) return update.status();
+  bindJob(*update, *next);
+  IOTHUB_RETURN_IF_ERROR(update->run());
+  return next;
+}
+
 Result<JobRecord> SqliteStore::updateJob(std::string_view job_id, JobMutation mutate) {
   return write<JobRecord>([&](SqliteConnection& connection) -> Result<JobRecord> {
-    Result<JobRecord> current = loadJob(connection, job_id);
-    if (!current) return current;
-    Result<JobRecord> next = mutate(*current);
-    if (!next) return next;
-    if (next->job_id != job_id) {
-      return Status(ErrorCode::ServerError, "a job mutation must not change the job id");
-    }
-    Result<SqliteStatement> update = connection.prepare(kUpdateJob);
-    if (!update) return update.status();
-    bindJob(*update, *next);
-    IOTHUB_RETURN_IF_ERROR(update->run());
-    return next;
+    return mutateJob(connection, job_id, mutate);
   });
 }
 
@@ -758,18 +761,7 @@ Result<std::size_t> SqliteStore::releaseJobLeasesOf(std::string_view owner) {
 Result<JobRecord> SqliteStore::updateLeasedJob(const JobLease& lease, JobMutation mutate) {
   return write<JobRecord>([&](SqliteConnection& connection) -> Result<JobRecord> {
     IOTHUB_RETURN_IF_ERROR(checkJobLease(connection, lease));
-    Result<JobRecord> current = loadJob(connection, lease.job_id);
-    if (!current) return current;
-    Result<JobRecord> next = mutate(*current);
-    if (!next) return next;
-    if (next->job_id != lease.job_id) {
-      return Status(ErrorCode::ServerError, "a job mutation must not change the job id");
-    }
-    Result<SqliteStatement> update = connection.prepare(kUpdateJob);
-    if (!update) return update.status();
-    bindJob(*update, *next);
-    IOTHUB_RETURN_IF_ERROR(update->run());
-    return next;
+    return mutateJob(connection, lease.job_id, mutate);
   });
 }
 
