@@ -558,8 +558,9 @@ TEST_F(PostgresHubTest, AHubThatLosesItsDatabaseLockStopsWithAnError) {
   // One psql session: end the hub's lock session, take the single-node lock
   // (kPgSingleNodeLockKey) and hold it.
   testing::Process thief(
-      {(*bin / "psql").string(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", postgres_.dir().string(),
-       "-p", std::to_string(postgres_.port()), "-U", "postgres", "-d", "hub", "-c",
+      {(*bin / "psql").string(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h",
+       postgres_.dir().string(), "-p", std::to_string(postgres_.port()), "-U", "postgres", "-d",
+       "hub", "-c",
        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND pid <> "
        "pg_backend_pid() AND database = (SELECT oid FROM pg_database WHERE datname = 'hub'); "
        "SELECT pg_advisory_lock(7597419088392093698); SELECT pg_sleep(120)"},
@@ -587,28 +588,20 @@ TEST_F(PostgresHubTest, ReadinessFollowsTheDatabase) {
     tcp.waitClosed(15s);
     return tcp.received();
   };
-  auto ready = readyz();
-  EXPECT_EQ(ready.rfind("HTTP/1.1 200", 0), 0u) << ready;
+  // Polls /readyz until it answers `status_line`; returns the last answer.
+  auto readyzUntil = [&](const std::string& status_line, std::chrono::seconds timeout) {
+    std::string answer;
+    EXPECT_TRUE(waitFor([&] { return (answer = readyz()).rfind(status_line, 0) == 0; }, timeout))
+        << answer;
+    return answer;
+  };
+  readyzUntil("HTTP/1.1 200", 0s);
   ASSERT_TRUE(postgres_.stop().isOk());
-  std::string down;
-  EXPECT_TRUE(waitFor(
-      [&] {
-        down = readyz();
-        return down.rfind("HTTP/1.1 503", 0) == 0;
-      },
-      15s))
-      << down;
+  std::string down = readyzUntil("HTTP/1.1 503", 15s);
   EXPECT_NE(down.find(R"("store":false)"), std::string::npos) << down;
   EXPECT_NE(down.find(R"("status":"notReady")"), std::string::npos) << down;
   ASSERT_TRUE(postgres_.restart().isOk());
-  std::string up;
-  EXPECT_TRUE(waitFor(
-      [&] {
-        up = readyz();
-        return up.rfind("HTTP/1.1 200", 0) == 0;
-      },
-      20s))
-      << up;
+  readyzUntil("HTTP/1.1 200", 20s);
 }
 
 TEST_F(PostgresHubTest, JobsRunAndSurviveAKillDashNine) {

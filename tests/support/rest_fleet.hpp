@@ -144,6 +144,9 @@ inline std::vector<service::Device> createDevices(Service& service, const std::s
 
 // A connected device that answers lockDoor and records desired updates.
 struct OnlineDevice {
+  // Times the connection was lost or closed after open() (declared before `client`, whose
+  // close reports one while it is destroyed).
+  std::atomic<int> disconnects{0};
   std::unique_ptr<device::DeviceClient> client;
   std::atomic<int> lock_calls{0};
   std::mutex mutex;
@@ -173,6 +176,9 @@ inline std::unique_ptr<OnlineDevice> connect(HubProcess& hub, const service::Dev
     raw->desired.push_back(patch);
   });
   Status opened = device->client->open();
+  device->client->onConnectionStatus([raw](const device::ConnectionStatusChange& change) {
+    if (change.status != device::ConnectionStatus::Connected) ++raw->disconnects;
+  });
   EXPECT_TRUE(opened.isOk()) << opened.toString();
   return device;
 }
