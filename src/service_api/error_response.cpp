@@ -48,8 +48,7 @@ HttpResponse errorResponse(const Status& status, Random& random, SystemTime now)
       if (c == ';') c = ',';
     }
     body["Message"] = "ErrorCode:" + std::string(info.name) + ";" + text;
-    body["ExceptionMessage"] =
-        "Tracking ID:" + tracking_id + "-G:0-TimeStamp:" + usTimestamp(now);
+    body["ExceptionMessage"] = "Tracking ID:" + tracking_id + "-G:0-TimeStamp:" + usTimestamp(now);
   }
   HttpResponse r = jsonResponse(info.http_status, json::serialize(body));
   r.headers.set("iothub-errorcode", std::string(info.name));

@@ -11,13 +11,14 @@
 
 #include "common/json.hpp"
 #include "service_api/error_response.hpp"
+#include "service_api/route_table.hpp"
 
 namespace iothub::service_api {
 namespace {
 
 using store::Permission;
 
-struct Route {
+struct Target {
   std::vector<std::string> segments;      // decoded path segments, trailing empty one dropped
   std::optional<std::string> top;         // ?top=
   std::optional<std::string> job_type;    // ?jobType=
@@ -31,12 +32,12 @@ bool printableAscii(std::string_view text) {
   return std::all_of(text.begin(), text.end(), [](char c) { return c >= 0x20 && c < 0x7f; });
 }
 
-Result<Route> parseTarget(std::string_view target) {
+Result<Target> parseTarget(std::string_view target) {
   auto url = boost::urls::parse_origin_form(target);
   if (!url) return Status(ErrorCode::ArgumentInvalid, "The request target is not a valid URL path");
   Status not_ascii(ErrorCode::ArgumentInvalid,
                    "The request path and query must decode to printable ASCII");
-  Route route;
+  Target route;
   for (auto segment : url->segments()) {
     if (!printableAscii(segment)) return not_ascii;
     route.segments.push_back(segment);
@@ -106,261 +107,115 @@ std::optional<std::string> ifMatch(const HttpRequest& request) {
   return normalizeEtag(*v);
 }
 
-}  // namespace
+// One request being answered: what a route's handler reads.
+struct Call {
+  const ServiceApiDeps& deps;
+  const HttpRequest& request;
+  const Target& target;
+  const std::vector<std::string>& params;  // the route pattern's parameters
+  const std::function<HttpResponse(const Status&)>& fail;
+  const std::function<void(HttpResponse)>& respond;
 
-std::string_view routeTemplate(std::string_view target) {
-  auto route = parseTarget(target);
-  if (!route) return "other";
-  const auto& seg = route->segments;
-  const std::size_t n = seg.size();
-  if (n == 1 && seg[0] == "devices") return "/devices";
-  if (n == 2 && seg[0] == "devices") return seg[1] == "query" ? "/devices/query" : "/devices/{id}";
-  if (n == 2 && seg[0] == "twins") return "/twins/{id}";
-  if (n == 3 && seg[0] == "twins" && seg[2] == "methods") return "/twins/{id}/methods";
-  if (n == 3 && seg[0] == "jobs" && seg[1] == "v2") {
-    return seg[2] == "query" ? "/jobs/v2/query" : "/jobs/v2/{id}";
+  const std::string& id() const { return params.front(); }
+  bool connected(const std::string& device_id) const {
+    return deps.connections != nullptr && deps.connections->isConnected(device_id);
   }
-  if (n == 4 && seg[0] == "jobs" && seg[1] == "v2" && seg[3] == "cancel") {
-    return "/jobs/v2/{id}/cancel";
-  }
-  if (n == 2 && seg[0] == "statistics" && seg[1] == "service") return "/statistics/service";
-  if (n == 2 && seg[0] == "statistics" && seg[1] == "devices") return "/statistics/devices";
-  if (n == 2 && seg[0] == "cluster" && seg[1] == "nodes") return "/cluster/nodes";
-  return "other";
-}
-
-std::string normalizeEtag(std::string_view v) {
-  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
-  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
-  if (v.starts_with("W/")) v.remove_prefix(2);
-  if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
-  return std::string(v);
-}
-
-ServiceApi::ServiceApi(ServiceApiDeps deps) : deps_(deps) {}
-
-HttpResponse ServiceApi::handle(const HttpRequest& request) const {
-  std::promise<HttpResponse> promise;
-  auto future = promise.get_future();
-  handleAsync(request, [&promise](HttpResponse r) { promise.set_value(std::move(r)); });
-  return future.get();
-}
-
-void ServiceApi::handleAsync(const HttpRequest& request,
-                             std::function<void(HttpResponse)> respond) const {
-  Random& random = *deps_.random;
-  SystemTime now = deps_.clock->now();
-  auto failure = [&random, now, remote = request.remote_address, method = request.method,
-                  path = request.target.substr(0, request.target.find('?'))](const Status& s) {
-    HttpResponse r = errorResponse(s, random, now);
-    // Never log the Authorization header or bodies: they may carry keys.
-    spdlog::info("{} {} {} -> {} {}", remote, method, path, r.status, s.toString());
-    return r;
-  };
-  HttpResponse response = route(request, failure, respond);
-  if (response.status != 0) respond(std::move(response));
-}
-
-HttpResponse ServiceApi::route(const HttpRequest& request,
-                               const std::function<HttpResponse(const Status&)>& fail,
-                               const std::function<void(HttpResponse)>& respond) const {
-  auto target = parseTarget(request.target);
-  if (!target) return fail(target.status());
-  const auto& seg = target->segments;
-  const std::string& method = request.method;
-
-  // Resolve the route and the permission it needs before authenticating, so an unknown
-  // route is a 404 for everyone and a known one is a 401 without credentials.
-  enum class Op {
-    GetDevice,
-    PutDevice,
-    DeleteDevice,
-    ListDevices,
-    BulkDevices,
-    DeviceStats,
-    GetTwin,
-    PatchTwin,
-    ReplaceTwin,
-    InvokeMethod,
-    ServiceStats,
-    ClusterNodes,
-    Query,
-    PutJob,
-    GetJob,
-    CancelJob,
-    ListJobs,
-  };
-  std::optional<Op> op;
-  std::string allowed;
-  if (seg.size() == 2 && seg[0] == "twins") {
-    allowed = "GET, PATCH, PUT";
-    if (method == "GET")
-      op = Op::GetTwin;
-    else if (method == "PATCH")
-      op = Op::PatchTwin;
-    else if (method == "PUT")
-      op = Op::ReplaceTwin;
-  } else if (seg.size() == 3 && seg[0] == "twins" && seg[2] == "methods") {
-    allowed = "POST";
-    if (method == "POST") op = Op::InvokeMethod;
-  } else if (seg.size() == 2 && seg[0] == "devices" && seg[1] == "query" && method == "POST" &&
-             deps_.queries != nullptr) {
-    // Other methods on /devices/query address a device named "query".
-    allowed = "POST";
-    op = Op::Query;
-  } else if (seg.size() == 3 && seg[0] == "jobs" && seg[1] == "v2" && seg[2] == "query" &&
-             deps_.jobs != nullptr) {
-    allowed = "GET";
-    if (method == "GET") op = Op::ListJobs;
-  } else if (seg.size() == 3 && seg[0] == "jobs" && seg[1] == "v2" && deps_.jobs != nullptr) {
-    allowed = "GET, PUT";
-    if (method == "GET")
-      op = Op::GetJob;
-    else if (method == "PUT")
-      op = Op::PutJob;
-  } else if (seg.size() == 4 && seg[0] == "jobs" && seg[1] == "v2" && seg[3] == "cancel" &&
-             deps_.jobs != nullptr) {
-    allowed = "POST";
-    if (method == "POST") op = Op::CancelJob;
-  } else if (seg.size() == 2 && seg[0] == "devices") {
-    allowed = "GET, PUT, DELETE";
-    if (method == "GET")
-      op = Op::GetDevice;
-    else if (method == "PUT")
-      op = Op::PutDevice;
-    else if (method == "DELETE")
-      op = Op::DeleteDevice;
-  } else if (seg.size() == 1 && seg[0] == "devices") {
-    allowed = "GET, POST";
-    if (method == "GET")
-      op = Op::ListDevices;
-    else if (method == "POST")
-      op = Op::BulkDevices;
-  } else if (seg.size() == 2 && seg[0] == "statistics" && seg[1] == "service" &&
-             deps_.service_statistics) {
-    allowed = "GET";
-    if (method == "GET") op = Op::ServiceStats;
-  } else if (seg.size() == 2 && seg[0] == "statistics" && seg[1] == "devices") {
-    allowed = "GET";
-    if (method == "GET") op = Op::DeviceStats;
-  } else if (seg.size() == 2 && seg[0] == "cluster" && seg[1] == "nodes" && deps_.cluster_nodes) {
-    allowed = "GET";
-    if (method == "GET") op = Op::ClusterNodes;
-  }
-  if (allowed.empty()) {
-    return fail({ErrorCode::NotFound, "No resource at " + std::string(request.target.substr(
-                                                              0, request.target.find('?')))});
-  }
-  if (!op) {
-    HttpResponse r =
-        fail({ErrorCode::MethodNotAllowed, "Method " + method + " is not allowed here"});
-    r.headers.set("Allow", allowed);
-    return r;
-  }
-
-  const std::string* authorization = request.headers.find("Authorization");
-  if (authorization == nullptr) {
-    return fail({ErrorCode::Unauthorized,
-                 "The Authorization header with a SharedAccessSignature is missing"});
-  }
-  auto identity = deps_.authenticator->authenticate(*authorization);
-  if (!identity) return fail(identity.status());
-  Permission needed = store::kRegistryWrite;
-  if (*op == Op::GetDevice || *op == Op::ListDevices || *op == Op::DeviceStats) {
-    needed = store::kRegistryRead;
-  } else if (*op == Op::Query) {
-    // Twin queries read the registry; a service policy (ServiceConnect) may query too.
-    needed = (identity->permissions & store::kServiceConnect) != 0 ? store::kServiceConnect
-                                                                   : store::kRegistryRead;
-  } else if (*op == Op::GetTwin || *op == Op::PatchTwin || *op == Op::ReplaceTwin ||
-             *op == Op::InvokeMethod || *op == Op::ServiceStats || *op == Op::ClusterNodes ||
-             *op == Op::PutJob || *op == Op::GetJob || *op == Op::CancelJob ||
-             *op == Op::ListJobs) {
-    // ServiceConnect covers twins and direct methods (docs/protocol.md §1.3).
-    needed = store::kServiceConnect;
-  }
-  if (Status s = auth::requirePermission(*identity, needed); !s) return fail(s);
-
-  registry::DeviceRegistry& reg = *deps_.registry;
-  auto connected = [&](const std::string& id) {
-    return deps_.connections != nullptr && deps_.connections->isConnected(id);
-  };
-  auto deviceResponse = [&](const store::DeviceRecord& d) {
+  HttpResponse device(const store::DeviceRecord& d) const {
     return jsonResponse(200, json::serialize(registry::deviceToJson(d, connected(d.device_id))));
-  };
+  }
+};
 
-  switch (*op) {
-    case Op::GetDevice: {
-      auto d = reg.get(seg[1]);
-      if (!d) return fail(d.status());
-      return deviceResponse(*d);
+// Answers the request: the response, or one with status 0 when `respond` gets it later.
+using HandlerFn = HttpResponse (*)(const Call&);
+
+HttpResponse getDevice(const Call& c) {
+  auto d = c.deps.registry->get(c.id());
+  if (!d) return c.fail(d.status());
+  return c.device(*d);
+}
+
+HttpResponse putDevice(const Call& c) {
+  auto body = parseBody(c.request);
+  if (!body) return c.fail(body.status());
+  auto spec = registry::parseDeviceSpec(*body);
+  if (!spec) return c.fail(spec.status());
+  // Node's Registry.create and update differ on the wire only by If-Match
+  // (docs/protocol.md §5.3): absent = create, present = update.
+  auto etag = ifMatch(c.request);
+  auto d =
+      etag ? c.deps.registry->update(c.id(), *spec, *etag) : c.deps.registry->create(c.id(), *spec);
+  if (!d) return c.fail(d.status());
+  return c.device(*d);
+}
+
+HttpResponse deleteDevice(const Call& c) {
+  Status s = c.deps.registry->remove(c.id(), ifMatch(c.request).value_or("*"));
+  if (!s) return c.fail(s);
+  HttpResponse r;
+  r.status = 204;
+  return r;
+}
+
+HttpResponse listDevices(const Call& c) {
+  auto top = parseTop(c.target.top);
+  if (!top) return c.fail(top.status());
+  auto devices = c.deps.registry->list(*top);
+  if (!devices) return c.fail(devices.status());
+  json::array out;
+  out.reserve(devices->size());
+  for (const auto& d : *devices) out.push_back(registry::deviceToJson(d, c.connected(d.device_id)));
+  return jsonResponse(200, json::serialize(out));
+}
+
+HttpResponse bulkDevices(const Call& c) {
+  auto body = parseBody(c.request);
+  if (!body) return c.fail(body.status());
+  auto result = c.deps.registry->bulk(*body);
+  if (!result) return c.fail(result.status());
+  return jsonResponse(200, json::serialize(result->toJson()));
+}
+
+HttpResponse deviceStatistics(const Call& c) {
+  auto stats = c.deps.registry->statistics();
+  if (!stats) return c.fail(stats.status());
+  json::object o{{"totalDeviceCount", stats->total},
+                 {"enabledDeviceCount", stats->enabled},
+                 {"disabledDeviceCount", stats->disabled}};
+  return jsonResponse(200, json::serialize(o));
+}
+
+HttpResponse getTwin(const Call& c) {
+  auto twin = c.deps.twins->getTwin(c.id());
+  if (!twin) return c.fail(twin.status());
+  return jsonResponse(200, json::serialize(*twin));
+}
+
+HttpResponse writeTwin(const Call& c, bool patch) {
+  auto body = parseBody(c.request);
+  if (!body) return c.fail(body.status());
+  std::string etag = ifMatch(c.request).value_or("*");
+  auto twin = patch ? c.deps.twins->patchTwin(c.id(), *body, etag)
+                    : c.deps.twins->replaceTwin(c.id(), *body, etag);
+  if (!twin) {
+    // Azure answers an oversized twin over REST with 400 (docs/protocol.md §10.1).
+    if (twin.code() == ErrorCode::MessageTooLarge) {
+      return c.fail({ErrorCode::ArgumentInvalid, twin.status().message()});
     }
-    case Op::PutDevice: {
-      auto body = parseBody(request);
-      if (!body) return fail(body.status());
-      auto spec = registry::parseDeviceSpec(*body);
-      if (!spec) return fail(spec.status());
-      // Node's Registry.create and update differ on the wire only by If-Match
-      // (docs/protocol.md §5.3): absent = create, present = update.
-      auto etag = ifMatch(request);
-      auto d = etag ? reg.update(seg[1], *spec, *etag) : reg.create(seg[1], *spec);
-      if (!d) return fail(d.status());
-      return deviceResponse(*d);
-    }
-    case Op::DeleteDevice: {
-      Status s = reg.remove(seg[1], ifMatch(request).value_or("*"));
-      if (!s) return fail(s);
-      HttpResponse r;
-      r.status = 204;
-      return r;
-    }
-    case Op::ListDevices: {
-      auto top = parseTop(target->top);
-      if (!top) return fail(top.status());
-      auto devices = reg.list(*top);
-      if (!devices) return fail(devices.status());
-      json::array out;
-      out.reserve(devices->size());
-      for (const auto& d : *devices)
-        out.push_back(registry::deviceToJson(d, connected(d.device_id)));
-      return jsonResponse(200, json::serialize(out));
-    }
-    case Op::BulkDevices: {
-      auto body = parseBody(request);
-      if (!body) return fail(body.status());
-      auto result = reg.bulk(*body);
-      if (!result) return fail(result.status());
-      return jsonResponse(200, json::serialize(result->toJson()));
-    }
-    case Op::GetTwin: {
-      auto twin = deps_.twins->getTwin(seg[1]);
-      if (!twin) return fail(twin.status());
-      return jsonResponse(200, json::serialize(*twin));
-    }
-    case Op::PatchTwin:
-    case Op::ReplaceTwin: {
-      auto body = parseBody(request);
-      if (!body) return fail(body.status());
-      std::string etag = ifMatch(request).value_or("*");
-      auto twin = *op == Op::PatchTwin ? deps_.twins->patchTwin(seg[1], *body, etag)
-                                       : deps_.twins->replaceTwin(seg[1], *body, etag);
-      if (!twin) {
-        // Azure answers an oversized twin over REST with 400 (docs/protocol.md §10.1).
-        if (twin.code() == ErrorCode::MessageTooLarge) {
-          return fail({ErrorCode::ArgumentInvalid, twin.status().message()});
-        }
-        return fail(twin.status());
-      }
-      return jsonResponse(200, json::serialize(*twin));
-    }
-    case Op::InvokeMethod: {
-      auto body = parseBody(request);
-      if (!body) return fail(body.status());
-      auto call = methods::parseMethodCall(seg[1], *body);
-      if (!call) return fail(call.status());
-      if (auto device = reg.get(seg[1]); !device) return fail(device.status());
-      deps_.methods->invoke(std::move(*call), [fail,
-                                               respond](Result<methods::MethodResult> result) {
+    return c.fail(twin.status());
+  }
+  return jsonResponse(200, json::serialize(*twin));
+}
+HttpResponse patchTwin(const Call& c) { return writeTwin(c, true); }
+HttpResponse replaceTwin(const Call& c) { return writeTwin(c, false); }
+
+HttpResponse invokeMethod(const Call& c) {
+  auto body = parseBody(c.request);
+  if (!body) return c.fail(body.status());
+  auto call = methods::parseMethodCall(c.id(), *body);
+  if (!call) return c.fail(call.status());
+  if (auto device = c.deps.registry->get(c.id()); !device) return c.fail(device.status());
+  c.deps.methods->invoke(
+      std::move(*call), [fail = c.fail, respond = c.respond](Result<methods::MethodResult> result) {
         if (!result) {
           respond(fail(result.status()));
           return;
@@ -375,60 +230,193 @@ HttpResponse ServiceApi::route(const HttpRequest& request,
         respond(jsonResponse(200, json::serialize(json::object{{"status", result->status},
                                                                {"payload", std::move(payload)}})));
       });
-      return HttpResponse{0, {}, {}};  // answered later
+  return HttpResponse{0, {}, {}};  // answered later
+}
+
+HttpResponse serviceStatistics(const Call& c) {
+  return jsonResponse(200, json::serialize(c.deps.service_statistics()));
+}
+
+HttpResponse clusterNodes(const Call& c) {
+  auto nodes = c.deps.cluster_nodes();
+  if (!nodes) return c.fail(nodes.status());
+  return jsonResponse(200, json::serialize(*nodes));
+}
+
+HttpResponse queryDevices(const Call& c) {
+  auto body = parseBody(c.request);
+  if (!body) return c.fail(body.status());
+  const json::string* text = body->is_object() ? findString(body->get_object(), "query") : nullptr;
+  if (text == nullptr) {
+    return c.fail({ErrorCode::ArgumentInvalid, "The body must be {\"query\": \"<query text>\"}"});
+  }
+  auto size = pageSize(c.request);
+  if (!size) return c.fail(size.status());
+  auto page = c.deps.queries->run(*text, *size, continuation(c.request));
+  if (!page) return c.fail(page.status());
+  return pageResponse(std::move(page->rows), query::itemTypeName(page->item_type),
+                      page->continuation);
+}
+
+HttpResponse putJob(const Call& c) {
+  auto body = parseBody(c.request);
+  if (!body) return c.fail(body.status());
+  auto job = c.deps.jobs->create(c.id(), *body);
+  if (!job) return c.fail(job.status());
+  return jsonResponse(200, json::serialize(*job));
+}
+
+HttpResponse getJob(const Call& c) {
+  auto job = c.deps.jobs->get(c.id());
+  if (!job) return c.fail(job.status());
+  return jsonResponse(200, json::serialize(*job));
+}
+
+HttpResponse cancelJob(const Call& c) {
+  auto job = c.deps.jobs->cancel(c.id());
+  if (!job) return c.fail(job.status());
+  return jsonResponse(200, json::serialize(*job));
+}
+
+HttpResponse listJobs(const Call& c) {
+  auto size = pageSize(c.request);
+  if (!size) return c.fail(size.status());
+  auto page =
+      c.deps.jobs->list(c.target.job_type, c.target.job_status, *size, continuation(c.request));
+  if (!page) return c.fail(page.status());
+  return pageResponse(std::move(page->jobs), "JobResponse", page->continuation);
+}
+
+HttpResponse console(const Call& c) { return c.deps.console(c.request); }
+
+// A route's handler and who may call it: a caller needs one of the `any_of` permissions
+// (none for 0: no Authorization at all, for the console's static files).
+struct Endpoint {
+  HandlerFn handle;
+  std::uint32_t any_of;
+};
+
+}  // namespace
+
+struct ServiceApi::Routes : RouteTable<Endpoint> {};
+
+namespace {
+
+// The service API's routes (docs/protocol.md §4). Routes whose dependency the hub did not
+// provide are left out (their paths answer 404), unless `all` (routeTemplate's table).
+ServiceApi::Routes buildRoutes(const ServiceApiDeps& deps, bool all = false) {
+  constexpr std::uint32_t kRead = store::kRegistryRead;
+  constexpr std::uint32_t kWrite = store::kRegistryWrite;
+  // ServiceConnect covers twins, direct methods and jobs (docs/protocol.md §1.3).
+  constexpr std::uint32_t kService = store::kServiceConnect;
+  ServiceApi::Routes r;
+  r.add("GET", "/twins/{id}", {getTwin, kService});
+  r.add("PATCH", "/twins/{id}", {patchTwin, kService});
+  r.add("PUT", "/twins/{id}", {replaceTwin, kService});
+  r.add("POST", "/twins/{id}/methods", {invokeMethod, kService});
+  // Twin queries read the registry; a service policy (ServiceConnect) may query too.
+  if (all || deps.queries) r.add("POST", "/devices/query", {queryDevices, kRead | kService}, false);
+  if (all || deps.jobs) {
+    r.add("GET", "/jobs/v2/query", {listJobs, kService});
+    r.add("GET", "/jobs/v2/{id}", {getJob, kService});
+    r.add("PUT", "/jobs/v2/{id}", {putJob, kService});
+    r.add("POST", "/jobs/v2/{id}/cancel", {cancelJob, kService});
+  }
+  r.add("GET", "/devices/{id}", {getDevice, kRead});
+  r.add("PUT", "/devices/{id}", {putDevice, kWrite});
+  r.add("DELETE", "/devices/{id}", {deleteDevice, kWrite});
+  r.add("GET", "/devices", {listDevices, kRead});
+  r.add("POST", "/devices", {bulkDevices, kWrite});
+  if (all || deps.service_statistics) {
+    r.add("GET", "/statistics/service", {serviceStatistics, kService});
+  }
+  r.add("GET", "/statistics/devices", {deviceStatistics, kRead});
+  if (all || deps.cluster_nodes) r.add("GET", "/cluster/nodes", {clusterNodes, kService});
+  if (all || deps.console) {
+    r.add("GET", "/ui/{path*}", {console, 0});
+    r.add("HEAD", "/ui/{path*}", {console, 0});
+  }
+  return r;
+}
+
+}  // namespace
+
+std::string normalizeEtag(std::string_view v) {
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+  if (v.starts_with("W/")) v.remove_prefix(2);
+  if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
+  return std::string(v);
+}
+
+ServiceApi::ServiceApi(ServiceApiDeps deps)
+    : deps_(std::move(deps)), routes_(std::make_shared<const Routes>(buildRoutes(deps_))) {}
+
+std::string_view routeTemplate(std::string_view target) {
+  static const ServiceApi::Routes* const all =
+      new ServiceApi::Routes(buildRoutes(ServiceApiDeps{}, true));
+  auto parsed = parseTarget(target);
+  if (!parsed) return "other";
+  std::string_view pattern = all->patternOf(parsed->segments);
+  return pattern.empty() ? "other" : pattern;
+}
+
+HttpResponse ServiceApi::handle(const HttpRequest& request) const {
+  std::promise<HttpResponse> promise;
+  auto future = promise.get_future();
+  handleAsync(request, [&promise](HttpResponse r) { promise.set_value(std::move(r)); });
+  return future.get();
+}
+
+void ServiceApi::handleAsync(const HttpRequest& request,
+                             std::function<void(HttpResponse)> respond) const {
+  Random& random = *deps_.random;
+  SystemTime now = deps_.clock->now();
+  auto fail = [&random, now, remote = request.remote_address, method = request.method,
+               path = request.target.substr(0, request.target.find('?'))](const Status& s) {
+    HttpResponse r = errorResponse(s, random, now);
+    // Never log the Authorization header or bodies: they may carry keys.
+    spdlog::info("{} {} {} -> {} {}", remote, method, path, r.status, s.toString());
+    return r;
+  };
+  HttpResponse response = route(request, fail, respond);
+  if (response.status != 0) respond(std::move(response));
+}
+
+HttpResponse ServiceApi::route(const HttpRequest& request,
+                               const std::function<HttpResponse(const Status&)>& fail,
+                               const std::function<void(HttpResponse)>& respond) const {
+  auto target = parseTarget(request.target);
+  if (!target) return fail(target.status());
+  // The route and the permission it needs are known before authenticating, so an unknown
+  // route is a 404 for everyone and a known one is a 401 without credentials.
+  auto match = routes_->find(request.method, target->segments);
+  if (match.route == nullptr) {
+    if (match.allow.empty()) {
+      return fail({ErrorCode::NotFound, "No resource at " + std::string(request.target.substr(
+                                                                0, request.target.find('?')))});
     }
-    case Op::ServiceStats:
-      return jsonResponse(200, json::serialize(deps_.service_statistics()));
-    case Op::ClusterNodes: {
-      auto nodes = deps_.cluster_nodes();
-      if (!nodes) return fail(nodes.status());
-      return jsonResponse(200, json::serialize(*nodes));
+    HttpResponse r =
+        fail({ErrorCode::MethodNotAllowed, "Method " + request.method + " is not allowed here"});
+    r.headers.set("Allow", match.allow);
+    return r;
+  }
+  const Endpoint& endpoint = match.route->handler;
+  if (endpoint.any_of != 0) {
+    const std::string* authorization = request.headers.find("Authorization");
+    if (authorization == nullptr) {
+      return fail({ErrorCode::Unauthorized,
+                   "The Authorization header with a SharedAccessSignature is missing"});
     }
-    case Op::Query: {
-      auto body = parseBody(request);
-      if (!body) return fail(body.status());
-      const json::string* text =
-          body->is_object() ? findString(body->get_object(), "query") : nullptr;
-      if (text == nullptr)
-        return fail({ErrorCode::ArgumentInvalid, "The body must be {\"query\": \"<query text>\"}"});
-      auto size = pageSize(request);
-      if (!size) return fail(size.status());
-      auto page = deps_.queries->run(*text, *size, continuation(request));
-      if (!page) return fail(page.status());
-      return pageResponse(std::move(page->rows), query::itemTypeName(page->item_type),
-                          page->continuation);
-    }
-    case Op::PutJob: {
-      auto body = parseBody(request);
-      if (!body) return fail(body.status());
-      auto job = deps_.jobs->create(seg[2], *body);
-      if (!job) return fail(job.status());
-      return jsonResponse(200, json::serialize(*job));
-    }
-    case Op::GetJob:
-    case Op::CancelJob: {
-      auto job = *op == Op::GetJob ? deps_.jobs->get(seg[2]) : deps_.jobs->cancel(seg[2]);
-      if (!job) return fail(job.status());
-      return jsonResponse(200, json::serialize(*job));
-    }
-    case Op::ListJobs: {
-      auto size = pageSize(request);
-      if (!size) return fail(size.status());
-      auto page =
-          deps_.jobs->list(target->job_type, target->job_status, *size, continuation(request));
-      if (!page) return fail(page.status());
-      return pageResponse(std::move(page->jobs), "JobResponse", page->continuation);
-    }
-    case Op::DeviceStats: {
-      auto stats = reg.statistics();
-      if (!stats) return fail(stats.status());
-      json::object o{{"totalDeviceCount", stats->total},
-                     {"enabledDeviceCount", stats->enabled},
-                     {"disabledDeviceCount", stats->disabled}};
-      return jsonResponse(200, json::serialize(o));
+    auto identity = deps_.authenticator->authenticate(*authorization);
+    if (!identity) return fail(identity.status());
+    if ((identity->permissions & endpoint.any_of) == 0) {
+      // Name the narrowest permission that would do (the lowest bit: RegistryRead for queries).
+      const auto narrowest = static_cast<Permission>(endpoint.any_of & (~endpoint.any_of + 1));
+      return fail(auth::requirePermission(*identity, narrowest));
     }
   }
-  return fail({ErrorCode::ServerError, "unhandled route"});
+  return endpoint.handle(Call{deps_, request, *target, match.params, fail, respond});
 }
 
 }  // namespace iothub::service_api

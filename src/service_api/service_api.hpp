@@ -31,6 +31,9 @@ struct ServiceApiDeps {
   // GET /cluster/nodes (iothub's own, cluster mode only; 404 when null): this node's id and
   // the live nodes it sees (docs/cluster.md).
   std::function<Result<json::object>()> cluster_nodes;
+  // GET and HEAD /ui/…: the web console's static files, served without authentication
+  // (docs/operations.md; 404 when null).
+  std::function<HttpResponse(const HttpRequest&)> console;
 };
 
 // The service-facing REST API (docs/protocol.md §4) as a pure function from request to
@@ -51,6 +54,8 @@ class ServiceApi {
   // The same for routes that answer at once; a direct-method call blocks until it ends.
   HttpResponse handle(const HttpRequest& request) const;
 
+  struct Routes;  // the route table: {method, path pattern, permission, handler}
+
  private:
   // Answers the request: returns the response, or a response with status 0 when it will
   // be delivered later through `respond`.
@@ -59,11 +64,12 @@ class ServiceApi {
                      const std::function<void(HttpResponse)>& respond) const;
 
   ServiceApiDeps deps_;
+  std::shared_ptr<const Routes> routes_;
 };
 
-// The route a request target falls under, as a path template with the identifiers
-// replaced ("/twins/{id}/methods", "/jobs/v2/{id}/cancel", ...; "other" for anything the
-// API does not serve): a label of bounded cardinality for metrics and logs.
+// The route a request target falls under, as the route's path pattern
+// ("/twins/{id}/methods", "/jobs/v2/{id}/cancel", ...; "other" for anything the API does not
+// serve): a label of bounded cardinality for metrics and logs.
 std::string_view routeTemplate(std::string_view target);
 
 // Strips the quotes and an optional W/ that clients put around an If-Match value

@@ -55,6 +55,13 @@ class ServiceApiTest : public ::testing::Test {
             [] {
               return Result<json::object>(json::object{
                   {"nodeId", "n1"}, {"nodes", json::array{json::object{{"nodeId", "n1"}}}}});
+            },
+        .console =
+            [](const HttpRequest& r) {
+              HttpResponse response;
+              response.status = 200;
+              response.body = "console " + r.method + " " + r.target;
+              return response;
             }});
   }
 
@@ -470,7 +477,8 @@ TEST_F(ServiceApiTest, JobTimesAreCheckedAndFarFutureStartTimesKept) {
                                 .random = &random_,
                                 .clock = &clock_,
                                 .service_statistics = [] { return json::object{}; },
-                                .cluster_nodes = nullptr});
+                                .cluster_nodes = nullptr,
+                                .console = nullptr});
   auto put = [&](const std::string& id, const std::string& fields) {
     HttpRequest r;
     r.method = "PUT";
@@ -502,6 +510,11 @@ TEST_F(ServiceApiTest, JobTimesAreCheckedAndFarFutureStartTimesKept) {
   ASSERT_EQ(got.status, 200) << got.body;
   EXPECT_EQ(body(got).at("startTime"), "9999-12-31T00:00:00Z");
   EXPECT_EQ(body(got).at("status"), "queued");
+  // A job named "query" could never be read back: PUT there is not a job's route.
+  auto put_query = put("query", R"("startTime":"9999-12-31T00:00:00Z")");
+  EXPECT_EQ(put_query.status, 405);
+  ASSERT_NE(put_query.headers.find("Allow"), nullptr);
+  EXPECT_EQ(*put_query.headers.find("Allow"), "GET");
   // Paging headers: numbers that do not fit are a 400 naming the header.
   for (const char* count : {"99999999999999999999999", "-1", "0", "1001", "1e3", "10 "}) {
     HttpRequest list;
@@ -565,6 +578,36 @@ TEST_F(ServiceApiTest, ClusterNodesNeedServiceConnect) {
   EXPECT_EQ(call("POST", "/cluster/nodes", "{}", std::nullopt, token("service")).status, 405);
 }
 
+TEST_F(ServiceApiTest, TheConsoleIsServedWithoutAuthenticationForGetAndHeadOnly) {
+  HttpRequest get;
+  get.method = "GET";
+  get.target = "/ui/js/app.js";
+  auto r = api_->handle(get);  // no Authorization header at all
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "console GET /ui/js/app.js");
+  get.method = "HEAD";
+  get.target = "/ui";
+  EXPECT_EQ(api_->handle(get).body, "console HEAD /ui");
+  get.method = "POST";
+  auto post = api_->handle(get);
+  EXPECT_EQ(post.status, 405);
+  ASSERT_NE(post.headers.find("Allow"), nullptr);
+  EXPECT_EQ(*post.headers.find("Allow"), "GET, HEAD");
+  // The API's own routes still need a token; a path beside /ui is not the console's.
+  get.method = "GET";
+  get.target = "/statistics/devices";
+  EXPECT_EQ(api_->handle(get).status, 401);
+  get.target = "/uix";
+  EXPECT_EQ(api_->handle(get).status, 404);
+}
+
+TEST_F(ServiceApiTest, ARouteMatchedForAnotherMethodAnswers405WithItsMethods) {
+  auto patch = call("PATCH", "/devices/d1", "{}", std::nullopt, token("service"));
+  EXPECT_EQ(patch.status, 405);
+  ASSERT_NE(patch.headers.find("Allow"), nullptr);
+  EXPECT_EQ(*patch.headers.find("Allow"), "GET, PUT, DELETE");
+}
+
 TEST(RouteTemplateTest, NamesEachRouteWithoutItsIdentifiers) {
   EXPECT_EQ(routeTemplate("/devices?api-version=2021-04-12"), "/devices");
   EXPECT_EQ(routeTemplate("/devices/d%201?api-version=2021-04-12"), "/devices/{id}");
@@ -577,6 +620,7 @@ TEST(RouteTemplateTest, NamesEachRouteWithoutItsIdentifiers) {
   EXPECT_EQ(routeTemplate("/statistics/service"), "/statistics/service");
   EXPECT_EQ(routeTemplate("/statistics/devices"), "/statistics/devices");
   EXPECT_EQ(routeTemplate("/cluster/nodes"), "/cluster/nodes");
+  EXPECT_EQ(routeTemplate("/ui/css/app.css"), "/ui/{path*}");
   // Anything else, however many distinct paths clients send, is one label.
   EXPECT_EQ(routeTemplate("/"), "other");
   EXPECT_EQ(routeTemplate("/twins/a/b/c"), "other");
