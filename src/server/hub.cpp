@@ -17,6 +17,7 @@
 #include "auth/policy.hpp"
 #include "common/json.hpp"
 #include "common/time_format.hpp"
+#include "console/console_assets.hpp"
 #include "device_api/device_endpoint.hpp"
 #include "index/indexed_store.hpp"
 #include "index/query_runner.hpp"
@@ -717,7 +718,13 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
                                                        {"natsConnected", raw->bus->connected()},
                                                        {"nodes", std::move(nodes)}});
             })
-          : nullptr});
+          : nullptr,
+      // The web console's static files (no authentication; its API calls are signed).
+      [raw = impl.get()](const HttpRequest& request) {
+        return console::serveConsole(request, [raw](const Status& s) {
+          return service_api::errorResponse(s, raw->random, raw->clock.now());
+        });
+      }});
 
   Impl* raw = impl.get();
   auto handler = [raw](const HttpRequest& r, transport::HttpResponder respond) {
