@@ -30,8 +30,11 @@ endif()
 function(iothub_module name)
   cmake_parse_arguments(M "" "" "SOURCES;DEPS" ${ARGN})
   add_library(iothub_${name} STATIC ${M_SOURCES})
-  target_include_directories(iothub_${name} PUBLIC ${PROJECT_SOURCE_DIR}/src)
-  target_link_libraries(iothub_${name} PUBLIC ${M_DEPS} PRIVATE iothub_options)
+  # include/ holds the public vocabulary (Status, Json, Clock, ...) that the SDKs' headers use;
+  # the generator expressions keep source paths out of the installed package (IothubPackaging).
+  target_include_directories(iothub_${name} PUBLIC
+    $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/src> $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/include>)
+  target_link_libraries(iothub_${name} PUBLIC ${M_DEPS} PRIVATE $<BUILD_INTERFACE:iothub_options>)
 endfunction()
 
 # iothub_test(NAME SOURCES ... DEPS ... [LABELS ...]): a GoogleTest binary registered with ctest.

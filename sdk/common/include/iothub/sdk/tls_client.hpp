@@ -6,7 +6,7 @@
 #include <boost/asio/ssl/context.hpp>
 #include <string>
 
-#include "common/status.hpp"
+#include "iothub/status.hpp"
 
 namespace iothub::sdk {
 

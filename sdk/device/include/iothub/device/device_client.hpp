@@ -7,10 +7,10 @@
 #include <string>
 #include <string_view>
 
-#include "common/clock.hpp"
-#include "common/json.hpp"
-#include "common/random.hpp"
-#include "common/status.hpp"
+#include "iothub/clock.hpp"
+#include "iothub/json.hpp"
+#include "iothub/random.hpp"
+#include "iothub/status.hpp"
 #include "iothub/device/connection_status.hpp"
 #include "iothub/device/device_client_options.hpp"
 

@@ -3,8 +3,8 @@
 #include <chrono>
 #include <optional>
 
-#include "common/random.hpp"
-#include "common/status.hpp"
+#include "iothub/random.hpp"
+#include "iothub/status.hpp"
 
 namespace iothub::device {
 

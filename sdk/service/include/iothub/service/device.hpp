@@ -5,8 +5,8 @@
 #include <string>
 #include <string_view>
 
-#include "common/json.hpp"
-#include "common/status.hpp"
+#include "iothub/json.hpp"
+#include "iothub/status.hpp"
 
 namespace iothub::service {
 

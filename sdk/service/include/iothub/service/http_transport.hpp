@@ -8,10 +8,10 @@
 #include <utility>
 #include <vector>
 
-#include "auth/connection_string.hpp"
-#include "common/clock.hpp"
-#include "common/json.hpp"
-#include "common/status.hpp"
+#include "iothub/connection_string.hpp"
+#include "iothub/clock.hpp"
+#include "iothub/json.hpp"
+#include "iothub/status.hpp"
 #include "iothub/service/service_client_options.hpp"
 
 namespace iothub::service {

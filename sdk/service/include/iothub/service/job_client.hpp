@@ -8,9 +8,9 @@
 #include <string_view>
 #include <vector>
 
-#include "common/clock.hpp"
-#include "common/json.hpp"
-#include "common/status.hpp"
+#include "iothub/clock.hpp"
+#include "iothub/json.hpp"
+#include "iothub/status.hpp"
 #include "iothub/service/http_transport.hpp"
 #include "iothub/service/method_client.hpp"
 #include "iothub/service/query_client.hpp"

@@ -6,8 +6,8 @@
 #include <string_view>
 #include <utility>
 
-#include "common/json.hpp"
-#include "common/status.hpp"
+#include "iothub/json.hpp"
+#include "iothub/status.hpp"
 #include "iothub/service/http_transport.hpp"
 #include "iothub/service/service_client_options.hpp"
 

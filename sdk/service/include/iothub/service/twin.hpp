@@ -3,8 +3,8 @@
 #include <cstdint>
 #include <string>
 
-#include "common/json.hpp"
-#include "common/status.hpp"
+#include "iothub/json.hpp"
+#include "iothub/status.hpp"
 
 namespace iothub::service {
 

@@ -3,8 +3,8 @@
 #include <memory>
 #include <string_view>
 
-#include "common/json.hpp"
-#include "common/status.hpp"
+#include "iothub/json.hpp"
+#include "iothub/status.hpp"
 #include "iothub/service/http_transport.hpp"
 #include "iothub/service/service_client_options.hpp"
 #include "iothub/service/twin.hpp"
