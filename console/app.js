@@ -87,12 +87,20 @@ async function signIn(connectionString) {
   const parsed = parseServiceConnectionString(connectionString);
   const signer = await ServiceTokenSigner.create(parsed);
   const candidate = new HubApi(signer);
+  // One cheap call proves the key. The hub answers 401 both for a bad token and for a
+  // missing permission, so a policy without RegistryRead (e.g. `service`) gets a second
+  // chance with a call that needs ServiceConnect; other failures do not refuse the sign-in.
   try {
     await candidate.statisticsDevices();
   } catch (err) {
-    // 401 means the hub refused the key; anything else (a policy without RegistryRead) is
-    // not a reason to refuse the sign-in.
-    if (err.status === 401 || err.status === 0) throw err;
+    if (err.status === 0) throw err;
+    if (err.status === 401) {
+      try {
+        await candidate.listJobs({ pageSize: 1 });
+      } catch (second) {
+        if (second.status === 401 || second.status === 0) throw err;
+      }
+    }
   }
   api = candidate;
   document.getElementById('hub-name').textContent = parsed.hostName;

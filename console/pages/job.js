@@ -69,8 +69,8 @@ export async function mount(root, ctx, jobId) {
   const columns = [
     { title: 'Device', cell: (r) => h('a', { href: `#/devices/${encodeURIComponent(r.deviceId)}` }, r.deviceId) },
     { title: 'Status', cell: (r) => badge(r.status) },
-    { title: 'Start', cell: (r) => time(r.startTimeUtc) },
-    { title: 'End', cell: (r) => time(r.endTimeUtc) },
+    { title: 'Start', class: 'nowrap', cell: (r) => time(r.startTimeUtc) },
+    { title: 'End', class: 'nowrap', cell: (r) => time(r.endTimeUtc) },
     {
       title: 'Outcome', cell: (r) => {
         if (r.error) return h('span', { class: 'text-bad' }, `${r.error.code}: ${r.error.description}`);

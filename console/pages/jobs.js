@@ -40,13 +40,13 @@ export function mount(root, ctx) {
   function restart() { state.pages = [null]; state.page = 0; load(); }
 
   const columns = [
-    { title: 'Job', cell: (j) => h('a', { href: `#/jobs/${encodeURIComponent(j.jobId)}`, class: 'strong' }, j.jobId) },
-    { title: 'Type', cell: (j) => TYPE_LABELS[j.type] || j.type },
+    { title: 'Job', class: 'nowrap', cell: (j) => h('a', { href: `#/jobs/${encodeURIComponent(j.jobId)}`, class: 'strong' }, j.jobId) },
+    { title: 'Type', class: 'nowrap', cell: (j) => TYPE_LABELS[j.type] || j.type },
     { title: 'Status', cell: (j) => badge(j.status) },
     { title: 'Devices', cell: (j) => h('div', { class: 'progress-cell' }, progressBar(j.deviceJobStatistics), counts(j.deviceJobStatistics)) },
-    { title: 'Created', cell: (j) => time(j.createdTime) },
-    { title: 'Start', cell: (j) => time(j.startTime) },
-    { title: 'End', cell: (j) => time(j.endTime) },
+    { title: 'Created', class: 'nowrap', cell: (j) => time(j.createdTime) },
+    { title: 'Start', class: 'nowrap', cell: (j) => time(j.startTime) },
+    { title: 'End', class: 'nowrap', cell: (j) => time(j.endTime) },
   ];
 
   async function load() {

@@ -292,5 +292,17 @@ test('the web console drives a real hub and device in chromium', { timeout: 2400
     assert.equal(await page.evaluate(() => sessionStorage.getItem('iothub.connectionString')), null);
   });
 
+  await t.test('a policy without RegistryRead signs in and sees what it may not do', async () => {
+    const service = execFileSync(iothubdPath, ['connection-string', '--data-dir', state.dataDir, '--policy', 'service'], { encoding: 'utf8' }).trim();
+    await page.fill('#connection-string', service);
+    await page.click('button[type=submit]');
+    await page.locator('#policy', { hasText: 'service' }).waitFor();
+    await page.goto(`${base}/ui/#/statistics`);
+    await page.locator('.alert-error', { hasText: 'RegistryRead' }).waitFor();
+    await page.goto(`${base}/ui/#/jobs`);
+    await page.locator('[data-testid=jobs-table] tr', { hasText: jobId }).waitFor();
+    await page.click('#sign-out');
+  });
+
   assert.deepEqual(pageErrors, []);
 });
