@@ -121,7 +121,7 @@ export function mount(root, ctx) {
         fill(listArea, table(columns, page.items, { empty: where ? 'No device matches.' : 'No devices yet: create one above.', testid: 'devices-table' }));
         const first = state.page * state.pageSize + (page.items.length ? 1 : 0);
         const last = state.page * state.pageSize + page.items.length;
-        fill(summary, total === null ? '' : `${total} device${total === 1 ? '' : 's'}${where ? ' match' : ''}`);
+        fill(summary, total === null ? '' : `${total} device${total === 1 ? '' : 's'}${where ? (total === 1 ? ' matches' : ' match') : ''}`);
         fill(pager,
           h('span', { class: 'muted' }, page.items.length ? `${first}–${last}` : ''),
           h('button', { type: 'button', class: 'btn btn-small', disabled: state.page === 0, onclick: () => { state.page -= 1; load(); } }, '← Previous'),
