@@ -2,7 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
+#include <vector>
 
 namespace iothub::console {
 namespace {
@@ -39,6 +44,27 @@ TEST(ConsoleAssetsTest, EmbedsTheFilesOfTheConsoleDirectory) {
     }
   }
   EXPECT_TRUE(has_index);
+}
+
+TEST(ConsoleAssetsTest, EmbedsEveryFileOfTheDirectoryAsItIs) {
+  const std::filesystem::path root = IOTHUB_CONSOLE_DIR;
+  std::vector<std::string> on_disk;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(root)) {
+    if (entry.is_regular_file()) {
+      on_disk.push_back(entry.path().lexically_relative(root).generic_string());
+    }
+  }
+  std::vector<std::string> embedded;
+  for (const auto& asset : embeddedAssets()) {
+    embedded.emplace_back(asset.path);
+    std::ifstream file(root / asset.path, std::ios::binary);
+    std::stringstream bytes;
+    bytes << file.rdbuf();
+    EXPECT_EQ(bytes.str(), asset.content) << asset.path << " differs from its file";
+  }
+  std::sort(on_disk.begin(), on_disk.end());
+  std::sort(embedded.begin(), embedded.end());
+  EXPECT_EQ(embedded, on_disk) << "list every file of console/ in src/console/CMakeLists.txt";
 }
 
 TEST(ConsoleAssetsTest, RecognisesOnlyTheUiPrefix) {

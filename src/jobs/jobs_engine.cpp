@@ -338,6 +338,13 @@ std::size_t JobsEngine::runningCount() const {
   }));
 }
 
+std::map<std::string, std::size_t, std::less<>> JobsEngine::countByStatus() const {
+  std::map<std::string, std::size_t, std::less<>> out;
+  std::lock_guard lock(state_mutex_);
+  for (const auto& [id, run] : runs_) ++out[run->record.status];
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------
 // The engine thread
 
@@ -569,6 +576,8 @@ void JobsEngine::handleCompletion(Completion& c) {
     --s.running;
     ++(ok ? s.succeeded : s.failed);
   });
+  (ok ? counters_.devices_succeeded : counters_.devices_failed)
+      .fetch_add(1, std::memory_order_relaxed);
 }
 
 void JobsEngine::updateStats(Run& run, const std::function<void(JobStatistics&)>& change) {
@@ -976,6 +985,10 @@ void JobsEngine::finish(Run& run) {
     runs_.erase(run.record.job_id);
     return;
   }
+  (run.record.status == kJobCompleted   ? counters_.jobs_completed
+   : run.record.status == kJobCancelled ? counters_.jobs_cancelled
+                                        : counters_.jobs_failed)
+      .fetch_add(1, std::memory_order_relaxed);
   spdlog::info("jobs: {} {}: {} succeeded, {} failed, {} canceled of {}", run.record.job_id,
                run.record.status, run.stats.succeeded, run.stats.failed, run.stats.canceled,
                run.stats.device_count);

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -183,6 +184,18 @@ class JobsEngine {
 
   // Jobs running right now (tests, metrics).
   std::size_t runningCount() const;
+  // This node's admitted, unfinished jobs by status ("queued", "scheduled", "running"...).
+  std::map<std::string, std::size_t, std::less<>> countByStatus() const;
+
+  // What this node's runs ended with, since it started (metrics).
+  struct Counters {
+    std::atomic<std::uint64_t> devices_succeeded{0};
+    std::atomic<std::uint64_t> devices_failed{0};
+    std::atomic<std::uint64_t> jobs_completed{0};
+    std::atomic<std::uint64_t> jobs_failed{0};
+    std::atomic<std::uint64_t> jobs_cancelled{0};
+  };
+  const Counters& counters() const { return counters_; }
 
  private:
   using SteadyTime = std::chrono::steady_clock::time_point;
@@ -294,6 +307,8 @@ class JobsEngine {
   // Cluster mode (engine thread only): when to renew and to claim next.
   SteadyTime next_renew_{};
   SteadyTime next_claim_{};
+
+  Counters counters_;
 
   std::thread thread_;
   bool started_ = false;

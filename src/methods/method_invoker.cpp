@@ -37,7 +37,21 @@ MethodInvoker::~MethodInvoker() {
   }
 }
 
-void MethodInvoker::invoke(MethodCall call, MethodCallback callback) {
+void MethodInvoker::invoke(MethodCall call, MethodCallback done) {
+  MethodCallback callback = [this, started = std::chrono::steady_clock::now(),
+                             done = std::move(done)](Result<MethodResult> result) {
+    if (result) {
+      counters_.answered.fetch_add(1, std::memory_order_relaxed);
+      counters_.answer_seconds.observe(std::chrono::steady_clock::now() - started);
+    } else if (result.code() == ErrorCode::DeviceNotOnline) {
+      counters_.device_not_online.fetch_add(1, std::memory_order_relaxed);
+    } else if (result.code() == ErrorCode::GatewayTimeout) {
+      counters_.timed_out.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      counters_.other_errors.fetch_add(1, std::memory_order_relaxed);
+    }
+    done(std::move(result));
+  };
   std::string topic = probeTopic(call.method_name);
   auto link = connections_.find(call.device_id);
   if (link && link->isSubscribed(topic)) {

@@ -8,6 +8,7 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "common/histogram.hpp"
 #include "common/scheduler.hpp"
 #include "common/status.hpp"
 #include "routing/connection_registry.hpp"
@@ -39,6 +40,16 @@ class MethodDispatcher {
   virtual void invoke(MethodCall call, MethodCallback callback) = 0;
 };
 
+// Direct-method calls this node delivered to its devices, by outcome, and how long the
+// answered ones took (from the call to the device's answer, a connect wait included).
+struct MethodCounters {
+  std::atomic<std::uint64_t> answered{0};
+  std::atomic<std::uint64_t> device_not_online{0};
+  std::atomic<std::uint64_t> timed_out{0};
+  std::atomic<std::uint64_t> other_errors{0};  // e.g. cancelled at shutdown
+  AtomicHistogram answer_seconds{AtomicHistogram::latencyBounds()};
+};
+
 // Invokes direct methods on connected devices and correlates their answers by request id.
 // Thread-safe. Each call's callback runs exactly once, on whichever thread completes it
 // (the device connection's, a scheduler timer's, or the caller's): keep it quick.
@@ -61,6 +72,8 @@ class MethodInvoker final : public MethodDispatcher {
   // Calls in flight (waiting to connect or for an answer).
   std::size_t pendingCount() const;
 
+  const MethodCounters& counters() const { return counters_; }
+
  private:
   struct Pending {
     std::string device_id;
@@ -77,6 +90,7 @@ class MethodInvoker final : public MethodDispatcher {
   mutable std::mutex mutex_;
   std::unordered_map<std::string, Pending> pending_;  // by request id; guarded by mutex_
   std::atomic<std::size_t> waiting_for_connect_{0};
+  MethodCounters counters_;
 };
 
 // The DeviceNotOnline outcome of a call with `connect_timeout` (its message says whether

@@ -52,7 +52,7 @@ class FakeLink final : public routing::DeviceLink {
     sent.emplace_back(std::move(topic), std::move(payload));
     return true;
   }
-  void close(std::string) override {}
+  void close(routing::CloseCause, std::string) override {}
   // The request id of the n-th request sent.
   std::string rid(std::size_t n) const {
     return sent.at(n).first.substr(sent.at(n).first.find("$rid=") + 5);

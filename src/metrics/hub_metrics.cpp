@@ -6,6 +6,7 @@
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 
+#include <limits>
 #include <sstream>
 
 namespace iothub::metrics {
@@ -27,13 +28,13 @@ prometheus::ClientMetric sample(Sink::Labels labels) {
 }  // namespace
 
 prometheus::MetricFamily& Sink::family(std::string_view name, std::string_view help,
-                                       bool counter) {
+                                       prometheus::MetricType type) {
   auto it = families_.find(name);
   if (it == families_.end()) {
     prometheus::MetricFamily family;
     family.name = std::string(name);
     family.help = std::string(help);
-    family.type = counter ? prometheus::MetricType::Counter : prometheus::MetricType::Gauge;
+    family.type = type;
     it = families_.emplace(std::string(name), std::move(family)).first;
   }
   return it->second;
@@ -42,13 +43,31 @@ prometheus::MetricFamily& Sink::family(std::string_view name, std::string_view h
 void Sink::counter(std::string_view name, std::string_view help, double value, Labels labels) {
   prometheus::ClientMetric metric = sample(labels);
   metric.counter.value = value;
-  family(name, help, true).metric.push_back(std::move(metric));
+  family(name, help, prometheus::MetricType::Counter).metric.push_back(std::move(metric));
 }
 
 void Sink::gauge(std::string_view name, std::string_view help, double value, Labels labels) {
   prometheus::ClientMetric metric = sample(labels);
   metric.gauge.value = value;
-  family(name, help, false).metric.push_back(std::move(metric));
+  family(name, help, prometheus::MetricType::Gauge).metric.push_back(std::move(metric));
+}
+
+void Sink::histogram(std::string_view name, std::string_view help, const AtomicHistogram& histogram,
+                     Labels labels) {
+  prometheus::ClientMetric metric = sample(labels);
+  const auto snapshot = histogram.snapshot();
+  const auto bounds = histogram.bounds();
+  std::uint64_t cumulative = 0;
+  for (std::size_t i = 0; i < snapshot.counts.size(); ++i) {
+    cumulative += snapshot.counts[i];
+    prometheus::ClientMetric::Bucket bucket;
+    bucket.cumulative_count = cumulative;
+    bucket.upper_bound = i < bounds.size() ? bounds[i] : std::numeric_limits<double>::infinity();
+    metric.histogram.bucket.push_back(bucket);
+  }
+  metric.histogram.sample_count = cumulative;
+  metric.histogram.sample_sum = snapshot.sum;
+  family(name, help, prometheus::MetricType::Histogram).metric.push_back(std::move(metric));
 }
 
 std::vector<prometheus::MetricFamily> Sink::take() {
@@ -76,7 +95,8 @@ void HubMetrics::observeRequest(std::string_view route, std::string_view method,
                                 std::chrono::nanoseconds elapsed) {
   const std::string route_label(route);
   requests_
-      .Add({{"route", route_label}, {"method", std::string(method)},
+      .Add({{"route", route_label},
+            {"method", std::string(method)},
             {"code", std::to_string(status)}})
       .Increment();
   request_seconds_.Add({{"route", route_label}}, kRequestBuckets)

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <prometheus/metric_family.h>
+
 #include <chrono>
 #include <functional>
 #include <initializer_list>
@@ -11,7 +13,7 @@
 #include <utility>
 #include <vector>
 
-#include <prometheus/metric_family.h>
+#include "common/histogram.hpp"
 
 namespace prometheus {
 class Counter;
@@ -33,11 +35,15 @@ class Sink {
   void counter(std::string_view name, std::string_view help, double value, Labels labels = {});
   // A value that goes up and down.
   void gauge(std::string_view name, std::string_view help, double value, Labels labels = {});
+  // A distribution kept by the data path (its buckets' counts and sum as of now).
+  void histogram(std::string_view name, std::string_view help, const AtomicHistogram& histogram,
+                 Labels labels = {});
 
   std::vector<prometheus::MetricFamily> take();
 
  private:
-  prometheus::MetricFamily& family(std::string_view name, std::string_view help, bool counter);
+  prometheus::MetricFamily& family(std::string_view name, std::string_view help,
+                                   prometheus::MetricType type);
   std::map<std::string, prometheus::MetricFamily, std::less<>> families_;
 };
 

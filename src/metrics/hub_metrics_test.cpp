@@ -22,16 +22,21 @@ TEST(HubMetricsTest, RequestsAreCountedByRouteMethodAndStatusWithTheirLatency) {
   metrics.observeRequest("/twins/{id}", "PATCH", 412, 1ms);
   std::string text = metrics.render();
   EXPECT_TRUE(has(text, "# TYPE iothub_http_requests_total counter")) << text;
-  EXPECT_TRUE(has(text, "iothub_http_requests_total{code=\"200\",method=\"GET\",route=\"/twins/{id}\"} 2"))
+  EXPECT_TRUE(
+      has(text, "iothub_http_requests_total{code=\"200\",method=\"GET\",route=\"/twins/{id}\"} 2"))
       << text;
-  EXPECT_TRUE(has(text, "iothub_http_requests_total{code=\"412\",method=\"PATCH\",route=\"/twins/{id}\"} 1"))
+  EXPECT_TRUE(has(
+      text, "iothub_http_requests_total{code=\"412\",method=\"PATCH\",route=\"/twins/{id}\"} 1"))
       << text;
   EXPECT_TRUE(has(text, "# TYPE iothub_http_request_duration_seconds histogram")) << text;
-  EXPECT_TRUE(has(text, "iothub_http_request_duration_seconds_count{route=\"/twins/{id}\"} 3")) << text;
-  // 1 ms and 2 ms fall at or below 0.0025 s, 40 ms only from 0.05 s on.
-  EXPECT_TRUE(has(text, "iothub_http_request_duration_seconds_bucket{route=\"/twins/{id}\",le=\"0.0025\"} 2"))
+  EXPECT_TRUE(has(text, "iothub_http_request_duration_seconds_count{route=\"/twins/{id}\"} 3"))
       << text;
-  EXPECT_TRUE(has(text, "iothub_http_request_duration_seconds_bucket{route=\"/twins/{id}\",le=\"0.05\"} 3"))
+  // 1 ms and 2 ms fall at or below 0.0025 s, 40 ms only from 0.05 s on.
+  EXPECT_TRUE(has(
+      text, "iothub_http_request_duration_seconds_bucket{route=\"/twins/{id}\",le=\"0.0025\"} 2"))
+      << text;
+  EXPECT_TRUE(
+      has(text, "iothub_http_request_duration_seconds_bucket{route=\"/twins/{id}\",le=\"0.05\"} 3"))
       << text;
 }
 
@@ -64,6 +69,42 @@ TEST(HubMetricsTest, CollectorsAreReadAtEveryScrape) {
   EXPECT_EQ(types, 1u);
 }
 
+TEST(HubMetricsTest, HistogramsKeptByTheDataPathAreExposedCumulatively) {
+  AtomicHistogram batch({1, 4, 16});
+  for (double v : {1.0, 1.0, 3.0, 16.0, 100.0}) batch.observe(v);
+  HubMetrics metrics;
+  metrics.addCollector([&batch](Sink& sink) {
+    sink.histogram("iothub_test_batch_operations", "Operations per batch", batch);
+  });
+  std::string text = metrics.render();
+  for (const char* line :
+       {"# TYPE iothub_test_batch_operations histogram",
+        "iothub_test_batch_operations_bucket{le=\"1\"} 2",
+        "iothub_test_batch_operations_bucket{le=\"4\"} 3",
+        "iothub_test_batch_operations_bucket{le=\"16\"} 4",
+        "iothub_test_batch_operations_bucket{le=\"+Inf\"} 5",
+        "iothub_test_batch_operations_count 5", "iothub_test_batch_operations_sum 121"}) {
+    EXPECT_TRUE(has(text, line)) << line << "\n" << text;
+  }
+}
+
+TEST(AtomicHistogramTest, ConcurrentObservationsAreAllCounted) {
+  AtomicHistogram h(AtomicHistogram::latencyBounds());
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&h] {
+      for (int i = 0; i < 10000; ++i) h.observe(std::chrono::microseconds(i % 2000));
+    });
+  }
+  for (auto& t : threads) t.join();
+  auto s = h.snapshot();
+  std::uint64_t total = 0;
+  for (auto c : s.counts) total += c;
+  EXPECT_EQ(total, 40000u);
+  EXPECT_EQ(s.counts.size(), h.bounds().size() + 1);
+  EXPECT_NEAR(s.sum, 4 * 5 * (1999.0 * 2000 / 2) * 1e-6, 1e-6);
+}
+
 TEST(HubMetricsTest, ObservingAndScrapingConcurrentlyLosesNothing) {
   HubMetrics metrics;
   constexpr int kThreads = 4, kEach = 2000;
@@ -80,8 +121,9 @@ TEST(HubMetricsTest, ObservingAndScrapingConcurrentlyLosesNothing) {
   for (auto& t : threads) t.join();
   done = true;
   scraper.join();
-  EXPECT_TRUE(has(metrics.render(),
-                  "iothub_http_requests_total{code=\"200\",method=\"GET\",route=\"/devices\"} 8000"));
+  EXPECT_TRUE(
+      has(metrics.render(),
+          "iothub_http_requests_total{code=\"200\",method=\"GET\",route=\"/devices\"} 8000"));
 }
 
 }  // namespace

@@ -173,8 +173,8 @@ class MemoryClusterStore final : public store::ClusterStore {
     store::PresenceRepair repair;
     for (auto& [id, p] : presence_) {
       if (p.node_id != node_id) continue;
-      bool is_held = std::find(held.begin(), held.end(),
-                               store::HeldConnection{id, p.epoch}) != held.end();
+      bool is_held =
+          std::find(held.begin(), held.end(), store::HeldConnection{id, p.epoch}) != held.end();
       if (p.connected && !is_held) {
         p.connected = false;
         ++repair.released;
@@ -217,7 +217,8 @@ class MemoryClusterStore final : public store::ClusterStore {
 // A device connection that records what it is sent and detaches itself when closed.
 class FakeLink final : public DeviceLink {
  public:
-  FakeLink(ConnectionRegistry& registry, std::string id) : registry_(registry), id_(std::move(id)) {}
+  FakeLink(ConnectionRegistry& registry, std::string id)
+      : registry_(registry), id_(std::move(id)) {}
   const std::string& deviceId() const override { return id_; }
   bool isSubscribed(std::string_view) const override { return true; }
   bool publish(std::string topic, std::string payload) override {
@@ -225,7 +226,7 @@ class FakeLink final : public DeviceLink {
     sent_.emplace_back(std::move(topic), std::move(payload));
     return true;
   }
-  void close(std::string reason) override {
+  void close(CloseCause, std::string reason) override {
     {
       std::lock_guard lock(mutex_);
       closed_.push_back(std::move(reason));
@@ -256,8 +257,8 @@ struct Node {
     NatsOptions options;
     options.servers = {url};
     options.name = id;
-    auto connected =
-        NatsBus::connect(options, [this](std::function<void()> t) { bus_thread->post(std::move(t)); });
+    auto connected = NatsBus::connect(
+        options, [this](std::function<void()> t) { bus_thread->post(std::move(t)); });
     EXPECT_TRUE(connected.isOk()) << connected.status().toString();
     bus = std::move(*connected);
     ClusterRouterOptions router_options;

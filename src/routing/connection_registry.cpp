@@ -46,7 +46,7 @@ bool ConnectionRegistry::closeBelow(std::string_view device_id, std::int64_t epo
     if (it != links_.end() && it->second.epoch < epoch) doomed = it->second.link;
   }
   // The link detaches itself as it closes (and reports its own disconnect).
-  if (doomed) doomed->close(std::move(reason));
+  if (doomed) doomed->close(CloseCause::Replaced, std::move(reason));
   return doomed != nullptr;
 }
 
@@ -78,7 +78,7 @@ bool ConnectionRegistry::isConnected(std::string_view device_id) const {
 }
 
 void ConnectionRegistry::disconnect(std::string_view device_id, std::string reason) {
-  if (auto link = find(device_id)) link->close(std::move(reason));
+  if (auto link = find(device_id)) link->close(CloseCause::Revoked, std::move(reason));
 }
 
 std::size_t ConnectionRegistry::size() const {

@@ -18,6 +18,13 @@
 
 namespace iothub::routing {
 
+// Why the hub closes a device's connection (a metrics label, docs/operations.md).
+enum class CloseCause : std::uint8_t {
+  Replaced,  // a newer connection of the device (on this node or another) took over
+  Revoked,   // the device was disabled or deleted
+  Shutdown,  // the hub stops
+};
+
 // A live device connection as the rest of the hub sees it; implemented by the transport.
 // Every method is thread-safe and returns quickly (I/O is posted to the connection's own
 // strand).
@@ -30,8 +37,8 @@ class DeviceLink {
   // Queues a QoS 0 application message to the device. False when the device is not
   // subscribed to `topic` or the connection is closing (nothing is sent then).
   virtual bool publish(std::string topic, std::string payload) = 0;
-  // Closes the connection (e.g. replaced by a newer connection of the same device).
-  virtual void close(std::string reason) = 0;
+  // Closes the connection; `reason` is for the log.
+  virtual void close(CloseCause cause, std::string reason) = 0;
 };
 
 // Where a cluster records which node holds each device's connection (docs/cluster.md,

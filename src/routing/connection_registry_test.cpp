@@ -12,11 +12,12 @@ namespace {
 // A link that detaches itself when closed, as the transport's connections do.
 class FakeLink final : public DeviceLink {
  public:
-  FakeLink(ConnectionRegistry& registry, std::string id) : registry_(registry), id_(std::move(id)) {}
+  FakeLink(ConnectionRegistry& registry, std::string id)
+      : registry_(registry), id_(std::move(id)) {}
   const std::string& deviceId() const override { return id_; }
   bool isSubscribed(std::string_view) const override { return true; }
   bool publish(std::string, std::string) override { return true; }
-  void close(std::string reason) override {
+  void close(CloseCause, std::string reason) override {
     closed.push_back(std::move(reason));
     registry_.detach(*this);
   }

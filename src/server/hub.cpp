@@ -3,9 +3,9 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
-#include <atomic>
 #include <csignal>
 #include <fstream>
 #include <mutex>
@@ -25,6 +25,7 @@
 #include "index/twin_index_feed.hpp"
 #include "jobs/jobs_engine.hpp"
 #include "methods/method_invoker.hpp"
+#include "metrics/hub_metrics.hpp"
 #include "registry/device_registry.hpp"
 #include "routing/cluster_router.hpp"
 #include "routing/connection_registry.hpp"
@@ -33,8 +34,8 @@
 #include "server/data_dir.hpp"
 #include "server/store_location.hpp"
 #include "server/tls_bootstrap.hpp"
-#include "metrics/hub_metrics.hpp"
 #include "service_api/error_response.hpp"
+#include "service_api/route_table.hpp"
 #include "service_api/service_api.hpp"
 #include "transport/connection_limiter.hpp"
 #include "transport/http_server.hpp"
@@ -216,6 +217,9 @@ struct Hub::Impl {
   std::atomic<bool> serving{false};  // every listener accepts (set by run())
   std::unique_ptr<transport::MqttServer> mqtts;
   std::unique_ptr<transport::MqttServer> mqtt;
+  // Shared by the MQTT listeners (TLS, plain, WebSocket) for the metrics endpoint.
+  std::shared_ptr<transport::MqttCounters> mqtt_counters =
+      std::make_shared<transport::MqttCounters>();
   asio::signal_set signals{io, SIGINT, SIGTERM};
   std::atomic<bool> stopping{false};
 
@@ -339,6 +343,91 @@ struct Hub::Impl {
     }
   }
 
+  // MQTT: connects, refusals and disconnects by reason, packets, bytes, the worker queue.
+  void collectDevicePathMetrics(metrics::Sink& sink) {
+    const transport::MqttCounters& m = *mqtt_counters;
+    constexpr std::string_view kConnects = "iothub_mqtt_connects_total";
+    constexpr std::string_view kConnectsHelp =
+        "MQTT CONNECTs answered, by result (accepted, or the CONNACK refusal)";
+    sink.counter(kConnects, kConnectsHelp, m.connects_accepted.load(), {{"result", "accepted"}});
+    static constexpr std::string_view kRefusals[] = {"",
+                                                     "unacceptableProtocolVersion",
+                                                     "identifierRejected",
+                                                     "serverUnavailable",
+                                                     "badUserNameOrPassword",
+                                                     "notAuthorized"};
+    for (std::size_t code = 1; code < m.connects_refused.size(); ++code) {
+      sink.counter(kConnects, kConnectsHelp, m.connects_refused[code].load(),
+                   {{"result", kRefusals[code]}});
+    }
+    for (std::size_t i = 0; i < transport::kDisconnectReasons; ++i) {
+      sink.counter(
+          "iothub_mqtt_disconnects_total",
+          "Connected devices' MQTT connections that ended, by reason", m.disconnects[i].load(),
+          {{"reason",
+            transport::disconnectReasonName(static_cast<transport::DisconnectReason>(i))}});
+    }
+    sink.counter("iothub_mqtt_packets_total", "MQTT packets, by direction",
+                 m.packets_received.load(), {{"direction", "received"}});
+    sink.counter("iothub_mqtt_packets_total", "MQTT packets, by direction", m.packets_sent.load(),
+                 {{"direction", "sent"}});
+    sink.counter("iothub_mqtt_bytes_total", "MQTT bytes (TLS and WebSocket framing excluded)",
+                 m.bytes_received.load(), {{"direction", "received"}});
+    sink.counter("iothub_mqtt_bytes_total", "MQTT bytes (TLS and WebSocket framing excluded)",
+                 m.bytes_sent.load(), {{"direction", "sent"}});
+    sink.gauge("iothub_device_worker_queue_depth",
+               "Device store work (authentication, sessions, twin requests, telemetry) waiting "
+               "for a device worker thread",
+               static_cast<double>(m.worker_jobs_queued.load()));
+  }
+
+  // Direct methods, twins, jobs and the store's writer.
+  void collectServiceMetrics(metrics::Sink& sink) {
+    const methods::MethodCounters& mc = methods->counters();
+    constexpr std::string_view kCalls = "iothub_method_calls_total";
+    constexpr std::string_view kCallsHelp =
+        "Direct-method calls this node delivered to its devices, by outcome";
+    sink.counter(kCalls, kCallsHelp, mc.answered.load(), {{"outcome", "answered"}});
+    sink.counter(kCalls, kCallsHelp, mc.device_not_online.load(), {{"outcome", "deviceNotOnline"}});
+    sink.counter(kCalls, kCallsHelp, mc.timed_out.load(), {{"outcome", "timeout"}});
+    sink.counter(kCalls, kCallsHelp, mc.other_errors.load(), {{"outcome", "error"}});
+    sink.histogram("iothub_method_answer_seconds",
+                   "From a direct-method call to the device's answer (answered calls)",
+                   mc.answer_seconds);
+    const twin::TwinCounters& tc = twins->counters();
+    sink.counter("iothub_twin_updates_total", "Twin writes committed, by source",
+                 tc.service_updates.load(), {{"source", "service"}});
+    sink.counter("iothub_twin_updates_total", "Twin writes committed, by source",
+                 tc.reported_updates.load(), {{"source", "device"}});
+    const auto by_status = jobs->countByStatus();
+    for (std::string_view status : {"queued", "scheduled", "running"}) {
+      auto it = by_status.find(status);
+      sink.gauge("iothub_jobs", "This node's unfinished jobs, by status",
+                 it == by_status.end() ? 0 : static_cast<double>(it->second), {{"status", status}});
+    }
+    const jobs::JobsEngine::Counters& jc = jobs->counters();
+    constexpr std::string_view kEnded = "iothub_jobs_ended_total";
+    constexpr std::string_view kEndedHelp = "Jobs this node ran to the end, by final status";
+    sink.counter(kEnded, kEndedHelp, jc.jobs_completed.load(), {{"status", "completed"}});
+    sink.counter(kEnded, kEndedHelp, jc.jobs_failed.load(), {{"status", "failed"}});
+    sink.counter(kEnded, kEndedHelp, jc.jobs_cancelled.load(), {{"status", "cancelled"}});
+    constexpr std::string_view kOps = "iothub_job_device_operations_total";
+    constexpr std::string_view kOpsHelp = "Jobs' device operations this node ran, by outcome";
+    sink.counter(kOps, kOpsHelp, jc.devices_succeeded.load(), {{"outcome", "succeeded"}});
+    sink.counter(kOps, kOpsHelp, jc.devices_failed.load(), {{"outcome", "failed"}});
+    if (auto w = durable_store->writerMetrics()) {
+      sink.histogram("iothub_store_write_batch_operations",
+                     "Operations per store write transaction (group commit)", *w->batch_sizes);
+      sink.histogram("iothub_store_write_batch_seconds",
+                     "A store write transaction, from its first operation to its commit",
+                     *w->batch_seconds);
+      sink.gauge("iothub_store_write_queue_depth", "Store writes waiting for the writer",
+                 static_cast<double>(w->queued_operations));
+      sink.counter("iothub_store_failed_commits_total", "Store write transactions that failed",
+                   static_cast<double>(w->failed_commits));
+    }
+  }
+
   // What every scrape of /metrics reads (besides the REST families HubMetrics keeps).
   void collectMetrics(metrics::Sink& sink) {
     const auto& c = device_endpoint->counters();
@@ -346,10 +435,12 @@ struct Hub::Impl {
     sink.gauge("iothub_open_connections", "Open TCP connections (MQTT, HTTPS, WebSocket, metrics)",
                limiter->open());
     sink.counter("iothub_connections_refused_over_limit_total",
-                 "Connections refused because the connection limit was reached", limiter->refused());
-    sink.counter("iothub_connects_refused_total",
-                 "MQTT CONNECTs refused (bad credentials, disabled or unknown device, bad client id)",
-                 c.refused_connects.load());
+                 "Connections refused because the connection limit was reached",
+                 limiter->refused());
+    sink.counter(
+        "iothub_connects_refused_total",
+        "MQTT CONNECTs refused (bad credentials, disabled or unknown device, bad client id)",
+        c.refused_connects.load());
     sink.counter("iothub_acl_violations_total",
                  "Device PUBLISH or SUBSCRIBE refused for a topic the device may not use",
                  c.acl_violations.load());
@@ -360,6 +451,8 @@ struct Hub::Impl {
     sink.gauge("iothub_pending_method_calls", "Direct-method calls waiting for a device's answer",
                methods->pendingCount());
     sink.gauge("iothub_twin_index_devices", "Devices in this node's twin index", twin_index.size());
+    collectDevicePathMetrics(sink);
+    collectServiceMetrics(sink);
     if (router) {
       const auto& r = router->counters();
       sink.gauge("iothub_cluster_nodes", "Live cluster nodes this node sees",
@@ -372,7 +465,8 @@ struct Hub::Impl {
                    "Direct-method calls this node sent to the node holding the device",
                    r.methods_forwarded.load());
       sink.counter("iothub_methods_served_for_other_nodes_total",
-                   "Direct-method calls this node delivered for another node", r.methods_served.load());
+                   "Direct-method calls this node delivered for another node",
+                   r.methods_served.load());
       sink.counter("iothub_desired_notifications_forwarded_total",
                    "Desired-property notifications sent to the node holding the device",
                    r.desired_forwarded.load());
@@ -406,31 +500,41 @@ struct Hub::Impl {
     return response;
   }
 
+  HttpResponse liveness() {
+    HttpResponse response;
+    response.headers.set("Content-Type", "application/json; charset=utf-8");
+    response.body = R"({"status":"alive"})";
+    return response;
+  }
+
+  HttpResponse scrape() {
+    HttpResponse response;
+    response.headers.set("Content-Type", std::string(metrics::HubMetrics::kContentType));
+    response.body = metrics.render();
+    return response;
+  }
+
   // The metrics listener's routes: no authentication (bind it where only operators reach).
+  using OpsRoutes = service_api::RouteTable<HttpResponse (Impl::*)()>;
+  const OpsRoutes ops_routes = [] {
+    OpsRoutes r;
+    r.add("GET", "/metrics", &Impl::scrape);
+    r.add("GET", "/healthz", &Impl::liveness);
+    r.add("GET", "/readyz", &Impl::readiness);
+    return r;
+  }();
+
   HttpResponse operations(const HttpRequest& request) {
     std::string_view path = std::string_view(request.target).substr(0, request.target.find('?'));
-    const bool known = path == "/metrics" || path == "/healthz" || path == "/readyz";
-    if (!known) {
-      return service_api::errorResponse(
-          Status(ErrorCode::NotFound, "No resource at " + std::string(path)), random, clock.now());
-    }
-    if (request.method != "GET") {
-      HttpResponse r = service_api::errorResponse(
-          Status(ErrorCode::MethodNotAllowed, "Method " + request.method + " is not allowed here"),
-          random, clock.now());
-      r.headers.set("Allow", "GET");
-      return r;
-    }
-    if (path == "/readyz") return readiness();
-    HttpResponse response;
-    if (path == "/metrics") {
-      response.headers.set("Content-Type", std::string(metrics::HubMetrics::kContentType));
-      response.body = metrics.render();
-    } else {
-      response.headers.set("Content-Type", "application/json; charset=utf-8");
-      response.body = R"({"status":"alive"})";
-    }
-    return response;
+    auto match = ops_routes.find(request.method, service_api::pathSegments(path));
+    if (match.route != nullptr) return (this->*match.route->handler)();
+    HttpResponse r = service_api::errorResponse(
+        match.allow.empty() ? Status(ErrorCode::NotFound, "No resource at " + std::string(path))
+                            : Status(ErrorCode::MethodNotAllowed,
+                                     "Method " + request.method + " is not allowed here"),
+        random, clock.now());
+    if (!match.allow.empty()) r.headers.set("Allow", match.allow);
+    return r;
   }
 
   void addClusterStatistics(json::object& stats) {
@@ -735,14 +839,13 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
     for (std::string_view known : kMethods) {
       if (r.method == known) method = known;
     }
-    raw->api->handleAsync(
-        r, [raw, route = service_api::routeTemplate(r.target), method,
-            started = std::chrono::steady_clock::now(),
-            respond = std::move(respond)](HttpResponse response) {
-          raw->metrics.observeRequest(route, method, response.status,
-                                      std::chrono::steady_clock::now() - started);
-          respond(std::move(response));
-        });
+    raw->api->handleAsync(r, [raw, route = service_api::routeTemplate(r.target), method,
+                              started = std::chrono::steady_clock::now(),
+                              respond = std::move(respond)](HttpResponse response) {
+      raw->metrics.observeRequest(route, method, response.status,
+                                  std::chrono::steady_clock::now() - started);
+      respond(std::move(response));
+    });
   };
   raw->metrics.addCollector([raw](metrics::Sink& sink) { raw->collectMetrics(sink); });
   auto error_responder = [raw](const Status& s) {
@@ -756,6 +859,7 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
   mqtt_options.handshake_timeout = config.handshake_timeout;
   mqtt_options.write_timeout = config.write_timeout;
   mqtt_options.limiter = raw->limiter;
+  mqtt_options.counters = raw->mqtt_counters;
   auto mqtts = transport::MqttServer::create(raw->io, raw->device_workers, mqtt_options,
                                              *raw->device_endpoint, raw->connections);
   if (!mqtts) return mqtts.status();

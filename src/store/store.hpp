@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/histogram.hpp"
 #include "common/status.hpp"
 #include "store/change_feed.hpp"
 #include "store/cluster_store.hpp"
@@ -201,6 +202,14 @@ class MqttSessionStore {
   virtual Status deleteSession(std::string_view client_id) = 0;
 };
 
+// A backend's group-commit writer, as the metrics endpoint reads it.
+struct WriterMetrics {
+  const AtomicHistogram* batch_sizes = nullptr;    // operations per transaction
+  const AtomicHistogram* batch_seconds = nullptr;  // a batch's run and commit
+  std::size_t queued_operations = 0;               // waiting for the writer now
+  std::uint64_t failed_commits = 0;
+};
+
 // A backend: owns its connections and writer thread. Destroying it finishes queued
 // writes, then closes the database.
 class Store {
@@ -218,6 +227,8 @@ class Store {
   // Which devices other processes changed (store/change_feed.hpp); null for a backend
   // that only one process writes (SQLite).
   virtual ChangeFeed* changeFeed() { return nullptr; }
+  // Its writer's figures; nullopt for a backend without a group-commit writer.
+  virtual std::optional<WriterMetrics> writerMetrics() const { return std::nullopt; }
 };
 
 }  // namespace iothub::store

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
@@ -13,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/histogram.hpp"
 #include "common/status.hpp"
 
 namespace iothub::store {
@@ -73,6 +75,10 @@ class WriterThread {
     return queue_.size();
   }
 
+  // Operations per batch, and how long each batch took to run and commit.
+  const AtomicHistogram& batchSizes() const { return batch_sizes_; }
+  const AtomicHistogram& batchSeconds() const { return batch_seconds_; }
+
   // Stops accepting operations, runs every operation already queued, joins the thread.
   // Idempotent.
   void shutdown() {
@@ -101,7 +107,10 @@ class WriterThread {
         queue_.erase(queue_.begin(), end);
       }
       results.assign(batch.size(), Status::ok());
+      const auto started = std::chrono::steady_clock::now();
       run_batch_(batch, results);
+      batch_seconds_.observe(std::chrono::steady_clock::now() - started);
+      batch_sizes_.observe(static_cast<double>(batch.size()));
       // Operations capture references into their callers' stacks: destroy them before
       // any caller is released.
       for (Pending& pending : batch) pending.operation = nullptr;
@@ -119,6 +128,8 @@ class WriterThread {
   std::mutex shutdown_mutex_;  // serializes shutdown() calls around join()
   std::thread thread_;
   std::thread::id writer_thread_id_;  // set by the constructor, then immutable
+  AtomicHistogram batch_sizes_{{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024}};
+  AtomicHistogram batch_seconds_{AtomicHistogram::latencyBounds()};
 };
 
 // Runs `body` (a callable taking the backend's connection and returning Result<T>) through

@@ -12,6 +12,7 @@
 #include <boost/beast/ssl.hpp>
 #include <boost/beast/websocket.hpp>
 #include <mutex>
+#include <optional>
 #include <unordered_map>
 
 #include "device_api/device_endpoint.hpp"
@@ -24,6 +25,33 @@
 #include "transport/stream_types.hpp"
 
 namespace iothub::transport {
+
+std::string_view disconnectReasonName(DisconnectReason reason) {
+  switch (reason) {
+    case DisconnectReason::ClientDisconnect:
+      return "clientDisconnect";
+    case DisconnectReason::ConnectionLost:
+      return "connectionLost";
+    case DisconnectReason::KeepAliveTimeout:
+      return "keepAliveTimeout";
+    case DisconnectReason::ProtocolError:
+      return "protocolError";
+    case DisconnectReason::AclViolation:
+      return "aclViolation";
+    case DisconnectReason::TokenExpired:
+      return "tokenExpired";
+    case DisconnectReason::NotReading:
+      return "notReading";
+    case DisconnectReason::Replaced:
+      return "replaced";
+    case DisconnectReason::Revoked:
+      return "revoked";
+    case DisconnectReason::Shutdown:
+      return "shutdown";
+  }
+  return "unknown";
+}
+
 namespace {
 
 namespace asio = boost::asio;
@@ -37,11 +65,14 @@ using SteadyClock = std::chrono::steady_clock;
 struct ServerContext {
   ServerContext(asio::thread_pool& w, device_api::DeviceEndpoint& e, routing::ConnectionRegistry& c,
                 MqttServerOptions o)
-      : workers(w), endpoint(e), connections(c), options(std::move(o)) {}
+      : workers(w), endpoint(e), connections(c), options(std::move(o)) {
+    if (!options.counters) options.counters = std::make_shared<MqttCounters>();
+  }
   asio::thread_pool& workers;
   device_api::DeviceEndpoint& endpoint;
   routing::ConnectionRegistry& connections;
   MqttServerOptions options;
+  MqttCounters& counters() { return *options.counters; }
   std::atomic<bool> stopping{false};
   std::mutex mutex;
   std::unordered_map<std::uint64_t, std::weak_ptr<routing::DeviceLink>> open;  // guarded by mutex
@@ -51,14 +82,18 @@ struct ServerContext {
 // Runs `fn` on the worker pool and resumes the calling coroutine on its own executor with
 // the result. (Not written as a lambda coroutine: GCC 12 mishandles captures of coroutine
 // lambdas, destroying them twice.)
+// The job counts as queued for the device workers until it starts.
 template <class Fn>
-auto onWorker(asio::thread_pool& workers, Fn fn) {
+auto onWorker(ServerContext& server, Fn fn) {
   using R = std::invoke_result_t<Fn&>;
   return asio::async_initiate<decltype(asio::use_awaitable), void(R)>(
-      [&workers](auto handler, Fn f) {
+      [&server](auto handler, Fn f) {
         auto work = asio::make_work_guard(asio::get_associated_executor(handler));
-        asio::post(workers, [handler = std::move(handler), f = std::move(f),
-                             work = std::move(work)]() mutable {
+        std::atomic<std::int64_t>& queued = server.counters().worker_jobs_queued;
+        queued.fetch_add(1, std::memory_order_relaxed);
+        asio::post(server.workers, [handler = std::move(handler), f = std::move(f),
+                                    work = std::move(work), &queued]() mutable {
+          queued.fetch_sub(1, std::memory_order_relaxed);
           R result = f();
           auto executor = asio::get_associated_executor(handler);
           asio::dispatch(executor,
@@ -110,9 +145,14 @@ class MqttConnection final : public routing::DeviceLink,
     return true;
   }
 
-  void close(std::string reason) override {
-    asio::post(stream_.get_executor(), [self = this->shared_from_this(),
-                                        reason = std::move(reason)] { self->beginClose(reason); });
+  void close(routing::CloseCause cause, std::string reason) override {
+    asio::post(stream_.get_executor(), [self = this->shared_from_this(), cause,
+                                        reason = std::move(reason)] {
+      self->noteDisconnect(cause == routing::CloseCause::Replaced  ? DisconnectReason::Replaced
+                           : cause == routing::CloseCause::Revoked ? DisconnectReason::Revoked
+                                                                   : DisconnectReason::Shutdown);
+      self->beginClose(reason);
+    });
   }
 
   // --- the connection's life, on its strand ---
@@ -170,14 +210,20 @@ class MqttConnection final : public routing::DeviceLink,
             ec = {};
             continue;
           }
-          if (!ec) decoder_.feed(std::string_view(scratch.data(), n));
+          if (!ec) {
+            server_->counters().bytes_received.fetch_add(n, std::memory_order_relaxed);
+            decoder_.feed(std::string_view(scratch.data(), n));
+          }
         }
       } else {
         auto buffer = decoder_.prepare(16 * 1024);
         auto [read_ec, n] = co_await stream_.async_read_some(
             asio::buffer(buffer.data(), buffer.size()), kAwaitTuple);
         ec = read_ec;
-        if (!ec) decoder_.commit(n);
+        if (!ec) {
+          server_->counters().bytes_received.fetch_add(n, std::memory_order_relaxed);
+          decoder_.commit(n);
+        }
       }
       if (ec) {
         if (!closing_) {
@@ -198,6 +244,7 @@ class MqttConnection final : public routing::DeviceLink,
           break;
         }
         if (!*next) break;
+        server_->counters().packets_received.fetch_add(1, std::memory_order_relaxed);
         {
           mqtt::Actions next_actions = session_.onPacket(std::move(**next), SteadyClock::now());
 
@@ -225,7 +272,19 @@ class MqttConnection final : public routing::DeviceLink,
 
   void encode(const mqtt::Packet& packet) {
     if (closed_by_force_) return;
+    const std::size_t before = out_.size();
     Status s = mqtt::encode(packet, out_);
+    MqttCounters& counters = server_->counters();
+    counters.packets_sent.fetch_add(1, std::memory_order_relaxed);
+    counters.bytes_sent.fetch_add(out_.size() - before, std::memory_order_relaxed);
+    if (const auto* connack = std::get_if<mqtt::ConnAck>(&packet)) {
+      const auto code = static_cast<std::size_t>(connack->return_code);
+      if (code == 0) {
+        counters.connects_accepted.fetch_add(1, std::memory_order_relaxed);
+      } else if (code < counters.connects_refused.size()) {
+        counters.connects_refused[code].fetch_add(1, std::memory_order_relaxed);
+      }
+    }
     if (!s)
       spdlog::error("{}: cannot encode a packet for {}: {}", server_->options.name, device_id_,
                     s.toString());
@@ -258,6 +317,11 @@ class MqttConnection final : public routing::DeviceLink,
       if (auto* send = std::get_if<mqtt::SendPacket>(&action)) {
         encode(send->packet);
       } else if (auto* close = std::get_if<mqtt::CloseConnection>(&action)) {
+        noteDisconnect(close->reason == mqtt::CloseReason::ClientDisconnected
+                           ? DisconnectReason::ClientDisconnect
+                       : close->reason == mqtt::CloseReason::KeepAliveTimeout
+                           ? DisconnectReason::KeepAliveTimeout
+                           : DisconnectReason::ProtocolError);
         if (close->reason != mqtt::CloseReason::ClientDisconnected) {
           spdlog::info("{}: closing {} ({}): {} {}", server_->options.name, remote_, device_id_,
                        mqtt::closeReasonName(close->reason), close->detail);
@@ -318,7 +382,7 @@ class MqttConnection final : public routing::DeviceLink,
       }
       return o;
     };
-    Outcome outcome = co_await onWorker(server_->workers, std::move(job));
+    Outcome outcome = co_await onWorker(*server_, std::move(job));
     if (auto* refusal = std::get_if<device_api::ConnectRefusal>(&outcome.auth)) {
       spdlog::info("{}: refused {} : {}", server_->options.name, remote_, refusal->reason);
       {
@@ -366,7 +430,8 @@ class MqttConnection final : public routing::DeviceLink,
       co_return;
     }
     if (attached.replaced) {
-      attached.replaced->close("ConnectionForcefullyClosedOnNewConnection (400027)");
+      attached.replaced->close(routing::CloseCause::Replaced,
+                               "ConnectionForcefullyClosedOnNewConnection (400027)");
     }
     attached_ = true;
     // The device may have been disabled or deleted between authenticate() and attach(); the
@@ -374,7 +439,7 @@ class MqttConnection final : public routing::DeviceLink,
     // connection is reachable closes that gap: a later revocation finds this connection.
     std::string id = device_id_;
     auto recheck = [&endpoint, id] { return endpoint.stillAllowed(id); };
-    Status allowed = co_await onWorker(server_->workers, std::move(recheck));
+    Status allowed = co_await onWorker(*server_, std::move(recheck));
     if (!allowed) {
       spdlog::info("{}: refused {} ({}) after attaching: {}", server_->options.name, remote_,
                    device_id_, allowed.message());
@@ -447,7 +512,7 @@ class MqttConnection final : public routing::DeviceLink,
     }
     auto& endpoint = server_->endpoint;
     auto job = [&endpoint, record = std::move(record)] { return endpoint.saveSession(record); };
-    Status saved = co_await onWorker(server_->workers, std::move(job));
+    Status saved = co_await onWorker(*server_, std::move(job));
     if (!saved)
       spdlog::warn("{}: cannot persist the session of {}: {}", server_->options.name, device_id_,
                    saved.toString());
@@ -461,10 +526,11 @@ class MqttConnection final : public routing::DeviceLink,
     auto job = [&endpoint, device, publish = std::move(publish)] {
       return endpoint.handlePublish(device, publish);
     };
-    auto outcome = co_await onWorker(server_->workers, std::move(job));
+    auto outcome = co_await onWorker(*server_, std::move(job));
     if (outcome.close) {
       spdlog::info("{}: closing {} ({}): {}", server_->options.name, remote_, device_id_,
                    outcome.close_reason);
+      noteDisconnect(DisconnectReason::AclViolation);
       beginClose("");
       co_return;
     }
@@ -502,6 +568,7 @@ class MqttConnection final : public routing::DeviceLink,
       auto now = SteadyClock::now();
       if (token_deadline_ && now >= *token_deadline_) {
         spdlog::info("{}: closing {}: its SAS token expired", server_->options.name, device_id_);
+        noteDisconnect(DisconnectReason::TokenExpired);
         beginClose("");
         break;
       }
@@ -555,6 +622,11 @@ class MqttConnection final : public routing::DeviceLink,
     close_wait_.cancel();
   }
 
+  // The first reason given for the end of the connection is the one counted.
+  void noteDisconnect(DisconnectReason reason) {
+    if (!disconnect_reason_) disconnect_reason_ = reason;
+  }
+
   void beginClose(const std::string& reason) {
     if (!reason.empty()) {
       spdlog::info("{}: closing {} ({}): {}", server_->options.name, remote_, device_id_, reason);
@@ -580,6 +652,7 @@ class MqttConnection final : public routing::DeviceLink,
   void forceClose(const std::string& why) {
     if (closed_by_force_) return;
     spdlog::warn("{}: closing {} ({}): {}", server_->options.name, remote_, device_id_, why);
+    noteDisconnect(DisconnectReason::NotReading);
     closed_by_force_ = true;
     closing_ = true;
     closed_ = true;
@@ -622,6 +695,9 @@ class MqttConnection final : public routing::DeviceLink,
     beast::get_lowest_layer(stream_).socket().shutdown(tcp::socket::shutdown_both, ignored);
     beast::get_lowest_layer(stream_).close();
     if (attached_) {
+      const auto reason =
+          static_cast<std::size_t>(disconnect_reason_.value_or(DisconnectReason::ConnectionLost));
+      server_->counters().disconnects[reason].fetch_add(1, std::memory_order_relaxed);
       bool was_current = server_->connections.detach(*this);
       if (was_current) {
         asio::post(server_->workers, [endpoint = &server_->endpoint, id = device_id_,
@@ -646,6 +722,7 @@ class MqttConnection final : public routing::DeviceLink,
   asio::steady_timer watchdog_;  // write deadline, and the deadline of a graceful close
   std::uint64_t watchdog_generation_ = 0;
   bool closed_by_force_ = false;
+  std::optional<DisconnectReason> disconnect_reason_;
   std::string out_;
   bool writing_ = false;
   bool closing_ = false;
@@ -801,7 +878,7 @@ void MqttServer::stop() {
       if (auto link = weak.lock()) open.push_back(std::move(link));
     }
   }
-  for (auto& link : open) link->close("the hub is shutting down");
+  for (auto& link : open) link->close(routing::CloseCause::Shutdown, "the hub is shutting down");
 }
 
 std::size_t MqttServer::connectionCount() const {

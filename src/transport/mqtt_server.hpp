@@ -1,9 +1,12 @@
 #pragma once
 
+#include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "common/status.hpp"
 
@@ -27,6 +30,38 @@ namespace iothub::transport {
 struct WebSocketAcceptor;
 class ConnectionLimiter;
 
+// Why a connected device's MQTT connection ended (a metrics label, docs/operations.md).
+enum class DisconnectReason : std::uint8_t {
+  ClientDisconnect,  // the device sent DISCONNECT
+  ConnectionLost,    // the socket closed or failed without DISCONNECT
+  KeepAliveTimeout,  // nothing received within 1.5 keep-alive periods
+  ProtocolError,     // a malformed or oversized packet, or one at the wrong time
+  AclViolation,      // a PUBLISH on a topic the device may not use
+  TokenExpired,      // its SAS token expired
+  NotReading,        // its write backlog overflowed, or a write to it stalled
+  Replaced,          // a newer connection of the device took over
+  Revoked,           // the device was disabled or deleted
+  Shutdown,          // the hub stopped
+};
+inline constexpr std::size_t kDisconnectReasons = 10;
+std::string_view disconnectReasonName(DisconnectReason reason);
+
+// What the MQTT listeners count as they go, with relaxed atomic increments (a few per
+// packet, no lock), read by the metrics endpoint. Several listeners may share one.
+struct MqttCounters {
+  std::atomic<std::uint64_t> connects_accepted{0};
+  // CONNACKs refusing a CONNECT, indexed by their return code (1..5).
+  std::array<std::atomic<std::uint64_t>, 6> connects_refused{};
+  std::array<std::atomic<std::uint64_t>, kDisconnectReasons> disconnects{};
+  std::atomic<std::uint64_t> packets_received{0};
+  std::atomic<std::uint64_t> packets_sent{0};
+  std::atomic<std::uint64_t> bytes_received{0};
+  std::atomic<std::uint64_t> bytes_sent{0};
+  // Store work (authentication, sessions, twin requests, telemetry) waiting for a device
+  // worker thread right now.
+  std::atomic<std::int64_t> worker_jobs_queued{0};
+};
+
 struct MqttServerOptions {
   std::string name = "MQTT";  // for logs: "MQTT/TLS", "MQTT"
   std::string bind_address = "0.0.0.0";
@@ -45,6 +80,8 @@ struct MqttServerOptions {
   std::chrono::seconds write_timeout{30};
   // The hub-wide connection cap; null = none. Connections beyond it are closed at once.
   std::shared_ptr<ConnectionLimiter> limiter;
+  // Where the listener counts connects, disconnects, packets and bytes; null = its own.
+  std::shared_ptr<MqttCounters> counters;
 };
 
 // Devices' MQTT 3.1.1 endpoint (over TLS, or plain for tests). Each connection is a

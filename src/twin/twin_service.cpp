@@ -45,6 +45,7 @@ Result<json::object> TwinService::update(std::string_view device_id, std::string
   auto updated = job_row != nullptr ? store_.twins().updateTwinForJob(device_id, mutate, *job_row)
                                     : store_.twins().updateTwin(device_id, mutate);
   if (!updated) return updated.status();
+  counters_.service_updates.fetch_add(1, std::memory_order_relaxed);
 
   if (notification && listener_ != nullptr) {
     listener_->onDesiredChanged(
@@ -103,6 +104,7 @@ Result<std::int64_t> TwinService::devicePatchReported(std::string_view device_id
     return applyReportedPatch(current, *parsed, timestamp);
   });
   if (!updated) return updated.status();
+  counters_.reported_updates.fetch_add(1, std::memory_order_relaxed);
   return updated->reported_version;
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <mutex>
@@ -54,6 +55,13 @@ class DesiredChangeListener {
 //
 // Errors common to all methods: DeviceNotFound for unknown devices; the store's errors
 // (ServerError, StoreCorruption, Cancelled) pass through.
+// Twin writes that committed: by the service (REST PATCH/PUT and twin jobs) and by devices
+// (reported patches).
+struct TwinCounters {
+  std::atomic<std::uint64_t> service_updates{0};
+  std::atomic<std::uint64_t> reported_updates{0};
+};
+
 class TwinService {
  public:
   // `connections` (may be null: every device reads as disconnected) and `listener` (may be
@@ -98,6 +106,8 @@ class TwinService {
   Result<json::object> applyJobUpdate(std::string_view device_id, const json::object& update_twin,
                                       const store::DeviceJobWrite* outcome = nullptr);
 
+  const TwinCounters& counters() const { return counters_; }
+
  private:
   using Change = std::function<Result<TwinChange>(const store::TwinRecord& current)>;
 
@@ -122,6 +132,7 @@ class TwinService {
   // Striped per-device locks that keep desired notifications of one device in version
   // order; held across the store update and the listener call.
   std::array<std::mutex, kOrderingLocks> ordering_locks_;
+  TwinCounters counters_;
 };
 
 }  // namespace iothub::twin

@@ -119,7 +119,8 @@ struct Hub {
                                             [] {
                                               return json::object{{"connectedDeviceCount", 0}};
                                             },
-                                        .cluster_nodes = nullptr}) {
+                                        .cluster_nodes = nullptr,
+                                        .console = nullptr}) {
     for (std::string id : {"dev1", "door-2"}) {
       store::DeviceRecord device;
       device.device_id = id;

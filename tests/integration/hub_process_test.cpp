@@ -1,5 +1,7 @@
 // The real iothubd as a process on loopback, driven through our C++ service SDK,
 // iothubctl and raw sockets: startup contract, persistence, shutdown, bad input.
+#include "tests/support/hub_process.hpp"
+
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -10,51 +12,23 @@
 
 #include "auth/connection_string.hpp"
 #include "iothub/service/registry_client.hpp"
-#include "tests/support/hub_process.hpp"
 #include "tests/support/temp_dir.hpp"
 
 namespace iothub {
 namespace {
 
 using testing::HubProcess;
+using testing::rawExchange;
 using testing::TempDir;
 
-std::string connectionString(const std::filesystem::path& data_dir, const std::string& policy = "iothubowner") {
-  auto r = testing::runCommand({IOTHUBD_PATH, "connection-string", "--data-dir", data_dir.string(), "--policy", policy},
-                               data_dir.parent_path());
+std::string connectionString(const std::filesystem::path& data_dir,
+                             const std::string& policy = "iothubowner") {
+  auto r = testing::runCommand(
+      {IOTHUBD_PATH, "connection-string", "--data-dir", data_dir.string(), "--policy", policy},
+      data_dir.parent_path());
   EXPECT_EQ(r.exit_code, 0) << r.err;
   while (!r.out.empty() && (r.out.back() == '\n' || r.out.back() == '\r')) r.out.pop_back();
   return r.out;
-}
-
-// Sends raw bytes to 127.0.0.1:port and returns everything the server answers until it closes.
-std::string rawExchange(int port, const std::string& bytes) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<std::uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return "";
-  }
-  timeval tv{10, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  std::size_t sent = 0;
-  while (sent < bytes.size()) {
-    auto n = ::send(fd, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
-    if (n <= 0) break;
-    sent += static_cast<std::size_t>(n);
-  }
-  std::string out;
-  char buf[4096];
-  for (;;) {
-    auto n = ::recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) break;
-    out.append(buf, static_cast<std::size_t>(n));
-  }
-  ::close(fd);
-  return out;
 }
 
 class HubProcessTest : public ::testing::Test {
@@ -63,15 +37,18 @@ class HubProcessTest : public ::testing::Test {
 
   service::RegistryClient client(HubProcess& hub, const std::string& policy = "iothubowner") {
     auto c = service::RegistryClient::fromConnectionString(
-        connectionString(dataDir(), policy), service::ServiceClientOptions{hub.caFile().string(), hub.httpsEndpoint()});
+        connectionString(dataDir(), policy),
+        service::ServiceClientOptions{hub.caFile().string(), hub.httpsEndpoint()});
     EXPECT_TRUE(c.isOk()) << c.status().toString();
     return std::move(*c);
   }
 
   testing::CommandResult ctl(HubProcess& hub, std::vector<std::string> args) {
-    std::vector<std::string> argv{IOTHUBCTL_PATH, "--ca", hub.caFile().string(), "--endpoint", hub.httpsEndpoint()};
+    std::vector<std::string> argv{IOTHUBCTL_PATH, "--ca", hub.caFile().string(), "--endpoint",
+                                  hub.httpsEndpoint()};
     argv.insert(argv.end(), args.begin(), args.end());
-    return testing::runCommand(argv, dir_.path(), {"IOTHUB_CONNECTION_STRING=" + connectionString(dataDir())});
+    return testing::runCommand(argv, dir_.path(),
+                               {"IOTHUB_CONNECTION_STRING=" + connectionString(dataDir())});
   }
 
   TempDir dir_;
@@ -90,8 +67,9 @@ TEST_F(HubProcessTest, FirstStartCreatesPoliciesCertificatesAndDatabase) {
     EXPECT_EQ(cs->key_name, policy);
     EXPECT_EQ(cs->key.size(), 44u);
   }
-  auto unknown = testing::runCommand({IOTHUBD_PATH, "connection-string", "--data-dir", dataDir().string(),
-                                      "--policy", "nosuch"}, dir_.path());
+  auto unknown = testing::runCommand(
+      {IOTHUBD_PATH, "connection-string", "--data-dir", dataDir().string(), "--policy", "nosuch"},
+      dir_.path());
   EXPECT_NE(unknown.exit_code, 0);
   EXPECT_NE(unknown.err.find("nosuch"), std::string::npos);
   EXPECT_EQ(hub.stop(), 0);
@@ -152,8 +130,9 @@ TEST_F(HubProcessTest, IothubctlManagesDevices) {
   auto parsed = auth::DeviceConnectionString::parse(cs.out.substr(0, cs.out.find('\n')));
   ASSERT_TRUE(parsed.isOk()) << cs.out;
   EXPECT_EQ(parsed->device_id, "ctl-1");
-  EXPECT_EQ(parsed->shared_access_key.value_or(""),
-            std::string(created.at("authentication").at("symmetricKey").at("primaryKey").as_string()));
+  EXPECT_EQ(
+      parsed->shared_access_key.value_or(""),
+      std::string(created.at("authentication").at("symmetricKey").at("primaryKey").as_string()));
 
   auto dup = ctl(hub, {"device", "create", "ctl-1"});
   EXPECT_EQ(dup.exit_code, 1);
@@ -182,7 +161,8 @@ TEST_F(HubProcessTest, RestartKeepsDevicesKeysAndCertificates) {
     ca = testing::readFile(hub.caFile());
     cs = connectionString(dataDir());
     EXPECT_EQ(hub.stop(), 0);
-    EXPECT_FALSE(std::filesystem::exists(dataDir() / "iothubd.json")) << "runtime file removed on exit";
+    EXPECT_FALSE(std::filesystem::exists(dataDir() / "iothubd.json"))
+        << "runtime file removed on exit";
   }
   HubProcess again(IOTHUBD_PATH, dataDir());
   ASSERT_TRUE(again.start()) << again.startupError();
@@ -218,33 +198,35 @@ TEST_F(HubProcessTest, StartupErrorsGiveOneClearMessage) {
   HubProcess first(IOTHUBD_PATH, dataDir());
   ASSERT_TRUE(first.start()) << first.startupError();
   // Port in use.
-  auto busy = testing::runCommand({IOTHUBD_PATH, "--data-dir", (dir_.path() / "other").string(), "--bind",
-                                   "127.0.0.1", "--https-port", std::to_string(first.httpsPort()), "--mqtt-port", "0"},
-                                  dir_.path());
+  auto busy = testing::runCommand(
+      {IOTHUBD_PATH, "--data-dir", (dir_.path() / "other").string(), "--bind", "127.0.0.1",
+       "--https-port", std::to_string(first.httpsPort()), "--mqtt-port", "0"},
+      dir_.path());
   EXPECT_NE(busy.exit_code, 0);
   EXPECT_NE(busy.err.find("in use"), std::string::npos) << busy.err;
   EXPECT_EQ(first.stop(), 0);
 
   // Unreadable certificate.
-  auto cert = testing::runCommand({IOTHUBD_PATH, "--data-dir", (dir_.path() / "c").string(), "--https-port", "0",
-                                   "--mqtt-port", "0",
-                                   "--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"},
-                                  dir_.path());
+  auto cert = testing::runCommand(
+      {IOTHUBD_PATH, "--data-dir", (dir_.path() / "c").string(), "--https-port", "0", "--mqtt-port",
+       "0", "--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"},
+      dir_.path());
   EXPECT_NE(cert.exit_code, 0);
   EXPECT_NE(cert.err.find("certificate"), std::string::npos) << cert.err;
 
   // Corrupt config file.
   auto config = dir_.path() / "bad.toml";
   std::ofstream(config) << "https-port = [[[ not toml\n";
-  auto bad = testing::runCommand({IOTHUBD_PATH, "--config", config.string(), "--data-dir",
-                                  (dir_.path() / "d").string()}, dir_.path());
+  auto bad = testing::runCommand(
+      {IOTHUBD_PATH, "--config", config.string(), "--data-dir", (dir_.path() / "d").string()},
+      dir_.path());
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_FALSE(bad.err.empty());
 
   // A data "directory" that is a file.
   std::ofstream(dir_.path() / "afile") << "x";
-  auto file = testing::runCommand({IOTHUBD_PATH, "--data-dir", (dir_.path() / "afile").string(), "--https-port", "0",
-                                   "--mqtt-port", "0"},
+  auto file = testing::runCommand({IOTHUBD_PATH, "--data-dir", (dir_.path() / "afile").string(),
+                                   "--https-port", "0", "--mqtt-port", "0"},
                                   dir_.path());
   EXPECT_NE(file.exit_code, 0);
   EXPECT_NE(file.err.find("iothubd: "), std::string::npos) << file.err;
@@ -255,12 +237,15 @@ TEST_F(HubProcessTest, ConfigFileAndEnvironmentSetOptionsAndFlagsWin) {
   std::ofstream(config) << "hostname = \"from-config.test\"\n";
   HubProcess hub(IOTHUBD_PATH, dataDir(), {"--config", config.string()});
   ASSERT_TRUE(hub.start()) << hub.startupError();
-  EXPECT_EQ(auth::ServiceConnectionString::parse(connectionString(dataDir()))->host_name, "from-config.test");
+  EXPECT_EQ(auth::ServiceConnectionString::parse(connectionString(dataDir()))->host_name,
+            "from-config.test");
   EXPECT_EQ(hub.stop(), 0);
 
-  HubProcess flagged(IOTHUBD_PATH, dataDir(), {"--config", config.string(), "--hostname", "from-flag.test"});
+  HubProcess flagged(IOTHUBD_PATH, dataDir(),
+                     {"--config", config.string(), "--hostname", "from-flag.test"});
   ASSERT_TRUE(flagged.start()) << flagged.startupError();
-  EXPECT_EQ(auth::ServiceConnectionString::parse(connectionString(dataDir()))->host_name, "from-flag.test");
+  EXPECT_EQ(auth::ServiceConnectionString::parse(connectionString(dataDir()))->host_name,
+            "from-flag.test");
   EXPECT_EQ(flagged.stop(), 0);
 }
 
@@ -271,12 +256,14 @@ TEST_F(HubProcessTest, MalformedAndOversizedRequestsGetErrorsAndTheHubKeepsServi
   EXPECT_NE(garbage.find("400"), std::string::npos) << garbage;
   EXPECT_NE(garbage.find("application/json"), std::string::npos) << garbage;
 
-  std::string huge = "PUT /devices/big HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5000000\r\n\r\n";
+  std::string huge =
+      "PUT /devices/big HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5000000\r\n\r\n";
   auto too_large = rawExchange(hub.httpPort(), huge);
   EXPECT_NE(too_large.find("413"), std::string::npos) << too_large;
   EXPECT_NE(too_large.find("MessageTooLarge"), std::string::npos) << too_large;
 
-  auto unauth = rawExchange(hub.httpPort(), "GET /devices/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+  auto unauth = rawExchange(
+      hub.httpPort(), "GET /devices/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
   EXPECT_NE(unauth.find("401"), std::string::npos) << unauth;
 
   // Still serving everyone else.

@@ -157,6 +157,82 @@ TEST_F(JobsIntegrationTest, TagMethodAndDesiredJobsOverAMixedFleet) {
   for (auto& d : online) d->client->close();
 }
 
+// The value of the sample `series` (name and labels, as exposed) in a scrape; -1 if absent.
+double metricValue(const std::string& scrape, const std::string& series) {
+  std::size_t at = 0;
+  while ((at = scrape.find(series + " ", at)) != std::string::npos) {
+    if (at == 0 || scrape[at - 1] == '\n') return std::stod(scrape.substr(at + series.size() + 1));
+    at += series.size();
+  }
+  return -1;
+}
+
+TEST_F(JobsIntegrationTest, MetricsCountTheDevicePathMethodsTwinsJobsAndTheStore) {
+  HubProcess hub(IOTHUBD_PATH, dir_.path() / "hub", {"--metrics-port", "0"});
+  ASSERT_TRUE(hub.start()) << hub.startupError();
+  Service service(hub);
+  auto devices = createDevices(service, "metrics-", 3);
+  ASSERT_EQ(devices.size(), 3u);
+  auto online = connect(hub, devices[0]);
+  ASSERT_TRUE(online->client);
+  ASSERT_TRUE(online->client->patchReported(json::object{{"firmware", "1.2"}}).isOk());
+  ASSERT_TRUE(online->client->sendEvent(R"({"t":21.5})").isOk());
+
+  service.ok("POST", "/twins/metrics-1000/methods",
+             R"({"methodName":"lockDoor","payload":{},"responseTimeoutInSeconds":10})");
+  auto offline =
+      service.call("POST", "/twins/metrics-1001/methods",
+                   R"({"methodName":"lockDoor","payload":{},"responseTimeoutInSeconds":10})");
+  ASSERT_TRUE(offline.isOk());
+  EXPECT_EQ(offline->status, 404);
+  service.ok("PATCH", "/twins/metrics-1002", R"({"properties":{"desired":{"floor":3}}})");
+  service.ok("PUT", "/jobs/v2/metrics-job", R"j({"jobId":"metrics-job","type":"scheduleUpdateTwin",
+      "updateTwin":{"etag":"*","tags":{"site":"m"}},"queryCondition":"STARTSWITH(deviceId, 'metrics-')"})j");
+  ASSERT_TRUE(waitFor([&] { return service.jobDone("metrics-job"); }, 60s));
+  // Disabling the connected device closes its connection (revoked); the SDK's reconnects
+  // are then refused with CONNACK 5.
+  auto disabled =
+      service.call("PUT", "/devices/metrics-1000",
+                   R"({"deviceId":"metrics-1000","status":"disabled"})", {{"If-Match", "\"*\""}});
+  ASSERT_TRUE(disabled.isOk());
+  ASSERT_EQ(disabled->status, 200) << disabled->body;
+
+  std::string scrape;
+  auto value = [&](const std::string& series) { return metricValue(scrape, series); };
+  ASSERT_TRUE(waitFor(
+      [&] {
+        scrape = testing::scrapeMetrics(hub.metricsPort());
+        return value(R"(iothub_mqtt_disconnects_total{reason="revoked"})") == 1 &&
+               value(R"(iothub_mqtt_connects_total{result="notAuthorized"})") >= 1;
+      },
+      30s))
+      << scrape;
+  EXPECT_EQ(value(R"(iothub_mqtt_connects_total{result="accepted"})"), 1) << scrape;
+  EXPECT_EQ(value(R"(iothub_mqtt_disconnects_total{reason="clientDisconnect"})"), 0);
+  EXPECT_GE(value(R"(iothub_mqtt_packets_total{direction="received"})"),
+            5);  // CONNECT, 2+ SUBSCRIBE, PATCH, PUBLISH
+  EXPECT_GE(value(R"(iothub_mqtt_packets_total{direction="sent"})"), 5);
+  EXPECT_GT(value(R"(iothub_mqtt_bytes_total{direction="received"})"), 100);
+  EXPECT_EQ(value(R"(iothub_method_calls_total{outcome="answered"})"), 1);
+  EXPECT_EQ(value(R"(iothub_method_calls_total{outcome="deviceNotOnline"})"), 1);
+  EXPECT_EQ(value("iothub_method_answer_seconds_count"), 1);
+  EXPECT_EQ(value(R"(iothub_method_answer_seconds_bucket{le="+Inf"})"), 1);
+  EXPECT_EQ(value(R"(iothub_twin_updates_total{source="device"})"), 1);
+  EXPECT_EQ(value(R"(iothub_twin_updates_total{source="service"})"), 4);  // PATCH + 3 job updates
+  EXPECT_EQ(value("iothub_telemetry_messages_total"), 1);
+  EXPECT_EQ(value(R"(iothub_jobs_ended_total{status="completed"})"), 1);
+  EXPECT_EQ(value(R"(iothub_jobs{status="running"})"), 0);
+  EXPECT_EQ(value(R"(iothub_job_device_operations_total{outcome="succeeded"})"), 3);
+  EXPECT_EQ(value(R"(iothub_job_device_operations_total{outcome="failed"})"), 0);
+  EXPECT_GT(value("iothub_store_write_batch_operations_count"), 5);
+  EXPECT_GE(value("iothub_store_write_batch_operations_sum"),
+            value("iothub_store_write_batch_operations_count"));
+  EXPECT_GT(value("iothub_store_write_batch_seconds_count"), 5);
+  EXPECT_EQ(value("iothub_store_write_queue_depth"), 0);
+  EXPECT_EQ(value("iothub_device_worker_queue_depth"), 0);
+  EXPECT_EQ(hub.stop(), 0);
+}
+
 TEST_F(JobsIntegrationTest, QueryEndpointPagesAndRefusesBadInput) {
   HubProcess hub(IOTHUBD_PATH, dir_.path() / "hub");
   ASSERT_TRUE(hub.start()) << hub.startupError();

@@ -1,6 +1,10 @@
 #pragma once
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <boost/json.hpp>
@@ -45,9 +49,8 @@ class HubProcess {
       http_port_ = static_cast<int>(doc.at("httpPort").as_int64());
       mqtt_port_ = static_cast<int>(doc.at("mqttPort").as_int64());
       mqtt_plain_port_ = static_cast<int>(doc.at("mqttPlainPort").as_int64());
-      metrics_port_ = doc.contains("metricsPort")
-                          ? static_cast<int>(doc.at("metricsPort").as_int64())
-                          : 0;
+      metrics_port_ =
+          doc.contains("metricsPort") ? static_cast<int>(doc.at("metricsPort").as_int64()) : 0;
       return true;
     });
     return up && process_->running();
@@ -100,5 +103,41 @@ class HubProcess {
   int mqtt_plain_port_ = 0;
   int metrics_port_ = 0;
 };
+
+// Sends raw bytes to 127.0.0.1:port and returns everything the server answers until it closes.
+inline std::string rawExchange(int port, const std::string& bytes) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return "";
+  }
+  timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::size_t sent = 0;
+  while (sent < bytes.size()) {
+    auto n = ::send(fd, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) break;
+    sent += static_cast<std::size_t>(n);
+  }
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    auto n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+// GET /metrics on the hub's metrics port (started with --metrics-port).
+inline std::string scrapeMetrics(int metrics_port) {
+  return rawExchange(metrics_port,
+                     "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+}
 
 }  // namespace iothub::testing

@@ -574,6 +574,12 @@ PostgresStore::~PostgresStore() {
 
 PostgresStore::WriterStats PostgresStore::stats() const { return writer_->stats(); }
 
+std::optional<WriterMetrics> PostgresStore::writerMetrics() const {
+  const auto s = writer_->stats();
+  return WriterMetrics{&writer_->batchSizes(), &writer_->batchSeconds(), s.queued_operations,
+                       s.failed_commits};
+}
+
 template <class T, class Body>
 Result<T> PostgresStore::read(Body&& body) {
   try {

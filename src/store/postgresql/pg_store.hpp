@@ -82,6 +82,7 @@ class PostgresStore final : public Store,
 
   // Counters of the group-commit writer (for tests, benchmarks and metrics).
   WriterStats stats() const;
+  std::optional<WriterMetrics> writerMetrics() const override;
 
  private:
   class ReaderPool;

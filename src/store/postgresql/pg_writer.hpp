@@ -65,6 +65,8 @@ class PgWriter {
   Status submit(Operation operation);
 
   Stats stats() const;
+  const AtomicHistogram& batchSizes() const { return thread_.batchSizes(); }
+  const AtomicHistogram& batchSeconds() const { return thread_.batchSeconds(); }
 
   // Stops accepting operations, runs every operation already queued, joins the writer
   // thread. Idempotent; must not be called from an operation.

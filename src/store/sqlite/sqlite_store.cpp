@@ -437,6 +437,12 @@ SqliteStore::~SqliteStore() {
 
 SqliteStore::WriterStats SqliteStore::stats() const { return writer_->stats(); }
 
+std::optional<WriterMetrics> SqliteStore::writerMetrics() const {
+  const auto s = writer_->stats();
+  return WriterMetrics{&writer_->batchSizes(), &writer_->batchSeconds(), s.queued_operations,
+                       s.failed_commits};
+}
+
 template <class T, class Body>
 Result<T> SqliteStore::read(Body&& body) {
   try {

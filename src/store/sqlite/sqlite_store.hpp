@@ -66,6 +66,7 @@ class SqliteStore final : public Store,
 
   // Counters of the group-commit writer (for tests, benchmarks and metrics).
   WriterStats stats() const;
+  std::optional<WriterMetrics> writerMetrics() const override;
 
  private:
   class ReaderPool;
