@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "common/log.hpp"
 #include "server/hub.hpp"
 
 namespace {
@@ -77,6 +78,11 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", config.log_level, "trace, debug, info, warn, error")
       ->envname("IOTHUB_LOG_LEVEL")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  std::string log_format = "text";
+  app.add_option("--log-format", log_format,
+                 "text (the default), or json: one object per line (docs/operations.md)")
+      ->envname("IOTHUB_LOG_FORMAT")
+      ->check(CLI::IsMember({"text", "json"}));
   app.add_option("--io-threads", config.io_threads, "I/O threads (0 = one per core)")
       ->envname("IOTHUB_IO_THREADS");
   app.add_option("--worker-threads", config.worker_threads,
@@ -155,7 +161,7 @@ int main(int argc, char** argv) {
   auto logger = spdlog::stderr_color_mt("iothubd");
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::from_str(config.log_level));
-  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %^%l%$ %v", spdlog::pattern_time_type::utc);
+  iothub::log::setFormat(log_format);
 
   auto hub = iothub::server::Hub::create(config);
   if (!hub) return fail(hub.status().message());

@@ -9,6 +9,7 @@
 
 #include "common/encoding.hpp"
 #include "common/error_code.hpp"
+#include "common/log.hpp"
 #include "common/time_format.hpp"
 #include "query/query.hpp"
 
@@ -211,8 +212,9 @@ std::optional<Status> JobsEngine::updateTwinRetrying(const std::string& device_i
       if (twin_wake_.wait_for(lock, retryDelay(attempt), [this] { return twin_stopping_; }))
         return std::nullopt;
     }
-    spdlog::debug("jobs: twin update of {} failed ({}); retry {} of {}", device_id, s.toString(),
-                  attempt, options_.store_retry_attempts);
+    log::withFields(spdlog::level::debug, {{"deviceId", device_id}},
+                    "jobs: twin update of {} failed ({}); retry {} of {}", device_id, s.toString(),
+                    attempt, options_.store_retry_attempts);
     s = operations_.updateTwin(device_id, update, outcome);
   }
   return s;
@@ -456,12 +458,14 @@ void JobsEngine::admit(const std::string& job_id) {
   auto job = store_.jobs().getJob(job_id);
   if (!job) {
     if (isTransientStoreError(job.code()) && options_.store_retry_attempts > 0) {
-      spdlog::warn("jobs: cannot load new job {} yet: {}", job_id, job.status().toString());
+      log::withFields(spdlog::level::warn, {{"jobId", job_id}},
+                      "jobs: cannot load new job {} yet: {}", job_id, job.status().toString());
       admissions_.push_back({job_id, clock_.now() + retryDelay(1), 1});
       return;
     }
-    spdlog::error("jobs: cannot load new job {}: {}; it waits for the next restart", job_id,
-                  job.status().toString());
+    log::withFields(spdlog::level::err, {{"jobId", job_id}},
+                    "jobs: cannot load new job {}: {}; it waits for the next restart", job_id,
+                    job.status().toString());
     return;
   }
   admitRecord(std::move(*job));
@@ -485,8 +489,9 @@ void JobsEngine::retryAdmissions() {
       admission.retry_at = now + retryDelay(admission.failures);
       waiting.push_back(std::move(admission));
     } else {
-      spdlog::error("jobs: cannot load new job {}: {}; it waits for the next restart",
-                    admission.job_id, job.status().toString());
+      log::withFields(spdlog::level::err, {{"jobId", admission.job_id}},
+                      "jobs: cannot load new job {}: {}; it waits for the next restart",
+                      admission.job_id, job.status().toString());
     }
   }
   admissions_.swap(waiting);
@@ -506,7 +511,8 @@ void JobsEngine::admitRecord(store::JobRecord job) {
     if (Status s =
             persist(*run, [](store::JobRecord& r) { r.status = std::string(kJobScheduled); });
         !s)
-      spdlog::error("jobs: {}: {}", job_id, s.toString());
+      log::withFields(spdlog::level::err, {{"jobId", job_id}}, "jobs: {}: {}", job_id,
+                      s.toString());
   }
   std::lock_guard lock(state_mutex_);
   runs_[job_id] = run;
@@ -529,8 +535,10 @@ void JobsEngine::handleCancel(const std::string& job_id) {
   run->cancel_requested = true;  // a run waiting to be recovered drains once it is
   if (Status s = persist(*run, [](store::JobRecord& r) { r.document[kDocCancelRequested] = true; });
       !s)
-    spdlog::error("jobs: cancelling {}: {}", job_id, s.toString());
-  spdlog::info("jobs: {} cancel requested ({} in flight finish first)", job_id, run->inflight);
+    log::withFields(spdlog::level::err, {{"jobId", job_id}}, "jobs: cancelling {}: {}", job_id,
+                    s.toString());
+  log::withFields(spdlog::level::info, {{"jobId", job_id}},
+                  "jobs: {} cancel requested ({} in flight finish first)", job_id, run->inflight);
 }
 
 void JobsEngine::cancelUnstarted(Run& run) {
@@ -540,7 +548,8 @@ void JobsEngine::cancelUnstarted(Run& run) {
   });
   if (!s) {
     if (retryLater(run, s, "cancelling")) return;
-    spdlog::error("jobs: cancelling {}: {}", run.record.job_id, s.toString());
+    log::withFields(spdlog::level::err, {{"jobId", run.record.job_id}}, "jobs: cancelling {}: {}",
+                    run.record.job_id, s.toString());
   }
   std::lock_guard lock(state_mutex_);
   runs_.erase(run.record.job_id);
@@ -618,7 +627,8 @@ void JobsEngine::startDueJobs() {
         if (Status s =
                 persist(*run, [](store::JobRecord& r) { r.status = std::string(kJobQueued); });
             !s)
-          spdlog::error("jobs: {}: {}", run->record.job_id, s.toString());
+          log::withFields(spdlog::level::err, {{"jobId", run->record.job_id}}, "jobs: {}: {}",
+                          run->record.job_id, s.toString());
       }
       continue;
     }
@@ -664,8 +674,9 @@ Status JobsEngine::startRun(Run& run) {
   run.store_failures = 0;
   run.tokens = 1;
   run.last_refill = now;
-  spdlog::info("jobs: {} ({}) started on {} device(s)", run.record.job_id, run.record.type,
-               targets.size());
+  log::withFields(spdlog::level::info, {{"jobId", run.record.job_id}},
+                  "jobs: {} ({}) started on {} device(s)", run.record.job_id, run.record.type,
+                  targets.size());
   run.targets.reset();
   return Status::ok();
 }
@@ -743,8 +754,9 @@ Status JobsEngine::recover(Run& run) {
   run.store_failures = 0;
   run.tokens = 1;
   run.last_refill = now;
-  spdlog::info("jobs: {} resumed: {} pending, {} succeeded, {} failed, {} interrupted",
-               run.record.job_id, stats.pending, stats.succeeded, stats.failed, fixes.size());
+  log::withFields(spdlog::level::info, {{"jobId", run.record.job_id}},
+                  "jobs: {} resumed: {} pending, {} succeeded, {} failed, {} interrupted",
+                  run.record.job_id, stats.pending, stats.succeeded, stats.failed, fixes.size());
   return Status::ok();
 }
 
@@ -933,7 +945,8 @@ void JobsEngine::flush(Run& run, bool force) {
   }
   run.outcomes_unsaved = false;
   if (Status s = persist(run); !s)
-    spdlog::warn("jobs: {}: statistics not saved: {}", run.record.job_id, s.toString());
+    log::withFields(spdlog::level::warn, {{"jobId", run.record.job_id}},
+                    "jobs: {}: statistics not saved: {}", run.record.job_id, s.toString());
 }
 
 Status JobsEngine::persist(Run& run, const std::function<void(store::JobRecord&)>& change) {
@@ -979,8 +992,9 @@ void JobsEngine::finish(Run& run) {
   });
   if (!s) {
     if (run.abandoned || retryLater(run, s, "recording its end")) return;
-    spdlog::error("jobs: {} could not be finished: {}; a restart resumes and finishes it",
-                  run.record.job_id, s.toString());
+    log::withFields(spdlog::level::err, {{"jobId", run.record.job_id}},
+                    "jobs: {} could not be finished: {}; a restart resumes and finishes it",
+                    run.record.job_id, s.toString());
     std::lock_guard lock(state_mutex_);
     runs_.erase(run.record.job_id);
     return;
@@ -989,9 +1003,10 @@ void JobsEngine::finish(Run& run) {
    : run.record.status == kJobCancelled ? counters_.jobs_cancelled
                                         : counters_.jobs_failed)
       .fetch_add(1, std::memory_order_relaxed);
-  spdlog::info("jobs: {} {}: {} succeeded, {} failed, {} canceled of {}", run.record.job_id,
-               run.record.status, run.stats.succeeded, run.stats.failed, run.stats.canceled,
-               run.stats.device_count);
+  log::withFields(spdlog::level::info, {{"jobId", run.record.job_id}},
+                  "jobs: {} {}: {} succeeded, {} failed, {} canceled of {}", run.record.job_id,
+                  run.record.status, run.stats.succeeded, run.stats.failed, run.stats.canceled,
+                  run.stats.device_count);
   std::lock_guard lock(state_mutex_);
   runs_.erase(run.record.job_id);
 }
@@ -1002,8 +1017,9 @@ bool JobsEngine::retryLater(Run& run, const Status& why, std::string_view during
   ++run.store_failures;
   std::chrono::milliseconds delay = retryDelay(run.store_failures);
   run.retry_at = clock_.now() + delay;
-  spdlog::warn("jobs: {}: {} failed ({}); retry {} of {} in {} ms", run.record.job_id, during,
-               why.toString(), run.store_failures, options_.store_retry_attempts, delay.count());
+  log::withFields(spdlog::level::warn, {{"jobId", run.record.job_id}},
+                  "jobs: {}: {} failed ({}); retry {} of {} in {} ms", run.record.job_id, during,
+                  why.toString(), run.store_failures, options_.store_retry_attempts, delay.count());
   return true;
 }
 
@@ -1017,21 +1033,25 @@ bool JobsEngine::backingOff(const Run& run) const { return clock_.now() < run.re
 
 void JobsEngine::failSoftly(Run& run, const Status& why) {
   if (run.failure || run.abandoned) return;
-  spdlog::error("jobs: {} fails: {}; operations in flight finish first", run.record.job_id,
-                why.toString());
+  log::withFields(spdlog::level::err, {{"jobId", run.record.job_id}},
+                  "jobs: {} fails: {}; operations in flight finish first", run.record.job_id,
+                  why.toString());
   run.failure = why;
 }
 
 void JobsEngine::failRun(Run& run, const Status& why) {
   if (run.abandoned) return;  // not ours to record any more
-  spdlog::error("jobs: {} failed: {}", run.record.job_id, why.toString());
+  log::withFields(spdlog::level::err, {{"jobId", run.record.job_id}}, "jobs: {} failed: {}",
+                  run.record.job_id, why.toString());
   run.started = false;
   Status s = persist(run, [this, &why](store::JobRecord& r) {
     r.status = std::string(kJobFailed);
     r.end_time = clock_.now();
     r.document[kDocFailureReason] = why.message();
   });
-  if (!s) spdlog::error("jobs: {}: {}", run.record.job_id, s.toString());
+  if (!s)
+    log::withFields(spdlog::level::err, {{"jobId", run.record.job_id}}, "jobs: {}: {}",
+                    run.record.job_id, s.toString());
   std::lock_guard lock(state_mutex_);
   runs_.erase(run.record.job_id);
 }
@@ -1048,8 +1068,9 @@ Status JobsEngine::putRows(Run& run, const std::vector<store::DeviceJobRecord>& 
 
 void JobsEngine::abandon(Run& run, std::string_view why) {
   if (run.abandoned) return;
-  spdlog::warn("jobs: {} is dropped on this node, which writes nothing more for it: {}",
-               run.record.job_id, why);
+  log::withFields(spdlog::level::warn, {{"jobId", run.record.job_id}},
+                  "jobs: {} is dropped on this node, which writes nothing more for it: {}",
+                  run.record.job_id, why);
   run.abandoned = true;
   run.started = false;
   run.live->store(false);
@@ -1138,8 +1159,9 @@ void JobsEngine::claimDueJobs() {
     run->lease = std::move(claim.lease);
     run->lease_deadline = sent + lease.lease;
     run->cancel_requested = claim.cancel_requested;
-    spdlog::info("jobs: {} ({}) claimed by {} under epoch {}", run->record.job_id,
-                 run->record.status, lease.node_id, run->lease->epoch);
+    log::withFields(spdlog::level::info, {{"jobId", run->record.job_id}},
+                    "jobs: {} ({}) claimed by {} under epoch {}", run->record.job_id,
+                    run->record.status, lease.node_id, run->lease->epoch);
     load(run);
   }
 }
@@ -1148,8 +1170,9 @@ void JobsEngine::releaseLeases() {
   for (auto& run : snapshotRuns()) {
     if (!run->lease || run->abandoned) continue;
     if (Status s = store_.jobs().releaseJobLease(*run->lease); !s) {
-      spdlog::warn("jobs: releasing the lease of {}: {}; it expires by itself", run->record.job_id,
-                   s.toString());
+      log::withFields(spdlog::level::warn, {{"jobId", run->record.job_id}},
+                      "jobs: releasing the lease of {}: {}; it expires by itself",
+                      run->record.job_id, s.toString());
     }
   }
   // The jobs are other nodes' now (or this one's again after its next claim).

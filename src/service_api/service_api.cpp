@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/json.hpp"
+#include "common/log.hpp"
 #include "service_api/error_response.hpp"
 #include "service_api/route_table.hpp"
 
@@ -376,7 +377,8 @@ void ServiceApi::handleAsync(const HttpRequest& request,
                path = request.target.substr(0, request.target.find('?'))](const Status& s) {
     HttpResponse r = errorResponse(s, random, now);
     // Never log the Authorization header or bodies: they may carry keys.
-    spdlog::info("{} {} {} -> {} {}", remote, method, path, r.status, s.toString());
+    log::withFields(spdlog::level::info, {{"remote", remote}}, "{} {} {} -> {} {}", remote, method,
+                    path, r.status, s.toString());
     return r;
   };
   HttpResponse response = route(request, fail, respond);

@@ -15,6 +15,7 @@
 #include <optional>
 #include <unordered_map>
 
+#include "common/log.hpp"
 #include "device_api/device_endpoint.hpp"
 #include "mqtt/decoder.hpp"
 #include "mqtt/encoder.hpp"
@@ -126,6 +127,14 @@ class MqttConnection final : public routing::DeviceLink,
   // For WebSocket connections: the HTTP upgrade request to accept before speaking MQTT.
   void setUpgradeRequest(UpgradeRequest request) { upgrade_ = std::move(request); }
 
+  // Logs with the connection's device id (once known) and remote address as fields.
+  template <class... Args>
+  void logLine(spdlog::level::level_enum level, spdlog::format_string_t<Args...> format,
+               Args&&... args) const {
+    log::withFields(level, {{"deviceId", device_id_}, {"remote", remote_}}, format,
+                    std::forward<Args>(args)...);
+  }
+
   // --- routing::DeviceLink (any thread) ---
   const std::string& deviceId() const override { return device_id_; }
 
@@ -164,8 +173,8 @@ class MqttConnection final : public routing::DeviceLink,
       auto [ec] = co_await stream_.async_handshake(asio::ssl::stream_base::server, kAwaitTuple);
       beast::get_lowest_layer(stream_).expires_never();
       if (ec) {
-        spdlog::debug("{}: TLS handshake with {} failed: {}", server_->options.name, remote_,
-                      ec.message());
+        logLine(spdlog::level::debug, "{}: TLS handshake with {} failed: {}", server_->options.name,
+                remote_, ec.message());
         co_return co_await finish();
       }
     }
@@ -185,8 +194,8 @@ class MqttConnection final : public routing::DeviceLink,
       upgrade_.reset();
       auto [ec] = co_await stream_.async_accept(request, kAwaitTuple);
       if (ec) {
-        spdlog::debug("{}: WebSocket handshake with {} failed: {}", server_->options.name, remote_,
-                      ec.message());
+        logLine(spdlog::level::debug, "{}: WebSocket handshake with {} failed: {}",
+                server_->options.name, remote_, ec.message());
         co_return co_await finish();
       }
     }
@@ -227,8 +236,8 @@ class MqttConnection final : public routing::DeviceLink,
       }
       if (ec) {
         if (!closing_) {
-          spdlog::debug("{}: {} ({}) closed: {}", server_->options.name, remote_, device_id_,
-                        ec.message());
+          logLine(spdlog::level::debug, "{}: {} ({}) closed: {}", server_->options.name, remote_,
+                  device_id_, ec.message());
         }
         break;
       }
@@ -286,8 +295,8 @@ class MqttConnection final : public routing::DeviceLink,
       }
     }
     if (!s)
-      spdlog::error("{}: cannot encode a packet for {}: {}", server_->options.name, device_id_,
-                    s.toString());
+      logLine(spdlog::level::err, "{}: cannot encode a packet for {}: {}", server_->options.name,
+              device_id_, s.toString());
     // Checked here, not only when a write starts: while one is in flight, a device that asks
     // for its twin over and over without reading would otherwise grow out_ without bound.
     if (out_.size() > server_->options.max_write_backlog) {
@@ -302,8 +311,8 @@ class MqttConnection final : public routing::DeviceLink,
     message.payload = std::move(payload);
     auto actions = session_.publish(std::move(message));
     if (!actions) {
-      spdlog::warn("{}: cannot publish to {}: {}", server_->options.name, device_id_,
-                   actions.status().toString());
+      logLine(spdlog::level::warn, "{}: cannot publish to {}: {}", server_->options.name,
+              device_id_, actions.status().toString());
       return;
     }
     for (auto& action : *actions) {
@@ -323,8 +332,8 @@ class MqttConnection final : public routing::DeviceLink,
                            ? DisconnectReason::KeepAliveTimeout
                            : DisconnectReason::ProtocolError);
         if (close->reason != mqtt::CloseReason::ClientDisconnected) {
-          spdlog::info("{}: closing {} ({}): {} {}", server_->options.name, remote_, device_id_,
-                       mqtt::closeReasonName(close->reason), close->detail);
+          logLine(spdlog::level::info, "{}: closing {} ({}): {} {}", server_->options.name, remote_,
+                  device_id_, mqtt::closeReasonName(close->reason), close->detail);
         }
         beginClose("");
       } else if (auto* authenticate = std::get_if<mqtt::Authenticate>(&action)) {
@@ -384,7 +393,8 @@ class MqttConnection final : public routing::DeviceLink,
     };
     Outcome outcome = co_await onWorker(*server_, std::move(job));
     if (auto* refusal = std::get_if<device_api::ConnectRefusal>(&outcome.auth)) {
-      spdlog::info("{}: refused {} : {}", server_->options.name, remote_, refusal->reason);
+      logLine(spdlog::level::info, "{}: refused {} : {}", server_->options.name, remote_,
+              refusal->reason);
       {
         mqtt::Actions next_actions = session_.refuseConnect(refusal->code);
 
@@ -393,8 +403,8 @@ class MqttConnection final : public routing::DeviceLink,
       co_return;
     }
     if (!outcome.session_status) {
-      spdlog::warn("{}: session state unavailable: {}", server_->options.name,
-                   outcome.session_status.toString());
+      logLine(spdlog::level::warn, "{}: session state unavailable: {}", server_->options.name,
+              outcome.session_status.toString());
       {
         mqtt::Actions next_actions =
             session_.refuseConnect(mqtt::ConnectReturnCode::ServerUnavailable);
@@ -421,8 +431,8 @@ class MqttConnection final : public routing::DeviceLink,
     auto attached = server_->connections.attach(this->shared_from_this(), epoch_);
     if (attached.refused) {
       // A newer connection of the device (on this node or another) claimed it meanwhile.
-      spdlog::info("{}: refused {} ({}): a newer connection of the device exists",
-                   server_->options.name, remote_, device_id_);
+      logLine(spdlog::level::info, "{}: refused {} ({}): a newer connection of the device exists",
+              server_->options.name, remote_, device_id_);
       releaseAfterRefusal();
       mqtt::Actions next_actions =
           session_.refuseConnect(mqtt::ConnectReturnCode::ServerUnavailable);
@@ -441,8 +451,8 @@ class MqttConnection final : public routing::DeviceLink,
     auto recheck = [&endpoint, id] { return endpoint.stillAllowed(id); };
     Status allowed = co_await onWorker(*server_, std::move(recheck));
     if (!allowed) {
-      spdlog::info("{}: refused {} ({}) after attaching: {}", server_->options.name, remote_,
-                   device_id_, allowed.message());
+      logLine(spdlog::level::info, "{}: refused {} ({}) after attaching: {}", server_->options.name,
+              remote_, device_id_, allowed.message());
       attached_ = false;
       server_->connections.detach(*this);
       releaseAfterRefusal();
@@ -453,8 +463,8 @@ class MqttConnection final : public routing::DeviceLink,
       co_await runActions(next_actions);
       co_return;
     }
-    spdlog::debug("{}: device {} connected from {} (session present: {})", server_->options.name,
-                  device_id_, remote_, session_present);
+    logLine(spdlog::level::debug, "{}: device {} connected from {} (session present: {})",
+            server_->options.name, device_id_, remote_, session_present);
     asio::post(server_->workers,
                [endpoint = &server_->endpoint, id = device_id_] { endpoint->onConnected(id); });
     {
@@ -481,12 +491,12 @@ class MqttConnection final : public routing::DeviceLink,
         auto code = server_->endpoint.authorizeSubscription(device_id_, s.filter, s.qos);
         codes.push_back(code);
         if (code == mqtt::SubAckReturnCode::Failure) {
-          spdlog::info("{}: device {} may not subscribe to {}", server_->options.name, device_id_,
-                       s.filter);
+          logLine(spdlog::level::info, "{}: device {} may not subscribe to {}",
+                  server_->options.name, device_id_, s.filter);
           continue;
         }
-        spdlog::debug("{}: device {} subscribed to {}", server_->options.name, device_id_,
-                      s.filter);
+        logLine(spdlog::level::debug, "{}: device {} subscribed to {}", server_->options.name,
+                device_id_, s.filter);
         std::erase_if(subscriptions_,
                       [&](const mqtt::Subscription& old) { return old.filter == s.filter; });
         subscriptions_.push_back({s.filter, static_cast<mqtt::QoS>(static_cast<int>(code))});
@@ -514,8 +524,8 @@ class MqttConnection final : public routing::DeviceLink,
     auto job = [&endpoint, record = std::move(record)] { return endpoint.saveSession(record); };
     Status saved = co_await onWorker(*server_, std::move(job));
     if (!saved)
-      spdlog::warn("{}: cannot persist the session of {}: {}", server_->options.name, device_id_,
-                   saved.toString());
+      logLine(spdlog::level::warn, "{}: cannot persist the session of {}: {}",
+              server_->options.name, device_id_, saved.toString());
   }
 
   awaitable<void> onPublish(mqtt::Publish publish) {
@@ -528,8 +538,8 @@ class MqttConnection final : public routing::DeviceLink,
     };
     auto outcome = co_await onWorker(*server_, std::move(job));
     if (outcome.close) {
-      spdlog::info("{}: closing {} ({}): {}", server_->options.name, remote_, device_id_,
-                   outcome.close_reason);
+      logLine(spdlog::level::info, "{}: closing {} ({}): {}", server_->options.name, remote_,
+              device_id_, outcome.close_reason);
       noteDisconnect(DisconnectReason::AclViolation);
       beginClose("");
       co_return;
@@ -567,7 +577,8 @@ class MqttConnection final : public routing::DeviceLink,
       if (ec) continue;  // re-armed earlier
       auto now = SteadyClock::now();
       if (token_deadline_ && now >= *token_deadline_) {
-        spdlog::info("{}: closing {}: its SAS token expired", server_->options.name, device_id_);
+        logLine(spdlog::level::info, "{}: closing {}: its SAS token expired", server_->options.name,
+                device_id_);
         noteDisconnect(DisconnectReason::TokenExpired);
         beginClose("");
         break;
@@ -629,7 +640,8 @@ class MqttConnection final : public routing::DeviceLink,
 
   void beginClose(const std::string& reason) {
     if (!reason.empty()) {
-      spdlog::info("{}: closing {} ({}): {}", server_->options.name, remote_, device_id_, reason);
+      logLine(spdlog::level::info, "{}: closing {} ({}): {}", server_->options.name, remote_,
+              device_id_, reason);
     }
     if (closing_) return;
     closing_ = true;
@@ -651,7 +663,8 @@ class MqttConnection final : public routing::DeviceLink,
   // would wait on a write that never completes.
   void forceClose(const std::string& why) {
     if (closed_by_force_) return;
-    spdlog::warn("{}: closing {} ({}): {}", server_->options.name, remote_, device_id_, why);
+    logLine(spdlog::level::warn, "{}: closing {} ({}): {}", server_->options.name, remote_,
+            device_id_, why);
     noteDisconnect(DisconnectReason::NotReading);
     closed_by_force_ = true;
     closing_ = true;
@@ -703,7 +716,8 @@ class MqttConnection final : public routing::DeviceLink,
         asio::post(server_->workers, [endpoint = &server_->endpoint, id = device_id_,
                                       epoch = epoch_] { endpoint->onDisconnected(id, epoch); });
       }
-      spdlog::debug("{}: device {} disconnected", server_->options.name, device_id_);
+      logLine(spdlog::level::debug, "{}: device {} disconnected", server_->options.name,
+              device_id_);
     }
   }
 

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -167,8 +168,9 @@ double metricValue(const std::string& scrape, const std::string& series) {
   return -1;
 }
 
-TEST_F(JobsIntegrationTest, MetricsCountTheDevicePathMethodsTwinsJobsAndTheStore) {
-  HubProcess hub(IOTHUBD_PATH, dir_.path() / "hub", {"--metrics-port", "0"});
+TEST_F(JobsIntegrationTest, MetricsAndJsonLogsFollowTheDevicePathMethodsTwinsJobsAndTheStore) {
+  HubProcess hub(IOTHUBD_PATH, dir_.path() / "hub",
+                 {"--metrics-port", "0", "--log-format", "json"});
   ASSERT_TRUE(hub.start()) << hub.startupError();
   Service service(hub);
   auto devices = createDevices(service, "metrics-", 3);
@@ -231,6 +233,30 @@ TEST_F(JobsIntegrationTest, MetricsCountTheDevicePathMethodsTwinsJobsAndTheStore
   EXPECT_EQ(value("iothub_store_write_queue_depth"), 0);
   EXPECT_EQ(value("iothub_device_worker_queue_depth"), 0);
   EXPECT_EQ(hub.stop(), 0);
+
+  // --log-format json: every line is one object with time, level and message; lines about a
+  // device or a job carry its id as a field.
+  std::istringstream lines(hub.process().err());
+  int records = 0;
+  std::set<std::string> device_ids, job_ids, remotes;
+  for (std::string line; std::getline(lines, line);) {
+    boost::system::error_code ec;
+    json::value record = json::parse(line, ec);
+    ASSERT_FALSE(ec) << "not JSON: " << line;
+    ASSERT_TRUE(record.is_object()) << line;
+    const json::object& o = record.as_object();
+    for (const char* key : {"time", "level", "message"}) {
+      ASSERT_TRUE(o.contains(key) && o.at(key).is_string()) << key << " in " << line;
+    }
+    ++records;
+    if (o.contains("deviceId")) device_ids.insert(std::string(o.at("deviceId").as_string()));
+    if (o.contains("jobId")) job_ids.insert(std::string(o.at("jobId").as_string()));
+    if (o.contains("remote")) remotes.insert(std::string(o.at("remote").as_string()));
+  }
+  EXPECT_GT(records, 5);
+  EXPECT_TRUE(device_ids.contains("metrics-1000")) << hub.process().err();
+  EXPECT_TRUE(job_ids.contains("metrics-job")) << hub.process().err();
+  EXPECT_FALSE(remotes.empty());
 }
 
 TEST_F(JobsIntegrationTest, QueryEndpointPagesAndRefusesBadInput) {
