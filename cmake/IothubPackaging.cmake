@@ -71,7 +71,8 @@ install(FILES ${PROJECT_SOURCE_DIR}/packaging/iothubd.service DESTINATION ${IOTH
 install(FILES ${PROJECT_SOURCE_DIR}/README.md DESTINATION ${CMAKE_INSTALL_DOCDIR})
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/docs/ DESTINATION ${CMAKE_INSTALL_DOCDIR}
         FILES_MATCHING PATTERN "*.md")
-# The web console's static files, when the tree has them (iothubd may also embed them).
+# The web console's static files. iothubd serves the copy compiled into it (src/console); this
+# one is for a reverse proxy that serves /ui itself.
 if(EXISTS ${PROJECT_SOURCE_DIR}/console)
   install(DIRECTORY ${PROJECT_SOURCE_DIR}/console/ DESTINATION ${CMAKE_INSTALL_DATADIR}/iothub/console)
 endif()
