@@ -261,6 +261,26 @@ Result<json::object> JobsEngine::create(std::string_view job_id, const json::val
   return jobResponse(job, JobStatistics{});
 }
 
+Result<json::object> JobsEngine::dryRun(std::string_view job_id, const json::value& body) {
+  auto spec = parseJobRequest(job_id, body);
+  if (!spec) return spec.status();
+  auto condition = query::parseCondition(spec->query_condition);
+  if (!condition) return condition.status();
+  auto existing = store_.jobs().getJob(job_id);
+  if (existing) {
+    return Status(ErrorCode::JobAlreadyExists,
+                  "A job with id '" + std::string(job_id) + "' already exists");
+  }
+  if (existing.code() != ErrorCode::JobNotFound) return existing.status();
+  const std::vector<std::string> targets = select_(*condition);
+  json::array sample;
+  for (std::size_t i = 0; i < targets.size() && i < kDryRunSampleSize; ++i) {
+    sample.emplace_back(targets[i]);
+  }
+  return json::object{{"deviceCount", static_cast<std::int64_t>(targets.size())},
+                      {"sampleDeviceIds", std::move(sample)}};
+}
+
 Result<json::object> JobsEngine::get(std::string_view job_id) {
   {
     std::lock_guard lock(state_mutex_);

@@ -173,6 +173,13 @@ class JobsEngine {
   Result<json::object> create(std::string_view job_id, const json::value& body);
   // GET /jobs/v2/{id}. Errors: JobNotFound.
   Result<json::object> get(std::string_view job_id);
+
+  // PUT /jobs/v2/{id}?dryRun=true (iothub's extension, docs/jobs.md): validates the request
+  // as create() does (a job with that id must not exist either) and answers the devices it
+  // would target if it started now, {"deviceCount": n, "sampleDeviceIds": [first 100 ids]},
+  // storing nothing. Errors as create().
+  Result<json::object> dryRun(std::string_view job_id, const json::value& body);
+  static constexpr std::size_t kDryRunSampleSize = 100;
   // POST /jobs/v2/{id}/cancel: a job that has not started is cancelled at once; a running
   // one stops dispatching, its pending devices become canceled, operations in flight
   // finish and are recorded, then it is cancelled. Cancelling a finished job changes

@@ -396,6 +396,44 @@ TEST_F(JobsEngineTest, MethodJobRecordsEveryDeviceExactly) {
   EXPECT_EQ(operations_.calls().size(), 120u);  // each device called once
 }
 
+TEST_F(JobsEngineTest, ADryRunValidatesAndCountsTargetsWithoutCreatingAnything) {
+  addDevices("d", 150);
+  addDevices("off-", 7);
+  startEngine();
+  auto body = [](std::string_view condition) {
+    return *parseJson(
+        R"({"type":"scheduleDeviceMethod","cloudToDeviceMethod":{"methodName":"lockDoor"},"queryCondition":")" +
+        std::string(condition) + "\"}");
+  };
+  auto all = engine_->dryRun("preview", body("*"));
+  ASSERT_TRUE(all.isOk()) << all.status().toString();
+  EXPECT_EQ(all->at("deviceCount"), 157);
+  const auto& sample = all->at("sampleDeviceIds").as_array();
+  ASSERT_EQ(sample.size(), JobsEngine::kDryRunSampleSize);
+  EXPECT_EQ(sample[0], "d1000");  // in the selector's order
+  auto some = engine_->dryRun("preview", body("STARTSWITH(deviceId, 'off-')"));
+  ASSERT_TRUE(some.isOk());
+  EXPECT_EQ(some->at("deviceCount"), 7);
+  EXPECT_EQ(some->at("sampleDeviceIds").as_array().size(), 7u);
+  auto none = engine_->dryRun("preview", body("deviceId = 'nobody'"));
+  ASSERT_TRUE(none.isOk());
+  EXPECT_EQ(none->at("deviceCount"), 0);
+  EXPECT_TRUE(none->at("sampleDeviceIds").as_array().empty());
+  // Nothing was stored or started: the id is still free, no device was called.
+  EXPECT_EQ(engine_->get("preview").code(), ErrorCode::JobNotFound);
+  EXPECT_TRUE(operations_.calls().empty());
+  // The whole request is validated as create() would.
+  EXPECT_EQ(engine_->dryRun("preview", body("deviceId = ")).code(), ErrorCode::ArgumentInvalid);
+  EXPECT_EQ(engine_->dryRun("bad id!", body("*")).code(), ErrorCode::ArgumentInvalid);
+  EXPECT_EQ(engine_
+                ->dryRun("preview", *parseJson(R"({"type":"scheduleDeviceMethod",
+      "queryCondition":"*"})"))
+                .code(),
+            ErrorCode::ArgumentInvalid);
+  methodJob("taken");
+  EXPECT_EQ(engine_->dryRun("taken", body("*")).code(), ErrorCode::JobAlreadyExists);
+}
+
 TEST_F(JobsEngineTest, FutureStartWaitsForTheClock) {
   addDevices("d", 3);
   startEngine();
@@ -1135,7 +1173,7 @@ TEST_F(JobsClusterTest, AScheduledJobStartsOnTimeWhenTheNodeThatAcceptedItIsGone
   startEngine(b_);
   json::object created =
       create(a_, "later", methodBody("\"" + formatTimestamp(clock_.now() + 60s) + "\""));
-  EXPECT_EQ(created.at("status"), "queued");  // as Azure and a single node answer the PUT
+  EXPECT_EQ(created.at("status"), "queued");    // as Azure and a single node answer the PUT
   EXPECT_EQ(status(b_, "later"), "scheduled");  // stored so: no node holds it before its time
   kill(a_);
   // Nobody starts it before its time.

@@ -24,6 +24,7 @@ struct Target {
   std::optional<std::string> top;         // ?top=
   std::optional<std::string> job_type;    // ?jobType=
   std::optional<std::string> job_status;  // ?jobStatus=
+  std::optional<std::string> dry_run;     // ?dryRun= (PUT /jobs/v2/{id}, docs/jobs.md)
 };
 
 // Identifiers (device ids, job ids) and the parameters iothub reads are printable ASCII
@@ -50,6 +51,7 @@ Result<Target> parseTarget(std::string_view target) {
     if (param.key == "top") route.top = param.value;
     if (param.key == "jobType" && !param.value.empty()) route.job_type = param.value;
     if (param.key == "jobStatus" && !param.value.empty()) route.job_status = param.value;
+    if (param.key == "dryRun") route.dry_run = param.value;
   }
   return route;
 }
@@ -262,6 +264,14 @@ HttpResponse queryDevices(const Call& c) {
 HttpResponse putJob(const Call& c) {
   auto body = parseBody(c.request);
   if (!body) return c.fail(body.status());
+  if (c.target.dry_run && *c.target.dry_run != "false") {
+    if (*c.target.dry_run != "true") {
+      return c.fail({ErrorCode::ArgumentInvalid, "dryRun must be true or false"});
+    }
+    auto preview = c.deps.jobs->dryRun(c.id(), *body);
+    if (!preview) return c.fail(preview.status());
+    return jsonResponse(200, json::serialize(*preview));
+  }
   auto job = c.deps.jobs->create(c.id(), *body);
   if (!job) return c.fail(job.status());
   return jsonResponse(200, json::serialize(*job));

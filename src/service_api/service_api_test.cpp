@@ -510,6 +510,19 @@ TEST_F(ServiceApiTest, JobTimesAreCheckedAndFarFutureStartTimesKept) {
   ASSERT_EQ(got.status, 200) << got.body;
   EXPECT_EQ(body(got).at("startTime"), "9999-12-31T00:00:00Z");
   EXPECT_EQ(body(got).at("status"), "queued");
+  // ?dryRun=true answers the preview and stores nothing; any other value than true or false
+  // is refused.
+  auto preview = put("far?dryRun=true&x", R"("startTime":null)");
+  EXPECT_EQ(preview.status, 409) << "far exists: " << preview.body;
+  auto fresh = put("fresh?dryRun=true&x", R"("startTime":null)");
+  ASSERT_EQ(fresh.status, 200) << fresh.body;
+  EXPECT_EQ(body(fresh).at("deviceCount"), 0);
+  EXPECT_TRUE(body(fresh).at("sampleDeviceIds").as_array().empty());
+  EXPECT_EQ(put("fresh?dryRun=yes&x", R"("startTime":null)").status, 400);
+  get.target = "/jobs/v2/fresh";
+  EXPECT_EQ(api.handle(get).status, 404) << "a dry run creates nothing";
+  EXPECT_EQ(put("fresh?dryRun=false&x", R"("startTime":null)").status, 200);
+  EXPECT_EQ(api.handle(get).status, 200);
   // A job named "query" could never be read back: PUT there is not a job's route.
   auto put_query = put("query", R"("startTime":"9999-12-31T00:00:00Z")");
   EXPECT_EQ(put_query.status, 405);
