@@ -125,6 +125,17 @@ Result<JobSpec> parseJobRequest(std::string_view path_job_id, const json::value&
     }
     spec.device_operations_per_second = rate->to_number<double>();
   }
+  if (const json::value* fail = findMember(*o, "failOnDeviceStatus");
+      fail != nullptr && !fail->is_null()) {
+    if (!fail->is_bool()) {
+      return Status(ErrorCode::ArgumentInvalid, "failOnDeviceStatus must be true or false");
+    }
+    if (fail->get_bool() && spec.type != kTypeDeviceMethod) {
+      return Status(ErrorCode::ArgumentInvalid,
+                    "failOnDeviceStatus applies to scheduleDeviceMethod jobs only");
+    }
+    spec.fail_on_device_status = fail->get_bool();
+  }
 
   if (spec.type == kTypeDeviceMethod) {
     const json::value* method = findMember(*o, "cloudToDeviceMethod");
@@ -197,6 +208,7 @@ store::JobRecord newJobRecord(const JobSpec& spec, SystemTime now) {
       doc["deviceOperationsPerSecond"] = rate;
     }
   }
+  if (spec.fail_on_device_status) doc["failOnDeviceStatus"] = true;
   if (spec.type == kTypeDeviceMethod) {
     auto payload = parseJson(spec.method.payload_json);
     doc["cloudToDeviceMethod"] =
@@ -247,6 +259,8 @@ json::object jobResponse(const store::JobRecord& job, const JobStatistics& stats
   r["deviceJobStatistics"] = stats.toJson();
   if (const json::value* rate = findMember(doc, "deviceOperationsPerSecond"))
     r["deviceOperationsPerSecond"] = *rate;
+  if (const json::value* fail = findMember(doc, "failOnDeviceStatus"))
+    r["failOnDeviceStatus"] = *fail;
   return r;
 }
 

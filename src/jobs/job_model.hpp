@@ -52,6 +52,9 @@ struct JobSpec {
   std::optional<std::string> start_time_text;
   std::optional<std::int64_t> max_execution_seconds;   // nullopt: unbounded
   std::optional<double> device_operations_per_second;  // iothub extension; nullopt: no limit
+  // iothub extension (method jobs, docs/jobs.md): a device answering with a status outside
+  // 200-299 fails with DeviceMethodFailed instead of succeeding.
+  bool fail_on_device_status = false;
   // scheduleDeviceMethod: the call made on every device (device_id left empty).
   methods::MethodCall method;
   // scheduleUpdateTwin: the updateTwin object as given (tags, properties.desired, etag).

@@ -599,7 +599,8 @@ void JobsEngine::handleCompletion(Completion& c) {
   } else {
     run->buffer.push_back(deviceJobRecord(
         run->record, c.device_id, ok ? kDeviceCompleted : kDeviceFailed, now, began, now,
-        std::move(c.response), ok ? std::nullopt : std::optional<json::object>(errorOf(c.status))));
+        std::move(c.response),
+        ok ? std::nullopt : std::optional<json::object>(c.error ? *c.error : errorOf(c.status))));
   }
   updateStats(*run, [ok](JobStatistics& s) {
     --s.running;
@@ -906,9 +907,10 @@ void JobsEngine::dispatch(Run& run) {
     for (auto& id : batch) {
       methods::MethodCall call = run.spec.method;
       call.device_id = id;
-      operations_.invokeMethod(std::move(call), [inbox = inbox_, job = run.record.job_id,
-                                                 id](Result<methods::MethodResult> result) {
-        Completion c{job, id, Status::ok(), std::nullopt, false};
+      operations_.invokeMethod(std::move(call), [inbox = inbox_, job = run.record.job_id, id,
+                                                 fail_on_status = run.spec.fail_on_device_status](
+                                                    Result<methods::MethodResult> result) {
+        Completion c{job, id, Status::ok(), std::nullopt, false, std::nullopt};
         if (!result) {
           c.status = result.status();
         } else {
@@ -916,6 +918,12 @@ void JobsEngine::dispatch(Run& run) {
           c.response = json::object{
               {"status", result->status},
               {"payload", payload ? *payload : json::value(json::string(result->payload_json))}};
+          if (fail_on_status && (result->status < 200 || result->status > 299)) {
+            // failOnDeviceStatus (docs/jobs.md): the device answered, with a failure.
+            std::string why = "The device answered with status " + std::to_string(result->status);
+            c.status = Status(ErrorCode::InvalidOperation, why);
+            c.error = deviceJobError("DeviceMethodFailed", why);
+          }
         }
         inbox->post(std::move(c));
       });
@@ -938,7 +946,8 @@ void JobsEngine::dispatch(Run& run) {
           lease};
       if (auto s = updateTwinRetrying(id, *update, outcome)) {
         bool recorded = s->isOk();
-        inbox->post(Completion{shape->job_id, id, std::move(*s), std::nullopt, recorded});
+        inbox->post(
+            Completion{shape->job_id, id, std::move(*s), std::nullopt, recorded, std::nullopt});
       }
     });
   }

@@ -213,6 +213,7 @@ class JobsEngine {
     Status status;                        // an error: the device failed
     std::optional<json::value> response;  // answered method calls: {status, payload}
     bool recorded = false;                // its row is written (twin updates that succeeded)
+    std::optional<json::object> error;    // the row's error, when not errorOf(status)
   };
   struct CancelRequest {
     std::string job_id;

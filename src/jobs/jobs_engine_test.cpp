@@ -56,6 +56,10 @@ class FakeOperations final : public DeviceOperations {
       return;
     }
     lock.unlock();
+    if (call.device_id.starts_with("err-")) {  // answers, with a failure status
+      done(methods::MethodResult{500, R"({"error":"flash write failed"})"});
+      return;
+    }
     done(methods::MethodResult{200, R"({"echo":)" + call.payload_json + "}"});
   }
   Status updateTwin(std::string_view device_id, const json::object& update,
@@ -432,6 +436,40 @@ TEST_F(JobsEngineTest, ADryRunValidatesAndCountsTargetsWithoutCreatingAnything) 
             ErrorCode::ArgumentInvalid);
   methodJob("taken");
   EXPECT_EQ(engine_->dryRun("taken", body("*")).code(), ErrorCode::JobAlreadyExists);
+}
+
+TEST_F(JobsEngineTest, FailOnDeviceStatusFailsDevicesThatAnswerOutside2xx) {
+  addDevices("d", 5);
+  addDevices("err-", 3);
+  startEngine();
+  // Azure's behaviour by default: an answer is a success, whatever its status.
+  methodJob("azure");
+  json::object strict = methodJob("strict", "*", R"(,"failOnDeviceStatus":true)");
+  EXPECT_EQ(strict.at("failOnDeviceStatus"), true);
+  EXPECT_FALSE(job("azure").contains("failOnDeviceStatus"));
+  ASSERT_TRUE(waitUntil([&] { return finished("azure") && finished("strict"); }));
+  EXPECT_EQ(stats("azure"), (JobStatistics{.device_count = 8, .succeeded = 8}));
+  EXPECT_EQ(stats("strict"), (JobStatistics{.device_count = 8, .succeeded = 5, .failed = 3}));
+  EXPECT_EQ(status("strict"), "completed");
+  EXPECT_EQ(job("strict").at("failOnDeviceStatus"), true);
+  auto all = rows("strict");
+  const auto& failed = all.at("err-1000");
+  EXPECT_EQ(failed.status, "failed");
+  EXPECT_EQ(failed.document.at("error").at("code"), "DeviceMethodFailed");
+  EXPECT_EQ(failed.document.at("error").at("description"), "The device answered with status 500");
+  // The device's answer is kept beside the error.
+  EXPECT_EQ(failed.document.at("outcome").at("deviceMethodResponse").at("status"), 500);
+  EXPECT_EQ(failed.document.at("outcome").at("deviceMethodResponse").at("payload").at("error"),
+            "flash write failed");
+  EXPECT_EQ(all.at("d1000").status, "completed");
+  EXPECT_EQ(rows("azure").at("err-1000").status, "completed");
+  // Not a boolean, or on a twin job: refused.
+  for (
+      std::string bad :
+      {R"({"type":"scheduleDeviceMethod","cloudToDeviceMethod":{"methodName":"m"},"queryCondition":"*","failOnDeviceStatus":"yes"})",
+       R"({"type":"scheduleUpdateTwin","updateTwin":{"tags":{"a":1}},"queryCondition":"*","failOnDeviceStatus":true})"}) {
+    EXPECT_EQ(engine_->create("bad", *parseJson(bad)).code(), ErrorCode::ArgumentInvalid) << bad;
+  }
 }
 
 TEST_F(JobsEngineTest, FutureStartWaitsForTheClock) {
