@@ -90,12 +90,6 @@ void addSecurityHeaders(HttpResponse& response) {
 
 }  // namespace
 
-bool isConsoleTarget(std::string_view target) {
-  std::string_view path = pathOf(target);
-  return path == kPrefix ||
-         (path.starts_with(kPrefix) && path.substr(kPrefix.size()).starts_with('/'));
-}
-
 HttpResponse serveConsole(const HttpRequest& request, const ErrorResponder& error) {
   if (request.method != "GET" && request.method != "HEAD") {
     HttpResponse response =

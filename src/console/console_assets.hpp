@@ -22,10 +22,8 @@ std::span<const EmbeddedAsset> embeddedAssets();
 // Turns a failure into the hub's Azure-shaped error answer (service_api::errorResponse).
 using ErrorResponder = std::function<HttpResponse(const Status&)>;
 
-// True when `target` (path and query, as received) is the console's: `/ui` or under `/ui/`.
-bool isConsoleTarget(std::string_view target);
-
-// Answers a request for the console, with no I/O and no authentication (the files hold no
+// Answers a request for the console (`/ui` or a path under `/ui/`: the service API's route
+// `/ui/{path*}` sends them here), with no I/O and no authentication (the files hold no
 // secrets; every API call the console makes is SAS-signed like any client's):
 // - GET and HEAD only; anything else is 405 MethodNotAllowed with `Allow: GET, HEAD`;
 // - `/ui` redirects (308) to `/ui/`, which serves index.html; `/ui/<file>` serves that file;

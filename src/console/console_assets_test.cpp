@@ -70,17 +70,6 @@ TEST(ConsoleAssetsTest, EmbedsEveryFileOfTheDirectoryAsItIs) {
   EXPECT_EQ(embedded, on_disk) << "list every file of console/ in src/console/CMakeLists.txt";
 }
 
-TEST(ConsoleAssetsTest, RecognisesOnlyTheUiPrefix) {
-  EXPECT_TRUE(isConsoleTarget("/ui"));
-  EXPECT_TRUE(isConsoleTarget("/ui/"));
-  EXPECT_TRUE(isConsoleTarget("/ui/app.js?x=1"));
-  EXPECT_TRUE(isConsoleTarget("/ui?x=1"));
-  EXPECT_FALSE(isConsoleTarget("/uix"));
-  EXPECT_FALSE(isConsoleTarget("/devices/ui"));
-  EXPECT_FALSE(isConsoleTarget("/"));
-  EXPECT_FALSE(isConsoleTarget("/devices?ui=/ui/"));
-}
-
 TEST(ConsoleAssetsTest, RedirectsTheBarePrefixToTheDirectory) {
   HttpResponse response = get("/ui");
   EXPECT_EQ(response.status, 308);

@@ -1,20 +1,19 @@
 #include "metrics/hub_metrics.hpp"
 
-#include <prometheus/counter.h>
-#include <prometheus/histogram.h>
 #include <prometheus/metric_family.h>
-#include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 
+#include <array>
 #include <limits>
 #include <sstream>
+#include <unordered_map>
 
 namespace iothub::metrics {
 namespace {
 
 // Seconds: a REST call is a store round trip (~1 ms), a query or a bulk import up to
 // seconds, a direct method up to its response timeout (at most 300 s).
-const prometheus::Histogram::BucketBoundaries kRequestBuckets{
+constexpr std::array<double, 17> kRequestBuckets{
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
 
 prometheus::ClientMetric sample(Sink::Labels labels) {
@@ -78,29 +77,107 @@ std::vector<prometheus::MetricFamily> Sink::take() {
   return out;
 }
 
-HubMetrics::HubMetrics()
-    : registry_(std::make_shared<prometheus::Registry>()),
-      requests_(prometheus::BuildCounter()
-                    .Name("iothub_http_requests_total")
-                    .Help("Service REST requests answered, by route, method and status")
-                    .Register(*registry_)),
-      request_seconds_(prometheus::BuildHistogram()
-                           .Name("iothub_http_request_duration_seconds")
-                           .Help("Service REST requests, from parsed to answered, by route")
-                           .Register(*registry_)) {}
+struct HubMetrics::RequestSeries {
+  std::atomic<std::uint64_t>* count;
+  AtomicHistogram* seconds;
+};
+
+namespace {
+
+std::atomic<std::uint64_t> next_instance{1};
+
+// A thread's view of one HubMetrics' series: found by content (transparent lookup, so a
+// lookup allocates nothing), pointing into the instance's maps.
+struct SeriesKey {
+  std::string route;
+  std::string method;
+  int status;
+};
+struct SeriesKeyView {
+  std::string_view route;
+  std::string_view method;
+  int status;
+};
+struct SeriesHash {
+  using is_transparent = void;
+  std::size_t operator()(const SeriesKeyView& k) const {
+    std::size_t h = std::hash<std::string_view>()(k.route);
+    h = h * 31 + std::hash<std::string_view>()(k.method);
+    return h * 31 + static_cast<std::size_t>(k.status);
+  }
+  std::size_t operator()(const SeriesKey& k) const {
+    return (*this)(SeriesKeyView{k.route, k.method, k.status});
+  }
+};
+struct SeriesEqual {
+  using is_transparent = void;
+  static SeriesKeyView view(const SeriesKey& k) { return {k.route, k.method, k.status}; }
+  static SeriesKeyView view(const SeriesKeyView& k) { return k; }
+  template <class A, class B>
+  bool operator()(const A& a, const B& b) const {
+    SeriesKeyView x = view(a), y = view(b);
+    return x.status == y.status && x.route == y.route && x.method == y.method;
+  }
+};
+
+}  // namespace
+
+HubMetrics::HubMetrics() : id_(next_instance.fetch_add(1)) {}
 
 HubMetrics::~HubMetrics() = default;
 
+HubMetrics::RequestSeries& HubMetrics::series(std::string_view route, std::string_view method,
+                                              int status) {
+  thread_local std::uint64_t owner = 0;
+  thread_local std::unordered_map<SeriesKey, RequestSeries, SeriesHash, SeriesEqual> cache;
+  if (owner != id_) {
+    cache.clear();
+    owner = id_;
+  }
+  if (auto it = cache.find(SeriesKeyView{route, method, status}); it != cache.end()) {
+    return it->second;
+  }
+  RequestSeries found{};
+  {
+    std::lock_guard lock(series_mutex_);
+    auto& count = request_counts_[{std::string(route), std::string(method), status}];
+    if (!count) count = std::make_unique<std::atomic<std::uint64_t>>(0);
+    auto seconds = request_seconds_.find(route);
+    if (seconds == request_seconds_.end()) {
+      seconds =
+          request_seconds_
+              .emplace(std::string(route), std::make_unique<AtomicHistogram>(std::vector<double>(
+                                               kRequestBuckets.begin(), kRequestBuckets.end())))
+              .first;
+    }
+    found = RequestSeries{count.get(), seconds->second.get()};
+  }
+  return cache.emplace(SeriesKey{std::string(route), std::string(method), status}, found)
+      .first->second;
+}
+
 void HubMetrics::observeRequest(std::string_view route, std::string_view method, int status,
                                 std::chrono::nanoseconds elapsed) {
-  const std::string route_label(route);
-  requests_
-      .Add({{"route", route_label},
-            {"method", std::string(method)},
-            {"code", std::to_string(status)}})
-      .Increment();
-  request_seconds_.Add({{"route", route_label}}, kRequestBuckets)
-      .Observe(std::chrono::duration<double>(elapsed).count());
+  RequestSeries& s = series(route, method, status);
+  s.count->fetch_add(1, std::memory_order_relaxed);
+  s.seconds->observe(elapsed);
+}
+
+void HubMetrics::collectRequests(Sink& sink) const {
+  std::lock_guard lock(series_mutex_);
+  for (const auto& [key, count] : request_counts_) {
+    const auto& [route, method, status] = key;
+    const std::string code = std::to_string(status);
+    sink.counter("iothub_http_requests_total",
+                 "Service REST requests answered, by route, method and status",
+                 static_cast<double>(count->load(std::memory_order_relaxed)),
+                 {{"code", code}, {"method", method}, {"route", route}});
+  }
+  for (const auto& [route, seconds] : request_seconds_) {
+    sink.histogram("iothub_http_request_duration_seconds",
+                   "Service REST requests, from parsed to answered, by route", *seconds,
+                   {{"route", route}});
+  }
 }
 
 void HubMetrics::addCollector(Collector collector) {
@@ -109,13 +186,13 @@ void HubMetrics::addCollector(Collector collector) {
 }
 
 std::string HubMetrics::render() const {
-  std::vector<prometheus::MetricFamily> families = registry_->Collect();
   Sink sink;
+  collectRequests(sink);
   {
     std::lock_guard lock(mutex_);
     for (const auto& collect : collectors_) collect(sink);
   }
-  for (auto& family : sink.take()) families.push_back(std::move(family));
+  std::vector<prometheus::MetricFamily> families = sink.take();
   std::ostringstream out;
   prometheus::TextSerializer().Serialize(out, families);
   return out.str();

@@ -4,7 +4,7 @@ namespace iothub::service_api {
 
 PathPattern::PathPattern(std::string_view pattern) : text_(pattern) {
   for (std::string& segment : pathSegments(pattern)) {
-    Segment s;
+    Segment_ s;
     if (segment.size() >= 2 && segment.front() == '{' && segment.back() == '}') {
       s.parameter = true;
       s.rest = segment.ends_with("*}");
@@ -13,34 +13,6 @@ PathPattern::PathPattern(std::string_view pattern) : text_(pattern) {
     }
     segments_.push_back(std::move(s));
   }
-}
-
-bool PathPattern::match(std::span<const std::string> segments,
-                        std::vector<std::string>* params) const {
-  const std::size_t first_param = params->size();
-  std::size_t i = 0;
-  for (const Segment& s : segments_) {
-    if (s.rest) {
-      std::string joined;
-      for (std::size_t j = i; j < segments.size(); ++j) {
-        if (j > i) joined += '/';
-        joined += segments[j];
-      }
-      params->push_back(std::move(joined));
-      return true;
-    }
-    if (i == segments.size() || (!s.parameter && segments[i] != s.literal)) {
-      params->resize(first_param);
-      return false;
-    }
-    if (s.parameter) params->push_back(segments[i]);
-    ++i;
-  }
-  if (i != segments.size()) {
-    params->resize(first_param);
-    return false;
-  }
-  return true;
 }
 
 std::vector<std::string> pathSegments(std::string_view path) {

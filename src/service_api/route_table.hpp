@@ -1,6 +1,5 @@
 #pragma once
 
-#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -15,21 +14,50 @@ class PathPattern {
  public:
   explicit PathPattern(std::string_view pattern);
 
-  // Whether the decoded path segments match; on a match, the parameters' values are
-  // appended to `params` (a rest parameter as one value, its segments joined by '/').
-  bool match(std::span<const std::string> segments, std::vector<std::string>* params) const;
+  // Whether the decoded path segments match: a container of strings or string_views
+  // (size(), operator[]). Allocates nothing.
+  template <class Segments>
+  bool matches(const Segments& segments) const {
+    if (segments.size() < segments_.size() - (hasRest() ? 1 : 0)) return false;
+    if (!hasRest() && segments.size() != segments_.size()) return false;
+    for (std::size_t i = 0; i < segments_.size(); ++i) {
+      const Segment_& s = segments_[i];
+      if (s.rest) return true;
+      if (!s.parameter && std::string_view(segments[i]) != s.literal) return false;
+    }
+    return true;
+  }
+
+  // The parameters' values of matching segments, appended to `params` in order (a rest
+  // parameter as one value, its segments joined by '/').
+  template <class Segments>
+  void extract(const Segments& segments, std::vector<std::string>* params) const {
+    for (std::size_t i = 0; i < segments_.size(); ++i) {
+      if (segments_[i].rest) {
+        std::string joined;
+        for (std::size_t j = i; j < segments.size(); ++j) {
+          if (j > i) joined += '/';
+          joined += std::string_view(segments[j]);
+        }
+        params->push_back(std::move(joined));
+        return;
+      }
+      if (segments_[i].parameter) params->emplace_back(std::string_view(segments[i]));
+    }
+  }
 
   // The pattern as written: a label of bounded cardinality for metrics and logs.
   std::string_view text() const { return text_; }
 
  private:
-  struct Segment {
+  struct Segment_ {
     std::string literal;  // empty for a parameter
     bool parameter = false;
     bool rest = false;
   };
+  bool hasRest() const { return !segments_.empty() && segments_.back().rest; }
   std::string text_;
-  std::vector<Segment> segments_;
+  std::vector<Segment_> segments_;
 };
 
 // The segments of a path as written ("/a/b/" gives "a", "b"), without percent-decoding: for
@@ -67,16 +95,16 @@ class RouteTable {
         Route{std::string(method), PathPattern(pattern), std::move(handler), claims_path});
   }
 
-  Match find(std::string_view method, std::span<const std::string> segments) const {
+  template <class Segments>
+  Match find(std::string_view method, const Segments& segments) const {
     Match m;
     std::string_view claimed;
     for (const Route& r : routes_) {
       if (!claimed.empty() && r.pattern.text() != claimed) continue;
-      std::vector<std::string> params;
-      if (!r.pattern.match(segments, &params)) continue;
+      if (!r.pattern.matches(segments)) continue;
       if (r.method == method) {
         m.route = &r;
-        m.params = std::move(params);
+        r.pattern.extract(segments, &m.params);
         m.allow.clear();
         return m;
       }
@@ -90,11 +118,10 @@ class RouteTable {
   }
 
   // The pattern of the first route whose pattern matches the path, whatever the method.
-  std::string_view patternOf(std::span<const std::string> segments) const {
-    std::vector<std::string> ignored;
+  template <class Segments>
+  std::string_view patternOf(const Segments& segments) const {
     for (const Route& r : routes_) {
-      if (r.pattern.match(segments, &ignored)) return r.pattern.text();
-      ignored.clear();
+      if (r.pattern.matches(segments)) return r.pattern.text();
     }
     return {};
   }

@@ -11,26 +11,31 @@ std::vector<std::string> path(std::initializer_list<const char*> segments) {
 
 TEST(PathPatternTest, MatchesLiteralsAndParameters) {
   PathPattern p("/twins/{id}/methods");
+  EXPECT_TRUE(p.matches(path({"twins", "door-1", "methods"})));
   std::vector<std::string> params;
-  EXPECT_TRUE(p.match(path({"twins", "door-1", "methods"}), &params));
+  p.extract(path({"twins", "door-1", "methods"}), &params);
   EXPECT_EQ(params, std::vector<std::string>{"door-1"});
-  params.clear();
-  EXPECT_FALSE(p.match(path({"twins", "door-1"}), &params));
-  EXPECT_FALSE(p.match(path({"twins", "door-1", "methods", "x"}), &params));
-  EXPECT_FALSE(p.match(path({"devices", "door-1", "methods"}), &params));
-  EXPECT_TRUE(params.empty()) << "a failed match leaves no parameters behind";
+  EXPECT_FALSE(p.matches(path({"twins", "door-1"})));
+  EXPECT_FALSE(p.matches(path({"twins", "door-1", "methods", "x"})));
+  EXPECT_FALSE(p.matches(path({"devices", "door-1", "methods"})));
+  // Views of the raw path match as decoded strings do.
+  std::vector<std::string_view> views{"twins", "door-1", "methods"};
+  EXPECT_TRUE(p.matches(views));
   EXPECT_EQ(p.text(), "/twins/{id}/methods");
 }
 
 TEST(PathPatternTest, RestParameterTakesZeroOrMoreSegments) {
   PathPattern p("/ui/{path*}");
+  EXPECT_TRUE(p.matches(path({"ui"})));
+  EXPECT_TRUE(p.matches(path({"ui", "js", "app.js"})));
   std::vector<std::string> params;
-  EXPECT_TRUE(p.match(path({"ui"}), &params));
-  EXPECT_TRUE(p.match(path({"ui", "js", "app.js"}), &params));
+  p.extract(path({"ui"}), &params);
+  p.extract(path({"ui", "js", "app.js"}), &params);
   EXPECT_EQ(params, (std::vector<std::string>{"", "js/app.js"}));
-  EXPECT_FALSE(p.match(path({"uix"}), &params));
-  EXPECT_FALSE(PathPattern("/").match(path({"ui"}), &params));
-  EXPECT_TRUE(PathPattern("/").match(path({}), &params));
+  EXPECT_FALSE(p.matches(path({"uix"})));
+  EXPECT_FALSE(p.matches(path({})));
+  EXPECT_FALSE(PathPattern("/").matches(path({"ui"})));
+  EXPECT_TRUE(PathPattern("/").matches(path({})));
 }
 
 TEST(RouteTableTest, FindsTheRouteOrTellsNotFoundFromMethodNotAllowed) {

@@ -3,10 +3,12 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
 #include <boost/url/parse.hpp>
 #include <charconv>
 #include <future>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "common/json.hpp"
@@ -366,9 +368,21 @@ ServiceApi::ServiceApi(ServiceApiDeps deps)
 std::string_view routeTemplate(std::string_view target) {
   static const ServiceApi::Routes* const all =
       new ServiceApi::Routes(buildRoutes(ServiceApiDeps{}, true));
-  auto parsed = parseTarget(target);
-  if (!parsed) return "other";
-  std::string_view pattern = all->patternOf(parsed->segments);
+  // The raw segments, not decoded (no allocation on the request path): a label only needs
+  // the literal segments, which clients do not percent-encode.
+  std::string_view path = target.substr(0, target.find('?'));
+  if (!path.starts_with('/')) return "other";
+  std::array<std::string_view, 8> segments;
+  std::size_t n = 0;
+  while (!path.empty()) {
+    path.remove_prefix(1);  // the '/'
+    std::size_t end = path.find('/');
+    if (end == std::string_view::npos && path.empty()) break;  // a trailing '/'
+    if (n == segments.size()) return "other";
+    segments[n++] = path.substr(0, end);
+    path = end == std::string_view::npos ? std::string_view() : path.substr(end);
+  }
+  std::string_view pattern = all->patternOf(std::span<const std::string_view>(segments.data(), n));
   return pattern.empty() ? "other" : pattern;
 }
 
