@@ -35,6 +35,12 @@ TEST(Base64Test, RejectsMalformedInput) {
   EXPECT_FALSE(base64Decode("Zm 8").has_value());
 }
 
+TEST(Fnv1aTest, MatchesTheReferenceVectors) {
+  EXPECT_EQ(fnv1aHex(""), "cbf29ce484222325");
+  EXPECT_EQ(fnv1aHex("a"), "af63dc4c8601ec8c");
+  EXPECT_EQ(fnv1aHex("foobar"), "85944171f73967e8");
+}
+
 TEST(UrlEncodingTest, StrictEncodingMatchesAzureSdks) {
   EXPECT_EQ(urlEncodeStrict("a+b/c=d!'()*~"), "a%2Bb%2Fc%3Dd%21%27%28%29%2A~");
   EXPECT_EQ(urlEncodeStrict("dev 1/x"), "dev%201%2Fx");

@@ -28,4 +28,8 @@ bool constantTimeEquals(std::string_view a, std::string_view b);
 // Case-insensitive ASCII comparison.
 bool equalsIgnoreCase(std::string_view a, std::string_view b);
 
+// FNV-1a (64 bits) of `bytes` as 16 lowercase hex digits: a fingerprint that only has to
+// change when the bytes do (not a cryptographic hash).
+std::string fnv1aHex(std::string_view bytes);
+
 }  // namespace iothub

@@ -1,10 +1,10 @@
 #include "console/console_assets.hpp"
 
 #include <array>
-#include <cstdint>
-#include <cstdio>
 #include <string>
 #include <vector>
+
+#include "common/encoding.hpp"
 
 namespace iothub::console {
 namespace {
@@ -35,17 +35,8 @@ std::string_view contentType(std::string_view path) {
   return "application/octet-stream";
 }
 
-// FNV-1a, 64 bits: the ETag only has to change when the bytes do.
-std::string etagOf(std::string_view content) {
-  std::uint64_t hash = 0xcbf29ce484222325ULL;
-  for (unsigned char c : content) {
-    hash ^= c;
-    hash *= 0x100000001b3ULL;
-  }
-  char text[24];
-  std::snprintf(text, sizeof text, "\"%016llx\"", static_cast<unsigned long long>(hash));
-  return text;
-}
+// The ETag only has to change when the bytes do.
+std::string etagOf(std::string_view content) { return "\"" + fnv1aHex(content) + "\""; }
 
 struct ServedAsset {
   const EmbeddedAsset* asset;

@@ -1,7 +1,6 @@
 #include "index/query_runner.hpp"
 
 #include <algorithm>
-#include <cstdio>
 #include <functional>
 #include <utility>
 #include <vector>
@@ -20,16 +19,7 @@ constexpr std::size_t kStoreChunk = 1000;
 constexpr std::size_t kBudgetCheckInterval = 256;
 
 // A stable fingerprint of the query text, so a token is refused with another query.
-std::string fingerprint(std::string_view text) {
-  std::uint64_t h = 14695981039346656037ull;  // FNV-1a 64
-  for (unsigned char c : text) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  char buffer[17];
-  std::snprintf(buffer, sizeof buffer, "%016llx", static_cast<unsigned long long>(h));
-  return buffer;
-}
+std::string fingerprint(std::string_view text) { return fnv1aHex(text); }
 
 struct Cursor {
   Key key;                    // row queries: the last row returned
