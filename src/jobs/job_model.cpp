@@ -125,6 +125,13 @@ Result<JobSpec> parseJobRequest(std::string_view path_job_id, const json::value&
     }
     spec.device_operations_per_second = rate->to_number<double>();
   }
+  if (const json::value* priority = findMember(*o, "priority");
+      priority != nullptr && !priority->is_null()) {
+    if (!priority->is_int64() || priority->get_int64() < 0 || priority->get_int64() > 9) {
+      return Status(ErrorCode::ArgumentInvalid, "priority must be an integer from 0 to 9");
+    }
+    spec.priority = static_cast<int>(priority->get_int64());
+  }
   if (const json::value* fail = findMember(*o, "failOnDeviceStatus");
       fail != nullptr && !fail->is_null()) {
     if (!fail->is_bool()) {
@@ -209,6 +216,7 @@ store::JobRecord newJobRecord(const JobSpec& spec, SystemTime now) {
     }
   }
   if (spec.fail_on_device_status) doc["failOnDeviceStatus"] = true;
+  if (spec.priority) doc["priority"] = *spec.priority;
   if (spec.type == kTypeDeviceMethod) {
     auto payload = parseJson(spec.method.payload_json);
     doc["cloudToDeviceMethod"] =
@@ -261,6 +269,7 @@ json::object jobResponse(const store::JobRecord& job, const JobStatistics& stats
     r["deviceOperationsPerSecond"] = *rate;
   if (const json::value* fail = findMember(doc, "failOnDeviceStatus"))
     r["failOnDeviceStatus"] = *fail;
+  if (const json::value* priority = findMember(doc, "priority")) r["priority"] = *priority;
   return r;
 }
 

@@ -55,6 +55,8 @@ struct JobSpec {
   // iothub extension (method jobs, docs/jobs.md): a device answering with a status outside
   // 200-299 fails with DeviceMethodFailed instead of succeeding.
   bool fail_on_device_status = false;
+  // iothub extension (docs/jobs.md): among due jobs waiting for a slot, higher starts first.
+  std::optional<int> priority;  // 0-9; nullopt: 0 (not echoed)
   // scheduleDeviceMethod: the call made on every device (device_id left empty).
   methods::MethodCall method;
   // scheduleUpdateTwin: the updateTwin object as given (tags, properties.desired, etag).

@@ -637,9 +637,11 @@ void JobsEngine::startDueJobs() {
       due.push_back(run);
     }
   }
+  // Higher priority first (docs/jobs.md), then in the order they became due.
   std::sort(due.begin(), due.end(), [](const auto& a, const auto& b) {
-    return std::tie(a->record.start_time, a->record.created_time, a->record.job_id) <
-           std::tie(b->record.start_time, b->record.created_time, b->record.job_id);
+    const int pa = a->record.priority(), pb = b->record.priority();
+    return std::tie(pb, a->record.start_time, a->record.created_time, a->record.job_id) <
+           std::tie(pa, b->record.start_time, b->record.created_time, b->record.job_id);
   });
   for (auto& run : due) {
     if (running >= std::max<std::size_t>(1, options_.max_running_jobs)) {

@@ -664,6 +664,43 @@ TEST_F(JobsEngineTest, JobsBeyondTheRunningLimitWaitQueuedAndAllFinish) {
   for (std::string id : {"a", "b", "c"}) EXPECT_EQ(stats(id).succeeded, 3) << id;
 }
 
+TEST_F(JobsEngineTest, AmongWaitingJobsHigherPriorityStartsFirst) {
+  addDevices("slow-", 2);
+  startEngine({.max_running_jobs = 1});
+  methodJob("first");
+  ASSERT_TRUE(waitUntil([&] { return operations_.heldCount() == 2; }));
+  // Created in this order while "first" holds the only slot.
+  methodJob("low", "*", R"(,"priority":1)");
+  methodJob("plain");
+  json::object urgent = methodJob("urgent", "*", R"(,"priority":9)");
+  EXPECT_EQ(urgent.at("priority"), 9);
+  EXPECT_FALSE(job("plain").contains("priority")) << "absent stays absent";
+  std::vector<std::string> started;
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(waitUntil([&] {
+      for (std::string id : {"first", "low", "plain", "urgent"}) {
+        if (status(id) == "running" &&
+            std::find(started.begin(), started.end(), id) == started.end()) {
+          started.push_back(id);
+          return true;
+        }
+      }
+      return false;
+    }));
+    ASSERT_TRUE(waitUntil([&] {
+      operations_.release();
+      return finished(started.back());
+    }));
+  }
+  EXPECT_EQ(started, (std::vector<std::string>{"first", "urgent", "low", "plain"}));
+  for (std::string bad : {"-1", "10", "2.5", R"("9")"}) {
+    auto body = parseJson(
+        R"({"type":"scheduleDeviceMethod","cloudToDeviceMethod":{"methodName":"m"},"queryCondition":"*","priority":)" +
+        bad + "}");
+    EXPECT_EQ(engine_->create("bad", *body).code(), ErrorCode::ArgumentInvalid) << bad;
+  }
+}
+
 TEST_F(JobsEngineTest, StatisticsAddUpAtEveryRead) {
   addDevices("d", 400);
   addDevices("off-", 100);

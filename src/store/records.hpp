@@ -88,6 +88,13 @@ struct JobRecord {
   json::object document;
 
   bool operator==(const JobRecord&) const = default;
+
+  // Its priority among due jobs (iothub's extension, docs/jobs.md): the document's
+  // "priority", 0 when absent. Claims and the engine start higher ones first.
+  int priority() const {
+    const json::value* p = document.if_contains("priority");
+    return p != nullptr && p->is_int64() ? static_cast<int>(p->get_int64()) : 0;
+  }
 };
 
 // One target device of a job. Keyed by (job_id, device_id).

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 #include "common/histogram.hpp"
@@ -130,7 +131,9 @@ class JobStore {
   // `due_by` (the caller's clock, the one start times are given on); or a cancel was
   // requested of a queued, scheduled or running job. Each claimed job gets the next epoch.
   // Claims running at once, in any process, never claim one job twice: a job another claim
-  // holds locked is skipped, not waited for. Ordered by (start_time, created_time, job_id).
+  // holds locked is skipped, not waited for. Ordered as claimOrder(): running jobs first (an
+  // owner died while they ran), then by priority, highest first (JobRecord::priority()), then
+  // by (start_time, created_time, job_id).
   virtual Result<std::vector<ClaimedJob>> claimJobs(std::string_view owner, SystemTime due_by,
                                                     std::chrono::milliseconds ttl,
                                                     std::size_t limit) = 0;
@@ -209,6 +212,12 @@ struct WriterMetrics {
   std::size_t queued_operations = 0;               // waiting for the writer now
   std::uint64_t failed_commits = 0;
 };
+
+// The order in which claimJobs hands out due jobs: compare the tuples, smallest first.
+inline auto claimOrder(const JobRecord& job) {
+  return std::make_tuple(job.status != "running", -job.priority(), job.start_time, job.created_time,
+                         job.job_id);
+}
 
 // A backend: owns its connections and writer thread. Destroying it finishes queued
 // writes, then closes the database.

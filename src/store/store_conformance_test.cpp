@@ -609,21 +609,44 @@ TEST_P(StoreConformanceTest, ClaimsTakeDueJobsNobodyHoldsUnderANewEpoch) {
 
   auto claimed = jobs().claimJobs("node-a", at(2000), seconds(60), 10);
   ASSERT_TRUE(claimed.isOk()) << claimed.status().toString();
-  // Due by start time, running, or asked to cancel; in start-time order.
+  // Due by start time, running, or asked to cancel; running first (its owner died), then in
+  // start-time order.
   EXPECT_EQ(claimedIds(claimed),
-            (std::vector<std::string>{"due", "running", "due-later", "cancel-me"}));
+            (std::vector<std::string>{"running", "due", "due-later", "cancel-me"}));
   for (const ClaimedJob& claim : *claimed) {
     EXPECT_EQ(claim.lease.job_id, claim.job.job_id);
     EXPECT_EQ(claim.lease.epoch, 1);
     EXPECT_EQ(claim.cancel_requested, claim.job.job_id == "cancel-me");
   }
-  EXPECT_EQ(claimed->front().job, jobStartingAt("due", 1000)) << "the record as stored";
+  EXPECT_EQ(claimed->at(1).job, jobStartingAt("due", 1000)) << "the record as stored";
 
   // Held jobs are nobody else's; a job becomes due when the claimer's clock passes its start.
   EXPECT_TRUE(claimedIds(jobs().claimJobs("node-b", at(2000), seconds(60), 10)).empty());
   EXPECT_EQ(claimedIds(jobs().claimJobs("node-b", at(9000), seconds(60), 10)),
             std::vector<std::string>{"future"});
   EXPECT_TRUE(jobs().claimJobs("node-c", at(99999), seconds(60), 10)->empty());
+}
+
+TEST_P(StoreConformanceTest, ClaimsTakeHigherPriorityJobsFirst) {
+  auto prioritized = [](const std::string& id, std::int64_t start, int priority) {
+    JobRecord job = jobStartingAt(id, start);
+    if (priority >= 0) job.document["priority"] = priority;
+    return job;
+  };
+  ASSERT_TRUE(jobs().createJob(prioritized("early-default", 1000, -1)).isOk());
+  ASSERT_TRUE(jobs().createJob(prioritized("early-zero", 1001, 0)).isOk());
+  ASSERT_TRUE(jobs().createJob(prioritized("late-urgent", 3000, 9)).isOk());
+  ASSERT_TRUE(jobs().createJob(prioritized("mid-high", 2000, 5)).isOk());
+  ASSERT_TRUE(jobs().createJob(prioritized("late-high", 2500, 5)).isOk());
+  ASSERT_TRUE(jobs().createJob(prioritized("last-default", 4000, -1)).isOk());
+  ASSERT_TRUE(jobs().createJob(jobStartingAt("orphan", 4000, "running")).isOk());
+  // Running jobs first, then by priority, then by start time; the limit takes from the top.
+  EXPECT_EQ(claimedIds(jobs().claimJobs("a", at(5000), seconds(60), 3)),
+            (std::vector<std::string>{"orphan", "late-urgent", "mid-high"}));
+  EXPECT_EQ(claimedIds(jobs().claimJobs("b", at(5000), seconds(60), 10)),
+            (std::vector<std::string>{"late-high", "early-default", "early-zero", "last-default"}));
+  EXPECT_EQ(jobStartingAt("x", 1).priority(), 0);
+  EXPECT_EQ(prioritized("x", 1, 7).priority(), 7);
 }
 
 TEST_P(StoreConformanceTest, ClaimsTakeAtMostTheirLimit) {
@@ -760,7 +783,7 @@ TEST_P(StoreConformanceTest, AnOwnersLeasesEndTogetherWhenItStartsAgain) {
   ASSERT_TRUE(released.isOk()) << released.status().toString();
   EXPECT_EQ(*released, 2u);
   auto again = jobs().claimJobs("node-a", at(5000), seconds(60), 10);
-  EXPECT_EQ(claimedIds(again), (std::vector<std::string>{"a-1", "a-2"}));
+  EXPECT_EQ(claimedIds(again), (std::vector<std::string>{"a-2", "a-1"}));  // running first
   for (const ClaimedJob& claim : *again) EXPECT_EQ(claim.lease.epoch, 2);
   // Other owners' leases are untouched.
   EXPECT_TRUE(jobs().renewJobLeases({theirs->front().lease}, seconds(60))->front().held);

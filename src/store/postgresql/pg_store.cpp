@@ -332,7 +332,8 @@ constexpr std::string_view kClaimJobs =
     " + $3::bigint, lease_epoch = lease_epoch + 1 WHERE job_id IN (SELECT job_id FROM jobs"
     " WHERE status IN ('queued', 'scheduled', 'running') AND lease_until <= " IOTHUB_LEASE_NOW_NS
     " AND (status = 'running' OR start_time <= $2 OR cancel_requested)"
-    " ORDER BY start_time, created_time, job_id LIMIT $4 FOR UPDATE SKIP LOCKED)"
+    " ORDER BY status = 'running' DESC, COALESCE((document->>'priority')::int, 0) DESC,"
+    " start_time, created_time, job_id LIMIT $4 FOR UPDATE SKIP LOCKED)"
     " AND status IN ('queued', 'scheduled', 'running') AND lease_until <= " IOTHUB_LEASE_NOW_NS
     " RETURNING " IOTHUB_JOB_LEASE_COLUMNS;
 // $1 job ids, $2 their epochs, $3 ttl in nanoseconds.
@@ -842,8 +843,7 @@ Result<std::vector<ClaimedJob>> PostgresStore::claimJobs(std::string_view owner,
         }
         // RETURNING keeps no order.
         std::sort(jobs.begin(), jobs.end(), [](const ClaimedJob& a, const ClaimedJob& b) {
-          return std::tie(a.job.start_time, a.job.created_time, a.job.job_id) <
-                 std::tie(b.job.start_time, b.job.created_time, b.job.job_id);
+          return claimOrder(a.job) < claimOrder(b.job);
         });
         return jobs;
       });

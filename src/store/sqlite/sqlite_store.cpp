@@ -277,7 +277,8 @@ constexpr std::string_view kDueJobs =
     " cancel_requested FROM jobs"
     " WHERE status IN ('queued', 'scheduled', 'running') AND lease_until <= ?1"
     " AND (status = 'running' OR start_time <= ?2 OR cancel_requested)"
-    " ORDER BY start_time, created_time, job_id LIMIT ?3";
+    " ORDER BY status = 'running' DESC, coalesce(json_extract(document, '$.priority'), 0) DESC,"
+    " start_time, created_time, job_id LIMIT ?3";
 constexpr std::string_view kClaimJob =
     "UPDATE jobs SET lease_owner = ?2, lease_until = ?3, lease_epoch = ?4 WHERE job_id = ?1";
 constexpr std::string_view kRenewJobLease =
