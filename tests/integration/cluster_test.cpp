@@ -531,6 +531,10 @@ TEST_F(ClusterTest, DevicesOfAKilledNodeReconnectElsewhereAndTheJobCompletes) {
   EXPECT_EQ(stats["deviceCount"], 12);
   EXPECT_EQ(stats["succeededCount"], 12);
   EXPECT_EQ(stats["failedCount"], 0);
+  // A device that failed says why (its row's error).
+  for (const auto& [id, row] : service_->rows("moved")) {
+    EXPECT_EQ(row.at("status"), "completed") << id << ": " << json::serialize(row);
+  }
   for (std::size_t i = 0; i < 12; ++i) {
     EXPECT_EQ(online[i]->lock_calls.load(), 1) << devices[i].device_id;
     EXPECT_EQ(connectionState(devices[i].device_id), "Connected");
