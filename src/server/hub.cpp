@@ -217,6 +217,9 @@ struct Hub::Impl {
   std::atomic<bool> serving{false};  // every listener accepts (set by run())
   std::unique_ptr<transport::MqttServer> mqtts;
   std::unique_ptr<transport::MqttServer> mqtt;
+  // REST requests waiting for a worker thread (the HTTPS and HTTP listeners; metrics).
+  std::shared_ptr<std::atomic<std::int64_t>> rest_worker_queue =
+      std::make_shared<std::atomic<std::int64_t>>(0);
   // Shared by the MQTT listeners (TLS, plain, WebSocket) for the metrics endpoint.
   std::shared_ptr<transport::MqttCounters> mqtt_counters =
       std::make_shared<transport::MqttCounters>();
@@ -375,6 +378,9 @@ struct Hub::Impl {
                  m.bytes_received.load(), {{"direction", "received"}});
     sink.counter("iothub_mqtt_bytes_total", "MQTT bytes (TLS and WebSocket framing excluded)",
                  m.bytes_sent.load(), {{"direction", "sent"}});
+    sink.gauge("iothub_rest_worker_queue_depth",
+               "HTTP requests (REST, console, metrics) waiting for a worker thread",
+               static_cast<double>(rest_worker_queue->load()));
     sink.gauge("iothub_device_worker_queue_depth",
                "Device store work (authentication, sessions, twin requests, telemetry) waiting "
                "for a device worker thread",
@@ -882,6 +888,7 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
   https_options.handshake_timeout = config.handshake_timeout;
   https_options.limiter = raw->limiter;
   https_options.websocket = raw->mqtts->webSocketAcceptor();  // MQTT over WebSocket on 443
+  https_options.worker_queue = raw->rest_worker_queue;
   auto https =
       transport::HttpServer::create(raw->io, raw->workers, https_options, handler, error_responder);
   if (!https) return https.status();

@@ -79,7 +79,10 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
               (*shared)(std::move(response));
             });
           };
-          asio::post(workers, [this, &request, respond, responded]() {
+          std::atomic<std::int64_t>* queued = options.worker_queue.get();
+          if (queued != nullptr) queued->fetch_add(1, std::memory_order_relaxed);
+          asio::post(workers, [this, &request, respond, responded, queued]() {
+            if (queued != nullptr) queued->fetch_sub(1, std::memory_order_relaxed);
             try {
               handler(request, respond);
             } catch (const std::exception& e) {

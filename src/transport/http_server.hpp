@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -35,20 +36,23 @@ using HttpErrorResponder = std::function<HttpResponse(const Status&)>;
 struct HttpServerOptions {
   std::string name = "HTTP";  // for logs: "HTTPS", "HTTP"
   std::string bind_address = "0.0.0.0";
-  std::uint16_t port = 0;                     // 0 = any free port; see HttpServer::port()
-  boost::asio::ssl::context* tls = nullptr;   // null = plain HTTP
-  std::size_t body_limit = 1024 * 1024;       // larger bodies get 413 before being read
+  std::uint16_t port = 0;                    // 0 = any free port; see HttpServer::port()
+  boost::asio::ssl::context* tls = nullptr;  // null = plain HTTP
+  std::size_t body_limit = 1024 * 1024;      // larger bodies get 413 before being read
   std::size_t header_limit = 16 * 1024;
   // A new connection must finish its TLS handshake, and then send its first request's
   // headers, each within this (slow-loris clients cannot hold sockets for long).
   std::chrono::seconds handshake_timeout{10};
-  std::chrono::seconds idle_timeout{120};     // keep-alive connections idle this long close
-  std::chrono::seconds io_timeout{30};        // reading a started request's body, writing
+  std::chrono::seconds idle_timeout{120};  // keep-alive connections idle this long close
+  std::chrono::seconds io_timeout{30};     // reading a started request's body, writing
   // The hub-wide connection cap; null = none. Connections beyond it are closed at once.
   std::shared_ptr<ConnectionLimiter> limiter;
   // Receives connections that upgrade to WebSocket at /$iothub/websocket (MQTT over
   // WebSocket); null = such requests get 404 like any unknown route.
   std::shared_ptr<WebSocketAcceptor> websocket;
+  // Counts requests handed to `workers` that no worker thread has taken yet (the metrics'
+  // worker-pool queue depth); null = not counted. Several servers may share one.
+  std::shared_ptr<std::atomic<std::int64_t>> worker_queue;
 };
 
 // An HTTP/1.1 server (Boost.Beast, TLS optional) with keep-alive, timeouts and body limits.

@@ -232,6 +232,7 @@ TEST_F(JobsIntegrationTest, MetricsAndJsonLogsFollowTheDevicePathMethodsTwinsJob
   EXPECT_GT(value("iothub_store_write_batch_seconds_count"), 5);
   EXPECT_EQ(value("iothub_store_write_queue_depth"), 0);
   EXPECT_EQ(value("iothub_device_worker_queue_depth"), 0);
+  EXPECT_EQ(value("iothub_rest_worker_queue_depth"), 0);
   EXPECT_EQ(hub.stop(), 0);
 
   // --log-format json: every line is one object with time, level and message; lines about a
