@@ -14,6 +14,8 @@
 #include <mutex>
 #include <optional>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "common/log.hpp"
 #include "device_api/device_endpoint.hpp"
@@ -305,7 +307,17 @@ class MqttConnection final : public routing::DeviceLink,
   }
 
   void sendToDevice(std::string topic, std::string payload) {
-    if (closing_ || session_.state() != mqtt::ServerSession::State::Connected) return;
+    if (closing_) return;
+    if (session_.state() != mqtt::ServerSession::State::Connected) {
+      // Attached, and reachable through the subscriptions its persistent session restored,
+      // but the CONNACK is not out yet (the device is checked again first): MQTT allows no
+      // PUBLISH before it, so the message waits for it. A direct method sent in this window
+      // was lost before, and its caller waited for the response timeout.
+      if (attached_ && held_before_connack_.size() < kMaxHeldBeforeConnack) {
+        held_before_connack_.emplace_back(std::move(topic), std::move(payload));
+      }
+      return;
+    }
     mqtt::Publish message;
     message.topic = std::move(topic);
     message.payload = std::move(payload);
@@ -472,6 +484,9 @@ class MqttConnection final : public routing::DeviceLink,
 
       co_await runActions(next_actions);
     }
+    auto held = std::move(held_before_connack_);
+    held_before_connack_.clear();
+    for (auto& [topic, payload] : held) sendToDevice(std::move(topic), std::move(payload));
   }
 
   // A claimed connection that will not serve: its presence goes (a no-op when a newer
@@ -737,6 +752,9 @@ class MqttConnection final : public routing::DeviceLink,
   std::uint64_t watchdog_generation_ = 0;
   bool closed_by_force_ = false;
   std::optional<DisconnectReason> disconnect_reason_;
+  // Messages for the device that arrived between attach and CONNACK (sendToDevice).
+  static constexpr std::size_t kMaxHeldBeforeConnack = 64;
+  std::vector<std::pair<std::string, std::string>> held_before_connack_;
   std::string out_;
   bool writing_ = false;
   bool closing_ = false;
