@@ -1,5 +1,7 @@
 #pragma once
 
+#include <chrono>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -40,10 +42,29 @@ struct HttpRequest {
   std::string remote_address;  // for logs
 };
 
+// A response body produced over time (a text/event-stream). The server writes the
+// response's status and headers, then calls next() until it answers `done`: it sends `data`
+// at once (chunked in HTTP/1.1, unframed in HTTP/1.0) and calls again after `wait`.
+// next() runs on a worker thread (it may block on the store), never concurrently with
+// itself. The server drops its reference when the body ends for any reason: done, the client
+// gone, a write failed or timed out, the server stopping; next() is not called after that.
+class HttpEventSource {
+ public:
+  struct Step {
+    std::string data;                     // bytes to send now; empty = nothing
+    bool done = false;                    // the body ends after `data`
+    std::chrono::milliseconds wait{100};  // when not done: ask again after this long
+  };
+  virtual ~HttpEventSource() = default;
+  virtual Step next(std::chrono::steady_clock::time_point now) = 0;
+};
+
 struct HttpResponse {
   int status = 200;
   HttpHeaders headers;
   std::string body;
+  // When set, the body is streamed from it and `body` is ignored (see HttpEventSource).
+  std::shared_ptr<HttpEventSource> stream;
 };
 
 }  // namespace iothub

@@ -14,6 +14,7 @@
 #include "common/json.hpp"
 #include "common/log.hpp"
 #include "service_api/error_response.hpp"
+#include "service_api/job_events.hpp"
 #include "service_api/route_table.hpp"
 
 namespace iothub::service_api {
@@ -235,7 +236,7 @@ HttpResponse invokeMethod(const Call& c) {
         respond(jsonResponse(200, json::serialize(json::object{{"status", result->status},
                                                                {"payload", std::move(payload)}})));
       });
-  return HttpResponse{0, {}, {}};  // answered later
+  return HttpResponse{0, {}, {}, nullptr};  // answered later
 }
 
 HttpResponse serviceStatistics(const Call& c) {
@@ -283,6 +284,21 @@ HttpResponse getJob(const Call& c) {
   auto job = c.deps.jobs->get(c.id());
   if (!job) return c.fail(job.status());
   return jsonResponse(200, json::serialize(*job));
+}
+
+// GET /jobs/v2/{id}/events (docs/jobs.md "Live progress"): errors before the stream starts
+// are ordinary error responses; then the JobResponse streams as server-sent events.
+HttpResponse jobEvents(const Call& c) {
+  auto job = c.deps.jobs->get(c.id());
+  if (!job) return c.fail(job.status());
+  HttpResponse r;
+  r.status = 200;
+  r.headers.set("Content-Type", "text/event-stream");
+  r.headers.set("Cache-Control", "no-cache");
+  r.headers.set("X-Accel-Buffering", "no");  // reverse proxies: pass events on at once
+  r.stream = std::make_shared<JobEventSource>(
+      std::move(*job), [jobs = c.deps.jobs, id = c.id()] { return jobs->get(id); });
+  return r;
 }
 
 HttpResponse cancelJob(const Call& c) {
@@ -334,6 +350,7 @@ ServiceApi::Routes buildRoutes(const ServiceApiDeps& deps, bool all = false) {
     r.add("GET", "/jobs/v2/{id}", {getJob, kService});
     r.add("PUT", "/jobs/v2/{id}", {putJob, kService});
     r.add("POST", "/jobs/v2/{id}/cancel", {cancelJob, kService});
+    r.add("GET", "/jobs/v2/{id}/events", {jobEvents, kService});
   }
   r.add("GET", "/devices/{id}", {getDevice, kRead});
   r.add("PUT", "/devices/{id}", {putDevice, kWrite});

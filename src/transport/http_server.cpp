@@ -4,6 +4,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <array>
 #include <atomic>
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
@@ -29,9 +30,37 @@ constexpr auto kAwaitTuple = asio::as_tuple(asio::use_awaitable);
 
 // State of one connection shared with stop(); touched only on the connection's strand.
 struct ConnectionState {
-  beast::tcp_stream* lowest = nullptr;  // null once the connection is gone
-  bool idle = false;                    // waiting for the next request
+  beast::tcp_stream* lowest = nullptr;        // null once the connection is gone
+  bool idle = false;                          // waiting for the next request
+  asio::steady_timer* stream_wait = nullptr;  // while streaming: the wait between steps
 };
+
+// While a response streams: a read kept pending on the connection notices the client
+// leaving (EOF or reset) at once. Touched only on the connection's strand.
+struct StreamWatch {
+  explicit StreamWatch(const asio::any_io_executor& executor) : timer(executor) {}
+  asio::steady_timer timer;  // the wait between steps; cancelled when the client leaves
+  bool reading = false;      // the read is pending
+  bool client_gone = false;
+  std::array<char, 512> scratch{};  // bytes a client sends meanwhile are discarded
+};
+
+// Keeps a read pending on `stream` until it fails, then marks the client gone and wakes
+// the stream. `stream` must outlive the read (the stream's coroutine waits for it).
+template <class Stream>
+void watchClient(Stream& stream, std::shared_ptr<StreamWatch> watch) {
+  watch->reading = true;
+  stream.async_read_some(asio::buffer(watch->scratch),
+                         [&stream, watch](const boost::system::error_code& ec, std::size_t) {
+                           if (!ec) {
+                             watchClient(stream, watch);
+                             return;
+                           }
+                           watch->reading = false;
+                           watch->client_gone = true;
+                           watch->timer.cancel();
+                         });
+}
 
 bool isParseError(const boost::system::error_code& ec) {
   return ec.category() == http::make_error_code(http::error::bad_target).category() &&
@@ -58,6 +87,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
   tcp::acceptor acceptor;
   std::uint16_t bound_port = 0;
   std::atomic<bool> stopping{false};
+  std::atomic<std::size_t> open_streams{0};
 
   mutable std::mutex mutex;
   std::uint64_t next_connection_id = 0;  // guarded by mutex
@@ -94,6 +124,110 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
           });
         },
         asio::use_awaitable);
+  }
+
+  // Asks the source for its next step on a worker and resumes the calling coroutine on its
+  // own strand with it. A source that throws ends the stream.
+  awaitable<HttpEventSource::Step> nextStep(std::shared_ptr<HttpEventSource> source) {
+    return asio::async_initiate<decltype(asio::use_awaitable), void(HttpEventSource::Step)>(
+        [this, source](auto completion) {
+          auto shared = std::make_shared<decltype(completion)>(std::move(completion));
+          std::atomic<std::int64_t>* queued = options.worker_queue.get();
+          if (queued != nullptr) queued->fetch_add(1, std::memory_order_relaxed);
+          asio::post(workers, [this, source, shared, queued]() {
+            if (queued != nullptr) queued->fetch_sub(1, std::memory_order_relaxed);
+            HttpEventSource::Step step;
+            try {
+              step = source->next(std::chrono::steady_clock::now());
+            } catch (const std::exception& e) {
+              spdlog::error("{}: event stream failed: {}", options.name, e.what());
+              step = HttpEventSource::Step{{}, true, {}};
+            }
+            auto executor = asio::get_associated_executor(*shared);
+            asio::dispatch(executor, [shared, step = std::move(step)]() mutable {
+              (*shared)(std::move(step));
+            });
+          });
+        },
+        asio::use_awaitable);
+  }
+
+  // Writes a response whose body streams from `response.stream` (see HttpServer), or a 503
+  // when max_event_streams are open. The connection is to be closed afterwards.
+  template <class Stream>
+  awaitable<void> writeStream(Stream& stream, ConnectionState& state, HttpResponse response,
+                              unsigned version) {
+    std::shared_ptr<HttpEventSource> source = std::move(response.stream);
+    if (open_streams.fetch_add(1) >= options.max_event_streams) {
+      open_streams.fetch_sub(1);
+      source.reset();
+      HttpResponse busy = error_responder(Status(
+          ErrorCode::ServiceUnavailable,
+          "This server already has " + std::to_string(options.max_event_streams) +
+              " event streams open, its limit; try again later or poll the resource instead"));
+      busy.headers.set("Retry-After", "10");
+      boost::system::error_code ignored;
+      co_await writeResponse(stream, std::move(busy), version, false, ignored);
+      co_return;
+    }
+    struct Release {
+      std::atomic<std::size_t>& count;
+      ~Release() { count.fetch_sub(1); }
+    } release{open_streams};
+
+    auto& lowest = beast::get_lowest_layer(stream);
+    const bool chunked = version >= 11;
+    {
+      http::response<http::empty_body> res{static_cast<http::status>(response.status), version};
+      for (auto& [name, value] : response.headers.fields) res.set(name, value);
+      res.set(http::field::server, "iothub");
+      res.keep_alive(false);
+      res.chunked(chunked);
+      http::response_serializer<http::empty_body> serializer(res);
+      lowest.expires_after(options.io_timeout);
+      auto [ec, n] = co_await http::async_write_header(stream, serializer, kAwaitTuple);
+      if (ec) co_return;
+    }
+
+    auto watch = std::make_shared<StreamWatch>(co_await asio::this_coro::executor);
+    lowest.expires_never();  // the watching read has no deadline; writes set their own
+    watchClient(stream, watch);
+    state.stream_wait = &watch->timer;
+    bool write_failed = false;
+    while (!stopping && !watch->client_gone) {
+      HttpEventSource::Step step = co_await nextStep(source);
+      if (watch->client_gone) break;
+      if (!step.data.empty()) {
+        lowest.expires_after(options.io_timeout);
+        boost::system::error_code ec;
+        if (chunked) {
+          std::tie(ec, std::ignore) = co_await asio::async_write(
+              stream, http::make_chunk(asio::buffer(step.data)), kAwaitTuple);
+        } else {
+          std::tie(ec, std::ignore) =
+              co_await asio::async_write(stream, asio::buffer(step.data), kAwaitTuple);
+        }
+        if (ec) {
+          write_failed = true;
+          break;
+        }
+      }
+      if (step.done || stopping) break;
+      watch->timer.expires_after(step.wait);
+      co_await watch->timer.async_wait(kAwaitTuple);
+    }
+    state.stream_wait = nullptr;
+    source.reset();  // the body is over, whatever comes next
+    if (chunked && !write_failed && !watch->client_gone) {
+      lowest.expires_after(stopping ? std::chrono::seconds(1) : options.io_timeout);
+      co_await asio::async_write(stream, http::make_chunk_last(), kAwaitTuple);
+    }
+    // End the watching read and wait for it: it refers to `stream`.
+    if (watch->reading) lowest.cancel();
+    while (watch->reading) {
+      watch->timer.expires_after(std::chrono::seconds(5));
+      co_await watch->timer.async_wait(kAwaitTuple);
+    }
   }
 
   // `self` keeps the server state alive for the whole coroutine (its body starts later
@@ -243,6 +377,10 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
       unsigned version = req.version();
 
       HttpResponse response = co_await invoke(request);
+      if (response.stream) {
+        co_await writeStream(stream, state, std::move(response), version);
+        co_return std::nullopt;
+      }
       keep_alive = keep_alive && !stopping;
       co_await writeResponse(stream, std::move(response), version, keep_alive, wec);
       if (wec || !keep_alive) co_return std::nullopt;
@@ -297,6 +435,7 @@ void HttpServer::stop() {
   for (auto& [id, entry] : impl->connections) {
     asio::post(entry.first, [state = entry.second] {
       if (state->lowest != nullptr && state->idle) state->lowest->cancel();
+      if (state->stream_wait != nullptr) state->stream_wait->cancel();
     });
   }
 }
@@ -305,5 +444,7 @@ std::size_t HttpServer::connectionCount() const {
   std::lock_guard lock(impl_->mutex);
   return impl_->connections.size();
 }
+
+std::size_t HttpServer::eventStreamCount() const { return impl_->open_streams.load(); }
 
 }  // namespace iothub::transport

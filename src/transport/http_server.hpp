@@ -53,11 +53,22 @@ struct HttpServerOptions {
   // Counts requests handed to `workers` that no worker thread has taken yet (the metrics'
   // worker-pool queue depth); null = not counted. Several servers may share one.
   std::shared_ptr<std::atomic<std::int64_t>> worker_queue;
+  // Responses with a streamed body (HttpResponse::stream, e.g. GET /jobs/v2/{id}/events)
+  // open at once on this server; beyond it such a response is replaced by a 503
+  // ServiceUnavailable error. A stream holds no thread: between steps it waits on a timer.
+  std::size_t max_event_streams = 256;
 };
 
 // An HTTP/1.1 server (Boost.Beast, TLS optional) with keep-alive, timeouts and body limits.
 // Each connection runs as a coroutine on its own strand of `io`; requests are handed to
 // `workers` for the handler, then answered in order.
+//
+// A response with a `stream` is written as its header, then the source's steps: chunked
+// for HTTP/1.1 (the final chunk when the source is done), unframed for HTTP/1.0; the
+// connection closes after it (`Connection: close`). Each next() runs on `workers`; the
+// waits between steps are timers on the connection's strand. The stream ends early, and
+// the source is released, when the client closes its side or resets, a write fails or
+// exceeds io_timeout, or stop() is called (then the final chunk is still sent).
 class HttpServer {
  public:
   // Binds and listens immediately so that "port in use" is reported at startup.
@@ -74,11 +85,14 @@ class HttpServer {
   std::uint16_t port() const;
   // Starts accepting. Thread-safe.
   void start();
-  // Stops accepting; idle connections close now, busy ones after their current response.
+  // Stops accepting; idle connections close now, busy ones after their current response,
+  // streamed responses at their next step.
   // Returns immediately; the io_context runs out of work once all connections are gone.
   void stop();
   // Connections currently open.
   std::size_t connectionCount() const;
+  // Streamed responses currently open (see max_event_streams).
+  std::size_t eventStreamCount() const;
 
  private:
   struct Impl;
