@@ -8,6 +8,7 @@
 #include "common/encoding.hpp"
 #include "common/json.hpp"
 #include "routing/connection_registry.hpp"
+#include "service_api/error_response.hpp"
 #include "store/sqlite/sqlite_store.hpp"
 #include "tests/support/temp_dir.hpp"
 
@@ -539,6 +540,66 @@ TEST_F(ServiceApiTest, JobTimesAreCheckedAndFarFutureStartTimesKept) {
     EXPECT_EQ(r.status, 400) << count;
     EXPECT_NE(r.body.find("x-ms-max-item-count"), std::string::npos) << r.body;
   }
+}
+
+// GET /jobs/v2/{id}/events: errors are ordinary JSON error responses; success is a 200
+// text/event-stream whose first event is what GET /jobs/v2/{id} answers.
+TEST_F(ServiceApiTest, JobEventsStreamTheJobResponseAndFailLikeGet) {
+  NoDeviceOperations operations;
+  jobs::JobsEngine engine(
+      *store_, operations, [](const query::Condition&) { return std::vector<std::string>{}; },
+      clock_);
+  ASSERT_TRUE(engine.start().isOk());  // it applies the cancellation below
+  ServiceApi api(ServiceApiDeps{.authenticator = authenticator_.get(),
+                                .registry = registry_.get(),
+                                .connections = &connections_,
+                                .twins = twins_.get(),
+                                .methods = methods_.get(),
+                                .jobs = &engine,
+                                .random = &random_,
+                                .clock = &clock_,
+                                .service_statistics = [] { return json::object{}; },
+                                .cluster_nodes = nullptr,
+                                .console = nullptr});
+  auto request = [&](const std::string& method, const std::string& target,
+                     const std::string& policy_name = "iothubowner") {
+    HttpRequest r;
+    r.method = method;
+    r.target = target;
+    r.headers.set("Authorization", token(policy_name));
+    if (method == "PUT") {
+      r.body = R"({"type":"scheduleUpdateTwin","updateTwin":{"tags":{"a":1}},)"
+               R"("queryCondition":"*","startTime":"9999-12-31T00:00:00Z"})";
+    }
+    return api.handle(r);
+  };
+  auto missing = request("GET", "/jobs/v2/nope/events?api-version=2021-04-12");
+  EXPECT_EQ(missing.status, 404);
+  EXPECT_EQ(missing.stream, nullptr);
+  EXPECT_EQ(errorName(missing), "JobNotFound");
+  EXPECT_EQ(*missing.headers.find("Content-Type"), kJsonContentType);
+  ASSERT_EQ(request("PUT", "/jobs/v2/later?api-version=2021-04-12").status, 200);
+  EXPECT_EQ(request("GET", "/jobs/v2/later/events", "registryRead").status, 401)
+      << "the permission of GET /jobs/v2/{id}";
+  EXPECT_EQ(request("POST", "/jobs/v2/later/events").status, 405);
+  EXPECT_EQ(routeTemplate("/jobs/v2/later/events?x=1"), "/jobs/v2/{id}/events");
+
+  auto events = request("GET", "/jobs/v2/later/events?api-version=2021-04-12");
+  ASSERT_EQ(events.status, 200) << events.body;
+  EXPECT_EQ(*events.headers.find("Content-Type"), "text/event-stream");
+  EXPECT_EQ(*events.headers.find("Cache-Control"), "no-cache");
+  ASSERT_NE(events.stream, nullptr);
+  auto first = events.stream->next(std::chrono::steady_clock::now());
+  EXPECT_FALSE(first.done) << "a job waiting for its start time is not terminal";
+  auto got = request("GET", "/jobs/v2/later");
+  EXPECT_EQ(first.data, "event: job\ndata: " + got.body + "\n\n");
+  // Cancelled: the next event carries it and ends the stream.
+  ASSERT_EQ(request("POST", "/jobs/v2/later/cancel").status, 200);
+  auto last = events.stream->next(std::chrono::steady_clock::now() + std::chrono::seconds(1));
+  EXPECT_TRUE(last.done);
+  EXPECT_EQ(last.data, "event: job\ndata: " + request("GET", "/jobs/v2/later").body + "\n\n");
+  EXPECT_NE(last.data.find(R"("status":"cancelled")"), std::string::npos) << last.data;
+  engine.stop();
 }
 
 TEST_F(ServiceApiTest, MethodRequestsAreValidated) {
