@@ -23,6 +23,7 @@ json::object job(std::string_view status, std::int64_t succeeded, std::int64_t p
 
 // The JobResponse each poll reads: the current value, changed by the test.
 struct ScriptedJob {
+  explicit ScriptedJob(json::object initial) : current(std::move(initial)) {}
   json::object current;
   int polls = 0;
   std::deque<Status> failures;  // returned by the next polls, in order
@@ -49,7 +50,7 @@ json::object eventJob(const std::string& data) {
 }
 
 TEST(JobEventSourceTest, TheFirstEventIsSentAtOnceAndNothingWhileUnchanged) {
-  ScriptedJob j{job("running", 0, 3)};
+  ScriptedJob j(job("running", 0, 3));
   JobEventSource source(j.current, j.poll());
   auto t0 = Clock::now();
   auto first = source.next(t0);
@@ -66,7 +67,7 @@ TEST(JobEventSourceTest, TheFirstEventIsSentAtOnceAndNothingWhileUnchanged) {
 }
 
 TEST(JobEventSourceTest, ChangesAreCoalescedToOneEventPer100msWithTheLatestState) {
-  ScriptedJob j{job("running", 0, 3)};
+  ScriptedJob j(job("running", 0, 3));
   JobEventSource source(j.current, j.poll());
   auto t0 = Clock::now();
   ASSERT_FALSE(source.next(t0).data.empty());
@@ -89,7 +90,7 @@ TEST(JobEventSourceTest, ChangesAreCoalescedToOneEventPer100msWithTheLatestState
 
 TEST(JobEventSourceTest, TheTerminalStateIsTheLastEvent) {
   for (std::string_view terminal : {"completed", "failed", "cancelled"}) {
-    ScriptedJob j{job("queued", 0, 3)};
+    ScriptedJob j(job("queued", 0, 3));
     JobEventSource source(j.current, j.poll());
     auto t0 = Clock::now();
     EXPECT_FALSE(source.next(t0).done);
@@ -99,7 +100,7 @@ TEST(JobEventSourceTest, TheTerminalStateIsTheLastEvent) {
     EXPECT_EQ(eventJob(last.data), job(terminal, 3, 0));
   }
   // A job already terminal: one event, and the end.
-  ScriptedJob done{job("completed", 3, 0)};
+  ScriptedJob done(job("completed", 3, 0));
   JobEventSource source(done.current, done.poll());
   auto only = source.next(Clock::now());
   EXPECT_TRUE(only.done);
@@ -108,7 +109,7 @@ TEST(JobEventSourceTest, TheTerminalStateIsTheLastEvent) {
 }
 
 TEST(JobEventSourceTest, AKeepAliveCommentFollows15SecondsOfSilence) {
-  ScriptedJob j{job("scheduled", 0, 0)};
+  ScriptedJob j(job("scheduled", 0, 0));
   JobEventSource source(j.current, j.poll());
   auto t0 = Clock::now();
   ASSERT_FALSE(source.next(t0).data.empty());
@@ -124,7 +125,7 @@ TEST(JobEventSourceTest, AKeepAliveCommentFollows15SecondsOfSilence) {
 }
 
 TEST(JobEventSourceTest, FailedPollsAreRetriedAndAJobThatIsGoneEndsTheStream) {
-  ScriptedJob j{job("running", 0, 2)};
+  ScriptedJob j(job("running", 0, 2));
   JobEventSource source(j.current, j.poll());
   auto t0 = Clock::now();
   ASSERT_FALSE(source.next(t0).data.empty());
