@@ -87,6 +87,34 @@ struct FakeHttpServer::Impl {
     }
   }
 
+  // Writes a chunked response; false when the connection must close afterwards.
+  template <class Stream>
+  bool writeChunked(Stream& stream, const CannedResponse& canned_response) {
+    http::response<http::empty_body> res;
+    res.version(11);
+    res.result(static_cast<unsigned>(canned_response.status));
+    res.set(http::field::content_type, canned_response.content_type);
+    for (const auto& [name, value] : canned_response.headers) res.set(name, value);
+    res.chunked(true);
+    http::response_serializer<http::empty_body> serializer(res);
+    boost::system::error_code ec;
+    http::write_header(stream, serializer, ec);
+    if (ec) return false;
+    for (std::size_t i = 0; i < canned_response.chunks.size(); ++i) {
+      if (static_cast<int>(i) == canned_response.hold_before_chunk) {
+        std::unique_lock lock(mutex);
+        changed.wait(lock, [&] { return stopping || releases > 0; });
+        if (stopping) return false;
+        --releases;
+      }
+      asio::write(stream, http::make_chunk(asio::buffer(canned_response.chunks[i])), ec);
+      if (ec) return false;
+    }
+    if (!canned_response.finish_chunks) return false;
+    asio::write(stream, http::make_chunk_last(), ec);
+    return !ec && canned_response.then == CannedResponse::Then::KeepOpen;
+  }
+
   template <class Stream>
   void serve(Stream& stream, int connection) {
     beast::flat_buffer buffer;
@@ -111,7 +139,8 @@ struct FakeHttpServer::Impl {
         recorded.push_back(std::move(record));
         if (canned.empty()) {
           canned_response.status = 500;
-          canned_response.body = R"({"Message":"ErrorCode:ServerError;no canned response","ExceptionMessage":""})";
+          canned_response.body =
+              R"({"Message":"ErrorCode:ServerError;no canned response","ExceptionMessage":""})";
         } else {
           canned_response = std::move(canned.front());
           canned.pop_front();
@@ -133,6 +162,10 @@ struct FakeHttpServer::Impl {
         if (stopping) return;
         --releases;
       }
+      if (!canned_response.chunks.empty()) {
+        if (!writeChunked(stream, canned_response)) return;
+        continue;
+      }
       http::response<http::string_body> res;
       res.version(11);
       res.result(static_cast<unsigned>(canned_response.status));
@@ -151,7 +184,8 @@ struct FakeHttpServer::Impl {
   }
 };
 
-FakeHttpServer::FakeHttpServer(std::optional<ServerTlsConfig> tls) : impl_(std::make_unique<Impl>()) {
+FakeHttpServer::FakeHttpServer(std::optional<ServerTlsConfig> tls)
+    : impl_(std::make_unique<Impl>()) {
   if (tls) {
     impl_->tls.emplace(ssl::context::tls_server);
     impl_->tls->use_certificate_chain(asio::buffer(tls->cert_pem));

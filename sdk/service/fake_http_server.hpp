@@ -40,6 +40,15 @@ struct CannedResponse {
   std::string content_type = "application/json; charset=utf-8";
   std::vector<std::pair<std::string, std::string>> headers;
   Then then = Then::KeepOpen;
+  // When not empty, the body goes out with Transfer-Encoding: chunked instead of `body`,
+  // one HTTP chunk per element, each written as soon as the previous one is.
+  std::vector<std::string> chunks;
+  // With chunks: before sending chunk number `hold_before_chunk` (0-based), wait for
+  // release() (or the server's end). -1: no wait.
+  int hold_before_chunk = -1;
+  // With chunks: false closes the connection after the last chunk without the final
+  // zero-length chunk, as a dropped stream.
+  bool finish_chunks = true;
 };
 
 struct ServerTlsConfig {

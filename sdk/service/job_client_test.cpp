@@ -5,6 +5,7 @@
 
 #include <cctype>
 #include <cmath>
+#include <functional>
 #include <limits>
 
 #include "common/time_format.hpp"
@@ -437,6 +438,540 @@ TEST(FormatStartTimeTest, WritesMillisecondsLikeNode) {
   EXPECT_EQ(JobClient::formatStartTime(at("2030-01-01T00:00:00Z")), "2030-01-01T00:00:00.000Z");
   EXPECT_EQ(JobClient::formatStartTime(at("2024-02-29T23:59:59.9999999Z")),
             "2024-02-29T23:59:59.999Z");
+}
+
+// ---- iothub's job extensions (docs/jobs.md) ----
+
+MethodRequest plainMethod() { return MethodRequest{"m", nullptr, seconds{30}, seconds{5}}; }
+
+constexpr std::string_view kPlainMethodPrefix =
+    R"({"jobId":"x1","type":"scheduleDeviceMethod","cloudToDeviceMethod":{"methodName":"m",)"
+    R"("payload":null,"responseTimeoutInSeconds":30,"connectTimeoutInSeconds":5},)"
+    R"("startTime":null,)";
+
+TEST_F(JobClientTest, MethodJobExtensionsAreSentLastWithTheirWireNames) {
+  server_.reply(200, std::string(kMethodJobJson));
+  JobSchedule s = schedule("x1", "*");
+  s.device_operations_per_second = 0.5;
+  s.priority = 9;
+  s.fail_on_device_status = true;
+  s.rollout = Rollout{120, ExponentialRollout{10, 1.5, 50}};
+  s.abort_criteria = {{AbortFailureType::Failed, 12.5, 20}, {AbortFailureType::Any, 100, 1}};
+  s.retry = RetryPolicy{3, seconds{5}, {RetryOn::DeviceNotOnline, RetryOn::DeviceMethodFailed}};
+  s.offline_wait = seconds{600};
+  s.continuous = true;
+  ASSERT_TRUE(client_->scheduleDeviceMethod(s, plainMethod()));
+  EXPECT_EQ(
+      onlyRequest().body,
+      std::string(kPlainMethodPrefix) +
+          R"("queryCondition":"*","deviceOperationsPerSecond":0.5,"priority":9,)"
+          R"("failOnDeviceStatus":true,"rollout":{"maximumPerMinute":120,)"
+          R"("exponentialRate":{"baseRatePerMinute":10,"incrementFactor":1.5,)"
+          R"("rateIncreaseCriteria":{"numberOfSucceededDevices":50}}},)"
+          R"("abort":{"criteria":[{"failureType":"failed","thresholdPercentage":12.5,)"
+          R"("minNumberOfExecutedDevices":20},{"failureType":"any","thresholdPercentage":100,)"
+          R"("minNumberOfExecutedDevices":1}]},)"
+          R"("retry":{"maxAttempts":3,"backoffSeconds":5,)"
+          R"("retryOn":["DeviceNotOnline","DeviceMethodFailed"]},)"
+          R"("offlineDevices":{"waitSeconds":600},"continuous":true})");
+}
+
+TEST_F(JobClientTest, OnlyTheExtensionsSetAreSent) {
+  server_.reply(200, std::string(kMethodJobJson));
+  server_.reply(200, std::string(kMethodJobJson));
+  server_.reply(200, std::string(kMethodJobJson));
+  JobSchedule s = schedule("x1", "*");
+  s.rollout = Rollout{std::nullopt, ExponentialRollout{2, 2, 1}};
+  ASSERT_TRUE(client_->scheduleDeviceMethod(s, plainMethod()));
+  s = schedule("x1", "*");
+  s.rollout = Rollout{30.5, std::nullopt};
+  s.retry = RetryPolicy{};  // the defaults: 2 attempts, no backoff, the two connection errors
+  s.retry->backoff = std::chrono::milliseconds{2500};
+  ASSERT_TRUE(client_->scheduleDeviceMethod(s, plainMethod()));
+  s = schedule("x1", "*");
+  s.priority = 0;
+  ASSERT_TRUE(client_->scheduleDeviceMethod(s, plainMethod()));
+  auto requests = server_.requests();
+  ASSERT_EQ(requests.size(), 3u);
+  EXPECT_EQ(requests[0].body,
+            std::string(kPlainMethodPrefix) +
+                R"("queryCondition":"*","rollout":{"exponentialRate":{"baseRatePerMinute":2,)"
+                R"("incrementFactor":2,"rateIncreaseCriteria":{"numberOfSucceededDevices":1}}}})");
+  EXPECT_EQ(requests[1].body, std::string(kPlainMethodPrefix) +
+                                  R"("queryCondition":"*","rollout":{"maximumPerMinute":30.5},)"
+                                  R"("retry":{"maxAttempts":2,"backoffSeconds":2.5,)"
+                                  R"("retryOn":["DeviceNotOnline","GatewayTimeout"]}})");
+  EXPECT_EQ(requests[2].body,
+            std::string(kPlainMethodPrefix) + R"("queryCondition":"*","priority":0})");
+}
+
+TEST_F(JobClientTest, TwinJobSendsConvergenceAndTheSharedExtensions) {
+  server_.reply(200, std::string(kTwinJobJson));
+  JobSchedule s = schedule("t1", "tags.site = 'b43'");
+  s.convergence_timeout = seconds{300};
+  s.priority = 2;
+  s.abort_criteria = {{AbortFailureType::TimedOut, 50, 10}};
+  s.continuous = true;
+  ASSERT_TRUE(
+      client_->scheduleTwinUpdate(s, parseObject(R"({"properties":{"desired":{"fw":2}}})")));
+  EXPECT_EQ(
+      onlyRequest().body,
+      R"({"jobId":"t1","type":"scheduleUpdateTwin",)"
+      R"("updateTwin":{"etag":"*","properties":{"desired":{"fw":2}}},"startTime":null,)"
+      R"("queryCondition":"tags.site = 'b43'","priority":2,"abort":{"criteria":[)"
+      R"({"failureType":"timedOut","thresholdPercentage":50,"minNumberOfExecutedDevices":10}]},)"
+      R"("convergence":{"timeoutSeconds":300},"continuous":true})");
+}
+
+TEST_F(JobClientTest, RerunOfReplacesTheQueryCondition) {
+  server_.reply(200, std::string(kMethodJobJson));
+  JobSchedule s = schedule("x1", "");
+  s.rerun_of = Rerun{"fw-1", {DeviceJobStatus::Failed, DeviceJobStatus::Canceled}};
+  s.max_execution_time = seconds{60};
+  ASSERT_TRUE(client_->scheduleDeviceMethod(s, plainMethod()));
+  std::string body = onlyRequest().body;
+  EXPECT_EQ(body, std::string(kPlainMethodPrefix) +
+                      R"("maxExecutionTimeInSeconds":60,"rerunOf":{"jobId":"fw-1",)"
+                      R"("deviceJobStatuses":["failed","canceled"]}})");
+  EXPECT_EQ(body.find("queryCondition"), std::string::npos);
+}
+
+TEST_F(JobClientTest, BadExtensionValuesAreRejectedWithoutARequest) {
+  struct Case {
+    std::string what;
+    std::function<void(JobSchedule&)> change;
+  };
+  auto exp = [](double base, double factor, std::int64_t every) {
+    return Rollout{std::nullopt, ExponentialRollout{base, factor, every}};
+  };
+  std::vector<Case> method_cases = {
+      {"priority -1", [](JobSchedule& s) { s.priority = -1; }},
+      {"priority 10", [](JobSchedule& s) { s.priority = 10; }},
+      {"empty rollout", [](JobSchedule& s) { s.rollout = Rollout{}; }},
+      {"rollout max 0",
+       [](JobSchedule& s) {
+         s.rollout = Rollout{0.0, std::nullopt};
+       }},
+      {"rollout max nan",
+       [](JobSchedule& s) {
+         s.rollout = Rollout{std::nan(""), std::nullopt};
+       }},
+      {"rollout base 0", [&](JobSchedule& s) { s.rollout = exp(0, 2, 1); }},
+      {"rollout factor 1", [&](JobSchedule& s) { s.rollout = exp(1, 1, 1); }},
+      {"rollout factor inf",
+       [&](JobSchedule& s) { s.rollout = exp(1, std::numeric_limits<double>::infinity(), 1); }},
+      {"rollout every 0", [&](JobSchedule& s) { s.rollout = exp(1, 2, 0); }},
+      {"abort 0 %",
+       [](JobSchedule& s) {
+         s.abort_criteria = {{AbortFailureType::Any, 0, 1}};
+       }},
+      {"abort 100.5 %",
+       [](JobSchedule& s) {
+         s.abort_criteria = {{AbortFailureType::Any, 100.5, 1}};
+       }},
+      {"abort min 0",
+       [](JobSchedule& s) {
+         s.abort_criteria = {{AbortFailureType::Any, 5, 0}};
+       }},
+      {"abort unknown type",
+       [](JobSchedule& s) {
+         s.abort_criteria = {{AbortFailureType::Unknown, 5, 1}};
+       }},
+      {"11 abort criteria",
+       [](JobSchedule& s) {
+         s.abort_criteria.assign(11, AbortCriterion{AbortFailureType::Any, 5, 1});
+       }},
+      {"retry 1 attempt", [](JobSchedule& s) { s.retry = RetryPolicy{1}; }},
+      {"retry 11 attempts", [](JobSchedule& s) { s.retry = RetryPolicy{11}; }},
+      {"retry negative backoff",
+       [](JobSchedule& s) {
+         s.retry = RetryPolicy{2, seconds{-1}};
+       }},
+      {"retry on nothing",
+       [](JobSchedule& s) {
+         s.retry = RetryPolicy{2, seconds{0}, {}};
+       }},
+      {"retry twice on a code",
+       [](JobSchedule& s) {
+         s.retry = RetryPolicy{2, seconds{0}, {RetryOn::GatewayTimeout, RetryOn::GatewayTimeout}};
+       }},
+      {"retry on unknown",
+       [](JobSchedule& s) {
+         s.retry = RetryPolicy{2, seconds{0}, {RetryOn::Unknown}};
+       }},
+      {"offline wait 0", [](JobSchedule& s) { s.offline_wait = seconds{0}; }},
+      {"convergence on a method job", [](JobSchedule& s) { s.convergence_timeout = seconds{5}; }},
+      {"rerun and query",
+       [](JobSchedule& s) {
+         s.rerun_of = Rerun{"j0", {DeviceJobStatus::Failed}};
+       }},
+      {"rerun without job",
+       [](JobSchedule& s) {
+         s.query_condition.clear();
+         s.rerun_of = Rerun{"", {DeviceJobStatus::Failed}};
+       }},
+      {"rerun without statuses",
+       [](JobSchedule& s) {
+         s.query_condition.clear();
+         s.rerun_of = Rerun{"j0", {}};
+       }},
+      {"rerun of scheduled rows",
+       [](JobSchedule& s) {
+         s.query_condition.clear();
+         s.rerun_of = Rerun{"j0", {DeviceJobStatus::Scheduled}};
+       }},
+  };
+  for (const Case& c : method_cases) {
+    JobSchedule s = schedule("x1", "*");
+    c.change(s);
+    EXPECT_EQ(client_->scheduleDeviceMethod(s, plainMethod()).code(), ErrorCode::ArgumentInvalid)
+        << c.what;
+    EXPECT_EQ(client_->dryRun(s, plainMethod()).code(), ErrorCode::ArgumentInvalid) << c.what;
+  }
+  std::vector<Case> twin_cases = {
+      {"failOnDeviceStatus", [](JobSchedule& s) { s.fail_on_device_status = true; }},
+      {"retry", [](JobSchedule& s) { s.retry = RetryPolicy{}; }},
+      {"offline wait", [](JobSchedule& s) { s.offline_wait = seconds{5}; }},
+      {"convergence 0", [](JobSchedule& s) { s.convergence_timeout = seconds{0}; }},
+  };
+  json::object desired = parseObject(R"({"properties":{"desired":{"a":1}}})");
+  for (const Case& c : twin_cases) {
+    JobSchedule s = schedule("x1", "*");
+    c.change(s);
+    EXPECT_EQ(client_->scheduleTwinUpdate(s, desired).code(), ErrorCode::ArgumentInvalid) << c.what;
+  }
+  JobSchedule tags_only = schedule("x1", "*");
+  tags_only.convergence_timeout = seconds{5};
+  EXPECT_EQ(client_->scheduleTwinUpdate(tags_only, parseObject(R"({"tags":{"a":1}})")).code(),
+            ErrorCode::ArgumentInvalid);
+  EXPECT_TRUE(server_.requests().empty());
+}
+
+constexpr std::string_view kExtendedJobJson =
+    R"({"jobId":"x1","type":"scheduleDeviceMethod","status":"queued",)"
+    R"("rerunOf":{"jobId":"fw-1","deviceJobStatuses":["failed","canceled","weird"]},)"
+    R"("deviceOperationsPerSecond":4,"priority":7,"failOnDeviceStatus":true,)"
+    R"("rollout":{"maximumPerMinute":120,"exponentialRate":{"baseRatePerMinute":10,)"
+    R"("incrementFactor":1.5,"rateIncreaseCriteria":{"numberOfSucceededDevices":50}}},)"
+    R"("abort":{"criteria":[{"failureType":"timedOut","thresholdPercentage":12.5,)"
+    R"("minNumberOfExecutedDevices":20},{"failureType":"later","thresholdPercentage":1,)"
+    R"("minNumberOfExecutedDevices":1}]},)"
+    R"("retry":{"maxAttempts":4,"backoffSeconds":2.5,"retryOn":["GatewayTimeout","Other"]},)"
+    R"("offlineDevices":{"waitSeconds":600},"convergence":{"timeoutSeconds":90},"continuous":true})";
+
+TEST_F(JobClientTest, ParsesEchoedExtensions) {
+  server_.reply(200, std::string(kExtendedJobJson));
+  auto job = client_->getJob("x1");
+  ASSERT_TRUE(job) << job.status().toString();
+  EXPECT_EQ(job->device_operations_per_second, 4.0);
+  EXPECT_EQ(job->priority, 7);
+  EXPECT_TRUE(job->fail_on_device_status);
+  ASSERT_TRUE(job->rollout.has_value());
+  EXPECT_EQ(job->rollout->maximum_per_minute, 120.0);
+  ASSERT_TRUE(job->rollout->exponential_rate.has_value());
+  EXPECT_EQ(job->rollout->exponential_rate->base_rate_per_minute, 10.0);
+  EXPECT_EQ(job->rollout->exponential_rate->increment_factor, 1.5);
+  EXPECT_EQ(job->rollout->exponential_rate->succeeded_devices_per_increase, 50);
+  ASSERT_EQ(job->abort_criteria.size(), 2u);
+  EXPECT_EQ(job->abort_criteria[0].failure_type, AbortFailureType::TimedOut);
+  EXPECT_EQ(job->abort_criteria[0].threshold_percentage, 12.5);
+  EXPECT_EQ(job->abort_criteria[0].min_executed_devices, 20);
+  EXPECT_EQ(job->abort_criteria[1].failure_type, AbortFailureType::Unknown);
+  ASSERT_TRUE(job->retry.has_value());
+  EXPECT_EQ(job->retry->max_attempts, 4);
+  EXPECT_EQ(job->retry->backoff.count(), 2.5);
+  EXPECT_EQ(job->retry->retry_on,
+            (std::vector<RetryOn>{RetryOn::GatewayTimeout, RetryOn::Unknown}));
+  EXPECT_EQ(job->offline_wait, seconds{600});
+  EXPECT_EQ(job->convergence_timeout, seconds{90});
+  EXPECT_TRUE(job->continuous);
+  ASSERT_TRUE(job->rerun_of.has_value());
+  EXPECT_EQ(job->rerun_of->job_id, "fw-1");
+  EXPECT_EQ(job->rerun_of->device_job_statuses,
+            (std::vector<DeviceJobStatus>{DeviceJobStatus::Failed, DeviceJobStatus::Canceled,
+                                          DeviceJobStatus::Unknown}));
+  EXPECT_EQ(job->query_condition, "");
+  EXPECT_EQ(job->raw, parse(kExtendedJobJson).as_object());
+}
+
+TEST(JobExtensionsTest, AbsentExtensionsKeepTheirDefaults) {
+  auto job = Job::fromJson(parse(R"({"jobId":"j","status":"running","priority":null})"));
+  ASSERT_TRUE(job) << job.status().toString();
+  EXPECT_EQ(job->priority, std::nullopt);
+  EXPECT_FALSE(job->fail_on_device_status);
+  EXPECT_FALSE(job->continuous);
+  EXPECT_FALSE(job->rollout.has_value());
+  EXPECT_TRUE(job->abort_criteria.empty());
+  EXPECT_FALSE(job->retry.has_value());
+  EXPECT_EQ(job->offline_wait, std::nullopt);
+  EXPECT_EQ(job->convergence_timeout, std::nullopt);
+  EXPECT_FALSE(job->rerun_of.has_value());
+}
+
+TEST(JobExtensionsTest, EchoedExtensionsOfTheWrongTypeAreIotHubFormatError) {
+  for (
+      std::string_view extension :
+      {R"("priority":"high")", R"("priority":1.5)", R"("failOnDeviceStatus":"yes")",
+       R"("continuous":1)", R"("rollout":[])", R"("rollout":{"maximumPerMinute":"9"})",
+       R"("rollout":{"exponentialRate":{"rateIncreaseCriteria":{"numberOfSucceededDevices":0.5}}})",
+       R"("abort":{"criteria":{}})", R"("abort":{"criteria":[1]})",
+       R"("abort":{"criteria":[{"failureType":3}]})", R"("retry":{"retryOn":"GatewayTimeout"})",
+       R"("retry":{"retryOn":[1]})", R"("retry":{"backoffSeconds":"5"})",
+       R"("offlineDevices":{"waitSeconds":"5"})", R"("convergence":5)", R"("rerunOf":{"jobId":7})",
+       R"("rerunOf":{"deviceJobStatuses":"failed"})"}) {
+    std::string text = R"({"jobId":"j","status":"running",)" + std::string(extension) + "}";
+    EXPECT_EQ(Job::fromJson(parse(text)).code(), ErrorCode::IotHubFormatError) << text;
+  }
+}
+
+TEST(JobExtensionsTest, WireNamesRoundTrip) {
+  for (AbortFailureType t :
+       {AbortFailureType::Failed, AbortFailureType::TimedOut, AbortFailureType::Any}) {
+    EXPECT_EQ(parseAbortFailureType(toString(t)), t);
+  }
+  for (RetryOn r :
+       {RetryOn::DeviceNotOnline, RetryOn::GatewayTimeout, RetryOn::DeviceMethodFailed}) {
+    EXPECT_EQ(parseRetryOn(toString(r)), r);
+  }
+  EXPECT_EQ(toString(AbortFailureType::TimedOut), "timedOut");
+  EXPECT_EQ(parseAbortFailureType("timedout"), std::nullopt);
+  EXPECT_EQ(parseRetryOn("deviceNotOnline"), std::nullopt);
+}
+
+TEST_F(JobClientTest, DryRunSendsTheScheduleBodyWithDryRunAndParsesTheCount) {
+  server_.reply(200, R"({"deviceCount":1234,"sampleDeviceIds":["door-0001","door-0002"]})");
+  server_.reply(200, R"({"deviceCount":0,"sampleDeviceIds":[]})");
+  JobSchedule s = schedule("x1", "*");
+  s.priority = 3;
+  auto method_run = client_->dryRun(s, plainMethod());
+  ASSERT_TRUE(method_run) << method_run.status().toString();
+  EXPECT_EQ(method_run->device_count, 1234);
+  EXPECT_EQ(method_run->sample_device_ids, (std::vector<std::string>{"door-0001", "door-0002"}));
+  EXPECT_EQ(method_run->raw.at("deviceCount"), json::value(1234));
+  auto twin_run = client_->dryRun(schedule("t1", "tags.a = 1"), parseObject(R"({"tags":{"b":2}})"));
+  ASSERT_TRUE(twin_run) << twin_run.status().toString();
+  EXPECT_EQ(twin_run->device_count, 0);
+  EXPECT_TRUE(twin_run->sample_device_ids.empty());
+
+  auto requests = server_.requests();
+  ASSERT_EQ(requests.size(), 2u);
+  EXPECT_EQ(requests[0].method, "PUT");
+  EXPECT_EQ(requests[0].target, "/jobs/v2/x1?api-version=2021-04-12&dryRun=true");
+  EXPECT_EQ(requests[0].body,
+            std::string(kPlainMethodPrefix) + R"("queryCondition":"*","priority":3})");
+  EXPECT_EQ(requests[1].target, "/jobs/v2/t1?api-version=2021-04-12&dryRun=true");
+  EXPECT_EQ(requests[1].body, R"({"jobId":"t1","type":"scheduleUpdateTwin",)"
+                              R"("updateTwin":{"etag":"*","tags":{"b":2}},"startTime":null,)"
+                              R"("queryCondition":"tags.a = 1"})");
+}
+
+TEST_F(JobClientTest, DryRunErrorsAreTheHubs) {
+  server_.reply(409, azureError("JobAlreadyExists", "Job x1 already exists."));
+  server_.reply(200, R"({"sampleDeviceIds":[]})");
+  server_.reply(200, R"({"deviceCount":2,"sampleDeviceIds":[1,2]})");
+  EXPECT_EQ(client_->dryRun(schedule("x1", "*"), plainMethod()).code(),
+            ErrorCode::JobAlreadyExists);
+  EXPECT_EQ(client_->dryRun(schedule("x1", "*"), plainMethod()).code(),
+            ErrorCode::IotHubFormatError);
+  EXPECT_EQ(client_->dryRun(schedule("x1", "*"), plainMethod()).code(),
+            ErrorCode::IotHubFormatError);
+}
+
+// ---- watchJob: the live event stream ----
+
+std::string jobState(std::string_view status, int done, int total = 4) {
+  return R"({"jobId":"w1","type":"scheduleDeviceMethod","status":")" + std::string(status) +
+         R"(","deviceJobStatistics":{"deviceCount":)" + std::to_string(total) +
+         R"(,"succeededCount":)" + std::to_string(done) + R"(,"failedCount":0,"runningCount":0,)" +
+         R"("pendingCount":)" + std::to_string(total - done) + "}}";
+}
+
+std::string jobEvent(std::string_view status, int done) {
+  return "event: job\ndata: " + jobState(status, done) + "\n\n";
+}
+
+CannedResponse eventStream(std::vector<std::string> chunks) {
+  CannedResponse response;
+  response.content_type = "text/event-stream";
+  response.chunks = std::move(chunks);
+  return response;
+}
+
+// What on_update saw: "status:succeeded" per call.
+struct Updates {
+  std::vector<std::string> seen;
+  std::function<bool(const Job&)> record() {
+    return [this](const Job& job) {
+      seen.push_back(std::string(toString(job.status)) + ":" +
+                     std::to_string(job.statistics.succeeded_count));
+      return true;
+    };
+  }
+};
+
+WatchOptions fastOptions() {
+  WatchOptions options;
+  options.idle_timeout = seconds{5};
+  options.poll_interval = std::chrono::milliseconds{10};
+  return options;
+}
+
+TEST_F(JobClientTest, WatchJobReadsEventsSplitAcrossChunksUntilTheTerminalOne) {
+  std::string first = jobEvent("running", 1);
+  std::string second = jobEvent("running", 3);
+  // CRLF line ends in the last event, as the format allows.
+  std::string last = "event: job\r\ndata: " + jobState("completed", 4) + "\r\n\r\n";
+  server_.reply(eventStream({
+      first.substr(0, 7),                     // "event: " …
+      first.substr(7, 30),                    // … the event cut inside its data line …
+      first.substr(37) + ": keep-alive\n\n",  // … its end and a keep-alive comment
+      "event: other\ndata: {}\n\n" + second,  // another event type is skipped
+      ": keep-alive\n\n",
+      last.substr(0, last.size() - 1),  // the blank line's "\n" in the next chunk
+      "\n",
+  }));
+  Updates updates;
+  auto job = client_->watchJob("w1", updates.record(), fastOptions());
+  ASSERT_TRUE(job) << job.status().toString();
+  EXPECT_EQ(job->status, JobStatus::Completed);
+  EXPECT_EQ(job->statistics.succeeded_count, 4);
+  EXPECT_EQ(updates.seen, (std::vector<std::string>{"running:1", "running:3", "completed:4"}));
+  auto r = onlyRequest();
+  EXPECT_EQ(r.method, "GET");
+  EXPECT_EQ(r.target, "/jobs/v2/w1/events?api-version=2021-04-12");
+  EXPECT_EQ(r.header("accept"), "text/event-stream");
+  EXPECT_TRUE(r.header("authorization").has_value());
+}
+
+TEST_F(JobClientTest, WatchJobDeliversEachEventAsItArrives) {
+  // The server sends the second event only once the first has reached the callback: a
+  // client that waited for the end of the body would never see either.
+  CannedResponse stream = eventStream({jobEvent("running", 1), jobEvent("completed", 4)});
+  stream.hold_before_chunk = 1;
+  server_.reply(stream);
+  Updates updates;
+  auto job = client_->watchJob(
+      "w1",
+      [&](const Job& j) {
+        updates.record()(j);
+        if (j.status == JobStatus::Running) server_.release();
+        return true;
+      },
+      fastOptions());
+  ASSERT_TRUE(job) << job.status().toString();
+  EXPECT_EQ(updates.seen, (std::vector<std::string>{"running:1", "completed:4"}));
+}
+
+TEST_F(JobClientTest, WatchJobStopsWhenTheCallbackSaysSo) {
+  CannedResponse stream =
+      eventStream({jobEvent("running", 1) + jobEvent("running", 2), jobEvent("completed", 4)});
+  stream.hold_before_chunk = 1;  // never released: the stream stays open
+  server_.reply(stream);
+  int calls = 0;
+  auto started = std::chrono::steady_clock::now();
+  auto job = client_->watchJob(
+      "w1", [&](const Job&) { return ++calls < 1; }, fastOptions());
+  ASSERT_TRUE(job) << job.status().toString();
+  EXPECT_LT(std::chrono::steady_clock::now() - started, seconds{4});  // not the idle timeout
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(job->status, JobStatus::Running);
+  EXPECT_EQ(job->statistics.succeeded_count, 1);
+  EXPECT_EQ(server_.requests().size(), 1u);
+}
+
+TEST_F(JobClientTest, WatchJobReopensAStreamThatDropsBeforeTheJobEnds) {
+  CannedResponse dropped = eventStream({jobEvent("running", 1)});
+  dropped.finish_chunks = false;                                 // the connection closes mid-body
+  CannedResponse ended = eventStream({jobEvent("running", 2)});  // a clean end, job running
+  server_.reply(dropped);
+  server_.reply(ended);
+  server_.reply(eventStream({jobEvent("running", 2), jobEvent("failed", 3)}));
+  Updates updates;
+  auto job = client_->watchJob("w1", updates.record(), fastOptions());
+  ASSERT_TRUE(job) << job.status().toString();
+  EXPECT_EQ(job->status, JobStatus::Failed);
+  EXPECT_EQ(updates.seen,
+            (std::vector<std::string>{"running:1", "running:2", "running:2", "failed:3"}));
+  auto requests = server_.requests();
+  ASSERT_EQ(requests.size(), 3u);
+  for (const auto& r : requests) EXPECT_EQ(r.target, "/jobs/v2/w1/events?api-version=2021-04-12");
+}
+
+TEST_F(JobClientTest, WatchJobFailsWhenAStreamBringsNoEvent) {
+  CannedResponse empty = eventStream({": keep-alive\n\n"});
+  server_.reply(empty);
+  Updates updates;
+  auto job = client_->watchJob("w1", updates.record(), fastOptions());
+  EXPECT_EQ(job.code(), ErrorCode::ServiceUnavailable);
+  EXPECT_TRUE(isTransportFailure(job.status())) << job.status().toString();
+  EXPECT_TRUE(updates.seen.empty());
+  EXPECT_EQ(server_.requests().size(), 1u);
+}
+
+TEST_F(JobClientTest, WatchJobGivesUpOnASilentStream) {
+  CannedResponse silent = eventStream({": keep-alive\n\n", jobEvent("completed", 4)});
+  silent.hold_before_chunk = 1;  // nothing more arrives
+  server_.reply(silent);
+  WatchOptions options = fastOptions();
+  options.idle_timeout = seconds{1};
+  auto started = std::chrono::steady_clock::now();
+  auto job = client_->watchJob("w1", Updates{}.record(), options);
+  EXPECT_TRUE(isTransportFailure(job.status())) << job.status().toString();
+  EXPECT_THAT(job.status().message(), HasSubstr("for 1s"));
+  EXPECT_LT(std::chrono::steady_clock::now() - started, seconds{5});
+}
+
+TEST_F(JobClientTest, WatchJobOfAnUnknownJobIsJobNotFoundWithoutPolling) {
+  server_.reply(404, azureError("JobNotFound", "Job w1 does not exist."));
+  auto job = client_->watchJob("w1", Updates{}.record(), fastOptions());
+  EXPECT_EQ(job.code(), ErrorCode::JobNotFound);
+  EXPECT_THAT(job.status().message(), HasSubstr("Job w1 does not exist."));
+  EXPECT_EQ(server_.requests().size(), 1u);
+}
+
+TEST_F(JobClientTest, WatchJobPollsAHubWithoutTheEventsRoute) {
+  server_.reply(404, azureError("NotFound", "No resource at /jobs/v2/w1/events"));
+  server_.reply(200, jobState("running", 1));
+  server_.reply(200, jobState("running", 1));  // unchanged: no call
+  server_.reply(200, jobState("completed", 4));
+  Updates updates;
+  auto job = client_->watchJob("w1", updates.record(), fastOptions());
+  ASSERT_TRUE(job) << job.status().toString();
+  EXPECT_EQ(job->status, JobStatus::Completed);
+  EXPECT_EQ(updates.seen, (std::vector<std::string>{"running:1", "completed:4"}));
+  auto requests = server_.requests();
+  ASSERT_EQ(requests.size(), 4u);
+  EXPECT_EQ(requests[0].target, "/jobs/v2/w1/events?api-version=2021-04-12");
+  for (std::size_t i = 1; i < requests.size(); ++i) {
+    EXPECT_EQ(requests[i].target, "/jobs/v2/w1?api-version=2021-04-12");
+  }
+}
+
+TEST_F(JobClientTest, WatchJobCanRefuseToPoll) {
+  server_.reply(404, azureError("NotFound", "No resource at /jobs/v2/w1/events"));
+  WatchOptions options = fastOptions();
+  options.poll_when_unsupported = false;
+  EXPECT_EQ(client_->watchJob("w1", Updates{}.record(), options).code(), ErrorCode::NotFound);
+  EXPECT_EQ(server_.requests().size(), 1u);
+}
+
+TEST_F(JobClientTest, WatchJobRejectsEventsThatAreNotJobResponses) {
+  server_.reply(eventStream({"event: job\ndata: {not json\n\n"}));
+  server_.reply(eventStream({"event: job\ndata: {\"status\":\"running\"}\n\n"}));
+  server_.reply(200, jobState("running", 1));  // application/json, not an event stream
+  EXPECT_EQ(client_->watchJob("w1", Updates{}.record(), fastOptions()).code(),
+            ErrorCode::IotHubFormatError);
+  EXPECT_EQ(client_->watchJob("w1", Updates{}.record(), fastOptions()).code(),
+            ErrorCode::IotHubFormatError);
+  auto not_a_stream = client_->watchJob("w1", Updates{}.record(), fastOptions());
+  EXPECT_EQ(not_a_stream.code(), ErrorCode::IotHubFormatError);
+  EXPECT_THAT(not_a_stream.status().message(), HasSubstr("text/event-stream"));
+}
+
+TEST_F(JobClientTest, WatchJobChecksItsArguments) {
+  EXPECT_EQ(client_->watchJob("", Updates{}.record()).code(), ErrorCode::ArgumentInvalid);
+  EXPECT_EQ(client_->watchJob("w1", nullptr).code(), ErrorCode::ArgumentInvalid);
+  EXPECT_TRUE(server_.requests().empty());
 }
 
 }  // namespace

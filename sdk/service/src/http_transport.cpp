@@ -6,6 +6,7 @@
 #include <openssl/x509_vfy.h>
 #include <poll.h>
 
+#include <array>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -31,6 +32,8 @@ namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 using SteadyTime = std::chrono::steady_clock::time_point;
 
+constexpr std::string_view kReadingBody = "reading the response body";
+
 // Large enough for a full device list (Azure caps GET /devices/ at 1000 devices).
 constexpr std::uint64_t kMaxResponseBodyBytes = 256ull << 20;
 
@@ -52,8 +55,8 @@ std::string lowerCase(std::string_view text) {
 std::string hostWithoutPort(std::string_view host_name) {
   if (!host_name.empty() && host_name.front() == '[') {
     auto close = host_name.find(']');
-    return std::string(host_name.substr(1, close == std::string_view::npos ? std::string_view::npos
-                                                                            : close - 1));
+    return std::string(
+        host_name.substr(1, close == std::string_view::npos ? std::string_view::npos : close - 1));
   }
   auto colon = host_name.find(':');
   if (colon != std::string_view::npos && host_name.find(':', colon + 1) == std::string_view::npos) {
@@ -104,6 +107,58 @@ Status transportFailure(std::string what) {
   return Status(ErrorCode::ServiceUnavailable, std::string(kTransportFailurePrefix) + what);
 }
 
+// One HTTP/1.1 connection and the io_context that drives it.
+struct Connection {
+  asio::io_context ioc;
+  // At most one of the two is engaged: the open connection.
+  std::optional<beast::tcp_stream> plain;
+  std::optional<beast::ssl_stream<beast::tcp_stream>> secure;
+  beast::flat_buffer buffer;
+
+  bool isOpen() const {
+    if (secure) return beast::get_lowest_layer(*secure).socket().is_open();
+    if (plain) return plain->socket().is_open();
+    return false;
+  }
+
+  tcp::socket& socket() {
+    return secure ? beast::get_lowest_layer(*secure).socket() : plain->socket();
+  }
+
+  beast::tcp_stream& lowest() { return secure ? beast::get_lowest_layer(*secure) : *plain; }
+
+  // An idle keep-alive connection has nothing to read. If it is readable, the server has
+  // closed it (or sent something unsolicited); either way it cannot carry a request.
+  bool looksClosed() {
+    if (buffer.size() > 0) return true;
+    pollfd fd{};
+    fd.fd = socket().native_handle();
+    fd.events = POLLIN;
+    int n = ::poll(&fd, 1, 0);
+    return n != 0;
+  }
+
+  void close() {
+    boost::system::error_code ignored;
+    if (isOpen()) {
+      socket().shutdown(tcp::socket::shutdown_both, ignored);
+      socket().close(ignored);
+    }
+    secure.reset();
+    plain.reset();
+    buffer.clear();
+  }
+
+  // Runs the io_context until the operations just started have completed. Every stream
+  // operation is bounded by the tcp_stream deadline, so this cannot hang past it.
+  void runUntilIdle() {
+    ioc.restart();
+    ioc.run();
+  }
+
+  ~Connection() { close(); }
+};
+
 }  // namespace
 
 class HttpTransport::Impl {
@@ -115,8 +170,6 @@ class HttpTransport::Impl {
         target_(std::move(target)),
         verify_host_(hostWithoutPort(connection_string_.host_name)),
         clock_(std::move(clock)) {}
-
-  ~Impl() { closeConnection(); }
 
   Status init() {
     if (!target_.tls) return Status::ok();
@@ -132,28 +185,28 @@ class HttpTransport::Impl {
       return Status(ErrorCode::ArgumentInvalid, "The request timeout must be positive");
     }
     std::lock_guard lock(mutex_);
-    auto token = detail::serviceSasToken(connection_string_, clock_->now());
-    if (!token) return token.status();
-    http::request<http::string_body> req = buildRequest(request, *token);
+    auto req = buildRequest(request);
+    if (!req) return req.status();
 
     // The deadline starts once the connection is ours: time spent waiting for the mutex
     // behind another caller's request does not count against this one.
     SteadyTime deadline = std::chrono::steady_clock::now() + timeout;
-    bool reused = isOpen();
-    if (reused && connectionLooksClosed()) {
-      closeConnection();
+    Connection& conn = connection_;
+    bool reused = conn.isOpen();
+    if (reused && conn.looksClosed()) {
+      conn.close();
       reused = false;
     }
     for (int attempt = 0;; ++attempt) {
-      if (!isOpen()) IOTHUB_RETURN_IF_ERROR(connect(deadline));
-      Exchange result = secure_ ? exchange(*secure_, req, deadline) : exchange(*plain_, req, deadline);
+      if (!conn.isOpen()) IOTHUB_RETURN_IF_ERROR(connect(conn, deadline));
+      Exchange result = exchange(conn, *req, deadline);
       if (!result.error) {
-        if (!result.keep_alive) closeConnection();
+        if (!result.keep_alive) conn.close();
         return std::move(result.response);
       }
-      closeConnection();
-      bool timed_out = result.error == beast::error::timeout ||
-                       std::chrono::steady_clock::now() >= deadline;
+      conn.close();
+      bool timed_out =
+          result.error == beast::error::timeout || std::chrono::steady_clock::now() >= deadline;
       // A keep-alive connection the server dropped while idle fails before any byte of a
       // response arrives; the request was not processed, so sending it again is safe.
       bool dropped_while_idle = reused && attempt == 0 && !result.got_response_bytes && !timed_out;
@@ -162,11 +215,91 @@ class HttpTransport::Impl {
           return transportFailure("no response from " + target_.text + " within " +
                                   detail::durationText(timeout));
         }
-        return transportFailure("connection to " + target_.text + " failed while " +
-                                result.phase + ": " + result.error.message());
+        return transportFailure("connection to " + target_.text + " failed while " + result.phase +
+                                ": " + result.error.message());
       }
       reused = false;
     }
+  }
+
+  Result<HttpResponse> sendStreaming(const HttpRequest& request, const BodyHandler& on_data,
+                                     std::chrono::milliseconds idle_timeout) {
+    std::chrono::milliseconds timeout = request.timeout.value_or(options_.timeout);
+    if (timeout.count() <= 0 || idle_timeout.count() <= 0) {
+      return Status(ErrorCode::ArgumentInvalid, "The request timeout must be positive");
+    }
+    Result<http::request<http::string_body>> req = [&] {
+      std::lock_guard lock(mutex_);  // random_
+      return buildRequest(request);
+    }();
+    if (!req) return req.status();
+    Connection conn;
+    SteadyTime deadline = std::chrono::steady_clock::now() + timeout;
+    IOTHUB_RETURN_IF_ERROR(connect(conn, deadline));
+    auto failed = [&](std::string_view phase, boost::system::error_code ec) {
+      if (ec != beast::error::timeout) {
+        return transportFailure("connection to " + target_.text + " failed while " +
+                                std::string(phase) + ": " + ec.message());
+      }
+      if (phase == kReadingBody) {
+        return transportFailure("nothing from " + target_.text + " for " +
+                                detail::durationText(idle_timeout));
+      }
+      return transportFailure("no response from " + target_.text + " within " +
+                              detail::durationText(timeout));
+    };
+
+    boost::system::error_code ec;
+    conn.lowest().expires_at(deadline);
+    auto write = [&](auto& stream) {
+      http::async_write(stream, *req, [&](boost::system::error_code e, std::size_t) { ec = e; });
+    };
+    conn.secure ? write(*conn.secure) : write(*conn.plain);
+    conn.runUntilIdle();
+    if (ec) return failed("sending the request", ec);
+
+    http::response_parser<http::buffer_body> parser;
+    parser.body_limit(boost::none);
+    auto read_header = [&](auto& stream) {
+      http::async_read_header(stream, conn.buffer, parser,
+                              [&](boost::system::error_code e, std::size_t) { ec = e; });
+    };
+    conn.secure ? read_header(*conn.secure) : read_header(*conn.plain);
+    conn.runUntilIdle();
+    if (ec) return failed("reading the response", ec);
+
+    HttpResponse response;
+    const auto& head = parser.get();
+    response.status = static_cast<int>(head.result_int());
+    for (const auto& field : head) {
+      response.headers.emplace_back(lowerCase(field.name_string()), std::string(field.value()));
+    }
+    const bool deliver = response.status >= 200 && response.status < 300;
+    std::array<char, 16 * 1024> chunk{};
+    while (!parser.is_done()) {
+      parser.get().body().data = chunk.data();
+      parser.get().body().size = chunk.size();
+      // A silent server fails the read after idle_timeout; any byte restarts the clock.
+      conn.lowest().expires_after(deliver ? std::chrono::steady_clock::duration(idle_timeout)
+                                          : deadline - std::chrono::steady_clock::now());
+      auto read_some = [&](auto& stream) {
+        http::async_read_some(stream, conn.buffer, parser,
+                              [&](boost::system::error_code e, std::size_t) { ec = e; });
+      };
+      conn.secure ? read_some(*conn.secure) : read_some(*conn.plain);
+      conn.runUntilIdle();
+      if (ec == http::error::need_buffer) ec = {};
+      std::size_t n = chunk.size() - parser.get().body().size;
+      if (n > 0) {
+        if (deliver) {
+          if (!on_data(std::string_view(chunk.data(), n))) return response;
+        } else if (response.body.size() + n <= kMaxResponseBodyBytes) {
+          response.body.append(chunk.data(), n);
+        }
+      }
+      if (ec) return failed(deliver ? kReadingBody : "reading the response", ec);
+    }
+    return response;
   }
 
   const std::string& hostName() const { return connection_string_.host_name; }
@@ -181,14 +314,16 @@ class HttpTransport::Impl {
     HttpResponse response;
   };
 
-  http::request<http::string_body> buildRequest(const HttpRequest& request,
-                                                const std::string& token) {
+  // Called with mutex_ held (random_).
+  Result<http::request<http::string_body>> buildRequest(const HttpRequest& request) {
+    auto token = detail::serviceSasToken(connection_string_, clock_->now());
+    if (!token) return token.status();
     http::request<http::string_body> req;
     req.method_string(request.method);
     req.target(detail::requestTarget(request));
     req.version(11);
     req.set(http::field::host, connection_string_.host_name);
-    req.set(http::field::authorization, token);
+    req.set(http::field::authorization, *token);
     req.set("Request-Id", detail::newRequestId(random_));
     req.set(http::field::user_agent, kUserAgent);
     req.set(http::field::connection, "keep-alive");
@@ -202,67 +337,26 @@ class HttpTransport::Impl {
     return req;
   }
 
-  bool isOpen() const {
-    if (secure_) return beast::get_lowest_layer(*secure_).socket().is_open();
-    if (plain_) return plain_->socket().is_open();
-    return false;
-  }
-
-  tcp::socket& socket() {
-    return secure_ ? beast::get_lowest_layer(*secure_).socket() : plain_->socket();
-  }
-
-  // An idle keep-alive connection has nothing to read. If it is readable, the server has
-  // closed it (or sent something unsolicited); either way it cannot carry a request.
-  bool connectionLooksClosed() {
-    if (buffer_.size() > 0) return true;
-    pollfd fd{};
-    fd.fd = socket().native_handle();
-    fd.events = POLLIN;
-    int n = ::poll(&fd, 1, 0);
-    return n != 0;
-  }
-
-  void closeConnection() {
-    boost::system::error_code ignored;
-    if (isOpen()) {
-      socket().shutdown(tcp::socket::shutdown_both, ignored);
-      socket().close(ignored);
-    }
-    secure_.reset();
-    plain_.reset();
-    buffer_.clear();
-  }
-
-  // Runs the io_context until the operations just started have completed. Every stream
-  // operation is bounded by the tcp_stream deadline, so this cannot hang past it.
-  void runUntilIdle() {
-    ioc_.restart();
-    ioc_.run();
-  }
-
-  Status connect(SteadyTime deadline) {
-    closeConnection();
+  Status connect(Connection& conn, SteadyTime deadline) {
+    conn.close();
     // Name resolution is synchronous and bounded by the system resolver's own timeouts.
-    tcp::resolver resolver(ioc_);
+    tcp::resolver resolver(conn.ioc);
     boost::system::error_code ec;
     auto endpoints = resolver.resolve(target_.host, target_.port, ec);
     if (ec) return transportFailure("cannot resolve " + target_.host + ": " + ec.message());
 
-    beast::tcp_stream* lowest = nullptr;
     if (target_.tls) {
-      secure_.emplace(ioc_, *tls_context_);
-      lowest = &beast::get_lowest_layer(*secure_);
+      conn.secure.emplace(conn.ioc, *tls_context_);
     } else {
-      plain_.emplace(ioc_);
-      lowest = &*plain_;
+      conn.plain.emplace(conn.ioc);
     }
-    lowest->expires_at(deadline);
-    lowest->async_connect(endpoints,
-                          [&](boost::system::error_code e, const tcp::endpoint&) { ec = e; });
-    runUntilIdle();
+    beast::tcp_stream& lowest = conn.lowest();
+    lowest.expires_at(deadline);
+    lowest.async_connect(endpoints,
+                         [&](boost::system::error_code e, const tcp::endpoint&) { ec = e; });
+    conn.runUntilIdle();
     if (ec) {
-      closeConnection();
+      conn.close();
       if (ec == beast::error::timeout) {
         return transportFailure("timed out connecting to " + target_.text);
       }
@@ -270,14 +364,14 @@ class HttpTransport::Impl {
     }
     if (!target_.tls) return Status::ok();
 
-    SSL* ssl_handle = secure_->native_handle();
+    SSL* ssl_handle = conn.secure->native_handle();
     sdk::expectServerName(ssl_handle, verify_host_);
-    secure_->async_handshake(ssl::stream_base::client,
-                             [&](boost::system::error_code e) { ec = e; });
-    runUntilIdle();
+    conn.secure->async_handshake(ssl::stream_base::client,
+                                 [&](boost::system::error_code e) { ec = e; });
+    conn.runUntilIdle();
     if (ec) {
       std::string reason = sdk::handshakeFailureReason(ssl_handle, ec);
-      closeConnection();
+      conn.close();
       if (ec == beast::error::timeout) {
         return transportFailure("timed out in the TLS handshake with " + target_.text);
       }
@@ -286,23 +380,29 @@ class HttpTransport::Impl {
     return Status::ok();
   }
 
+  Exchange exchange(Connection& conn, http::request<http::string_body>& req, SteadyTime deadline) {
+    return conn.secure ? exchange(conn, *conn.secure, req, deadline)
+                       : exchange(conn, *conn.plain, req, deadline);
+  }
+
   template <class Stream>
-  Exchange exchange(Stream& stream, http::request<http::string_body>& req, SteadyTime deadline) {
+  Exchange exchange(Connection& conn, Stream& stream, http::request<http::string_body>& req,
+                    SteadyTime deadline) {
     Exchange out;
     beast::get_lowest_layer(stream).expires_at(deadline);
     http::async_write(stream, req,
                       [&](boost::system::error_code e, std::size_t) { out.error = e; });
-    runUntilIdle();
+    conn.runUntilIdle();
     if (out.error) {
       out.phase = "sending the request";
       return out;
     }
     http::response_parser<http::string_body> parser;
     parser.body_limit(kMaxResponseBodyBytes);
-    http::async_read(stream, buffer_, parser,
+    http::async_read(stream, conn.buffer, parser,
                      [&](boost::system::error_code e, std::size_t) { out.error = e; });
-    runUntilIdle();
-    out.got_response_bytes = parser.got_some() || buffer_.size() > 0;
+    conn.runUntilIdle();
+    out.got_response_bytes = parser.got_some() || conn.buffer.size() > 0;
     if (out.error) {
       out.phase = "reading the response";
       return out;
@@ -322,16 +422,13 @@ class HttpTransport::Impl {
   const ConnectTarget target_;
   const std::string verify_host_;
   const std::shared_ptr<const Clock> clock_;
+  // Set up once by init(); OpenSSL contexts may then create connections from any thread.
+  std::optional<ssl::context> tls_context_;
 
   std::mutex mutex_;
-  // Everything below is guarded by mutex_.
+  // Guarded by mutex_.
   SecureRandom random_;
-  asio::io_context ioc_;
-  std::optional<ssl::context> tls_context_;
-  // At most one of the two is engaged: the current connection.
-  std::optional<beast::tcp_stream> plain_;
-  std::optional<beast::ssl_stream<beast::tcp_stream>> secure_;
-  beast::flat_buffer buffer_;
+  Connection connection_;  // the shared keep-alive connection
 };
 
 Result<std::unique_ptr<HttpTransport>> HttpTransport::create(
@@ -363,7 +460,15 @@ Result<std::unique_ptr<HttpTransport>> HttpTransport::create(
 HttpTransport::HttpTransport(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 HttpTransport::~HttpTransport() = default;
 
-Result<HttpResponse> HttpTransport::send(const HttpRequest& request) { return impl_->send(request); }
+Result<HttpResponse> HttpTransport::send(const HttpRequest& request) {
+  return impl_->send(request);
+}
+
+Result<HttpResponse> HttpTransport::sendStreaming(const HttpRequest& request,
+                                                  const BodyHandler& on_data,
+                                                  std::chrono::milliseconds idle_timeout) {
+  return impl_->sendStreaming(request, on_data, idle_timeout);
+}
 
 Result<json::value> HttpTransport::sendJson(const HttpRequest& request) {
   auto response = send(request);
@@ -372,10 +477,10 @@ Result<json::value> HttpTransport::sendJson(const HttpRequest& request) {
   if (response->body.empty()) return json::value(nullptr);
   std::string content_type = lowerCase(response->header("content-type").value_or(""));
   if (content_type.find("application/json") == std::string::npos) {
-    return Status(ErrorCode::IotHubFormatError,
-                  "The hub answered " + request.method + " " + request.path +
-                      " with a body of Content-Type '" + content_type +
-                      "', expected application/json");
+    return Status(ErrorCode::IotHubFormatError, "The hub answered " + request.method + " " +
+                                                    request.path +
+                                                    " with a body of Content-Type '" +
+                                                    content_type + "', expected application/json");
   }
   auto parsed = parseJson(response->body);
   if (!parsed) {

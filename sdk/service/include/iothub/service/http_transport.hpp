@@ -1,6 +1,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -8,11 +9,11 @@
 #include <utility>
 #include <vector>
 
-#include "iothub/connection_string.hpp"
 #include "iothub/clock.hpp"
+#include "iothub/connection_string.hpp"
 #include "iothub/json.hpp"
-#include "iothub/status.hpp"
 #include "iothub/service/service_client_options.hpp"
+#include "iothub/status.hpp"
 
 namespace iothub::service {
 
@@ -93,6 +94,23 @@ class HttpTransport {
   // failures (see kTransportFailurePrefix), and ArgumentInvalid for a request timeout that
   // is not positive.
   Result<HttpResponse> send(const HttpRequest& request);
+
+  // Receives a streamed response body piece by piece as the bytes arrive (transfer
+  // encoding removed). Returning false stops reading.
+  using BodyHandler = std::function<bool(std::string_view data)>;
+
+  // Sends `request` on a connection of its own, opened for this call and closed after it
+  // (the shared connection and other calls are not held up, and `on_data` may use this
+  // transport), and reads the response as it arrives, for long-lived responses such as
+  // event streams. The request's timeout (or the default) bounds connecting, sending and
+  // the response head; after that, reading fails only when no byte arrives for
+  // `idle_timeout`. A 2xx response's body goes to `on_data` (the returned body is empty);
+  // any other response's body is read whole into the returned response, `on_data` unused.
+  // Returns once the body has ended or `on_data` returned false. Never re-sent.
+  // Errors: transport failures, also after part of the body went to `on_data`;
+  // ArgumentInvalid for a timeout that is not positive.
+  Result<HttpResponse> sendStreaming(const HttpRequest& request, const BodyHandler& on_data,
+                                     std::chrono::milliseconds idle_timeout);
 
   // Sends `request`; a status >= 300 becomes statusFromErrorResponse(). On success returns
   // the parsed body: null for an empty body. Errors besides the hub's: IotHubFormatError
