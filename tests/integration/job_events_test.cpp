@@ -13,6 +13,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "auth/sas_token.hpp"
@@ -216,6 +217,31 @@ TEST_F(JobEventsIntegrationTest, AMethodJobStreamsItsProgressAndEndsWithTheTermi
   ASSERT_EQ(one.size(), 1u) << again.body;
   EXPECT_EQ(one[0].at("status"), "completed");
   EXPECT_EQ(one[0].at("deviceJobStatistics"), now.at("deviceJobStatistics"));
+}
+
+// A watcher does not hold the hub up: SIGTERM ends open streams (final chunk) and the hub
+// exits at once instead of waiting for them.
+TEST_F(JobEventsIntegrationTest, StoppingTheHubEndsOpenStreams) {
+  hub_ = std::make_unique<HubProcess>(IOTHUBD_PATH, dir_.path() / "hub");
+  ASSERT_TRUE(hub_->start()) << hub_->startupError();
+  Service service(*hub_);
+  service.ok("PUT", "/jobs/v2/later", R"({"jobId":"later","type":"scheduleUpdateTwin",
+      "updateTwin":{"tags":{"a":1}},"queryCondition":"*","startTime":"2999-01-01T00:00:00Z"})");
+  std::string get_events = request("/jobs/v2/later/events");
+  RawResponse stream;
+  std::thread watcher(
+      [&] { stream = rawHttps(hub_->httpsPort(), hub_->caFile().string(), get_events); });
+  std::this_thread::sleep_for(1s);  // the stream is open, waiting for a change
+  auto stopping = std::chrono::steady_clock::now();
+  auto code = hub_->stop();
+  watcher.join();
+  EXPECT_EQ(code, 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - stopping, 5s);
+  EXPECT_EQ(stream.status, 200) << stream.head;
+  EXPECT_TRUE(stream.complete) << "ended with the final chunk";
+  auto events = jobEvents(stream.body);
+  ASSERT_EQ(events.size(), 1u) << stream.body;
+  EXPECT_EQ(events[0].at("status"), "scheduled");
 }
 
 }  // namespace
