@@ -14,7 +14,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
-#include <thread>
+#include <vector>
 
 #include "auth/connection_string.hpp"
 #include "common/time_format.hpp"
@@ -95,6 +95,18 @@ struct Arguments {
   std::optional<double> rate;
   std::optional<std::string> desired_text;
   std::optional<std::string> tags_text;
+  // job schedule-*: iothub's extensions (docs/jobs.md)
+  std::optional<int> priority;
+  bool fail_on_device_status = false;
+  iothub::ctl::RolloutFlags rollout;
+  std::vector<std::string> abort_flags;
+  std::optional<std::string> retry_text;
+  std::optional<std::int64_t> wait_offline_seconds;
+  std::optional<std::int64_t> converge_seconds;
+  bool continuous = false;
+  bool dry_run = false;
+  std::optional<std::string> rerun_of;
+  std::optional<std::string> rerun_statuses_text;
   // job list / devices / watch
   std::optional<std::string> job_type_filter;
   std::optional<std::string> job_status_filter;
@@ -199,18 +211,27 @@ iothub::Result<json::object> jsonObjectArgument(const std::string& text,
   return std::move(parsed->get_object());
 }
 
-// The parts every job schedule-* command shares: id, target devices, timing, rate.
+// The parts every job schedule-* command shares: id, target devices (or the job to re-run),
+// timing, rate and the other extensions.
 iothub::Result<JobSchedule> scheduleFromArguments(const Arguments& args, bool& generated_id) {
   JobSchedule schedule;
   generated_id = args.job_id.empty();
   schedule.job_id = generated_id ? JobClient::newJobId() : args.job_id;
-  if (args.target_device) {
+  if (args.rerun_of) {
+    auto statuses =
+        iothub::ctl::parseDeviceJobStatusList(args.rerun_statuses_text.value_or("failed,canceled"));
+    if (!statuses) return statuses.status();
+    schedule.rerun_of = iothub::service::Rerun{*args.rerun_of, std::move(*statuses)};
+  } else if (args.rerun_statuses_text) {
+    return Status(ErrorCode::ArgumentInvalid, "--status goes with --rerun-of <job>");
+  } else if (args.target_device) {
     schedule.query_condition = "deviceId = " + QueryClient::quoteString(*args.target_device);
   } else if (args.query_condition) {
     schedule.query_condition = *args.query_condition;
   } else {
     return Status(ErrorCode::ArgumentInvalid,
-                  "say which devices: --query '<condition>' (or '*') or --device <id>");
+                  "say which devices: --query '<condition>' (or '*'), --device <id> or "
+                  "--rerun-of <job>");
   }
   if (args.start_in_seconds) {
     schedule.start_time =
@@ -226,6 +247,28 @@ iothub::Result<JobSchedule> scheduleFromArguments(const Arguments& args, bool& g
     schedule.max_execution_time = std::chrono::seconds{*args.max_execution_seconds};
   }
   schedule.device_operations_per_second = args.rate;
+  schedule.priority = args.priority;
+  schedule.fail_on_device_status = args.fail_on_device_status;
+  auto rollout = iothub::ctl::rolloutFromFlags(args.rollout);
+  if (!rollout) return rollout.status();
+  schedule.rollout = *rollout;
+  for (const std::string& text : args.abort_flags) {
+    auto criterion = iothub::ctl::parseAbortFlag(text);
+    if (!criterion) return criterion.status();
+    schedule.abort_criteria.push_back(*criterion);
+  }
+  if (args.retry_text) {
+    auto retry = iothub::ctl::parseRetryFlag(*args.retry_text);
+    if (!retry) return retry.status();
+    schedule.retry = std::move(*retry);
+  }
+  if (args.wait_offline_seconds) {
+    schedule.offline_wait = std::chrono::seconds{*args.wait_offline_seconds};
+  }
+  if (args.converge_seconds) {
+    schedule.convergence_timeout = std::chrono::seconds{*args.converge_seconds};
+  }
+  schedule.continuous = args.continuous;
   return schedule;
 }
 
@@ -368,49 +411,44 @@ int runQuery(const Arguments& args, const std::shared_ptr<HttpTransport>& transp
   return 0;
 }
 
-// Polls the job until it is terminal. On a terminal a progress line is redrawn in place;
-// otherwise (and with --json, one JobResponse per line) a line is printed when the job's
-// status or counts change.
+// Follows the job's live event stream (JobClient::watchJob; a hub without it is polled
+// every --interval-ms) until it is terminal. On a terminal a progress line is redrawn in
+// place; otherwise one line per update (with --json, the JobResponse as one JSON line).
 int watchJob(const Arguments& args, JobClient& jobs) {
   const bool redraw = !args.json && ::isatty(STDOUT_FILENO) == 1;
   iothub::ctl::JobRateEstimator estimator;
-  std::string last_state;
-  while (true) {
-    auto job = jobs.getJob(args.job_id);
-    if (!job) {
-      if (redraw && !last_state.empty()) std::cout << '\n';
-      return fail(job.status());
-    }
-    const iothub::service::DeviceJobStatistics& stats = job->statistics;
-    std::int64_t finished = iothub::ctl::finishedDevices(stats);
-    estimator.add(std::chrono::steady_clock::now(), finished);
-    std::string state =
-        std::string(iothub::service::toString(job->status)) + " " +
-        std::to_string(stats.device_count) + " " + std::to_string(stats.succeeded_count) + " " +
-        std::to_string(stats.failed_count) + " " + std::to_string(stats.running_count) + " " +
-        std::to_string(stats.pending_count) + " " + std::to_string(stats.canceled_count);
-    if (args.json) {
-      if (state != last_state) printJson(job->raw);
-    } else {
-      std::string line = iothub::ctl::formatJobProgress(
-          *job, estimator.rate(), estimator.eta(stats.device_count - finished));
-      if (redraw) {
-        std::cout << '\r' << line << "\033[K" << std::flush;
-      } else if (state != last_state) {
-        std::cout << line << std::endl;
-      }
-    }
-    last_state = std::move(state);
-    if (iothub::service::isTerminal(job->status)) {
-      if (redraw) std::cout << '\n';
-      if (!job->failure_reason.empty()) {
-        std::cerr << "iothubctl: job " << job->job_id << " "
-                  << iothub::service::toString(job->status) << ": " << job->failure_reason << '\n';
-      }
-      return job->status == iothub::service::JobStatus::Completed ? 0 : kExitServiceError;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds{args.interval_ms});
+  bool drew = false;
+  iothub::service::WatchOptions options;
+  options.poll_interval = std::chrono::milliseconds{args.interval_ms};
+  auto job = jobs.watchJob(
+      args.job_id,
+      [&](const Job& update) {
+        const iothub::service::DeviceJobStatistics& stats = update.statistics;
+        std::int64_t finished = iothub::ctl::finishedDevices(stats);
+        estimator.add(std::chrono::steady_clock::now(), finished);
+        if (args.json) {
+          printJson(update.raw);
+          std::cout << std::flush;
+          return true;
+        }
+        std::string line = iothub::ctl::formatJobProgress(
+            update, estimator.rate(), estimator.eta(stats.device_count - finished));
+        if (redraw) {
+          std::cout << '\r' << line << "\033[K" << std::flush;
+          drew = true;
+        } else {
+          std::cout << line << std::endl;
+        }
+        return true;
+      },
+      options);
+  if (drew) std::cout << '\n';
+  if (!job) return fail(job.status());
+  if (!job->failure_reason.empty()) {
+    std::cerr << "iothubctl: job " << job->job_id << " " << iothub::service::toString(job->status)
+              << ": " << job->failure_reason << '\n';
   }
+  return job->status == iothub::service::JobStatus::Completed ? 0 : kExitServiceError;
 }
 
 int run(Command command, const Arguments& args, const Inputs& inputs,
@@ -497,6 +535,19 @@ int run(Command command, const Arguments& args, const Inputs& inputs,
       return runQuery(args, transport);
     case Command::JobScheduleMethod:
     case Command::JobScheduleTwin: {
+      if (args.dry_run) {
+        JobClient jobs(transport);
+        auto result = command == Command::JobScheduleMethod
+                          ? jobs.dryRun(inputs.schedule, inputs.method)
+                          : jobs.dryRun(inputs.schedule, inputs.update_twin);
+        if (!result) return fail(result.status());
+        if (args.json) {
+          printJson(result->raw);
+        } else {
+          std::cout << iothub::ctl::formatDryRun(*result);
+        }
+        return 0;
+      }
       if (inputs.generated_job_id) {
         (args.json ? std::cerr : std::cout) << "Job id: " << inputs.schedule.job_id << '\n';
       }
@@ -678,6 +729,15 @@ int main(int argc, char** argv) {
         subcommand->add_option("--device", args.target_device, "Only this device");
     condition->excludes(target);
     target->excludes(condition);
+    CLI::Option* rerun = subcommand->add_option(
+        "--rerun-of", args.rerun_of,
+        "Instead of --query/--device: the devices of this earlier job whose rows have a --status");
+    rerun->excludes(condition)->excludes(target);
+    subcommand
+        ->add_option("--status", args.rerun_statuses_text,
+                     "With --rerun-of: comma-separated device statuses among pending, running, "
+                     "completed, failed, canceled (default: failed,canceled)")
+        ->needs(rerun);
     CLI::Option* start_in =
         subcommand
             ->add_option("--start-in", args.start_in_seconds, "Start this many seconds from now")
@@ -694,6 +754,29 @@ int main(int argc, char** argv) {
         ->add_option("--rate", args.rate,
                      "Device operations per second for this job (iothub extension)")
         ->check(CLI::PositiveNumber);
+    subcommand
+        ->add_option("--priority", args.priority,
+                     "0..9: among waiting jobs the highest starts first (default 0)")
+        ->check(CLI::Range(0, 9));
+    subcommand->add_option("--rollout-max-per-minute", args.rollout.max_per_minute,
+                           "Rollout: at most this many device operations start per minute");
+    subcommand->add_option("--rollout-base-per-minute", args.rollout.base_per_minute,
+                           "Exponential rollout: the starting rate per minute");
+    subcommand->add_option("--rollout-factor", args.rollout.factor,
+                           "Exponential rollout: the factor (> 1) the rate grows by");
+    subcommand->add_option("--rollout-every", args.rollout.every,
+                           "Exponential rollout: grow the rate each time this many more devices "
+                           "succeeded");
+    subcommand
+        ->add_option("--abort", args.abort_flags,
+                     "TYPE:PERCENT:MIN (repeatable): abort the job once PERCENT % of at least MIN "
+                     "executed devices failed so; TYPE failed, timedOut or any")
+        ->expected(1)
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+    subcommand->add_flag("--continuous", args.continuous, "A continuous job (docs/jobs.md)");
+    subcommand->add_flag("--dry-run", args.dry_run,
+                         "Only count the devices the job would target now and show the first "
+                         "ones; create nothing");
   };
 
   CLI::App* schedule_method = job->add_subcommand(
@@ -706,6 +789,16 @@ int main(int argc, char** argv) {
                               "Seconds the hub waits for each device's answer (default: 30)");
   schedule_method->add_option("--connect-timeout", args.connect_timeout_seconds,
                               "Seconds the hub waits for each device to connect (default: 0)");
+  schedule_method->add_flag("--fail-on-device-status", args.fail_on_device_status,
+                            "A device answering with a status outside 200-299 fails");
+  schedule_method->add_option(
+      "--retry", args.retry_text,
+      "ATTEMPTS:BACKOFF_SECONDS[:CODE,CODE]: try a failed device again, ATTEMPTS in all; CODEs "
+      "among DeviceNotOnline, GatewayTimeout, DeviceMethodFailed (default: the first two)");
+  schedule_method
+      ->add_option("--wait-offline", args.wait_offline_seconds,
+                   "Seconds the job waits for an offline device to connect")
+      ->check(CLI::PositiveNumber);
   schedule_method->callback(select(Command::JobScheduleMethod));
 
   CLI::App* schedule_twin = job->add_subcommand(
@@ -714,6 +807,10 @@ int main(int argc, char** argv) {
   schedule_twin->add_option("--desired", args.desired_text, "Desired properties patch as JSON");
   schedule_twin->add_option("--tags", args.tags_text, "Tags patch as JSON");
   schedule_twin->add_option("--etag", args.etag, "Twin etag condition (default: *)");
+  schedule_twin
+      ->add_option("--converge", args.converge_seconds,
+                   "Convergence timeout in seconds (with --desired; docs/jobs.md)")
+      ->check(CLI::PositiveNumber);
   schedule_twin->callback(select(Command::JobScheduleTwin));
 
   CLI::App* job_get = job->add_subcommand("get", "Show a job");
@@ -748,10 +845,11 @@ int main(int argc, char** argv) {
   job_devices->callback(select(Command::JobDevices));
 
   CLI::App* job_watch = job->add_subcommand(
-      "watch", "Follow a job's progress until it ends; exit 0 if it completed, 1 otherwise");
+      "watch", "Follow a job's live progress until it ends; exit 0 if it completed, 1 otherwise");
   job_watch->add_option("id", args.job_id, "Job id")->required();
   job_watch
-      ->add_option("--interval-ms", args.interval_ms, "Milliseconds between polls (default: 1000)")
+      ->add_option("--interval-ms", args.interval_ms,
+                   "Milliseconds between polls of a hub without live job events (default: 1000)")
       ->check(CLI::Range(10, 3600000));
   job_watch->callback(select(Command::JobWatch));
 

@@ -1,6 +1,7 @@
 #include "output.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <string_view>
@@ -27,6 +28,43 @@ std::string keyValueLines(const std::vector<std::pair<std::string, std::string>>
 }
 
 std::string orDash(const std::string& text) { return text.empty() ? "-" : text; }
+
+// Compact JSON with doubles in their shortest form (2.5, not Boost.JSON's 2.5E0).
+void appendCompact(const json::value& value, std::string& out) {
+  if (value.is_double()) {
+    char number[64];
+    auto [end, ec] = std::to_chars(number, number + sizeof number, value.get_double());
+    out.append(number, ec == std::errc{} ? end : number);
+  } else if (const json::object* o = value.if_object()) {
+    out += '{';
+    bool first = true;
+    for (const auto& member : *o) {
+      if (!first) out += ',';
+      first = false;
+      out += json::serialize(json::string(member.key()));
+      out += ':';
+      appendCompact(member.value(), out);
+    }
+    out += '}';
+  } else if (const json::array* a = value.if_array()) {
+    out += '[';
+    bool first = true;
+    for (const json::value& item : *a) {
+      if (!first) out += ',';
+      first = false;
+      appendCompact(item, out);
+    }
+    out += ']';
+  } else {
+    out += json::serialize(value);
+  }
+}
+
+std::string compactJson(const json::value& value) {
+  std::string out;
+  appendCompact(value, out);
+  return out;
+}
 
 void appendPretty(const json::value& value, int depth, std::string& out) {
   auto newline = [&out](int level) {
@@ -215,6 +253,14 @@ std::string formatJob(const service::Job& job) {
     std::snprintf(buf, sizeof buf, "%g", *job.device_operations_per_second);
     rows.emplace_back("deviceOperationsPerSecond", buf);
   }
+  // The other extensions as the hub echoed them.
+  for (std::string_view key : {"priority", "failOnDeviceStatus", "rollout", "abort", "retry",
+                               "offlineDevices", "convergence", "continuous", "rerunOf"}) {
+    const json::value* value = findMember(job.raw, key);
+    if (value != nullptr && !value->is_null()) {
+      rows.emplace_back(std::string(key), compactJson(*value));
+    }
+  }
   if (const auto& method = job.cloud_to_device_method) {
     rows.emplace_back("methodName", method->method_name);
     rows.emplace_back("payload", json::serialize(method->payload));
@@ -344,6 +390,121 @@ std::string formatJobProgress(const service::Job& job, std::optional<double> rat
   }
   if (eta && !service::isTerminal(job.status)) line += " ETA " + formatDuration(*eta);
   return line;
+}
+
+std::string formatDryRun(const service::DryRunResult& result) {
+  std::string out = "Would target " + countText(result.device_count) +
+                    (result.device_count == 1 ? " device" : " devices");
+  if (result.sample_device_ids.empty()) return out + "\n";
+  out += ", first:\n";
+  for (const std::string& id : result.sample_device_ids) out += "  " + id + "\n";
+  auto shown = static_cast<std::int64_t>(result.sample_device_ids.size());
+  if (result.device_count > shown) {
+    out += "  … and " + countText(result.device_count - shown) + " more\n";
+  }
+  return out;
+}
+
+namespace {
+
+Status flagError(std::string_view flag, std::string_view text, std::string_view form) {
+  return Status(ErrorCode::ArgumentInvalid,
+                std::string(flag) + " '" + std::string(text) + "': expected " + std::string(form));
+}
+
+std::vector<std::string_view> split(std::string_view text, char separator) {
+  std::vector<std::string_view> parts;
+  for (;;) {
+    auto at = text.find(separator);
+    parts.push_back(text.substr(0, at));
+    if (at == std::string_view::npos) return parts;
+    text.remove_prefix(at + 1);
+  }
+}
+
+// The whole of `text` as a number / integer, else nullopt.
+std::optional<double> wholeNumber(std::string_view text) {
+  double value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc{} || end != text.data() + text.size()) return std::nullopt;
+  return value;
+}
+
+std::optional<std::int64_t> wholeInteger(std::string_view text) {
+  std::int64_t value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc{} || end != text.data() + text.size()) return std::nullopt;
+  return value;
+}
+
+}  // namespace
+
+Result<service::AbortCriterion> parseAbortFlag(std::string_view text) {
+  constexpr std::string_view kForm =
+      "TYPE:PERCENT:MIN, TYPE failed, timedOut or any (e.g. failed:10:50)";
+  auto parts = split(text, ':');
+  if (parts.size() != 3) return flagError("--abort", text, kForm);
+  auto type = service::parseAbortFailureType(parts[0]);
+  auto percent = wholeNumber(parts[1]);
+  auto min = wholeInteger(parts[2]);
+  if (!type || !percent || !min) return flagError("--abort", text, kForm);
+  return service::AbortCriterion{*type, *percent, *min};
+}
+
+Result<service::RetryPolicy> parseRetryFlag(std::string_view text) {
+  constexpr std::string_view kForm =
+      "ATTEMPTS:BACKOFF_SECONDS[:CODE,CODE], CODE DeviceNotOnline, GatewayTimeout or "
+      "DeviceMethodFailed (e.g. 3:10 or 3:10:DeviceMethodFailed)";
+  auto parts = split(text, ':');
+  if (parts.size() < 2 || parts.size() > 3) return flagError("--retry", text, kForm);
+  auto attempts = wholeInteger(parts[0]);
+  auto backoff = wholeNumber(parts[1]);
+  if (!attempts || !backoff || *attempts < 0 || *attempts > 1000) {
+    return flagError("--retry", text, kForm);
+  }
+  service::RetryPolicy retry;
+  retry.max_attempts = static_cast<int>(*attempts);
+  retry.backoff = std::chrono::duration<double>(*backoff);
+  if (parts.size() == 3) {
+    retry.retry_on.clear();
+    for (std::string_view name : split(parts[2], ',')) {
+      auto code = service::parseRetryOn(name);
+      if (!code) return flagError("--retry", text, kForm);
+      retry.retry_on.push_back(*code);
+    }
+  }
+  return retry;
+}
+
+Result<std::vector<service::DeviceJobStatus>> parseDeviceJobStatusList(std::string_view text) {
+  std::vector<service::DeviceJobStatus> statuses;
+  for (std::string_view name : split(text, ',')) {
+    auto status = service::parseDeviceJobStatus(name);
+    if (!status || *status == service::DeviceJobStatus::Scheduled) {
+      return flagError("--status", text,
+                       "a comma-separated list of pending, running, completed, failed, canceled");
+    }
+    statuses.push_back(*status);
+  }
+  return statuses;
+}
+
+Result<std::optional<service::Rollout>> rolloutFromFlags(const RolloutFlags& flags) {
+  bool any_exponential = flags.base_per_minute || flags.factor || flags.every;
+  bool all_exponential = flags.base_per_minute && flags.factor && flags.every;
+  if (any_exponential && !all_exponential) {
+    return Status(ErrorCode::ArgumentInvalid,
+                  "an exponential rollout needs --rollout-base-per-minute, --rollout-factor and "
+                  "--rollout-every together");
+  }
+  if (!flags.max_per_minute && !any_exponential) return std::optional<service::Rollout>();
+  service::Rollout rollout;
+  rollout.maximum_per_minute = flags.max_per_minute;
+  if (all_exponential) {
+    rollout.exponential_rate =
+        service::ExponentialRollout{*flags.base_per_minute, *flags.factor, *flags.every};
+  }
+  return std::optional<service::Rollout>(rollout);
 }
 
 }  // namespace iothub::ctl

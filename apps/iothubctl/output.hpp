@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/json.hpp"
+#include "common/status.hpp"
 #include "iothub/service/device.hpp"
 #include "iothub/service/job_client.hpp"
 #include "iothub/service/method_client.hpp"
@@ -42,7 +43,8 @@ std::string formatTable(const std::vector<std::string>& header,
 // not objects get one column "value". "(no results)" for no rows.
 std::string formatQueryTable(const json::array& rows, service::QueryItemType item_type);
 
-// "key: value" lines of a job: id, type, status, condition, times, operation, statistics.
+// "key: value" lines of a job: id, type, status, condition, times, the iothub extensions
+// that are set (as compact JSON), operation, statistics.
 std::string formatJob(const service::Job& job);
 // One line per job: id, type, status, created, devices, succeeded, failed.
 std::string formatJobTable(const std::vector<service::Job>& jobs);
@@ -83,5 +85,35 @@ std::int64_t finishedDevices(const service::DeviceJobStatistics& stats);
 // `bar_width` 0 leaves the bar out; rate and ETA are left out when unknown.
 std::string formatJobProgress(const service::Job& job, std::optional<double> rate,
                               std::optional<std::chrono::seconds> eta, std::size_t bar_width = 20);
+
+// What a dry run would target: "Would target <n> devices" and the sample ids, one per line
+// ("… and <k> more" when the sample is shorter than the count).
+std::string formatDryRun(const service::DryRunResult& result);
+
+// ---- Flags of `job schedule-*` (pure parsers; the SDK checks the ranges) ----
+// Errors: ArgumentInvalid naming the flag and the expected form.
+
+// --abort TYPE:PERCENT:MIN, e.g. "failed:10:50": TYPE failed, timedOut or any, PERCENT a
+// number, MIN an integer.
+Result<service::AbortCriterion> parseAbortFlag(std::string_view text);
+
+// --retry ATTEMPTS:BACKOFF_SECONDS[:Code,Code], e.g. "3:10" or "3:2.5:DeviceMethodFailed":
+// ATTEMPTS an integer, BACKOFF_SECONDS a number, codes DeviceNotOnline, GatewayTimeout or
+// DeviceMethodFailed (default: DeviceNotOnline,GatewayTimeout).
+Result<service::RetryPolicy> parseRetryFlag(std::string_view text);
+
+// --status of --rerun-of: comma-separated device job statuses, e.g. "failed,canceled".
+Result<std::vector<service::DeviceJobStatus>> parseDeviceJobStatusList(std::string_view text);
+
+// --rollout-max-per-minute, --rollout-base-per-minute, --rollout-factor, --rollout-every.
+struct RolloutFlags {
+  std::optional<double> max_per_minute;
+  std::optional<double> base_per_minute;
+  std::optional<double> factor;
+  std::optional<std::int64_t> every;
+};
+// nullopt when no rollout flag is given; an exponential rate needs base, factor and every
+// together (ArgumentInvalid otherwise).
+Result<std::optional<service::Rollout>> rolloutFromFlags(const RolloutFlags& flags);
 
 }  // namespace iothub::ctl

@@ -236,5 +236,138 @@ TEST(FormatJobProgressTest, TerminalJobsHaveNoEtaAndShowCancellations) {
             "e queued [----] 0/0 ok 0 failed 0 running 0 pending 0");
 }
 
+TEST(FormatJobProgressTest, BarRoundsDownAndNeverOverflows) {
+  auto job = [](int device_count, int succeeded, int failed, int canceled) {
+    return parseJob(R"({"jobId":"b","status":"running","deviceJobStatistics":{"deviceCount":)" +
+                    std::to_string(device_count) + R"(,"succeededCount":)" +
+                    std::to_string(succeeded) + R"(,"failedCount":)" + std::to_string(failed) +
+                    R"(,"canceledCount":)" + std::to_string(canceled) + "}}");
+  };
+  // 2 of 3 devices finished (one failed): two thirds of 10 cells is 6.67, drawn as 6.
+  EXPECT_EQ(formatJobProgress(job(3, 1, 1, 0), std::nullopt, std::nullopt, 10),
+            "b running [######----] 2/3 ok 1 failed 1 running 0 pending 0");
+  // Counts beyond the device count (a racy snapshot) fill the bar, no more.
+  EXPECT_EQ(formatJobProgress(job(2, 2, 0, 1), std::nullopt, std::nullopt, 5),
+            "b running [#####] 3/2 ok 2 failed 0 running 0 pending 0 canceled 1");
+}
+
+TEST(JobRateEstimatorTest, RateIsOverTheLastWindowAndEtaRoundsUp) {
+  JobRateEstimator estimator(seconds{4});
+  JobRateEstimator::TimePoint t0{};
+  for (int i = 0; i <= 10; ++i) estimator.add(t0 + seconds{i}, i * 3);  // 3 devices/s
+  ASSERT_TRUE(estimator.rate().has_value());
+  EXPECT_DOUBLE_EQ(*estimator.rate(), 3.0);
+  EXPECT_EQ(estimator.eta(10), seconds{4});  // 3.33 s rounds up
+  estimator.add(t0 + seconds{12}, 30);       // stalled for 2 s: 12 devices in the last 4 s
+  EXPECT_DOUBLE_EQ(*estimator.rate(), 1.5);
+}
+
+TEST(FormatJobTest, ShowsTheExtensionsThatAreSet) {
+  std::string text = formatJob(
+      parseJob(R"({"jobId":"x","type":"scheduleDeviceMethod","status":"queued","priority":7,)"
+               R"("failOnDeviceStatus":true,"rollout":{"maximumPerMinute":60},)"
+               R"("retry":{"maxAttempts":3,"backoffSeconds":2.5,"retryOn":["GatewayTimeout"]},)"
+               R"("rerunOf":{"jobId":"fw","deviceJobStatuses":["failed"]},"continuous":null})"));
+  EXPECT_NE(text.find("priority:                  7\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("failOnDeviceStatus:        true\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("rollout:                   {\"maximumPerMinute\":60}\n"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("retry:                     {\"maxAttempts\":3,\"backoffSeconds\":2.5,"
+                      "\"retryOn\":[\"GatewayTimeout\"]}\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("rerunOf:                   {\"jobId\":\"fw\",\"deviceJobStatuses\":"
+                      "[\"failed\"]}\n"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(text.find("continuous"), std::string::npos) << text;
+  EXPECT_EQ(text.find("abort"), std::string::npos) << text;
+}
+
+TEST(FormatDryRunTest, CountAndSample) {
+  service::DryRunResult result;
+  result.device_count = 1234;
+  result.sample_device_ids = {"door-1", "door-2"};
+  EXPECT_EQ(formatDryRun(result),
+            "Would target 1234 devices, first:\n  door-1\n  door-2\n  … and 1232 more\n");
+  result.device_count = 1;
+  result.sample_device_ids = {"door-1"};
+  EXPECT_EQ(formatDryRun(result), "Would target 1 device, first:\n  door-1\n");
+  EXPECT_EQ(formatDryRun(service::DryRunResult{}), "Would target 0 devices\n");
+}
+
+TEST(ParseAbortFlagTest, TypePercentAndMinimum) {
+  auto a = parseAbortFlag("failed:10:50");
+  ASSERT_TRUE(a) << a.status().toString();
+  EXPECT_EQ(a->failure_type, service::AbortFailureType::Failed);
+  EXPECT_EQ(a->threshold_percentage, 10.0);
+  EXPECT_EQ(a->min_executed_devices, 50);
+  auto b = parseAbortFlag("timedOut:2.5:1");
+  ASSERT_TRUE(b) << b.status().toString();
+  EXPECT_EQ(b->failure_type, service::AbortFailureType::TimedOut);
+  EXPECT_EQ(b->threshold_percentage, 2.5);
+  auto c = parseAbortFlag("any:100:7");
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->failure_type, service::AbortFailureType::Any);
+  for (std::string_view bad : {"", "failed", "failed:10", "failed:10:50:1", "timedout:10:5",
+                               "failed:ten:5", "failed:10:5.5", "failed:10%:5", "failed::5"}) {
+    auto r = parseAbortFlag(bad);
+    EXPECT_EQ(r.code(), ErrorCode::ArgumentInvalid) << bad;
+    EXPECT_NE(r.status().message().find("--abort"), std::string::npos) << bad;
+  }
+}
+
+TEST(ParseRetryFlagTest, AttemptsBackoffAndCodes) {
+  auto plain = parseRetryFlag("3:10");
+  ASSERT_TRUE(plain) << plain.status().toString();
+  EXPECT_EQ(plain->max_attempts, 3);
+  EXPECT_EQ(plain->backoff.count(), 10.0);
+  EXPECT_EQ(plain->retry_on, (std::vector<service::RetryOn>{service::RetryOn::DeviceNotOnline,
+                                                            service::RetryOn::GatewayTimeout}));
+  auto codes = parseRetryFlag("5:0.5:DeviceMethodFailed,GatewayTimeout");
+  ASSERT_TRUE(codes) << codes.status().toString();
+  EXPECT_EQ(codes->max_attempts, 5);
+  EXPECT_EQ(codes->backoff.count(), 0.5);
+  EXPECT_EQ(codes->retry_on, (std::vector<service::RetryOn>{service::RetryOn::DeviceMethodFailed,
+                                                            service::RetryOn::GatewayTimeout}));
+  for (std::string_view bad : {"", "3", "x:10", "3:x", "3:10:", "3:10:Nope",
+                               "3:10:DeviceNotOnline,", "3:10:a:b", "2.5:1"}) {
+    EXPECT_EQ(parseRetryFlag(bad).code(), ErrorCode::ArgumentInvalid) << bad;
+  }
+}
+
+TEST(ParseDeviceJobStatusListTest, CommaSeparatedNames) {
+  auto list = parseDeviceJobStatusList("failed,canceled,pending");
+  ASSERT_TRUE(list) << list.status().toString();
+  EXPECT_EQ(list.value(), (std::vector<service::DeviceJobStatus>{
+                              service::DeviceJobStatus::Failed, service::DeviceJobStatus::Canceled,
+                              service::DeviceJobStatus::Pending}));
+  for (std::string_view bad : {"", "failed,", "cancelled", "scheduled", "failed canceled"}) {
+    EXPECT_EQ(parseDeviceJobStatusList(bad).code(), ErrorCode::ArgumentInvalid) << bad;
+  }
+}
+
+TEST(RolloutFromFlagsTest, MaximumExponentialOrBoth) {
+  auto none = rolloutFromFlags({});
+  ASSERT_TRUE(none);
+  EXPECT_FALSE(none->has_value());
+  auto max_only = rolloutFromFlags({120.0, std::nullopt, std::nullopt, std::nullopt});
+  ASSERT_TRUE(max_only && max_only->has_value());
+  EXPECT_EQ((*max_only)->maximum_per_minute, 120.0);
+  EXPECT_FALSE((*max_only)->exponential_rate.has_value());
+  auto both = rolloutFromFlags({600.0, 10.0, 2.0, 50});
+  ASSERT_TRUE(both && both->has_value());
+  const service::Rollout& rollout = **both;
+  EXPECT_EQ(rollout.maximum_per_minute, 600.0);
+  ASSERT_TRUE(rollout.exponential_rate.has_value());
+  EXPECT_EQ(rollout.exponential_rate->base_rate_per_minute, 10.0);
+  EXPECT_EQ(rollout.exponential_rate->increment_factor, 2.0);
+  EXPECT_EQ(rollout.exponential_rate->succeeded_devices_per_increase, 50);
+  EXPECT_EQ(rolloutFromFlags({std::nullopt, 10.0, 2.0, std::nullopt}).code(),
+            ErrorCode::ArgumentInvalid);
+  EXPECT_EQ(rolloutFromFlags({60.0, std::nullopt, 2.0, std::nullopt}).code(),
+            ErrorCode::ArgumentInvalid);
+}
+
 }  // namespace
 }  // namespace iothub::ctl
