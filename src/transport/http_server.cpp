@@ -194,7 +194,9 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
     watchClient(stream, watch);
     state.stream_wait = &watch->timer;
     bool write_failed = false;
-    while (!stopping && !watch->client_gone) {
+    // The first step runs even when stop() came meanwhile: a stream that started says
+    // something before it ends.
+    while (!watch->client_gone) {
       HttpEventSource::Step step = co_await nextStep(source);
       if (watch->client_gone) break;
       if (!step.data.empty()) {
@@ -214,7 +216,8 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
       }
       if (step.done || stopping) break;
       watch->timer.expires_after(step.wait);
-      co_await watch->timer.async_wait(kAwaitTuple);
+      co_await watch->timer.async_wait(kAwaitTuple);  // cancelled by stop() and by the client
+      if (stopping) break;
     }
     state.stream_wait = nullptr;
     source.reset();  // the body is over, whatever comes next
