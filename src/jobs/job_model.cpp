@@ -1,6 +1,9 @@
 #include "jobs/job_model.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <limits>
 
 #include "common/time_format.hpp"
 #include "methods/method_request.hpp"
@@ -45,7 +48,277 @@ Result<std::optional<std::int64_t>> optionalPositiveInt(const json::object& body
   return std::optional<std::int64_t>(n);
 }
 
+// A number as JSON: an integer when it is one (100, not 1E2), else the double.
+json::value numberJson(double x) {
+  if (x == std::floor(x) && std::fabs(x) <= 1e15) return static_cast<std::int64_t>(x);
+  return x;
+}
+
+// A number as text for messages: "50", "12.5".
+std::string numberText(double x) {
+  if (x == std::floor(x) && std::fabs(x) <= 1e15)
+    return std::to_string(static_cast<std::int64_t>(x));
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.10g", x);
+  return buf;
+}
+
+// A number member of an extension object, finite and within [min, max] (min excluded
+// when `min_exclusive`). `what` names it in errors ("rollout.maximumPerMinute").
+Result<double> numberIn(const json::value& v, const std::string& what, double min, double max,
+                        bool min_exclusive) {
+  double x = v.is_number() ? v.to_number<double>() : std::numeric_limits<double>::quiet_NaN();
+  if (!std::isfinite(x) || x < min || (min_exclusive && x == min) || x > max) {
+    std::string low = min_exclusive ? "greater than " : "at least ";
+    return Status(ErrorCode::ArgumentInvalid, what + " must be a number " + low + numberText(min) +
+                                                  " and at most " + numberText(max));
+  }
+  return x;
+}
+
+Result<std::int64_t> intIn(const json::value& v, const std::string& what, std::int64_t min,
+                           std::int64_t max) {
+  std::optional<std::int64_t> n;
+  if (v.is_int64()) n = v.get_int64();
+  if (v.is_uint64() && v.get_uint64() <= static_cast<std::uint64_t>(max))
+    n = static_cast<std::int64_t>(v.get_uint64());
+  if (!n || *n < min || *n > max) {
+    return Status(
+        ErrorCode::ArgumentInvalid,
+        what + " must be an integer from " + std::to_string(min) + " to " + std::to_string(max));
+  }
+  return *n;
+}
+
+// `o[name]` must be absent or null, or an object (returned; nullptr when absent).
+Result<const json::object*> optionalObject(const json::object& o, std::string_view name,
+                                           const std::string& what) {
+  const json::value* v = findMember(o, name);
+  if (v == nullptr || v->is_null()) return static_cast<const json::object*>(nullptr);
+  if (!v->is_object()) return Status(ErrorCode::ArgumentInvalid, what + " must be an object");
+  return &v->get_object();
+}
+
+// `o[name]`, which must be present.
+Result<const json::value*> required(const json::object& o, std::string_view name,
+                                    const std::string& what) {
+  const json::value* v = findMember(o, name);
+  if (v == nullptr || v->is_null())
+    return Status(ErrorCode::ArgumentInvalid, what + " is required");
+  return v;
+}
+
+constexpr double kMaxPerMinute = 1e9;
+
+Result<Rollout> parseRollout(const json::object& r) {
+  Rollout out;
+  if (const json::value* max = findMember(r, "maximumPerMinute"); max && !max->is_null()) {
+    auto n = numberIn(*max, "rollout.maximumPerMinute", 0, kMaxPerMinute, true);
+    if (!n) return n.status();
+    out.maximum_per_minute = *n;
+  }
+  auto exp = optionalObject(r, "exponentialRate", "rollout.exponentialRate");
+  if (!exp) return exp.status();
+  if (*exp != nullptr) {
+    const json::object& e = **exp;
+    Rollout::Exponential x;
+    auto base = required(e, "baseRatePerMinute", "rollout.exponentialRate.baseRatePerMinute");
+    if (!base) return base.status();
+    auto b = numberIn(**base, "rollout.exponentialRate.baseRatePerMinute", 0, kMaxPerMinute, true);
+    if (!b) return b.status();
+    x.base_per_minute = *b;
+    auto factor = required(e, "incrementFactor", "rollout.exponentialRate.incrementFactor");
+    if (!factor) return factor.status();
+    auto f = numberIn(**factor, "rollout.exponentialRate.incrementFactor", 1, 10, true);
+    if (!f) return f.status();
+    x.increment_factor = *f;
+    auto criteria =
+        optionalObject(e, "rateIncreaseCriteria", "rollout.exponentialRate.rateIncreaseCriteria");
+    if (!criteria) return criteria.status();
+    if (*criteria == nullptr) {
+      return Status(ErrorCode::ArgumentInvalid,
+                    "rollout.exponentialRate.rateIncreaseCriteria is required");
+    }
+    const std::string k_name =
+        "rollout.exponentialRate.rateIncreaseCriteria.numberOfSucceededDevices";
+    auto k = required(**criteria, "numberOfSucceededDevices", k_name);
+    if (!k) return k.status();
+    auto kn = intIn(**k, k_name, 1, 1'000'000'000);
+    if (!kn) return kn.status();
+    x.succeeded_per_increase = *kn;
+    if (out.maximum_per_minute && x.base_per_minute > *out.maximum_per_minute) {
+      return Status(ErrorCode::ArgumentInvalid,
+                    "rollout.exponentialRate.baseRatePerMinute must not exceed "
+                    "rollout.maximumPerMinute");
+    }
+    out.exponential = x;
+  }
+  if (!out.maximum_per_minute && !out.exponential) {
+    return Status(ErrorCode::ArgumentInvalid,
+                  "rollout needs maximumPerMinute, exponentialRate or both");
+  }
+  return out;
+}
+
+Result<std::vector<AbortCriterion>> parseAbort(const json::object& a) {
+  const json::value* criteria = findMember(a, "criteria");
+  if (criteria == nullptr || !criteria->is_array() || criteria->get_array().empty() ||
+      criteria->get_array().size() > 10) {
+    return Status(ErrorCode::ArgumentInvalid,
+                  "abort.criteria must be an array of 1 to 10 criteria");
+  }
+  std::vector<AbortCriterion> out;
+  for (std::size_t i = 0; i < criteria->get_array().size(); ++i) {
+    const std::string at = "abort.criteria[" + std::to_string(i) + "]";
+    const json::object* c = criteria->get_array()[i].if_object();
+    if (c == nullptr) return Status(ErrorCode::ArgumentInvalid, at + " must be an object");
+    AbortCriterion criterion;
+    const json::string* type = findString(*c, "failureType");
+    if (type != nullptr && *type == "failed") {
+      criterion.failure_type = FailureType::Failed;
+    } else if (type != nullptr && *type == "timedOut") {
+      criterion.failure_type = FailureType::TimedOut;
+    } else if (type != nullptr && *type == "any") {
+      criterion.failure_type = FailureType::Any;
+    } else {
+      return Status(ErrorCode::ArgumentInvalid,
+                    at + ".failureType must be \"failed\", \"timedOut\" or \"any\"");
+    }
+    auto p = required(*c, "thresholdPercentage", at + ".thresholdPercentage");
+    if (!p) return p.status();
+    auto pn = numberIn(**p, at + ".thresholdPercentage", 0, 100, true);
+    if (!pn) return pn.status();
+    criterion.threshold_percentage = *pn;
+    auto m = required(*c, "minNumberOfExecutedDevices", at + ".minNumberOfExecutedDevices");
+    if (!m) return m.status();
+    auto mn = intIn(**m, at + ".minNumberOfExecutedDevices", 1, 1'000'000'000);
+    if (!mn) return mn.status();
+    criterion.min_executed = *mn;
+    out.push_back(criterion);
+  }
+  return out;
+}
+
+constexpr std::string_view kRetryable[] = {"DeviceNotOnline", "GatewayTimeout",
+                                           "DeviceMethodFailed"};
+
+Result<RetryPolicy> parseRetry(const json::object& r, bool fail_on_device_status) {
+  RetryPolicy out;
+  auto attempts = required(r, "maxAttempts", "retry.maxAttempts");
+  if (!attempts) return attempts.status();
+  auto n = intIn(**attempts, "retry.maxAttempts", 1, 10);
+  if (!n) return n.status();
+  out.max_attempts = static_cast<int>(*n);
+  if (const json::value* b = findMember(r, "backoffSeconds"); b && !b->is_null()) {
+    auto s = numberIn(*b, "retry.backoffSeconds", 0, 3600, false);
+    if (!s) return s.status();
+    out.backoff_seconds = *s;
+  }
+  const json::value* on = findMember(r, "retryOn");
+  if (on == nullptr || on->is_null()) {
+    out.retry_on = {"DeviceNotOnline", "GatewayTimeout"};
+  } else {
+    if (!on->is_array() || on->get_array().empty()) {
+      return Status(ErrorCode::ArgumentInvalid,
+                    "retry.retryOn must be a non-empty array of error codes");
+    }
+    for (const json::value& code : on->get_array()) {
+      const json::string* c = code.if_string();
+      if (c == nullptr || std::find(std::begin(kRetryable), std::end(kRetryable),
+                                    std::string_view(*c)) == std::end(kRetryable)) {
+        return Status(ErrorCode::ArgumentInvalid,
+                      "retry.retryOn may list DeviceNotOnline, GatewayTimeout and "
+                      "DeviceMethodFailed, not " +
+                          json::serialize(code));
+      }
+      if (*c == "DeviceMethodFailed" && !fail_on_device_status) {
+        return Status(ErrorCode::ArgumentInvalid,
+                      "retry.retryOn lists DeviceMethodFailed, which only failOnDeviceStatus: "
+                      "true produces");
+      }
+      if (!out.retries(*c)) out.retry_on.emplace_back(*c);
+    }
+  }
+  return out;
+}
+
+constexpr std::string_view kRowStatuses[] = {"pending", "running", "completed", "failed",
+                                             "canceled"};
+
+Result<Rerun> parseRerun(const json::object& r) {
+  Rerun out;
+  const json::string* id = findString(r, "jobId");
+  if (id == nullptr || !validateJobId(*id)) {
+    return Status(ErrorCode::ArgumentInvalid, "rerunOf.jobId must be a job id");
+  }
+  out.job_id = std::string(*id);
+  const json::value* statuses = findMember(r, "deviceJobStatuses");
+  if (statuses == nullptr || !statuses->is_array() || statuses->get_array().empty()) {
+    return Status(ErrorCode::ArgumentInvalid,
+                  "rerunOf.deviceJobStatuses must be a non-empty array of device job statuses");
+  }
+  for (const json::value& v : statuses->get_array()) {
+    const json::string* s = v.if_string();
+    if (s == nullptr || std::find(std::begin(kRowStatuses), std::end(kRowStatuses),
+                                  std::string_view(*s)) == std::end(kRowStatuses)) {
+      return Status(ErrorCode::ArgumentInvalid,
+                    "rerunOf.deviceJobStatuses may hold pending, running, completed, failed "
+                    "and canceled, not " +
+                        json::serialize(v));
+    }
+    if (std::find(out.statuses.begin(), out.statuses.end(), *s) == out.statuses.end())
+      out.statuses.emplace_back(*s);
+  }
+  return out;
+}
+
+// Extensions not built yet (issue 14): refused rather than silently ignored.
+constexpr std::string_view kNotYetSupported[] = {"offlineDevices", "convergence", "continuous"};
+
 }  // namespace
+
+double Rollout::ratePerMinute(std::int64_t succeeded) const {
+  double cap = maximum_per_minute.value_or(std::numeric_limits<double>::infinity());
+  if (!exponential) return cap;
+  // Beyond ~2 000 steps any factor > 1.01 has passed kMaxPerMinute: no overflow to inf.
+  double steps = static_cast<double>(
+      std::min<std::int64_t>(succeeded / exponential->succeeded_per_increase, 2000));
+  double rate = exponential->base_per_minute * std::pow(exponential->increment_factor, steps);
+  return std::min(cap, std::min(rate, kMaxPerMinute));
+}
+
+bool AbortCriterion::trips(std::int64_t executed, std::int64_t failed,
+                           std::int64_t timed_out) const {
+  if (executed < min_executed || executed <= 0) return false;
+  std::int64_t counted = failure_type == FailureType::Any        ? failed
+                         : failure_type == FailureType::TimedOut ? timed_out
+                                                                 : failed - timed_out;
+  return static_cast<double>(counted) * 100.0 >
+         threshold_percentage * static_cast<double>(executed);
+}
+
+std::string AbortCriterion::describe() const {
+  std::string type = failure_type == FailureType::Any        ? "any"
+                     : failure_type == FailureType::TimedOut ? "timedOut"
+                                                             : "failed";
+  return "abort criterion {failureType: " + type +
+         ", thresholdPercentage: " + numberText(threshold_percentage) +
+         ", minNumberOfExecutedDevices: " + std::to_string(min_executed) + "}";
+}
+
+bool isTimeoutError(std::string_view code) { return code == "GatewayTimeout"; }
+
+bool RetryPolicy::retries(std::string_view code) const {
+  return std::find(retry_on.begin(), retry_on.end(), code) != retry_on.end();
+}
+
+std::chrono::milliseconds RetryPolicy::delayAfter(int attempts_made) const {
+  double ms = backoff_seconds * 1000.0;
+  for (int i = 1; i < attempts_made && ms < 3.6e6; ++i) ms *= 2;
+  return std::chrono::milliseconds(static_cast<std::int64_t>(std::min(
+      ms, static_cast<double>(
+              std::chrono::duration_cast<std::chrono::milliseconds>(kMaxRetryBackoff).count()))));
+}
 
 bool isTerminalJobStatus(std::string_view status) {
   return status == kJobCompleted || status == kJobFailed || status == kJobCancelled;
@@ -88,13 +361,27 @@ Result<JobSpec> parseJobRequest(std::string_view path_job_id, const json::value&
   }
   spec.type = std::string(*type);
 
-  const json::string* condition = findString(*o, "queryCondition");
-  if (condition == nullptr) {
-    return Status(ErrorCode::ArgumentInvalid, "queryCondition is required and must be a string");
-  }
-  spec.query_condition = std::string(*condition);
-  if (auto parsed = query::parseCondition(spec.query_condition); !parsed) {
-    return Status(ErrorCode::ArgumentInvalid, "queryCondition: " + parsed.status().message());
+  auto rerun = optionalObject(*o, "rerunOf", "rerunOf");
+  if (!rerun) return rerun.status();
+  const json::value* condition = findMember(*o, "queryCondition");
+  if (*rerun != nullptr) {
+    if (condition != nullptr && !condition->is_null()) {
+      return Status(ErrorCode::ArgumentInvalid,
+                    "rerunOf replaces queryCondition: give one or the other");
+    }
+    auto r = parseRerun(**rerun);
+    if (!r) return r.status();
+    spec.rerun_of = std::move(*r);
+  } else {
+    if (condition == nullptr || !condition->is_string()) {
+      return Status(ErrorCode::ArgumentInvalid, "queryCondition is required and must be a string");
+    }
+    spec.query_condition = std::string(condition->get_string());
+    auto parsed = query::parseCondition(spec.query_condition);
+    if (!parsed) {
+      return Status(ErrorCode::ArgumentInvalid, "queryCondition: " + parsed.status().message());
+    }
+    spec.condition = std::move(*parsed);
   }
 
   if (const json::value* start = findMember(*o, "startTime");
@@ -142,6 +429,36 @@ Result<JobSpec> parseJobRequest(std::string_view path_job_id, const json::value&
                     "failOnDeviceStatus applies to scheduleDeviceMethod jobs only");
     }
     spec.fail_on_device_status = fail->get_bool();
+  }
+  for (std::string_view name : kNotYetSupported) {
+    if (const json::value* v = findMember(*o, name); v != nullptr && !v->is_null()) {
+      return Status(ErrorCode::ArgumentInvalid,
+                    std::string(name) + " is not supported by this hub yet (docs/jobs.md)");
+    }
+  }
+  auto rollout = optionalObject(*o, "rollout", "rollout");
+  if (!rollout) return rollout.status();
+  if (*rollout != nullptr) {
+    auto r = parseRollout(**rollout);
+    if (!r) return r.status();
+    spec.rollout = *r;
+  }
+  auto abort = optionalObject(*o, "abort", "abort");
+  if (!abort) return abort.status();
+  if (*abort != nullptr) {
+    auto a = parseAbort(**abort);
+    if (!a) return a.status();
+    spec.abort_criteria = std::move(*a);
+  }
+  auto retry = optionalObject(*o, "retry", "retry");
+  if (!retry) return retry.status();
+  if (*retry != nullptr) {
+    if (spec.type != kTypeDeviceMethod) {
+      return Status(ErrorCode::ArgumentInvalid, "retry applies to scheduleDeviceMethod jobs only");
+    }
+    auto r = parseRetry(**retry, spec.fail_on_device_status);
+    if (!r) return r.status();
+    spec.retry = std::move(*r);
   }
 
   if (spec.type == kTypeDeviceMethod) {
@@ -202,7 +519,7 @@ store::JobRecord newJobRecord(const JobSpec& spec, SystemTime now) {
   job.created_time = now;
   job.start_time = spec.start_time && *spec.start_time > now ? *spec.start_time : now;
   json::object& doc = job.document;
-  doc["queryCondition"] = spec.query_condition;
+  if (!spec.rerun_of) doc["queryCondition"] = spec.query_condition;
   doc["startTimeRequested"] =
       spec.start_time_text ? json::value(*spec.start_time_text) : timeJson(spec.start_time);
   if (spec.max_execution_seconds) doc["maxExecutionTimeInSeconds"] = *spec.max_execution_seconds;
@@ -217,6 +534,44 @@ store::JobRecord newJobRecord(const JobSpec& spec, SystemTime now) {
   }
   if (spec.fail_on_device_status) doc["failOnDeviceStatus"] = true;
   if (spec.priority) doc["priority"] = *spec.priority;
+  if (spec.rollout) {
+    json::object r;
+    if (spec.rollout->maximum_per_minute)
+      r["maximumPerMinute"] = numberJson(*spec.rollout->maximum_per_minute);
+    if (const auto& e = spec.rollout->exponential) {
+      r["exponentialRate"] =
+          json::object{{"baseRatePerMinute", numberJson(e->base_per_minute)},
+                       {"incrementFactor", numberJson(e->increment_factor)},
+                       {"rateIncreaseCriteria",
+                        json::object{{"numberOfSucceededDevices", e->succeeded_per_increase}}}};
+    }
+    doc["rollout"] = std::move(r);
+  }
+  if (!spec.abort_criteria.empty()) {
+    json::array criteria;
+    for (const AbortCriterion& c : spec.abort_criteria) {
+      criteria.push_back(
+          json::object{{"failureType", c.failure_type == FailureType::Any        ? "any"
+                                       : c.failure_type == FailureType::TimedOut ? "timedOut"
+                                                                                 : "failed"},
+                       {"thresholdPercentage", numberJson(c.threshold_percentage)},
+                       {"minNumberOfExecutedDevices", c.min_executed}});
+    }
+    doc["abort"] = json::object{{"criteria", std::move(criteria)}};
+  }
+  if (spec.retry) {
+    json::array on;
+    for (const auto& code : spec.retry->retry_on) on.emplace_back(code);
+    doc["retry"] = json::object{{"maxAttempts", spec.retry->max_attempts},
+                                {"backoffSeconds", numberJson(spec.retry->backoff_seconds)},
+                                {"retryOn", std::move(on)}};
+  }
+  if (spec.rerun_of) {
+    json::array statuses;
+    for (const auto& status : spec.rerun_of->statuses) statuses.emplace_back(status);
+    doc["rerunOf"] =
+        json::object{{"jobId", spec.rerun_of->job_id}, {"deviceJobStatuses", std::move(statuses)}};
+  }
   if (spec.type == kTypeDeviceMethod) {
     auto payload = parseJson(spec.method.payload_json);
     doc["cloudToDeviceMethod"] =
@@ -269,7 +624,9 @@ json::object jobResponse(const store::JobRecord& job, const JobStatistics& stats
     r["deviceOperationsPerSecond"] = *rate;
   if (const json::value* fail = findMember(doc, "failOnDeviceStatus"))
     r["failOnDeviceStatus"] = *fail;
-  if (const json::value* priority = findMember(doc, "priority")) r["priority"] = *priority;
+  for (std::string_view name : {"priority", "rollout", "abort", "retry", "rerunOf"}) {
+    if (const json::value* v = findMember(doc, name)) r[name] = *v;
+  }
   return r;
 }
 
@@ -277,25 +634,25 @@ json::object deviceJobError(std::string_view code, std::string_view description)
   return json::object{{"code", code}, {"description", description}};
 }
 
-store::DeviceJobRecord deviceJobRecord(const store::JobRecord& job, std::string_view device_id,
-                                       std::string_view status, SystemTime now, SystemTime started,
-                                       std::optional<SystemTime> ended,
-                                       std::optional<json::value> method_response,
-                                       std::optional<json::object> error) {
+store::DeviceJobRecord deviceJobRecord(const store::JobRecord& job, DeviceJobRow in) {
   store::DeviceJobRecord row;
   row.job_id = job.job_id;
-  row.device_id = std::string(device_id);
-  row.status = std::string(status);
-  row.last_updated_time = now;
+  row.device_id = std::string(in.device_id);
+  row.status = std::string(in.status);
+  row.last_updated_time = in.now;
   json::object& doc = row.document;
   doc.reserve(6);
   doc["jobType"] = job.type;
   doc["createdDateTimeUtc"] = formatTimestamp(job.created_time);
-  doc["startTimeUtc"] = formatTimestamp(started);
-  if (ended) doc["endTimeUtc"] = formatTimestamp(*ended);
-  doc["outcome"] = json::object{
-      {"deviceMethodResponse", method_response ? *method_response : json::value(nullptr)}};
-  if (error) doc["error"] = std::move(*error);
+  doc["startTimeUtc"] = formatTimestamp(in.started);
+  if (in.ended) doc["endTimeUtc"] = formatTimestamp(*in.ended);
+  doc["outcome"] =
+      json::object{{"deviceMethodResponse",
+                    in.method_response ? std::move(*in.method_response) : json::value(nullptr)}};
+  if (in.error) doc["error"] = std::move(*in.error);
+  if (in.attempts > 0) doc[kRowAttempts] = in.attempts;
+  if (in.next_attempt) doc[kRowNextAttempt] = formatTimestamp(*in.next_attempt);
+  if (in.last_attempt_error) doc["lastAttemptError"] = std::move(*in.last_attempt_error);
   return row;
 }
 

@@ -5,11 +5,13 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/clock.hpp"
 #include "common/json.hpp"
 #include "common/status.hpp"
 #include "methods/method_invoker.hpp"
+#include "query/condition.hpp"
 #include "store/records.hpp"
 
 namespace iothub::jobs {
@@ -40,11 +42,62 @@ inline constexpr std::string_view kDeviceCanceled = "canceled";  // single L (do
 
 bool isTerminalJobStatus(std::string_view status);
 
+// iothub's job extensions (docs/jobs.md), as validated from the request.
+
+// "rollout": how fast devices start, growing with the devices that succeeded.
+struct Rollout {
+  struct Exponential {
+    double base_per_minute = 0;
+    double increment_factor = 1;
+    std::int64_t succeeded_per_increase = 1;
+  };
+  std::optional<double> maximum_per_minute{};
+  std::optional<Exponential> exponential{};
+  // Devices per minute allowed once `succeeded` devices of the job have succeeded:
+  // base * factor^(succeeded / per_increase), never above the maximum.
+  double ratePerMinute(std::int64_t succeeded) const;
+};
+
+// "abort": {"criteria": [...]}.
+enum class FailureType { Failed, TimedOut, Any };
+struct AbortCriterion {
+  FailureType failure_type = FailureType::Any;
+  double threshold_percentage = 100;
+  std::int64_t min_executed = 1;
+  // True once at least min_executed devices have an outcome (succeeded + failed) and more
+  // than threshold_percentage percent of them failed this way.
+  bool trips(std::int64_t executed, std::int64_t failed, std::int64_t timed_out) const;
+  // Names the criterion in the job's failureReason.
+  std::string describe() const;
+};
+// Which failed devices count as timed out for "timedOut" criteria: those whose error is
+// GatewayTimeout (the device did not answer in time).
+bool isTimeoutError(std::string_view code);
+
+// "retry": a failed attempt whose error code is listed is tried again.
+struct RetryPolicy {
+  int max_attempts = 1;  // in all, the first included
+  double backoff_seconds = 0;
+  std::vector<std::string> retry_on;
+  bool retries(std::string_view code) const;
+  // How long after its `attempts_made`-th failed attempt a device is tried again:
+  // backoff_seconds, doubling with each attempt, at most kMaxRetryBackoff.
+  std::chrono::milliseconds delayAfter(int attempts_made) const;
+};
+inline constexpr std::chrono::hours kMaxRetryBackoff{1};
+
+// "rerunOf": the devices whose rows in an earlier job have one of the statuses.
+struct Rerun {
+  std::string job_id;
+  std::vector<std::string> statuses;
+};
+
 // What a job does, as validated from PUT /jobs/v2/{id}.
 struct JobSpec {
   std::string job_id;
   std::string type;             // kTypeDeviceMethod or kTypeUpdateTwin
-  std::string query_condition;  // as given ("*" = every device)
+  std::string query_condition;  // as given ("*" = every device); empty with rerun_of
+  query::Condition condition;   // query_condition, parsed
   // nullopt: now. A valid ISO-8601 time beyond kLatestTime (e.g. "9999-12-31T00:00:00Z")
   // is kept as kLatestTime: the job waits, scheduled, for as long as the hub runs.
   std::optional<SystemTime> start_time;
@@ -57,6 +110,11 @@ struct JobSpec {
   bool fail_on_device_status = false;
   // iothub extension (docs/jobs.md): among due jobs waiting for a slot, higher starts first.
   std::optional<int> priority;  // 0-9; nullopt: 0 (not echoed)
+  std::optional<Rollout> rollout;
+  std::vector<AbortCriterion> abort_criteria;
+  std::optional<RetryPolicy> retry;  // method jobs
+  // Targets: the rows of an earlier job instead of query_condition.
+  std::optional<Rerun> rerun_of;
   // scheduleDeviceMethod: the call made on every device (device_id left empty).
   methods::MethodCall method;
   // scheduleUpdateTwin: the updateTwin object as given (tags, properties.desired, etag).
@@ -109,15 +167,26 @@ inline constexpr std::string_view kDocCancelRequested = "cancelRequested";
 inline constexpr std::string_view kDocFailureReason = "failureReason";
 inline constexpr std::string_view kDocStatusMessage = "statusMessage";
 
-// A per-device row (docs/protocol.md §9.8) of `job` for `device_id` in `status`, at `now`.
-// `started` is when the device's operation began (pending rows: the job's start);
-// `ended` only for terminal rows; `method_response` is {status, payload} for answered
-// method calls; `error` a {code, description} for failed and canceled devices.
-store::DeviceJobRecord deviceJobRecord(const store::JobRecord& job, std::string_view device_id,
-                                       std::string_view status, SystemTime now, SystemTime started,
-                                       std::optional<SystemTime> ended,
-                                       std::optional<json::value> method_response,
-                                       std::optional<json::object> error);
+// What a per-device row (docs/protocol.md §9.8) says.
+struct DeviceJobRow {
+  std::string_view device_id{};
+  std::string_view status{};
+  SystemTime now{};      // lastUpdatedDateTimeUtc
+  SystemTime started{};  // when the device's operation began (pending rows: the job's start)
+  std::optional<SystemTime> ended{};             // terminal rows only
+  std::optional<json::value> method_response{};  // answered method calls: {status, payload}
+  std::optional<json::object> error{};           // failed and canceled devices: {code, description}
+  // Jobs with "retry" (docs/jobs.md): attempts made so far ("attempts"), and for a device
+  // waiting for its next attempt, when it comes ("nextAttemptTimeUtc") and why the last
+  // one failed ("lastAttemptError"). 0 / nullopt: not shown.
+  int attempts = 0;
+  std::optional<SystemTime> next_attempt{};
+  std::optional<json::object> last_attempt_error{};
+};
+inline constexpr std::string_view kRowAttempts = "attempts";
+inline constexpr std::string_view kRowNextAttempt = "nextAttemptTimeUtc";
+
+store::DeviceJobRecord deviceJobRecord(const store::JobRecord& job, DeviceJobRow row);
 
 json::object deviceJobError(std::string_view code, std::string_view description);
 

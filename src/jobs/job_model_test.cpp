@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <limits>
+
 #include "common/time_format.hpp"
 
 namespace iothub::jobs {
@@ -187,17 +190,92 @@ TEST(JobModelTest, DeviceRowsHaveTheReferenceShape) {
   job.job_id = "j";
   job.type = std::string(kTypeDeviceMethod);
   SystemTime t = *parseTimestamp("2030-01-01T00:00:00Z");
-  auto row = deviceJobRecord(job, "d1", kDeviceCompleted, t, t, t,
-                             json::value(json::object{{"status", 200}, {"payload", nullptr}}),
-                             std::nullopt);
+  auto row = deviceJobRecord(
+      job, {.device_id = "d1",
+            .status = kDeviceCompleted,
+            .now = t,
+            .started = t,
+            .ended = t,
+            .method_response = json::value(json::object{{"status", 200}, {"payload", nullptr}})});
   EXPECT_EQ(row.status, "completed");
   EXPECT_EQ(row.document.at("jobType"), "scheduleDeviceMethod");
   EXPECT_EQ(row.document.at("outcome").at("deviceMethodResponse").at("status"), 200);
   EXPECT_TRUE(row.document.contains("endTimeUtc"));
-  auto failed = deviceJobRecord(job, "d2", kDeviceFailed, t, t, t, std::nullopt,
-                                deviceJobError("DeviceNotOnline", "x"));
+  auto failed = deviceJobRecord(job, {.device_id = "d2",
+                                      .status = kDeviceFailed,
+                                      .now = t,
+                                      .started = t,
+                                      .ended = t,
+                                      .error = deviceJobError("DeviceNotOnline", "x")});
   EXPECT_TRUE(failed.document.at("outcome").at("deviceMethodResponse").is_null());
   EXPECT_EQ(failed.document.at("error").at("code"), "DeviceNotOnline");
+}
+
+TEST(JobModelTest, RolloutRatesGrowByStepsAndStopAtTheMaximum) {
+  Rollout r{.maximum_per_minute = 1000,
+            .exponential = Rollout::Exponential{
+                .base_per_minute = 10, .increment_factor = 1.5, .succeeded_per_increase = 100}};
+  EXPECT_DOUBLE_EQ(r.ratePerMinute(0), 10);
+  EXPECT_DOUBLE_EQ(r.ratePerMinute(99), 10);
+  EXPECT_DOUBLE_EQ(r.ratePerMinute(100), 15);
+  EXPECT_DOUBLE_EQ(r.ratePerMinute(250), 22.5);
+  EXPECT_DOUBLE_EQ(r.ratePerMinute(1'000'000'000), 1000);
+  r.maximum_per_minute.reset();
+  EXPECT_TRUE(std::isfinite(r.ratePerMinute(std::numeric_limits<std::int64_t>::max())));
+  EXPECT_DOUBLE_EQ(Rollout{.maximum_per_minute = 30}.ratePerMinute(12345), 30);
+}
+
+TEST(JobModelTest, AbortCriteriaTripAboveTheirThresholdOnceEnoughDevicesEnded) {
+  AbortCriterion any{
+      .failure_type = FailureType::Any, .threshold_percentage = 20, .min_executed = 10};
+  EXPECT_FALSE(any.trips(9, 9, 0));   // too few outcomes yet
+  EXPECT_FALSE(any.trips(10, 2, 0));  // 20 % is not more than 20 %
+  EXPECT_TRUE(any.trips(10, 3, 0));
+  AbortCriterion timed{
+      .failure_type = FailureType::TimedOut, .threshold_percentage = 10, .min_executed = 1};
+  EXPECT_FALSE(timed.trips(10, 5, 1));
+  EXPECT_TRUE(timed.trips(10, 5, 2));
+  AbortCriterion failed{
+      .failure_type = FailureType::Failed, .threshold_percentage = 10, .min_executed = 1};
+  EXPECT_FALSE(failed.trips(10, 5, 4));  // 1 failure that is not a time-out
+  EXPECT_TRUE(failed.trips(10, 5, 3));
+  EXPECT_EQ(any.describe(),
+            "abort criterion {failureType: any, thresholdPercentage: 20, "
+            "minNumberOfExecutedDevices: 10}");
+}
+
+TEST(JobModelTest, RetryBackoffDoublesUpToAnHour) {
+  RetryPolicy p{.max_attempts = 10, .backoff_seconds = 1.5, .retry_on = {"GatewayTimeout"}};
+  EXPECT_EQ(p.delayAfter(1), std::chrono::milliseconds(1500));
+  EXPECT_EQ(p.delayAfter(2), std::chrono::milliseconds(3000));
+  EXPECT_EQ(p.delayAfter(4), std::chrono::milliseconds(12000));
+  RetryPolicy slow{.max_attempts = 10, .backoff_seconds = 3600, .retry_on = {"GatewayTimeout"}};
+  EXPECT_EQ(slow.delayAfter(9), kMaxRetryBackoff);
+  EXPECT_TRUE(p.retries("GatewayTimeout"));
+  EXPECT_FALSE(p.retries("DeviceNotOnline"));
+}
+
+TEST(JobModelTest, ExtensionsRoundTripThroughTheStoredRecord) {
+  auto spec = parseJobRequest("j", *parseJson(R"({"type":"scheduleDeviceMethod",
+      "cloudToDeviceMethod":{"methodName":"m"},"queryCondition":"*",
+      "rollout":{"maximumPerMinute":100,"exponentialRate":{"baseRatePerMinute":2.5,
+        "incrementFactor":2,"rateIncreaseCriteria":{"numberOfSucceededDevices":50}}},
+      "abort":{"criteria":[{"failureType":"failed","thresholdPercentage":12.5,
+        "minNumberOfExecutedDevices":100}]},
+      "retry":{"maxAttempts":4,"backoffSeconds":30}})"));
+  ASSERT_TRUE(spec.isOk()) << spec.status().toString();
+  store::JobRecord job = newJobRecord(*spec, SystemTime{});
+  json::object shown = jobResponse(job, {});
+  EXPECT_EQ(shown.at("rollout").at("maximumPerMinute"), 100);
+  EXPECT_EQ(shown.at("rollout").at("exponentialRate").at("baseRatePerMinute"), 2.5);
+  EXPECT_EQ(shown.at("abort").at("criteria").at(0).at("thresholdPercentage"), 12.5);
+  EXPECT_EQ(shown.at("retry"), *parseJson(R"({"maxAttempts":4,"backoffSeconds":30,
+      "retryOn":["DeviceNotOnline","GatewayTimeout"]})"));
+  auto back = specOf(job);
+  ASSERT_TRUE(back.isOk()) << back.status().toString();
+  EXPECT_EQ(back->rollout->exponential->succeeded_per_increase, 50);
+  EXPECT_EQ(back->abort_criteria.at(0).min_executed, 100);
+  EXPECT_EQ(back->retry->max_attempts, 4);
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <unordered_map>
 #include <utility>
 
@@ -23,6 +24,11 @@ using SteadyClock = std::chrono::steady_clock;
 
 json::object errorOf(const Status& s) {
   return deviceJobError(errorInfo(s.code()).name, s.message());
+}
+
+std::string_view errorCodeOf(const json::object& error) {
+  const json::string* code = findString(error, "code");
+  return code != nullptr ? std::string_view(*code) : std::string_view();
 }
 
 }  // namespace
@@ -47,7 +53,6 @@ struct JobsEngine::Run {
 
   // Engine thread only.
   JobSpec spec;
-  query::Condition condition;
   bool is_method = false;
   std::shared_ptr<const json::object> update_twin;
   bool started = false;  // running: its devices are being dispatched
@@ -75,6 +80,16 @@ struct JobsEngine::Run {
   std::optional<Status> failure;
   // recover() failed transiently: the engine thread tries again.
   bool needs_recovery = false;
+  // Failed devices whose error was a time-out (abort criteria of type timedOut).
+  std::int64_t timed_out_failures = 0;
+  // Set once an abort criterion tripped: the run dispatches no more, cancels its
+  // undispatched devices and ends failed with this as its failureReason.
+  std::optional<std::string> abort_reason;
+  // "retry": devices waiting for their next attempt, by when it is due, and the attempts
+  // made by every device that has failed one (absent: none failed yet).
+  std::multimap<SystemTime, std::string> retry_due;
+  std::unordered_map<std::string, int> attempts;
+
   // The devices selected by the first attempt to start, kept until the run has started so
   // that a retry writes rows for the same devices.
   std::optional<std::vector<std::string>> targets;
@@ -232,9 +247,40 @@ json::object JobsEngine::render(const store::JobRecord& job) {
   return jobResponse(job, JobStatistics::fromJson(findObject(job.document, kDocStatistics)));
 }
 
+Status JobsEngine::checkRerunSource(const JobSpec& spec) {
+  if (!spec.rerun_of) return Status::ok();
+  auto source = store_.jobs().getJob(spec.rerun_of->job_id);
+  if (source.code() == ErrorCode::JobNotFound) {
+    return Status(ErrorCode::ArgumentInvalid,
+                  "rerunOf.jobId names no job: '" + spec.rerun_of->job_id + "'");
+  }
+  return source.status();
+}
+
+Result<std::vector<std::string>> JobsEngine::selectTargets(const JobSpec& spec) {
+  if (!spec.rerun_of) return select_(spec.condition);
+  // The rows of the earlier job with the statuses asked for, in device id order.
+  std::vector<std::string> ids;
+  for (const std::string& status : spec.rerun_of->statuses) {
+    std::string after;
+    for (;;) {
+      auto rows = store_.deviceJobs().listDeviceJobs(spec.rerun_of->job_id, status, after,
+                                                     options_.batch_size);
+      if (!rows) return rows.status();
+      for (auto& row : *rows) ids.push_back(std::move(row.device_id));
+      if (rows->size() < options_.batch_size) break;
+      after = ids.back();
+    }
+  }
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  return ids;
+}
+
 Result<json::object> JobsEngine::create(std::string_view job_id, const json::value& body) {
   auto spec = parseJobRequest(job_id, body);
   if (!spec) return spec.status();
+  IOTHUB_RETURN_IF_ERROR(checkRerunSource(*spec));
   store::JobRecord job = newJobRecord(*spec, clock_.now());
   // In a cluster no node holds a job before its start time, so none would mark it
   // scheduled: it is stored so. The PUT still answers "queued", as Azure's does and as a
@@ -264,15 +310,16 @@ Result<json::object> JobsEngine::create(std::string_view job_id, const json::val
 Result<json::object> JobsEngine::dryRun(std::string_view job_id, const json::value& body) {
   auto spec = parseJobRequest(job_id, body);
   if (!spec) return spec.status();
-  auto condition = query::parseCondition(spec->query_condition);
-  if (!condition) return condition.status();
+  IOTHUB_RETURN_IF_ERROR(checkRerunSource(*spec));
   auto existing = store_.jobs().getJob(job_id);
   if (existing) {
     return Status(ErrorCode::JobAlreadyExists,
                   "A job with id '" + std::string(job_id) + "' already exists");
   }
   if (existing.code() != ErrorCode::JobNotFound) return existing.status();
-  const std::vector<std::string> targets = select_(*condition);
+  auto selected = selectTargets(*spec);
+  if (!selected) return selected.status();
+  const std::vector<std::string>& targets = *selected;
   json::array sample;
   for (std::size_t i = 0; i < targets.size() && i < kDryRunSampleSize; ++i) {
     sample.emplace_back(targets[i]);
@@ -594,13 +641,48 @@ void JobsEngine::handleCompletion(Completion& c) {
   --run->inflight;
   SystemTime now = clock_.now();
   bool ok = c.status.isOk();
+  std::optional<json::object> error;
+  if (!ok) error = c.error ? std::move(*c.error) : errorOf(c.status);
+  int attempt = 0;  // shown in rows of jobs with "retry"
+  if (run->spec.retry) {
+    auto it = run->attempts.find(c.device_id);
+    attempt = (it == run->attempts.end() ? 0 : it->second) + 1;
+    if (!ok && attempt < run->spec.retry->max_attempts &&
+        run->spec.retry->retries(errorCodeOf(*error)) && !run->cancel_requested &&
+        !run->timed_out && !run->failure && !run->abort_reason) {
+      // Tried again later: pending again, with when and why.
+      SystemTime next = now + run->spec.retry->delayAfter(attempt);
+      run->attempts[c.device_id] = attempt;
+      run->retry_due.emplace(next, c.device_id);
+      run->buffer.push_back(deviceJobRecord(run->record, {.device_id = c.device_id,
+                                                          .status = kDevicePending,
+                                                          .now = now,
+                                                          .started = began,
+                                                          .method_response = std::move(c.response),
+                                                          .attempts = attempt,
+                                                          .next_attempt = next,
+                                                          .last_attempt_error = std::move(error)}));
+      updateStats(*run, [](JobStatistics& s) {
+        --s.running;
+        ++s.pending;
+      });
+      return;
+    }
+    run->attempts.erase(c.device_id);
+  }
+  if (!ok && isTimeoutError(errorCodeOf(*error))) ++run->timed_out_failures;
   if (c.recorded) {
     run->outcomes_unsaved = true;  // the statistics are saved at the next flush all the same
   } else {
-    run->buffer.push_back(deviceJobRecord(
-        run->record, c.device_id, ok ? kDeviceCompleted : kDeviceFailed, now, began, now,
-        std::move(c.response),
-        ok ? std::nullopt : std::optional<json::object>(c.error ? *c.error : errorOf(c.status))));
+    run->buffer.push_back(
+        deviceJobRecord(run->record, {.device_id = c.device_id,
+                                      .status = ok ? kDeviceCompleted : kDeviceFailed,
+                                      .now = now,
+                                      .started = began,
+                                      .ended = now,
+                                      .method_response = std::move(c.response),
+                                      .error = std::move(error),
+                                      .attempts = attempt}));
   }
   updateStats(*run, [ok](JobStatistics& s) {
     --s.running;
@@ -608,6 +690,31 @@ void JobsEngine::handleCompletion(Completion& c) {
   });
   (ok ? counters_.devices_succeeded : counters_.devices_failed)
       .fetch_add(1, std::memory_order_relaxed);
+  checkAbort(*run);
+}
+
+void JobsEngine::checkAbort(Run& run) {
+  if (run.spec.abort_criteria.empty() || run.abort_reason || run.cancel_requested ||
+      run.timed_out || run.failure)
+    return;
+  JobStatistics stats;
+  {
+    std::lock_guard lock(state_mutex_);
+    stats = run.stats;
+  }
+  const std::int64_t executed = stats.succeeded + stats.failed;
+  for (const AbortCriterion& criterion : run.spec.abort_criteria) {
+    if (!criterion.trips(executed, stats.failed, run.timed_out_failures)) continue;
+    std::int64_t counted = criterion.failure_type == FailureType::Any ? stats.failed
+                           : criterion.failure_type == FailureType::TimedOut
+                               ? run.timed_out_failures
+                               : stats.failed - run.timed_out_failures;
+    run.abort_reason = "Aborted by " + criterion.describe() + ": " + std::to_string(counted) +
+                       " of " + std::to_string(executed) + " devices with an outcome failed so";
+    log::withFields(spdlog::level::warn, {{"jobId", run.record.job_id}}, "jobs: {}: {}",
+                    run.record.job_id, *run.abort_reason);
+    return;
+  }
 }
 
 void JobsEngine::updateStats(Run& run, const std::function<void(JobStatistics&)>& change) {
@@ -664,21 +771,23 @@ void JobsEngine::startDueJobs() {
 }
 
 Status JobsEngine::startRun(Run& run) {
-  auto condition = query::parseCondition(run.spec.query_condition);
-  if (!condition) return condition.status();
-  run.condition = *condition;
   run.is_method = run.spec.type == kTypeDeviceMethod;
   run.update_twin = std::make_shared<const json::object>(run.spec.update_twin);
   SystemTime now = clock_.now();
-  if (!run.targets) run.targets = select_(run.condition);
+  if (!run.targets) {
+    auto selected = selectTargets(run.spec);
+    if (!selected) return selected.status();
+    run.targets = std::move(*selected);
+  }
   const std::vector<std::string>& targets = *run.targets;
   for (std::size_t i = 0; i < targets.size(); i += kSelectionChunk) {
     std::vector<store::DeviceJobRecord> rows;
     std::size_t end = std::min(targets.size(), i + kSelectionChunk);
     rows.reserve(end - i);
     for (std::size_t j = i; j < end; ++j) {
-      rows.push_back(deviceJobRecord(run.record, targets[j], kDevicePending, now, now, std::nullopt,
-                                     std::nullopt, std::nullopt));
+      rows.push_back(deviceJobRecord(
+          run.record,
+          {.device_id = targets[j], .status = kDevicePending, .now = now, .started = now}));
     }
     IOTHUB_RETURN_IF_ERROR(putRows(run, rows));
   }
@@ -711,11 +820,11 @@ Status JobsEngine::recover(Run& run) {
   }
   run.is_method = run.spec.type == kTypeDeviceMethod;
   run.update_twin = std::make_shared<const json::object>(run.spec.update_twin);
-  auto condition = query::parseCondition(run.spec.query_condition);
-  if (!condition) return condition.status();
-  run.condition = *condition;
   SystemTime now = clock_.now();
   JobStatistics stats;
+  run.retry_due.clear();
+  run.attempts.clear();
+  run.timed_out_failures = 0;
   std::vector<store::DeviceJobRecord> fixes;
   std::string after;
   for (;;) {
@@ -724,8 +833,19 @@ Status JobsEngine::recover(Run& run) {
     if (!rows) return rows.status();
     for (auto& row : *rows) {
       ++stats.device_count;
+      const json::value* attempts = findMember(row.document, kRowAttempts);
+      const int attempts_made =
+          attempts != nullptr && attempts->is_int64() ? static_cast<int>(attempts->get_int64()) : 0;
       if (row.status == kDevicePending) {
         ++stats.pending;
+        if (attempts_made > 0) {
+          // Waiting for its next attempt ("retry"): due when its row says.
+          SystemTime next = now;
+          if (const json::string* t = findString(row.document, kRowNextAttempt))
+            next = parseTimestamp(*t).value_or(now);
+          run.attempts[row.device_id] = attempts_made;
+          run.retry_due.emplace(next, row.device_id);
+        }
       } else if (row.status == kDeviceRunning) {
         SystemTime began = now;
         if (const json::string* t = findString(row.document, "startTimeUtc"))
@@ -733,23 +853,33 @@ Status JobsEngine::recover(Run& run) {
         if (run.is_method) {
           ++stats.failed;
           fixes.push_back(deviceJobRecord(
-              run.record, row.device_id, kDeviceFailed, now, began, now, std::nullopt,
-              deviceJobError(
-                  "DeviceJobInterrupted",
-                  "The hub (or the cluster node running the job) stopped while this method call "
-                  "was in flight; it may or may not have reached the device, so it was not "
-                  "repeated")));
+              run.record,
+              {.device_id = row.device_id,
+               .status = kDeviceFailed,
+               .now = now,
+               .started = began,
+               .ended = now,
+               .error = deviceJobError("DeviceJobInterrupted",
+                                       "The hub (or the cluster node running the job) stopped "
+                                       "while this method call was in flight; it may or may not "
+                                       "have reached the device, so it was not repeated"),
+               .attempts = attempts_made}));
         } else {
           // Rows of old versions, which recorded twin updates apart from the twin: the update
           // may be applied again. Today a twin row goes from pending straight to its outcome.
           ++stats.pending;
-          fixes.push_back(deviceJobRecord(run.record, row.device_id, kDevicePending, now, began,
-                                          std::nullopt, std::nullopt, std::nullopt));
+          fixes.push_back(deviceJobRecord(run.record, {.device_id = row.device_id,
+                                                       .status = kDevicePending,
+                                                       .now = now,
+                                                       .started = began}));
         }
       } else if (row.status == kDeviceCompleted) {
         ++stats.succeeded;
       } else if (row.status == kDeviceFailed) {
         ++stats.failed;
+        if (const json::object* error = findObject(row.document, "error");
+            error != nullptr && isTimeoutError(errorCodeOf(*error)))
+          ++run.timed_out_failures;
       } else {
         ++stats.canceled;
       }
@@ -777,6 +907,7 @@ Status JobsEngine::recover(Run& run) {
   run.store_failures = 0;
   run.tokens = 1;
   run.last_refill = now;
+  checkAbort(run);  // the counts that tripped it before the restart trip it again
   log::withFields(spdlog::level::info, {{"jobId", run.record.job_id}},
                   "jobs: {} resumed: {} pending, {} succeeded, {} failed, {} interrupted",
                   run.record.job_id, stats.pending, stats.succeeded, stats.failed, fixes.size());
@@ -800,6 +931,12 @@ void JobsEngine::step(Run& run) {
     drainUndispatched(
         run, kDeviceCanceled,
         deviceJobError("JobCancelled", "The job was cancelled before this device was processed"));
+  } else if (run.abort_reason) {
+    drainUndispatched(run, kDeviceCanceled,
+                      deviceJobError("JobAborted",
+                                     "The job was aborted before this device was "
+                                     "processed. " +
+                                         *run.abort_reason));
   } else if (run.timed_out) {
     drainUndispatched(
         run, kDeviceFailed,
@@ -812,7 +949,8 @@ void JobsEngine::step(Run& run) {
   }
   if (!run.started || backingOff(run)) return;
   flush(run, false);
-  if (run.started && !backingOff(run) && run.exhausted && run.queue.empty() && run.inflight == 0)
+  if (run.started && !backingOff(run) && run.exhausted && run.queue.empty() &&
+      run.retry_due.empty() && run.inflight == 0)
     finish(run);
 }
 
@@ -828,20 +966,38 @@ bool JobsEngine::fetchPending(Run& run) {
     return false;
   }
   run.store_failures = 0;
-  for (auto& row : *rows) run.queue.push_back(std::move(row.device_id));
-  if (!rows->empty()) run.cursor = run.queue.back();
+  if (!rows->empty()) run.cursor = rows->back().device_id;
   if (rows->size() < options_.batch_size) run.exhausted = true;
-  return !rows->empty();
+  bool fetched = false;
+  for (auto& row : *rows) {
+    // Devices waiting for their next attempt are in retry_due already.
+    if (findMember(row.document, kRowAttempts) != nullptr) continue;
+    run.queue.push_back(std::move(row.device_id));
+    fetched = true;
+  }
+  return fetched || !run.exhausted;
 }
 
 void JobsEngine::drainUndispatched(Run& run, std::string_view status, const json::object& error) {
   SystemTime now = clock_.now();
+  // Devices waiting for another attempt first: they end with the rest.
+  for (auto& [due, id] : run.retry_due) run.queue.push_back(std::move(id));
+  run.retry_due.clear();
   for (;;) {
     if (run.queue.empty() && !fetchPending(run)) break;
     std::int64_t n = 0;
     while (!run.queue.empty()) {
-      run.buffer.push_back(deviceJobRecord(run.record, run.queue.front(), status, now, now, now,
-                                           std::nullopt, error));
+      const std::string& id = run.queue.front();
+      auto tried = run.attempts.find(id);
+      run.buffer.push_back(deviceJobRecord(
+          run.record, {.device_id = id,
+                       .status = status,
+                       .now = now,
+                       .started = now,
+                       .ended = now,
+                       .error = error,
+                       .attempts = tried == run.attempts.end() ? 0 : tried->second}));
+      if (tried != run.attempts.end()) run.attempts.erase(tried);
       run.queue.pop_front();
       ++n;
     }
@@ -858,7 +1014,16 @@ void JobsEngine::drainUndispatched(Run& run, std::string_view status, const json
 void JobsEngine::dispatch(Run& run) {
   // Token bucket on the hub's clock: up to one second's worth of operations at once.
   SystemTime clock_now = clock_.now();
-  const std::optional<double>& rate = run.spec.device_operations_per_second;
+  std::optional<double> rate = run.spec.device_operations_per_second;
+  if (run.spec.rollout) {
+    std::int64_t succeeded = 0;
+    {
+      std::lock_guard lock(state_mutex_);
+      succeeded = run.stats.succeeded;
+    }
+    double per_second = run.spec.rollout->ratePerMinute(succeeded) / 60.0;
+    rate = std::min(rate.value_or(per_second), per_second);
+  }
   if (rate) {
     std::chrono::duration<double> elapsed = clock_now - run.last_refill;
     run.tokens =
@@ -866,11 +1031,21 @@ void JobsEngine::dispatch(Run& run) {
   }
   run.last_refill = clock_now;
   std::vector<std::string> batch;
+  std::size_t retried = 0;  // the first `retried` of batch come from retry_due
   while (run.inflight + batch.size() < std::max<std::size_t>(1, options_.window)) {
-    if (rate && run.tokens < 1) break;
-    if (run.queue.empty() && !fetchPending(run)) break;
-    batch.push_back(std::move(run.queue.front()));
-    run.queue.pop_front();
+    if (rate && run.tokens < 1 - 1e-9) break;  // rounding: 60/min for 1 s is one token
+    if (!run.retry_due.empty() && run.retry_due.begin()->first <= clock_now) {
+      batch.push_back(std::move(run.retry_due.begin()->second));
+      run.retry_due.erase(run.retry_due.begin());
+      ++retried;
+    } else {
+      // A fetch may find only devices waiting for another attempt: look again.
+      while (run.queue.empty() && fetchPending(run)) {
+      }
+      if (run.queue.empty()) break;
+      batch.push_back(std::move(run.queue.front()));
+      run.queue.pop_front();
+    }
     if (rate) run.tokens -= 1;
   }
   if (batch.empty()) return;
@@ -883,15 +1058,24 @@ void JobsEngine::dispatch(Run& run) {
     rows.swap(run.buffer);
     rows.reserve(rows.size() + batch.size());
     for (const auto& id : batch) {
-      rows.push_back(deviceJobRecord(run.record, id, kDeviceRunning, now, now, std::nullopt,
-                                     std::nullopt, std::nullopt));
+      int attempt = 0;
+      if (run.spec.retry) {
+        auto tried = run.attempts.find(id);
+        attempt = (tried == run.attempts.end() ? 0 : tried->second) + 1;
+      }
+      rows.push_back(deviceJobRecord(run.record, {.device_id = id,
+                                                  .status = kDeviceRunning,
+                                                  .now = now,
+                                                  .started = now,
+                                                  .attempts = attempt}));
     }
     if (Status s = putRows(run, rows); !s) {
       // Nothing was called: the outcomes wait for the next write, the devices go back to
       // the front of the queue in their order, and so do their tokens.
       rows.resize(rows.size() - batch.size());
       run.buffer = std::move(rows);
-      for (auto it = batch.rbegin(); it != batch.rend(); ++it) run.queue.push_front(std::move(*it));
+      for (std::size_t i = batch.size(); i-- > retried;) run.queue.push_front(std::move(batch[i]));
+      for (std::size_t i = 0; i < retried; ++i) run.retry_due.emplace(now, std::move(batch[i]));
       if (rate) run.tokens += static_cast<double>(batch.size());
       if (!retryLater(run, s, "recording the calls it starts")) failSoftly(run, s);
       return;
@@ -943,9 +1127,12 @@ void JobsEngine::dispatch(Run& run) {
                               live = run.live, update = run.update_twin] {
       if (!live->load()) return;  // the job left this node: its next owner applies the update
       SystemTime at = clock_.now();
-      store::DeviceJobWrite outcome{
-          deviceJobRecord(*shape, id, kDeviceCompleted, at, began, at, std::nullopt, std::nullopt),
-          lease};
+      store::DeviceJobWrite outcome{deviceJobRecord(*shape, {.device_id = id,
+                                                             .status = kDeviceCompleted,
+                                                             .now = at,
+                                                             .started = began,
+                                                             .ended = at}),
+                                    lease};
       if (auto s = updateTwinRetrying(id, *update, outcome)) {
         bool recorded = s->isOk();
         inbox->post(
@@ -1009,6 +1196,9 @@ void JobsEngine::finish(Run& run) {
     if (run.failure) {
       r.status = std::string(kJobFailed);
       r.document[kDocFailureReason] = run.failure->message();
+    } else if (run.abort_reason && !run.cancel_requested) {
+      r.status = std::string(kJobFailed);
+      r.document[kDocFailureReason] = *run.abort_reason;
     } else if (run.cancel_requested) {
       r.status = std::string(kJobCancelled);
     } else if (run.timed_out) {

@@ -254,6 +254,12 @@ class JobsEngine {
   void cancelUnstarted(Run& run);
   void handleCancel(const std::string& job_id);
   void handleCompletion(Completion& c);
+  // Trips the run's abort criteria ("abort", docs/jobs.md) when its outcomes say so.
+  void checkAbort(Run& run);
+  // rerunOf's job must exist. Errors: ArgumentInvalid naming it; the store's.
+  Status checkRerunSource(const JobSpec& spec);
+  // The devices a job targets: its rerunOf rows, or what its condition selects.
+  Result<std::vector<std::string>> selectTargets(const JobSpec& spec);
   void startDueJobs();
   Status startRun(Run& run);
   Status recover(Run& run);

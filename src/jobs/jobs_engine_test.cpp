@@ -35,7 +35,8 @@ bool waitUntil(Pred done, std::chrono::milliseconds deadline = 15000ms) {
   return done();
 }
 
-// Devices behave by the prefix of their id: "off-" are offline, "slow-" answer only when
+// Devices behave by the prefix of their id: "off-" are offline, "flap-" offline for their
+// first two calls, "tmo-" never answer in time (GatewayTimeout), "slow-" answer only when
 // released, "bad-" fail twin updates with a precondition failure, "flaky-" and "down-"
 // with transient store errors (see updateTwin); others succeed. A twin update that
 // succeeds writes its outcome row to the store given to recordInto() (these devices have
@@ -46,9 +47,16 @@ class FakeOperations final : public DeviceOperations {
   void invokeMethod(methods::MethodCall call, methods::MethodCallback done) override {
     std::unique_lock lock(mutex_);
     calls_.push_back(call.device_id);
-    if (call.device_id.starts_with("off-")) {
+    const auto made = std::count(calls_.begin(), calls_.end(), call.device_id);
+    // "flap-" devices are offline for their first two calls.
+    if (call.device_id.starts_with("off-") || (call.device_id.starts_with("flap-") && made <= 2)) {
       lock.unlock();
       done(Status(ErrorCode::DeviceNotOnline, "Timed out waiting for device to connect."));
+      return;
+    }
+    if (call.device_id.starts_with("tmo-")) {  // connected, never answers in time
+      lock.unlock();
+      done(Status(ErrorCode::GatewayTimeout, "Timed out waiting for the response from device."));
       return;
     }
     if (call.device_id.starts_with("slow-")) {
@@ -95,6 +103,10 @@ class FakeOperations final : public DeviceOperations {
   std::vector<std::string> calls() const {
     std::lock_guard lock(mutex_);
     return calls_;
+  }
+  std::size_t callsOf(std::string_view device_id) const {
+    std::lock_guard lock(mutex_);
+    return static_cast<std::size_t>(std::count(calls_.begin(), calls_.end(), device_id));
   }
   std::map<std::string, std::vector<json::object>> twinUpdates() const {
     std::lock_guard lock(mutex_);
@@ -469,6 +481,258 @@ TEST_F(JobsEngineTest, FailOnDeviceStatusFailsDevicesThatAnswerOutside2xx) {
       {R"({"type":"scheduleDeviceMethod","cloudToDeviceMethod":{"methodName":"m"},"queryCondition":"*","failOnDeviceStatus":"yes"})",
        R"({"type":"scheduleUpdateTwin","updateTwin":{"tags":{"a":1}},"queryCondition":"*","failOnDeviceStatus":true})"}) {
     EXPECT_EQ(engine_->create("bad", *parseJson(bad)).code(), ErrorCode::ArgumentInvalid) << bad;
+  }
+}
+
+TEST_F(JobsEngineTest, RetryTriesListedErrorsAgainWithDoublingBackoffAcrossARestart) {
+  addDevices("d", 3);
+  addDevices("flap-", 2);  // offline twice, then answer
+  addDevices("off-", 2);   // never online
+  addDevices("err-", 1);   // answers 500: DeviceMethodFailed, not listed
+  startEngine();
+  json::object created = methodJob(
+      "r", "*",
+      R"(,"failOnDeviceStatus":true,"retry":{"maxAttempts":3,"backoffSeconds":10,"retryOn":["DeviceNotOnline"]})");
+  EXPECT_EQ(created.at("retry"),
+            *parseJson(R"({"maxAttempts":3,"backoffSeconds":10,"retryOn":["DeviceNotOnline"]})"));
+  // First attempts: the offline devices wait, pending, for their second.
+  ASSERT_TRUE(waitUntil([&] {
+    return stats("r") ==
+               JobStatistics{.device_count = 8, .pending = 4, .succeeded = 3, .failed = 1} &&
+           rows("r").at("off-1001").document.contains("lastAttemptError");
+  }));
+  EXPECT_EQ(status("r"), "running");
+  auto first = rows("r");
+  const auto& waiting = first.at("flap-1000");
+  EXPECT_EQ(waiting.status, "pending");
+  EXPECT_EQ(waiting.document.at("attempts"), 1);
+  EXPECT_EQ(waiting.document.at("nextAttemptTimeUtc").as_string(),
+            formatTimestamp(clock_.now() + 10s));
+  EXPECT_EQ(waiting.document.at("lastAttemptError").at("code"), "DeviceNotOnline");
+  EXPECT_EQ(first.at("d1000").document.at("attempts"), 1);
+  EXPECT_EQ(first.at("err-1000").status, "failed");  // DeviceMethodFailed is not listed
+  EXPECT_EQ(first.at("err-1000").document.at("attempts"), 1);
+
+  // A restart keeps the schedule: nothing is tried before it is due.
+  engine_->stop();
+  engine_.reset();
+  startEngine();
+  ASSERT_TRUE(waitUntil([&] { return status("r") == "running" && stats("r").pending == 4; }));
+  clock_.advance(9s);
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(operations_.callsOf("flap-1000"), 1u);
+  clock_.advance(1s);
+  // Second attempts fail again; the next one waits twice as long.
+  ASSERT_TRUE(waitUntil([&] { return operations_.callsOf("off-1001") == 2; }));
+  ASSERT_TRUE(waitUntil([&] { return rows("r").at("off-1001").document.at("attempts") == 2; }));
+  EXPECT_EQ(rows("r").at("off-1001").document.at("nextAttemptTimeUtc"),
+            json::value(formatTimestamp(clock_.now() + 20s)));
+  clock_.advance(19s);
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(operations_.callsOf("flap-1000"), 2u);
+  clock_.advance(1s);
+  ASSERT_TRUE(waitUntil([&] { return finished("r"); }));
+  EXPECT_EQ(status("r"), "completed");
+  EXPECT_EQ(stats("r"), (JobStatistics{.device_count = 8, .succeeded = 5, .failed = 3}));
+  auto last = rows("r");
+  EXPECT_EQ(last.at("flap-1001").status, "completed");
+  EXPECT_EQ(last.at("flap-1001").document.at("attempts"), 3);
+  EXPECT_FALSE(last.at("flap-1001").document.contains("nextAttemptTimeUtc"));
+  EXPECT_EQ(last.at("off-1000").status, "failed");
+  EXPECT_EQ(last.at("off-1000").document.at("attempts"), 3);
+  EXPECT_EQ(last.at("off-1000").document.at("error").at("code"), "DeviceNotOnline");
+  for (std::string id : {"d1000", "err-1000"}) EXPECT_EQ(operations_.callsOf(id), 1u) << id;
+  for (std::string id : {"flap-1000", "off-1000"}) EXPECT_EQ(operations_.callsOf(id), 3u) << id;
+}
+
+TEST_F(JobsEngineTest, ACancelEndsDevicesWaitingForAnotherAttempt) {
+  addDevices("off-", 3);
+  startEngine();
+  methodJob("r", "*", R"(,"retry":{"maxAttempts":5,"backoffSeconds":60})");
+  ASSERT_TRUE(
+      waitUntil([&] { return stats("r").pending == 3 && operations_.calls().size() == 3; }));
+  ASSERT_TRUE(engine_->cancel("r").isOk());
+  ASSERT_TRUE(waitUntil([&] { return finished("r"); }));
+  EXPECT_EQ(status("r"), "cancelled");
+  EXPECT_EQ(stats("r"), (JobStatistics{.device_count = 3, .canceled = 3}));
+  EXPECT_EQ(rows("r").at("off-1000").document.at("attempts"), 1);
+  EXPECT_EQ(rows("r").at("off-1000").document.at("error").at("code"), "JobCancelled");
+}
+
+TEST_F(JobsEngineTest, RetryRequestsAreValidated) {
+  startEngine();
+  const std::string head =
+      R"({"type":"scheduleDeviceMethod","cloudToDeviceMethod":{"methodName":"m"},"queryCondition":"*",)";
+  for (auto [extra, words] : std::vector<std::pair<std::string, std::string>>{
+           {R"("retry":{"backoffSeconds":1})", "retry.maxAttempts is required"},
+           {R"("retry":{"maxAttempts":11})", "retry.maxAttempts must be an integer from 1 to 10"},
+           {R"("retry":{"maxAttempts":2,"backoffSeconds":-1})", "retry.backoffSeconds"},
+           {R"("retry":{"maxAttempts":2,"retryOn":["Nope"]})", "retry.retryOn"},
+           {R"("retry":{"maxAttempts":2,"retryOn":[]})", "retry.retryOn"},
+           {R"("retry":{"maxAttempts":2,"retryOn":["DeviceMethodFailed"]})", "failOnDeviceStatus"},
+           {R"("retry":5)", "retry must be an object"}}) {
+    auto r = engine_->create("bad", *parseJson(head + extra + "}"));
+    EXPECT_EQ(r.code(), ErrorCode::ArgumentInvalid) << extra;
+    EXPECT_NE(r.status().message().find(words), std::string::npos) << r.status().message();
+  }
+  auto twin = engine_->create("bad", *parseJson(R"({"type":"scheduleUpdateTwin",
+      "updateTwin":{"tags":{"a":1}},"queryCondition":"*","retry":{"maxAttempts":2}})"));
+  EXPECT_EQ(twin.code(), ErrorCode::ArgumentInvalid);
+}
+
+TEST_F(JobsEngineTest, AnAbortCriterionStopsTheJobAndCancelsDevicesNotStarted) {
+  addDevices("off-", 6);
+  addDevices("p", 10);
+  startEngine({.window = 1});  // one device at a time, in id order: the offline ones first
+  json::object created = methodJob(
+      "a", "*",
+      R"(,"abort":{"criteria":[{"failureType":"timedOut","thresholdPercentage":10,"minNumberOfExecutedDevices":1},
+                             {"failureType":"any","thresholdPercentage":50,"minNumberOfExecutedDevices":4}]})");
+  EXPECT_EQ(created.at("abort").at("criteria").as_array().size(), 2u);
+  ASSERT_TRUE(waitUntil([&] { return finished("a"); }));
+  json::object j = job("a");
+  EXPECT_EQ(j.at("status"), "failed");
+  EXPECT_EQ(j.at("failureReason"),
+            "Aborted by abort criterion {failureType: any, thresholdPercentage: 50, "
+            "minNumberOfExecutedDevices: 4}: 4 of 4 devices with an outcome failed so");
+  EXPECT_EQ(stats("a"), (JobStatistics{.device_count = 16, .failed = 4, .canceled = 12}));
+  auto all = rows("a");
+  EXPECT_EQ(all.at("off-1003").status, "failed");
+  EXPECT_EQ(all.at("off-1004").status, "canceled");
+  EXPECT_EQ(all.at("p1000").document.at("error").at("code"), "JobAborted");
+  EXPECT_EQ(operations_.calls().size(), 4u);
+}
+
+TEST_F(JobsEngineTest, AbortCriteriaCountTheirOwnFailureType) {
+  addDevices("off-", 2);
+  addDevices("p", 8);
+  addDevices("tmo-", 2);
+  startEngine({.window = 1});
+  // Two offline devices of ten are 20 % "failed", not time-outs: a timedOut criterion
+  // waits, then the time-outs trip it.
+  methodJob(
+      "t", "STARTSWITH(deviceId, 'off-') OR STARTSWITH(deviceId, 'p')",
+      R"(,"abort":{"criteria":[{"failureType":"timedOut","thresholdPercentage":1,"minNumberOfExecutedDevices":1},
+                                   {"failureType":"failed","thresholdPercentage":20,"minNumberOfExecutedDevices":10}]})");
+  ASSERT_TRUE(waitUntil([&] { return finished("t"); }));
+  EXPECT_EQ(status("t"), "completed");  // 20 % is not more than 20 %
+  methodJob(
+      "u", "*",
+      R"(,"abort":{"criteria":[{"failureType":"timedOut","thresholdPercentage":10,"minNumberOfExecutedDevices":10}]})");
+  ASSERT_TRUE(waitUntil([&] { return finished("u"); }));
+  EXPECT_EQ(status("u"), "failed");  // tmo- come last: 1 of 11 is not more than 10 %, 2 of 12 is
+  EXPECT_NE(std::string(job("u").at("failureReason").as_string()).find("2 of 12"),
+            std::string::npos);
+  const std::string head =
+      R"({"type":"scheduleDeviceMethod","cloudToDeviceMethod":{"methodName":"m"},"queryCondition":"*",)";
+  for (
+      auto [extra, words] : std::vector<std::pair<std::string, std::string>>{
+          {R"("abort":{})", "abort.criteria"},
+          {R"("abort":{"criteria":[]})", "abort.criteria"},
+          {R"("abort":{"criteria":[{"failureType":"rejected","thresholdPercentage":5,"minNumberOfExecutedDevices":1}]})",
+           "abort.criteria[0].failureType"},
+          {R"("abort":{"criteria":[{"failureType":"any","thresholdPercentage":0,"minNumberOfExecutedDevices":1}]})",
+           "abort.criteria[0].thresholdPercentage"},
+          {R"("abort":{"criteria":[{"failureType":"any","thresholdPercentage":5,"minNumberOfExecutedDevices":0}]})",
+           "abort.criteria[0].minNumberOfExecutedDevices"}}) {
+    auto r = engine_->create("bad", *parseJson(head + extra + "}"));
+    EXPECT_EQ(r.code(), ErrorCode::ArgumentInvalid) << extra;
+    EXPECT_NE(r.status().message().find(words), std::string::npos) << r.status().message();
+  }
+}
+
+TEST_F(JobsEngineTest, AnExponentialRolloutSpeedsUpAsDevicesSucceed) {
+  addDevices("d", 30);
+  startEngine();
+  // 60/min (1/s) at first, doubled every 2 successes, at most 240/min (4/s).
+  json::object created = methodJob("roll", "*", R"(,"rollout":{"maximumPerMinute":240,
+      "exponentialRate":{"baseRatePerMinute":60,"incrementFactor":2,
+      "rateIncreaseCriteria":{"numberOfSucceededDevices":2}}})");
+  EXPECT_EQ(created.at("rollout").at("exponentialRate").at("incrementFactor"), 2);
+  std::size_t expected = 1;
+  for (std::size_t next : {2u, 4u, 8u, 12u, 16u}) {
+    ASSERT_TRUE(waitUntil([&] {
+      return operations_.calls().size() == expected &&
+             stats("roll").succeeded == static_cast<std::int64_t>(expected);
+    })) << expected
+        << " expected, " << operations_.calls().size() << " calls";
+    std::this_thread::sleep_for(30ms);
+    ASSERT_EQ(operations_.calls().size(), expected) << "the frozen clock grants nothing";
+    clock_.advance(1s);
+    expected = next;
+  }
+  const std::string head =
+      R"({"type":"scheduleDeviceMethod","cloudToDeviceMethod":{"methodName":"m"},"queryCondition":"*",)";
+  for (
+      auto [extra, words] : std::vector<std::pair<std::string, std::string>>{
+          {R"("rollout":{})", "rollout needs"},
+          {R"("rollout":{"maximumPerMinute":0})", "rollout.maximumPerMinute"},
+          {R"("rollout":{"exponentialRate":{"baseRatePerMinute":5,"incrementFactor":1,"rateIncreaseCriteria":{"numberOfSucceededDevices":1}}})",
+           "rollout.exponentialRate.incrementFactor"},
+          {R"("rollout":{"exponentialRate":{"baseRatePerMinute":5,"incrementFactor":2}})",
+           "rollout.exponentialRate.rateIncreaseCriteria"},
+          {R"("rollout":{"maximumPerMinute":4,"exponentialRate":{"baseRatePerMinute":5,"incrementFactor":2,"rateIncreaseCriteria":{"numberOfSucceededDevices":1}}})",
+           "must not exceed"}}) {
+    auto r = engine_->create("bad", *parseJson(head + extra + "}"));
+    EXPECT_EQ(r.code(), ErrorCode::ArgumentInvalid) << extra;
+    EXPECT_NE(r.status().message().find(words), std::string::npos) << r.status().message();
+  }
+}
+
+TEST_F(JobsEngineTest, ARerunTargetsTheRowsOfAnEarlierJobWithTheStatusesAsked) {
+  addDevices("d", 5);
+  addDevices("off-", 3);
+  startEngine();
+  methodJob("first");
+  ASSERT_TRUE(waitUntil([&] { return finished("first"); }));
+  const std::string rerun =
+      R"({"type":"scheduleDeviceMethod","cloudToDeviceMethod":{"methodName":"m"},
+          "rerunOf":{"jobId":"first","deviceJobStatuses":["failed","canceled"]}})";
+  auto preview = engine_->dryRun("again", *parseJson(rerun));
+  ASSERT_TRUE(preview.isOk()) << preview.status().toString();
+  EXPECT_EQ(preview->at("deviceCount"), 3);
+  EXPECT_EQ(preview->at("sampleDeviceIds"), *parseJson(R"(["off-1000","off-1001","off-1002"])"));
+  json::object created = create("again", rerun);
+  EXPECT_EQ(created.at("rerunOf").at("jobId"), "first");
+  EXPECT_EQ(created.at("queryCondition"), "");
+  ASSERT_TRUE(waitUntil([&] { return finished("again"); }));
+  EXPECT_EQ(stats("again"), (JobStatistics{.device_count = 3, .failed = 3}));
+  EXPECT_EQ(operations_.callsOf("off-1000"), 2u);
+  EXPECT_EQ(operations_.callsOf("d1000"), 1u);
+  // The succeeded ones, by their rows.
+  create("done", R"({"type":"scheduleUpdateTwin","updateTwin":{"tags":{"v":2}},
+      "rerunOf":{"jobId":"first","deviceJobStatuses":["completed"]}})");
+  ASSERT_TRUE(waitUntil([&] { return finished("done"); }));
+  EXPECT_EQ(stats("done").succeeded, 5);
+  EXPECT_EQ(operations_.twinUpdates().count("off-1000"), 0u);
+  for (
+      auto [body, words] : std::vector<std::pair<std::string, std::string>>{
+          {R"({"type":"scheduleDeviceMethod","cloudToDeviceMethod":{"methodName":"m"},
+               "rerunOf":{"jobId":"nope","deviceJobStatuses":["failed"]}})",
+           "rerunOf.jobId names no job"},
+          {R"({"type":"scheduleDeviceMethod","cloudToDeviceMethod":{"methodName":"m"},"queryCondition":"*",
+               "rerunOf":{"jobId":"first","deviceJobStatuses":["failed"]}})",
+           "rerunOf replaces queryCondition"},
+          {R"({"type":"scheduleDeviceMethod","cloudToDeviceMethod":{"methodName":"m"},
+               "rerunOf":{"jobId":"first","deviceJobStatuses":["broken"]}})",
+           "rerunOf.deviceJobStatuses"},
+          {R"({"type":"scheduleDeviceMethod","cloudToDeviceMethod":{"methodName":"m"},
+               "rerunOf":{"jobId":"first"}})",
+           "rerunOf.deviceJobStatuses"}}) {
+    auto r = engine_->create("bad", *parseJson(body));
+    EXPECT_EQ(r.code(), ErrorCode::ArgumentInvalid) << body;
+    EXPECT_NE(r.status().message().find(words), std::string::npos) << r.status().message();
+  }
+}
+
+TEST_F(JobsEngineTest, ExtensionsNotBuiltYetAreRefusedNotIgnored) {
+  startEngine();
+  for (std::string extra : {R"("offlineDevices":{"waitSeconds":60})", R"("continuous":true)",
+                            R"("convergence":{"timeoutSeconds":60})"}) {
+    auto r = engine_->create("x", *parseJson(R"({"type":"scheduleUpdateTwin",
+        "updateTwin":{"properties":{"desired":{"a":1}}},"queryCondition":"*",)" +
+                                             extra + "}"));
+    EXPECT_EQ(r.code(), ErrorCode::ArgumentInvalid) << extra;
   }
 }
 
