@@ -14,10 +14,10 @@
 namespace iothub::service {
 namespace {
 
-using ::testing::HasSubstr;
-using ::testing::StartsWith;
 using testing::CannedResponse;
 using testing::FakeHttpServer;
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
 using Then = CannedResponse::Then;
 
 constexpr std::string_view kKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
@@ -36,7 +36,8 @@ auth::ServiceConnectionString connectionString(std::string host = "myhub.example
 
 class HttpTransportTest : public ::testing::Test {
  protected:
-  std::unique_ptr<HttpTransport> makeTransport(std::chrono::seconds timeout = std::chrono::seconds{10}) {
+  std::unique_ptr<HttpTransport> makeTransport(std::chrono::seconds timeout = std::chrono::seconds{
+                                                   10}) {
     ServiceClientOptions options;
     options.endpoint = server_.endpoint();
     options.timeout = timeout;
@@ -74,8 +75,9 @@ TEST_F(HttpTransportTest, SendsAzureHeadersAndASignedServiceToken) {
   EXPECT_EQ(r.header("connection"), "keep-alive");
   EXPECT_EQ(r.header("content-type"), std::nullopt);
   EXPECT_EQ(r.header("if-match"), std::nullopt);
-  EXPECT_TRUE(std::regex_match(r.header("request-id").value_or(""),
-                               std::regex("^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")));
+  EXPECT_TRUE(std::regex_match(
+      r.header("request-id").value_or(""),
+      std::regex("^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")));
 
   std::string authorization = r.header("authorization").value_or("");
   EXPECT_THAT(authorization, StartsWith("SharedAccessSignature sr=myhub.example&sig="));
@@ -248,7 +250,8 @@ TEST_F(HttpTransportTest, SendJsonParsesJsonAndMapsErrors) {
   auto transport = makeTransport();
   server_.reply(200, R"({"a":1})");
   server_.reply(204);
-  server_.reply(404, R"({"Message":"ErrorCode:DeviceNotFound;Device nope not found","ExceptionMessage":""})");
+  server_.reply(
+      404, R"({"Message":"ErrorCode:DeviceNotFound;Device nope not found","ExceptionMessage":""})");
   CannedResponse text = canned(Then::KeepOpen, 200, "hello");
   text.content_type = "text/plain";
   server_.reply(text);
@@ -299,7 +302,8 @@ TEST(HttpTransportCreateTest, DefaultEndpointIsHttpsOnHostName) {
 }
 
 TEST(HttpTransportCreateTest, RejectsBadEndpointsAndCaFiles) {
-  for (std::string endpoint : {"ftp://127.0.0.1:21", "127.0.0.1:8443", "https://h:1/path", "https://h?x=1"}) {
+  for (std::string endpoint :
+       {"ftp://127.0.0.1:21", "127.0.0.1:8443", "https://h:1/path", "https://h?x=1"}) {
     ServiceClientOptions options;
     options.endpoint = endpoint;
     EXPECT_EQ(HttpTransport::create(connectionString(), options).code(), ErrorCode::ArgumentInvalid)
@@ -310,9 +314,92 @@ TEST(HttpTransportCreateTest, RejectsBadEndpointsAndCaFiles) {
   auto missing_ca = HttpTransport::create(connectionString(), options);
   EXPECT_EQ(missing_ca.code(), ErrorCode::ArgumentInvalid);
   EXPECT_THAT(missing_ca.status().message(), HasSubstr("/nonexistent/ca.pem"));
-  auto bad_key = HttpTransport::create(
-      auth::ServiceConnectionString{"h", "p", "not base64!"}, ServiceClientOptions{});
+  auto bad_key = HttpTransport::create(auth::ServiceConnectionString{"h", "p", "not base64!"},
+                                       ServiceClientOptions{});
   EXPECT_EQ(bad_key.code(), ErrorCode::ArgumentInvalid);
+}
+
+CannedResponse chunked(std::vector<std::string> chunks) {
+  CannedResponse r;
+  r.content_type = "text/event-stream";
+  r.chunks = std::move(chunks);
+  return r;
+}
+
+TEST_F(HttpTransportTest, SendStreamingDeliversSuccessBodiesAndBuffersErrorBodies) {
+  server_.reply(chunked({"ab", "cd", "e"}));
+  server_.reply(404, R"({"Message":"ErrorCode:NotFound;nothing here"})");
+  server_.reply(200, "{}");
+  auto transport = makeTransport();
+  std::vector<std::string> pieces;
+  auto on_data = [&](std::string_view data) {
+    pieces.emplace_back(data);
+    return true;
+  };
+  auto streamed = transport->sendStreaming(get("/s"), on_data, std::chrono::seconds{5});
+  ASSERT_TRUE(streamed) << streamed.status().toString();
+  EXPECT_EQ(streamed->status, 200);
+  EXPECT_EQ(streamed->header("content-type"), "text/event-stream");
+  EXPECT_EQ(streamed->body, "");
+  std::string joined;
+  for (const auto& p : pieces) joined += p;
+  EXPECT_EQ(joined, "abcde");
+
+  pieces.clear();
+  auto error = transport->sendStreaming(get("/missing"), on_data, std::chrono::seconds{5});
+  ASSERT_TRUE(error) << error.status().toString();
+  EXPECT_EQ(error->status, 404);
+  EXPECT_THAT(error->body, HasSubstr("nothing here"));
+  EXPECT_TRUE(pieces.empty());
+
+  // Each stream had a connection of its own, closed afterwards: the fake server (one
+  // connection at a time) can take the ordinary request that follows.
+  ASSERT_TRUE(transport->send(get("/after")));
+  auto requests = server_.requests();
+  ASSERT_EQ(requests.size(), 3u);
+  EXPECT_EQ(requests[0].target, "/s?api-version=2021-04-12");
+  EXPECT_EQ(requests[0].connection, 1);
+  EXPECT_EQ(requests[1].connection, 2);
+  EXPECT_EQ(requests[2].connection, 3);
+  EXPECT_THAT(requests[0].header("authorization").value_or(""),
+              StartsWith("SharedAccessSignature "));
+}
+
+TEST_F(HttpTransportTest, SendStreamingStopsWhenTheHandlerSaysSo) {
+  CannedResponse endless = chunked({"first", "never"});
+  endless.hold_before_chunk = 1;
+  server_.reply(endless);
+  auto transport = makeTransport();
+  int calls = 0;
+  auto response = transport->sendStreaming(
+      get("/s"),
+      [&](std::string_view data) {
+        ++calls;
+        EXPECT_EQ(data, "first");
+        return false;
+      },
+      std::chrono::seconds{5});
+  ASSERT_TRUE(response) << response.status().toString();
+  EXPECT_EQ(calls, 1);
+  // The stream's connection is closed: once the server finishes writing it sees that and
+  // takes the next connection (one left open would make the request below time out).
+  server_.release();
+  server_.reply(200, "{}");
+  auto after = transport->send(get("/after"));
+  ASSERT_TRUE(after) << after.status().toString();
+  EXPECT_EQ(server_.requests().back().connection, 2);
+}
+
+TEST_F(HttpTransportTest, SendStreamingRejectsTimeoutsThatAreNotPositive) {
+  auto transport = makeTransport();
+  auto on_data = [](std::string_view) { return true; };
+  EXPECT_EQ(transport->sendStreaming(get("/s"), on_data, std::chrono::seconds{0}).code(),
+            ErrorCode::ArgumentInvalid);
+  HttpRequest request = get("/s");
+  request.timeout = std::chrono::milliseconds{0};
+  EXPECT_EQ(transport->sendStreaming(request, on_data, std::chrono::seconds{5}).code(),
+            ErrorCode::ArgumentInvalid);
+  EXPECT_TRUE(server_.requests().empty());
 }
 
 // TLS: the fake server presents a self-signed certificate for myhub.example and 127.0.0.1.
@@ -363,6 +450,31 @@ TEST_F(HttpTransportTlsTest, RejectsACertificateForAnotherHost) {
   EXPECT_THAT(response.status().message(), HasSubstr("certificate verify failed"));
   EXPECT_THAT(response.status().message(), HasSubstr("hostname mismatch"));
   EXPECT_TRUE(server_.requests().empty());
+}
+
+TEST_F(HttpTransportTlsTest, SendStreamingReadsOverTls) {
+  CannedResponse stream;
+  stream.content_type = "text/event-stream";
+  stream.chunks = {"event: job\n", "data: {}\n\n"};
+  server_.reply(stream);
+  ServiceClientOptions options;
+  options.endpoint = server_.endpoint();
+  options.ca_file = ca_file_;
+  auto transport = HttpTransport::create(connectionString("myhub.example"), options);
+  ASSERT_TRUE(transport) << transport.status().toString();
+  std::string body;
+  auto response = (*transport)
+                      ->sendStreaming(
+                          HttpRequest{},
+                          [&](std::string_view data) {
+                            body += data;
+                            return true;
+                          },
+                          std::chrono::seconds{5});
+  ASSERT_TRUE(response) << response.status().toString();
+  EXPECT_EQ(response->status, 200);
+  EXPECT_EQ(body, "event: job\ndata: {}\n\n");
+  EXPECT_EQ(server_.lastServerName(), "myhub.example");
 }
 
 TEST_F(HttpTransportTlsTest, RejectsAnUntrustedCertificate) {
