@@ -226,7 +226,7 @@ class HttpTransport::Impl {
                                      std::chrono::milliseconds idle_timeout) {
     std::chrono::milliseconds timeout = request.timeout.value_or(options_.timeout);
     if (timeout.count() <= 0 || idle_timeout.count() <= 0) {
-      return Status(ErrorCode::ArgumentInvalid, "The request timeout must be positive");
+      return Status(ErrorCode::ArgumentInvalid, "The request and idle timeouts must be positive");
     }
     Result<http::request<http::string_body>> req = [&] {
       std::lock_guard lock(mutex_);  // random_
