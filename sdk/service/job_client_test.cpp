@@ -491,8 +491,17 @@ TEST_F(JobClientTest, OnlyTheExtensionsSetAreSent) {
   s = schedule("x1", "*");
   s.priority = 0;
   ASSERT_TRUE(client_->scheduleDeviceMethod(s, plainMethod()));
+  // One attempt and a repeated code are the hub's to judge (it accepts both).
+  s = schedule("x1", "*");
+  s.retry = RetryPolicy{1, seconds{0}, {RetryOn::GatewayTimeout, RetryOn::GatewayTimeout}};
+  server_.reply(200, std::string(kMethodJobJson));
+  ASSERT_TRUE(client_->scheduleDeviceMethod(s, plainMethod()));
   auto requests = server_.requests();
-  ASSERT_EQ(requests.size(), 3u);
+  ASSERT_EQ(requests.size(), 4u);
+  EXPECT_EQ(requests[3].body,
+            std::string(kPlainMethodPrefix) +
+                R"("queryCondition":"*","retry":{"maxAttempts":1,"backoffSeconds":0,)"
+                R"("retryOn":["GatewayTimeout","GatewayTimeout"]}})");
   EXPECT_EQ(requests[0].body,
             std::string(kPlainMethodPrefix) +
                 R"("queryCondition":"*","rollout":{"exponentialRate":{"baseRatePerMinute":2,)"
@@ -581,7 +590,7 @@ TEST_F(JobClientTest, BadExtensionValuesAreRejectedWithoutARequest) {
        [](JobSchedule& s) {
          s.abort_criteria.assign(11, AbortCriterion{AbortFailureType::Any, 5, 1});
        }},
-      {"retry 1 attempt", [](JobSchedule& s) { s.retry = RetryPolicy{1}; }},
+      {"retry 0 attempts", [](JobSchedule& s) { s.retry = RetryPolicy{0}; }},
       {"retry 11 attempts", [](JobSchedule& s) { s.retry = RetryPolicy{11}; }},
       {"retry negative backoff",
        [](JobSchedule& s) {
@@ -591,9 +600,19 @@ TEST_F(JobClientTest, BadExtensionValuesAreRejectedWithoutARequest) {
        [](JobSchedule& s) {
          s.retry = RetryPolicy{2, seconds{0}, {}};
        }},
-      {"retry twice on a code",
+      {"retry on DeviceMethodFailed without failOnDeviceStatus",
        [](JobSchedule& s) {
-         s.retry = RetryPolicy{2, seconds{0}, {RetryOn::GatewayTimeout, RetryOn::GatewayTimeout}};
+         s.retry = RetryPolicy{2, seconds{0}, {RetryOn::DeviceMethodFailed}};
+       }},
+      {"rollout base above its maximum",
+       [](JobSchedule& s) {
+         s.rollout = Rollout{10.0, ExponentialRollout{20, 2, 5}};
+       }},
+      {"continuous re-run",
+       [](JobSchedule& s) {
+         s.query_condition.clear();
+         s.rerun_of = Rerun{"j0", {DeviceJobStatus::Failed}};
+         s.continuous = true;
        }},
       {"retry on unknown",
        [](JobSchedule& s) {
@@ -945,6 +964,23 @@ TEST_F(JobClientTest, WatchJobPollsAHubWithoutTheEventsRoute) {
   for (std::size_t i = 1; i < requests.size(); ++i) {
     EXPECT_EQ(requests[i].target, "/jobs/v2/w1?api-version=2021-04-12");
   }
+}
+
+TEST_F(JobClientTest, WatchJobPollsWhenTheHubHasNoStreamToSpare) {
+  CannedResponse busy;
+  busy.status = 503;
+  busy.body = azureError("ServiceUnavailable", "Too many job event streams are open");
+  busy.headers = {{"Retry-After", "10"}};
+  server_.reply(busy);
+  server_.reply(200, jobState("cancelled", 2));
+  Updates updates;
+  auto job = client_->watchJob("w1", updates.record(), fastOptions());
+  ASSERT_TRUE(job) << job.status().toString();
+  EXPECT_EQ(job->status, JobStatus::Cancelled);
+  EXPECT_EQ(updates.seen, (std::vector<std::string>{"cancelled:2"}));
+  auto requests = server_.requests();
+  ASSERT_EQ(requests.size(), 2u);
+  EXPECT_EQ(requests[1].target, "/jobs/v2/w1?api-version=2021-04-12");
 }
 
 TEST_F(JobClientTest, WatchJobCanRefuseToPoll) {

@@ -362,6 +362,10 @@ Status checkExtensions(const JobSchedule& schedule, JobType type, const json::ob
     if (rollout->maximum_per_minute && !positive(*rollout->maximum_per_minute)) {
       return invalid("The rollout's maximum per minute must be a positive number");
     }
+    if (rollout->maximum_per_minute && rollout->exponential_rate &&
+        rollout->exponential_rate->base_rate_per_minute > *rollout->maximum_per_minute) {
+      return invalid("The rollout's base rate must not exceed its maximum per minute");
+    }
     if (const auto& rate = rollout->exponential_rate) {
       if (!positive(rate->base_rate_per_minute)) {
         return invalid("The rollout's base rate per minute must be a positive number");
@@ -389,18 +393,18 @@ Status checkExtensions(const JobSchedule& schedule, JobType type, const json::ob
   }
   if (const auto& retry = schedule.retry) {
     if (!method_job) return invalid("retry is only for direct-method jobs");
-    if (retry->max_attempts < 2 || retry->max_attempts > 10) {
-      return invalid("retry's maximum attempts must be from 2 to 10 (the first one included)");
+    if (retry->max_attempts < 1 || retry->max_attempts > 10) {
+      return invalid("retry's maximum attempts must be from 1 to 10 (the first one included)");
     }
     if (!std::isfinite(retry->backoff.count()) || retry->backoff.count() < 0) {
       return invalid("retry's backoff must be a number of seconds, at least 0");
     }
     if (retry->retry_on.empty()) return invalid("retry needs at least one error code to retry on");
-    for (std::size_t i = 0; i < retry->retry_on.size(); ++i) {
-      if (retry->retry_on[i] == RetryOn::Unknown) return invalid("retry on an unknown error code");
-      if (std::find(retry->retry_on.begin(), retry->retry_on.begin() + static_cast<long>(i),
-                    retry->retry_on[i]) != retry->retry_on.begin() + static_cast<long>(i)) {
-        return invalid("retry names " + std::string(toString(retry->retry_on[i])) + " twice");
+    for (RetryOn code : retry->retry_on) {
+      if (code == RetryOn::Unknown) return invalid("retry on an unknown error code");
+      if (code == RetryOn::DeviceMethodFailed && !schedule.fail_on_device_status) {
+        return invalid(
+            "retry on DeviceMethodFailed needs failOnDeviceStatus, the only source of that error");
       }
     }
   }
@@ -422,6 +426,10 @@ Status checkExtensions(const JobSchedule& schedule, JobType type, const json::ob
   }
   if (const auto& rerun = schedule.rerun_of) {
     if (rerun->job_id.empty()) return invalid("The job to re-run must be named");
+    if (schedule.continuous) {
+      return invalid(
+          "A continuous job needs a query condition; a re-run has a fixed set of devices");
+    }
     if (rerun->device_job_statuses.empty()) {
       return invalid("A re-run needs the device statuses to re-run");
     }
@@ -859,7 +867,9 @@ Result<Job> JobClient::watchJob(std::string_view job_id,
       Status error = statusFromErrorResponse(*response);
       bool no_route = (response->status == 404 && error.code() != ErrorCode::JobNotFound) ||
                       response->status == 405;
-      if (no_route && options.poll_when_unsupported) return pollJob(job_id, on_update, options);
+      // 503: the hub serves as many streams as it will (docs/jobs.md); GET still works.
+      bool no_stream = no_route || response->status == 503;
+      if (no_stream && options.poll_when_unsupported) return pollJob(job_id, on_update, options);
       return error;
     }
     if (response) {

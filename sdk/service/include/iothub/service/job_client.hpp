@@ -62,7 +62,8 @@ struct ExponentialRollout {
   std::int64_t succeeded_devices_per_increase = 0;
 };
 struct Rollout {
-  std::optional<double> maximum_per_minute;  // "maximumPerMinute": > 0
+  // "maximumPerMinute": > 0, and not below exponential_rate's base rate.
+  std::optional<double> maximum_per_minute;
   // "exponentialRate". At least one of the two must be set.
   std::optional<ExponentialRollout> exponential_rate;
 };
@@ -82,10 +83,10 @@ struct AbortCriterion {
 enum class RetryOn { Unknown, DeviceNotOnline, GatewayTimeout, DeviceMethodFailed };
 // "retry" (method jobs): a failed device operation is tried again.
 struct RetryPolicy {
-  int max_attempts = 2;  // "maxAttempts": total attempts, 2..10
+  int max_attempts = 2;  // "maxAttempts": total attempts, 1..10
   // "backoffSeconds": wait between attempts, >= 0 (fractions allowed).
   std::chrono::duration<double> backoff{0};
-  // "retryOn": non-empty, no repeats.
+  // "retryOn": non-empty; DeviceMethodFailed only with JobSchedule::fail_on_device_status.
   std::vector<RetryOn> retry_on = {RetryOn::DeviceNotOnline, RetryOn::GatewayTimeout};
 };
 
@@ -193,7 +194,8 @@ struct JobSchedule {
   // "convergence": {"timeoutSeconds": T} (twin jobs that set desired properties): the
   // convergence timeout of docs/jobs.md; > 0.
   std::optional<std::chrono::seconds> convergence_timeout;
-  // "continuous": true: a continuous job (docs/jobs.md). Sent only when true.
+  // "continuous": true: a continuous job (docs/jobs.md); not with rerun_of. Sent only when
+  // true.
   bool continuous = false;
   // "rerunOf", sent in place of "queryCondition" (query_condition must then be empty).
   std::optional<Rerun> rerun_of;
@@ -216,8 +218,9 @@ struct WatchOptions {
   // Reading the event stream fails when nothing (not even a keep-alive comment, which the
   // hub sends every 15 s) arrives for this long.
   std::chrono::seconds idle_timeout{45};
-  // When the hub has no /events route (an older hub: 404 other than JobNotFound, or 405),
-  // poll getJob instead, this often. false: fail with the hub's error instead.
+  // When the hub has no /events route (an older hub: 404 other than JobNotFound, or 405)
+  // or no stream to spare (503), poll getJob instead, this often. false: fail with the
+  // hub's error instead.
   bool poll_when_unsupported = true;
   std::chrono::milliseconds poll_interval{1000};
 };
@@ -270,9 +273,10 @@ class JobClient {
   // opened again after options.poll_interval (the hub starts it with the current state),
   // as long as the previous connection delivered an event; otherwise the transport failure
   // is returned.
-  // A hub without the route (older hubs answer 404 NotFound, not JobNotFound) is polled
-  // with getJob() every options.poll_interval instead, `on_update` being called with the
-  // first state and then whenever the JobResponse changes (unless options say not to).
+  // A hub without the route (older hubs answer 404 NotFound, not JobNotFound) or at its
+  // limit of open streams (503) is polled with getJob() every options.poll_interval
+  // instead, `on_update` being called with the first state and then whenever the
+  // JobResponse changes (unless options say not to).
   // `on_update` runs on the calling thread and may use this client.
   // Errors: ArgumentInvalid (empty id, no callback); JobNotFound; IotHubFormatError for an
   // event that is not a JobResponse or a 200 that is not text/event-stream; transport
