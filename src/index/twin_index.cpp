@@ -130,32 +130,60 @@ Status TwinIndex::load(store::Store& store,
   // A reload while queries run (the change feed's, twin_index_feed.hpp) frees every node
   // the path indexes point to: it waits for an index build to finish (build_mutex_) and
   // for scans reading candidate sets (index_life_), in the order buildPathIndex takes them.
-  std::lock_guard build(build_mutex_);
-  std::unique_lock life(index_life_);
-  std::unique_lock lock(mutex_);
-  rows_ = std::move(rows);
-  connected_ = std::move(connected_ids);
-  path_indexes_.clear();
+  std::vector<std::string> changed;  // every device of the new content, when observed
+  {
+    std::shared_lock observed(observer_mutex_);
+    if (observer_) {
+      changed.reserve(rows.size());
+      for (const auto& [id, entry] : rows) changed.push_back(id);
+    }
+  }
+  std::size_t loaded = rows.size();
+  {
+    std::lock_guard build(build_mutex_);
+    std::unique_lock life(index_life_);
+    std::unique_lock lock(mutex_);
+    rows_ = std::move(rows);
+    connected_ = std::move(connected_ids);
+    path_indexes_.clear();
+  }
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
                                                                   started);
-  spdlog::info("twin index: {} twins loaded in {} ms", rows_.size(), ms.count());
+  spdlog::info("twin index: {} twins loaded in {} ms", loaded, ms.count());
+  for (const auto& id : changed) notify(id);
   return Status::ok();
 }
 
+void TwinIndex::setChangeObserver(ChangeObserver observer) {
+  std::unique_lock lock(observer_mutex_);
+  observer_ = std::move(observer);
+}
+
+void TwinIndex::notify(std::string_view device_id) const {
+  std::shared_lock lock(observer_mutex_);
+  if (observer_) observer_(device_id);
+}
+
 void TwinIndex::putDevice(const store::DeviceRecord& device, const store::TwinRecord& twin) {
-  std::unique_lock lock(mutex_);
-  putDeviceLocked(device, twin);
+  {
+    std::unique_lock lock(mutex_);
+    putDeviceLocked(device, twin);
+  }
+  notify(device.device_id);
 }
 
 void TwinIndex::putDevice(const store::DeviceRecord& device, const store::TwinRecord& twin,
                           bool connected) {
-  std::unique_lock lock(mutex_);
-  if (connected) {
-    connected_.insert(device.device_id);
-  } else {
-    connected_.erase(device.device_id);
+  {
+    std::unique_lock lock(mutex_);
+    if (connected) {
+      connected_.insert(device.device_id);
+    } else {
+      connected_.erase(device.device_id);
+    }
+    putDeviceLocked(device, twin);
   }
-  putDeviceLocked(device, twin);
+  notify(device.device_id);
 }
 
 void TwinIndex::putDeviceLocked(const store::DeviceRecord& device, const store::TwinRecord& twin) {
@@ -173,44 +201,56 @@ void TwinIndex::putDeviceLocked(const store::DeviceRecord& device, const store::
 }
 
 void TwinIndex::updateDevice(const store::DeviceRecord& device) {
-  std::unique_lock lock(mutex_);
-  auto it = rows_.find(device.device_id);
-  if (it == rows_.end()) return;
-  json::object view = *it->second.row;
-  twin::setDeviceFields(view, device, connected_.contains(device.device_id));
-  replaceRow(it, makeRow(view));
+  {
+    std::unique_lock lock(mutex_);
+    auto it = rows_.find(device.device_id);
+    if (it == rows_.end()) return;
+    json::object view = *it->second.row;
+    twin::setDeviceFields(view, device, connected_.contains(device.device_id));
+    replaceRow(it, makeRow(view));
+  }
+  notify(device.device_id);
 }
 
 void TwinIndex::updateTwin(const store::TwinRecord& twin) {
-  std::unique_lock lock(mutex_);
-  auto it = rows_.find(twin.device_id);
-  if (it == rows_.end() || twin.version < it->second.version) return;
-  json::object view = *it->second.row;
-  twin::setTwinFields(view, twin);
-  it->second.version = twin.version;
-  replaceRow(it, makeRow(view));
+  {
+    std::unique_lock lock(mutex_);
+    auto it = rows_.find(twin.device_id);
+    if (it == rows_.end() || twin.version < it->second.version) return;
+    json::object view = *it->second.row;
+    twin::setTwinFields(view, twin);
+    it->second.version = twin.version;
+    replaceRow(it, makeRow(view));
+  }
+  notify(twin.device_id);
 }
 
 void TwinIndex::removeDevice(std::string_view device_id) {
-  std::unique_lock lock(mutex_);
-  auto it = rows_.find(device_id);
-  if (it == rows_.end()) return;
-  indexRow(*it, *it->second.row, false);
-  rows_.erase(it);
+  {
+    std::unique_lock lock(mutex_);
+    auto it = rows_.find(device_id);
+    if (it == rows_.end()) return;
+    indexRow(*it, *it->second.row, false);
+    rows_.erase(it);
+  }
+  notify(device_id);
 }
 
 void TwinIndex::setConnected(std::string_view device_id, bool connected) {
-  std::unique_lock lock(mutex_);
-  if (connected) {
-    connected_.emplace(device_id);
-  } else {
-    connected_.erase(std::string(device_id));
+  {
+    std::unique_lock lock(mutex_);
+    if (connected) {
+      connected_.emplace(device_id);
+    } else {
+      connected_.erase(std::string(device_id));
+    }
+    auto it = rows_.find(device_id);
+    if (it == rows_.end()) return;
+    json::object view = *it->second.row;
+    twin::setConnectionState(view, connected);
+    replaceRow(it, makeRow(view));
   }
-  auto it = rows_.find(device_id);
-  if (it == rows_.end()) return;
-  json::object view = *it->second.row;
-  twin::setConnectionState(view, connected);
-  replaceRow(it, makeRow(view));
+  notify(device_id);
 }
 
 std::size_t TwinIndex::size() const {

@@ -73,6 +73,13 @@ class TwinIndex {
   // The device's connection opened or closed. Remembered even before its row exists.
   void setConnected(std::string_view device_id, bool connected);
 
+  // Told the id of every device whose row was inserted, changed or removed, after the
+  // change and outside the index's lock (a reload tells every device of the new content).
+  // It must be quick and must not write to the index. Thread-safe; setting another
+  // observer (or null) returns once no call of the old one is in progress.
+  using ChangeObserver = std::function<void(std::string_view device_id)>;
+  void setChangeObserver(ChangeObserver observer);
+
   std::size_t size() const;
 
   // The row of one device, or null.
@@ -120,6 +127,8 @@ class TwinIndex {
 
   // Exclusive lock held: putDevice with the connection state connected_ holds.
   void putDeviceLocked(const store::DeviceRecord& device, const store::TwinRecord& twin);
+  // Calls the change observer, if any (no index lock held).
+  void notify(std::string_view device_id) const;
   // Exclusive lock held: the row of `node` becomes `row`, in every index.
   void replaceRow(Rows::iterator it, Row row);
   // Exclusive lock held: adds or removes `node` (showing `row`) in every path index and in
@@ -141,6 +150,9 @@ class TwinIndex {
   mutable std::shared_mutex mutex_;
   Rows rows_;
   std::unordered_set<std::string> connected_;  // devices with a live connection
+  // Held shared by each call of the observer, exclusively to replace it.
+  mutable std::shared_mutex observer_mutex_;
+  ChangeObserver observer_;  // guarded by observer_mutex_
   // Lazily built, so mutable; guarded by mutex_ (published under the exclusive lock).
   mutable std::vector<std::unique_ptr<PathIndex>> path_indexes_;
   mutable std::atomic<std::uint64_t> use_clock_{0};

@@ -272,9 +272,6 @@ Result<Rerun> parseRerun(const json::object& r) {
   return out;
 }
 
-// Extensions not built yet (issue 14): refused rather than silently ignored.
-constexpr std::string_view kNotYetSupported[] = {"offlineDevices", "convergence", "continuous"};
-
 }  // namespace
 
 double Rollout::ratePerMinute(std::int64_t succeeded) const {
@@ -306,7 +303,39 @@ std::string AbortCriterion::describe() const {
          ", minNumberOfExecutedDevices: " + std::to_string(min_executed) + "}";
 }
 
-bool isTimeoutError(std::string_view code) { return code == "GatewayTimeout"; }
+bool isTimeoutError(std::string_view code) {
+  return code == "GatewayTimeout" || code == "NotConverged";
+}
+
+namespace {
+// Values equal as JSON: numbers by value (3 and 3.0 are the same), the rest by Boost.JSON.
+bool sameValue(const json::value& a, const json::value& b) {
+  if (a.is_number() && b.is_number()) {
+    if (a.is_double() || b.is_double()) return a.to_number<double>() == b.to_number<double>();
+    if (a.is_int64() && b.is_int64()) return a.get_int64() == b.get_int64();
+    if (a.is_uint64() && b.is_uint64()) return a.get_uint64() == b.get_uint64();
+    return false;  // one is negative (int64), the other above INT64_MAX (uint64)
+  }
+  return a == b;
+}
+}  // namespace
+
+bool reportedMatches(const json::object& desired, const json::object* reported) {
+  for (const auto& [key, want] : desired) {
+    if (key.starts_with("$")) continue;
+    const json::value* have = reported != nullptr ? reported->if_contains(key) : nullptr;
+    if (want.is_null()) {
+      if (have != nullptr && !have->is_null()) return false;
+    } else if (want.is_object()) {
+      if (have == nullptr || !have->is_object() ||
+          !reportedMatches(want.get_object(), &have->get_object()))
+        return false;
+    } else if (have == nullptr || !sameValue(*have, want)) {
+      return false;
+    }
+  }
+  return true;
+}
 
 bool RetryPolicy::retries(std::string_view code) const {
   return std::find(retry_on.begin(), retry_on.end(), code) != retry_on.end();
@@ -430,11 +459,37 @@ Result<JobSpec> parseJobRequest(std::string_view path_job_id, const json::value&
     }
     spec.fail_on_device_status = fail->get_bool();
   }
-  for (std::string_view name : kNotYetSupported) {
-    if (const json::value* v = findMember(*o, name); v != nullptr && !v->is_null()) {
+  auto offline = optionalObject(*o, "offlineDevices", "offlineDevices");
+  if (!offline) return offline.status();
+  if (*offline != nullptr) {
+    if (spec.type != kTypeDeviceMethod) {
       return Status(ErrorCode::ArgumentInvalid,
-                    std::string(name) + " is not supported by this hub yet (docs/jobs.md)");
+                    "offlineDevices applies to scheduleDeviceMethod jobs only (a twin update "
+                    "does not need the device online)");
     }
+    auto w = required(**offline, "waitSeconds", "offlineDevices.waitSeconds");
+    if (!w) return w.status();
+    auto n = intIn(**w, "offlineDevices.waitSeconds", 1, kMaxExecutionSecondsLimit);
+    if (!n) return n.status();
+    spec.offline_wait_seconds = *n;
+  }
+  auto convergence = optionalObject(*o, "convergence", "convergence");
+  if (!convergence) return convergence.status();
+  if (*convergence != nullptr) {
+    auto t = required(**convergence, "timeoutSeconds", "convergence.timeoutSeconds");
+    if (!t) return t.status();
+    auto n = intIn(**t, "convergence.timeoutSeconds", 1, kMaxExecutionSecondsLimit);
+    if (!n) return n.status();
+    spec.convergence_timeout_seconds = *n;
+  }
+  if (const json::value* c = findMember(*o, "continuous"); c != nullptr && !c->is_null()) {
+    if (!c->is_bool())
+      return Status(ErrorCode::ArgumentInvalid, "continuous must be true or false");
+    if (c->get_bool() && spec.rerun_of) {
+      return Status(ErrorCode::ArgumentInvalid,
+                    "continuous needs a queryCondition: rerunOf targets a fixed set of devices");
+    }
+    spec.continuous = c->get_bool();
   }
   auto rollout = optionalObject(*o, "rollout", "rollout");
   if (!rollout) return rollout.status();
@@ -485,6 +540,16 @@ Result<JobSpec> parseJobRequest(std::string_view path_job_id, const json::value&
       return Status(patch.code(), "updateTwin: " + patch.status().message());
     }
     spec.update_twin = u;
+  }
+  if (spec.convergence_timeout_seconds) {
+    const json::object* props =
+        spec.type == kTypeUpdateTwin ? findObject(spec.update_twin, "properties") : nullptr;
+    const json::object* desired = props != nullptr ? findObject(*props, "desired") : nullptr;
+    if (desired == nullptr || desired->empty()) {
+      return Status(ErrorCode::ArgumentInvalid,
+                    "convergence applies to scheduleUpdateTwin jobs that set desired properties "
+                    "(updateTwin.properties.desired)");
+    }
   }
   return spec;
 }
@@ -572,6 +637,11 @@ store::JobRecord newJobRecord(const JobSpec& spec, SystemTime now) {
     doc["rerunOf"] =
         json::object{{"jobId", spec.rerun_of->job_id}, {"deviceJobStatuses", std::move(statuses)}};
   }
+  if (spec.offline_wait_seconds)
+    doc["offlineDevices"] = json::object{{"waitSeconds", *spec.offline_wait_seconds}};
+  if (spec.convergence_timeout_seconds)
+    doc["convergence"] = json::object{{"timeoutSeconds", *spec.convergence_timeout_seconds}};
+  if (spec.continuous) doc["continuous"] = true;
   if (spec.type == kTypeDeviceMethod) {
     auto payload = parseJson(spec.method.payload_json);
     doc["cloudToDeviceMethod"] =
@@ -624,7 +694,8 @@ json::object jobResponse(const store::JobRecord& job, const JobStatistics& stats
     r["deviceOperationsPerSecond"] = *rate;
   if (const json::value* fail = findMember(doc, "failOnDeviceStatus"))
     r["failOnDeviceStatus"] = *fail;
-  for (std::string_view name : {"priority", "rollout", "abort", "retry", "rerunOf"}) {
+  for (std::string_view name : {"priority", "rollout", "abort", "retry", "rerunOf",
+                                "offlineDevices", "convergence", "continuous"}) {
     if (const json::value* v = findMember(doc, name)) r[name] = *v;
   }
   return r;
@@ -653,6 +724,12 @@ store::DeviceJobRecord deviceJobRecord(const store::JobRecord& job, DeviceJobRow
   if (in.attempts > 0) doc[kRowAttempts] = in.attempts;
   if (in.next_attempt) doc[kRowNextAttempt] = formatTimestamp(*in.next_attempt);
   if (in.last_attempt_error) doc["lastAttemptError"] = std::move(*in.last_attempt_error);
+  if (in.waiting_for_connection) doc[kRowWaitingForConnection] = true;
+  if (in.matched_after_start) doc[kRowMatchedAfterStart] = true;
+  if (in.convergence_deadline) {
+    doc[kRowConverging] = true;
+    doc[kRowConvergenceDeadline] = formatTimestamp(*in.convergence_deadline);
+  }
   return row;
 }
 

@@ -71,7 +71,8 @@ struct AbortCriterion {
   std::string describe() const;
 };
 // Which failed devices count as timed out for "timedOut" criteria: those whose error is
-// GatewayTimeout (the device did not answer in time).
+// GatewayTimeout (the device did not answer in time) or NotConverged (it did not report
+// the desired values in time).
 bool isTimeoutError(std::string_view code);
 
 // "retry": a failed attempt whose error code is listed is tried again.
@@ -115,6 +116,14 @@ struct JobSpec {
   std::optional<RetryPolicy> retry;  // method jobs
   // Targets: the rows of an earlier job instead of query_condition.
   std::optional<Rerun> rerun_of;
+  // "offlineDevices" (method jobs): how long after the job started an offline target is
+  // waited for (it is called as soon as it connects).
+  std::optional<std::int64_t> offline_wait_seconds;
+  // "convergence" (twin jobs setting desired properties): how long after its update a
+  // device has to report the desired values before it fails NotConverged.
+  std::optional<std::int64_t> convergence_timeout_seconds;
+  // "continuous": devices that come to match the condition later are targeted too.
+  bool continuous = false;
   // scheduleDeviceMethod: the call made on every device (device_id left empty).
   methods::MethodCall method;
   // scheduleUpdateTwin: the updateTwin object as given (tags, properties.desired, etag).
@@ -182,8 +191,23 @@ struct DeviceJobRow {
   int attempts = 0;
   std::optional<SystemTime> next_attempt{};
   std::optional<json::object> last_attempt_error{};
+  bool waiting_for_connection = false;
+  bool matched_after_start = false;
+  std::optional<SystemTime> convergence_deadline{};  // set: converging
 };
 inline constexpr std::string_view kRowAttempts = "attempts";
+// A pending row of a device that was offline, waiting for it to connect (offlineDevices).
+inline constexpr std::string_view kRowWaitingForConnection = "waitingForConnection";
+// A running row of a twin job with convergence: updated, waiting for the device's report.
+inline constexpr std::string_view kRowConverging = "converging";
+// A pending row of a continuous job's device that came to match after the job started.
+inline constexpr std::string_view kRowMatchedAfterStart = "matchedAfterStart";
+inline constexpr std::string_view kRowConvergenceDeadline = "convergenceDeadlineUtc";
+
+// convergence: true when `reported` holds every value the desired-properties patch
+// `desired` sets (nested objects member by member; a null in the patch means the
+// property must be absent or null; "$"-members are ignored).
+bool reportedMatches(const json::object& desired, const json::object* reported);
 inline constexpr std::string_view kRowNextAttempt = "nextAttemptTimeUtc";
 
 store::DeviceJobRecord deviceJobRecord(const store::JobRecord& job, DeviceJobRow row);

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cmath>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 
 #include "common/encoding.hpp"
@@ -24,6 +25,11 @@ using SteadyClock = std::chrono::steady_clock;
 
 json::object errorOf(const Status& s) {
   return deviceJobError(errorInfo(s.code()).name, s.message());
+}
+
+bool isConnected(const json::object& twin) {
+  const json::string* state = findString(twin, "connectionState");
+  return state != nullptr && *state == "Connected";
 }
 
 std::string_view errorCodeOf(const json::object& error) {
@@ -90,6 +96,32 @@ struct JobsEngine::Run {
   std::multimap<SystemTime, std::string> retry_due;
   std::unordered_map<std::string, int> attempts;
 
+  // Following devices (offlineDevices, convergence, continuous; engine thread only).
+  bool follows = false;
+  SystemTime run_started{};
+  // Devices to dispatch before any other: connected after waiting, or newly matching.
+  std::deque<std::string> ready;
+  // offlineDevices: devices waiting to connect, until offline_deadline. A device shown
+  // connected right after failing offline is dispatched again at once, only once.
+  std::unordered_set<std::string> offline_waiting;
+  std::unordered_set<std::string> offline_bounced;
+  std::optional<SystemTime> offline_deadline;
+  // convergence: updated devices waiting for their report, with when their update began
+  // and until when they may converge.
+  struct Converging {
+    SystemTime began;
+    SystemTime deadline;
+  };
+  std::unordered_map<std::string, Converging> converging;
+  std::multimap<SystemTime, std::string> convergence_due;
+  std::shared_ptr<const json::object> desired;  // the job's desired-properties patch
+  // continuous: every device with a row in the job, and matching ones without a row yet.
+  std::unordered_set<std::string> targeted;
+  std::vector<std::string> newcomers;
+  // A drain ended devices that were not done (a continuous job that reaches its deadline
+  // with none left ends completed).
+  bool left_undone = false;
+
   // The devices selected by the first attempt to start, kept until the run has started so
   // that a retry writes rows for the same devices.
   std::optional<std::vector<std::string>> targets;
@@ -120,6 +152,23 @@ JobsEngine::JobsEngine(store::Store& store, DeviceOperations& operations, Target
 
 JobsEngine::~JobsEngine() { stop(); }
 
+void JobsEngine::followDevices(DeviceViewer view) { view_ = std::move(view); }
+
+void JobsEngine::deviceChanged(std::string_view device_id) {
+  if (!following_.load(std::memory_order_relaxed)) return;
+  std::lock_guard lock(inbox_->mutex);
+  inbox_->changed.emplace_back(device_id);
+  inbox_->wake.notify_one();
+}
+
+bool JobsEngine::follows(const JobSpec& spec) {
+  return spec.offline_wait_seconds || spec.convergence_timeout_seconds || spec.continuous;
+}
+
+bool JobsEngine::draining(const Run& run) const {
+  return run.cancel_requested || run.timed_out || run.failure || run.abort_reason;
+}
+
 bool JobsEngine::load(std::shared_ptr<Run> run) {
   auto spec = specOf(run->record);
   if (!spec) {
@@ -127,6 +176,7 @@ bool JobsEngine::load(std::shared_ptr<Run> run) {
     return false;
   }
   run->spec = std::move(*spec);
+  if (follows(run->spec)) following_ = true;
   bool resumed = false;
   if (run->record.status == kJobRunning) {
     if (Status s = recover(*run); !s) {
@@ -281,6 +331,10 @@ Result<json::object> JobsEngine::create(std::string_view job_id, const json::val
   auto spec = parseJobRequest(job_id, body);
   if (!spec) return spec.status();
   IOTHUB_RETURN_IF_ERROR(checkRerunSource(*spec));
+  if (follows(*spec) && !view_) {
+    return Status(ErrorCode::ArgumentInvalid,
+                  "offlineDevices, convergence and continuous need a hub that follows devices");
+  }
   store::JobRecord job = newJobRecord(*spec, clock_.now());
   // In a cluster no node holds a job before its start time, so none would mark it
   // scheduled: it is stored so. The PUT still answers "queued", as Azure's does and as a
@@ -452,6 +506,7 @@ void JobsEngine::loop() {
   std::vector<std::string> new_jobs;
   std::vector<CancelRequest> cancels;
   std::vector<Completion> completions;
+  std::vector<std::string> changed;
   // Cluster mode: cancels of jobs this node does not hold, answered after the claim that
   // may bring them here.
   std::vector<CancelRequest> claim_cancels;
@@ -472,6 +527,7 @@ void JobsEngine::loop() {
       new_jobs.swap(inbox_->new_jobs);
       cancels.swap(inbox_->cancels);
       completions.swap(inbox_->completions);
+      changed.swap(inbox_->changed);
       claim_now = std::exchange(inbox_->claim_now, false);
     }
     for (const auto& id : new_jobs) admit(id);
@@ -492,9 +548,11 @@ void JobsEngine::loop() {
       c.handled->set_value();
     }
     for (auto& c : completions) handleCompletion(c);
+    if (!changed.empty()) handleDeviceChanges(changed);
     new_jobs.clear();
     cancels.clear();
     completions.clear();
+    changed.clear();
 
     if (stopping) {
       // No new starts or dispatches: wait for in-flight operations, then record outcomes.
@@ -517,7 +575,12 @@ void JobsEngine::loop() {
     startDueJobs();
     for (auto& c : claim_cancels) c.handled->set_value();
     claim_cancels.clear();
-    for (auto& run : snapshotRuns()) step(*run);
+    bool following = false;
+    for (auto& run : snapshotRuns()) {
+      step(*run);
+      following = following || follows(run->spec);
+    }
+    following_ = following;
   }
 }
 
@@ -574,6 +637,7 @@ void JobsEngine::admitRecord(store::JobRecord job) {
     return;
   }
   run->spec = std::move(*spec);
+  if (follows(run->spec)) following_ = true;
   if (run->record.status == kJobQueued && run->record.start_time > clock_.now()) {
     if (Status s =
             persist(*run, [](store::JobRecord& r) { r.status = std::string(kJobScheduled); });
@@ -641,15 +705,35 @@ void JobsEngine::handleCompletion(Completion& c) {
   --run->inflight;
   SystemTime now = clock_.now();
   bool ok = c.status.isOk();
+  if (ok && c.recorded && run->spec.convergence_timeout_seconds) {
+    // Updated; its row says converging (written with the twin). It succeeds on its report.
+    // As its row says (written by the twin worker).
+    SystemTime deadline =
+        addClamped(began, std::chrono::seconds(*run->spec.convergence_timeout_seconds));
+    run->converging[c.device_id] = {began, deadline};
+    run->convergence_due.emplace(deadline, c.device_id);
+    auto twin = view_ ? view_(c.device_id) : nullptr;
+    if (convergedNow(*run, twin.get())) endConvergence(*run, c.device_id, true);
+    return;
+  }
   std::optional<json::object> error;
   if (!ok) error = c.error ? std::move(*c.error) : errorOf(c.status);
+  if (!ok && run->offline_deadline && now < *run->offline_deadline && !draining(*run) &&
+      errorCodeOf(*error) == "DeviceNotOnline") {
+    // offlineDevices: it waits for its connection instead of failing.
+    updateStats(*run, [](JobStatistics& s) {
+      --s.running;
+      ++s.pending;
+    });
+    waitForConnection(*run, c.device_id, true);
+    return;
+  }
   int attempt = 0;  // shown in rows of jobs with "retry"
   if (run->spec.retry) {
     auto it = run->attempts.find(c.device_id);
     attempt = (it == run->attempts.end() ? 0 : it->second) + 1;
     if (!ok && attempt < run->spec.retry->max_attempts &&
-        run->spec.retry->retries(errorCodeOf(*error)) && !run->cancel_requested &&
-        !run->timed_out && !run->failure && !run->abort_reason) {
+        run->spec.retry->retries(errorCodeOf(*error)) && !draining(*run)) {
       // Tried again later: pending again, with when and why.
       SystemTime next = now + run->spec.retry->delayAfter(attempt);
       run->attempts[c.device_id] = attempt;
@@ -717,6 +801,148 @@ void JobsEngine::checkAbort(Run& run) {
   }
 }
 
+void JobsEngine::waitForConnection(Run& run, const std::string& id, bool called) {
+  auto twin = view_ ? view_(id) : nullptr;
+  if (called && twin && isConnected(*twin) && run.offline_bounced.insert(id).second) {
+    // Shown connected already (it connected as the call failed): once more at once.
+    run.ready.push_back(id);
+    return;
+  }
+  run.offline_waiting.insert(id);
+  SystemTime now = clock_.now();
+  auto tried = run.attempts.find(id);
+  run.buffer.push_back(
+      deviceJobRecord(run.record, {.device_id = id,
+                                   .status = kDevicePending,
+                                   .now = now,
+                                   .started = now,
+                                   .attempts = tried == run.attempts.end() ? 0 : tried->second,
+                                   .waiting_for_connection = true}));
+}
+
+bool JobsEngine::convergedNow(const Run& run, const json::object* twin) const {
+  if (twin == nullptr || !run.desired) return false;
+  const json::object* props = findObject(*twin, "properties");
+  return reportedMatches(*run.desired, props ? findObject(*props, "reported") : nullptr);
+}
+
+void JobsEngine::endConvergence(Run& run, const std::string& id, bool converged) {
+  auto it = run.converging.find(id);
+  if (it == run.converging.end()) return;
+  SystemTime began = it->second.began;
+  run.converging.erase(it);
+  SystemTime now = clock_.now();
+  std::optional<json::object> error;
+  if (!converged) {
+    error = deviceJobError("NotConverged",
+                           "The device did not report the desired properties the job set within " +
+                               std::to_string(run.spec.convergence_timeout_seconds.value_or(0)) +
+                               " s of its update (convergence.timeoutSeconds)");
+    ++run.timed_out_failures;
+  }
+  run.buffer.push_back(
+      deviceJobRecord(run.record, {.device_id = id,
+                                   .status = converged ? kDeviceCompleted : kDeviceFailed,
+                                   .now = now,
+                                   .started = began,
+                                   .ended = now,
+                                   .error = std::move(error)}));
+  updateStats(run, [converged](JobStatistics& s) {
+    --s.running;
+    ++(converged ? s.succeeded : s.failed);
+  });
+  (converged ? counters_.devices_succeeded : counters_.devices_failed)
+      .fetch_add(1, std::memory_order_relaxed);
+  checkAbort(run);
+}
+
+void JobsEngine::handleDeviceChanges(const std::vector<std::string>& ids) {
+  for (auto& run : snapshotRuns()) {
+    if (!run->started || !run->follows || !view_) continue;
+    for (const std::string& id : ids) {
+      auto twin = view_(id);
+      deviceChangedFor(*run, id, twin.get());
+    }
+    if (!run->newcomers.empty()) addNewcomers(*run);
+  }
+}
+
+void JobsEngine::deviceChangedFor(Run& run, const std::string& id, const json::object* twin) {
+  if (twin != nullptr && isConnected(*twin) && run.offline_waiting.erase(id) > 0)
+    run.ready.push_back(id);
+  if (run.converging.contains(id) && convergedNow(run, twin)) endConvergence(run, id, true);
+  if (run.spec.continuous && !draining(run) && twin != nullptr && !run.targeted.contains(id) &&
+      run.spec.condition.matches(*twin)) {
+    run.targeted.insert(id);
+    run.newcomers.push_back(id);
+  }
+}
+
+void JobsEngine::addNewcomers(Run& run) {
+  if (run.newcomers.empty() || backingOff(run)) return;
+  SystemTime now = clock_.now();
+  std::vector<store::DeviceJobRecord> rows;
+  rows.reserve(run.newcomers.size());
+  for (const auto& id : run.newcomers) {
+    rows.push_back(deviceJobRecord(run.record, {.device_id = id,
+                                                .status = kDevicePending,
+                                                .now = now,
+                                                .started = now,
+                                                .matched_after_start = true}));
+  }
+  // Durably targeted before anything is done to them, so a restart finds them (in ready,
+  // by their mark: the fetch cursor may be past them, or reach them too).
+  if (Status s = putRows(run, rows); !s) {
+    if (!retryLater(run, s, "recording newly matching devices")) failSoftly(run, s);
+    return;  // kept: written on a later turn
+  }
+  auto n = static_cast<std::int64_t>(run.newcomers.size());
+  updateStats(run, [n](JobStatistics& st) {
+    st.device_count += n;
+    st.pending += n;
+  });
+  log::withFields(spdlog::level::info, {{"jobId", run.record.job_id}},
+                  "jobs: {} (continuous): {} more device(s) match", run.record.job_id, n);
+  for (auto& id : run.newcomers) run.ready.push_back(std::move(id));
+  run.newcomers.clear();
+}
+
+void JobsEngine::expireWaits(Run& run) {
+  SystemTime now = clock_.now();
+  while (!run.convergence_due.empty() && run.convergence_due.begin()->first <= now) {
+    auto [deadline, id] = *run.convergence_due.begin();
+    run.convergence_due.erase(run.convergence_due.begin());
+    auto it = run.converging.find(id);
+    if (it != run.converging.end() && it->second.deadline == deadline)
+      endConvergence(run, id, false);
+  }
+  if (run.offline_deadline && now >= *run.offline_deadline && !run.offline_waiting.empty()) {
+    auto error = deviceJobError("DeviceNotOnline",
+                                "The device did not connect within " +
+                                    std::to_string(run.spec.offline_wait_seconds.value_or(0)) +
+                                    " s of the job's start (offlineDevices.waitSeconds)");
+    for (const std::string& id : run.offline_waiting) {
+      auto tried = run.attempts.find(id);
+      run.buffer.push_back(deviceJobRecord(
+          run.record, {.device_id = id,
+                       .status = kDeviceFailed,
+                       .now = now,
+                       .started = now,
+                       .ended = now,
+                       .error = error,
+                       .attempts = tried == run.attempts.end() ? 0 : tried->second}));
+    }
+    auto n = static_cast<std::int64_t>(run.offline_waiting.size());
+    run.offline_waiting.clear();
+    updateStats(run, [n](JobStatistics& st) {
+      st.pending -= n;
+      st.failed += n;
+    });
+    counters_.devices_failed.fetch_add(static_cast<std::uint64_t>(n), std::memory_order_relaxed);
+    checkAbort(run);
+  }
+}
+
 void JobsEngine::updateStats(Run& run, const std::function<void(JobStatistics&)>& change) {
   std::lock_guard lock(state_mutex_);
   change(run.stats);
@@ -770,6 +996,15 @@ void JobsEngine::startDueJobs() {
   }
 }
 
+namespace {
+// The desired-properties patch of a twin job's updateTwin, or null.
+std::shared_ptr<const json::object> desiredPatch(const json::object& update_twin) {
+  const json::object* props = findObject(update_twin, "properties");
+  const json::object* desired = props != nullptr ? findObject(*props, "desired") : nullptr;
+  return desired != nullptr ? std::make_shared<const json::object>(*desired) : nullptr;
+}
+}  // namespace
+
 Status JobsEngine::startRun(Run& run) {
   run.is_method = run.spec.type == kTypeDeviceMethod;
   run.update_twin = std::make_shared<const json::object>(run.spec.update_twin);
@@ -806,6 +1041,12 @@ Status JobsEngine::startRun(Run& run) {
   run.store_failures = 0;
   run.tokens = 1;
   run.last_refill = now;
+  run.run_started = now;
+  run.follows = follows(run.spec);
+  if (run.spec.offline_wait_seconds)
+    run.offline_deadline = addClamped(now, std::chrono::seconds(*run.spec.offline_wait_seconds));
+  if (run.spec.convergence_timeout_seconds) run.desired = desiredPatch(run.spec.update_twin);
+  if (run.spec.continuous) run.targeted.insert(targets.begin(), targets.end());
   log::withFields(spdlog::level::info, {{"jobId", run.record.job_id}},
                   "jobs: {} ({}) started on {} device(s)", run.record.job_id, run.record.type,
                   targets.size());
@@ -825,6 +1066,21 @@ Status JobsEngine::recover(Run& run) {
   run.retry_due.clear();
   run.attempts.clear();
   run.timed_out_failures = 0;
+  run.follows = follows(run.spec);
+  run.ready.clear();
+  run.offline_waiting.clear();
+  run.converging.clear();
+  run.convergence_due.clear();
+  run.targeted.clear();
+  run.newcomers.clear();
+  run.run_started = run.record.start_time;
+  if (const json::string* t = findString(run.record.document, kRunStartedTime))
+    run.run_started = parseTimestamp(*t).value_or(run.run_started);
+  if (run.spec.offline_wait_seconds) {
+    run.offline_deadline =
+        addClamped(run.run_started, std::chrono::seconds(*run.spec.offline_wait_seconds));
+  }
+  if (run.spec.convergence_timeout_seconds) run.desired = desiredPatch(run.spec.update_twin);
   std::vector<store::DeviceJobRecord> fixes;
   std::string after;
   for (;;) {
@@ -833,12 +1089,18 @@ Status JobsEngine::recover(Run& run) {
     if (!rows) return rows.status();
     for (auto& row : *rows) {
       ++stats.device_count;
+      if (run.spec.continuous) run.targeted.insert(row.device_id);
       const json::value* attempts = findMember(row.document, kRowAttempts);
       const int attempts_made =
           attempts != nullptr && attempts->is_int64() ? static_cast<int>(attempts->get_int64()) : 0;
       if (row.status == kDevicePending) {
         ++stats.pending;
-        if (attempts_made > 0) {
+        if (findMember(row.document, kRowWaitingForConnection) != nullptr) {
+          if (attempts_made > 0) run.attempts[row.device_id] = attempts_made;
+          run.offline_waiting.insert(row.device_id);  // still offline, or called below
+        } else if (findMember(row.document, kRowMatchedAfterStart) != nullptr) {
+          run.ready.push_back(row.device_id);  // continuous: matched, not dispatched yet
+        } else if (attempts_made > 0) {
           // Waiting for its next attempt ("retry"): due when its row says.
           SystemTime next = now;
           if (const json::string* t = findString(row.document, kRowNextAttempt))
@@ -850,7 +1112,15 @@ Status JobsEngine::recover(Run& run) {
         SystemTime began = now;
         if (const json::string* t = findString(row.document, "startTimeUtc"))
           began = parseTimestamp(*t).value_or(now);
-        if (run.is_method) {
+        if (findMember(row.document, kRowConverging) != nullptr) {
+          // Updated before the restart, waiting for its report: not applied again.
+          ++stats.running;
+          SystemTime deadline = now;
+          if (const json::string* t = findString(row.document, kRowConvergenceDeadline))
+            deadline = parseTimestamp(*t).value_or(now);
+          run.converging[row.device_id] = {began, deadline};
+          run.convergence_due.emplace(deadline, row.device_id);
+        } else if (run.is_method) {
           ++stats.failed;
           fixes.push_back(deviceJobRecord(
               run.record,
@@ -908,6 +1178,18 @@ Status JobsEngine::recover(Run& run) {
   run.tokens = 1;
   run.last_refill = now;
   checkAbort(run);  // the counts that tripped it before the restart trip it again
+  if (view_) {
+    // What changed while nobody followed: connections, reports, newly matching devices.
+    std::vector<std::string> changed;
+    changed.insert(changed.end(), run.offline_waiting.begin(), run.offline_waiting.end());
+    for (const auto& [id, c] : run.converging) changed.push_back(id);
+    for (const std::string& id : changed) deviceChangedFor(run, id, view_(id).get());
+    if (run.spec.continuous && !draining(run)) {
+      for (const std::string& id : select_(run.spec.condition)) {
+        if (run.targeted.insert(id).second) run.newcomers.push_back(id);
+      }
+    }
+  }
   log::withFields(spdlog::level::info, {{"jobId", run.record.job_id}},
                   "jobs: {} resumed: {} pending, {} succeeded, {} failed, {} interrupted",
                   run.record.job_id, stats.pending, stats.succeeded, stats.failed, fixes.size());
@@ -921,6 +1203,9 @@ void JobsEngine::step(Run& run) {
     spdlog::info("jobs: {} reached its maxExecutionTimeInSeconds", run.record.job_id);
   }
   if (backingOff(run)) return;  // completions still arrive and wait in the buffer
+  expireWaits(run);
+  if (!run.newcomers.empty()) addNewcomers(run);
+  if (backingOff(run)) return;
   if (run.failure) {
     drainUndispatched(run, kDeviceFailed,
                       deviceJobError("JobFailed",
@@ -950,7 +1235,9 @@ void JobsEngine::step(Run& run) {
   if (!run.started || backingOff(run)) return;
   flush(run, false);
   if (run.started && !backingOff(run) && run.exhausted && run.queue.empty() &&
-      run.retry_due.empty() && run.inflight == 0)
+      run.retry_due.empty() && run.inflight == 0 && run.ready.empty() &&
+      run.offline_waiting.empty() && run.converging.empty() && run.newcomers.empty() &&
+      (!run.spec.continuous || draining(run)))
     finish(run);
 }
 
@@ -971,7 +1258,10 @@ bool JobsEngine::fetchPending(Run& run) {
   bool fetched = false;
   for (auto& row : *rows) {
     // Devices waiting for their next attempt are in retry_due already.
-    if (findMember(row.document, kRowAttempts) != nullptr) continue;
+    if (findMember(row.document, kRowAttempts) != nullptr ||
+        findMember(row.document, kRowWaitingForConnection) != nullptr ||
+        findMember(row.document, kRowMatchedAfterStart) != nullptr)
+      continue;  // in retry_due, offline_waiting or ready
     run.queue.push_back(std::move(row.device_id));
     fetched = true;
   }
@@ -980,9 +1270,34 @@ bool JobsEngine::fetchPending(Run& run) {
 
 void JobsEngine::drainUndispatched(Run& run, std::string_view status, const json::object& error) {
   SystemTime now = clock_.now();
-  // Devices waiting for another attempt first: they end with the rest.
+  // Updated devices still converging end too (their update stays applied).
+  if (!run.converging.empty()) {
+    for (const auto& [id, c] : run.converging) {
+      run.buffer.push_back(deviceJobRecord(run.record, {.device_id = id,
+                                                        .status = status,
+                                                        .now = now,
+                                                        .started = c.began,
+                                                        .ended = now,
+                                                        .error = error}));
+    }
+    auto n = static_cast<std::int64_t>(run.converging.size());
+    bool canceled = status == kDeviceCanceled;
+    updateStats(run, [n, canceled](JobStatistics& st) {
+      st.running -= n;
+      (canceled ? st.canceled : st.failed) += n;
+    });
+    run.converging.clear();
+    run.convergence_due.clear();
+    run.left_undone = true;
+  }
+  // Devices waiting for another attempt or a connection, or ready: they end with the rest.
+  for (auto& id : run.ready) run.queue.push_back(std::move(id));
+  run.ready.clear();
   for (auto& [due, id] : run.retry_due) run.queue.push_back(std::move(id));
   run.retry_due.clear();
+  for (const auto& id : run.offline_waiting) run.queue.push_back(id);
+  run.offline_waiting.clear();
+  run.newcomers.clear();  // no row yet: never targeted
   for (;;) {
     if (run.queue.empty() && !fetchPending(run)) break;
     std::int64_t n = 0;
@@ -1002,6 +1317,7 @@ void JobsEngine::drainUndispatched(Run& run, std::string_view status, const json
       ++n;
     }
     bool canceled = status == kDeviceCanceled;
+    if (n > 0) run.left_undone = true;
     updateStats(run, [n, canceled](JobStatistics& s) {
       s.pending -= n;
       (canceled ? s.canceled : s.failed) += n;
@@ -1034,10 +1350,16 @@ void JobsEngine::dispatch(Run& run) {
   std::size_t retried = 0;  // the first `retried` of batch come from retry_due
   while (run.inflight + batch.size() < std::max<std::size_t>(1, options_.window)) {
     if (rate && run.tokens < 1 - 1e-9) break;  // rounding: 60/min for 1 s is one token
-    if (!run.retry_due.empty() && run.retry_due.begin()->first <= clock_now) {
+    bool from_ready = false;
+    bool from_queue = false;
+    if (!run.ready.empty()) {
+      // Like a device due for another attempt: put back there if nothing is called.
+      batch.push_back(std::move(run.ready.front()));
+      run.ready.pop_front();
+      from_ready = true;
+    } else if (!run.retry_due.empty() && run.retry_due.begin()->first <= clock_now) {
       batch.push_back(std::move(run.retry_due.begin()->second));
       run.retry_due.erase(run.retry_due.begin());
-      ++retried;
     } else {
       // A fetch may find only devices waiting for another attempt: look again.
       while (run.queue.empty() && fetchPending(run)) {
@@ -1045,7 +1367,22 @@ void JobsEngine::dispatch(Run& run) {
       if (run.queue.empty()) break;
       batch.push_back(std::move(run.queue.front()));
       run.queue.pop_front();
+      from_queue = true;
     }
+    if (run.started_at.contains(batch.back())) {
+      batch.pop_back();  // in flight already (its outcome decides); never twice at once
+      continue;
+    }
+    if (!from_ready && run.offline_deadline && clock_now < *run.offline_deadline && view_) {
+      // offlineDevices: an offline device is not called; it waits for its connection.
+      auto twin = view_(batch.back());
+      if (twin && !isConnected(*twin)) {
+        waitForConnection(run, batch.back(), false);
+        batch.pop_back();
+        continue;
+      }
+    }
+    if (!from_queue) ++retried;
     if (rate) run.tokens -= 1;
   }
   if (batch.empty()) return;
@@ -1124,15 +1461,21 @@ void JobsEngine::dispatch(Run& run) {
   std::lock_guard lock(twin_mutex_);
   for (auto& id : batch) {
     twin_tasks_.emplace_back([this, inbox = inbox_, shape, id, began = now, lease = run.lease,
-                              live = run.live, update = run.update_twin] {
+                              live = run.live, update = run.update_twin,
+                              converge = run.spec.convergence_timeout_seconds] {
       if (!live->load()) return;  // the job left this node: its next owner applies the update
       SystemTime at = clock_.now();
-      store::DeviceJobWrite outcome{deviceJobRecord(*shape, {.device_id = id,
-                                                             .status = kDeviceCompleted,
-                                                             .now = at,
-                                                             .started = began,
-                                                             .ended = at}),
-                                    lease};
+      // With convergence the device is done only once it reports: its row says converging.
+      std::optional<SystemTime> until;
+      if (converge) until = addClamped(began, std::chrono::seconds(*converge));
+      store::DeviceJobWrite outcome{
+          deviceJobRecord(*shape, {.device_id = id,
+                                   .status = until ? kDeviceRunning : kDeviceCompleted,
+                                   .now = at,
+                                   .started = began,
+                                   .ended = until ? std::nullopt : std::optional<SystemTime>(at),
+                                   .convergence_deadline = until}),
+          lease};
       if (auto s = updateTwinRetrying(id, *update, outcome)) {
         bool recorded = s->isOk();
         inbox->post(
@@ -1201,6 +1544,8 @@ void JobsEngine::finish(Run& run) {
       r.document[kDocFailureReason] = *run.abort_reason;
     } else if (run.cancel_requested) {
       r.status = std::string(kJobCancelled);
+    } else if (run.timed_out && run.spec.continuous && !run.left_undone) {
+      r.status = std::string(kJobCompleted);  // its time is up and nothing was left undone
     } else if (run.timed_out) {
       r.status = std::string(kJobFailed);
       r.document[kDocFailureReason] = "maxExecutionTimeInSeconds (" +

@@ -46,6 +46,9 @@ class DeviceOperations {
 
 // The ids of the devices a condition selects, in order (the hub's TwinIndex).
 using TargetSelector = std::function<std::vector<std::string>(const query::Condition&)>;
+// A device's twin as queries see it (the hub's TwinIndex row: connectionState, tags,
+// desired and reported properties), or null for a device that does not exist.
+using DeviceViewer = std::function<std::shared_ptr<const json::object>(std::string_view)>;
 
 // Cluster mode (docs/cluster.md, "Jobs across nodes"): the engines of several nodes share
 // one store, and each job runs on the node that holds its lease (JobStore leases).
@@ -163,6 +166,15 @@ class JobsEngine {
   JobsEngine(const JobsEngine&) = delete;
   JobsEngine& operator=(const JobsEngine&) = delete;
 
+  // Jobs with offlineDevices, convergence or continuous (docs/jobs.md) follow their devices:
+  // `view` reads a device's current twin, and whoever changes devices (the hub's twin index)
+  // calls deviceChanged() after every change of one. Without it such jobs are refused.
+  // Call before start().
+  void followDevices(DeviceViewer view);
+  // A device's twin, connection state or registry entry changed. Thread-safe and quick:
+  // nothing is queued while no job follows devices.
+  void deviceChanged(std::string_view device_id);
+
   // Loads unfinished jobs from the store and starts the engine thread.
   Status start();
   // Stops dispatching, gives in-flight operations up to stop_grace, records what finished
@@ -229,6 +241,7 @@ class JobsEngine {
     std::vector<std::string> new_jobs;    // guarded by mutex
     std::vector<CancelRequest> cancels;   // guarded by mutex
     std::vector<Completion> completions;  // guarded by mutex
+    std::vector<std::string> changed;     // guarded by mutex: deviceChanged() ids
     void post(Completion c);
   };
 
@@ -256,6 +269,19 @@ class JobsEngine {
   void handleCompletion(Completion& c);
   // Trips the run's abort criteria ("abort", docs/jobs.md) when its outcomes say so.
   void checkAbort(Run& run);
+  // Following devices (offlineDevices, convergence, continuous), on the engine thread.
+  static bool follows(const JobSpec& spec);
+  bool draining(const Run& run) const;
+  void handleDeviceChanges(const std::vector<std::string>& ids);
+  void deviceChangedFor(Run& run, const std::string& id, const json::object* twin);
+  // offlineDevices: the device is offline; it waits (pending) for its connection.
+  void waitForConnection(Run& run, const std::string& id, bool called);
+  // convergence: the device's reported properties now match (or the deadline passed).
+  bool convergedNow(const Run& run, const json::object* twin) const;
+  void endConvergence(Run& run, const std::string& id, bool converged);
+  void expireWaits(Run& run);
+  // continuous: writes the rows of devices that came to match, then queues them.
+  void addNewcomers(Run& run);
   // rerunOf's job must exist. Errors: ArgumentInvalid naming it; the store's.
   Status checkRerunSource(const JobSpec& spec);
   // The devices a job targets: its rerunOf rows, or what its condition selects.
@@ -317,6 +343,10 @@ class JobsEngine {
     int failures = 0;
   };
   std::vector<Admission> admissions_;
+
+  DeviceViewer view_;
+  // Whether any admitted job follows devices (deviceChanged queues ids only then).
+  std::atomic<bool> following_{false};
 
   // Cluster mode (engine thread only): when to renew and to claim next.
   SteadyTime next_renew_{};

@@ -35,9 +35,10 @@ bool waitUntil(Pred done, std::chrono::milliseconds deadline = 15000ms) {
   return done();
 }
 
-// Devices behave by the prefix of their id: "off-" are offline, "flap-" offline for their
-// first two calls, "tmo-" never answer in time (GatewayTimeout), "slow-" answer only when
-// released, "bad-" fail twin updates with a precondition failure, "flaky-" and "down-"
+// Devices behave by the prefix of their id: "off-" are offline, "late-" offline until
+// connect(), "ghost-" offline although the test's twins show them connected, "flap-"
+// offline for their first two calls, "tmo-" never answer in time (GatewayTimeout), "slow-" answer
+// only when released, "bad-" fail twin updates with a precondition failure, "flaky-" and "down-"
 // with transient store errors (see updateTwin); others succeed. A twin update that
 // succeeds writes its outcome row to the store given to recordInto() (these devices have
 // no twin in the store).
@@ -49,7 +50,9 @@ class FakeOperations final : public DeviceOperations {
     calls_.push_back(call.device_id);
     const auto made = std::count(calls_.begin(), calls_.end(), call.device_id);
     // "flap-" devices are offline for their first two calls.
-    if (call.device_id.starts_with("off-") || (call.device_id.starts_with("flap-") && made <= 2)) {
+    if (call.device_id.starts_with("off-") || call.device_id.starts_with("ghost-") ||
+        (call.device_id.starts_with("late-") && !online_.contains(call.device_id)) ||
+        (call.device_id.starts_with("flap-") && made <= 2)) {
       lock.unlock();
       done(Status(ErrorCode::DeviceNotOnline, "Timed out waiting for device to connect."));
       return;
@@ -104,6 +107,15 @@ class FakeOperations final : public DeviceOperations {
     std::lock_guard lock(mutex_);
     return calls_;
   }
+  void connect(const std::string& device_id) {
+    std::lock_guard lock(mutex_);
+    online_.insert(device_id);
+  }
+  bool shownConnected(const std::string& device_id) const {
+    std::lock_guard lock(mutex_);
+    if (device_id.starts_with("off-")) return false;
+    return !device_id.starts_with("late-") || online_.contains(device_id);
+  }
   std::size_t callsOf(std::string_view device_id) const {
     std::lock_guard lock(mutex_);
     return static_cast<std::size_t>(std::count(calls_.begin(), calls_.end(), device_id));
@@ -117,6 +129,7 @@ class FakeOperations final : public DeviceOperations {
   store::Store* store_ = nullptr;
   mutable std::mutex mutex_;
   std::vector<std::string> calls_;
+  std::set<std::string> online_;
   std::vector<std::pair<methods::MethodCall, methods::MethodCallback>> held_;
   std::map<std::string, std::vector<json::object>> twin_updates_;
 };
@@ -299,18 +312,49 @@ class JobsEngineTest : public ::testing::Test {
     engine_ = std::make_unique<JobsEngine>(
         faulty_ ? static_cast<store::Store&>(*faulty_) : *store_, operations_,
         [this](const query::Condition& c) {
+          std::lock_guard lock(devices_mutex_);
           std::vector<std::string> out;
           for (const auto& id : devices_) {
-            if (c.matches(json::object{{"deviceId", id}})) out.push_back(id);
+            if (c.matches(twinLocked(id))) out.push_back(id);
           }
           return out;
         },
         clock_, options);
+    engine_->followDevices([this](std::string_view id) -> std::shared_ptr<const json::object> {
+      std::lock_guard lock(devices_mutex_);
+      if (!devices_.contains(std::string(id))) return nullptr;
+      return std::make_shared<const json::object>(twinLocked(std::string(id)));
+    });
     ASSERT_TRUE(engine_->start().isOk());
   }
 
   void addDevices(std::string_view prefix, int n) {
+    std::lock_guard lock(devices_mutex_);
     for (int i = 0; i < n; ++i) devices_.insert(std::string(prefix) + std::to_string(1000 + i));
+  }
+  // The device's twin as the engine sees it: `twins_` merged over a default that shows
+  // the connection the fake operations give it.
+  json::object twinLocked(const std::string& id) const {
+    json::object twin{
+        {"deviceId", id},
+        {"connectionState", operations_.shownConnected(id) ? "Connected" : "Disconnected"}};
+    if (auto it = twins_.find(id); it != twins_.end()) {
+      for (const auto& [k, v] : it->second) twin[k] = v;
+    }
+    return twin;
+  }
+  // Creates or changes a device's twin members and tells the engine, as the hub's index does.
+  void setTwin(const std::string& id, json::object members) {
+    {
+      std::lock_guard lock(devices_mutex_);
+      devices_.insert(id);
+      for (const auto& [k, v] : members) twins_[id][k] = v;
+    }
+    if (engine_) engine_->deviceChanged(id);
+  }
+  void connectDevice(const std::string& id) {
+    operations_.connect(id);
+    if (engine_) engine_->deviceChanged(id);
   }
 
   json::object create(std::string_view id, std::string body_text) {
@@ -382,7 +426,9 @@ class JobsEngineTest : public ::testing::Test {
   std::unique_ptr<FaultyStore> faulty_;
   FakeClock clock_;
   FakeOperations operations_;
-  std::set<std::string> devices_;
+  mutable std::mutex devices_mutex_;
+  std::set<std::string> devices_;              // guarded by devices_mutex_
+  std::map<std::string, json::object> twins_;  // guarded by devices_mutex_
   std::unique_ptr<JobsEngine> engine_;
 };
 
@@ -725,15 +771,166 @@ TEST_F(JobsEngineTest, ARerunTargetsTheRowsOfAnEarlierJobWithTheStatusesAsked) {
   }
 }
 
-TEST_F(JobsEngineTest, ExtensionsNotBuiltYetAreRefusedNotIgnored) {
+TEST_F(JobsEngineTest, OfflineDevicesWaitForTheirConnectionAcrossARestartUntilTheirTime) {
+  addDevices("d", 3);
+  addDevices("late-", 3);   // offline until connected
+  addDevices("ghost-", 1);  // shown connected, but every call finds it offline
   startEngine();
-  for (std::string extra : {R"("offlineDevices":{"waitSeconds":60})", R"("continuous":true)",
-                            R"("convergence":{"timeoutSeconds":60})"}) {
-    auto r = engine_->create("x", *parseJson(R"({"type":"scheduleUpdateTwin",
-        "updateTwin":{"properties":{"desired":{"a":1}}},"queryCondition":"*",)" +
-                                             extra + "}"));
-    EXPECT_EQ(r.code(), ErrorCode::ArgumentInvalid) << extra;
+  json::object created = methodJob("w", "*", R"(,"offlineDevices":{"waitSeconds":60})");
+  EXPECT_EQ(created.at("offlineDevices"), *parseJson(R"({"waitSeconds":60})"));
+  ASSERT_TRUE(waitUntil([&] {
+    return stats("w") == JobStatistics{.device_count = 7, .pending = 4, .succeeded = 3} &&
+           rows("w").at("late-1002").document.contains("waitingForConnection") &&
+           rows("w").at("ghost-1000").document.contains("waitingForConnection");
+  }));
+  EXPECT_EQ(status("w"), "running");
+  EXPECT_EQ(rows("w").at("late-1000").status, "pending");
+  EXPECT_EQ(operations_.callsOf("late-1000"), 0u);   // offline devices are not called
+  EXPECT_EQ(operations_.callsOf("ghost-1000"), 2u);  // failed, shown connected: once more
+  connectDevice("late-1000");
+  ASSERT_TRUE(waitUntil([&] { return stats("w").succeeded == 4; }));
+  EXPECT_EQ(operations_.callsOf("late-1000"), 1u);
+
+  engine_->stop();
+  engine_.reset();
+  operations_.connect("late-1001");  // while the hub is down
+  startEngine();
+  ASSERT_TRUE(waitUntil([&] { return stats("w").succeeded == 5; }));
+  EXPECT_EQ(stats("w").pending, 2);
+  EXPECT_EQ(status("w"), "running");
+  clock_.advance(59s);
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(stats("w").pending, 2);
+  clock_.advance(1s);
+  ASSERT_TRUE(waitUntil([&] { return finished("w"); }));
+  EXPECT_EQ(status("w"), "completed");
+  EXPECT_EQ(stats("w"), (JobStatistics{.device_count = 7, .succeeded = 5, .failed = 2}));
+  auto last = rows("w");
+  EXPECT_EQ(last.at("late-1002").document.at("error").at("code"), "DeviceNotOnline");
+  EXPECT_NE(std::string(last.at("late-1002").document.at("error").at("description").as_string())
+                .find("offlineDevices.waitSeconds"),
+            std::string::npos);
+  EXPECT_EQ(operations_.callsOf("late-1002"), 0u);
+  // Shown connected after the restart too: called once more, and once again at once.
+  EXPECT_EQ(operations_.callsOf("ghost-1000"), 4u);
+  for (std::string id : {"d1000", "late-1000", "late-1001"}) EXPECT_EQ(operations_.callsOf(id), 1u);
+
+  auto twin = engine_->create("bad", *parseJson(R"({"type":"scheduleUpdateTwin",
+      "updateTwin":{"tags":{"a":1}},"queryCondition":"*","offlineDevices":{"waitSeconds":5}})"));
+  EXPECT_EQ(twin.code(), ErrorCode::ArgumentInvalid);
+  auto zero = engine_->create("bad", *parseJson(R"({"type":"scheduleDeviceMethod",
+      "cloudToDeviceMethod":{"methodName":"m"},"queryCondition":"*","offlineDevices":{"waitSeconds":0}})"));
+  EXPECT_NE(zero.status().message().find("offlineDevices.waitSeconds"), std::string::npos);
+}
+
+TEST_F(JobsEngineTest, ConvergenceSucceedsDevicesOnlyWhenTheyReportTheDesiredValues) {
+  addDevices("conv-", 2);
+  addDevices("stub-", 1);  // never reports
+  setTwin("pre-1000", {{"properties",
+                        json::object{{"reported", json::object{{"building", 43}, {"floor", 3}}}}}});
+  startEngine();
+  json::object created = twinJob("c", R"(,"convergence":{"timeoutSeconds":30})");
+  EXPECT_EQ(created.at("convergence"), *parseJson(R"({"timeoutSeconds":30})"));
+  // Updated: the device that reported the values already converges at once.
+  ASSERT_TRUE(waitUntil([&] {
+    return stats("c") == JobStatistics{.device_count = 4, .running = 3, .succeeded = 1};
+  }));
+  auto converging = rows("c").at("conv-1000");
+  EXPECT_EQ(converging.status, "running");
+  EXPECT_EQ(converging.document.at("converging"), true);
+  EXPECT_EQ(converging.document.at("convergenceDeadlineUtc").as_string(),
+            formatTimestamp(clock_.now() + 30s));
+  auto report = [](json::object reported) {
+    return json::object{{"properties", json::object{{"reported", std::move(reported)}}}};
+  };
+  setTwin("conv-1000", report({{"building", 43}, {"floor", 3}, {"extra", true}}));
+  ASSERT_TRUE(waitUntil([&] { return stats("c").succeeded == 2; }));
+  setTwin("conv-1001", report({{"building", 43}}));  // not all of it yet
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(stats("c").succeeded, 2);
+
+  engine_->stop();
+  engine_.reset();
+  startEngine();
+  ASSERT_TRUE(waitUntil([&] { return status("c") == "running" && stats("c").running == 2; }));
+  setTwin("conv-1001", report({{"building", 43.0}, {"floor", 3}}));
+  ASSERT_TRUE(waitUntil([&] { return stats("c").succeeded == 3; }));
+  clock_.advance(31s);
+  ASSERT_TRUE(waitUntil([&] { return finished("c"); }));
+  EXPECT_EQ(status("c"), "completed");
+  EXPECT_EQ(stats("c"), (JobStatistics{.device_count = 4, .succeeded = 3, .failed = 1}));
+  auto last = rows("c");
+  EXPECT_EQ(last.at("stub-1000").document.at("error").at("code"), "NotConverged");
+  EXPECT_EQ(last.at("conv-1001").status, "completed");
+  // No update was applied twice, the restart included.
+  for (const auto& [id, updates] : operations_.twinUpdates()) EXPECT_EQ(updates.size(), 1u) << id;
+
+  for (
+      std::string bad :
+      {R"({"type":"scheduleDeviceMethod","cloudToDeviceMethod":{"methodName":"m"},"queryCondition":"*","convergence":{"timeoutSeconds":5}})",
+       R"({"type":"scheduleUpdateTwin","updateTwin":{"tags":{"a":1}},"queryCondition":"*","convergence":{"timeoutSeconds":5}})",
+       R"({"type":"scheduleUpdateTwin","updateTwin":{"properties":{"desired":{"a":1}}},"queryCondition":"*","convergence":{}})"}) {
+    EXPECT_EQ(engine_->create("bad", *parseJson(bad)).code(), ErrorCode::ArgumentInvalid) << bad;
   }
+}
+
+TEST(ReportedMatchesTest, NestedValuesNumbersAndDeletions) {
+  auto m = [](std::string_view desired, std::string_view reported) {
+    auto d = parseJson(desired);
+    auto r = parseJson(reported);
+    return reportedMatches(d->as_object(), &r->as_object());
+  };
+  EXPECT_TRUE(m(R"({"a":1,"b":{"c":"x"}})", R"({"a":1.0,"b":{"c":"x","d":2},"e":3})"));
+  EXPECT_FALSE(m(R"({"a":1,"b":{"c":"x"}})", R"({"a":1,"b":{"c":"y"}})"));
+  EXPECT_FALSE(m(R"({"b":{"c":"x"}})", R"({"b":"x"})"));
+  EXPECT_TRUE(m(R"({"gone":null,"$version":4})", R"({"other":1})"));
+  EXPECT_FALSE(m(R"({"gone":null})", R"({"gone":1})"));
+  EXPECT_TRUE(m(R"({"list":[1,2]})", R"({"list":[1,2]})"));
+  EXPECT_FALSE(reportedMatches(parseJson(R"({"a":1})")->as_object(), nullptr));
+}
+
+TEST_F(JobsEngineTest, AContinuousJobReachesDevicesThatComeToMatchOnceEach) {
+  for (std::string id : {"d1000", "d1001", "d1002"})
+    setTwin(id, {{"tags", json::object{{"site", "b43"}}}});
+  setTwin("e1000", {{"tags", json::object{{"site", "b44"}}}});
+  startEngine();
+  json::object created = methodJob("cont", "tags.site = 'b43'",
+                                   R"(,"continuous":true,"maxExecutionTimeInSeconds":100)");
+  EXPECT_EQ(created.at("continuous"), true);
+  ASSERT_TRUE(waitUntil([&] { return stats("cont").succeeded == 3; }));
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(status("cont"), "running");                         // until cancelled or its time is up
+  setTwin("n1000", {{"tags", json::object{{"site", "b43"}}}});  // a new device
+  ASSERT_TRUE(waitUntil([&] { return stats("cont").succeeded == 4; }));
+  setTwin("e1000", {{"tags", json::object{{"site", "b43"}}}});  // moved
+  ASSERT_TRUE(waitUntil([&] { return stats("cont").succeeded == 5; }));
+  setTwin("d1000", {{"tags", json::object{{"site", "b43"}, {"floor", 2}}}});  // already done
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(stats("cont").device_count, 5);
+
+  engine_->stop();
+  engine_.reset();
+  setTwin("n1001", {{"tags", json::object{{"site", "b43"}}}});  // while the hub is down
+  startEngine();
+  ASSERT_TRUE(waitUntil([&] { return stats("cont").succeeded == 6; }));
+  EXPECT_EQ(stats("cont").device_count, 6);
+  clock_.advance(101s);
+  ASSERT_TRUE(waitUntil([&] { return finished("cont"); }));
+  EXPECT_EQ(status("cont"), "completed");  // its time is up, nothing was left undone
+  for (std::string id : {"d1000", "d1001", "d1002", "e1000", "n1000", "n1001"})
+    EXPECT_EQ(operations_.callsOf(id), 1u) << id;
+
+  methodJob("forever", "tags.site = 'b44'", R"(,"continuous":true)");
+  ASSERT_TRUE(waitUntil([&] { return status("forever") == "running"; }));
+  setTwin("f1000", {{"tags", json::object{{"site", "b44"}}}});
+  ASSERT_TRUE(waitUntil([&] { return stats("forever").succeeded == 1; }));
+  ASSERT_TRUE(engine_->cancel("forever").isOk());
+  ASSERT_TRUE(waitUntil([&] { return finished("forever"); }));
+  EXPECT_EQ(status("forever"), "cancelled");
+  auto bad = engine_->create("bad", *parseJson(R"({"type":"scheduleDeviceMethod",
+      "cloudToDeviceMethod":{"methodName":"m"},"continuous":true,
+      "rerunOf":{"jobId":"cont","deviceJobStatuses":["failed"]}})"));
+  EXPECT_EQ(bad.code(), ErrorCode::ArgumentInvalid);
 }
 
 TEST_F(JobsEngineTest, FutureStartWaitsForTheClock) {

@@ -263,6 +263,8 @@ struct Hub::Impl {
   ~Impl() {
     std::lock_guard lock(feed_hook_mutex);
     feed_hook_live = false;
+    // Writers (the feed) may outlive `jobs`: they stop telling it about changes first.
+    twin_index.setChangeObserver(nullptr);
   }
 
   // Cluster mode: connects to NATS, joins the membership and starts the router.
@@ -797,6 +799,12 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
         return raw->twin_index.select(c);
       },
       impl->clock, job_options);
+  // Jobs that follow devices (offlineDevices, convergence, continuous; docs/jobs.md) read
+  // them from the index, which in a cluster has every node's writes and presence.
+  impl->jobs->followDevices(
+      [raw = impl.get()](std::string_view id) { return raw->twin_index.find(id); });
+  impl->twin_index.setChangeObserver(
+      [raw = impl.get()](std::string_view id) { raw->jobs->deviceChanged(id); });
   impl->device_endpoint = std::make_unique<device_api::DeviceEndpoint>(
       config.host_name, *impl->store, *policies, *impl->twins, *impl->methods, impl->clock,
       impl->random, impl->router.get());

@@ -158,6 +158,108 @@ TEST_F(JobsIntegrationTest, TagMethodAndDesiredJobsOverAMixedFleet) {
   for (auto& d : online) d->client->close();
 }
 
+// iothub's job extensions (docs/jobs.md) with real devices of our SDK and a real iothubd:
+// a method job waits for offline devices and calls each as it connects, across a kill -9 of
+// the hub, and calls no device twice; a re-run's dry run targets exactly the devices it left
+// canceled; a twin job with convergence succeeds the device that reports the desired values
+// and fails the one that does not; a continuous job reaches a device that comes to match
+// after it started.
+TEST_F(JobsIntegrationTest, ExtensionsWithRealDevicesWaitConvergeAndFollowTheFleet) {
+  auto data = dir_.path() / "hub";
+  auto hub = std::make_unique<HubProcess>(IOTHUBD_PATH, data);
+  ASSERT_TRUE(hub->start()) << hub->startupError();
+  auto service = std::make_unique<Service>(*hub);
+  auto devices = createDevices(*service, "ext-", 6);
+  ASSERT_EQ(devices.size(), 6u);
+  std::vector<std::unique_ptr<OnlineDevice>> online;
+  online.push_back(connect(*hub, devices[0]));
+  online.push_back(connect(*hub, devices[1]));
+
+  // 1. offlineDevices: two answer at once, four wait (pending) for their connection.
+  json::value created = service->ok("PUT", "/jobs/v2/wait", R"j({"type":"scheduleDeviceMethod",
+      "cloudToDeviceMethod":{"methodName":"lockDoor","payload":{"lockTime":"10m"}},
+      "queryCondition":"STARTSWITH(deviceId, 'ext-')","offlineDevices":{"waitSeconds":600}})j");
+  EXPECT_EQ(created.at("offlineDevices").at("waitSeconds"), 600);
+  ASSERT_TRUE(waitFor(
+      [&] {
+        auto s = service->stats("wait");
+        return s["succeededCount"] == 2 && s["pendingCount"] == 4;
+      },
+      30s));
+  EXPECT_EQ(service->jobStatus("wait"), "running");
+  ASSERT_TRUE(waitFor(
+      [&] { return service->rows("wait").at("ext-1002").contains("waitingForConnection"); }, 10s));
+  online.push_back(connect(*hub, devices[2]));
+  // Its outcome durable (a call in flight at a crash fails DeviceJobInterrupted instead).
+  ASSERT_TRUE(waitFor(
+      [&] { return service->rows("wait").at("ext-1002").at("status") == "completed"; }, 30s));
+
+  // kill -9: the job resumes, its waiting devices still wait.
+  for (auto& d : online) d->client->close();
+  hub->kill9();
+  ASSERT_TRUE(hub->start()) << hub->startupError();
+  service = std::make_unique<Service>(*hub);
+  ASSERT_TRUE(waitFor([&] { return service->stats("wait")["pendingCount"] == 3; }, 30s));
+  EXPECT_EQ(service->jobStatus("wait"), "running");
+  online.push_back(connect(*hub, devices[3]));
+  ASSERT_TRUE(waitFor([&] { return service->stats("wait")["succeededCount"] == 4; }, 30s));
+  service->ok("POST", "/jobs/v2/wait/cancel");
+  ASSERT_TRUE(waitFor([&] { return service->jobDone("wait"); }, 30s));
+  EXPECT_EQ(service->jobStatus("wait"), "cancelled");
+  auto wait = service->stats("wait");
+  EXPECT_EQ(wait["succeededCount"], 4);
+  EXPECT_EQ(wait["canceledCount"], 2);
+  for (auto& d : online) EXPECT_EQ(d->lock_calls.load(), 1) << d->client->deviceId();
+
+  // 2. A re-run of what the cancel left: exactly those devices.
+  json::value preview = service->ok("PUT", "/jobs/v2/again?dryRun=true",
+                                    R"j({"type":"scheduleDeviceMethod",
+      "cloudToDeviceMethod":{"methodName":"lockDoor"},
+      "rerunOf":{"jobId":"wait","deviceJobStatuses":["canceled"]}})j");
+  EXPECT_EQ(preview.at("deviceCount"), 2);
+  EXPECT_EQ(preview.at("sampleDeviceIds"), parsed(R"(["ext-1004","ext-1005"])"));
+
+  // 3. convergence: ext-1003 reports what it is asked, ext-1004 never does.
+  online.push_back(connect(*hub, devices[4]));
+  OnlineDevice& reporter = *online[3];
+  service->ok("PUT", "/jobs/v2/converge", R"j({"type":"scheduleUpdateTwin",
+      "updateTwin":{"etag":"*","properties":{"desired":{"building":43,"floor":3}}},
+      "queryCondition":"deviceId IN ['ext-1003', 'ext-1004']","convergence":{"timeoutSeconds":8}})j");
+  ASSERT_TRUE(waitFor(
+      [&] {
+        std::lock_guard guard(reporter.mutex);
+        return !reporter.desired.empty();
+      },
+      10s));
+  ASSERT_TRUE(reporter.client->patchReported(json::object{{"building", 43}, {"floor", 3}}).isOk());
+  ASSERT_TRUE(waitFor([&] { return service->stats("converge")["succeededCount"] == 1; }, 10s));
+  auto converging = service->rows("converge").at("ext-1004");
+  if (!service->jobDone("converge")) {
+    EXPECT_EQ(converging.at("status"), "running");
+    EXPECT_EQ(converging.at("converging"), true);
+  }
+  ASSERT_TRUE(waitFor([&] { return service->jobDone("converge"); }, 30s));
+  EXPECT_EQ(service->jobStatus("converge"), "completed");
+  auto converge = service->rows("converge");
+  EXPECT_EQ(converge.at("ext-1003").at("status"), "completed");
+  EXPECT_EQ(converge.at("ext-1004").at("status"), "failed");
+  EXPECT_EQ(converge.at("ext-1004").at("error").at("code"), "NotConverged");
+
+  // 4. continuous: a device that comes to match later gets the update too.
+  service->ok("PUT", "/jobs/v2/follow", R"j({"type":"scheduleUpdateTwin",
+      "updateTwin":{"etag":"*","tags":{"stage":"seen"}},
+      "queryCondition":"tags.site = 'c1'","continuous":true})j");
+  ASSERT_TRUE(waitFor([&] { return service->jobStatus("follow") == "running"; }, 10s));
+  service->ok("PATCH", "/twins/ext-1005", R"j({"tags":{"site":"c1"}})j");
+  ASSERT_TRUE(waitFor([&] { return service->stats("follow")["succeededCount"] == 1; }, 30s));
+  EXPECT_EQ(service->ok("GET", "/twins/ext-1005").at("tags").at("stage"), "seen");
+  EXPECT_EQ(service->jobStatus("follow"), "running");
+  service->ok("POST", "/jobs/v2/follow/cancel");
+  ASSERT_TRUE(waitFor([&] { return service->jobDone("follow"); }, 30s));
+  EXPECT_EQ(service->jobStatus("follow"), "cancelled");
+  for (auto& d : online) d->client->close();
+}
+
 // The value of the sample `series` (name and labels, as exposed) in a scrape; -1 if absent.
 double metricValue(const std::string& scrape, const std::string& series) {
   std::size_t at = 0;
