@@ -102,6 +102,41 @@ class ClusterTest : public ::testing::Test {
                           json::serialize(body));
   }
 
+  // The index (1-3) of the node holding job `job_id`'s lease once one other than
+  // `other_than` holds it (the job runs there); 0 if none does within `timeout`.
+  int leaseOwner(const std::string& job_id, int other_than = 0,
+                 std::chrono::milliseconds timeout = 10s) {
+    std::string owner;
+    bool held = waitFor(
+        [&] {
+          auto r = postgres_.sql(
+              "SELECT coalesce(lease_owner, '') FROM jobs WHERE job_id = '" + job_id + "'", "hub");
+          owner = r ? *r : "";
+          return !owner.empty() && owner != "node" + std::to_string(other_than);
+        },
+        timeout);
+    if (!held) return 0;
+    int index = owner.back() - '0';
+    EXPECT_TRUE(index >= 1 && index <= 3) << owner;
+    return index;
+  }
+  // A node other than those given (all 1-3): where a test puts a device or a request that
+  // must cross nodes.
+  static int nodeOtherThan(int a, int b = 0) {
+    for (int i = 1; i <= 3; ++i)
+      if (i != a && i != b) return i;
+    return 0;
+  }
+  // Whether `device` received a desired-property notification holding building 43, floor 3.
+  static bool gotBuildingAndFloor(OnlineDevice& device) {
+    std::lock_guard lock(device.mutex);
+    for (const auto& patch : device.desired)
+      if (patch.contains("floor") && patch.at("floor") == 3 && patch.contains("building") &&
+          patch.at("building") == 43)
+        return true;
+    return false;
+  }
+
   TempDir dir_{"iothub-cluster-it"};
   testing::PostgresServer postgres_;
   testing::NatsServer nats_;
@@ -540,6 +575,205 @@ TEST_F(ClusterTest, DevicesOfAKilledNodeReconnectElsewhereAndTheJobCompletes) {
   for (std::size_t i = 0; i < 12; ++i) {
     EXPECT_EQ(online[i]->lock_calls.load(), 1) << devices[i].device_id;
     EXPECT_EQ(connectionState(devices[i].device_id), "Connected");
+  }
+}
+
+// offlineDevices across the cluster (docs/jobs.md): a method job waits for its offline devices
+// and calls each once as it connects, to a node that is not the one running the job; kill -9
+// of that node hands the job, waiting devices and all, to another node, which calls the next
+// device that connects (again on a node other than its own) exactly once; a cancel ends the
+// devices still waiting.
+TEST_F(ClusterTest, AMethodJobWaitsForOfflineDevicesConnectingToOtherNodesAcrossAKillDashNine) {
+  startCluster();
+  auto devices = createDevices(*service_, "ow-", 5);
+  ASSERT_EQ(devices.size(), 5u);
+  std::vector<std::unique_ptr<OnlineDevice>> online(5);  // 0 on node 2, 1 on node 3, 2-4 off
+  online[0] = connect(node(2), devices[0]);
+  online[1] = connect(node(3), devices[1]);
+  json::value created = service_->ok("PUT", "/jobs/v2/wait?api-version=2021-04-12",
+                                     R"j({"jobId":"wait","type":"scheduleDeviceMethod",
+      "cloudToDeviceMethod":{"methodName":"lockDoor","payload":{"lockTime":"10m"},"responseTimeoutInSeconds":10},
+      "queryCondition":"STARTSWITH(deviceId, 'ow-')","offlineDevices":{"waitSeconds":600}})j");
+  EXPECT_EQ(created.at("offlineDevices").at("waitSeconds"), 600);
+  int owner = leaseOwner("wait");
+  ASSERT_NE(owner, 0) << "no node took the job";
+
+  // The two connected devices answer; the three offline ones wait, pending.
+  ASSERT_TRUE(waitFor(
+      [&] {
+        auto s = service_->stats("wait");
+        return s["succeededCount"] == 2 && s["pendingCount"] == 3;
+      },
+      15s));
+  EXPECT_EQ(service_->jobStatus("wait"), "running");
+  ASSERT_TRUE(waitFor(
+      [&] {
+        auto rows = service_->rows("wait");
+        for (const char* id : {"ow-1002", "ow-1003", "ow-1004"}) {
+          if (rows.at(id).at("status") != "pending" || !rows.at(id).contains("waitingForConnection"))
+            return false;
+        }
+        return true;
+      },
+      10s));
+
+  // ow-1002 connects to a node that does not run the job: it is called, once.
+  int elsewhere = nodeOtherThan(owner);
+  online[2] = connect(node(elsewhere), devices[2]);
+  ASSERT_TRUE(waitFor(
+      [&] { return service_->rows("wait").at("ow-1002").at("status") == "completed"; }, 15s));
+  EXPECT_EQ(online[2]->lock_calls.load(), 1);
+  EXPECT_EQ(service_->stats("wait")["pendingCount"], 2);
+
+  // kill -9 of the node running the job: another node takes the job over (lease 15 s +
+  // claim poll 1 s) with ow-1003 and ow-1004 still waiting.
+  node(owner).kill9();
+  int survivor = nodeOtherThan(owner);
+  Service service(node(survivor));
+  int next_owner = leaseOwner("wait", owner, 25s);
+  ASSERT_NE(next_owner, 0) << "no node took the job over from node" << owner;
+  EXPECT_NE(next_owner, owner);
+  // Its recovery counts the rows: nothing was in flight, so nothing failed.
+  EXPECT_TRUE(waitFor(
+      [&] {
+        auto s = service.stats("wait");
+        return s["succeededCount"] == 3 && s["pendingCount"] == 2 && s["failedCount"] == 0;
+      },
+      5s))
+      << json::serialize(service.job("wait"));
+  EXPECT_EQ(service.jobStatus("wait"), "running");
+
+  // ow-1003 connects to the surviving node that does not run the job now: called once.
+  int third = nodeOtherThan(owner, next_owner);
+  online[3] = connect(node(third), devices[3]);
+  ASSERT_TRUE(waitFor(
+      [&] { return service.rows("wait").at("ow-1003").at("status") == "completed"; }, 15s));
+  EXPECT_EQ(online[3]->lock_calls.load(), 1);
+  auto rows = service.rows("wait");
+  EXPECT_EQ(rows.at("ow-1004").at("status"), "pending");
+  EXPECT_TRUE(rows.at("ow-1004").contains("waitingForConnection")) << json::serialize(rows.at("ow-1004"));
+  EXPECT_EQ(service.jobStatus("wait"), "running");
+
+  // A cancel (through the node that does not run it) ends the device still waiting.
+  Service on_third(node(third));
+  on_third.ok("POST", "/jobs/v2/wait/cancel?api-version=2021-04-12");
+  ASSERT_TRUE(waitFor([&] { return service.jobDone("wait"); }, 15s));
+  EXPECT_EQ(service.jobStatus("wait"), "cancelled");
+  auto stats = service.stats("wait");
+  EXPECT_EQ(stats["deviceCount"], 5);
+  EXPECT_EQ(stats["succeededCount"], 4);
+  EXPECT_EQ(stats["canceledCount"], 1);
+  EXPECT_EQ(stats["failedCount"], 0);
+  EXPECT_EQ(stats["pendingCount"] + stats["runningCount"], 0);
+  rows = service.rows("wait");
+  ASSERT_EQ(rows.size(), 5u);
+  for (const char* id : {"ow-1000", "ow-1001", "ow-1002", "ow-1003"})
+    EXPECT_EQ(rows.at(id).at("status"), "completed") << id << ": " << json::serialize(rows.at(id));
+  EXPECT_EQ(rows.at("ow-1004").at("status"), "canceled") << json::serialize(rows.at("ow-1004"));
+  // Every device was called once at most: the ones that connected exactly once, across the
+  // takeover (the killed node's devices counted before it died).
+  for (std::size_t i = 0; i < 4; ++i)
+    EXPECT_EQ(online[i]->lock_calls.load(), 1) << devices[i].device_id;
+}
+
+// convergence and continuous across the cluster (docs/jobs.md), both jobs created on node 1
+// and run wherever their lease is: a device reporting the desired values from any node
+// succeeds (devices on all three nodes, so at least two report to a node that does not run
+// the job), one that never reports fails NotConverged; a continuous job reaches a device
+// whose tags are changed through the REST endpoint of a node that does not run it.
+TEST_F(ClusterTest, TwinJobsConvergeOnReportsAndFollowTagsChangedOnOtherNodes) {
+  startCluster();
+  auto devices = createDevices(*service_, "cv-", 6);
+  ASSERT_EQ(devices.size(), 6u);
+  // cv-1000..1002 report, on nodes 1, 2 and 3; cv-1003 (node 2) never reports.
+  std::vector<std::unique_ptr<OnlineDevice>> online;
+  for (int i = 0; i < 4; ++i) online.push_back(connect(node(i < 3 ? i + 1 : 2), devices[i]));
+  // cv-1004 matches the continuous job's condition from the start, cv-1005 later.
+  service_->ok("PATCH", "/twins/cv-1004?api-version=2021-04-12", R"({"tags":{"site":"c1"}})");
+
+  service_->ok("PUT", "/jobs/v2/converge?api-version=2021-04-12",
+               R"j({"jobId":"converge","type":"scheduleUpdateTwin",
+      "updateTwin":{"etag":"*","properties":{"desired":{"building":43,"floor":3}}},
+      "queryCondition":"deviceId IN ['cv-1000', 'cv-1001', 'cv-1002', 'cv-1003']",
+      "convergence":{"timeoutSeconds":10}})j");
+  json::value follow = service_->ok("PUT", "/jobs/v2/follow?api-version=2021-04-12",
+                                    R"j({"jobId":"follow","type":"scheduleUpdateTwin",
+      "updateTwin":{"etag":"*","tags":{"stage":"seen"}},
+      "queryCondition":"tags.site = 'c1'","continuous":true})j");
+  EXPECT_EQ(follow.at("continuous"), true);
+  int converge_owner = leaseOwner("converge");
+  int follow_owner = leaseOwner("follow");
+  ASSERT_NE(converge_owner, 0);
+  ASSERT_NE(follow_owner, 0);
+
+  // convergence: each device gets the desired patch; its row is running (converging) until
+  // it reports the values.
+  for (std::size_t i = 0; i < 4; ++i) {
+    EXPECT_TRUE(waitFor([&] { return gotBuildingAndFloor(*online[i]); }, 10s))
+        << devices[i].device_id;
+  }
+  auto early = service_->rows("converge");
+  ASSERT_EQ(early.size(), 4u);
+  for (const auto& [id, row] : early) {
+    EXPECT_EQ(row.at("status"), "running") << id << ": " << json::serialize(row);
+    EXPECT_EQ(row.at("converging"), true) << id << ": " << json::serialize(row);
+  }
+  for (std::size_t i = 0; i < 3; ++i) {
+    auto reported = online[i]->client->patchReported(json::object{{"building", 43}, {"floor", 3}});
+    EXPECT_TRUE(reported.isOk()) << devices[i].device_id << ": " << reported.status().toString();
+  }
+  ASSERT_TRUE(waitFor([&] { return service_->stats("converge")["succeededCount"] == 3; }, 10s))
+      << "job on node" << converge_owner;
+
+  // continuous: cv-1004 is updated; cv-1005 comes to match through the REST endpoint of a
+  // node that does not run the job, and is updated too.
+  ASSERT_TRUE(waitFor([&] { return service_->stats("follow")["succeededCount"] == 1; }, 10s));
+  EXPECT_EQ(service_->jobStatus("follow"), "running");
+  Service elsewhere(node(nodeOtherThan(follow_owner)));
+  elsewhere.ok("PATCH", "/twins/cv-1005?api-version=2021-04-12", R"({"tags":{"site":"c1"}})");
+  ASSERT_TRUE(waitFor([&] { return service_->stats("follow")["succeededCount"] == 2; }, 10s))
+      << "job on node" << follow_owner;
+  auto followed = service_->stats("follow");
+  EXPECT_EQ(followed["deviceCount"], 2);
+  EXPECT_EQ(followed["failedCount"], 0);
+  EXPECT_EQ(followed["pendingCount"] + followed["runningCount"], 0);
+  EXPECT_EQ(service_->jobStatus("follow"), "running");
+  for (const char* id : {"cv-1004", "cv-1005"}) {
+    EXPECT_EQ(elsewhere.ok("GET", std::string("/twins/") + id + "?api-version=2021-04-12")
+                  .at("tags")
+                  .at("stage"),
+              "seen")
+        << id;
+  }
+  auto follow_rows = service_->rows("follow");
+  ASSERT_EQ(follow_rows.size(), 2u);
+  for (const auto& [id, row] : follow_rows)
+    EXPECT_EQ(row.at("status"), "completed") << id << ": " << json::serialize(row);
+  elsewhere.ok("POST", "/jobs/v2/follow/cancel?api-version=2021-04-12");
+  ASSERT_TRUE(waitFor([&] { return service_->jobDone("follow"); }, 15s));
+  EXPECT_EQ(service_->jobStatus("follow"), "cancelled");
+  EXPECT_EQ(service_->stats("follow")["succeededCount"], 2);
+
+  // cv-1003 never reported: it fails NotConverged 10 s after its update, and the job ends.
+  ASSERT_TRUE(waitFor([&] { return service_->jobDone("converge"); }, 15s));
+  EXPECT_EQ(service_->jobStatus("converge"), "completed");
+  auto converge = service_->stats("converge");
+  EXPECT_EQ(converge["deviceCount"], 4);
+  EXPECT_EQ(converge["succeededCount"], 3);
+  EXPECT_EQ(converge["failedCount"], 1);
+  EXPECT_EQ(converge["pendingCount"] + converge["runningCount"] + converge["canceledCount"], 0);
+  auto rows = service_->rows("converge");
+  for (const char* id : {"cv-1000", "cv-1001", "cv-1002"})
+    EXPECT_EQ(rows.at(id).at("status"), "completed") << id << ": " << json::serialize(rows.at(id));
+  EXPECT_EQ(rows.at("cv-1003").at("status"), "failed") << json::serialize(rows.at("cv-1003"));
+  EXPECT_EQ(rows.at("cv-1003").at("error").at("code"), "NotConverged")
+      << json::serialize(rows.at("cv-1003"));
+  // Each desired twin was written once (version 2: created 1, one patch).
+  for (const auto& row :
+       service_->query("SELECT deviceId, properties.desired.$version AS v FROM devices "
+                       "WHERE deviceId IN ['cv-1000', 'cv-1001', 'cv-1002', 'cv-1003']",
+                       10)) {
+    EXPECT_EQ(row.at("v"), 2) << json::serialize(row);
   }
 }
 
