@@ -349,8 +349,100 @@ std::chrono::milliseconds RetryPolicy::delayAfter(int attempts_made) const {
               std::chrono::duration_cast<std::chrono::milliseconds>(kMaxRetryBackoff).count()))));
 }
 
+namespace {
+constexpr std::string_view kJobStatusNames[] = {"queued",    "scheduled", "running",
+                                                "completed", "failed",    "cancelled"};
+constexpr std::string_view kDeviceJobStatusNames[] = {"pending", "running", "completed", "failed",
+                                                      "canceled"};
+// Members of a stored job's document that hold its run's state.
+constexpr std::string_view kDocStatistics = "deviceJobStatistics";
+constexpr std::string_view kDocTargetsSelected = "targetsSelected";
+constexpr std::string_view kDocRunStartedTime = "runStartedTime";
+constexpr std::string_view kDocCancelRequested = "cancelRequested";
+constexpr std::string_view kDocFailureReason = "failureReason";
+constexpr std::string_view kDocStatusMessage = "statusMessage";
+}  // namespace
+
+std::string_view toString(JobStatus status) {
+  return kJobStatusNames[static_cast<std::size_t>(status)];
+}
+
+std::string_view toString(DeviceJobStatus status) {
+  return kDeviceJobStatusNames[static_cast<std::size_t>(status)];
+}
+
+std::optional<JobStatus> parseJobStatus(std::string_view name) {
+  for (std::size_t i = 0; i < std::size(kJobStatusNames); ++i) {
+    if (kJobStatusNames[i] == name) return static_cast<JobStatus>(i);
+  }
+  return std::nullopt;
+}
+
+std::optional<DeviceJobStatus> parseDeviceJobStatus(std::string_view name) {
+  for (std::size_t i = 0; i < std::size(kDeviceJobStatusNames); ++i) {
+    if (kDeviceJobStatusNames[i] == name) return static_cast<DeviceJobStatus>(i);
+  }
+  return std::nullopt;
+}
+
+bool isTerminal(JobStatus status) {
+  return status == JobStatus::Completed || status == JobStatus::Failed ||
+         status == JobStatus::Cancelled;
+}
+
 bool isTerminalJobStatus(std::string_view status) {
-  return status == kJobCompleted || status == kJobFailed || status == kJobCancelled;
+  auto parsed = parseJobStatus(status);
+  return parsed && isTerminal(*parsed);
+}
+
+JobStatus statusOf(const store::JobRecord& job) {
+  return parseJobStatus(job.status).value_or(JobStatus::Failed);
+}
+
+void setStatus(store::JobRecord& job, JobStatus status) {
+  job.status = std::string(toString(status));
+}
+
+RunState runStateOf(const store::JobRecord& job) {
+  RunState state;
+  state.targets_selected = findMember(job.document, kDocTargetsSelected) != nullptr;
+  if (const json::string* t = findString(job.document, kDocRunStartedTime))
+    state.started = parseTimestamp(*t);
+  state.cancel_requested = findMember(job.document, kDocCancelRequested) != nullptr;
+  if (const json::string* f = findString(job.document, kDocFailureReason))
+    state.failure_reason = std::string(*f);
+  return state;
+}
+
+void setRunState(store::JobRecord& job, const RunState& state) {
+  json::object& doc = job.document;
+  auto flag = [&doc](std::string_view name, bool on) {
+    if (on) {
+      doc[name] = true;
+    } else {
+      doc.erase(name);
+    }
+  };
+  flag(kDocTargetsSelected, state.targets_selected);
+  flag(kDocCancelRequested, state.cancel_requested);
+  if (state.started) {
+    doc[kDocRunStartedTime] = formatTimestamp(*state.started);
+  } else {
+    doc.erase(kDocRunStartedTime);
+  }
+  if (state.failure_reason) {
+    doc[kDocFailureReason] = *state.failure_reason;
+  } else {
+    doc.erase(kDocFailureReason);
+  }
+}
+
+JobStatistics statisticsOf(const store::JobRecord& job) {
+  return JobStatistics::fromJson(findObject(job.document, kDocStatistics));
+}
+
+void setStatistics(store::JobRecord& job, const JobStatistics& stats) {
+  job.document[kDocStatistics] = stats.toJson();
 }
 
 Status validateJobId(std::string_view job_id) {
@@ -580,7 +672,7 @@ store::JobRecord newJobRecord(const JobSpec& spec, SystemTime now) {
   store::JobRecord job;
   job.job_id = spec.job_id;
   job.type = spec.type;
-  job.status = std::string(kJobQueued);
+  setStatus(job, JobStatus::Queued);
   job.created_time = now;
   job.start_time = spec.start_time && *spec.start_time > now ? *spec.start_time : now;
   json::object& doc = job.document;
@@ -652,7 +744,7 @@ store::JobRecord newJobRecord(const JobSpec& spec, SystemTime now) {
   } else {
     doc["updateTwin"] = spec.update_twin;
   }
-  doc[kDocStatistics] = JobStatistics{}.toJson();
+  setStatistics(job, JobStatistics{});
   return job;
 }
 
@@ -709,7 +801,7 @@ store::DeviceJobRecord deviceJobRecord(const store::JobRecord& job, DeviceJobRow
   store::DeviceJobRecord row;
   row.job_id = job.job_id;
   row.device_id = std::string(in.device_id);
-  row.status = std::string(in.status);
+  row.status = std::string(toString(in.status));
   row.last_updated_time = in.now;
   json::object& doc = row.document;
   doc.reserve(6);

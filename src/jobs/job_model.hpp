@@ -23,23 +23,21 @@ namespace iothub::jobs {
 inline constexpr std::string_view kTypeDeviceMethod = "scheduleDeviceMethod";
 inline constexpr std::string_view kTypeUpdateTwin = "scheduleUpdateTwin";
 
-// Job statuses (docs/protocol.md §9.5, §9.6). queued: accepted, waiting to start (also when
-// its start time has come but the running-job limit is reached); scheduled: waiting for a
-// future start time; running; then one of the terminal ones.
-inline constexpr std::string_view kJobQueued = "queued";
-inline constexpr std::string_view kJobScheduled = "scheduled";
-inline constexpr std::string_view kJobRunning = "running";
-inline constexpr std::string_view kJobCompleted = "completed";
-inline constexpr std::string_view kJobFailed = "failed";
-inline constexpr std::string_view kJobCancelled = "cancelled";  // double L (docs/protocol.md §9.5)
+// Job statuses (docs/protocol.md §9.5, §9.6). Queued: accepted, waiting to start (also when
+// its start time has come but the running-job limit is reached); Scheduled: waiting for a
+// future start time; Running; then one of the terminal ones. Stored and shown by their
+// wire names: "queued", ..., "cancelled" (double L, docs/protocol.md §9.5).
+enum class JobStatus : std::uint8_t { Queued, Scheduled, Running, Completed, Failed, Cancelled };
+// Per-device statuses (docs/protocol.md §9.8): "pending", ..., "canceled" (single L).
+enum class DeviceJobStatus : std::uint8_t { Pending, Running, Completed, Failed, Canceled };
 
-// Per-device statuses (docs/protocol.md §9.8).
-inline constexpr std::string_view kDevicePending = "pending";
-inline constexpr std::string_view kDeviceRunning = "running";
-inline constexpr std::string_view kDeviceCompleted = "completed";
-inline constexpr std::string_view kDeviceFailed = "failed";
-inline constexpr std::string_view kDeviceCanceled = "canceled";  // single L (docs/protocol.md §9.8)
-
+std::string_view toString(JobStatus status);
+std::string_view toString(DeviceJobStatus status);
+// nullopt for a name that is not a wire name.
+std::optional<JobStatus> parseJobStatus(std::string_view name);
+std::optional<DeviceJobStatus> parseDeviceJobStatus(std::string_view name);
+bool isTerminal(JobStatus status);
+// For wire names (a stored record's status, a JobResponse's): false for unknown names.
 bool isTerminalJobStatus(std::string_view status);
 
 // iothub's job extensions (docs/jobs.md), as validated from the request.
@@ -169,17 +167,29 @@ Result<JobSpec> specOf(const store::JobRecord& job);
 // statistics. A job whose start time was beyond kLatestTime shows the startTime it was given.
 json::object jobResponse(const store::JobRecord& job, const JobStatistics& stats);
 
-// Members of the job's document that the engine maintains.
-inline constexpr std::string_view kDocStatistics = "deviceJobStatistics";
-inline constexpr std::string_view kDocTargetsSelected = "targetsSelected";  // rows were written
-inline constexpr std::string_view kDocCancelRequested = "cancelRequested";
-inline constexpr std::string_view kDocFailureReason = "failureReason";
-inline constexpr std::string_view kDocStatusMessage = "statusMessage";
+// A stored job's status; a name that is not a wire name (a damaged store) reads as Failed.
+JobStatus statusOf(const store::JobRecord& job);
+void setStatus(store::JobRecord& job, JobStatus status);
+
+// The durable state of a job's run, kept in its stored document beside the request.
+struct RunState {
+  bool targets_selected = false;      // every target's row is written ("targetsSelected")
+  std::optional<SystemTime> started;  // when it started running ("runStartedTime")
+  bool cancel_requested = false;      // a cancel reached it while it ran ("cancelRequested")
+  std::optional<std::string> failure_reason;  // shown as the JobResponse's failureReason
+  bool operator==(const RunState&) const = default;
+};
+RunState runStateOf(const store::JobRecord& job);
+void setRunState(store::JobRecord& job, const RunState& state);
+
+// The statistics kept in a stored job's document (those of its owner's last flush).
+JobStatistics statisticsOf(const store::JobRecord& job);
+void setStatistics(store::JobRecord& job, const JobStatistics& stats);
 
 // What a per-device row (docs/protocol.md §9.8) says.
 struct DeviceJobRow {
   std::string_view device_id{};
-  std::string_view status{};
+  DeviceJobStatus status = DeviceJobStatus::Pending;
   SystemTime now{};      // lastUpdatedDateTimeUtc
   SystemTime started{};  // when the device's operation began (pending rows: the job's start)
   std::optional<SystemTime> ended{};             // terminal rows only

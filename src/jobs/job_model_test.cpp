@@ -155,7 +155,7 @@ TEST(JobModelTest, ResponseCarriesEveryFieldAndSurvivesTheStore) {
   ASSERT_TRUE(spec.isOk());
   SystemTime now = *parseTimestamp("2029-12-31T23:00:00Z");
   store::JobRecord job = newJobRecord(*spec, now);
-  EXPECT_EQ(job.status, kJobQueued);
+  EXPECT_EQ(statusOf(job), JobStatus::Queued);
   JobStatistics stats{
       .device_count = 5, .pending = 1, .running = 1, .succeeded = 1, .failed = 1, .canceled = 1};
   json::object r = jobResponse(job, stats);
@@ -192,7 +192,7 @@ TEST(JobModelTest, DeviceRowsHaveTheReferenceShape) {
   SystemTime t = *parseTimestamp("2030-01-01T00:00:00Z");
   auto row = deviceJobRecord(
       job, {.device_id = "d1",
-            .status = kDeviceCompleted,
+            .status = DeviceJobStatus::Completed,
             .now = t,
             .started = t,
             .ended = t,
@@ -202,7 +202,7 @@ TEST(JobModelTest, DeviceRowsHaveTheReferenceShape) {
   EXPECT_EQ(row.document.at("outcome").at("deviceMethodResponse").at("status"), 200);
   EXPECT_TRUE(row.document.contains("endTimeUtc"));
   auto failed = deviceJobRecord(job, {.device_id = "d2",
-                                      .status = kDeviceFailed,
+                                      .status = DeviceJobStatus::Failed,
                                       .now = t,
                                       .started = t,
                                       .ended = t,
@@ -276,6 +276,37 @@ TEST(JobModelTest, ExtensionsRoundTripThroughTheStoredRecord) {
   EXPECT_EQ(back->rollout->exponential->succeeded_per_increase, 50);
   EXPECT_EQ(back->abort_criteria.at(0).min_executed, 100);
   EXPECT_EQ(back->retry->max_attempts, 4);
+}
+
+TEST(JobModelTest, StatusesRoundTripTheirWireNames) {
+  for (auto status : {JobStatus::Queued, JobStatus::Scheduled, JobStatus::Running,
+                      JobStatus::Completed, JobStatus::Failed, JobStatus::Cancelled}) {
+    EXPECT_EQ(parseJobStatus(toString(status)), status);
+  }
+  EXPECT_EQ(toString(JobStatus::Cancelled), "cancelled");
+  EXPECT_EQ(toString(DeviceJobStatus::Canceled), "canceled");
+  EXPECT_EQ(parseDeviceJobStatus("cancelled"), std::nullopt);
+  EXPECT_EQ(parseJobStatus("canceled"), std::nullopt);
+  EXPECT_TRUE(isTerminalJobStatus("failed"));
+  EXPECT_FALSE(isTerminalJobStatus("running"));
+  EXPECT_FALSE(isTerminalJobStatus("bogus"));
+}
+
+TEST(JobModelTest, TheRunStateLivesInTheStoredDocument) {
+  store::JobRecord job;
+  EXPECT_EQ(runStateOf(job), RunState{});
+  RunState state{.targets_selected = true,
+                 .started = *parseTimestamp("2030-01-01T00:00:00Z"),
+                 .cancel_requested = true,
+                 .failure_reason = "why"};
+  setRunState(job, state);
+  EXPECT_EQ(runStateOf(job), state);
+  EXPECT_EQ(job.document.at("runStartedTime"), "2030-01-01T00:00:00.0000000Z");
+  EXPECT_EQ(jobResponse(job, {}).at("failureReason"), "why");
+  setRunState(job, RunState{});
+  EXPECT_TRUE(job.document.empty());
+  setStatistics(job, JobStatistics{.device_count = 3, .pending = 3});
+  EXPECT_EQ(statisticsOf(job).pending, 3);
 }
 
 }  // namespace

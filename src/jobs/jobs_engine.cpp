@@ -19,7 +19,6 @@ namespace iothub::jobs {
 namespace {
 
 constexpr std::size_t kSelectionChunk = 10000;  // pending rows written per store call at start
-constexpr const char* kRunStartedTime = "runStartedTime";
 
 using SteadyClock = std::chrono::steady_clock;
 
@@ -178,7 +177,7 @@ bool JobsEngine::load(std::shared_ptr<Run> run) {
   run->spec = std::move(*spec);
   if (follows(run->spec)) following_ = true;
   bool resumed = false;
-  if (run->record.status == kJobRunning) {
+  if (statusOf(run->record) == JobStatus::Running) {
     if (Status s = recover(*run); !s) {
       if (!retryLater(*run, s, "resuming")) {
         failRun(*run, s);
@@ -211,8 +210,9 @@ Status JobsEngine::start() {
     next_claim_ = SteadyClock::now();
     next_renew_ = next_claim_ + options_.lease->renew_every;
   } else {
-    auto unfinished = store_.jobs().jobsWithStatus(
-        {std::string(kJobQueued), std::string(kJobScheduled), std::string(kJobRunning)});
+    auto unfinished = store_.jobs().jobsWithStatus({std::string(toString(JobStatus::Queued)),
+                                                    std::string(toString(JobStatus::Scheduled)),
+                                                    std::string(toString(JobStatus::Running))});
     if (!unfinished) return unfinished.status();
     std::size_t resumed = 0;
     for (auto& job : *unfinished) {
@@ -294,7 +294,7 @@ json::object JobsEngine::render(const store::JobRecord& job) {
     auto it = runs_.find(job.job_id);
     if (it != runs_.end()) return jobResponse(it->second->record, it->second->stats);
   }
-  return jobResponse(job, JobStatistics::fromJson(findObject(job.document, kDocStatistics)));
+  return jobResponse(job, statisticsOf(job));
 }
 
 Status JobsEngine::checkRerunSource(const JobSpec& spec) {
@@ -340,7 +340,7 @@ Result<json::object> JobsEngine::create(std::string_view job_id, const json::val
   // scheduled: it is stored so. The PUT still answers "queued", as Azure's does and as a
   // single node's does (docs/protocol.md §9.6).
   const bool stored_scheduled = options_.lease && job.start_time > job.created_time;
-  if (stored_scheduled) job.status = std::string(kJobScheduled);
+  if (stored_scheduled) setStatus(job, JobStatus::Scheduled);
   if (Status s = store_.jobs().createJob(job); !s) {
     if (s.code() == ErrorCode::JobAlreadyExists) {
       return Status(ErrorCode::JobAlreadyExists,
@@ -357,7 +357,7 @@ Result<json::object> JobsEngine::create(std::string_view job_id, const json::val
     }
     inbox_->wake.notify_one();
   }
-  if (stored_scheduled) job.status = std::string(kJobQueued);
+  if (stored_scheduled) setStatus(job, JobStatus::Queued);
   return jobResponse(job, JobStatistics{});
 }
 
@@ -396,7 +396,7 @@ Result<json::object> JobsEngine::get(std::string_view job_id) {
 Result<json::object> JobsEngine::cancel(std::string_view job_id) {
   auto job = store_.jobs().getJob(job_id);
   if (!job) return job.status();
-  if (!isTerminalJobStatus(job->status)) {
+  if (!isTerminal(statusOf(*job))) {
     // Whoever runs it (maybe another node) sees the request in the store.
     if (options_.lease) IOTHUB_RETURN_IF_ERROR(store_.jobs().requestJobCancel(job_id));
     auto handled = std::make_shared<std::promise<void>>();
@@ -423,8 +423,7 @@ Result<JobPage> JobsEngine::list(std::optional<std::string> type, std::optional<
         ErrorCode::ArgumentInvalid,
         "jobType must be scheduleDeviceMethod or scheduleUpdateTwin, not '" + *type + "'");
   }
-  if (status && *status != kJobQueued && *status != kJobScheduled && *status != kJobRunning &&
-      *status != kJobCompleted && *status != kJobFailed && *status != kJobCancelled) {
+  if (status && !parseJobStatus(*status)) {
     return Status(ErrorCode::ArgumentInvalid,
                   "jobStatus must be one of queued, scheduled, running, completed, "
                   "failed, cancelled, not '" +
@@ -457,7 +456,7 @@ Result<JobPage> JobsEngine::list(std::optional<std::string> type, std::optional<
 std::size_t JobsEngine::runningCount() const {
   std::lock_guard lock(state_mutex_);
   return static_cast<std::size_t>(std::count_if(runs_.begin(), runs_.end(), [](const auto& r) {
-    return r.second->record.status == kJobRunning;
+    return statusOf(r.second->record) == JobStatus::Running;
   }));
 }
 
@@ -638,9 +637,8 @@ void JobsEngine::admitRecord(store::JobRecord job) {
   }
   run->spec = std::move(*spec);
   if (follows(run->spec)) following_ = true;
-  if (run->record.status == kJobQueued && run->record.start_time > clock_.now()) {
-    if (Status s =
-            persist(*run, [](store::JobRecord& r) { r.status = std::string(kJobScheduled); });
+  if (statusOf(run->record) == JobStatus::Queued && run->record.start_time > clock_.now()) {
+    if (Status s = persist(*run, [](store::JobRecord& r) { setStatus(r, JobStatus::Scheduled); });
         !s)
       log::withFields(spdlog::level::err, {{"jobId", job_id}}, "jobs: {}: {}", job_id,
                       s.toString());
@@ -664,7 +662,12 @@ void JobsEngine::handleCancel(const std::string& job_id) {
   }
   if (run->cancel_requested) return;
   run->cancel_requested = true;  // a run waiting to be recovered drains once it is
-  if (Status s = persist(*run, [](store::JobRecord& r) { r.document[kDocCancelRequested] = true; });
+  if (Status s = persist(*run,
+                         [](store::JobRecord& r) {
+                           RunState state = runStateOf(r);
+                           state.cancel_requested = true;
+                           setRunState(r, state);
+                         });
       !s)
     log::withFields(spdlog::level::err, {{"jobId", job_id}}, "jobs: cancelling {}: {}", job_id,
                     s.toString());
@@ -674,7 +677,7 @@ void JobsEngine::handleCancel(const std::string& job_id) {
 
 void JobsEngine::cancelUnstarted(Run& run) {
   Status s = persist(run, [this](store::JobRecord& r) {
-    r.status = std::string(kJobCancelled);
+    setStatus(r, JobStatus::Cancelled);
     r.end_time = clock_.now();
   });
   if (!s) {
@@ -739,7 +742,7 @@ void JobsEngine::handleCompletion(Completion& c) {
       run->attempts[c.device_id] = attempt;
       run->retry_due.emplace(next, c.device_id);
       run->buffer.push_back(deviceJobRecord(run->record, {.device_id = c.device_id,
-                                                          .status = kDevicePending,
+                                                          .status = DeviceJobStatus::Pending,
                                                           .now = now,
                                                           .started = began,
                                                           .method_response = std::move(c.response),
@@ -758,15 +761,15 @@ void JobsEngine::handleCompletion(Completion& c) {
   if (c.recorded) {
     run->outcomes_unsaved = true;  // the statistics are saved at the next flush all the same
   } else {
-    run->buffer.push_back(
-        deviceJobRecord(run->record, {.device_id = c.device_id,
-                                      .status = ok ? kDeviceCompleted : kDeviceFailed,
-                                      .now = now,
-                                      .started = began,
-                                      .ended = now,
-                                      .method_response = std::move(c.response),
-                                      .error = std::move(error),
-                                      .attempts = attempt}));
+    run->buffer.push_back(deviceJobRecord(
+        run->record, {.device_id = c.device_id,
+                      .status = ok ? DeviceJobStatus::Completed : DeviceJobStatus::Failed,
+                      .now = now,
+                      .started = began,
+                      .ended = now,
+                      .method_response = std::move(c.response),
+                      .error = std::move(error),
+                      .attempts = attempt}));
   }
   updateStats(*run, [ok](JobStatistics& s) {
     --s.running;
@@ -813,7 +816,7 @@ void JobsEngine::waitForConnection(Run& run, const std::string& id, bool called)
   auto tried = run.attempts.find(id);
   run.buffer.push_back(
       deviceJobRecord(run.record, {.device_id = id,
-                                   .status = kDevicePending,
+                                   .status = DeviceJobStatus::Pending,
                                    .now = now,
                                    .started = now,
                                    .attempts = tried == run.attempts.end() ? 0 : tried->second,
@@ -840,13 +843,13 @@ void JobsEngine::endConvergence(Run& run, const std::string& id, bool converged)
                                " s of its update (convergence.timeoutSeconds)");
     ++run.timed_out_failures;
   }
-  run.buffer.push_back(
-      deviceJobRecord(run.record, {.device_id = id,
-                                   .status = converged ? kDeviceCompleted : kDeviceFailed,
-                                   .now = now,
-                                   .started = began,
-                                   .ended = now,
-                                   .error = std::move(error)}));
+  run.buffer.push_back(deviceJobRecord(
+      run.record, {.device_id = id,
+                   .status = converged ? DeviceJobStatus::Completed : DeviceJobStatus::Failed,
+                   .now = now,
+                   .started = began,
+                   .ended = now,
+                   .error = std::move(error)}));
   updateStats(run, [converged](JobStatistics& s) {
     --s.running;
     ++(converged ? s.succeeded : s.failed);
@@ -885,7 +888,7 @@ void JobsEngine::addNewcomers(Run& run) {
   rows.reserve(run.newcomers.size());
   for (const auto& id : run.newcomers) {
     rows.push_back(deviceJobRecord(run.record, {.device_id = id,
-                                                .status = kDevicePending,
+                                                .status = DeviceJobStatus::Pending,
                                                 .now = now,
                                                 .started = now,
                                                 .matched_after_start = true}));
@@ -925,7 +928,7 @@ void JobsEngine::expireWaits(Run& run) {
       auto tried = run.attempts.find(id);
       run.buffer.push_back(deviceJobRecord(
           run.record, {.device_id = id,
-                       .status = kDeviceFailed,
+                       .status = DeviceJobStatus::Failed,
                        .now = now,
                        .started = now,
                        .ended = now,
@@ -979,9 +982,8 @@ void JobsEngine::startDueJobs() {
   for (auto& run : due) {
     if (running >= std::max<std::size_t>(1, options_.max_running_jobs)) {
       // Its time has come but every slot is taken: it waits its turn as queued.
-      if (run->record.status != kJobQueued) {
-        if (Status s =
-                persist(*run, [](store::JobRecord& r) { r.status = std::string(kJobQueued); });
+      if (statusOf(run->record) != JobStatus::Queued) {
+        if (Status s = persist(*run, [](store::JobRecord& r) { setStatus(r, JobStatus::Queued); });
             !s)
           log::withFields(spdlog::level::err, {{"jobId", run->record.job_id}}, "jobs: {}: {}",
                           run->record.job_id, s.toString());
@@ -1020,9 +1022,10 @@ Status JobsEngine::startRun(Run& run) {
     std::size_t end = std::min(targets.size(), i + kSelectionChunk);
     rows.reserve(end - i);
     for (std::size_t j = i; j < end; ++j) {
-      rows.push_back(deviceJobRecord(
-          run.record,
-          {.device_id = targets[j], .status = kDevicePending, .now = now, .started = now}));
+      rows.push_back(deviceJobRecord(run.record, {.device_id = targets[j],
+                                                  .status = DeviceJobStatus::Pending,
+                                                  .now = now,
+                                                  .started = now}));
     }
     IOTHUB_RETURN_IF_ERROR(putRows(run, rows));
   }
@@ -1031,9 +1034,11 @@ Status JobsEngine::startRun(Run& run) {
     s.device_count = s.pending = n;
   });
   IOTHUB_RETURN_IF_ERROR(persist(run, [now](store::JobRecord& r) {
-    r.status = std::string(kJobRunning);
-    r.document[kDocTargetsSelected] = true;
-    r.document[kRunStartedTime] = formatTimestamp(now);
+    setStatus(r, JobStatus::Running);
+    RunState state = runStateOf(r);
+    state.targets_selected = true;
+    state.started = now;
+    setRunState(r, state);
   }));
   if (run.spec.max_execution_seconds)
     run.deadline = addClamped(now, std::chrono::seconds(*run.spec.max_execution_seconds));
@@ -1055,7 +1060,8 @@ Status JobsEngine::startRun(Run& run) {
 }
 
 Status JobsEngine::recover(Run& run) {
-  if (!findMember(run.record.document, kDocTargetsSelected)) {
+  const RunState state = runStateOf(run.record);
+  if (!state.targets_selected) {
     // Stopped while selecting: nothing was dispatched yet, so select again.
     return startRun(run);
   }
@@ -1073,9 +1079,7 @@ Status JobsEngine::recover(Run& run) {
   run.convergence_due.clear();
   run.targeted.clear();
   run.newcomers.clear();
-  run.run_started = run.record.start_time;
-  if (const json::string* t = findString(run.record.document, kRunStartedTime))
-    run.run_started = parseTimestamp(*t).value_or(run.run_started);
+  run.run_started = state.started.value_or(run.record.start_time);
   if (run.spec.offline_wait_seconds) {
     run.offline_deadline =
         addClamped(run.run_started, std::chrono::seconds(*run.spec.offline_wait_seconds));
@@ -1090,10 +1094,11 @@ Status JobsEngine::recover(Run& run) {
     for (auto& row : *rows) {
       ++stats.device_count;
       if (run.spec.continuous) run.targeted.insert(row.device_id);
+      const auto row_status = parseDeviceJobStatus(row.status).value_or(DeviceJobStatus::Failed);
       const json::value* attempts = findMember(row.document, kRowAttempts);
       const int attempts_made =
           attempts != nullptr && attempts->is_int64() ? static_cast<int>(attempts->get_int64()) : 0;
-      if (row.status == kDevicePending) {
+      if (row_status == DeviceJobStatus::Pending) {
         ++stats.pending;
         if (findMember(row.document, kRowWaitingForConnection) != nullptr) {
           if (attempts_made > 0) run.attempts[row.device_id] = attempts_made;
@@ -1108,7 +1113,7 @@ Status JobsEngine::recover(Run& run) {
           run.attempts[row.device_id] = attempts_made;
           run.retry_due.emplace(next, row.device_id);
         }
-      } else if (row.status == kDeviceRunning) {
+      } else if (row_status == DeviceJobStatus::Running) {
         SystemTime began = now;
         if (const json::string* t = findString(row.document, "startTimeUtc"))
           began = parseTimestamp(*t).value_or(now);
@@ -1125,7 +1130,7 @@ Status JobsEngine::recover(Run& run) {
           fixes.push_back(deviceJobRecord(
               run.record,
               {.device_id = row.device_id,
-               .status = kDeviceFailed,
+               .status = DeviceJobStatus::Failed,
                .now = now,
                .started = began,
                .ended = now,
@@ -1139,13 +1144,13 @@ Status JobsEngine::recover(Run& run) {
           // may be applied again. Today a twin row goes from pending straight to its outcome.
           ++stats.pending;
           fixes.push_back(deviceJobRecord(run.record, {.device_id = row.device_id,
-                                                       .status = kDevicePending,
+                                                       .status = DeviceJobStatus::Pending,
                                                        .now = now,
                                                        .started = began}));
         }
-      } else if (row.status == kDeviceCompleted) {
+      } else if (row_status == DeviceJobStatus::Completed) {
         ++stats.succeeded;
-      } else if (row.status == kDeviceFailed) {
+      } else if (row_status == DeviceJobStatus::Failed) {
         ++stats.failed;
         if (const json::object* error = findObject(row.document, "error");
             error != nullptr && isTimeoutError(errorCodeOf(*error)))
@@ -1163,14 +1168,10 @@ Status JobsEngine::recover(Run& run) {
     std::lock_guard lock(state_mutex_);
     run.stats = stats;
   }
-  run.cancel_requested =
-      run.cancel_requested || findMember(run.record.document, kDocCancelRequested) != nullptr;
+  run.cancel_requested = run.cancel_requested || state.cancel_requested;
   if (run.spec.max_execution_seconds) {
-    SystemTime began = run.record.start_time;
-    if (const json::string* t = findString(run.record.document, kRunStartedTime)) {
-      began = parseTimestamp(*t).value_or(began);
-    }
-    run.deadline = addClamped(began, std::chrono::seconds(*run.spec.max_execution_seconds));
+    run.deadline =
+        addClamped(run.run_started, std::chrono::seconds(*run.spec.max_execution_seconds));
   }
   IOTHUB_RETURN_IF_ERROR(persist(run));
   run.started = true;
@@ -1207,24 +1208,24 @@ void JobsEngine::step(Run& run) {
   if (!run.newcomers.empty()) addNewcomers(run);
   if (backingOff(run)) return;
   if (run.failure) {
-    drainUndispatched(run, kDeviceFailed,
+    drainUndispatched(run, DeviceJobStatus::Failed,
                       deviceJobError("JobFailed",
                                      "The job failed before this device was "
                                      "processed: " +
                                          run.failure->message()));
   } else if (run.cancel_requested) {
     drainUndispatched(
-        run, kDeviceCanceled,
+        run, DeviceJobStatus::Canceled,
         deviceJobError("JobCancelled", "The job was cancelled before this device was processed"));
   } else if (run.abort_reason) {
-    drainUndispatched(run, kDeviceCanceled,
+    drainUndispatched(run, DeviceJobStatus::Canceled,
                       deviceJobError("JobAborted",
                                      "The job was aborted before this device was "
                                      "processed. " +
                                          *run.abort_reason));
   } else if (run.timed_out) {
     drainUndispatched(
-        run, kDeviceFailed,
+        run, DeviceJobStatus::Failed,
         deviceJobError("JobTimedOut",
                        "The job's maxExecutionTimeInSeconds (" +
                            std::to_string(run.spec.max_execution_seconds.value_or(0)) +
@@ -1243,8 +1244,8 @@ void JobsEngine::step(Run& run) {
 
 bool JobsEngine::fetchPending(Run& run) {
   if (run.exhausted) return false;
-  auto rows = store_.deviceJobs().listDeviceJobs(run.record.job_id, kDevicePending, run.cursor,
-                                                 options_.batch_size);
+  auto rows = store_.deviceJobs().listDeviceJobs(
+      run.record.job_id, toString(DeviceJobStatus::Pending), run.cursor, options_.batch_size);
   if (!rows) {
     if (!retryLater(run, rows.status(), "reading its pending devices")) {
       failSoftly(run, rows.status());
@@ -1268,7 +1269,7 @@ bool JobsEngine::fetchPending(Run& run) {
   return fetched || !run.exhausted;
 }
 
-void JobsEngine::drainUndispatched(Run& run, std::string_view status, const json::object& error) {
+void JobsEngine::drainUndispatched(Run& run, DeviceJobStatus status, const json::object& error) {
   SystemTime now = clock_.now();
   // Updated devices still converging end too (their update stays applied).
   if (!run.converging.empty()) {
@@ -1281,7 +1282,7 @@ void JobsEngine::drainUndispatched(Run& run, std::string_view status, const json
                                                         .error = error}));
     }
     auto n = static_cast<std::int64_t>(run.converging.size());
-    bool canceled = status == kDeviceCanceled;
+    bool canceled = status == DeviceJobStatus::Canceled;
     updateStats(run, [n, canceled](JobStatistics& st) {
       st.running -= n;
       (canceled ? st.canceled : st.failed) += n;
@@ -1316,7 +1317,7 @@ void JobsEngine::drainUndispatched(Run& run, std::string_view status, const json
       run.queue.pop_front();
       ++n;
     }
-    bool canceled = status == kDeviceCanceled;
+    bool canceled = status == DeviceJobStatus::Canceled;
     if (n > 0) run.left_undone = true;
     updateStats(run, [n, canceled](JobStatistics& s) {
       s.pending -= n;
@@ -1401,7 +1402,7 @@ void JobsEngine::dispatch(Run& run) {
         attempt = (tried == run.attempts.end() ? 0 : tried->second) + 1;
       }
       rows.push_back(deviceJobRecord(run.record, {.device_id = id,
-                                                  .status = kDeviceRunning,
+                                                  .status = DeviceJobStatus::Running,
                                                   .now = now,
                                                   .started = now,
                                                   .attempts = attempt}));
@@ -1469,12 +1470,13 @@ void JobsEngine::dispatch(Run& run) {
       std::optional<SystemTime> until;
       if (converge) until = addClamped(began, std::chrono::seconds(*converge));
       store::DeviceJobWrite outcome{
-          deviceJobRecord(*shape, {.device_id = id,
-                                   .status = until ? kDeviceRunning : kDeviceCompleted,
-                                   .now = at,
-                                   .started = began,
-                                   .ended = until ? std::nullopt : std::optional<SystemTime>(at),
-                                   .convergence_deadline = until}),
+          deviceJobRecord(*shape,
+                          {.device_id = id,
+                           .status = until ? DeviceJobStatus::Running : DeviceJobStatus::Completed,
+                           .now = at,
+                           .started = began,
+                           .ended = until ? std::nullopt : std::optional<SystemTime>(at),
+                           .convergence_deadline = until}),
           lease};
       if (auto s = updateTwinRetrying(id, *update, outcome)) {
         bool recorded = s->isOk();
@@ -1515,7 +1517,7 @@ Status JobsEngine::persist(Run& run, const std::function<void(store::JobRecord&)
   {
     std::lock_guard lock(state_mutex_);
     next = run.record;
-    next.document[kDocStatistics] = run.stats.toJson();
+    setStatistics(next, run.stats);
   }
   if (change) change(next);
   auto replace = [&next](const store::JobRecord&) { return Result<store::JobRecord>(next); };
@@ -1536,24 +1538,26 @@ void JobsEngine::finish(Run& run) {
   flush(run, true);
   if (!run.started || !run.buffer.empty()) return;  // failed while flushing, or backing off
   Status s = persist(run, [this, &run](store::JobRecord& r) {
+    RunState state = runStateOf(r);
     if (run.failure) {
-      r.status = std::string(kJobFailed);
-      r.document[kDocFailureReason] = run.failure->message();
+      setStatus(r, JobStatus::Failed);
+      state.failure_reason = run.failure->message();
     } else if (run.abort_reason && !run.cancel_requested) {
-      r.status = std::string(kJobFailed);
-      r.document[kDocFailureReason] = *run.abort_reason;
+      setStatus(r, JobStatus::Failed);
+      state.failure_reason = *run.abort_reason;
     } else if (run.cancel_requested) {
-      r.status = std::string(kJobCancelled);
+      setStatus(r, JobStatus::Cancelled);
     } else if (run.timed_out && run.spec.continuous && !run.left_undone) {
-      r.status = std::string(kJobCompleted);  // its time is up and nothing was left undone
+      setStatus(r, JobStatus::Completed);  // its time is up and nothing was left undone
     } else if (run.timed_out) {
-      r.status = std::string(kJobFailed);
-      r.document[kDocFailureReason] = "maxExecutionTimeInSeconds (" +
-                                      std::to_string(run.spec.max_execution_seconds.value_or(0)) +
-                                      " s) elapsed before every device was processed";
+      setStatus(r, JobStatus::Failed);
+      state.failure_reason = "maxExecutionTimeInSeconds (" +
+                             std::to_string(run.spec.max_execution_seconds.value_or(0)) +
+                             " s) elapsed before every device was processed";
     } else {
-      r.status = std::string(kJobCompleted);
+      setStatus(r, JobStatus::Completed);
     }
+    setRunState(r, state);
     r.end_time = clock_.now();
   });
   if (!s) {
@@ -1565,9 +1569,9 @@ void JobsEngine::finish(Run& run) {
     runs_.erase(run.record.job_id);
     return;
   }
-  (run.record.status == kJobCompleted   ? counters_.jobs_completed
-   : run.record.status == kJobCancelled ? counters_.jobs_cancelled
-                                        : counters_.jobs_failed)
+  (statusOf(run.record) == JobStatus::Completed   ? counters_.jobs_completed
+   : statusOf(run.record) == JobStatus::Cancelled ? counters_.jobs_cancelled
+                                                  : counters_.jobs_failed)
       .fetch_add(1, std::memory_order_relaxed);
   log::withFields(spdlog::level::info, {{"jobId", run.record.job_id}},
                   "jobs: {} {}: {} succeeded, {} failed, {} canceled of {}", run.record.job_id,
@@ -1611,9 +1615,11 @@ void JobsEngine::failRun(Run& run, const Status& why) {
                   run.record.job_id, why.toString());
   run.started = false;
   Status s = persist(run, [this, &why](store::JobRecord& r) {
-    r.status = std::string(kJobFailed);
+    setStatus(r, JobStatus::Failed);
     r.end_time = clock_.now();
-    r.document[kDocFailureReason] = why.message();
+    RunState state = runStateOf(r);
+    state.failure_reason = why.message();
+    setRunState(r, state);
   });
   if (!s)
     log::withFields(spdlog::level::err, {{"jobId", run.record.job_id}}, "jobs: {}: {}",

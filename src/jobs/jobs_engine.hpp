@@ -290,7 +290,7 @@ class JobsEngine {
   Status startRun(Run& run);
   Status recover(Run& run);
   void step(Run& run);
-  void drainUndispatched(Run& run, std::string_view status, const json::object& error);
+  void drainUndispatched(Run& run, DeviceJobStatus status, const json::object& error);
   bool fetchPending(Run& run);
   void dispatch(Run& run);
   void flush(Run& run, bool force);

@@ -285,7 +285,7 @@ class FaultyStore final : public store::Store {
 
 bool writesRunningRow(const std::vector<store::DeviceJobRecord>* rows) {
   return rows != nullptr && std::any_of(rows->begin(), rows->end(), [](const auto& row) {
-           return row.status == kDeviceRunning;
+           return row.status == "running";
          });
 }
 
@@ -1240,9 +1240,9 @@ TEST_F(JobsEngineTest, ErrorsAndListing) {
   ASSERT_TRUE(twins.isOk());
   ASSERT_EQ(twins->jobs.size(), 1u);
   EXPECT_EQ(twins->jobs[0].at("jobId"), "j2");
-  auto first = engine_->list(std::nullopt, std::string(kJobCompleted), 1, std::nullopt);
+  auto first = engine_->list(std::nullopt, std::string("completed"), 1, std::nullopt);
   ASSERT_TRUE(first.isOk() && first->continuation);
-  auto second = engine_->list(std::nullopt, std::string(kJobCompleted), 1, *first->continuation);
+  auto second = engine_->list(std::nullopt, std::string("completed"), 1, *first->continuation);
   ASSERT_TRUE(second.isOk());
   EXPECT_EQ(second->jobs.size(), 1u);
   EXPECT_FALSE(second->continuation);
