@@ -22,10 +22,12 @@
 #include <deque>
 #include <functional>
 #include <future>
+#include <map>
 #include <memory>
 #include <optional>
 #include <random>
 #include <thread>
+#include <unordered_set>
 #include <vector>
 
 #include "apps/fleetsim/latency_histogram.hpp"
@@ -95,9 +97,11 @@ struct Counters {
   std::atomic<std::uint64_t> storm_drops{0};  // closed on purpose by a storm
   std::atomic<std::uint64_t> methods_received{0};
   std::atomic<std::uint64_t> methods_answered{0};
+  std::atomic<std::uint64_t> methods_ignored{0};  // --flaky silent: left unanswered
   std::atomic<std::uint64_t> desired_received{0};
   std::atomic<std::uint64_t> twin_responses{0};
   std::atomic<std::uint64_t> reported_sent{0};
+  std::atomic<std::uint64_t> reported_rejected{0};  // twin responses with a status >= 300
   std::atomic<std::uint64_t> pings_sent{0};
   std::atomic<std::uint64_t> pongs{0};
   std::atomic<std::int64_t> first_method_ns{0};
@@ -155,7 +159,8 @@ class Connection {
   bool drain();
   bool handle(mqtt::Packet& packet);
   void handlePublish(mqtt::Publish& publish);
-  void answerMethod(std::string rid);
+  void answerMethod(std::string rid, int status);
+  void sendReportedBody(const std::string& body);
   template <class P>
   void send(const P& packet);
   void flush();
@@ -179,6 +184,9 @@ class Connection {
   bool ever_ready_ = false;
   std::uint32_t generation_ = 0;
   std::uint32_t reported_seq_ = 0;
+  int flaky_group_ = -1;          // --flaky: the device's group, -1 = always answers
+  std::uint32_t method_calls_ = 0;  // calls received since Fleet::method_epoch last changed
+  std::uint32_t call_epoch_ = 0;
   SteadyClock::time_point started_;
   std::uint64_t request_seq_ = 0;
   std::string pending_rid_;
@@ -262,6 +270,8 @@ class Fleet {
   std::unique_ptr<std::atomic<std::int64_t>[]> patch_sent_ns;  // per connected device
   bool subscribe_desired = false;
   bool reconnect_on_loss = true;
+  // Bumped by the driver before each job: flaky devices count their calls from there again.
+  std::atomic<std::uint32_t> method_epoch{0};
   std::size_t requester_count = 0;
 
   // Devices by their position among this process's devices (not their global index).
@@ -300,7 +310,9 @@ Connection::Connection(Shard& shard, std::size_t index, Role role)
       role_(role),
       id_(role == Role::Device ? deviceId(shard.fleet.options.device_prefix, index)
                                : "fleet-requester-" + std::to_string(index)),
-      socket_(shard.ioc) {}
+      socket_(shard.ioc) {
+  if (role == Role::Device) flaky_group_ = flakyGroupOf(shard.fleet.options.flaky, index);
+}
 
 void Connection::start() {
   ++generation_;
@@ -530,15 +542,32 @@ void Connection::handlePublish(mqtt::Publish& publish) {
     std::int64_t expected = 0;
     c.first_method_ns.compare_exchange_strong(expected, now, std::memory_order_relaxed);
     c.last_method_ns.store(now, std::memory_order_relaxed);
+    const std::uint32_t epoch = fleet.method_epoch.load(std::memory_order_relaxed);
+    if (epoch != call_epoch_) {
+      call_epoch_ = epoch;
+      method_calls_ = 0;
+    }
+    ++method_calls_;
+    int status = 200;
+    if (flaky_group_ >= 0) {
+      const FlakyGroup& group = fleet.options.flaky[static_cast<std::size_t>(flaky_group_)];
+      if (method_calls_ <= group.calls) {
+        if (group.mode == FlakyMode::Silent) {
+          c.methods_ignored.fetch_add(1, std::memory_order_relaxed);
+          return;
+        }
+        status = 500;
+      }
+    }
     std::string rid_copy(rid);
     if (fleet.options.method_delay.count() > 0) {
       auto timer = std::make_shared<asio::steady_timer>(shard_.ioc, fleet.options.method_delay);
       timer->async_wait(
-          [this, timer, gen = generation_, r = std::move(rid_copy)](const ErrorCodeT& ec) {
-            if (!ec && gen == generation_) answerMethod(r);
+          [this, timer, gen = generation_, r = std::move(rid_copy), status](const ErrorCodeT& ec) {
+            if (!ec && gen == generation_) answerMethod(r, status);
           });
     } else {
-      answerMethod(std::move(rid_copy));
+      answerMethod(std::move(rid_copy), status);
     }
     return;
   }
@@ -548,18 +577,26 @@ void Connection::handlePublish(mqtt::Publish& publish) {
       const std::int64_t sent = fleet.patch_sent_ns[local].exchange(0, std::memory_order_relaxed);
       if (sent != 0) shard_.notify.record(static_cast<std::uint64_t>((nowNanos() - sent) / 1000));
     }
+    if (fleet.options.report_desired) {
+      if (auto body = reportedFromDesired(publish.payload)) {
+        sendReportedBody(*body);
+      } else {
+        logLine(id_ + ": desired patch not reported: " + body.status().message());
+      }
+    }
     return;
   }
   if (publish.topic.find("/twin/res/") != std::string::npos) {
     c.twin_responses.fetch_add(1, std::memory_order_relaxed);
+    if (parseTwinResponseStatus(publish.topic) >= 300)
+      c.reported_rejected.fetch_add(1, std::memory_order_relaxed);
   }
 }
 
-void Connection::answerMethod(std::string rid) {
+void Connection::answerMethod(std::string rid, int status) {
   auto& fleet = shard_.fleet;
   if (state_ != ConnState::Ready) return;
-  int status = 200;
-  if (fleet.options.method_failure_rate > 0) {
+  if (status == 200 && fleet.options.method_failure_rate > 0) {
     std::uniform_real_distribution<double> u(0.0, 1.0);
     if (u(shard_.rng) < fleet.options.method_failure_rate) status = 500;
   }
@@ -596,8 +633,12 @@ void Connection::sendPing() {
 
 void Connection::sendReported() {
   if (state_ != ConnState::Ready || role_ != Role::Device) return;
+  sendReportedBody(R"({"temperature":21.5,"seq":)" + std::to_string(reported_seq_ + 1) + "}");
+}
+
+void Connection::sendReportedBody(const std::string& body) {
+  if (state_ != ConnState::Ready || role_ != Role::Device) return;
   const auto seq = std::to_string(++reported_seq_);
-  const std::string body = R"({"temperature":21.5,"seq":)" + seq + "}";
   const std::string topic = shard_.fleet.options.target == Target::Hub
                                 ? "$iothub/twin/PATCH/properties/reported/?$rid=" + seq
                                 : "fleet/" + id_ + "/twin/PATCH/properties/reported/?$rid=" + seq;
@@ -930,7 +971,18 @@ class Driver {
   Status scenarioTwin(json::object& out);
   Status scenarioIdle(json::object& out);
   Status scenarioJobs(json::object& out);
-  Result<json::object> runJob(const std::string& body, std::size_t expected_devices);
+  Status scenarioTwinJobs(json::object& out);
+  Status scenarioMethodJobs(json::object& out);
+  // Creates the job `body` (its jobId added), polls it every 50 ms until it ends and returns
+  // its figures: duration, final statistics, a timeline every options_.sample_every, when no
+  // device was pending any more and (succeeded_target >= 0) when succeededCount reached it.
+  Result<json::object> runJob(const std::string& body, std::size_t expected_devices,
+                              std::int64_t succeeded_target = -1);
+  // The job's rows (SELECT * FROM devices.jobs, all pages): counts by status, error code and
+  // attempts, and how many distinct devices they name.
+  Result<json::object> tallyRows(const std::string& job_id);
+  // Waits until every reported PATCH sent so far was answered (at most `timeout`).
+  void settleReports(std::chrono::milliseconds timeout);
   std::optional<ProcessSample> sample() const {
     return options_.server_pid > 0 ? sampleProcess(options_.server_pid) : std::nullopt;
   }
@@ -951,9 +1003,9 @@ Status Driver::setUp() {
   if (ec) return Status(ErrorCode::ArgumentInvalid, "invalid --server " + options_.server_address);
   fleet_.mqtt_endpoint = tcp::endpoint(address, options_.mqtt_port);
   fleet_.http_endpoint = tcp::endpoint(address, options_.http_port);
-  fleet_.subscribe_desired = options_.scenario == Scenario::Twin ||
-                             options_.scenario == Scenario::Jobs ||
-                             options_.scenario == Scenario::Serve;
+  fleet_.subscribe_desired =
+      options_.scenario == Scenario::Twin || options_.scenario == Scenario::Jobs ||
+      options_.scenario == Scenario::Serve || options_.scenario == Scenario::TwinJobs;
   fleet_.patch_sent_ns = std::make_unique<std::atomic<std::int64_t>[]>(options_.devices + 1);
   if (options_.target == Target::Hub && !options_.service_connection_string.empty()) {
     auto cs = auth::ServiceConnectionString::parse(options_.service_connection_string);
@@ -1195,7 +1247,8 @@ Status Driver::scenarioIdle(json::object& out) {
   return Status::ok();
 }
 
-Result<json::object> Driver::runJob(const std::string& body, std::size_t expected_devices) {
+Result<json::object> Driver::runJob(const std::string& body, std::size_t expected_devices,
+                                    std::int64_t succeeded_target) {
   static int job_number = 0;
   const std::string job_id =
       "fleet-" + std::to_string(::getpid()) + "-" + std::to_string(++job_number);
@@ -1230,6 +1283,33 @@ Result<json::object> Driver::runJob(const std::string& body, std::size_t expecte
   json::value last;
   std::string status;
   LatencyHistogram poll_latency;
+  const auto first_sample = sample();
+  std::int64_t rss_max = first_sample ? first_sample->rss_kb : 0;
+  const auto desired_before = c.desired_received.load();
+  const auto reported_before = c.reported_sent.load();
+  json::array timeline;
+  auto next_point = started;
+  std::optional<double> none_pending_s;
+  std::optional<double> target_s;
+  auto statistic = [](const json::value& job, std::string_view name) -> std::int64_t {
+    const auto* stats = job.is_object() ? findObject(job.as_object(), "deviceJobStatistics") : nullptr;
+    const auto* v = stats ? findMember(*stats, name) : nullptr;
+    return v && v->is_int64() ? v->as_int64() : (v && v->is_uint64() ? static_cast<std::int64_t>(v->as_uint64()) : -1);
+  };
+  auto point = [&](double t) {
+    json::object p;
+    p["t_s"] = round3(t);
+    for (const char* name : {"succeededCount", "failedCount", "runningCount", "pendingCount"})
+      p[name] = statistic(last, name);
+    p["device_requests"] = c.methods_received.load() - methods_before;
+    p["desired_received"] = c.desired_received.load() - desired_before;
+    p["reported_sent"] = c.reported_sent.load() - reported_before;
+    if (auto s = sample()) {
+      p["server_rss_kb"] = s->rss_kb;
+      rss_max = std::max(rss_max, s->rss_kb);
+    }
+    timeline.push_back(std::move(p));
+  };
   while (true) {
     const auto poll_start = SteadyClock::now();
     auto polled = service_->sendJson(get);
@@ -1239,7 +1319,16 @@ Result<json::object> Driver::runJob(const std::string& body, std::size_t expecte
     if (const auto* s = last.is_object() ? findString(last.as_object(), "status") : nullptr) {
       status = std::string(*s);
     }
+    const double t = seconds(SteadyClock::now() - started);
+    if (!none_pending_s && statistic(last, "deviceCount") > 0 && statistic(last, "pendingCount") == 0)
+      none_pending_s = t;
+    if (!target_s && succeeded_target >= 0 && statistic(last, "succeededCount") >= succeeded_target)
+      target_s = t;
     if (status == "completed" || status == "failed" || status == "cancelled") break;
+    if (SteadyClock::now() >= next_point) {
+      point(t);
+      next_point += options_.sample_every;
+    }
     if (SteadyClock::now() - started > options_.timeout) {
       return Status(ErrorCode::ServiceUnavailable,
                     "job " + job_id + " still '" + status + "' at the timeout");
@@ -1247,9 +1336,35 @@ Result<json::object> Driver::runJob(const std::string& body, std::size_t expecte
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   const double elapsed = seconds(SteadyClock::now() - started);
+  point(elapsed);
   out["status"] = status;
   out["duration_s"] = round3(elapsed);
   out["device_ops_per_s"] = round3(static_cast<double>(expected_devices) / elapsed);
+  if (none_pending_s) {
+    // Every device started (its twin written, or its call made); with a window of
+    // in-flight operations, the last of them may still be running.
+    out["none_pending_s"] = round3(*none_pending_s);
+    out["started_per_s"] = round3(static_cast<double>(expected_devices) / *none_pending_s);
+  }
+  if (succeeded_target >= 0) {
+    out["succeeded_target"] = succeeded_target;
+    if (target_s) {
+      out["succeeded_target_s"] = round3(*target_s);
+      out["succeeded_target_per_s"] = round3(static_cast<double>(succeeded_target) / *target_s);
+    }
+  }
+  out["timeline"] = std::move(timeline);
+  if (first_sample) {
+    json::object server;
+    const auto end_sample = sample();
+    server["rss_start_kb"] = first_sample->rss_kb;
+    server["rss_max_kb"] = rss_max;
+    if (end_sample) {
+      server["rss_end_kb"] = end_sample->rss_kb;
+      server["cpu_percent"] = round3(cpuPercent(*first_sample, *end_sample));
+    }
+    out["server"] = std::move(server);
+  }
   out["poll_latency"] = latencyJson(poll_latency);
   if (const auto* stats = findObject(last.as_object(), "deviceJobStatistics"))
     out["statistics"] = *stats;
@@ -1311,6 +1426,262 @@ Status Driver::scenarioJobs(json::object& out) {
   return Status::ok();
 }
 
+void Driver::settleReports(std::chrono::milliseconds timeout) {
+  auto& c = fleet_.counters;
+  waitUntil([&] { return c.twin_responses.load() >= c.reported_sent.load(); }, timeout);
+}
+
+Result<json::object> Driver::tallyRows(const std::string& job_id) {
+  std::map<std::string, std::uint64_t> statuses;
+  std::map<std::string, std::uint64_t> errors;
+  std::map<std::string, std::uint64_t> attempts;
+  std::unordered_set<std::string> ids;
+  std::uint64_t rows = 0;
+  std::uint64_t pages = 0;
+  std::string continuation;
+  const auto started = SteadyClock::now();
+  do {
+    service::HttpRequest query;
+    query.method = "POST";
+    query.path = "/devices/query";
+    query.body = toJson(json::object{
+        {"query", "SELECT * FROM devices.jobs WHERE devices.jobs.jobId = '" + job_id + "'"}});
+    query.headers.emplace_back("x-ms-max-item-count", "1000");
+    if (!continuation.empty()) query.headers.emplace_back("x-ms-continuation", continuation);
+    auto response = service_->send(query);
+    if (!response) return response.status();
+    if (response->status != 200) {
+      return Status(ErrorCode::ServiceUnavailable, "devices.jobs query: HTTP " +
+                                                       std::to_string(response->status) + " " +
+                                                       response->body.substr(0, 200));
+    }
+    auto page = parseJson(response->body);
+    if (!page || !page->is_array())
+      return Status(ErrorCode::ServiceUnavailable, "devices.jobs query: not a JSON array");
+    ++pages;
+    for (const auto& item : page->as_array()) {
+      if (!item.is_object()) continue;
+      const auto& row = item.as_object();
+      ++rows;
+      if (const auto* id = findString(row, "deviceId")) ids.emplace(*id);
+      const auto* status = findString(row, "status");
+      ++statuses[status ? std::string(*status) : "?"];
+      if (const auto* error = findObject(row, "error")) {
+        const auto* code = findString(*error, "code");
+        ++errors[code ? std::string(*code) : "?"];
+      }
+      const auto* tried = findMember(row, "attempts");
+      ++attempts[tried && tried->is_number() ? std::to_string(tried->to_number<std::int64_t>())
+                                             : "none"];
+    }
+    continuation = response->header("x-ms-continuation").value_or("");
+  } while (!continuation.empty());
+  auto toObject = [](const std::map<std::string, std::uint64_t>& m) {
+    json::object o;
+    for (const auto& [k, v] : m) o[k] = v;
+    return o;
+  };
+  json::object out;
+  out["rows"] = rows;
+  out["distinct_devices"] = ids.size();
+  out["by_status"] = toObject(statuses);
+  out["errors"] = toObject(errors);
+  out["attempts"] = toObject(attempts);
+  out["pages"] = pages;
+  out["read_s"] = round3(seconds(SteadyClock::now() - started));
+  return out;
+}
+
+namespace {
+std::uint64_t countIn(const json::object& o, std::string_view group, std::string_view key) {
+  const auto* g = findObject(o, group);
+  const auto* v = g ? findMember(*g, key) : nullptr;
+  return v && v->is_number() ? v->to_number<std::uint64_t>() : 0;
+}
+std::int64_t statisticOf(const json::object& job, std::string_view name) {
+  const auto* stats = findObject(job, "statistics");
+  const auto* v = stats ? findMember(*stats, name) : nullptr;
+  return v && v->is_number() ? v->to_number<std::int64_t>() : -1;
+}
+// The rows say what the statistics say: one row per device, counted alike by status.
+bool rowsMatchStatistics(const json::object& job, const json::object& rows) {
+  const auto count = static_cast<std::uint64_t>(statisticOf(job, "deviceCount"));
+  return rows.at("rows").as_uint64() == count && rows.at("distinct_devices").as_uint64() == count &&
+         countIn(rows, "by_status", "completed") ==
+             static_cast<std::uint64_t>(statisticOf(job, "succeededCount")) &&
+         countIn(rows, "by_status", "failed") ==
+             static_cast<std::uint64_t>(statisticOf(job, "failedCount")) &&
+         statisticOf(job, "pendingCount") == 0 && statisticOf(job, "runningCount") == 0 &&
+         statisticOf(job, "canceledCount") <= 0;
+}
+// The members of a JSON object's text, without its braces, to append to another object.
+std::string membersOf(const json::object& o) {
+  const std::string text = toJson(o);
+  return text.substr(1, text.size() - 2);
+}
+}  // namespace
+
+// B8: a twin job over every registered device (--registered; the connected ones are
+// notified and, with --report-desired, report the values back), then the same job with
+// --job-extensions (e.g. convergence). Both set a new desired value, so each needs new reports.
+Status Driver::scenarioTwinJobs(json::object& out) {
+  auto& c = fleet_.counters;
+  const std::size_t registered = std::max(options_.registered, options_.devices);
+  const json::object extensions = parseJson(options_.job_extensions)->as_object();
+  const bool converges = extensions.contains("convergence");
+  // Under convergence only devices that are connected and report back can succeed.
+  const std::int64_t converging = options_.report_desired ? static_cast<std::int64_t>(options_.devices) : 0;
+  bool ok = true;
+  json::object checks;
+  for (int round = 1; round <= 2; ++round) {
+    const bool extended = round == 2;
+    settleReports(std::chrono::seconds(60));
+    const auto desired_before = c.desired_received.load();
+    const auto reported_before = c.reported_sent.load();
+    const auto rejected_before = c.reported_rejected.load();
+    std::string body =
+        R"({"type":"scheduleUpdateTwin","updateTwin":{"etag":"*","properties":{"desired":{"jobRound":)" +
+        std::to_string(round) + R"(,"config":{"intervalSeconds":)" + std::to_string(60 * round) +
+        R"(}}}},"startTime":null,"queryCondition":"*")";
+    if (extended) body += "," + membersOf(extensions);
+    body += "}";
+    const std::int64_t target =
+        extended && converges ? converging : static_cast<std::int64_t>(registered);
+    auto job = runJob(body, registered, target);
+    if (!job) return job.status();
+    waitUntil([&] { return c.desired_received.load() - desired_before >= options_.devices; },
+              std::chrono::seconds(10));
+    settleReports(std::chrono::seconds(30));
+    (*job)["connected_devices_notified"] = c.desired_received.load() - desired_before;
+    (*job)["reports_sent"] = c.reported_sent.load() - reported_before;
+    (*job)["reports_rejected"] = c.reported_rejected.load() - rejected_before;
+    auto rows = tallyRows(job->at("job_id").as_string().c_str());
+    if (!rows) return rows.status();
+    const bool match = rowsMatchStatistics(*job, *rows);
+    const auto succeeded = statisticOf(*job, "succeededCount");
+    const auto failed = statisticOf(*job, "failedCount");
+    bool expected = succeeded == target &&
+                    failed == static_cast<std::int64_t>(registered) - target &&
+                    job->at("status").as_string() == "completed";
+    if (extended && converges) {
+      expected = expected && countIn(*rows, "errors", "NotConverged") ==
+                                 static_cast<std::uint64_t>(failed);
+    }
+    (*job)["rows"] = std::move(*rows);
+    (*job)["expected_succeeded"] = target;
+    checks[extended ? "extended_as_expected" : "plain_as_expected"] = expected ? 1 : 0;
+    checks[extended ? "extended_rows_match_statistics" : "plain_rows_match_statistics"] = match ? 1 : 0;
+    ok = ok && expected && match;
+    out[extended ? "extended" : "plain"] = std::move(*job);
+  }
+  out["registered"] = registered;
+  out["extensions"] = extensions;
+  out["checks"] = std::move(checks);
+  if (!ok) return Status(ErrorCode::ServiceUnavailable, "a twin job did not end as expected (see checks)");
+  return Status::ok();
+}
+
+// B9: a method job over the connected devices (queryCondition "*": register no others), then
+// the same job with --job-extensions (rollout, retry, ...). --flaky devices fail their first
+// calls in each job; what every job should end with follows from the groups and the retry
+// policy, and is checked against the statistics, the rows and the calls the devices received.
+Status Driver::scenarioMethodJobs(json::object& out) {
+  auto& c = fleet_.counters;
+  const std::size_t n = addressedDevices(options_).count;
+  const json::object extensions = parseJson(options_.job_extensions)->as_object();
+  std::uint32_t max_attempts = 1;
+  std::vector<std::string> retry_on = {"DeviceNotOnline", "GatewayTimeout"};
+  bool has_retry = false;
+  if (const auto* retry = findObject(extensions, "retry")) {
+    has_retry = true;
+    if (const auto* m = findMember(*retry, "maxAttempts"); m && m->is_number())
+      max_attempts = m->to_number<std::uint32_t>();
+    if (const auto* on = findMember(*retry, "retryOn"); on && on->is_array()) {
+      retry_on.clear();
+      for (const auto& code : on->as_array())
+        if (code.is_string()) retry_on.emplace_back(code.as_string());
+    }
+  }
+  const auto* fail_flag = findMember(extensions, "failOnDeviceStatus");
+  const bool fail_on_status = fail_flag && fail_flag->is_bool() && fail_flag->as_bool();
+  json::array groups;
+  std::vector<std::size_t> group_devices(options_.flaky.size(), 0);
+  for (std::size_t d = 0; d < options_.devices; ++d) {
+    const int g = flakyGroupOf(options_.flaky, deviceIndex(options_, d));
+    if (g >= 0) ++group_devices[static_cast<std::size_t>(g)];
+  }
+  for (std::size_t g = 0; g < options_.flaky.size(); ++g) {
+    const auto& group = options_.flaky[g];
+    json::object o;
+    o["fraction"] = group.fraction;
+    o["fails_calls"] = group.calls == kAlwaysFails ? json::value("always") : json::value(group.calls);
+    o["mode"] = group.mode == FlakyMode::Silent ? "silent" : "error";
+    o["devices"] = group_devices[g];
+    groups.push_back(std::move(o));
+  }
+  out["flaky"] = std::move(groups);
+  bool ok = true;
+  json::object checks;
+  for (int round = 1; round <= 2; ++round) {
+    const bool extended = round == 2;
+    // What each device should end with in this job.
+    const std::uint32_t attempts_allowed = extended ? max_attempts : 1;
+    std::int64_t expect_succeeded = 0;
+    std::uint64_t expect_calls = 0;
+    std::map<std::string, std::uint64_t> expect_attempts;
+    for (std::size_t d = 0; d < options_.devices; ++d) {
+      const int g = flakyGroupOf(options_.flaky, deviceIndex(options_, d));
+      const FlakyGroup* group = g >= 0 ? &options_.flaky[static_cast<std::size_t>(g)] : nullptr;
+      const bool silent = group && group->mode == FlakyMode::Silent;
+      const bool fails = silent || (extended && fail_on_status);
+      const std::string code = silent ? "GatewayTimeout" : "DeviceMethodFailed";
+      const bool retried = extended && std::find(retry_on.begin(), retry_on.end(), code) != retry_on.end();
+      const ExpectedOutcome e = expectedOutcome(group, attempts_allowed, retried, fails);
+      expect_succeeded += e.succeeded ? 1 : 0;
+      expect_calls += e.attempts;
+      ++expect_attempts[std::to_string(e.attempts)];
+    }
+    fleet_.method_epoch.fetch_add(1);  // flaky devices fail their first calls again
+    std::string body =
+        R"({"type":"scheduleDeviceMethod","cloudToDeviceMethod":{"methodName":"lockDoor","payload":)" +
+        options_.method_payload + R"(,"responseTimeoutInSeconds":)" +
+        std::to_string(options_.response_timeout.count()) +
+        R"(},"startTime":null,"queryCondition":"*")";
+    if (extended) body += "," + membersOf(extensions);
+    body += "}";
+    const auto ignored_before = c.methods_ignored.load();
+    auto job = runJob(body, n, expect_succeeded);
+    if (!job) return job.status();
+    (*job)["device_requests_ignored"] = c.methods_ignored.load() - ignored_before;
+    auto rows = tallyRows(job->at("job_id").as_string().c_str());
+    if (!rows) return rows.status();
+    const bool match = rowsMatchStatistics(*job, *rows);
+    bool expected = statisticOf(*job, "succeededCount") == expect_succeeded &&
+                    statisticOf(*job, "failedCount") == static_cast<std::int64_t>(n) - expect_succeeded &&
+                    job->at("device_requests_received").as_uint64() == expect_calls;
+    json::object expect;
+    expect["succeeded"] = expect_succeeded;
+    expect["failed"] = static_cast<std::int64_t>(n) - expect_succeeded;
+    expect["device_requests"] = expect_calls;
+    if (extended && has_retry) {
+      json::object a;
+      for (const auto& [k, v] : expect_attempts) a[k] = v;
+      expected = expected && rows->at("attempts").as_object() == a;
+      expect["attempts"] = std::move(a);
+    }
+    (*job)["rows"] = std::move(*rows);
+    (*job)["expected"] = std::move(expect);
+    checks[extended ? "extended_as_expected" : "plain_as_expected"] = expected ? 1 : 0;
+    checks[extended ? "extended_rows_match_statistics" : "plain_rows_match_statistics"] = match ? 1 : 0;
+    ok = ok && expected && match;
+    out[extended ? "extended" : "plain"] = std::move(*job);
+  }
+  out["extensions"] = extensions;
+  out["checks"] = std::move(checks);
+  if (!ok) return Status(ErrorCode::ServiceUnavailable, "a method job did not end as expected (see checks)");
+  return Status::ok();
+}
+
 Result<json::object> Driver::run() {
   if (auto s = setUp(); !s) return s;
   json::object out;
@@ -1346,6 +1717,12 @@ Result<json::object> Driver::run() {
     case Scenario::Jobs:
       status = scenarioJobs(out);
       break;
+    case Scenario::TwinJobs:
+      status = scenarioTwinJobs(out);
+      break;
+    case Scenario::MethodJobs:
+      status = scenarioMethodJobs(out);
+      break;
     case Scenario::Serve: {
       const auto deadline = SteadyClock::now() + options_.duration;
       while (!stop_.load() && (options_.duration.count() == 0 || SteadyClock::now() < deadline)) {
@@ -1361,6 +1738,8 @@ Result<json::object> Driver::run() {
   devices["desired_received"] = c.desired_received.load();
   devices["twin_responses"] = c.twin_responses.load();
   devices["reported_sent"] = c.reported_sent.load();
+  devices["reported_rejected"] = c.reported_rejected.load();
+  devices["methods_ignored"] = c.methods_ignored.load();
   devices["drops"] = c.drops.load();
   devices["storm_drops"] = c.storm_drops.load();
   devices["connected_at_end"] = c.ready.load();

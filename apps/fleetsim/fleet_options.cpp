@@ -2,7 +2,11 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
+
+#include "common/json.hpp"
 
 namespace iothub::fleetsim {
 
@@ -21,17 +25,17 @@ Status validate(const FleetOptions& o) {
     return invalid("--devices must be at most " + std::to_string(kMaxDevicesPerProcess) +
                    " per process (file descriptor limit)");
   }
-  if (o.devices == 0 && o.scenario != Scenario::Jobs)
-    return invalid("--devices must be at least 1");
+  const bool jobs = o.scenario == Scenario::Jobs || o.scenario == Scenario::TwinJobs ||
+                    o.scenario == Scenario::MethodJobs;
+  if (o.devices == 0 && !jobs) return invalid("--devices must be at least 1");
   if (o.mqtt_port == 0 && o.devices > 0) return invalid("--mqtt-port is required");
   if (o.target == Target::Hub) {
     if (o.device_key.empty()) return invalid("--device-key is required for the hub target");
-    const bool rest = o.scenario == Scenario::Methods || o.scenario == Scenario::Twin ||
-                      o.scenario == Scenario::Jobs;
+    const bool rest = o.scenario == Scenario::Methods || o.scenario == Scenario::Twin || jobs;
     if (rest && (o.http_port == 0 || o.service_connection_string.empty())) {
       return invalid("--http-port and --connection-string are required for this scenario");
     }
-  } else if (o.scenario == Scenario::Twin || o.scenario == Scenario::Jobs) {
+  } else if (o.scenario == Scenario::Twin || jobs) {
     return invalid("the " + std::string(toString(o.scenario)) +
                    " scenario only runs against the hub");
   }
@@ -46,6 +50,18 @@ Status validate(const FleetOptions& o) {
   if (o.storm_fraction < 0 || o.storm_fraction > 1)
     return invalid("--storm-fraction must be within [0, 1]");
   if (o.device_stride == 0) return invalid("--stride must be at least 1");
+  double flaky = 0;
+  for (const auto& g : o.flaky) flaky += g.fraction;
+  if (flaky > 1 + 1e-9) return invalid("--flaky fractions must add up to at most 1");
+  if (o.scenario == Scenario::TwinJobs || o.scenario == Scenario::MethodJobs) {
+    auto extensions = parseJson(o.job_extensions);
+    if (!extensions || !extensions->is_object() || extensions->as_object().empty()) {
+      return invalid("--job-extensions must be a non-empty JSON object (the second job's extra members)");
+    }
+  }
+  if (o.response_timeout < std::chrono::seconds(5) || o.response_timeout > std::chrono::seconds(300))
+    return invalid("--response-timeout must be within [5s, 300s]");
+  if (o.sample_every.count() <= 0) return invalid("--sample-every must be positive");
   // One past the highest device index this process connects.
   const std::size_t own_end = o.devices == 0 ? 0 : deviceIndex(o, o.devices - 1) + 1;
   if (o.fleet_devices != 0 && o.fleet_devices < own_end) {
@@ -55,7 +71,7 @@ Status validate(const FleetOptions& o) {
   if (o.registered != 0 && o.registered < std::max(own_end, o.fleet_devices)) {
     return invalid("--registered must be 0 or at least --devices (and --fleet-devices)");
   }
-  if (o.scenario == Scenario::Jobs && o.fleet_devices == 0 &&
+  if ((o.scenario == Scenario::Jobs || o.scenario == Scenario::MethodJobs) && o.fleet_devices == 0 &&
       (o.first_device != 0 || o.device_stride != 1)) {
     return invalid(
         "the jobs scenario addresses devices 0..N-1: give --fleet-devices with --first or --stride");
@@ -125,11 +141,11 @@ Result<Target> parseTarget(std::string_view text) {
 
 Result<Scenario> parseScenario(std::string_view text) {
   for (auto s : {Scenario::Connect, Scenario::Idle, Scenario::Methods, Scenario::Twin,
-                 Scenario::Jobs, Scenario::Serve}) {
+                 Scenario::Jobs, Scenario::Serve, Scenario::TwinJobs, Scenario::MethodJobs}) {
     if (toString(s) == text) return s;
   }
   return invalid("unknown scenario '" + std::string(text) +
-                 "' (connect, idle, methods, twin, jobs, serve)");
+                 "' (connect, idle, methods, twin, jobs, serve, twin-jobs, method-jobs)");
 }
 
 std::string_view toString(Target target) { return target == Target::Hub ? "hub" : "mosquitto"; }
@@ -148,6 +164,10 @@ std::string_view toString(Scenario scenario) {
       return "jobs";
     case Scenario::Serve:
       return "serve";
+    case Scenario::TwinJobs:
+      return "twin-jobs";
+    case Scenario::MethodJobs:
+      return "method-jobs";
   }
   return "?";
 }
@@ -185,6 +205,102 @@ std::int64_t parseVersionParameter(std::string_view topic) {
   const auto [ptr, ec] = std::from_chars(begin, topic.data() + topic.size(), version);
   if (ec != std::errc() || ptr == begin) return -1;
   return version;
+}
+
+int parseTwinResponseStatus(std::string_view topic) {
+  constexpr std::string_view kMarker = "/twin/res/";
+  const auto marker = topic.find(kMarker);
+  if (marker == std::string_view::npos) return -1;
+  const char* begin = topic.data() + marker + kMarker.size();
+  const char* end = topic.data() + topic.size();
+  int status = -1;
+  const auto [ptr, ec] = std::from_chars(begin, end, status);
+  if (ec != std::errc() || ptr == begin || (ptr != end && *ptr != '/')) return -1;
+  return status;
+}
+
+Result<std::string> reportedFromDesired(std::string_view payload) {
+  auto parsed = parseJson(payload);
+  if (!parsed) return parsed.status();
+  if (!parsed->is_object()) {
+    return Status(ErrorCode::IotHubFormatError, "a desired-property patch must be a JSON object");
+  }
+  json::object& patch = parsed->as_object();
+  for (auto it = patch.begin(); it != patch.end();) {
+    if (it->key().starts_with("$")) {
+      it = patch.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return toJson(*parsed);
+}
+
+Result<FlakyGroup> parseFlakyGroup(std::string_view text) {
+  const auto bad = [&] {
+    return invalid("invalid --flaky '" + std::string(text) +
+                   "' (FRACTION:CALLS[:silent|error], e.g. 0.05:2 or 0.01:always)");
+  };
+  const auto colon = text.find(':');
+  if (colon == std::string_view::npos) return bad();
+  FlakyGroup group;
+  const std::string fraction(text.substr(0, colon));
+  char* end = nullptr;
+  group.fraction = std::strtod(fraction.c_str(), &end);
+  if (fraction.empty() || end != fraction.c_str() + fraction.size() || !(group.fraction > 0) ||
+      group.fraction > 1) {
+    return bad();
+  }
+  std::string_view rest = text.substr(colon + 1);
+  const auto mode_at = rest.find(':');
+  const std::string_view calls = rest.substr(0, mode_at);
+  if (calls == "always") {
+    group.calls = kAlwaysFails;
+  } else {
+    const auto [ptr, ec] = std::from_chars(calls.data(), calls.data() + calls.size(), group.calls);
+    if (ec != std::errc() || ptr != calls.data() + calls.size() || calls.empty() ||
+        group.calls == 0 || group.calls == kAlwaysFails) {
+      return bad();
+    }
+  }
+  if (mode_at != std::string_view::npos) {
+    const std::string_view mode = rest.substr(mode_at + 1);
+    if (mode == "silent") {
+      group.mode = FlakyMode::Silent;
+    } else if (mode == "error") {
+      group.mode = FlakyMode::Error;
+    } else {
+      return bad();
+    }
+  }
+  return group;
+}
+
+double unitHash(std::size_t index) {
+  std::uint64_t z = static_cast<std::uint64_t>(index) + 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  z ^= z >> 31;
+  return static_cast<double>(z >> 11) * 0x1.0p-53;
+}
+
+int flakyGroupOf(const std::vector<FlakyGroup>& groups, std::size_t index) {
+  if (groups.empty()) return -1;
+  const double u = unitHash(index);
+  double upper = 0;
+  for (std::size_t g = 0; g < groups.size(); ++g) {
+    upper += groups[g].fraction;
+    if (u < upper) return static_cast<int>(g);
+  }
+  return -1;
+}
+
+ExpectedOutcome expectedOutcome(const FlakyGroup* group, std::uint32_t max_attempts, bool retried,
+                                bool fails) {
+  if (group == nullptr || !fails) return {};
+  const std::uint32_t limit = retried ? std::max<std::uint32_t>(1, max_attempts) : 1;
+  if (group->calls >= limit) return {false, limit};  // every attempt fails
+  return {true, group->calls + 1};
 }
 
 }  // namespace iothub::fleetsim

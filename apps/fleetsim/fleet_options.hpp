@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/status.hpp"
 
@@ -24,7 +25,23 @@ enum class Scenario {
   Jobs,     // B5: method job vs direct calls over the connected devices, twin job vs direct
             //     PATCHes over --registered devices
   Serve,    // keep devices connected and answering until --duration ends or SIGINT/SIGTERM
+  TwinJobs,    // B8: a twin job over --registered devices, then the same with --job-extensions
+  MethodJobs,  // B9: a method job over the connected devices, then the same with --job-extensions
 };
+
+// Devices that fail their first `calls` direct-method calls (then answer normally): a share
+// `fraction` of the fleet, picked by a hash of the device index (flakyGroupOf), so every
+// process and every run picks the same devices. Silent: the call is not answered (the hub
+// reports GatewayTimeout after the method's response timeout); Error: answered with 500
+// (DeviceMethodFailed in a job with failOnDeviceStatus).
+enum class FlakyMode { Silent, Error };
+struct FlakyGroup {
+  double fraction = 0;
+  std::uint32_t calls = 0;  // kAlwaysFails: every call
+  FlakyMode mode = FlakyMode::Silent;
+  bool operator==(const FlakyGroup&) const = default;
+};
+inline constexpr std::uint32_t kAlwaysFails = UINT32_MAX;
 
 struct FleetOptions {
   Target target = Target::Hub;
@@ -66,6 +83,12 @@ struct FleetOptions {
   std::chrono::seconds report_every{0};  // reported-property PATCH per device (0 = never)
   std::chrono::seconds storm_every{0};   // drop and reconnect a fraction of the devices
   double storm_fraction = 0.1;
+  // Answer each desired-property notification with a reported-properties PATCH holding the
+  // same values (a device that applies what it is told; twin jobs with convergence wait
+  // for it).
+  bool report_desired = false;
+  // --flaky FRACTION:CALLS[:MODE] (repeatable): groups take consecutive slices of [0, 1).
+  std::vector<FlakyGroup> flaky;
 
   // Load.
   std::size_t concurrency = 32;      // calls in flight (Methods, Twin, Jobs direct paths)
@@ -73,6 +96,12 @@ struct FleetOptions {
   std::chrono::milliseconds duration{10000};
   std::string method_payload = R"({"lockTime":"10m"})";
   std::string method_response = R"({"ok":true})";
+  // TwinJobs / MethodJobs: members added to the second job's body (a JSON object's text,
+  // e.g. {"convergence":{"timeoutSeconds":30}}), the method jobs' response timeout, and how
+  // often each job's statistics go into its timeline.
+  std::string job_extensions;
+  std::chrono::seconds response_timeout{30};
+  std::chrono::milliseconds sample_every{5000};
 
   // Observed server process (RSS and CPU sampled at phase boundaries); 0 = none.
   int server_pid = 0;
@@ -115,5 +144,34 @@ bool parseMethodTopic(std::string_view topic, std::string_view& name, std::strin
 
 // The `$version` query parameter of a desired-property notification topic, or -1.
 std::int64_t parseVersionParameter(std::string_view topic);
+
+// The status segment of a twin response topic "$iothub/twin/res/{status}/?$rid=..." (or
+// "fleet/{id}/twin/res/{status}/..."), or -1.
+int parseTwinResponseStatus(std::string_view topic);
+
+// The body of the reported-properties PATCH that answers a desired-property notification
+// `payload` (the patch and its "$version"): the same members without the "$" ones.
+// Errors: IotHubFormatError for a payload that is not a JSON object.
+Result<std::string> reportedFromDesired(std::string_view payload);
+
+// "0.05:2", "0.01:always", "0.1:1:error" (FRACTION:CALLS[:silent|error]). Errors:
+// ArgumentInvalid.
+Result<FlakyGroup> parseFlakyGroup(std::string_view text);
+// A number in [0, 1) that depends only on `index` (splitmix64).
+double unitHash(std::size_t index);
+// The group of `groups` device `index` belongs to: group g covers hashes from the sum of the
+// fractions before it up to that sum plus its own. -1: none (the device always answers).
+int flakyGroupOf(const std::vector<FlakyGroup>& groups, std::size_t index);
+
+// How a method job ends for a device of `group` (nullptr: not flaky), given the job's retry
+// policy: `max_attempts` (1 without retry), whether the device's failure is retried
+// (`retried`) and whether it fails the device at all (`fails`: GatewayTimeout always does;
+// a 500 only with failOnDeviceStatus). attempts = calls the device received.
+struct ExpectedOutcome {
+  bool succeeded = true;
+  std::uint32_t attempts = 1;
+};
+ExpectedOutcome expectedOutcome(const FlakyGroup* group, std::uint32_t max_attempts, bool retried,
+                                bool fails);
 
 }  // namespace iothub::fleetsim

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "common/json.hpp"
+
 namespace iothub::fleetsim {
 namespace {
 
@@ -37,7 +39,7 @@ TEST(FleetOptionsTest, ParsesTargetsAndScenarios) {
   EXPECT_EQ(*parseTarget("mosquitto"), Target::Mosquitto);
   EXPECT_FALSE(parseTarget("emqx"));
   for (auto s : {Scenario::Connect, Scenario::Idle, Scenario::Methods, Scenario::Twin,
-                 Scenario::Jobs, Scenario::Serve}) {
+                 Scenario::Jobs, Scenario::Serve, Scenario::TwinJobs, Scenario::MethodJobs}) {
     EXPECT_EQ(*parseScenario(toString(s)), s);
   }
   EXPECT_FALSE(parseScenario("storm"));
@@ -136,6 +138,79 @@ TEST(FleetOptionsTest, ParsesVersionParameter) {
   EXPECT_EQ(parseVersionParameter("$iothub/twin/PATCH/properties/desired/?$version=15"), 15);
   EXPECT_EQ(parseVersionParameter("$iothub/twin/PATCH/properties/desired/"), -1);
   EXPECT_EQ(parseVersionParameter("x/?$version=abc"), -1);
+}
+
+TEST(FleetOptionsTest, ParsesTwinResponseStatus) {
+  EXPECT_EQ(parseTwinResponseStatus("$iothub/twin/res/204/?$rid=7&$version=3"), 204);
+  EXPECT_EQ(parseTwinResponseStatus("fleet/fleet-000001/twin/res/400/?$rid=1"), 400);
+  EXPECT_EQ(parseTwinResponseStatus("$iothub/twin/res/20x/?$rid=1"), -1);
+  EXPECT_EQ(parseTwinResponseStatus("$iothub/twin/res/"), -1);
+  EXPECT_EQ(parseTwinResponseStatus("$iothub/methods/POST/m/?$rid=1"), -1);
+}
+
+// A device with --report-desired reports back exactly what it was told, without "$version".
+TEST(FleetOptionsTest, ReportsTheDesiredValuesWithoutDollarMembers) {
+  auto reported =
+      reportedFromDesired(R"({"jobRound":2,"config":{"rate":1.5,"on":true},"gone":null,"$version":17})");
+  ASSERT_TRUE(reported) << reported.status().message();
+  EXPECT_EQ(*parseJson(*reported),
+            *parseJson(R"({"jobRound":2,"config":{"rate":1.5,"on":true},"gone":null})"));
+  EXPECT_EQ(*reportedFromDesired(R"({"$version":3})"), "{}");
+  EXPECT_FALSE(reportedFromDesired("[1,2]"));
+  EXPECT_FALSE(reportedFromDesired("{"));
+}
+
+TEST(FleetOptionsTest, ParsesFlakyGroups) {
+  EXPECT_EQ(*parseFlakyGroup("0.05:2"), (FlakyGroup{0.05, 2, FlakyMode::Silent}));
+  EXPECT_EQ(*parseFlakyGroup("0.01:always"), (FlakyGroup{0.01, kAlwaysFails, FlakyMode::Silent}));
+  EXPECT_EQ(*parseFlakyGroup("1:1:error"), (FlakyGroup{1.0, 1, FlakyMode::Error}));
+  EXPECT_EQ(*parseFlakyGroup("0.5:3:silent"), (FlakyGroup{0.5, 3, FlakyMode::Silent}));
+  for (const char* bad : {"", "0.05", "0:2", "1.5:2", "x:2", "0.1:", "0.1:0", "0.1:-1",
+                          "0.1:2:loud", "0.1:2x", "0.1:4294967295"}) {
+    EXPECT_FALSE(parseFlakyGroup(bad)) << bad;
+  }
+  auto o = hubOptions();
+  o.flaky = {{0.7, 1}, {0.4, 2}};
+  EXPECT_FALSE(validate(o));
+  o.flaky = {{0.6, 1}, {0.4, 2}};
+  EXPECT_TRUE(validate(o));
+}
+
+// Groups take consecutive slices of the hash range, so their sizes follow the fractions
+// and a device's group depends on nothing but its index.
+TEST(FleetOptionsTest, PicksFlakyDevicesByAStableHash) {
+  const std::vector<FlakyGroup> groups = {{0.05, 2}, {0.01, kAlwaysFails}};
+  std::size_t counts[3] = {0, 0, 0};
+  for (std::size_t i = 0; i < 100'000; ++i) {
+    const int g = flakyGroupOf(groups, i);
+    ASSERT_GE(g, -1);
+    ASSERT_LE(g, 1);
+    ++counts[g + 1];
+    EXPECT_EQ(g, flakyGroupOf(groups, i));
+    const double u = unitHash(i);
+    ASSERT_GE(u, 0.0);
+    ASSERT_LT(u, 1.0);
+  }
+  EXPECT_NEAR(static_cast<double>(counts[1]), 5'000, 300);
+  EXPECT_NEAR(static_cast<double>(counts[2]), 1'000, 150);
+  EXPECT_EQ(flakyGroupOf({}, 3), -1);
+  EXPECT_EQ(flakyGroupOf({{1.0, 1}}, 3), 0);
+}
+
+TEST(FleetOptionsTest, ExpectsMethodJobOutcomesFromTheRetryPolicy) {
+  const FlakyGroup twice{0.05, 2};
+  const FlakyGroup always{0.01, kAlwaysFails};
+  auto check = [](ExpectedOutcome e, bool succeeded, std::uint32_t attempts) {
+    EXPECT_EQ(e.succeeded, succeeded);
+    EXPECT_EQ(e.attempts, attempts);
+  };
+  check(expectedOutcome(nullptr, 3, true, true), true, 1);
+  check(expectedOutcome(&twice, 3, true, true), true, 3);   // fails 2, the third answers
+  check(expectedOutcome(&twice, 2, true, true), false, 2);  // out of attempts
+  check(expectedOutcome(&twice, 3, false, true), false, 1); // its error is not retried
+  check(expectedOutcome(&twice, 1, true, true), false, 1);  // no retry
+  check(expectedOutcome(&always, 3, true, true), false, 3);
+  check(expectedOutcome(&always, 3, true, false), true, 1);  // a 500 that does not fail
 }
 
 }  // namespace

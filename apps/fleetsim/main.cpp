@@ -3,7 +3,8 @@
 // baseline, an anonymous Mosquitto broker playing the same request/reply pattern.
 //
 //   fleetsim provision --connection-string CS --endpoint http://127.0.0.1:P --count N --device-key
-//   K fleetsim run --target hub|mosquitto --scenario connect|idle|methods|twin|jobs|serve ...
+//   K fleetsim run --target hub|mosquitto --scenario connect|idle|methods|twin|jobs|serve|
+//   twin-jobs|method-jobs ...
 //   fleetsim combine --scenario B1 --hub hub.json --peer peer.json --ratio name=path ...
 //   fleetsim free-port
 //
@@ -42,6 +43,9 @@ struct TextOptions {
   std::string storm_every = "0s";
   std::string duration = "10s";
   std::string timeout = "120s";
+  std::string response_timeout = "30s";
+  std::string sample_every = "5s";
+  std::vector<std::string> flaky;
 };
 
 int freePort() {
@@ -90,7 +94,8 @@ int main(int argc, char** argv) {
   auto* run =
       app.add_subcommand("run", "Connect a fleet and run one scenario; prints JSON figures");
   run->add_option("--target", text.target, "hub or mosquitto")->capture_default_str();
-  run->add_option("--scenario", text.scenario, "connect, idle, methods, twin, jobs, serve")
+  run->add_option("--scenario", text.scenario,
+                  "connect, idle, methods, twin, jobs, serve, twin-jobs, method-jobs")
       ->capture_default_str();
   run->add_option("--server", options.server_address, "Server address")->capture_default_str();
   run->add_option("--mqtt-port", options.mqtt_port, "MQTT port (plain, or TLS with --tls)");
@@ -135,6 +140,19 @@ int main(int argc, char** argv) {
   run->add_option("--storm-every", text.storm_every, "Drop and reconnect devices every ...")
       ->capture_default_str();
   run->add_option("--storm-fraction", options.storm_fraction, "Fraction of devices a storm drops")
+      ->capture_default_str();
+  run->add_flag("--report-desired", options.report_desired,
+                "Answer each desired-property patch with a reported PATCH of the same values");
+  run->add_option("--flaky", text.flaky,
+                  "FRACTION:CALLS[:silent|error]: that share of the devices fails its first CALLS "
+                  "method calls of each job (always = every call); repeatable");
+  run->add_option("--job-extensions", options.job_extensions,
+                  "twin-jobs/method-jobs: JSON object of members added to the second job")
+      ->capture_default_str();
+  run->add_option("--response-timeout", text.response_timeout,
+                  "method-jobs: the method's responseTimeoutInSeconds")
+      ->capture_default_str();
+  run->add_option("--sample-every", text.sample_every, "Job timeline interval")
       ->capture_default_str();
   run->add_option("--concurrency", options.concurrency, "Service calls in flight")
       ->capture_default_str();
@@ -239,6 +257,15 @@ int main(int argc, char** argv) {
   options.storm_every = std::chrono::duration_cast<std::chrono::seconds>(every);
   if (!assign(fs::parseDuration(text.timeout), every, "--timeout")) return 2;
   options.timeout = std::chrono::duration_cast<std::chrono::seconds>(every);
+  if (!assign(fs::parseDuration(text.response_timeout), every, "--response-timeout")) return 2;
+  options.response_timeout = std::chrono::duration_cast<std::chrono::seconds>(every);
+  if (!assign(fs::parseDuration(text.sample_every), options.sample_every, "--sample-every"))
+    return 2;
+  for (const auto& t : text.flaky) {
+    fs::FlakyGroup group;
+    if (!assign(fs::parseFlakyGroup(t), group, "--flaky")) return 2;
+    options.flaky.push_back(group);
+  }
 
   ::signal(SIGINT, onSignal);
   ::signal(SIGTERM, onSignal);
