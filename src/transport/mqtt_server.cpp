@@ -285,6 +285,11 @@ class MqttConnection final : public routing::DeviceLink,
     if (closed_by_force_) return;
     const std::size_t before = out_.size();
     Status s = mqtt::encode(packet, out_);
+    if (!s) {
+      logLine(spdlog::level::err, "{}: cannot encode a packet for {}: {}", server_->options.name,
+              device_id_, s.toString());
+      return;  // the encoder queued nothing, so nothing is counted
+    }
     MqttCounters& counters = server_->counters();
     counters.packets_sent.fetch_add(1, std::memory_order_relaxed);
     counters.bytes_sent.fetch_add(out_.size() - before, std::memory_order_relaxed);
@@ -296,9 +301,6 @@ class MqttConnection final : public routing::DeviceLink,
         counters.connects_refused[code].fetch_add(1, std::memory_order_relaxed);
       }
     }
-    if (!s)
-      logLine(spdlog::level::err, "{}: cannot encode a packet for {}: {}", server_->options.name,
-              device_id_, s.toString());
     // Checked here, not only when a write starts: while one is in flight, a device that asks
     // for its twin over and over without reading would otherwise grow out_ without bound.
     if (out_.size() > server_->options.max_write_backlog) {
