@@ -7,7 +7,7 @@ const assert = require('node:assert/strict');
 const { Mqtt, MqttWs } = require('azure-iot-device-mqtt');
 const {
   registry, jobClient, unique, createFleet, deviceIdIn, connectDevice, waitFor, waitForJob, readAllPages,
-  serviceRequest, TERMINAL_JOB_STATUSES,
+  serviceRequest, reportFromDevice, TERMINAL_JOB_STATUSES,
 } = require('./helpers');
 
 // A finished job: the expected terminal status, with createdTime and endTime
@@ -390,5 +390,134 @@ test('job errors: bad queryCondition 400, reused id 409, unknown job 404 JobNotF
       assert.match(JSON.parse(err.responseBody).Message, /^ErrorCode:JobNotFound;/);
       return true;
     });
+  }
+});
+
+// iothub's job extensions (docs/jobs.md), sent over raw REST since the SDK knows none of them,
+// read back through the official JobClient: getJob and createQuery return the jobs without
+// error, the standard fields intact and the extensions as the hub echoes them; a job the SDK
+// schedules itself carries none of them.
+const JOB_EXTENSIONS = ['deviceOperationsPerSecond', 'priority', 'failOnDeviceStatus', 'rollout', 'abort', 'retry',
+  'offlineDevices', 'convergence', 'continuous', 'rerunOf'];
+
+test('jobs with iothub extensions read through getJob and createQuery; an SDK-scheduled job shows none', async () => {
+  const { devices } = await createFleet('jext', 2);
+  const [online, offline] = devices;
+  // `offline` reported the desired values once, before the twin job: it converges at its update.
+  await reportFromDevice(offline, { building: 43, floor: 3 });
+  const connected = await connectDevice(online, { methods: { lockDoor: (payload) => ({ status: 200, payload }) } });
+  try {
+    const condition = deviceIdIn(devices);
+    const methodJob = unique('jext-method');
+    const methodExtensions = {
+      priority: 5,
+      retry: { maxAttempts: 2, backoffSeconds: 1 },
+      rollout: { maximumPerMinute: 600 },
+      abort: { criteria: [{ failureType: 'any', thresholdPercentage: 50, minNumberOfExecutedDevices: 10 }] },
+      offlineDevices: { waitSeconds: 5 },
+    };
+    const methodPut = await serviceRequest('PUT', `/jobs/v2/${methodJob}`, {
+      jobId: methodJob, type: 'scheduleDeviceMethod', queryCondition: condition,
+      cloudToDeviceMethod: { ...LOCK_DOOR, responseTimeoutInSeconds: 10 }, ...methodExtensions,
+    });
+    assert.equal(methodPut.status, 200, JSON.stringify(methodPut.body));
+    const twinJob = unique('jext-twin');
+    const twinPut = await serviceRequest('PUT', `/jobs/v2/${twinJob}`, {
+      jobId: twinJob, type: 'scheduleUpdateTwin', queryCondition: condition,
+      updateTwin: { etag: '*', properties: { desired: { building: 43, floor: 3 } } },
+      convergence: { timeoutSeconds: 5 }, continuous: false,
+    });
+    assert.equal(twinPut.status, 200, JSON.stringify(twinPut.body));
+    const sdkJob = unique('jext-sdk');
+    const sdkCreated = (await jobClient.scheduleDeviceMethod(sdkJob, condition,
+      { ...LOCK_DOOR, responseTimeoutInSeconds: 10 })).jobStatus;
+    assert.equal(sdkCreated.status, 'queued');
+
+    // The extensions as echoed: as sent, retry with its default retryOn; continuous false
+    // is the default (absent or false).
+    const assertMethodExtensions = (job) => {
+      assert.equal(job.priority, 5, `priority of ${job.jobId}`);
+      assert.deepEqual(job.rollout, methodExtensions.rollout);
+      assert.deepEqual(job.abort, methodExtensions.abort);
+      assert.deepEqual(job.offlineDevices, methodExtensions.offlineDevices);
+      assert.deepEqual(job.retry, { ...methodExtensions.retry, retryOn: ['DeviceNotOnline', 'GatewayTimeout'] });
+      for (const name of ['deviceOperationsPerSecond', 'failOnDeviceStatus', 'convergence', 'continuous', 'rerunOf']) {
+        assert.equal(job[name], undefined, `${name} of ${job.jobId}`);
+      }
+    };
+    const assertTwinExtensions = (job) => {
+      assert.deepEqual(job.convergence, { timeoutSeconds: 5 });
+      assert.ok(job.continuous === undefined || job.continuous === false, `continuous of ${job.jobId}: ${job.continuous}`);
+      for (const name of JOB_EXTENSIONS.filter((n) => n !== 'convergence' && n !== 'continuous')) {
+        assert.equal(job[name], undefined, `${name} of ${job.jobId}`);
+      }
+    };
+    const assertNoExtensions = (job) => {
+      for (const name of JOB_EXTENSIONS) assert.equal(job[name], undefined, `${name} of ${job.jobId}`);
+    };
+    assertMethodExtensions(methodPut.body);
+    assertTwinExtensions(twinPut.body);
+    assertNoExtensions(sdkCreated);
+
+    // Each ends completed: `online` answers (method jobs) and never reports (NotConverged
+    // after 5 s); `offline` fails DeviceNotOnline (after waiting 5 s in the extended job)
+    // and converges at once.
+    const [{ job: methodDone }, { job: twinDone }, { job: sdkDone }] = await Promise.all(
+      [methodJob, twinJob, sdkJob].map((id) => waitForJob(id, { timeoutMs: 30000 })));
+    const standard = (job, jobId, type) => {
+      assert.equal(job.jobId, jobId);
+      assert.equal(job.type, type);
+      assertFinished(job, 'completed');
+      assert.equal(job.queryCondition, condition);
+      assertStatistics(job, { deviceCount: 2, succeededCount: 1, failedCount: 1 });
+    };
+    standard(methodDone, methodJob, 'scheduleDeviceMethod');
+    assert.equal(methodDone.cloudToDeviceMethod.methodName, 'lockDoor');
+    assert.deepEqual(methodDone.cloudToDeviceMethod.payload, LOCK_DOOR.payload);
+    assertMethodExtensions(methodDone);
+    standard(twinDone, twinJob, 'scheduleUpdateTwin');
+    assert.deepEqual(twinDone.updateTwin.properties.desired, { building: 43, floor: 3 });
+    assertTwinExtensions(twinDone);
+    standard(sdkDone, sdkJob, 'scheduleDeviceMethod');
+    assertNoExtensions(sdkDone);
+    assert.deepEqual(connected.calls, [LOCK_DOOR, LOCK_DOOR], 'one call per method job');
+    const twinRows = await jobRows(twinJob);
+    const row = (id) => twinRows.find((r) => r.deviceId === id);
+    assert.equal(row(offline.deviceId).status, 'completed', JSON.stringify(twinRows));
+    assert.equal(row(online.deviceId).error.code, 'NotConverged', JSON.stringify(twinRows));
+    const methodRows = await jobRows(methodJob);
+    assert.equal(methodRows.find((r) => r.deviceId === offline.deviceId).error.code, 'DeviceNotOnline');
+
+    // The jobs list (JobResponse pages), filtered by type and status, and unfiltered.
+    const listed = async (type) => {
+      const { rows, pages } = await readAllPages(jobClient.createQuery(type, 'completed', 50));
+      assert.ok(pages.every((p) => p.itemType === 'JobResponse'), JSON.stringify(pages.map((p) => p.itemType)));
+      return rows;
+    };
+    const methods = await listed('scheduleDeviceMethod');
+    const twins = await listed('scheduleUpdateTwin');
+    const all = await listed(undefined);
+    const find = (rows, jobId) => {
+      const found = rows.filter((j) => j.jobId === jobId);
+      assert.equal(found.length, 1, `${jobId} listed once`);
+      return found[0];
+    };
+    for (const rows of [methods, all]) {
+      const m = find(rows, methodJob);
+      standard(m, methodJob, 'scheduleDeviceMethod');
+      assertMethodExtensions(m);
+      const s = find(rows, sdkJob);
+      standard(s, sdkJob, 'scheduleDeviceMethod');
+      assertNoExtensions(s);
+    }
+    for (const rows of [twins, all]) {
+      const t = find(rows, twinJob);
+      standard(t, twinJob, 'scheduleUpdateTwin');
+      assertTwinExtensions(t);
+    }
+    assert.ok(!methods.some((j) => j.jobId === twinJob));
+    assert.ok(!twins.some((j) => j.jobId === methodJob || j.jobId === sdkJob));
+  } finally {
+    await connected.close();
   }
 });
