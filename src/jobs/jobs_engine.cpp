@@ -709,8 +709,8 @@ void JobsEngine::handleCompletion(Completion& c) {
   SystemTime now = clock_.now();
   bool ok = c.status.isOk();
   if (ok && c.recorded && run->spec.convergence_timeout_seconds) {
-    // Updated; its row says converging (written with the twin). It succeeds on its report.
-    // As its row says (written by the twin worker).
+    // Updated; its row, written with the twin, says converging until this deadline. It
+    // succeeds on its report.
     SystemTime deadline =
         addClamped(began, std::chrono::seconds(*run->spec.convergence_timeout_seconds));
     run->converging[c.device_id] = {began, deadline};
