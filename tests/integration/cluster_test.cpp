@@ -579,15 +579,16 @@ TEST_F(ClusterTest, DevicesOfAKilledNodeReconnectElsewhereAndTheJobCompletes) {
 }
 
 // offlineDevices across the cluster (docs/jobs.md): a method job waits for its offline devices
-// and calls each once as it connects, to a node that is not the one running the job; kill -9
-// of that node hands the job, waiting devices and all, to another node, which calls the next
-// device that connects (again on a node other than its own) exactly once; a cancel ends the
-// devices still waiting.
+// and calls each once as it connects, to a node that is not the one running the job. kill -9
+// of that node hands the job, waiting devices and all, to another node: a device that
+// connected while nobody held the job is called when it is taken over, one that connects
+// afterwards (to a node other than the new owner) as it connects, each exactly once; a
+// cancel ends the device still waiting.
 TEST_F(ClusterTest, AMethodJobWaitsForOfflineDevicesConnectingToOtherNodesAcrossAKillDashNine) {
   startCluster();
-  auto devices = createDevices(*service_, "ow-", 5);
-  ASSERT_EQ(devices.size(), 5u);
-  std::vector<std::unique_ptr<OnlineDevice>> online(5);  // 0 on node 2, 1 on node 3, 2-4 off
+  auto devices = createDevices(*service_, "ow-", 6);
+  ASSERT_EQ(devices.size(), 6u);
+  std::vector<std::unique_ptr<OnlineDevice>> online(6);  // 0 on node 2, 1 on node 3, 2-5 off
   online[0] = connect(node(2), devices[0]);
   online[1] = connect(node(3), devices[1]);
   json::value created = service_->ok("PUT", "/jobs/v2/wait?api-version=2021-04-12",
@@ -598,18 +599,18 @@ TEST_F(ClusterTest, AMethodJobWaitsForOfflineDevicesConnectingToOtherNodesAcross
   int owner = leaseOwner("wait");
   ASSERT_NE(owner, 0) << "no node took the job";
 
-  // The two connected devices answer; the three offline ones wait, pending.
+  // The two connected devices answer; the four offline ones wait, pending.
   ASSERT_TRUE(waitFor(
       [&] {
         auto s = service_->stats("wait");
-        return s["succeededCount"] == 2 && s["pendingCount"] == 3;
+        return s["succeededCount"] == 2 && s["pendingCount"] == 4;
       },
       15s));
   EXPECT_EQ(service_->jobStatus("wait"), "running");
   ASSERT_TRUE(waitFor(
       [&] {
         auto rows = service_->rows("wait");
-        for (const char* id : {"ow-1002", "ow-1003", "ow-1004"}) {
+        for (const char* id : {"ow-1002", "ow-1003", "ow-1004", "ow-1005"}) {
           if (rows.at(id).at("status") != "pending" || !rows.at(id).contains("waitingForConnection"))
             return false;
         }
@@ -623,56 +624,62 @@ TEST_F(ClusterTest, AMethodJobWaitsForOfflineDevicesConnectingToOtherNodesAcross
   ASSERT_TRUE(waitFor(
       [&] { return service_->rows("wait").at("ow-1002").at("status") == "completed"; }, 15s));
   EXPECT_EQ(online[2]->lock_calls.load(), 1);
-  EXPECT_EQ(service_->stats("wait")["pendingCount"], 2);
+  EXPECT_EQ(service_->stats("wait")["pendingCount"], 3);
 
-  // kill -9 of the node running the job: another node takes the job over (lease 15 s +
-  // claim poll 1 s) with ow-1003 and ow-1004 still waiting.
+  // kill -9 of the node running the job; ow-1003 connects to a surviving node while nobody
+  // holds the job. Another node takes it over (lease 15 s + claim poll 1 s) and calls it.
   node(owner).kill9();
   int survivor = nodeOtherThan(owner);
+  online[3] = connect(node(survivor), devices[3]);
   Service service(node(survivor));
   int next_owner = leaseOwner("wait", owner, 25s);
   ASSERT_NE(next_owner, 0) << "no node took the job over from node" << owner;
   EXPECT_NE(next_owner, owner);
-  // Its recovery counts the rows: nothing was in flight, so nothing failed.
+  ASSERT_TRUE(waitFor(
+      [&] { return service.rows("wait").at("ow-1003").at("status") == "completed"; }, 10s))
+      << json::serialize(service.rows("wait").at("ow-1003"));
+  EXPECT_EQ(online[3]->lock_calls.load(), 1);
+  // Nothing was in flight at the kill, so nothing failed; two devices still wait.
   EXPECT_TRUE(waitFor(
       [&] {
         auto s = service.stats("wait");
-        return s["succeededCount"] == 3 && s["pendingCount"] == 2 && s["failedCount"] == 0;
+        return s["succeededCount"] == 4 && s["pendingCount"] == 2 && s["failedCount"] == 0;
       },
       5s))
       << json::serialize(service.job("wait"));
   EXPECT_EQ(service.jobStatus("wait"), "running");
 
-  // ow-1003 connects to the surviving node that does not run the job now: called once.
+  // ow-1004 connects to the surviving node that does not run the job now: called once.
   int third = nodeOtherThan(owner, next_owner);
-  online[3] = connect(node(third), devices[3]);
+  online[4] = connect(node(third), devices[4]);
   ASSERT_TRUE(waitFor(
-      [&] { return service.rows("wait").at("ow-1003").at("status") == "completed"; }, 15s));
-  EXPECT_EQ(online[3]->lock_calls.load(), 1);
+      [&] { return service.rows("wait").at("ow-1004").at("status") == "completed"; }, 15s));
+  EXPECT_EQ(online[4]->lock_calls.load(), 1);
   auto rows = service.rows("wait");
-  EXPECT_EQ(rows.at("ow-1004").at("status"), "pending");
-  EXPECT_TRUE(rows.at("ow-1004").contains("waitingForConnection")) << json::serialize(rows.at("ow-1004"));
+  EXPECT_EQ(rows.at("ow-1005").at("status"), "pending");
+  EXPECT_TRUE(rows.at("ow-1005").contains("waitingForConnection"))
+      << json::serialize(rows.at("ow-1005"));
   EXPECT_EQ(service.jobStatus("wait"), "running");
 
   // A cancel (through the node that does not run it) ends the device still waiting.
   Service on_third(node(third));
   on_third.ok("POST", "/jobs/v2/wait/cancel?api-version=2021-04-12");
-  ASSERT_TRUE(waitFor([&] { return service.jobDone("wait"); }, 15s));
-  EXPECT_EQ(service.jobStatus("wait"), "cancelled");
-  auto stats = service.stats("wait");
-  EXPECT_EQ(stats["deviceCount"], 5);
-  EXPECT_EQ(stats["succeededCount"], 4);
+  ASSERT_TRUE(waitFor([&] { return on_third.jobDone("wait"); }, 15s));
+  EXPECT_EQ(on_third.jobStatus("wait"), "cancelled");
+  auto stats = on_third.stats("wait");
+  EXPECT_EQ(stats["deviceCount"], 6);
+  EXPECT_EQ(stats["succeededCount"], 5);
   EXPECT_EQ(stats["canceledCount"], 1);
   EXPECT_EQ(stats["failedCount"], 0);
   EXPECT_EQ(stats["pendingCount"] + stats["runningCount"], 0);
-  rows = service.rows("wait");
-  ASSERT_EQ(rows.size(), 5u);
-  for (const char* id : {"ow-1000", "ow-1001", "ow-1002", "ow-1003"})
+  rows = on_third.rows("wait");
+  ASSERT_EQ(rows.size(), 6u);
+  for (const char* id : {"ow-1000", "ow-1001", "ow-1002", "ow-1003", "ow-1004"})
     EXPECT_EQ(rows.at(id).at("status"), "completed") << id << ": " << json::serialize(rows.at(id));
-  EXPECT_EQ(rows.at("ow-1004").at("status"), "canceled") << json::serialize(rows.at("ow-1004"));
-  // Every device was called once at most: the ones that connected exactly once, across the
-  // takeover (the killed node's devices counted before it died).
-  for (std::size_t i = 0; i < 4; ++i)
+  EXPECT_EQ(rows.at("ow-1005").at("status"), "canceled") << json::serialize(rows.at("ow-1005"));
+  // Every device that connected was called exactly once, across the takeover (the killed
+  // node's device counted before it died).
+  for (std::size_t i = 0; i < 5; ++i)
     EXPECT_EQ(online[i]->lock_calls.load(), 1) << devices[i].device_id;
 }
 
