@@ -9,6 +9,7 @@
 
 #include <boost/json.hpp>
 #include <fstream>
+#include <sstream>
 
 #include "auth/connection_string.hpp"
 #include "iothub/service/registry_client.hpp"
@@ -145,6 +146,63 @@ TEST_F(HubProcessTest, IothubctlManagesDevices) {
 
   auto usage = ctl(hub, {"device", "frobnicate"});
   EXPECT_EQ(usage.exit_code, 2);
+  EXPECT_EQ(hub.stop(), 0);
+}
+
+// iothubctl's job extension flags and `job watch` against a real hub: a dry run previews and
+// creates nothing; a method job with retry, abort, rollout and an offline wait is echoed as
+// scheduled; `job watch` follows the live stream to the end and its exit code says how the
+// job ended; a re-run of the job's canceled devices targets exactly those.
+TEST_F(HubProcessTest, IothubctlSchedulesExtendedJobsAndWatchesThemEnd) {
+  HubProcess hub(IOTHUBD_PATH, dataDir());
+  ASSERT_TRUE(hub.start()) << hub.startupError();
+  for (std::string id : {"w-1", "w-2", "w-3"}) {
+    ASSERT_EQ(ctl(hub, {"device", "create", id}).exit_code, 0);
+  }
+  auto preview = ctl(hub, {"--json", "job", "schedule-method", "--job-id", "wj", "--query",
+                           "STARTSWITH(deviceId, 'w-')", "--method", "lockDoor", "--dry-run"});
+  ASSERT_EQ(preview.exit_code, 0) << preview.err;
+  auto counted = boost::json::parse(preview.out).as_object();
+  EXPECT_EQ(counted.at("deviceCount"), 3);
+  auto missing = ctl(hub, {"job", "get", "wj"});
+  EXPECT_EQ(missing.exit_code, 1) << "a dry run creates nothing";
+
+  auto scheduled =
+      ctl(hub, {"--json", "job", "schedule-method", "--job-id", "wj", "--query",
+                "STARTSWITH(deviceId, 'w-')", "--method", "lockDoor", "--retry",
+                "2:1:DeviceNotOnline", "--abort", "any:90:3", "--rollout-max-per-minute", "600",
+                "--wait-offline", "1", "--priority", "4"});
+  ASSERT_EQ(scheduled.exit_code, 0) << scheduled.err;
+  auto job = boost::json::parse(scheduled.out).as_object();
+  EXPECT_EQ(job.at("retry").at("maxAttempts"), 2);
+  EXPECT_EQ(job.at("abort").at("criteria").at(0).at("failureType"), "any");
+  EXPECT_EQ(job.at("rollout").at("maximumPerMinute"), 600);
+  EXPECT_EQ(job.at("offlineDevices").at("waitSeconds"), 1);
+  EXPECT_EQ(job.at("priority"), 4);
+
+  // Nobody connects: after the one-second wait every device fails, the abort trips, and the
+  // job fails; `job watch` sees it end and exits 1.
+  auto watched = ctl(hub, {"--json", "job", "watch", "wj"});
+  EXPECT_EQ(watched.exit_code, 1) << watched.err;
+  std::istringstream lines(watched.out);
+  std::string line, last;
+  int events = 0;
+  while (std::getline(lines, line)) {
+    if (line.empty()) continue;
+    ++events;
+    last = line;
+  }
+  ASSERT_GE(events, 1) << watched.out;
+  auto end = boost::json::parse(last).as_object();
+  EXPECT_EQ(end.at("status"), "failed");
+  EXPECT_EQ(end.at("deviceJobStatistics").at("failedCount"), 3);
+  EXPECT_NE(std::string(end.at("failureReason").as_string()).find("abort criterion"),
+            std::string::npos);
+
+  auto rerun = ctl(hub, {"--json", "job", "schedule-twin", "--job-id", "again", "--rerun-of", "wj",
+                         "--status", "failed", "--tags", R"({"retried":true})", "--dry-run"});
+  ASSERT_EQ(rerun.exit_code, 0) << rerun.err;
+  EXPECT_EQ(boost::json::parse(rerun.out).at("deviceCount"), 3);
   EXPECT_EQ(hub.stop(), 0);
 }
 
