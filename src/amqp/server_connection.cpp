@@ -1,0 +1,576 @@
+// The AMQP connection core: Proton's connection_driver plus the $cbs node and the attach gate
+// (docs/amqp.md). Everything Proton stays in this translation unit.
+#include "amqp/server_connection.hpp"
+
+#include <proton/annotation_key.hpp>
+#include <proton/binary.hpp>
+#include <proton/codec/map.hpp>
+#include <proton/condition.h>
+#include <proton/connection.hpp>
+#include <proton/connection_options.hpp>
+#include <proton/delivery.h>
+#include <proton/delivery.hpp>
+#include <proton/disposition.h>
+#include <proton/error_condition.hpp>
+#include <proton/io/connection_driver.hpp>
+#include <proton/link.h>
+#include <proton/message.hpp>
+#include <proton/message_id.hpp>
+#include <proton/messaging_handler.hpp>
+#include <proton/receiver.hpp>
+#include <proton/receiver_options.hpp>
+#include <proton/scalar.hpp>
+#include <proton/sender.hpp>
+#include <proton/sender_options.hpp>
+#include <proton/session.hpp>
+#include <proton/source.hpp>
+#include <proton/symbol.hpp>
+#include <proton/target.hpp>
+#include <proton/terminus.h>
+#include <proton/timestamp.hpp>
+#include <proton/tracker.hpp>
+#include <proton/transport.h>
+#include <proton/transport.hpp>
+#include <proton/connection.h>
+#include <proton/uuid.hpp>
+#include <proton/value.hpp>
+
+#include <algorithm>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <utility>
+
+namespace iothub::amqp {
+
+bool covers(const Claim& claim, std::string_view address) {
+  for (const std::string& scope : claim.scopes) {
+    if (scope == "*" || scope == address) return true;
+    if (!scope.empty() && scope.back() == '/' && address.starts_with(scope)) return true;
+  }
+  return false;
+}
+
+namespace {
+
+constexpr std::string_view kCbsNode = "$cbs";
+
+// Proton's C++ API has no rejected-with-error and no null terminus; both need the C object
+// under the wrapper. object<T>::pn_object() is protected: a pointer to it formed through a
+// derived class reaches it without touching Proton's private headers.
+struct LinkAccess : proton::link {
+  explicit LinkAccess(const proton::link& l) : proton::link(l) {}
+  pn_link_t* get() const { return pn_object(); }
+};
+struct DeliveryAccess : proton::delivery {
+  explicit DeliveryAccess(const proton::delivery& d) : proton::delivery(d) {}
+  pn_delivery_t* get() const { return pn_object(); }
+};
+struct TransportAccess : proton::transport {
+  explicit TransportAccess(const proton::transport& t) : proton::transport(t) {}
+  pn_transport_t* get() const { return pn_object(); }
+};
+struct ConnectionAccess : proton::connection {
+  explicit ConnectionAccess(const proton::connection& c) : proton::connection(c) {}
+  pn_connection_t* get() const { return pn_object(); }
+};
+pn_link_t* rawLink(const proton::link& l) { return LinkAccess(l).get(); }
+pn_delivery_t* rawDelivery(const proton::delivery& d) { return DeliveryAccess(d).get(); }
+
+std::string scalarText(const proton::scalar& s) {
+  switch (s.type()) {
+    case proton::STRING:
+      return proton::get<std::string>(s);
+    case proton::SYMBOL:
+      return std::string(proton::get<proton::symbol>(s));
+    case proton::BINARY: {
+      proton::binary b = proton::get<proton::binary>(s);
+      return std::string(b.begin(), b.end());
+    }
+    case proton::UUID:
+      return proton::get<proton::uuid>(s).str();
+    default:
+      return proton::to_string(s);
+  }
+}
+
+std::optional<std::string> idText(const proton::message_id& id) {
+  switch (id.type()) {
+    case proton::NULL_TYPE:
+      return std::nullopt;
+    case proton::STRING:
+      return proton::get<std::string>(id);
+    case proton::UUID:
+      return proton::get<proton::uuid>(id).str();
+    case proton::ULONG:
+      return std::to_string(proton::get<std::uint64_t>(id));
+    case proton::BINARY: {
+      proton::binary b = proton::get<proton::binary>(id);
+      return std::string(b.begin(), b.end());
+    }
+    default:
+      return proton::to_string(id);
+  }
+}
+
+std::optional<std::string> nonEmpty(std::string s) {
+  if (s.empty()) return std::nullopt;
+  return s;
+}
+
+std::string bodyText(const proton::value& body) {
+  switch (body.type()) {
+    case proton::NULL_TYPE:
+      return {};
+    case proton::BINARY: {
+      proton::binary b = proton::get<proton::binary>(body);
+      return std::string(b.begin(), b.end());
+    }
+    case proton::STRING:
+      return proton::get<std::string>(body);
+    case proton::SYMBOL:
+      return std::string(proton::get<proton::symbol>(body));
+    default:
+      return proton::to_string(body);
+  }
+}
+
+Message toMessage(const proton::message& m) {
+  Message out;
+  out.message_id = idText(m.id());
+  out.correlation_id = idText(m.correlation_id());
+  out.to = nonEmpty(m.to());
+  out.reply_to = nonEmpty(m.reply_to());
+  out.content_type = nonEmpty(m.content_type());
+  out.content_encoding = nonEmpty(m.content_encoding());
+  out.user_id = nonEmpty(m.user());
+  if (m.expiry_time().milliseconds() != 0) out.absolute_expiry_time_ms = m.expiry_time().milliseconds();
+  if (!m.properties().empty()) {
+    std::map<std::string, proton::scalar> props;
+    proton::get(m.properties().value(), props);
+    for (auto& [k, v] : props) out.application_properties[k] = scalarText(v);
+  }
+  if (!m.message_annotations().empty()) {
+    std::map<proton::annotation_key, proton::value> annotations;
+    proton::get(m.message_annotations().value(), annotations);
+    for (auto& [k, v] : annotations) {
+      std::string key = k.type() == proton::SYMBOL ? std::string(proton::get<proton::symbol>(k))
+                                                   : proton::to_string(k);
+      out.message_annotations[key] = bodyText(v);
+    }
+  }
+  out.body = bodyText(m.body());
+  return out;
+}
+
+proton::message fromMessage(const Message& in) {
+  proton::message m;
+  if (in.message_id) m.id(*in.message_id);
+  if (in.correlation_id) m.correlation_id(*in.correlation_id);
+  if (in.to) m.to(*in.to);
+  if (in.reply_to) m.reply_to(*in.reply_to);
+  if (in.content_type) m.content_type(*in.content_type);
+  if (in.content_encoding) m.content_encoding(*in.content_encoding);
+  if (in.user_id) m.user(*in.user_id);
+  if (in.absolute_expiry_time_ms) m.expiry_time(proton::timestamp(*in.absolute_expiry_time_ms));
+  for (auto& [k, v] : in.application_properties) m.properties().put(k, v);
+  for (auto& [k, v] : in.message_annotations) m.message_annotations().put(proton::annotation_key(proton::symbol(k)), proton::value(v));
+  m.body(proton::binary(in.body.begin(), in.body.end()));
+  m.inferred(true);  // one data section: the raw bytes
+  return m;
+}
+
+std::string linkAddress(proton::link& l, LinkRole role) {
+  // Proton hands out the remote terminus on incoming links (messaging_adapter copies it).
+  if (role == LinkRole::Sender) return static_cast<proton::receiver&>(l).target().address();
+  return static_cast<proton::sender&>(l).source().address();
+}
+
+}  // namespace
+
+struct ServerConnection::Impl : proton::messaging_handler {
+  struct LinkState {
+    LinkId id = 0;
+    LinkRole role = LinkRole::Sender;
+    std::string address;
+    bool cbs = false;
+    proton::receiver receiver;  // role Sender: the hub's end of a client sender
+    proton::sender sender;      // role Receiver: the hub's end of a client receiver
+  };
+
+  Impl(ServerConnectionOptions o, Authenticator& a, LinkHandler& h)
+      : options(std::move(o)), authenticator(a), handler(h), driver(options.container_id) {
+    proton::connection_options opts(*this);
+    opts.container_id(options.container_id)
+        .max_frame_size(options.max_frame_size)
+        .max_sessions(options.max_sessions)
+        .idle_timeout(proton::duration(options.idle_timeout.count()));
+    if (options.sasl_mechanisms.empty()) {
+      opts.sasl_enabled(false);
+    } else {
+      opts.sasl_enabled(true).sasl_allowed_mechs(options.sasl_mechanisms);
+    }
+    driver.accept(opts);
+    dispatch();
+  }
+
+  ServerConnectionOptions options;
+  Authenticator& authenticator;
+  LinkHandler& handler;
+  proton::io::connection_driver driver;
+  bool active = true;
+  std::optional<ErrorCondition> failure;
+  ConnectionStats stats;
+  Clock::time_point now = Clock::time_point::min();
+  std::vector<Claim> claims;
+  LinkId next_id = 1;
+  std::map<pn_link_t*, LinkState> links;
+  std::map<LinkId, pn_link_t*> by_id;
+  // CBS replies waiting for credit, per $cbs sender link.
+  std::map<pn_link_t*, std::deque<proton::message>> cbs_pending;
+
+  void dispatch() {
+    try {
+      active = driver.dispatch();
+    } catch (const std::exception& e) {
+      // Proton's decoders throw on values of an unexpected type; such a peer is closed.
+      driver.disconnected(proton::error_condition("amqp:internal-error", e.what()));
+      active = driver.dispatch();
+    }
+  }
+
+  // Proton stops reading at a framing error, but sends Close only if it had sent Open, and
+  // for some malformed frames it closes its input without an error or Close at all, waiting
+  // for the application. So: input closed without the peer's Close means a protocol error;
+  // close the connection ourselves (Open+Close), so the driver finishes.
+  bool closing_for_error = false;
+  void closeIfInputStopped() {
+    if (!active || closing_for_error) return;
+    pn_transport_t* t = TransportAccess(driver.transport()).get();
+    if (pn_transport_capacity(t) >= 0) return;  // still reading
+    proton::connection c = driver.connection();
+    if (pn_connection_state(ConnectionAccess(c).get()) & PN_REMOTE_CLOSED) return;  // orderly
+    proton::error_condition e = driver.transport().error();
+    if (e.empty()) e = proton::error_condition("amqp:connection:framing-error", "malformed frame");
+    closing_for_error = true;
+    recordError(e);
+    pn_state_t state = pn_connection_state(ConnectionAccess(c).get());
+    if (state & PN_REMOTE_UNINIT) {
+      // Proton holds a Close back until the peer's Open arrived: nothing more to say, end
+      // once what is queued (the header) is written.
+      abort_when_flushed = true;
+      abortIfFlushed();
+      return;
+    }
+    if (!(state & PN_LOCAL_CLOSED)) c.close(e);
+    dispatch();
+  }
+
+  bool abort_when_flushed = false;
+  void abortIfFlushed() {
+    if (!abort_when_flushed || !active || driver.write_buffer().size != 0) return;
+    driver.write_close();
+    dispatch();
+  }
+
+  void recordError(const proton::error_condition& e) {
+    if (!e.empty() && !failure) failure = ErrorCondition{e.name(), e.description()};
+  }
+
+  // --- connection level ------------------------------------------------------------------
+
+  void on_transport_error(proton::transport& t) override { recordError(t.error()); }
+  void on_connection_error(proton::connection& c) override { recordError(c.error()); }
+  void on_connection_open(proton::connection& c) override {
+    if (c.uninitialized()) c.open();
+  }
+  void on_transport_close(proton::transport&) override { dropAllLinks(); }
+
+  // --- links -----------------------------------------------------------------------------
+
+  std::vector<Claim> claimsFor(std::string_view address) const {
+    std::vector<Claim> out;
+    for (const Claim& c : claims) {
+      if (c.expires > now && covers(c, address)) out.push_back(c);
+    }
+    return out;
+  }
+
+  void refuse(proton::link& l, LinkRole role, const ErrorCondition& error) {
+    ++stats.attaches_refused;
+    // Spec §2.6.3: a refused link answers with a null terminus on our side, then detaches.
+    pn_link_t* raw = rawLink(l);
+    pn_terminus_set_type(role == LinkRole::Sender ? pn_link_target(raw) : pn_link_source(raw),
+                         PN_UNSPECIFIED);
+    l.close(proton::error_condition(error.condition, error.description));
+  }
+
+  void onLinkOpen(proton::link& l, LinkRole role) {
+    std::string address = linkAddress(l, role);
+    bool cbs = address == kCbsNode;
+    if (links.size() >= options.max_links) {
+      refuse(l, role, {"amqp:resource-limit-exceeded", "too many links on this connection"});
+      return;
+    }
+    LinkState state;
+    state.role = role;
+    state.address = address;
+    state.cbs = cbs;
+    if (!cbs) {
+      LinkRequest request;
+      request.name = l.name();
+      request.role = role;
+      request.address = address;
+      request.claims = claimsFor(address);
+      if (request.claims.empty()) {
+        refuse(l, role, {"amqp:unauthorized-access",
+                         "put a token on $cbs that covers '" + address + "' first"});
+        return;
+      }
+      for (auto& [k, v] : l.properties()) request.properties[std::string(k)] = bodyText(v);
+      request.id = next_id;
+      std::optional<ErrorCondition> refusal = handler.onAttach(request);
+      if (refusal) {
+        refuse(l, role, *refusal);
+        return;
+      }
+    }
+    state.id = next_id++;
+    if (role == LinkRole::Sender) {
+      state.receiver = static_cast<proton::receiver&>(l);
+      state.receiver.open(proton::receiver_options().auto_accept(false).credit_window(
+          static_cast<int>(options.link_credit)));
+    } else {
+      state.sender = static_cast<proton::sender&>(l);
+      state.sender.open(proton::sender_options().auto_settle(true));
+    }
+    pn_link_t* raw = rawLink(l);
+    by_id[state.id] = raw;
+    links[raw] = std::move(state);
+  }
+
+  void on_receiver_open(proton::receiver& r) override { onLinkOpen(r, LinkRole::Sender); }
+  void on_sender_open(proton::sender& s) override { onLinkOpen(s, LinkRole::Receiver); }
+
+  void onLinkEnd(proton::link& l) {
+    auto it = links.find(rawLink(l));
+    if (it == links.end()) return;
+    LinkState state = std::move(it->second);
+    links.erase(it);
+    by_id.erase(state.id);
+    cbs_pending.erase(rawLink(l));
+    if (!state.cbs) handler.onDetach(state.id);
+  }
+  void on_receiver_close(proton::receiver& r) override { onLinkEnd(r); }
+  void on_sender_close(proton::sender& s) override { onLinkEnd(s); }
+  void on_receiver_detach(proton::receiver& r) override { onLinkEnd(r); }
+  void on_sender_detach(proton::sender& s) override { onLinkEnd(s); }
+  void on_receiver_error(proton::receiver& r) override { onLinkEnd(r); }
+  void on_sender_error(proton::sender& s) override { onLinkEnd(s); }
+
+  void dropAllLinks() {
+    auto remaining = std::move(links);
+    links.clear();
+    by_id.clear();
+    cbs_pending.clear();
+    for (auto& [raw, state] : remaining) {
+      if (!state.cbs) handler.onDetach(state.id);
+    }
+  }
+
+  void on_sendable(proton::sender& s) override {
+    auto it = links.find(rawLink(s));
+    if (it == links.end()) return;
+    if (it->second.cbs) {
+      flushCbs(s);
+    } else {
+      handler.onCredit(it->second.id, s.credit());
+    }
+  }
+
+  // --- messages --------------------------------------------------------------------------
+
+  void on_message(proton::delivery& d, proton::message& m) override {
+    proton::receiver r = d.receiver();
+    auto it = links.find(rawLink(r));
+    if (it == links.end()) {
+      d.release();
+      return;
+    }
+    ++stats.messages_received;
+    if (it->second.cbs) {
+      onPutToken(r, m);
+      d.accept();
+      return;
+    }
+    Outcome outcome = handler.onMessage(it->second.id, toMessage(m));
+    switch (outcome.kind) {
+      case Outcome::Kind::Accepted:
+        d.accept();
+        break;
+      case Outcome::Kind::Released:
+        d.release();
+        break;
+      case Outcome::Kind::Rejected: {
+        // delivery::reject() sends no error, which azure-iothub reads as success.
+        pn_delivery_t* raw = rawDelivery(d);
+        pn_condition_t* condition = pn_disposition_condition(pn_delivery_local(raw));
+        pn_condition_set_name(condition, outcome.error.condition.c_str());
+        pn_condition_set_description(condition, outcome.error.description.c_str());
+        pn_delivery_update(raw, PN_REJECTED);
+        pn_delivery_settle(raw);
+        break;
+      }
+    }
+  }
+
+  static std::string property(const proton::message& m, const std::string& key) {
+    if (!m.properties().exists(key)) return {};
+    return scalarText(m.properties().get(key));
+  }
+
+  void onPutToken(proton::receiver& r, const proton::message& request) {
+    std::string operation = property(request, "operation");
+    std::string type = property(request, "type");
+    std::string audience = property(request, "name");
+    std::string token = bodyText(request.body());
+    TokenVerdict verdict;
+    if (operation != "put-token") {
+      verdict = {400, "unsupported $cbs operation '" + operation + "'", std::nullopt};
+    } else if (audience.empty() || token.empty()) {
+      verdict = {400, "put-token needs a name and a token", std::nullopt};
+    } else {
+      verdict = authenticator.verify(token, audience, type);
+    }
+    bool ok = verdict.status_code >= 200 && verdict.status_code < 300 && verdict.claim;
+    if (ok) {
+      ++stats.tokens_accepted;
+      // A renewal for the same audience replaces the earlier claim.
+      std::erase_if(claims, [&](const Claim& c) { return c.audience == verdict.claim->audience; });
+      claims.push_back(std::move(*verdict.claim));
+    } else {
+      ++stats.tokens_refused;
+      if (verdict.status_code >= 200 && verdict.status_code < 300) verdict.status_code = 401;
+    }
+    proton::message reply;
+    reply.correlation_id(request.id());
+    if (!request.reply_to().empty()) reply.to(request.reply_to());
+    reply.properties().put("status-code", static_cast<std::int32_t>(verdict.status_code));
+    reply.properties().put("status-description",
+                           verdict.description.empty() ? (ok ? "OK" : "Unauthorized")
+                                                       : verdict.description);
+    // Answer on the client's $cbs receiver in the request's session (reply_to cannot route:
+    // azure-iothub sends a name that is not its link's), else on any $cbs receiver.
+    pn_link_t* target = nullptr;
+    for (auto& [raw, state] : links) {
+      if (!state.cbs || state.role != LinkRole::Receiver) continue;
+      if (state.sender.session() == r.session()) {
+        target = raw;
+        break;
+      }
+      if (!target) target = raw;
+    }
+    if (!target) return;  // no reply link: the client did not ask for an answer
+    cbs_pending[target].push_back(std::move(reply));
+    flushCbs(links[target].sender);
+  }
+
+  void flushCbs(proton::sender& s) {
+    auto& queue = cbs_pending[rawLink(s)];
+    while (!queue.empty() && s.credit() > 0) {
+      s.send(queue.front());
+      queue.pop_front();
+    }
+  }
+};
+
+ServerConnection::ServerConnection(ServerConnectionOptions options, Authenticator& authenticator,
+                                   LinkHandler& handler)
+    : impl_(std::make_unique<Impl>(std::move(options), authenticator, handler)) {}
+
+ServerConnection::~ServerConnection() = default;
+
+std::size_t ServerConnection::receive(std::span<const std::uint8_t> bytes) {
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    proton::io::mutable_buffer buffer = impl_->driver.read_buffer();
+    if (buffer.size == 0) {
+      impl_->dispatch();
+      buffer = impl_->driver.read_buffer();
+      if (buffer.size == 0) break;
+    }
+    std::size_t n = std::min(buffer.size, bytes.size() - done);
+    std::memcpy(buffer.data, bytes.data() + done, n);
+    impl_->driver.read_done(n);
+    done += n;
+    impl_->dispatch();
+    impl_->closeIfInputStopped();
+  }
+  return done;
+}
+
+void ServerConnection::receiveClosed() {
+  impl_->driver.read_close();
+  impl_->dispatch();
+}
+
+std::span<const std::uint8_t> ServerConnection::output() {
+  proton::io::const_buffer buffer = impl_->driver.write_buffer();
+  return {reinterpret_cast<const std::uint8_t*>(buffer.data), buffer.size};
+}
+
+void ServerConnection::consumed(std::size_t n) {
+  impl_->driver.write_done(n);
+  impl_->dispatch();
+  impl_->abortIfFlushed();
+}
+
+void ServerConnection::sendClosed() {
+  impl_->driver.write_close();
+  impl_->dispatch();
+}
+
+std::optional<Clock::time_point> ServerConnection::tick(Clock::time_point now) {
+  impl_->now = now;
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch());
+  proton::timestamp next = impl_->driver.tick(proton::timestamp(ms.count()));
+  impl_->dispatch();
+  if (next.milliseconds() == 0) return std::nullopt;
+  return Clock::time_point(std::chrono::duration_cast<Clock::duration>(
+      std::chrono::milliseconds(next.milliseconds())));
+}
+
+void ServerConnection::close(const ErrorCondition& error) {
+  proton::connection c = impl_->driver.connection();
+  if (!c.closed()) c.close(proton::error_condition(error.condition, error.description));
+  impl_->dispatch();
+}
+
+bool ServerConnection::send(LinkId link, const Message& message) {
+  auto id = impl_->by_id.find(link);
+  if (id == impl_->by_id.end()) return false;
+  auto& state = impl_->links[id->second];
+  if (state.role != LinkRole::Receiver || state.sender.credit() <= 0) return false;
+  state.sender.send(fromMessage(message));
+  impl_->dispatch();
+  return true;
+}
+
+int ServerConnection::credit(LinkId link) const {
+  auto id = impl_->by_id.find(link);
+  if (id == impl_->by_id.end()) return 0;
+  const auto& state = impl_->links.at(id->second);
+  return state.role == LinkRole::Receiver ? state.sender.credit() : 0;
+}
+
+bool ServerConnection::finished() const { return !impl_->active; }
+
+std::optional<ErrorCondition> ServerConnection::error() const { return impl_->failure; }
+
+std::string ServerConnection::hostname() const {
+  return impl_->driver.connection().virtual_host();
+}
+
+const ConnectionStats& ServerConnection::stats() const { return impl_->stats; }
+
+}  // namespace iothub::amqp
