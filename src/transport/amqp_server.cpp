@@ -1,0 +1,316 @@
+// The AMQP listener's network side: all Asio code for AMQP lives in this translation unit. The
+// protocol is amqp::ServerConnection's; this file only moves bytes, runs its timers and
+// closes sockets (docs/amqp.md).
+#include "transport/amqp_server.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <array>
+#include <atomic>
+#include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/ssl.hpp>
+#include <map>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+#include "transport/accept_limit.hpp"
+#include "transport/connection_limiter.hpp"
+
+namespace iothub::transport {
+
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+using tcp = asio::ip::tcp;
+using asio::awaitable;
+using Stream = beast::ssl_stream<beast::tcp_stream>;
+using SteadyClock = std::chrono::steady_clock;
+constexpr auto kAwaitTuple = asio::as_tuple(asio::use_awaitable);
+
+struct ServerContext {
+  ServerContext(AmqpServerOptions o, amqp::Authenticator& a, AmqpLinkHandlerFactory h)
+      : options(std::move(o)), authenticator(a), handlers(std::move(h)) {}
+  AmqpServerOptions options;
+  amqp::Authenticator& authenticator;
+  AmqpLinkHandlerFactory handlers;
+  std::atomic<bool> stopping{false};
+  std::mutex mutex;
+  std::uint64_t next_id = 1;
+  std::map<std::uint64_t, std::weak_ptr<class AmqpConnection>> open;
+};
+
+// Refuses every link: for a factory that returns no handler.
+class NoLinks : public amqp::LinkHandler {
+ public:
+  std::optional<amqp::ErrorCondition> onAttach(const amqp::LinkRequest&) override {
+    return amqp::ErrorCondition{"amqp:not-found", "no such node"};
+  }
+  amqp::Outcome onMessage(amqp::LinkId, const amqp::Message&) override {
+    return amqp::Outcome::rejected("amqp:not-found", "no such node");
+  }
+  void onDetach(amqp::LinkId) override {}
+};
+
+class AmqpConnection : public std::enable_shared_from_this<AmqpConnection> {
+ public:
+  AmqpConnection(Stream stream, std::shared_ptr<ServerContext> context, std::string remote,
+                 ConnectionLimiter::Slot slot)
+      : stream_(std::move(stream)),
+        context_(std::move(context)),
+        remote_(std::move(remote)),
+        slot_(std::move(slot)),
+        handler_(context_->handlers ? context_->handlers(remote_) : nullptr),
+        core_(context_->options.connection, context_->authenticator,
+              handler_ ? *handler_ : no_links_),
+        timer_(stream_.get_executor()),
+        wake_(stream_.get_executor()) {
+    timer_.expires_at(SteadyClock::time_point::max());
+    wake_.expires_at(SteadyClock::time_point::max());
+  }
+
+  asio::any_io_executor executor() { return stream_.get_executor(); }
+
+  awaitable<void> run(std::shared_ptr<AmqpConnection> self) {
+    auto& socket = beast::get_lowest_layer(stream_);
+    socket.expires_after(context_->options.handshake_timeout);
+    auto [ec] = co_await stream_.async_handshake(asio::ssl::stream_base::server, kAwaitTuple);
+    if (ec) {
+      spdlog::debug("{}: TLS handshake with {} failed: {}", context_->options.name, remote_,
+                    ec.message());
+      closeSocket();
+      co_return;
+    }
+    socket.expires_never();
+    if (closed_) co_return;  // stopped during the handshake
+    runTick();
+    asio::co_spawn(executor(), timerLoop(self), asio::detached);
+    asio::co_spawn(executor(), writeLoop(self), asio::detached);
+    while (!closed_) {
+      auto [read_ec, n] = co_await stream_.async_read_some(asio::buffer(buffer_), kAwaitTuple);
+      if (closed_) break;
+      if (read_ec) {
+        core_.receiveClosed();
+        input_ended_ = true;
+        kick();
+        break;
+      }
+      core_.receive(std::span<const std::uint8_t>(buffer_.data(), n));
+      runTick();  // Proton wants a tick after every read; it also re-arms the idle timer
+      kick();
+    }
+  }
+
+  // On the connection's strand: close with `error` (the hub stopping).
+  void close(amqp::ErrorCondition error) {
+    if (closed_) return;
+    core_.close(error);
+    kick();
+  }
+
+ private:
+  void kick() { wake_.cancel(); }
+
+  void runTick() {
+    std::optional<SteadyClock::time_point> next = core_.tick(SteadyClock::now());
+    timer_.expires_at(next.value_or(SteadyClock::time_point::max()));
+  }
+
+  awaitable<void> timerLoop([[maybe_unused]] std::shared_ptr<AmqpConnection> self) {
+    while (!closed_) {
+      auto [ec] = co_await timer_.async_wait(kAwaitTuple);
+      if (closed_) break;
+      if (ec == asio::error::operation_aborted) continue;  // re-armed by a read
+      runTick();
+      kick();
+    }
+  }
+
+  awaitable<void> writeLoop([[maybe_unused]] std::shared_ptr<AmqpConnection> self) {
+    auto& socket = beast::get_lowest_layer(stream_);
+    while (!closed_) {
+      std::span<const std::uint8_t> out = core_.output();
+      if (!out.empty()) {
+        // Copied: the core's buffer may move while the write is in flight and a read runs.
+        pending_.assign(out.begin(), out.end());
+        socket.expires_after(context_->options.write_timeout);
+        auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(pending_), kAwaitTuple);
+        socket.expires_never();
+        if (closed_) break;
+        if (ec) {
+          core_.sendClosed();
+          if (!input_ended_) core_.receiveClosed();
+          closeSocket();
+          break;
+        }
+        core_.consumed(n);
+        continue;
+      }
+      if (input_ended_ && !core_.finished()) core_.sendClosed();  // nothing more will come
+      if (core_.finished()) {
+        if (auto error = core_.error()) {
+          spdlog::debug("{}: connection from {} closed: {} {}", context_->options.name, remote_,
+                        error->condition, error->description);
+        }
+        // The AMQP Close has been written; the TLS close_notify exchange is skipped (waiting
+        // for the peer's would need a second reader beside the pending read).
+        closeSocket();
+        break;
+      }
+      co_await wake_.async_wait(kAwaitTuple);
+      wake_.expires_at(SteadyClock::time_point::max());
+    }
+  }
+
+  void closeSocket() {
+    if (closed_) return;
+    closed_ = true;
+    auto& socket = beast::get_lowest_layer(stream_).socket();
+    boost::system::error_code ignored;
+    socket.shutdown(tcp::socket::shutdown_both, ignored);
+    socket.close(ignored);
+    timer_.cancel();
+    wake_.cancel();
+  }
+
+  Stream stream_;
+  std::shared_ptr<ServerContext> context_;
+  std::string remote_;
+  ConnectionLimiter::Slot slot_;
+  NoLinks no_links_;
+  std::unique_ptr<amqp::LinkHandler> handler_;
+  amqp::ServerConnection core_;
+  asio::steady_timer timer_;  // the core's next timer deadline
+  asio::steady_timer wake_;   // cancelled to wake the writer
+  std::array<std::uint8_t, 16 * 1024> buffer_{};
+  std::vector<std::uint8_t> pending_;
+  bool closed_ = false;
+  bool input_ended_ = false;
+};
+
+}  // namespace
+
+struct AmqpServer::Impl {
+  Impl(asio::io_context& i, std::shared_ptr<ServerContext> c)
+      : io(i), context(std::move(c)), acceptor(asio::make_strand(i)) {}
+  asio::io_context& io;
+  std::shared_ptr<ServerContext> context;
+  tcp::acceptor acceptor;
+  std::uint16_t bound_port = 0;
+
+  void launch(std::shared_ptr<AmqpConnection> connection) {
+    std::uint64_t id;
+    {
+      std::lock_guard lock(context->mutex);
+      id = context->next_id++;
+      context->open[id] = connection;
+    }
+    auto ctx = context;
+    asio::co_spawn(connection->executor(), connection->run(connection),
+                   [ctx, id](std::exception_ptr e) {
+                     if (e) {
+                       try {
+                         std::rethrow_exception(e);
+                       } catch (const std::exception& ex) {
+                         spdlog::error("{}: connection failed: {}", ctx->options.name, ex.what());
+                       }
+                     }
+                     std::lock_guard lock(ctx->mutex);
+                     ctx->open.erase(id);
+                   });
+  }
+
+  awaitable<void> acceptLoop([[maybe_unused]] std::shared_ptr<Impl> self) {
+    asio::steady_timer backoff(acceptor.get_executor());
+    while (!context->stopping) {
+      auto [ec, socket] = co_await acceptor.async_accept(asio::make_strand(io), kAwaitTuple);
+      if (ec == asio::error::operation_aborted || !acceptor.is_open()) break;
+      if (ec) {
+        spdlog::warn("{}: accept failed: {}", context->options.name, ec.message());
+        backoff.expires_after(std::chrono::milliseconds(100));
+        co_await backoff.async_wait(kAwaitTuple);
+        continue;
+      }
+      auto slot = acquireSlot(*context->options.limiter, socket, context->options.name);
+      if (!slot) continue;
+      boost::system::error_code ignored;
+      socket.set_option(tcp::no_delay(true), ignored);
+      std::string remote;
+      if (auto ep = socket.remote_endpoint(ignored); !ignored) {
+        remote = ep.address().to_string() + ":" + std::to_string(ep.port());
+      }
+      launch(std::make_shared<AmqpConnection>(
+          Stream(beast::tcp_stream(std::move(socket)), *context->options.tls), context,
+          std::move(remote), std::move(*slot)));
+    }
+  }
+};
+
+AmqpServer::AmqpServer(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+AmqpServer::~AmqpServer() { stop(); }
+
+Result<std::unique_ptr<AmqpServer>> AmqpServer::create(asio::io_context& io,
+                                                       AmqpServerOptions options,
+                                                       amqp::Authenticator& authenticator,
+                                                       AmqpLinkHandlerFactory handlers) {
+  if (options.tls == nullptr) {
+    return Status(ErrorCode::ServiceUnavailable, "cannot start " + options.name + ": no TLS context");
+  }
+  if (!options.limiter) options.limiter = std::make_shared<ConnectionLimiter>(0);
+  auto context =
+      std::make_shared<ServerContext>(std::move(options), authenticator, std::move(handlers));
+  auto impl = std::make_shared<Impl>(io, context);
+  const auto& opts = context->options;
+  std::string where =
+      opts.name + " listener on " + opts.bind_address + ":" + std::to_string(opts.port);
+  boost::system::error_code ec;
+  auto address = asio::ip::make_address(opts.bind_address, ec);
+  if (ec) return Status(ErrorCode::ServiceUnavailable, "cannot start " + where + ": bad address");
+  tcp::endpoint bind_to(address, opts.port);
+  impl->acceptor.open(bind_to.protocol(), ec);
+  if (!ec) impl->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) impl->acceptor.bind(bind_to, ec);
+  if (!ec) impl->acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec)
+    return Status(ErrorCode::ServiceUnavailable, "cannot start " + where + ": " + ec.message());
+  impl->bound_port = impl->acceptor.local_endpoint(ec).port();
+  return std::unique_ptr<AmqpServer>(new AmqpServer(std::move(impl)));
+}
+
+std::uint16_t AmqpServer::port() const { return impl_->bound_port; }
+
+void AmqpServer::start() {
+  asio::co_spawn(impl_->acceptor.get_executor(), impl_->acceptLoop(impl_), asio::detached);
+}
+
+void AmqpServer::stop() {
+  if (impl_->context->stopping.exchange(true)) return;
+  auto impl = impl_;
+  asio::post(impl->acceptor.get_executor(), [impl] {
+    boost::system::error_code ignored;
+    impl->acceptor.close(ignored);
+  });
+  std::vector<std::shared_ptr<AmqpConnection>> open;
+  {
+    std::lock_guard lock(impl->context->mutex);
+    for (auto& [id, weak] : impl->context->open) {
+      if (auto connection = weak.lock()) open.push_back(std::move(connection));
+    }
+  }
+  for (auto& connection : open) {
+    asio::post(connection->executor(), [connection] {
+      connection->close({"amqp:connection:forced", "the hub is shutting down"});
+    });
+  }
+}
+
+std::size_t AmqpServer::connectionCount() const {
+  std::lock_guard lock(impl_->context->mutex);
+  return impl_->context->open.size();
+}
+
+}  // namespace iothub::transport

@@ -1,0 +1,68 @@
+#pragma once
+// The AMQP 1.0 listener's network side (docs/amqp.md): TCP + TLS with Boost.Asio, bytes
+// pumped through an amqp::ServerConnection. Not yet wired into iothubd.
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "amqp/server_connection.hpp"
+#include "common/status.hpp"
+
+namespace boost::asio {
+class io_context;
+namespace ssl {
+class context;
+}
+}  // namespace boost::asio
+
+namespace iothub::transport {
+
+class ConnectionLimiter;
+
+struct AmqpServerOptions {
+  std::string name = "AMQP/TLS";  // for logs
+  std::string bind_address = "0.0.0.0";
+  std::uint16_t port = 0;                    // 0 = any free port; see AmqpServer::port()
+  boost::asio::ssl::context* tls = nullptr;  // required: AMQP is served over TLS only
+  // The TLS handshake must finish within this of the accept.
+  std::chrono::seconds handshake_timeout{10};
+  // A write that makes no progress for this long closes the connection.
+  std::chrono::seconds write_timeout{30};
+  // The hub-wide connection cap; null = none. Connections beyond it are closed at once.
+  std::shared_ptr<ConnectionLimiter> limiter;
+  amqp::ServerConnectionOptions connection;
+};
+
+// Per connection: the handler of its non-$cbs links (the hub's C2D, feedback, Event Hubs
+// logic). Called on the I/O thread that accepted the connection; `remote` is "ip:port".
+using AmqpLinkHandlerFactory =
+    std::function<std::unique_ptr<amqp::LinkHandler>(const std::string& remote)>;
+
+// Each connection is a coroutine on its own strand driving one amqp::ServerConnection; the
+// Authenticator is shared by all of them and must be thread-safe.
+class AmqpServer {
+ public:
+  // Binds and listens at once so that "port in use" is a startup error.
+  static Result<std::unique_ptr<AmqpServer>> create(boost::asio::io_context& io,
+                                                    AmqpServerOptions options,
+                                                    amqp::Authenticator& authenticator,
+                                                    AmqpLinkHandlerFactory handlers);
+  ~AmqpServer();
+  AmqpServer(const AmqpServer&) = delete;
+  AmqpServer& operator=(const AmqpServer&) = delete;
+
+  std::uint16_t port() const;
+  void start();
+  // Stops accepting and closes every connection with amqp:connection:forced. Returns at once.
+  void stop();
+  std::size_t connectionCount() const;
+
+ private:
+  struct Impl;
+  explicit AmqpServer(std::shared_ptr<Impl> impl);
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace iothub::transport

@@ -1,0 +1,272 @@
+// The AMQP TLS shell on 127.0.0.1 with a self-signed certificate made here, driven by a Proton
+// client connection_driver over an Asio TLS client socket.
+#include "transport/amqp_server.hpp"
+
+#include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
+#include <functional>
+#include <mutex>
+#include <thread>
+
+#include "amqp/test_client.hpp"
+
+namespace iothub::transport {
+namespace {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using amqp::testing::TestClient;
+
+struct TestCertificate {
+  std::string cert_pem;
+  std::string key_pem;
+};
+
+// A self-signed P-256 certificate for localhost / 127.0.0.1, valid for an hour.
+TestCertificate makeTestCertificate() {
+  EVP_PKEY* key = EVP_EC_gen("P-256");
+  X509* x = X509_new();
+  X509_set_version(x, 2);
+  ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+  X509_gmtime_adj(X509_getm_notBefore(x), -60);
+  X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+  X509_set_pubkey(x, key);
+  X509_NAME* name = X509_get_subject_name(x);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                             reinterpret_cast<const unsigned char*>("localhost"), -1, -1, 0);
+  X509_set_issuer_name(x, name);
+  X509V3_CTX ctx;
+  X509V3_set_ctx_nodb(&ctx);
+  X509V3_set_ctx(&ctx, x, x, nullptr, nullptr, 0);
+  for (auto [nid, value] : {std::pair{NID_subject_alt_name, "DNS:localhost,IP:127.0.0.1"},
+                            std::pair{NID_basic_constraints, "critical,CA:TRUE"}}) {
+    X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value);
+    X509_add_ext(x, ext, -1);
+    X509_EXTENSION_free(ext);
+  }
+  X509_sign(x, key, EVP_sha256());
+  auto pem = [](auto write) {
+    BIO* bio = BIO_new(BIO_s_mem());
+    write(bio);
+    char* data = nullptr;
+    long n = BIO_get_mem_data(bio, &data);
+    std::string out(data, static_cast<std::size_t>(n));
+    BIO_free(bio);
+    return out;
+  };
+  TestCertificate cert;
+  cert.cert_pem = pem([&](BIO* b) { PEM_write_bio_X509(b, x); });
+  cert.key_pem =
+      pem([&](BIO* b) { PEM_write_bio_PrivateKey(b, key, nullptr, nullptr, 0, nullptr, nullptr); });
+  X509_free(x);
+  EVP_PKEY_free(key);
+  return cert;
+}
+
+class GoodTokenAuthenticator : public amqp::Authenticator {
+ public:
+  amqp::TokenVerdict verify(std::string_view token, std::string_view audience,
+                            std::string_view) override {
+    if (token != "SharedAccessSignature good") return {401, "bad token", std::nullopt};
+    amqp::Claim claim;
+    claim.audience = std::string(audience);
+    claim.scopes = {"*"};
+    return {200, "OK", claim};
+  }
+};
+
+// Shared with the server's I/O thread.
+struct Seen {
+  std::mutex mutex;
+  std::vector<std::string> attached;
+  std::vector<std::string> remotes;
+};
+
+class RecordingHandler : public amqp::LinkHandler {
+ public:
+  explicit RecordingHandler(Seen& seen) : seen_(seen) {}
+  std::optional<amqp::ErrorCondition> onAttach(const amqp::LinkRequest& request) override {
+    std::lock_guard lock(seen_.mutex);
+    seen_.attached.push_back(request.address);
+    return std::nullopt;
+  }
+  amqp::Outcome onMessage(amqp::LinkId, const amqp::Message&) override {
+    return amqp::Outcome::accepted();
+  }
+  void onDetach(amqp::LinkId) override {}
+
+ private:
+  Seen& seen_;
+};
+
+// A TLS client socket with a Proton client on top, pumped from the test thread.
+class TlsClient {
+ public:
+  TlsClient(std::uint16_t port, const std::string& ca_pem)
+      : ssl_(asio::ssl::context::tls_client), stream_(io_, ssl_) {
+    ssl_.add_certificate_authority(asio::buffer(ca_pem));
+    ssl_.set_verify_mode(asio::ssl::verify_peer);
+    stream_.set_verify_callback(asio::ssl::host_name_verification("localhost"));
+    stream_.lowest_layer().connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
+    SSL_set_tlsext_host_name(stream_.native_handle(), "localhost");
+    stream_.handshake(asio::ssl::stream_base::client);
+    readMore();
+  }
+
+  TestClient amqp;
+  bool eof = false;
+
+  // Pumps until `done()` holds or 5 s pass.
+  bool until(const std::function<bool()>& done) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (done()) return true;
+      if (!writing_ && !eof) {
+        std::vector<std::uint8_t> out = amqp.takeOutput();
+        if (!out.empty()) {
+          writing_ = true;
+          out_ = std::move(out);
+          asio::async_write(stream_, asio::buffer(out_),
+                            [this](boost::system::error_code, std::size_t) { writing_ = false; });
+        }
+      }
+      io_.run_for(std::chrono::milliseconds(5));
+      if (io_.stopped()) io_.restart();
+    }
+    return done();
+  }
+
+ private:
+  void readMore() {
+    stream_.async_read_some(asio::buffer(in_), [this](boost::system::error_code ec, std::size_t n) {
+      if (ec) {
+        eof = true;
+        amqp.driver().read_close();
+        amqp.dispatch();
+        return;
+      }
+      amqp.feed(std::span<const std::uint8_t>(in_.data(), n));
+      readMore();
+    });
+  }
+
+  asio::io_context io_;
+  asio::ssl::context ssl_;
+  asio::ssl::stream<tcp::socket> stream_;
+  std::array<std::uint8_t, 16384> in_{};
+  std::vector<std::uint8_t> out_;
+  bool writing_ = false;
+};
+
+struct AmqpServerTest : ::testing::Test {
+  void SetUp() override {
+    cert = makeTestCertificate();
+    tls.use_certificate_chain(asio::buffer(cert.cert_pem));
+    tls.use_private_key(asio::buffer(cert.key_pem), asio::ssl::context::pem);
+    AmqpServerOptions options;
+    options.bind_address = "127.0.0.1";
+    options.port = 0;
+    options.tls = &tls;
+    auto created = AmqpServer::create(io, options, auth, [this](const std::string& remote) {
+      {
+        std::lock_guard lock(seen.mutex);
+        seen.remotes.push_back(remote);
+      }
+      return std::make_unique<RecordingHandler>(seen);
+    });
+    ASSERT_TRUE(created.isOk()) << created.status().message();
+    server = std::move(created.value());
+    server->start();
+    thread = std::thread([this] { io.run(); });
+  }
+  void TearDown() override {
+    if (server) server->stop();
+    work.reset();
+    io.stop();
+    if (thread.joinable()) thread.join();
+    server.reset();
+  }
+
+  TestCertificate cert;
+  asio::ssl::context tls{asio::ssl::context::tls_server};
+  GoodTokenAuthenticator auth;
+  Seen seen;
+  asio::io_context io;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work{io.get_executor()};
+  std::unique_ptr<AmqpServer> server;
+  std::thread thread;
+};
+
+TEST_F(AmqpServerTest, PutTokenOverTlsThenAttachIsAccepted) {
+  TlsClient client(server->port(), cert.cert_pem);
+  ASSERT_TRUE(client.until([&] { return client.amqp.open; }));
+  client.amqp.openCbs();
+  client.amqp.putToken("tls-1", "myhub.azure-devices.net", "SharedAccessSignature good");
+  ASSERT_TRUE(client.until([&] { return !client.amqp.cbs_replies.empty(); }));
+  EXPECT_EQ(client.amqp.cbs_replies[0].status_code, 200);
+  EXPECT_EQ(client.amqp.cbs_replies[0].correlation_id, "tls-1");
+  client.amqp.attachSender("/messages/devicebound", "c2d");
+  ASSERT_TRUE(client.until([&] { return client.amqp.links_open.count("c2d") > 0; }));
+  EXPECT_TRUE(client.amqp.links_open["c2d"]);
+  std::lock_guard lock(seen.mutex);
+  ASSERT_EQ(seen.attached.size(), 1u);
+  EXPECT_EQ(seen.attached[0], "/messages/devicebound");
+  ASSERT_EQ(seen.remotes.size(), 1u);
+  EXPECT_TRUE(seen.remotes[0].starts_with("127.0.0.1:"));
+  EXPECT_EQ(server->connectionCount(), 1u);
+}
+
+TEST_F(AmqpServerTest, BadTokenOverTlsGets401AndTheLinkIsRefused) {
+  TlsClient client(server->port(), cert.cert_pem);
+  client.amqp.openCbs();
+  client.amqp.putToken("tls-2", "myhub.azure-devices.net", "SharedAccessSignature nope");
+  ASSERT_TRUE(client.until([&] { return !client.amqp.cbs_replies.empty(); }));
+  EXPECT_EQ(client.amqp.cbs_replies[0].status_code, 401);
+  client.amqp.attachSender("/messages/devicebound", "c2d");
+  ASSERT_TRUE(client.until([&] { return client.amqp.link_errors.count("c2d") > 0; }));
+  EXPECT_EQ(client.amqp.link_errors["c2d"].name(), "amqp:unauthorized-access");
+}
+
+TEST_F(AmqpServerTest, StopClosesOpenConnectionsWithConnectionForced) {
+  TlsClient client(server->port(), cert.cert_pem);
+  ASSERT_TRUE(client.until([&] { return client.amqp.open; }));
+  server->stop();
+  ASSERT_TRUE(client.until([&] { return client.amqp.connection_error.has_value(); }));
+  EXPECT_EQ(client.amqp.connection_error->name(), "amqp:connection:forced");
+  // The server then closes the socket.
+  EXPECT_TRUE(client.until([&] { return client.eof; }));
+  EXPECT_TRUE(client.until([&] { return server->connectionCount() == 0; }));
+}
+
+TEST_F(AmqpServerTest, PeerClosingTheSocketEndsTheConnection) {
+  {
+    TlsClient client(server->port(), cert.cert_pem);
+    ASSERT_TRUE(client.until([&] { return client.amqp.open; }));
+    EXPECT_EQ(server->connectionCount(), 1u);
+  }  // the socket closes without an AMQP Close
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (server->connectionCount() != 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(server->connectionCount(), 0u);
+}
+
+TEST_F(AmqpServerTest, NonTlsBytesFailTheHandshakeAndClose) {
+  asio::io_context cio;
+  tcp::socket socket(cio);
+  socket.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), server->port()));
+  asio::write(socket, asio::buffer(std::string("AMQP\x00\x01\x00\x00", 8)));
+  std::array<char, 64> buf{};
+  boost::system::error_code ec;
+  for (int i = 0; i < 10 && !ec; ++i) socket.read_some(asio::buffer(buf), ec);
+  EXPECT_TRUE(ec);  // the server hung up
+}
+
+}  // namespace
+}  // namespace iothub::transport
