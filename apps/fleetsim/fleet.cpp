@@ -1287,6 +1287,7 @@ Result<json::object> Driver::runJob(const std::string& body, std::size_t expecte
   std::int64_t rss_max = first_sample ? first_sample->rss_kb : 0;
   const auto desired_before = c.desired_received.load();
   const auto reported_before = c.reported_sent.load();
+  const auto responses_before = c.twin_responses.load();
   json::array timeline;
   auto next_point = started;
   std::optional<double> none_pending_s;
@@ -1304,6 +1305,7 @@ Result<json::object> Driver::runJob(const std::string& body, std::size_t expecte
     p["device_requests"] = c.methods_received.load() - methods_before;
     p["desired_received"] = c.desired_received.load() - desired_before;
     p["reported_sent"] = c.reported_sent.load() - reported_before;
+    p["reported_answered"] = c.twin_responses.load() - responses_before;
     if (auto s = sample()) {
       p["server_rss_kb"] = s->rss_kb;
       rss_max = std::max(rss_max, s->rss_kb);
