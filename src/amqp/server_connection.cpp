@@ -36,6 +36,7 @@
 #include <proton/value.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <deque>
 #include <exception>
@@ -186,6 +187,53 @@ std::string linkAddress(proton::link& l, LinkRole role) {
   return static_cast<proton::sender&>(l).source().address();
 }
 
+// Follows the frame boundaries of the input (protocol headers, then size-prefixed frames)
+// for one thing Proton 0.37 mishandles: a SASL frame after the AMQP header. Proton processes
+// it, and a repeated sasl-init leaks its fields (found by the fuzz target). Such a frame is a
+// protocol error; everything else is Proton's to judge.
+class FrameGuard {
+ public:
+  // How many leading bytes of `in` may go to Proton: all of them, or the offset where the
+  // head of a SASL frame after the AMQP header begins (0 if it began in an earlier call).
+  std::size_t scan(std::span<const std::uint8_t> in) {
+    std::size_t i = 0;
+    while (i < in.size() && !off_) {
+      if (skip_ > 0) {
+        std::size_t k = std::min<std::size_t>(skip_, in.size() - i);
+        skip_ -= k;
+        i += k;
+        continue;
+      }
+      head_[have_++] = in[i++];
+      if (have_ < head_.size()) continue;
+      have_ = 0;
+      if (std::memcmp(head_.data(), "AMQP", 4) == 0) {  // a protocol header
+        if (head_[4] == 0) amqp_ = true;
+        continue;
+      }
+      std::uint32_t size = (std::uint32_t{head_[0]} << 24) | (std::uint32_t{head_[1]} << 16) |
+                           (std::uint32_t{head_[2]} << 8) | std::uint32_t{head_[3]};
+      if (amqp_ && head_[5] == 1) {  // frame type 1 = SASL
+        off_ = true;
+        return i >= head_.size() ? i - head_.size() : 0;
+      }
+      if (size < head_.size()) {  // Proton refuses it; nothing more to follow
+        off_ = true;
+        break;
+      }
+      skip_ = size - head_.size();
+    }
+    return in.size();
+  }
+
+ private:
+  std::array<std::uint8_t, 8> head_{};
+  std::size_t have_ = 0;
+  std::size_t skip_ = 0;
+  bool amqp_ = false;
+  bool off_ = false;
+};
+
 }  // namespace
 
 struct ServerConnection::Impl : proton::messaging_handler {
@@ -239,31 +287,32 @@ struct ServerConnection::Impl : proton::messaging_handler {
     }
   }
 
-  // Proton stops reading at a framing error, but sends Close only if it had sent Open, and
-  // for some malformed frames it closes its input without an error or Close at all, waiting
-  // for the application. So: input closed without the peer's Close means a protocol error;
-  // close the connection ourselves (Open+Close), so the driver finishes.
-  bool closing_for_error = false;
+  // Once Proton stops reading (the peer's Close, EOF, or a framing error), the connection
+  // must end. Proton sends Close only if it had sent Open, holds a Close back until the
+  // peer's Open arrived or SASL completed, and for some malformed frames closes its input
+  // without an error or Close at all, waiting for the application. So: without the peer's
+  // Close it is a protocol error and we close (Open+Close when Proton can); in every case the
+  // write side is closed once nothing more is queued, so the driver always finishes.
+  bool input_stopped = false;
+  FrameGuard guard;
   void closeIfInputStopped() {
-    if (!active || closing_for_error) return;
+    if (!active || input_stopped) return;
     pn_transport_t* t = TransportAccess(driver.transport()).get();
     if (pn_transport_capacity(t) >= 0) return;  // still reading
+    input_stopped = true;
+    abort_when_flushed = true;
     proton::connection c = driver.connection();
-    if (pn_connection_state(ConnectionAccess(c).get()) & PN_REMOTE_CLOSED) return;  // orderly
-    proton::error_condition e = driver.transport().error();
-    if (e.empty()) e = proton::error_condition("amqp:connection:framing-error", "malformed frame");
-    closing_for_error = true;
-    recordError(e);
     pn_state_t state = pn_connection_state(ConnectionAccess(c).get());
-    if (state & PN_REMOTE_UNINIT) {
-      // Proton holds a Close back until the peer's Open arrived: nothing more to say, end
-      // once what is queued (the header) is written.
-      abort_when_flushed = true;
-      abortIfFlushed();
-      return;
+    if (!(state & PN_REMOTE_CLOSED)) {
+      proton::error_condition e = driver.transport().error();
+      if (e.empty()) {
+        e = proton::error_condition("amqp:connection:framing-error", "malformed frame");
+      }
+      recordError(e);
+      if (!(state & PN_REMOTE_UNINIT) && !(state & PN_LOCAL_CLOSED)) c.close(e);
     }
-    if (!(state & PN_LOCAL_CLOSED)) c.close(e);
     dispatch();
+    abortIfFlushed();
   }
 
   bool abort_when_flushed = false;
@@ -491,6 +540,20 @@ ServerConnection::ServerConnection(ServerConnectionOptions options, Authenticato
 ServerConnection::~ServerConnection() = default;
 
 std::size_t ServerConnection::receive(std::span<const std::uint8_t> bytes) {
+  if (impl_->input_stopped) return 0;
+  std::size_t allowed = impl_->guard.scan(bytes);
+  std::size_t done = feed(bytes.first(allowed));
+  if (allowed < bytes.size() && !impl_->input_stopped) {
+    impl_->recordError(proton::error_condition("amqp:connection:framing-error",
+                                               "SASL frame after the AMQP header"));
+    impl_->driver.read_close();
+    impl_->dispatch();
+    impl_->closeIfInputStopped();
+  }
+  return done;
+}
+
+std::size_t ServerConnection::feed(std::span<const std::uint8_t> bytes) {
   std::size_t done = 0;
   while (done < bytes.size()) {
     proton::io::mutable_buffer buffer = impl_->driver.read_buffer();
@@ -512,6 +575,7 @@ std::size_t ServerConnection::receive(std::span<const std::uint8_t> bytes) {
 void ServerConnection::receiveClosed() {
   impl_->driver.read_close();
   impl_->dispatch();
+  impl_->closeIfInputStopped();
 }
 
 std::span<const std::uint8_t> ServerConnection::output() {

@@ -148,7 +148,8 @@ class ServerConnection {
   ServerConnection& operator=(const ServerConnection&) = delete;
 
   // Feeds bytes read from the peer and runs everything they cause. Returns how many were
-  // consumed: fewer than given only when the connection no longer reads (finished()).
+  // consumed: fewer than given only when the connection stopped reading (a protocol error
+  // or the peer's Close); it then finishes once output() is drained.
   std::size_t receive(std::span<const std::uint8_t> bytes);
   // The peer closed its side (EOF) or the socket failed.
   void receiveClosed();
@@ -176,6 +177,7 @@ class ServerConnection {
   const ConnectionStats& stats() const;
 
  private:
+  std::size_t feed(std::span<const std::uint8_t> bytes);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
