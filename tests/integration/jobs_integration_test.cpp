@@ -427,11 +427,22 @@ TEST_F(JobsIntegrationTest, KillDashNineDuringJobsLeavesEveryDeviceWithOneTermin
         "queryCondition":"deviceId < 'k-1040'"})");
     service.ok("PUT", "/jobs/v2/big-twin", R"({"type":"scheduleUpdateTwin",
         "updateTwin":{"etag":"*","properties":{"desired":{"wave":1}}},"queryCondition":"*"})");
+    // Retries paced by a rollout, over offline devices: killed while some wait for their
+    // next attempt.
+    service.ok("PUT", "/jobs/v2/retrying", R"j({"type":"scheduleDeviceMethod",
+        "cloudToDeviceMethod":{"methodName":"lockDoor","payload":null},
+        "queryCondition":"deviceId >= 'k-1040' AND deviceId < 'k-1080'",
+        "retry":{"maxAttempts":3,"backoffSeconds":1,"retryOn":["DeviceNotOnline"]},
+        "rollout":{"maximumPerMinute":600}})j");
     ASSERT_TRUE(waitFor(
         [&] {
           auto m = service.stats("slow-method");
           auto t = service.stats("big-twin");
-          return m["failedCount"] >= 10 && m["runningCount"] > 0 && t["succeededCount"] > 0;
+          int waiting = 0;
+          for (auto& [id, row] : service.rows("retrying"))
+            waiting += row.at("status") == "pending" && row.contains("attempts");
+          return m["failedCount"] >= 10 && m["runningCount"] > 0 && t["succeededCount"] > 0 &&
+                 waiting >= 3;
         },
         60s));
   }
@@ -439,8 +450,12 @@ TEST_F(JobsIntegrationTest, KillDashNineDuringJobsLeavesEveryDeviceWithOneTermin
   hub = std::make_unique<HubProcess>(IOTHUBD_PATH, data);
   ASSERT_TRUE(hub->start()) << hub->startupError();
   Service service(*hub);
-  ASSERT_TRUE(
-      waitFor([&] { return service.jobDone("slow-method") && service.jobDone("big-twin"); }, 90s));
+  ASSERT_TRUE(waitFor(
+      [&] {
+        return service.jobDone("slow-method") && service.jobDone("big-twin") &&
+               service.jobDone("retrying");
+      },
+      90s));
 
   EXPECT_EQ(service.jobStatus("slow-method"), "completed");
   auto m = service.stats("slow-method");
@@ -470,6 +485,23 @@ TEST_F(JobsIntegrationTest, KillDashNineDuringJobsLeavesEveryDeviceWithOneTermin
   auto waved =
       service.query("SELECT COUNT() AS n FROM devices WHERE properties.desired.wave = 1", 1);
   EXPECT_EQ(waved[0].at("n"), 1500);
+
+  // Every retried device ends once: failed after its three attempts (the schedule survived
+  // the kill), or interrupted if its call was in flight at the kill.
+  EXPECT_EQ(service.jobStatus("retrying"), "completed");
+  auto r = service.stats("retrying");
+  EXPECT_EQ(r["deviceCount"], 40);
+  EXPECT_EQ(r["failedCount"], 40);
+  int retried_to_the_end = 0;
+  for (auto& [id, row] : service.rows("retrying")) {
+    EXPECT_EQ(row.at("status"), "failed") << id;
+    std::string code(row.at("error").at("code").as_string());
+    EXPECT_TRUE(code == "DeviceNotOnline" || code == "DeviceJobInterrupted") << code;
+    EXPECT_GE(row.at("attempts").as_int64(), 1) << id;
+    EXPECT_LE(row.at("attempts").as_int64(), 3) << id;
+    retried_to_the_end += code == "DeviceNotOnline" && row.at("attempts") == 3;
+  }
+  EXPECT_GE(retried_to_the_end, 30);
 }
 
 }  // namespace
