@@ -64,13 +64,13 @@ class FakeHandler : public LinkHandler {
   Outcome next_outcome = Outcome::accepted();
 };
 
-struct Fixture : ::testing::Test {
+struct AmqpCore : ::testing::Test {
   FakeAuthenticator auth;
   FakeHandler handler;
   ServerConnection server{ServerConnectionOptions{}, auth, handler};
 };
 
-TEST_F(Fixture, SaslAnonymousOpenCompletes) {
+TEST_F(AmqpCore, SaslAnonymousOpenCompletes) {
   TestClient client(/*sasl=*/true);
   pump(client, server);
   EXPECT_TRUE(client.open);
@@ -79,7 +79,7 @@ TEST_F(Fixture, SaslAnonymousOpenCompletes) {
   EXPECT_FALSE(client.transport_error);
 }
 
-TEST_F(Fixture, PlainAmqpHeaderWithoutSaslIsAccepted) {
+TEST_F(AmqpCore, PlainAmqpHeaderWithoutSaslIsAccepted) {
   // azure-iothub sends the AMQP header directly, with no SASL layer.
   TestClient client(/*sasl=*/false);
   pump(client, server);
@@ -87,7 +87,7 @@ TEST_F(Fixture, PlainAmqpHeaderWithoutSaslIsAccepted) {
   EXPECT_FALSE(server.finished());
 }
 
-TEST_F(Fixture, PutTokenAcceptedWith200AndCorrelationId) {
+TEST_F(AmqpCore, PutTokenAcceptedWith200AndCorrelationId) {
   TestClient client;
   pump(client, server);
   client.openCbs();
@@ -108,7 +108,7 @@ TEST_F(Fixture, PutTokenAcceptedWith200AndCorrelationId) {
   EXPECT_TRUE(handler.attaches.empty());
 }
 
-TEST_F(Fixture, PutTokenRefusedWith401) {
+TEST_F(AmqpCore, PutTokenRefusedWith401) {
   TestClient client;
   pump(client, server);
   client.openCbs();
@@ -122,7 +122,7 @@ TEST_F(Fixture, PutTokenRefusedWith401) {
   EXPECT_FALSE(server.finished());  // a refused token does not end the connection
 }
 
-TEST_F(Fixture, UnknownCbsOperationGets400) {
+TEST_F(AmqpCore, UnknownCbsOperationGets400) {
   TestClient client;
   pump(client, server);
   client.openCbs();
@@ -133,7 +133,7 @@ TEST_F(Fixture, UnknownCbsOperationGets400) {
   EXPECT_TRUE(auth.calls.empty());
 }
 
-TEST_F(Fixture, AttachRefusedBeforePutTokenAndAcceptedAfter) {
+TEST_F(AmqpCore, AttachRefusedBeforePutTokenAndAcceptedAfter) {
   TestClient client;
   pump(client, server);
   client.openCbs();
@@ -189,7 +189,7 @@ TEST_F(Fixture, AttachRefusedBeforePutTokenAndAcceptedAfter) {
   EXPECT_EQ(handler.detached[0], handler.messages[0].first);
 }
 
-TEST_F(Fixture, RejectedOutcomeCarriesItsErrorCondition) {
+TEST_F(AmqpCore, RejectedOutcomeCarriesItsErrorCondition) {
   TestClient client;
   pump(client, server);
   client.openCbs();
@@ -208,7 +208,7 @@ TEST_F(Fixture, RejectedOutcomeCarriesItsErrorCondition) {
   EXPECT_TRUE(client.links_open["c2d"]);
 }
 
-TEST_F(Fixture, HandlerMayRefuseAnAttach) {
+TEST_F(AmqpCore, HandlerMayRefuseAnAttach) {
   TestClient client;
   pump(client, server);
   client.openCbs();
@@ -220,7 +220,7 @@ TEST_F(Fixture, HandlerMayRefuseAnAttach) {
   EXPECT_EQ(client.link_errors["r"].name(), "amqp:not-allowed");
 }
 
-TEST_F(Fixture, ClaimCoversOnlyItsAudiencesAddresses) {
+TEST_F(AmqpCore, ClaimCoversOnlyItsAudiencesAddresses) {
   TestClient client;
   pump(client, server);
   client.openCbs();
@@ -239,7 +239,7 @@ TEST_F(Fixture, ClaimCoversOnlyItsAudiencesAddresses) {
   EXPECT_EQ(handler.attaches[0].role, LinkRole::Receiver);
 }
 
-TEST_F(Fixture, ExpiredClaimNoLongerAdmitsLinks) {
+TEST_F(AmqpCore, ExpiredClaimNoLongerAdmitsLinks) {
   auto t0 = Clock::now();
   auth.expires = t0 + std::chrono::minutes(60);
   TestClient client;
@@ -255,7 +255,7 @@ TEST_F(Fixture, ExpiredClaimNoLongerAdmitsLinks) {
   EXPECT_EQ(client.link_errors["late"].name(), "amqp:unauthorized-access");
 }
 
-TEST_F(Fixture, ServerSendsOnAcceptedReceiverLinkWithinCredit) {
+TEST_F(AmqpCore, ServerSendsOnAcceptedReceiverLinkWithinCredit) {
   TestClient client;
   pump(client, server);
   client.openCbs();
@@ -279,7 +279,7 @@ TEST_F(Fixture, ServerSendsOnAcceptedReceiverLinkWithinCredit) {
   EXPECT_FALSE(server.send(link + 100, m));
 }
 
-TEST_F(Fixture, RandomBytesCloseTheConnectionWithAnError) {
+TEST_F(AmqpCore, RandomBytesCloseTheConnectionWithAnError) {
   std::mt19937 rng(42);
   for (int round = 0; round < 20; ++round) {
     ServerConnection fresh{ServerConnectionOptions{}, auth, handler};
@@ -295,7 +295,7 @@ TEST_F(Fixture, RandomBytesCloseTheConnectionWithAnError) {
   }
 }
 
-TEST_F(Fixture, GarbageAfterAValidHeaderClosesWithFramingError) {
+TEST_F(AmqpCore, GarbageAfterAValidHeaderClosesWithFramingError) {
   TestClient client(/*sasl=*/false);
   std::vector<std::uint8_t> header = client.takeOutput();
   ASSERT_GE(header.size(), 8u);
@@ -312,7 +312,7 @@ TEST_F(Fixture, GarbageAfterAValidHeaderClosesWithFramingError) {
 
 // The shell calls receiveClosed() at EOF; the core must then end, whatever state it was in,
 // and tell the handler its links are gone.
-TEST_F(Fixture, InputClosedAfterOpenFinishesAndDetachesLinks) {
+TEST_F(AmqpCore, InputClosedAfterOpenFinishesAndDetachesLinks) {
   TestClient client;
   pump(client, server);
   client.openCbs();
@@ -328,7 +328,7 @@ TEST_F(Fixture, InputClosedAfterOpenFinishesAndDetachesLinks) {
   EXPECT_EQ(handler.detached[0], handler.attaches[0].id);
 }
 
-TEST_F(Fixture, InputClosedBeforeOpenFinishes) {
+TEST_F(AmqpCore, InputClosedBeforeOpenFinishes) {
   TestClient client(/*sasl=*/false);
   std::vector<std::uint8_t> header = client.takeOutput();
   header.resize(8);
@@ -338,7 +338,7 @@ TEST_F(Fixture, InputClosedBeforeOpenFinishes) {
   EXPECT_TRUE(server.finished());
 }
 
-TEST_F(Fixture, OrderlyCloseByTheClientFinishesWithoutError) {
+TEST_F(AmqpCore, OrderlyCloseByTheClientFinishesWithoutError) {
   TestClient client;
   pump(client, server);
   client.driver().connection().close();
@@ -349,7 +349,7 @@ TEST_F(Fixture, OrderlyCloseByTheClientFinishesWithoutError) {
 
 // Proton 0.37 processes SASL frames after the AMQP header (and leaks a repeated sasl-init's
 // fields); the core refuses them itself.
-TEST_F(Fixture, SaslFrameAfterTheAmqpHeaderIsAFramingError) {
+TEST_F(AmqpCore, SaslFrameAfterTheAmqpHeaderIsAFramingError) {
   std::vector<std::uint8_t> bytes = {'A', 'M', 'Q', 'P', 0, 1, 0, 0,
                                      0, 0, 0, 0x0c, 2, 1, 0, 0, 0x00, 0x53, 0x41, 0x45};
   EXPECT_EQ(server.receive(bytes), 8u);
@@ -360,7 +360,7 @@ TEST_F(Fixture, SaslFrameAfterTheAmqpHeaderIsAFramingError) {
   EXPECT_EQ(server.error()->description, "SASL frame after the AMQP header");
 }
 
-TEST_F(Fixture, IdleTimeoutClosesASilentPeer) {
+TEST_F(AmqpCore, IdleTimeoutClosesASilentPeer) {
   ServerConnectionOptions options;
   options.idle_timeout = std::chrono::milliseconds(1000);
   ServerConnection idle{options, auth, handler};
@@ -378,7 +378,7 @@ TEST_F(Fixture, IdleTimeoutClosesASilentPeer) {
   EXPECT_EQ(idle.error()->condition, "amqp:resource-limit-exceeded");
 }
 
-TEST_F(Fixture, CloseSendsTheConditionToTheClient) {
+TEST_F(AmqpCore, CloseSendsTheConditionToTheClient) {
   TestClient client;
   pump(client, server);
   server.close({"amqp:connection:forced", "hub stopping"});
