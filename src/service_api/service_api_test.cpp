@@ -66,6 +66,21 @@ class ServiceApiTest : public ::testing::Test {
             }});
   }
 
+  // The API's dependencies with `engine` for the jobs routes (tests that run a jobs engine).
+  ServiceApiDeps jobDeps(jobs::JobsEngine& engine) {
+    return ServiceApiDeps{.authenticator = authenticator_.get(),
+                          .registry = registry_.get(),
+                          .connections = &connections_,
+                          .twins = twins_.get(),
+                          .methods = methods_.get(),
+                          .jobs = &engine,
+                          .random = &random_,
+                          .clock = &clock_,
+                          .service_statistics = [] { return json::object{}; },
+                          .cluster_nodes = nullptr,
+                          .console = nullptr};
+  }
+
   const store::AccessPolicyRecord& policy(const std::string& name) {
     for (const auto& p : policies_) {
       if (p.name == name) return p;
@@ -469,17 +484,7 @@ TEST_F(ServiceApiTest, JobTimesAreCheckedAndFarFutureStartTimesKept) {
   jobs::JobsEngine engine(
       *store_, operations, [](const query::Condition&) { return std::vector<std::string>{}; },
       clock_);
-  ServiceApi api(ServiceApiDeps{.authenticator = authenticator_.get(),
-                                .registry = registry_.get(),
-                                .connections = &connections_,
-                                .twins = twins_.get(),
-                                .methods = methods_.get(),
-                                .jobs = &engine,
-                                .random = &random_,
-                                .clock = &clock_,
-                                .service_statistics = [] { return json::object{}; },
-                                .cluster_nodes = nullptr,
-                                .console = nullptr});
+  ServiceApi api(jobDeps(engine));
   auto put = [&](const std::string& id, const std::string& fields) {
     HttpRequest r;
     r.method = "PUT";
@@ -550,17 +555,7 @@ TEST_F(ServiceApiTest, JobEventsStreamTheJobResponseAndFailLikeGet) {
       *store_, operations, [](const query::Condition&) { return std::vector<std::string>{}; },
       clock_);
   ASSERT_TRUE(engine.start().isOk());  // it applies the cancellation below
-  ServiceApi api(ServiceApiDeps{.authenticator = authenticator_.get(),
-                                .registry = registry_.get(),
-                                .connections = &connections_,
-                                .twins = twins_.get(),
-                                .methods = methods_.get(),
-                                .jobs = &engine,
-                                .random = &random_,
-                                .clock = &clock_,
-                                .service_statistics = [] { return json::object{}; },
-                                .cluster_nodes = nullptr,
-                                .console = nullptr});
+  ServiceApi api(jobDeps(engine));
   auto request = [&](const std::string& method, const std::string& target,
                      const std::string& policy_name = "iothubowner") {
     HttpRequest r;

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <boost/json.hpp>
+#include <chrono>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -104,8 +105,9 @@ class HubProcess {
   int metrics_port_ = 0;
 };
 
-// Sends raw bytes to 127.0.0.1:port and returns everything the server answers until it closes.
-inline std::string rawExchange(int port, const std::string& bytes) {
+// A TCP connection to 127.0.0.1:port whose reads time out after `read_timeout`; -1 when it
+// cannot connect.
+inline int connectLoopback(int port, std::chrono::seconds read_timeout) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -113,10 +115,17 @@ inline std::string rawExchange(int port, const std::string& bytes) {
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     ::close(fd);
-    return "";
+    return -1;
   }
-  timeval tv{10, 0};
+  timeval tv{static_cast<time_t>(read_timeout.count()), 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return fd;
+}
+
+// Sends raw bytes to 127.0.0.1:port and returns everything the server answers until it closes.
+inline std::string rawExchange(int port, const std::string& bytes) {
+  int fd = connectLoopback(port, std::chrono::seconds(10));
+  if (fd < 0) return "";
   std::size_t sent = 0;
   while (sent < bytes.size()) {
     auto n = ::send(fd, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
