@@ -2,18 +2,27 @@
 // (docs/amqp.md). Everything Proton stays in this translation unit.
 #include "amqp/server_connection.hpp"
 
+#include <proton/condition.h>
+#include <proton/connection.h>
+#include <proton/delivery.h>
+#include <proton/disposition.h>
+#include <proton/link.h>
+#include <proton/terminus.h>
+#include <proton/transport.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <deque>
+#include <exception>
 #include <proton/annotation_key.hpp>
 #include <proton/binary.hpp>
 #include <proton/codec/map.hpp>
-#include <proton/condition.h>
 #include <proton/connection.hpp>
 #include <proton/connection_options.hpp>
-#include <proton/delivery.h>
 #include <proton/delivery.hpp>
-#include <proton/disposition.h>
 #include <proton/error_condition.hpp>
 #include <proton/io/connection_driver.hpp>
-#include <proton/link.h>
 #include <proton/message.hpp>
 #include <proton/message_id.hpp>
 #include <proton/messaging_handler.hpp>
@@ -26,20 +35,11 @@
 #include <proton/source.hpp>
 #include <proton/symbol.hpp>
 #include <proton/target.hpp>
-#include <proton/terminus.h>
 #include <proton/timestamp.hpp>
 #include <proton/tracker.hpp>
-#include <proton/transport.h>
 #include <proton/transport.hpp>
-#include <proton/connection.h>
 #include <proton/uuid.hpp>
 #include <proton/value.hpp>
-
-#include <algorithm>
-#include <array>
-#include <cstring>
-#include <deque>
-#include <exception>
 #include <utility>
 
 namespace iothub::amqp {
@@ -145,7 +145,8 @@ Message toMessage(const proton::message& m) {
   out.content_type = nonEmpty(m.content_type());
   out.content_encoding = nonEmpty(m.content_encoding());
   out.user_id = nonEmpty(m.user());
-  if (m.expiry_time().milliseconds() != 0) out.absolute_expiry_time_ms = m.expiry_time().milliseconds();
+  if (m.expiry_time().milliseconds() != 0)
+    out.absolute_expiry_time_ms = m.expiry_time().milliseconds();
   if (!m.properties().empty()) {
     std::map<std::string, proton::scalar> props;
     proton::get(m.properties().value(), props);
@@ -175,7 +176,8 @@ proton::message fromMessage(const Message& in) {
   if (in.user_id) m.user(*in.user_id);
   if (in.absolute_expiry_time_ms) m.expiry_time(proton::timestamp(*in.absolute_expiry_time_ms));
   for (auto& [k, v] : in.application_properties) m.properties().put(k, v);
-  for (auto& [k, v] : in.message_annotations) m.message_annotations().put(proton::annotation_key(proton::symbol(k)), proton::value(v));
+  for (auto& [k, v] : in.message_annotations)
+    m.message_annotations().put(proton::annotation_key(proton::symbol(k)), proton::value(v));
   m.body(proton::binary(in.body.begin(), in.body.end()));
   m.inferred(true);  // one data section: the raw bytes
   return m;
@@ -372,8 +374,9 @@ struct ServerConnection::Impl : proton::messaging_handler {
       request.address = address;
       request.claims = claimsFor(address);
       if (request.claims.empty()) {
-        refuse(l, role, {"amqp:unauthorized-access",
-                         "put a token on $cbs that covers '" + address + "' first"});
+        refuse(l, role,
+               {"amqp:unauthorized-access",
+                "put a token on $cbs that covers '" + address + "' first"});
         return;
       }
       for (auto& [k, v] : l.properties()) request.properties[std::string(k)] = bodyText(v);
@@ -505,9 +508,9 @@ struct ServerConnection::Impl : proton::messaging_handler {
     reply.correlation_id(request.id());
     if (!request.reply_to().empty()) reply.to(request.reply_to());
     reply.properties().put("status-code", static_cast<std::int32_t>(verdict.status_code));
-    reply.properties().put("status-description",
-                           verdict.description.empty() ? (ok ? "OK" : "Unauthorized")
-                                                       : verdict.description);
+    reply.properties().put("status-description", verdict.description.empty()
+                                                     ? (ok ? "OK" : "Unauthorized")
+                                                     : verdict.description);
     // Answer on the client's $cbs receiver in the request's session (reply_to cannot route:
     // azure-iothub sends a name that is not its link's), else on any $cbs receiver.
     pn_link_t* target = nullptr;
@@ -600,8 +603,8 @@ std::optional<Clock::time_point> ServerConnection::tick(Clock::time_point now) {
   proton::timestamp next = impl_->driver.tick(proton::timestamp(ms.count()));
   impl_->dispatch();
   if (next.milliseconds() == 0) return std::nullopt;
-  return Clock::time_point(std::chrono::duration_cast<Clock::duration>(
-      std::chrono::milliseconds(next.milliseconds())));
+  return Clock::time_point(
+      std::chrono::duration_cast<Clock::duration>(std::chrono::milliseconds(next.milliseconds())));
 }
 
 void ServerConnection::close(const ErrorCondition& error) {
@@ -631,9 +634,7 @@ bool ServerConnection::finished() const { return !impl_->active; }
 
 std::optional<ErrorCondition> ServerConnection::error() const { return impl_->failure; }
 
-std::string ServerConnection::hostname() const {
-  return impl_->driver.connection().virtual_host();
-}
+std::string ServerConnection::hostname() const { return impl_->driver.connection().virtual_host(); }
 
 const ConnectionStats& ServerConnection::stats() const { return impl_->stats; }
 

@@ -33,7 +33,7 @@ struct Claim {
 // (200 accepted; 401 bad token; 400 malformed request; 503 try again).
 struct TokenVerdict {
   int status_code = 401;
-  std::string description;  // status-description; never the token
+  std::string description;     // status-description; never the token
   std::optional<Claim> claim;  // set when status_code is 2xx
 };
 
@@ -63,7 +63,7 @@ enum class LinkRole : std::uint8_t {
 
 struct LinkRequest {
   LinkId id = 0;
-  std::string name;     // the link name
+  std::string name;  // the link name
   LinkRole role = LinkRole::Sender;
   std::string address;  // target address (client sender) or source address (client receiver)
   std::map<std::string, std::string> properties;  // attach properties, values rendered as text
@@ -80,7 +80,7 @@ struct Message {
   std::optional<std::string> content_type;
   std::optional<std::string> content_encoding;
   std::optional<std::string> user_id;
-  std::optional<std::int64_t> absolute_expiry_time_ms;  // ms since the Unix epoch
+  std::optional<std::int64_t> absolute_expiry_time_ms;        // ms since the Unix epoch
   std::map<std::string, std::string> application_properties;  // values rendered as text
   std::map<std::string, std::string> message_annotations;     // values rendered as text
   std::string body;  // data section bytes, or the text of a string/symbol/binary value body
@@ -90,7 +90,8 @@ struct Message {
 struct Outcome {
   enum class Kind : std::uint8_t { Accepted, Rejected, Released };
   Kind kind = Kind::Accepted;
-  ErrorCondition error;  // Rejected: sent as the rejected outcome's error (required by azure-iothub)
+  ErrorCondition
+      error;  // Rejected: sent as the rejected outcome's error (required by azure-iothub)
 
   static Outcome accepted() { return {}; }
   static Outcome rejected(std::string condition, std::string description) {

@@ -350,8 +350,8 @@ TEST_F(AmqpCore, OrderlyCloseByTheClientFinishesWithoutError) {
 // Proton 0.37 processes SASL frames after the AMQP header (and leaks a repeated sasl-init's
 // fields); the core refuses them itself.
 TEST_F(AmqpCore, SaslFrameAfterTheAmqpHeaderIsAFramingError) {
-  std::vector<std::uint8_t> bytes = {'A', 'M', 'Q', 'P', 0, 1, 0, 0,
-                                     0, 0, 0, 0x0c, 2, 1, 0, 0, 0x00, 0x53, 0x41, 0x45};
+  std::vector<std::uint8_t> bytes = {'A', 'M',  'Q', 'P', 0, 1, 0,    0,    0,    0,
+                                     0,   0x0c, 2,   1,   0, 0, 0x00, 0x53, 0x41, 0x45};
   EXPECT_EQ(server.receive(bytes), 8u);
   for (int i = 0; i < 10 && !server.output().empty(); ++i) server.consumed(server.output().size());
   EXPECT_TRUE(server.finished());

@@ -1,6 +1,10 @@
 #pragma once
 // Test helper: a Proton client connection_driver that speaks to an amqp::ServerConnection in
 // memory, or to anything else through raw byte buffers. Header-only, tests only.
+#include <cstring>
+#include <deque>
+#include <map>
+#include <optional>
 #include <proton/connection.hpp>
 #include <proton/connection_options.hpp>
 #include <proton/delivery.hpp>
@@ -19,11 +23,6 @@
 #include <proton/target_options.hpp>
 #include <proton/tracker.hpp>
 #include <proton/transport.hpp>
-
-#include <cstring>
-#include <deque>
-#include <map>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -128,9 +127,9 @@ class TestClient : public proton::messaging_handler {
   // --- what happened ---------------------------------------------------------------------
   bool open = false;
   std::vector<CbsReply> cbs_replies;
-  std::map<std::string, bool> links_open;                    // by link name
+  std::map<std::string, bool> links_open;                      // by link name
   std::map<std::string, proton::error_condition> link_errors;  // by link name
-  std::map<std::string, std::string> remote_target_address;  // by link name, on open
+  std::map<std::string, std::string> remote_target_address;    // by link name, on open
   std::vector<proton::message> received;
   std::vector<proton::tracker> outcomes;
   std::optional<proton::error_condition> connection_error;

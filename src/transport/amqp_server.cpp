@@ -258,7 +258,8 @@ Result<std::unique_ptr<AmqpServer>> AmqpServer::create(asio::io_context& io,
                                                        amqp::Authenticator& authenticator,
                                                        AmqpLinkHandlerFactory handlers) {
   if (options.tls == nullptr) {
-    return Status(ErrorCode::ServiceUnavailable, "cannot start " + options.name + ": no TLS context");
+    return Status(ErrorCode::ServiceUnavailable,
+                  "cannot start " + options.name + ": no TLS context");
   }
   if (!options.limiter) options.limiter = std::make_shared<ConnectionLimiter>(0);
   auto context =
