@@ -40,6 +40,7 @@
 #include <proton/transport.hpp>
 #include <proton/uuid.hpp>
 #include <proton/value.hpp>
+#include <set>
 #include <utility>
 
 namespace iothub::amqp {
@@ -189,51 +190,261 @@ std::string linkAddress(proton::link& l, LinkRole role) {
   return static_cast<proton::sender&>(l).source().address();
 }
 
-// Follows the frame boundaries of the input (protocol headers, then size-prefixed frames)
-// for one thing Proton 0.37 mishandles: a SASL frame after the AMQP header. Proton processes
-// it, and a repeated sasl-init leaks its fields (found by the fuzz target). Such a frame is a
-// protocol error; everything else is Proton's to judge.
+// Reads just enough of AMQP's type encoding to find a few fields of a performative.
+class TypeReader {
+ public:
+  explicit TypeReader(std::span<const std::uint8_t> bytes) : b_(bytes) {}
+  bool ok() const { return ok_; }
+
+  // The descriptor code of a described list (0x00, then smallulong or ulong), and the
+  // number of its fields; nullopt if it is not one.
+  std::optional<std::uint64_t> performative(std::uint32_t& fields) {
+    if (u8() != 0x00) return fail();
+    std::uint64_t code = 0;
+    switch (u8()) {
+      case 0x53:
+        code = u8();
+        break;
+      case 0x80:
+        for (int i = 0; i < 8; ++i) code = (code << 8) | u8();
+        break;
+      default:
+        return fail();
+    }
+    switch (u8()) {
+      case 0x45:
+        fields = 0;
+        break;
+      case 0xc0:
+        u8();
+        fields = u8();
+        break;
+      case 0xd0:
+        u32();
+        fields = u32();
+        break;
+      default:
+        return fail();
+    }
+    if (!ok_) return std::nullopt;
+    return code;
+  }
+
+  // A uint field: its value, or nullopt when null or of another type (as Proton reads it).
+  std::optional<std::uint32_t> uintField() {
+    std::uint8_t c = u8();
+    if (c == 0x43) return 0u;
+    if (c == 0x52) return u8();
+    if (c == 0x70) return u32();
+    --p_;
+    skip(0);
+    return std::nullopt;
+  }
+
+  // A boolean field: true only when encoded as boolean true.
+  bool boolField() {
+    std::uint8_t c = u8();
+    if (c == 0x41) return true;
+    if (c == 0x56) return u8() == 1;
+    --p_;
+    skip(0);
+    return false;
+  }
+
+  // Skips one value of any type.
+  void skip(int depth) {
+    if (depth > 8) {
+      ok_ = false;
+      return;
+    }
+    std::uint8_t c = u8();
+    if (!ok_) return;
+    if (c == 0x00) {  // described: descriptor, then value
+      skip(depth + 1);
+      skip(depth + 1);
+      return;
+    }
+    switch (c >> 4) {
+      case 0x4:
+        return;
+      case 0x5:
+        return advance(1);
+      case 0x6:
+        return advance(2);
+      case 0x7:
+        return advance(4);
+      case 0x8:
+        return advance(8);
+      case 0x9:
+        return advance(16);
+      case 0xa:
+      case 0xc:
+      case 0xe:
+        return advance(u8());
+      case 0xb:
+      case 0xd:
+      case 0xf:
+        return advance(u32());
+      default:
+        ok_ = false;
+    }
+  }
+
+ private:
+  std::nullopt_t fail() {
+    ok_ = false;
+    return std::nullopt;
+  }
+  std::uint8_t u8() {
+    if (!ok_ || p_ >= b_.size()) {
+      ok_ = false;
+      return 0;
+    }
+    return b_[p_++];
+  }
+  std::uint32_t u32() {
+    std::uint32_t v = 0;
+    for (int i = 0; i < 4; ++i) v = (v << 8) | u8();
+    return v;
+  }
+  void advance(std::size_t n) {
+    if (!ok_ || b_.size() - p_ < n) {
+      ok_ = false;
+      return;
+    }
+    p_ += n;
+  }
+
+  std::span<const std::uint8_t> b_;
+  std::size_t p_ = 0;
+  bool ok_ = true;
+};
+
+// Follows the frames of the input (protocol headers, then size-prefixed frames) for the
+// inputs Proton 0.37 mishandles, and stops them before Proton sees a whole such frame:
+// - a SASL frame after the AMQP header: Proton processes it, and a repeated sasl-init leaks
+//   its fields;
+// - the first transfer frame of a multi-frame delivery (`more` set) without a delivery-id:
+//   Proton aborts the process on an assert (Debian builds Proton with assertions on).
+// Both were found by the fuzz target. Everything else is Proton's to judge.
 class FrameGuard {
  public:
-  // How many leading bytes of `in` may go to Proton: all of them, or the offset where the
-  // head of a SASL frame after the AMQP header begins (0 if it began in an earlier call).
+  // How many leading bytes of `in` may go to Proton: all of them, or fewer when a frame
+  // is refused (then reason() says why; the refused frame never reaches Proton whole).
   std::size_t scan(std::span<const std::uint8_t> in) {
     std::size_t i = 0;
-    while (i < in.size() && !off_) {
-      if (skip_ > 0) {
-        std::size_t k = std::min<std::size_t>(skip_, in.size() - i);
-        skip_ -= k;
-        i += k;
+    while (i < in.size() && reason_.empty() && !off_) {
+      if (remaining_ == 0) {
+        head_[have_++] = in[i++];
+        if (have_ < head_.size()) continue;
+        have_ = 0;
+        if (std::memcmp(head_.data(), "AMQP", 4) == 0) {  // a protocol header
+          if (head_[4] == 0) amqp_ = true;
+          continue;
+        }
+        std::uint32_t size = (std::uint32_t{head_[0]} << 24) | (std::uint32_t{head_[1]} << 16) |
+                             (std::uint32_t{head_[2]} << 8) | std::uint32_t{head_[3]};
+        std::size_t header = std::size_t{head_[4]} * 4;
+        if (size < head_.size() || header < head_.size() || header > size) {
+          off_ = true;  // Proton refuses the frame; nothing more to follow
+          break;
+        }
+        if (amqp_ && head_[5] == 1) {  // frame type 1 = SASL
+          reason_ = "SASL frame after the AMQP header";
+          return i >= head_.size() ? i - head_.size() : 0;
+        }
+        channel_ = static_cast<std::uint16_t>((head_[6] << 8) | head_[7]);
+        inspect_ = amqp_ && head_[5] == 0;
+        extended_ = header - head_.size();
+        remaining_ = size - head_.size();
+        body_.clear();
         continue;
       }
-      head_[have_++] = in[i++];
-      if (have_ < head_.size()) continue;
-      have_ = 0;
-      if (std::memcmp(head_.data(), "AMQP", 4) == 0) {  // a protocol header
-        if (head_[4] == 0) amqp_ = true;
-        continue;
+      std::size_t k = std::min(remaining_, in.size() - i);
+      if (inspect_) {
+        for (std::size_t j = 0; j < k; ++j) {
+          if (extended_ > 0) {
+            --extended_;
+          } else if (body_.size() < kPeek) {
+            body_.push_back(in[i + j]);
+          }
+        }
       }
-      std::uint32_t size = (std::uint32_t{head_[0]} << 24) | (std::uint32_t{head_[1]} << 16) |
-                           (std::uint32_t{head_[2]} << 8) | std::uint32_t{head_[3]};
-      if (amqp_ && head_[5] == 1) {  // frame type 1 = SASL
-        off_ = true;
-        return i >= head_.size() ? i - head_.size() : 0;
+      i += k;
+      remaining_ -= k;
+      if (remaining_ == 0 && inspect_ && !body_.empty() && !inspect()) {
+        return i - 1;  // all but the frame's last byte: Proton never processes it
       }
-      if (size < head_.size()) {  // Proton refuses it; nothing more to follow
-        off_ = true;
-        break;
-      }
-      skip_ = size - head_.size();
     }
     return in.size();
   }
 
+  const std::string& reason() const { return reason_; }
+
  private:
+  static constexpr std::size_t kPeek = 1024;  // performatives that matter are far smaller
+
+  // False (and reason_ set) for a frame Proton must not see.
+  bool inspect() {
+    TypeReader r(body_);
+    std::uint32_t fields = 0;
+    std::optional<std::uint64_t> code = r.performative(fields);
+    if (code == 0x14) {  // transfer
+      std::optional<std::uint32_t> handle = fields > 0 ? r.uintField() : std::nullopt;
+      std::optional<std::uint32_t> id = fields > 1 ? r.uintField() : std::nullopt;
+      for (std::uint32_t f = 2; f < 5 && f < fields; ++f) r.skip(0);
+      bool more = fields > 5 && r.boolField();
+      for (std::uint32_t f = 6; f < 9 && f < fields; ++f) r.skip(0);
+      bool aborted = fields > 9 && r.boolField();
+      if (!r.ok() || !handle) {
+        reason_ = "malformed transfer";
+        return false;
+      }
+      auto key = std::pair{channel_, *handle};
+      bool in_progress = multi_frame_.contains(key);
+      if (more && !id && !in_progress) {
+        reason_ = "first transfer of a multi-frame delivery without a delivery-id";
+        return false;
+      }
+      if (more && !aborted) {
+        multi_frame_.insert(key);
+      } else {
+        multi_frame_.erase(key);
+      }
+      if (multi_frame_.size() > 4096) multi_frame_.clear();  // stricter, never laxer
+      return true;
+    }
+    if (code == 0x12 || code == 0x16) {  // attach (handle is field 1) or detach (field 0)
+      if (code == 0x12 && fields > 0) r.skip(0);
+      std::optional<std::uint32_t> handle =
+          r.ok() && fields > (code == 0x12 ? 1u : 0u) ? r.uintField() : std::nullopt;
+      if (r.ok() && handle) {
+        multi_frame_.erase(std::pair{channel_, *handle});
+      } else {
+        forgetChannel();
+      }
+      return true;
+    }
+    if (code == 0x11 || code == 0x17 || !r.ok()) forgetChannel();  // begin, end, unreadable
+    return true;
+  }
+
+  void forgetChannel() {
+    std::erase_if(multi_frame_, [&](const auto& key) { return key.first == channel_; });
+  }
+
   std::array<std::uint8_t, 8> head_{};
   std::size_t have_ = 0;
-  std::size_t skip_ = 0;
+  std::size_t remaining_ = 0;  // bytes of the current frame still to come
+  std::size_t extended_ = 0;   // extended-header bytes still to skip
+  std::uint16_t channel_ = 0;
+  bool inspect_ = false;
+  std::vector<std::uint8_t> body_;
   bool amqp_ = false;
   bool off_ = false;
+  std::string reason_;
+  // (channel, handle) of links in the middle of a multi-frame delivery, as Proton tracks it.
+  std::set<std::pair<std::uint16_t, std::uint32_t>> multi_frame_;
 };
 
 }  // namespace
@@ -317,10 +528,35 @@ struct ServerConnection::Impl : proton::messaging_handler {
     abortIfFlushed();
   }
 
+  // Proton buffers a message's transfer frames until it is complete and does not enforce
+  // max-message-size: bytes of unfinished messages beyond it end the connection.
+  void checkPartialDeliveries() {
+    if (!active || input_stopped) return;
+    std::size_t buffered = 0;
+    for (auto& [raw, state] : links) {
+      if (state.role != LinkRole::Sender) continue;
+      pn_delivery_t* d = pn_link_current(raw);
+      if (d != nullptr && pn_delivery_partial(d)) buffered += pn_delivery_pending(d);
+    }
+    if (buffered <= options.max_message_size) return;
+    proton::error_condition e(
+        "amqp:link:message-size-exceeded",
+        "a message is larger than " + std::to_string(options.max_message_size) + " bytes");
+    recordError(e);
+    driver.connection().close(e);
+    // Stop reading here, without Proton's read_close: that would replace the condition of
+    // our Close with its own "connection aborted".
+    input_stopped = true;
+    abort_when_flushed = true;
+    dispatch();
+    abortIfFlushed();
+  }
+
   bool abort_when_flushed = false;
   void abortIfFlushed() {
     if (!abort_when_flushed || !active || driver.write_buffer().size != 0) return;
     driver.write_close();
+    driver.read_close();
     dispatch();
   }
 
@@ -389,6 +625,8 @@ struct ServerConnection::Impl : proton::messaging_handler {
     }
     state.id = next_id++;
     if (role == LinkRole::Sender) {
+      // Announced only: Proton 0.37 does not enforce it (checkPartialDeliveries does).
+      pn_link_set_max_message_size(rawLink(l), options.max_message_size);
       state.receiver = static_cast<proton::receiver&>(l);
       state.receiver.open(proton::receiver_options().auto_accept(false).credit_window(
           static_cast<int>(options.link_credit)));
@@ -455,7 +693,13 @@ struct ServerConnection::Impl : proton::messaging_handler {
       d.accept();
       return;
     }
-    Outcome outcome = handler.onMessage(it->second.id, toMessage(m));
+    Message message = toMessage(m);
+    Outcome outcome =
+        message.body.size() > options.max_message_size
+            ? Outcome::rejected(
+                  "amqp:link:message-size-exceeded",
+                  "larger than " + std::to_string(options.max_message_size) + " bytes")
+            : handler.onMessage(it->second.id, message);
     switch (outcome.kind) {
       case Outcome::Kind::Accepted:
         d.accept();
@@ -496,11 +740,20 @@ struct ServerConnection::Impl : proton::messaging_handler {
     }
     bool ok = verdict.status_code >= 200 && verdict.status_code < 300 && verdict.claim;
     if (ok) {
-      ++stats.tokens_accepted;
-      // A renewal for the same audience replaces the earlier claim.
-      std::erase_if(claims, [&](const Claim& c) { return c.audience == verdict.claim->audience; });
-      claims.push_back(std::move(*verdict.claim));
-    } else {
+      // A renewal for the same audience replaces the earlier claim; expired ones go.
+      std::erase_if(claims, [&](const Claim& c) {
+        return c.audience == verdict.claim->audience || c.expires <= now;
+      });
+      if (claims.size() >= options.max_claims) {
+        ok = false;
+        verdict.status_code = 403;
+        verdict.description = "too many tokens on this connection";
+      } else {
+        ++stats.tokens_accepted;
+        claims.push_back(std::move(*verdict.claim));
+      }
+    }
+    if (!ok) {
       ++stats.tokens_refused;
       if (verdict.status_code >= 200 && verdict.status_code < 300) verdict.status_code = 401;
     }
@@ -523,6 +776,12 @@ struct ServerConnection::Impl : proton::messaging_handler {
       if (!target) target = raw;
     }
     if (!target) return;  // no reply link: the client did not ask for an answer
+    if (cbs_pending[target].size() >= options.max_pending_replies) {
+      proton::error_condition e("amqp:resource-limit-exceeded", "$cbs replies are not read");
+      recordError(e);
+      driver.connection().close(e);
+      return;
+    }
     cbs_pending[target].push_back(std::move(reply));
     flushCbs(links[target].sender);
   }
@@ -547,10 +806,11 @@ std::size_t ServerConnection::receive(std::span<const std::uint8_t> bytes) {
   std::size_t allowed = impl_->guard.scan(bytes);
   std::size_t done = feed(bytes.first(allowed));
   if (allowed < bytes.size() && !impl_->input_stopped) {
-    impl_->recordError(proton::error_condition("amqp:connection:framing-error",
-                                               "SASL frame after the AMQP header"));
+    impl_->recordError(
+        proton::error_condition("amqp:connection:framing-error", impl_->guard.reason()));
     impl_->driver.read_close();
     impl_->dispatch();
+    impl_->checkPartialDeliveries();
     impl_->closeIfInputStopped();
   }
   return done;
@@ -558,7 +818,7 @@ std::size_t ServerConnection::receive(std::span<const std::uint8_t> bytes) {
 
 std::size_t ServerConnection::feed(std::span<const std::uint8_t> bytes) {
   std::size_t done = 0;
-  while (done < bytes.size()) {
+  while (done < bytes.size() && !impl_->input_stopped) {
     proton::io::mutable_buffer buffer = impl_->driver.read_buffer();
     if (buffer.size == 0) {
       impl_->dispatch();
@@ -570,6 +830,7 @@ std::size_t ServerConnection::feed(std::span<const std::uint8_t> bytes) {
     impl_->driver.read_done(n);
     done += n;
     impl_->dispatch();
+    impl_->checkPartialDeliveries();
     impl_->closeIfInputStopped();
   }
   return done;

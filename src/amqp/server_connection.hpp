@@ -129,6 +129,14 @@ struct ServerConnectionOptions {
   std::size_t max_links = 256;
   // Link credit granted to client senders ($cbs and accepted links).
   std::uint32_t link_credit = 100;
+  // Largest message accepted on a client sender (announced in our attach; larger ones end
+  // the link with amqp:link:message-size-exceeded). Azure's C2D limit is 64 KB.
+  std::uint64_t max_message_size = 256 * 1024;
+  // Distinct unexpired claims a connection may hold; a put-token beyond it gets 403.
+  std::size_t max_claims = 64;
+  // $cbs replies waiting for the client's credit; beyond it the connection is closed with
+  // amqp:resource-limit-exceeded (a client that never reads its replies).
+  std::size_t max_pending_replies = 1000;
 };
 
 // Counters of one connection, for tests and logs.

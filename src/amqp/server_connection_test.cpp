@@ -208,6 +208,106 @@ TEST_F(AmqpCore, RejectedOutcomeCarriesItsErrorCondition) {
   EXPECT_TRUE(client.links_open["c2d"]);
 }
 
+// Proton announces max-message-size but does not enforce it; the core does.
+TEST_F(AmqpCore, MessagesLargerThanTheMaximumNeverReachTheHandler) {
+  ServerConnectionOptions options;
+  options.max_message_size = 1024;
+  ServerConnection small{options, auth, handler};
+  TestClient client;
+  pump(client, small);
+  client.openCbs();
+  client.putToken("id-1", std::string(kHub), "SharedAccessSignature good");
+  pump(client, small);
+  proton::sender sender = client.attachSender("/messages/devicebound", "c2d");
+  pump(client, small);
+  ASSERT_TRUE(client.links_open["c2d"]);
+
+  // One frame: refused with a rejected outcome, the link stays.
+  sender.send(proton::message(proton::binary(std::string(2000, 'x'))));
+  pump(client, small);
+  EXPECT_TRUE(handler.messages.empty());
+  ASSERT_EQ(client.outcomes.size(), 1u);
+  EXPECT_EQ(client.outcomes[0].state(), proton::transfer::REJECTED);
+  EXPECT_FALSE(small.finished());
+
+  // Many frames: the connection ends before the message is complete.
+  sender.send(proton::message(proton::binary(std::string(300 * 1024, 'x'))));
+  pump(client, small, 500);
+  EXPECT_TRUE(handler.messages.empty());
+  EXPECT_TRUE(small.finished());
+  ASSERT_TRUE(small.error());
+  EXPECT_EQ(small.error()->condition, "amqp:link:message-size-exceeded");
+  ASSERT_TRUE(client.connection_error);
+  EXPECT_EQ(client.connection_error->name(), "amqp:link:message-size-exceeded");
+}
+
+TEST_F(AmqpCore, MultiFrameMessageWithinTheMaximumArrivesWhole) {
+  TestClient client;
+  pump(client, server);
+  client.openCbs();
+  client.putToken("id-1", std::string(kHub), "SharedAccessSignature good");
+  pump(client, server);
+  proton::sender sender = client.attachSender("/messages/devicebound", "c2d");
+  pump(client, server);
+  std::string body(200 * 1024, 'y');  // four 64 KiB frames
+  sender.send(proton::message(proton::binary(body)));
+  pump(client, server, 500);
+  ASSERT_EQ(handler.messages.size(), 1u);
+  EXPECT_EQ(handler.messages[0].second.body, body);
+  EXPECT_FALSE(server.finished());
+}
+
+// Proton 0.37 (as Debian builds it, assertions on) aborts the process on the first transfer
+// of a multi-frame delivery without a delivery-id; the core stops that frame itself.
+TEST_F(AmqpCore, MultiFrameTransferWithoutDeliveryIdIsRefusedNotFatal) {
+  TestClient client;
+  pump(client, server);
+  client.openCbs();
+  client.putToken("id-1", std::string(kHub), "SharedAccessSignature good");
+  pump(client, server);
+  client.attachSender("/messages/devicebound", "c2d");  // handle 2 on channel 0
+  pump(client, server);
+  ASSERT_TRUE(client.links_open["c2d"]);
+  std::vector<std::uint8_t> performative = {0x00, 0x53, 0x14, 0xc0, 0x0a, 0x06, 0x52, 0x02,
+                                            0x40, 0xa0, 0x01, 0x74, 0x43, 0x42, 0x41};
+  std::vector<std::uint8_t> payload = {0x00, 0x53, 0x75, 0xa0, 0x01, 0x78};
+  std::uint32_t size = static_cast<std::uint32_t>(8 + performative.size() + payload.size());
+  std::vector<std::uint8_t> frame = {0, 0, 0, static_cast<std::uint8_t>(size), 2, 0, 0, 0};
+  frame.insert(frame.end(), performative.begin(), performative.end());
+  frame.insert(frame.end(), payload.begin(), payload.end());
+  EXPECT_EQ(server.receive(frame), frame.size() - 1);
+  for (int i = 0; i < 10 && !server.output().empty(); ++i) server.consumed(server.output().size());
+  EXPECT_TRUE(server.finished());
+  ASSERT_TRUE(server.error());
+  EXPECT_EQ(server.error()->condition, "amqp:connection:framing-error");
+  EXPECT_EQ(server.error()->description,
+            "first transfer of a multi-frame delivery without a delivery-id");
+  EXPECT_TRUE(handler.messages.empty());
+}
+
+TEST_F(AmqpCore, PutTokensBeyondTheClaimLimitGet403) {
+  ServerConnectionOptions options;
+  options.max_claims = 2;
+  ServerConnection limited{options, auth, handler};
+  TestClient client;
+  pump(client, limited);
+  client.openCbs();
+  for (int i = 0; i < 3; ++i) {
+    client.putToken("id-" + std::to_string(i),
+                    "sb://h/e/ConsumerGroups/g/Partitions/" + std::to_string(i),
+                    "SharedAccessSignature good");
+  }
+  // A renewal of a held audience is not a new claim.
+  client.putToken("id-renew", "sb://h/e/ConsumerGroups/g/Partitions/0",
+                  "SharedAccessSignature good");
+  pump(client, limited);
+  ASSERT_EQ(client.cbs_replies.size(), 4u);
+  EXPECT_EQ(client.cbs_replies[0].status_code, 200);
+  EXPECT_EQ(client.cbs_replies[1].status_code, 200);
+  EXPECT_EQ(client.cbs_replies[2].status_code, 403);
+  EXPECT_EQ(client.cbs_replies[3].status_code, 200);
+}
+
 TEST_F(AmqpCore, HandlerMayRefuseAnAttach) {
   TestClient client;
   pump(client, server);
