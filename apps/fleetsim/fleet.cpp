@@ -184,7 +184,7 @@ class Connection {
   bool ever_ready_ = false;
   std::uint32_t generation_ = 0;
   std::uint32_t reported_seq_ = 0;
-  int flaky_group_ = -1;          // --flaky: the device's group, -1 = always answers
+  int flaky_group_ = -1;            // --flaky: the device's group, -1 = always answers
   std::uint32_t method_calls_ = 0;  // calls received since Fleet::method_epoch last changed
   std::uint32_t call_epoch_ = 0;
   SteadyClock::time_point started_;
@@ -695,7 +695,8 @@ void Connection::closeSocket() {
 void Connection::closeForStorm() {
   if (state_ != ConnState::Ready) return;
   shard_.fleet.counters.storm_drops.fetch_add(1, std::memory_order_relaxed);
-  shard_.fleet.counters.ready.fetch_sub(1, std::memory_order_relaxed);  // counted again on reconnect
+  shard_.fleet.counters.ready.fetch_sub(1,
+                                        std::memory_order_relaxed);  // counted again on reconnect
   closeSocket();
   state_ = ConnState::Idle;
   auto timer = std::make_shared<asio::steady_timer>(shard_.ioc, std::chrono::milliseconds(100));
@@ -1293,9 +1294,12 @@ Result<json::object> Driver::runJob(const std::string& body, std::size_t expecte
   std::optional<double> none_pending_s;
   std::optional<double> target_s;
   auto statistic = [](const json::value& job, std::string_view name) -> std::int64_t {
-    const auto* stats = job.is_object() ? findObject(job.as_object(), "deviceJobStatistics") : nullptr;
+    const auto* stats =
+        job.is_object() ? findObject(job.as_object(), "deviceJobStatistics") : nullptr;
     const auto* v = stats ? findMember(*stats, name) : nullptr;
-    return v && v->is_int64() ? v->as_int64() : (v && v->is_uint64() ? static_cast<std::int64_t>(v->as_uint64()) : -1);
+    return v && v->is_int64()
+               ? v->as_int64()
+               : (v && v->is_uint64() ? static_cast<std::int64_t>(v->as_uint64()) : -1);
   };
   auto point = [&](double t) {
     json::object p;
@@ -1322,7 +1326,8 @@ Result<json::object> Driver::runJob(const std::string& body, std::size_t expecte
       status = std::string(*s);
     }
     const double t = seconds(SteadyClock::now() - started);
-    if (!none_pending_s && statistic(last, "deviceCount") > 0 && statistic(last, "pendingCount") == 0)
+    if (!none_pending_s && statistic(last, "deviceCount") > 0 &&
+        statistic(last, "pendingCount") == 0)
       none_pending_s = t;
     if (!target_s && succeeded_target >= 0 && statistic(last, "succeededCount") >= succeeded_target)
       target_s = t;
@@ -1534,7 +1539,8 @@ Status Driver::scenarioTwinJobs(json::object& out) {
   const json::object extensions = parseJson(options_.job_extensions)->as_object();
   const bool converges = extensions.contains("convergence");
   // Under convergence only devices that are connected and report back can succeed.
-  const std::int64_t converging = options_.report_desired ? static_cast<std::int64_t>(options_.devices) : 0;
+  const std::int64_t converging =
+      options_.report_desired ? static_cast<std::int64_t>(options_.devices) : 0;
   bool ok = true;
   json::object checks;
   for (int round = 0; round <= 2; ++round) {
@@ -1569,8 +1575,8 @@ Status Driver::scenarioTwinJobs(json::object& out) {
                     failed == static_cast<std::int64_t>(registered) - target &&
                     job->at("status").as_string() == "completed";
     if (extended && converges) {
-      expected = expected && countIn(*rows, "errors", "NotConverged") ==
-                                 static_cast<std::uint64_t>(failed);
+      expected = expected &&
+                 countIn(*rows, "errors", "NotConverged") == static_cast<std::uint64_t>(failed);
     }
     (*job)["rows"] = std::move(*rows);
     (*job)["expected_succeeded"] = target;
@@ -1582,7 +1588,8 @@ Status Driver::scenarioTwinJobs(json::object& out) {
   out["registered"] = registered;
   out["extensions"] = extensions;
   out["checks"] = std::move(checks);
-  if (!ok) return Status(ErrorCode::ServiceUnavailable, "a twin job did not end as expected (see checks)");
+  if (!ok)
+    return Status(ErrorCode::ServiceUnavailable, "a twin job did not end as expected (see checks)");
   return Status::ok();
 }
 
@@ -1619,7 +1626,8 @@ Status Driver::scenarioMethodJobs(json::object& out) {
     const auto& group = options_.flaky[g];
     json::object o;
     o["fraction"] = group.fraction;
-    o["fails_calls"] = group.calls == kAlwaysFails ? json::value("always") : json::value(group.calls);
+    o["fails_calls"] =
+        group.calls == kAlwaysFails ? json::value("always") : json::value(group.calls);
     o["mode"] = group.mode == FlakyMode::Silent ? "silent" : "error";
     o["devices"] = group_devices[g];
     groups.push_back(std::move(o));
@@ -1640,7 +1648,8 @@ Status Driver::scenarioMethodJobs(json::object& out) {
       const bool silent = group && group->mode == FlakyMode::Silent;
       const bool fails = silent || (extended && fail_on_status);
       const std::string code = silent ? "GatewayTimeout" : "DeviceMethodFailed";
-      const bool retried = extended && std::find(retry_on.begin(), retry_on.end(), code) != retry_on.end();
+      const bool retried =
+          extended && std::find(retry_on.begin(), retry_on.end(), code) != retry_on.end();
       const ExpectedOutcome e = expectedOutcome(group, attempts_allowed, retried, fails);
       expect_succeeded += e.succeeded ? 1 : 0;
       expect_calls += e.attempts;
@@ -1661,9 +1670,10 @@ Status Driver::scenarioMethodJobs(json::object& out) {
     auto rows = tallyRows(job->at("job_id").as_string().c_str());
     if (!rows) return rows.status();
     const bool match = rowsMatchStatistics(*job, *rows);
-    bool expected = statisticOf(*job, "succeededCount") == expect_succeeded &&
-                    statisticOf(*job, "failedCount") == static_cast<std::int64_t>(n) - expect_succeeded &&
-                    job->at("device_requests_received").as_uint64() == expect_calls;
+    bool expected =
+        statisticOf(*job, "succeededCount") == expect_succeeded &&
+        statisticOf(*job, "failedCount") == static_cast<std::int64_t>(n) - expect_succeeded &&
+        job->at("device_requests_received").as_uint64() == expect_calls;
     json::object expect;
     expect["succeeded"] = expect_succeeded;
     expect["failed"] = static_cast<std::int64_t>(n) - expect_succeeded;
@@ -1677,13 +1687,16 @@ Status Driver::scenarioMethodJobs(json::object& out) {
     (*job)["rows"] = std::move(*rows);
     (*job)["expected"] = std::move(expect);
     checks[extended ? "extended_as_expected" : "plain_as_expected"] = expected ? 1 : 0;
-    checks[extended ? "extended_rows_match_statistics" : "plain_rows_match_statistics"] = match ? 1 : 0;
+    checks[extended ? "extended_rows_match_statistics" : "plain_rows_match_statistics"] =
+        match ? 1 : 0;
     ok = ok && expected && match;
     out[extended ? "extended" : "plain"] = std::move(*job);
   }
   out["extensions"] = extensions;
   out["checks"] = std::move(checks);
-  if (!ok) return Status(ErrorCode::ServiceUnavailable, "a method job did not end as expected (see checks)");
+  if (!ok)
+    return Status(ErrorCode::ServiceUnavailable,
+                  "a method job did not end as expected (see checks)");
   return Status::ok();
 }
 

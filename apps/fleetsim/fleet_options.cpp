@@ -56,10 +56,12 @@ Status validate(const FleetOptions& o) {
   if (o.scenario == Scenario::TwinJobs || o.scenario == Scenario::MethodJobs) {
     auto extensions = parseJson(o.job_extensions);
     if (!extensions || !extensions->is_object() || extensions->as_object().empty()) {
-      return invalid("--job-extensions must be a non-empty JSON object (the second job's extra members)");
+      return invalid(
+          "--job-extensions must be a non-empty JSON object (the second job's extra members)");
     }
   }
-  if (o.response_timeout < std::chrono::seconds(5) || o.response_timeout > std::chrono::seconds(300))
+  if (o.response_timeout < std::chrono::seconds(5) ||
+      o.response_timeout > std::chrono::seconds(300))
     return invalid("--response-timeout must be within [5s, 300s]");
   if (o.sample_every.count() <= 0) return invalid("--sample-every must be positive");
   // One past the highest device index this process connects.
@@ -71,10 +73,11 @@ Status validate(const FleetOptions& o) {
   if (o.registered != 0 && o.registered < std::max(own_end, o.fleet_devices)) {
     return invalid("--registered must be 0 or at least --devices (and --fleet-devices)");
   }
-  if ((o.scenario == Scenario::Jobs || o.scenario == Scenario::MethodJobs) && o.fleet_devices == 0 &&
-      (o.first_device != 0 || o.device_stride != 1)) {
+  if ((o.scenario == Scenario::Jobs || o.scenario == Scenario::MethodJobs) &&
+      o.fleet_devices == 0 && (o.first_device != 0 || o.device_stride != 1)) {
     return invalid(
-        "the jobs scenario addresses devices 0..N-1: give --fleet-devices with --first or --stride");
+        "the jobs scenario addresses devices 0..N-1: give --fleet-devices with --first or "
+        "--stride");
   }
   const std::size_t addressed = addressedDevices(o).count;
   if (o.scenario == Scenario::Methods && o.target == Target::Hub && o.concurrency > addressed) {

@@ -18,14 +18,14 @@ enum class Target { Hub, Mosquitto };
 
 // What one `fleetsim run` measures (see docs/benchmarks.md for the scenario table).
 enum class Scenario {
-  Connect,  // B1: connect every device (CONNECT + 2 SUBSCRIBEs), report rate and CONNACK latency
-  Idle,     // B7: connect, then hold the connections for --duration and watch the server
-  Methods,  // B3: one call in flight for --latency-calls, then --concurrency calls for --duration
-  Twin,     // B4: service desired PATCHes with --concurrency in flight for --duration
-  Jobs,     // B5: method job vs direct calls over the connected devices, twin job vs direct
-            //     PATCHes over --registered devices
-  Serve,    // keep devices connected and answering until --duration ends or SIGINT/SIGTERM
-  TwinJobs,    // B8: a twin job over --registered devices, then the same with --job-extensions
+  Connect,   // B1: connect every device (CONNECT + 2 SUBSCRIBEs), report rate and CONNACK latency
+  Idle,      // B7: connect, then hold the connections for --duration and watch the server
+  Methods,   // B3: one call in flight for --latency-calls, then --concurrency calls for --duration
+  Twin,      // B4: service desired PATCHes with --concurrency in flight for --duration
+  Jobs,      // B5: method job vs direct calls over the connected devices, twin job vs direct
+             //     PATCHes over --registered devices
+  Serve,     // keep devices connected and answering until --duration ends or SIGINT/SIGTERM
+  TwinJobs,  // B8: a twin job over --registered devices, then the same with --job-extensions
   MethodJobs,  // B9: a method job over the connected devices, then the same with --job-extensions
 };
 

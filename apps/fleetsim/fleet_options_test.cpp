@@ -150,8 +150,8 @@ TEST(FleetOptionsTest, ParsesTwinResponseStatus) {
 
 // A device with --report-desired reports back exactly what it was told, without "$version".
 TEST(FleetOptionsTest, ReportsTheDesiredValuesWithoutDollarMembers) {
-  auto reported =
-      reportedFromDesired(R"({"jobRound":2,"config":{"rate":1.5,"on":true},"gone":null,"$version":17})");
+  auto reported = reportedFromDesired(
+      R"({"jobRound":2,"config":{"rate":1.5,"on":true},"gone":null,"$version":17})");
   ASSERT_TRUE(reported) << reported.status().message();
   EXPECT_EQ(*parseJson(*reported),
             *parseJson(R"({"jobRound":2,"config":{"rate":1.5,"on":true},"gone":null})"));
@@ -205,10 +205,10 @@ TEST(FleetOptionsTest, ExpectsMethodJobOutcomesFromTheRetryPolicy) {
     EXPECT_EQ(e.attempts, attempts);
   };
   check(expectedOutcome(nullptr, 3, true, true), true, 1);
-  check(expectedOutcome(&twice, 3, true, true), true, 3);   // fails 2, the third answers
-  check(expectedOutcome(&twice, 2, true, true), false, 2);  // out of attempts
-  check(expectedOutcome(&twice, 3, false, true), false, 1); // its error is not retried
-  check(expectedOutcome(&twice, 1, true, true), false, 1);  // no retry
+  check(expectedOutcome(&twice, 3, true, true), true, 3);    // fails 2, the third answers
+  check(expectedOutcome(&twice, 2, true, true), false, 2);   // out of attempts
+  check(expectedOutcome(&twice, 3, false, true), false, 1);  // its error is not retried
+  check(expectedOutcome(&twice, 1, true, true), false, 1);   // no retry
   check(expectedOutcome(&always, 3, true, true), false, 3);
   check(expectedOutcome(&always, 3, true, false), true, 1);  // a 500 that does not fail
 }

@@ -284,9 +284,8 @@ class FaultyStore final : public store::Store {
 };
 
 bool writesRunningRow(const std::vector<store::DeviceJobRecord>* rows) {
-  return rows != nullptr && std::any_of(rows->begin(), rows->end(), [](const auto& row) {
-           return row.status == "running";
-         });
+  return rows != nullptr && std::any_of(rows->begin(), rows->end(),
+                                        [](const auto& row) { return row.status == "running"; });
 }
 
 class JobsEngineTest : public ::testing::Test {

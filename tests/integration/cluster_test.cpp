@@ -5,8 +5,8 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <csignal>
 #include <chrono>
+#include <csignal>
 #include <map>
 #include <memory>
 #include <string>
@@ -611,7 +611,8 @@ TEST_F(ClusterTest, AMethodJobWaitsForOfflineDevicesConnectingToOtherNodesAcross
       [&] {
         auto rows = service_->rows("wait");
         for (const char* id : {"ow-1002", "ow-1003", "ow-1004", "ow-1005"}) {
-          if (rows.at(id).at("status") != "pending" || !rows.at(id).contains("waitingForConnection"))
+          if (rows.at(id).at("status") != "pending" ||
+              !rows.at(id).contains("waitingForConnection"))
             return false;
         }
         return true;
@@ -635,8 +636,8 @@ TEST_F(ClusterTest, AMethodJobWaitsForOfflineDevicesConnectingToOtherNodesAcross
   int next_owner = leaseOwner("wait", owner, 25s);
   ASSERT_NE(next_owner, 0) << "no node took the job over from node" << owner;
   EXPECT_NE(next_owner, owner);
-  ASSERT_TRUE(waitFor(
-      [&] { return service.rows("wait").at("ow-1003").at("status") == "completed"; }, 10s))
+  ASSERT_TRUE(
+      waitFor([&] { return service.rows("wait").at("ow-1003").at("status") == "completed"; }, 10s))
       << json::serialize(service.rows("wait").at("ow-1003"));
   EXPECT_EQ(online[3]->lock_calls.load(), 1);
   // Nothing was in flight at the kill, so nothing failed; two devices still wait.
@@ -652,8 +653,8 @@ TEST_F(ClusterTest, AMethodJobWaitsForOfflineDevicesConnectingToOtherNodesAcross
   // ow-1004 connects to the surviving node that does not run the job now: called once.
   int third = nodeOtherThan(owner, next_owner);
   online[4] = connect(node(third), devices[4]);
-  ASSERT_TRUE(waitFor(
-      [&] { return service.rows("wait").at("ow-1004").at("status") == "completed"; }, 15s));
+  ASSERT_TRUE(
+      waitFor([&] { return service.rows("wait").at("ow-1004").at("status") == "completed"; }, 15s));
   EXPECT_EQ(online[4]->lock_calls.load(), 1);
   auto rows = service.rows("wait");
   EXPECT_EQ(rows.at("ow-1005").at("status"), "pending");
