@@ -82,8 +82,9 @@ export async function mount(root, ctx, jobId) {
   ];
 
   let rowsLoading = false;
+  let rowsAgain = false;  // asked for while loading: the rows may have changed since
   async function loadRows() {
-    if (rowsLoading) return;
+    if (rowsLoading) { rowsAgain = true; return; }
     rowsLoading = true;
     try {
       let where = `devices.jobs.jobId = ${quote(jobId)}`;
@@ -102,6 +103,7 @@ export async function mount(root, ctx, jobId) {
       if (err.name !== 'AbortError') rowErrors.show(err);
     } finally {
       rowsLoading = false;
+      if (rowsAgain && !ctx.signal.aborted) { rowsAgain = false; loadRows(); }
     }
   }
 

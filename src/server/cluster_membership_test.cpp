@@ -104,7 +104,11 @@ TEST_F(ClusterMembershipTest, AfterALapseTheNodeRepairsThePresenceOfTheDevicesIt
       *a_store_->cluster(), "node-a", "127.0.0.1", options, nullptr, [&](bool lapsed) {
         (lapsed ? lapses : periodic).fetch_add(1);
         auto repaired = a_store_->cluster()->repairPresence("node-a", {{"d1", epoch}}, 0ms);
-        EXPECT_TRUE(repaired.isOk()) << repaired.status().toString();
+        // A periodic repair may meet the database going down below; the one after the
+        // lapse runs once it is back and must succeed.
+        if (lapsed) {
+          EXPECT_TRUE(repaired.isOk()) << repaired.status().toString();
+        }
       });
   auto b = ClusterMembership::join(*b_store_->cluster(), "node-b", "127.0.0.2", kFast);
   ASSERT_TRUE(a.isOk() && b.isOk());

@@ -212,8 +212,8 @@ test('the web console drives a real hub and device in chromium', { timeout: 2400
     await page.fill('input[name=job-id]', jobId);
     await page.fill('input[name=job-method-name]', 'lockDoor');
     await page.fill('textarea[name=query-condition]', `deviceId = '${deviceId}'`);
-    // Starting a few seconds ahead, so the job page follows it live: the hub has no event
-    // stream yet (404), so the page must fall back to polling.
+    // Starting a few seconds ahead, so the job page follows it live over the hub's event
+    // stream (GET /jobs/v2/{id}/events).
     const start = await page.evaluate(() => {
       const d = new Date(Date.now() + 4000);
       const p = (n) => String(n).padStart(2, '0');
@@ -227,7 +227,7 @@ test('the web console drives a real hub and device in chromium', { timeout: 2400
     assert.equal(await submit.isDisabled(), false);
     await screenshot(page, '04-new-job');
     await submit.click();
-    await page.locator('[data-testid=live-mode]', { hasText: 'polling every second' }).waitFor();
+    await page.locator('[data-testid=live-mode]', { hasText: 'event stream' }).waitFor();
     await page.locator('[data-testid=job-status] [data-status=completed]').waitFor({ timeout: 60000 });
     const row = page.locator('[data-testid=job-devices-table] tr', { hasText: deviceId });
     await row.locator('[data-status=completed]').waitFor();
