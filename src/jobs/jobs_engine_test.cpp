@@ -824,7 +824,7 @@ TEST_F(JobsEngineTest, OfflineDevicesWaitForTheirConnectionAcrossARestartUntilTh
 
 TEST_F(JobsEngineTest, ConvergenceSucceedsDevicesOnlyWhenTheyReportTheDesiredValues) {
   addDevices("conv-", 2);
-  addDevices("stub-", 1);  // never reports
+  addDevices("silent-", 1);  // never reports
   setTwin("pre-1000", {{"properties",
                         json::object{{"reported", json::object{{"building", 43}, {"floor", 3}}}}}});
   startEngine();
@@ -859,7 +859,7 @@ TEST_F(JobsEngineTest, ConvergenceSucceedsDevicesOnlyWhenTheyReportTheDesiredVal
   EXPECT_EQ(status("c"), "completed");
   EXPECT_EQ(stats("c"), (JobStatistics{.device_count = 4, .succeeded = 3, .failed = 1}));
   auto last = rows("c");
-  EXPECT_EQ(last.at("stub-1000").document.at("error").at("code"), "NotConverged");
+  EXPECT_EQ(last.at("silent-1000").document.at("error").at("code"), "NotConverged");
   EXPECT_EQ(last.at("conv-1001").status, "completed");
   // No update was applied twice, the restart included.
   for (const auto& [id, updates] : operations_.twinUpdates()) EXPECT_EQ(updates.size(), 1u) << id;

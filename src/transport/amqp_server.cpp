@@ -18,6 +18,7 @@
 
 #include "transport/accept_limit.hpp"
 #include "transport/connection_limiter.hpp"
+#include "transport/listen.hpp"
 
 namespace iothub::transport {
 
@@ -266,19 +267,9 @@ Result<std::unique_ptr<AmqpServer>> AmqpServer::create(asio::io_context& io,
       std::make_shared<ServerContext>(std::move(options), authenticator, std::move(handlers));
   auto impl = std::make_shared<Impl>(io, context);
   const auto& opts = context->options;
-  std::string where =
-      opts.name + " listener on " + opts.bind_address + ":" + std::to_string(opts.port);
-  boost::system::error_code ec;
-  auto address = asio::ip::make_address(opts.bind_address, ec);
-  if (ec) return Status(ErrorCode::ServiceUnavailable, "cannot start " + where + ": bad address");
-  tcp::endpoint bind_to(address, opts.port);
-  impl->acceptor.open(bind_to.protocol(), ec);
-  if (!ec) impl->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) impl->acceptor.bind(bind_to, ec);
-  if (!ec) impl->acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec)
-    return Status(ErrorCode::ServiceUnavailable, "cannot start " + where + ": " + ec.message());
-  impl->bound_port = impl->acceptor.local_endpoint(ec).port();
+  auto bound = bindAndListen(impl->acceptor, opts.name, opts.bind_address, opts.port);
+  if (!bound) return bound.status();
+  impl->bound_port = *bound;
   return std::unique_ptr<AmqpServer>(new AmqpServer(std::move(impl)));
 }
 

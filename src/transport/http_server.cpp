@@ -16,6 +16,7 @@
 #include <unordered_map>
 
 #include "transport/accept_limit.hpp"
+#include "transport/listen.hpp"
 #include "transport/stream_types.hpp"
 
 namespace iothub::transport {
@@ -405,19 +406,9 @@ Result<std::unique_ptr<HttpServer>> HttpServer::create(asio::io_context& io,
   auto impl = std::make_shared<Impl>(io, workers, std::move(options), std::move(handler),
                                      std::move(error_responder));
   const auto& opts = impl->options;
-  std::string where =
-      opts.name + " listener on " + opts.bind_address + ":" + std::to_string(opts.port);
-  boost::system::error_code ec;
-  auto address = asio::ip::make_address(opts.bind_address, ec);
-  if (ec) return Status(ErrorCode::ServiceUnavailable, "cannot start " + where + ": bad address");
-  tcp::endpoint endpoint(address, opts.port);
-  impl->acceptor.open(endpoint.protocol(), ec);
-  if (!ec) impl->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) impl->acceptor.bind(endpoint, ec);
-  if (!ec) impl->acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec)
-    return Status(ErrorCode::ServiceUnavailable, "cannot start " + where + ": " + ec.message());
-  impl->bound_port = impl->acceptor.local_endpoint(ec).port();
+  auto bound = bindAndListen(impl->acceptor, opts.name, opts.bind_address, opts.port);
+  if (!bound) return bound.status();
+  impl->bound_port = *bound;
   return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));
 }
 
