@@ -569,7 +569,12 @@ TEST_F(JobsEngineTest, RetryTriesListedErrorsAgainWithDoublingBackoffAcrossARest
   clock_.advance(1s);
   // Second attempts fail again; the next one waits twice as long.
   ASSERT_TRUE(waitUntil([&] { return operations_.callsOf("off-1001") == 2; }));
-  ASSERT_TRUE(waitUntil([&] { return rows("r").at("off-1001").document.at("attempts") == 2; }));
+  // Its second attempt's outcome written (not only its running row, which says 2 as well).
+  ASSERT_TRUE(waitUntil([&] {
+    const auto row = rows("r").at("off-1001");
+    return row.status == "pending" && row.document.contains("nextAttemptTimeUtc") &&
+           row.document.at("attempts") == 2;
+  }));
   EXPECT_EQ(rows("r").at("off-1001").document.at("nextAttemptTimeUtc"),
             json::value(formatTimestamp(clock_.now() + 20s)));
   clock_.advance(19s);
