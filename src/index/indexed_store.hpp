@@ -33,6 +33,10 @@ class IndexedStore final : public store::Store {
   store::ChangeFeed* changeFeed() override { return inner_.changeFeed(); }
   store::AccessPolicyStore& policies() override { return inner_.policies(); }
   store::MqttSessionStore& mqttSessions() override { return inner_.mqttSessions(); }
+  // Forwarded as is: a queue change updates the device's cloud_to_device_message_count in
+  // the store only, so the index's copy of that field stays as it was until the device's
+  // row is next written or reloaded.
+  store::C2dStore& c2d() override { return inner_.c2d(); }
 
   // The locks every write of this store to one of some devices holds from before its
   // durable write until its index update is done; released when destroyed.

@@ -151,6 +151,7 @@ class FaultyStore final : public store::Store {
   store::DeviceJobStore& deviceJobs() override { return device_jobs_; }
   store::AccessPolicyStore& policies() override { return inner_.policies(); }
   store::MqttSessionStore& mqttSessions() override { return inner_.mqttSessions(); }
+  store::C2dStore& c2d() override { return inner_.c2d(); }
 
  private:
   std::optional<Status> check(std::string_view call,

@@ -9,9 +9,12 @@
 #include <cstdio>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "common/json.hpp"
@@ -1031,6 +1034,592 @@ TEST_P(StoreConformanceTest, MqttSessionsBelongToExistingDevicesAndGoWithThem) {
   EXPECT_FALSE(sessions.getSession("dev1")->has_value()) << "a new device starts clean";
 }
 
+// --- cloud-to-device messages ---
+
+constexpr std::int64_t kC2dT0 = 1700000000;  // the tests' "now", in Unix seconds
+
+// A message numbered `n` (kept in its document, so the feedback rule can tell messages
+// apart) that expires `expires_in` seconds after kC2dT0.
+C2dMessageRecord makeC2d(const std::string& device_id, int n, std::int64_t expires_in = 3600,
+                         std::string body = "") {
+  C2dMessageRecord message;
+  message.device_id = device_id;
+  message.enqueued_time = at(kC2dT0 - 10, n);
+  message.expiry_time = at(kC2dT0 + expires_in);
+  message.document =
+      json::parse(R"({"messageId":"m","ack":"full","properties":[["k","v"]]})").as_object();
+  message.document["n"] = n;
+  message.body = body.empty() ? "body-" + std::to_string(n) : std::move(body);
+  return message;
+}
+
+int numberOf(const json::object& document) { return static_cast<int>(document.at("n").as_int64()); }
+
+std::string_view removalName(C2dRemoval removal) {
+  switch (removal) {
+    case C2dRemoval::Completed:
+      return "completed";
+    case C2dRemoval::Rejected:
+      return "rejected";
+    case C2dRemoval::Expired:
+      return "expired";
+    case C2dRemoval::DeliveryCountExceeded:
+      return "deliveryCountExceeded";
+    case C2dRemoval::Purged:
+      return "purged";
+  }
+  return "?";
+}
+
+// A feedback record {"n": the message's number, "reason": why it left}, enqueued n seconds
+// after kC2dT0.
+std::optional<C2dFeedbackRecord> feedbackOf(const C2dMessageRecord& message, C2dRemoval removal) {
+  C2dFeedbackRecord record;
+  const int n = numberOf(message.document);
+  record.enqueued_time = at(kC2dT0 + n);
+  record.document["n"] = n;
+  record.document["reason"] = removalName(removal);
+  record.document["device"] = message.device_id;
+  return record;
+}
+
+std::optional<C2dFeedbackRecord> noFeedback(const C2dMessageRecord&, C2dRemoval) {
+  return std::nullopt;
+}
+
+C2dLock lockAt(std::int64_t now_offset, std::string token, std::int64_t lock_seconds = 60,
+               std::int32_t max_delivery_count = 10) {
+  return C2dLock{.now = at(kC2dT0 + now_offset),
+                 .until = at(kC2dT0 + now_offset + lock_seconds),
+                 .token = std::move(token),
+                 .max_delivery_count = max_delivery_count};
+}
+
+// (number, reason) of every feedback record, in sequence order. Their locks end the moment
+// they are taken, so a later call sees them again.
+std::vector<std::pair<int, std::string>> feedbackSummary(C2dStore& c2d) {
+  auto records = c2d.lockC2dFeedback(at(kC2dT0 + 1'000'000), at(kC2dT0 + 1'000'000), 1000);
+  EXPECT_TRUE(records.isOk()) << records.status().toString();
+  std::vector<std::pair<int, std::string>> summary;
+  if (!records.isOk()) return summary;
+  for (const C2dFeedbackRecord& record : *records) {
+    summary.emplace_back(numberOf(record.document),
+                         std::string(record.document.at("reason").as_string()));
+  }
+  return summary;
+}
+
+class C2dConformanceTest : public StoreConformanceTest {
+ protected:
+  C2dStore& c2d() { return store_->c2d(); }
+
+  // A device whose message count starts right (0), unlike makeDevice's.
+  void createC2dDevice(const std::string& id) {
+    DeviceRecord device = makeDevice(id);
+    device.cloud_to_device_message_count = 0;
+    Status created = registry().createDevice(device, makeTwin(id));
+    ASSERT_TRUE(created.isOk()) << created.toString();
+  }
+
+  std::int64_t enqueue(const C2dMessageRecord& message, std::size_t max_depth = 50) {
+    auto sequence = c2d().enqueueC2d(message, max_depth);
+    EXPECT_TRUE(sequence.isOk()) << sequence.status().toString();
+    return sequence.isOk() ? *sequence : -1;
+  }
+
+  std::optional<C2dMessageRecord> lock(const std::string& device_id, const C2dLock& how,
+                                       const C2dFeedbackRule& feedback = feedbackOf) {
+    auto locked = c2d().lockC2d(device_id, how, feedback);
+    EXPECT_TRUE(locked.isOk()) << locked.status().toString();
+    return locked.isOk() ? *locked : std::nullopt;
+  }
+
+  std::vector<C2dMessageRecord> queue(const std::string& device_id) {
+    auto listed = c2d().listC2d(device_id, 1000);
+    EXPECT_TRUE(listed.isOk()) << listed.status().toString();
+    return listed.isOk() ? *listed : std::vector<C2dMessageRecord>{};
+  }
+
+  std::vector<int> numbers(const std::string& device_id) {
+    std::vector<int> result;
+    for (const C2dMessageRecord& message : queue(device_id)) {
+      result.push_back(numberOf(message.document));
+    }
+    return result;
+  }
+
+  std::int64_t count(const std::string& device_id) {
+    auto device = registry().getDevice(device_id);
+    EXPECT_TRUE(device.isOk()) << device.status().toString();
+    return device.isOk() ? device->cloud_to_device_message_count : -1;
+  }
+};
+
+TEST_P(C2dConformanceTest, EnqueueAssignsGrowingSequencesInQueueOrder) {
+  createC2dDevice("dev-a");
+  createC2dDevice("dev-b");
+  std::vector<std::int64_t> sequences;
+  for (int n = 1; n <= 5; ++n) {
+    C2dMessageRecord message = makeC2d(n % 2 == 1 ? "dev-a" : "dev-b", n);
+    // Ignored on enqueue: the store assigns the sequence and starts the message free.
+    message.sequence = 999;
+    message.lock_token = "stale";
+    message.locked_until = at(kC2dT0 + 999);
+    message.delivery_count = 4;
+    sequences.push_back(enqueue(message));
+  }
+  for (std::size_t i = 1; i < sequences.size(); ++i) {
+    EXPECT_GT(sequences[i], sequences[i - 1]) << i;
+  }
+
+  auto a = queue("dev-a");
+  ASSERT_EQ(a.size(), 3u);
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const int n = static_cast<int>(2 * i + 1);
+    C2dMessageRecord expected = makeC2d("dev-a", n);
+    expected.sequence = sequences[static_cast<std::size_t>(n - 1)];
+    EXPECT_EQ(a[i], expected) << "message " << n;
+  }
+  EXPECT_EQ(numbers("dev-b"), (std::vector<int>{2, 4}));
+  auto first = c2d().listC2d("dev-a", 2);
+  ASSERT_TRUE(first.isOk()) << first.status().toString();
+  ASSERT_EQ(first->size(), 2u);
+  EXPECT_EQ(numberOf(first->back().document), 3);
+  EXPECT_TRUE(queue("nobody").empty());
+}
+
+TEST_P(C2dConformanceTest, EnqueueRefusesUnknownDevicesAndFullQueues) {
+  EXPECT_EQ(c2d().enqueueC2d(makeC2d("nobody", 1), 50).code(), ErrorCode::DeviceNotFound);
+  createC2dDevice("dev");
+  EXPECT_EQ(c2d().enqueueC2d(makeC2d("dev", 1), 0).code(),
+            ErrorCode::DeviceMaximumQueueDepthExceeded);
+  enqueue(makeC2d("dev", 1, /*expires_in=*/-5), 3);  // expired, not yet removed: still counts
+  enqueue(makeC2d("dev", 2), 3);
+  enqueue(makeC2d("dev", 3), 3);
+  EXPECT_EQ(c2d().enqueueC2d(makeC2d("dev", 4), 3).code(),
+            ErrorCode::DeviceMaximumQueueDepthExceeded);
+  EXPECT_EQ(numbers("dev"), (std::vector<int>{1, 2, 3}));
+  EXPECT_EQ(count("dev"), 3);
+  // Each queue has its own depth.
+  createC2dDevice("other");
+  enqueue(makeC2d("other", 5), 3);
+
+  // Locking removes the expired message, which makes room again.
+  auto locked = lock("dev", lockAt(0, "t1"));
+  ASSERT_TRUE(locked.has_value());
+  EXPECT_EQ(numberOf(locked->document), 2);
+  enqueue(makeC2d("dev", 6), 3);
+  EXPECT_EQ(numbers("dev"), (std::vector<int>{2, 3, 6}));
+}
+
+TEST_P(C2dConformanceTest, MessageCountFollowsTheQueueAndLeavesTheEtag) {
+  createC2dDevice("dev");
+  createC2dDevice("other");
+  for (int n = 1; n <= 4; ++n) enqueue(makeC2d("dev", n));
+  EXPECT_EQ(count("dev"), 4);
+  EXPECT_EQ(count("other"), 0);
+  DeviceRecord expected = makeDevice("dev");
+  expected.cloud_to_device_message_count = 4;
+  EXPECT_EQ(registry().getDevice("dev").value(), expected) << "only the count changes";
+
+  auto first = lock("dev", lockAt(0, "t1"));
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(count("dev"), 4) << "a locked message is still in the queue";
+  ASSERT_TRUE(c2d().settleC2d("dev", "t1", C2dSettlement::Complete, at(kC2dT0), feedbackOf).isOk());
+  EXPECT_EQ(count("dev"), 3);
+  ASSERT_TRUE(c2d().purgeC2d("dev", feedbackOf).isOk());
+  EXPECT_EQ(count("dev"), 0);
+  expected.cloud_to_device_message_count = 0;
+  EXPECT_EQ(registry().getDevice("dev").value(), expected);
+
+  // A device update in between keeps the count the queue gives it.
+  enqueue(makeC2d("dev", 5));
+  auto updated = registry().updateDevice("dev", [](const DeviceRecord& current) {
+    DeviceRecord next = current;
+    next.etag = "etag-2";
+    return Result<DeviceRecord>(next);
+  });
+  ASSERT_TRUE(updated.isOk()) << updated.status().toString();
+  EXPECT_EQ(updated->cloud_to_device_message_count, 1);
+  enqueue(makeC2d("dev", 6));
+  EXPECT_EQ(count("dev"), 2);
+  EXPECT_EQ(registry().getDevice("dev")->etag, "etag-2");
+}
+
+TEST_P(C2dConformanceTest, LockTakesMessagesInSequenceOrderAndSkipsHeldOnes) {
+  createC2dDevice("dev");
+  std::vector<std::int64_t> sequences;
+  for (int n = 1; n <= 3; ++n) sequences.push_back(enqueue(makeC2d("dev", n)));
+
+  for (int n = 1; n <= 3; ++n) {
+    const std::string token = "t" + std::to_string(n);
+    auto locked = lock("dev", lockAt(0, token));
+    ASSERT_TRUE(locked.has_value()) << n;
+    C2dMessageRecord expected = makeC2d("dev", n);
+    expected.sequence = sequences[static_cast<std::size_t>(n - 1)];
+    expected.lock_token = token;
+    expected.locked_until = at(kC2dT0 + 60);
+    expected.delivery_count = 1;
+    EXPECT_EQ(*locked, expected);
+  }
+  EXPECT_FALSE(lock("dev", lockAt(1, "t4")).has_value()) << "every message is held";
+  EXPECT_FALSE(lock("nobody", lockAt(1, "t5")).has_value()) << "unknown device";
+
+  auto listed = queue("dev");
+  ASSERT_EQ(listed.size(), 3u);
+  EXPECT_EQ(listed[1].lock_token, "t2");
+  EXPECT_EQ(listed[1].locked_until, at(kC2dT0 + 60));
+  EXPECT_EQ(listed[1].delivery_count, 1);
+  EXPECT_EQ(feedbackSummary(c2d()).size(), 0u);
+}
+
+TEST_P(C2dConformanceTest, AnExpiredLockMakesTheMessageLockableAgain) {
+  createC2dDevice("dev");
+  enqueue(makeC2d("dev", 1));
+  auto first = lock("dev", lockAt(0, "t1", 60));
+  ASSERT_TRUE(first.has_value());
+  EXPECT_FALSE(lock("dev", lockAt(59, "t2")).has_value()) << "still held";
+
+  auto second = lock("dev", lockAt(60, "t3", 60));  // locked_until <= now: free
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->sequence, first->sequence);
+  EXPECT_EQ(second->lock_token, "t3");
+  EXPECT_EQ(second->locked_until, at(kC2dT0 + 120));
+  EXPECT_EQ(second->delivery_count, 2);
+  EXPECT_EQ(
+      c2d().settleC2d("dev", "t1", C2dSettlement::Complete, at(kC2dT0 + 61), feedbackOf).code(),
+      ErrorCode::DeviceMessageLockLost)
+      << "the first lock is gone";
+
+  auto third = lock("dev", lockAt(200, "t4"));
+  ASSERT_TRUE(third.has_value());
+  EXPECT_EQ(third->delivery_count, 3);
+  EXPECT_EQ(queue("dev").front().delivery_count, 3);
+}
+
+TEST_P(C2dConformanceTest, LockRemovesExpiredAndOverDeliveredMessagesThroughTheRule) {
+  createC2dDevice("dev");
+  enqueue(makeC2d("dev", 1, /*expires_in=*/100));
+  enqueue(makeC2d("dev", 2));
+  enqueue(makeC2d("dev", 3));
+  enqueue(makeC2d("dev", 4, /*expires_in=*/100));
+  // Message 1 held until 10; message 2 delivered twice, free again.
+  ASSERT_EQ(numberOf(lock("dev", lockAt(0, "a", 10))->document), 1);
+  for (const char* token : {"b", "c"}) {
+    auto locked = lock("dev", lockAt(0, token, 10));
+    ASSERT_TRUE(locked.has_value());
+    ASSERT_EQ(numberOf(locked->document), 2);
+    ASSERT_TRUE(
+        c2d().settleC2d("dev", token, C2dSettlement::Abandon, at(kC2dT0), feedbackOf).isOk());
+  }
+  EXPECT_EQ(queue("dev")[1].delivery_count, 2);
+
+  // At 200 with at most 2 deliveries: 1 has expired, 2 was delivered twice, 3 is taken; 4
+  // (expired too) lies beyond and stays.
+  auto locked = lock("dev", lockAt(200, "d", 60, /*max_delivery_count=*/2));
+  ASSERT_TRUE(locked.has_value());
+  EXPECT_EQ(numberOf(locked->document), 3);
+  EXPECT_EQ(locked->delivery_count, 1);
+  EXPECT_EQ(numbers("dev"), (std::vector<int>{3, 4}));
+  EXPECT_EQ(count("dev"), 2);
+  EXPECT_EQ(feedbackSummary(c2d()), (std::vector<std::pair<int, std::string>>{
+                                        {1, "expired"}, {2, "deliveryCountExceeded"}}));
+
+  // Nothing left to deliver: the expired 4 goes on the way, and the held 3 stays.
+  EXPECT_FALSE(lock("dev", lockAt(200, "e")).has_value());
+  EXPECT_EQ(numbers("dev"), (std::vector<int>{3}));
+  EXPECT_EQ(count("dev"), 1);
+}
+
+TEST_P(C2dConformanceTest, ARuleThatReturnsNothingStoresNoFeedback) {
+  createC2dDevice("dev");
+  enqueue(makeC2d("dev", 1, /*expires_in=*/-1));
+  enqueue(makeC2d("dev", 2));
+  enqueue(makeC2d("dev", 3));
+  std::vector<std::pair<int, C2dRemoval>> calls;
+  C2dFeedbackRule recording = [&calls](const C2dMessageRecord& message, C2dRemoval removal) {
+    calls.emplace_back(numberOf(message.document), removal);
+    return noFeedback(message, removal);
+  };
+  auto locked = lock("dev", lockAt(0, "t1"), recording);
+  ASSERT_TRUE(locked.has_value());
+  EXPECT_EQ(numberOf(locked->document), 2);
+  ASSERT_TRUE(c2d().settleC2d("dev", "t1", C2dSettlement::Reject, at(kC2dT0), recording).isOk());
+  EXPECT_EQ(c2d().purgeC2d("dev", recording).value(), 1u);
+  // The rule saw each message leave once, with its reason (a backend may run a rule more than
+  // once only when it runs the transaction again, which nothing here provokes).
+  EXPECT_EQ(calls,
+            (std::vector<std::pair<int, C2dRemoval>>{
+                {1, C2dRemoval::Expired}, {2, C2dRemoval::Rejected}, {3, C2dRemoval::Purged}}));
+  EXPECT_TRUE(feedbackSummary(c2d()).empty());
+  EXPECT_TRUE(queue("dev").empty());
+  EXPECT_EQ(count("dev"), 0);
+}
+
+TEST_P(C2dConformanceTest, SettlingCompletesRejectsAndAbandons) {
+  createC2dDevice("dev");
+  createC2dDevice("other");
+  for (int n = 1; n <= 3; ++n) enqueue(makeC2d("dev", n));
+  auto one = lock("dev", lockAt(0, "t1"));
+  auto two = lock("dev", lockAt(0, "t2"));
+  auto three = lock("dev", lockAt(0, "t3"));
+  ASSERT_TRUE(one && two && three);
+
+  auto completed =
+      c2d().settleC2d("dev", "t1", C2dSettlement::Complete, at(kC2dT0 + 1), feedbackOf);
+  ASSERT_TRUE(completed.isOk()) << completed.status().toString();
+  EXPECT_EQ(*completed, *one) << "the message as it was before";
+  auto rejected = c2d().settleC2d("dev", "t2", C2dSettlement::Reject, at(kC2dT0 + 1), feedbackOf);
+  ASSERT_TRUE(rejected.isOk()) << rejected.status().toString();
+  EXPECT_EQ(*rejected, *two);
+  auto abandoned = c2d().settleC2d("dev", "t3", C2dSettlement::Abandon, at(kC2dT0 + 1), feedbackOf);
+  ASSERT_TRUE(abandoned.isOk()) << abandoned.status().toString();
+  EXPECT_EQ(*abandoned, *three);
+
+  auto listed = queue("dev");
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(numberOf(listed[0].document), 3);
+  EXPECT_EQ(listed[0].lock_token, "");
+  EXPECT_EQ(listed[0].delivery_count, 1) << "an abandon keeps the delivery count";
+  EXPECT_EQ(count("dev"), 1);
+  EXPECT_EQ(feedbackSummary(c2d()),
+            (std::vector<std::pair<int, std::string>>{{1, "completed"}, {2, "rejected"}}));
+
+  // Delivered again after the abandon.
+  auto again = lock("dev", lockAt(2, "t4"));
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(numberOf(again->document), 3);
+  EXPECT_EQ(again->delivery_count, 2);
+
+  auto lost = [&](std::string_view device, std::string_view token, std::int64_t now) {
+    return c2d()
+        .settleC2d(device, token, C2dSettlement::Complete, at(kC2dT0 + now), feedbackOf)
+        .code();
+  };
+  EXPECT_EQ(lost("dev", "t1", 3), ErrorCode::DeviceMessageLockLost) << "already completed";
+  EXPECT_EQ(lost("dev", "t3", 3), ErrorCode::DeviceMessageLockLost) << "abandoned";
+  EXPECT_EQ(lost("dev", "nonsense", 3), ErrorCode::DeviceMessageLockLost);
+  EXPECT_EQ(lost("dev", "", 3), ErrorCode::DeviceMessageLockLost);
+  EXPECT_EQ(lost("other", "t4", 3), ErrorCode::DeviceMessageLockLost) << "another device's token";
+  EXPECT_EQ(lost("nobody", "t4", 3), ErrorCode::DeviceMessageLockLost);
+  EXPECT_EQ(lost("dev", "t4", 62), ErrorCode::DeviceMessageLockLost) << "the lock has passed";
+  EXPECT_EQ(
+      c2d().settleC2d("dev", "t4", C2dSettlement::Abandon, at(kC2dT0 + 62), feedbackOf).code(),
+      ErrorCode::DeviceMessageLockLost);
+  EXPECT_EQ(numbers("dev"), (std::vector<int>{3})) << "failed settlements change nothing";
+  EXPECT_EQ(queue("dev")[0].lock_token, "t4");
+  EXPECT_TRUE(
+      c2d().settleC2d("dev", "t4", C2dSettlement::Complete, at(kC2dT0 + 61), feedbackOf).isOk());
+  EXPECT_TRUE(queue("dev").empty());
+}
+
+TEST_P(C2dConformanceTest, PurgeRemovesEveryMessageOfTheDevice) {
+  EXPECT_EQ(c2d().purgeC2d("nobody", feedbackOf).code(), ErrorCode::DeviceNotFound);
+  createC2dDevice("dev");
+  createC2dDevice("other");
+  EXPECT_EQ(c2d().purgeC2d("dev", feedbackOf).value(), 0u);
+  for (int n = 1; n <= 3; ++n) enqueue(makeC2d("dev", n));
+  enqueue(makeC2d("other", 4));
+  ASSERT_TRUE(lock("dev", lockAt(0, "t1")).has_value());  // held messages go too
+
+  auto purged = c2d().purgeC2d("dev", feedbackOf);
+  ASSERT_TRUE(purged.isOk()) << purged.status().toString();
+  EXPECT_EQ(*purged, 3u);
+  EXPECT_TRUE(queue("dev").empty());
+  EXPECT_EQ(count("dev"), 0);
+  EXPECT_EQ(numbers("other"), (std::vector<int>{4}));
+  EXPECT_EQ(count("other"), 1);
+  EXPECT_EQ(feedbackSummary(c2d()), (std::vector<std::pair<int, std::string>>{
+                                        {1, "purged"}, {2, "purged"}, {3, "purged"}}));
+}
+
+TEST_P(C2dConformanceTest, ExpireRemovesTheEarliestExpiriesFirstUpToTheLimit) {
+  createC2dDevice("dev-a");
+  createC2dDevice("dev-b");
+  // Expiries (seconds after kC2dT0): 1 -> 30, 2 -> 10, 3 -> 1000, 4 -> 20, 5 -> 40.
+  enqueue(makeC2d("dev-a", 1, 30));
+  enqueue(makeC2d("dev-b", 2, 10));
+  enqueue(makeC2d("dev-a", 3, 1000));
+  enqueue(makeC2d("dev-a", 4, 20));
+  enqueue(makeC2d("dev-b", 5, 40));
+  ASSERT_TRUE(lock("dev-a", lockAt(0, "t1")).has_value());  // held messages expire too
+
+  EXPECT_EQ(c2d().expireC2d(at(kC2dT0 + 100), 0, feedbackOf).value(), 0u);
+  EXPECT_EQ(c2d().expireC2d(at(kC2dT0 + 9), 10, feedbackOf).value(), 0u) << "none expired";
+  EXPECT_EQ(c2d().expireC2d(at(kC2dT0 + 100), 2, feedbackOf).value(), 2u);
+  EXPECT_EQ(numbers("dev-a"), (std::vector<int>{1, 3}));
+  EXPECT_EQ(numbers("dev-b"), (std::vector<int>{5}));
+  EXPECT_EQ(count("dev-a"), 2);
+  EXPECT_EQ(count("dev-b"), 1);
+  EXPECT_EQ(c2d().expireC2d(at(kC2dT0 + 30), 10, feedbackOf).value(), 1u) << "expiry <= now";
+  EXPECT_EQ(c2d().expireC2d(at(kC2dT0 + 100), 10, feedbackOf).value(), 1u);
+  EXPECT_EQ(c2d().expireC2d(at(kC2dT0 + 100), 10, feedbackOf).value(), 0u);
+  EXPECT_EQ(numbers("dev-a"), (std::vector<int>{3}));
+  EXPECT_TRUE(queue("dev-b").empty());
+  EXPECT_EQ(count("dev-a"), 1);
+  EXPECT_EQ(count("dev-b"), 0);
+  EXPECT_EQ(feedbackSummary(c2d()),
+            (std::vector<std::pair<int, std::string>>{
+                {2, "expired"}, {4, "expired"}, {1, "expired"}, {5, "expired"}}));
+}
+
+TEST_P(C2dConformanceTest, DeletingADeviceRemovesItsMessagesWithoutFeedback) {
+  createC2dDevice("dev");
+  createC2dDevice("other");
+  for (int n = 1; n <= 3; ++n) enqueue(makeC2d("dev", n));
+  enqueue(makeC2d("other", 4));
+  ASSERT_TRUE(lock("dev", lockAt(0, "t1")).has_value());
+  ASSERT_TRUE(registry().deleteDevice("dev", nullptr).isOk());
+  EXPECT_TRUE(queue("dev").empty());
+  EXPECT_FALSE(lock("dev", lockAt(0, "t2")).has_value());
+  EXPECT_EQ(c2d().settleC2d("dev", "t1", C2dSettlement::Complete, at(kC2dT0), feedbackOf).code(),
+            ErrorCode::DeviceMessageLockLost);
+
+  createC2dDevice("dev");
+  EXPECT_TRUE(queue("dev").empty()) << "a new device starts with an empty queue";
+  EXPECT_EQ(count("dev"), 0);
+  EXPECT_EQ(numbers("other"), (std::vector<int>{4}));
+  EXPECT_TRUE(feedbackSummary(c2d()).empty());
+}
+
+TEST_P(C2dConformanceTest, FeedbackIsLockedDeletedAndExpired) {
+  createC2dDevice("dev");
+  for (int n = 1; n <= 5; ++n) enqueue(makeC2d("dev", n));
+  ASSERT_EQ(c2d().purgeC2d("dev", feedbackOf).value(), 5u);  // records enqueued at T0 + n
+
+  auto numbersOf = [](const Result<std::vector<C2dFeedbackRecord>>& records) {
+    EXPECT_TRUE(records.isOk()) << records.status().toString();
+    std::vector<int> result;
+    if (records.isOk()) {
+      for (const C2dFeedbackRecord& record : *records) {
+        result.push_back(numberOf(record.document));
+      }
+    }
+    return result;
+  };
+  auto first = c2d().lockC2dFeedback(at(kC2dT0), at(kC2dT0 + 60), 2);
+  EXPECT_EQ(numbersOf(first), (std::vector<int>{1, 2}));
+  ASSERT_EQ(first->size(), 2u);
+  EXPECT_LT((*first)[0].sequence, (*first)[1].sequence);
+  EXPECT_EQ((*first)[0].enqueued_time, at(kC2dT0 + 1));
+  EXPECT_EQ((*first)[0].document.at("reason").as_string(), "purged");
+  EXPECT_EQ(numbersOf(c2d().lockC2dFeedback(at(kC2dT0), at(kC2dT0 + 30), 2)),
+            (std::vector<int>{3, 4}));
+  EXPECT_EQ(numbersOf(c2d().lockC2dFeedback(at(kC2dT0), at(kC2dT0 + 60), 10)),
+            (std::vector<int>{5}));
+  EXPECT_TRUE(numbersOf(c2d().lockC2dFeedback(at(kC2dT0 + 29), at(kC2dT0 + 90), 10)).empty());
+  EXPECT_TRUE(numbersOf(c2d().lockC2dFeedback(at(kC2dT0 + 29), at(kC2dT0 + 90), 0)).empty());
+  // At 30 the second lock has passed; at 60 the others too.
+  EXPECT_EQ(numbersOf(c2d().lockC2dFeedback(at(kC2dT0 + 30), at(kC2dT0 + 90), 10)),
+            (std::vector<int>{3, 4}));
+
+  ASSERT_TRUE(
+      c2d().deleteC2dFeedback({(*first)[0].sequence, (*first)[1].sequence, 987654321}).isOk());
+  ASSERT_TRUE(c2d().deleteC2dFeedback({}).isOk());
+  EXPECT_EQ(numbersOf(c2d().lockC2dFeedback(at(kC2dT0 + 60), at(kC2dT0 + 90), 10)),
+            (std::vector<int>{5}))
+      << "1 and 2 were deleted; 3 and 4 are locked until 90";
+
+  // Enqueued before T0 + 4: only 3 is left of those.
+  EXPECT_EQ(c2d().expireC2dFeedback(at(kC2dT0 + 4), 10).value(), 1u);
+  EXPECT_EQ(c2d().expireC2dFeedback(at(kC2dT0 + 100), 0).value(), 0u);
+  EXPECT_EQ(c2d().expireC2dFeedback(at(kC2dT0 + 100), 1).value(), 1u);
+  EXPECT_EQ(numbersOf(c2d().lockC2dFeedback(at(kC2dT0 + 1000), at(kC2dT0 + 1001), 10)),
+            (std::vector<int>{5}));
+  EXPECT_EQ(c2d().expireC2dFeedback(at(kC2dT0 + 5), 10).value(), 0u) << "strictly before";
+  EXPECT_EQ(c2d().expireC2dFeedback(at(kC2dT0 + 6), 10).value(), 1u);
+  EXPECT_TRUE(feedbackSummary(c2d()).empty());
+}
+
+TEST_P(C2dConformanceTest, ConcurrentLocksNeverTakeOneMessageTwice) {
+  constexpr int kMessages = 120;
+  constexpr int kThreads = 6;
+  createC2dDevice("dev");
+  for (int n = 1; n <= kMessages; ++n) enqueue(makeC2d("dev", n), kMessages);
+  // A backend that several processes share gets a second store of its own, as another
+  // process would have.
+  std::unique_ptr<Store> second;
+  if (store_->cluster() != nullptr) {
+    auto opened = location_->open();
+    ASSERT_TRUE(opened.isOk()) << opened.status().toString();
+    second = std::move(opened).value();
+  }
+
+  std::mutex mutex;
+  std::vector<std::int64_t> taken;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    C2dStore& store = second != nullptr && t % 2 == 1 ? second->c2d() : c2d();
+    threads.emplace_back([&, t] {
+      for (int i = 0;; ++i) {
+        auto locked = store.lockC2d(
+            "dev", lockAt(0, "thread-" + std::to_string(t) + "-" + std::to_string(i)), feedbackOf);
+        if (!locked.isOk()) {
+          ++failures;
+          return;
+        }
+        if (!locked->has_value()) return;
+        std::lock_guard guard(mutex);
+        taken.push_back((*locked)->sequence);
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(failures.load(), 0);
+  std::set<std::int64_t> distinct(taken.begin(), taken.end());
+  EXPECT_EQ(taken.size(), static_cast<std::size_t>(kMessages));
+  EXPECT_EQ(distinct.size(), static_cast<std::size_t>(kMessages));
+  for (const C2dMessageRecord& message : queue("dev")) {
+    EXPECT_EQ(message.delivery_count, 1) << message.sequence;
+  }
+}
+
+TEST_P(C2dConformanceTest, BodiesKeepEveryByte) {
+  createC2dDevice("dev");
+  std::string every_byte;
+  for (int b = 0; b < 256; ++b) every_byte += static_cast<char>(b);
+  const std::vector<std::string> bodies = {std::string("\0", 1), std::string("a\0b\0\0", 5),
+                                           "\xff\xfe\xc3\x28 not utf-8 \x80", every_byte,
+                                           std::string(70000, '\0') + "end"};
+  for (std::size_t i = 0; i < bodies.size(); ++i) {
+    enqueue(makeC2d("dev", static_cast<int>(i + 1), 3600, bodies[i]));
+  }
+  auto listed = queue("dev");
+  ASSERT_EQ(listed.size(), bodies.size());
+  for (std::size_t i = 0; i < bodies.size(); ++i) {
+    EXPECT_EQ(listed[i].body, bodies[i]) << "body " << i;
+  }
+  auto locked = lock("dev", lockAt(0, "t1"));
+  ASSERT_TRUE(locked.has_value());
+  EXPECT_EQ(locked->body, bodies[0]);
+}
+
+TEST_P(C2dConformanceTest, QueuesAndFeedbackSurviveReopening) {
+  createC2dDevice("dev");
+  for (int n = 1; n <= 3; ++n) enqueue(makeC2d("dev", n));
+  const std::int64_t last = enqueue(makeC2d("dev", 4, 3600, std::string("x\0y\xff", 4)));
+  ASSERT_TRUE(lock("dev", lockAt(0, "t1")).has_value());
+  ASSERT_TRUE(lock("dev", lockAt(0, "t2")).has_value());
+  ASSERT_TRUE(c2d().settleC2d("dev", "t2", C2dSettlement::Reject, at(kC2dT0), feedbackOf).isOk());
+  // Removing the newest message must not make its sequence available again.
+  ASSERT_TRUE(lock("dev", lockAt(0, "t3")).has_value());
+  ASSERT_TRUE(lock("dev", lockAt(0, "t4")).has_value());
+  ASSERT_TRUE(c2d().settleC2d("dev", "t4", C2dSettlement::Complete, at(kC2dT0), feedbackOf).isOk());
+  const auto before = queue("dev");
+  ASSERT_EQ(before.size(), 2u);
+
+  reopen();
+  EXPECT_EQ(queue("dev"), before);
+  EXPECT_EQ(count("dev"), 2);
+  EXPECT_EQ(c2d().settleC2d("dev", "t1", C2dSettlement::Complete, at(kC2dT0), feedbackOf)->sequence,
+            before[0].sequence)
+      << "a lock outlives the restart";
+  EXPECT_GT(enqueue(makeC2d("dev", 5)), last);
+  EXPECT_EQ(feedbackSummary(c2d()), (std::vector<std::pair<int, std::string>>{
+                                        {2, "rejected"}, {4, "completed"}, {1, "completed"}}));
+}
+
 // --- durability ---
 
 TEST_P(StoreConformanceTest, DataSurvivesCloseAndReopen) {
@@ -1055,6 +1644,13 @@ std::string backendName(const ::testing::TestParamInfo<StoreBackend>& info) {
 
 INSTANTIATE_TEST_SUITE_P(
     Backends, StoreConformanceTest,
+    ::testing::Values(StoreBackend{"Sqlite", [] { return std::make_unique<SqliteLocation>(); }},
+                      StoreBackend{"Postgres",
+                                   [] { return std::make_unique<PostgresLocation>(); }}),
+    backendName);
+
+INSTANTIATE_TEST_SUITE_P(
+    Backends, C2dConformanceTest,
     ::testing::Values(StoreBackend{"Sqlite", [] { return std::make_unique<SqliteLocation>(); }},
                       StoreBackend{"Postgres",
                                    [] { return std::make_unique<PostgresLocation>(); }}),

@@ -35,8 +35,49 @@ class MemoryStore final : public store::Store,
   store::DeviceJobStore& deviceJobs() override { return *this; }
   store::AccessPolicyStore& policies() override { return *this; }
   store::MqttSessionStore& mqttSessions() override { return *this; }
+  store::C2dStore& c2d() override { return c2d_; }
 
  private:
+  // No fuzz target drives cloud-to-device messages yet: every call fails, so a target
+  // that starts to use them finds out at once instead of testing against a fake queue.
+  class NoC2d final : public store::C2dStore {
+   public:
+    Result<std::int64_t> enqueueC2d(const store::C2dMessageRecord&, std::size_t) override {
+      return unavailable();
+    }
+    Result<std::optional<store::C2dMessageRecord>> lockC2d(std::string_view, const store::C2dLock&,
+                                                           const store::C2dFeedbackRule&) override {
+      return unavailable();
+    }
+    Result<store::C2dMessageRecord> settleC2d(std::string_view, std::string_view,
+                                              store::C2dSettlement, SystemTime,
+                                              const store::C2dFeedbackRule&) override {
+      return unavailable();
+    }
+    Result<std::size_t> purgeC2d(std::string_view, const store::C2dFeedbackRule&) override {
+      return unavailable();
+    }
+    Result<std::size_t> expireC2d(SystemTime, std::size_t, const store::C2dFeedbackRule&) override {
+      return unavailable();
+    }
+    Result<std::vector<store::C2dMessageRecord>> listC2d(std::string_view, std::size_t) override {
+      return unavailable();
+    }
+    Result<std::vector<store::C2dFeedbackRecord>> lockC2dFeedback(SystemTime, SystemTime,
+                                                                  std::size_t) override {
+      return unavailable();
+    }
+    Status deleteC2dFeedback(const std::vector<std::int64_t>&) override { return unavailable(); }
+    Result<std::size_t> expireC2dFeedback(SystemTime, std::size_t) override {
+      return unavailable();
+    }
+
+   private:
+    static Status unavailable() {
+      return {ErrorCode::ServiceUnavailable, "the fuzz memory store keeps no C2D messages"};
+    }
+  };
+
   using Lock = std::lock_guard<std::mutex>;
 
   static Status deviceNotFound(std::string_view id) {
@@ -100,8 +141,8 @@ class MemoryStore final : public store::Store,
                                                        std::size_t limit) override {
     Lock lock(mutex_);
     std::vector<store::DeviceRecord> out;
-    for (auto it = devices_.upper_bound(after_device_id); it != devices_.end() && out.size() < limit;
-         ++it) {
+    for (auto it = devices_.upper_bound(after_device_id);
+         it != devices_.end() && out.size() < limit; ++it) {
       out.push_back(it->second);
     }
     return out;
@@ -297,7 +338,8 @@ class MemoryStore final : public store::Store,
     auto now = std::chrono::system_clock::now();
     for (auto& [id, lease] : leases_) {
       auto job = jobs_.find(id);
-      if (lease.owner != owner || lease.until <= now || job == jobs_.end() || finished(job->second)) {
+      if (lease.owner != owner || lease.until <= now || job == jobs_.end() ||
+          finished(job->second)) {
         continue;
       }
       lease.until = {};
@@ -324,8 +366,8 @@ class MemoryStore final : public store::Store,
     if (!leaseHeld(lease)) return leaseLost(lease);
     for (const auto& row : rows) {
       if (row.job_id != lease.job_id) {
-        return {ErrorCode::ArgumentInvalid, "row of job " + row.job_id + " under the lease of job " +
-                                                lease.job_id};
+        return {ErrorCode::ArgumentInvalid,
+                "row of job " + row.job_id + " under the lease of job " + lease.job_id};
       }
     }
     for (const auto& row : rows) device_jobs_[{row.job_id, row.device_id}] = row;
@@ -425,6 +467,7 @@ class MemoryStore final : public store::Store,
   std::map<std::string, Lease, std::less<>> leases_;
   std::vector<store::AccessPolicyRecord> policies_;
   std::map<std::string, store::MqttSessionRecord, std::less<>> sessions_;
+  NoC2d c2d_;
 };
 
 }  // namespace iothub::fuzz

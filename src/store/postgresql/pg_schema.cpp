@@ -203,12 +203,45 @@ CREATE TABLE cluster_values (
 );
 )sql";
 
+// Version 6: cloud-to-device queues and the feedback queue (C2dStore in store.hpp).
+// - Sequences come from identity columns: they grow with every insert, in every process,
+//   and are never handed out again. (device_id, sequence) is a device's queue order;
+//   messages go with their device (ON DELETE CASCADE), which RegistryStore::deleteDevice
+//   relies on.
+// - lock_token is '' and locked_until 0 while no device holds the message.
+// - c2d_messages_by_expiry serves expireC2d's earliest-expiry-first sweep.
+// - c2d_feedback: lockC2dFeedback reads in sequence order (the primary key); the index on
+//   enqueued_time serves expireC2dFeedback.
+// The change-feed trigger on devices fires when a queue change updates the device's
+// cloud_to_device_message_count; that is wanted: the count is a queryable device field,
+// so the other nodes' twin indexes reload it.
+constexpr std::string_view kSchemaV6 = R"sql(
+CREATE TABLE c2d_messages (
+  sequence       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  device_id      text COLLATE "C" NOT NULL
+                 REFERENCES devices (device_id) ON DELETE CASCADE,
+  enqueued_time  bigint  NOT NULL,
+  expiry_time    bigint  NOT NULL,
+  lock_token     text    NOT NULL,
+  locked_until   bigint  NOT NULL,
+  delivery_count integer NOT NULL,
+  document       json    NOT NULL,  -- object
+  body           bytea   NOT NULL
+);
+CREATE UNIQUE INDEX c2d_messages_by_device ON c2d_messages (device_id, sequence);
+CREATE INDEX c2d_messages_by_expiry ON c2d_messages (expiry_time, sequence);
+
+CREATE TABLE c2d_feedback (
+  sequence      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  enqueued_time bigint NOT NULL,
+  locked_until  bigint NOT NULL,  -- 0 = never locked
+  document      json   NOT NULL   -- object
+);
+CREATE INDEX c2d_feedback_by_enqueued_time ON c2d_feedback (enqueued_time);
+)sql";
+
 constexpr PgMigration kMigrations[] = {
-    {1, kSchemaV1},
-    {2, kSchemaV2},
-    {3, kSchemaV3},
-    {4, kSchemaV4},
-    {5, kSchemaV5},
+    {1, kSchemaV1}, {2, kSchemaV2}, {3, kSchemaV3}, {4, kSchemaV4}, {5, kSchemaV5}, {6, kSchemaV6},
 };
 
 }  // namespace

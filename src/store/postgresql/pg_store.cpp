@@ -1048,6 +1048,430 @@ Status PostgresStore::deleteSession(std::string_view client_id) {
   });
 }
 
+// --- cloud-to-device messages (C2dStore) ---
+//
+// Every write to a device's queue first locks the device's row (FOR NO KEY UPDATE, which
+// does not block foreign-key checks of other tables). That serializes the writes to one
+// queue across every process sharing the database: a second lockC2d waits for the first
+// one's transaction, and its next statement (READ COMMITTED: a fresh snapshot) sees the lock
+// the first one took, so no message is locked twice. It also makes the queue depth check
+// of enqueueC2d exact, and keeps the device's message count in step with its queue.
+// expireC2d, which touches several devices, locks their rows in id order, as one lockC2d
+// or enqueueC2d locks one; nothing locks a message row before its device's row.
+
+namespace {
+
+#define IOTHUB_C2D_COLUMNS                                                                     \
+  "device_id, sequence, enqueued_time, expiry_time, lock_token, locked_until, delivery_count," \
+  " document, encode(body, 'hex')"
+
+constexpr std::string_view kC2dLockDevice =
+    "SELECT 1 FROM devices WHERE device_id = $1 FOR NO KEY UPDATE";
+constexpr std::string_view kC2dLockDevices =
+    "SELECT device_id FROM devices WHERE device_id = ANY ($1::text[])"
+    " ORDER BY device_id FOR NO KEY UPDATE";
+constexpr std::string_view kC2dDepth = "SELECT count(*) FROM c2d_messages WHERE device_id = $1";
+// The body travels as hex: libpq's text parameters cannot carry NUL bytes.
+constexpr std::string_view kInsertC2d =
+    "INSERT INTO c2d_messages (device_id, enqueued_time, expiry_time, lock_token, locked_until,"
+    " delivery_count, document, body) VALUES ($1, $2, $3, '', 0, 0, $4, decode($5, 'hex'))"
+    " RETURNING sequence";
+// The counts are recounted rather than adjusted, so they cannot drift from the queues
+// whatever value a device row was created or updated with.
+constexpr std::string_view kSyncC2dCounts =
+    "UPDATE devices d SET cloud_to_device_message_count ="
+    " (SELECT count(*) FROM c2d_messages m WHERE m.device_id = d.device_id)"
+    " WHERE d.device_id = ANY ($1::text[])";
+constexpr std::string_view kC2dQueuePage = "SELECT " IOTHUB_C2D_COLUMNS
+                                           " FROM c2d_messages WHERE device_id = $1"
+                                           " AND sequence > $2 ORDER BY sequence LIMIT $3";
+constexpr std::string_view kListC2d = "SELECT " IOTHUB_C2D_COLUMNS
+                                      " FROM c2d_messages WHERE device_id = $1"
+                                      " ORDER BY sequence LIMIT $2";
+constexpr std::string_view kLockC2d =
+    "UPDATE c2d_messages SET lock_token = $2, locked_until = $3,"
+    " delivery_count = delivery_count + 1 WHERE sequence = $1";
+constexpr std::string_view kC2dByLockToken = "SELECT " IOTHUB_C2D_COLUMNS
+                                             " FROM c2d_messages WHERE device_id = $1"
+                                             " AND lock_token = $2";
+constexpr std::string_view kAbandonC2d =
+    "UPDATE c2d_messages SET lock_token = '', locked_until = 0 WHERE sequence = $1";
+constexpr std::string_view kDeleteC2d =
+    "DELETE FROM c2d_messages WHERE sequence = ANY ($1::bigint[])";
+constexpr std::string_view kDeviceC2d = "SELECT " IOTHUB_C2D_COLUMNS
+                                        " FROM c2d_messages WHERE device_id = $1"
+                                        " ORDER BY sequence";
+constexpr std::string_view kExpiringDevices =
+    "SELECT DISTINCT device_id FROM (SELECT device_id FROM c2d_messages"
+    " WHERE expiry_time <= $1 ORDER BY expiry_time, sequence LIMIT $2) e";
+// Only of the devices locked before: another process may have expired more meanwhile.
+constexpr std::string_view kExpiredC2d = "SELECT " IOTHUB_C2D_COLUMNS
+                                         " FROM c2d_messages WHERE expiry_time <= $1"
+                                         " AND device_id = ANY ($2::text[])"
+                                         " ORDER BY expiry_time, sequence LIMIT $3";
+
+#undef IOTHUB_C2D_COLUMNS
+
+// The records keep their order: identities are drawn in the order the rows are inserted.
+constexpr std::string_view kInsertC2dFeedback =
+    "INSERT INTO c2d_feedback (enqueued_time, locked_until, document)"
+    " SELECT t, 0, d FROM unnest($1::bigint[], $2::json[]) WITH ORDINALITY AS f (t, d, n)"
+    " ORDER BY n";
+// SKIP LOCKED: records another receiver is locking right now are left to it; the outer
+// UPDATE checks the lock again on the row version it locked.
+constexpr std::string_view kLockC2dFeedback =
+    "UPDATE c2d_feedback SET locked_until = $2 WHERE sequence IN (SELECT sequence FROM"
+    " c2d_feedback WHERE locked_until <= $1 ORDER BY sequence LIMIT $3 FOR UPDATE SKIP LOCKED)"
+    " AND locked_until <= $1 RETURNING sequence, enqueued_time, document";
+constexpr std::string_view kDeleteC2dFeedback =
+    "DELETE FROM c2d_feedback WHERE sequence = ANY ($1::bigint[])";
+constexpr std::string_view kExpireC2dFeedback =
+    "DELETE FROM c2d_feedback WHERE sequence IN (SELECT sequence FROM c2d_feedback"
+    " WHERE enqueued_time < $1 ORDER BY enqueued_time LIMIT $2 FOR UPDATE SKIP LOCKED)";
+
+// lockC2d reads a device's queue this many messages at a time.
+constexpr std::int64_t kC2dPage = 32;
+
+std::string toHex(std::string_view bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string hex;
+  hex.reserve(bytes.size() * 2);
+  for (char c : bytes) {
+    const auto byte = static_cast<unsigned char>(c);
+    hex += kDigits[byte >> 4];
+    hex += kDigits[byte & 0x0f];
+  }
+  return hex;
+}
+
+Result<std::string> fromHex(std::string_view hex) {
+  auto digit = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  if (hex.size() % 2 != 0) return storeCorruption("a C2D message body is not hex");
+  std::string bytes;
+  bytes.reserve(hex.size() / 2);
+  for (std::size_t i = 0; i < hex.size(); i += 2) {
+    const int high = digit(hex[i]);
+    const int low = digit(hex[i + 1]);
+    if (high < 0 || low < 0) return storeCorruption("a C2D message body is not hex");
+    bytes += static_cast<char>((high << 4) | low);
+  }
+  return bytes;
+}
+
+Result<C2dMessageRecord> decodeC2dRow(const PgRow& row) {
+  C2dMessageRecord message;
+  message.device_id = row.text(0);
+  message.sequence = row.int64(1);
+  message.enqueued_time = fromNanoseconds(row.int64(2));
+  message.expiry_time = fromNanoseconds(row.int64(3));
+  message.lock_token = row.text(4);
+  message.locked_until = fromNanoseconds(row.int64(5));
+  message.delivery_count = static_cast<std::int32_t>(row.int64(6));
+  Result<json::object> document = decodeStoredObject(row.text(7), "c2d_messages.document");
+  if (!document) return document.status();
+  message.document = std::move(document).value();
+  Result<std::string> body = fromHex(row.text(8));
+  if (!body) return body.status();
+  message.body = std::move(body).value();
+  return message;
+}
+
+Result<C2dFeedbackRecord> decodeC2dFeedbackRow(const PgRow& row) {
+  C2dFeedbackRecord record;
+  record.sequence = row.int64(0);
+  record.enqueued_time = fromNanoseconds(row.int64(1));
+  Result<json::object> document = decodeStoredObject(row.text(2), "c2d_feedback.document");
+  if (!document) return document.status();
+  record.document = std::move(document).value();
+  return record;
+}
+
+Result<std::vector<C2dMessageRecord>> queryC2d(PgConnection& connection, std::string_view sql,
+                                               const PgParams& params) {
+  Result<PgResult> result = connection.query(sql, params);
+  if (!result) return result.status();
+  return decodeRows<C2dMessageRecord>(*result, decodeC2dRow);
+}
+
+// Inside a write transaction, with the devices' rows locked: true when the device exists.
+Result<bool> lockC2dDevice(PgConnection& connection, std::string_view device_id) {
+  Result<PgResult> locked = connection.query(kC2dLockDevice, PgParams().add(device_id));
+  if (!locked) return locked.status();
+  return locked->rows() == 1;
+}
+
+Status syncC2dCounts(PgConnection& connection, const std::vector<std::string>& device_ids) {
+  PgArrayBuilder ids;
+  for (const std::string& id : device_ids) ids.add(id);
+  return connection.query(kSyncC2dCounts, PgParams().add(std::move(ids).finish())).status();
+}
+
+// A message leaving its queue, and why.
+struct C2dLeaving {
+  const C2dMessageRecord* message;
+  C2dRemoval removal;
+};
+
+// Inside a write transaction: deletes the messages and stores, in their order, the
+// feedback records `feedback` makes of them. The caller brings the counts up to date.
+Status removeC2d(PgConnection& connection, const std::vector<C2dLeaving>& leaving,
+                 const C2dFeedbackRule& feedback) {
+  if (leaving.empty()) return Status::ok();
+  PgArrayBuilder sequences, times, documents;
+  bool any_feedback = false;
+  for (const C2dLeaving& item : leaving) {
+    sequences.add(item.message->sequence);
+    if (!feedback) continue;
+    std::optional<C2dFeedbackRecord> record = feedback(*item.message, item.removal);
+    if (!record) continue;
+    times.add(toNanoseconds(record->enqueued_time));
+    documents.add(json::serialize(record->document));
+    any_feedback = true;
+  }
+  IOTHUB_RETURN_IF_ERROR(
+      connection.query(kDeleteC2d, PgParams().add(std::move(sequences).finish())).status());
+  if (!any_feedback) return Status::ok();
+  PgParams params;
+  params.add(std::move(times).finish()).add(std::move(documents).finish());
+  return connection.query(kInsertC2dFeedback, params).status();
+}
+
+Status c2dLockLost(std::string_view device_id) {
+  return Status(ErrorCode::DeviceMessageLockLost,
+                "no message of device '" + std::string(device_id) +
+                    "' is locked under that lock token (it was settled, or its lock expired)");
+}
+
+}  // namespace
+
+Result<std::int64_t> PostgresStore::enqueueC2d(const C2dMessageRecord& message,
+                                               std::size_t max_depth) {
+  // Encoded before queueing: the writer thread, which every write waits for, only sends.
+  PgParams insert_params;
+  insert_params.add(message.device_id)
+      .add(toNanoseconds(message.enqueued_time))
+      .add(toNanoseconds(message.expiry_time))
+      .add(json::serialize(message.document))
+      .add(toHex(message.body));
+  return write<std::int64_t>([&](PgConnection& connection) -> Result<std::int64_t> {
+    Result<bool> exists = lockC2dDevice(connection, message.device_id);
+    if (!exists) return exists.status();
+    if (!*exists) return deviceNotFound(message.device_id);
+
+    Result<PgResult> depth = connection.query(kC2dDepth, PgParams().add(message.device_id));
+    if (!depth) return depth.status();
+    PgRow depth_row = depth->row(0);
+    const std::int64_t held = depth_row.int64(0);
+    IOTHUB_RETURN_IF_ERROR(depth_row.status());
+    if (static_cast<std::uint64_t>(held) >= max_depth) {
+      return Status(ErrorCode::DeviceMaximumQueueDepthExceeded,
+                    "the cloud-to-device queue of device '" + message.device_id +
+                        "' already holds " + std::to_string(max_depth) + " messages");
+    }
+
+    Result<PgResult> inserted = connection.query(kInsertC2d, insert_params);
+    if (!inserted) return inserted.status();
+    if (inserted->rows() != 1) {
+      return Status(ErrorCode::ServerError, "the insert returned no sequence");
+    }
+    PgRow row = inserted->row(0);
+    const std::int64_t sequence = row.int64(0);
+    IOTHUB_RETURN_IF_ERROR(row.status());
+    IOTHUB_RETURN_IF_ERROR(syncC2dCounts(connection, {message.device_id}));
+    return sequence;
+  });
+}
+
+Result<std::optional<C2dMessageRecord>> PostgresStore::lockC2d(std::string_view device_id,
+                                                               const C2dLock& lock,
+                                                               const C2dFeedbackRule& feedback) {
+  using Locked = std::optional<C2dMessageRecord>;
+  return write<Locked>([&](PgConnection& connection) -> Result<Locked> {
+    Result<bool> exists = lockC2dDevice(connection, device_id);
+    if (!exists) return exists.status();
+    if (!*exists) return Locked();
+
+    const std::int64_t now = toNanoseconds(lock.now);
+    std::vector<C2dMessageRecord> passed;  // removed on the way, with their reasons below
+    std::vector<C2dRemoval> reasons;
+    std::int64_t after = 0;
+    Locked chosen;
+    while (!chosen) {
+      Result<std::vector<C2dMessageRecord>> page =
+          queryC2d(connection, kC2dQueuePage, PgParams().add(device_id).add(after).add(kC2dPage));
+      if (!page) return page.status();
+      for (C2dMessageRecord& message : *page) {
+        after = message.sequence;
+        if (toNanoseconds(message.expiry_time) <= now) {
+          passed.push_back(std::move(message));
+          reasons.push_back(C2dRemoval::Expired);
+          continue;
+        }
+        const bool free = message.lock_token.empty() || toNanoseconds(message.locked_until) <= now;
+        if (!free) continue;
+        if (message.delivery_count >= lock.max_delivery_count) {
+          passed.push_back(std::move(message));
+          reasons.push_back(C2dRemoval::DeliveryCountExceeded);
+          continue;
+        }
+        PgParams params;
+        params.add(message.sequence).add(lock.token).add(toNanoseconds(lock.until));
+        IOTHUB_RETURN_IF_ERROR(connection.query(kLockC2d, params).status());
+        message.lock_token = lock.token;
+        message.locked_until = lock.until;
+        message.delivery_count += 1;
+        chosen = std::move(message);
+        break;
+      }
+      if (static_cast<std::int64_t>(page->size()) < kC2dPage) break;
+    }
+    if (!passed.empty()) {
+      std::vector<C2dLeaving> leaving;
+      for (std::size_t i = 0; i < passed.size(); ++i) leaving.push_back({&passed[i], reasons[i]});
+      IOTHUB_RETURN_IF_ERROR(removeC2d(connection, leaving, feedback));
+      IOTHUB_RETURN_IF_ERROR(syncC2dCounts(connection, {std::string(device_id)}));
+    }
+    return chosen;
+  });
+}
+
+Result<C2dMessageRecord> PostgresStore::settleC2d(std::string_view device_id,
+                                                  std::string_view lock_token,
+                                                  C2dSettlement settlement, SystemTime now,
+                                                  const C2dFeedbackRule& feedback) {
+  // '' marks a free message, so it never names a lock.
+  if (lock_token.empty()) return c2dLockLost(device_id);
+  return write<C2dMessageRecord>([&](PgConnection& connection) -> Result<C2dMessageRecord> {
+    Result<bool> exists = lockC2dDevice(connection, device_id);
+    if (!exists) return exists.status();
+    if (!*exists) return c2dLockLost(device_id);
+    Result<std::vector<C2dMessageRecord>> found =
+        queryC2d(connection, kC2dByLockToken, PgParams().add(device_id).add(lock_token));
+    if (!found) return found.status();
+    if (found->empty() || found->front().locked_until <= now) return c2dLockLost(device_id);
+    const C2dMessageRecord& message = found->front();
+    if (settlement == C2dSettlement::Abandon) {
+      IOTHUB_RETURN_IF_ERROR(
+          connection.query(kAbandonC2d, PgParams().add(message.sequence)).status());
+      return message;
+    }
+    const C2dRemoval removal =
+        settlement == C2dSettlement::Complete ? C2dRemoval::Completed : C2dRemoval::Rejected;
+    IOTHUB_RETURN_IF_ERROR(removeC2d(connection, {{&message, removal}}, feedback));
+    IOTHUB_RETURN_IF_ERROR(syncC2dCounts(connection, {std::string(device_id)}));
+    return message;
+  });
+}
+
+Result<std::size_t> PostgresStore::purgeC2d(std::string_view device_id,
+                                            const C2dFeedbackRule& feedback) {
+  return write<std::size_t>([&](PgConnection& connection) -> Result<std::size_t> {
+    Result<bool> exists = lockC2dDevice(connection, device_id);
+    if (!exists) return exists.status();
+    if (!*exists) return deviceNotFound(device_id);
+    Result<std::vector<C2dMessageRecord>> queue =
+        queryC2d(connection, kDeviceC2d, PgParams().add(device_id));
+    if (!queue) return queue.status();
+    std::vector<C2dLeaving> leaving;
+    for (const C2dMessageRecord& message : *queue)
+      leaving.push_back({&message, C2dRemoval::Purged});
+    IOTHUB_RETURN_IF_ERROR(removeC2d(connection, leaving, feedback));
+    IOTHUB_RETURN_IF_ERROR(syncC2dCounts(connection, {std::string(device_id)}));
+    return queue->size();
+  });
+}
+
+Result<std::size_t> PostgresStore::expireC2d(SystemTime now, std::size_t limit,
+                                             const C2dFeedbackRule& feedback) {
+  if (limit == 0) return std::size_t{0};
+  const std::int64_t now_ns = toNanoseconds(now);
+  return write<std::size_t>([&](PgConnection& connection) -> Result<std::size_t> {
+    Result<PgResult> candidates =
+        connection.query(kExpiringDevices, PgParams().add(now_ns).add(sqlLimit(limit)));
+    if (!candidates) return candidates.status();
+    if (candidates->rows() == 0) return std::size_t{0};
+    PgArrayBuilder candidate_ids;
+    for (int i = 0; i < candidates->rows(); ++i) candidate_ids.add(candidates->row(i).text(0));
+    Result<PgResult> locked =
+        connection.query(kC2dLockDevices, PgParams().add(std::move(candidate_ids).finish()));
+    if (!locked) return locked.status();
+    std::vector<std::string> devices;
+    PgArrayBuilder device_ids;
+    for (int i = 0; i < locked->rows(); ++i) {
+      devices.push_back(locked->row(i).text(0));
+      device_ids.add(devices.back());
+    }
+    PgParams params;
+    params.add(now_ns).add(std::move(device_ids).finish()).add(sqlLimit(limit));
+    Result<std::vector<C2dMessageRecord>> expired = queryC2d(connection, kExpiredC2d, params);
+    if (!expired) return expired.status();
+    std::vector<C2dLeaving> leaving;
+    for (const C2dMessageRecord& message : *expired) {
+      leaving.push_back({&message, C2dRemoval::Expired});
+    }
+    IOTHUB_RETURN_IF_ERROR(removeC2d(connection, leaving, feedback));
+    IOTHUB_RETURN_IF_ERROR(syncC2dCounts(connection, devices));
+    return expired->size();
+  });
+}
+
+Result<std::vector<C2dMessageRecord>> PostgresStore::listC2d(std::string_view device_id,
+                                                             std::size_t limit) {
+  PgParams params;
+  params.add(device_id).add(sqlLimit(limit));
+  return read<std::vector<C2dMessageRecord>>(
+      [&](PgConnection& connection) { return queryC2d(connection, kListC2d, params); });
+}
+
+Result<std::vector<C2dFeedbackRecord>> PostgresStore::lockC2dFeedback(SystemTime now,
+                                                                      SystemTime until,
+                                                                      std::size_t limit) {
+  if (limit == 0) return std::vector<C2dFeedbackRecord>{};
+  PgParams params;
+  params.add(toNanoseconds(now)).add(toNanoseconds(until)).add(sqlLimit(limit));
+  Result<std::vector<C2dFeedbackRecord>> locked = write<std::vector<C2dFeedbackRecord>>(
+      [&](PgConnection& connection) -> Result<std::vector<C2dFeedbackRecord>> {
+        Result<PgResult> result = connection.query(kLockC2dFeedback, params);
+        if (!result) return result.status();
+        return decodeRows<C2dFeedbackRecord>(*result, decodeC2dFeedbackRow);
+      });
+  if (!locked) return locked;
+  // RETURNING gives the rows in no promised order.
+  std::sort(locked->begin(), locked->end(),
+            [](const C2dFeedbackRecord& a, const C2dFeedbackRecord& b) {
+              return a.sequence < b.sequence;
+            });
+  return locked;
+}
+
+Status PostgresStore::deleteC2dFeedback(const std::vector<std::int64_t>& sequences) {
+  if (sequences.empty()) return Status::ok();
+  PgArrayBuilder array;
+  for (std::int64_t sequence : sequences) array.add(sequence);
+  PgParams params;
+  params.add(std::move(array).finish());
+  return writeStatus([&](PgConnection& connection) -> Status {
+    return connection.query(kDeleteC2dFeedback, params).status();
+  });
+}
+
+Result<std::size_t> PostgresStore::expireC2dFeedback(SystemTime enqueued_before,
+                                                     std::size_t limit) {
+  if (limit == 0) return std::size_t{0};
+  PgParams params;
+  params.add(toNanoseconds(enqueued_before)).add(sqlLimit(limit));
+  return write<std::size_t>([&](PgConnection& connection) -> Result<std::size_t> {
+    Result<PgResult> expired = connection.query(kExpireC2dFeedback, params);
+    if (!expired) return expired.status();
+    return static_cast<std::size_t>(expired->affectedRows());
+  });
+}
+
 // ClusterStore
 
 Result<NodeRecord> PostgresStore::renewNode(std::string_view node_id, std::string_view address,

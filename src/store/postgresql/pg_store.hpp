@@ -53,6 +53,7 @@ class PostgresStore final : public Store,
                             private DeviceJobStore,
                             private AccessPolicyStore,
                             private MqttSessionStore,
+                            private C2dStore,
                             private ClusterStore {
  public:
   using WriterStats = PgWriter::Stats;
@@ -76,6 +77,7 @@ class PostgresStore final : public Store,
   DeviceJobStore& deviceJobs() override { return *this; }
   AccessPolicyStore& policies() override { return *this; }
   MqttSessionStore& mqttSessions() override { return *this; }
+  C2dStore& c2d() override { return *this; }
   ClusterStore* cluster() override { return this; }
   // Reads on the pool's connections (pg_change_feed.hpp).
   ChangeFeed* changeFeed() override { return change_feed_.get(); }
@@ -153,6 +155,24 @@ class PostgresStore final : public Store,
   Result<std::optional<MqttSessionRecord>> getSession(std::string_view client_id) override;
   Status putSession(const MqttSessionRecord& session) override;
   Status deleteSession(std::string_view client_id) override;
+
+  // C2dStore
+  Result<std::int64_t> enqueueC2d(const C2dMessageRecord& message, std::size_t max_depth) override;
+  Result<std::optional<C2dMessageRecord>> lockC2d(std::string_view device_id, const C2dLock& lock,
+                                                  const C2dFeedbackRule& feedback) override;
+  Result<C2dMessageRecord> settleC2d(std::string_view device_id, std::string_view lock_token,
+                                     C2dSettlement settlement, SystemTime now,
+                                     const C2dFeedbackRule& feedback) override;
+  Result<std::size_t> purgeC2d(std::string_view device_id,
+                               const C2dFeedbackRule& feedback) override;
+  Result<std::size_t> expireC2d(SystemTime now, std::size_t limit,
+                                const C2dFeedbackRule& feedback) override;
+  Result<std::vector<C2dMessageRecord>> listC2d(std::string_view device_id,
+                                                std::size_t limit) override;
+  Result<std::vector<C2dFeedbackRecord>> lockC2dFeedback(SystemTime now, SystemTime until,
+                                                         std::size_t limit) override;
+  Status deleteC2dFeedback(const std::vector<std::int64_t>& sequences) override;
+  Result<std::size_t> expireC2dFeedback(SystemTime enqueued_before, std::size_t limit) override;
 
   // ClusterStore
   Result<NodeRecord> renewNode(std::string_view node_id, std::string_view address,

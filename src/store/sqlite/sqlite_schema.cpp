@@ -95,10 +95,44 @@ ALTER TABLE jobs ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
 )sql";
 
+// Version 4: cloud-to-device queues and the feedback queue (C2dStore in store.hpp).
+// - c2d_messages is a rowid table (bodies can be large) whose rowid is the message's
+//   sequence; AUTOINCREMENT keeps a sequence from ever being handed out again, so it grows
+//   with every enqueue even after the newest messages were removed. (device_id, sequence)
+//   is the queue order; messages go with their device (ON DELETE CASCADE).
+// - lock_token is '' and locked_until 0 while no device holds the message.
+// - c2d_messages_by_expiry serves expireC2d's earliest-expiry-first sweep.
+// - c2d_feedback: lockC2dFeedback reads in sequence order; the index on enqueued_time
+//   serves expireC2dFeedback.
+constexpr std::string_view kSchemaV4 = R"sql(
+CREATE TABLE c2d_messages (
+  sequence       INTEGER PRIMARY KEY AUTOINCREMENT,
+  device_id      TEXT    NOT NULL REFERENCES devices (device_id) ON DELETE CASCADE,
+  enqueued_time  INTEGER NOT NULL,
+  expiry_time    INTEGER NOT NULL,
+  lock_token     TEXT    NOT NULL,
+  locked_until   INTEGER NOT NULL,
+  delivery_count INTEGER NOT NULL,
+  document       TEXT    NOT NULL,  -- JSON object
+  body           BLOB    NOT NULL
+);
+CREATE UNIQUE INDEX c2d_messages_by_device ON c2d_messages (device_id, sequence);
+CREATE INDEX c2d_messages_by_expiry ON c2d_messages (expiry_time);
+
+CREATE TABLE c2d_feedback (
+  sequence      INTEGER PRIMARY KEY AUTOINCREMENT,
+  enqueued_time INTEGER NOT NULL,
+  locked_until  INTEGER NOT NULL,  -- 0 = never locked
+  document      TEXT    NOT NULL   -- JSON object
+);
+CREATE INDEX c2d_feedback_by_enqueued_time ON c2d_feedback (enqueued_time);
+)sql";
+
 constexpr SqliteMigration kMigrations[] = {
     {1, kSchemaV1},
     {2, kSchemaV2},
     {3, kSchemaV3},
+    {4, kSchemaV4},
 };
 
 }  // namespace

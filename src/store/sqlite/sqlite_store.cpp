@@ -920,4 +920,352 @@ Status SqliteStore::deleteSession(std::string_view client_id) {
   });
 }
 
+// --- cloud-to-device messages (C2dStore) ---
+
+namespace {
+
+#define IOTHUB_C2D_COLUMNS                                                                     \
+  "device_id, sequence, enqueued_time, expiry_time, lock_token, locked_until, delivery_count," \
+  " document, body"
+
+constexpr std::string_view kC2dDeviceExists = "SELECT 1 FROM devices WHERE device_id = ?1";
+constexpr std::string_view kC2dDepth = "SELECT count(*) FROM c2d_messages WHERE device_id = ?1";
+// The body is bound as text (its bytes, NULs included) and stored as a BLOB: a BLOB is
+// never treated as UTF-8, so any bytes come back as they went in.
+constexpr std::string_view kInsertC2d =
+    "INSERT INTO c2d_messages (device_id, enqueued_time, expiry_time, lock_token, locked_until,"
+    " delivery_count, document, body) VALUES (?1, ?2, ?3, '', 0, 0, ?4, CAST(?5 AS BLOB))"
+    " RETURNING sequence";
+// The count is recounted rather than adjusted, so it cannot drift from the queue whatever
+// value the device row was created or updated with.
+constexpr std::string_view kSyncC2dCount =
+    "UPDATE devices SET cloud_to_device_message_count ="
+    " (SELECT count(*) FROM c2d_messages WHERE device_id = ?1) WHERE device_id = ?1";
+constexpr std::string_view kC2dQueuePage = "SELECT " IOTHUB_C2D_COLUMNS
+                                           " FROM c2d_messages WHERE device_id = ?1"
+                                           " AND sequence > ?2 ORDER BY sequence LIMIT ?3";
+constexpr std::string_view kListC2d = "SELECT " IOTHUB_C2D_COLUMNS
+                                      " FROM c2d_messages WHERE device_id = ?1"
+                                      " ORDER BY sequence LIMIT ?2";
+constexpr std::string_view kLockC2d =
+    "UPDATE c2d_messages SET lock_token = ?2, locked_until = ?3,"
+    " delivery_count = delivery_count + 1 WHERE sequence = ?1";
+constexpr std::string_view kC2dByLockToken = "SELECT " IOTHUB_C2D_COLUMNS
+                                             " FROM c2d_messages WHERE device_id = ?1"
+                                             " AND lock_token = ?2";
+constexpr std::string_view kAbandonC2d =
+    "UPDATE c2d_messages SET lock_token = '', locked_until = 0 WHERE sequence = ?1";
+constexpr std::string_view kDeleteC2d = "DELETE FROM c2d_messages WHERE sequence = ?1";
+constexpr std::string_view kDeviceC2d = "SELECT " IOTHUB_C2D_COLUMNS
+                                        " FROM c2d_messages WHERE device_id = ?1"
+                                        " ORDER BY sequence";
+constexpr std::string_view kExpiredC2d = "SELECT " IOTHUB_C2D_COLUMNS
+                                         " FROM c2d_messages WHERE expiry_time <= ?1"
+                                         " ORDER BY expiry_time, sequence LIMIT ?2";
+
+#undef IOTHUB_C2D_COLUMNS
+
+constexpr std::string_view kInsertC2dFeedback =
+    "INSERT INTO c2d_feedback (enqueued_time, locked_until, document) VALUES (?1, 0, ?2)";
+constexpr std::string_view kLockC2dFeedback =
+    "UPDATE c2d_feedback SET locked_until = ?2 WHERE sequence IN (SELECT sequence FROM"
+    " c2d_feedback WHERE locked_until <= ?1 ORDER BY sequence LIMIT ?3)"
+    " RETURNING sequence, enqueued_time, document";
+constexpr std::string_view kDeleteC2dFeedback = "DELETE FROM c2d_feedback WHERE sequence = ?1";
+constexpr std::string_view kExpireC2dFeedback =
+    "DELETE FROM c2d_feedback WHERE sequence IN (SELECT sequence FROM c2d_feedback"
+    " WHERE enqueued_time < ?1 ORDER BY enqueued_time LIMIT ?2)";
+
+// lockC2d reads a device's queue this many messages at a time.
+constexpr std::size_t kC2dPage = 32;
+
+Result<C2dMessageRecord> decodeC2dRow(const SqliteStatement& row) {
+  C2dMessageRecord message;
+  message.device_id = row.text(0);
+  message.sequence = row.int64(1);
+  message.enqueued_time = fromNanoseconds(row.int64(2));
+  message.expiry_time = fromNanoseconds(row.int64(3));
+  message.lock_token = row.text(4);
+  message.locked_until = fromNanoseconds(row.int64(5));
+  message.delivery_count = static_cast<std::int32_t>(row.int64(6));
+  Result<json::object> document = decodeStoredObject(row.text(7), "c2d_messages.document");
+  if (!document) return document.status();
+  message.document = std::move(document).value();
+  message.body = row.text(8);
+  return message;
+}
+
+Result<C2dFeedbackRecord> decodeC2dFeedbackRow(const SqliteStatement& row) {
+  C2dFeedbackRecord record;
+  record.sequence = row.int64(0);
+  record.enqueued_time = fromNanoseconds(row.int64(1));
+  Result<json::object> document = decodeStoredObject(row.text(2), "c2d_feedback.document");
+  if (!document) return document.status();
+  record.document = std::move(document).value();
+  return record;
+}
+
+Status syncC2dCount(SqliteConnection& connection, std::string_view device_id) {
+  Result<SqliteStatement> sync = connection.prepare(kSyncC2dCount);
+  if (!sync) return sync.status();
+  sync->bind(1, device_id);
+  return sync->run();
+}
+
+// Inside a write transaction: deletes `message` and stores the feedback record `feedback`
+// makes of it, if any. The caller brings the device's count up to date afterwards.
+Status removeC2d(SqliteConnection& connection, const C2dMessageRecord& message, C2dRemoval removal,
+                 const C2dFeedbackRule& feedback) {
+  Result<SqliteStatement> remove = connection.prepare(kDeleteC2d);
+  if (!remove) return remove.status();
+  remove->bind(1, message.sequence);
+  IOTHUB_RETURN_IF_ERROR(remove->run());
+  if (!feedback) return Status::ok();
+  std::optional<C2dFeedbackRecord> record = feedback(message, removal);
+  if (!record) return Status::ok();
+  Result<SqliteStatement> insert = connection.prepare(kInsertC2dFeedback);
+  if (!insert) return insert.status();
+  insert->bind(1, toNanoseconds(record->enqueued_time)).bind(2, json::serialize(record->document));
+  return insert->run();
+}
+
+Status c2dLockLost(std::string_view device_id) {
+  return Status(ErrorCode::DeviceMessageLockLost,
+                "no message of device '" + std::string(device_id) +
+                    "' is locked under that lock token (it was settled, or its lock expired)");
+}
+
+}  // namespace
+
+Result<std::int64_t> SqliteStore::enqueueC2d(const C2dMessageRecord& message,
+                                             std::size_t max_depth) {
+  std::string document = json::serialize(message.document);
+  return write<std::int64_t>([&](SqliteConnection& connection) -> Result<std::int64_t> {
+    Result<SqliteStatement> exists = connection.prepare(kC2dDeviceExists);
+    if (!exists) return exists.status();
+    exists->bind(1, message.device_id);
+    Result<bool> found = exists->step();
+    if (!found) return found.status();
+    if (!*found) return deviceNotFound(message.device_id);
+
+    Result<SqliteStatement> depth = connection.prepare(kC2dDepth);
+    if (!depth) return depth.status();
+    depth->bind(1, message.device_id);
+    Result<bool> row = depth->step();
+    if (!row) return row.status();
+    if (static_cast<std::uint64_t>(depth->int64(0)) >= max_depth) {
+      return Status(ErrorCode::DeviceMaximumQueueDepthExceeded,
+                    "the cloud-to-device queue of device '" + message.device_id +
+                        "' already holds " + std::to_string(max_depth) + " messages");
+    }
+
+    Result<SqliteStatement> insert = connection.prepare(kInsertC2d);
+    if (!insert) return insert.status();
+    insert->bind(1, message.device_id)
+        .bind(2, toNanoseconds(message.enqueued_time))
+        .bind(3, toNanoseconds(message.expiry_time))
+        .bind(4, document)
+        .bind(5, std::string_view(message.body));
+    Result<bool> inserted = insert->step();
+    if (!inserted) return inserted.status();
+    if (!*inserted) return Status(ErrorCode::ServerError, "the insert returned no sequence");
+    const std::int64_t sequence = insert->int64(0);
+    IOTHUB_RETURN_IF_ERROR(insert->run());  // finishes the statement
+    IOTHUB_RETURN_IF_ERROR(syncC2dCount(connection, message.device_id));
+    return sequence;
+  });
+}
+
+Result<std::optional<C2dMessageRecord>> SqliteStore::lockC2d(std::string_view device_id,
+                                                             const C2dLock& lock,
+                                                             const C2dFeedbackRule& feedback) {
+  using Locked = std::optional<C2dMessageRecord>;
+  return write<Locked>([&](SqliteConnection& connection) -> Result<Locked> {
+    // The writer is the only one writing the file, so nothing else can lock a message
+    // between reading the queue and updating it.
+    const std::int64_t now = toNanoseconds(lock.now);
+    bool removed = false;
+    std::int64_t after = 0;
+    Locked chosen;
+    while (!chosen) {
+      Result<std::vector<C2dMessageRecord>> page = [&] {
+        Result<SqliteStatement> statement = connection.prepare(kC2dQueuePage);
+        if (!statement) return Result<std::vector<C2dMessageRecord>>(statement.status());
+        statement->bind(1, device_id).bind(2, after).bind(3, sqlLimit(kC2dPage));
+        return collect<C2dMessageRecord>(*statement, kC2dPage, decodeC2dRow);
+      }();
+      if (!page) return page.status();
+      if (page->empty()) break;
+      for (C2dMessageRecord& message : *page) {
+        after = message.sequence;
+        if (toNanoseconds(message.expiry_time) <= now) {
+          IOTHUB_RETURN_IF_ERROR(removeC2d(connection, message, C2dRemoval::Expired, feedback));
+          removed = true;
+          continue;
+        }
+        const bool free = message.lock_token.empty() || toNanoseconds(message.locked_until) <= now;
+        if (!free) continue;
+        if (message.delivery_count >= lock.max_delivery_count) {
+          IOTHUB_RETURN_IF_ERROR(
+              removeC2d(connection, message, C2dRemoval::DeliveryCountExceeded, feedback));
+          removed = true;
+          continue;
+        }
+        Result<SqliteStatement> take = connection.prepare(kLockC2d);
+        if (!take) return take.status();
+        take->bind(1, message.sequence).bind(2, lock.token).bind(3, toNanoseconds(lock.until));
+        IOTHUB_RETURN_IF_ERROR(take->run());
+        message.lock_token = lock.token;
+        message.locked_until = lock.until;
+        message.delivery_count += 1;
+        chosen = std::move(message);
+        break;
+      }
+      if (page->size() < kC2dPage) break;
+    }
+    if (removed) IOTHUB_RETURN_IF_ERROR(syncC2dCount(connection, device_id));
+    return chosen;
+  });
+}
+
+Result<C2dMessageRecord> SqliteStore::settleC2d(std::string_view device_id,
+                                                std::string_view lock_token,
+                                                C2dSettlement settlement, SystemTime now,
+                                                const C2dFeedbackRule& feedback) {
+  // '' marks a free message, so it never names a lock.
+  if (lock_token.empty()) return c2dLockLost(device_id);
+  return write<C2dMessageRecord>([&](SqliteConnection& connection) -> Result<C2dMessageRecord> {
+    Result<std::optional<C2dMessageRecord>> found = [&] {
+      Result<SqliteStatement> statement = connection.prepare(kC2dByLockToken);
+      if (!statement) return Result<std::optional<C2dMessageRecord>>(statement.status());
+      statement->bind(1, device_id).bind(2, lock_token);
+      return single<C2dMessageRecord>(*statement, decodeC2dRow);
+    }();
+    if (!found) return found.status();
+    if (!found->has_value() || (*found)->locked_until <= now) return c2dLockLost(device_id);
+    const C2dMessageRecord& message = **found;
+    if (settlement == C2dSettlement::Abandon) {
+      Result<SqliteStatement> abandon = connection.prepare(kAbandonC2d);
+      if (!abandon) return abandon.status();
+      abandon->bind(1, message.sequence);
+      IOTHUB_RETURN_IF_ERROR(abandon->run());
+      return message;
+    }
+    IOTHUB_RETURN_IF_ERROR(removeC2d(
+        connection, message,
+        settlement == C2dSettlement::Complete ? C2dRemoval::Completed : C2dRemoval::Rejected,
+        feedback));
+    IOTHUB_RETURN_IF_ERROR(syncC2dCount(connection, device_id));
+    return message;
+  });
+}
+
+Result<std::size_t> SqliteStore::purgeC2d(std::string_view device_id,
+                                          const C2dFeedbackRule& feedback) {
+  return write<std::size_t>([&](SqliteConnection& connection) -> Result<std::size_t> {
+    Result<SqliteStatement> exists = connection.prepare(kC2dDeviceExists);
+    if (!exists) return exists.status();
+    exists->bind(1, device_id);
+    Result<bool> found = exists->step();
+    if (!found) return found.status();
+    if (!*found) return deviceNotFound(device_id);
+
+    Result<std::vector<C2dMessageRecord>> queue = [&] {
+      Result<SqliteStatement> statement = connection.prepare(kDeviceC2d);
+      if (!statement) return Result<std::vector<C2dMessageRecord>>(statement.status());
+      statement->bind(1, device_id);
+      return collect<C2dMessageRecord>(*statement, kMaxReserve, decodeC2dRow);
+    }();
+    if (!queue) return queue.status();
+    for (const C2dMessageRecord& message : *queue) {
+      IOTHUB_RETURN_IF_ERROR(removeC2d(connection, message, C2dRemoval::Purged, feedback));
+    }
+    IOTHUB_RETURN_IF_ERROR(syncC2dCount(connection, device_id));
+    return queue->size();
+  });
+}
+
+Result<std::size_t> SqliteStore::expireC2d(SystemTime now, std::size_t limit,
+                                           const C2dFeedbackRule& feedback) {
+  if (limit == 0) return std::size_t{0};
+  return write<std::size_t>([&](SqliteConnection& connection) -> Result<std::size_t> {
+    Result<std::vector<C2dMessageRecord>> expired = [&] {
+      Result<SqliteStatement> statement = connection.prepare(kExpiredC2d);
+      if (!statement) return Result<std::vector<C2dMessageRecord>>(statement.status());
+      statement->bind(1, toNanoseconds(now)).bind(2, sqlLimit(limit));
+      return collect<C2dMessageRecord>(*statement, limit, decodeC2dRow);
+    }();
+    if (!expired) return expired.status();
+    std::vector<std::string> devices;
+    for (const C2dMessageRecord& message : *expired) {
+      IOTHUB_RETURN_IF_ERROR(removeC2d(connection, message, C2dRemoval::Expired, feedback));
+      devices.push_back(message.device_id);
+    }
+    std::sort(devices.begin(), devices.end());
+    devices.erase(std::unique(devices.begin(), devices.end()), devices.end());
+    for (const std::string& device_id : devices) {
+      IOTHUB_RETURN_IF_ERROR(syncC2dCount(connection, device_id));
+    }
+    return expired->size();
+  });
+}
+
+Result<std::vector<C2dMessageRecord>> SqliteStore::listC2d(std::string_view device_id,
+                                                           std::size_t limit) {
+  return read<std::vector<C2dMessageRecord>>(
+      [&](SqliteConnection& connection) -> Result<std::vector<C2dMessageRecord>> {
+        Result<SqliteStatement> statement = connection.prepare(kListC2d);
+        if (!statement) return statement.status();
+        statement->bind(1, device_id).bind(2, sqlLimit(limit));
+        return collect<C2dMessageRecord>(*statement, limit, decodeC2dRow);
+      });
+}
+
+Result<std::vector<C2dFeedbackRecord>> SqliteStore::lockC2dFeedback(SystemTime now,
+                                                                    SystemTime until,
+                                                                    std::size_t limit) {
+  if (limit == 0) return std::vector<C2dFeedbackRecord>{};
+  Result<std::vector<C2dFeedbackRecord>> locked = write<std::vector<C2dFeedbackRecord>>(
+      [&](SqliteConnection& connection) -> Result<std::vector<C2dFeedbackRecord>> {
+        Result<SqliteStatement> statement = connection.prepare(kLockC2dFeedback);
+        if (!statement) return statement.status();
+        statement->bind(1, toNanoseconds(now))
+            .bind(2, toNanoseconds(until))
+            .bind(3, sqlLimit(limit));
+        return collect<C2dFeedbackRecord>(*statement, limit, decodeC2dFeedbackRow);
+      });
+  if (!locked) return locked;
+  // RETURNING gives the rows in no promised order.
+  std::sort(locked->begin(), locked->end(),
+            [](const C2dFeedbackRecord& a, const C2dFeedbackRecord& b) {
+              return a.sequence < b.sequence;
+            });
+  return locked;
+}
+
+Status SqliteStore::deleteC2dFeedback(const std::vector<std::int64_t>& sequences) {
+  if (sequences.empty()) return Status::ok();
+  return writeStatus([&](SqliteConnection& connection) -> Status {
+    Result<SqliteStatement> remove = connection.prepare(kDeleteC2dFeedback);
+    if (!remove) return remove.status();
+    for (std::int64_t sequence : sequences) {
+      remove->bind(1, sequence);
+      IOTHUB_RETURN_IF_ERROR(remove->run());
+      remove->reset();
+    }
+    return Status::ok();
+  });
+}
+
+Result<std::size_t> SqliteStore::expireC2dFeedback(SystemTime enqueued_before, std::size_t limit) {
+  if (limit == 0) return std::size_t{0};
+  return write<std::size_t>([&](SqliteConnection& connection) -> Result<std::size_t> {
+    Result<SqliteStatement> expire = connection.prepare(kExpireC2dFeedback);
+    if (!expire) return expire.status();
+    expire->bind(1, toNanoseconds(enqueued_before)).bind(2, sqlLimit(limit));
+    IOTHUB_RETURN_IF_ERROR(expire->run());
+    return static_cast<std::size_t>(connection.changes());
+  });
+}
+
 }  // namespace iothub::store

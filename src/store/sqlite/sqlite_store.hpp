@@ -42,7 +42,8 @@ class SqliteStore final : public Store,
                           private JobStore,
                           private DeviceJobStore,
                           private AccessPolicyStore,
-                          private MqttSessionStore {
+                          private MqttSessionStore,
+                          private C2dStore {
  public:
   using WriterStats = SqliteWriter::Stats;
 
@@ -63,6 +64,7 @@ class SqliteStore final : public Store,
   DeviceJobStore& deviceJobs() override { return *this; }
   AccessPolicyStore& policies() override { return *this; }
   MqttSessionStore& mqttSessions() override { return *this; }
+  C2dStore& c2d() override { return *this; }
 
   // Counters of the group-commit writer (for tests, benchmarks and metrics).
   WriterStats stats() const;
@@ -137,6 +139,24 @@ class SqliteStore final : public Store,
   Result<std::optional<MqttSessionRecord>> getSession(std::string_view client_id) override;
   Status putSession(const MqttSessionRecord& session) override;
   Status deleteSession(std::string_view client_id) override;
+
+  // C2dStore
+  Result<std::int64_t> enqueueC2d(const C2dMessageRecord& message, std::size_t max_depth) override;
+  Result<std::optional<C2dMessageRecord>> lockC2d(std::string_view device_id, const C2dLock& lock,
+                                                  const C2dFeedbackRule& feedback) override;
+  Result<C2dMessageRecord> settleC2d(std::string_view device_id, std::string_view lock_token,
+                                     C2dSettlement settlement, SystemTime now,
+                                     const C2dFeedbackRule& feedback) override;
+  Result<std::size_t> purgeC2d(std::string_view device_id,
+                               const C2dFeedbackRule& feedback) override;
+  Result<std::size_t> expireC2d(SystemTime now, std::size_t limit,
+                                const C2dFeedbackRule& feedback) override;
+  Result<std::vector<C2dMessageRecord>> listC2d(std::string_view device_id,
+                                                std::size_t limit) override;
+  Result<std::vector<C2dFeedbackRecord>> lockC2dFeedback(SystemTime now, SystemTime until,
+                                                         std::size_t limit) override;
+  Status deleteC2dFeedback(const std::vector<std::int64_t>& sequences) override;
+  Result<std::size_t> expireC2dFeedback(SystemTime enqueued_before, std::size_t limit) override;
 
   // Destruction order matters (see the destructor): writer, then readers, then the write
   // connection, so the last connection to close is the one that can checkpoint the WAL.

@@ -86,14 +86,14 @@ TEST_F(SqliteStoreTest, FreshDatabaseGetsTheCurrentSchemaVersionAndWal) {
   ASSERT_NE(openStore(), nullptr);
   auto raw = openRaw(dbFile());
   ASSERT_NE(raw, nullptr);
-  EXPECT_EQ(raw->queryInt64("PRAGMA user_version").value(), 3);
-  EXPECT_EQ(sqliteSchemaVersion(), 3);
+  EXPECT_EQ(raw->queryInt64("PRAGMA user_version").value(), 4);
+  EXPECT_EQ(sqliteSchemaVersion(), 4);
   auto journal = raw->prepare("PRAGMA journal_mode");
   ASSERT_TRUE(journal.isOk());
   ASSERT_TRUE(journal->step().value());
   EXPECT_EQ(journal->text(0), "wal");
-  for (const char* table :
-       {"devices", "twins", "jobs", "device_jobs", "access_policies", "mqtt_sessions"}) {
+  for (const char* table : {"devices", "twins", "jobs", "device_jobs", "access_policies",
+                            "mqtt_sessions", "c2d_messages", "c2d_feedback"}) {
     EXPECT_TRUE(tableExists(*raw, table)) << table;
   }
 }
