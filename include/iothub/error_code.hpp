@@ -36,6 +36,8 @@ enum class ErrorCode {
   StoreCorruption,           // 500: the store returned something impossible
   JobLeaseLost,              // 409: a job's write under a lease that expired or that another
                              // node took (store.hpp, JobStore leases); never sent to clients
+  DeviceMaximumQueueDepthExceeded,  // 403 / 403004: the device's cloud-to-device queue is full
+  DeviceMessageLockLost,            // 412 / 412002: a C2D lock token that holds no message
 };
 
 struct ErrorInfo {

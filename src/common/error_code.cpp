@@ -38,6 +38,9 @@ constexpr std::array kTable{
     Entry{ErrorCode::Cancelled, {503, 503001, "ServiceUnavailable"}},
     Entry{ErrorCode::StoreCorruption, {500, 500001, "ServerError"}},
     Entry{ErrorCode::JobLeaseLost, {409, 0, "JobLeaseLost"}},
+    Entry{ErrorCode::DeviceMaximumQueueDepthExceeded,
+          {403, 403004, "DeviceMaximumQueueDepthExceeded"}},
+    Entry{ErrorCode::DeviceMessageLockLost, {412, 412002, "DeviceMessageLockLost"}},
 };
 
 constexpr bool tableFollowsEnum() {

@@ -155,4 +155,33 @@ struct MqttSessionRecord {
   bool operator==(const MqttSessionRecord&) const = default;
 };
 
+// A cloud-to-device message in its device's queue (C2dStore; docs/c2d.md). The store keeps
+// the queue order, the lock and the delivery count; `document` holds the message's other
+// fields as the c2d module shapes them (ids, ack, content type, application properties).
+struct C2dMessageRecord {
+  std::string device_id;
+  std::int64_t sequence = 0;  // assigned by enqueueC2d; grows with every enqueue (store-wide)
+  SystemTime enqueued_time{};
+  SystemTime expiry_time{};        // removed as expired once this has passed
+  std::string lock_token;          // empty when no device holds the message
+  SystemTime locked_until{};       // meaningful with a lock token
+  std::int32_t delivery_count = 0;  // times it was locked for a device
+  json::object document;
+  std::string body;  // the payload's bytes
+
+  bool operator==(const C2dMessageRecord&) const = default;
+};
+
+// Why a message left its queue (C2dFeedbackRule decides which ones produce feedback).
+enum class C2dRemoval { Completed, Rejected, Expired, DeliveryCountExceeded, Purged };
+
+// A feedback record waiting for a service's feedback receiver (C2dStore feedback queue).
+struct C2dFeedbackRecord {
+  std::int64_t sequence = 0;  // assigned by the store; grows with every record (store-wide)
+  SystemTime enqueued_time{};
+  json::object document;  // the record as the service receives it (shaped by the c2d module)
+
+  bool operator==(const C2dFeedbackRecord&) const = default;
+};
+
 }  // namespace iothub::store

@@ -205,6 +205,90 @@ class MqttSessionStore {
   virtual Status deleteSession(std::string_view client_id) = 0;
 };
 
+// For a message leaving its queue and why: the feedback record to store in the same
+// transaction (its `document`, with the message's removal time as `enqueued_time`), or
+// nullopt for none. Runs inside the store's transaction (same rules as mutations: quick,
+// no calls into the store, may run more than once).
+using C2dFeedbackRule =
+    std::function<std::optional<C2dFeedbackRecord>(const C2dMessageRecord&, C2dRemoval)>;
+
+// How lockC2d takes a message.
+struct C2dLock {
+  SystemTime now{};               // the caller's clock: expiry and earlier locks are judged by it
+  SystemTime until{};             // the new lock's end
+  std::string token;              // the new lock's token (unique; the c2d module makes them)
+  std::int32_t max_delivery_count = 10;  // a free message already delivered this often is removed
+};
+
+enum class C2dSettlement { Complete, Reject, Abandon };
+
+// Cloud-to-device message queues, one per device, and the hub-wide feedback queue
+// (docs/c2d.md). Every change to a device's queue also keeps the device's
+// cloud_to_device_message_count equal to the number of messages in it, in the same
+// transaction (without touching its etag). RegistryStore::deleteDevice removes the
+// device's messages (without feedback).
+class C2dStore {
+ public:
+  virtual ~C2dStore() = default;
+
+  // Appends `message` (sequence and lock fields are ignored; the lock is free and the
+  // delivery count 0) to its device's queue unless the queue already holds `max_depth`
+  // messages (expired ones not yet removed count). Returns the message's sequence.
+  // Errors: DeviceNotFound; DeviceMaximumQueueDepthExceeded.
+  virtual Result<std::int64_t> enqueueC2d(const C2dMessageRecord& message,
+                                          std::size_t max_depth) = 0;
+
+  // Locks the device's next message and returns it: in sequence order, the first whose lock
+  // is free (no token, or locked_until <= lock.now) and that has not expired. In the same
+  // transaction, messages passed on the way are removed: expired ones (expiry_time <=
+  // lock.now) as Expired, free ones already delivered max_delivery_count times as
+  // DeliveryCountExceeded, each through `feedback`. The returned message carries the new
+  // lock (token, until) and its delivery count plus one. nullopt: nothing to deliver (also
+  // for an unknown device). Concurrent calls for one device never lock one message twice.
+  virtual Result<std::optional<C2dMessageRecord>> lockC2d(std::string_view device_id,
+                                                         const C2dLock& lock,
+                                                         const C2dFeedbackRule& feedback) = 0;
+
+  // Settles the device's message locked under `lock_token`, whose lock has not passed at
+  // `now`: Complete and Reject remove it (Completed, Rejected through `feedback`); Abandon
+  // frees its lock so it is delivered again (its delivery count stays). Returns the message
+  // as it was before the settlement. Errors: DeviceMessageLockLost when no message of the
+  // device holds that token or its lock has passed.
+  virtual Result<C2dMessageRecord> settleC2d(std::string_view device_id,
+                                             std::string_view lock_token,
+                                             C2dSettlement settlement, SystemTime now,
+                                             const C2dFeedbackRule& feedback) = 0;
+
+  // Removes every message of the device (Purged through `feedback`); returns how many.
+  // Errors: DeviceNotFound.
+  virtual Result<std::size_t> purgeC2d(std::string_view device_id,
+                                       const C2dFeedbackRule& feedback) = 0;
+
+  // Removes up to `limit` messages of any device whose expiry_time <= now (Expired through
+  // `feedback`), earliest expiry first; returns how many (the caller repeats while it gets
+  // `limit`).
+  virtual Result<std::size_t> expireC2d(SystemTime now, std::size_t limit,
+                                        const C2dFeedbackRule& feedback) = 0;
+
+  // The device's queue in sequence order (locked and expired messages included), at most
+  // `limit`: for tests and operators.
+  virtual Result<std::vector<C2dMessageRecord>> listC2d(std::string_view device_id,
+                                                        std::size_t limit) = 0;
+
+  // The oldest feedback records whose lock is free (never locked, or locked_until <= now),
+  // at most `limit`, in sequence order, now locked until `until` so that no other receiver
+  // takes them meanwhile. Concurrent calls never return one record twice while it is locked.
+  virtual Result<std::vector<C2dFeedbackRecord>> lockC2dFeedback(SystemTime now,
+                                                                SystemTime until,
+                                                                std::size_t limit) = 0;
+  // Removes these feedback records (delivered); unknown sequences are ignored.
+  virtual Status deleteC2dFeedback(const std::vector<std::int64_t>& sequences) = 0;
+  // Removes up to `limit` feedback records enqueued before `enqueued_before` (nobody
+  // received them in time); returns how many.
+  virtual Result<std::size_t> expireC2dFeedback(SystemTime enqueued_before,
+                                                std::size_t limit) = 0;
+};
+
 // A backend's group-commit writer, as the metrics endpoint reads it.
 struct WriterMetrics {
   const AtomicHistogram* batch_sizes = nullptr;    // operations per transaction
@@ -230,6 +314,7 @@ class Store {
   virtual DeviceJobStore& deviceJobs() = 0;
   virtual AccessPolicyStore& policies() = 0;
   virtual MqttSessionStore& mqttSessions() = 0;
+  virtual C2dStore& c2d() = 0;
   // What the nodes of a cluster share (store/cluster_store.hpp); null for a backend that
   // only one process uses (SQLite).
   virtual ClusterStore* cluster() { return nullptr; }
