@@ -57,6 +57,9 @@ int main(int argc, char** argv) {
       ->envname("IOTHUB_HTTPS_PORT");
   app.add_option("--mqtt-port", config.mqtt_port, "MQTT over TLS port for devices")
       ->envname("IOTHUB_MQTT_PORT");
+  app.add_option("--amqp-port", config.amqp_port,
+                 "AMQP over TLS port for services (cloud-to-device messages, feedback)")
+      ->envname("IOTHUB_AMQP_PORT");
   auto* http_opt =
       app.add_option("--http-port", http_port, "Also serve the service API over plain HTTP (tests)")
           ->envname("IOTHUB_HTTP_PORT");

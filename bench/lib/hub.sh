@@ -17,7 +17,7 @@ launch_iothubd() {
   rm -f "$data/iothubd.json"
   # shellcheck disable=SC2086  # FLEET_HUB_ARGS is a list of options
   ${server_cpu[@]+"${server_cpu[@]}"} "$iothubd" --data-dir "$data" --bind 127.0.0.1 --hostname localhost \
-    --https-port 0 --mqtt-port 0 --http-port 0 --mqtt-plain-port 0 --log-level warn "$@" ${FLEET_HUB_ARGS:-} \
+    --https-port 0 --mqtt-port 0 --amqp-port 0 --http-port 0 --mqtt-plain-port 0 --log-level warn "$@" ${FLEET_HUB_ARGS:-} \
     >"$log_file" 2>&1 &
   launched_pid=$!
   for _ in $(seq 1 600); do

@@ -41,6 +41,7 @@
 #include <proton/uuid.hpp>
 #include <proton/value.hpp>
 #include <set>
+#include <unordered_map>
 #include <utility>
 
 namespace iothub::amqp {
@@ -487,6 +488,13 @@ struct ServerConnection::Impl : proton::messaging_handler {
   LinkId next_id = 1;
   std::map<pn_link_t*, LinkState> links;
   std::map<LinkId, pn_link_t*> by_id;
+  // Transfers whose outcome the handler gives later (settle()), by id.
+  struct Deferred {
+    proton::delivery delivery;
+    pn_link_t* link = nullptr;
+  };
+  std::unordered_map<DeliveryId, Deferred> deferred;
+  DeliveryId next_delivery = 1;
   // CBS replies waiting for credit, per $cbs sender link.
   std::map<pn_link_t*, std::deque<proton::message>> cbs_pending;
 
@@ -628,8 +636,10 @@ struct ServerConnection::Impl : proton::messaging_handler {
       // Announced only: Proton 0.37 does not enforce it (checkPartialDeliveries does).
       pn_link_set_max_message_size(rawLink(l), options.max_message_size);
       state.receiver = static_cast<proton::receiver&>(l);
-      state.receiver.open(proton::receiver_options().auto_accept(false).credit_window(
-          static_cast<int>(options.link_credit)));
+      // Credit is granted by hand, one back per settled message: messages whose outcome is
+      // deferred count against it, so a client cannot queue unbounded work.
+      state.receiver.open(proton::receiver_options().auto_accept(false).credit_window(0));
+      state.receiver.add_credit(static_cast<int>(options.link_credit));
     } else {
       state.sender = static_cast<proton::sender&>(l);
       state.sender.open(proton::sender_options().auto_settle(true));
@@ -649,6 +659,8 @@ struct ServerConnection::Impl : proton::messaging_handler {
     links.erase(it);
     by_id.erase(state.id);
     cbs_pending.erase(rawLink(l));
+    std::erase_if(deferred,
+                  [raw = rawLink(l)](const auto& entry) { return entry.second.link == raw; });
     if (!state.cbs) handler.onDetach(state.id);
   }
   void on_receiver_close(proton::receiver& r) override { onLinkEnd(r); }
@@ -663,6 +675,7 @@ struct ServerConnection::Impl : proton::messaging_handler {
     links.clear();
     by_id.clear();
     cbs_pending.clear();
+    deferred.clear();
     for (auto& [raw, state] : remaining) {
       if (!state.cbs) handler.onDetach(state.id);
     }
@@ -691,16 +704,31 @@ struct ServerConnection::Impl : proton::messaging_handler {
     if (it->second.cbs) {
       onPutToken(r, m);
       d.accept();
+      r.add_credit(1);
       return;
     }
     Message message = toMessage(m);
+    DeliveryId id = next_delivery++;
     Outcome outcome =
         message.body.size() > options.max_message_size
             ? Outcome::rejected(
                   "amqp:link:message-size-exceeded",
                   "larger than " + std::to_string(options.max_message_size) + " bytes")
-            : handler.onMessage(it->second.id, message);
+            : handler.onMessage(it->second.id, id, message);
+    if (outcome.kind == Outcome::Kind::Deferred) {
+      deferred[id] = Deferred{d, rawLink(r)};
+      return;
+    }
+    finishDelivery(d, outcome);
+  }
+
+  // Sends `outcome` for `d` and gives its credit back to the client's sender.
+  void finishDelivery(proton::delivery& d, const Outcome& outcome) {
+    proton::receiver r = d.receiver();
     switch (outcome.kind) {
+      case Outcome::Kind::Deferred:  // not an outcome: the caller's mistake; release it
+        d.release();
+        break;
       case Outcome::Kind::Accepted:
         d.accept();
         break;
@@ -718,6 +746,7 @@ struct ServerConnection::Impl : proton::messaging_handler {
         break;
       }
     }
+    r.add_credit(1);
   }
 
   static std::string property(const proton::message& m, const std::string& key) {
@@ -880,6 +909,16 @@ bool ServerConnection::send(LinkId link, const Message& message) {
   auto& state = impl_->links[id->second];
   if (state.role != LinkRole::Receiver || state.sender.credit() <= 0) return false;
   state.sender.send(fromMessage(message));
+  impl_->dispatch();
+  return true;
+}
+
+bool ServerConnection::settle(DeliveryId delivery, const Outcome& outcome) {
+  auto it = impl_->deferred.find(delivery);
+  if (it == impl_->deferred.end()) return false;
+  proton::delivery d = it->second.delivery;
+  impl_->deferred.erase(it);
+  impl_->finishDelivery(d, outcome);
   impl_->dispatch();
   return true;
 }

@@ -55,6 +55,8 @@ struct ErrorCondition {
 };
 
 using LinkId = std::uint64_t;
+// One incoming transfer whose outcome the handler decides later (Outcome::deferred()).
+using DeliveryId = std::uint64_t;
 
 enum class LinkRole : std::uint8_t {
   Sender,    // the client sends to `address` (its target), the hub receives
@@ -88,7 +90,9 @@ struct Message {
 
 // The outcome of an incoming transfer, sent back as its disposition.
 struct Outcome {
-  enum class Kind : std::uint8_t { Accepted, Rejected, Released };
+  // Deferred: the handler answers later with ServerConnection::settle() (it needs the
+  // store, which the connection's strand must not wait for).
+  enum class Kind : std::uint8_t { Accepted, Rejected, Released, Deferred };
   Kind kind = Kind::Accepted;
   ErrorCondition
       error;  // Rejected: sent as the rejected outcome's error (required by azure-iothub)
@@ -98,6 +102,7 @@ struct Outcome {
     return {Kind::Rejected, {std::move(condition), std::move(description)}};
   }
   static Outcome released() { return {Kind::Released, {}}; }
+  static Outcome deferred() { return {Kind::Deferred, {}}; }
 };
 
 // What the hub implements for every address but $cbs. Calls come from receive()/tick().
@@ -108,7 +113,10 @@ class LinkHandler {
   // the error to detach it with (the client's terminus is then not echoed).
   virtual std::optional<ErrorCondition> onAttach(const LinkRequest& request) = 0;
   // A transfer on an accepted client sender link.
-  virtual Outcome onMessage(LinkId link, const Message& message) = 0;
+  // `delivery` names it for a later settle() when the outcome is Outcome::deferred(). The
+  // client's sender gets one credit back per settled message, so a link never has more
+  // than link_credit messages waiting for their outcome.
+  virtual Outcome onMessage(LinkId link, DeliveryId delivery, const Message& message) = 0;
   // An accepted link ended (detached or closed by the client, or with the connection).
   virtual void onDetach(LinkId link) = 0;
   // The hub may now send up to `credit` messages on an accepted client receiver link.
@@ -175,6 +183,9 @@ class ServerConnection {
   // Sends a message on an accepted client receiver link. False without credit or link.
   bool send(LinkId link, const Message& message);
   int credit(LinkId link) const;
+  // Sends the outcome of a deferred transfer (not Deferred again). False when its link
+  // ended meanwhile (the client saw the link end; the outcome is dropped).
+  bool settle(DeliveryId delivery, const Outcome& outcome);
 
   // Nothing more will be read or written: the shell may close the socket once output() is
   // empty.

@@ -41,7 +41,7 @@ class Handler : public LinkHandler {
     if (!open.insert(request.id).second) fail("link id attached twice");
     return std::nullopt;
   }
-  Outcome onMessage(LinkId link, const Message& message) override {
+  Outcome onMessage(LinkId link, DeliveryId, const Message& message) override {
     if (!open.contains(link)) fail("message on a link that is not open");
     if (message.body.size() % 3 == 1) return Outcome::rejected("amqp:not-found", "fuzz");
     return Outcome::accepted();

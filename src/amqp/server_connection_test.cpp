@@ -50,7 +50,7 @@ class FakeHandler : public LinkHandler {
     }
     return std::nullopt;
   }
-  Outcome onMessage(LinkId link, const Message& message) override {
+  Outcome onMessage(LinkId link, DeliveryId, const Message& message) override {
     messages.emplace_back(link, message);
     return next_outcome;
   }

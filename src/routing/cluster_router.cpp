@@ -91,6 +91,7 @@ struct ClusterRouter::State : std::enable_shared_from_this<State> {
   std::unordered_map<std::string, std::vector<Waiter>> waiters;  // guarded by mutex
   std::uint64_t next_waiter = 1;                                 // guarded by mutex
   std::size_t waiting = 0;                                       // guarded by mutex
+  std::function<void(std::string_view)> c2d_handler;             // guarded by mutex
 
   bool isClosed() const {
     std::lock_guard lock(mutex);
@@ -361,6 +362,19 @@ struct ClusterRouter::State : std::enable_shared_from_this<State> {
       link->publish(std::string(*topic), std::string(*payload));
   }
 
+  void onC2d(const NatsBus::Message& message) {
+    auto doc = parseJson(message.data);
+    if (!doc || !doc->is_object()) return;
+    const json::string* device_id = findString(doc->get_object(), "deviceId");
+    if (device_id == nullptr) return;
+    std::function<void(std::string_view)> handler;
+    {
+      std::lock_guard lock(mutex);
+      handler = c2d_handler;
+    }
+    if (handler) handler(*device_id);
+  }
+
   void onDisconnect(const NatsBus::Message& message) {
     auto doc = parseJson(message.data);
     if (!doc || !doc->is_object()) return;
@@ -408,6 +422,7 @@ Result<std::unique_ptr<ClusterRouter>> ClusterRouter::start(NatsBus& bus,
       {nodeSubject(node, "method"), handler(&State::serveMethod)},
       {nodeSubject(node, "kick"), constHandler(&State::onKick)},
       {nodeSubject(node, "desired"), constHandler(&State::onDesired)},
+      {nodeSubject(node, "c2d"), constHandler(&State::onC2d)},
       {nodeSubject(node, "disconnect"), constHandler(&State::onDisconnect)},
       {kPresenceSubject, constHandler(&State::onPresence)},
   };
@@ -525,6 +540,37 @@ void ClusterRouter::pushDesired(std::string_view device_id, std::string topic,
     s.publishTo(nodeSubject((*presence)->node_id, "desired"),
                 json::object{{"deviceId", device_id}, {"topic", topic}, {"payload", payload}},
                 "a desired-property notification");
+  }
+}
+
+void ClusterRouter::setC2dHandler(std::function<void(std::string_view)> handler) {
+  std::lock_guard lock(state_->mutex);
+  state_->c2d_handler = std::move(handler);
+}
+
+void ClusterRouter::notifyC2d(std::string_view device_id) {
+  State& s = *state_;
+  if (s.local.find(device_id)) {
+    std::function<void(std::string_view)> handler;
+    {
+      std::lock_guard lock(s.mutex);
+      handler = s.c2d_handler;
+    }
+    if (handler) handler(device_id);
+    return;
+  }
+  auto presence = s.store.getPresence(device_id);
+  if (!presence) {
+    // The message stays queued; the device gets it when it next connects.
+    s.counters.presence_failures++;
+    spdlog::warn("cluster: cannot find the node of {} for a C2D message: {}", device_id,
+                 presence.status().toString());
+    return;
+  }
+  if (*presence && (*presence)->connected && (*presence)->node_id != s.options.node_id) {
+    s.counters.c2d_forwarded++;
+    s.publishTo(nodeSubject((*presence)->node_id, "c2d"), json::object{{"deviceId", device_id}},
+                "a C2D wake-up");
   }
 }
 

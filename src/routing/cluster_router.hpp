@@ -37,6 +37,7 @@ struct ClusterRouterCounters {
   std::atomic<std::uint64_t> methods_served{0};     // calls other nodes sent to this node
   std::atomic<std::uint64_t> methods_rerouted{0};   // sent again after the device moved
   std::atomic<std::uint64_t> desired_forwarded{0};  // notifications sent to another node
+  std::atomic<std::uint64_t> c2d_forwarded{0};      // C2D wake-ups sent to another node
   std::atomic<std::uint64_t> kicks_sent{0};         // "close older connections" sent
   std::atomic<std::uint64_t> kicks_closed{0};       // local links closed by another node
   std::atomic<std::uint64_t> presence_failures{0};  // store errors reading/writing presence
@@ -45,7 +46,7 @@ struct ClusterRouterCounters {
 // Cross-node delivery for cluster mode (docs/cluster.md, "Routing between nodes"): which
 // node holds each device comes from the presence rows of the store (store::ClusterStore);
 // messages between nodes go over NATS, each node listening on its own subjects
-// `iothub.node.<node>.{method,desired,disconnect,kick}` and on the broadcast
+// `iothub.node.<node>.{method,desired,c2d,disconnect,kick}` and on the broadcast
 // `iothub.presence` (every claim, so callers waiting for a device to connect anywhere wake).
 //
 // - Direct methods: invoke() delivers on this node when the device is connected here, else
@@ -96,6 +97,13 @@ class ClusterRouter final : public registry::ConnectionStates,
   // A desired-property notification to the device's connection wherever it is (only a
   // connected, subscribed device gets one, as on one node).
   void pushDesired(std::string_view device_id, std::string topic, std::string payload);
+
+  // Cloud-to-device (docs/c2d.md §3): the device's queue may have a message. Runs the C2D
+  // handler here when the device is connected to this node, else tells the node holding it
+  // (which runs its handler). Blocks on a presence read when the device is not local.
+  void notifyC2d(std::string_view device_id);
+  // What notifyC2d runs on the node holding the device (set once, before devices connect).
+  void setC2dHandler(std::function<void(std::string_view device_id)> handler);
 
   const ClusterRouterCounters& counters() const { return counters_; }
   // Calls waiting for their device to connect somewhere (tests, metrics).

@@ -142,19 +142,21 @@ void ConnectionRegistry::subscriptionsChanged(const std::shared_ptr<DeviceLink>&
     auto current = links_.find(link->deviceId());
     if (current == links_.end() || current->second.link != link) return;
     auto it = waits_.find(link->deviceId());
-    if (it == waits_.end()) return;
-    auto& list = it->second;
-    for (auto w = list.begin(); w != list.end();) {
-      if (link->isSubscribed(w->topic)) {
-        ready.push_back(std::move(w->waiter));
-        w = list.erase(w);
-      } else {
-        ++w;
+    if (it != waits_.end()) {
+      auto& list = it->second;
+      for (auto w = list.begin(); w != list.end();) {
+        if (link->isSubscribed(w->topic)) {
+          ready.push_back(std::move(w->waiter));
+          w = list.erase(w);
+        } else {
+          ++w;
+        }
       }
+      if (list.empty()) waits_.erase(it);
     }
-    if (list.empty()) waits_.erase(it);
   }
   for (auto& waiter : ready) waiter(link);
+  if (subscription_observer_) subscription_observer_(link->deviceId());
 }
 
 }  // namespace iothub::routing

@@ -37,6 +37,16 @@ class DeviceLink {
   // Queues a QoS 0 application message to the device. False when the device is not
   // subscribed to `topic` or the connection is closing (nothing is sent then).
   virtual bool publish(std::string topic, std::string payload) = 0;
+  // Called exactly once per accepted publishReliable(), on any thread: true once the
+  // device acknowledged the message, false when the connection ended first.
+  using Acknowledgement = std::function<void(bool acknowledged)>;
+  // Queues an at-least-once (MQTT QoS 1) message, for cloud-to-device messages
+  // (docs/c2d.md). False when the device is not subscribed to `topic` or the connection is
+  // closing; `done` is never called then. A link that cannot deliver reliably says false.
+  virtual bool publishReliable(std::string /*topic*/, std::string /*payload*/,
+                               Acknowledgement /*done*/) {
+    return false;
+  }
   // Closes the connection; `reason` is for the log.
   virtual void close(CloseCause cause, std::string reason) = 0;
 };
@@ -107,8 +117,15 @@ class ConnectionRegistry final : public registry::ConnectionStates {
   WaitId waitForSubscription(const std::string& device_id, std::string topic, Waiter waiter);
   // True when the wait was pending and is now cancelled (its waiter will not be called).
   bool cancelWait(WaitId id);
-  // The transport reports that `link`'s subscriptions changed; ready waiters fire.
+  // The transport reports that `link`'s subscriptions changed, or that a connection whose
+  // persistent session restored subscriptions can now be published to (after its CONNACK);
+  // ready waiters fire, then the subscription observer.
   void subscriptionsChanged(const std::shared_ptr<DeviceLink>& link);
+  // Told the device id after every subscriptionsChanged() of a device's current link (the
+  // C2D delivery starts there). Set once, before any link attaches; must be quick.
+  void setSubscriptionObserver(std::function<void(std::string_view device_id)> observer) {
+    subscription_observer_ = std::move(observer);
+  }
 
  private:
   struct Wait {
@@ -128,6 +145,7 @@ class ConnectionRegistry final : public registry::ConnectionStates {
   void pruneFences(std::chrono::steady_clock::time_point now);
 
   const Observer observer_;
+  std::function<void(std::string_view)> subscription_observer_;  // set before use
   mutable std::mutex mutex_;
   std::unordered_map<std::string, Slot> links_;    // guarded by mutex_
   std::unordered_map<std::string, Fence> fences_;  // guarded by mutex_

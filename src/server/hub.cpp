@@ -15,6 +15,8 @@
 
 #include "auth/connection_string.hpp"
 #include "auth/policy.hpp"
+#include "c2d/c2d_delivery.hpp"
+#include "c2d/cloud_to_device.hpp"
 #include "common/json.hpp"
 #include "common/time_format.hpp"
 #include "console/console_assets.hpp"
@@ -30,6 +32,7 @@
 #include "routing/cluster_router.hpp"
 #include "routing/connection_registry.hpp"
 #include "routing/nats/nats_bus.hpp"
+#include "server/amqp_service.hpp"
 #include "server/cluster_membership.hpp"
 #include "server/data_dir.hpp"
 #include "server/store_location.hpp"
@@ -37,6 +40,7 @@
 #include "service_api/error_response.hpp"
 #include "service_api/route_table.hpp"
 #include "service_api/service_api.hpp"
+#include "transport/amqp_server.hpp"
 #include "transport/connection_limiter.hpp"
 #include "transport/http_server.hpp"
 #include "transport/mqtt_server.hpp"
@@ -208,6 +212,12 @@ struct Hub::Impl {
   std::unique_ptr<JobOperations> job_operations;
   std::unique_ptr<jobs::JobsEngine> jobs;
   std::unique_ptr<device_api::DeviceEndpoint> device_endpoint;
+  // Cloud-to-device messages (docs/c2d.md): the queues, their delivery to MQTT devices on
+  // this node, and the AMQP endpoint services send them through.
+  std::unique_ptr<c2d::CloudToDevice> c2d;
+  std::unique_ptr<c2d::MqttDelivery> c2d_delivery;
+  std::unique_ptr<HubTokenAuthenticator> amqp_authenticator;
+  std::unique_ptr<AmqpService> amqp_service;
   std::unique_ptr<service_api::ServiceApi> api;
   std::unique_ptr<transport::HttpServer> https;
   std::unique_ptr<transport::HttpServer> http;
@@ -217,6 +227,7 @@ struct Hub::Impl {
   std::atomic<bool> serving{false};  // every listener accepts (set by run())
   std::unique_ptr<transport::MqttServer> mqtts;
   std::unique_ptr<transport::MqttServer> mqtt;
+  std::unique_ptr<transport::AmqpServer> amqps;
   // REST requests waiting for a worker thread (the HTTPS and HTTP listeners; metrics).
   std::shared_ptr<std::atomic<std::int64_t>> rest_worker_queue =
       std::make_shared<std::atomic<std::int64_t>>(0);
@@ -587,6 +598,19 @@ struct Hub::Impl {
     return out;
   }
 
+  // Every few seconds on a worker: removes expired C2D messages (with their feedback) and
+  // stale feedback; every node does it in a cluster (each message goes once).
+  void scheduleC2dSweep() {
+    scheduler.schedule(std::chrono::seconds(5), [this] {
+      asio::post(workers, [this] {
+        if (stopping) return;
+        auto swept = c2d->sweep();
+        if (!swept) spdlog::warn("c2d: the expiry sweep failed: {}", swept.status().toString());
+        scheduleC2dSweep();
+      });
+    });
+  }
+
   void beginShutdown() {
     if (stopping.exchange(true)) return;
     spdlog::info("shutting down: no new connections, finishing in-flight requests");
@@ -594,6 +618,7 @@ struct Hub::Impl {
     signals.cancel(ignored);
     for (auto* s : servers()) s->stop();
     for (auto* s : mqttServers()) s->stop();
+    if (amqps) amqps->stop();
     // Give open connections up to shutdown_grace to finish, then stop the loop.
     auto deadline = std::chrono::steady_clock::now() + config.shutdown_grace;
     auto timer = std::make_shared<asio::steady_timer>(io);
@@ -808,9 +833,35 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
   impl->device_endpoint = std::make_unique<device_api::DeviceEndpoint>(
       config.host_name, *impl->store, *policies, *impl->twins, *impl->methods, impl->clock,
       impl->random, impl->router.get());
+  {
+    Impl* hub = impl.get();
+    hub->c2d = std::make_unique<c2d::CloudToDevice>(*hub->store, hub->clock, hub->random);
+    hub->c2d_delivery = std::make_unique<c2d::MqttDelivery>(
+        *hub->c2d, hub->connections,
+        [hub](std::function<void()> work) { asio::post(hub->device_workers, std::move(work)); });
+    // A device that subscribes (or reconnects with its session) gets what waits for it.
+    hub->connections.setSubscriptionObserver(
+        [hub](std::string_view id) { hub->c2d_delivery->poke(id); });
+    // A new message wakes the delivery wherever the device is connected.
+    hub->c2d->setQueueObserver([hub](std::string_view id) {
+      if (hub->router) {
+        hub->router->notifyC2d(id);
+      } else {
+        hub->c2d_delivery->poke(id);
+      }
+    });
+    if (hub->router) {
+      hub->router->setC2dHandler([hub](std::string_view id) { hub->c2d_delivery->poke(id); });
+    }
+    hub->amqp_authenticator =
+        std::make_unique<HubTokenAuthenticator>(config.host_name, *hub->authenticator, hub->clock);
+    hub->amqp_service = std::make_unique<AmqpService>(
+        *hub->c2d, [hub](std::function<void()> work) { asio::post(hub->workers, std::move(work)); },
+        hub->scheduler);
+  }
   impl->api = std::make_unique<service_api::ServiceApi>(service_api::ServiceApiDeps{
       impl->authenticator.get(), impl->registry.get(), states, impl->twins.get(), dispatcher,
-      impl->queries.get(), impl->jobs.get(), &impl->random, &impl->clock,
+      impl->queries.get(), impl->jobs.get(), impl->c2d.get(), &impl->random, &impl->clock,
       [raw = impl.get()] {
         const auto& counters = raw->device_endpoint->counters();
         json::object stats{{"connectedDeviceCount", raw->connections.size()},
@@ -887,6 +938,17 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
     if (!mqtt) return mqtt.status();
     impl->mqtt = std::move(*mqtt);
   }
+  transport::AmqpServerOptions amqp_options;
+  amqp_options.bind_address = config.bind_address;
+  amqp_options.port = config.amqp_port;
+  amqp_options.tls = raw->tls.get();
+  amqp_options.handshake_timeout = config.handshake_timeout;
+  amqp_options.write_timeout = config.write_timeout;
+  amqp_options.limiter = raw->limiter;
+  auto amqps = transport::AmqpServer::create(raw->io, amqp_options, *raw->amqp_authenticator,
+                                             raw->amqp_service->handlerFactory());
+  if (!amqps) return amqps.status();
+  impl->amqps = std::move(*amqps);
   transport::HttpServerOptions https_options;
   https_options.name = "HTTPS";
   https_options.bind_address = config.bind_address;
@@ -940,20 +1002,24 @@ Status Hub::run() {
   });
   for (auto* s : impl.servers()) s->start();
   for (auto* s : impl.mqttServers()) s->start();
+  impl.amqps->start();
+  impl.scheduleC2dSweep();
 
   json::object runtime{{"pid", static_cast<std::int64_t>(::getpid())},
                        {"hostName", impl.config.host_name},
                        {"httpsPort", impl.https->port()}};
   if (impl.http) runtime["httpPort"] = impl.http->port();
   runtime["mqttPort"] = impl.mqtts->port();
+  runtime["amqpPort"] = impl.amqps->port();
   if (impl.mqtt) runtime["mqttPlainPort"] = impl.mqtt->port();
   if (impl.ops) runtime["metricsPort"] = impl.ops->port();
   Status written =
       writeFileAtomically(impl.config.data_dir / kRuntimeFile, json::serialize(runtime) + "\n");
   if (!written) spdlog::warn("{}", written.toString());
   impl.serving = true;
-  spdlog::info("iothubd serving hub '{}' on {}: HTTPS {}, MQTT/TLS {}{}{}{}", impl.config.host_name,
-               impl.config.bind_address, impl.https->port(), impl.mqtts->port(),
+  spdlog::info("iothubd serving hub '{}' on {}: HTTPS {}, MQTT/TLS {}, AMQP/TLS {}{}{}{}",
+               impl.config.host_name, impl.config.bind_address, impl.https->port(),
+               impl.mqtts->port(), impl.amqps->port(),
                impl.http ? ", HTTP " + std::to_string(impl.http->port()) : std::string(),
                impl.mqtt ? ", MQTT " + std::to_string(impl.mqtt->port()) : std::string(),
                impl.ops ? ", metrics " + std::to_string(impl.ops->port()) : std::string());

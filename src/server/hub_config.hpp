@@ -29,6 +29,7 @@ struct HubConfig {
   std::string bind_address = "0.0.0.0";
   std::uint16_t https_port = 443;
   std::uint16_t mqtt_port = 8883;                 // device endpoint (MQTT over TLS)
+  std::uint16_t amqp_port = 5671;  // service AMQP over TLS: C2D sends and feedback
   std::optional<std::uint16_t> http_port;         // plain HTTP service API, for tests
   std::optional<std::uint16_t> mqtt_plain_port;   // plain MQTT, for tests
   // GET /metrics, /healthz, /readyz over plain HTTP, without authentication, on this port

@@ -162,6 +162,15 @@ HttpResponse deleteDevice(const Call& c) {
   return r;
 }
 
+// Azure's purgeCommandQueue: removes the device's waiting C2D messages (docs/c2d.md §5).
+HttpResponse purgeCommands(const Call& c) {
+  auto purged = c.deps.c2d->purge(c.id());
+  if (!purged) return c.fail(purged.status());
+  return jsonResponse(
+      200, json::serialize(json::object{
+               {"deviceId", c.id()}, {"totalMessagesPurged", static_cast<std::int64_t>(*purged)}}));
+}
+
 HttpResponse listDevices(const Call& c) {
   auto top = parseTop(c.target.top);
   if (!top) return c.fail(top.status());
@@ -355,6 +364,8 @@ ServiceApi::Routes buildRoutes(const ServiceApiDeps& deps, bool all = false) {
   r.add("GET", "/devices/{id}", {getDevice, kRead});
   r.add("PUT", "/devices/{id}", {putDevice, kWrite});
   r.add("DELETE", "/devices/{id}", {deleteDevice, kWrite});
+  if (all || deps.c2d)
+    r.add("DELETE", "/devices/{id}/commands", {purgeCommands, kService | kWrite});
   r.add("GET", "/devices", {listDevices, kRead});
   r.add("POST", "/devices", {bulkDevices, kWrite});
   if (all || deps.service_statistics) {

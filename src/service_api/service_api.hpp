@@ -4,6 +4,7 @@
 #include <string>
 
 #include "auth/policy.hpp"
+#include "c2d/cloud_to_device.hpp"
 #include "common/clock.hpp"
 #include "common/http_message.hpp"
 #include "common/random.hpp"
@@ -24,6 +25,7 @@ struct ServiceApiDeps {
   methods::MethodDispatcher* methods = nullptr;
   const index::QueryRunner* queries = nullptr;  // POST /devices/query (404 when null)
   jobs::JobsEngine* jobs = nullptr;             // /jobs/v2 (404 when null)
+  c2d::CloudToDevice* c2d = nullptr;            // DELETE /devices/{id}/commands (404 when null)
   Random* random = nullptr;
   const Clock* clock = nullptr;
   // GET /statistics/service: Azure's {"connectedDeviceCount": n} plus iothub's counters.

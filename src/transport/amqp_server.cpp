@@ -50,10 +50,31 @@ class NoLinks : public amqp::LinkHandler {
   std::optional<amqp::ErrorCondition> onAttach(const amqp::LinkRequest&) override {
     return amqp::ErrorCondition{"amqp:not-found", "no such node"};
   }
-  amqp::Outcome onMessage(amqp::LinkId, const amqp::Message&) override {
+  amqp::Outcome onMessage(amqp::LinkId, amqp::DeliveryId, const amqp::Message&) override {
     return amqp::Outcome::rejected("amqp:not-found", "no such node");
   }
   void onDetach(amqp::LinkId) override {}
+};
+
+// The core's handler: forwards to the hub's handler once run() made it (the core is built
+// before the connection has a shared_ptr to give the handler's post function).
+class ForwardingHandler : public amqp::LinkHandler {
+ public:
+  void setTarget(amqp::LinkHandler* target) { target_ = target; }
+  std::optional<amqp::ErrorCondition> onAttach(const amqp::LinkRequest& request) override {
+    return target().onAttach(request);
+  }
+  amqp::Outcome onMessage(amqp::LinkId link, amqp::DeliveryId delivery,
+                          const amqp::Message& message) override {
+    return target().onMessage(link, delivery, message);
+  }
+  void onDetach(amqp::LinkId link) override { target().onDetach(link); }
+  void onCredit(amqp::LinkId link, int credit) override { target().onCredit(link, credit); }
+
+ private:
+  amqp::LinkHandler& target() { return target_ != nullptr ? *target_ : no_links_; }
+  NoLinks no_links_;
+  amqp::LinkHandler* target_ = nullptr;
 };
 
 class AmqpConnection : public std::enable_shared_from_this<AmqpConnection> {
@@ -64,9 +85,7 @@ class AmqpConnection : public std::enable_shared_from_this<AmqpConnection> {
         context_(std::move(context)),
         remote_(std::move(remote)),
         slot_(std::move(slot)),
-        handler_(context_->handlers ? context_->handlers(remote_) : nullptr),
-        core_(context_->options.connection, context_->authenticator,
-              handler_ ? *handler_ : no_links_),
+        core_(context_->options.connection, context_->authenticator, forwarding_),
         timer_(stream_.get_executor()),
         wake_(stream_.get_executor()) {
     timer_.expires_at(SteadyClock::time_point::max());
@@ -76,6 +95,18 @@ class AmqpConnection : public std::enable_shared_from_this<AmqpConnection> {
   asio::any_io_executor executor() { return stream_.get_executor(); }
 
   awaitable<void> run(std::shared_ptr<AmqpConnection> self) {
+    if (context_->handlers) {
+      handler_ = context_->handlers(remote_, [weak = weak_from_this()](AmqpConnectionWork work) {
+        auto connection = weak.lock();
+        if (!connection) return;
+        asio::post(connection->executor(), [connection, work = std::move(work)] {
+          if (connection->closed_) return;
+          work(connection->core_);
+          connection->kick();
+        });
+      });
+      forwarding_.setTarget(handler_.get());
+    }
     auto& socket = beast::get_lowest_layer(stream_);
     socket.expires_after(context_->options.handshake_timeout);
     auto [ec] = co_await stream_.async_handshake(asio::ssl::stream_base::server, kAwaitTuple);
@@ -181,8 +212,9 @@ class AmqpConnection : public std::enable_shared_from_this<AmqpConnection> {
   std::shared_ptr<ServerContext> context_;
   std::string remote_;
   ConnectionLimiter::Slot slot_;
-  NoLinks no_links_;
+  // Declared before core_, which calls it until its destruction.
   std::unique_ptr<amqp::LinkHandler> handler_;
+  ForwardingHandler forwarding_;
   amqp::ServerConnection core_;
   asio::steady_timer timer_;  // the core's next timer deadline
   asio::steady_timer wake_;   // cancelled to wake the writer

@@ -1,6 +1,6 @@
 #pragma once
 // The AMQP 1.0 listener's network side (docs/amqp.md): TCP + TLS with Boost.Asio, bytes
-// pumped through an amqp::ServerConnection. Not yet wired into iothubd.
+// pumped through an amqp::ServerConnection. iothubd serves it on port 5671.
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -35,10 +35,17 @@ struct AmqpServerOptions {
   amqp::ServerConnectionOptions connection;
 };
 
+// Runs work on a connection's strand with its core, from any thread (a handler settling a
+// deferred message or sending on a receiver link once the store answered); the connection's
+// output is flushed afterwards. Does nothing once the connection ended.
+using AmqpConnectionWork = std::function<void(amqp::ServerConnection&)>;
+using AmqpConnectionPost = std::function<void(AmqpConnectionWork)>;
+
 // Per connection: the handler of its non-$cbs links (the hub's C2D, feedback, Event Hubs
-// logic). Called on the I/O thread that accepted the connection; `remote` is "ip:port".
-using AmqpLinkHandlerFactory =
-    std::function<std::unique_ptr<amqp::LinkHandler>(const std::string& remote)>;
+// logic), given the connection's post function. Called on the connection's strand before
+// it reads anything; `remote` is "ip:port". Destroyed with the connection.
+using AmqpLinkHandlerFactory = std::function<std::unique_ptr<amqp::LinkHandler>(
+    const std::string& remote, AmqpConnectionPost post)>;
 
 // Each connection is a coroutine on its own strand driving one amqp::ServerConnection; the
 // Authenticator is shared by all of them and must be thread-safe.

@@ -96,7 +96,7 @@ class RecordingHandler : public amqp::LinkHandler {
     seen_.attached.push_back(request.address);
     return std::nullopt;
   }
-  amqp::Outcome onMessage(amqp::LinkId, const amqp::Message&) override {
+  amqp::Outcome onMessage(amqp::LinkId, amqp::DeliveryId, const amqp::Message&) override {
     return amqp::Outcome::accepted();
   }
   void onDetach(amqp::LinkId) override {}
@@ -173,13 +173,14 @@ struct AmqpServerTest : ::testing::Test {
     options.bind_address = "127.0.0.1";
     options.port = 0;
     options.tls = &tls;
-    auto created = AmqpServer::create(io, options, auth, [this](const std::string& remote) {
-      {
-        std::lock_guard lock(seen.mutex);
-        seen.remotes.push_back(remote);
-      }
-      return std::make_unique<RecordingHandler>(seen);
-    });
+    auto created = AmqpServer::create(io, options, auth,
+                                      [this](const std::string& remote, AmqpConnectionPost) {
+                                        {
+                                          std::lock_guard lock(seen.mutex);
+                                          seen.remotes.push_back(remote);
+                                        }
+                                        return std::make_unique<RecordingHandler>(seen);
+                                      });
     ASSERT_TRUE(created.isOk()) << created.status().message();
     server = std::move(created.value());
     server->start();

@@ -157,6 +157,17 @@ class MqttConnection final : public routing::DeviceLink,
     return true;
   }
 
+  bool publishReliable(std::string topic, std::string payload,
+                       routing::DeviceLink::Acknowledgement done) override {
+    if (closed_.load() || !isSubscribed(topic)) return false;
+    asio::post(stream_.get_executor(),
+               [self = this->shared_from_this(), topic = std::move(topic),
+                payload = std::move(payload), done = std::move(done)]() mutable {
+                 self->sendReliably(std::move(topic), std::move(payload), std::move(done));
+               });
+    return true;
+  }
+
   void close(routing::CloseCause cause, std::string reason) override {
     asio::post(stream_.get_executor(), [self = this->shared_from_this(), cause,
                                         reason = std::move(reason)] {
@@ -336,6 +347,69 @@ class MqttConnection final : public routing::DeviceLink,
     flush();
   }
 
+  // The highest QoS granted to the device's subscriptions matching `topic` (MQTT 3.1.1
+  // §3.8.4: a message goes out at the lower of its QoS and the subscription's).
+  mqtt::QoS grantedQos(std::string_view topic) const {
+    std::lock_guard lock(subscriptions_mutex_);
+    mqtt::QoS best = mqtt::QoS::AtMostOnce;
+    for (const auto& s : subscriptions_) {
+      if (mqtt::topicMatches(s.filter, topic) && s.qos > best) best = s.qos;
+    }
+    return best;
+  }
+
+  // A cloud-to-device message (publishReliable), on the strand.
+  void sendReliably(std::string topic, std::string payload,
+                    routing::DeviceLink::Acknowledgement done) {
+    if (closing_) {
+      done(false);
+      return;
+    }
+    if (session_.state() != mqtt::ServerSession::State::Connected) {
+      // Between attach and CONNACK, as in sendToDevice().
+      if (attached_ && held_reliable_.size() < kMaxHeldBeforeConnack) {
+        held_reliable_.push_back({std::move(topic), std::move(payload), std::move(done)});
+      } else {
+        done(false);
+      }
+      return;
+    }
+    mqtt::Publish message;
+    message.topic = std::move(topic);
+    message.payload = std::move(payload);
+    message.qos = grantedQos(message.topic);
+    if (message.qos == mqtt::QoS::AtMostOnce) {
+      // The device subscribed at QoS 0 and asked for at-most-once: once written, the
+      // message counts as delivered.
+      sendToDevice(std::move(message.topic), std::move(message.payload));
+      done(true);
+      return;
+    }
+    std::uint64_t tag = ++next_reliable_tag_;
+    auto actions = session_.publish(std::move(message), tag);
+    if (!actions) {
+      logLine(spdlog::level::warn, "{}: cannot publish a C2D message to {}: {}",
+              server_->options.name, device_id_, actions.status().toString());
+      done(false);
+      return;
+    }
+    reliable_.emplace(tag, std::move(done));
+    for (auto& action : *actions) {
+      if (auto* send = std::get_if<mqtt::SendPacket>(&action)) encode(send->packet);
+    }
+    flush();
+  }
+
+  // The connection ends: messages not acknowledged go back to their queue.
+  void dropReliable() {
+    auto pending = std::move(reliable_);
+    reliable_.clear();
+    for (auto& [tag, done] : pending) done(false);
+    auto held = std::move(held_reliable_);
+    held_reliable_.clear();
+    for (auto& h : held) h.done(false);
+  }
+
   awaitable<void> runActions(mqtt::Actions& actions) {
     for (auto& action : actions) {
       if (auto* send = std::get_if<mqtt::SendPacket>(&action)) {
@@ -366,8 +440,15 @@ class MqttConnection final : public routing::DeviceLink,
         co_await persistSubscriptions();
       } else if (auto* deliver = std::get_if<mqtt::DeliverPublish>(&action)) {
         co_await onPublish(std::move(deliver->publish));
+      } else if (auto* acked = std::get_if<mqtt::PublishAcknowledged>(&action)) {
+        // A cloud-to-device message the device took (docs/c2d.md §3).
+        auto it = reliable_.find(acked->tag);
+        if (it != reliable_.end()) {
+          auto done = std::move(it->second);
+          reliable_.erase(it);
+          done(true);
+        }
       }
-      // PublishAcknowledged: nothing is queued for redelivery yet (no QoS 1 to devices).
     }
   }
 
@@ -490,6 +571,12 @@ class MqttConnection final : public routing::DeviceLink,
     auto held = std::move(held_before_connack_);
     held_before_connack_.clear();
     for (auto& [topic, payload] : held) sendToDevice(std::move(topic), std::move(payload));
+    auto held_reliable = std::move(held_reliable_);
+    held_reliable_.clear();
+    for (auto& h : held_reliable)
+      sendReliably(std::move(h.topic), std::move(h.payload), std::move(h.done));
+    // Subscriptions its persistent session restored can be served now (C2D delivery).
+    if (session_present) server_->connections.subscriptionsChanged(this->shared_from_this());
   }
 
   // A claimed connection that will not serve: its presence goes (a no-op when a newer
@@ -722,6 +809,7 @@ class MqttConnection final : public routing::DeviceLink,
       if (!ec) break;  // timed out
     }
     disarmWatchdog();
+    dropReliable();
     boost::system::error_code ignored;
     beast::get_lowest_layer(stream_).socket().shutdown(tcp::socket::shutdown_both, ignored);
     beast::get_lowest_layer(stream_).close();
@@ -758,6 +846,15 @@ class MqttConnection final : public routing::DeviceLink,
   // Messages for the device that arrived between attach and CONNACK (sendToDevice).
   static constexpr std::size_t kMaxHeldBeforeConnack = 64;
   std::vector<std::pair<std::string, std::string>> held_before_connack_;
+  struct HeldReliable {
+    std::string topic;
+    std::string payload;
+    routing::DeviceLink::Acknowledgement done;
+  };
+  std::vector<HeldReliable> held_reliable_;
+  // QoS 1 cloud-to-device messages awaiting the device's PUBACK, by the session's tag.
+  std::unordered_map<std::uint64_t, routing::DeviceLink::Acknowledgement> reliable_;
+  std::uint64_t next_reliable_tag_ = 0;
   std::string out_;
   bool writing_ = false;
   bool closing_ = false;

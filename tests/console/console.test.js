@@ -106,7 +106,7 @@ test('the web console drives a real hub and device in chromium', { timeout: 2400
 
   // The hub, on free ports, never 443/8883.
   const hub = start('iothubd', iothubdPath, ['--data-dir', state.dataDir, '--bind', '127.0.0.1',
-    '--https-port', '0', '--mqtt-port', '0', '--log-level', 'info']);
+    '--https-port', '0', '--mqtt-port', '0', '--amqp-port', '0', '--log-level', 'info']);
   await waitFor(() => {
     if (hub.exitCode !== null) throw new Error(`iothubd exited (${hub.exitCode}):\n${state.logs.iothubd}`);
     try {

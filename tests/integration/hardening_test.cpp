@@ -160,7 +160,7 @@ TEST_F(HardeningTest, DataDirectoryIsPrivateAndServesOneHubAtATime) {
 
   // A second hub on the same directory refuses to start and leaves the first one alone.
   testing::Process second({IOTHUBD_PATH, "--data-dir", data.string(), "--bind", "127.0.0.1",
-                           "--https-port", "0", "--mqtt-port", "0"},
+                           "--https-port", "0", "--mqtt-port", "0", "--amqp-port", "0"},
                           dir_.path());
   auto code = second.wait(30s);
   ASSERT_TRUE(code.has_value()) << "the second iothubd kept running";

@@ -258,17 +258,18 @@ TEST_F(HubProcessTest, StartupErrorsGiveOneClearMessage) {
   // Port in use.
   auto busy = testing::runCommand(
       {IOTHUBD_PATH, "--data-dir", (dir_.path() / "other").string(), "--bind", "127.0.0.1",
-       "--https-port", std::to_string(first.httpsPort()), "--mqtt-port", "0"},
+       "--https-port", std::to_string(first.httpsPort()), "--mqtt-port", "0", "--amqp-port", "0"},
       dir_.path());
   EXPECT_NE(busy.exit_code, 0);
   EXPECT_NE(busy.err.find("in use"), std::string::npos) << busy.err;
   EXPECT_EQ(first.stop(), 0);
 
   // Unreadable certificate.
-  auto cert = testing::runCommand(
-      {IOTHUBD_PATH, "--data-dir", (dir_.path() / "c").string(), "--https-port", "0", "--mqtt-port",
-       "0", "--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"},
-      dir_.path());
+  auto cert =
+      testing::runCommand({IOTHUBD_PATH, "--data-dir", (dir_.path() / "c").string(), "--https-port",
+                           "0", "--mqtt-port", "0", "--amqp-port", "0", "--tls-cert",
+                           "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"},
+                          dir_.path());
   EXPECT_NE(cert.exit_code, 0);
   EXPECT_NE(cert.err.find("certificate"), std::string::npos) << cert.err;
 
@@ -284,7 +285,7 @@ TEST_F(HubProcessTest, StartupErrorsGiveOneClearMessage) {
   // A data "directory" that is a file.
   std::ofstream(dir_.path() / "afile") << "x";
   auto file = testing::runCommand({IOTHUBD_PATH, "--data-dir", (dir_.path() / "afile").string(),
-                                   "--https-port", "0", "--mqtt-port", "0"},
+                                   "--https-port", "0", "--mqtt-port", "0", "--amqp-port", "0"},
                                   dir_.path());
   EXPECT_NE(file.exit_code, 0);
   EXPECT_NE(file.err.find("iothubd: "), std::string::npos) << file.err;

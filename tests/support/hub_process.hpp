@@ -36,7 +36,8 @@ class HubProcess {
                                   "--bind",      "127.0.0.1",   "--https-port",
                                   "0",           "--http-port", "0",
                                   "--mqtt-port", "0",           "--mqtt-plain-port",
-                                  "0",           "--log-level", "debug"};
+                                  "0",           "--amqp-port", "0",
+                                  "--log-level", "debug"};
     argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());
     std::filesystem::create_directories(data_dir_);
     process_ = std::make_unique<Process>(argv, data_dir_.parent_path());
