@@ -21,6 +21,7 @@
 #include "common/time_format.hpp"
 #include "console/console_assets.hpp"
 #include "device_api/device_endpoint.hpp"
+#include "device_api/device_http.hpp"
 #include "index/indexed_store.hpp"
 #include "index/query_runner.hpp"
 #include "index/twin_index.hpp"
@@ -217,6 +218,8 @@ struct Hub::Impl {
   std::unique_ptr<c2d::CloudToDevice> c2d;
   std::unique_ptr<c2d::MqttDelivery> c2d_delivery;
   std::unique_ptr<HubTokenAuthenticator> amqp_authenticator;
+  // The device HTTP transport (docs/protocol.md §11) on the HTTPS listener.
+  std::unique_ptr<device_api::DeviceHttpApi> device_http;
   std::unique_ptr<AmqpService> amqp_service;
   std::unique_ptr<service_api::ServiceApi> api;
   std::unique_ptr<transport::HttpServer> https;
@@ -853,6 +856,8 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
     if (hub->router) {
       hub->router->setC2dHandler([hub](std::string_view id) { hub->c2d_delivery->poke(id); });
     }
+    hub->device_http = std::make_unique<device_api::DeviceHttpApi>(
+        config.host_name, *hub->store, *policies, *hub->c2d, nullptr, hub->clock, hub->random);
     hub->amqp_authenticator =
         std::make_unique<HubTokenAuthenticator>(config.host_name, *hub->authenticator, hub->clock);
     hub->amqp_service = std::make_unique<AmqpService>(
@@ -903,6 +908,18 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
     std::string_view method = "other";
     for (std::string_view known : kMethods) {
       if (r.method == known) method = known;
+    }
+    if (device_api::DeviceHttpApi::handles(r.target)) {
+      // A device's own calls (telemetry, C2D polling); this runs on a worker already.
+      auto started = std::chrono::steady_clock::now();
+      HttpResponse response = raw->device_http->handle(r);
+      std::string_view route = r.target.find("/messages/events") != std::string::npos
+                                   ? "/devices/{id}/messages/events"
+                                   : "/devices/{id}/messages/devicebound";
+      raw->metrics.observeRequest(route, method, response.status,
+                                  std::chrono::steady_clock::now() - started);
+      respond(std::move(response));
+      return;
     }
     raw->api->handleAsync(r, [raw, route = service_api::routeTemplate(r.target), method,
                               started = std::chrono::steady_clock::now(),
