@@ -450,6 +450,50 @@ struct Hub::Impl {
     }
   }
 
+  // Cloud-to-device messages, the AMQP endpoint and the device HTTP transport.
+  void collectMessagingMetrics(metrics::Sink& sink) {
+    const c2d::C2dCounters& c = c2d->counters();
+    constexpr std::string_view kC2d = "iothub_c2d_messages_total";
+    constexpr std::string_view kC2dHelp =
+        "Cloud-to-device message events on this node, by event (sent = enqueued)";
+    const std::pair<std::string_view, const std::atomic<std::uint64_t>*> events[] = {
+        {"sent", &c.sent},           {"refused", &c.refused},
+        {"delivered", &c.delivered}, {"completed", &c.completed},
+        {"rejected", &c.rejected},   {"abandoned", &c.abandoned},
+        {"expired", &c.expired},     {"deadLettered", &c.dead_lettered},
+        {"purged", &c.purged}};
+    for (const auto& [event, value] : events) {
+      sink.counter(kC2d, kC2dHelp, value->load(), {{"event", event}});
+    }
+    sink.counter("iothub_c2d_feedback_records_total",
+                 "C2D feedback records stored for services (by the acks messages asked for)",
+                 c.feedback_records.load());
+    const c2d::DeliveryCounters& d = c2d_delivery->counters();
+    constexpr std::string_view kMqtt = "iothub_c2d_mqtt_deliveries_total";
+    constexpr std::string_view kMqttHelp =
+        "C2D messages published to MQTT devices on this node, by result";
+    sink.counter(kMqtt, kMqttHelp, d.published.load(), {{"result", "published"}});
+    sink.counter(kMqtt, kMqttHelp, d.acknowledged.load(), {{"result", "acknowledged"}});
+    sink.counter(kMqtt, kMqttHelp, d.interrupted.load(), {{"result", "interrupted"}});
+    sink.gauge("iothub_amqp_connections", "Open AMQP connections (service clients)",
+               static_cast<double>(amqps ? amqps->connectionCount() : 0));
+    const AmqpServiceCounters& a = amqp_service->counters();
+    sink.counter("iothub_amqp_c2d_sends_total", "C2D sends received over AMQP, by result",
+                 a.c2d_accepted.load(), {{"result", "accepted"}});
+    sink.counter("iothub_amqp_c2d_sends_total", "C2D sends received over AMQP, by result",
+                 a.c2d_refused.load(), {{"result", "refused"}});
+    sink.counter("iothub_amqp_feedback_messages_total",
+                 "Feedback messages (batches of records) sent to services",
+                 a.feedback_messages.load());
+    const device_api::DeviceHttpCounters& h = device_http->counters();
+    sink.counter("iothub_device_http_requests_total",
+                 "Device HTTP transport requests (telemetry, C2D polling and settlement)",
+                 h.requests.load());
+    sink.counter("iothub_device_http_telemetry_messages_total",
+                 "Device-to-cloud messages accepted over the device HTTP transport",
+                 h.telemetry_messages.load());
+  }
+
   // What every scrape of /metrics reads (besides the REST families HubMetrics keeps).
   void collectMetrics(metrics::Sink& sink) {
     const auto& c = device_endpoint->counters();
@@ -475,6 +519,7 @@ struct Hub::Impl {
     sink.gauge("iothub_twin_index_devices", "Devices in this node's twin index", twin_index.size());
     collectDevicePathMetrics(sink);
     collectServiceMetrics(sink);
+    collectMessagingMetrics(sink);
     if (router) {
       const auto& r = router->counters();
       sink.gauge("iothub_cluster_nodes", "Live cluster nodes this node sees",
@@ -495,6 +540,8 @@ struct Hub::Impl {
       sink.counter("iothub_connections_closed_by_other_nodes_total",
                    "Connections closed because the device connected to another node",
                    r.kicks_closed.load());
+      sink.counter("iothub_c2d_wakeups_forwarded_total",
+                   "C2D wake-ups sent to the node holding the device", r.c2d_forwarded.load());
     }
   }
 
