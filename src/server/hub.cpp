@@ -1022,6 +1022,8 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
   https_options.handshake_timeout = config.handshake_timeout;
   https_options.limiter = raw->limiter;
   https_options.websocket = raw->mqtts->webSocketAcceptor();  // MQTT over WebSocket on 443
+  // AMQP over WebSocket on 443 (subprotocol AMQPWSB10, azure-iothub's AmqpWs; docs/amqp.md §3)
+  https_options.amqp_websocket = raw->amqps->webSocketAcceptor();
   https_options.worker_queue = raw->rest_worker_queue;
   auto https =
       transport::HttpServer::create(raw->io, raw->workers, https_options, handler, error_responder);
@@ -1043,6 +1045,7 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
     ops_options.port = *config.metrics_port;
     ops_options.tls = nullptr;
     ops_options.websocket = nullptr;
+    ops_options.amqp_websocket = nullptr;
     ops_options.body_limit = 4096;  // GETs only
     auto ops = transport::HttpServer::create(
         raw->io, raw->workers, ops_options,

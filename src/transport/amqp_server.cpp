@@ -1,6 +1,7 @@
 // The AMQP listener's network side: all Asio code for AMQP lives in this translation unit. The
 // protocol is amqp::ServerConnection's; this file only moves bytes, runs its timers and
-// closes sockets (docs/amqp.md).
+// closes sockets (docs/amqp.md §3). A connection is TLS on the AMQP port, or a WebSocket
+// (subprotocol AMQPWSB10) the HTTPS listener upgraded and handed over.
 #include "transport/amqp_server.hpp"
 
 #include <spdlog/spdlog.h>
@@ -11,14 +12,20 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/ssl.hpp>
+#include <boost/beast/websocket.hpp>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "transport/accept_limit.hpp"
 #include "transport/connection_limiter.hpp"
 #include "transport/listen.hpp"
+#include "transport/stream_types.hpp"
 
 namespace iothub::transport {
 
@@ -28,9 +35,17 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 using tcp = asio::ip::tcp;
 using asio::awaitable;
-using Stream = beast::ssl_stream<beast::tcp_stream>;
 using SteadyClock = std::chrono::steady_clock;
 constexpr auto kAwaitTuple = asio::as_tuple(asio::use_awaitable);
+
+// What stop() needs of a connection, whatever its stream.
+class ConnectionHandle {
+ public:
+  virtual ~ConnectionHandle() = default;
+  virtual asio::any_io_executor executor() = 0;
+  // On the connection's strand: close with `error` (the hub stopping).
+  virtual void close(amqp::ErrorCondition error) = 0;
+};
 
 struct ServerContext {
   ServerContext(AmqpServerOptions o, amqp::Authenticator& a, AmqpLinkHandlerFactory h)
@@ -41,7 +56,7 @@ struct ServerContext {
   std::atomic<bool> stopping{false};
   std::mutex mutex;
   std::uint64_t next_id = 1;
-  std::map<std::uint64_t, std::weak_ptr<class AmqpConnection>> open;
+  std::map<std::uint64_t, std::weak_ptr<ConnectionHandle>> open;
 };
 
 // Refuses every link: for a factory that returns no handler.
@@ -77,7 +92,12 @@ class ForwardingHandler : public amqp::LinkHandler {
   amqp::LinkHandler* target_ = nullptr;
 };
 
-class AmqpConnection : public std::enable_shared_from_this<AmqpConnection> {
+// One connection over `Stream`: TlsStream (the AMQP port), or beast::websocket::stream over
+// TlsStream or PlainStream (an upgrade handed over by the HTTP(S) listener; each WebSocket
+// message read is fed to the core, each write of the core's output is one binary message).
+template <class Stream>
+class AmqpConnection final : public ConnectionHandle,
+                             public std::enable_shared_from_this<AmqpConnection<Stream>> {
  public:
   AmqpConnection(Stream stream, std::shared_ptr<ServerContext> context, std::string remote,
                  ConnectionLimiter::Slot slot)
@@ -92,38 +112,72 @@ class AmqpConnection : public std::enable_shared_from_this<AmqpConnection> {
     wake_.expires_at(SteadyClock::time_point::max());
   }
 
-  asio::any_io_executor executor() { return stream_.get_executor(); }
+  asio::any_io_executor executor() override { return stream_.get_executor(); }
+
+  // For WebSocket connections: the HTTP upgrade request to accept, and the subprotocol token
+  // to echo (the client's spelling of AMQPWSB10).
+  void setUpgradeRequest(UpgradeRequest request, std::string protocol) {
+    upgrade_ = std::move(request);
+    protocol_ = std::move(protocol);
+  }
 
   awaitable<void> run(std::shared_ptr<AmqpConnection> self) {
     if (context_->handlers) {
-      handler_ = context_->handlers(remote_, [weak = weak_from_this()](AmqpConnectionWork work) {
-        auto connection = weak.lock();
-        if (!connection) return;
-        asio::post(connection->executor(), [connection, work = std::move(work)] {
-          if (connection->closed_) return;
-          work(connection->core_);
-          connection->kick();
-        });
-      });
+      handler_ =
+          context_->handlers(remote_, [weak = this->weak_from_this()](AmqpConnectionWork work) {
+            auto connection = weak.lock();
+            if (!connection) return;
+            asio::post(connection->executor(), [connection, work = std::move(work)] {
+              if (connection->closed_) return;
+              work(connection->core_);
+              connection->kick();
+            });
+          });
       forwarding_.setTarget(handler_.get());
     }
-    auto& socket = beast::get_lowest_layer(stream_);
-    socket.expires_after(context_->options.handshake_timeout);
-    auto [ec] = co_await stream_.async_handshake(asio::ssl::stream_base::server, kAwaitTuple);
-    if (ec) {
-      spdlog::debug("{}: TLS handshake with {} failed: {}", context_->options.name, remote_,
-                    ec.message());
-      closeSocket();
-      co_return;
+    if constexpr (kWebSocket) {
+      namespace websocket = beast::websocket;
+      // The HTTP listener did TLS and read the upgrade request; the WebSocket layer's own
+      // timeout bounds its opening and closing handshakes, the core's idle time-out the rest.
+      beast::get_lowest_layer(stream_).expires_never();
+      stream_.set_option(websocket::stream_base::timeout{context_->options.handshake_timeout,
+                                                         websocket::stream_base::none(), false});
+      stream_.set_option(websocket::stream_base::decorator(
+          [protocol = protocol_](websocket::response_type& response) {
+            response.set(beast::http::field::sec_websocket_protocol, protocol);
+            response.set(beast::http::field::server, "iothub");
+          }));
+      stream_.binary(true);
+      UpgradeRequest request = std::move(*upgrade_);
+      upgrade_.reset();
+      auto [ec] = co_await stream_.async_accept(request, kAwaitTuple);
+      if (ec) {
+        spdlog::debug("{}: WebSocket handshake with {} failed: {}", context_->options.name, remote_,
+                      ec.message());
+        closeSocket();
+        co_return;
+      }
+    } else {
+      auto& socket = beast::get_lowest_layer(stream_);
+      socket.expires_after(context_->options.handshake_timeout);
+      auto [ec] = co_await stream_.async_handshake(asio::ssl::stream_base::server, kAwaitTuple);
+      if (ec) {
+        spdlog::debug("{}: TLS handshake with {} failed: {}", context_->options.name, remote_,
+                      ec.message());
+        closeSocket();
+        co_return;
+      }
+      socket.expires_never();
     }
-    socket.expires_never();
     if (closed_) co_return;  // stopped during the handshake
     runTick();
     asio::co_spawn(executor(), timerLoop(self), asio::detached);
     asio::co_spawn(executor(), writeLoop(self), asio::detached);
     while (!closed_) {
+      // On a WebSocket: the payload bytes of its messages, however they are framed (AMQP
+      // frames may span messages); control frames are answered by Beast.
       auto [read_ec, n] = co_await stream_.async_read_some(asio::buffer(buffer_), kAwaitTuple);
-      if (closed_) break;
+      if (closed_ || closing_websocket_) break;
       if (read_ec) {
         core_.receiveClosed();
         input_ended_ = true;
@@ -136,14 +190,15 @@ class AmqpConnection : public std::enable_shared_from_this<AmqpConnection> {
     }
   }
 
-  // On the connection's strand: close with `error` (the hub stopping).
-  void close(amqp::ErrorCondition error) {
+  void close(amqp::ErrorCondition error) override {
     if (closed_) return;
     core_.close(error);
     kick();
   }
 
  private:
+  static constexpr bool kWebSocket = !std::is_same_v<Stream, TlsStream>;
+
   void kick() { wake_.cancel(); }
 
   void runTick() {
@@ -169,7 +224,14 @@ class AmqpConnection : public std::enable_shared_from_this<AmqpConnection> {
         // Copied: the core's buffer may move while the write is in flight and a read runs.
         pending_.assign(out.begin(), out.end());
         socket.expires_after(context_->options.write_timeout);
-        auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(pending_), kAwaitTuple);
+        boost::system::error_code ec;
+        std::size_t n = 0;
+        if constexpr (kWebSocket) {
+          std::tie(ec, n) = co_await stream_.async_write(asio::buffer(pending_), kAwaitTuple);
+        } else {
+          std::tie(ec, n) =
+              co_await asio::async_write(stream_, asio::buffer(pending_), kAwaitTuple);
+        }
         socket.expires_never();
         if (closed_) break;
         if (ec) {
@@ -188,7 +250,13 @@ class AmqpConnection : public std::enable_shared_from_this<AmqpConnection> {
                         error->condition, error->description);
         }
         // The AMQP Close has been written; the TLS close_notify exchange is skipped (waiting
-        // for the peer's would need a second reader beside the pending read).
+        // for the peer's would need a second reader beside the pending read). A WebSocket
+        // gets its close handshake first (the pending read takes the peer's close frame),
+        // bounded by the WebSocket timeout; it fails at once if the peer closed already.
+        if constexpr (kWebSocket) {
+          closing_websocket_ = true;
+          co_await stream_.async_close(beast::websocket::close_code::normal, kAwaitTuple);
+        }
         closeSocket();
         break;
       }
@@ -209,6 +277,8 @@ class AmqpConnection : public std::enable_shared_from_this<AmqpConnection> {
   }
 
   Stream stream_;
+  std::optional<UpgradeRequest> upgrade_;  // WebSocket: until accepted
+  std::string protocol_;                   // WebSocket: the subprotocol echoed
   std::shared_ptr<ServerContext> context_;
   std::string remote_;
   ConnectionLimiter::Slot slot_;
@@ -222,6 +292,7 @@ class AmqpConnection : public std::enable_shared_from_this<AmqpConnection> {
   std::vector<std::uint8_t> pending_;
   bool closed_ = false;
   bool input_ended_ = false;
+  bool closing_websocket_ = false;  // the WebSocket close handshake has begun
 };
 
 }  // namespace
@@ -234,12 +305,19 @@ struct AmqpServer::Impl {
   tcp::acceptor acceptor;
   std::uint16_t bound_port = 0;
 
-  void launch(std::shared_ptr<AmqpConnection> connection) {
+  template <class Connection>
+  void launch(std::shared_ptr<Connection> connection) {
     std::uint64_t id;
     {
       std::lock_guard lock(context->mutex);
       id = context->next_id++;
       context->open[id] = connection;
+    }
+    if (context->stopping) {
+      // stop() may have listed the open connections before this one was added.
+      asio::post(connection->executor(), [connection] {
+        connection->close({"amqp:connection:forced", "the hub is shutting down"});
+      });
     }
     auto ctx = context;
     asio::co_spawn(connection->executor(), connection->run(connection),
@@ -254,6 +332,22 @@ struct AmqpServer::Impl {
                      std::lock_guard lock(ctx->mutex);
                      ctx->open.erase(id);
                    });
+  }
+
+  // A connection the HTTP(S) listener upgraded to WebSocket (on the connection's strand).
+  // Refused (the stream, its socket and the slot dropped) once the server stops, and when
+  // the request does not list AMQPWSB10 (the HTTP listener dispatches only those here).
+  template <class Inner>
+  void acceptWebSocket(Inner stream, UpgradeRequest request, std::string remote,
+                       ConnectionLimiter::Slot slot) {
+    if (context->stopping) return;
+    auto protocol = findWebSocketProtocol(request, kAmqpWebSocketProtocol);
+    if (!protocol) return;
+    using Stream = beast::websocket::stream<Inner>;
+    auto connection = std::make_shared<AmqpConnection<Stream>>(Stream(std::move(stream)), context,
+                                                               std::move(remote), std::move(slot));
+    connection->setUpgradeRequest(std::move(request), std::move(*protocol));
+    launch(std::move(connection));
   }
 
   awaitable<void> acceptLoop([[maybe_unused]] std::shared_ptr<Impl> self) {
@@ -275,14 +369,35 @@ struct AmqpServer::Impl {
       if (auto ep = socket.remote_endpoint(ignored); !ignored) {
         remote = ep.address().to_string() + ":" + std::to_string(ep.port());
       }
-      launch(std::make_shared<AmqpConnection>(
-          Stream(beast::tcp_stream(std::move(socket)), *context->options.tls), context,
+      launch(std::make_shared<AmqpConnection<TlsStream>>(
+          TlsStream(beast::tcp_stream(std::move(socket)), *context->options.tls), context,
           std::move(remote), std::move(*slot)));
     }
   }
 };
 
 AmqpServer::AmqpServer(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+std::shared_ptr<WebSocketAcceptor> AmqpServer::webSocketAcceptor() {
+  auto acceptor = std::make_shared<WebSocketAcceptor>();
+  std::weak_ptr<Impl> weak = impl_;
+  // Once the server is gone the stream, its socket and the slot are dropped.
+  acceptor->accept_tls = [weak](TlsStream stream, UpgradeRequest request, std::string remote,
+                                ConnectionLimiter::Slot slot) {
+    if (auto impl = weak.lock()) {
+      impl->acceptWebSocket(std::move(stream), std::move(request), std::move(remote),
+                            std::move(slot));
+    }
+  };
+  acceptor->accept_plain = [weak](PlainStream stream, UpgradeRequest request, std::string remote,
+                                  ConnectionLimiter::Slot slot) {
+    if (auto impl = weak.lock()) {
+      impl->acceptWebSocket(std::move(stream), std::move(request), std::move(remote),
+                            std::move(slot));
+    }
+  };
+  return acceptor;
+}
 
 AmqpServer::~AmqpServer() { stop(); }
 
@@ -318,7 +433,7 @@ void AmqpServer::stop() {
     boost::system::error_code ignored;
     impl->acceptor.close(ignored);
   });
-  std::vector<std::shared_ptr<AmqpConnection>> open;
+  std::vector<std::shared_ptr<ConnectionHandle>> open;
   {
     std::lock_guard lock(impl->context->mutex);
     for (auto& [id, weak] : impl->context->open) {

@@ -1,6 +1,7 @@
 #pragma once
-// The AMQP 1.0 listener's network side (docs/amqp.md): TCP + TLS with Boost.Asio, bytes
-// pumped through an amqp::ServerConnection. iothubd serves it on port 5671.
+// The AMQP 1.0 listener's network side (docs/amqp.md §3): TCP + TLS with Boost.Asio, bytes
+// pumped through an amqp::ServerConnection. iothubd serves it on port 5671, and over
+// WebSocket (subprotocol AMQPWSB10) on the HTTPS port through webSocketAcceptor().
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -20,6 +21,7 @@ class context;
 namespace iothub::transport {
 
 class ConnectionLimiter;
+struct WebSocketAcceptor;
 
 struct AmqpServerOptions {
   std::string name = "AMQP/TLS";  // for logs
@@ -62,6 +64,13 @@ class AmqpServer {
 
   std::uint16_t port() const;
   void start();
+  // For HttpServerOptions::amqp_websocket: takes connections the HTTP(S) listener upgraded
+  // to WebSocket with subprotocol AMQPWSB10 (azure-iothub's AmqpWs, Event Hubs over
+  // WebSocket; docs/amqp.md §1.1) and serves AMQP on them like on the TLS port: the same
+  // options, authenticator, handler factory, limits and stop(). The upgraded connection keeps
+  // its slot of the connection cap. Valid while the server lives; refuses (drops the
+  // connection) after stop().
+  std::shared_ptr<WebSocketAcceptor> webSocketAcceptor();
   // Stops accepting and closes every connection with amqp:connection:forced. Returns at once.
   void stop();
   std::size_t connectionCount() const;

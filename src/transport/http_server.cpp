@@ -63,6 +63,29 @@ void watchClient(Stream& stream, std::shared_ptr<StreamWatch> watch) {
                          });
 }
 
+// A request that upgrades to WebSocket, with the acceptor that takes the connection.
+struct Upgrade {
+  UpgradeRequest request;
+  std::shared_ptr<WebSocketAcceptor> acceptor;
+};
+
+// The acceptor for a WebSocket upgrade request (see HttpServerOptions::websocket), or null
+// when the request is one for the handler.
+std::shared_ptr<WebSocketAcceptor> webSocketTarget(const HttpServerOptions& options,
+                                                   const UpgradeRequest& request) {
+  if (!beast::websocket::is_upgrade(request)) return nullptr;
+  std::string_view path = request.target();
+  path = path.substr(0, path.find('?'));
+  const bool iothub = path == kMqttWebSocketPath;
+  if (!iothub && path != kServiceBusWebSocketPath) return nullptr;
+  if (findWebSocketProtocol(request, kAmqpWebSocketProtocol)) return options.amqp_websocket;
+  if (iothub &&
+      (!hasWebSocketProtocols(request) || findWebSocketProtocol(request, kMqttWebSocketProtocol))) {
+    return options.websocket;
+  }
+  return nullptr;
+}
+
 bool isParseError(const boost::system::error_code& ec) {
   return ec.category() == http::make_error_code(http::error::bad_target).category() &&
          ec != http::error::end_of_stream && ec != http::error::partial_message;
@@ -281,7 +304,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
         auto upgrade = co_await serve(stream, *state, remote);
         state->lowest = nullptr;
         if (upgrade) {
-          options.websocket->accept_tls(std::move(stream), std::move(*upgrade), remote,
+          upgrade->acceptor->accept_tls(std::move(stream), std::move(upgrade->request), remote,
                                         std::move(slot));
         } else {
           // Send close_notify; wait briefly for the peer's, and hardly at all when the hub
@@ -298,7 +321,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
       auto upgrade = co_await serve(stream, *state, remote);
       state->lowest = nullptr;
       if (upgrade) {
-        options.websocket->accept_plain(std::move(stream), std::move(*upgrade), remote,
+        upgrade->acceptor->accept_plain(std::move(stream), std::move(upgrade->request), remote,
                                         std::move(slot));
       } else {
         stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
@@ -322,11 +345,12 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
     ec = wec;
   }
 
-  // Serves requests until the connection should close; returns the request when the
-  // client asked to upgrade to MQTT over WebSocket, for the caller to hand the stream over.
+  // Serves requests until the connection should close; returns the request and its acceptor
+  // when the client asked to upgrade to MQTT or AMQP over WebSocket, for the caller to hand
+  // the stream over.
   template <class Stream>
-  awaitable<std::optional<UpgradeRequest>> serve(Stream& stream, ConnectionState& state,
-                                                 const std::string& remote) {
+  awaitable<std::optional<Upgrade>> serve(Stream& stream, ConnectionState& state,
+                                          const std::string& remote) {
     beast::flat_buffer buffer;
     auto& lowest = beast::get_lowest_layer(stream);
     bool first = true;
@@ -363,10 +387,9 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
       if (ec) co_return std::nullopt;  // closed, timed out or cancelled by stop()
 
       auto& req = parser.get();
-      if (options.websocket && beast::websocket::is_upgrade(req) &&
-          req.target().substr(0, req.target().find('?')) == kMqttWebSocketPath) {
+      if (auto target = webSocketTarget(options, req)) {
         lowest.expires_never();
-        co_return parser.release();
+        co_return Upgrade{parser.release(), std::move(target)};
       }
       HttpRequest request;
       request.method = std::string(req.method_string());

@@ -47,9 +47,16 @@ struct HttpServerOptions {
   std::chrono::seconds io_timeout{30};     // reading a started request's body, writing
   // The hub-wide connection cap; null = none. Connections beyond it are closed at once.
   std::shared_ptr<ConnectionLimiter> limiter;
-  // Receives connections that upgrade to WebSocket at /$iothub/websocket (MQTT over
-  // WebSocket); null = such requests get 404 like any unknown route.
+  // WebSocket upgrades are dispatched by path and subprotocol (Sec-WebSocket-Protocol):
+  //  - /$iothub/websocket or /$servicebus/websocket listing AMQPWSB10 go to `amqp_websocket`
+  //    (AMQP over WebSocket, azure-iothub's AmqpWs, Event Hubs; docs/amqp.md §1.1);
+  //  - /$iothub/websocket listing `mqtt`, or no subprotocol at all, go to `websocket` (MQTT
+  //    over WebSocket);
+  //  - anything else (another subprotocol, or a null acceptor) is an ordinary request for the
+  //    handler, which answers 404 like any unknown route.
+  // Either acceptor takes the connection's slot of the hub-wide cap with it.
   std::shared_ptr<WebSocketAcceptor> websocket;
+  std::shared_ptr<WebSocketAcceptor> amqp_websocket;
   // Counts requests handed to `workers` that no worker thread has taken yet (the metrics'
   // worker-pool queue depth); null = not counted. Several servers may share one.
   std::shared_ptr<std::atomic<std::int64_t>> worker_queue;
