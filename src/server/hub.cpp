@@ -677,6 +677,7 @@ struct Hub::Impl {
       std::size_t open = 0;
       for (auto* s : servers()) open += s->connectionCount();
       for (auto* s : mqttServers()) open += s->connectionCount();
+      if (amqps) open += amqps->connectionCount();
       if (open == 0 || std::chrono::steady_clock::now() >= deadline) {
         if (open > 0)
           spdlog::warn("closing {} connection(s) still open after the grace period", open);

@@ -10,8 +10,8 @@
 namespace iothub::transport {
 
 // Counts the hub's open connections across every listener (HTTPS, HTTP, MQTT/TLS, MQTT,
-// MQTT over WebSocket) against one cap, so that the process never runs out of file
-// descriptors for its store and listeners (docs/limits.md). Thread-safe, lock-free.
+// AMQP/TLS, MQTT and AMQP over WebSocket) against one cap, so that the process never runs out of
+// file descriptors for its store and listeners (docs/limits.md). Thread-safe, lock-free.
 class ConnectionLimiter {
   // Shared with the slots, so a connection that outlives the limiter stays safe.
   struct State {
