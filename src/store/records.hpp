@@ -184,4 +184,28 @@ struct C2dFeedbackRecord {
   bool operator==(const C2dFeedbackRecord&) const = default;
 };
 
+// A device-to-cloud message in the partitioned telemetry log (TelemetryStore;
+// docs/telemetry.md), as the Event Hubs-compatible endpoint serves it.
+struct TelemetryRecord {
+  std::int32_t partition = 0;
+  std::int64_t sequence = 0;   // assigned by appendTelemetry: the partition's next, gapless
+  SystemTime enqueued_time{};  // when the hub accepted it (set by the caller)
+  std::string device_id;
+  json::object document;  // properties and annotations, shaped by the telemetry module
+  std::string body;       // the payload's bytes
+
+  bool operator==(const TelemetryRecord&) const = default;
+};
+
+// One partition of the telemetry log as TelemetryStore::telemetryPartition reads it.
+struct TelemetryPartitionInfo {
+  std::int32_t partition = 0;
+  std::int64_t begin_sequence = 0;  // the oldest retained record's (== next_sequence if empty)
+  std::int64_t next_sequence = 0;   // what the next append gets (0 for a partition never used)
+  SystemTime last_enqueued_time{};  // of the newest record ever appended (epoch: none)
+  std::uint64_t bytes = 0;          // retained records' body + document bytes
+
+  bool operator==(const TelemetryPartitionInfo&) const = default;
+};
+
 }  // namespace iothub::store

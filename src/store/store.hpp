@@ -289,6 +289,44 @@ class C2dStore {
                                                 std::size_t limit) = 0;
 };
 
+// The telemetry log (docs/telemetry.md): device-to-cloud messages in numbered partitions,
+// each an append-only sequence read by position, trimmed from its start by age and size.
+// Appends from every process sharing the store (a cluster's nodes) go into one order per
+// partition: sequences are assigned at commit, gapless and strictly increasing, and a
+// record is readable once its append returned.
+class TelemetryStore {
+ public:
+  virtual ~TelemetryStore() = default;
+
+  // Appends `records`, each to its `partition`, in the given order within a partition (their
+  // `sequence` is ignored), in one transaction. Returns each record's sequence, in order.
+  // Errors: ArgumentInvalid for a negative partition.
+  virtual Result<std::vector<std::int64_t>> appendTelemetry(
+      const std::vector<TelemetryRecord>& records) = 0;
+
+  // Records of `partition` with sequence >= `from_sequence` (trimmed ones are skipped),
+  // ascending, at most `limit`, and no more once their body + document bytes reach
+  // `max_bytes` (the first record is always returned).
+  virtual Result<std::vector<TelemetryRecord>> readTelemetry(std::int32_t partition,
+                                                             std::int64_t from_sequence,
+                                                             std::size_t limit,
+                                                             std::size_t max_bytes) = 0;
+
+  // The sequence of the first retained record of `partition` enqueued strictly after `t`
+  // (the partition's next_sequence when there is none).
+  virtual Result<std::int64_t> telemetrySequenceAfter(std::int32_t partition, SystemTime t) = 0;
+
+  // The partition's positions and size (zeros and epoch for a partition never appended to).
+  virtual Result<TelemetryPartitionInfo> telemetryPartition(std::int32_t partition) = 0;
+
+  // Retention: removes from the start of `partition` the records enqueued before
+  // `older_than`, then the oldest ones while the partition holds more than `max_bytes`, at
+  // most `limit` records per call. Returns how many were removed. Positions never move
+  // back: the next append still gets next_sequence.
+  virtual Result<std::size_t> trimTelemetry(std::int32_t partition, SystemTime older_than,
+                                            std::uint64_t max_bytes, std::size_t limit) = 0;
+};
+
 // A backend's group-commit writer, as the metrics endpoint reads it.
 struct WriterMetrics {
   const AtomicHistogram* batch_sizes = nullptr;    // operations per transaction
