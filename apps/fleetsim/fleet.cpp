@@ -106,7 +106,28 @@ struct Counters {
   std::atomic<std::uint64_t> pongs{0};
   std::atomic<std::int64_t> first_method_ns{0};
   std::atomic<std::int64_t> last_method_ns{0};
+  // C2d: publishes on devices/{id}/messages/devicebound/..., the distinct benchmark messages
+  // among them, repeats, messages at the wrong device, payloads that are not c2dPayload(),
+  // the earliest send time read from a payload and the latest arrival (steady clock, ns).
+  std::atomic<std::uint64_t> c2d_received{0};
+  std::atomic<std::uint64_t> c2d_unique{0};
+  std::atomic<std::uint64_t> c2d_duplicates{0};
+  std::atomic<std::uint64_t> c2d_misrouted{0};
+  std::atomic<std::uint64_t> c2d_malformed{0};
+  std::atomic<std::int64_t> c2d_first_sent_ns{INT64_MAX};
+  std::atomic<std::int64_t> c2d_last_received_ns{0};
 };
+
+void storeMin(std::atomic<std::int64_t>& a, std::int64_t v) {
+  std::int64_t seen = a.load(std::memory_order_relaxed);
+  while (v < seen && !a.compare_exchange_weak(seen, v, std::memory_order_relaxed)) {
+  }
+}
+void storeMax(std::atomic<std::int64_t>& a, std::int64_t v) {
+  std::int64_t seen = a.load(std::memory_order_relaxed);
+  while (v > seen && !a.compare_exchange_weak(seen, v, std::memory_order_relaxed)) {
+  }
+}
 
 // A closed-loop workload: callers take call numbers from `next` until `total` is reached or
 // the deadline passes; call k goes to device device_first + (k % device_count) * device_stride.
@@ -159,6 +180,7 @@ class Connection {
   bool drain();
   bool handle(mqtt::Packet& packet);
   void handlePublish(mqtt::Publish& publish);
+  void receiveC2d(const mqtt::Publish& publish);
   void answerMethod(std::string rid, int status);
   void sendReportedBody(const std::string& body);
   template <class P>
@@ -237,6 +259,7 @@ class Shard {
   LatencyHistogram ready;    // TCP connect start -> last SUBACK
   LatencyHistogram calls;    // service call -> answer
   LatencyHistogram notify;   // desired PATCH sent -> device notified
+  LatencyHistogram c2d;      // C2D message sent (time in its payload) -> device received
   std::array<char, 64 * 1024> scratch{};
   std::mt19937_64 rng;
   asio::steady_timer ticker;
@@ -268,6 +291,7 @@ class Fleet {
   std::string service_host;
   std::string service_authorization;
   std::unique_ptr<std::atomic<std::int64_t>[]> patch_sent_ns;  // per connected device
+  std::unique_ptr<std::atomic<std::uint8_t>[]> c2d_seen;       // C2d: per message number
   bool subscribe_desired = false;
   bool reconnect_on_loss = true;
   // Bumped by the driver before each job: flaky devices count their calls from there again.
@@ -466,8 +490,13 @@ bool Connection::handle(mqtt::Packet& packet) {
     }
     shard_.connack.record(microsSince(started_));
     std::vector<std::string> filters;
+    mqtt::QoS qos = mqtt::QoS::AtMostOnce;
     if (role_ == Role::Requester) {
       filters.push_back("fleet/res/" + std::to_string(index_) + "/#");
+    } else if (fleet.options.scenario == Scenario::C2d) {
+      // The hub's C2D topic, and the same topic on the broker: the SDKs subscribe at QoS 1.
+      filters.push_back("devices/" + id_ + "/messages/devicebound/#");
+      qos = mqtt::QoS::AtLeastOnce;
     } else if (fleet.options.target == Target::Hub) {
       filters = {"$iothub/methods/POST/#", "$iothub/twin/res/#"};
       if (fleet.subscribe_desired) filters.emplace_back("$iothub/twin/PATCH/properties/desired/#");
@@ -481,7 +510,7 @@ bool Connection::handle(mqtt::Packet& packet) {
     for (auto& filter : filters) {
       mqtt::Subscribe subscribe;
       subscribe.packet_id = packet_id++;
-      subscribe.subscriptions.push_back({std::move(filter), mqtt::QoS::AtMostOnce});
+      subscribe.subscriptions.push_back({std::move(filter), qos});
       send(subscribe);
     }
     pending_subacks_ = static_cast<int>(filters.size());
@@ -506,6 +535,8 @@ bool Connection::handle(mqtt::Packet& packet) {
     return true;
   }
   if (auto* publish = std::get_if<mqtt::Publish>(&packet)) {
+    // Only C2D subscriptions are QoS 1: acknowledge first, as a device that got the message.
+    if (publish->qos != mqtt::QoS::AtMostOnce) send(mqtt::PubAck{publish->packet_id});
     handlePublish(*publish);
     return true;
   }
@@ -532,6 +563,10 @@ void Connection::handlePublish(mqtt::Publish& publish) {
     auto done = std::move(pending_done_);
     pending_done_ = nullptr;
     done(status);
+    return;
+  }
+  if (publish.topic.find("/messages/devicebound/") != std::string::npos) {
+    receiveC2d(publish);
     return;
   }
   std::string_view name;
@@ -591,6 +626,32 @@ void Connection::handlePublish(mqtt::Publish& publish) {
     if (parseTwinResponseStatus(publish.topic) >= 300)
       c.reported_rejected.fetch_add(1, std::memory_order_relaxed);
   }
+}
+
+void Connection::receiveC2d(const mqtt::Publish& publish) {
+  auto& fleet = shard_.fleet;
+  auto& c = fleet.counters;
+  const std::int64_t now = nowNanos();
+  c.c2d_received.fetch_add(1, std::memory_order_relaxed);
+  storeMax(c.c2d_last_received_ns, now);
+  std::uint64_t seq = 0;
+  std::int64_t sent = 0;
+  if (!fleet.c2d_seen || !parseC2dPayload(publish.payload, seq, sent) ||
+      seq >= fleet.options.messages) {
+    c.c2d_malformed.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  // The sender sends message k to addressed device k mod count.
+  const AddressedDevices to = addressedDevices(fleet.options);
+  if (to.first + static_cast<std::size_t>(seq % to.count) * to.stride != index_)
+    c.c2d_misrouted.fetch_add(1, std::memory_order_relaxed);
+  if (fleet.c2d_seen[seq].exchange(1, std::memory_order_relaxed) != 0) {
+    c.c2d_duplicates.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  storeMin(c.c2d_first_sent_ns, sent);
+  shard_.c2d.record(now > sent ? static_cast<std::uint64_t>((now - sent) / 1000) : 0);
+  c.c2d_unique.fetch_add(1, std::memory_order_relaxed);
 }
 
 void Connection::answerMethod(std::string rid, int status) {
@@ -974,6 +1035,7 @@ class Driver {
   Status scenarioJobs(json::object& out);
   Status scenarioTwinJobs(json::object& out);
   Status scenarioMethodJobs(json::object& out);
+  Status scenarioC2d(json::object& out);
   // Creates the job `body` (its jobId added), polls it every 50 ms until it ends and returns
   // its figures: duration, final statistics, a timeline every options_.sample_every, when no
   // device was pending any more and (succeeded_target >= 0) when succeededCount reached it.
@@ -1008,6 +1070,8 @@ Status Driver::setUp() {
       options_.scenario == Scenario::Twin || options_.scenario == Scenario::Jobs ||
       options_.scenario == Scenario::Serve || options_.scenario == Scenario::TwinJobs;
   fleet_.patch_sent_ns = std::make_unique<std::atomic<std::int64_t>[]>(options_.devices + 1);
+  if (options_.scenario == Scenario::C2d)
+    fleet_.c2d_seen = std::make_unique<std::atomic<std::uint8_t>[]>(options_.messages);
   if (options_.target == Target::Hub && !options_.service_connection_string.empty()) {
     auto cs = auth::ServiceConnectionString::parse(options_.service_connection_string);
     if (!cs) return cs.status();
@@ -1700,6 +1764,48 @@ Status Driver::scenarioMethodJobs(json::object& out) {
   return Status::ok();
 }
 
+// C2D: the devices wait (connected, subscribed at QoS 1) for --messages messages that another
+// process sends (c2d_sender, through the hub or the broker), PUBACK each and time it from the
+// send time in its payload. Ends when every message arrived once, or --duration passed.
+Status Driver::scenarioC2d(json::object& out) {
+  auto& c = fleet_.counters;
+  const std::uint64_t expected = options_.messages;
+  logLine("waiting for " + std::to_string(expected) + " C2D messages");
+  const bool all =
+      waitUntil([&] { return c.c2d_unique.load() >= expected; },
+                std::chrono::duration_cast<std::chrono::milliseconds>(options_.duration), &stop_);
+  // Whatever the server would deliver twice comes right behind: look a moment longer.
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const std::uint64_t unique = c.c2d_unique.load();
+  const std::int64_t first_sent = c.c2d_first_sent_ns.load();
+  const std::int64_t last = c.c2d_last_received_ns.load();
+  json::object o;
+  o["expected"] = expected;
+  o["received"] = c.c2d_received.load();
+  o["unique"] = unique;
+  o["missing"] = expected - std::min(expected, unique);
+  o["duplicates"] = c.c2d_duplicates.load();
+  o["misrouted"] = c.c2d_misrouted.load();
+  o["malformed"] = c.c2d_malformed.load();
+  o["all_once"] = all && c.c2d_duplicates.load() == 0 && c.c2d_misrouted.load() == 0 &&
+                          c.c2d_malformed.load() == 0 && c.c2d_received.load() == expected
+                      ? 1
+                      : 0;
+  // From the first message's send to the last arrival: the rate the devices saw.
+  const double span =
+      unique > 0 && last > first_sent ? static_cast<double>(last - first_sent) / 1e9 : 0;
+  o["first_sent_to_last_received_s"] = round3(span);
+  o["delivered_per_s"] = span > 0 ? round3(static_cast<double>(unique) / span) : 0.0;
+  o["latency"] = latencyJson(fleet_.collect(&Shard::c2d, true));
+  const bool once = o.at("all_once").as_int64() == 1;
+  out["c2d"] = std::move(o);
+  if (!once)
+    return Status(ErrorCode::ServiceUnavailable,
+                  all ? "C2D messages arrived more than once, at the wrong device or malformed"
+                      : "not every C2D message arrived before --duration passed");
+  return Status::ok();
+}
+
 Result<json::object> Driver::run() {
   if (auto s = setUp(); !s) return s;
   json::object out;
@@ -1740,6 +1846,9 @@ Result<json::object> Driver::run() {
       break;
     case Scenario::MethodJobs:
       status = scenarioMethodJobs(out);
+      break;
+    case Scenario::C2d:
+      status = scenarioC2d(out);
       break;
     case Scenario::Serve: {
       const auto deadline = SteadyClock::now() + options_.duration;

@@ -64,6 +64,10 @@ Status validate(const FleetOptions& o) {
       o.response_timeout > std::chrono::seconds(300))
     return invalid("--response-timeout must be within [5s, 300s]");
   if (o.sample_every.count() <= 0) return invalid("--sample-every must be positive");
+  if (o.scenario == Scenario::C2d && (o.messages == 0 || o.messages > kMaxC2dMessages)) {
+    return invalid("the c2d scenario needs --messages within [1, " +
+                   std::to_string(kMaxC2dMessages) + "]");
+  }
   // One past the highest device index this process connects.
   const std::size_t own_end = o.devices == 0 ? 0 : deviceIndex(o, o.devices - 1) + 1;
   if (o.fleet_devices != 0 && o.fleet_devices < own_end) {
@@ -143,12 +147,13 @@ Result<Target> parseTarget(std::string_view text) {
 }
 
 Result<Scenario> parseScenario(std::string_view text) {
-  for (auto s : {Scenario::Connect, Scenario::Idle, Scenario::Methods, Scenario::Twin,
-                 Scenario::Jobs, Scenario::Serve, Scenario::TwinJobs, Scenario::MethodJobs}) {
+  for (auto s :
+       {Scenario::Connect, Scenario::Idle, Scenario::Methods, Scenario::Twin, Scenario::Jobs,
+        Scenario::Serve, Scenario::TwinJobs, Scenario::MethodJobs, Scenario::C2d}) {
     if (toString(s) == text) return s;
   }
   return invalid("unknown scenario '" + std::string(text) +
-                 "' (connect, idle, methods, twin, jobs, serve, twin-jobs, method-jobs)");
+                 "' (connect, idle, methods, twin, jobs, serve, twin-jobs, method-jobs, c2d)");
 }
 
 std::string_view toString(Target target) { return target == Target::Hub ? "hub" : "mosquitto"; }
@@ -171,6 +176,8 @@ std::string_view toString(Scenario scenario) {
       return "twin-jobs";
     case Scenario::MethodJobs:
       return "method-jobs";
+    case Scenario::C2d:
+      return "c2d";
   }
   return "?";
 }
@@ -237,6 +244,21 @@ Result<std::string> reportedFromDesired(std::string_view payload) {
     }
   }
   return toJson(*parsed);
+}
+
+std::string c2dPayload(std::uint64_t seq, std::int64_t sent_ns) {
+  return "c2d " + std::to_string(seq) + " " + std::to_string(sent_ns);
+}
+
+bool parseC2dPayload(std::string_view payload, std::uint64_t& seq, std::int64_t& sent_ns) {
+  constexpr std::string_view kPrefix = "c2d ";
+  if (!payload.starts_with(kPrefix)) return false;
+  const char* p = payload.data() + kPrefix.size();
+  const char* end = payload.data() + payload.size();
+  const auto [after_seq, ec1] = std::from_chars(p, end, seq);
+  if (ec1 != std::errc() || after_seq == p || after_seq == end || *after_seq != ' ') return false;
+  const auto [after_ns, ec2] = std::from_chars(after_seq + 1, end, sent_ns);
+  return ec2 == std::errc() && after_ns == end && after_ns != after_seq + 1 && sent_ns >= 0;
 }
 
 Result<FlakyGroup> parseFlakyGroup(std::string_view text) {

@@ -27,6 +27,8 @@ enum class Scenario {
   Serve,     // keep devices connected and answering until --duration ends or SIGINT/SIGTERM
   TwinJobs,  // B8: a twin job over --registered devices, then the same with --job-extensions
   MethodJobs,  // B9: a method job over the connected devices, then the same with --job-extensions
+  C2d,  // C2D: devices subscribed to devices/{id}/messages/devicebound/# at QoS 1 PUBACK what
+        //      arrives until --messages distinct messages came (or --duration passed)
 };
 
 // Devices that fail their first `calls` direct-method calls (then answer normally): a share
@@ -102,6 +104,9 @@ struct FleetOptions {
   std::string job_extensions;
   std::chrono::seconds response_timeout{30};
   std::chrono::milliseconds sample_every{5000};
+  // C2d: the messages the sender sends (numbered 0..messages-1, message k to addressed
+  // device k mod count, see c2dPayload); the scenario ends when each has arrived.
+  std::uint64_t messages = 0;
 
   // Observed server process (RSS and CPU sampled at phase boundaries); 0 = none.
   int server_pid = 0;
@@ -153,6 +158,14 @@ int parseTwinResponseStatus(std::string_view topic);
 // `payload` (the patch and its "$version"): the same members without the "$" ones.
 // Errors: IotHubFormatError for a payload that is not a JSON object.
 Result<std::string> reportedFromDesired(std::string_view payload);
+
+// The payload of C2D benchmark message `seq`, sent at `sent_ns` (steady clock, which is
+// CLOCK_MONOTONIC and so comparable between processes of one machine): "c2d <seq> <sent_ns>".
+std::string c2dPayload(std::uint64_t seq, std::int64_t sent_ns);
+// Reads it back; false for anything else.
+bool parseC2dPayload(std::string_view payload, std::uint64_t& seq, std::int64_t& sent_ns);
+// Messages one C2d run may number (a byte each to find duplicates).
+inline constexpr std::uint64_t kMaxC2dMessages = 100'000'000;
 
 // "0.05:2", "0.01:always", "0.1:1:error" (FRACTION:CALLS[:silent|error]). Errors:
 // ArgumentInvalid.

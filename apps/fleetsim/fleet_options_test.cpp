@@ -38,11 +38,44 @@ TEST(FleetOptionsTest, FormatsDeviceIdsThatSortLikeIndices) {
 TEST(FleetOptionsTest, ParsesTargetsAndScenarios) {
   EXPECT_EQ(*parseTarget("mosquitto"), Target::Mosquitto);
   EXPECT_FALSE(parseTarget("emqx"));
-  for (auto s : {Scenario::Connect, Scenario::Idle, Scenario::Methods, Scenario::Twin,
-                 Scenario::Jobs, Scenario::Serve, Scenario::TwinJobs, Scenario::MethodJobs}) {
+  for (auto s :
+       {Scenario::Connect, Scenario::Idle, Scenario::Methods, Scenario::Twin, Scenario::Jobs,
+        Scenario::Serve, Scenario::TwinJobs, Scenario::MethodJobs, Scenario::C2d}) {
     EXPECT_EQ(*parseScenario(toString(s)), s);
   }
   EXPECT_FALSE(parseScenario("storm"));
+}
+
+TEST(FleetOptionsTest, C2dNeedsAMessageCountAndRunsAgainstEitherTarget) {
+  EXPECT_EQ(*parseScenario("c2d"), Scenario::C2d);
+  auto o = hubOptions();
+  o.scenario = Scenario::C2d;
+  EXPECT_FALSE(validate(o));  // --messages missing
+  o.messages = 20'000;
+  EXPECT_TRUE(validate(o));
+  o.http_port = 0;  // the devices only receive: no REST
+  o.service_connection_string.clear();
+  EXPECT_TRUE(validate(o));
+  o.messages = kMaxC2dMessages + 1;
+  EXPECT_FALSE(validate(o));
+  o.messages = 1;
+  o.device_key.clear();
+  EXPECT_FALSE(validate(o));  // the hub target still needs the devices' key
+  o.target = Target::Mosquitto;
+  EXPECT_TRUE(validate(o));
+}
+
+TEST(FleetOptionsTest, C2dPayloadsRoundTrip) {
+  std::uint64_t seq = 0;
+  std::int64_t sent = 0;
+  EXPECT_EQ(c2dPayload(42, 1'234'567'890'123), "c2d 42 1234567890123");
+  ASSERT_TRUE(parseC2dPayload(c2dPayload(19'999, 987'654'321), seq, sent));
+  EXPECT_EQ(seq, 19'999u);
+  EXPECT_EQ(sent, 987'654'321);
+  for (std::string_view bad : {"", "c2d", "c2d ", "c2d 1", "c2d 1 ", "c2d x 2", "c2d 1 2 ",
+                               "c2d 1 -2", "C2D 1 2", "c2d 1  2", "c2d 1 2x"}) {
+    EXPECT_FALSE(parseC2dPayload(bad, seq, sent)) << bad;
+  }
 }
 
 TEST(FleetOptionsTest, ValidatesRangesAndCombinations) {

@@ -4,7 +4,7 @@
 //
 //   fleetsim provision --connection-string CS --endpoint http://127.0.0.1:P --count N --device-key
 //   K fleetsim run --target hub|mosquitto --scenario connect|idle|methods|twin|jobs|serve|
-//   twin-jobs|method-jobs ...
+//   twin-jobs|method-jobs|c2d ...
 //   fleetsim combine --scenario B1 --hub hub.json --peer peer.json --ratio name=path ...
 //   fleetsim free-port
 //
@@ -95,7 +95,7 @@ int main(int argc, char** argv) {
       app.add_subcommand("run", "Connect a fleet and run one scenario; prints JSON figures");
   run->add_option("--target", text.target, "hub or mosquitto")->capture_default_str();
   run->add_option("--scenario", text.scenario,
-                  "connect, idle, methods, twin, jobs, serve, twin-jobs, method-jobs")
+                  "connect, idle, methods, twin, jobs, serve, twin-jobs, method-jobs, c2d")
       ->capture_default_str();
   run->add_option("--server", options.server_address, "Server address")->capture_default_str();
   run->add_option("--mqtt-port", options.mqtt_port, "MQTT port (plain, or TLS with --tls)");
@@ -154,6 +154,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   run->add_option("--sample-every", text.sample_every, "Job timeline interval")
       ->capture_default_str();
+  run->add_option("--messages", options.messages,
+                  "c2d: messages to wait for (c2d_sender's --messages); the run ends when each "
+                  "arrived or --duration passed");
   run->add_option("--concurrency", options.concurrency, "Service calls in flight")
       ->capture_default_str();
   run->add_option("--latency-calls", options.latency_calls, "Calls with one in flight (methods)")
