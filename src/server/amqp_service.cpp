@@ -263,14 +263,22 @@ amqp::TokenVerdict HubTokenAuthenticator::verify(std::string_view token, std::st
   auto parsed = auth::SasToken::parse(token);  // valid: authenticate() parsed it
   amqp::Claim claim;
   claim.audience = std::string(audience);
-  claim.scopes = {std::string(kDeviceBound), std::string(kFeedback)};
+  // Every service address (/messages/…): the handler accepts the ones it serves and
+  // answers amqp:not-found for the others, which azure-iothub reports more usefully than an
+  // authorization error.
+  claim.scopes = {"/messages/"};
   if (identity->has(store::kServiceConnect)) claim.rights.push_back("ServiceConnect");
   if (identity->has(store::kRegistryRead)) claim.rights.push_back("RegistryRead");
   if (identity->has(store::kRegistryWrite)) claim.rights.push_back("RegistryWrite");
   if (parsed) {
-    // The claim lapses with the token, on the connection's steady clock.
-    auto left = SystemTime{std::chrono::seconds{parsed->expiry}} - clock_.now();
-    claim.expires = amqp::Clock::now() + std::chrono::duration_cast<amqp::Clock::duration>(left);
+    // The claim lapses with the token, on the connection's steady clock. Expiries beyond
+    // what the clocks can hold (Azure's tools write `se` years ahead) never lapse.
+    using std::chrono::seconds;
+    constexpr std::int64_t kHorizon = 100LL * 365 * 24 * 3600;  // far below either clock's end
+    std::int64_t now_s =
+        std::chrono::duration_cast<seconds>(clock_.now().time_since_epoch()).count();
+    std::int64_t left = parsed->expiry - now_s;
+    if (left < kHorizon) claim.expires = amqp::Clock::now() + seconds{left};
   }
   verdict.status_code = 200;
   verdict.description = "OK";

@@ -22,7 +22,7 @@ namespace iothub::server {
 
 // Verifies put-tokens whose audience is the hub's host name as service REST tokens are
 // verified (auth::ServiceAuthenticator: the policy's decoded key, `sr` covering the host);
-// the claim covers the service's C2D addresses for a policy with ServiceConnect.
+// the claim covers the service addresses (/messages/…) and names the policy's rights.
 // Thread-safe (the authenticator is immutable).
 class HubTokenAuthenticator final : public amqp::Authenticator {
  public:
