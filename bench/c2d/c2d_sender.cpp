@@ -88,7 +88,10 @@ struct Figures {
   std::map<std::string, std::uint64_t> rejections;  // by error condition
 };
 
-void print(const char* protocol, const Options& o, const Figures& f) {
+void print(const char* protocol, const Options& o, Figures f) {
+  for (char& ch : f.error) {
+    if (ch == '"' || ch == '\\' || static_cast<unsigned char>(ch) < 0x20) ch = '\'';  // stays JSON
+  }
   const double elapsed =
       f.last_outcome_ns > f.first_send_ns ? (f.last_outcome_ns - f.first_send_ns) / 1e9 : 0.0;
   std::string rejections;
