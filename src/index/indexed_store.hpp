@@ -37,6 +37,8 @@ class IndexedStore final : public store::Store {
   // the store only, so the index's copy of that field stays as it was until the device's
   // row is next written or reloaded.
   store::C2dStore& c2d() override { return inner_.c2d(); }
+  // Forwarded as is: the telemetry log touches no indexed field.
+  store::TelemetryStore& telemetry() override { return inner_.telemetry(); }
 
   // The locks every write of this store to one of some devices holds from before its
   // durable write until its index update is done; released when destroyed.

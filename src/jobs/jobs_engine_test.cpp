@@ -152,6 +152,7 @@ class FaultyStore final : public store::Store {
   store::AccessPolicyStore& policies() override { return inner_.policies(); }
   store::MqttSessionStore& mqttSessions() override { return inner_.mqttSessions(); }
   store::C2dStore& c2d() override { return inner_.c2d(); }
+  store::TelemetryStore& telemetry() override { return inner_.telemetry(); }
 
  private:
   std::optional<Status> check(std::string_view call,

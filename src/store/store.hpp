@@ -214,9 +214,9 @@ using C2dFeedbackRule =
 
 // How lockC2d takes a message.
 struct C2dLock {
-  SystemTime now{};               // the caller's clock: expiry and earlier locks are judged by it
-  SystemTime until{};             // the new lock's end
-  std::string token;              // the new lock's token (unique; the c2d module makes them)
+  SystemTime now{};    // the caller's clock: expiry and earlier locks are judged by it
+  SystemTime until{};  // the new lock's end
+  std::string token;   // the new lock's token (unique; the c2d module makes them)
   std::int32_t max_delivery_count = 10;  // a free message already delivered this often is removed
 };
 
@@ -246,8 +246,8 @@ class C2dStore {
   // lock (token, until) and its delivery count plus one. nullopt: nothing to deliver (also
   // for an unknown device). Concurrent calls for one device never lock one message twice.
   virtual Result<std::optional<C2dMessageRecord>> lockC2d(std::string_view device_id,
-                                                         const C2dLock& lock,
-                                                         const C2dFeedbackRule& feedback) = 0;
+                                                          const C2dLock& lock,
+                                                          const C2dFeedbackRule& feedback) = 0;
 
   // Settles the device's message locked under `lock_token`, whose lock has not passed at
   // `now`: Complete and Reject remove it (Completed, Rejected through `feedback`); Abandon
@@ -255,9 +255,8 @@ class C2dStore {
   // as it was before the settlement. Errors: DeviceMessageLockLost when no message of the
   // device holds that token or its lock has passed.
   virtual Result<C2dMessageRecord> settleC2d(std::string_view device_id,
-                                             std::string_view lock_token,
-                                             C2dSettlement settlement, SystemTime now,
-                                             const C2dFeedbackRule& feedback) = 0;
+                                             std::string_view lock_token, C2dSettlement settlement,
+                                             SystemTime now, const C2dFeedbackRule& feedback) = 0;
 
   // Removes every message of the device (Purged through `feedback`); returns how many.
   // Errors: DeviceNotFound.
@@ -278,15 +277,13 @@ class C2dStore {
   // The oldest feedback records whose lock is free (never locked, or locked_until <= now),
   // at most `limit`, in sequence order, now locked until `until` so that no other receiver
   // takes them meanwhile. Concurrent calls never return one record twice while it is locked.
-  virtual Result<std::vector<C2dFeedbackRecord>> lockC2dFeedback(SystemTime now,
-                                                                SystemTime until,
-                                                                std::size_t limit) = 0;
+  virtual Result<std::vector<C2dFeedbackRecord>> lockC2dFeedback(SystemTime now, SystemTime until,
+                                                                 std::size_t limit) = 0;
   // Removes these feedback records (delivered); unknown sequences are ignored.
   virtual Status deleteC2dFeedback(const std::vector<std::int64_t>& sequences) = 0;
   // Removes up to `limit` feedback records enqueued before `enqueued_before` (nobody
   // received them in time); returns how many.
-  virtual Result<std::size_t> expireC2dFeedback(SystemTime enqueued_before,
-                                                std::size_t limit) = 0;
+  virtual Result<std::size_t> expireC2dFeedback(SystemTime enqueued_before, std::size_t limit) = 0;
 };
 
 // The telemetry log (docs/telemetry.md): device-to-cloud messages in numbered partitions,
@@ -353,6 +350,7 @@ class Store {
   virtual AccessPolicyStore& policies() = 0;
   virtual MqttSessionStore& mqttSessions() = 0;
   virtual C2dStore& c2d() = 0;
+  virtual TelemetryStore& telemetry() = 0;
   // What the nodes of a cluster share (store/cluster_store.hpp); null for a backend that
   // only one process uses (SQLite).
   virtual ClusterStore* cluster() { return nullptr; }

@@ -6,8 +6,10 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -1620,6 +1622,425 @@ TEST_P(C2dConformanceTest, QueuesAndFeedbackSurviveReopening) {
                                         {2, "rejected"}, {4, "completed"}, {1, "completed"}}));
 }
 
+// --- the telemetry log ---
+
+constexpr std::int64_t kTelemetryT0 = 1700004000;
+
+// Record `n` of `partition`, enqueued at kTelemetryT0 + `second`.
+TelemetryRecord makeTelemetry(std::int32_t partition, int n, std::int64_t second = 0,
+                              std::string body = "") {
+  TelemetryRecord record;
+  record.partition = partition;
+  record.enqueued_time = at(kTelemetryT0 + second, 250);
+  record.device_id = numbered("device-", n % 7);
+  record.document = json::object{{"n", n}, {"properties", json::object{{"kind", "reading"}}}};
+  record.body = body.empty() ? "{\"temperature\":" + std::to_string(n) + "}" : std::move(body);
+  return record;
+}
+
+// What the store counts for a record: its body and its document's bytes.
+std::uint64_t telemetrySize(const TelemetryRecord& record) {
+  return record.body.size() + json::serialize(record.document).size();
+}
+
+int telemetryNumber(const TelemetryRecord& record) {
+  return static_cast<int>(record.document.at("n").as_int64());
+}
+
+class TelemetryConformanceTest : public StoreConformanceTest {
+ protected:
+  TelemetryStore& telemetry() { return store_->telemetry(); }
+
+  std::vector<std::int64_t> append(const std::vector<TelemetryRecord>& records) {
+    auto sequences = telemetry().appendTelemetry(records);
+    EXPECT_TRUE(sequences.isOk()) << sequences.status().toString();
+    return sequences.isOk() ? *sequences : std::vector<std::int64_t>{};
+  }
+
+  std::vector<TelemetryRecord> readAll(std::int32_t partition, std::int64_t from = 0) {
+    auto records = telemetry().readTelemetry(partition, from, 100000, SIZE_MAX);
+    EXPECT_TRUE(records.isOk()) << records.status().toString();
+    return records.isOk() ? *records : std::vector<TelemetryRecord>{};
+  }
+
+  std::vector<int> numbers(std::int32_t partition, std::int64_t from = 0) {
+    std::vector<int> result;
+    for (const TelemetryRecord& record : readAll(partition, from)) {
+      result.push_back(telemetryNumber(record));
+    }
+    return result;
+  }
+
+  TelemetryPartitionInfo info(std::int32_t partition) {
+    auto read = telemetry().telemetryPartition(partition);
+    EXPECT_TRUE(read.isOk()) << read.status().toString();
+    return read.isOk() ? *read : TelemetryPartitionInfo{};
+  }
+
+  std::int64_t after(std::int32_t partition, SystemTime t) {
+    auto sequence = telemetry().telemetrySequenceAfter(partition, t);
+    EXPECT_TRUE(sequence.isOk()) << sequence.status().toString();
+    return sequence.isOk() ? *sequence : -1;
+  }
+
+  std::size_t trim(std::int32_t partition, SystemTime older_than, std::uint64_t max_bytes,
+                   std::size_t limit = 1000) {
+    auto removed = telemetry().trimTelemetry(partition, older_than, max_bytes, limit);
+    EXPECT_TRUE(removed.isOk()) << removed.status().toString();
+    return removed.isOk() ? *removed : 0;
+  }
+};
+
+TEST_P(TelemetryConformanceTest, AppendAssignsGaplessSequencesPerPartitionInOrder) {
+  std::vector<TelemetryRecord> batch;
+  const std::int32_t partitions[] = {2, 0, 2, 3, 0, 2};
+  for (int n = 0; n < 6; ++n) {
+    batch.push_back(makeTelemetry(partitions[n], n, n));
+    batch.back().sequence = 999;  // ignored
+  }
+  EXPECT_EQ(append(batch), (std::vector<std::int64_t>{0, 0, 1, 0, 1, 2}));
+  EXPECT_EQ(append({makeTelemetry(0, 6, 6), makeTelemetry(2, 7, 7)}),
+            (std::vector<std::int64_t>{2, 3}));
+  EXPECT_EQ(append({}), std::vector<std::int64_t>{});
+
+  auto two = readAll(2);
+  ASSERT_EQ(two.size(), 4u);
+  const int expected_numbers[] = {0, 2, 5, 7};
+  for (std::size_t i = 0; i < two.size(); ++i) {
+    TelemetryRecord expected = makeTelemetry(2, expected_numbers[i], expected_numbers[i]);
+    expected.sequence = static_cast<std::int64_t>(i);
+    EXPECT_EQ(two[i], expected) << i;
+  }
+  EXPECT_EQ(numbers(0), (std::vector<int>{1, 4, 6}));
+  EXPECT_EQ(numbers(3), (std::vector<int>{3}));
+  EXPECT_TRUE(readAll(1).empty());
+  EXPECT_TRUE(readAll(7).empty());
+  EXPECT_EQ(numbers(2, 2), (std::vector<int>{5, 7}));
+  EXPECT_TRUE(readAll(2, 4).empty());
+}
+
+TEST_P(TelemetryConformanceTest, ReadStopsAtItsLimitAndOnceItsBytesAreReached) {
+  std::vector<TelemetryRecord> batch;
+  for (int n = 0; n < 10; ++n) batch.push_back(makeTelemetry(1, n, n, std::string(100, 'a' + n)));
+  append(batch);
+  const std::uint64_t size = telemetrySize(batch[0]);
+  for (const TelemetryRecord& record : batch) ASSERT_EQ(telemetrySize(record), size);
+
+  auto limited = telemetry().readTelemetry(1, 3, 4, SIZE_MAX);
+  ASSERT_TRUE(limited.isOk()) << limited.status().toString();
+  ASSERT_EQ(limited->size(), 4u);
+  EXPECT_EQ(limited->front().sequence, 3);
+  EXPECT_EQ(limited->back().sequence, 6);
+  EXPECT_TRUE(telemetry().readTelemetry(1, 0, 0, SIZE_MAX)->empty());
+
+  // Records are returned while the bytes of those before stay under max_bytes.
+  auto exact = telemetry().readTelemetry(1, 0, 100, 3 * size);
+  ASSERT_TRUE(exact.isOk()) << exact.status().toString();
+  EXPECT_EQ(exact->size(), 3u);
+  auto over = telemetry().readTelemetry(1, 0, 100, 3 * size + 1);
+  ASSERT_TRUE(over.isOk()) << over.status().toString();
+  EXPECT_EQ(over->size(), 4u);
+  // The first record always comes, however small max_bytes is.
+  for (std::size_t max_bytes : {std::size_t{0}, std::size_t{1}, std::size_t(size)}) {
+    auto first = telemetry().readTelemetry(1, 5, 100, max_bytes);
+    ASSERT_TRUE(first.isOk()) << first.status().toString();
+    ASSERT_EQ(first->size(), 1u) << max_bytes;
+    EXPECT_EQ(first->front(), [&] {
+      TelemetryRecord expected = batch[5];
+      expected.sequence = 5;
+      return expected;
+    }());
+  }
+  auto tail = telemetry().readTelemetry(1, 8, 100, 0);
+  ASSERT_TRUE(tail.isOk());
+  EXPECT_EQ(tail->size(), 1u);
+}
+
+TEST_P(TelemetryConformanceTest, PartitionInfoFollowsAppendsAndTrims) {
+  EXPECT_EQ(info(3), (TelemetryPartitionInfo{3, 0, 0, SystemTime{}, 0}));
+  std::vector<TelemetryRecord> batch;
+  std::uint64_t bytes = 0;
+  for (int n = 0; n < 5; ++n) {
+    batch.push_back(makeTelemetry(3, n, 10 - n));  // the last one appended is the oldest
+    bytes += telemetrySize(batch.back());
+  }
+  append(batch);
+  EXPECT_EQ(info(3), (TelemetryPartitionInfo{3, 0, 5, batch.back().enqueued_time, bytes}));
+  EXPECT_EQ(info(0), (TelemetryPartitionInfo{0, 0, 0, SystemTime{}, 0}));
+
+  // Sizes: the two oldest go by size.
+  EXPECT_EQ(trim(3, at(0), bytes - telemetrySize(batch[0]) - 1), 2u);
+  bytes -= telemetrySize(batch[0]) + telemetrySize(batch[1]);
+  EXPECT_EQ(info(3), (TelemetryPartitionInfo{3, 2, 5, batch.back().enqueued_time, bytes}));
+  EXPECT_EQ(trim(3, at(kTelemetryT0 + 100), UINT64_MAX), 3u);
+  EXPECT_EQ(info(3), (TelemetryPartitionInfo{3, 5, 5, batch.back().enqueued_time, 0}));
+
+  // Positions never move back.
+  EXPECT_EQ(append({makeTelemetry(3, 5, 1)}), std::vector<std::int64_t>{5});
+  EXPECT_EQ(info(3), (TelemetryPartitionInfo{3, 5, 6, at(kTelemetryT0 + 1, 250),
+                                             telemetrySize(makeTelemetry(3, 5, 1))}));
+  EXPECT_EQ(numbers(3), std::vector<int>{5});
+}
+
+TEST_P(TelemetryConformanceTest, ReadingFromATrimmedPositionStartsAtTheBegin) {
+  std::vector<TelemetryRecord> batch;
+  for (int n = 0; n < 6; ++n) batch.push_back(makeTelemetry(0, n, n));
+  append(batch);
+  EXPECT_EQ(trim(0, at(kTelemetryT0 + 3), UINT64_MAX), 3u);
+  EXPECT_EQ(numbers(0, 0), (std::vector<int>{3, 4, 5}));
+  EXPECT_EQ(numbers(0, 2), (std::vector<int>{3, 4, 5}));
+  EXPECT_EQ(numbers(0, 4), (std::vector<int>{4, 5}));
+  EXPECT_EQ(numbers(0, -5), (std::vector<int>{3, 4, 5}));
+  auto first = telemetry().readTelemetry(0, 1, 1, SIZE_MAX);
+  ASSERT_TRUE(first.isOk());
+  ASSERT_EQ(first->size(), 1u);
+  EXPECT_EQ(first->front().sequence, 3);
+}
+
+TEST_P(TelemetryConformanceTest, SequenceAfterFindsTheFirstRecordEnqueuedLater) {
+  EXPECT_EQ(after(1, at(kTelemetryT0)), 0) << "a partition never used";
+  // Times in sequence order: 10, 20, 20, 15 (a node with a late clock), 30, 20.
+  const std::int64_t offsets[] = {10, 20, 20, 15, 30, 20};
+  std::vector<TelemetryRecord> batch;
+  for (int n = 0; n < 6; ++n) batch.push_back(makeTelemetry(1, n, offsets[n]));
+  append(batch);
+  auto time = [](std::int64_t second, std::int64_t extra = 250) {
+    return at(kTelemetryT0 + second, extra);
+  };
+  EXPECT_EQ(after(1, time(0)), 0);
+  EXPECT_EQ(after(1, time(10, 249)), 0);
+  EXPECT_EQ(after(1, time(10)), 1) << "strictly after: equal times do not count";
+  EXPECT_EQ(after(1, time(14)), 1);
+  EXPECT_EQ(after(1, time(15)), 1);
+  EXPECT_EQ(after(1, time(19)), 1);
+  EXPECT_EQ(after(1, time(20)), 4) << "past both 20s and the late 15";
+  EXPECT_EQ(after(1, time(29)), 4);
+  EXPECT_EQ(after(1, time(30)), 6) << "none later: next_sequence";
+  EXPECT_EQ(after(1, time(1000)), 6);
+  EXPECT_EQ(after(0, time(0)), 0);
+
+  // Trimmed records are not found.
+  EXPECT_EQ(trim(1, time(15), UINT64_MAX), 1u);
+  EXPECT_EQ(after(1, time(0)), 1);
+  EXPECT_EQ(trim(1, time(1000), UINT64_MAX), 5u);
+  EXPECT_EQ(after(1, time(0)), 6);
+}
+
+TEST_P(TelemetryConformanceTest, TrimByAgeRemovesOnlyFromTheStart) {
+  // Times in sequence order: 1, 2, 9, 3, 4: the 3 and 4 wait for the 9 in front of them.
+  const std::int64_t offsets[] = {1, 2, 9, 3, 4};
+  std::vector<TelemetryRecord> batch;
+  for (int n = 0; n < 5; ++n) batch.push_back(makeTelemetry(2, n, offsets[n]));
+  append(batch);
+  EXPECT_EQ(trim(2, at(kTelemetryT0 + 1, 250), UINT64_MAX), 0u) << "strictly before";
+  EXPECT_EQ(trim(2, at(kTelemetryT0 + 5), UINT64_MAX), 2u);
+  EXPECT_EQ(numbers(2), (std::vector<int>{2, 3, 4}));
+  EXPECT_EQ(trim(2, at(kTelemetryT0 + 5), UINT64_MAX), 0u);
+  EXPECT_EQ(trim(2, at(kTelemetryT0 + 10), UINT64_MAX), 3u);
+  EXPECT_TRUE(readAll(2).empty());
+  EXPECT_EQ(info(2).bytes, 0u);
+  EXPECT_EQ(trim(2, at(kTelemetryT0 + 10), 0), 0u);
+  EXPECT_EQ(trim(0, at(kTelemetryT0 + 10), 0), 0u) << "a partition never used";
+}
+
+TEST_P(TelemetryConformanceTest, TrimBySizeRemovesTheOldestUntilTheRestFits) {
+  std::vector<TelemetryRecord> batch;
+  for (int n = 0; n < 6; ++n) {
+    batch.push_back(
+        makeTelemetry(0, n, n, std::string(static_cast<std::size_t>(50 * (n + 1)), 'x')));
+  }
+  append(batch);
+  std::uint64_t total = 0;
+  for (const TelemetryRecord& record : batch) total += telemetrySize(record);
+  EXPECT_EQ(trim(0, at(0), total), 0u) << "exactly max_bytes fits";
+  EXPECT_EQ(trim(0, at(0), total - 1), 1u);
+  const std::uint64_t last_two = telemetrySize(batch[4]) + telemetrySize(batch[5]);
+  EXPECT_EQ(trim(0, at(0), last_two), 3u);
+  EXPECT_EQ(numbers(0), (std::vector<int>{4, 5}));
+  EXPECT_EQ(info(0).bytes, last_two);
+  // Age first, then size: the age removes 4, the size would keep 5 anyway.
+  EXPECT_EQ(trim(0, at(kTelemetryT0 + 5), telemetrySize(batch[5])), 1u);
+  EXPECT_EQ(trim(0, at(0), 0), 1u);
+  EXPECT_EQ(info(0), (TelemetryPartitionInfo{0, 6, 6, batch.back().enqueued_time, 0}));
+}
+
+TEST_P(TelemetryConformanceTest, TrimRemovesAtMostItsLimit) {
+  std::vector<TelemetryRecord> batch;
+  for (int n = 0; n < 10; ++n) batch.push_back(makeTelemetry(1, n, n));
+  append(batch);
+  EXPECT_EQ(trim(1, at(kTelemetryT0 + 100), UINT64_MAX, 0), 0u);
+  EXPECT_EQ(trim(1, at(kTelemetryT0 + 100), UINT64_MAX, 3), 3u);
+  EXPECT_EQ(info(1).begin_sequence, 3);
+  // Age and size together count against one limit.
+  EXPECT_EQ(trim(1, at(kTelemetryT0 + 5), 0, 4), 4u);
+  EXPECT_EQ(info(1).begin_sequence, 7);
+  EXPECT_EQ(trim(1, at(0), 0, 100), 3u);
+  EXPECT_EQ(info(1), (TelemetryPartitionInfo{1, 10, 10, batch.back().enqueued_time, 0}));
+}
+
+TEST_P(TelemetryConformanceTest, BodiesKeepEveryByte) {
+  std::string every_byte;
+  for (int b = 0; b < 256; ++b) every_byte += static_cast<char>(b);
+  const std::vector<std::string> bodies = {std::string("\0", 1), std::string("a\0b\0\0", 5),
+                                           "\xff\xfe\xc3\x28 not utf-8 \x80", every_byte,
+                                           std::string(70000, '\0') + "end"};
+  std::vector<TelemetryRecord> batch;
+  for (std::size_t i = 0; i < bodies.size(); ++i) {
+    batch.push_back(makeTelemetry(0, static_cast<int>(i), 0, bodies[i]));
+  }
+  append(batch);
+  auto read = readAll(0);
+  ASSERT_EQ(read.size(), bodies.size());
+  std::uint64_t bytes = 0;
+  for (std::size_t i = 0; i < bodies.size(); ++i) {
+    EXPECT_EQ(read[i].body, bodies[i]) << "body " << i;
+    bytes += telemetrySize(batch[i]);
+  }
+  EXPECT_EQ(info(0).bytes, bytes);
+}
+
+TEST_P(TelemetryConformanceTest, NegativePartitionsAreArgumentInvalid) {
+  EXPECT_EQ(telemetry().appendTelemetry({makeTelemetry(0, 0), makeTelemetry(-1, 1)}).code(),
+            ErrorCode::ArgumentInvalid);
+  EXPECT_TRUE(readAll(0).empty()) << "nothing of the refused append is stored";
+  EXPECT_EQ(telemetry().readTelemetry(-1, 0, 10, SIZE_MAX).code(), ErrorCode::ArgumentInvalid);
+  EXPECT_EQ(telemetry().telemetrySequenceAfter(-2, at(0)).code(), ErrorCode::ArgumentInvalid);
+  EXPECT_EQ(telemetry().telemetryPartition(-1).code(), ErrorCode::ArgumentInvalid);
+  EXPECT_EQ(telemetry().trimTelemetry(-1, at(0), 0, 10).code(), ErrorCode::ArgumentInvalid);
+}
+
+TEST_P(TelemetryConformanceTest, TheLogSurvivesReopening) {
+  std::vector<TelemetryRecord> batch;
+  for (int n = 0; n < 4; ++n) batch.push_back(makeTelemetry(n % 2, n, n));
+  batch.push_back(makeTelemetry(1, 4, 4, std::string("x\0y\xff", 4)));
+  append(batch);
+  EXPECT_EQ(trim(0, at(kTelemetryT0 + 1), UINT64_MAX), 1u);
+  EXPECT_EQ(trim(1, at(kTelemetryT0 + 4), UINT64_MAX), 2u) << "the newest of partition 1 stays";
+  const auto zero = readAll(0);
+  const auto one = readAll(1);
+  const auto info_zero = info(0);
+  const auto info_one = info(1);
+
+  reopen();
+  EXPECT_EQ(readAll(0), zero);
+  EXPECT_EQ(readAll(1), one);
+  EXPECT_EQ(info(0), info_zero);
+  EXPECT_EQ(info(1), info_one);
+  EXPECT_EQ(append({makeTelemetry(1, 5, 5), makeTelemetry(0, 6, 6)}),
+            (std::vector<std::int64_t>{3, 2}));
+}
+
+TEST_P(TelemetryConformanceTest, ConcurrentAppendsLeaveNoGapAndReadersSeeNoHole) {
+  constexpr int kThreads = 8;
+  constexpr int kAppends = 60;  // per thread
+  constexpr std::int32_t kPartitions = 3;
+  // A backend that several processes share gets a second store of its own, as another
+  // process would have.
+  std::unique_ptr<Store> second;
+  if (store_->cluster() != nullptr) {
+    auto opened = location_->open();
+    ASSERT_TRUE(opened.isOk()) << opened.status().toString();
+    second = std::move(opened).value();
+  }
+
+  std::atomic<bool> writing{true};
+  std::atomic<int> failures{0};
+  std::mutex mutex;
+  std::vector<std::set<std::int64_t>> assigned(kPartitions);
+  // Readers poll each partition from their last position: the next record they get must
+  // always be that position (a hole would show as a later one).
+  std::vector<std::thread> readers;
+  std::vector<std::int64_t> read_up_to(kPartitions, 0);
+  std::vector<std::string> holes;
+  for (std::int32_t p = 0; p < kPartitions; ++p) {
+    TelemetryStore& store = second != nullptr && p % 2 == 1 ? second->telemetry() : telemetry();
+    readers.emplace_back([&, p] {
+      std::int64_t position = 0;
+      bool last_round = false;
+      while (true) {
+        const bool done = !writing.load();
+        auto records = store.readTelemetry(p, position, 7, SIZE_MAX);
+        if (!records.isOk()) {
+          ++failures;
+          return;
+        }
+        for (const TelemetryRecord& record : *records) {
+          if (record.sequence != position) {
+            std::lock_guard guard(mutex);
+            holes.push_back("partition " + std::to_string(p) + ": expected " +
+                            std::to_string(position) + ", got " + std::to_string(record.sequence));
+          }
+          position = record.sequence + 1;
+        }
+        if (records->empty()) {
+          if (last_round) break;
+          if (done) last_round = true;
+          std::this_thread::yield();
+        }
+      }
+      read_up_to[static_cast<std::size_t>(p)] = position;
+    });
+  }
+
+  std::vector<std::thread> writers;
+  for (int t = 0; t < kThreads; ++t) {
+    TelemetryStore& store = second != nullptr && t % 2 == 1 ? second->telemetry() : telemetry();
+    writers.emplace_back([&, t] {
+      for (int i = 0; i < kAppends; ++i) {
+        std::vector<TelemetryRecord> records;
+        const std::int32_t p = (t + i) % kPartitions;
+        records.push_back(makeTelemetry(p, t * 1000 + i, i));
+        // Every fifth call appends to two partitions, in either order.
+        if (i % 5 == 0) records.push_back(makeTelemetry((p + 1 + t % 2) % kPartitions, -1, i));
+        auto sequences = store.appendTelemetry(records);
+        if (!sequences.isOk() || sequences->size() != records.size()) {
+          ++failures;
+          continue;
+        }
+        std::lock_guard guard(mutex);
+        for (std::size_t r = 0; r < records.size(); ++r) {
+          const bool fresh = assigned[static_cast<std::size_t>(records[r].partition)]
+                                 .insert((*sequences)[r])
+                                 .second;
+          if (!fresh) holes.push_back("duplicate sequence " + std::to_string((*sequences)[r]));
+        }
+      }
+    });
+  }
+  for (std::thread& writer : writers) writer.join();
+  writing = false;
+  for (std::thread& reader : readers) reader.join();
+
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_TRUE(holes.empty()) << holes.front();
+  std::size_t total = 0;
+  for (std::int32_t p = 0; p < kPartitions; ++p) {
+    const auto& sequences = assigned[static_cast<std::size_t>(p)];
+    total += sequences.size();
+    // Gapless: exactly 0 .. n-1.
+    ASSERT_FALSE(sequences.empty());
+    EXPECT_EQ(*sequences.begin(), 0) << p;
+    EXPECT_EQ(*sequences.rbegin(), static_cast<std::int64_t>(sequences.size()) - 1) << p;
+    EXPECT_EQ(info(p).next_sequence, static_cast<std::int64_t>(sequences.size())) << p;
+    EXPECT_EQ(read_up_to[static_cast<std::size_t>(p)], static_cast<std::int64_t>(sequences.size()))
+        << p;
+    const auto records = readAll(p);
+    ASSERT_EQ(records.size(), sequences.size()) << p;
+    // Within one writer, a partition's records keep the writer's order.
+    std::map<int, int> last_of_writer;
+    for (const TelemetryRecord& record : records) {
+      const int n = telemetryNumber(record);
+      if (n < 0) continue;
+      auto [it, inserted] = last_of_writer.emplace(n / 1000, n);
+      if (!inserted) {
+        EXPECT_LT(it->second, n) << p;
+        it->second = n;
+      }
+    }
+  }
+  EXPECT_EQ(total, static_cast<std::size_t>(kThreads * kAppends + kThreads * kAppends / 5));
+}
+
 // --- durability ---
 
 TEST_P(StoreConformanceTest, DataSurvivesCloseAndReopen) {
@@ -1651,6 +2072,13 @@ INSTANTIATE_TEST_SUITE_P(
 
 INSTANTIATE_TEST_SUITE_P(
     Backends, C2dConformanceTest,
+    ::testing::Values(StoreBackend{"Sqlite", [] { return std::make_unique<SqliteLocation>(); }},
+                      StoreBackend{"Postgres",
+                                   [] { return std::make_unique<PostgresLocation>(); }}),
+    backendName);
+
+INSTANTIATE_TEST_SUITE_P(
+    Backends, TelemetryConformanceTest,
     ::testing::Values(StoreBackend{"Sqlite", [] { return std::make_unique<SqliteLocation>(); }},
                       StoreBackend{"Postgres",
                                    [] { return std::make_unique<PostgresLocation>(); }}),

@@ -36,6 +36,7 @@ class MemoryStore final : public store::Store,
   store::AccessPolicyStore& policies() override { return *this; }
   store::MqttSessionStore& mqttSessions() override { return *this; }
   store::C2dStore& c2d() override { return c2d_; }
+  store::TelemetryStore& telemetry() override { return telemetry_; }
 
  private:
   // No fuzz target drives cloud-to-device messages yet: every call fails, so a target
@@ -75,6 +76,34 @@ class MemoryStore final : public store::Store,
    private:
     static Status unavailable() {
       return {ErrorCode::ServiceUnavailable, "the fuzz memory store keeps no C2D messages"};
+    }
+  };
+
+  // No fuzz target drives the telemetry log yet: every call fails, as for C2D.
+  class NoTelemetry final : public store::TelemetryStore {
+   public:
+    Result<std::vector<std::int64_t>> appendTelemetry(
+        const std::vector<store::TelemetryRecord>&) override {
+      return unavailable();
+    }
+    Result<std::vector<store::TelemetryRecord>> readTelemetry(std::int32_t, std::int64_t,
+                                                              std::size_t, std::size_t) override {
+      return unavailable();
+    }
+    Result<std::int64_t> telemetrySequenceAfter(std::int32_t, SystemTime) override {
+      return unavailable();
+    }
+    Result<store::TelemetryPartitionInfo> telemetryPartition(std::int32_t) override {
+      return unavailable();
+    }
+    Result<std::size_t> trimTelemetry(std::int32_t, SystemTime, std::uint64_t,
+                                      std::size_t) override {
+      return unavailable();
+    }
+
+   private:
+    static Status unavailable() {
+      return {ErrorCode::ServiceUnavailable, "the fuzz memory store keeps no telemetry"};
     }
   };
 
@@ -468,6 +497,7 @@ class MemoryStore final : public store::Store,
   std::vector<store::AccessPolicyRecord> policies_;
   std::map<std::string, store::MqttSessionRecord, std::less<>> sessions_;
   NoC2d c2d_;
+  NoTelemetry telemetry_;
 };
 
 }  // namespace iothub::fuzz

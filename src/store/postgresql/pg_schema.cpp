@@ -240,8 +240,41 @@ CREATE TABLE c2d_feedback (
 CREATE INDEX c2d_feedback_by_enqueued_time ON c2d_feedback (enqueued_time);
 )sql";
 
+// Version 7: the partitioned telemetry log (TelemetryStore in store.hpp).
+// - telemetry_partitions holds one row per partition ever appended to: the sequence the
+//   next append gets, the retained records' bytes and the enqueued time of the last record
+//   appended. Every append and trim locks its partitions' rows (the append by its
+//   INSERT ... ON CONFLICT DO UPDATE) and writes its records in the same transaction, so
+//   appends to one partition from every process commit one after the other, in sequence
+//   order: a reader never sees a record while an earlier one is still uncommitted.
+// - telemetry's primary key (partition_id, sequence) serves reads by position and trims
+//   from the start; size is the record's body + document bytes.
+// - telemetry_by_enqueued_time serves telemetrySequenceAfter: enqueued times come from the
+//   nodes' clocks and need not grow with the sequence.
+constexpr std::string_view kSchemaV7 = R"sql(
+CREATE TABLE telemetry_partitions (
+  partition_id       integer PRIMARY KEY,
+  next_sequence      bigint NOT NULL,
+  bytes              bigint NOT NULL,
+  last_enqueued_time bigint NOT NULL
+);
+
+CREATE TABLE telemetry (
+  partition_id  integer NOT NULL,
+  sequence      bigint  NOT NULL,
+  enqueued_time bigint  NOT NULL,
+  device_id     text COLLATE "C" NOT NULL,
+  size          bigint  NOT NULL,  -- body + document bytes
+  document      json    NOT NULL,  -- object
+  body          bytea   NOT NULL,
+  PRIMARY KEY (partition_id, sequence)
+);
+CREATE INDEX telemetry_by_enqueued_time ON telemetry (partition_id, enqueued_time, sequence);
+)sql";
+
 constexpr PgMigration kMigrations[] = {
-    {1, kSchemaV1}, {2, kSchemaV2}, {3, kSchemaV3}, {4, kSchemaV4}, {5, kSchemaV5}, {6, kSchemaV6},
+    {1, kSchemaV1}, {2, kSchemaV2}, {3, kSchemaV3}, {4, kSchemaV4},
+    {5, kSchemaV5}, {6, kSchemaV6}, {7, kSchemaV7},
 };
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <condition_variable>
 #include <exception>
+#include <map>
 #include <mutex>
 #include <string>
 #include <tuple>
@@ -1469,6 +1470,285 @@ Result<std::size_t> PostgresStore::expireC2dFeedback(SystemTime enqueued_before,
     Result<PgResult> expired = connection.query(kExpireC2dFeedback, params);
     if (!expired) return expired.status();
     return static_cast<std::size_t>(expired->affectedRows());
+  });
+}
+
+// --- the telemetry log (TelemetryStore) ---
+//
+// An append draws its sequences from its partitions' rows (INSERT ... ON CONFLICT DO
+// UPDATE) and inserts its records in the same transaction, under those rows' locks.
+// Appends to one partition from every process therefore commit one after the other, in
+// sequence order (a transaction leaves the running set before it releases its locks), so
+// a reader's snapshot always holds a gapless prefix of each partition.
+//
+// Every append and trim first locks ALL partition rows, in partition order. The writer
+// batches many appends into one transaction, each touching its own partitions; locking
+// only those would take them in batch order, and two processes' batches would deadlock
+// (p0 then p1 against p1 then p0) all the time. This way a transaction takes every
+// partition lock in its first telemetry operation, in one order, and the later ones find
+// them held. Appends of different processes thus serialize per transaction rather than
+// per partition; a batch of any size touches most partitions anyway. (A partition's first
+// row is inserted by the upsert, unlocked before: that happens once per partition.)
+
+namespace {
+
+// Reserves sequences: per partition (sorted), how many, their bytes and the last record's
+// time. Returns each partition's next_sequence after the reservation.
+constexpr std::string_view kReserveTelemetry =
+    "INSERT INTO telemetry_partitions AS p (partition_id, next_sequence, bytes,"
+    " last_enqueued_time) SELECT * FROM unnest($1::integer[], $2::bigint[], $3::bigint[],"
+    " $4::bigint[]) AS u (partition_id, n, b, t) ORDER BY partition_id"
+    " ON CONFLICT (partition_id) DO UPDATE SET"
+    " next_sequence = p.next_sequence + excluded.next_sequence, bytes = p.bytes + excluded.bytes,"
+    " last_enqueued_time = excluded.last_enqueued_time RETURNING partition_id, next_sequence";
+// The bodies travel as hex, as for C2D.
+constexpr std::string_view kInsertTelemetry =
+    "INSERT INTO telemetry (partition_id, sequence, enqueued_time, device_id, size, document,"
+    " body) SELECT p, s, t, d, z, j, decode(h, 'hex') FROM unnest($1::integer[], $2::bigint[],"
+    " $3::bigint[], $4::text[], $5::bigint[], $6::json[], $7::text[]) AS u (p, s, t, d, z, j, h)";
+// At most $3 records from $2 on, cut once the bytes of the ones before reach $4 (the first
+// always stays); bodies are encoded for the rows returned only.
+constexpr std::string_view kReadTelemetry =
+    "SELECT partition_id, sequence, enqueued_time, device_id, document, encode(body, 'hex')"
+    " FROM (SELECT *, sum(size) OVER w - size AS before, row_number() OVER w AS n FROM"
+    " (SELECT partition_id, sequence, enqueued_time, device_id, size, document, body"
+    " FROM telemetry WHERE partition_id = $1 AND sequence >= $2 ORDER BY sequence LIMIT $3) l"
+    " WINDOW w AS (ORDER BY sequence)) r WHERE before < $4 OR n = 1 ORDER BY sequence";
+// One statement, so one snapshot: the first retained record when it is already late
+// enough, else the smallest sequence among the records enqueued after $2 (times do not
+// grow with sequences), else next_sequence.
+constexpr std::string_view kTelemetrySequenceAfter =
+    "SELECT coalesce("
+    "(SELECT sequence FROM (SELECT sequence, enqueued_time FROM telemetry"
+    " WHERE partition_id = $1 ORDER BY sequence LIMIT 1) f WHERE enqueued_time > $2),"
+    " (SELECT min(sequence) FROM telemetry WHERE partition_id = $1 AND enqueued_time > $2),"
+    " (SELECT next_sequence FROM telemetry_partitions WHERE partition_id = $1), 0)";
+constexpr std::string_view kTelemetryPartition =
+    "SELECT p.next_sequence, p.bytes, p.last_enqueued_time,"
+    " coalesce((SELECT min(sequence) FROM telemetry t WHERE t.partition_id = $1),"
+    " p.next_sequence) FROM telemetry_partitions p WHERE p.partition_id = $1";
+constexpr std::string_view kLockTelemetryPartitions =
+    "SELECT partition_id FROM telemetry_partitions ORDER BY partition_id FOR UPDATE";
+constexpr std::string_view kTelemetryPartitionBytes =
+    "SELECT bytes FROM telemetry_partitions WHERE partition_id = $1";
+constexpr std::string_view kTelemetryHead =
+    "SELECT sequence, enqueued_time, size FROM telemetry WHERE partition_id = $1"
+    " ORDER BY sequence LIMIT $2";
+constexpr std::string_view kTrimTelemetry =
+    "WITH d AS (DELETE FROM telemetry WHERE partition_id = $1 AND sequence <= $2)"
+    " UPDATE telemetry_partitions SET bytes = bytes - $3 WHERE partition_id = $1";
+
+Status telemetryPartitionInvalid(std::int32_t partition) {
+  return Status(ErrorCode::ArgumentInvalid,
+                "telemetry partition " + std::to_string(partition) + " is negative");
+}
+
+// What one append adds to one partition.
+struct TelemetryGroup {
+  std::int64_t count = 0;
+  std::int64_t bytes = 0;
+  std::int64_t last_enqueued_time = 0;  // of the group's last record
+};
+
+Result<TelemetryRecord> decodeTelemetryRow(const PgRow& row) {
+  TelemetryRecord record;
+  record.partition = static_cast<std::int32_t>(row.int64(0));
+  record.sequence = row.int64(1);
+  record.enqueued_time = fromNanoseconds(row.int64(2));
+  record.device_id = row.text(3);
+  Result<json::object> document = decodeStoredObject(row.text(4), "telemetry.document");
+  if (!document) return document.status();
+  record.document = std::move(document).value();
+  Result<std::string> body = fromHex(row.text(5));
+  if (!body) return body.status();
+  record.body = std::move(body).value();
+  return record;
+}
+
+}  // namespace
+
+Result<std::vector<std::int64_t>> PostgresStore::appendTelemetry(
+    const std::vector<TelemetryRecord>& records) {
+  // Encoded before queueing: the writer thread, which every write waits for, only sends.
+  std::vector<std::string> documents;
+  documents.reserve(records.size());
+  std::map<std::int32_t, TelemetryGroup> groups;
+  PgArrayBuilder times, device_ids, sizes, document_array, bodies;
+  for (const TelemetryRecord& record : records) {
+    if (record.partition < 0) return telemetryPartitionInvalid(record.partition);
+    documents.push_back(json::serialize(record.document));
+    const auto size = static_cast<std::int64_t>(record.body.size() + documents.back().size());
+    TelemetryGroup& group = groups[record.partition];
+    group.count += 1;
+    group.bytes += size;
+    group.last_enqueued_time = toNanoseconds(record.enqueued_time);
+    times.add(toNanoseconds(record.enqueued_time));
+    device_ids.add(record.device_id);
+    sizes.add(size);
+    document_array.add(documents.back());
+    bodies.add(toHex(record.body));
+  }
+  if (records.empty()) return std::vector<std::int64_t>{};
+  PgArrayBuilder partitions, counts, group_bytes, last_times;
+  for (const auto& [partition, group] : groups) {
+    partitions.add(std::int64_t{partition});
+    counts.add(group.count);
+    group_bytes.add(group.bytes);
+    last_times.add(group.last_enqueued_time);
+  }
+  PgParams reserve_params;
+  reserve_params.add(std::move(partitions).finish())
+      .add(std::move(counts).finish())
+      .add(std::move(group_bytes).finish())
+      .add(std::move(last_times).finish());
+  const std::string times_text = std::move(times).finish();
+  const std::string device_ids_text = std::move(device_ids).finish();
+  const std::string sizes_text = std::move(sizes).finish();
+  const std::string documents_text = std::move(document_array).finish();
+  const std::string bodies_text = std::move(bodies).finish();
+  return write<std::vector<std::int64_t>>(
+      [&](PgConnection& connection) -> Result<std::vector<std::int64_t>> {
+        IOTHUB_RETURN_IF_ERROR(connection.query(kLockTelemetryPartitions).status());
+        Result<PgResult> reserved = connection.query(kReserveTelemetry, reserve_params);
+        if (!reserved) return reserved.status();
+        // The next sequence to hand out per partition (a local: the writer may run an
+        // operation again after a deadlock).
+        std::map<std::int32_t, std::int64_t> next;
+        for (int i = 0; i < reserved->rows(); ++i) {
+          PgRow row = reserved->row(i);
+          const auto partition = static_cast<std::int32_t>(row.int64(0));
+          const std::int64_t after = row.int64(1);
+          IOTHUB_RETURN_IF_ERROR(row.status());
+          auto group = groups.find(partition);
+          if (group == groups.end()) {
+            return Status(ErrorCode::ServerError,
+                          "the partition update returned another partition");
+          }
+          next[partition] = after - group->second.count;
+        }
+        if (next.size() != groups.size()) {
+          return Status(ErrorCode::ServerError, "the partition update missed a partition");
+        }
+        PgArrayBuilder record_partitions, sequences_array;
+        std::vector<std::int64_t> sequences;
+        sequences.reserve(records.size());
+        for (const TelemetryRecord& record : records) {
+          sequences.push_back(next[record.partition]++);
+          record_partitions.add(std::int64_t{record.partition});
+          sequences_array.add(sequences.back());
+        }
+        PgParams insert_params;
+        insert_params.add(std::move(record_partitions).finish())
+            .add(std::move(sequences_array).finish())
+            .add(times_text)
+            .add(device_ids_text)
+            .add(sizes_text)
+            .add(documents_text)
+            .add(bodies_text);
+        IOTHUB_RETURN_IF_ERROR(connection.query(kInsertTelemetry, insert_params).status());
+        return sequences;
+      });
+}
+
+Result<std::vector<TelemetryRecord>> PostgresStore::readTelemetry(std::int32_t partition,
+                                                                  std::int64_t from_sequence,
+                                                                  std::size_t limit,
+                                                                  std::size_t max_bytes) {
+  if (partition < 0) return telemetryPartitionInvalid(partition);
+  if (limit == 0) return std::vector<TelemetryRecord>{};
+  PgParams params;
+  params.add(std::int64_t{partition})
+      .add(from_sequence)
+      .add(sqlLimit(limit))
+      .add(sqlLimit(max_bytes));
+  return read<std::vector<TelemetryRecord>>(
+      [&](PgConnection& connection) -> Result<std::vector<TelemetryRecord>> {
+        Result<PgResult> result = connection.query(kReadTelemetry, params);
+        if (!result) return result.status();
+        return decodeRows<TelemetryRecord>(*result, decodeTelemetryRow);
+      });
+}
+
+Result<std::int64_t> PostgresStore::telemetrySequenceAfter(std::int32_t partition, SystemTime t) {
+  if (partition < 0) return telemetryPartitionInvalid(partition);
+  PgParams params;
+  params.add(std::int64_t{partition}).add(toNanoseconds(t));
+  return read<std::int64_t>([&](PgConnection& connection) -> Result<std::int64_t> {
+    Result<PgResult> result = connection.query(kTelemetrySequenceAfter, params);
+    if (!result) return result.status();
+    if (result->rows() != 1) return Status(ErrorCode::ServerError, "the position query failed");
+    PgRow row = result->row(0);
+    const std::int64_t sequence = row.int64(0);
+    IOTHUB_RETURN_IF_ERROR(row.status());
+    return sequence;
+  });
+}
+
+Result<TelemetryPartitionInfo> PostgresStore::telemetryPartition(std::int32_t partition) {
+  if (partition < 0) return telemetryPartitionInvalid(partition);
+  PgParams params;
+  params.add(std::int64_t{partition});
+  return read<TelemetryPartitionInfo>(
+      [&](PgConnection& connection) -> Result<TelemetryPartitionInfo> {
+        Result<PgResult> result = connection.query(kTelemetryPartition, params);
+        if (!result) return result.status();
+        TelemetryPartitionInfo info;
+        info.partition = partition;
+        if (result->rows() == 0) return info;  // never appended to
+        PgRow row = result->row(0);
+        info.next_sequence = row.int64(0);
+        info.bytes = static_cast<std::uint64_t>(row.int64(1));
+        info.last_enqueued_time = fromNanoseconds(row.int64(2));
+        info.begin_sequence = row.int64(3);
+        IOTHUB_RETURN_IF_ERROR(row.status());
+        return info;
+      });
+}
+
+Result<std::size_t> PostgresStore::trimTelemetry(std::int32_t partition, SystemTime older_than,
+                                                 std::uint64_t max_bytes, std::size_t limit) {
+  if (partition < 0) return telemetryPartitionInvalid(partition);
+  if (limit == 0) return std::size_t{0};
+  const std::int64_t cutoff = toNanoseconds(older_than);
+  PgParams head_params;
+  head_params.add(std::int64_t{partition}).add(sqlLimit(limit));
+  return write<std::size_t>([&](PgConnection& connection) -> Result<std::size_t> {
+    IOTHUB_RETURN_IF_ERROR(connection.query(kLockTelemetryPartitions).status());
+    // A fresh snapshot (READ COMMITTED): every append before the lock is in it.
+    Result<PgResult> locked =
+        connection.query(kTelemetryPartitionBytes, PgParams().add(std::int64_t{partition}));
+    if (!locked) return locked.status();
+    if (locked->rows() == 0) return std::size_t{0};  // never appended to
+    PgRow locked_row = locked->row(0);
+    const auto held = static_cast<std::uint64_t>(locked_row.int64(0));
+    IOTHUB_RETURN_IF_ERROR(locked_row.status());
+
+    Result<PgResult> head = connection.query(kTelemetryHead, head_params);
+    if (!head) return head.status();
+    std::size_t removed = 0;
+    std::uint64_t removed_bytes = 0;
+    std::int64_t last_removed = 0;
+    bool by_age = true;
+    for (int i = 0; i < head->rows(); ++i) {
+      PgRow row = head->row(i);
+      const std::int64_t sequence = row.int64(0);
+      const std::int64_t enqueued = row.int64(1);
+      const auto size = static_cast<std::uint64_t>(row.int64(2));
+      IOTHUB_RETURN_IF_ERROR(row.status());
+      // By age from the start, up to the first record young enough; then by size.
+      if (by_age && enqueued >= cutoff) by_age = false;
+      if (!by_age && held - removed_bytes <= max_bytes) break;
+      last_removed = sequence;
+      removed += 1;
+      removed_bytes += size;
+    }
+    if (removed == 0) return std::size_t{0};
+    PgParams trim_params;
+    trim_params.add(std::int64_t{partition})
+        .add(last_removed)
+        .add(static_cast<std::int64_t>(removed_bytes));
+    IOTHUB_RETURN_IF_ERROR(connection.query(kTrimTelemetry, trim_params).status());
+    return removed;
   });
 }
 

@@ -54,6 +54,7 @@ class PostgresStore final : public Store,
                             private AccessPolicyStore,
                             private MqttSessionStore,
                             private C2dStore,
+                            private TelemetryStore,
                             private ClusterStore {
  public:
   using WriterStats = PgWriter::Stats;
@@ -78,6 +79,7 @@ class PostgresStore final : public Store,
   AccessPolicyStore& policies() override { return *this; }
   MqttSessionStore& mqttSessions() override { return *this; }
   C2dStore& c2d() override { return *this; }
+  TelemetryStore& telemetry() override { return *this; }
   ClusterStore* cluster() override { return this; }
   // Reads on the pool's connections (pg_change_feed.hpp).
   ChangeFeed* changeFeed() override { return change_feed_.get(); }
@@ -173,6 +175,17 @@ class PostgresStore final : public Store,
                                                          std::size_t limit) override;
   Status deleteC2dFeedback(const std::vector<std::int64_t>& sequences) override;
   Result<std::size_t> expireC2dFeedback(SystemTime enqueued_before, std::size_t limit) override;
+
+  // TelemetryStore
+  Result<std::vector<std::int64_t>> appendTelemetry(
+      const std::vector<TelemetryRecord>& records) override;
+  Result<std::vector<TelemetryRecord>> readTelemetry(std::int32_t partition,
+                                                     std::int64_t from_sequence, std::size_t limit,
+                                                     std::size_t max_bytes) override;
+  Result<std::int64_t> telemetrySequenceAfter(std::int32_t partition, SystemTime t) override;
+  Result<TelemetryPartitionInfo> telemetryPartition(std::int32_t partition) override;
+  Result<std::size_t> trimTelemetry(std::int32_t partition, SystemTime older_than,
+                                    std::uint64_t max_bytes, std::size_t limit) override;
 
   // ClusterStore
   Result<NodeRecord> renewNode(std::string_view node_id, std::string_view address,

@@ -128,11 +128,39 @@ CREATE TABLE c2d_feedback (
 CREATE INDEX c2d_feedback_by_enqueued_time ON c2d_feedback (enqueued_time);
 )sql";
 
+// Version 5: the partitioned telemetry log (TelemetryStore in store.hpp).
+// - telemetry_partitions holds one row per partition ever appended to: the sequence the
+//   next append gets, the retained records' bytes and the enqueued time of the last record
+//   appended. Appends and trims update it in their transaction, so sequences are gapless
+//   and never handed out again after a trim.
+// - telemetry is a rowid table (bodies can be large; rows are appended at the end of the
+//   rowid B-tree); its primary key (partition_id, sequence) serves reads by position and
+//   trims from the start. size is the record's body + document bytes.
+// - telemetry_by_enqueued_time serves telemetrySequenceAfter: enqueued times come from the
+//   callers' clocks and need not grow with the sequence.
+constexpr std::string_view kSchemaV5 = R"sql(
+CREATE TABLE telemetry_partitions (
+  partition_id       INTEGER NOT NULL PRIMARY KEY,
+  next_sequence      INTEGER NOT NULL,
+  bytes              INTEGER NOT NULL,
+  last_enqueued_time INTEGER NOT NULL
+);
+
+CREATE TABLE telemetry (
+  partition_id  INTEGER NOT NULL,
+  sequence      INTEGER NOT NULL,
+  enqueued_time INTEGER NOT NULL,
+  device_id     TEXT    NOT NULL,
+  size          INTEGER NOT NULL,  -- body + document bytes
+  document      TEXT    NOT NULL,  -- JSON object
+  body          BLOB    NOT NULL,
+  PRIMARY KEY (partition_id, sequence)
+);
+CREATE INDEX telemetry_by_enqueued_time ON telemetry (partition_id, enqueued_time, sequence);
+)sql";
+
 constexpr SqliteMigration kMigrations[] = {
-    {1, kSchemaV1},
-    {2, kSchemaV2},
-    {3, kSchemaV3},
-    {4, kSchemaV4},
+    {1, kSchemaV1}, {2, kSchemaV2}, {3, kSchemaV3}, {4, kSchemaV4}, {5, kSchemaV5},
 };
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <exception>
+#include <map>
 #include <utility>
 
 #include "common/json.hpp"
@@ -1265,6 +1266,252 @@ Result<std::size_t> SqliteStore::expireC2dFeedback(SystemTime enqueued_before, s
     expire->bind(1, toNanoseconds(enqueued_before)).bind(2, sqlLimit(limit));
     IOTHUB_RETURN_IF_ERROR(expire->run());
     return static_cast<std::size_t>(connection.changes());
+  });
+}
+
+// --- the telemetry log (TelemetryStore) ---
+//
+// The writer is the only one writing the file, and an append assigns its sequences and
+// inserts its records in one transaction, so commit order is sequence order and a reader
+// never sees a later record of a partition without the earlier ones.
+
+namespace {
+
+#define IOTHUB_TELEMETRY_COLUMNS \
+  "partition_id, sequence, enqueued_time, device_id, size, document, body"
+
+// Reserves `?2` sequences of partition ?1 and returns the partition's next_sequence after
+// them (the first reserved one is that minus ?2).
+constexpr std::string_view kReserveTelemetry =
+    "INSERT INTO telemetry_partitions (partition_id, next_sequence, bytes, last_enqueued_time)"
+    " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (partition_id) DO UPDATE SET"
+    " next_sequence = next_sequence + excluded.next_sequence, bytes = bytes + excluded.bytes,"
+    " last_enqueued_time = excluded.last_enqueued_time RETURNING next_sequence";
+// The body is bound as text (its bytes, NULs included) and stored as a BLOB, as for C2D.
+constexpr std::string_view kInsertTelemetry = "INSERT INTO telemetry (" IOTHUB_TELEMETRY_COLUMNS
+                                              ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, CAST(?7 AS BLOB))";
+constexpr std::string_view kReadTelemetry = "SELECT " IOTHUB_TELEMETRY_COLUMNS
+                                            " FROM telemetry WHERE partition_id = ?1"
+                                            " AND sequence >= ?2 ORDER BY sequence LIMIT ?3";
+// The first retained record when it is already late enough (a position far back in the
+// retention is found at once), else the smallest sequence among the records enqueued after
+// ?2 (an index range: times do not grow with sequences), else next_sequence.
+constexpr std::string_view kTelemetrySequenceAfter =
+    "SELECT coalesce("
+    "(SELECT sequence FROM (SELECT sequence, enqueued_time FROM telemetry"
+    " WHERE partition_id = ?1 ORDER BY sequence LIMIT 1) WHERE enqueued_time > ?2),"
+    " (SELECT min(sequence) FROM telemetry INDEXED BY telemetry_by_enqueued_time"
+    " WHERE partition_id = ?1 AND enqueued_time > ?2),"
+    " (SELECT next_sequence FROM telemetry_partitions WHERE partition_id = ?1), 0)";
+constexpr std::string_view kTelemetryPartition =
+    "SELECT p.next_sequence, p.bytes, p.last_enqueued_time,"
+    " coalesce((SELECT min(sequence) FROM telemetry WHERE partition_id = ?1), p.next_sequence)"
+    " FROM telemetry_partitions p WHERE p.partition_id = ?1";
+constexpr std::string_view kTelemetryPartitionBytes =
+    "SELECT bytes FROM telemetry_partitions WHERE partition_id = ?1";
+constexpr std::string_view kTelemetryHead =
+    "SELECT sequence, enqueued_time, size FROM telemetry WHERE partition_id = ?1"
+    " ORDER BY sequence LIMIT ?2";
+constexpr std::string_view kTrimTelemetry =
+    "DELETE FROM telemetry WHERE partition_id = ?1 AND sequence <= ?2";
+constexpr std::string_view kTrimTelemetryBytes =
+    "UPDATE telemetry_partitions SET bytes = bytes - ?2 WHERE partition_id = ?1";
+
+#undef IOTHUB_TELEMETRY_COLUMNS
+
+Status telemetryPartitionInvalid(std::int32_t partition) {
+  return Status(ErrorCode::ArgumentInvalid,
+                "telemetry partition " + std::to_string(partition) + " is negative");
+}
+
+// What one append adds to one partition.
+struct TelemetryGroup {
+  std::int64_t count = 0;
+  std::int64_t bytes = 0;
+  std::int64_t last_enqueued_time = 0;  // of the group's last record
+  std::int64_t next = 0;                // the next sequence to hand out, once reserved
+};
+
+Result<TelemetryRecord> decodeTelemetryRow(const SqliteStatement& row) {
+  TelemetryRecord record;
+  record.partition = static_cast<std::int32_t>(row.int64(0));
+  record.sequence = row.int64(1);
+  record.enqueued_time = fromNanoseconds(row.int64(2));
+  record.device_id = row.text(3);
+  Result<json::object> document = decodeStoredObject(row.text(5), "telemetry.document");
+  if (!document) return document.status();
+  record.document = std::move(document).value();
+  record.body = row.text(6);
+  return record;
+}
+
+}  // namespace
+
+Result<std::vector<std::int64_t>> SqliteStore::appendTelemetry(
+    const std::vector<TelemetryRecord>& records) {
+  // Encoded before queueing: the writer thread, which every write waits for, only runs SQL.
+  std::vector<std::string> documents;
+  documents.reserve(records.size());
+  std::map<std::int32_t, TelemetryGroup> groups;
+  for (const TelemetryRecord& record : records) {
+    if (record.partition < 0) return telemetryPartitionInvalid(record.partition);
+    documents.push_back(json::serialize(record.document));
+    TelemetryGroup& group = groups[record.partition];
+    group.count += 1;
+    group.bytes += static_cast<std::int64_t>(record.body.size() + documents.back().size());
+    group.last_enqueued_time = toNanoseconds(record.enqueued_time);
+  }
+  if (records.empty()) return std::vector<std::int64_t>{};
+  return write<std::vector<std::int64_t>>(
+      [&](SqliteConnection& connection) -> Result<std::vector<std::int64_t>> {
+        // A local copy: an operation may run again after its transaction failed.
+        std::map<std::int32_t, TelemetryGroup> reserved = groups;
+        {
+          Result<SqliteStatement> reserve = connection.prepare(kReserveTelemetry);
+          if (!reserve) return reserve.status();
+          for (auto& [partition, group] : reserved) {
+            reserve->bind(1, std::int64_t{partition})
+                .bind(2, group.count)
+                .bind(3, group.bytes)
+                .bind(4, group.last_enqueued_time);
+            Result<bool> row = reserve->step();
+            if (!row) return row.status();
+            if (!*row)
+              return Status(ErrorCode::ServerError, "the partition update returned no row");
+            group.next = reserve->int64(0) - group.count;
+            IOTHUB_RETURN_IF_ERROR(reserve->run());  // finishes the statement
+            reserve->reset();
+          }
+        }
+        Result<SqliteStatement> insert = connection.prepare(kInsertTelemetry);
+        if (!insert) return insert.status();
+        std::vector<std::int64_t> sequences;
+        sequences.reserve(records.size());
+        for (std::size_t i = 0; i < records.size(); ++i) {
+          const TelemetryRecord& record = records[i];
+          const std::int64_t sequence = reserved[record.partition].next++;
+          insert->bind(1, std::int64_t{record.partition})
+              .bind(2, sequence)
+              .bind(3, toNanoseconds(record.enqueued_time))
+              .bind(4, record.device_id)
+              .bind(5, static_cast<std::int64_t>(record.body.size() + documents[i].size()))
+              .bind(6, documents[i])
+              .bind(7, std::string_view(record.body));
+          IOTHUB_RETURN_IF_ERROR(insert->run());
+          insert->reset();
+          sequences.push_back(sequence);
+        }
+        return sequences;
+      });
+}
+
+Result<std::vector<TelemetryRecord>> SqliteStore::readTelemetry(std::int32_t partition,
+                                                                std::int64_t from_sequence,
+                                                                std::size_t limit,
+                                                                std::size_t max_bytes) {
+  if (partition < 0) return telemetryPartitionInvalid(partition);
+  if (limit == 0) return std::vector<TelemetryRecord>{};
+  return read<std::vector<TelemetryRecord>>(
+      [&](SqliteConnection& connection) -> Result<std::vector<TelemetryRecord>> {
+        Result<SqliteStatement> statement = connection.prepare(kReadTelemetry);
+        if (!statement) return statement.status();
+        statement->bind(1, std::int64_t{partition}).bind(2, from_sequence).bind(3, sqlLimit(limit));
+        std::vector<TelemetryRecord> records;
+        std::uint64_t bytes = 0;
+        while (true) {
+          // Stops before reading the body of a record that is not returned.
+          if (!records.empty() && bytes >= max_bytes) return records;
+          Result<bool> row = statement->step();
+          if (!row) return row.status();
+          if (!*row) return records;
+          bytes += static_cast<std::uint64_t>(statement->int64(4));
+          Result<TelemetryRecord> record = decodeTelemetryRow(*statement);
+          if (!record) return record.status();
+          records.push_back(std::move(record).value());
+        }
+      });
+}
+
+Result<std::int64_t> SqliteStore::telemetrySequenceAfter(std::int32_t partition, SystemTime t) {
+  if (partition < 0) return telemetryPartitionInvalid(partition);
+  return read<std::int64_t>([&](SqliteConnection& connection) -> Result<std::int64_t> {
+    Result<SqliteStatement> statement = connection.prepare(kTelemetrySequenceAfter);
+    if (!statement) return statement.status();
+    statement->bind(1, std::int64_t{partition}).bind(2, toNanoseconds(t));
+    Result<bool> row = statement->step();
+    if (!row) return row.status();
+    if (!*row) return Status(ErrorCode::ServerError, "the position query returned no row");
+    return statement->int64(0);
+  });
+}
+
+Result<TelemetryPartitionInfo> SqliteStore::telemetryPartition(std::int32_t partition) {
+  if (partition < 0) return telemetryPartitionInvalid(partition);
+  return read<TelemetryPartitionInfo>(
+      [&](SqliteConnection& connection) -> Result<TelemetryPartitionInfo> {
+        Result<SqliteStatement> statement = connection.prepare(kTelemetryPartition);
+        if (!statement) return statement.status();
+        statement->bind(1, std::int64_t{partition});
+        TelemetryPartitionInfo info;
+        info.partition = partition;
+        Result<bool> row = statement->step();
+        if (!row) return row.status();
+        if (!*row) return info;  // never appended to
+        info.next_sequence = statement->int64(0);
+        info.bytes = static_cast<std::uint64_t>(statement->int64(1));
+        info.last_enqueued_time = fromNanoseconds(statement->int64(2));
+        info.begin_sequence = statement->int64(3);
+        return info;
+      });
+}
+
+Result<std::size_t> SqliteStore::trimTelemetry(std::int32_t partition, SystemTime older_than,
+                                               std::uint64_t max_bytes, std::size_t limit) {
+  if (partition < 0) return telemetryPartitionInvalid(partition);
+  if (limit == 0) return std::size_t{0};
+  const std::int64_t cutoff = toNanoseconds(older_than);
+  return write<std::size_t>([&](SqliteConnection& connection) -> Result<std::size_t> {
+    std::uint64_t held = 0;
+    {
+      Result<SqliteStatement> bytes = connection.prepare(kTelemetryPartitionBytes);
+      if (!bytes) return bytes.status();
+      bytes->bind(1, std::int64_t{partition});
+      Result<bool> row = bytes->step();
+      if (!row) return row.status();
+      if (!*row) return std::size_t{0};  // never appended to
+      held = static_cast<std::uint64_t>(bytes->int64(0));
+    }
+    std::size_t removed = 0;
+    std::uint64_t removed_bytes = 0;
+    std::int64_t last_removed = 0;
+    {
+      Result<SqliteStatement> head = connection.prepare(kTelemetryHead);
+      if (!head) return head.status();
+      head->bind(1, std::int64_t{partition}).bind(2, sqlLimit(limit));
+      bool by_age = true;
+      while (true) {
+        Result<bool> row = head->step();
+        if (!row) return row.status();
+        if (!*row) break;
+        const auto size = static_cast<std::uint64_t>(head->int64(2));
+        // By age from the start, up to the first record young enough; then by size.
+        if (by_age && head->int64(1) >= cutoff) by_age = false;
+        if (!by_age && held - removed_bytes <= max_bytes) break;
+        last_removed = head->int64(0);
+        removed += 1;
+        removed_bytes += size;
+      }
+    }
+    if (removed == 0) return std::size_t{0};
+    Result<SqliteStatement> trim = connection.prepare(kTrimTelemetry);
+    if (!trim) return trim.status();
+    trim->bind(1, std::int64_t{partition}).bind(2, last_removed);
+    IOTHUB_RETURN_IF_ERROR(trim->run());
+    Result<SqliteStatement> update = connection.prepare(kTrimTelemetryBytes);
+    if (!update) return update.status();
+    update->bind(1, std::int64_t{partition}).bind(2, static_cast<std::int64_t>(removed_bytes));
+    IOTHUB_RETURN_IF_ERROR(update->run());
+    return removed;
   });
 }
 

@@ -43,7 +43,8 @@ class SqliteStore final : public Store,
                           private DeviceJobStore,
                           private AccessPolicyStore,
                           private MqttSessionStore,
-                          private C2dStore {
+                          private C2dStore,
+                          private TelemetryStore {
  public:
   using WriterStats = SqliteWriter::Stats;
 
@@ -65,6 +66,7 @@ class SqliteStore final : public Store,
   AccessPolicyStore& policies() override { return *this; }
   MqttSessionStore& mqttSessions() override { return *this; }
   C2dStore& c2d() override { return *this; }
+  TelemetryStore& telemetry() override { return *this; }
 
   // Counters of the group-commit writer (for tests, benchmarks and metrics).
   WriterStats stats() const;
@@ -157,6 +159,17 @@ class SqliteStore final : public Store,
                                                          std::size_t limit) override;
   Status deleteC2dFeedback(const std::vector<std::int64_t>& sequences) override;
   Result<std::size_t> expireC2dFeedback(SystemTime enqueued_before, std::size_t limit) override;
+
+  // TelemetryStore
+  Result<std::vector<std::int64_t>> appendTelemetry(
+      const std::vector<TelemetryRecord>& records) override;
+  Result<std::vector<TelemetryRecord>> readTelemetry(std::int32_t partition,
+                                                     std::int64_t from_sequence, std::size_t limit,
+                                                     std::size_t max_bytes) override;
+  Result<std::int64_t> telemetrySequenceAfter(std::int32_t partition, SystemTime t) override;
+  Result<TelemetryPartitionInfo> telemetryPartition(std::int32_t partition) override;
+  Result<std::size_t> trimTelemetry(std::int32_t partition, SystemTime older_than,
+                                    std::uint64_t max_bytes, std::size_t limit) override;
 
   // Destruction order matters (see the destructor): writer, then readers, then the write
   // connection, so the last connection to close is the one that can checkpoint the WAL.

@@ -86,14 +86,15 @@ TEST_F(SqliteStoreTest, FreshDatabaseGetsTheCurrentSchemaVersionAndWal) {
   ASSERT_NE(openStore(), nullptr);
   auto raw = openRaw(dbFile());
   ASSERT_NE(raw, nullptr);
-  EXPECT_EQ(raw->queryInt64("PRAGMA user_version").value(), 4);
-  EXPECT_EQ(sqliteSchemaVersion(), 4);
+  EXPECT_EQ(raw->queryInt64("PRAGMA user_version").value(), 5);
+  EXPECT_EQ(sqliteSchemaVersion(), 5);
   auto journal = raw->prepare("PRAGMA journal_mode");
   ASSERT_TRUE(journal.isOk());
   ASSERT_TRUE(journal->step().value());
   EXPECT_EQ(journal->text(0), "wal");
-  for (const char* table : {"devices", "twins", "jobs", "device_jobs", "access_policies",
-                            "mqtt_sessions", "c2d_messages", "c2d_feedback"}) {
+  for (const char* table :
+       {"devices", "twins", "jobs", "device_jobs", "access_policies", "mqtt_sessions",
+        "c2d_messages", "c2d_feedback", "telemetry_partitions", "telemetry"}) {
     EXPECT_TRUE(tableExists(*raw, table)) << table;
   }
 }
