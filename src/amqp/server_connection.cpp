@@ -899,7 +899,15 @@ std::optional<Clock::time_point> ServerConnection::tick(Clock::time_point now) {
 
 void ServerConnection::close(const ErrorCondition& error) {
   proton::connection c = impl_->driver.connection();
-  if (!c.closed()) c.close(proton::error_condition(error.condition, error.description));
+  if (!c.closed()) {
+    proton::error_condition condition(error.condition, error.description);
+    // Each session ends with the error first: azure-iothub notices an End at once, while a
+    // bare Close leaves it detaching its links and waiting 45 s for answers that never come.
+    for (proton::session session : c.sessions()) {
+      if (session.active()) session.close(condition);
+    }
+    c.close(condition);
+  }
   impl_->dispatch();
 }
 

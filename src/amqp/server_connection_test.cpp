@@ -487,6 +487,20 @@ TEST_F(AmqpCore, CloseSendsTheConditionToTheClient) {
   EXPECT_EQ(client.connection_error->name(), "amqp:connection:forced");
 }
 
+TEST_F(AmqpCore, CloseEndsEverySessionWithTheConditionFirst) {
+  // azure-iothub notices a session End at once, a bare Close only after 45 s.
+  TestClient client;
+  pump(client, server);
+  client.openCbs();
+  pump(client, server);
+  server.close({"amqp:connection:forced", "hub stopping"});
+  pump(client, server);
+  ASSERT_EQ(client.session_errors.size(), 1u);
+  EXPECT_EQ(client.session_errors[0].name(), "amqp:connection:forced");
+  ASSERT_TRUE(client.connection_error);
+  EXPECT_EQ(client.connection_error->name(), "amqp:connection:forced");
+}
+
 TEST(Covers, ScopesMatchExactlyOrByPrefixEndingInSlash) {
   Claim c;
   c.scopes = {"hub/ConsumerGroups/", "/messages/devicebound"};

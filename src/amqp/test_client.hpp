@@ -133,10 +133,12 @@ class TestClient : public proton::messaging_handler {
   std::vector<proton::message> received;
   std::vector<proton::tracker> outcomes;
   std::optional<proton::error_condition> connection_error;
+  std::vector<proton::error_condition> session_errors;
   std::optional<proton::error_condition> transport_error;
 
   void on_connection_open(proton::connection&) override { open = true; }
   void on_connection_error(proton::connection& c) override { connection_error = c.error(); }
+  void on_session_error(proton::session& s) override { session_errors.push_back(s.error()); }
   void on_transport_error(proton::transport& t) override { transport_error = t.error(); }
   void on_sender_open(proton::sender& s) override {
     links_open[s.name()] = true;
