@@ -623,6 +623,7 @@ struct Hub::Impl {
     stats["methodsServedForOtherNodes"] = c.methods_served.load();
     stats["desiredNotificationsForwarded"] = c.desired_forwarded.load();
     stats["connectionsClosedByOtherNodes"] = c.kicks_closed.load();
+    stats["c2dWakeupsForwarded"] = c.c2d_forwarded.load();
   }
 
   // Cluster mode, at a clean stop: nothing may use the router any more; the node leaves
