@@ -137,7 +137,15 @@ std::string_view ackName(Ack ack) {
 
 CloudToDevice::CloudToDevice(store::Store& store, const Clock& clock, Random& random,
                              C2dOptions options)
-    : store_(store), clock_(clock), random_(random), options_(options) {}
+    : store_(store),
+      clock_(clock),
+      random_(random),
+      options_(options),
+      feedback_rule_([this](const store::C2dMessageRecord& m, store::C2dRemoval removal) {
+        auto record = feedbackFor(m, removal);
+        if (record) counters_.feedback_records.fetch_add(1, std::memory_order_relaxed);
+        return record;
+      }) {}
 
 std::optional<store::C2dFeedbackRecord> CloudToDevice::feedbackFor(
     const store::C2dMessageRecord& message, store::C2dRemoval removal) const {
@@ -217,9 +225,7 @@ Result<std::optional<DeviceMessage>> CloudToDevice::receive(std::string_view dev
     // more than once for one removal when PostgreSQL retries, which only skews counters).
     (removal == store::C2dRemoval::Expired ? counters_.expired : counters_.dead_lettered)
         .fetch_add(1, std::memory_order_relaxed);
-    auto record = feedbackFor(m, removal);
-    if (record) counters_.feedback_records.fetch_add(1, std::memory_order_relaxed);
-    return record;
+    return feedback_rule_(m, removal);
   };
   auto locked = store_.c2d().lockC2d(device_id, lock, rule);
   if (!locked) return locked.status();
@@ -230,12 +236,8 @@ Result<std::optional<DeviceMessage>> CloudToDevice::receive(std::string_view dev
 
 Status CloudToDevice::settle(std::string_view device_id, std::string_view lock_token,
                              store::C2dSettlement settlement) {
-  auto rule = [this](const store::C2dMessageRecord& m, store::C2dRemoval removal) {
-    auto record = feedbackFor(m, removal);
-    if (record) counters_.feedback_records.fetch_add(1, std::memory_order_relaxed);
-    return record;
-  };
-  auto settled = store_.c2d().settleC2d(device_id, lock_token, settlement, clock_.now(), rule);
+  auto settled =
+      store_.c2d().settleC2d(device_id, lock_token, settlement, clock_.now(), feedback_rule_);
   if (!settled) return settled.status();
   switch (settlement) {
     case store::C2dSettlement::Complete:
@@ -265,12 +267,7 @@ Status CloudToDevice::abandon(std::string_view device_id, std::string_view lock_
 }
 
 Result<std::size_t> CloudToDevice::purge(std::string_view device_id) {
-  auto rule = [this](const store::C2dMessageRecord& m, store::C2dRemoval removal) {
-    auto record = feedbackFor(m, removal);
-    if (record) counters_.feedback_records.fetch_add(1, std::memory_order_relaxed);
-    return record;
-  };
-  auto purged = store_.c2d().purgeC2d(device_id, rule);
+  auto purged = store_.c2d().purgeC2d(device_id, feedback_rule_);
   if (purged) counters_.purged.fetch_add(*purged, std::memory_order_relaxed);
   return purged;
 }
@@ -279,15 +276,10 @@ Result<std::size_t> CloudToDevice::sweep() {
   constexpr std::size_t kBatch = 1000;
   // Bounded, so that one sweep cannot hold a worker for long; the next one goes on.
   constexpr int kMaxBatches = 20;
-  auto rule = [this](const store::C2dMessageRecord& m, store::C2dRemoval removal) {
-    auto record = feedbackFor(m, removal);
-    if (record) counters_.feedback_records.fetch_add(1, std::memory_order_relaxed);
-    return record;
-  };
   std::size_t removed = 0;
   SystemTime now = clock_.now();
   for (int i = 0; i < kMaxBatches; ++i) {
-    auto expired = store_.c2d().expireC2d(now, kBatch, rule);
+    auto expired = store_.c2d().expireC2d(now, kBatch, feedback_rule_);
     if (!expired) return expired.status();
     removed += *expired;
     if (*expired < kBatch) break;

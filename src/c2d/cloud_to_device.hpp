@@ -142,6 +142,8 @@ class CloudToDevice {
   C2dOptions options_;
   QueueObserver observer_;
   mutable C2dCounters counters_;
+  // feedbackFor() as the store calls it, counting the records it makes.
+  const store::C2dFeedbackRule feedback_rule_;
 };
 
 // The topic a device receives a message on over MQTT:
