@@ -2,6 +2,7 @@
 // (docs/amqp.md). Everything Proton stays in this translation unit.
 #include "amqp/server_connection.hpp"
 
+#include <proton/codec.h>
 #include <proton/condition.h>
 #include <proton/connection.h>
 #include <proton/delivery.h>
@@ -18,6 +19,7 @@
 #include <proton/annotation_key.hpp>
 #include <proton/binary.hpp>
 #include <proton/codec/map.hpp>
+#include <proton/codec/vector.hpp>
 #include <proton/connection.hpp>
 #include <proton/connection_options.hpp>
 #include <proton/delivery.hpp>
@@ -41,8 +43,10 @@
 #include <proton/uuid.hpp>
 #include <proton/value.hpp>
 #include <set>
+#include <type_traits>
 #include <unordered_map>
 #include <utility>
+#include <variant>
 
 namespace iothub::amqp {
 
@@ -167,6 +171,74 @@ Message toMessage(const proton::message& m) {
   return out;
 }
 
+// A typed value as Proton encodes it (timestamps as AMQP timestamps, vectors as arrays).
+proton::value protonValue(const Value& v) {
+  return std::visit(
+      [](const auto& x) -> proton::value {
+        using T = std::decay_t<decltype(x)>;
+        if constexpr (std::is_same_v<T, Timestamp>) {
+          return proton::timestamp(x.ms);
+        } else {
+          return proton::value(x);
+        }
+      },
+      v);
+}
+
+// The same, for places that take scalars only (application properties): an array of
+// strings is sent as its elements joined by commas.
+proton::scalar protonScalar(const Value& v) {
+  return std::visit(
+      [](const auto& x) -> proton::scalar {
+        using T = std::decay_t<decltype(x)>;
+        if constexpr (std::is_same_v<T, Timestamp>) {
+          return proton::timestamp(x.ms);
+        } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+          std::string joined;
+          for (const auto& item : x) joined += (joined.empty() ? "" : ",") + item;
+          return joined;
+        } else {
+          return proton::scalar(x);
+        }
+      },
+      v);
+}
+
+// The client's source filters: name → value text (a described value's described string).
+std::map<std::string, std::string> sourceFilters(pn_link_t* link) {
+  std::map<std::string, std::string> out;
+  pn_data_t* data = pn_terminus_filter(pn_link_remote_source(link));
+  if (data == nullptr) return out;
+  pn_data_rewind(data);
+  if (!pn_data_next(data) || pn_data_type(data) != PN_MAP) return out;
+  pn_data_enter(data);
+  while (pn_data_next(data)) {
+    std::string key;
+    if (pn_data_type(data) == PN_SYMBOL || pn_data_type(data) == PN_STRING) {
+      pn_bytes_t b =
+          pn_data_type(data) == PN_SYMBOL ? pn_data_get_symbol(data) : pn_data_get_string(data);
+      key.assign(b.start, b.size);
+    }
+    if (!pn_data_next(data)) break;  // a key without a value
+    std::string value;
+    bool described = pn_data_type(data) == PN_DESCRIBED;
+    if (described) {
+      pn_data_enter(data);
+      pn_data_next(data);  // the descriptor
+      pn_data_next(data);  // the described value
+    }
+    if (pn_data_type(data) == PN_STRING || pn_data_type(data) == PN_SYMBOL) {
+      pn_bytes_t b =
+          pn_data_type(data) == PN_STRING ? pn_data_get_string(data) : pn_data_get_symbol(data);
+      value.assign(b.start, b.size);
+    }
+    if (described) pn_data_exit(data);
+    if (!key.empty()) out[key] = value;
+  }
+  pn_data_exit(data);
+  return out;
+}
+
 proton::message fromMessage(const Message& in) {
   proton::message m;
   if (in.message_id) m.id(*in.message_id);
@@ -178,8 +250,18 @@ proton::message fromMessage(const Message& in) {
   if (in.user_id) m.user(*in.user_id);
   if (in.absolute_expiry_time_ms) m.expiry_time(proton::timestamp(*in.absolute_expiry_time_ms));
   for (auto& [k, v] : in.application_properties) m.properties().put(k, v);
+  for (auto& [k, v] : in.typed_application_properties) m.properties().put(k, protonScalar(v));
   for (auto& [k, v] : in.message_annotations)
     m.message_annotations().put(proton::annotation_key(proton::symbol(k)), proton::value(v));
+  for (auto& [k, v] : in.typed_message_annotations)
+    m.message_annotations().put(proton::annotation_key(proton::symbol(k)), protonValue(v));
+  if (in.value_body) {
+    std::map<std::string, proton::value> map;
+    for (auto& [k, v] : *in.value_body) map[k] = protonValue(v);
+    m.body(map);
+    m.inferred(false);  // an amqp-value section holding the map
+    return m;
+  }
   m.body(proton::binary(in.body.begin(), in.body.end()));
   m.inferred(true);  // one data section: the raw bytes
   return m;
@@ -624,6 +706,7 @@ struct ServerConnection::Impl : proton::messaging_handler {
         return;
       }
       for (auto& [k, v] : l.properties()) request.properties[std::string(k)] = bodyText(v);
+      if (role == LinkRole::Receiver) request.filters = sourceFilters(rawLink(l));
       request.id = next_id;
       std::optional<ErrorCondition> refusal = handler.onAttach(request);
       if (refusal) {
@@ -917,6 +1000,20 @@ bool ServerConnection::send(LinkId link, const Message& message) {
   auto& state = impl_->links[id->second];
   if (state.role != LinkRole::Receiver || state.sender.credit() <= 0) return false;
   state.sender.send(fromMessage(message));
+  impl_->dispatch();
+  return true;
+}
+
+bool ServerConnection::detach(LinkId link, const ErrorCondition& error) {
+  auto id = impl_->by_id.find(link);
+  if (id == impl_->by_id.end()) return false;
+  auto it = impl_->links.find(id->second);
+  if (it == impl_->links.end()) return false;
+  proton::link l = it->second.role == LinkRole::Sender ? proton::link(it->second.receiver)
+                                                       : proton::link(it->second.sender);
+  l.close(proton::error_condition(error.condition, error.description));
+  // Forgotten now, not when the client's detach comes back (it may never come).
+  impl_->onLinkEnd(l);
   impl_->dispatch();
   return true;
 }

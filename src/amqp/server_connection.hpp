@@ -11,6 +11,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 namespace iothub::amqp {
@@ -69,9 +70,23 @@ struct LinkRequest {
   LinkRole role = LinkRole::Sender;
   std::string address;  // target address (client sender) or source address (client receiver)
   std::map<std::string, std::string> properties;  // attach properties, values rendered as text
+  // The source's filter set (client receivers): filter name (a symbol) → its value as text,
+  // for a described value the described string (Event Hubs' apache.org:selector-filter:string).
+  std::map<std::string, std::string> filters;
   // Claims granted on this connection that are still valid and cover `address`.
   std::vector<Claim> claims;
 };
+
+// An AMQP timestamp: milliseconds since the Unix epoch.
+struct Timestamp {
+  std::int64_t ms = 0;
+  bool operator==(const Timestamp&) const = default;
+};
+// A typed value the hub sends where the client reads the AMQP type (Event Hubs: longs,
+// timestamps, string arrays; docs/amqp.md §4): string, int, long, boolean, timestamp, or an
+// array of strings.
+using Value = std::variant<std::string, std::int32_t, std::int64_t, bool, Timestamp,
+                           std::vector<std::string>>;
 
 // A message, with the fields the hub uses rendered without Proton types.
 struct Message {
@@ -86,6 +101,12 @@ struct Message {
   std::map<std::string, std::string> application_properties;  // values rendered as text
   std::map<std::string, std::string> message_annotations;     // values rendered as text
   std::string body;  // data section bytes, or the text of a string/symbol/binary value body
+  // Outgoing only (ignored on receipt): typed application properties and message annotations
+  // (sent besides the text ones; a typed entry wins over a text one of the same key), and an
+  // AMQP-value body holding a map with string keys, sent instead of `body` when set.
+  std::map<std::string, Value> typed_application_properties;
+  std::map<std::string, Value> typed_message_annotations;
+  std::optional<std::map<std::string, Value>> value_body;
 };
 
 // The outcome of an incoming transfer, sent back as its disposition.
@@ -183,6 +204,9 @@ class ServerConnection {
   // Sends a message on an accepted client receiver link. False without credit or link.
   bool send(LinkId link, const Message& message);
   int credit(LinkId link) const;
+  // Ends an accepted link from the hub's side with `error` (e.g. amqp:link:stolen when a
+  // newer receiver took its place); the handler's onDetach follows. False for an unknown link.
+  bool detach(LinkId link, const ErrorCondition& error);
   // Sends the outcome of a deferred transfer (not Deferred again). False when its link
   // ended meanwhile (the client saw the link end; the outcome is dropped).
   bool settle(DeliveryId delivery, const Outcome& outcome);

@@ -2,7 +2,14 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
+#include <proton/annotation_key.hpp>
+#include <proton/codec/map.hpp>
+#include <proton/codec/vector.hpp>
+#include <proton/timestamp.hpp>
 #include <random>
+#include <string>
+#include <vector>
 
 #include "amqp/test_client.hpp"
 
@@ -377,6 +384,89 @@ TEST_F(AmqpCore, ServerSendsOnAcceptedReceiverLinkWithinCredit) {
   proton::binary body = proton::get<proton::binary>(client.received[0].body());
   EXPECT_EQ(std::string(body.begin(), body.end()), R"([{"statusCode":"Success"}])");
   EXPECT_FALSE(server.send(link + 100, m));
+}
+
+TEST_F(AmqpCore, AReceiversSourceFiltersReachTheHandlerAsText) {
+  TestClient client;
+  pump(client, server);
+  client.openCbs();
+  client.putToken("id-1", std::string(kHub), "SharedAccessSignature good");
+  pump(client, server);
+  // Event Hubs' start position: a described string under apache.org:selector-filter:string.
+  client.attachFilteredReceiver("hub/ConsumerGroups/$default/Partitions/0", "p0",
+                                "apache.org:selector-filter:string", 0x0000468C00000004ull,
+                                "amqp.annotation.x-opt-offset > '-1'");
+  pump(client, server);
+  ASSERT_EQ(handler.attaches.size(), 1u);
+  EXPECT_EQ(handler.attaches[0].filters.at("apache.org:selector-filter:string"),
+            "amqp.annotation.x-opt-offset > '-1'");
+  EXPECT_TRUE(client.links_open["p0"]);
+}
+
+TEST_F(AmqpCore, TypedValuesKeepTheirAmqpTypes) {
+  TestClient client;
+  pump(client, server);
+  client.openCbs();
+  client.putToken("id-1", std::string(kHub), "SharedAccessSignature good");
+  pump(client, server);
+  client.attachReceiver("$management", "mgmt");
+  pump(client, server);
+  ASSERT_EQ(handler.attaches.size(), 1u);
+  Message m;
+  m.correlation_id = "req-1";
+  m.typed_application_properties["status-code"] = std::int32_t{200};
+  m.application_properties["status-description"] = "OK";
+  m.typed_message_annotations["x-opt-sequence-number"] = std::int64_t{41};
+  m.typed_message_annotations["x-opt-offset"] = std::string("41");
+  m.typed_message_annotations["x-opt-enqueued-time"] = Timestamp{1700000000123};
+  m.value_body = std::map<std::string, Value>{{"name", std::string("hub")},
+                                              {"partition_ids", std::vector<std::string>{"0", "1"}},
+                                              {"partition_count", std::int32_t{2}},
+                                              {"is_partition_empty", false},
+                                              {"created_at", Timestamp{1700000000000}}};
+  ASSERT_TRUE(server.send(handler.attaches[0].id, m));
+  pump(client, server);
+  ASSERT_EQ(client.received.size(), 1u);
+  const proton::message& got = client.received[0];
+  EXPECT_EQ(got.properties().get("status-code").type(), proton::INT);
+  EXPECT_EQ(proton::get<std::int32_t>(got.properties().get("status-code")), 200);
+  auto annotation = [&](const char* key) {
+    return got.message_annotations().get(proton::annotation_key(proton::symbol(key)));
+  };
+  EXPECT_EQ(proton::get<std::int64_t>(annotation("x-opt-sequence-number")), 41);
+  EXPECT_EQ(proton::get<std::string>(annotation("x-opt-offset")), "41");
+  EXPECT_EQ(proton::get<proton::timestamp>(annotation("x-opt-enqueued-time")).milliseconds(),
+            1700000000123);
+  ASSERT_EQ(got.body().type(), proton::MAP);
+  std::map<std::string, proton::value> body;
+  proton::get(got.body(), body);
+  EXPECT_EQ(proton::get<std::string>(body.at("name")), "hub");
+  EXPECT_EQ(body.at("partition_ids").type(), proton::ARRAY);
+  std::vector<std::string> ids;
+  proton::get(body.at("partition_ids"), ids);
+  EXPECT_EQ(ids, (std::vector<std::string>{"0", "1"}));
+  EXPECT_EQ(proton::get<std::int32_t>(body.at("partition_count")), 2);
+  EXPECT_FALSE(proton::get<bool>(body.at("is_partition_empty")));
+  EXPECT_EQ(proton::get<proton::timestamp>(body.at("created_at")).milliseconds(), 1700000000000);
+}
+
+TEST_F(AmqpCore, TheHubDetachesALinkWithAnError) {
+  TestClient client;
+  pump(client, server);
+  client.openCbs();
+  client.putToken("id-1", std::string(kHub), "SharedAccessSignature good");
+  pump(client, server);
+  client.attachReceiver("hub/ConsumerGroups/$default/Partitions/0", "p0");
+  pump(client, server);
+  ASSERT_EQ(handler.attaches.size(), 1u);
+  LinkId link = handler.attaches[0].id;
+  ASSERT_TRUE(server.detach(link, {"amqp:link:stolen", "a newer receiver took the partition"}));
+  EXPECT_EQ(handler.detached, std::vector<LinkId>{link});
+  pump(client, server);
+  EXPECT_EQ(client.link_errors["p0"].name(), "amqp:link:stolen");
+  EXPECT_FALSE(server.detach(link, {"amqp:link:stolen", "again"}));
+  EXPECT_EQ(handler.detached.size(), 1u);  // not reported twice when the client answers
+  EXPECT_FALSE(server.finished());
 }
 
 TEST_F(AmqpCore, RandomBytesCloseTheConnectionWithAnError) {

@@ -5,6 +5,7 @@
 #include <deque>
 #include <map>
 #include <optional>
+#include <proton/codec/encoder.hpp>
 #include <proton/connection.hpp>
 #include <proton/connection_options.hpp>
 #include <proton/delivery.hpp>
@@ -19,7 +20,9 @@
 #include <proton/sender.hpp>
 #include <proton/sender_options.hpp>
 #include <proton/session.hpp>
+#include <proton/source.hpp>
 #include <proton/source_options.hpp>
+#include <proton/symbol.hpp>
 #include <proton/target_options.hpp>
 #include <proton/tracker.hpp>
 #include <proton/transport.hpp>
@@ -115,6 +118,23 @@ class TestClient : public proton::messaging_handler {
         address, proton::sender_options().name(name));
     dispatch();
     return s;
+  }
+
+  // A receiver whose source carries a described filter, as Event Hubs' partition receivers
+  // send their start position (docs/amqp.md §4).
+  proton::receiver attachFilteredReceiver(const std::string& address, const std::string& name,
+                                          const std::string& filter, std::uint64_t descriptor,
+                                          const std::string& expression) {
+    proton::value described;
+    proton::codec::encoder e(described);
+    e << proton::codec::start::described() << descriptor << expression << proton::codec::finish();
+    proton::source::filter_map filters;
+    filters.put(proton::symbol(filter), described);
+    proton::receiver r = driver_.connection().default_session().open_receiver(
+        address, proton::receiver_options().name(name).credit_window(10).source(
+                     proton::source_options().filters(filters)));
+    dispatch();
+    return r;
   }
 
   proton::receiver attachReceiver(const std::string& address, const std::string& name) {
