@@ -107,6 +107,10 @@ int main(int argc, char** argv) {
                  "Threads that run device (MQTT) requests against the store")
       ->envname("IOTHUB_DEVICE_WORKER_THREADS")
       ->check(CLI::Range(1u, 256u));
+  app.add_option("--c2d-worker-threads", config.c2d_worker_threads,
+                 "Threads that run cloud-to-device sends, locks and completions against the store")
+      ->envname("IOTHUB_C2D_WORKER_THREADS")
+      ->check(CLI::Range(1u, 256u));
   std::int64_t query_timeout = config.query_timeout.count();
   app.add_option("--query-timeout", query_timeout,
                  "Seconds one page of a query may take before it is refused")

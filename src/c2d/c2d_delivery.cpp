@@ -16,6 +16,10 @@ struct MqttDelivery::State : std::enable_shared_from_this<MqttDelivery::State> {
   struct Device {
     bool running = false;  // a pass is under way
     bool again = false;    // poked during the pass: look once more before stopping
+    // The last pass stopped at a full window, so the queue may hold more: an
+    // acknowledgement starts a pass. Otherwise the queue was empty and only a new message
+    // (the queue observer) starts one, which saves a store write per acknowledgement.
+    bool window_full = false;
     std::size_t in_flight = 0;
   };
 
@@ -70,13 +74,16 @@ struct MqttDelivery::State : std::enable_shared_from_this<MqttDelivery::State> {
     }
   }
 
-  enum class Fill { Sent, Idle, Refused };
+  enum class Fill { Sent, Idle, WindowFull, Refused };
 
   // Sends one more message if the window and the link allow.
   Fill fillOne(const std::string& device_id, const std::string& probe) {
     {
       std::lock_guard lock(mutex);
-      if (stopped || devices[device_id].in_flight >= window) return Fill::Idle;
+      if (stopped) return Fill::Idle;
+      Device& d = devices[device_id];
+      d.window_full = d.in_flight >= window;
+      if (d.window_full) return Fill::WindowFull;
     }
     auto link = connections.find(device_id);
     if (!link || !link->isSubscribed(probe)) return Fill::Idle;
@@ -141,16 +148,18 @@ struct MqttDelivery::State : std::enable_shared_from_this<MqttDelivery::State> {
       // was or will be delivered again, as Azure does.
       spdlog::info("c2d: {} acknowledged a message after its lock passed", device_id);
     }
+    // A free slot in a window that was full: the queue may hold more for the device.
+    bool more = false;
     {
       std::lock_guard lock(mutex);
       auto it = devices.find(device_id);
-      if (it != devices.end() && it->second.in_flight > 0) --it->second.in_flight;
-      if (it != devices.end() && !it->second.running && it->second.in_flight == 0) {
-        devices.erase(it);
+      if (it != devices.end()) {
+        if (it->second.in_flight > 0) --it->second.in_flight;
+        more = it->second.window_full;
+        if (!it->second.running && it->second.in_flight == 0) devices.erase(it);
       }
     }
-    // A free slot in the window: send the next message, if the device is still here.
-    if (acknowledged) poke(device_id);
+    if (acknowledged && more) poke(device_id);
   }
 };
 

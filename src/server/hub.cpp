@@ -193,6 +193,8 @@ struct Hub::Impl {
   // The device path (CONNECT authentication, sessions, twin requests, telemetry) has its own
   // threads, so REST and query load cannot starve devices (docs/limits.md).
   asio::thread_pool device_workers;
+  // Cloud-to-device store work: AMQP sends, MQTT deliveries' locks and completions.
+  asio::thread_pool c2d_workers;
   transport::AsioScheduler scheduler{io};
   routing::ConnectionRegistry connections{[this](std::string_view device_id, bool connected) {
     // In a cluster, connectionState in the index comes from presence, through the feed.
@@ -243,7 +245,8 @@ struct Hub::Impl {
   explicit Impl(const HubConfig& c)
       : config(c),
         workers(c.worker_threads == 0 ? 1 : c.worker_threads),
-        device_workers(c.device_worker_threads == 0 ? 1 : c.device_worker_threads) {}
+        device_workers(c.device_worker_threads == 0 ? 1 : c.device_worker_threads),
+        c2d_workers(c.c2d_worker_threads == 0 ? 1 : c.c2d_worker_threads) {}
 
   std::string advertisedAddress() const {
     if (!config.advertise_address.empty()) return config.advertise_address;
@@ -701,6 +704,7 @@ Hub::~Hub() {
   if (!impl_) return;
   impl_->workers.join();
   impl_->device_workers.join();
+  impl_->c2d_workers.join();
   std::error_code ec;
   fs::remove(impl_->config.data_dir / kRuntimeFile, ec);
 }
@@ -890,7 +894,7 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
     hub->c2d = std::make_unique<c2d::CloudToDevice>(*hub->store, hub->clock, hub->random);
     hub->c2d_delivery = std::make_unique<c2d::MqttDelivery>(
         *hub->c2d, hub->connections,
-        [hub](std::function<void()> work) { asio::post(hub->device_workers, std::move(work)); });
+        [hub](std::function<void()> work) { asio::post(hub->c2d_workers, std::move(work)); });
     // A device that subscribes (or reconnects with its session) gets what waits for it.
     hub->connections.setSubscriptionObserver(
         [hub](std::string_view id) { hub->c2d_delivery->poke(id); });
@@ -910,7 +914,8 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
     hub->amqp_authenticator =
         std::make_unique<HubTokenAuthenticator>(config.host_name, *hub->authenticator, hub->clock);
     hub->amqp_service = std::make_unique<AmqpService>(
-        *hub->c2d, [hub](std::function<void()> work) { asio::post(hub->workers, std::move(work)); },
+        *hub->c2d,
+        [hub](std::function<void()> work) { asio::post(hub->c2d_workers, std::move(work)); },
         hub->scheduler);
   }
   impl->api = std::make_unique<service_api::ServiceApi>(service_api::ServiceApiDeps{
@@ -1103,6 +1108,7 @@ Status Hub::run() {
   impl.jobs->stop();  // records what finished; the rest resumes at the next start
   impl.workers.join();
   impl.device_workers.join();
+  impl.c2d_workers.join();
   impl.leaveCluster();
   spdlog::info("stopped");
   if (impl.lost_lock) {
