@@ -13,6 +13,7 @@
 #include "common/time_format.hpp"
 #include "registry/device_json.hpp"
 #include "service_api/error_response.hpp"
+#include "service_api/service_api.hpp"
 
 namespace iothub::device_api {
 namespace {
@@ -349,11 +350,7 @@ HttpResponse DeviceHttpApi::settle(const HttpRequest& request, const DeviceHttpR
   // The SDK repeats the token in If-Match; a client that sends another one is confused
   // about which message it settles (inferred: 412, as for any failed precondition).
   if (const std::string* if_match = request.headers.find("If-Match")) {
-    std::string_view v = *if_match;
-    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
-    while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
-    if (v.starts_with("W/")) v.remove_prefix(2);
-    if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
+    std::string v = service_api::normalizeEtag(*if_match);
     if (v != route.lock_token && v != "*") {
       return fail(request, {ErrorCode::PreconditionFailed,
                             "If-Match names another lock token than the path"});
