@@ -366,13 +366,17 @@ struct ClusterRouter::State : std::enable_shared_from_this<State> {
     auto doc = parseJson(message.data);
     if (!doc || !doc->is_object()) return;
     const json::string* device_id = findString(doc->get_object(), "deviceId");
-    if (device_id == nullptr) return;
+    if (device_id != nullptr) runC2dHandler(*device_id);
+  }
+
+  // Outside the lock: the handler may take its own locks.
+  void runC2dHandler(std::string_view device_id) {
     std::function<void(std::string_view)> handler;
     {
       std::lock_guard lock(mutex);
       handler = c2d_handler;
     }
-    if (handler) handler(*device_id);
+    if (handler) handler(device_id);
   }
 
   void onDisconnect(const NatsBus::Message& message) {
@@ -551,12 +555,7 @@ void ClusterRouter::setC2dHandler(std::function<void(std::string_view)> handler)
 void ClusterRouter::notifyC2d(std::string_view device_id) {
   State& s = *state_;
   if (s.local.find(device_id)) {
-    std::function<void(std::string_view)> handler;
-    {
-      std::lock_guard lock(s.mutex);
-      handler = s.c2d_handler;
-    }
-    if (handler) handler(device_id);
+    s.runC2dHandler(device_id);
     return;
   }
   auto presence = s.store.getPresence(device_id);

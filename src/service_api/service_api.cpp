@@ -162,7 +162,8 @@ HttpResponse deleteDevice(const Call& c) {
   return r;
 }
 
-// Azure's purgeCommandQueue: removes the device's waiting C2D messages (docs/c2d.md §5).
+// Azure's "purge cloud-to-device message queue": removes the device's waiting C2D messages
+// (docs/c2d.md §5).
 HttpResponse purgeCommands(const Call& c) {
   auto purged = c.deps.c2d->purge(c.id());
   if (!purged) return c.fail(purged.status());
