@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "auth/sas_token.hpp"
+#include "common/encoding.hpp"
 
 namespace iothub::auth {
 namespace {
@@ -41,6 +42,38 @@ SystemTime expiryTime(std::int64_t expiry) {
   constexpr std::int64_t kMaxSeconds = duration_cast<seconds>(SystemTime::duration::max()).count();
   if (expiry >= kMaxSeconds) return SystemTime::max();
   return SystemTime{duration_cast<SystemTime::duration>(seconds{expiry})};
+}
+
+bool matchesEitherRawKey(const SasToken& token, std::string_view primary,
+                         std::string_view secondary) {
+  bool primary_ok = signatureMatchesRawKey(token, primary);
+  bool secondary_ok = signatureMatchesRawKey(token, secondary);
+  return primary_ok || secondary_ok;
+}
+
+// docs/amqp.md §1.5: `resource` (decoded `sr`) covers `audience` when, ignoring ASCII case
+// and trailing '/', the decoded audience equals it or starts with it + "/". The resource must
+// reach at least the end of the audience's "scheme://authority" so that "sb:" or "sb://x"
+// (a prefix of host "x.y") cannot grant anything.
+bool eventHubsResourceCovers(std::string_view resource, std::string_view audience_text) {
+  auto decoded = urlDecode(audience_text);
+  if (!decoded) return false;
+  auto trimSlashes = [](std::string_view s) {
+    while (s.ends_with('/')) s.remove_suffix(1);
+    return s;
+  };
+  std::string_view sr = trimSlashes(resource);
+  std::string_view audience = trimSlashes(*decoded);
+  std::size_t scheme_end = audience.find("://");
+  if (scheme_end == std::string_view::npos || scheme_end == 0) return false;
+  std::size_t host_start = scheme_end + 3;
+  std::size_t authority_end = audience.find('/', host_start);
+  if (authority_end == std::string_view::npos) authority_end = audience.size();
+  if (authority_end == host_start) return false;  // empty host
+  if (sr.size() < authority_end) return false;
+  if (sr.size() > audience.size()) return false;
+  if (!equalsIgnoreCase(audience.substr(0, sr.size()), sr)) return false;
+  return audience.size() == sr.size() || audience[sr.size()] == '/';
 }
 
 }  // namespace
@@ -147,6 +180,27 @@ Result<SystemTime> verifyDeviceToken(std::string_view token_text, std::string_vi
     return unauthorized("SAS token resource does not grant access to this device");
   }
   return expiryTime(token->expiry);
+}
+
+Result<ServiceIdentityWithExpiry> verifyEventHubsToken(
+    std::string_view token_text, std::string_view audience,
+    const std::vector<AccessPolicyRecord>& policies, const Clock& clock) {
+  auto token = SasToken::parse(token_text);
+  if (!token) return token.status();
+  if (!token->key_name) {
+    return unauthorized("SAS token has no 'skn': Event Hubs tokens need a shared access policy");
+  }
+  const AccessPolicyRecord* policy = findPolicy(policies, *token->key_name);
+  if (policy == nullptr) return unauthorized("Unknown shared access policy");
+  if (!matchesEitherRawKey(*token, policy->primary_key, policy->secondary_key)) {
+    return unauthorized("SAS token signature does not match the policy's keys");
+  }
+  if (token->expiry <= unixSeconds(clock.now())) return unauthorized("SAS token has expired");
+  if (!eventHubsResourceCovers(token->resource, audience)) {
+    return unauthorized("SAS token resource does not grant access to this audience");
+  }
+  return ServiceIdentityWithExpiry{ServiceIdentity{policy->name, policy->permissions},
+                                   expiryTime(token->expiry)};
 }
 
 }  // namespace iothub::auth

@@ -77,4 +77,26 @@ Result<SystemTime> verifyDeviceToken(std::string_view token, std::string_view ho
                                      const std::vector<AccessPolicyRecord>& policies,
                                      const Clock& clock);
 
+// A service identity together with when its token stops being valid.
+struct ServiceIdentityWithExpiry {
+  ServiceIdentity identity;
+  SystemTime expiry;  // clamped to SystemTime::max() beyond what system_clock can hold
+};
+
+// Verifies an Event Hubs-style token put on `$cbs` for the Event Hubs-compatible endpoint
+// (docs/amqp.md §1.5). Checks, in order: token syntax (SasToken::parse); `skn` present and
+// naming a known policy (case-sensitive); signature against the policy's primary or
+// secondary key, each used as the raw bytes of its key text (NOT base64-decoded, unlike
+// IoT Hub tokens); `se` in the future; `sr` covers `audience`. Coverage: after URL-decoding
+// both, ignoring ASCII case and trailing '/', the audience equals `sr` or starts with
+// `sr` + "/"; `sr` must also include the audience's whole "scheme://host[:port]" (so "sb:"
+// or "sb://" cover nothing). E.g. sr "sb://h/e" covers "sb://h/e/$management" and
+// "sb://h/e/ConsumerGroups/$default/Partitions/0" but not "sb://h/entity2".
+// Permission checks are the caller's. Errors: Unauthorized with the reason, never the
+// secret: "Malformed SAS token: …", "… no 'skn' …", "Unknown shared access policy",
+// "… signature does not match …", "… has expired", "… resource does not grant access …".
+Result<ServiceIdentityWithExpiry> verifyEventHubsToken(
+    std::string_view token, std::string_view audience,
+    const std::vector<AccessPolicyRecord>& policies, const Clock& clock);
+
 }  // namespace iothub::auth

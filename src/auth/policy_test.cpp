@@ -325,5 +325,201 @@ TEST_F(VerifyDeviceTokenTest, ClampsFarFutureExpiry) {
   EXPECT_EQ(*expiry, SystemTime::max());
 }
 
+// Event Hubs-style tokens (docs/amqp.md §1.5), built exactly as @azure/event-hubs builds them.
+std::string encodeURIComponent(std::string_view text) {
+  static constexpr std::string_view kUnreserved = "-_.!~*'()";
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : text) {
+    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+        kUnreserved.find(static_cast<char>(c)) != std::string_view::npos) {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 0xF];
+    }
+  }
+  return out;
+}
+
+// sr = encodeURIComponent(audience); sig = base64(HMAC-SHA256(key text bytes, sr + "\n" + se)).
+std::string eventHubsToken(std::string_view audience, std::string_view key_text,
+                           std::string_view policy, std::int64_t expiry) {
+  std::string sr = encodeURIComponent(audience);
+  std::string se = std::to_string(expiry);
+  auto sig = hmacSha256Base64RawKey(key_text, sr + "\n" + se);
+  EXPECT_TRUE(sig.isOk());
+  return "SharedAccessSignature sr=" + sr + "&sig=" + encodeURIComponent(sig.isOk() ? *sig : "") +
+         "&se=" + se + "&skn=" + encodeURIComponent(policy);
+}
+
+constexpr std::string_view kEhManagement = "sb://myhub.azure-devices.net/myhub/$management";
+constexpr std::string_view kEhPartition =
+    "sb://myhub.azure-devices.net/myhub/ConsumerGroups/$default/Partitions/0";
+
+class VerifyEventHubsTokenTest : public ::testing::Test {
+ protected:
+  Result<ServiceIdentityWithExpiry> verify(std::string_view token, std::string_view audience) {
+    return verifyEventHubsToken(token, audience, policies_, clock_);
+  }
+
+  FakeClock clock_{at(kVectorExpiry - 600)};
+  std::vector<AccessPolicyRecord> policies_{
+      {"iothubowner", std::string(kKey), kOtherKey,
+       kRegistryRead | kRegistryWrite | kServiceConnect | kDeviceConnect},
+      {"service", kThirdKey, kThirdKey, kServiceConnect},
+  };
+};
+
+TEST_F(VerifyEventHubsTokenTest, AcceptsTokenMadeLikeTheEventHubsSdk) {
+  for (std::string_view audience : {kEhManagement, kEhPartition}) {
+    std::string token = eventHubsToken(audience, kKey, "iothubowner", kVectorExpiry);
+    ASSERT_NE(token.find("sr=sb%3A%2F%2Fmyhub"), std::string::npos) << token;
+    auto result = verify(token, audience);
+    ASSERT_TRUE(result.isOk()) << result.status().toString();
+    EXPECT_EQ(result->identity.policy_name, "iothubowner");
+    EXPECT_TRUE(result->identity.has(kServiceConnect));
+    EXPECT_EQ(result->expiry, at(kVectorExpiry));
+  }
+  auto service =
+      verify(eventHubsToken(kEhManagement, kThirdKey, "service", kVectorExpiry), kEhManagement);
+  ASSERT_TRUE(service.isOk()) << service.status().toString();
+  EXPECT_EQ(service->identity.permissions, std::uint32_t{kServiceConnect});
+}
+
+TEST_F(VerifyEventHubsTokenTest, AcceptsIndependentlyComputedVector) {
+  // Computed outside this code base (Python hmac over the key text's bytes, quote() with
+  // encodeURIComponent's safe set), so the test helper above cannot be wrong in step with it.
+  constexpr std::string_view kVector =
+      "SharedAccessSignature sr=sb%3A%2F%2Fmyhub.azure-devices.net%2Fmyhub%2F%24management"
+      "&sig=3MO652TKcZchlTYWQrK9a7stpl4FeQ94OcmLqXhZ51Y%3D&se=1700000000&skn=iothubowner";
+  EXPECT_EQ(eventHubsToken(kEhManagement, kKey, "iothubowner", kVectorExpiry), kVector);
+  auto result = verify(kVector, kEhManagement);
+  ASSERT_TRUE(result.isOk()) << result.status().toString();
+}
+
+TEST_F(VerifyEventHubsTokenTest, RejectsTokenSignedWithTheDecodedKey) {
+  // The IoT Hub way (decoded key) is not the Event Hubs way.
+  std::string sr = encodeURIComponent(kEhManagement);
+  auto token = buildSasToken(sr, kKey, "iothubowner", kVectorExpiry);
+  ASSERT_TRUE(token.isOk());
+  expectUnauthorized(verify(*token, kEhManagement).status(),
+                     "signature does not match the policy's keys");
+}
+
+TEST_F(VerifyEventHubsTokenTest, AcceptsSecondaryKey) {
+  auto result =
+      verify(eventHubsToken(kEhManagement, kOtherKey, "iothubowner", kVectorExpiry), kEhManagement);
+  ASSERT_TRUE(result.isOk()) << result.status().toString();
+}
+
+TEST_F(VerifyEventHubsTokenTest, RejectsWrongOrMissingPolicy) {
+  expectUnauthorized(
+      verify(eventHubsToken(kEhManagement, kKey, "nobody", kVectorExpiry), kEhManagement).status(),
+      "Unknown shared access policy");
+  expectUnauthorized(
+      verify(eventHubsToken(kEhManagement, kKey, "IoTHubOwner", kVectorExpiry), kEhManagement)
+          .status(),
+      "Unknown shared access policy");
+  // Another policy's name with this policy's key.
+  expectUnauthorized(
+      verify(eventHubsToken(kEhManagement, kKey, "service", kVectorExpiry), kEhManagement).status(),
+      "signature does not match the policy's keys");
+  std::string sr = encodeURIComponent(kEhManagement);
+  std::string se = std::to_string(kVectorExpiry);
+  auto sig = hmacSha256Base64RawKey(kKey, sr + "\n" + se);
+  ASSERT_TRUE(sig.isOk());
+  expectUnauthorized(
+      verify("SharedAccessSignature sr=" + sr + "&sig=" + encodeURIComponent(*sig) + "&se=" + se,
+             kEhManagement)
+          .status(),
+      "no 'skn'");
+}
+
+TEST_F(VerifyEventHubsTokenTest, RejectsExpiredToken) {
+  std::string token = eventHubsToken(kEhManagement, kKey, "iothubowner", kVectorExpiry);
+  clock_.set(at(kVectorExpiry));
+  expectUnauthorized(verify(token, kEhManagement).status(), "expired");
+}
+
+TEST_F(VerifyEventHubsTokenTest, RejectsMalformedToken) {
+  expectUnauthorized(verify("SharedAccessSignature sr=x", kEhManagement).status(),
+                     "Malformed SAS token");
+  expectUnauthorized(verify("", kEhManagement).status(), "Malformed SAS token");
+}
+
+TEST_F(VerifyEventHubsTokenTest, RejectsResourceOfAnotherEntityOrHost) {
+  std::string token = eventHubsToken("sb://myhub.azure-devices.net/other/$management", kKey,
+                                     "iothubowner", kVectorExpiry);
+  expectUnauthorized(verify(token, kEhManagement).status(), "resource does not grant access");
+  token = eventHubsToken("sb://otherhub.azure-devices.net/myhub/$management", kKey, "iothubowner",
+                         kVectorExpiry);
+  expectUnauthorized(verify(token, kEhManagement).status(), "resource does not grant access");
+  // The management audience does not cover a partition.
+  token = eventHubsToken(kEhManagement, kKey, "iothubowner", kVectorExpiry);
+  expectUnauthorized(verify(token, kEhPartition).status(), "resource does not grant access");
+  // A resource that stops inside the scheme or host covers nothing.
+  for (std::string_view sr : {"sb:", "sb://", "sb://myhub", "sb://myhub.azure-devices.ne"}) {
+    token = eventHubsToken(sr, kKey, "iothubowner", kVectorExpiry);
+    expectUnauthorized(verify(token, kEhManagement).status(), "resource does not grant access");
+  }
+}
+
+TEST_F(VerifyEventHubsTokenTest, ResourcePrefixCoversWholeSegmentsOnly) {
+  std::string entity =
+      eventHubsToken("sb://myhub.azure-devices.net/myhub", kKey, "iothubowner", kVectorExpiry);
+  EXPECT_TRUE(verify(entity, kEhPartition).isOk());
+  EXPECT_TRUE(verify(entity, kEhManagement).isOk());
+  std::string trailing =
+      eventHubsToken("sb://myhub.azure-devices.net/myhub/", kKey, "iothubowner", kVectorExpiry);
+  EXPECT_TRUE(verify(trailing, kEhPartition).isOk());
+  std::string partial =
+      eventHubsToken("sb://myhub.azure-devices.net/myh", kKey, "iothubowner", kVectorExpiry);
+  expectUnauthorized(verify(partial, kEhPartition).status(), "resource does not grant access");
+  // A namespace-wide resource covers every entity of that host.
+  std::string host_wide =
+      eventHubsToken("sb://myhub.azure-devices.net", kKey, "iothubowner", kVectorExpiry);
+  EXPECT_TRUE(verify(host_wide, kEhPartition).isOk());
+}
+
+TEST_F(VerifyEventHubsTokenTest, HandlesPortsInTheHost) {
+  constexpr std::string_view kPorted = "sb://localhost:5671/myhub/$management";
+  std::string token = eventHubsToken(kPorted, kKey, "iothubowner", kVectorExpiry);
+  EXPECT_TRUE(verify(token, kPorted).isOk());
+  std::string entity =
+      eventHubsToken("sb://localhost:5671/myhub", kKey, "iothubowner", kVectorExpiry);
+  EXPECT_TRUE(
+      verify(entity, "sb://localhost:5671/myhub/ConsumerGroups/$default/Partitions/3").isOk());
+  // Another port is another endpoint.
+  expectUnauthorized(verify(token, "sb://localhost:5672/myhub/$management").status(),
+                     "resource does not grant access");
+  expectUnauthorized(verify(token, "sb://localhost/myhub/$management").status(),
+                     "resource does not grant access");
+  // "sb://localhost:56" must not cover port 5671.
+  std::string short_port = eventHubsToken("sb://localhost:56", kKey, "iothubowner", kVectorExpiry);
+  expectUnauthorized(verify(short_port, kPorted).status(), "resource does not grant access");
+}
+
+TEST_F(VerifyEventHubsTokenTest, IgnoresCaseAndAcceptsEncodedAudience) {
+  std::string upper = eventHubsToken("sb://MyHub.Azure-Devices.NET/MYHUB/$Management", kKey,
+                                     "iothubowner", kVectorExpiry);
+  EXPECT_TRUE(verify(upper, kEhManagement).isOk());
+  std::string lower = eventHubsToken(kEhManagement, kKey, "iothubowner", kVectorExpiry);
+  EXPECT_TRUE(verify(lower, "SB://MYHUB.AZURE-DEVICES.NET/myhub/$management").isOk());
+  // The audience is URL-decoded too.
+  EXPECT_TRUE(verify(lower, "sb://myhub.azure-devices.net/myhub/%24management").isOk());
+  expectUnauthorized(verify(lower, "sb://myhub.azure-devices.net/myhub/%zz").status(),
+                     "resource does not grant access");
+  expectUnauthorized(verify(lower, "").status(), "resource does not grant access");
+}
+
+TEST_F(VerifyEventHubsTokenTest, ClampsFarFutureExpiry) {
+  auto result =
+      verify(eventHubsToken(kEhManagement, kKey, "iothubowner", INT64_MAX), kEhManagement);
+  ASSERT_TRUE(result.isOk()) << result.status().toString();
+  EXPECT_EQ(result->expiry, SystemTime::max());
+}
+
 }  // namespace
 }  // namespace iothub::auth

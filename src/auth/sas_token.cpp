@@ -114,19 +114,44 @@ Result<SasToken> SasToken::parse(std::string_view token) {
   return out;
 }
 
+namespace {
+
+std::string hmacBase64(std::string_view key, std::string_view string_to_sign) {
+  std::array<unsigned char, EVP_MAX_MD_SIZE> mac{};
+  unsigned int mac_size = 0;
+  unsigned char* done = HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+                             reinterpret_cast<const unsigned char*>(string_to_sign.data()),
+                             string_to_sign.size(), mac.data(), &mac_size);
+  IOTHUB_CHECK(done != nullptr, "OpenSSL HMAC-SHA256 failed");
+  std::string out =
+      base64Encode(std::string_view(reinterpret_cast<const char*>(mac.data()), mac_size));
+  OPENSSL_cleanse(mac.data(), mac.size());
+  return out;
+}
+
+std::string stringToSign(const SasToken& token) {
+  std::string string_to_sign = token.resource_raw;
+  string_to_sign += '\n';
+  string_to_sign += std::to_string(token.expiry);
+  return string_to_sign;
+}
+
+}  // namespace
+
 Result<std::string> hmacSha256Base64(std::string_view key_base64, std::string_view string_to_sign) {
   auto key = base64Decode(key_base64);
   if (!key) return Status{ErrorCode::ArgumentInvalid, "Shared access key is not valid base64"};
   // An empty key is what a non-SAS identity stores; it must never sign (or verify) anything.
   if (key->empty()) return Status{ErrorCode::ArgumentInvalid, "Shared access key is empty"};
-  std::array<unsigned char, EVP_MAX_MD_SIZE> mac{};
-  unsigned int mac_size = 0;
-  unsigned char* done = HMAC(EVP_sha256(), key->data(), static_cast<int>(key->size()),
-                             reinterpret_cast<const unsigned char*>(string_to_sign.data()),
-                             string_to_sign.size(), mac.data(), &mac_size);
+  std::string out = hmacBase64(*key, string_to_sign);
   OPENSSL_cleanse(key->data(), key->size());
-  IOTHUB_CHECK(done != nullptr, "OpenSSL HMAC-SHA256 failed");
-  return base64Encode(std::string_view(reinterpret_cast<const char*>(mac.data()), mac_size));
+  return out;
+}
+
+Result<std::string> hmacSha256Base64RawKey(std::string_view key_bytes,
+                                           std::string_view string_to_sign) {
+  if (key_bytes.empty()) return Status{ErrorCode::ArgumentInvalid, "Shared access key is empty"};
+  return hmacBase64(key_bytes, string_to_sign);
 }
 
 Result<std::string> buildSasToken(std::string_view resource_as_written, std::string_view key_base64,
@@ -165,10 +190,13 @@ std::string deviceResource(std::string_view host, std::string_view device_id,
 }
 
 bool signatureMatches(const SasToken& token, std::string_view key_base64) {
-  std::string string_to_sign = token.resource_raw;
-  string_to_sign += '\n';
-  string_to_sign += std::to_string(token.expiry);
-  auto expected = hmacSha256Base64(key_base64, string_to_sign);
+  auto expected = hmacSha256Base64(key_base64, stringToSign(token));
+  if (!expected) return false;
+  return constantTimeEquals(*expected, token.signature);
+}
+
+bool signatureMatchesRawKey(const SasToken& token, std::string_view key_text) {
+  auto expected = hmacSha256Base64RawKey(key_text, stringToSign(token));
   if (!expected) return false;
   return constantTimeEquals(*expected, token.signature);
 }

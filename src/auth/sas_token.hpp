@@ -27,11 +27,11 @@ struct SasToken {
   std::int64_t expiry = 0;              // `se`, seconds since the Unix epoch
 
   // Refuses tokens longer than kMaxSasTokenLength or with more than kMaxSasFields fields.
-  // Linear in the token's length. Requires the exact prefix "SharedAccessSignature " and non-empty `sr`, `sig` and `se`.
-  // `se` must be a canonical non-negative decimal int64 (digits only, no sign, no leading
-  // zeros) so that the signed text can be re-rendered from `expiry`. An empty `skn` (the
-  // Azure C SDK writes "&skn=" on device-key tokens) means no key name. Unknown fields are
-  // ignored. Errors: Unauthorized, message "Malformed SAS token: <reason>" for a missing
+  // Linear in the token's length. Requires the exact prefix "SharedAccessSignature " and non-empty
+  // `sr`, `sig` and `se`. `se` must be a canonical non-negative decimal int64 (digits only, no
+  // sign, no leading zeros) so that the signed text can be re-rendered from `expiry`. An empty
+  // `skn` (the Azure C SDK writes "&skn=" on device-key tokens) means no key name. Unknown fields
+  // are ignored. Errors: Unauthorized, message "Malformed SAS token: <reason>" for a missing
   // prefix, an empty field or name, a field without '=', a duplicate field (known or not), a
   // missing or empty required field, a bad percent escape in sr/sig/skn, or a bad `se`.
   // The message never contains the signature.
@@ -41,6 +41,12 @@ struct SasToken {
 // base64(HMAC-SHA256(base64decode(key), string_to_sign)). Errors: ArgumentInvalid when the
 // key is not base64 or decodes to nothing (an empty key never signs anything).
 Result<std::string> hmacSha256Base64(std::string_view key_base64, std::string_view string_to_sign);
+
+// base64(HMAC-SHA256(key_bytes, string_to_sign)) with the key used as given, not decoded:
+// Event Hubs clients sign with the UTF-8 bytes of the key text itself (docs/amqp.md §1.5).
+// Errors: ArgumentInvalid for an empty key.
+Result<std::string> hmacSha256Base64RawKey(std::string_view key_bytes,
+                                           std::string_view string_to_sign);
 
 // Builds a token exactly as the Node SDKs do: `sr` is written as given (callers pass the
 // strictly URL-encoded resource for devices, the raw host for services); string-to-sign is
@@ -58,6 +64,10 @@ std::string deviceResource(std::string_view host, std::string_view device_id,
 // text + "\n" + the decimal `se`). Does not check expiry or resource. False for a key that
 // is empty or not base64.
 bool signatureMatches(const SasToken& token, std::string_view key_base64);
+
+// As signatureMatches, but the HMAC key is the key text's own bytes (Event Hubs style, see
+// hmacSha256Base64RawKey). False for an empty key.
+bool signatureMatchesRawKey(const SasToken& token, std::string_view key_text);
 
 // True when the decoded token resource grants access to `target` (e.g. "host/devices/d1"):
 // host compared case-insensitively, path by whole-segment prefix ("/a/b" covers "/a/b/c",

@@ -64,6 +64,13 @@ void fuzzAuthenticators(std::string_view text) {
   auto expiry =
       verifyDeviceToken(text, "myhub.azure-devices.net", "dev1", kKey, "", policies, clock);
   if (!expiry) require(expiry.code() == ErrorCode::Unauthorized, "auth errors are Unauthorized");
+  for (std::string_view audience :
+       {"sb://myhub.azure-devices.net/myhub/$management",
+        "sb://localhost:5671/myhub/ConsumerGroups/$default/Partitions/0", ""}) {
+    auto event_hubs = verifyEventHubsToken(text, audience, policies, clock);
+    if (!event_hubs)
+      require(event_hubs.code() == ErrorCode::Unauthorized, "auth errors are Unauthorized");
+  }
 }
 
 void fuzzConnectionStrings(std::string_view text) {
