@@ -6,6 +6,7 @@
 #include <mutex>
 
 #include "store/sqlite/sqlite_store.hpp"
+#include "tests/support/sqlite_test_store.hpp"
 #include "tests/support/temp_dir.hpp"
 
 namespace iothub::c2d {
@@ -45,10 +46,7 @@ class RecordingLink final : public routing::DeviceLink {
 class MqttDeliveryTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto opened = store::SqliteStore::open(dir_.path() / "hub.db",
-                                           store::SqliteOptions{.synchronous_full = false});
-    ASSERT_TRUE(opened.isOk()) << opened.status().toString();
-    store_ = std::move(opened).value();
+    store_ = iothub::testing::openTestSqliteStore(dir_.path() / "hub.db");
     c2d_ = std::make_unique<CloudToDevice>(*store_, clock_, random_);
     // Inline: every pass and settlement runs on the calling thread, so the test sees its
     // effects at once.
@@ -56,12 +54,7 @@ class MqttDeliveryTest : public ::testing::Test {
         *c2d_, connections_, [](std::function<void()> work) { work(); }, 3);
     c2d_->setQueueObserver([this](std::string_view id) { delivery_->poke(id); });
     connections_.setSubscriptionObserver([this](std::string_view id) { delivery_->poke(id); });
-    store::DeviceRecord device;
-    device.device_id = "dev1";
-    device.etag = "ZGV2aWNl";
-    store::TwinRecord twin;
-    twin.device_id = "dev1";
-    ASSERT_TRUE(store_->registry().createDevice(device, twin).isOk());
+    iothub::testing::createTestDevice(*store_, iothub::testing::testDevice("dev1"));
   }
 
   void send(const std::string& body) {

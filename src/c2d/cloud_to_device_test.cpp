@@ -5,6 +5,7 @@
 #include "common/json.hpp"
 #include "common/time_format.hpp"
 #include "store/sqlite/sqlite_store.hpp"
+#include "tests/support/sqlite_test_store.hpp"
 #include "tests/support/temp_dir.hpp"
 
 namespace iothub::c2d {
@@ -15,23 +16,14 @@ using namespace std::chrono_literals;
 class CloudToDeviceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto opened = store::SqliteStore::open(dir_.path() / "hub.db",
-                                           store::SqliteOptions{.synchronous_full = false});
-    ASSERT_TRUE(opened.isOk()) << opened.status().toString();
-    store_ = std::move(opened).value();
+    store_ = iothub::testing::openTestSqliteStore(dir_.path() / "hub.db");
     c2d_ = std::make_unique<CloudToDevice>(*store_, clock_, random_, options_);
     c2d_->setQueueObserver([this](std::string_view id) { observed_.emplace_back(id); });
     addDevice("dev1");
   }
 
   void addDevice(const std::string& id) {
-    store::DeviceRecord device;
-    device.device_id = id;
-    device.generation_id = "gen-" + id;
-    device.etag = "ZGV2aWNl";
-    store::TwinRecord twin;
-    twin.device_id = id;
-    ASSERT_TRUE(store_->registry().createDevice(device, twin).isOk());
+    iothub::testing::createTestDevice(*store_, iothub::testing::testDevice(id));
   }
 
   OutgoingMessage message(std::string id, std::string body = "hello", Ack ack = Ack::None) {

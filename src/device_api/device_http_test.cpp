@@ -14,6 +14,7 @@
 #include "common/json.hpp"
 #include "common/time_format.hpp"
 #include "store/sqlite/sqlite_store.hpp"
+#include "tests/support/sqlite_test_store.hpp"
 #include "tests/support/temp_dir.hpp"
 
 namespace iothub::device_api {
@@ -54,10 +55,7 @@ class RecordingSink final : public TelemetrySink {
 class DeviceHttpTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto opened = store::SqliteStore::open(dir_.path() / "hub.db",
-                                           store::SqliteOptions{.synchronous_full = false});
-    ASSERT_TRUE(opened.isOk()) << opened.status().toString();
-    store_ = std::move(opened).value();
+    store_ = iothub::testing::openTestSqliteStore(dir_.path() / "hub.db");
     c2d_ = std::make_unique<c2d::CloudToDevice>(*store_, clock_, random_);
     std::vector<store::AccessPolicyRecord> policies{
         {"device", std::string(kPolicyKey), std::string(kPolicyKey), store::kDeviceConnect},
@@ -69,16 +67,11 @@ class DeviceHttpTest : public ::testing::Test {
   }
 
   void addDevice(const std::string& id, store::DeviceStatus status = store::DeviceStatus::Enabled) {
-    store::DeviceRecord device;
-    device.device_id = id;
-    device.generation_id = "gen-" + id;
-    device.etag = "ZGV2aWNl";
+    store::DeviceRecord device = iothub::testing::testDevice(id);
     device.status = status;
     device.primary_key = std::string(kDeviceKey);
     device.secondary_key = std::string(kOtherKey);
-    store::TwinRecord twin;
-    twin.device_id = id;
-    ASSERT_TRUE(store_->registry().createDevice(device, twin).isOk());
+    iothub::testing::createTestDevice(*store_, device);
   }
 
   // A token as the Node SDK signs it (docs/protocol.md §1.6), valid for an hour of the fake

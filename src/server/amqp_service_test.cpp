@@ -13,6 +13,7 @@
 #include "common/encoding.hpp"
 #include "common/json.hpp"
 #include "store/sqlite/sqlite_store.hpp"
+#include "tests/support/sqlite_test_store.hpp"
 #include "tests/support/temp_dir.hpp"
 
 namespace iothub::server {
@@ -105,10 +106,7 @@ std::string bodyText(const proton::message& m) {
 class AmqpServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto opened = store::SqliteStore::open(dir_.path() / "hub.db",
-                                           store::SqliteOptions{.synchronous_full = false});
-    ASSERT_TRUE(opened.isOk()) << opened.status().toString();
-    store_ = std::move(opened).value();
+    store_ = iothub::testing::openTestSqliteStore(dir_.path() / "hub.db");
     c2d_ = std::make_unique<c2d::CloudToDevice>(*store_, clock_, random_);
     addDevice("dev 1");
     service_key_ = base64Encode(std::string(32, 's'));
@@ -131,13 +129,7 @@ class AmqpServiceTest : public ::testing::Test {
   }
 
   void addDevice(const std::string& id) {
-    store::DeviceRecord device;
-    device.device_id = id;
-    device.generation_id = "gen-" + id;
-    device.etag = "ZGV2aWNl";
-    store::TwinRecord twin;
-    twin.device_id = id;
-    ASSERT_TRUE(store_->registry().createDevice(device, twin).isOk());
+    iothub::testing::createTestDevice(*store_, iothub::testing::testDevice(id));
   }
 
   // A connection from azure-iothub (no SASL), with its $cbs links open.

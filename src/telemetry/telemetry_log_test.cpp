@@ -9,6 +9,7 @@
 
 #include "common/time_format.hpp"
 #include "store/sqlite/sqlite_store.hpp"
+#include "tests/support/sqlite_test_store.hpp"
 #include "tests/support/temp_dir.hpp"
 
 namespace iothub::telemetry {
@@ -19,10 +20,7 @@ using namespace std::chrono_literals;
 class TelemetryLogTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto opened = store::SqliteStore::open(dir_.path() / "hub.db",
-                                           store::SqliteOptions{.synchronous_full = false});
-    ASSERT_TRUE(opened.isOk()) << opened.status().toString();
-    store_ = std::move(opened).value();
+    store_ = iothub::testing::openTestSqliteStore(dir_.path() / "hub.db");
     for (int i = 0; i < 16; ++i) addDevice("dev" + std::to_string(i));
     make();
   }
@@ -33,14 +31,9 @@ class TelemetryLogTest : public ::testing::Test {
   }
 
   void addDevice(const std::string& id, store::AuthType auth = store::AuthType::Sas) {
-    store::DeviceRecord device;
-    device.device_id = id;
-    device.generation_id = "gen-" + id;
-    device.etag = "ZGV2aWNl";
+    store::DeviceRecord device = iothub::testing::testDevice(id);
     device.auth_type = auth;
-    store::TwinRecord twin;
-    twin.device_id = id;
-    ASSERT_TRUE(store_->registry().createDevice(device, twin).isOk());
+    iothub::testing::createTestDevice(*store_, device);
   }
 
   static device_api::TelemetryMessage message(std::string device_id, std::string body = "hello",
