@@ -204,13 +204,18 @@ test('C2D over HTTP polling: complete, reject (gone, feedback Rejected) and aban
     const abandonId = `${tag}-abandon`;
     const markerId = `${tag}-marker`;
     const outcomes = [];
+    // Set before the abandon is sent: the SDK polls again while this handler awaits, and an
+    // abandoned message is at once deliverable, so its second delivery may arrive before the
+    // abandon's promise resolves.
+    let abandoned = false;
     const receiver = await openReceiver(device, {
       transport: Http,
       onMessage: async (msg, client) => {
         if (msg.messageId === rejectId) {
           await client.reject(msg);
           outcomes.push(['reject', msg.messageId]);
-        } else if (msg.messageId === abandonId && !outcomes.some(([o, id]) => o === 'abandon' && id === abandonId)) {
+        } else if (msg.messageId === abandonId && !abandoned) {
+          abandoned = true;
           await client.abandon(msg);
           outcomes.push(['abandon', msg.messageId]);
         } else {
