@@ -11,6 +11,7 @@
 #include <unordered_set>
 #include <utility>
 
+#include "common/encoding.hpp"
 #include "common/json.hpp"
 #include "store/postgresql/pg_schema.hpp"
 #include "store/record_codec.hpp"
@@ -1133,18 +1134,7 @@ constexpr std::string_view kExpireC2dFeedback =
 // lockC2d reads a device's queue this many messages at a time.
 constexpr std::int64_t kC2dPage = 32;
 
-std::string toHex(std::string_view bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string hex;
-  hex.reserve(bytes.size() * 2);
-  for (char c : bytes) {
-    const auto byte = static_cast<unsigned char>(c);
-    hex += kDigits[byte >> 4];
-    hex += kDigits[byte & 0x0f];
-  }
-  return hex;
-}
-
+// The inverse of hexEncode (common/encoding.hpp), which writes the bodies' hex.
 Result<std::string> fromHex(std::string_view hex) {
   auto digit = [](char c) -> int {
     if (c >= '0' && c <= '9') return c - '0';
@@ -1258,7 +1248,7 @@ Result<std::int64_t> PostgresStore::enqueueC2d(const C2dMessageRecord& message,
       .add(toNanoseconds(message.enqueued_time))
       .add(toNanoseconds(message.expiry_time))
       .add(json::serialize(message.document))
-      .add(toHex(message.body));
+      .add(hexEncode(message.body));
   return write<std::int64_t>([&](PgConnection& connection) -> Result<std::int64_t> {
     Result<bool> exists = lockC2dDevice(connection, message.device_id);
     if (!exists) return exists.status();
@@ -1586,7 +1576,7 @@ Result<std::vector<std::int64_t>> PostgresStore::appendTelemetry(
     device_ids.add(record.device_id);
     sizes.add(size);
     document_array.add(documents.back());
-    bodies.add(toHex(record.body));
+    bodies.add(hexEncode(record.body));
   }
   if (records.empty()) return std::vector<std::int64_t>{};
   PgArrayBuilder partitions, counts, group_bytes, last_times;
