@@ -41,6 +41,9 @@ constexpr std::array kTable{
     Entry{ErrorCode::DeviceMaximumQueueDepthExceeded,
           {403, 403004, "DeviceMaximumQueueDepthExceeded"}},
     Entry{ErrorCode::DeviceMessageLockLost, {412, 412002, "DeviceMessageLockLost"}},
+    Entry{ErrorCode::ConsumerGroupNotFound, {404, 404901, "ConsumerGroupNotFound"}},
+    Entry{ErrorCode::ConsumerGroupAlreadyExists, {409, 409901, "ConsumerGroupAlreadyExists"}},
+    Entry{ErrorCode::IotHubQuotaExceeded, {403, 403002, "IotHubQuotaExceeded"}},
 };
 
 constexpr bool tableFollowsEnum() {

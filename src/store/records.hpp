@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/clock.hpp"
@@ -162,9 +163,9 @@ struct C2dMessageRecord {
   std::string device_id;
   std::int64_t sequence = 0;  // assigned by enqueueC2d; grows with every enqueue (store-wide)
   SystemTime enqueued_time{};
-  SystemTime expiry_time{};        // removed as expired once this has passed
-  std::string lock_token;          // empty when no device holds the message
-  SystemTime locked_until{};       // meaningful with a lock token
+  SystemTime expiry_time{};         // removed as expired once this has passed
+  std::string lock_token;           // empty when no device holds the message
+  SystemTime locked_until{};        // meaningful with a lock token
   std::int32_t delivery_count = 0;  // times it was locked for a device
   json::object document;
   std::string body;  // the payload's bytes
@@ -207,5 +208,26 @@ struct TelemetryPartitionInfo {
 
   bool operator==(const TelemetryPartitionInfo&) const = default;
 };
+
+// A consumer group of the Event Hubs-compatible endpoint (TelemetryStore; docs/telemetry.md
+// §9). Names compare case-insensitively (ASCII); the record keeps the case it was created
+// with. "$Default" exists in every store.
+struct ConsumerGroupRecord {
+  std::string name;
+  SystemTime created_time{};
+
+  bool operator==(const ConsumerGroupRecord&) const = default;
+};
+
+inline constexpr std::string_view kDefaultConsumerGroup = "$Default";
+
+// The key a consumer group is stored and ordered under: its name in ASCII lower case.
+inline std::string consumerGroupKey(std::string_view name) {
+  std::string key(name);
+  for (char& c : key) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return key;
+}
 
 }  // namespace iothub::store

@@ -322,6 +322,28 @@ class TelemetryStore {
   // back: the next append still gets next_sequence.
   virtual Result<std::size_t> trimTelemetry(std::int32_t partition, SystemTime older_than,
                                             std::uint64_t max_bytes, std::size_t limit) = 0;
+
+  // --- Consumer groups (docs/telemetry.md §9) ---
+  // Names compare case-insensitively in ASCII ("$default" is "$Default"); a record keeps the
+  // case it was created with. "$Default" exists from the store's creation on (the schema
+  // migration inserts it, created at the migration's time) and cannot be deleted. The store
+  // does not check the name rule (telemetry::validConsumerGroupName): its callers do.
+
+  // Every group, "$Default" included, ordered by lower-cased name.
+  virtual Result<std::vector<ConsumerGroupRecord>> listConsumerGroups() = 0;
+
+  // Errors: ConsumerGroupNotFound.
+  virtual Result<ConsumerGroupRecord> getConsumerGroup(std::string_view name) = 0;
+
+  // Creates `group` as given (name and created_time). The count and the insert run in one
+  // transaction that excludes every other creator, in any process sharing the store, so
+  // that concurrent creators never exceed `max_groups`.
+  // Errors: ConsumerGroupAlreadyExists when the name exists in any case;
+  // IotHubQuotaExceeded when `max_groups` groups ("$Default" included) exist already.
+  virtual Status createConsumerGroup(const ConsumerGroupRecord& group, std::size_t max_groups) = 0;
+
+  // Errors: ConsumerGroupNotFound; ArgumentInvalid for "$Default" (in any case).
+  virtual Status deleteConsumerGroup(std::string_view name) = 0;
 };
 
 // A backend's group-commit writer, as the metrics endpoint reads it.

@@ -2041,6 +2041,161 @@ TEST_P(TelemetryConformanceTest, ConcurrentAppendsLeaveNoGapAndReadersSeeNoHole)
   EXPECT_EQ(total, static_cast<std::size_t>(kThreads * kAppends + kThreads * kAppends / 5));
 }
 
+// --- consumer groups ---
+
+class ConsumerGroupConformanceTest : public StoreConformanceTest {
+ protected:
+  TelemetryStore& telemetry() { return store_->telemetry(); }
+
+  std::vector<std::string> names() {
+    auto groups = telemetry().listConsumerGroups();
+    EXPECT_TRUE(groups.isOk()) << groups.status().toString();
+    std::vector<std::string> result;
+    if (groups.isOk()) {
+      for (const ConsumerGroupRecord& group : *groups) result.push_back(group.name);
+    }
+    return result;
+  }
+
+  void create(const std::string& name, std::int64_t created = 1700000000,
+              std::size_t max_groups = 100) {
+    Status created_group =
+        telemetry().createConsumerGroup({name, at(created, 123456789)}, max_groups);
+    ASSERT_TRUE(created_group.isOk()) << name << ": " << created_group.toString();
+  }
+};
+
+TEST_P(ConsumerGroupConformanceTest, DefaultExistsInAFreshStore) {
+  auto groups = telemetry().listConsumerGroups();
+  ASSERT_TRUE(groups.isOk()) << groups.status().toString();
+  ASSERT_EQ(groups->size(), 1u);
+  EXPECT_EQ(groups->front().name, "$Default");
+  // Created by the schema migration, i.e. just now.
+  const auto age = std::chrono::system_clock::now() - groups->front().created_time;
+  EXPECT_GT(age, -std::chrono::minutes(1));
+  EXPECT_LT(age, std::chrono::minutes(10));
+  auto got = telemetry().getConsumerGroup("$Default");
+  ASSERT_TRUE(got.isOk()) << got.status().toString();
+  EXPECT_EQ(*got, groups->front());
+}
+
+TEST_P(ConsumerGroupConformanceTest, CreatedGroupsReadBackAndListByLowerCasedName) {
+  create("zeta", 1700000001);
+  create("Alpha", 1700000002);
+  create("beta.2-x_y", 1700000003);
+  create("ALPHB", 1700000004);
+  EXPECT_EQ(names(),
+            (std::vector<std::string>{"$Default", "Alpha", "ALPHB", "beta.2-x_y", "zeta"}));
+  auto got = telemetry().getConsumerGroup("beta.2-x_y");
+  ASSERT_TRUE(got.isOk()) << got.status().toString();
+  EXPECT_EQ(*got, (ConsumerGroupRecord{"beta.2-x_y", at(1700000003, 123456789)}));
+}
+
+TEST_P(ConsumerGroupConformanceTest, NamesCompareCaseInsensitivelyAndKeepTheirCase) {
+  create("Readers");
+  for (const char* spelling : {"Readers", "readers", "READERS", "rEaDeRs"}) {
+    auto got = telemetry().getConsumerGroup(spelling);
+    ASSERT_TRUE(got.isOk()) << spelling << ": " << got.status().toString();
+    EXPECT_EQ(got->name, "Readers") << spelling;
+  }
+  auto by_sdk_default = telemetry().getConsumerGroup("$default");
+  ASSERT_TRUE(by_sdk_default.isOk()) << by_sdk_default.status().toString();
+  EXPECT_EQ(by_sdk_default->name, "$Default");
+
+  for (const char* spelling : {"readers", "READERS", "$DEFAULT", "$default"}) {
+    Status again = telemetry().createConsumerGroup({spelling, at(1700000100)}, 100);
+    EXPECT_EQ(again.code(), ErrorCode::ConsumerGroupAlreadyExists) << spelling;
+  }
+  EXPECT_EQ(names(), (std::vector<std::string>{"$Default", "Readers"}));
+  EXPECT_EQ(telemetry().getConsumerGroup("readers")->created_time, at(1700000000, 123456789))
+      << "a refused create changes nothing";
+}
+
+TEST_P(ConsumerGroupConformanceTest, DeleteRemovesAGroupInAnyCase) {
+  create("one");
+  create("Two");
+  ASSERT_TRUE(telemetry().deleteConsumerGroup("TWO").isOk());
+  EXPECT_EQ(names(), (std::vector<std::string>{"$Default", "one"}));
+  EXPECT_EQ(telemetry().getConsumerGroup("Two").code(), ErrorCode::ConsumerGroupNotFound);
+  EXPECT_EQ(telemetry().deleteConsumerGroup("Two").code(), ErrorCode::ConsumerGroupNotFound);
+  EXPECT_EQ(telemetry().deleteConsumerGroup("never").code(), ErrorCode::ConsumerGroupNotFound);
+  EXPECT_EQ(telemetry().getConsumerGroup("never").code(), ErrorCode::ConsumerGroupNotFound);
+  create("two", 1700000500);  // the name is free again
+  EXPECT_EQ(telemetry().getConsumerGroup("TWO")->name, "two");
+}
+
+TEST_P(ConsumerGroupConformanceTest, DefaultCannotBeDeleted) {
+  for (const char* spelling : {"$Default", "$default", "$DEFAULT"}) {
+    Status deleted = telemetry().deleteConsumerGroup(spelling);
+    EXPECT_EQ(deleted.code(), ErrorCode::ArgumentInvalid) << spelling;
+    EXPECT_NE(deleted.message().find("$Default cannot be deleted"), std::string::npos)
+        << deleted.message();
+  }
+  EXPECT_EQ(names(), (std::vector<std::string>{"$Default"}));
+}
+
+TEST_P(ConsumerGroupConformanceTest, CreatesStopAtTheQuotaCountingDefault) {
+  create("g1", 1700000000, 3);
+  create("g2", 1700000000, 3);
+  Status full = telemetry().createConsumerGroup({"g3", at(1700000000)}, 3);
+  EXPECT_EQ(full.code(), ErrorCode::IotHubQuotaExceeded) << full.toString();
+  // An existing name is a conflict even when the hub is full.
+  EXPECT_EQ(telemetry().createConsumerGroup({"G1", at(1700000000)}, 3).code(),
+            ErrorCode::ConsumerGroupAlreadyExists);
+  EXPECT_EQ(names(), (std::vector<std::string>{"$Default", "g1", "g2"}));
+  ASSERT_TRUE(telemetry().deleteConsumerGroup("g1").isOk());
+  create("g3", 1700000000, 3);
+  EXPECT_EQ(names(), (std::vector<std::string>{"$Default", "g2", "g3"}));
+}
+
+TEST_P(ConsumerGroupConformanceTest, GroupsSurviveReopening) {
+  create("kept", 1700000000);
+  reopen();
+  EXPECT_EQ(names(), (std::vector<std::string>{"$Default", "kept"}));
+  EXPECT_EQ(telemetry().getConsumerGroup("KEPT").value(),
+            (ConsumerGroupRecord{"kept", at(1700000000, 123456789)}));
+}
+
+TEST_P(ConsumerGroupConformanceTest, ConcurrentCreatorsOfTheLastFreeSlotLetExactlyOneWin) {
+  constexpr int kRounds = 10;
+  constexpr int kThreads = 6;
+  // A backend that several processes share gets a second store of its own, as another
+  // process would have.
+  std::unique_ptr<Store> second;
+  if (store_->cluster() != nullptr) {
+    auto opened = location_->open();
+    ASSERT_TRUE(opened.isOk()) << opened.status().toString();
+    second = std::move(opened).value();
+  }
+  for (int round = 0; round < kRounds; ++round) {
+    // Round r: $Default and r groups exist; the quota leaves one slot.
+    const std::size_t max_groups = static_cast<std::size_t>(round) + 2;
+    std::atomic<int> won{0};
+    std::atomic<int> refused{0};
+    std::atomic<int> other{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      TelemetryStore& store = second != nullptr && t % 2 == 1 ? second->telemetry() : telemetry();
+      threads.emplace_back([&, t] {
+        Status created = store.createConsumerGroup(
+            {"r" + std::to_string(round) + "-t" + std::to_string(t), at(1700000000)}, max_groups);
+        if (created.isOk()) {
+          ++won;
+        } else if (created.code() == ErrorCode::IotHubQuotaExceeded) {
+          ++refused;
+        } else {
+          ++other;
+        }
+      });
+    }
+    for (std::thread& thread : threads) thread.join();
+    EXPECT_EQ(won.load(), 1) << "round " << round;
+    EXPECT_EQ(refused.load(), kThreads - 1) << "round " << round;
+    EXPECT_EQ(other.load(), 0) << "round " << round;
+    EXPECT_EQ(names().size(), max_groups) << "round " << round;
+  }
+}
+
 // --- durability ---
 
 TEST_P(StoreConformanceTest, DataSurvivesCloseAndReopen) {
@@ -2072,6 +2227,13 @@ INSTANTIATE_TEST_SUITE_P(
 
 INSTANTIATE_TEST_SUITE_P(
     Backends, C2dConformanceTest,
+    ::testing::Values(StoreBackend{"Sqlite", [] { return std::make_unique<SqliteLocation>(); }},
+                      StoreBackend{"Postgres",
+                                   [] { return std::make_unique<PostgresLocation>(); }}),
+    backendName);
+
+INSTANTIATE_TEST_SUITE_P(
+    Backends, ConsumerGroupConformanceTest,
     ::testing::Values(StoreBackend{"Sqlite", [] { return std::make_unique<SqliteLocation>(); }},
                       StoreBackend{"Postgres",
                                    [] { return std::make_unique<PostgresLocation>(); }}),

@@ -100,6 +100,16 @@ class MemoryStore final : public store::Store,
                                       std::size_t) override {
       return unavailable();
     }
+    Result<std::vector<store::ConsumerGroupRecord>> listConsumerGroups() override {
+      return unavailable();
+    }
+    Result<store::ConsumerGroupRecord> getConsumerGroup(std::string_view) override {
+      return unavailable();
+    }
+    Status createConsumerGroup(const store::ConsumerGroupRecord&, std::size_t) override {
+      return unavailable();
+    }
+    Status deleteConsumerGroup(std::string_view) override { return unavailable(); }
 
    private:
     static Status unavailable() {

@@ -272,9 +272,24 @@ CREATE TABLE telemetry (
 CREATE INDEX telemetry_by_enqueued_time ON telemetry (partition_id, enqueued_time, sequence);
 )sql";
 
+// Version 8: consumer groups of the Event Hubs-compatible endpoint (TelemetryStore in
+// store.hpp). name_key is the name in ASCII lower case (names compare case-insensitively;
+// the key, in byte order, is also the list order), name keeps the case it was created
+// with. "$Default" exists in every store: the migration inserts it, created at the
+// migration transaction's start.
+constexpr std::string_view kSchemaV8 = R"sql(
+CREATE TABLE consumer_groups (
+  name_key     text COLLATE "C" PRIMARY KEY,
+  name         text   NOT NULL,
+  created_time bigint NOT NULL
+);
+INSERT INTO consumer_groups (name_key, name, created_time)
+  VALUES ('$default', '$Default', (extract(epoch FROM now()) * 1000000000)::bigint);
+)sql";
+
 constexpr PgMigration kMigrations[] = {
     {1, kSchemaV1}, {2, kSchemaV2}, {3, kSchemaV3}, {4, kSchemaV4},
-    {5, kSchemaV5}, {6, kSchemaV6}, {7, kSchemaV7},
+    {5, kSchemaV5}, {6, kSchemaV6}, {7, kSchemaV7}, {8, kSchemaV8},
 };
 
 }  // namespace

@@ -1742,6 +1742,110 @@ Result<std::size_t> PostgresStore::trimTelemetry(std::int32_t partition, SystemT
   });
 }
 
+// --- consumer groups (TelemetryStore) ---
+//
+// A create counts the groups and inserts its own in one transaction; READ COMMITTED alone
+// would let two processes both count 99 and both insert. Every create therefore first takes
+// a transaction-level advisory lock, so creates of all processes run one after the other and
+// each counts what the previous one committed. Deletes need no lock: they only lower the
+// count.
+
+namespace {
+
+// Next to kPgMigrationLockKey (…0001) and kPgSingleNodeLockKey (…0002).
+constexpr std::int64_t kPgConsumerGroupLockKey = 0x696f746875620003;  // "iothub" 0x0003
+
+constexpr std::string_view kListConsumerGroups =
+    "SELECT name, created_time FROM consumer_groups ORDER BY name_key";
+constexpr std::string_view kGetConsumerGroup =
+    "SELECT name, created_time FROM consumer_groups WHERE name_key = $1";
+constexpr std::string_view kLockConsumerGroups = "SELECT pg_advisory_xact_lock($1)";
+constexpr std::string_view kCountConsumerGroups = "SELECT count(*) FROM consumer_groups";
+constexpr std::string_view kInsertConsumerGroup =
+    "INSERT INTO consumer_groups (name_key, name, created_time) VALUES ($1, $2, $3)"
+    " ON CONFLICT (name_key) DO NOTHING";
+constexpr std::string_view kDeleteConsumerGroup = "DELETE FROM consumer_groups WHERE name_key = $1";
+
+Result<ConsumerGroupRecord> decodeConsumerGroupRow(const PgRow& row) {
+  return ConsumerGroupRecord{row.text(0), fromNanoseconds(row.int64(1))};
+}
+
+Status consumerGroupNotFound(std::string_view name) {
+  return Status(ErrorCode::ConsumerGroupNotFound,
+                "consumer group '" + std::string(name) + "' does not exist");
+}
+
+}  // namespace
+
+Result<std::vector<ConsumerGroupRecord>> PostgresStore::listConsumerGroups() {
+  return read<std::vector<ConsumerGroupRecord>>(
+      [](PgConnection& connection) -> Result<std::vector<ConsumerGroupRecord>> {
+        Result<PgResult> result = connection.query(kListConsumerGroups, PgParams());
+        if (!result) return result.status();
+        return decodeRows<ConsumerGroupRecord>(*result, decodeConsumerGroupRow);
+      });
+}
+
+Result<ConsumerGroupRecord> PostgresStore::getConsumerGroup(std::string_view name) {
+  const std::string key = consumerGroupKey(name);
+  return read<ConsumerGroupRecord>([&](PgConnection& connection) {
+    return loadOne<ConsumerGroupRecord>(connection, kGetConsumerGroup, key, decodeConsumerGroupRow,
+                                        consumerGroupNotFound(name));
+  });
+}
+
+Status PostgresStore::createConsumerGroup(const ConsumerGroupRecord& group,
+                                          std::size_t max_groups) {
+  const std::string key = consumerGroupKey(group.name);
+  PgParams insert_params;
+  insert_params.add(key).add(group.name).add(toNanoseconds(group.created_time));
+  return writeStatus([&](PgConnection& connection) -> Status {
+    IOTHUB_RETURN_IF_ERROR(
+        connection.query(kLockConsumerGroups, PgParams().add(kPgConsumerGroupLockKey)).status());
+    Result<PgResult> existing = connection.query(kGetConsumerGroup, PgParams().add(key));
+    if (!existing) return existing.status();
+    if (existing->rows() > 0) {
+      PgRow row = existing->row(0);
+      const std::string name = row.text(0);
+      IOTHUB_RETURN_IF_ERROR(row.status());
+      return Status(ErrorCode::ConsumerGroupAlreadyExists,
+                    "consumer group '" + name + "' already exists");
+    }
+    Result<PgResult> counted = connection.query(kCountConsumerGroups, PgParams());
+    if (!counted) return counted.status();
+    PgRow count_row = counted->row(0);
+    const std::int64_t count = count_row.int64(0);
+    IOTHUB_RETURN_IF_ERROR(count_row.status());
+    if (static_cast<std::uint64_t>(count) >= max_groups) {
+      return Status(ErrorCode::IotHubQuotaExceeded,
+                    "the hub already has " + std::to_string(count) +
+                        " consumer groups, the most it may have is " + std::to_string(max_groups));
+    }
+    // Under the lock no other create can insert the key meanwhile; DO NOTHING only guards
+    // against a writer that bypassed it.
+    Result<PgResult> inserted = connection.query(kInsertConsumerGroup, insert_params);
+    if (!inserted) return inserted.status();
+    if (inserted->affectedRows() == 0) {
+      return Status(ErrorCode::ConsumerGroupAlreadyExists,
+                    "consumer group '" + group.name + "' already exists");
+    }
+    return Status::ok();
+  });
+}
+
+Status PostgresStore::deleteConsumerGroup(std::string_view name) {
+  const std::string key = consumerGroupKey(name);
+  if (key == consumerGroupKey(kDefaultConsumerGroup)) {
+    return Status(ErrorCode::ArgumentInvalid, "$Default cannot be deleted");
+  }
+  return writeStatus([&](PgConnection& connection) -> Status {
+    Result<PgResult> deleted = connection.query(kDeleteConsumerGroup, PgParams().add(key));
+    if (!deleted) return deleted.status();
+    if (deleted->affectedRows() == 0) return consumerGroupNotFound(name);
+    return Status::ok();
+  });
+}
+
 // ClusterStore
 
 Result<NodeRecord> PostgresStore::renewNode(std::string_view node_id, std::string_view address,

@@ -186,6 +186,10 @@ class PostgresStore final : public Store,
   Result<TelemetryPartitionInfo> telemetryPartition(std::int32_t partition) override;
   Result<std::size_t> trimTelemetry(std::int32_t partition, SystemTime older_than,
                                     std::uint64_t max_bytes, std::size_t limit) override;
+  Result<std::vector<ConsumerGroupRecord>> listConsumerGroups() override;
+  Result<ConsumerGroupRecord> getConsumerGroup(std::string_view name) override;
+  Status createConsumerGroup(const ConsumerGroupRecord& group, std::size_t max_groups) override;
+  Status deleteConsumerGroup(std::string_view name) override;
 
   // ClusterStore
   Result<NodeRecord> renewNode(std::string_view node_id, std::string_view address,

@@ -211,6 +211,27 @@ TEST_F(PostgresStoreTest, MigrationsRunOnlyPastTheRecordedVersionAndAllOrNothing
   EXPECT_EQ(sql("SELECT to_regclass('b') IS NULL"), "f");
 }
 
+TEST_F(PostgresStoreTest, AVersion7DatabaseGetsTheDefaultConsumerGroupCreatedAtTheUpgrade) {
+  {
+    auto connection = connect("upgrade-test");
+    ASSERT_NE(connection, nullptr);
+    ASSERT_TRUE(migratePostgresSchema(*connection, postgresMigrations().first(7)).isOk());
+  }
+  sql("INSERT INTO telemetry_partitions VALUES (0, 1, 2, 3)");
+  EXPECT_EQ(sql("SELECT version FROM iothub_schema"), "7");
+  const SystemTime before = std::chrono::system_clock::now() - std::chrono::seconds(1);
+  auto store = open();
+  const SystemTime after = std::chrono::system_clock::now() + std::chrono::seconds(1);
+  EXPECT_EQ(sql("SELECT version FROM iothub_schema"), std::to_string(postgresSchemaVersion()));
+  auto groups = store->telemetry().listConsumerGroups();
+  ASSERT_TRUE(groups.isOk()) << groups.status().toString();
+  ASSERT_EQ(groups->size(), 1u);
+  EXPECT_EQ(groups->front().name, "$Default");
+  EXPECT_GE(groups->front().created_time, before);
+  EXPECT_LE(groups->front().created_time, after);
+  EXPECT_EQ(store->telemetry().telemetryPartition(0)->next_sequence, 1) << "older data stays";
+}
+
 // --- group commit ---
 
 TEST_F(PostgresStoreTest, ConcurrentWritesShareTransactions) {

@@ -159,8 +159,23 @@ CREATE TABLE telemetry (
 CREATE INDEX telemetry_by_enqueued_time ON telemetry (partition_id, enqueued_time, sequence);
 )sql";
 
+// Version 6: consumer groups of the Event Hubs-compatible endpoint (TelemetryStore in
+// store.hpp). name_key is the name in ASCII lower case (names compare case-insensitively;
+// the key is also the list order), name keeps the case it was created with. "$Default"
+// exists in every store: the migration inserts it, created now (milliseconds, the best
+// SQLite 3.40's julianday gives).
+constexpr std::string_view kSchemaV6 = R"sql(
+CREATE TABLE consumer_groups (
+  name_key     TEXT    NOT NULL PRIMARY KEY,
+  name         TEXT    NOT NULL,
+  created_time INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO consumer_groups (name_key, name, created_time) VALUES ('$default', '$Default',
+  CAST(round((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER) * 1000000);
+)sql";
+
 constexpr SqliteMigration kMigrations[] = {
-    {1, kSchemaV1}, {2, kSchemaV2}, {3, kSchemaV3}, {4, kSchemaV4}, {5, kSchemaV5},
+    {1, kSchemaV1}, {2, kSchemaV2}, {3, kSchemaV3}, {4, kSchemaV4}, {5, kSchemaV5}, {6, kSchemaV6},
 };
 
 }  // namespace

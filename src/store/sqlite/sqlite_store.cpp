@@ -1515,4 +1515,99 @@ Result<std::size_t> SqliteStore::trimTelemetry(std::int32_t partition, SystemTim
   });
 }
 
+// --- consumer groups (TelemetryStore) ---
+//
+// The writer is the only one writing the file, so a create's count and insert in its
+// transaction cannot interleave with another create.
+
+namespace {
+
+constexpr std::string_view kListConsumerGroups =
+    "SELECT name, created_time FROM consumer_groups ORDER BY name_key";
+constexpr std::string_view kGetConsumerGroup =
+    "SELECT name, created_time FROM consumer_groups WHERE name_key = ?1";
+constexpr std::string_view kCountConsumerGroups = "SELECT count(*) FROM consumer_groups";
+constexpr std::string_view kInsertConsumerGroup =
+    "INSERT INTO consumer_groups (name_key, name, created_time) VALUES (?1, ?2, ?3)"
+    " ON CONFLICT (name_key) DO NOTHING";
+constexpr std::string_view kDeleteConsumerGroup = "DELETE FROM consumer_groups WHERE name_key = ?1";
+
+Result<ConsumerGroupRecord> decodeConsumerGroupRow(const SqliteStatement& row) {
+  return ConsumerGroupRecord{row.text(0), fromNanoseconds(row.int64(1))};
+}
+
+Status consumerGroupNotFound(std::string_view name) {
+  return Status(ErrorCode::ConsumerGroupNotFound,
+                "consumer group '" + std::string(name) + "' does not exist");
+}
+
+}  // namespace
+
+Result<std::vector<ConsumerGroupRecord>> SqliteStore::listConsumerGroups() {
+  return read<std::vector<ConsumerGroupRecord>>(
+      [](SqliteConnection& connection) -> Result<std::vector<ConsumerGroupRecord>> {
+        Result<SqliteStatement> statement = connection.prepare(kListConsumerGroups);
+        if (!statement) return statement.status();
+        return collect<ConsumerGroupRecord>(*statement, kMaxReserve, decodeConsumerGroupRow);
+      });
+}
+
+Result<ConsumerGroupRecord> SqliteStore::getConsumerGroup(std::string_view name) {
+  const std::string key = consumerGroupKey(name);
+  return read<ConsumerGroupRecord>(
+      [&](SqliteConnection& connection) -> Result<ConsumerGroupRecord> {
+        Result<SqliteStatement> statement = connection.prepare(kGetConsumerGroup);
+        if (!statement) return statement.status();
+        statement->bind(1, key);
+        Result<std::optional<ConsumerGroupRecord>> group =
+            single<ConsumerGroupRecord>(*statement, decodeConsumerGroupRow);
+        if (!group) return group.status();
+        if (!group->has_value()) return consumerGroupNotFound(name);
+        return std::move(**group);
+      });
+}
+
+Status SqliteStore::createConsumerGroup(const ConsumerGroupRecord& group, std::size_t max_groups) {
+  const std::string key = consumerGroupKey(group.name);
+  return writeStatus([&](SqliteConnection& connection) -> Status {
+    {
+      Result<SqliteStatement> existing = connection.prepare(kGetConsumerGroup);
+      if (!existing) return existing.status();
+      existing->bind(1, key);
+      Result<bool> row = existing->step();
+      if (!row) return row.status();
+      if (*row) {
+        return Status(ErrorCode::ConsumerGroupAlreadyExists,
+                      "consumer group '" + existing->text(0) + "' already exists");
+      }
+    }
+    Result<std::int64_t> count = connection.queryInt64(kCountConsumerGroups);
+    if (!count) return count.status();
+    if (static_cast<std::uint64_t>(*count) >= max_groups) {
+      return Status(ErrorCode::IotHubQuotaExceeded,
+                    "the hub already has " + std::to_string(*count) +
+                        " consumer groups, the most it may have is " + std::to_string(max_groups));
+    }
+    Result<SqliteStatement> insert = connection.prepare(kInsertConsumerGroup);
+    if (!insert) return insert.status();
+    insert->bind(1, key).bind(2, group.name).bind(3, toNanoseconds(group.created_time));
+    return insert->run();
+  });
+}
+
+Status SqliteStore::deleteConsumerGroup(std::string_view name) {
+  const std::string key = consumerGroupKey(name);
+  if (key == consumerGroupKey(kDefaultConsumerGroup)) {
+    return Status(ErrorCode::ArgumentInvalid, "$Default cannot be deleted");
+  }
+  return writeStatus([&](SqliteConnection& connection) -> Status {
+    Result<SqliteStatement> del = connection.prepare(kDeleteConsumerGroup);
+    if (!del) return del.status();
+    del->bind(1, key);
+    IOTHUB_RETURN_IF_ERROR(del->run());
+    if (connection.changes() == 0) return consumerGroupNotFound(name);
+    return Status::ok();
+  });
+}
+
 }  // namespace iothub::store

@@ -170,6 +170,10 @@ class SqliteStore final : public Store,
   Result<TelemetryPartitionInfo> telemetryPartition(std::int32_t partition) override;
   Result<std::size_t> trimTelemetry(std::int32_t partition, SystemTime older_than,
                                     std::uint64_t max_bytes, std::size_t limit) override;
+  Result<std::vector<ConsumerGroupRecord>> listConsumerGroups() override;
+  Result<ConsumerGroupRecord> getConsumerGroup(std::string_view name) override;
+  Status createConsumerGroup(const ConsumerGroupRecord& group, std::size_t max_groups) override;
+  Status deleteConsumerGroup(std::string_view name) override;
 
   // Destruction order matters (see the destructor): writer, then readers, then the write
   // connection, so the last connection to close is the one that can checkpoint the WAL.

@@ -86,15 +86,15 @@ TEST_F(SqliteStoreTest, FreshDatabaseGetsTheCurrentSchemaVersionAndWal) {
   ASSERT_NE(openStore(), nullptr);
   auto raw = openRaw(dbFile());
   ASSERT_NE(raw, nullptr);
-  EXPECT_EQ(raw->queryInt64("PRAGMA user_version").value(), 5);
-  EXPECT_EQ(sqliteSchemaVersion(), 5);
+  EXPECT_EQ(raw->queryInt64("PRAGMA user_version").value(), 6);
+  EXPECT_EQ(sqliteSchemaVersion(), 6);
   auto journal = raw->prepare("PRAGMA journal_mode");
   ASSERT_TRUE(journal.isOk());
   ASSERT_TRUE(journal->step().value());
   EXPECT_EQ(journal->text(0), "wal");
   for (const char* table :
        {"devices", "twins", "jobs", "device_jobs", "access_policies", "mqtt_sessions",
-        "c2d_messages", "c2d_feedback", "telemetry_partitions", "telemetry"}) {
+        "c2d_messages", "c2d_feedback", "telemetry_partitions", "telemetry", "consumer_groups"}) {
     EXPECT_TRUE(tableExists(*raw, table)) << table;
   }
 }
@@ -141,6 +141,27 @@ TEST_F(SqliteStoreTest, JobsOfAVersion2DatabaseKeepTheirRecordsAndBecomeClaimabl
   ASSERT_EQ(claimed->size(), 1u);
   EXPECT_EQ(claimed->front().lease, (JobLease{"old", 1}));
   EXPECT_FALSE(claimed->front().cancel_requested);
+}
+
+TEST_F(SqliteStoreTest, AVersion5DatabaseGetsTheDefaultConsumerGroupCreatedAtTheUpgrade) {
+  {
+    auto raw = openRaw(dbFile());
+    ASSERT_NE(raw, nullptr);
+    ASSERT_TRUE(migrateSqliteSchema(*raw, sqliteMigrations().first(5)).isOk());
+    ASSERT_TRUE(raw->exec("INSERT INTO telemetry_partitions VALUES (0, 1, 2, 3)").isOk());
+  }
+  const SystemTime before =
+      std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now());
+  auto store = openStore();
+  ASSERT_NE(store, nullptr);
+  const SystemTime after = std::chrono::system_clock::now();
+  auto groups = store->telemetry().listConsumerGroups();
+  ASSERT_TRUE(groups.isOk()) << groups.status().toString();
+  ASSERT_EQ(groups->size(), 1u);
+  EXPECT_EQ(groups->front().name, "$Default");
+  EXPECT_GE(groups->front().created_time, before - std::chrono::milliseconds(1));
+  EXPECT_LE(groups->front().created_time, after);
+  EXPECT_EQ(store->telemetry().telemetryPartition(0)->next_sequence, 1) << "older data stays";
 }
 
 TEST_F(SqliteStoreTest, FileThatIsNotADatabaseIsRefused) {
