@@ -13,9 +13,11 @@
 
 #include "common/json.hpp"
 #include "common/log.hpp"
+#include "common/time_format.hpp"
 #include "service_api/error_response.hpp"
 #include "service_api/job_events.hpp"
 #include "service_api/route_table.hpp"
+#include "telemetry/consumer_group.hpp"
 
 namespace iothub::service_api {
 namespace {
@@ -328,6 +330,49 @@ HttpResponse listJobs(const Call& c) {
 
 HttpResponse console(const Call& c) { return c.deps.console(c.request); }
 
+// --- consumer groups of the Event Hubs-compatible endpoint (docs/telemetry.md §9) ---
+// iothub's own routes: Azure manages them through Azure Resource Manager (decisions §78).
+
+json::object consumerGroupToJson(const store::ConsumerGroupRecord& group) {
+  return json::object{{"name", group.name}, {"createdTime", formatTimestamp(group.created_time)}};
+}
+
+HttpResponse listConsumerGroups(const Call& c) {
+  auto groups = c.deps.consumer_groups->listConsumerGroups();
+  if (!groups) return c.fail(groups.status());
+  json::array out;
+  out.reserve(groups->size());
+  for (const auto& group : *groups) out.push_back(consumerGroupToJson(group));
+  return jsonResponse(200, json::serialize(out));
+}
+
+HttpResponse getConsumerGroup(const Call& c) {
+  auto group = c.deps.consumer_groups->getConsumerGroup(c.id());
+  if (!group) return c.fail(group.status());
+  return jsonResponse(200, json::serialize(consumerGroupToJson(*group)));
+}
+
+// Idempotent: a group that exists under the name in any case is answered as it is.
+HttpResponse putConsumerGroup(const Call& c) {
+  if (!telemetry::validConsumerGroupName(c.id())) {
+    return c.fail({ErrorCode::ArgumentInvalid,
+                   "A consumer group name has 1 to 50 letters, digits, periods, hyphens and "
+                   "underscores, and begins and ends with a letter or digit"});
+  }
+  Status created = c.deps.consumer_groups->createConsumerGroup({c.id(), c.deps.clock->now()},
+                                                               telemetry::kMaxConsumerGroups);
+  if (!created && created.code() != ErrorCode::ConsumerGroupAlreadyExists) return c.fail(created);
+  return getConsumerGroup(c);
+}
+
+HttpResponse deleteConsumerGroup(const Call& c) {
+  Status s = c.deps.consumer_groups->deleteConsumerGroup(c.id());
+  if (!s) return c.fail(s);
+  HttpResponse r;
+  r.status = 204;
+  return r;
+}
+
 // A route's handler and who may call it: a caller needs one of the `any_of` permissions
 // (none for 0: no Authorization at all, for the console's static files).
 struct Endpoint {
@@ -374,6 +419,12 @@ ServiceApi::Routes buildRoutes(const ServiceApiDeps& deps, bool all = false) {
   }
   r.add("GET", "/statistics/devices", {deviceStatistics, kRead});
   if (all || deps.cluster_nodes) r.add("GET", "/cluster/nodes", {clusterNodes, kService});
+  if (all || deps.consumer_groups) {
+    r.add("GET", "/eventHubEndpoint/consumerGroups", {listConsumerGroups, kRead | kService});
+    r.add("GET", "/eventHubEndpoint/consumerGroups/{name}", {getConsumerGroup, kRead | kService});
+    r.add("PUT", "/eventHubEndpoint/consumerGroups/{name}", {putConsumerGroup, kWrite});
+    r.add("DELETE", "/eventHubEndpoint/consumerGroups/{name}", {deleteConsumerGroup, kWrite});
+  }
   if (all || deps.console) {
     r.add("GET", "/ui/{path*}", {console, 0});
     r.add("HEAD", "/ui/{path*}", {console, 0});

@@ -13,6 +13,7 @@
 #include "methods/method_invoker.hpp"
 #include "methods/method_request.hpp"
 #include "registry/device_registry.hpp"
+#include "store/store.hpp"
 #include "twin/twin_service.hpp"
 
 namespace iothub::service_api {
@@ -26,6 +27,9 @@ struct ServiceApiDeps {
   const index::QueryRunner* queries = nullptr;  // POST /devices/query (404 when null)
   jobs::JobsEngine* jobs = nullptr;             // /jobs/v2 (404 when null)
   c2d::CloudToDevice* c2d = nullptr;            // DELETE /devices/{id}/commands (404 when null)
+  // /eventHubEndpoint/consumerGroups (iothub's own routes, docs/telemetry.md §9; 404 when
+  // null): the consumer groups of the Event Hubs-compatible endpoint.
+  store::TelemetryStore* consumer_groups = nullptr;
   Random* random = nullptr;
   const Clock* clock = nullptr;
   // GET /statistics/service: Azure's {"connectedDeviceCount": n} plus iothub's counters.

@@ -7,6 +7,7 @@
 #include "auth/sas_token.hpp"
 #include "common/encoding.hpp"
 #include "common/json.hpp"
+#include "common/time_format.hpp"
 #include "routing/connection_registry.hpp"
 #include "service_api/error_response.hpp"
 #include "store/sqlite/sqlite_store.hpp"
@@ -46,6 +47,7 @@ class ServiceApiTest : public ::testing::Test {
         .connections = &connections_,
         .twins = twins_.get(),
         .methods = methods_.get(),
+        .consumer_groups = &store_->telemetry(),
         .random = &random_,
         .clock = &clock_,
         .service_statistics =
@@ -677,6 +679,119 @@ TEST_F(ServiceApiTest, ARouteMatchedForAnotherMethodAnswers405WithItsMethods) {
   EXPECT_EQ(*patch.headers.find("Allow"), "GET, PUT, DELETE");
 }
 
+// --- consumer groups (docs/telemetry.md §9) ---
+
+constexpr const char* kGroups = "/eventHubEndpoint/consumerGroups";
+
+std::string groupPath(const std::string& name) {
+  return std::string(kGroups) + "/" + name + "?api-version=2021-04-12";
+}
+
+TEST_F(ServiceApiTest, ConsumerGroupsAreListedCreatedReadAndDeleted) {
+  auto listed = call("GET", std::string(kGroups) + "?api-version=2021-04-12");
+  ASSERT_EQ(listed.status, 200) << listed.body;
+  const json::value first_list = body(listed);
+  ASSERT_EQ(first_list.as_array().size(), 1u);
+  const json::object& default_group = first_list.as_array().front().as_object();
+  EXPECT_EQ(default_group.at("name"), "$Default");
+  EXPECT_TRUE(parseTimestamp(default_group.at("createdTime").as_string()).has_value())
+      << default_group;
+
+  auto created = call("PUT", groupPath("Readers"));
+  ASSERT_EQ(created.status, 200) << created.body;
+  EXPECT_EQ(body(created), json::parse(R"({"name":"Readers","createdTime":")" +
+                                       formatTimestamp(clock_.now()) + R"("})"));
+
+  // Idempotent in any case: the existing group as it was created.
+  clock_.advance(std::chrono::minutes(5));
+  auto again = call("PUT", groupPath("readers"));
+  ASSERT_EQ(again.status, 200) << again.body;
+  EXPECT_EQ(body(again), body(created));
+  auto got = call("GET", groupPath("READERS"));
+  ASSERT_EQ(got.status, 200) << got.body;
+  EXPECT_EQ(body(got), body(created));
+  auto sdk_default = call("GET", groupPath("%24default"));  // the SDKs' spelling, encoded
+  ASSERT_EQ(sdk_default.status, 200) << sdk_default.body;
+  EXPECT_EQ(body(sdk_default).at("name"), "$Default");
+
+  ASSERT_EQ(call("PUT", groupPath("alpha")).status, 200);
+  listed = call("GET", kGroups);
+  ASSERT_EQ(listed.status, 200);
+  const json::value second_list = body(listed);
+  std::vector<std::string> names;
+  for (const auto& group : second_list.as_array()) {
+    names.emplace_back(group.at("name").as_string());
+  }
+  EXPECT_EQ(names, (std::vector<std::string>{"$Default", "alpha", "Readers"}));
+
+  auto deleted = call("DELETE", groupPath("rEaDeRs"));
+  EXPECT_EQ(deleted.status, 204);
+  EXPECT_TRUE(deleted.body.empty());
+  auto missing = call("GET", groupPath("Readers"));
+  EXPECT_EQ(missing.status, 404);
+  EXPECT_EQ(errorName(missing), "ConsumerGroupNotFound");
+  auto missing_delete = call("DELETE", groupPath("Readers"));
+  EXPECT_EQ(missing_delete.status, 404);
+  EXPECT_EQ(errorName(missing_delete), "ConsumerGroupNotFound");
+}
+
+TEST_F(ServiceApiTest, DefaultConsumerGroupCannotBeDeleted) {
+  for (const char* name : {"$Default", "%24default", "$DEFAULT"}) {
+    auto r = call("DELETE", groupPath(name));
+    EXPECT_EQ(r.status, 400) << name;
+    EXPECT_EQ(errorName(r), "ArgumentInvalid");
+    EXPECT_NE(r.body.find("$Default cannot be deleted"), std::string::npos) << r.body;
+  }
+  EXPECT_EQ(call("GET", groupPath("$Default")).status, 200);
+}
+
+TEST_F(ServiceApiTest, ConsumerGroupNamesFollowTheEventHubsRule) {
+  for (const std::string& name :
+       {std::string("-readers"), std::string("readers."), std::string(51, 'a'),
+        std::string("a%20b"), std::string("%24other"), std::string("caf%C3%A9"),
+        std::string("a%2Fb")}) {
+    auto r = call("PUT", groupPath(name));
+    EXPECT_EQ(r.status, 400) << name;
+    EXPECT_EQ(errorName(r), "ArgumentInvalid") << name;
+  }
+  EXPECT_EQ(call("PUT", groupPath(std::string(50, 'a'))).status, 200);
+  EXPECT_EQ(body(call("GET", kGroups)).as_array().size(), 2u);
+}
+
+TEST_F(ServiceApiTest, ConsumerGroupsStopAtTheQuota) {
+  // $Default and 99 more.
+  for (int i = 1; i < 100; ++i) {
+    auto r = call("PUT", groupPath("group-" + std::to_string(i)));
+    ASSERT_EQ(r.status, 200) << i << ": " << r.body;
+  }
+  auto full = call("PUT", groupPath("one-too-many"));
+  EXPECT_EQ(full.status, 403) << full.body;
+  EXPECT_EQ(errorName(full), "IotHubQuotaExceeded");
+  EXPECT_EQ(call("PUT", groupPath("GROUP-7")).status, 200) << "an existing group, even when full";
+  EXPECT_EQ(body(call("GET", kGroups)).as_array().size(), 100u);
+  ASSERT_EQ(call("DELETE", groupPath("group-1")).status, 204);
+  EXPECT_EQ(call("PUT", groupPath("one-too-many")).status, 200);
+}
+
+TEST_F(ServiceApiTest, ConsumerGroupReadsNeedRegistryReadOrServiceConnectAndWritesRegistryWrite) {
+  for (const char* reader : {"registryRead", "service", "registryReadWrite", "iothubowner"}) {
+    EXPECT_EQ(call("GET", kGroups, "", std::nullopt, token(reader)).status, 200) << reader;
+    EXPECT_EQ(call("GET", groupPath("$Default"), "", std::nullopt, token(reader)).status, 200)
+        << reader;
+  }
+  EXPECT_EQ(call("GET", kGroups, "", std::nullopt, token("device")).status, 401);
+  for (const char* refused : {"registryRead", "service", "device"}) {
+    auto put = call("PUT", groupPath("g"), "", std::nullopt, token(refused));
+    EXPECT_EQ(put.status, 401) << refused;
+    EXPECT_EQ(errorName(put), "IotHubUnauthorizedAccess");
+  }
+  EXPECT_EQ(call("PUT", groupPath("g"), "", std::nullopt, token("registryReadWrite")).status, 200);
+  EXPECT_EQ(call("DELETE", groupPath("g"), "", std::nullopt, token("service")).status, 401);
+  EXPECT_EQ(call("DELETE", groupPath("g"), "", std::nullopt, token("registryReadWrite")).status,
+            204);
+  EXPECT_EQ(call("POST", groupPath("g")).status, 405);
+}
+
 TEST(RouteTemplateTest, NamesEachRouteWithoutItsIdentifiers) {
   EXPECT_EQ(routeTemplate("/devices?api-version=2021-04-12"), "/devices");
   EXPECT_EQ(routeTemplate("/devices/d%201?api-version=2021-04-12"), "/devices/{id}");
@@ -689,6 +804,9 @@ TEST(RouteTemplateTest, NamesEachRouteWithoutItsIdentifiers) {
   EXPECT_EQ(routeTemplate("/statistics/service"), "/statistics/service");
   EXPECT_EQ(routeTemplate("/statistics/devices"), "/statistics/devices");
   EXPECT_EQ(routeTemplate("/cluster/nodes"), "/cluster/nodes");
+  EXPECT_EQ(routeTemplate("/eventHubEndpoint/consumerGroups"), "/eventHubEndpoint/consumerGroups");
+  EXPECT_EQ(routeTemplate("/eventHubEndpoint/consumerGroups/%24Default?api-version=2021-04-12"),
+            "/eventHubEndpoint/consumerGroups/{name}");
   EXPECT_EQ(routeTemplate("/ui/css/app.css"), "/ui/{path*}");
   // Anything else, however many distinct paths clients send, is one label.
   EXPECT_EQ(routeTemplate("/"), "other");
