@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "auth/connection_string.hpp"
+#include "common/encoding.hpp"
 #include "common/time_format.hpp"
 #include "iothub/service/http_transport.hpp"
 #include "iothub/service/job_client.hpp"
@@ -111,6 +112,8 @@ struct Arguments {
   std::optional<std::string> job_type_filter;
   std::optional<std::string> job_status_filter;
   std::int64_t interval_ms = 1000;
+  // consumer-group create / delete
+  std::string consumer_group;
 };
 
 enum class Command {
@@ -134,6 +137,9 @@ enum class Command {
   JobList,
   JobDevices,
   JobWatch,
+  ConsumerGroupList,
+  ConsumerGroupCreate,
+  ConsumerGroupDelete,
 };
 
 // What the command line asked for, checked before anything goes to the hub.
@@ -451,6 +457,37 @@ int watchJob(const Arguments& args, JobClient& jobs) {
   return job->status == iothub::service::JobStatus::Completed ? 0 : kExitServiceError;
 }
 
+// The consumer groups of the Event Hubs-compatible endpoint: iothub's own REST routes
+// (docs/telemetry.md §9), which the service SDK has no client for.
+std::string consumerGroupPath(const std::string& name) {
+  return "/eventHubEndpoint/consumerGroups" +
+         (name.empty() ? "" : "/" + iothub::urlEncodeStrict(name));
+}
+
+int consumerGroups(Command command, const Arguments& args, HttpTransport& transport) {
+  iothub::service::HttpRequest request;
+  request.path =
+      consumerGroupPath(command == Command::ConsumerGroupList ? "" : args.consumer_group);
+  if (command == Command::ConsumerGroupCreate) request.method = "PUT";
+  if (command == Command::ConsumerGroupDelete) request.method = "DELETE";
+  auto body = transport.sendJson(request);
+  if (!body) return fail(body.status());
+  if (command == Command::ConsumerGroupDelete) {
+    if (!args.json) std::cout << "Deleted consumer group " << args.consumer_group << '\n';
+    return 0;
+  }
+  if (args.json) {
+    printJson(*body);
+    return 0;
+  }
+  if (command == Command::ConsumerGroupList && body->is_array()) {
+    std::cout << iothub::ctl::formatConsumerGroupTable(body->get_array());
+  } else {
+    std::cout << iothub::ctl::formatConsumerGroupTable(json::array{*body});
+  }
+  return 0;
+}
+
 int run(Command command, const Arguments& args, const Inputs& inputs,
         const std::shared_ptr<HttpTransport>& transport, const std::string& host_name) {
   RegistryClient registry(transport);
@@ -590,6 +627,10 @@ int run(Command command, const Arguments& args, const Inputs& inputs,
       JobClient jobs(transport);
       return watchJob(args, jobs);
     }
+    case Command::ConsumerGroupList:
+    case Command::ConsumerGroupCreate:
+    case Command::ConsumerGroupDelete:
+      return consumerGroups(command, args, *transport);
     case Command::None:
       break;
   }
@@ -604,7 +645,7 @@ int main(int argc, char** argv) {
   auto select = [&command](Command c) { return [&command, c] { command = c; }; };
 
   CLI::App app{
-      "Manage devices, twins, direct methods, queries and jobs of an "
+      "Manage devices, twins, direct methods, queries, jobs and consumer groups of an "
       "Azure-IoT-Hub-compatible hub.",
       "iothubctl"};
   // Subcommands inherit this: options they do not know, like a trailing --json, go to the
@@ -852,6 +893,23 @@ int main(int argc, char** argv) {
                    "Milliseconds between polls of a hub without live job events (default: 1000)")
       ->check(CLI::Range(10, 3600000));
   job_watch->callback(select(Command::JobWatch));
+
+  CLI::App* consumer_group = app.add_subcommand(
+      "consumer-group", "Manage the consumer groups of the Event Hubs-compatible endpoint");
+  consumer_group->require_subcommand(1);
+  consumer_group->add_subcommand("list", "List the consumer groups, $Default included")
+      ->callback(select(Command::ConsumerGroupList));
+  CLI::App* group_create = consumer_group->add_subcommand(
+      "create", "Create a consumer group (succeeds if it exists, in any case)");
+  group_create
+      ->add_option("name", args.consumer_group,
+                   "1-50 letters, digits, '.', '-', '_'; a letter or digit at both ends")
+      ->required();
+  group_create->callback(select(Command::ConsumerGroupCreate));
+  CLI::App* group_delete =
+      consumer_group->add_subcommand("delete", "Delete a consumer group (not $Default)");
+  group_delete->add_option("name", args.consumer_group, "Consumer group name")->required();
+  group_delete->callback(select(Command::ConsumerGroupDelete));
 
   try {
     app.parse(argc, argv);

@@ -507,4 +507,18 @@ Result<std::optional<service::Rollout>> rolloutFromFlags(const RolloutFlags& fla
   return std::optional<service::Rollout>(rollout);
 }
 
+std::string formatConsumerGroupTable(const json::array& groups) {
+  auto member = [](const json::object& o, std::string_view key) -> std::string {
+    const json::value* v = o.if_contains(key);
+    return v != nullptr && v->is_string() ? orDash(std::string(v->get_string())) : "-";
+  };
+  std::vector<std::vector<std::string>> rows;
+  rows.reserve(groups.size());
+  for (const json::value& group : groups) {
+    if (!group.is_object()) continue;
+    rows.push_back({member(group.get_object(), "name"), member(group.get_object(), "createdTime")});
+  }
+  return formatTable({"CONSUMER GROUP", "CREATED"}, rows);
+}
+
 }  // namespace iothub::ctl

@@ -52,6 +52,11 @@ std::string formatJobTable(const std::vector<service::Job>& jobs);
 // payload, or the error).
 std::string formatDeviceJobTable(const std::vector<service::DeviceJob>& rows);
 
+// One line per consumer group of the Event Hubs-compatible endpoint (docs/telemetry.md §9),
+// from the hub's JSON array of {"name", "createdTime"}: name and creation time. Absent or
+// non-string members are shown as "-", entries that are not objects are skipped.
+std::string formatConsumerGroupTable(const json::array& groups);
+
 // "45s", "3m05s", "2h07m" (negative durations as 0s).
 std::string formatDuration(std::chrono::seconds duration);
 

@@ -369,5 +369,17 @@ TEST(RolloutFromFlagsTest, MaximumExponentialOrBoth) {
             ErrorCode::ArgumentInvalid);
 }
 
+TEST(FormatConsumerGroupTableTest, OneLinePerGroupWithItsCreationTime) {
+  json::value groups =
+      parse(R"([{"name":"$Default","createdTime":"2030-01-01T00:00:00.0000000Z"},)"
+            R"({"name":"analytics-readers","createdTime":"2030-01-02T03:04:05.0000000Z"},)"
+            R"({"name":"odd"},7])");
+  EXPECT_EQ(formatConsumerGroupTable(groups.as_array()),
+            "CONSUMER GROUP     CREATED\n"
+            "$Default           2030-01-01T00:00:00.0000000Z\n"
+            "analytics-readers  2030-01-02T03:04:05.0000000Z\n"
+            "odd                -\n");
+}
+
 }  // namespace
 }  // namespace iothub::ctl
