@@ -111,6 +111,21 @@ int main(int argc, char** argv) {
                  "Threads that run cloud-to-device sends, locks and completions against the store")
       ->envname("IOTHUB_C2D_WORKER_THREADS")
       ->check(CLI::Range(1u, 256u));
+  app.add_option("--telemetry-partitions", config.telemetry_partitions,
+                 "Partitions of the telemetry log (the Event Hubs endpoint); fixed once the hub "
+                 "holds telemetry")
+      ->envname("IOTHUB_TELEMETRY_PARTITIONS")
+      ->check(CLI::Range(1, 128));
+  std::int64_t telemetry_retention = config.telemetry_retention.count();
+  app.add_option("--telemetry-retention-hours", telemetry_retention,
+                 "Hours telemetry stays readable")
+      ->envname("IOTHUB_TELEMETRY_RETENTION_HOURS")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{24 * 90}));
+  std::uint64_t telemetry_partition_mb = config.telemetry_partition_max_bytes / (1024 * 1024);
+  app.add_option("--telemetry-partition-max-mb", telemetry_partition_mb,
+                 "Largest size of one telemetry partition (MiB); the oldest messages go first")
+      ->envname("IOTHUB_TELEMETRY_PARTITION_MAX_MB")
+      ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1024} * 1024));
   std::int64_t query_timeout = config.query_timeout.count();
   app.add_option("--query-timeout", query_timeout,
                  "Seconds one page of a query may take before it is refused")
@@ -138,6 +153,13 @@ int main(int argc, char** argv) {
   cs->add_option("--policy", policy,
                  "Shared access policy (iothubowner, service, registryRead, ...)");
   cs->add_option("--hostname", cs_host, "Host name to put in the string (default: the hub's)");
+  bool cs_event_hubs = false;
+  std::uint16_t cs_amqp_port = 5671;
+  cs->add_flag("--event-hubs", cs_event_hubs,
+               "Print the Event Hubs-compatible endpoint's connection string (for "
+               "@azure/event-hubs and other Event Hubs clients) instead");
+  cs->add_option("--amqp-port", cs_amqp_port,
+                 "With --event-hubs: the hub's --amqp-port, when not 5671");
 
   try {
     app.parse(argc, argv);
@@ -149,13 +171,15 @@ int main(int argc, char** argv) {
   if (cs->parsed()) {
     auto s = iothub::server::serviceConnectionString(
         data_dir, policy, cs_host.empty() ? std::nullopt : std::optional<std::string>(cs_host),
-        config.store);
+        config.store, cs_event_hubs, cs_amqp_port);
     if (!s) return fail(s.status().message());
     std::cout << *s << "\n";
     return 0;
   }
 
   config.data_dir = data_dir;
+  config.telemetry_retention = std::chrono::hours(telemetry_retention);
+  config.telemetry_partition_max_bytes = telemetry_partition_mb * 1024 * 1024;
   config.handshake_timeout = std::chrono::seconds(handshake_timeout);
   config.write_timeout = std::chrono::seconds(write_timeout);
   config.query_timeout = std::chrono::seconds(query_timeout);

@@ -47,7 +47,7 @@ DeviceEndpoint::DeviceEndpoint(std::string host_name, store::Store& store,
                                std::vector<store::AccessPolicyRecord> policies,
                                twin::TwinService& twins, methods::MethodInvoker& methods,
                                const Clock& clock, Random& random,
-                               routing::PresenceTracker* presence)
+                               routing::PresenceTracker* presence, TelemetrySink* telemetry)
     : host_name_(std::move(host_name)),
       store_(store),
       policies_(std::move(policies)),
@@ -55,7 +55,8 @@ DeviceEndpoint::DeviceEndpoint(std::string host_name, store::Store& store,
       methods_(methods),
       clock_(clock),
       random_(random),
-      presence_(presence) {}
+      presence_(presence),
+      telemetry_(telemetry) {}
 
 std::variant<DeviceIdentity, ConnectRefusal> DeviceEndpoint::authenticate(
     const mqtt::Connect& connect) {
@@ -200,12 +201,16 @@ PublishOutcome DeviceEndpoint::twinPatchReported(std::string_view device_id,
 PublishOutcome DeviceEndpoint::handlePublish(std::string_view device_id,
                                              const mqtt::Publish& publish) {
   std::string_view topic = publish.topic;
-  auto violation = [&](std::string reason) {
-    ++counters_.acl_violations;
+  auto closing = [](CloseCause cause, std::string reason) {
     PublishOutcome out;
     out.close = true;
+    out.cause = cause;
     out.close_reason = std::move(reason);
     return out;
+  };
+  auto violation = [&](std::string reason) {
+    ++counters_.acl_violations;
+    return closing(CloseCause::AclViolation, std::move(reason));
   };
   if (topic.starts_with(kTwinGet) || topic.starts_with(kTwinPatchReported)) {
     auto rid = mqtt::topicQueryValue(topic, "$rid");
@@ -229,11 +234,29 @@ PublishOutcome DeviceEndpoint::handlePublish(std::string_view device_id,
   }
   std::string events = "devices/" + std::string(device_id) + "/messages/events/";
   if (topic.starts_with(events) || topic == events.substr(0, events.size() - 1)) {
-    ++counters_.telemetry_messages;
-    counters_.telemetry_bytes += publish.payload.size();
+    auto message = parseMqttTelemetryTopic(device_id, topic);
+    if (!message) {
+      return closing(CloseCause::BadMessage,
+                     "malformed telemetry topic: " + message.status().message());
+    }
+    message->body = publish.payload;
+    std::size_t size = message->size();
+    if (size > kMaxTelemetryMessageBytes) {
+      return closing(CloseCause::BadMessage, "telemetry message of " + std::to_string(size) +
+                                                 " bytes, over the 256 KiB limit");
+    }
     spdlog::debug(
         "device {}: telemetry {} bytes [{}]", device_id, publish.payload.size(),
         describePropertyBag(topic.size() > events.size() ? topic.substr(events.size()) : ""));
+    if (telemetry_ != nullptr) {
+      if (Status taken = telemetry_->accept(std::move(*message)); !taken) {
+        ++counters_.telemetry_refused;
+        return closing(CloseCause::ServerError,
+                       "telemetry not stored, the device sends it again: " + taken.toString());
+      }
+    }
+    ++counters_.telemetry_messages;
+    counters_.telemetry_bytes += size;
     touch(device_id, false);
     return {};
   }

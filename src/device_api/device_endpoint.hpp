@@ -13,6 +13,7 @@
 #include "common/clock.hpp"
 #include "common/random.hpp"
 #include "common/status.hpp"
+#include "device_api/telemetry.hpp"
 #include "methods/method_invoker.hpp"
 #include "mqtt/packet.hpp"
 #include "store/store.hpp"
@@ -38,17 +39,26 @@ struct Reply {
   std::string payload;
 };
 
+// Why a PUBLISH closes its connection.
+enum class CloseCause : std::uint8_t {
+  AclViolation,  // a topic the device may not use
+  BadMessage,    // a malformed telemetry topic, a message over 256 KiB
+  ServerError,   // the hub could not store it (the device sends it again)
+};
+
 // What to do with a device's PUBLISH.
 struct PublishOutcome {
   std::vector<Reply> replies;  // send these (QoS 0) in order
-  bool close = false;          // an ACL violation: close the connection
-  std::string close_reason;    // for the log
+  bool close = false;          // close the connection, without acknowledging the PUBLISH
+  CloseCause cause = CloseCause::AclViolation;
+  std::string close_reason;  // for the log
 };
 
 // Counters an operator can read (and the metrics endpoint will expose).
 struct DeviceEndpointCounters {
-  std::atomic<std::uint64_t> telemetry_messages{0};
-  std::atomic<std::uint64_t> telemetry_bytes{0};
+  std::atomic<std::uint64_t> telemetry_messages{0};  // taken by the sink (or counted, without one)
+  std::atomic<std::uint64_t> telemetry_bytes{0};     // TelemetryMessage::size() of those
+  std::atomic<std::uint64_t> telemetry_refused{0};   // the sink failed: no PUBACK, closed
   std::atomic<std::uint64_t> refused_connects{0};
   std::atomic<std::uint64_t> acl_violations{0};
 };
@@ -62,7 +72,7 @@ class DeviceEndpoint {
   DeviceEndpoint(std::string host_name, store::Store& store,
                  std::vector<store::AccessPolicyRecord> policies, twin::TwinService& twins,
                  methods::MethodInvoker& methods, const Clock& clock, Random& random,
-                 routing::PresenceTracker* presence = nullptr);
+                 routing::PresenceTracker* presence = nullptr, TelemetrySink* telemetry = nullptr);
 
   // Blocks. Checks the client id, the username `<host>/<deviceId>/?api-version=…`, the SAS
   // password (device key or a DeviceConnect policy), expiry, resource, and that the device
@@ -98,7 +108,11 @@ class DeviceEndpoint {
 
   // Blocks. Handles a device PUBLISH: twin GET and reported PATCH (answered on
   // $iothub/twin/res/…, errors carry {"errorCode":…} bodies, docs/protocol.md §3.5), method
-  // responses, telemetry. Any other topic is an ACL violation (close).
+  // responses, telemetry. Any other topic is an ACL violation (close). Telemetry goes to the
+  // sink and returns once it was taken, so the transport's PUBACK follows the commit; a
+  // message the sink cannot take (store failure, device deleted), one over 256 KiB or a
+  // malformed property bag closes the connection without PUBACK (docs/telemetry.md §8), so
+  // the device sends it again. Without a sink telemetry is counted and dropped.
   PublishOutcome handlePublish(std::string_view device_id, const mqtt::Publish& publish);
 
   // Blocks. Records connection-state changes on the device (connectionStateUpdatedTime,
@@ -128,6 +142,7 @@ class DeviceEndpoint {
   const Clock& clock_;
   Random& random_;
   routing::PresenceTracker* presence_;
+  TelemetrySink* telemetry_;
   DeviceEndpointCounters counters_;
   std::mutex activity_mutex_;
   std::unordered_map<std::string, SystemTime> last_activity_write_;  // guarded by activity_mutex_

@@ -290,17 +290,21 @@ HttpResponse DeviceHttpApi::handle(const HttpRequest& request) {
   return fail(request, {ErrorCode::ServerError, "unknown route"});
 }
 
-Status DeviceHttpApi::deliver(TelemetryMessage message) {
-  std::size_t size = message.size();
+Status DeviceHttpApi::deliver(std::vector<TelemetryMessage> messages) {
+  std::size_t size = 0;
+  for (const TelemetryMessage& message : messages) size += message.size();
+  std::size_t count = messages.size();
   if (telemetry_ == nullptr) {
-    ++counters_.telemetry_dropped;
-  } else if (Status s = telemetry_->accept(std::move(message)); !s) {
-    ++counters_.telemetry_refused;
+    counters_.telemetry_dropped += count;
+  } else if (Status s = count == 1 ? telemetry_->accept(std::move(messages.front()))
+                                   : telemetry_->acceptAll(std::move(messages));
+             !s) {
+    counters_.telemetry_refused += count;
     // The device retries a 503 (docs/protocol.md §11.3); the sink's reason stays in the log.
-    spdlog::warn("device http: the telemetry sink refused a message: {}", s.toString());
+    spdlog::warn("device http: the telemetry sink refused {} message(s): {}", count, s.toString());
     return {ErrorCode::ServiceUnavailable, "The hub cannot take telemetry right now; retry later"};
   }
-  ++counters_.telemetry_messages;
+  counters_.telemetry_messages += count;
   counters_.telemetry_bytes += size;
   return Status::ok();
 }
@@ -313,16 +317,15 @@ HttpResponse DeviceHttpApi::sendEvent(const HttpRequest& request, const DeviceHt
   if (equalsIgnoreCase(type, kBatchContentType)) {
     auto messages = parseTelemetryBatch(route.device_id, request.body);
     if (!messages) return fail(request, messages.status());
-    // One message after the other: a sink failure midway answers 503 and the device sends
-    // the whole batch again, so the first messages arrive twice (at least once, as over MQTT).
-    for (TelemetryMessage& message : *messages) {
-      if (Status s = deliver(std::move(message)); !s) return fail(request, s);
-    }
+    // The batch is taken whole or not at all: a 503 and the device sends it again.
+    if (Status s = deliver(std::move(*messages)); !s) return fail(request, s);
     return noContent();
   }
   auto message = telemetryFromHttp(route.device_id, request.headers, request.body);
   if (!message) return fail(request, message.status());
-  if (Status s = deliver(std::move(*message)); !s) return fail(request, s);
+  std::vector<TelemetryMessage> one;
+  one.push_back(std::move(*message));
+  if (Status s = deliver(std::move(one)); !s) return fail(request, s);
   return noContent();
 }
 

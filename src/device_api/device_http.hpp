@@ -103,7 +103,7 @@ class DeviceHttpApi {
   HttpResponse receive(const HttpRequest& request, const DeviceHttpRoute& route);
   HttpResponse settle(const HttpRequest& request, const DeviceHttpRoute& route);
   HttpResponse fail(const HttpRequest& request, const Status& status);
-  Status deliver(TelemetryMessage message);
+  Status deliver(std::vector<TelemetryMessage> messages);
 
   std::string host_name_;
   store::Store& store_;

@@ -52,6 +52,14 @@ class TelemetrySink {
  public:
   virtual ~TelemetrySink() = default;
   virtual Status accept(TelemetryMessage message) = 0;
+  // Several messages (an HTTP batch). The default takes them one after the other and stops
+  // at the first failure; a sink that can should take all or none.
+  virtual Status acceptAll(std::vector<TelemetryMessage> messages) {
+    for (TelemetryMessage& message : messages) {
+      if (Status s = accept(std::move(message)); !s) return s;
+    }
+    return Status::ok();
+  }
 };
 
 // Reads the topic of a device's telemetry PUBLISH, `devices/{device_id}/messages/events`

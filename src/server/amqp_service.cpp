@@ -241,14 +241,93 @@ std::optional<std::string> deviceIdFromTo(std::string_view to) {
   return decoded;
 }
 
+namespace {
+
+// The claim lapses with the token, on the connection's steady clock. Expiries beyond what
+// the clocks can hold (Azure's tools write `se` years ahead) never lapse.
+amqp::Clock::time_point claimExpiry(std::int64_t expiry_s, const Clock& clock) {
+  using std::chrono::seconds;
+  constexpr std::int64_t kHorizon = 100LL * 365 * 24 * 3600;  // far below either clock's end
+  std::int64_t now_s = std::chrono::duration_cast<seconds>(clock.now().time_since_epoch()).count();
+  std::int64_t left = expiry_s - now_s;
+  if (left >= kHorizon) return amqp::Clock::time_point::max();
+  return amqp::Clock::now() + seconds{left};
+}
+
+void addRights(const auth::ServiceIdentity& identity, amqp::Claim& claim) {
+  if (identity.has(store::kServiceConnect)) claim.rights.push_back("ServiceConnect");
+  if (identity.has(store::kRegistryRead)) claim.rights.push_back("RegistryRead");
+  if (identity.has(store::kRegistryWrite)) claim.rights.push_back("RegistryWrite");
+}
+
+}  // namespace
+
 HubTokenAuthenticator::HubTokenAuthenticator(std::string host_name,
                                              const auth::ServiceAuthenticator& service,
-                                             const Clock& clock)
-    : host_name_(std::move(host_name)), service_(service), clock_(clock) {}
+                                             const Clock& clock,
+                                             std::vector<store::AccessPolicyRecord> policies,
+                                             std::string event_hubs_entity)
+    : host_name_(std::move(host_name)),
+      service_(service),
+      clock_(clock),
+      policies_(std::move(policies)),
+      event_hubs_entity_(std::move(event_hubs_entity)) {}
+
+amqp::TokenVerdict HubTokenAuthenticator::verifyEventHubs(std::string_view token,
+                                                          std::string_view audience) {
+  amqp::TokenVerdict verdict;
+  // sb://HOST[:port]/ENTITY[/rest]
+  std::string_view rest = audience.substr(5);
+  std::size_t slash = rest.find('/');
+  std::string_view host = rest.substr(0, std::min(slash, rest.find(':')));
+  std::string_view path = slash == std::string_view::npos ? "" : rest.substr(slash + 1);
+  while (path.ends_with('/')) path.remove_suffix(1);
+  std::string_view entity = path.substr(0, path.find('/'));
+  if (!equalsIgnoreCase(host, host_name_) || !equalsIgnoreCase(entity, event_hubs_entity_)) {
+    verdict.status_code = 404;
+    verdict.description = "The messaging entity '" + std::string(audience) +
+                          "' could not be found: this hub serves sb://" + host_name_ + "/" +
+                          event_hubs_entity_;
+    return verdict;
+  }
+  auto verified = auth::verifyEventHubsToken(token, audience, policies_, clock_);
+  if (!verified) {
+    verdict.status_code = 401;
+    verdict.description = verified.status().message();
+    return verdict;
+  }
+  amqp::Claim claim;
+  claim.audience = std::string(audience);
+  // The entity itself covers everything beneath it; ENTITY/$management the management
+  // node; any other path the address it names (a partition receiver's).
+  std::string_view below = path.substr(entity.size());
+  if (below.empty()) {
+    claim.scopes = {"$management", std::string(path) + "/"};
+  } else if (below == "/$management") {
+    claim.scopes = {"$management"};
+  } else {
+    claim.scopes = {std::string(path)};
+  }
+  addRights(verified->identity, claim);
+  if (verified->expiry != SystemTime::max()) {
+    claim.expires = claimExpiry(
+        std::chrono::duration_cast<std::chrono::seconds>(verified->expiry.time_since_epoch())
+            .count(),
+        clock_);
+  }
+  verdict.status_code = 200;
+  verdict.description = "OK";
+  verdict.claim = std::move(claim);
+  return verdict;
+}
 
 amqp::TokenVerdict HubTokenAuthenticator::verify(std::string_view token, std::string_view audience,
                                                  std::string_view /*type*/) {
   amqp::TokenVerdict verdict;
+  if (!event_hubs_entity_.empty() && audience.size() > 5 &&
+      equalsIgnoreCase(audience.substr(0, 5), "sb://")) {
+    return verifyEventHubs(token, audience);
+  }
   if (!equalsIgnoreCase(audience, host_name_)) {
     verdict.status_code = 404;
     verdict.description = "no entity '" + std::string(audience) + "' on this hub";
@@ -267,19 +346,8 @@ amqp::TokenVerdict HubTokenAuthenticator::verify(std::string_view token, std::st
   // answers amqp:not-found for the others, which azure-iothub reports more usefully than an
   // authorization error.
   claim.scopes = {"/messages/"};
-  if (identity->has(store::kServiceConnect)) claim.rights.push_back("ServiceConnect");
-  if (identity->has(store::kRegistryRead)) claim.rights.push_back("RegistryRead");
-  if (identity->has(store::kRegistryWrite)) claim.rights.push_back("RegistryWrite");
-  if (parsed) {
-    // The claim lapses with the token, on the connection's steady clock. Expiries beyond
-    // what the clocks can hold (Azure's tools write `se` years ahead) never lapse.
-    using std::chrono::seconds;
-    constexpr std::int64_t kHorizon = 100LL * 365 * 24 * 3600;  // far below either clock's end
-    std::int64_t now_s =
-        std::chrono::duration_cast<seconds>(clock_.now().time_since_epoch()).count();
-    std::int64_t left = parsed->expiry - now_s;
-    if (left < kHorizon) claim.expires = amqp::Clock::now() + seconds{left};
-  }
+  addRights(*identity, claim);
+  if (parsed) claim.expires = claimExpiry(parsed->expiry, clock_);
   verdict.status_code = 200;
   verdict.description = "OK";
   verdict.claim = std::move(claim);
@@ -290,11 +358,49 @@ AmqpService::AmqpService(c2d::CloudToDevice& c2d, Executor blocking, Scheduler& 
                          AmqpServiceOptions options)
     : c2d_(c2d), blocking_(std::move(blocking)), scheduler_(scheduler), options_(options) {}
 
+std::unique_ptr<amqp::LinkHandler> AmqpService::makeHandler(transport::AmqpConnectionPost post) {
+  return std::make_unique<ServiceLinks>(c2d_, blocking_, scheduler_, options_, counters_,
+                                        std::move(post));
+}
+
 transport::AmqpLinkHandlerFactory AmqpService::handlerFactory() {
   return [this](const std::string& /*remote*/, transport::AmqpConnectionPost post) {
-    return std::make_unique<ServiceLinks>(c2d_, blocking_, scheduler_, options_, counters_,
-                                          std::move(post));
+    return makeHandler(std::move(post));
   };
+}
+
+void LinkRouter::add(Predicate serves, std::unique_ptr<amqp::LinkHandler> handler) {
+  routes_.emplace_back(std::move(serves), std::move(handler));
+}
+
+std::optional<amqp::ErrorCondition> LinkRouter::onAttach(const amqp::LinkRequest& request) {
+  for (auto& [serves, handler] : routes_) {
+    if (!serves(request.address)) continue;
+    auto refused = handler->onAttach(request);
+    if (!refused) links_[request.id] = handler.get();
+    return refused;
+  }
+  return amqp::ErrorCondition{"amqp:not-found", "no node '" + request.address + "' here"};
+}
+
+amqp::Outcome LinkRouter::onMessage(amqp::LinkId link, amqp::DeliveryId delivery,
+                                    const amqp::Message& message) {
+  auto it = links_.find(link);
+  if (it == links_.end()) return amqp::Outcome::rejected("amqp:not-allowed", "unknown link");
+  return it->second->onMessage(link, delivery, message);
+}
+
+void LinkRouter::onDetach(amqp::LinkId link) {
+  auto it = links_.find(link);
+  if (it == links_.end()) return;
+  amqp::LinkHandler* handler = it->second;
+  links_.erase(it);
+  handler->onDetach(link);
+}
+
+void LinkRouter::onCredit(amqp::LinkId link, int credit) {
+  auto it = links_.find(link);
+  if (it != links_.end()) it->second->onCredit(link, credit);
 }
 
 }  // namespace iothub::server

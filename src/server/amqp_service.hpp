@@ -6,6 +6,9 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "amqp/server_connection.hpp"
 #include "auth/policy.hpp"
@@ -20,21 +23,47 @@ namespace iothub::server {
 // put-tokens verified against the hub's shared access policies, C2D sends on
 // /messages/devicebound and feedback on /messages/serviceBound/feedback.
 
-// Verifies put-tokens whose audience is the hub's host name as service REST tokens are
+// Verifies put-tokens. An audience that is the hub's host name: as service REST tokens are
 // verified (auth::ServiceAuthenticator: the policy's decoded key, `sr` covering the host);
-// the claim covers the service addresses (/messages/…) and names the policy's rights.
-// Thread-safe (the authenticator is immutable).
+// the claim covers the service addresses (/messages/…). An `sb://HOST[:port]/ENTITY[/…]`
+// audience (the Event Hubs endpoint, docs/event-hubs.md §2), when `event_hubs_entity` is
+// set: with auth::verifyEventHubsToken (the key's text); the claim covers `$management` and
+// the addresses under the audience's path. Either claim names the policy's rights.
+// Thread-safe (everything is immutable).
 class HubTokenAuthenticator final : public amqp::Authenticator {
  public:
   HubTokenAuthenticator(std::string host_name, const auth::ServiceAuthenticator& service,
-                        const Clock& clock);
+                        const Clock& clock, std::vector<store::AccessPolicyRecord> policies = {},
+                        std::string event_hubs_entity = {});
   amqp::TokenVerdict verify(std::string_view token, std::string_view audience,
                             std::string_view type) override;
 
  private:
+  amqp::TokenVerdict verifyEventHubs(std::string_view token, std::string_view audience);
+
   std::string host_name_;
   const auth::ServiceAuthenticator& service_;
   const Clock& clock_;
+  std::vector<store::AccessPolicyRecord> policies_;
+  std::string event_hubs_entity_;
+};
+
+// Several link handlers on one AMQP connection: each link goes to the first handler whose
+// predicate accepts its address; links no handler takes are refused with amqp:not-found.
+class LinkRouter final : public amqp::LinkHandler {
+ public:
+  using Predicate = std::function<bool(std::string_view address)>;
+  void add(Predicate serves, std::unique_ptr<amqp::LinkHandler> handler);
+
+  std::optional<amqp::ErrorCondition> onAttach(const amqp::LinkRequest& request) override;
+  amqp::Outcome onMessage(amqp::LinkId link, amqp::DeliveryId delivery,
+                          const amqp::Message& message) override;
+  void onDetach(amqp::LinkId link) override;
+  void onCredit(amqp::LinkId link, int credit) override;
+
+ private:
+  std::vector<std::pair<Predicate, std::unique_ptr<amqp::LinkHandler>>> routes_;
+  std::unordered_map<amqp::LinkId, amqp::LinkHandler*> links_;
 };
 
 struct AmqpServiceCounters {
@@ -61,6 +90,8 @@ class AmqpService {
   AmqpService(c2d::CloudToDevice& c2d, Executor blocking, Scheduler& scheduler,
               AmqpServiceOptions options = {});
   transport::AmqpLinkHandlerFactory handlerFactory();
+  // The handler of one connection's service links (what handlerFactory's handlers are).
+  std::unique_ptr<amqp::LinkHandler> makeHandler(transport::AmqpConnectionPost post);
   const AmqpServiceCounters& counters() const { return *counters_; }
 
  private:

@@ -36,11 +36,13 @@
 #include "server/amqp_service.hpp"
 #include "server/cluster_membership.hpp"
 #include "server/data_dir.hpp"
+#include "server/event_hubs.hpp"
 #include "server/store_location.hpp"
 #include "server/tls_bootstrap.hpp"
 #include "service_api/error_response.hpp"
 #include "service_api/route_table.hpp"
 #include "service_api/service_api.hpp"
+#include "telemetry/telemetry_log.hpp"
 #include "transport/amqp_server.hpp"
 #include "transport/connection_limiter.hpp"
 #include "transport/http_server.hpp"
@@ -151,6 +153,22 @@ std::string machineHostName() {
   return host;
 }
 
+// The partition count is fixed at hub creation (docs/telemetry.md §1): a smaller count
+// leaves the records of the partitions past it unreadable, so say so at start.
+void warnOfOrphanedPartitions(store::Store& store, std::int32_t partitions) {
+  constexpr std::int32_t kLookAhead = 64;
+  for (std::int32_t p = partitions; p < partitions + kLookAhead; ++p) {
+    auto info = store.telemetry().telemetryPartition(p);
+    if (info && info->next_sequence > 0) {
+      spdlog::warn(
+          "telemetry: the store holds messages in partition {} but --telemetry-partitions is {}: "
+          "they cannot be read until the count is set back",
+          p, partitions);
+      return;
+    }
+  }
+}
+
 json::object nodeJson(const store::NodeRecord& n) {
   return json::object{{"nodeId", n.node_id},
                       {"address", n.address},
@@ -193,7 +211,8 @@ struct Hub::Impl {
   // The device path (CONNECT authentication, sessions, twin requests, telemetry) has its own
   // threads, so REST and query load cannot starve devices (docs/limits.md).
   asio::thread_pool device_workers;
-  // Cloud-to-device store work: AMQP sends, MQTT deliveries' locks and completions.
+  // Messaging store work: C2D sends, MQTT deliveries' locks and completions, Event Hubs
+  // reads.
   asio::thread_pool c2d_workers;
   transport::AsioScheduler scheduler{io};
   routing::ConnectionRegistry connections{[this](std::string_view device_id, bool connected) {
@@ -214,6 +233,8 @@ struct Hub::Impl {
   std::unique_ptr<index::QueryRunner> queries;
   std::unique_ptr<JobOperations> job_operations;
   std::unique_ptr<jobs::JobsEngine> jobs;
+  // Device-to-cloud messages (docs/telemetry.md), read through the Event Hubs endpoint.
+  std::unique_ptr<telemetry::TelemetryLog> telemetry;
   std::unique_ptr<device_api::DeviceEndpoint> device_endpoint;
   // Cloud-to-device messages (docs/c2d.md): the queues, their delivery to MQTT devices on
   // this node, and the AMQP endpoint services send them through.
@@ -223,6 +244,8 @@ struct Hub::Impl {
   // The device HTTP transport (docs/protocol.md §11) on the HTTPS listener.
   std::unique_ptr<device_api::DeviceHttpApi> device_http;
   std::unique_ptr<AmqpService> amqp_service;
+  // The Event Hubs-compatible endpoint on the same AMQP listeners (docs/event-hubs.md).
+  std::unique_ptr<EventHubsService> event_hubs;
   std::unique_ptr<service_api::ServiceApi> api;
   std::unique_ptr<transport::HttpServer> https;
   std::unique_ptr<transport::HttpServer> http;
@@ -488,6 +511,32 @@ struct Hub::Impl {
     sink.counter("iothub_amqp_feedback_messages_total",
                  "Feedback messages (batches of records) sent to services",
                  a.feedback_messages.load());
+    const telemetry::TelemetryCounters& t = telemetry->counters();
+    sink.counter("iothub_telemetry_messages_total",
+                 "Device-to-cloud messages stored in the telemetry log by this node",
+                 t.appended.load());
+    sink.counter("iothub_telemetry_bytes_total", "Body bytes of those messages", t.bytes.load());
+    sink.counter("iothub_telemetry_refused_total",
+                 "Device-to-cloud messages the log could not take (store failure, device "
+                 "deleted); devices send them again",
+                 t.append_failures.load());
+    sink.counter("iothub_telemetry_trimmed_total",
+                 "Telemetry records removed by retention (age or size)", t.trimmed.load());
+    const EventHubsCounters& e = event_hubs->counters();
+    sink.counter("iothub_event_hubs_events_sent_total",
+                 "Telemetry events sent to Event Hubs readers", e.events_sent.load());
+    sink.gauge("iothub_event_hubs_receivers", "Event Hubs partition receivers open on this node",
+               static_cast<double>(e.receivers.load()));
+    sink.counter("iothub_event_hubs_receivers_refused_total",
+                 "Event Hubs receivers refused (unknown consumer group, bad start position, "
+                 "epoch or reader limits)",
+                 e.receivers_refused.load());
+    sink.counter("iothub_event_hubs_receivers_stolen_total",
+                 "Event Hubs receivers displaced by a receiver with a higher epoch",
+                 e.receivers_stolen.load());
+    sink.counter("iothub_event_hubs_management_requests_total",
+                 "Event Hubs $management requests (hub and partition properties)",
+                 e.management_requests.load());
     const device_api::DeviceHttpCounters& h = device_http->counters();
     sink.counter("iothub_device_http_requests_total",
                  "Device HTTP transport requests (telemetry, C2D polling and settlement)",
@@ -661,6 +710,22 @@ struct Hub::Impl {
         auto swept = c2d->sweep();
         if (!swept) spdlog::warn("c2d: the expiry sweep failed: {}", swept.status().toString());
         scheduleC2dSweep();
+      });
+    });
+  }
+
+  // Every few seconds on a worker: telemetry retention (docs/telemetry.md §2). Each call
+  // does bounded work; while it removes records the next one follows at once.
+  void scheduleTelemetrySweep(std::chrono::milliseconds after = std::chrono::seconds(5)) {
+    scheduler.schedule(after, [this] {
+      asio::post(workers, [this] {
+        if (stopping) return;
+        auto swept = telemetry->sweep();
+        if (!swept) {
+          spdlog::warn("telemetry: the retention sweep failed: {}", swept.status().toString());
+        }
+        bool more = swept && *swept > 0;
+        scheduleTelemetrySweep(more ? std::chrono::milliseconds(50) : std::chrono::seconds(5));
       });
     });
   }
@@ -886,9 +951,17 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
       [raw = impl.get()](std::string_view id) { return raw->twin_index.find(id); });
   impl->twin_index.setChangeObserver(
       [raw = impl.get()](std::string_view id) { raw->jobs->deviceChanged(id); });
+  {
+    telemetry::TelemetryOptions options;
+    options.partitions = config.telemetry_partitions;
+    options.retention = config.telemetry_retention;
+    options.max_partition_bytes = config.telemetry_partition_max_bytes;
+    impl->telemetry = std::make_unique<telemetry::TelemetryLog>(*impl->store, impl->clock, options);
+    warnOfOrphanedPartitions(*impl->store, options.partitions);
+  }
   impl->device_endpoint = std::make_unique<device_api::DeviceEndpoint>(
       config.host_name, *impl->store, *policies, *impl->twins, *impl->methods, impl->clock,
-      impl->random, impl->router.get());
+      impl->random, impl->router.get(), impl->telemetry.get());
   {
     Impl* hub = impl.get();
     hub->c2d = std::make_unique<c2d::CloudToDevice>(*hub->store, hub->clock, hub->random);
@@ -910,17 +983,27 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
       hub->router->setC2dHandler([hub](std::string_view id) { hub->c2d_delivery->poke(id); });
     }
     hub->device_http = std::make_unique<device_api::DeviceHttpApi>(
-        config.host_name, *hub->store, *policies, *hub->c2d, nullptr, hub->clock, hub->random);
+        config.host_name, *hub->store, *policies, *hub->c2d, hub->telemetry.get(), hub->clock,
+        hub->random);
     hub->amqp_authenticator =
-        std::make_unique<HubTokenAuthenticator>(config.host_name, *hub->authenticator, hub->clock);
+        std::make_unique<HubTokenAuthenticator>(config.host_name, *hub->authenticator, hub->clock,
+                                                *policies, eventHubsEntity(config.host_name));
     hub->amqp_service = std::make_unique<AmqpService>(
         *hub->c2d,
         [hub](std::function<void()> work) { asio::post(hub->c2d_workers, std::move(work)); },
         hub->scheduler);
+    EventHubsOptions event_hubs;
+    // Appends on other nodes wake nobody here: readers poll more often in a cluster.
+    if (hub->clustered) event_hubs.poll = std::chrono::milliseconds(200);
+    hub->event_hubs = std::make_unique<EventHubsService>(
+        eventHubsEntity(config.host_name), *hub->telemetry, *hub->store,
+        [hub](std::function<void()> work) { asio::post(hub->c2d_workers, std::move(work)); },
+        hub->scheduler, event_hubs);
   }
   impl->api = std::make_unique<service_api::ServiceApi>(service_api::ServiceApiDeps{
       impl->authenticator.get(), impl->registry.get(), states, impl->twins.get(), dispatcher,
-      impl->queries.get(), impl->jobs.get(), impl->c2d.get(), &impl->random, &impl->clock,
+      impl->queries.get(), impl->jobs.get(), impl->c2d.get(), &impl->store->telemetry(),
+      &impl->random, &impl->clock,
       [raw = impl.get()] {
         const auto& counters = raw->device_endpoint->counters();
         json::object stats{{"connectedDeviceCount", raw->connections.size()},
@@ -1016,8 +1099,17 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
   amqp_options.handshake_timeout = config.handshake_timeout;
   amqp_options.write_timeout = config.write_timeout;
   amqp_options.limiter = raw->limiter;
+  // Each connection's links: the Event Hubs endpoint's addresses, then the service's.
+  auto handlers = [raw](const std::string& /*remote*/, transport::AmqpConnectionPost post) {
+    auto router = std::make_unique<LinkRouter>();
+    router->add([entity = raw->event_hubs->entity()](
+                    std::string_view address) { return isEventHubsAddress(entity, address); },
+                raw->event_hubs->makeHandler(post));
+    router->add([](std::string_view) { return true; }, raw->amqp_service->makeHandler(post));
+    return router;
+  };
   auto amqps = transport::AmqpServer::create(raw->io, amqp_options, *raw->amqp_authenticator,
-                                             raw->amqp_service->handlerFactory());
+                                             std::move(handlers));
   if (!amqps) return amqps.status();
   impl->amqps = std::move(*amqps);
   transport::HttpServerOptions https_options;
@@ -1078,6 +1170,7 @@ Status Hub::run() {
   for (auto* s : impl.mqttServers()) s->start();
   impl.amqps->start();
   impl.scheduleC2dSweep();
+  impl.scheduleTelemetrySweep();
 
   json::object runtime{{"pid", static_cast<std::int64_t>(::getpid())},
                        {"hostName", impl.config.host_name},
@@ -1134,7 +1227,8 @@ std::optional<std::uint16_t> Hub::httpPort() const {
 
 Result<std::string> serviceConnectionString(const fs::path& data_dir, const std::string& policy,
                                             const std::optional<std::string>& host_name,
-                                            std::string_view store_text) {
+                                            std::string_view store_text, bool event_hubs,
+                                            std::uint16_t amqp_port) {
   auto location = parseStoreLocation(store_text, data_dir);
   if (!location) return location.status();
   if (location->kind == StoreLocation::Kind::Sqlite && !fs::exists(location->sqlite_file)) {
@@ -1160,6 +1254,11 @@ Result<std::string> serviceConnectionString(const fs::path& data_dir, const std:
   if (!policies) return policies.status();
   for (const auto& p : *policies) {
     if (p.name == policy) {
+      if (event_hubs) {
+        std::string port = amqp_port == 5671 ? "" : ":" + std::to_string(amqp_port);
+        return "Endpoint=sb://" + host + port + "/;SharedAccessKeyName=" + p.name +
+               ";SharedAccessKey=" + p.primary_key + ";EntityPath=" + eventHubsEntity(host);
+      }
       return auth::ServiceConnectionString{host, p.name, p.primary_key}.toString();
     }
   }

@@ -40,11 +40,15 @@ class Hub {
 // "HostName=<host>;SharedAccessKeyName=<policy>;SharedAccessKey=<primary key>". The host
 // is the one the hub last started with, unless `host_name` overrides it.
 // `store` is the hub's --store (empty: the SQLite database in `data_dir`).
+// With `event_hubs`, the connection string of the Event Hubs-compatible endpoint instead
+// (docs/event-hubs.md §1): "Endpoint=sb://<host>[:<amqp_port>]/;SharedAccessKeyName=<policy>;
+// SharedAccessKey=<primary key>;EntityPath=<entity>", the port only when not 5671.
 // Errors: NotFound when the directory holds no hub or the policy does not exist; the
 // store's when it cannot be opened.
 Result<std::string> serviceConnectionString(const std::filesystem::path& data_dir,
                                             const std::string& policy,
                                             const std::optional<std::string>& host_name,
-                                            std::string_view store = {});
+                                            std::string_view store = {}, bool event_hubs = false,
+                                            std::uint16_t amqp_port = 5671);
 
 }  // namespace iothub::server

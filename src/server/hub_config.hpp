@@ -44,6 +44,12 @@ struct HubConfig {
   // Cloud-to-device store work (sends, locks, completions): each call mostly waits for a
   // group commit, so more threads make bigger commits (docs/benchmarks.md, C2D).
   unsigned c2d_worker_threads = 32;
+  // The telemetry log behind the Event Hubs-compatible endpoint (docs/telemetry.md §1, §2).
+  // The partition count is fixed when the hub is created: changing it later moves devices
+  // to other partitions.
+  std::int32_t telemetry_partitions = 4;
+  std::chrono::hours telemetry_retention{24};
+  std::uint64_t telemetry_partition_max_bytes = 1024ull * 1024 * 1024;
   std::size_t http_body_limit = 1024 * 1024;
   std::chrono::seconds shutdown_grace{10};
   std::size_t job_window = 1000;     // in-flight device operations per running job

@@ -114,7 +114,7 @@ class TelemetryLog final : public device_api::TelemetrySink {
   // meanwhile), the store's (ServiceUnavailable).
   Status accept(device_api::TelemetryMessage message) override;
   // The same for several messages (an HTTP batch) in one transaction: all or none.
-  Status acceptAll(std::vector<device_api::TelemetryMessage> messages);
+  Status acceptAll(std::vector<device_api::TelemetryMessage> messages) override;
 
   // Records of `partition` from `from_sequence` on (trimmed ones skipped), at most `limit`,
   // stopping once their stored bytes reach `max_bytes` (the first is always returned).

@@ -52,6 +52,8 @@ std::string_view disconnectReasonName(DisconnectReason reason) {
       return "revoked";
     case DisconnectReason::Shutdown:
       return "shutdown";
+    case DisconnectReason::ServerError:
+      return "serverError";
   }
   return "unknown";
 }
@@ -645,7 +647,10 @@ class MqttConnection final : public routing::DeviceLink,
     if (outcome.close) {
       logLine(spdlog::level::info, "{}: closing {} ({}): {}", server_->options.name, remote_,
               device_id_, outcome.close_reason);
-      noteDisconnect(DisconnectReason::AclViolation);
+      noteDisconnect(
+          outcome.cause == device_api::CloseCause::AclViolation ? DisconnectReason::AclViolation
+          : outcome.cause == device_api::CloseCause::BadMessage ? DisconnectReason::ProtocolError
+                                                                : DisconnectReason::ServerError);
       beginClose("");
       co_return;
     }

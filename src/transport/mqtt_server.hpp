@@ -42,8 +42,9 @@ enum class DisconnectReason : std::uint8_t {
   Replaced,          // a newer connection of the device took over
   Revoked,           // the device was disabled or deleted
   Shutdown,          // the hub stopped
+  ServerError,       // the hub could not take a message (its telemetry was not stored)
 };
-inline constexpr std::size_t kDisconnectReasons = 10;
+inline constexpr std::size_t kDisconnectReasons = 11;
 std::string_view disconnectReasonName(DisconnectReason reason);
 
 // What the MQTT listeners count as they go, with relaxed atomic increments (a few per
