@@ -6,7 +6,7 @@
 namespace iothub::telemetry {
 
 // The most consumer groups a hub may have, "$Default" included (docs/telemetry.md §9;
-// decisions §78). Azure's built-in endpoint allows 20 (standard tier); iothub has no tiers.
+// decisions §78). Azure documents 20 per hub; iothub has no tiers or units to sell.
 inline constexpr std::size_t kMaxConsumerGroups = 100;
 
 // Whether `name` may name a consumer group of the Event Hubs-compatible endpoint (Event Hubs'
