@@ -122,17 +122,22 @@ class TestClient : public proton::messaging_handler {
 
   // A receiver whose source carries a described filter, as Event Hubs' partition receivers
   // send their start position (docs/amqp.md §4).
-  proton::receiver attachFilteredReceiver(const std::string& address, const std::string& name,
-                                          const std::string& filter, std::uint64_t descriptor,
-                                          const std::string& expression) {
+  // `properties` are the attach's (Event Hubs: com.microsoft:epoch as a long).
+  proton::receiver attachFilteredReceiver(
+      const std::string& address, const std::string& name, const std::string& filter,
+      std::uint64_t descriptor, const std::string& expression,
+      const std::map<proton::symbol, proton::value>& properties = {}, int credit_window = 10) {
     proton::value described;
     proton::codec::encoder e(described);
     e << proton::codec::start::described() << descriptor << expression << proton::codec::finish();
     proton::source::filter_map filters;
     filters.put(proton::symbol(filter), described);
-    proton::receiver r = driver_.connection().default_session().open_receiver(
-        address, proton::receiver_options().name(name).credit_window(10).source(
-                     proton::source_options().filters(filters)));
+    proton::receiver_options options = proton::receiver_options()
+                                           .name(name)
+                                           .credit_window(credit_window)
+                                           .source(proton::source_options().filters(filters));
+    if (!properties.empty()) options.properties(properties);
+    proton::receiver r = driver_.connection().default_session().open_receiver(address, options);
     dispatch();
     return r;
   }

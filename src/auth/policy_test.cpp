@@ -395,6 +395,9 @@ TEST_F(VerifyEventHubsTokenTest, AcceptsIndependentlyComputedVector) {
       "SharedAccessSignature sr=sb%3A%2F%2Fmyhub.azure-devices.net%2Fmyhub%2F%24management"
       "&sig=3MO652TKcZchlTYWQrK9a7stpl4FeQ94OcmLqXhZ51Y%3D&se=1700000000&skn=iothubowner";
   EXPECT_EQ(eventHubsToken(kEhManagement, kKey, "iothubowner", kVectorExpiry), kVector);
+  auto built = buildEventHubsToken(kEhManagement, kKey, "iothubowner", kVectorExpiry);
+  ASSERT_TRUE(built.isOk()) << built.status().toString();
+  EXPECT_EQ(*built, kVector);
   auto result = verify(kVector, kEhManagement);
   ASSERT_TRUE(result.isOk()) << result.status().toString();
 }

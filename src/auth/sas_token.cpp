@@ -177,6 +177,17 @@ Result<std::string> buildSasToken(std::string_view resource_as_written, std::str
   return token;
 }
 
+Result<std::string> buildEventHubsToken(std::string_view audience, std::string_view key_text,
+                                        std::string_view key_name, std::int64_t expiry) {
+  if (expiry < 0) return Status{ErrorCode::ArgumentInvalid, "SAS token expiry is negative"};
+  std::string sr = urlEncodeStrict(audience);
+  std::string se = std::to_string(expiry);
+  auto signature = hmacSha256Base64RawKey(key_text, sr + "\n" + se);
+  if (!signature) return signature.status();
+  return std::string(kPrefix) + "sr=" + sr + "&sig=" + urlEncodeStrict(*signature) + "&se=" + se +
+         "&skn=" + urlEncodeStrict(key_name);
+}
+
 std::string deviceResource(std::string_view host, std::string_view device_id,
                            std::optional<std::string_view> module_id) {
   std::string resource(host);

@@ -55,6 +55,14 @@ Result<std::string> hmacSha256Base64RawKey(std::string_view key_bytes,
 Result<std::string> buildSasToken(std::string_view resource_as_written, std::string_view key_base64,
                                   std::optional<std::string_view> key_name, std::int64_t expiry);
 
+// Builds a token as @azure/event-hubs does for `audience` (an sb:// address): `sr` is the
+// audience strictly URL-encoded (the SDK's encodeURIComponent differs only on ! ' ( ) *,
+// which hub addresses do not contain), signed with the key TEXT's bytes
+// (hmacSha256Base64RawKey), fields in the order sr, sig, se, skn. Errors: as
+// hmacSha256Base64RawKey, and ArgumentInvalid for a negative expiry.
+Result<std::string> buildEventHubsToken(std::string_view audience, std::string_view key_text,
+                                        std::string_view key_name, std::int64_t expiry);
+
 // The resource of a device (or module) token as the Node device SDK writes it:
 // urlEncodeStrict(host + "/devices/" + device_id [+ "/modules/" + module_id]).
 std::string deviceResource(std::string_view host, std::string_view device_id,

@@ -13,6 +13,7 @@
 #include "common/encoding.hpp"
 #include "common/json.hpp"
 #include "store/sqlite/sqlite_store.hpp"
+#include "tests/support/fake_scheduler.hpp"
 #include "tests/support/sqlite_test_store.hpp"
 #include "tests/support/temp_dir.hpp"
 
@@ -21,64 +22,12 @@ namespace {
 
 using namespace std::chrono_literals;
 using amqp::testing::TestClient;
+using iothub::testing::FakeScheduler;
 
 constexpr std::string_view kHost = "myhub.azure-devices.net";
 constexpr std::string_view kDeviceBound = "/messages/devicebound";
 constexpr std::string_view kFeedback = "/messages/serviceBound/feedback";
 constexpr std::string_view kFeedbackType = "application/vnd.microsoft.iothub.feedback.json";
-
-// Records scheduled callbacks; the test fires them (they only post, never touch the core).
-class FakeScheduler final : public Scheduler {
- public:
-  struct Timer {
-    TimerId id = 0;
-    std::chrono::steady_clock::duration delay{};
-    std::function<void()> fn;
-    bool cancelled = false;
-    bool fired = false;
-  };
-
-  TimerId schedule(std::chrono::steady_clock::duration delay, std::function<void()> fn) override {
-    timers.push_back({next_++, delay, std::move(fn)});
-    return timers.back().id;
-  }
-  bool cancel(TimerId id) override {
-    for (auto& timer : timers) {
-      if (timer.id == id && !timer.cancelled && !timer.fired) {
-        timer.cancelled = true;
-        return true;
-      }
-    }
-    return false;
-  }
-
-  std::size_t pending() const {
-    std::size_t n = 0;
-    for (const auto& timer : timers) n += (!timer.cancelled && !timer.fired) ? 1 : 0;
-    return n;
-  }
-  std::size_t cancelled() const {
-    std::size_t n = 0;
-    for (const auto& timer : timers) n += timer.cancelled ? 1 : 0;
-    return n;
-  }
-  // Fires every pending timer; returns how many.
-  std::size_t fireAll() {
-    std::vector<std::function<void()>> due;
-    for (auto& timer : timers) {
-      if (timer.cancelled || timer.fired) continue;
-      timer.fired = true;
-      due.push_back(timer.fn);
-    }
-    for (auto& fn : due) fn();
-    return due.size();
-  }
-
-  std::vector<Timer> timers;
-
- private:
-  TimerId next_ = 1;
-};
 
 // The rejected outcome's error condition as the client received it (Proton's C++ tracker
 // does not expose it; the C object under the wrapper does).
