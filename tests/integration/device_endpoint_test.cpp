@@ -601,6 +601,41 @@ TEST_F(DeviceEndpointTest, PublishingToAnotherDevicesEventsClosesTheConnection) 
   expectHubStillServes();
 }
 
+// Telemetry is acknowledged only once stored (docs/telemetry.md §8): a message the hub will
+// not store closes the connection without a PUBACK, so the device knows to send it again.
+TEST_F(DeviceEndpointTest, TelemetryOverTheSizeLimitClosesWithoutPubAck) {
+  auto d = createDevice("big-1");
+  auto raw = rawDevice(d);
+  raw->sendPacket(mqtt::Publish{"devices/big-1/messages/events/", std::string(256 * 1024, 'x'),
+                                mqtt::QoS::AtLeastOnce, false, false, 1});
+  auto ack = raw->read(10s);
+  ASSERT_TRUE(ack.has_value());
+  EXPECT_TRUE(std::holds_alternative<mqtt::PubAck>(*ack));  // exactly 256 KiB: accepted
+  raw->sendPacket(mqtt::Publish{"devices/big-1/messages/events/k=v", std::string(256 * 1024, 'x'),
+                                mqtt::QoS::AtLeastOnce, false, false,
+                                2});  // the property counts too: one byte over
+  EXPECT_TRUE(raw->waitClosed(10s));
+  for (const auto& packet : raw->received()) {
+    if (const auto* a = std::get_if<mqtt::PubAck>(&packet)) {
+      EXPECT_NE(a->packet_id, 2) << "an oversized message was acknowledged";
+    }
+  }
+  expectHubStillServes();
+}
+
+TEST_F(DeviceEndpointTest, TelemetryWithAMalformedPropertyBagClosesWithoutPubAck) {
+  auto d = createDevice("bag-1");
+  auto raw = rawDevice(d);
+  raw->sendPacket(mqtt::Publish{"devices/bag-1/messages/events/a=%zz", "x", mqtt::QoS::AtLeastOnce,
+                                false, false, 7});
+  EXPECT_TRUE(raw->waitClosed(10s));
+  for (const auto& packet : raw->received()) {
+    EXPECT_FALSE(std::holds_alternative<mqtt::PubAck>(packet))
+        << "a message with a malformed property bag was acknowledged";
+  }
+  expectHubStillServes();
+}
+
 TEST_F(DeviceEndpointTest, QoS2PublishClosesTheConnection) {
   auto d = createDevice("qos2-1");
   auto raw = rawDevice(d);
