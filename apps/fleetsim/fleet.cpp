@@ -30,6 +30,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "apps/fleetsim/d2c_log.hpp"
 #include "apps/fleetsim/latency_histogram.hpp"
 #include "apps/fleetsim/report.hpp"
 #include "apps/fleetsim/source_address.hpp"
@@ -116,6 +117,13 @@ struct Counters {
   std::atomic<std::uint64_t> c2d_malformed{0};
   std::atomic<std::int64_t> c2d_first_sent_ns{INT64_MAX};
   std::atomic<std::int64_t> c2d_last_received_ns{0};
+  // Telemetry: QoS 1 publishes on devices/{id}/messages/events/, their PUBACKs, and those
+  // whose connection was lost before the PUBACK came (the server may or may not have them).
+  std::atomic<std::uint64_t> d2c_sent{0};
+  std::atomic<std::uint64_t> d2c_acked{0};
+  std::atomic<std::uint64_t> d2c_lost{0};
+  std::atomic<std::int64_t> d2c_first_sent_ns{INT64_MAX};
+  std::atomic<std::int64_t> d2c_last_acked_ns{0};
 };
 
 void storeMin(std::atomic<std::int64_t>& a, std::int64_t v) {
@@ -165,6 +173,9 @@ class Connection {
   std::size_t index() const { return index_; }
   void sendPing();
   void sendReported();
+  // Telemetry: publish message 0 at `first` (or as soon as ready), then one per
+  // Fleet::d2c_interval, each after the previous one's PUBACK, while Fleet::d2c_running.
+  void startTelemetry(SteadyClock::time_point first);
 
   // Requester only: publishes a request to device `device` and calls `done(status)` with the
   // status segment of the reply (one request in flight per requester).
@@ -182,6 +193,8 @@ class Connection {
   void handlePublish(mqtt::Publish& publish);
   void receiveC2d(const mqtt::Publish& publish);
   void answerMethod(std::string rid, int status);
+  void sendTelemetryWhenDue();
+  void onTelemetryAck();
   void sendReportedBody(const std::string& body);
   template <class P>
   void send(const P& packet);
@@ -213,6 +226,16 @@ class Connection {
   std::uint64_t request_seq_ = 0;
   std::string pending_rid_;
   std::function<void(int)> pending_done_;
+  // Telemetry: the next message's counter and due time, the one in flight (its packet id,
+  // message id and publish time) and the timer that waits for the due time.
+  std::uint32_t d2c_counter_ = 0;
+  SteadyClock::time_point d2c_due_{};
+  bool d2c_started_ = false;
+  bool d2c_in_flight_ = false;
+  std::uint16_t d2c_packet_id_ = 0;
+  std::uint64_t d2c_id_ = 0;
+  std::int64_t d2c_sent_ns_ = 0;
+  std::unique_ptr<asio::steady_timer> d2c_timer_;
 };
 
 // Service REST calls over one keep-alive HTTP/1.1 connection, one call at a time.
@@ -255,11 +278,13 @@ class Shard {
   std::deque<Connection*> to_connect;
   std::size_t connecting = 0;
   std::size_t window = 1;
-  LatencyHistogram connack;  // TCP connect start -> CONNACK
-  LatencyHistogram ready;    // TCP connect start -> last SUBACK
-  LatencyHistogram calls;    // service call -> answer
-  LatencyHistogram notify;   // desired PATCH sent -> device notified
-  LatencyHistogram c2d;      // C2D message sent (time in its payload) -> device received
+  LatencyHistogram connack;         // TCP connect start -> CONNACK
+  LatencyHistogram ready;           // TCP connect start -> last SUBACK
+  LatencyHistogram calls;           // service call -> answer
+  LatencyHistogram notify;          // desired PATCH sent -> device notified
+  LatencyHistogram c2d;             // C2D message sent (time in its payload) -> device received
+  LatencyHistogram d2c;             // telemetry publish -> PUBACK
+  std::vector<D2cRecord> d2c_acks;  // telemetry: one per PUBACK (for --ack-log)
   std::array<char, 64 * 1024> scratch{};
   std::mt19937_64 rng;
   asio::steady_timer ticker;
@@ -294,6 +319,10 @@ class Fleet {
   std::unique_ptr<std::atomic<std::uint8_t>[]> c2d_seen;       // C2d: per message number
   bool subscribe_desired = false;
   bool reconnect_on_loss = true;
+  // Telemetry: devices publish while this is set; each device's interval between messages
+  // (zero: the next one right after the PUBACK).
+  std::atomic<bool> d2c_running{false};
+  SteadyClock::duration d2c_interval{0};
   // Bumped by the driver before each job: flaky devices count their calls from there again.
   std::atomic<std::uint32_t> method_epoch{0};
   std::size_t requester_count = 0;
@@ -531,6 +560,7 @@ bool Connection::handle(mqtt::Packet& packet) {
         ever_ready_ = true;
         shard_.slotDone();
       }
+      if (d2c_started_) sendTelemetryWhenDue();  // reconnected during the telemetry phase
     }
     return true;
   }
@@ -544,7 +574,11 @@ bool Connection::handle(mqtt::Packet& packet) {
     c.pongs.fetch_add(1, std::memory_order_relaxed);
     return true;
   }
-  return true;  // PUBACK and friends: nothing is sent with QoS 1
+  if (auto* puback = std::get_if<mqtt::PubAck>(&packet)) {
+    if (d2c_in_flight_ && puback->packet_id == d2c_packet_id_) onTelemetryAck();
+    return true;
+  }
+  return true;  // nothing else is sent with QoS 1
 }
 
 void Connection::handlePublish(mqtt::Publish& publish) {
@@ -686,6 +720,55 @@ void Connection::request(std::size_t device, std::function<void(int)> done) {
   send(mqtt::PublishView{topic, shard_.fleet.options.method_payload});
 }
 
+void Connection::startTelemetry(SteadyClock::time_point first) {
+  d2c_started_ = true;
+  d2c_due_ = first;
+  sendTelemetryWhenDue();
+}
+
+void Connection::sendTelemetryWhenDue() {
+  auto& fleet = shard_.fleet;
+  if (state_ != ConnState::Ready || d2c_in_flight_ ||
+      !fleet.d2c_running.load(std::memory_order_relaxed)) {
+    return;
+  }
+  const auto now = SteadyClock::now();
+  if (now < d2c_due_) {
+    if (!d2c_timer_) d2c_timer_ = std::make_unique<asio::steady_timer>(shard_.ioc);
+    d2c_timer_->expires_at(d2c_due_);
+    d2c_timer_->async_wait([this, gen = generation_](const ErrorCodeT& ec) {
+      if (!ec && gen == generation_) sendTelemetryWhenDue();
+    });
+    return;
+  }
+  // The offered rate is a ceiling: a device that fell behind (slow PUBACKs) does not send a
+  // burst to catch up, its schedule starts again from now.
+  d2c_due_ = std::max(d2c_due_ + fleet.d2c_interval, now);
+  d2c_id_ = d2cMessageId(index_, d2c_counter_++);
+  d2c_packet_id_ = static_cast<std::uint16_t>(d2c_counter_ % 65535 + 1);
+  d2c_sent_ns_ = nowNanos();
+  d2c_in_flight_ = true;
+  auto& c = fleet.counters;
+  c.d2c_sent.fetch_add(1, std::memory_order_relaxed);
+  storeMin(c.d2c_first_sent_ns, d2c_sent_ns_);
+  // The hub's telemetry topic without properties; the broker gets the same topic.
+  send(mqtt::PublishView{"devices/" + id_ + "/messages/events/", d2cPayload(d2c_id_, d2c_sent_ns_),
+                         mqtt::QoS::AtLeastOnce, false, false, d2c_packet_id_});
+}
+
+void Connection::onTelemetryAck() {
+  const std::int64_t now = nowNanos();
+  d2c_in_flight_ = false;
+  auto& c = shard_.fleet.counters;
+  shard_.d2c.record(
+      static_cast<std::uint64_t>(std::max<std::int64_t>(0, now - d2c_sent_ns_) / 1000));
+  if (!shard_.fleet.options.ack_log.empty())
+    shard_.d2c_acks.push_back({d2c_id_, d2c_sent_ns_, now});
+  storeMax(c.d2c_last_acked_ns, now);
+  c.d2c_acked.fetch_add(1, std::memory_order_relaxed);
+  sendTelemetryWhenDue();
+}
+
 void Connection::sendPing() {
   if (state_ != ConnState::Ready) return;
   send(mqtt::PingReq{});
@@ -770,6 +853,10 @@ void Connection::closeForStorm() {
 void Connection::fail(const char* why) {
   auto& fleet = shard_.fleet;
   const bool was_ready = state_ == ConnState::Ready;
+  if (d2c_in_flight_) {
+    d2c_in_flight_ = false;
+    fleet.counters.d2c_lost.fetch_add(1, std::memory_order_relaxed);
+  }
   closeSocket();
   state_ = ConnState::Idle;
   if (was_ready) {
@@ -1036,6 +1123,7 @@ class Driver {
   Status scenarioTwinJobs(json::object& out);
   Status scenarioMethodJobs(json::object& out);
   Status scenarioC2d(json::object& out);
+  Status scenarioTelemetry(json::object& out);
   // Creates the job `body` (its jobId added), polls it every 50 ms until it ends and returns
   // its figures: duration, final statistics, a timeline every options_.sample_every, when no
   // device was pending any more and (succeeded_target >= 0) when succeededCount reached it.
@@ -1806,6 +1894,81 @@ Status Driver::scenarioC2d(json::object& out) {
   return Status::ok();
 }
 
+// Telemetry: every device publishes QoS 1 messages (one in flight) at options_.rate in all for
+// --duration, then the run waits for the last PUBACKs. Each message carries its id and publish
+// time (d2cPayload), so a reader of the server's output can time it too (bench/telemetry).
+Status Driver::scenarioTelemetry(json::object& out) {
+  auto& c = fleet_.counters;
+  const std::size_t n = options_.devices;
+  if (options_.rate > 0) {
+    fleet_.d2c_interval = std::chrono::duration_cast<SteadyClock::duration>(
+        std::chrono::duration<double>(static_cast<double>(n) / options_.rate));
+  }
+  const auto drops_before = c.drops.load();
+  const auto before = sample();
+  const auto started = SteadyClock::now();
+  fleet_.d2c_running.store(true);
+  logLine("publishing telemetry for " + std::to_string(seconds(options_.duration)) + " s" +
+          (options_.rate > 0 ? " at " + std::to_string(options_.rate) + " messages/s in all"
+                             : std::string(", each device as fast as its PUBACKs come")));
+  for (auto& shard : fleet_.shards) {
+    asio::post(shard->ioc, [s = shard.get(), started, interval = fleet_.d2c_interval] {
+      // Spread the first messages over one interval so that the load is even from the start.
+      for (auto& d : s->devices) {
+        d->startTelemetry(started + std::chrono::duration_cast<SteadyClock::duration>(
+                                        interval * unitHash(d->index())));
+      }
+    });
+  }
+  waitUntil([] { return false; }, options_.duration, &stop_);
+  fleet_.d2c_running.store(false);
+  const auto sending_ended = SteadyClock::now();
+  const auto at_end = sample();
+  // The last messages' PUBACKs.
+  const bool settled =
+      waitUntil([&] { return c.d2c_acked.load() + c.d2c_lost.load() >= c.d2c_sent.load(); },
+                std::chrono::duration_cast<std::chrono::milliseconds>(options_.timeout));
+  const std::uint64_t sent = c.d2c_sent.load();
+  const std::uint64_t acked = c.d2c_acked.load();
+  const std::int64_t first = c.d2c_first_sent_ns.load();
+  const std::int64_t last = c.d2c_last_acked_ns.load();
+  json::object o;
+  o["offered_per_s"] = options_.rate;
+  o["device_interval_ms"] =
+      round3(std::chrono::duration<double, std::milli>(fleet_.d2c_interval).count());
+  o["sending_s"] = round3(seconds(sending_ended - started));
+  o["sent"] = sent;
+  o["acked"] = acked;
+  o["unacked"] = sent - std::min(sent, acked);
+  o["lost_with_connection"] = c.d2c_lost.load();
+  o["drops"] = c.drops.load() - drops_before;
+  const double span = acked > 0 && last > first ? static_cast<double>(last - first) / 1e9 : 0;
+  o["first_sent_to_last_ack_s"] = round3(span);
+  o["acked_per_s"] = span > 0 ? round3(static_cast<double>(acked) / span) : 0.0;
+  o["publish_to_puback"] = latencyJson(fleet_.collect(&Shard::d2c, true));
+  if (before && at_end) o["server_cpu_percent"] = round3(cpuPercent(*before, *at_end));
+  if (!options_.ack_log.empty()) {
+    std::vector<D2cRecord> records;
+    records.reserve(acked);
+    fleet_.runOnAll([&](Shard& s) {
+      records.insert(records.end(), s.d2c_acks.begin(), s.d2c_acks.end());
+      s.d2c_acks.clear();
+      s.d2c_acks.shrink_to_fit();
+    });
+    if (auto written = writeD2cRecords(options_.ack_log, records); !written) return written;
+    o["ack_log"] = options_.ack_log;
+    o["ack_log_records"] = records.size();
+  }
+  const bool ok = settled && acked == sent && acked > 0;
+  out["telemetry"] = std::move(o);
+  if (!ok) {
+    return Status(ErrorCode::ServiceUnavailable, std::to_string(sent - std::min(sent, acked)) +
+                                                     " of " + std::to_string(sent) +
+                                                     " telemetry messages were not acknowledged");
+  }
+  return Status::ok();
+}
+
 Result<json::object> Driver::run() {
   if (auto s = setUp(); !s) return s;
   json::object out;
@@ -1849,6 +2012,9 @@ Result<json::object> Driver::run() {
       break;
     case Scenario::C2d:
       status = scenarioC2d(out);
+      break;
+    case Scenario::Telemetry:
+      status = scenarioTelemetry(out);
       break;
     case Scenario::Serve: {
       const auto deadline = SteadyClock::now() + options_.duration;

@@ -68,6 +68,9 @@ Status validate(const FleetOptions& o) {
     return invalid("the c2d scenario needs --messages within [1, " +
                    std::to_string(kMaxC2dMessages) + "]");
   }
+  if (o.rate < 0 || !std::isfinite(o.rate)) return invalid("--rate must be 0 or more");
+  if (o.scenario == Scenario::Telemetry && o.duration.count() <= 0)
+    return invalid("the telemetry scenario needs a --duration");
   // One past the highest device index this process connects.
   const std::size_t own_end = o.devices == 0 ? 0 : deviceIndex(o, o.devices - 1) + 1;
   if (o.fleet_devices != 0 && o.fleet_devices < own_end) {
@@ -147,13 +150,14 @@ Result<Target> parseTarget(std::string_view text) {
 }
 
 Result<Scenario> parseScenario(std::string_view text) {
-  for (auto s :
-       {Scenario::Connect, Scenario::Idle, Scenario::Methods, Scenario::Twin, Scenario::Jobs,
-        Scenario::Serve, Scenario::TwinJobs, Scenario::MethodJobs, Scenario::C2d}) {
+  for (auto s : {Scenario::Connect, Scenario::Idle, Scenario::Methods, Scenario::Twin,
+                 Scenario::Jobs, Scenario::Serve, Scenario::TwinJobs, Scenario::MethodJobs,
+                 Scenario::C2d, Scenario::Telemetry}) {
     if (toString(s) == text) return s;
   }
-  return invalid("unknown scenario '" + std::string(text) +
-                 "' (connect, idle, methods, twin, jobs, serve, twin-jobs, method-jobs, c2d)");
+  return invalid(
+      "unknown scenario '" + std::string(text) +
+      "' (connect, idle, methods, twin, jobs, serve, twin-jobs, method-jobs, c2d, telemetry)");
 }
 
 std::string_view toString(Target target) { return target == Target::Hub ? "hub" : "mosquitto"; }
@@ -178,6 +182,8 @@ std::string_view toString(Scenario scenario) {
       return "method-jobs";
     case Scenario::C2d:
       return "c2d";
+    case Scenario::Telemetry:
+      return "telemetry";
   }
   return "?";
 }

@@ -27,8 +27,10 @@ enum class Scenario {
   Serve,     // keep devices connected and answering until --duration ends or SIGINT/SIGTERM
   TwinJobs,  // B8: a twin job over --registered devices, then the same with --job-extensions
   MethodJobs,  // B9: a method job over the connected devices, then the same with --job-extensions
-  C2d,  // C2D: devices subscribed to devices/{id}/messages/devicebound/# at QoS 1 PUBACK what
-        //      arrives until --messages distinct messages came (or --duration passed)
+  C2d,        // C2D: devices subscribed to devices/{id}/messages/devicebound/# at QoS 1 PUBACK what
+              //      arrives until --messages distinct messages came (or --duration passed)
+  Telemetry,  // D2C: every device publishes QoS 1 to devices/{id}/messages/events/ at --rate
+              //      (one message in flight) for --duration; publish → PUBACK per message
 };
 
 // Devices that fail their first `calls` direct-method calls (then answer normally): a share
@@ -107,6 +109,13 @@ struct FleetOptions {
   // C2d: the messages the sender sends (numbered 0..messages-1, message k to addressed
   // device k mod count, see c2dPayload); the scenario ends when each has arrived.
   std::uint64_t messages = 0;
+  // Telemetry: the messages per second this process offers in all (spread evenly over its
+  // devices); 0 = as fast as PUBACKs come back (each device sends its next message when the
+  // last one is acknowledged). One message per device is in flight either way, so a device
+  // whose PUBACKs take longer than its interval falls behind (the offered rate is a ceiling).
+  double rate = 0;
+  // Telemetry: where to write one D2cRecord (d2c_log.hpp) per PUBACKed message; empty = none.
+  std::string ack_log;
 
   // Observed server process (RSS and CPU sampled at phase boundaries); 0 = none.
   int server_pid = 0;

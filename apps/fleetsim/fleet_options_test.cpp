@@ -38,12 +38,31 @@ TEST(FleetOptionsTest, FormatsDeviceIdsThatSortLikeIndices) {
 TEST(FleetOptionsTest, ParsesTargetsAndScenarios) {
   EXPECT_EQ(*parseTarget("mosquitto"), Target::Mosquitto);
   EXPECT_FALSE(parseTarget("emqx"));
-  for (auto s :
-       {Scenario::Connect, Scenario::Idle, Scenario::Methods, Scenario::Twin, Scenario::Jobs,
-        Scenario::Serve, Scenario::TwinJobs, Scenario::MethodJobs, Scenario::C2d}) {
+  for (auto s : {Scenario::Connect, Scenario::Idle, Scenario::Methods, Scenario::Twin,
+                 Scenario::Jobs, Scenario::Serve, Scenario::TwinJobs, Scenario::MethodJobs,
+                 Scenario::C2d, Scenario::Telemetry}) {
     EXPECT_EQ(*parseScenario(toString(s)), s);
   }
   EXPECT_FALSE(parseScenario("storm"));
+}
+
+TEST(FleetOptionsTest, TelemetryNeedsADurationAndANonNegativeRate) {
+  EXPECT_EQ(*parseScenario("telemetry"), Scenario::Telemetry);
+  auto o = hubOptions();
+  o.scenario = Scenario::Telemetry;
+  o.rate = 20'000;
+  EXPECT_TRUE(validate(o));
+  o.rate = 0;  // unthrottled: one message in flight per device
+  EXPECT_TRUE(validate(o));
+  o.rate = -1;
+  EXPECT_FALSE(validate(o));
+  o.rate = 100;
+  o.duration = std::chrono::milliseconds(0);
+  EXPECT_FALSE(validate(o));
+  o.duration = std::chrono::seconds(5);
+  o.target = Target::Mosquitto;  // the same topic on the broker
+  o.device_key.clear();
+  EXPECT_TRUE(validate(o));
 }
 
 TEST(FleetOptionsTest, C2dNeedsAMessageCountAndRunsAgainstEitherTarget) {

@@ -4,8 +4,9 @@
 //
 //   fleetsim provision --connection-string CS --endpoint http://127.0.0.1:P --count N --device-key
 //   K fleetsim run --target hub|mosquitto --scenario connect|idle|methods|twin|jobs|serve|
-//   twin-jobs|method-jobs|c2d ...
+//   twin-jobs|method-jobs|c2d|telemetry ...
 //   fleetsim combine --scenario B1 --hub hub.json --peer peer.json --ratio name=path ...
+//   fleetsim d2c-join --acks ACKS --reads READS  (telemetry: PUBACK log joined with a reader's)
 //   fleetsim free-port
 //
 // `run` prints one JSON object with the figures on stdout and exits 1 when the scenario
@@ -23,6 +24,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "apps/fleetsim/d2c_log.hpp"
 #include "apps/fleetsim/fleet.hpp"
 #include "apps/fleetsim/report.hpp"
 
@@ -95,7 +97,8 @@ int main(int argc, char** argv) {
       app.add_subcommand("run", "Connect a fleet and run one scenario; prints JSON figures");
   run->add_option("--target", text.target, "hub or mosquitto")->capture_default_str();
   run->add_option("--scenario", text.scenario,
-                  "connect, idle, methods, twin, jobs, serve, twin-jobs, method-jobs, c2d")
+                  "connect, idle, methods, twin, jobs, serve, twin-jobs, method-jobs, c2d, "
+                  "telemetry")
       ->capture_default_str();
   run->add_option("--server", options.server_address, "Server address")->capture_default_str();
   run->add_option("--mqtt-port", options.mqtt_port, "MQTT port (plain, or TLS with --tls)");
@@ -157,6 +160,12 @@ int main(int argc, char** argv) {
   run->add_option("--messages", options.messages,
                   "c2d: messages to wait for (c2d_sender's --messages); the run ends when each "
                   "arrived or --duration passed");
+  run->add_option("--rate", options.rate,
+                  "telemetry: messages/s offered by all devices together (0 = each device sends "
+                  "its next message as soon as the last is PUBACKed)")
+      ->capture_default_str();
+  run->add_option("--ack-log", options.ack_log,
+                  "telemetry: write one 24-byte record (id, publish ns, PUBACK ns) per message");
   run->add_option("--concurrency", options.concurrency, "Service calls in flight")
       ->capture_default_str();
   run->add_option("--latency-calls", options.latency_calls, "Calls with one in flight (methods)")
@@ -200,11 +209,28 @@ int main(int argc, char** argv) {
   combine->add_option("--require", require_texts,
                       "PATH OP NUMBER that must hold, e.g. hub.connect.failed==0");
 
+  std::string acks_file;
+  std::string reads_file;
+  auto* join = app.add_subcommand(
+      "d2c-join", "Join a telemetry run's PUBACK log with a reader's arrival log; prints JSON");
+  join->add_option("--acks", acks_file, "fleetsim's --ack-log")->required();
+  join->add_option("--reads", reads_file, "The reader's --log")->required();
+
   app.add_subcommand("free-port", "Print a TCP port that is free on 127.0.0.1 right now");
 
   CLI11_PARSE(app, argc, argv);
 
   if (app.got_subcommand("free-port")) return freePort();
+
+  if (app.got_subcommand("d2c-join")) {
+    std::vector<fs::D2cRecord> acks;
+    std::vector<fs::D2cRecord> reads;
+    if (!assign(fs::readD2cRecords(acks_file), acks, "--acks") ||
+        !assign(fs::readD2cRecords(reads_file), reads, "--reads"))
+      return 2;
+    std::cout << iothub::toJson(fs::d2cJoinJson(fs::joinD2c(acks, reads))) << std::endl;
+    return 0;
+  }
 
   if (app.got_subcommand("provision")) {
     auto result = fs::provisionDevices(cs, endpoint, ca, prefix, first, count, key, parallel);

@@ -16,9 +16,6 @@
 // PUBACKs), rejected, released, elapsed_s from the first send to the last outcome, and
 // sends_per_s = accepted / elapsed_s. Exit 1 unless every message was accepted.
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -50,6 +47,7 @@
 #include "apps/fleetsim/fleet_options.hpp"
 #include "auth/connection_string.hpp"
 #include "auth/sas_token.hpp"
+#include "bench/lib/bench_client.hpp"
 #include "mqtt/decoder.hpp"
 #include "mqtt/encoder.hpp"
 
@@ -57,6 +55,8 @@ namespace {
 
 using SteadyClock = std::chrono::steady_clock;
 namespace fs = iothub::fleetsim;
+using iothub::bench::nowNanos;
+using iothub::bench::round3;
 
 struct Options {
   std::string server = "127.0.0.1";
@@ -70,13 +70,6 @@ struct Options {
   int timeout_s = 600;
 };
 
-std::int64_t nowNanos() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(SteadyClock::now().time_since_epoch())
-      .count();
-}
-
-double round3(double v) { return std::round(v * 1000.0) / 1000.0; }
-
 struct Figures {
   std::uint64_t sent = 0;
   std::uint64_t accepted = 0;
@@ -89,9 +82,7 @@ struct Figures {
 };
 
 void print(const char* protocol, const Options& o, Figures f) {
-  for (char& ch : f.error) {
-    if (ch == '"' || ch == '\\' || static_cast<unsigned char>(ch) < 0x20) ch = '\'';  // stays JSON
-  }
+  f.error = iothub::bench::jsonSafe(std::move(f.error));
   const double elapsed =
       f.last_outcome_ns > f.first_send_ns ? (f.last_outcome_ns - f.first_send_ns) / 1e9 : 0.0;
   std::string rejections;
@@ -145,15 +136,8 @@ class AmqpSender : public proton::messaging_handler {
                           3600;
       auto token = iothub::auth::buildSasToken(cs_.host_name, cs_.key, cs_.key_name, expiry);
       if (!token) return fail(s.connection(), "token: " + token.status().message());
-      proton::message m;
-      m.id(proton::message_id(std::string("put-token-1")));
-      m.to("$cbs");
-      m.reply_to("cbs");
-      m.properties().put("operation", "put-token");
-      m.properties().put("type", "servicebus.windows.net:sastoken");
-      m.properties().put("name", cs_.host_name);
-      m.body(*token);
-      s.send(m);
+      // azure-iothub answers to "cbs", not to its receiver's name (docs/amqp.md §1.4).
+      s.send(iothub::bench::putTokenRequest("put-token-1", cs_.host_name, *token, "cbs"));
       return;
     }
     if (s == c2d_) pump();
@@ -161,13 +145,9 @@ class AmqpSender : public proton::messaging_handler {
 
   void on_message(proton::delivery& d, proton::message& m) override {
     if (d.receiver() != cbs_receiver_) return;
-    int status = 0;
-    try {
-      status = proton::coerce<int>(m.properties().get("status-code"));
-    } catch (const std::exception&) {
-    }
+    std::string description;
+    const int status = iothub::bench::putTokenStatus(m, description);
     if (status != 200) {
-      const std::string description = proton::to_string(m.properties().get("status-description"));
       return fail(d.connection(),
                   "put-token answered " + std::to_string(status) + " " + description);
     }
@@ -270,27 +250,12 @@ int runAmqp(const Options& o) {
 // ---------------------------------------------------------------------------------------
 // MQTT: one blocking socket, QoS 1 publishes with a window of in-flight packet ids.
 
-bool writeAll(int fd, const std::string& bytes) {
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::send(fd, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
-    if (n <= 0) return false;
-    done += static_cast<std::size_t>(n);
-  }
-  return true;
-}
+using iothub::bench::writeAll;
 
 int runMqtt(const Options& o) {
   Figures f;
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(o.port);
-  const int one = 1;
-  if (fd < 0 || ::inet_pton(AF_INET, o.server.c_str(), &address.sin_addr) != 1 ||
-      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0 ||
-      ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
-    f.error = std::string("connect: ") + std::strerror(errno);
+  const int fd = iothub::bench::connectTcp(o.server, o.port, f.error);
+  if (fd < 0) {
     print("mqtt", o, f);
     return 1;
   }
