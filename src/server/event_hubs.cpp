@@ -136,6 +136,7 @@ class EventHubsLinks final : public amqp::LinkHandler {
     Scheduler::TimerId timer = 0;
     std::optional<std::int64_t> next;  // the next sequence to send, once resolved
     bool busy = false;                 // a read (or the resolution) is under way
+    bool missed = false;               // a wake-up came while busy: read again after it
     // Set by a wake-up until the strand handles it: one post per burst of appends.
     std::shared_ptr<std::atomic<bool>> woken = std::make_shared<std::atomic<bool>>(false);
   };
@@ -266,6 +267,11 @@ class EventHubsLinks final : public amqp::LinkHandler {
     auto it = readers_.find(link);
     if (it == readers_.end()) return;
     it->second.woken->store(false);
+    if (it->second.busy) {
+      // The read under way may have missed what woke us: read again once it is done.
+      it->second.missed = true;
+      return;
+    }
     if (core.credit(link) > 0) read(core, link, it->second);
   }
 
@@ -320,7 +326,9 @@ class EventHubsLinks final : public amqp::LinkHandler {
       ++sent;
     }
     counters_->events_sent.fetch_add(sent, std::memory_order_relaxed);
-    if (sent > 0 && sent == events->size() && core.credit(link) > 0) {
+    bool more = (sent > 0 && sent == events->size()) || reader.missed;
+    reader.missed = false;
+    if (more && core.credit(link) > 0) {
       read(core, link, reader);  // more may be there
       return;
     }
