@@ -56,7 +56,8 @@ DeviceEndpoint::DeviceEndpoint(std::string host_name, store::Store& store,
       clock_(clock),
       random_(random),
       presence_(presence),
-      telemetry_(telemetry) {}
+      telemetry_(telemetry),
+      activity_(store, clock) {}
 
 std::variant<DeviceIdentity, ConnectRefusal> DeviceEndpoint::authenticate(
     const mqtt::Connect& connect) {
@@ -257,42 +258,18 @@ PublishOutcome DeviceEndpoint::handlePublish(std::string_view device_id,
     }
     ++counters_.telemetry_messages;
     counters_.telemetry_bytes += size;
-    touch(device_id, false);
+    activity_.record(device_id);
     return {};
   }
   return violation("publish to a topic the device may not use: " +
                    std::string(topic.substr(0, 128)));
 }
 
-void DeviceEndpoint::touch(std::string_view device_id, bool connection_change) {
-  SystemTime now = clock_.now();
-  if (!connection_change) {
-    // Telemetry refreshes lastActivityTime at most once a minute per device: it is a write.
-    std::lock_guard lock(activity_mutex_);
-    auto [it, inserted] = last_activity_write_.try_emplace(std::string(device_id), now);
-    if (!inserted) {
-      if (now - it->second < std::chrono::minutes(1)) return;
-      it->second = now;
-    }
-  }
-  auto updated = store_.registry().updateDevice(
-      device_id, [&](const store::DeviceRecord& d) -> Result<store::DeviceRecord> {
-        store::DeviceRecord next = d;
-        next.last_activity_time = now;
-        if (connection_change) next.connection_state_updated_time = now;
-        return next;
-      });
-  if (!updated && updated.code() != ErrorCode::DeviceNotFound) {
-    spdlog::warn("device {}: cannot record activity: {}", device_id, updated.status().toString());
-  }
-}
-
-void DeviceEndpoint::onConnected(std::string_view device_id) { touch(device_id, true); }
+void DeviceEndpoint::onConnected(std::string_view device_id) { activity_.record(device_id, true); }
 void DeviceEndpoint::onDisconnected(std::string_view device_id, std::int64_t epoch) {
   releasePresence(device_id, epoch);
-  touch(device_id, true);
-  std::lock_guard lock(activity_mutex_);
-  last_activity_write_.erase(std::string(device_id));
+  activity_.record(device_id, true);
+  activity_.forget(device_id);
 }
 
 }  // namespace iothub::device_api

@@ -13,6 +13,7 @@
 #include "common/clock.hpp"
 #include "common/random.hpp"
 #include "common/status.hpp"
+#include "device_api/activity.hpp"
 #include "device_api/telemetry.hpp"
 #include "methods/method_invoker.hpp"
 #include "mqtt/packet.hpp"
@@ -132,7 +133,6 @@ class DeviceEndpoint {
   PublishOutcome twinPatchReported(std::string_view device_id, std::string_view request_id,
                                    std::string_view payload);
   Reply twinError(std::string_view request_id, const Status& error);
-  void touch(std::string_view device_id, bool connection_change);
 
   std::string host_name_;
   store::Store& store_;
@@ -144,8 +144,7 @@ class DeviceEndpoint {
   routing::PresenceTracker* presence_;
   TelemetrySink* telemetry_;
   DeviceEndpointCounters counters_;
-  std::mutex activity_mutex_;
-  std::unordered_map<std::string, SystemTime> last_activity_write_;  // guarded by activity_mutex_
+  ActivityRecorder activity_;
 };
 
 }  // namespace iothub::device_api

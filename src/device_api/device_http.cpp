@@ -203,7 +203,8 @@ DeviceHttpApi::DeviceHttpApi(std::string host_name, store::Store& store,
       c2d_(c2d),
       telemetry_(telemetry),
       clock_(clock),
-      random_(random) {}
+      random_(random),
+      activity_(store, clock) {}
 
 bool DeviceHttpApi::handles(std::string_view target) {
   // The raw path, not decoded: the literal segments are never percent-encoded by clients,
@@ -277,6 +278,7 @@ HttpResponse DeviceHttpApi::handle(const HttpRequest& request) {
     return r;
   }
   if (Status s = authenticate(request, route->device_id); !s) return fail(request, s);
+  activity_.record(route->device_id);  // lastActivityTime, at most once a minute
   switch (route->kind) {
     case Kind::SendEvent:
       return sendEvent(request, *route);

@@ -11,6 +11,7 @@
 #include "common/http_message.hpp"
 #include "common/random.hpp"
 #include "common/status.hpp"
+#include "device_api/activity.hpp"
 #include "device_api/telemetry.hpp"
 #include "store/store.hpp"
 
@@ -113,6 +114,7 @@ class DeviceHttpApi {
   const Clock& clock_;
   Random& random_;
   DeviceHttpCounters counters_;
+  ActivityRecorder activity_;
 };
 
 }  // namespace iothub::device_api

@@ -37,6 +37,18 @@ class RecordingSink final : public TelemetrySink {
     messages_.push_back(std::move(message));
     return Status::ok();
   }
+  // All or none, as the telemetry log takes a batch.
+  Status acceptAll(std::vector<TelemetryMessage> messages) override {
+    std::lock_guard lock(mutex_);
+    ++batches_;
+    if (fail_) return {ErrorCode::ServiceUnavailable, "sink down"};
+    for (auto& m : messages) messages_.push_back(std::move(m));
+    return Status::ok();
+  }
+  int batches() const {
+    std::lock_guard lock(mutex_);
+    return batches_;
+  }
   std::vector<TelemetryMessage> messages() const {
     std::lock_guard lock(mutex_);
     return messages_;
@@ -50,6 +62,7 @@ class RecordingSink final : public TelemetrySink {
   mutable std::mutex mutex_;
   std::vector<TelemetryMessage> messages_;
   bool fail_ = false;
+  int batches_ = 0;
 };
 
 class DeviceHttpTest : public ::testing::Test {
@@ -343,6 +356,11 @@ TEST_F(DeviceHttpTest, BatchTelemetry) {
   EXPECT_EQ(got[0].properties, (Props{{"k", "v"}}));
   EXPECT_EQ(got[1].body, "two");
   EXPECT_EQ(got[1].device_id, "d1");
+  EXPECT_EQ(sink_.batches(), 1);  // one call: the sink takes the batch whole or not at all
+  sink_.setFailing(true);
+  expectError(sendEvent("d1", body, h), 503, "ServiceUnavailable");
+  EXPECT_EQ(api_->counters().telemetry_refused.load(), 2u);  // both messages of the batch
+  sink_.setFailing(false);
 
   expectError(sendEvent("d1", "[{\"body\":", h), 400, "IotHubFormatError");
   expectError(sendEvent("d1", R"([{"body":"not base64!"}])", h), 400, "ArgumentInvalid");
@@ -350,6 +368,25 @@ TEST_F(DeviceHttpTest, BatchTelemetry) {
   expectError(sendEvent("d1", R"([{"body":")" + big + R"("},{"body":")" + big + R"("}])", h), 413,
               "MessageTooLarge");
   EXPECT_EQ(sink_.messages().size(), 2u);
+}
+
+TEST_F(DeviceHttpTest, RequestsRecordLastActivityAtMostOncePerMinute) {
+  auto activity = [&] {
+    auto d = store_->registry().getDevice("d1");
+    EXPECT_TRUE(d.isOk());
+    return d.isOk() ? d->last_activity_time : SystemTime{};
+  };
+  clock_.advance(1h);
+  SystemTime start = clock_.now();
+  ASSERT_NE(activity(), start);
+  EXPECT_EQ(sendEvent("d1", "x").status, 204);
+  EXPECT_EQ(activity(), start);
+  clock_.advance(30s);
+  EXPECT_EQ(sendEvent("d1", "x").status, 204);
+  EXPECT_EQ(activity(), start);  // within the minute: not written again
+  clock_.advance(31s);
+  EXPECT_EQ(sendEvent("d1", "x").status, 204);
+  EXPECT_EQ(activity(), start + 61s);
 }
 
 TEST_F(DeviceHttpTest, SinkFailureIs503) {
