@@ -141,6 +141,27 @@ D2cJoin joinD2c(const std::vector<D2cRecord>& acks, const std::vector<D2cRecord>
   return j;
 }
 
+D2cRecords lastPartOf(const std::vector<D2cRecord>& acks, const std::vector<D2cRecord>& reads,
+                      double fraction) {
+  D2cRecords out;
+  if (acks.empty()) return out;
+  std::int64_t first = INT64_MAX;
+  std::int64_t last = INT64_MIN;
+  for (const auto& a : acks) {
+    first = std::min(first, a.sent_ns);
+    last = std::max(last, a.sent_ns);
+  }
+  const double keep = std::clamp(fraction, 0.0, 1.0);
+  const auto threshold = last - static_cast<std::int64_t>(static_cast<double>(last - first) * keep);
+  for (const auto& a : acks) {
+    if (a.sent_ns >= threshold) out.acks.push_back(a);
+  }
+  for (const auto& r : reads) {
+    if (r.sent_ns >= threshold) out.reads.push_back(r);
+  }
+  return out;
+}
+
 json::object d2cJoinJson(const D2cJoin& j) {
   json::object o;
   o["acked"] = j.acked;

@@ -72,6 +72,16 @@ struct D2cJoin {
 };
 D2cJoin joinD2c(const std::vector<D2cRecord>& acks, const std::vector<D2cRecord>& reads);
 
+// The records of messages published in the last `fraction` (0..1] of the span from the first
+// to the last publish among `acks` (both logs filtered by the same threshold): the steady
+// state of a run, without the start-up (every device's first message costs the hub more).
+struct D2cRecords {
+  std::vector<D2cRecord> acks;
+  std::vector<D2cRecord> reads;
+};
+D2cRecords lastPartOf(const std::vector<D2cRecord>& acks, const std::vector<D2cRecord>& reads,
+                      double fraction);
+
 // The join's figures as JSON: counts, exactly_once (0/1), acked_per_s (acked ÷ first
 // publish → last PUBACK), readable_per_s (read_unique ÷ first publish → last arrival) and the
 // three latencies (count, p50_ms, p90_ms, p99_ms, max_ms, mean_ms).

@@ -96,5 +96,22 @@ TEST(D2cLogTest, ReadBeforePubackCountsAndClampsAtZero) {
   EXPECT_FALSE(joinD2c({}, {}).exactlyOnce());  // nothing sent is not a pass
 }
 
+TEST(D2cLogTest, LastPartKeepsTheMessagesPublishedLate) {
+  // Published at 0, 10, 20, 30 and 40 ms: the last half of the span starts at 20 ms.
+  std::vector<D2cRecord> acks;
+  std::vector<D2cRecord> reads;
+  for (std::uint32_t k = 0; k < 5; ++k) {
+    acks.push_back({d2cMessageId(0, k), k * 10'000'000, k * 10'000'000 + 5});
+    reads.push_back({d2cMessageId(0, k), k * 10'000'000, k * 10'000'000 + 9});
+  }
+  const D2cRecords late = lastPartOf(acks, reads, 0.5);
+  ASSERT_EQ(late.acks.size(), 3u);
+  ASSERT_EQ(late.reads.size(), 3u);
+  EXPECT_EQ(late.acks.front().id, d2cMessageId(0, 2));
+  EXPECT_TRUE(joinD2c(late.acks, late.reads).exactlyOnce());
+  EXPECT_EQ(lastPartOf(acks, reads, 1.0).acks.size(), 5u);
+  EXPECT_TRUE(lastPartOf({}, reads, 0.5).reads.empty());
+}
+
 }  // namespace
 }  // namespace iothub::fleetsim

@@ -215,6 +215,11 @@ int main(int argc, char** argv) {
       "d2c-join", "Join a telemetry run's PUBACK log with a reader's arrival log; prints JSON");
   join->add_option("--acks", acks_file, "fleetsim's --ack-log")->required();
   join->add_option("--reads", reads_file, "The reader's --log")->required();
+  double steady_fraction = 0.5;
+  join->add_option("--steady-fraction", steady_fraction,
+                   "\"steady\": the same join over the messages published in this last "
+                   "fraction of the run")
+      ->capture_default_str();
 
   app.add_subcommand("free-port", "Print a TCP port that is free on 127.0.0.1 right now");
 
@@ -228,7 +233,12 @@ int main(int argc, char** argv) {
     if (!assign(fs::readD2cRecords(acks_file), acks, "--acks") ||
         !assign(fs::readD2cRecords(reads_file), reads, "--reads"))
       return 2;
-    std::cout << iothub::toJson(fs::d2cJoinJson(fs::joinD2c(acks, reads))) << std::endl;
+    auto out = fs::d2cJoinJson(fs::joinD2c(acks, reads));
+    const fs::D2cRecords late = fs::lastPartOf(acks, reads, steady_fraction);
+    auto steady = fs::d2cJoinJson(fs::joinD2c(late.acks, late.reads));
+    steady["fraction"] = steady_fraction;
+    out["steady"] = std::move(steady);
+    std::cout << iothub::toJson(out) << std::endl;
     return 0;
   }
 
