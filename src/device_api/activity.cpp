@@ -7,20 +7,26 @@
 namespace iothub::device_api {
 
 void ActivityRecorder::record(std::string_view device_id, bool connection_change) {
+  if (due(device_id, connection_change)) write(device_id, connection_change);
+}
+
+bool ActivityRecorder::due(std::string_view device_id, bool connection_change) {
   SystemTime now = clock_.now();
-  if (!connection_change) {
-    std::lock_guard lock(mutex_);
-    auto [it, inserted] = last_write_.try_emplace(std::string(device_id), now);
-    if (!inserted) {
-      if (now - it->second < std::chrono::minutes(1)) return;
-      it->second = now;
-    }
-    if (inserted && last_write_.size() > kPruneAbove) {
-      std::erase_if(last_write_, [&](const auto& entry) {
-        return now - entry.second >= std::chrono::minutes(1);
-      });
-    }
+  std::lock_guard lock(mutex_);
+  auto [it, inserted] = last_write_.try_emplace(std::string(device_id), now);
+  if (!inserted) {
+    if (!connection_change && now - it->second < std::chrono::minutes(1)) return false;
+    it->second = now;
   }
+  if (inserted && last_write_.size() > kPruneAbove) {
+    std::erase_if(last_write_,
+                  [&](const auto& entry) { return now - entry.second >= std::chrono::minutes(1); });
+  }
+  return true;
+}
+
+void ActivityRecorder::write(std::string_view device_id, bool connection_change) {
+  SystemTime now = clock_.now();
   auto updated = store_.registry().updateDevice(
       device_id, [&](const store::DeviceRecord& d) -> Result<store::DeviceRecord> {
         store::DeviceRecord next = d;

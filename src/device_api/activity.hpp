@@ -23,7 +23,14 @@ class ActivityRecorder {
 
   ActivityRecorder(store::Store& store, const Clock& clock) : store_(store), clock_(clock) {}
 
+  // due() then, when due, write().
   void record(std::string_view device_id, bool connection_change = false);
+  // Whether activity of the device is to be written now (then it counts as written: the
+  // next is due a minute later). Does not block on the store. A connection change is always
+  // due and restarts the minute.
+  bool due(std::string_view device_id, bool connection_change = false);
+  // Blocks: writes the activity time (and the connection change) to the registry.
+  void write(std::string_view device_id, bool connection_change = false);
   // Forgets the device's last write (its connection ended): its next activity is written.
   void forget(std::string_view device_id);
 

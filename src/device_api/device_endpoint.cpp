@@ -41,6 +41,19 @@ std::string describePropertyBag(std::string_view bag) {
   return out;
 }
 
+PublishOutcome closeWith(CloseCause cause, std::string reason) {
+  PublishOutcome out;
+  out.close = true;
+  out.cause = cause;
+  out.close_reason = std::move(reason);
+  return out;
+}
+
+PublishOutcome telemetryRefused(const Status& status) {
+  return closeWith(CloseCause::ServerError,
+                   "telemetry not stored, the device sends it again: " + status.toString());
+}
+
 }  // namespace
 
 DeviceEndpoint::DeviceEndpoint(std::string host_name, store::Store& store,
@@ -202,16 +215,9 @@ PublishOutcome DeviceEndpoint::twinPatchReported(std::string_view device_id,
 PublishOutcome DeviceEndpoint::handlePublish(std::string_view device_id,
                                              const mqtt::Publish& publish) {
   std::string_view topic = publish.topic;
-  auto closing = [](CloseCause cause, std::string reason) {
-    PublishOutcome out;
-    out.close = true;
-    out.cause = cause;
-    out.close_reason = std::move(reason);
-    return out;
-  };
   auto violation = [&](std::string reason) {
     ++counters_.acl_violations;
-    return closing(CloseCause::AclViolation, std::move(reason));
+    return closeWith(CloseCause::AclViolation, std::move(reason));
   };
   if (topic.starts_with(kTwinGet) || topic.starts_with(kTwinPatchReported)) {
     auto rid = mqtt::topicQueryValue(topic, "$rid");
@@ -233,27 +239,15 @@ PublishOutcome DeviceEndpoint::handlePublish(std::string_view device_id,
     }
     return {};
   }
-  std::string events = "devices/" + std::string(device_id) + "/messages/events/";
-  if (topic.starts_with(events) || topic == events.substr(0, events.size() - 1)) {
-    auto message = parseMqttTelemetryTopic(device_id, topic);
-    if (!message) {
-      return closing(CloseCause::BadMessage,
-                     "malformed telemetry topic: " + message.status().message());
-    }
-    message->body = publish.payload;
-    std::size_t size = message->size();
-    if (size > kMaxTelemetryMessageBytes) {
-      return closing(CloseCause::BadMessage, "telemetry message of " + std::to_string(size) +
-                                                 " bytes, over the 256 KiB limit");
-    }
-    spdlog::debug(
-        "device {}: telemetry {} bytes [{}]", device_id, publish.payload.size(),
-        describePropertyBag(topic.size() > events.size() ? topic.substr(events.size()) : ""));
+  if (isTelemetryTopic(device_id, topic)) {
+    auto parsed = telemetryOf(device_id, topic, publish.payload);
+    if (auto* refused = std::get_if<PublishOutcome>(&parsed)) return std::move(*refused);
+    auto& message = std::get<TelemetryMessage>(parsed);
+    std::size_t size = message.size();
     if (telemetry_ != nullptr) {
-      if (Status taken = telemetry_->accept(std::move(*message)); !taken) {
+      if (Status taken = telemetry_->accept(std::move(message)); !taken) {
         ++counters_.telemetry_refused;
-        return closing(CloseCause::ServerError,
-                       "telemetry not stored, the device sends it again: " + taken.toString());
+        return telemetryRefused(taken);
       }
     }
     ++counters_.telemetry_messages;
@@ -263,6 +257,75 @@ PublishOutcome DeviceEndpoint::handlePublish(std::string_view device_id,
   }
   return violation("publish to a topic the device may not use: " +
                    std::string(topic.substr(0, 128)));
+}
+
+bool DeviceEndpoint::isTelemetryTopic(std::string_view device_id, std::string_view topic) {
+  constexpr std::string_view kDevices = "devices/";
+  constexpr std::string_view kEvents = "/messages/events";
+  if (!topic.starts_with(kDevices)) return false;
+  topic.remove_prefix(kDevices.size());
+  if (!topic.starts_with(device_id)) return false;
+  topic.remove_prefix(device_id.size());
+  if (!topic.starts_with(kEvents)) return false;
+  topic.remove_prefix(kEvents.size());
+  return topic.empty() || topic.front() == '/';
+}
+
+std::variant<TelemetryMessage, PublishOutcome> DeviceEndpoint::telemetryOf(
+    std::string_view device_id, std::string_view topic, std::string payload) {
+  auto message = parseMqttTelemetryTopic(device_id, topic);
+  if (!message) {
+    return closeWith(CloseCause::BadMessage,
+                     "malformed telemetry topic: " + message.status().message());
+  }
+  message->body = std::move(payload);
+  std::size_t size = message->size();
+  if (size > kMaxTelemetryMessageBytes) {
+    return closeWith(CloseCause::BadMessage, "telemetry message of " + std::to_string(size) +
+                                                 " bytes, over the 256 KiB limit");
+  }
+  if (spdlog::should_log(spdlog::level::debug)) {
+    std::size_t prefix = std::string_view("devices//messages/events/").size() + device_id.size();
+    spdlog::debug("device {}: telemetry {} bytes [{}]", device_id, message->body.size(),
+                  describePropertyBag(topic.size() > prefix ? topic.substr(prefix) : ""));
+  }
+  return std::move(*message);
+}
+
+bool DeviceEndpoint::publishTelemetryAsync(std::string_view device_id, mqtt::Publish publish,
+                                           std::function<void(PublishOutcome)> done) {
+  if (!isTelemetryTopic(device_id, publish.topic)) return false;
+  auto parsed = telemetryOf(device_id, publish.topic, std::move(publish.payload));
+  if (auto* refused = std::get_if<PublishOutcome>(&parsed)) {
+    done(std::move(*refused));
+    return true;
+  }
+  auto& message = std::get<TelemetryMessage>(parsed);
+  if (activity_.due(device_id)) {
+    if (background_) {
+      background_([this, id = std::string(device_id)] { activity_.write(id); });
+    } else {
+      activity_.write(device_id);
+    }
+  }
+  std::size_t size = message.size();
+  if (telemetry_ == nullptr) {
+    ++counters_.telemetry_messages;
+    counters_.telemetry_bytes += size;
+    done({});
+    return true;
+  }
+  telemetry_->acceptAsync(std::move(message), [this, size, done = std::move(done)](Status taken) {
+    if (!taken) {
+      ++counters_.telemetry_refused;
+      done(telemetryRefused(taken));
+      return;
+    }
+    ++counters_.telemetry_messages;
+    counters_.telemetry_bytes += size;
+    done({});
+  });
+  return true;
 }
 
 void DeviceEndpoint::onConnected(std::string_view device_id) { activity_.record(device_id, true); }

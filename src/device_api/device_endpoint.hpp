@@ -1,6 +1,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -116,6 +117,21 @@ class DeviceEndpoint {
   // the device sends it again. Without a sink telemetry is counted and dropped.
   PublishOutcome handlePublish(std::string_view device_id, const mqtt::Publish& publish);
 
+  // Telemetry without blocking the caller (the MQTT transport calls it on its I/O thread):
+  // false when `publish` is not a telemetry publish of `device_id` (use handlePublish).
+  // Otherwise takes it and calls `done` once with the outcome handlePublish would give,
+  // when the sink has taken or refused the message (on the sink's thread: the telemetry
+  // log's appender), or at once for a malformed or oversized one. The activity write it may
+  // cause runs on the background executor (setBackgroundExecutor), else inline.
+  bool publishTelemetryAsync(std::string_view device_id, mqtt::Publish publish,
+                             std::function<void(PublishOutcome)> done);
+  // Whether `topic` is a telemetry topic of `device_id` (devices/{id}/messages/events[/…]).
+  static bool isTelemetryTopic(std::string_view device_id, std::string_view topic);
+  // Where publishTelemetryAsync runs its store writes (activity times); set before serving.
+  void setBackgroundExecutor(std::function<void(std::function<void()>)> executor) {
+    background_ = std::move(executor);
+  }
+
   // Blocks. Records connection-state changes on the device (connectionStateUpdatedTime,
   // lastActivityTime). Failures are logged, not returned.
   // `epoch` is the connection's claimPresence() result: in a cluster, its presence is
@@ -133,6 +149,11 @@ class DeviceEndpoint {
   PublishOutcome twinPatchReported(std::string_view device_id, std::string_view request_id,
                                    std::string_view payload);
   Reply twinError(std::string_view request_id, const Status& error);
+  // A telemetry publish as a message, or the outcome that closes the connection (a
+  // malformed property bag, over 256 KiB).
+  std::variant<TelemetryMessage, PublishOutcome> telemetryOf(std::string_view device_id,
+                                                             std::string_view topic,
+                                                             std::string payload);
 
   std::string host_name_;
   store::Store& store_;
@@ -145,6 +166,7 @@ class DeviceEndpoint {
   TelemetrySink* telemetry_;
   DeviceEndpointCounters counters_;
   ActivityRecorder activity_;
+  std::function<void(std::function<void()>)> background_;
 };
 
 }  // namespace iothub::device_api

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -59,6 +60,12 @@ class TelemetrySink {
       if (Status s = accept(std::move(message)); !s) return s;
     }
     return Status::ok();
+  }
+  // Takes the message without blocking the caller where the sink can (the telemetry log
+  // appends in batches on a thread of its own) and calls `done` with what accept() would
+  // have returned, once. The default calls accept() on the caller's thread.
+  virtual void acceptAsync(TelemetryMessage message, std::function<void(Status)> done) {
+    done(accept(std::move(message)));
   }
 };
 

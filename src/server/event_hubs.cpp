@@ -137,6 +137,9 @@ class EventHubsLinks final : public amqp::LinkHandler {
     std::optional<std::int64_t> next;  // the next sequence to send, once resolved
     bool busy = false;                 // a read (or the resolution) is under way
     bool missed = false;               // a wake-up came while busy: read again after it
+    std::chrono::steady_clock::time_point last_read{};  // when the last read started
+    std::chrono::steady_clock::time_point timer_due{};  // of `timer`, when set
+    std::uint64_t timer_seq = 0;                        // which armTimer set `timer`
     // Set by a wake-up until the strand handles it: one post per burst of appends.
     std::shared_ptr<std::atomic<bool>> woken = std::make_shared<std::atomic<bool>>(false);
   };
@@ -272,7 +275,19 @@ class EventHubsLinks final : public amqp::LinkHandler {
       it->second.missed = true;
       return;
     }
-    if (core.credit(link) > 0) read(core, link, it->second);
+    readPaced(core, link, it->second);
+  }
+
+  // Reads now, or once min_read_interval has passed since the last read.
+  void readPaced(amqp::ServerConnection& core, amqp::LinkId link, Reader& reader) {
+    if (core.credit(link) <= 0) return;  // onCredit reads when credit comes
+    auto now = std::chrono::steady_clock::now();
+    auto ready = reader.last_read + options_.min_read_interval;
+    if (now >= ready) {
+      read(core, link, reader);
+    } else {
+      armTimer(link, reader, ready - now);
+    }
   }
 
   // From onCredit, which has no core at hand: reads on the next turn of the strand.
@@ -293,8 +308,10 @@ class EventHubsLinks final : public amqp::LinkHandler {
     if (reader.timer != 0) {
       scheduler_.cancel(reader.timer);
       reader.timer = 0;
+      ++reader.timer_seq;  // its callback, if already on its way, does nothing
     }
     reader.busy = true;
+    reader.last_read = std::chrono::steady_clock::now();
     std::size_t limit =
         std::min<std::size_t>(options_.batch, static_cast<std::size_t>(core.credit(link)));
     blocking_([this, &log = log_, post = post_, link, partition = reader.where.partition,
@@ -315,7 +332,7 @@ class EventHubsLinks final : public amqp::LinkHandler {
     if (!events) {
       spdlog::warn("event hubs: cannot read partition {}: {}", reader.where.partition,
                    events.status().toString());
-      schedulePoll(link, reader);
+      armTimer(link, reader, options_.poll);
       return;
     }
     std::size_t sent = 0;
@@ -326,28 +343,41 @@ class EventHubsLinks final : public amqp::LinkHandler {
       ++sent;
     }
     counters_->events_sent.fetch_add(sent, std::memory_order_relaxed);
-    bool more = (sent > 0 && sent == events->size()) || reader.missed;
+    bool full = sent > 0 && sent == events->size();
+    bool missed = reader.missed;
     reader.missed = false;
-    if (more && core.credit(link) > 0) {
+    if (full && core.credit(link) > 0) {
       read(core, link, reader);  // more may be there
       return;
     }
+    if (missed) {
+      readPaced(core, link, reader);
+      if (reader.busy || reader.timer != 0) return;
+    }
     // Caught up (or out of credit): appends wake the reader; the poll covers appends on
-    // other nodes and a wake-up that came while this read was under way.
-    schedulePoll(link, reader);
+    // other nodes.
+    armTimer(link, reader, options_.poll);
   }
 
-  void schedulePoll(amqp::LinkId link, Reader& reader) {
-    if (reader.timer != 0) return;
-    reader.timer = scheduler_.schedule(options_.poll, [this, post = post_, link] {
-      post([this, link](amqp::ServerConnection& core) {
+  // Reads after `delay` (a poll, or a paced read), unless a timer due sooner is set.
+  void armTimer(amqp::LinkId link, Reader& reader, std::chrono::steady_clock::duration delay) {
+    auto due = std::chrono::steady_clock::now() + delay;
+    if (reader.timer != 0) {
+      if (reader.timer_due <= due) return;
+      scheduler_.cancel(reader.timer);
+    }
+    reader.timer_due = due;
+    std::uint64_t seq = ++reader.timer_seq;
+    reader.timer = scheduler_.schedule(delay, [this, post = post_, link, seq] {
+      post([this, link, seq](amqp::ServerConnection& core) {
         auto it = readers_.find(link);
-        if (it == readers_.end()) return;
+        // Gone, or replaced by a timer due sooner (whose cancel came too late for this one).
+        if (it == readers_.end() || it->second.timer_seq != seq) return;
         it->second.timer = 0;
         if (core.credit(link) > 0) {
           read(core, link, it->second);
         } else {
-          schedulePoll(link, it->second);
+          armTimer(link, it->second, options_.poll);
         }
       });
     });

@@ -66,7 +66,7 @@ Result<StartPosition> parseSelector(std::string_view expression);
 struct EventHubsOptions {
   // Events read from the log per batch, and their bytes (at most one batch per link waits
   // to be sent).
-  std::size_t batch = 100;
+  std::size_t batch = 1000;
   std::size_t batch_bytes = 1024 * 1024;
   // Readers without an epoch per consumer group and partition on this node (Azure: 5);
   // more are refused with amqp:resource-limit-exceeded.
@@ -74,6 +74,10 @@ struct EventHubsOptions {
   // An idle reader with credit reads again this often even without a wake-up: appends on
   // other cluster nodes do not wake this node's readers.
   std::chrono::milliseconds poll{1000};
+  // A reader woken by appends reads at most this often (a read that filled its batch is
+  // followed at once): under a steady stream every append would otherwise cost each
+  // reader of its partition a store read.
+  std::chrono::milliseconds min_read_interval{5};
 };
 
 struct EventHubsCounters {

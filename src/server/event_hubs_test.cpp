@@ -214,9 +214,17 @@ class EventHubsTest : public ::testing::Test {
         std::make_unique<auth::ServiceAuthenticator>(std::string(kHost), policies_, clock_);
     authenticator_ = std::make_unique<HubTokenAuthenticator>(
         std::string(kHost), *service_auth_, clock_, policies_, std::string(kEntity));
+    makeService();
+  }
+
+  // Reads are not paced unless a test asks (the pacing test does).
+  void makeService(std::chrono::milliseconds min_read_interval = 0ms) {
+    EventHubsOptions options;
+    options.min_read_interval = min_read_interval;
     service_ = std::make_unique<EventHubsService>(
         std::string(kEntity), *log_, *store_,
-        [this](std::function<void()> work) { blocking_.push_back(std::move(work)); }, scheduler_);
+        [this](std::function<void()> work) { blocking_.push_back(std::move(work)); }, scheduler_,
+        options);
   }
 
   void TearDown() override {
@@ -587,6 +595,20 @@ TEST_F(EventHubsTest, AClosedConnectionLeavesNoListenerOrTimerBehind) {
   scheduler_.fireAll();  // and its poll timer, had it not been cancelled
   settle();
   SUCCEED();
+}
+
+TEST_F(EventHubsTest, WakeUpsWithinTheMinimumIntervalWaitForATimer) {
+  makeService(1h);  // nothing but the timer may read again
+  Connection& c = connect();
+  attachReader(c, "r", "$Default", partitionOfDev1(), "");
+  ASSERT_EQ(scheduler_.pending(), 1u);  // the idle reader's poll
+  append(2);
+  settle();
+  EXPECT_TRUE(c.client->received.empty());  // woken within the interval: no read yet
+  EXPECT_EQ(scheduler_.pending(), 1u);      // the poll comes sooner than the interval's end
+  scheduler_.fireAll();
+  settle();
+  EXPECT_EQ(bodies(c), (std::vector<std::string>{"m0", "m1"}));
 }
 
 TEST_F(EventHubsTest, AnIdleReaderPollsForAppendsOfOtherNodes) {

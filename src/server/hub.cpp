@@ -770,6 +770,8 @@ Hub::~Hub() {
   impl_->workers.join();
   impl_->device_workers.join();
   impl_->c2d_workers.join();
+  // Appends what devices sent last, before the device endpoint its callbacks count in goes.
+  if (impl_->telemetry) impl_->telemetry->stop();
   std::error_code ec;
   fs::remove(impl_->config.data_dir / kRuntimeFile, ec);
 }
@@ -962,6 +964,9 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
   impl->device_endpoint = std::make_unique<device_api::DeviceEndpoint>(
       config.host_name, *impl->store, *policies, *impl->twins, *impl->methods, impl->clock,
       impl->random, impl->router.get(), impl->telemetry.get());
+  impl->device_endpoint->setBackgroundExecutor([raw = impl.get()](std::function<void()> work) {
+    asio::post(raw->device_workers, std::move(work));
+  });
   {
     Impl* hub = impl.get();
     hub->c2d = std::make_unique<c2d::CloudToDevice>(*hub->store, hub->clock, hub->random);
@@ -1202,6 +1207,7 @@ Status Hub::run() {
   impl.workers.join();
   impl.device_workers.join();
   impl.c2d_workers.join();
+  impl.telemetry->stop();  // appends what is queued (its devices get no PUBACK: they resend)
   impl.leaveCluster();
   spdlog::info("stopped");
   if (impl.lost_lock) {

@@ -305,6 +305,78 @@ Status TelemetryLog::acceptAll(std::vector<device_api::TelemetryMessage> message
   return append(std::move(records));
 }
 
+void TelemetryLog::acceptAsync(device_api::TelemetryMessage message,
+                               std::function<void(Status)> done) {
+  {
+    std::lock_guard lock(queue_mutex_);
+    std::size_t bytes = message.body.size();
+    if (stopping_ || (queued_bytes_ > 0 && queued_bytes_ + bytes > options_.max_queued_bytes)) {
+      counters_.append_failures.fetch_add(1, std::memory_order_relaxed);
+      // Outside the lock: `done` may call back in.
+    } else {
+      if (!appender_.joinable()) appender_ = std::thread([this] { appendLoop(); });
+      queued_bytes_ += bytes;
+      queue_.push_back(Pending{std::move(message), std::move(done)});
+      queue_cv_.notify_one();
+      return;
+    }
+  }
+  done(Status(ErrorCode::ServiceUnavailable,
+              "The hub's telemetry log is stopping or too far behind; send again later"));
+}
+
+void TelemetryLog::appendLoop() {
+  for (;;) {
+    std::vector<Pending> batch;
+    {
+      std::unique_lock lock(queue_mutex_);
+      queue_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, and everything queued was appended
+      std::size_t n = std::min(queue_.size(), std::max<std::size_t>(options_.max_batch, 1));
+      batch.reserve(n);
+      for (std::size_t i = 0; i < n; ++i) {
+        queued_bytes_ -= queue_.front().message.body.size();
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+    }
+    appendBatch(std::move(batch));
+  }
+}
+
+void TelemetryLog::appendBatch(std::vector<Pending> batch) {
+  const SystemTime now = clock_.now();
+  std::vector<store::TelemetryRecord> records;
+  std::vector<std::function<void(Status)>> appended;  // the done of each record, in order
+  records.reserve(batch.size());
+  appended.reserve(batch.size());
+  for (Pending& pending : batch) {
+    Result<store::TelemetryRecord> record = toRecord(std::move(pending.message), now);
+    if (!record) {
+      // This device only (deleted meanwhile, or the registry failed): the others go on.
+      counters_.append_failures.fetch_add(1, std::memory_order_relaxed);
+      pending.done(record.status());
+      continue;
+    }
+    records.push_back(std::move(record).value());
+    appended.push_back(std::move(pending.done));
+  }
+  if (records.empty()) return;
+  Status status = append(std::move(records));
+  for (auto& done : appended) done(status);
+}
+
+void TelemetryLog::stop() {
+  {
+    std::lock_guard lock(queue_mutex_);
+    stopping_ = true;
+  }
+  queue_cv_.notify_all();
+  if (appender_.joinable() && appender_.get_id() != std::this_thread::get_id()) appender_.join();
+}
+
+TelemetryLog::~TelemetryLog() { stop(); }
+
 Status TelemetryLog::append(std::vector<store::TelemetryRecord> records) {
   auto sequences = store_.telemetry().appendTelemetry(records);
   if (!sequences) {

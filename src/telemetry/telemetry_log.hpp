@@ -2,14 +2,17 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <unordered_map>
 #include <utility>
 #include <variant>
@@ -33,6 +36,10 @@ struct TelemetryOptions {
   // long, for at most this many devices (§4).
   std::chrono::seconds identity_cache_ttl{60};
   std::size_t identity_cache_size = 10'000;
+  // acceptAsync: messages appended per transaction at most, and the body bytes that may wait
+  // for the appender; beyond them messages are refused (ServiceUnavailable) at once.
+  std::size_t max_batch = 1000;
+  std::size_t max_queued_bytes = 256 * 1024 * 1024;
 };
 
 // What the hub stamps about the sending device (docs/telemetry.md §3, §4).
@@ -115,6 +122,16 @@ class TelemetryLog final : public device_api::TelemetrySink {
   Status accept(device_api::TelemetryMessage message) override;
   // The same for several messages (an HTTP batch) in one transaction: all or none.
   Status acceptAll(std::vector<device_api::TelemetryMessage> messages) override;
+  // Without blocking: queues the message for the log's appender thread, which appends
+  // whatever queued while its previous transaction committed (at most max_batch) in one
+  // transaction, then calls each message's `done` with its outcome (as accept() would
+  // return it), on that thread, and wakes the partitions' listeners. `done` must be quick.
+  // Refused at once (ServiceUnavailable) beyond max_queued_bytes or after stop().
+  void acceptAsync(device_api::TelemetryMessage message, std::function<void(Status)> done) override;
+  // Appends what is queued, then ends the appender thread; later acceptAsync calls are
+  // refused. Also done by the destructor.
+  void stop();
+  ~TelemetryLog() override;
 
   // Records of `partition` from `from_sequence` on (trimmed ones skipped), at most `limit`,
   // stopping once their stored bytes reach `max_bytes` (the first is always returned).
@@ -159,6 +176,13 @@ class TelemetryLog final : public device_api::TelemetrySink {
     std::function<void()> wake;
   };
 
+  struct Pending {
+    device_api::TelemetryMessage message;
+    std::function<void(Status)> done;
+  };
+  void appendLoop();
+  void appendBatch(std::vector<Pending> batch);
+
   Result<DeviceIdentity> identityOf(const std::string& device_id);
   Result<store::TelemetryRecord> toRecord(device_api::TelemetryMessage message, SystemTime now);
   Status append(std::vector<store::TelemetryRecord> records);
@@ -175,6 +199,13 @@ class TelemetryLog final : public device_api::TelemetrySink {
   mutable std::shared_mutex listeners_mutex_;
   std::vector<std::vector<Listener>> listeners_;  // by partition
   std::uint64_t next_listener_id_ = 1;            // under listeners_mutex_ (exclusive)
+
+  std::mutex queue_mutex_;
+  std::condition_variable queue_cv_;
+  std::deque<Pending> queue_;     // guarded by queue_mutex_
+  std::size_t queued_bytes_ = 0;  // guarded by queue_mutex_
+  bool stopping_ = false;         // guarded by queue_mutex_
+  std::thread appender_;          // started by the first acceptAsync
 
   std::atomic<std::int32_t> sweep_cursor_{0};  // the partition the next sweep starts at
   mutable TelemetryCounters counters_;

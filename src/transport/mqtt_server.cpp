@@ -111,6 +111,39 @@ auto onWorker(ServerContext& server, Fn fn) {
       asio::use_awaitable, std::move(fn));
 }
 
+// Hands a telemetry publish to the endpoint, which stores it without a worker thread
+// waiting (docs/event-hubs.md §7), and resumes the calling coroutine on its own executor
+// with the outcome once the message is durable or refused.
+inline auto onTelemetry(device_api::DeviceEndpoint& endpoint, std::string device,
+                        mqtt::Publish publish) {
+  using Outcome = device_api::PublishOutcome;
+  return asio::async_initiate<decltype(asio::use_awaitable), void(Outcome)>(
+      [&endpoint](auto handler, std::string device_id, mqtt::Publish message) {
+        using Handler = decltype(handler);
+        auto executor = asio::get_associated_executor(handler);
+        // The completion is called from another thread through a copyable std::function.
+        auto shared = std::make_shared<Handler>(std::move(handler));
+        auto work = std::make_shared<decltype(asio::make_work_guard(executor))>(
+            asio::make_work_guard(executor));
+        bool telemetry = endpoint.publishTelemetryAsync(
+            device_id, std::move(message), [shared, work, executor](Outcome outcome) mutable {
+              asio::dispatch(executor, [shared, work, outcome = std::move(outcome)]() mutable {
+                std::move (*shared)(std::move(outcome));
+              });
+            });
+        if (!telemetry) {
+          // Not telemetry after all (the caller checked): handled as an unknown topic.
+          Outcome refused;
+          refused.close = true;
+          refused.close_reason = "not a telemetry topic";
+          asio::dispatch(executor, [shared, work, refused = std::move(refused)]() mutable {
+            std::move (*shared)(std::move(refused));
+          });
+        }
+      },
+      asio::use_awaitable, std::move(device), std::move(publish));
+}
+
 template <class Stream>
 class MqttConnection final : public routing::DeviceLink,
                              public std::enable_shared_from_this<MqttConnection<Stream>> {
@@ -640,10 +673,15 @@ class MqttConnection final : public routing::DeviceLink,
     std::string device = device_id_;
     std::uint16_t packet_id = publish.packet_id;
     bool qos1 = publish.qos == mqtt::QoS::AtLeastOnce;
-    auto job = [&endpoint, device, publish = std::move(publish)] {
-      return endpoint.handlePublish(device, publish);
-    };
-    auto outcome = co_await onWorker(*server_, std::move(job));
+    device_api::PublishOutcome outcome;
+    if (device_api::DeviceEndpoint::isTelemetryTopic(device, publish.topic)) {
+      outcome = co_await onTelemetry(endpoint, device, std::move(publish));
+    } else {
+      auto job = [&endpoint, device, publish = std::move(publish)] {
+        return endpoint.handlePublish(device, publish);
+      };
+      outcome = co_await onWorker(*server_, std::move(job));
+    }
     if (outcome.close) {
       logLine(spdlog::level::info, "{}: closing {} ({}): {}", server_->options.name, remote_,
               device_id_, outcome.close_reason);
