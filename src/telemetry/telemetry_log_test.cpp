@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <map>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -464,6 +466,111 @@ TEST_F(TelemetryLogTest, ConcurrentAcceptLosesAndDuplicatesNothing) {
   EXPECT_EQ(seen.size(), static_cast<std::size_t>(kThreads * kPerThread));
   EXPECT_EQ(log_->counters().appended.load(), static_cast<std::uint64_t>(kThreads * kPerThread));
   for (auto id : ids) log_->unlisten(id);
+}
+
+}  // namespace
+}  // namespace iothub::telemetry
+
+namespace iothub::telemetry {
+namespace {
+
+// Collects acceptAsync outcomes from the appender thread.
+struct Outcomes {
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::vector<std::pair<int, Status>> got;  // (tag, status) in completion order
+
+  std::function<void(Status)> callback(int tag) {
+    return [this, tag](Status s) {
+      std::lock_guard lock(mutex);
+      got.emplace_back(tag, std::move(s));
+      cv.notify_all();
+    };
+  }
+  bool waitFor(std::size_t n, std::chrono::seconds timeout = 10s) {
+    std::unique_lock lock(mutex);
+    return cv.wait_for(lock, timeout, [&] { return got.size() >= n; });
+  }
+};
+
+TEST_F(TelemetryLogTest, AcceptAsyncStoresInOrderAndCallsBackOnceEach) {
+  Outcomes outcomes;
+  std::atomic<int> woken{0};
+  std::int32_t p = log_->partitionOf("dev0");
+  log_->listen(p, [&] { ++woken; });
+  for (int i = 0; i < 500; ++i) {
+    log_->acceptAsync(message("dev0", "m" + std::to_string(i)), outcomes.callback(i));
+  }
+  ASSERT_TRUE(outcomes.waitFor(500));
+  std::set<int> tags;
+  for (const auto& [tag, status] : outcomes.got) {
+    EXPECT_TRUE(status.isOk()) << status.toString();
+    tags.insert(tag);
+  }
+  EXPECT_EQ(tags.size(), 500u);  // each callback once
+  auto events = readAll(p);
+  ASSERT_EQ(events.size(), 500u);
+  for (int i = 0; i < 500; ++i) {
+    EXPECT_EQ(events[static_cast<std::size_t>(i)].body, "m" + std::to_string(i));
+  }
+  EXPECT_GE(woken.load(), 1);
+  EXPECT_LE(woken.load(), 500);  // once per transaction, which holds many messages
+  EXPECT_EQ(log_->counters().appended.load(), 500u);
+}
+
+TEST_F(TelemetryLogTest, AcceptAsyncRefusesOnlyTheMessagesOfAnUnknownDevice) {
+  Outcomes outcomes;
+  log_->acceptAsync(message("dev1", "a"), outcomes.callback(1));
+  log_->acceptAsync(message("ghost", "b"), outcomes.callback(2));
+  log_->acceptAsync(message("dev1", "c"), outcomes.callback(3));
+  ASSERT_TRUE(outcomes.waitFor(3));
+  for (const auto& [tag, status] : outcomes.got) {
+    if (tag == 2) {
+      EXPECT_EQ(status.code(), ErrorCode::DeviceNotFound);
+    } else {
+      EXPECT_TRUE(status.isOk()) << status.toString();
+    }
+  }
+  auto events = readAll(log_->partitionOf("dev1"));
+  std::vector<std::string> bodies;
+  for (const auto& e : events) bodies.push_back(e.body);
+  EXPECT_EQ(bodies, (std::vector<std::string>{"a", "c"}));
+  EXPECT_EQ(log_->counters().append_failures.load(), 1u);
+}
+
+TEST_F(TelemetryLogTest, StopAppendsWhatIsQueuedThenRefuses) {
+  Outcomes outcomes;
+  for (int i = 0; i < 50; ++i) log_->acceptAsync(message("dev2"), outcomes.callback(i));
+  log_->stop();
+  EXPECT_EQ(outcomes.got.size(), 50u);  // all answered before stop() returned
+  for (const auto& [tag, status] : outcomes.got) EXPECT_TRUE(status.isOk()) << tag;
+  log_->acceptAsync(message("dev2"), outcomes.callback(99));
+  ASSERT_EQ(outcomes.got.size(), 51u);  // refused at once, on this thread
+  EXPECT_EQ(outcomes.got.back().second.code(), ErrorCode::ServiceUnavailable);
+  EXPECT_EQ(readAll(log_->partitionOf("dev2")).size(), 50u);
+}
+
+TEST_F(TelemetryLogTest, AcceptAsyncRefusesBeyondTheQueuedBytes) {
+  // A queue bound of one message: while the appender holds the store's writer busy, more
+  // bytes than the bound wait and are refused. The first message always goes in.
+  make(TelemetryOptions{.max_queued_bytes = 1});
+  Outcomes outcomes;
+  for (int i = 0; i < 200; ++i) {
+    log_->acceptAsync(message("dev3", std::string(1000, 'x')), outcomes.callback(i));
+  }
+  ASSERT_TRUE(outcomes.waitFor(200));
+  std::size_t ok = 0, refused = 0;
+  for (const auto& [tag, status] : outcomes.got) {
+    if (status.isOk()) {
+      ++ok;
+    } else {
+      EXPECT_EQ(status.code(), ErrorCode::ServiceUnavailable);
+      ++refused;
+    }
+  }
+  EXPECT_GE(ok, 1u);
+  EXPECT_EQ(ok + refused, 200u);
+  EXPECT_EQ(readAll(log_->partitionOf("dev3")).size(), ok);  // refused ones were not stored
 }
 
 }  // namespace
