@@ -58,14 +58,7 @@ class ServiceLinks final : public amqp::LinkHandler {
   }
 
   std::optional<amqp::ErrorCondition> onAttach(const amqp::LinkRequest& request) override {
-    bool may = false;
-    for (const auto& claim : request.claims) {
-      for (const auto& right : claim.rights) may = may || right == "ServiceConnect";
-    }
-    if (!may) {
-      return amqp::ErrorCondition{"amqp:unauthorized-access",
-                                  "the token's policy lacks ServiceConnect"};
-    }
+    if (auto refused = requireServiceConnect(request)) return refused;
     if (request.role == amqp::LinkRole::Sender && request.address == kDeviceBound) {
       senders_.insert({request.id, true});
       return std::nullopt;
@@ -227,6 +220,16 @@ class ServiceLinks final : public amqp::LinkHandler {
 };
 
 }  // namespace
+
+std::optional<amqp::ErrorCondition> requireServiceConnect(const amqp::LinkRequest& request) {
+  for (const auto& claim : request.claims) {
+    for (const auto& right : claim.rights) {
+      if (right == "ServiceConnect") return std::nullopt;
+    }
+  }
+  return amqp::ErrorCondition{"amqp:unauthorized-access",
+                              "the token's policy lacks ServiceConnect"};
+}
 
 std::optional<std::string> deviceIdFromTo(std::string_view to) {
   constexpr std::string_view kPrefix = "/devices/";

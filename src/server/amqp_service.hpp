@@ -102,6 +102,10 @@ class AmqpService {
   std::shared_ptr<AmqpServiceCounters> counters_ = std::make_shared<AmqpServiceCounters>();
 };
 
+// Nothing when one of the link's claims carries ServiceConnect, else the refusal
+// (amqp:unauthorized-access): C2D, feedback and the Event Hubs endpoint all need it.
+std::optional<amqp::ErrorCondition> requireServiceConnect(const amqp::LinkRequest& request);
+
 // The device id in a C2D message's `to` (/devices/<url-encoded id>/messages/devicebound,
 // docs/amqp.md §3), or nullopt when it has another shape.
 std::optional<std::string> deviceIdFromTo(std::string_view to);

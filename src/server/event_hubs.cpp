@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "common/encoding.hpp"
+#include "server/amqp_service.hpp"
 
 namespace iothub::server {
 namespace {
@@ -16,14 +17,6 @@ constexpr std::string_view kManagement = "$management";
 constexpr std::string_view kSelectorFilter = "apache.org:selector-filter:string";
 constexpr std::string_view kEpochProperty = "com.microsoft:epoch";
 constexpr std::string_view kStolen = "amqp:link:stolen";
-
-std::string lower(std::string_view text) {
-  std::string out(text);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
-  return out;
-}
 
 std::optional<std::int64_t> parseInt64(std::string_view text) {
   std::int64_t value = 0;
@@ -80,14 +73,7 @@ class EventHubsLinks final : public amqp::LinkHandler {
   }
 
   std::optional<amqp::ErrorCondition> onAttach(const amqp::LinkRequest& request) override {
-    bool may = false;
-    for (const auto& claim : request.claims) {
-      for (const auto& right : claim.rights) may = may || right == "ServiceConnect";
-    }
-    if (!may) {
-      return amqp::ErrorCondition{"amqp:unauthorized-access",
-                                  "the token's policy lacks ServiceConnect"};
-    }
+    if (auto refused = requireServiceConnect(request)) return refused;
     if (request.address == kManagement) {
       if (request.role == amqp::LinkRole::Sender) {
         management_senders_.insert({request.id, true});
@@ -606,7 +592,7 @@ std::optional<amqp::ErrorCondition> ReaderRegistry::admit(std::string_view group
   std::vector<std::function<void()>> displaced;
   {
     std::lock_guard lock(mutex_);
-    auto& readers = readers_[{lower(group), partition}];
+    auto& readers = readers_[{store::consumerGroupKey(group), partition}];
     std::optional<std::int64_t> highest;
     for (const auto& r : readers) {
       if (r.epoch && (!highest || *r.epoch > *highest)) highest = r.epoch;
@@ -645,7 +631,7 @@ std::optional<amqp::ErrorCondition> ReaderRegistry::admit(std::string_view group
 
 void ReaderRegistry::remove(std::string_view group, std::int32_t partition, std::uint64_t id) {
   std::lock_guard lock(mutex_);
-  auto it = readers_.find({lower(group), partition});
+  auto it = readers_.find({store::consumerGroupKey(group), partition});
   if (it == readers_.end()) return;
   std::erase_if(it->second, [id](const Reader& r) { return r.id == id; });
   if (it->second.empty()) readers_.erase(it);
