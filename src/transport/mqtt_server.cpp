@@ -127,7 +127,8 @@ inline auto onTelemetry(device_api::DeviceEndpoint& endpoint, std::string device
             asio::make_work_guard(executor));
         bool telemetry = endpoint.publishTelemetryAsync(
             device_id, std::move(message), [shared, work, executor](Outcome outcome) mutable {
-              asio::dispatch(executor, [shared, work, outcome = std::move(outcome)]() mutable {
+              // Posted, never run inline: `done` may come before the initiation returns.
+              asio::post(executor, [shared, work, outcome = std::move(outcome)]() mutable {
                 std::move (*shared)(std::move(outcome));
               });
             });
@@ -136,7 +137,7 @@ inline auto onTelemetry(device_api::DeviceEndpoint& endpoint, std::string device
           Outcome refused;
           refused.close = true;
           refused.close_reason = "not a telemetry topic";
-          asio::dispatch(executor, [shared, work, refused = std::move(refused)]() mutable {
+          asio::post(executor, [shared, work, refused = std::move(refused)]() mutable {
             std::move (*shared)(std::move(refused));
           });
         }
