@@ -22,7 +22,7 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const { EventHubConsumerClient, earliestEventPosition, latestEventPosition } = require('@azure/event-hubs');
 const { Client: DeviceClient, Message } = require('azure-iot-device');
-const { Mqtt } = require('azure-iot-device-mqtt');
+const { Mqtt, MqttWs } = require('azure-iot-device-mqtt');
 const { Http } = require('azure-iot-device-http');
 const {
   serviceConnectionString, hostName, createDevice, unique, waitFor, serviceRequest, stopHub, startHub,
@@ -152,6 +152,23 @@ test('MQTT telemetry arrives on its partition with body, properties and IoT Hub 
   assert.deepEqual(seen.errors, []);
   await seen.subscription.close();
   await device.client.close();
+  await closeQuietly(client);
+});
+
+test('telemetry over MQTT over WebSocket (MqttWs, port 443) is readable too', async () => {
+  const device = await createDevice('eh-ws');
+  const ws = DeviceClient.fromConnectionString(device.connectionString, MqttWs);
+  await ws.open();
+  const client = consumer();
+  const seen = collect(client, partitionOf(device.deviceId), { startPosition: latestEventPosition });
+  await new Promise((r) => setTimeout(r, 500));
+  await ws.sendEvent(telemetry({ via: 'websocket' }, { messageId: 'w-1' }));
+  await waitFor(() => of(seen, device.deviceId).length >= 1, 15000, 'the MqttWs event');
+  const [event] = of(seen, device.deviceId);
+  assert.deepEqual(event.body, { via: 'websocket' });
+  assert.equal(event.messageId, 'w-1');
+  await seen.subscription.close();
+  await ws.close();
   await closeQuietly(client);
 });
 
