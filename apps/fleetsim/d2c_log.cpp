@@ -7,6 +7,8 @@
 #include <fstream>
 #include <unordered_map>
 
+#include "apps/fleetsim/report.hpp"
+
 namespace iothub::fleetsim {
 
 namespace {
@@ -23,19 +25,6 @@ std::uint64_t get64(const char* in) {
 
 std::uint64_t microsBetween(std::int64_t from_ns, std::int64_t to_ns) {
   return to_ns > from_ns ? static_cast<std::uint64_t>((to_ns - from_ns) / 1000) : 0;
-}
-
-double round3(double v) { return std::round(v * 1000.0) / 1000.0; }
-
-json::object latencyJson(const LatencyHistogram& h) {
-  json::object o;
-  o["count"] = h.count();
-  o["p50_ms"] = round3(static_cast<double>(h.percentile(0.50)) / 1000.0);
-  o["p90_ms"] = round3(static_cast<double>(h.percentile(0.90)) / 1000.0);
-  o["p99_ms"] = round3(static_cast<double>(h.percentile(0.99)) / 1000.0);
-  o["max_ms"] = round3(static_cast<double>(h.max()) / 1000.0);
-  o["mean_ms"] = round3(h.mean() / 1000.0);
-  return o;
 }
 
 }  // namespace

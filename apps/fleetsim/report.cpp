@@ -10,6 +10,19 @@
 
 namespace iothub::fleetsim {
 
+double round3(double v) { return std::round(v * 1000.0) / 1000.0; }
+
+json::object latencyJson(const LatencyHistogram& h) {
+  json::object o;
+  o["count"] = h.count();
+  o["p50_ms"] = round3(static_cast<double>(h.percentile(0.50)) / 1000.0);
+  o["p90_ms"] = round3(static_cast<double>(h.percentile(0.90)) / 1000.0);
+  o["p99_ms"] = round3(static_cast<double>(h.percentile(0.99)) / 1000.0);
+  o["max_ms"] = round3(static_cast<double>(h.max()) / 1000.0);
+  o["mean_ms"] = round3(h.mean() / 1000.0);
+  return o;
+}
+
 namespace {
 Status invalid(std::string message) {
   return Status(ErrorCode::ArgumentInvalid, std::move(message));

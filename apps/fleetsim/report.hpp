@@ -7,10 +7,17 @@
 #include <string_view>
 #include <vector>
 
+#include "apps/fleetsim/latency_histogram.hpp"
 #include "common/json.hpp"
 #include "common/status.hpp"
 
 namespace iothub::fleetsim {
+
+// `v` rounded to three decimals (report figures).
+double round3(double v);
+// A latency histogram (microseconds) as a report object: count, p50_ms, p90_ms, p99_ms,
+// max_ms, mean_ms.
+json::object latencyJson(const LatencyHistogram& h);
 
 // The number at a dotted path ("connect.p99_ms") of a JSON document. Errors: NotFound-style
 // ArgumentInvalid naming the path when a member is missing or the value is not a number.

@@ -16,7 +16,6 @@
 // PUBACKs), rejected, released, elapsed_s from the first send to the last outcome, and
 // sends_per_s = accepted / elapsed_s. Exit 1 unless every message was accepted.
 
-#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -45,10 +44,10 @@
 #include <vector>
 
 #include "apps/fleetsim/fleet_options.hpp"
+#include "apps/fleetsim/report.hpp"
 #include "auth/connection_string.hpp"
 #include "auth/sas_token.hpp"
 #include "bench/lib/bench_client.hpp"
-#include "mqtt/decoder.hpp"
 #include "mqtt/encoder.hpp"
 
 namespace {
@@ -56,7 +55,7 @@ namespace {
 using SteadyClock = std::chrono::steady_clock;
 namespace fs = iothub::fleetsim;
 using iothub::bench::nowNanos;
-using iothub::bench::round3;
+using iothub::fleetsim::round3;
 
 struct Options {
   std::string server = "127.0.0.1";
@@ -250,8 +249,6 @@ int runAmqp(const Options& o) {
 // ---------------------------------------------------------------------------------------
 // MQTT: one blocking socket, QoS 1 publishes with a window of in-flight packet ids.
 
-using iothub::bench::writeAll;
-
 int runMqtt(const Options& o) {
   Figures f;
   const int fd = iothub::bench::connectTcp(o.server, o.port, f.error);
@@ -259,14 +256,12 @@ int runMqtt(const Options& o) {
     print("mqtt", o, f);
     return 1;
   }
-  iothub::mqtt::Decoder decoder;
-  std::string out;
+  iothub::bench::MqttPeer peer(fd);
   iothub::mqtt::Connect connect;
   connect.client_id = "c2d-sender";
   connect.clean_session = true;
-  (void)iothub::mqtt::encode(connect, out);
+  (void)iothub::mqtt::encode(connect, peer.out);
   bool connected = false;
-  std::vector<char> in(64 * 1024);
   std::vector<bool> in_use(65536, false);
   std::uint16_t next_id = 0;
   std::uint64_t acked = 0;
@@ -288,56 +283,28 @@ int runMqtt(const Options& o) {
         (void)iothub::mqtt::encode(
             iothub::mqtt::PublishView{topic, body, iothub::mqtt::QoS::AtLeastOnce, false, false,
                                       next_id},
-            out);
+            peer.out);
         ++f.sent;
       }
     }
-    if (!out.empty()) {
-      if (!writeAll(fd, out)) {
-        f.error = std::string("write: ") + std::strerror(errno);
-        break;
-      }
-      out.clear();
-    }
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, 1000) == 0) {
-      if (SteadyClock::now() > deadline) f.error = "timed out waiting for PUBACKs";
-      continue;
-    }
-    const ssize_t n = ::recv(fd, in.data(), in.size(), 0);
-    if (n <= 0) {
-      f.error = n == 0 ? "the broker closed the connection" : std::strerror(errno);
-      break;
-    }
-    decoder.feed(std::string_view(in.data(), static_cast<std::size_t>(n)));
-    for (;;) {
-      auto next = decoder.next();
-      if (!next) {
-        f.error = "malformed packet from the broker";
-        break;
-      }
-      if (!next->has_value()) break;
-      auto& packet = **next;
+    const bool arrived = peer.pump(1000, f.error, [&](iothub::mqtt::Packet& packet) {
       if (auto* connack = std::get_if<iothub::mqtt::ConnAck>(&packet)) {
         if (connack->return_code != iothub::mqtt::ConnectReturnCode::Accepted) {
           f.error = "CONNACK refused";
-          break;
+          return;
         }
         connected = true;
       } else if (auto* puback = std::get_if<iothub::mqtt::PubAck>(&packet)) {
-        if (!in_use[puback->packet_id]) continue;
+        if (!in_use[puback->packet_id]) return;
         in_use[puback->packet_id] = false;
         ++acked;
         ++f.accepted;
         f.last_outcome_ns = nowNanos();
       }
-    }
+    });
+    if (!arrived && SteadyClock::now() > deadline) f.error = "timed out waiting for PUBACKs";
   }
-  iothub::mqtt::Disconnect disconnect;
-  out.clear();
-  (void)iothub::mqtt::encode(disconnect, out);
-  (void)writeAll(fd, out);
-  ::close(fd);
+  peer.disconnect();
   print("mqtt", o, f);
   return f.error.empty() && f.accepted == o.messages ? 0 : 1;
 }

@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -20,6 +21,10 @@
 #include <proton/message_id.hpp>
 #include <proton/scalar.hpp>
 #include <string>
+#include <vector>
+
+#include "mqtt/decoder.hpp"
+#include "mqtt/encoder.hpp"
 
 namespace iothub::bench {
 
@@ -29,8 +34,6 @@ inline std::int64_t nowNanos() {
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
 }
-
-inline double round3(double v) { return std::round(v * 1000.0) / 1000.0; }
 
 // `text` made safe to print between JSON quotes (quotes, backslashes, controls → ').
 inline std::string jsonSafe(std::string text) {
@@ -67,6 +70,66 @@ inline bool writeAll(int fd, const std::string& bytes) {
   }
   return true;
 }
+
+// The MQTT side of a benchmark peer over one blocking socket (connectTcp): encode packets
+// into `out`, then pump() sends them and hands what the broker answers to a callback.
+class MqttPeer {
+ public:
+  explicit MqttPeer(int fd) : fd_(fd) {}
+  ~MqttPeer() { disconnect(); }
+  MqttPeer(const MqttPeer&) = delete;
+  MqttPeer& operator=(const MqttPeer&) = delete;
+
+  std::string out;  // encoded packets, sent by the next pump()
+
+  // Writes `out`, waits up to `timeout_ms` for bytes and calls `on(packet)` for each packet
+  // they complete, until `error` is set (by `on` too). Returns false when nothing arrived in
+  // time; sets `error` when a write failed, the broker closed the connection or sent a
+  // malformed packet.
+  template <class OnPacket>
+  bool pump(int timeout_ms, std::string& error, OnPacket on) {
+    if (!out.empty()) {
+      if (!writeAll(fd_, out)) {
+        error = std::string("write: ") + std::strerror(errno);
+        return true;
+      }
+      out.clear();
+    }
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, timeout_ms) == 0) return false;
+    const ssize_t n = ::recv(fd_, in_.data(), in_.size(), 0);
+    if (n <= 0) {
+      error = n == 0 ? "the broker closed the connection" : std::strerror(errno);
+      return true;
+    }
+    decoder_.feed(std::string_view(in_.data(), static_cast<std::size_t>(n)));
+    while (error.empty()) {
+      auto next = decoder_.next();
+      if (!next) {
+        error = "malformed packet from the broker";
+        break;
+      }
+      if (!next->has_value()) break;
+      on(**next);
+    }
+    return true;
+  }
+
+  // Sends DISCONNECT and closes the socket (once).
+  void disconnect() {
+    if (fd_ < 0) return;
+    out.clear();
+    (void)iothub::mqtt::encode(iothub::mqtt::Disconnect{}, out);
+    (void)writeAll(fd_, out);
+    ::close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_;
+  iothub::mqtt::Decoder decoder_;
+  std::vector<char> in_ = std::vector<char>(256 * 1024);
+};
 
 // A $cbs put-token request for `audience` (docs/amqp.md §1.4): message-id `id` (a string),
 // the token as an AMQP string body, answered on the link named `reply_to`.

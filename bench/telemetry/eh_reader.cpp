@@ -23,7 +23,6 @@
 // elapsed_s (first to last arrival), rate_per_s (unique / elapsed_s). Exit 1 unless M
 // distinct messages arrived and nothing failed.
 
-#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -54,10 +53,10 @@
 #include <vector>
 
 #include "apps/fleetsim/d2c_log.hpp"
+#include "apps/fleetsim/report.hpp"
 #include "auth/sas_token.hpp"
 #include "bench/lib/bench_client.hpp"
 #include "common/encoding.hpp"
-#include "mqtt/decoder.hpp"
 #include "mqtt/encoder.hpp"
 
 namespace {
@@ -65,7 +64,7 @@ namespace {
 using SteadyClock = std::chrono::steady_clock;
 namespace fs = iothub::fleetsim;
 using iothub::bench::nowNanos;
-using iothub::bench::round3;
+using iothub::fleetsim::round3;
 
 struct Options {
   std::string server = "127.0.0.1";
@@ -401,65 +400,38 @@ int runMqtt(const Options& o) {
   const int fd = iothub::bench::connectTcp(o.server, o.port, r.error);
   if (fd < 0) return finish("mqtt", o, f, r);
   namespace mqtt = iothub::mqtt;
-  mqtt::Decoder decoder;
-  std::string out;
+  iothub::bench::MqttPeer peer(fd);
   mqtt::Connect connect;
   connect.client_id = "eh-reader";
   connect.clean_session = true;
   connect.keep_alive = 0;
-  (void)mqtt::encode(connect, out);
-  std::vector<char> in(256 * 1024);
+  (void)mqtt::encode(connect, peer.out);
   while (r.error.empty() && !f.due(r)) {
-    if (!out.empty()) {
-      if (!iothub::bench::writeAll(fd, out)) {
-        r.error = std::string("write: ") + std::strerror(errno);
-        break;
-      }
-      out.clear();
-    }
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, 100) == 0) continue;
-    const ssize_t n = ::recv(fd, in.data(), in.size(), 0);
-    if (n <= 0) {
-      r.error = n == 0 ? "the broker closed the connection" : std::strerror(errno);
-      break;
-    }
-    decoder.feed(std::string_view(in.data(), static_cast<std::size_t>(n)));
-    for (;;) {
-      auto next = decoder.next();
-      if (!next) {
-        r.error = "malformed packet from the broker";
-        break;
-      }
-      if (!next->has_value()) break;
-      auto& packet = **next;
+    peer.pump(100, r.error, [&](mqtt::Packet& packet) {
       if (auto* connack = std::get_if<mqtt::ConnAck>(&packet)) {
         if (connack->return_code != mqtt::ConnectReturnCode::Accepted) {
           r.error = "CONNACK refused";
-          break;
+          return;
         }
         mqtt::Subscribe subscribe;
         subscribe.packet_id = 1;
         subscribe.subscriptions.push_back({"devices/+/messages/events/#", mqtt::QoS::AtLeastOnce});
-        (void)mqtt::encode(subscribe, out);
+        (void)mqtt::encode(subscribe, peer.out);
       } else if (auto* suback = std::get_if<mqtt::SubAck>(&packet)) {
         if (suback->return_codes.empty() ||
             suback->return_codes[0] == mqtt::SubAckReturnCode::Failure) {
           r.error = "SUBSCRIBE refused";
-          break;
+          return;
         }
         announceReady("subscribed to devices/+/messages/events/#");
       } else if (auto* publish = std::get_if<mqtt::Publish>(&packet)) {
         r.add(publish->payload);
         if (publish->qos != mqtt::QoS::AtMostOnce)
-          (void)mqtt::encode(mqtt::PubAck{publish->packet_id}, out);
+          (void)mqtt::encode(mqtt::PubAck{publish->packet_id}, peer.out);
       }
-    }
+    });
   }
-  out.clear();
-  (void)mqtt::encode(mqtt::Disconnect{}, out);
-  (void)iothub::bench::writeAll(fd, out);
-  ::close(fd);
+  peer.disconnect();
   return finish("mqtt", o, f, r);
 }
 
