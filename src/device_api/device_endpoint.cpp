@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <charconv>
+#include <future>
 
 #include "auth/sas_token.hpp"
 #include "common/encoding.hpp"
@@ -240,20 +241,12 @@ PublishOutcome DeviceEndpoint::handlePublish(std::string_view device_id,
     return {};
   }
   if (isTelemetryTopic(device_id, topic)) {
-    auto parsed = telemetryOf(device_id, topic, publish.payload);
-    if (auto* refused = std::get_if<PublishOutcome>(&parsed)) return std::move(*refused);
-    auto& message = std::get<TelemetryMessage>(parsed);
-    std::size_t size = message.size();
-    if (telemetry_ != nullptr) {
-      if (Status taken = telemetry_->accept(std::move(message)); !taken) {
-        ++counters_.telemetry_refused;
-        return telemetryRefused(taken);
-      }
-    }
-    ++counters_.telemetry_messages;
-    counters_.telemetry_bytes += size;
-    activity_.record(device_id);
-    return {};
+    // The asynchronous path, waited for: one implementation of telemetry.
+    std::promise<PublishOutcome> taken;
+    std::future<PublishOutcome> outcome = taken.get_future();
+    publishTelemetryAsync(device_id, publish,
+                          [&taken](PublishOutcome o) { taken.set_value(std::move(o)); });
+    return outcome.get();
   }
   return violation("publish to a topic the device may not use: " +
                    std::string(topic.substr(0, 128)));
