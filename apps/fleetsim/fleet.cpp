@@ -38,6 +38,7 @@
 #include "auth/sas_token.hpp"
 #include "common/encoding.hpp"
 #include "iothub/service/http_transport.hpp"
+#include "mqtt/azure_topics.hpp"
 #include "mqtt/decoder.hpp"
 #include "mqtt/encoder.hpp"
 
@@ -511,11 +512,12 @@ bool Connection::handle(mqtt::Packet& packet) {
       filters.push_back("fleet/res/" + std::to_string(index_) + "/#");
     } else if (fleet.options.scenario == Scenario::C2d) {
       // The hub's C2D topic, and the same topic on the broker: the SDKs subscribe at QoS 1.
-      filters.push_back("devices/" + id_ + "/messages/devicebound/#");
+      filters.push_back(mqtt::azure::c2dFilter(id_));
       qos = mqtt::QoS::AtLeastOnce;
     } else if (fleet.options.target == Target::Hub) {
-      filters = {"$iothub/methods/POST/#", "$iothub/twin/res/#"};
-      if (fleet.subscribe_desired) filters.emplace_back("$iothub/twin/PATCH/properties/desired/#");
+      filters = {std::string(mqtt::azure::kMethodRequestFilter),
+                 std::string(mqtt::azure::kTwinResponseFilter)};
+      if (fleet.subscribe_desired) filters.emplace_back(mqtt::azure::kDesiredPatchFilter);
     } else {
       filters = {"fleet/" + id_ + "/methods/POST/#", "fleet/" + id_ + "/twin/res/#"};
       if (fleet.subscribe_desired)
@@ -684,7 +686,7 @@ void Connection::answerMethod(std::string rid, int status) {
   }
   std::string topic;
   if (fleet.options.target == Target::Hub) {
-    topic = "$iothub/methods/res/" + std::to_string(status) + "/?$rid=" + rid;
+    topic = mqtt::azure::methodResponseTopic(status, rid);
   } else {
     // The requester's number is the part of the rid before the dot.
     topic = "fleet/res/" + rid.substr(0, rid.find('.')) + "/" + std::to_string(status) +
@@ -739,7 +741,7 @@ void Connection::sendTelemetryWhenDue() {
   c.d2c_sent.fetch_add(1, std::memory_order_relaxed);
   storeMin(c.d2c_first_sent_ns, d2c_sent_ns_);
   // The hub's telemetry topic without properties; the broker gets the same topic.
-  send(mqtt::PublishView{"devices/" + id_ + "/messages/events/", d2cPayload(d2c_id_, d2c_sent_ns_),
+  send(mqtt::PublishView{mqtt::azure::telemetryTopic(id_), d2cPayload(d2c_id_, d2c_sent_ns_),
                          mqtt::QoS::AtLeastOnce, false, false, d2c_packet_id_});
 }
 
@@ -771,7 +773,7 @@ void Connection::sendReportedBody(const std::string& body) {
   if (state_ != ConnState::Ready || role_ != Role::Device) return;
   const auto seq = std::to_string(++reported_seq_);
   const std::string topic = shard_.fleet.options.target == Target::Hub
-                                ? "$iothub/twin/PATCH/properties/reported/?$rid=" + seq
+                                ? mqtt::azure::twinPatchReportedTopic(seq)
                                 : "fleet/" + id_ + "/twin/PATCH/properties/reported/?$rid=" + seq;
   send(mqtt::PublishView{topic, body});
   shard_.fleet.counters.reported_sent.fetch_add(1, std::memory_order_relaxed);

@@ -12,57 +12,10 @@ TEST(DeviceProtocolTest, UserNameCarriesApiVersionAndEncodedClientType) {
             "myhub.example/dev1/?api-version=2021-04-12&DeviceClientType=iothub-cpp-device%2F0.1");
 }
 
-TEST(DeviceProtocolTest, TelemetryTopicEncodesThePropertyBagStrictly) {
-  EXPECT_EQ(telemetryTopic("dev1", {}), "devices/dev1/messages/events/");
-  // Node's capture (docs/protocol.md §3.10) has the same pairs; a map sends them in key order.
-  MessageProperties properties{{"$.mid", "m1"},
-                               {"$.ct", "application/json"},
-                               {"$.ce", "utf-8"},
-                               {"alert", "high temp"},
-                               {"k&=", "v/?"}};
-  EXPECT_EQ(telemetryTopic("dev1", properties),
-            "devices/dev1/messages/events/"
-            "%24.ce=utf-8&%24.ct=application%2Fjson&%24.mid=m1&alert=high%20temp&k%26%3D=v%2F%3F");
-}
-
-TEST(DeviceProtocolTest, RequestAndResponseTopics) {
-  EXPECT_EQ(twinGetTopic("7"), "$iothub/twin/GET/?$rid=7");
-  EXPECT_EQ(twinPatchReportedTopic("8"), "$iothub/twin/PATCH/properties/reported/?$rid=8");
-  EXPECT_EQ(methodResponseTopic(200, "1a"), "$iothub/methods/res/200/?$rid=1a");
-}
-
-TEST(DeviceProtocolTest, ParsesMethodRequestTopicWithoutDecoding) {
-  auto request = parseMethodRequestTopic("$iothub/methods/POST/lock%20Door/?$rid=a%2Fb");
-  ASSERT_TRUE(request);
-  EXPECT_EQ(request->name, "lock%20Door");
-  EXPECT_EQ(request->rid, "a%2Fb");
-
-  EXPECT_FALSE(parseMethodRequestTopic("$iothub/methods/POST/lockDoor/"));
-  EXPECT_FALSE(parseMethodRequestTopic("$iothub/methods/POST/lockDoor/?$rid="));
-  EXPECT_FALSE(parseMethodRequestTopic("$iothub/methods/POST//?$rid=1"));
-  EXPECT_FALSE(parseMethodRequestTopic("$iothub/twin/res/200/?$rid=1"));
-}
-
-TEST(DeviceProtocolTest, ParsesTwinResponseTopic) {
-  auto response = parseTwinResponseTopic("$iothub/twin/res/204/?$rid=3&$version=12");
-  ASSERT_TRUE(response);
-  EXPECT_EQ(response->status, 204);
-  EXPECT_EQ(response->rid, "3");
-  EXPECT_EQ(response->version, 12);
-
-  // Node decodes the query (docs/protocol.md §3.2): %24rid is $rid.
-  response = parseTwinResponseTopic("$iothub/twin/res/200/?%24rid=abc");
-  ASSERT_TRUE(response);
-  EXPECT_EQ(response->rid, "abc");
-  EXPECT_FALSE(response->version);
-
-  EXPECT_FALSE(parseTwinResponseTopic("$iothub/twin/res//?$rid=1"));
-  EXPECT_FALSE(parseTwinResponseTopic("$iothub/twin/res/abc/?$rid=1"));
-  EXPECT_FALSE(parseTwinResponseTopic("$iothub/twin/res/200/"));
-}
-
-TEST(DeviceProtocolTest, ParsesDesiredTopicAndUpdate) {
-  auto topic = parseDesiredTopic("$iothub/twin/PATCH/properties/desired/?$version=15");
+// Topic names and their parsing are tested in src/mqtt/azure_topics_test.cpp.
+TEST(DeviceProtocolTest, DesiredUpdateTakesTheVersionFromTopicOrBody) {
+  auto topic =
+      mqtt::azure::parseDesiredPatchTopic("$iothub/twin/PATCH/properties/desired/?$version=15");
   ASSERT_TRUE(topic);
   EXPECT_EQ(topic->version, 15);
   auto update = parseDesiredUpdate(*topic, R"({"color":"red","$version":15})");
@@ -71,7 +24,7 @@ TEST(DeviceProtocolTest, ParsesDesiredTopicAndUpdate) {
   EXPECT_EQ(json::serialize(update->patch), R"({"color":"red","$version":15})");
 
   // Without $version in the topic, the body's is used.
-  auto bare = parseDesiredTopic("$iothub/twin/PATCH/properties/desired/");
+  auto bare = mqtt::azure::parseDesiredPatchTopic("$iothub/twin/PATCH/properties/desired/");
   ASSERT_TRUE(bare);
   EXPECT_FALSE(bare->version);
   update = parseDesiredUpdate(*bare, R"({"route":null,"$version":8})");
@@ -81,7 +34,6 @@ TEST(DeviceProtocolTest, ParsesDesiredTopicAndUpdate) {
   EXPECT_FALSE(parseDesiredUpdate(*bare, R"({"route":null})"));
   EXPECT_FALSE(parseDesiredUpdate(*topic, "[1]"));
   EXPECT_FALSE(parseDesiredUpdate(*topic, "{"));
-  EXPECT_FALSE(parseDesiredTopic("$iothub/twin/PATCH/properties/reported/?$rid=1"));
 }
 
 TEST(DeviceProtocolTest, TwinErrorComesFromErrorCodeWhateverTheStatus) {
@@ -115,7 +67,7 @@ TEST(DeviceProtocolTest, TwinGetAnswerMustHaveDesiredAndReported) {
 }
 
 TEST(DeviceProtocolTest, ReportedPatchAnswerNeedsVersion) {
-  TwinResponseTopic topic{204, "1", 7};
+  mqtt::azure::TwinResponseTopic topic{204, "1", 7};
   auto version = reportedVersionFromResponse(topic, "");
   ASSERT_TRUE(version);
   EXPECT_EQ(*version, 7);

@@ -6,6 +6,8 @@
 #include <string>
 #include <unordered_map>
 
+#include "mqtt/azure_topics.hpp"
+
 namespace iothub::c2d {
 
 struct MqttDelivery::State : std::enable_shared_from_this<MqttDelivery::State> {
@@ -49,7 +51,7 @@ struct MqttDelivery::State : std::enable_shared_from_this<MqttDelivery::State> {
   // One pass: fills the device's window, then stops unless poked meanwhile.
   void pass(const std::string& device_id) {
     // Any topic of the devicebound family: the link must be subscribed to it.
-    const std::string probe = "devices/" + device_id + "/messages/devicebound/x";
+    const std::string probe = mqtt::azure::c2dTopic(device_id) + "x";
     for (;;) {
       {
         std::lock_guard lock(mutex);

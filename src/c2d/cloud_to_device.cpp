@@ -5,6 +5,7 @@
 #include "common/encoding.hpp"
 #include "common/json.hpp"
 #include "common/time_format.hpp"
+#include "mqtt/azure_topics.hpp"
 
 namespace iothub::c2d {
 namespace {
@@ -301,14 +302,9 @@ Status CloudToDevice::feedbackDelivered(const std::vector<std::int64_t>& sequenc
 }
 
 std::string deviceboundTopic(const DeviceMessage& message) {
-  std::string topic = "devices/" + message.device_id + "/messages/devicebound/";
-  bool first = true;
-  auto add = [&](std::string_view name, std::string_view value) {
-    if (!first) topic += '&';
-    first = false;
-    topic += urlEncodeStrict(name);
-    topic += '=';
-    topic += urlEncodeStrict(value);
+  std::string topic = mqtt::azure::c2dTopic(message.device_id);
+  auto add = [&topic](std::string_view name, std::string_view value) {
+    mqtt::azure::appendTopicProperty(topic, name, value);
   };
   if (!message.message_id.empty()) add("$.mid", message.message_id);
   if (!message.correlation_id.empty()) add("$.cid", message.correlation_id);

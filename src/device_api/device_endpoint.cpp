@@ -2,23 +2,18 @@
 
 #include <spdlog/spdlog.h>
 
-#include <charconv>
 #include <future>
 
 #include "auth/sas_token.hpp"
 #include "common/encoding.hpp"
 #include "common/time_format.hpp"
-#include "mqtt/topic.hpp"
+#include "mqtt/azure_topics.hpp"
 
 namespace iothub::device_api {
 namespace {
 
 using mqtt::ConnectReturnCode;
 using mqtt::SubAckReturnCode;
-
-constexpr std::string_view kTwinGet = "$iothub/twin/GET/";
-constexpr std::string_view kTwinPatchReported = "$iothub/twin/PATCH/properties/reported/";
-constexpr std::string_view kMethodResponse = "$iothub/methods/res/";
 
 ConnectRefusal refuse(ConnectReturnCode code, std::string reason) {
   return {code, std::move(reason)};
@@ -154,12 +149,9 @@ SubAckReturnCode DeviceEndpoint::authorizeSubscription(std::string_view device_i
   auto grant = [requested](mqtt::QoS max) {
     return mqtt::grantedQoS(static_cast<int>(requested) < static_cast<int>(max) ? requested : max);
   };
-  if (filter == "$iothub/methods/POST/#" || filter == "$iothub/twin/res/#" ||
-      filter == "$iothub/twin/PATCH/properties/desired/#") {
+  if (mqtt::azure::isDeviceSubscriptionFilter(device_id, filter)) {
     return grant(mqtt::QoS::AtLeastOnce);
   }
-  std::string own_c2d = "devices/" + std::string(device_id) + "/messages/devicebound/#";
-  if (filter == own_c2d) return grant(mqtt::QoS::AtLeastOnce);
   return SubAckReturnCode::Failure;
 }
 
@@ -184,8 +176,7 @@ Reply DeviceEndpoint::twinError(std::string_view request_id, const Status& error
                     {"trackingId", random_.hex(16)},
                     {"message", error.message()},
                     {"timestampUtc", formatTimestamp(clock_.now())}};
-  return {"$iothub/twin/res/" + std::to_string(status) + "/?$rid=" + std::string(request_id),
-          json::serialize(body)};
+  return {mqtt::azure::twinResponseTopic(status, request_id), json::serialize(body)};
 }
 
 static PublishOutcome replyWith(Reply reply) {
@@ -197,8 +188,7 @@ static PublishOutcome replyWith(Reply reply) {
 PublishOutcome DeviceEndpoint::twinGet(std::string_view device_id, std::string_view request_id) {
   auto twin = twins_.deviceGetTwin(device_id);
   if (!twin) return replyWith(twinError(request_id, twin.status()));
-  return replyWith(
-      {"$iothub/twin/res/200/?$rid=" + std::string(request_id), json::serialize(*twin)});
+  return replyWith({mqtt::azure::twinResponseTopic(200, request_id), json::serialize(*twin)});
 }
 
 PublishOutcome DeviceEndpoint::twinPatchReported(std::string_view device_id,
@@ -208,9 +198,7 @@ PublishOutcome DeviceEndpoint::twinPatchReported(std::string_view device_id,
   if (!patch) return replyWith(twinError(request_id, patch.status()));
   auto version = twins_.devicePatchReported(device_id, *patch);
   if (!version) return replyWith(twinError(request_id, version.status()));
-  return replyWith({"$iothub/twin/res/204/?$rid=" + std::string(request_id) +
-                        "&$version=" + std::to_string(*version),
-                    ""});
+  return replyWith({mqtt::azure::twinResponseTopic(204, request_id, *version), ""});
 }
 
 PublishOutcome DeviceEndpoint::handlePublish(std::string_view device_id,
@@ -220,23 +208,17 @@ PublishOutcome DeviceEndpoint::handlePublish(std::string_view device_id,
     ++counters_.acl_violations;
     return closeWith(CloseCause::AclViolation, std::move(reason));
   };
-  if (topic.starts_with(kTwinGet) || topic.starts_with(kTwinPatchReported)) {
-    auto rid = mqtt::topicQueryValue(topic, "$rid");
-    if (!rid || rid->empty()) return violation("twin request without $rid");
-    if (topic.starts_with(kTwinGet)) return twinGet(device_id, *rid);
-    return twinPatchReported(device_id, *rid, publish.payload);
+  if (auto twin = mqtt::azure::parseTwinRequestTopic(topic)) {
+    if (twin->rid.empty()) return violation("twin request without $rid");
+    if (twin->kind == mqtt::azure::TwinRequestKind::Get) return twinGet(device_id, twin->rid);
+    return twinPatchReported(device_id, twin->rid, publish.payload);
   }
-  if (topic.starts_with(kMethodResponse)) {
-    std::string_view rest = topic.substr(kMethodResponse.size());
-    int status = 0;
-    auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), status);
-    auto rid = mqtt::topicQueryValue(topic, "$rid");
-    if (ec != std::errc() || end == rest.data() || *end != '/' || !rid) {
-      return violation("malformed method response topic");
-    }
-    if (!methods_.onResponse(device_id, *rid, status, publish.payload)) {
+  if (mqtt::azure::isMethodResponseTopic(topic)) {
+    auto response = mqtt::azure::parseMethodResponseTopic(topic);
+    if (!response) return violation("malformed method response topic");
+    if (!methods_.onResponse(device_id, response->rid, response->status, publish.payload)) {
       spdlog::debug("device {}: method response for unknown or expired request {}", device_id,
-                    *rid);
+                    response->rid);
     }
     return {};
   }
@@ -253,15 +235,7 @@ PublishOutcome DeviceEndpoint::handlePublish(std::string_view device_id,
 }
 
 bool DeviceEndpoint::isTelemetryTopic(std::string_view device_id, std::string_view topic) {
-  constexpr std::string_view kDevices = "devices/";
-  constexpr std::string_view kEvents = "/messages/events";
-  if (!topic.starts_with(kDevices)) return false;
-  topic.remove_prefix(kDevices.size());
-  if (!topic.starts_with(device_id)) return false;
-  topic.remove_prefix(device_id.size());
-  if (!topic.starts_with(kEvents)) return false;
-  topic.remove_prefix(kEvents.size());
-  return topic.empty() || topic.front() == '/';
+  return mqtt::azure::telemetryPropertyBag(device_id, topic).has_value();
 }
 
 std::variant<TelemetryMessage, PublishOutcome> DeviceEndpoint::telemetryOf(
@@ -278,9 +252,9 @@ std::variant<TelemetryMessage, PublishOutcome> DeviceEndpoint::telemetryOf(
                                                  " bytes, over the 256 KiB limit");
   }
   if (spdlog::should_log(spdlog::level::debug)) {
-    std::size_t prefix = std::string_view("devices//messages/events/").size() + device_id.size();
-    spdlog::debug("device {}: telemetry {} bytes [{}]", device_id, message->body.size(),
-                  describePropertyBag(topic.size() > prefix ? topic.substr(prefix) : ""));
+    spdlog::debug(
+        "device {}: telemetry {} bytes [{}]", device_id, message->body.size(),
+        describePropertyBag(mqtt::azure::telemetryPropertyBag(device_id, topic).value_or("")));
   }
   return std::move(*message);
 }

@@ -4,6 +4,7 @@
 
 #include "common/encoding.hpp"
 #include "common/json.hpp"
+#include "mqtt/azure_topics.hpp"
 
 namespace iothub::device_api {
 namespace {
@@ -102,18 +103,12 @@ Result<TelemetryMessage> parseMqttTelemetryTopic(std::string_view device_id,
                                                  std::string_view topic) {
   // The device id is compared as written: the SDKs put it into the topic unencoded
   // (docs/protocol.md §3.10), and device ids never contain '/' (§5.2).
-  std::string prefix = "devices/" + std::string(device_id) + "/messages/events";
-  if (device_id.empty() || !topic.starts_with(prefix)) {
-    return Status(ErrorCode::ArgumentInvalid,
-                  "not a telemetry topic of device '" + shown(device_id) + "'");
+  std::optional<std::string_view> found = mqtt::azure::telemetryPropertyBag(device_id, topic);
+  if (!found) {
+    return Status(ErrorCode::ArgumentInvalid, "not a telemetry topic of device '" +
+                                                  shown(device_id) + "': '" + shown(topic) + "'");
   }
-  std::string_view bag = topic.substr(prefix.size());
-  if (!bag.empty()) {
-    if (bag.front() != '/') {
-      return Status(ErrorCode::ArgumentInvalid, "not a telemetry topic: '" + shown(topic) + "'");
-    }
-    bag.remove_prefix(1);
-  }
+  std::string_view bag = *found;
   if (!bag.empty() && bag.back() == '/') bag.remove_suffix(1);
   if (bag.size() > kMaxPropertyBagLength) {
     return Status(ErrorCode::ArgumentInvalid,

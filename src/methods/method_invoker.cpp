@@ -3,13 +3,14 @@
 #include <cstdio>
 #include <optional>
 
+#include "mqtt/azure_topics.hpp"
+
 namespace iothub::methods {
 namespace {
 
-constexpr std::string_view kMethodTopicPrefix = "$iothub/methods/POST/";
-
+// A topic of the method's family, to ask whether the device's link is subscribed to it.
 std::string probeTopic(const std::string& method_name) {
-  return std::string(kMethodTopicPrefix) + method_name + "/?$rid=0";
+  return mqtt::azure::methodRequestTopic(method_name, "0");
 }
 
 }  // namespace
@@ -102,7 +103,7 @@ void MethodInvoker::invoke(MethodCall call, MethodCallback done) {
 void MethodInvoker::send(std::shared_ptr<routing::DeviceLink> link, MethodCall call,
                          MethodCallback callback) {
   std::string request_id = std::to_string(next_request_id_.fetch_add(1));
-  std::string topic = std::string(kMethodTopicPrefix) + call.method_name + "/?$rid=" + request_id;
+  std::string topic = mqtt::azure::methodRequestTopic(call.method_name, request_id);
   {
     std::lock_guard lock(mutex_);
     Pending& p = pending_[request_id];

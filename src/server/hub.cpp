@@ -29,6 +29,7 @@
 #include "jobs/jobs_engine.hpp"
 #include "methods/method_invoker.hpp"
 #include "metrics/hub_metrics.hpp"
+#include "mqtt/azure_topics.hpp"
 #include "registry/device_registry.hpp"
 #include "routing/cluster_router.hpp"
 #include "routing/connection_registry.hpp"
@@ -113,8 +114,7 @@ class DesiredPusher final : public twin::DesiredChangeListener {
   explicit DesiredPusher(routing::ConnectionRegistry& connections) : connections_(connections) {}
   void setRouter(routing::ClusterRouter* router) { router_ = router; }
   void onDesiredChanged(const twin::DesiredChange& change) override {
-    std::string topic =
-        "$iothub/twin/PATCH/properties/desired/?$version=" + std::to_string(change.desired_version);
+    std::string topic = mqtt::azure::desiredPatchTopic(change.desired_version);
     if (router_ != nullptr) {
       router_->pushDesired(change.device_id, std::move(topic), json::serialize(change.patch));
       return;

@@ -172,7 +172,7 @@ struct ConnectOutcome {
 };
 
 struct TwinReply {
-  detail::TwinResponseTopic topic;
+  mqtt::azure::TwinResponseTopic topic;
   std::string payload;
 };
 
@@ -232,14 +232,14 @@ class DeviceClient::Impl {
   void onMethod(std::string name, MethodHandler handler) {
     post([this, name = std::move(name), handler = std::move(handler)]() mutable {
       methods_[std::move(name)] = std::move(handler);
-      wantFilter(detail::kMethodsFilter);
+      wantFilter(mqtt::azure::kMethodRequestFilter);
     });
   }
 
   void onDesired(DesiredHandler handler) {
     post([this, handler = std::move(handler)]() mutable {
       desired_handler_ = std::move(handler);
-      wantFilter(detail::kDesiredFilter);
+      wantFilter(mqtt::azure::kDesiredPatchFilter);
     });
   }
 
@@ -736,16 +736,16 @@ class DeviceClient::Impl {
   }
 
   void handlePublish(const std::shared_ptr<Connection>& conn, const mqtt::Publish& publish) {
-    if (auto request = detail::parseMethodRequestTopic(publish.topic)) {
+    if (auto request = mqtt::azure::parseMethodRequestTopic(publish.topic)) {
       auto handler = methods_.find(request->name);
       detail::MethodAnswer answer = detail::answerMethod(
           handler == methods_.end() ? nullptr : &handler->second, request->name, publish.payload);
-      const std::string topic = detail::methodResponseTopic(answer.status, request->rid);
+      const std::string topic = mqtt::azure::methodResponseTopic(answer.status, request->rid);
       // A rid that cannot be echoed in a topic name cannot be answered; the hub times out.
       (void)sendPacket(conn, mqtt::PublishView{topic, answer.payload});
       return;
     }
-    if (auto response = detail::parseTwinResponseTopic(publish.topic)) {
+    if (auto response = mqtt::azure::parseTwinResponseTopic(publish.topic)) {
       auto waiting = twin_replies_.find(response->rid);
       if (waiting != twin_replies_.end() && !waiting->second) {
         waiting->second = TwinReply{std::move(*response), publish.payload};
@@ -753,7 +753,7 @@ class DeviceClient::Impl {
       }
       return;
     }
-    if (auto desired = detail::parseDesiredTopic(publish.topic)) {
+    if (auto desired = mqtt::azure::parseDesiredPatchTopic(publish.topic)) {
       auto update = detail::parseDesiredUpdate(*desired, publish.payload);
       if (update && desired_handler_) desired_handler_(update->patch, update->version);
     }
@@ -807,12 +807,12 @@ class DeviceClient::Impl {
     const std::string_view what =
         operation == TwinOperation::Get ? "twin GET" : "reported properties PATCH";
     const SteadyTime deadline = SteadyClock::now() + options_.request_timeout;
-    auto ready = co_await readyConnection(run, detail::kTwinResponseFilter, deadline, what);
+    auto ready = co_await readyConnection(run, mqtt::azure::kTwinResponseFilter, deadline, what);
     if (!ready) co_return ready.status();
     auto conn = std::move(*ready);
     std::string rid = std::to_string(next_rid_++);
-    std::string topic = operation == TwinOperation::Get ? detail::twinGetTopic(rid)
-                                                        : detail::twinPatchReportedTopic(rid);
+    std::string topic = operation == TwinOperation::Get ? mqtt::azure::twinGetTopic(rid)
+                                                        : mqtt::azure::twinPatchReportedTopic(rid);
     auto& reply = twin_replies_[rid];  // std::map: the reference survives other inserts
     if (Status sent = sendPacket(conn, mqtt::PublishView{topic, payload}); !sent) {
       twin_replies_.erase(rid);
@@ -875,7 +875,7 @@ class DeviceClient::Impl {
                            " bytes exceeds the limit of " +
                            std::to_string(detail::kMaxEventPayloadBytes));
     }
-    const std::string topic = detail::telemetryTopic(connection_string_.device_id, properties);
+    const std::string topic = mqtt::azure::telemetryTopic(connection_string_.device_id, properties);
     if (Status valid = mqtt::validateTopicName(topic); !valid) {
       co_return Status(ErrorCode::ArgumentInvalid, "Invalid telemetry topic: " + valid.message());
     }

@@ -5,16 +5,10 @@
 
 #include "common/encoding.hpp"
 #include "common/error_code.hpp"
-#include "mqtt/topic.hpp"
 
 namespace iothub::device::detail {
 
-using mqtt::topicQueryValue;
 namespace {
-
-constexpr std::string_view kMethodRequestPrefix = "$iothub/methods/POST/";
-constexpr std::string_view kTwinResponsePrefix = "$iothub/twin/res/";
-constexpr std::string_view kDesiredPrefix = "$iothub/twin/PATCH/properties/desired/";
 
 template <class Int>
 std::optional<Int> parseDecimal(std::string_view text) {
@@ -120,78 +114,6 @@ std::string mqttUserName(std::string_view host_name, std::string_view device_id)
          "&DeviceClientType=" + urlEncodeStrict(kDeviceClientType);
 }
 
-std::string telemetryTopic(std::string_view device_id, const MessageProperties& properties) {
-  std::string topic = "devices/" + std::string(device_id) + "/messages/events/";
-  bool first = true;
-  for (const auto& [key, value] : properties) {
-    if (!first) topic += '&';
-    first = false;
-    topic += urlEncodeStrict(key);
-    topic += '=';
-    topic += urlEncodeStrict(value);
-  }
-  return topic;
-}
-
-std::string twinGetTopic(std::string_view rid) {
-  return "$iothub/twin/GET/?$rid=" + std::string(rid);
-}
-
-std::string twinPatchReportedTopic(std::string_view rid) {
-  return "$iothub/twin/PATCH/properties/reported/?$rid=" + std::string(rid);
-}
-
-std::string methodResponseTopic(int status, std::string_view rid) {
-  return "$iothub/methods/res/" + std::to_string(status) + "/?$rid=" + std::string(rid);
-}
-
-std::optional<MethodRequestTopic> parseMethodRequestTopic(std::string_view topic) {
-  if (topic.substr(0, kMethodRequestPrefix.size()) != kMethodRequestPrefix) return std::nullopt;
-  std::string_view rest = topic.substr(kMethodRequestPrefix.size());
-  auto slash = rest.find('/');
-  if (slash == std::string_view::npos || slash == 0) return std::nullopt;
-  MethodRequestTopic out;
-  out.name = std::string(rest.substr(0, slash));
-  // Node copies the rid verbatim into the response (docs/protocol.md §3.2), so it is not decoded.
-  std::string_view query = rest.substr(slash);
-  if (query.substr(0, 2) != "/?") return std::nullopt;
-  query.remove_prefix(2);
-  while (!query.empty()) {
-    auto amp = query.find('&');
-    std::string_view pair = query.substr(0, amp);
-    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
-    if (pair.substr(0, 5) == "$rid=") out.rid = std::string(pair.substr(5));
-  }
-  if (out.rid.empty()) return std::nullopt;
-  return out;
-}
-
-std::optional<TwinResponseTopic> parseTwinResponseTopic(std::string_view topic) {
-  if (topic.substr(0, kTwinResponsePrefix.size()) != kTwinResponsePrefix) return std::nullopt;
-  std::string_view rest = topic.substr(kTwinResponsePrefix.size());
-  auto slash = rest.find('/');
-  auto status = parseDecimal<int>(rest.substr(0, slash));
-  if (!status) return std::nullopt;
-  auto rid = topicQueryValue(topic, "$rid");
-  if (!rid || rid->empty()) return std::nullopt;
-  TwinResponseTopic out;
-  out.status = *status;
-  out.rid = std::move(*rid);
-  if (auto version = topicQueryValue(topic, "$version")) {
-    out.version = parseDecimal<std::int64_t>(*version);
-  }
-  return out;
-}
-
-std::optional<DesiredTopic> parseDesiredTopic(std::string_view topic) {
-  if (topic.substr(0, kDesiredPrefix.size()) != kDesiredPrefix) return std::nullopt;
-  DesiredTopic out;
-  if (auto version = topicQueryValue(topic, "$version")) {
-    out.version = parseDecimal<std::int64_t>(*version);
-  }
-  return out;
-}
-
 Status twinResponseStatus(int status, std::string_view payload) {
   std::optional<std::int64_t> azure_code;
   std::string message;
@@ -238,7 +160,7 @@ Result<json::object> twinFromResponse(int status, std::string_view payload) {
   return std::move(parsed->get_object());
 }
 
-Result<std::int64_t> reportedVersionFromResponse(const TwinResponseTopic& topic,
+Result<std::int64_t> reportedVersionFromResponse(const mqtt::azure::TwinResponseTopic& topic,
                                                  std::string_view payload) {
   IOTHUB_RETURN_IF_ERROR(twinResponseStatus(topic.status, payload));
   if (!topic.version) {
@@ -272,7 +194,7 @@ MethodAnswer answerMethod(const MethodHandler* handler, std::string_view name,
   }
 }
 
-std::optional<DesiredUpdate> parseDesiredUpdate(const DesiredTopic& topic,
+std::optional<DesiredUpdate> parseDesiredUpdate(const mqtt::azure::DesiredPatchTopic& topic,
                                                 std::string_view payload) {
   auto parsed = parseJson(payload);
   if (!parsed || !parsed->is_object()) return std::nullopt;

@@ -1,8 +1,9 @@
 #pragma once
 
 // The device side of Azure IoT Hub's MQTT conventions (docs/protocol.md §2, §3), without I/O:
-// credentials, topic names, topic parsing and the interpretation of twin answers and method
-// requests. DeviceClient's Asio code only moves what these functions produce.
+// credentials and the interpretation of twin answers and method requests. Topic names and
+// their parsing live in mqtt/azure_topics.hpp, shared with the hub and fleetsim.
+// DeviceClient's Asio code only moves what these functions produce.
 
 #include <cstdint>
 #include <optional>
@@ -12,15 +13,12 @@
 #include "common/json.hpp"
 #include "common/status.hpp"
 #include "iothub/device/device_client.hpp"
+#include "mqtt/azure_topics.hpp"
 
 namespace iothub::device::detail {
 
 inline constexpr std::string_view kApiVersion = "2021-04-12";
 inline constexpr std::string_view kDeviceClientType = "iothub-cpp-device/0.1";
-
-inline constexpr std::string_view kMethodsFilter = "$iothub/methods/POST/#";
-inline constexpr std::string_view kTwinResponseFilter = "$iothub/twin/res/#";
-inline constexpr std::string_view kDesiredFilter = "$iothub/twin/PATCH/properties/desired/#";
 
 // The Node SDK refuses larger telemetry bodies client-side (docs/protocol.md §3.10).
 inline constexpr std::size_t kMaxEventPayloadBytes = 256 * 1024;
@@ -44,37 +42,6 @@ std::string hostWithoutPort(std::string_view host_name);
 // "<host_name>/<device_id>/?api-version=2021-04-12&DeviceClientType=iothub-cpp-device%2F0.1"
 std::string mqttUserName(std::string_view host_name, std::string_view device_id);
 
-// "devices/<device_id>/messages/events/" + the percent-encoded property bag (see
-// DeviceClient::sendEvent). The device id is written raw, as the Node SDK does.
-std::string telemetryTopic(std::string_view device_id, const MessageProperties& properties);
-
-std::string twinGetTopic(std::string_view rid);
-std::string twinPatchReportedTopic(std::string_view rid);
-// The rid is echoed byte for byte (docs/protocol.md §3.2).
-std::string methodResponseTopic(int status, std::string_view rid);
-
-struct MethodRequestTopic {
-  std::string name;  // 4th segment, not decoded (docs/protocol.md §3.2)
-  std::string rid;   // raw, echoed verbatim in the answer
-};
-// "$iothub/methods/POST/{name}/?$rid={rid}"; nullopt for other topics, an empty name or rid.
-std::optional<MethodRequestTopic> parseMethodRequestTopic(std::string_view topic);
-
-struct TwinResponseTopic {
-  int status = 0;
-  std::string rid;
-  std::optional<std::int64_t> version;
-};
-// "$iothub/twin/res/{status}/?$rid={rid}[&$version={n}]"; nullopt for other topics or a
-// status or rid that is missing or not a number.
-std::optional<TwinResponseTopic> parseTwinResponseTopic(std::string_view topic);
-
-struct DesiredTopic {
-  std::optional<std::int64_t> version;
-};
-// "$iothub/twin/PATCH/properties/desired/[?$version={n}]"; nullopt for other topics.
-std::optional<DesiredTopic> parseDesiredTopic(std::string_view topic);
-
 // Ok for a successful twin answer; the error of a failed one. Like Node, a body with a
 // non-zero errorCode is an error whatever the status; unlike Node, so is a status >= 300
 // without one. The code comes from errorCode (Azure six-digit code), else from the status;
@@ -87,7 +54,7 @@ Result<json::object> twinFromResponse(int status, std::string_view payload);
 
 // A reported PATCH answer: the new reported version. Errors: twinResponseStatus, or
 // IotHubFormatError when a success answer has no $version.
-Result<std::int64_t> reportedVersionFromResponse(const TwinResponseTopic& topic,
+Result<std::int64_t> reportedVersionFromResponse(const mqtt::azure::TwinResponseTopic& topic,
                                                  std::string_view payload);
 
 // What the device answers to method `name` with request `payload`: runs `handler` (may be
@@ -106,7 +73,7 @@ struct DesiredUpdate {
   json::object patch;
   std::int64_t version = 0;
 };
-std::optional<DesiredUpdate> parseDesiredUpdate(const DesiredTopic& topic,
+std::optional<DesiredUpdate> parseDesiredUpdate(const mqtt::azure::DesiredPatchTopic& topic,
                                                 std::string_view payload);
 
 }  // namespace iothub::device::detail
