@@ -55,6 +55,31 @@ Status IndexedStore::Registry::deleteDevice(std::string_view device_id,
   return s;
 }
 
+std::vector<Result<store::DeviceRecord>> IndexedStore::Registry::writeDevices(
+    const std::vector<store::DeviceWrite>& writes) {
+  std::vector<std::string> ids;
+  ids.reserve(writes.size());
+  for (const store::DeviceWrite& write : writes) ids.push_back(write.device_id);
+  DeviceLocks locks = owner_.lockDevices(ids);
+  auto results = owner_.inner_.registry().writeDevices(writes);
+  for (std::size_t i = 0; i < writes.size() && i < results.size(); ++i) {
+    if (!results[i]) continue;
+    const store::DeviceWrite& write = writes[i];
+    switch (write.kind) {
+      case store::DeviceWrite::Kind::Create:
+        owner_.index_.putDevice(write.device, write.twin);
+        break;
+      case store::DeviceWrite::Kind::Update:
+        owner_.index_.updateDevice(*results[i]);
+        break;
+      case store::DeviceWrite::Kind::Delete:
+        owner_.index_.removeDevice(write.device_id);
+        break;
+    }
+  }
+  return results;
+}
+
 Result<std::vector<store::DeviceRecord>> IndexedStore::Registry::listDevices(
     std::string_view after_device_id, std::size_t limit) {
   return owner_.inner_.registry().listDevices(after_device_id, limit);

@@ -75,6 +75,10 @@ class IndexedStore final : public store::Store {
                                              store::DeviceMutation mutate) override;
     Status deleteDevice(std::string_view device_id,
                         store::DevicePrecondition precondition) override;
+    // Holds the locks of every device of the batch (lockDevices) across the durable write
+    // and the index updates of the writes that succeeded.
+    std::vector<Result<store::DeviceRecord>> writeDevices(
+        const std::vector<store::DeviceWrite>& writes) override;
     Result<std::vector<store::DeviceRecord>> listDevices(std::string_view after_device_id,
                                                          std::size_t limit) override;
     Result<store::DeviceStatistics> deviceStatistics() override;

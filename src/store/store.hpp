@@ -39,6 +39,18 @@ using JobMutation = std::function<Result<JobRecord>(const JobRecord& current)>;
 // Checked inside the delete's transaction; an error aborts the delete.
 using DevicePrecondition = std::function<Status(const DeviceRecord& current)>;
 
+// One write of a batch (RegistryStore::writeDevices): what createDevice, updateDevice or
+// deleteDevice would do for one device.
+struct DeviceWrite {
+  enum class Kind { Create, Update, Delete };
+  Kind kind = Kind::Create;
+  std::string device_id;
+  DeviceRecord device;              // Create: the new device (its id is device_id)
+  TwinRecord twin;                  // Create: its initial twin (same id)
+  DeviceMutation mutate;            // Update (required)
+  DevicePrecondition precondition;  // Delete (may be empty)
+};
+
 class RegistryStore {
  public:
   virtual ~RegistryStore() = default;
@@ -59,6 +71,19 @@ class RegistryStore {
   // `precondition` (may be empty) passes.
   // Errors: DeviceNotFound, or the precondition's error.
   virtual Status deleteDevice(std::string_view device_id, DevicePrecondition precondition) = 0;
+
+  // Applies `writes` in order as ONE write of the store (one transaction, one entry of a
+  // group commit): a bulk registry request costs one commit, not one per device. Returns
+  // one result per write, in order: for Create the device as given, for Update the
+  // mutation's result as stored, for Delete the device as it was before the delete. Each
+  // write succeeds or fails on its own, with the error its single-device call would return
+  // (DeviceAlreadyExists, DeviceNotFound, ArgumentInvalid, the mutation's or the
+  // precondition's), and a failed write changes nothing; a later write sees the earlier
+  // ones (a create then a delete of one id both succeed). A failure of the backend itself
+  // (lost connection, failed commit, ServiceUnavailable) gives every write that error and
+  // stores none of them. Writes of one id that repeats are applied in order.
+  virtual std::vector<Result<DeviceRecord>> writeDevices(
+      const std::vector<DeviceWrite>& writes) = 0;
 
   // Devices ordered by id, starting strictly after `after_device_id` (empty = from the
   // start), at most `limit`.

@@ -324,6 +324,161 @@ TEST_P(StoreConformanceTest, DeletePreconditionSeesTheDeviceAndItsErrorKeepsIt) 
   EXPECT_EQ(registry().getDevice("device-1").code(), ErrorCode::DeviceNotFound);
 }
 
+DeviceWrite createWrite(const std::string& id) {
+  DeviceWrite write;
+  write.kind = DeviceWrite::Kind::Create;
+  write.device_id = id;
+  write.device = makeDevice(id);
+  write.twin = makeTwin(id);
+  return write;
+}
+
+DeviceWrite updateWrite(const std::string& id, DeviceMutation mutate) {
+  DeviceWrite write;
+  write.kind = DeviceWrite::Kind::Update;
+  write.device_id = id;
+  write.mutate = std::move(mutate);
+  return write;
+}
+
+DeviceWrite deleteWrite(const std::string& id, DevicePrecondition precondition = nullptr) {
+  DeviceWrite write;
+  write.kind = DeviceWrite::Kind::Delete;
+  write.device_id = id;
+  write.precondition = std::move(precondition);
+  return write;
+}
+
+// Operations (all kinds) the store's writer has run in transactions so far; nullopt for a
+// backend without a group-commit writer.
+std::optional<std::uint64_t> writerOperations(const Store& store) {
+  auto metrics = store.writerMetrics();
+  if (!metrics || metrics->batch_sizes == nullptr) return std::nullopt;
+  auto snapshot = metrics->batch_sizes->snapshot();
+  return static_cast<std::uint64_t>(snapshot.sum);
+}
+
+TEST_P(StoreConformanceTest, WriteDevicesAppliesEachWriteOnItsOwn) {
+  for (const char* id :
+       {"taken", "to-update", "kept-by-mutation", "kept-by-precondition", "to-delete"}) {
+    createDevice(id);
+  }
+  ASSERT_TRUE(store_->mqttSessions().putSession({"to-delete", {{"$iothub/twin/res/#", 0}}}).isOk());
+  auto bump = [](const DeviceRecord& current) -> Result<DeviceRecord> {
+    DeviceRecord next = current;
+    next.etag = "etag-2";
+    next.status = DeviceStatus::Disabled;
+    return next;
+  };
+  std::string seen_etag;
+  std::vector<DeviceWrite> writes;
+  writes.push_back(createWrite("new-1"));
+  writes.push_back(createWrite("taken"));
+  writes.push_back(updateWrite("to-update", bump));
+  writes.push_back(updateWrite("missing", bump));
+  writes.push_back(updateWrite("kept-by-mutation", [](const DeviceRecord&) -> Result<DeviceRecord> {
+    return Status(ErrorCode::PreconditionFailed, "etag mismatch");
+  }));
+  writes.push_back(deleteWrite("kept-by-precondition", [&](const DeviceRecord& current) {
+    seen_etag = current.etag;
+    return Status(ErrorCode::PreconditionFailed, "etag mismatch");
+  }));
+  writes.push_back(deleteWrite("to-delete"));
+  writes.push_back(deleteWrite("missing"));
+  writes.push_back(createWrite("born-and-gone"));
+  writes.push_back(deleteWrite("born-and-gone"));
+  DeviceWrite wrong_twin = createWrite("wrong-twin");
+  wrong_twin.twin.device_id = "someone-else";
+  writes.push_back(std::move(wrong_twin));
+
+  auto results = registry().writeDevices(writes);
+  ASSERT_EQ(results.size(), writes.size());
+  ASSERT_TRUE(results[0].isOk()) << results[0].status().toString();
+  EXPECT_EQ(*results[0], makeDevice("new-1"));
+  EXPECT_EQ(results[1].code(), ErrorCode::DeviceAlreadyExists);
+  ASSERT_TRUE(results[2].isOk()) << results[2].status().toString();
+  EXPECT_EQ(results[2]->etag, "etag-2");
+  EXPECT_EQ(results[3].code(), ErrorCode::DeviceNotFound);
+  EXPECT_EQ(results[4].code(), ErrorCode::PreconditionFailed);
+  EXPECT_EQ(results[4].status().message(), "etag mismatch");
+  EXPECT_EQ(results[5].code(), ErrorCode::PreconditionFailed);
+  EXPECT_EQ(seen_etag, "etag-1");
+  ASSERT_TRUE(results[6].isOk()) << results[6].status().toString();
+  EXPECT_EQ(*results[6], makeDevice("to-delete")) << "a delete returns the device it removed";
+  EXPECT_EQ(results[7].code(), ErrorCode::DeviceNotFound);
+  EXPECT_TRUE(results[8].isOk()) << results[8].status().toString();
+  EXPECT_TRUE(results[9].isOk()) << "a later write sees an earlier one of the batch";
+  EXPECT_EQ(results[10].code(), ErrorCode::ArgumentInvalid);
+
+  // What the store holds afterwards: the successes, and nothing of the refusals.
+  EXPECT_EQ(registry().getDevice("new-1").value(), makeDevice("new-1"));
+  EXPECT_EQ(twins().getTwin("new-1").value(), makeTwin("new-1"));
+  EXPECT_EQ(registry().getDevice("taken").value(), makeDevice("taken"));
+  EXPECT_EQ(registry().getDevice("to-update")->status, DeviceStatus::Disabled);
+  EXPECT_EQ(registry().getDevice("kept-by-mutation").value(), makeDevice("kept-by-mutation"));
+  EXPECT_EQ(registry().getDevice("kept-by-precondition").value(),
+            makeDevice("kept-by-precondition"));
+  EXPECT_EQ(registry().getDevice("to-delete").code(), ErrorCode::DeviceNotFound);
+  EXPECT_EQ(twins().getTwin("to-delete").code(), ErrorCode::DeviceNotFound);
+  EXPECT_FALSE(store_->mqttSessions().getSession("to-delete")->has_value());
+  EXPECT_EQ(registry().getDevice("missing").code(), ErrorCode::DeviceNotFound);
+  EXPECT_EQ(registry().getDevice("born-and-gone").code(), ErrorCode::DeviceNotFound);
+  EXPECT_EQ(registry().getDevice("wrong-twin").code(), ErrorCode::DeviceNotFound);
+  EXPECT_EQ(registry().deviceStatistics()->total, 5);
+}
+
+TEST_P(StoreConformanceTest, WriteDevicesIsOneWriteOfTheStore) {
+  auto before = writerOperations(*store_);
+  std::vector<DeviceWrite> writes;
+  for (int i = 0; i < 100; ++i) writes.push_back(createWrite(numbered("bulk-", i)));
+  auto results = registry().writeDevices(writes);
+  ASSERT_EQ(results.size(), writes.size());
+  for (const auto& result : results) EXPECT_TRUE(result.isOk()) << result.status().toString();
+  auto after = writerOperations(*store_);
+  if (before && after) {
+    EXPECT_EQ(*after - *before, 1u) << "one group-commit entry for the batch";
+  }
+
+  auto listed = registry().listDevices("", 1000);
+  ASSERT_TRUE(listed.isOk()) << listed.status().toString();
+  ASSERT_EQ(listed->size(), 100u);
+  EXPECT_EQ(listed->front(), makeDevice("bulk-000"));
+  EXPECT_EQ(twins().getTwin("bulk-099").value(), makeTwin("bulk-099"));
+  EXPECT_TRUE(registry().writeDevices({}).empty());
+
+  // Survives a restart like any other committed write.
+  reopen();
+  EXPECT_EQ(registry().deviceStatistics()->total, 100);
+}
+
+TEST_P(StoreConformanceTest, ConcurrentWriteDevicesCreateEachIdOnce) {
+  constexpr int kThreads = 4;
+  std::atomic<int> created{0};
+  std::atomic<int> already{0};
+  std::atomic<int> unexpected{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      std::vector<DeviceWrite> writes;
+      for (int i = 0; i < 50; ++i) writes.push_back(createWrite(numbered("race-", i)));
+      for (const auto& result : registry().writeDevices(writes)) {
+        if (result.isOk()) {
+          ++created;
+        } else if (result.code() == ErrorCode::DeviceAlreadyExists) {
+          ++already;
+        } else {
+          ++unexpected;
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(unexpected.load(), 0);
+  EXPECT_EQ(created.load(), 50);
+  EXPECT_EQ(already.load(), 50 * (kThreads - 1));
+  EXPECT_EQ(registry().deviceStatistics()->total, 50);
+}
+
 TEST_P(StoreConformanceTest, ListDevicesPagesByIdWithoutRepeatsOrSkips) {
   constexpr int kDevices = 57;
   // Created in a scrambled order: paging must follow ids, not insertion.

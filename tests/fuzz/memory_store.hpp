@@ -176,6 +176,42 @@ class MemoryStore final : public store::Store,
     return Status::ok();
   }
 
+  // Each write under the lock in turn (one "transaction": nothing can fail halfway here).
+  std::vector<Result<store::DeviceRecord>> writeDevices(
+      const std::vector<store::DeviceWrite>& writes) override {
+    std::vector<Result<store::DeviceRecord>> results;
+    results.reserve(writes.size());
+    for (const store::DeviceWrite& write : writes) {
+      switch (write.kind) {
+        case store::DeviceWrite::Kind::Create: {
+          Status s = write.device.device_id == write.device_id
+                         ? createDevice(write.device, write.twin)
+                         : Status(ErrorCode::ArgumentInvalid, "the twin belongs to another device");
+          if (s) {
+            results.emplace_back(write.device);
+          } else {
+            results.emplace_back(s);
+          }
+          break;
+        }
+        case store::DeviceWrite::Kind::Update:
+          results.push_back(updateDevice(write.device_id, write.mutate));
+          break;
+        case store::DeviceWrite::Kind::Delete: {
+          auto current = getDevice(write.device_id);
+          Status s = current ? deleteDevice(write.device_id, write.precondition) : current.status();
+          if (s) {
+            results.push_back(std::move(current));
+          } else {
+            results.emplace_back(s);
+          }
+          break;
+        }
+      }
+    }
+    return results;
+  }
+
   Result<std::vector<store::DeviceRecord>> listDevices(std::string_view after_device_id,
                                                        std::size_t limit) override {
     Lock lock(mutex_);

@@ -5,6 +5,7 @@
 #include <exception>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <unordered_map>
@@ -616,6 +617,75 @@ Status PostgresStore::writeStatus(PgWriter::Operation operation) {
 
 // RegistryStore
 
+namespace {
+
+// One device write inside the caller's transaction. The returned Status is a failure of the
+// database itself (the transaction is failed or its writes must not commit); otherwise
+// `outcome` is the write's own result, and a refused write changed nothing.
+Status applyDeviceWrite(PgConnection& connection, const DeviceWrite& write,
+                        std::optional<Result<DeviceRecord>>& outcome) {
+  switch (write.kind) {
+    case DeviceWrite::Kind::Create: {
+      if (write.twin.device_id != write.device.device_id ||
+          write.device.device_id != write.device_id) {
+        outcome.emplace(Status(ErrorCode::ArgumentInvalid, "the twin belongs to another device"));
+        return Status::ok();
+      }
+      // ON CONFLICT DO NOTHING instead of a unique violation: a concurrent insert of the
+      // same id on another process waits for that one to finish, then inserts nothing.
+      Result<PgResult> inserted = connection.query(kInsertDevice, deviceParams(write.device));
+      if (!inserted) return inserted.status();
+      if (inserted->affectedRows() == 0) {
+        outcome.emplace(Status(ErrorCode::DeviceAlreadyExists,
+                               "device '" + write.device_id + "' already exists"));
+        return Status::ok();
+      }
+      IOTHUB_RETURN_IF_ERROR(connection.query(kInsertTwin, twinParams(write.twin)).status());
+      outcome.emplace(write.device);
+      return Status::ok();
+    }
+    case DeviceWrite::Kind::Update: {
+      Result<DeviceRecord> current = loadDevice(connection, write.device_id, true);
+      if (!current) {
+        if (current.code() != ErrorCode::DeviceNotFound) return current.status();
+        outcome.emplace(std::move(current));
+        return Status::ok();
+      }
+      Result<DeviceRecord> next = write.mutate(*current);
+      if (next && next->device_id != write.device_id) {
+        next = Status(ErrorCode::ServerError, "a device mutation must not change the device id");
+      }
+      if (next) {
+        IOTHUB_RETURN_IF_ERROR(connection.query(kUpdateDevice, deviceParams(*next)).status());
+      }
+      outcome.emplace(std::move(next));
+      return Status::ok();
+    }
+    case DeviceWrite::Kind::Delete: {
+      Result<DeviceRecord> current = loadDevice(connection, write.device_id, true);
+      if (!current) {
+        if (current.code() != ErrorCode::DeviceNotFound) return current.status();
+        outcome.emplace(std::move(current));
+        return Status::ok();
+      }
+      if (write.precondition) {
+        Status allowed = write.precondition(*current);
+        if (!allowed) {
+          outcome.emplace(std::move(allowed));
+          return Status::ok();
+        }
+      }
+      IOTHUB_RETURN_IF_ERROR(
+          connection.query(kDeleteDevice, PgParams().add(write.device_id)).status());
+      outcome.emplace(std::move(current));
+      return Status::ok();
+    }
+  }
+  return Status(ErrorCode::ServerError, "unknown device write");
+}
+
+}  // namespace
+
 Status PostgresStore::createDevice(const DeviceRecord& device, const TwinRecord& twin) {
   if (twin.device_id != device.device_id) {
     return Status(ErrorCode::ArgumentInvalid, "the twin belongs to another device");
@@ -662,6 +732,34 @@ Status PostgresStore::deleteDevice(std::string_view device_id, DevicePreconditio
     if (precondition) IOTHUB_RETURN_IF_ERROR(precondition(*current));
     return connection.query(kDeleteDevice, PgParams().add(device_id)).status();
   });
+}
+
+std::vector<Result<DeviceRecord>> PostgresStore::writeDevices(
+    const std::vector<DeviceWrite>& writes) {
+  if (writes.empty()) return {};
+  std::vector<std::optional<Result<DeviceRecord>>> outcomes;
+  // One writer operation for the whole batch (the writer may run it again after a
+  // deadlock: only the last run's outcomes count). A database error fails the operation,
+  // and the writer rolls every write of the batch back; a refused write changed nothing.
+  Status s = writeStatus([&](PgConnection& connection) -> Status {
+    outcomes.assign(writes.size(), std::nullopt);
+    for (std::size_t i = 0; i < writes.size(); ++i) {
+      IOTHUB_RETURN_IF_ERROR(applyDeviceWrite(connection, writes[i], outcomes[i]));
+    }
+    return Status::ok();
+  });
+  std::vector<Result<DeviceRecord>> results;
+  results.reserve(writes.size());
+  for (std::size_t i = 0; i < writes.size(); ++i) {
+    if (!s) {
+      results.emplace_back(s);
+    } else if (i < outcomes.size() && outcomes[i]) {
+      results.push_back(std::move(*outcomes[i]));
+    } else {
+      results.emplace_back(Status(ErrorCode::ServerError, "the write was not run"));
+    }
+  }
+  return results;
 }
 
 Result<std::vector<DeviceRecord>> PostgresStore::listDevices(std::string_view after_device_id,

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <exception>
 #include <map>
+#include <optional>
 #include <utility>
 
 #include "common/json.hpp"
@@ -466,6 +467,93 @@ Status SqliteStore::writeStatus(SqliteWriter::Operation operation) {
 
 // RegistryStore
 
+namespace {
+
+// One device write inside the caller's transaction. The returned Status is a failure of the
+// database itself (the transaction must not commit what this write did); otherwise
+// `outcome` is the write's own result, and a refused write changed nothing.
+Status applyDeviceWrite(SqliteConnection& connection, const DeviceWrite& write,
+                        std::optional<Result<DeviceRecord>>& outcome) {
+  switch (write.kind) {
+    case DeviceWrite::Kind::Create: {
+      if (write.twin.device_id != write.device.device_id ||
+          write.device.device_id != write.device_id) {
+        outcome.emplace(Status(ErrorCode::ArgumentInvalid, "the twin belongs to another device"));
+        return Status::ok();
+      }
+      {
+        Result<SqliteStatement> insert_device = connection.prepare(kInsertDevice);
+        if (!insert_device) return insert_device.status();
+        bindDevice(*insert_device, write.device);
+        IOTHUB_RETURN_IF_ERROR(insert_device->run());
+      }
+      if (connection.changes() == 0) {
+        outcome.emplace(Status(ErrorCode::DeviceAlreadyExists,
+                               "device '" + write.device_id + "' already exists"));
+        return Status::ok();
+      }
+      Result<SqliteStatement> insert_twin = connection.prepare(kInsertTwin);
+      if (!insert_twin) return insert_twin.status();
+      bindTwin(*insert_twin, write.twin);
+      IOTHUB_RETURN_IF_ERROR(insert_twin->run());
+      outcome.emplace(write.device);
+      return Status::ok();
+    }
+    case DeviceWrite::Kind::Update: {
+      Result<DeviceRecord> current = loadDevice(connection, write.device_id);
+      if (!current) {
+        if (current.code() != ErrorCode::DeviceNotFound) return current.status();
+        outcome.emplace(std::move(current));
+        return Status::ok();
+      }
+      Result<DeviceRecord> next = write.mutate(*current);
+      if (next && next->device_id != write.device_id) {
+        next = Status(ErrorCode::ServerError, "a device mutation must not change the device id");
+      }
+      if (next) {
+        Result<SqliteStatement> update = connection.prepare(kUpdateDevice);
+        if (!update) return update.status();
+        bindDevice(*update, *next);
+        IOTHUB_RETURN_IF_ERROR(update->run());
+      }
+      outcome.emplace(std::move(next));
+      return Status::ok();
+    }
+    case DeviceWrite::Kind::Delete: {
+      Result<DeviceRecord> current = loadDevice(connection, write.device_id);
+      if (!current) {
+        if (current.code() != ErrorCode::DeviceNotFound) return current.status();
+        outcome.emplace(std::move(current));
+        return Status::ok();
+      }
+      if (write.precondition) {
+        Status allowed = write.precondition(*current);
+        if (!allowed) {
+          outcome.emplace(std::move(allowed));
+          return Status::ok();
+        }
+      }
+      {
+        Result<SqliteStatement> remove = connection.prepare(kDeleteDevice);
+        if (!remove) return remove.status();
+        remove->bind(1, write.device_id);
+        IOTHUB_RETURN_IF_ERROR(remove->run());  // the twin goes with it (ON DELETE CASCADE)
+      }
+      // The persistent MQTT session too, in the same transaction (putSession refuses
+      // sessions of devices that do not exist, so it cannot come back).
+      Result<SqliteStatement> session = connection.prepare(kDeleteSession);
+      if (!session) return session.status();
+      session->bind(1, write.device_id);
+      IOTHUB_RETURN_IF_ERROR(session->run());
+      outcome.emplace(std::move(current));
+      return Status::ok();
+    }
+  }
+  return Status(ErrorCode::ServerError, "unknown device write");
+}
+
+}  // namespace
+
 Status SqliteStore::createDevice(const DeviceRecord& device, const TwinRecord& twin) {
   if (twin.device_id != device.device_id) {
     return Status(ErrorCode::ArgumentInvalid, "the twin belongs to another device");
@@ -492,38 +580,57 @@ Result<DeviceRecord> SqliteStore::getDevice(std::string_view device_id) {
 }
 
 Result<DeviceRecord> SqliteStore::updateDevice(std::string_view device_id, DeviceMutation mutate) {
-  return write<DeviceRecord>([&](SqliteConnection& connection) -> Result<DeviceRecord> {
-    Result<DeviceRecord> current = loadDevice(connection, device_id);
-    if (!current) return current;
-    Result<DeviceRecord> next = mutate(*current);
-    if (!next) return next;
-    if (next->device_id != device_id) {
-      return Status(ErrorCode::ServerError, "a device mutation must not change the device id");
-    }
-    Result<SqliteStatement> update = connection.prepare(kUpdateDevice);
-    if (!update) return update.status();
-    bindDevice(*update, *next);
-    IOTHUB_RETURN_IF_ERROR(update->run());
-    return next;
+  DeviceWrite write;
+  write.kind = DeviceWrite::Kind::Update;
+  write.device_id = std::string(device_id);
+  write.mutate = std::move(mutate);
+  std::optional<Result<DeviceRecord>> outcome;
+  Status s = writeStatus([&](SqliteConnection& connection) -> Status {
+    outcome.reset();
+    IOTHUB_RETURN_IF_ERROR(applyDeviceWrite(connection, write, outcome));
+    return outcome->status();
   });
+  if (!s) return s;
+  return std::move(*outcome);
 }
 
 Status SqliteStore::deleteDevice(std::string_view device_id, DevicePrecondition precondition) {
+  DeviceWrite write;
+  write.kind = DeviceWrite::Kind::Delete;
+  write.device_id = std::string(device_id);
+  write.precondition = std::move(precondition);
   return writeStatus([&](SqliteConnection& connection) -> Status {
-    Result<DeviceRecord> current = loadDevice(connection, device_id);
-    if (!current) return current.status();
-    if (precondition) IOTHUB_RETURN_IF_ERROR(precondition(*current));
-    Result<SqliteStatement> remove = connection.prepare(kDeleteDevice);
-    if (!remove) return remove.status();
-    remove->bind(1, device_id);
-    IOTHUB_RETURN_IF_ERROR(remove->run());  // the twin goes with it (ON DELETE CASCADE)
-    // The persistent MQTT session too, in the same transaction (putSession refuses
-    // sessions of devices that do not exist, so it cannot come back).
-    Result<SqliteStatement> session = connection.prepare(kDeleteSession);
-    if (!session) return session.status();
-    session->bind(1, device_id);
-    return session->run();
+    std::optional<Result<DeviceRecord>> outcome;
+    IOTHUB_RETURN_IF_ERROR(applyDeviceWrite(connection, write, outcome));
+    return outcome->status();
   });
+}
+
+std::vector<Result<DeviceRecord>> SqliteStore::writeDevices(
+    const std::vector<DeviceWrite>& writes) {
+  if (writes.empty()) return {};
+  std::vector<std::optional<Result<DeviceRecord>>> outcomes;
+  // One writer operation for the whole batch: its savepoint undoes every write when the
+  // database fails halfway; a refused write has changed nothing, so needs no savepoint.
+  Status s = writeStatus([&](SqliteConnection& connection) -> Status {
+    outcomes.assign(writes.size(), std::nullopt);
+    for (std::size_t i = 0; i < writes.size(); ++i) {
+      IOTHUB_RETURN_IF_ERROR(applyDeviceWrite(connection, writes[i], outcomes[i]));
+    }
+    return Status::ok();
+  });
+  std::vector<Result<DeviceRecord>> results;
+  results.reserve(writes.size());
+  for (std::size_t i = 0; i < writes.size(); ++i) {
+    if (!s) {
+      results.emplace_back(s);
+    } else if (i < outcomes.size() && outcomes[i]) {
+      results.push_back(std::move(*outcomes[i]));
+    } else {
+      results.emplace_back(Status(ErrorCode::ServerError, "the write was not run"));
+    }
+  }
+  return results;
 }
 
 Result<std::vector<DeviceRecord>> SqliteStore::listDevices(std::string_view after_device_id,

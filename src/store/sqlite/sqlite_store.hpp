@@ -92,6 +92,7 @@ class SqliteStore final : public Store,
   Result<DeviceRecord> getDevice(std::string_view device_id) override;
   Result<DeviceRecord> updateDevice(std::string_view device_id, DeviceMutation mutate) override;
   Status deleteDevice(std::string_view device_id, DevicePrecondition precondition) override;
+  std::vector<Result<DeviceRecord>> writeDevices(const std::vector<DeviceWrite>& writes) override;
   Result<std::vector<DeviceRecord>> listDevices(std::string_view after_device_id,
                                                 std::size_t limit) override;
   Result<DeviceStatistics> deviceStatistics() override;
