@@ -82,6 +82,27 @@ TEST(TwinIndexTest, AJobsTwinUpdateReachesTheIndexWithItsOutcomeRow) {
   EXPECT_EQ(*rows, std::vector<store::DeviceJobRecord>{outcome.row});
 }
 
+TEST(TwinIndexTest, EveryEntryOfABulkRequestReachesTheIndex) {
+  IndexedHub hub;
+  hub.addDevice("gone");
+  hub.addDevice("kept");
+  hub.addDevice("off");
+  Row kept = hub.index().find("kept");
+  auto result = hub.registry().bulk(parsed(R"([
+      {"id":"n1","importMode":"create"},
+      {"id":"kept","importMode":"deleteIfMatchETag","etag":"stale"},
+      {"id":"gone","importMode":"delete"},
+      {"id":"off","importMode":"update","status":"disabled"},
+      {"id":"n2","importMode":"create","status":"disabled"}])"));
+  ASSERT_TRUE(result.isOk()) << result.status().toString();
+  ASSERT_EQ(result->errors.size(), 1u);
+  EXPECT_EQ(result->errors[0].device_id, "kept");
+  expectIndexMatchesStore(hub);
+  EXPECT_EQ(hub.index().find("kept"), kept) << "a failed entry leaves its row alone";
+  EXPECT_EQ(hub.index().find("gone"), nullptr);
+  EXPECT_EQ(ids(hub.index(), "status = 'disabled'"), (std::vector<std::string>{"n2", "off"}));
+}
+
 TEST(TwinIndexTest, FailedWritesLeaveTheIndexAlone) {
   IndexedHub hub;
   hub.addDevice("a", R"({"n":1})");

@@ -1,5 +1,6 @@
 #include "registry/device_registry.hpp"
 
+#include <optional>
 #include <set>
 
 #include "common/encoding.hpp"
@@ -41,9 +42,8 @@ json::object BulkResult::toJson() const {
                                 {"moduleId", nullptr},
                                 {"operation", e.operation}});
   }
-  return json::object{{"isSuccessful", isSuccessful()},
-                      {"errors", std::move(errs)},
-                      {"warnings", json::array{}}};
+  return json::object{
+      {"isSuccessful", isSuccessful()}, {"errors", std::move(errs)}, {"warnings", json::array{}}};
 }
 
 DeviceRegistry::DeviceRegistry(store::Store& store, Random& random, const Clock& clock,
@@ -58,7 +58,8 @@ DeviceRecord DeviceRegistry::newDevice(std::string_view device_id, const DeviceS
   SystemTime now = clock_.now();
   DeviceRecord d;
   d.device_id = std::string(device_id);
-  auto ticks = std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count() / 100;
+  auto ticks =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count() / 100;
   d.generation_id = std::to_string(ticks + kUnixEpochInTicks);
   d.etag = newEtag();
   d.status = spec.status;
@@ -85,40 +86,42 @@ Result<DeviceRecord> DeviceRegistry::create(std::string_view device_id, const De
   return device;
 }
 
+store::DeviceMutation DeviceRegistry::updateMutation(const DeviceSpec& spec, std::string if_match) {
+  // Keys for a device switching to SAS without keys of its own.
+  return [spec, if_match = std::move(if_match), now = clock_.now(), etag = newEtag(),
+          fresh_primary = random_.symmetricKey(), fresh_secondary = random_.symmetricKey()](
+             const DeviceRecord& current) -> Result<DeviceRecord> {
+    IOTHUB_RETURN_IF_ERROR(checkEtag(current, if_match));
+    DeviceRecord next = current;
+    next.etag = etag;
+    if (next.status != spec.status) next.status_updated_time = now;
+    next.status = spec.status;
+    next.status_reason = spec.status_reason;
+    next.auth_type = spec.auth_type;
+    if (spec.auth_type == store::AuthType::Sas) {
+      if (!spec.primary_key.empty()) {
+        next.primary_key = spec.primary_key;
+        next.secondary_key = spec.secondary_key;
+      } else if (next.primary_key.empty()) {
+        next.primary_key = fresh_primary;
+        next.secondary_key = fresh_secondary;
+      }
+    } else {
+      next.primary_key.clear();
+      next.secondary_key.clear();
+    }
+    next.primary_thumbprint = spec.primary_thumbprint;
+    next.secondary_thumbprint = spec.secondary_thumbprint;
+    next.iot_edge = spec.iot_edge;
+    return next;
+  };
+}
+
 Result<DeviceRecord> DeviceRegistry::update(std::string_view device_id, const DeviceSpec& spec,
                                             std::string_view if_match) {
   IOTHUB_RETURN_IF_ERROR(checkBodyId(device_id, spec));
-  SystemTime now = clock_.now();
-  std::string etag = newEtag();
-  // Keys for a device switching to SAS without keys of its own.
-  std::string fresh_primary = random_.symmetricKey();
-  std::string fresh_secondary = random_.symmetricKey();
-  auto result = store_.registry().updateDevice(
-      device_id, [&](const DeviceRecord& current) -> Result<DeviceRecord> {
-        IOTHUB_RETURN_IF_ERROR(checkEtag(current, if_match));
-        DeviceRecord next = current;
-        next.etag = etag;
-        if (next.status != spec.status) next.status_updated_time = now;
-        next.status = spec.status;
-        next.status_reason = spec.status_reason;
-        next.auth_type = spec.auth_type;
-        if (spec.auth_type == store::AuthType::Sas) {
-          if (!spec.primary_key.empty()) {
-            next.primary_key = spec.primary_key;
-            next.secondary_key = spec.secondary_key;
-          } else if (next.primary_key.empty()) {
-            next.primary_key = fresh_primary;
-            next.secondary_key = fresh_secondary;
-          }
-        } else {
-          next.primary_key.clear();
-          next.secondary_key.clear();
-        }
-        next.primary_thumbprint = spec.primary_thumbprint;
-        next.secondary_thumbprint = spec.secondary_thumbprint;
-        next.iot_edge = spec.iot_edge;
-        return next;
-      });
+  auto result =
+      store_.registry().updateDevice(device_id, updateMutation(spec, std::string(if_match)));
   if (!result && result.code() == ErrorCode::DeviceNotFound) return deviceNotFound(device_id);
   if (result && result->status == store::DeviceStatus::Disabled && connections_ != nullptr) {
     connections_->disconnect(device_id, "the device was disabled");
@@ -161,8 +164,8 @@ Result<BulkResult> DeviceRegistry::bulk(const json::value& body) {
     return Status(ErrorCode::IotHubFormatError, "The bulk request must be a JSON array of devices");
   }
   if (entries->empty() || entries->size() > kMaxBulkSize) {
-    return Status(ErrorCode::ArgumentInvalid, "A bulk request carries 1 to " +
-                                                  std::to_string(kMaxBulkSize) + " devices");
+    return Status(ErrorCode::ArgumentInvalid,
+                  "A bulk request carries 1 to " + std::to_string(kMaxBulkSize) + " devices");
   }
   enum class Mode { Create, Update, UpdateIfMatch, Delete, DeleteIfMatch };
   struct Op {
@@ -186,47 +189,96 @@ Result<BulkResult> DeviceRegistry::bulk(const json::value& body) {
                     "Device " + std::string(*id) + " appears more than once in the request");
     }
     const json::string* mode_text = findString(*o, "importMode");
-    if (mode_text == nullptr) return Status(ErrorCode::ArgumentInvalid, where + "importMode is required");
+    if (mode_text == nullptr)
+      return Status(ErrorCode::ArgumentInvalid, where + "importMode is required");
     Mode mode;
-    if (equalsIgnoreCase(*mode_text, "create")) mode = Mode::Create;
-    else if (equalsIgnoreCase(*mode_text, "update")) mode = Mode::Update;
-    else if (equalsIgnoreCase(*mode_text, "updateIfMatchETag")) mode = Mode::UpdateIfMatch;
-    else if (equalsIgnoreCase(*mode_text, "delete")) mode = Mode::Delete;
-    else if (equalsIgnoreCase(*mode_text, "deleteIfMatchETag")) mode = Mode::DeleteIfMatch;
-    else return Status(ErrorCode::ArgumentInvalid, where + "unknown importMode '" + std::string(*mode_text) + "'");
+    if (equalsIgnoreCase(*mode_text, "create"))
+      mode = Mode::Create;
+    else if (equalsIgnoreCase(*mode_text, "update"))
+      mode = Mode::Update;
+    else if (equalsIgnoreCase(*mode_text, "updateIfMatchETag"))
+      mode = Mode::UpdateIfMatch;
+    else if (equalsIgnoreCase(*mode_text, "delete"))
+      mode = Mode::Delete;
+    else if (equalsIgnoreCase(*mode_text, "deleteIfMatchETag"))
+      mode = Mode::DeleteIfMatch;
+    else
+      return Status(ErrorCode::ArgumentInvalid,
+                    where + "unknown importMode '" + std::string(*mode_text) + "'");
     // The entry's "id" is the device id; a "deviceId" member, if any, must agree.
     auto spec = parseDeviceSpec((*entries)[i]);
     if (!spec) return Status(spec.code(), where + spec.status().message());
-    if ((mode == Mode::UpdateIfMatch || mode == Mode::DeleteIfMatch) && (!spec->etag || spec->etag->empty())) {
-      return Status(ErrorCode::ArgumentInvalid, where + "etag is required for " + std::string(*mode_text));
+    if ((mode == Mode::UpdateIfMatch || mode == Mode::DeleteIfMatch) &&
+        (!spec->etag || spec->etag->empty())) {
+      return Status(ErrorCode::ArgumentInvalid,
+                    where + "etag is required for " + std::string(*mode_text));
     }
     ops.push_back({std::string(*id), mode, std::move(*spec)});
   }
 
-  BulkResult result;
-  for (auto& op : ops) {
-    Status s;
-    const char* operation = "";
+  // Every entry in one store write (one transaction, one group commit) instead of one
+  // per entry: each entry still succeeds or fails on its own (docs/decisions.md).
+  std::vector<store::DeviceWrite> writes;
+  std::vector<std::optional<Status>> refused(ops.size());  // refused before the store
+  writes.reserve(ops.size());
+  for (std::size_t i = 0; i < ops.size(); ++i) {
+    Op& op = ops[i];
+    Status body_ok = checkBodyId(op.id, op.spec);
+    if (!body_ok) {
+      refused[i] = std::move(body_ok);
+      continue;
+    }
+    store::DeviceWrite write;
+    write.device_id = op.id;
     switch (op.mode) {
-      case Mode::Create: {
-        operation = "create";
-        auto r = create(op.id, op.spec);
-        s = r.status();
+      case Mode::Create:
+        write.kind = store::DeviceWrite::Kind::Create;
+        write.device = newDevice(op.id, op.spec);
+        write.twin.device_id = op.id;
         break;
-      }
       case Mode::Update:
-      case Mode::UpdateIfMatch: {
-        operation = "update";
-        std::string etag = op.mode == Mode::Update ? "*" : *op.spec.etag;
-        auto r = update(op.id, op.spec, etag);
-        s = r.status();
+      case Mode::UpdateIfMatch:
+        write.kind = store::DeviceWrite::Kind::Update;
+        write.mutate = updateMutation(op.spec, op.mode == Mode::Update ? "*" : *op.spec.etag);
+        break;
+      case Mode::Delete:
+      case Mode::DeleteIfMatch: {
+        write.kind = store::DeviceWrite::Kind::Delete;
+        std::string if_match = op.mode == Mode::Delete ? "*" : *op.spec.etag;
+        write.precondition = [if_match = std::move(if_match)](const DeviceRecord& current) {
+          return checkEtag(current, if_match);
+        };
         break;
       }
-      case Mode::Delete:
-      case Mode::DeleteIfMatch:
-        operation = "delete";
-        s = remove(op.id, op.mode == Mode::Delete ? "*" : *op.spec.etag);
-        break;
+    }
+    writes.push_back(std::move(write));
+  }
+  std::vector<Result<DeviceRecord>> written = store_.registry().writeDevices(writes);
+  IOTHUB_CHECK(written.size() == writes.size(), "writeDevices returns one result per write");
+
+  BulkResult result;
+  std::size_t next_write = 0;
+  for (std::size_t i = 0; i < ops.size(); ++i) {
+    const Op& op = ops[i];
+    const char* operation = op.mode == Mode::Create                                     ? "create"
+                            : op.mode == Mode::Update || op.mode == Mode::UpdateIfMatch ? "update"
+                                                                                        : "delete";
+    Status s;
+    if (refused[i]) {
+      s = *refused[i];
+    } else {
+      const Result<DeviceRecord>& r = written[next_write++];
+      s = r.status();
+      if (s.code() == ErrorCode::DeviceNotFound && op.mode != Mode::Create)
+        s = deviceNotFound(op.id);
+      if (r && connections_ != nullptr) {
+        if (op.mode == Mode::Delete || op.mode == Mode::DeleteIfMatch) {
+          // The store deleted the device's persistent MQTT session with it.
+          connections_->disconnect(op.id, "the device was deleted");
+        } else if (op.mode != Mode::Create && r->status == store::DeviceStatus::Disabled) {
+          connections_->disconnect(op.id, "the device was disabled");
+        }
+      }
     }
     if (!s) result.errors.push_back({op.id, s.code(), s.message(), operation});
   }

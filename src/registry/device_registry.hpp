@@ -85,6 +85,9 @@ class DeviceRegistry {
  private:
   DeviceRecord newDevice(std::string_view device_id, const DeviceSpec& spec);
   std::string newEtag();
+  // The read-modify-write of update(): the spec applied to the current device if its etag
+  // matches `if_match`.
+  store::DeviceMutation updateMutation(const DeviceSpec& spec, std::string if_match);
 
   store::Store& store_;
   Random& random_;

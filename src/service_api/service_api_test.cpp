@@ -377,6 +377,53 @@ TEST_F(ServiceApiTest, BulkCreateUpdateDeleteReportsPerDeviceErrors) {
   EXPECT_EQ(call("GET", "/devices/b1").status, 404);
 }
 
+TEST_F(ServiceApiTest, BulkEntriesSucceedOrFailOnTheirOwnInOneRequest) {
+  ASSERT_EQ(call("PUT", "/devices/u1", R"({"deviceId":"u1"})").status, 200);
+  ASSERT_EQ(call("PUT", "/devices/d1", R"({"deviceId":"d1"})").status, 200);
+  ASSERT_EQ(call("PUT", "/devices/d2", R"({"deviceId":"d2"})").status, 200);
+  std::string u1_etag(body(call("GET", "/devices/u1")).at("etag").as_string());
+  std::string d1_etag(body(call("GET", "/devices/d1")).at("etag").as_string());
+  auto r = call("POST", "/devices?api-version=2021-04-12",
+                R"([
+      {"id":"n1","importMode":"create","status":"disabled"},
+      {"id":"u1","importMode":"updateIfMatchETag","etag":")" +
+                    u1_etag + R"(","status":"disabled"},
+      {"id":"d1","importMode":"deleteIfMatchETag","etag":")" +
+                    d1_etag + R"("},
+      {"id":"d2","importMode":"deleteIfMatchETag","etag":"stale"},
+      {"id":"gone","importMode":"delete"},
+      {"id":"n2","deviceId":"other","importMode":"create"},
+      {"id":"nobody","importMode":"update"},
+      {"id":"d1x","importMode":"create"}])");
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto result = body(r).as_object();
+  EXPECT_FALSE(result.at("isSuccessful").as_bool());
+  const auto& errors = result.at("errors").as_array();
+  ASSERT_EQ(errors.size(), 4u) << r.body;
+  // In the order of the request's entries, each with its own code and operation.
+  EXPECT_EQ(errors.at(0).at("deviceId").as_string(), "d2");
+  EXPECT_EQ(errors.at(0).at("errorCode").as_int64(), 412001);
+  EXPECT_EQ(errors.at(0).at("operation").as_string(), "delete");
+  EXPECT_EQ(errors.at(1).at("deviceId").as_string(), "gone");
+  EXPECT_EQ(errors.at(1).at("errorCode").as_int64(), 404001);
+  EXPECT_EQ(errors.at(2).at("deviceId").as_string(), "n2");
+  EXPECT_EQ(errors.at(2).at("errorCode").as_int64(), 400004);
+  EXPECT_EQ(errors.at(2).at("operation").as_string(), "create");
+  EXPECT_EQ(errors.at(3).at("deviceId").as_string(), "nobody");
+  EXPECT_EQ(errors.at(3).at("errorCode").as_int64(), 404001);
+  EXPECT_EQ(errors.at(3).at("operation").as_string(), "update");
+
+  EXPECT_EQ(body(call("GET", "/devices/n1")).at("status").as_string(), "disabled");
+  EXPECT_EQ(call("GET", "/twins/n1").status, 200) << "a created device has its twin";
+  auto u1 = body(call("GET", "/devices/u1"));
+  EXPECT_EQ(u1.at("status").as_string(), "disabled");
+  EXPECT_NE(u1.at("etag").as_string(), u1_etag);
+  EXPECT_EQ(call("GET", "/devices/d1").status, 404);
+  EXPECT_EQ(call("GET", "/devices/d2").status, 200);
+  EXPECT_EQ(call("GET", "/devices/n2").status, 404);
+  EXPECT_EQ(call("GET", "/devices/d1x").status, 200);
+}
+
 TEST_F(ServiceApiTest, MalformedBulkRequestsChangeNothing) {
   EXPECT_EQ(call("POST", "/devices", "{}").status, 400);
   EXPECT_EQ(call("POST", "/devices", "[]").status, 400);
