@@ -27,6 +27,7 @@
 #include "transport/accept_limit.hpp"
 #include "transport/listen.hpp"
 #include "transport/stream_types.hpp"
+#include "transport/tls_socket.hpp"
 
 namespace iothub::transport {
 
@@ -218,13 +219,19 @@ class MqttConnection final : public routing::DeviceLink,
   // `self` keeps the connection alive for the whole coroutine: a coroutine's body starts
   // later than its call, so it cannot take a reference of its own at its first line.
   awaitable<void> run([[maybe_unused]] std::shared_ptr<MqttConnection> self) {
-    if constexpr (kTlsHandshake) {
-      beast::get_lowest_layer(stream_).expires_after(server_->options.handshake_timeout);
-      auto [ec] = co_await stream_.async_handshake(asio::ssl::stream_base::server, kAwaitTuple);
-      beast::get_lowest_layer(stream_).expires_never();
+    if constexpr (kOwnTls) {
+      // The handshake must end within the deadline: cancelling the socket ends its wait.
+      asio::steady_timer deadline(stream_.get_executor());
+      deadline.expires_after(server_->options.handshake_timeout);
+      deadline.async_wait([self](const boost::system::error_code& ec) {
+        boost::system::error_code ignored;
+        if (!ec) self->stream_.socket().cancel(ignored);
+      });
+      boost::system::error_code ec = co_await stream_.handshake();
+      deadline.cancel();
       if (ec) {
         logLine(spdlog::level::debug, "{}: TLS handshake with {} failed: {}", server_->options.name,
-                remote_, ec.message());
+                remote_, ec == asio::error::operation_aborted ? "timed out" : ec.message());
         co_return co_await finish();
       }
     }
@@ -254,21 +261,35 @@ class MqttConnection final : public routing::DeviceLink,
       boost::system::error_code ignored;
       stream_.socket().non_blocking(true, ignored);  // reads after a wait never block the thread
     }
+    boost::system::error_code deferred;  // the end of a TLS connection, after its last bytes
     while (!closing_) {
       boost::system::error_code ec;
-      if constexpr (std::is_same_v<Stream, PlainStream>) {
-        // Plain TCP: wait for readability, then read into this thread's scratch buffer, so
-        // an idle connection holds no read buffer at all (decisions.md §32).
-        auto [wait_ec] =
-            co_await stream_.socket().async_wait(asio::socket_base::wait_read, kAwaitTuple);
-        ec = wait_ec;
+      if constexpr (kDirectRead) {
+        // Wait for readability, then read into this thread's scratch buffer, so an idle
+        // connection holds no read buffer at all (decisions.md §32, §81).
+        if (deferred) {
+          ec = deferred;
+        } else if constexpr (kOwnTls) {
+          ec = co_await stream_.waitToRead();
+        } else {
+          auto [wait_ec] =
+              co_await stream_.socket().async_wait(asio::socket_base::wait_read, kAwaitTuple);
+          ec = wait_ec;
+        }
         if (!ec) {
           thread_local std::array<char, 64 * 1024> scratch;
-          std::size_t n = stream_.socket().read_some(asio::buffer(scratch), ec);
-          if (ec == asio::error::would_block || ec == asio::error::try_again) {
-            ec = {};
-            continue;
+          std::size_t n = 0;
+          if constexpr (kOwnTls) {
+            n = stream_.readSome(scratch.data(), scratch.size(), ec);
+            if (ec && n > 0) {
+              deferred = ec;  // the bytes before the end are handled first
+              ec = {};
+            }
+          } else {
+            n = stream_.socket().read_some(asio::buffer(scratch), ec);
+            if (ec == asio::error::would_block || ec == asio::error::try_again) ec = {};
           }
+          if (!ec && n == 0) continue;  // a spurious wake-up, or half a TLS record
           if (!ec) {
             server_->counters().bytes_received.fetch_add(n, std::memory_order_relaxed);
             decoder_.feed(std::string_view(scratch.data(), n));
@@ -311,7 +332,7 @@ class MqttConnection final : public routing::DeviceLink,
         }
         if (closing_) break;
       }
-      if constexpr (std::is_same_v<Stream, PlainStream>) decoder_.shrinkToFit();
+      if constexpr (kDirectRead) decoder_.shrinkToFit();
       rearmTimer();
       flush();
     }
@@ -319,15 +340,25 @@ class MqttConnection final : public routing::DeviceLink,
   }
 
  private:
-  static constexpr bool kTlsHandshake = std::is_same_v<Stream, TlsStream>;
+  // MQTT/TLS on the device port, OpenSSL on the socket itself (transport/tls_socket.hpp).
+  static constexpr bool kOwnTls = std::is_same_v<Stream, TlsSocket>;
+  // Plain TCP and MQTT/TLS wait for readability and read into a per-thread buffer.
+  static constexpr bool kDirectRead = kOwnTls || std::is_same_v<Stream, PlainStream>;
+
+  boost::asio::ip::tcp::socket& lowestSocket() {
+    if constexpr (kOwnTls) {
+      return stream_.socket();
+    } else {
+      return beast::get_lowest_layer(stream_).socket();
+    }
+  }
 
   static mqtt::ServerSessionOptions sessionOptions(const MqttServerOptions& options) {
     mqtt::ServerSessionOptions out;
     out.connect_timeout = options.handshake_timeout;
     return out;
   }
-  static constexpr bool kWebSocket =
-      !std::is_same_v<Stream, TlsStream> && !std::is_same_v<Stream, PlainStream>;
+  static constexpr bool kWebSocket = !kDirectRead;
 
   void encode(const mqtt::Packet& packet) {
     if (closed_by_force_) return;
@@ -763,6 +794,8 @@ class MqttConnection final : public routing::DeviceLink,
         if constexpr (kWebSocket) {
           std::tie(ec, std::ignore) =
               co_await stream_.async_write(asio::buffer(buffer.data() + done, n), kAwaitTuple);
+        } else if constexpr (kOwnTls) {
+          ec = co_await stream_.write(buffer.data() + done, n);
         } else {
           std::tie(ec, std::ignore) = co_await asio::async_write(
               stream_, asio::buffer(buffer.data() + done, n), kAwaitTuple);
@@ -778,7 +811,7 @@ class MqttConnection final : public routing::DeviceLink,
     if (!closing_) disarmWatchdog();
     writing_ = false;
     boost::system::error_code ignored;
-    if (closing_) beast::get_lowest_layer(stream_).socket().cancel(ignored);
+    if (closing_) lowestSocket().cancel(ignored);
     close_wait_.cancel();
   }
 
@@ -803,7 +836,7 @@ class MqttConnection final : public routing::DeviceLink,
       armWatchdog(kCloseGrace, "queued packets did not drain");
     } else {
       boost::system::error_code ignored;
-      beast::get_lowest_layer(stream_).socket().cancel(ignored);
+      lowestSocket().cancel(ignored);
     }
   }
 
@@ -823,7 +856,7 @@ class MqttConnection final : public routing::DeviceLink,
     timer_.cancel();
     disarmWatchdog();
     boost::system::error_code ignored;
-    beast::get_lowest_layer(stream_).socket().close(ignored);
+    lowestSocket().close(ignored);
   }
 
   void armWatchdog(SteadyClock::duration after, const char* why) {
@@ -855,8 +888,13 @@ class MqttConnection final : public routing::DeviceLink,
     disarmWatchdog();
     dropReliable();
     boost::system::error_code ignored;
-    beast::get_lowest_layer(stream_).socket().shutdown(tcp::socket::shutdown_both, ignored);
-    beast::get_lowest_layer(stream_).close();
+    if constexpr (kOwnTls) stream_.sendCloseNotify();
+    lowestSocket().shutdown(tcp::socket::shutdown_both, ignored);
+    if constexpr (kOwnTls) {
+      lowestSocket().close(ignored);
+    } else {
+      beast::get_lowest_layer(stream_).close();
+    }
     if (attached_) {
       const auto reason =
           static_cast<std::size_t>(disconnect_reason_.value_or(DisconnectReason::ConnectionLost));
@@ -966,9 +1004,8 @@ struct MqttServer::Impl : std::enable_shared_from_this<Impl> {
         remote = ep.address().to_string() + ":" + std::to_string(ep.port());
       }
       if (context->options.tls != nullptr) {
-        using Stream = beast::ssl_stream<beast::tcp_stream>;
-        launch(std::make_shared<MqttConnection<Stream>>(
-            Stream(beast::tcp_stream(std::move(socket)), *context->options.tls), context,
+        launch(std::make_shared<MqttConnection<TlsSocket>>(
+            TlsSocket(std::move(socket), context->options.tls->native_handle()), context,
             std::move(remote), std::move(*slot)));
       } else {
         launch(std::make_shared<MqttConnection<beast::tcp_stream>>(

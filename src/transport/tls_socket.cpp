@@ -143,9 +143,16 @@ asio::awaitable<error_code> TlsSocket::handshake() {
   }
 }
 
-std::pair<std::size_t, TlsSocket::Next> TlsSocket::readSome(char* data, std::size_t size,
-                                                            error_code& ec) {
+asio::awaitable<error_code> TlsSocket::waitToRead() {
+  if (ready_) co_return error_code{};
+  auto [ec] = co_await socket_.async_wait(wait_for_, kAwaitTuple);
+  co_return ec;
+}
+
+std::size_t TlsSocket::readSome(char* data, std::size_t size, error_code& ec) {
   ec = {};
+  ready_ = false;
+  wait_for_ = Socket::wait_read;
   std::size_t total = 0;
   while (total < size) {
     ERR_clear_error();
@@ -154,15 +161,16 @@ std::pair<std::size_t, TlsSocket::Next> TlsSocket::readSome(char* data, std::siz
     if (result == 1) {
       total += n;
       // Nothing held inside OpenSSL: whatever comes next, the socket's readiness tells.
-      if (SSL_has_pending(ssl_) == 0) return {total, Next::WaitRead};
+      if (SSL_has_pending(ssl_) == 0) return total;
       continue;
     }
     int wait = 0;
     ec = failure(result, wait);
-    if (ec) return {total, Next::WaitRead};
-    return {total, wait == SSL_ERROR_WANT_WRITE ? Next::WaitWrite : Next::WaitRead};
+    if (wait == SSL_ERROR_WANT_WRITE) wait_for_ = Socket::wait_write;
+    return total;
   }
-  return {total, Next::Read};
+  ready_ = true;
+  return total;
 }
 
 asio::awaitable<error_code> TlsSocket::write(const char* data, std::size_t size) {

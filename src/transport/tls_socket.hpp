@@ -45,19 +45,18 @@ class TlsSocket {
   // deadline), asio::error::eof when the peer closed, or an OpenSSL error (ssl category).
   boost::asio::awaitable<boost::system::error_code> handshake();
 
-  // What a read found besides the bytes.
-  enum class Next {
-    Read,       // the buffer is full: more may be ready without waiting
-    WaitRead,   // wait for readability before reading again
-    WaitWrite,  // OpenSSL must write first (a TLS 1.3 key update answer): wait for
-                // writability, then read again
-  };
+  // Waits until readSome() may find bytes: at once after the handshake (which may have read
+  // the client's first bytes along with its last message) or after a readSome() that filled
+  // its buffer, else for the socket to become readable (or writable, when OpenSSL must write
+  // before it can read on, as for a TLS 1.3 key update answer). Take the buffer for
+  // readSome() after this returns: the coroutine may resume on another thread.
+  boost::asio::awaitable<boost::system::error_code> waitToRead();
+
   // Decrypts what is ready without blocking into `data`, record after record, stopping when
-  // the buffer is full or the socket has nothing more. Returns the bytes read (possibly 0 on a
-  // spurious wake-up) and what to do next; `ec` is set (eof for a closed connection) when the
-  // connection cannot be read any more, and then the bytes returned are still valid.
-  std::pair<std::size_t, Next> readSome(char* data, std::size_t size,
-                                        boost::system::error_code& ec);
+  // the buffer is full or nothing more is ready. Returns the bytes read, possibly 0 (a
+  // spurious wake-up, half a record). `ec` is set (eof for a closed connection) when the
+  // connection cannot be read any more; the bytes returned with it are still valid.
+  std::size_t readSome(char* data, std::size_t size, boost::system::error_code& ec);
 
   // Writes all of `size` bytes, waiting for the socket whenever OpenSSL asks to. `data` must
   // stay valid until the write completes. At most one write at a time.
@@ -74,6 +73,8 @@ class TlsSocket {
 
   Socket socket_;
   SSL* ssl_ = nullptr;
+  bool ready_ = true;  // readSome() needs no wait first
+  Socket::wait_type wait_for_ = Socket::wait_read;
 };
 
 }  // namespace iothub::transport

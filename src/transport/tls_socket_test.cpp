@@ -72,22 +72,14 @@ class TlsSocketTest : public ::testing::Test {
                                                                      std::size_t want,
                                                                      bool* filled = nullptr) {
     std::string got;
-    std::array<char, 4096> buffer{};  // smaller than a record: readSome fills it
-    auto wait = TlsSocket::Socket::wait_read;
-    bool ready = false;
     while (got.size() < want) {
-      if (!ready) {
-        auto [ec] = co_await tls.socket().async_wait(wait, kAwaitTuple);
-        if (ec) co_return std::pair{got, ec};
-      }
+      if (error_code ec = co_await tls.waitToRead()) co_return std::pair{got, ec};
+      std::array<char, 4096> buffer{};  // smaller than a record: readSome fills it
       error_code ec;
-      auto [n, next] = tls.readSome(buffer.data(), buffer.size(), ec);
+      std::size_t n = tls.readSome(buffer.data(), buffer.size(), ec);
       got.append(buffer.data(), n);
       if (ec) co_return std::pair{got, ec};
-      ready = next == TlsSocket::Next::Read;
-      if (ready && filled != nullptr) *filled = true;
-      wait = next == TlsSocket::Next::WaitWrite ? TlsSocket::Socket::wait_write
-                                                : TlsSocket::Socket::wait_read;
+      if (n == buffer.size() && filled != nullptr) *filled = true;
     }
     co_return std::pair{got, error_code{}};
   }
@@ -125,6 +117,48 @@ TEST_F(TlsSocketTest, ReadsAndWritesMoreThanTheSocketTakesAtOnce) {
   EXPECT_EQ(received, down);
   EXPECT_EQ(server.get(), "ok");
   EXPECT_TRUE(filled) << "a 1 MiB upload should fill a 4 KiB read buffer";
+}
+
+// The client's first bytes may reach the server in the same segment as its last handshake
+// message (Node's TLS does this), so OpenSSL reads them during the handshake: waitToRead()
+// must not wait for the socket then. The client here runs OpenSSL over a memory BIO pair and
+// sends its Finished and "hello" with one send().
+TEST_F(TlsSocketTest, BytesArrivingWithTheLastHandshakeMessageAreRead) {
+  auto server = serve([&](TlsSocket& tls) -> asio::awaitable<std::string> {
+    if (error_code ec = co_await tls.handshake()) co_return "handshake: " + ec.message();
+    auto [got, ec] = co_await readAll(tls, 5);
+    co_return ec ? ec.message() : got;
+  });
+  tcp::socket socket(client_io_);
+  socket.connect(acceptor_.local_endpoint());
+  SSL* client = SSL_new(client_tls_.native_handle());
+  BIO* inside = nullptr;
+  BIO* network = nullptr;
+  ASSERT_EQ(BIO_new_bio_pair(&inside, 0, &network, 0), 1);
+  SSL_set_bio(client, inside, inside);
+  SSL_set_connect_state(client);
+  auto drain = [&] {  // what the client SSL wrote, as one send
+    std::string out;
+    std::array<char, 4096> chunk{};
+    for (int n; (n = BIO_read(network, chunk.data(), chunk.size())) > 0;)
+      out.append(chunk.data(), n);
+    if (!out.empty()) asio::write(socket, asio::buffer(out));
+  };
+  int result = 0;
+  while ((result = SSL_do_handshake(client)) != 1) {
+    ASSERT_EQ(SSL_get_error(client, result), SSL_ERROR_WANT_READ);
+    drain();
+    std::array<char, 4096> chunk{};
+    std::size_t n = socket.read_some(asio::buffer(chunk));
+    ASSERT_EQ(BIO_write(network, chunk.data(), static_cast<int>(n)), static_cast<int>(n));
+  }
+  ASSERT_EQ(SSL_write(client, "hello", 5), 5);
+  drain();  // the client's Finished and "hello" together
+  ASSERT_EQ(server.wait_for(std::chrono::seconds(10)), std::future_status::ready)
+      << "the server waited for bytes it already held";
+  EXPECT_EQ(server.get(), "hello");
+  SSL_free(client);
+  BIO_free(network);
 }
 
 TEST_F(TlsSocketTest, BytesBeforeThePeersCloseAreReadThenEof) {
