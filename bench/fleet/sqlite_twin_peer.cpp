@@ -8,6 +8,16 @@
 //   fleet_sqlite_peer --db FILE --devices N --duration-ms D --batch B [--synchronous normal]
 //
 // Prints {"updates","elapsed_s","updates_per_s","batch","synchronous"} as JSON.
+//
+// The peer of benchmark REG (bulk registration):
+//
+//   fleet_sqlite_peer --db FILE --register N [--batch 100] [--synchronous normal]
+//
+// inserts N devices with their twins, --batch of them per transaction, into the hub's own
+// devices and twins tables (same columns, keys, foreign key and pragmas as the hub's SQLite
+// store: WAL, synchronous=FULL, foreign_keys=ON) with rows shaped like the hub's (44-character
+// keys, a generation id, an etag, empty twin documents). Prints
+// {"devices","elapsed_s","devices_per_s","batch","synchronous"} as JSON.
 
 #include <sqlite3.h>
 
@@ -39,6 +49,69 @@ std::string deviceId(long index) {
   return text;
 }
 
+// REG: bulk registration as plain inserts, `batch` devices per transaction.
+int registerDevices(sqlite3* db, long devices, long batch, const std::string& synchronous) {
+  exec(db, "PRAGMA foreign_keys=ON");
+  exec(db, "PRAGMA cache_size=-32768");
+  exec(db,
+       "CREATE TABLE devices (device_id TEXT NOT NULL PRIMARY KEY, generation_id TEXT NOT NULL,"
+       " etag TEXT NOT NULL, status TEXT NOT NULL, status_reason TEXT,"
+       " status_updated_time INTEGER NOT NULL, auth_type TEXT NOT NULL, primary_key TEXT NOT NULL,"
+       " secondary_key TEXT NOT NULL, primary_thumbprint TEXT, secondary_thumbprint TEXT,"
+       " iot_edge INTEGER NOT NULL, device_scope TEXT, parent_scopes TEXT NOT NULL,"
+       " connection_state_updated_time INTEGER NOT NULL, last_activity_time INTEGER NOT NULL,"
+       " cloud_to_device_message_count INTEGER NOT NULL) WITHOUT ROWID");
+  exec(db,
+       "CREATE TABLE twins (device_id TEXT NOT NULL PRIMARY KEY REFERENCES devices (device_id)"
+       " ON DELETE CASCADE, tags TEXT NOT NULL, desired TEXT NOT NULL, reported TEXT NOT NULL,"
+       " version INTEGER NOT NULL, desired_version INTEGER NOT NULL,"
+       " reported_version INTEGER NOT NULL)");
+  sqlite3_stmt* insert_device = nullptr;
+  sqlite3_stmt* insert_twin = nullptr;
+  if (sqlite3_prepare_v2(db,
+                         "INSERT INTO devices VALUES (?1, ?2, ?3, 'enabled', NULL, ?4, 'sas', ?5,"
+                         " ?5, NULL, NULL, 0, NULL, '[]', 0, 0, 0)"
+                         " ON CONFLICT (device_id) DO NOTHING",
+                         -1, &insert_device, nullptr) != SQLITE_OK ||
+      sqlite3_prepare_v2(db, "INSERT INTO twins VALUES (?1, '{}', '{}', '{}', 1, 1, 1)", -1,
+                         &insert_twin, nullptr) != SQLITE_OK) {
+    die(db, "prepare insert");
+  }
+  const std::string key = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3I=";  // 44 characters
+  const auto started = std::chrono::steady_clock::now();
+  for (long first = 0; first < devices; first += batch) {
+    exec(db, "BEGIN IMMEDIATE");
+    for (long d = first; d < devices && d < first + batch; ++d) {
+      const std::string id = deviceId(d);
+      const std::string generation = std::to_string(638000000000000000L + d);
+      const std::string etag = "MTIzNDU2Nzg5" + std::to_string(d % 10);
+      sqlite3_bind_text(insert_device, 1, id.c_str(), -1, SQLITE_TRANSIENT);
+      sqlite3_bind_text(insert_device, 2, generation.c_str(), -1, SQLITE_TRANSIENT);
+      sqlite3_bind_text(insert_device, 3, etag.c_str(), -1, SQLITE_TRANSIENT);
+      sqlite3_bind_int64(insert_device, 4, 1700000000000000000LL + d);
+      sqlite3_bind_text(insert_device, 5, key.c_str(), -1, SQLITE_STATIC);
+      if (sqlite3_step(insert_device) != SQLITE_DONE || sqlite3_changes(db) != 1) {
+        die(db, "insert device");
+      }
+      sqlite3_reset(insert_device);
+      sqlite3_bind_text(insert_twin, 1, id.c_str(), -1, SQLITE_TRANSIENT);
+      if (sqlite3_step(insert_twin) != SQLITE_DONE) die(db, "insert twin");
+      sqlite3_reset(insert_twin);
+    }
+    exec(db, "COMMIT");
+  }
+  const double elapsed =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  sqlite3_finalize(insert_device);
+  sqlite3_finalize(insert_twin);
+  sqlite3_close(db);
+  std::printf(
+      "{\"devices\":%ld,\"elapsed_s\":%.3f,\"devices_per_s\":%.1f,\"batch\":%ld,"
+      "\"synchronous\":\"%s\",\"journal_mode\":\"wal\"}\n",
+      devices, elapsed, static_cast<double>(devices) / elapsed, batch, synchronous.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -46,6 +119,7 @@ int main(int argc, char** argv) {
   long devices = 1000;
   long duration_ms = 10'000;
   long batch = 32;
+  long register_devices = 0;
   std::string synchronous = "full";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
@@ -60,9 +134,13 @@ int main(int argc, char** argv) {
       batch = std::atol(value);
     else if (flag == "--synchronous")
       synchronous = value;
+    else if (flag == "--register")
+      register_devices = std::atol(value);
     else {
       std::fprintf(stderr,
                    "usage: fleet_sqlite_peer --db FILE --devices N --duration-ms D --batch B "
+                   "[--synchronous full|normal]\n"
+                   "       fleet_sqlite_peer --db FILE --register N [--batch B] "
                    "[--synchronous full|normal]\n");
       return 2;
     }
@@ -78,6 +156,7 @@ int main(int argc, char** argv) {
   if (sqlite3_open(path.c_str(), &db) != SQLITE_OK) die(db, "open");
   exec(db, "PRAGMA journal_mode=WAL");
   exec(db, synchronous == "full" ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+  if (register_devices > 0) return registerDevices(db, register_devices, batch, synchronous);
   exec(db,
        "CREATE TABLE IF NOT EXISTS twins (device_id TEXT PRIMARY KEY, desired TEXT NOT NULL, "
        "version INTEGER NOT NULL)");
