@@ -18,7 +18,8 @@ namespace iothub::device_api {
 // logged, not returned (activity times are informative).
 class ActivityRecorder {
  public:
-  // Beyond this many remembered devices, the ones not written for a minute are forgotten.
+  // Beyond this many remembered devices (or twice as many as the last pruning kept), the ones
+  // not written for a minute are forgotten.
   static constexpr std::size_t kPruneAbove = 10'000;
 
   ActivityRecorder(store::Store& store, const Clock& clock) : store_(store), clock_(clock) {}
@@ -31,6 +32,9 @@ class ActivityRecorder {
   bool due(std::string_view device_id, bool connection_change = false);
   // Blocks: writes the activity time (and the connection change) to the registry.
   void write(std::string_view device_id, bool connection_change = false);
+  // How many devices' last writes are remembered (for tests and diagnostics).
+  std::size_t remembered();
+
   // Forgets the device's last write (its connection ended): its next activity is written.
   void forget(std::string_view device_id);
 
@@ -39,6 +43,7 @@ class ActivityRecorder {
   const Clock& clock_;
   std::mutex mutex_;
   std::unordered_map<std::string, SystemTime> last_write_;  // guarded by mutex_
+  std::size_t prune_at_ = kPruneAbove;                      // guarded by mutex_
 };
 
 }  // namespace iothub::device_api
