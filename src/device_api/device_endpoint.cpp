@@ -165,6 +165,10 @@ Status DeviceEndpoint::saveSession(const store::MqttSessionRecord& session) {
 }
 
 Status DeviceEndpoint::deleteSession(std::string_view client_id) {
+  // Most clean-session connects find no stored session: a read spares them a durable write
+  // (a store transaction and its commit wait on every connect of a clean-session fleet).
+  auto existing = store_.mqttSessions().getSession(client_id);
+  if (existing && !existing->has_value()) return Status::ok();
   return store_.mqttSessions().deleteSession(client_id);
 }
 

@@ -13,6 +13,7 @@
 #include <boost/beast/websocket.hpp>
 #include <mutex>
 #include <optional>
+#include <tuple>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -584,11 +585,16 @@ class MqttConnection final : public routing::DeviceLink,
                                                std::max(remaining, decltype(remaining)::zero()));
     bool session_present = false;
     if (outcome.session) {
-      std::lock_guard lock(subscriptions_mutex_);
-      for (const auto& s : outcome.session->subscriptions) {
-        subscriptions_.push_back({s.filter, static_cast<mqtt::QoS>(s.qos)});
+      {
+        std::lock_guard lock(subscriptions_mutex_);
+        for (const auto& s : outcome.session->subscriptions) {
+          subscriptions_.push_back({s.filter, static_cast<mqtt::QoS>(s.qos)});
+        }
       }
+      stored_subscriptions_ = sortedSubscriptions();
       session_present = true;
+    } else if (!clean) {
+      stored_subscriptions_.emplace();  // the store holds no session for the device
     }
     epoch_ = outcome.epoch;
     auto attached = server_->connections.attach(this->shared_from_this(), epoch_);
@@ -683,21 +689,39 @@ class MqttConnection final : public routing::DeviceLink,
     server_->connections.subscriptionsChanged(this->shared_from_this());
   }
 
-  awaitable<void> persistSubscriptions() {
-    if (!persistent_) co_return;
-    store::MqttSessionRecord record;
-    record.client_id = device_id_;
+  // The subscriptions in their stored order-free form, to compare with what is stored.
+  std::vector<mqtt::Subscription> sortedSubscriptions() const {
+    std::vector<mqtt::Subscription> out;
     {
       std::lock_guard lock(subscriptions_mutex_);
-      for (const auto& s : subscriptions_)
-        record.subscriptions.push_back({s.filter, static_cast<int>(s.qos)});
+      out = subscriptions_;
     }
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+      return std::tie(a.filter, a.qos) < std::tie(b.filter, b.qos);
+    });
+    return out;
+  }
+
+  awaitable<void> persistSubscriptions() {
+    if (!persistent_) co_return;
+    // A device that subscribes again to what its stored session holds (every reconnect of
+    // the Azure SDKs) costs no store write.
+    std::vector<mqtt::Subscription> current = sortedSubscriptions();
+    if (stored_subscriptions_ && *stored_subscriptions_ == current) co_return;
+    store::MqttSessionRecord record;
+    record.client_id = device_id_;
+    for (const auto& s : current)
+      record.subscriptions.push_back({s.filter, static_cast<int>(s.qos)});
     auto& endpoint = server_->endpoint;
     auto job = [&endpoint, record = std::move(record)] { return endpoint.saveSession(record); };
     Status saved = co_await onWorker(*server_, std::move(job));
-    if (!saved)
+    if (saved) {
+      stored_subscriptions_ = std::move(current);
+    } else {
+      stored_subscriptions_.reset();  // unknown now: the next change writes
       logLine(spdlog::level::warn, "{}: cannot persist the session of {}: {}",
               server_->options.name, device_id_, saved.toString());
+    }
   }
 
   awaitable<void> onPublish(mqtt::Publish publish) {
@@ -948,6 +972,9 @@ class MqttConnection final : public routing::DeviceLink,
   std::string device_id_;  // set once, before the link is attached; never changes after
   mutable std::mutex subscriptions_mutex_;
   std::vector<mqtt::Subscription> subscriptions_;  // guarded by subscriptions_mutex_
+  // What the store holds for a persistent session (sorted), when known: loaded at connect,
+  // then written by persistSubscriptions().
+  std::optional<std::vector<mqtt::Subscription>> stored_subscriptions_;
 };
 
 }  // namespace
