@@ -1,12 +1,14 @@
 // The only translation unit of the device SDK that includes Asio and OpenSSL streams.
 //
-// Shape: one io_context on one thread owns every piece of mutable state. A run loop
-// (runLoop) connects, waits for the connection to end and reconnects with back-off; each
-// connection has a reader, a writer, a keep-alive and a token-renewal coroutine. Operations
-// (twin requests, telemetry) are coroutines of their own that wait for a ready connection,
-// send, and wait for their answer. Everyone waits on one ChangeNotifier and re-checks its
-// condition when woken, which keeps the state machine in plain members instead of
-// callback chains.
+// Shape: one io_context on one thread owns every piece of mutable state. The MQTT protocol
+// (CONNACK, SUBACK and PUBACK matching, packet ids, keep-alive, protocol errors) is
+// mqtt::ClientSession, a Sans-I/O state machine; this file moves its packets to and from the
+// socket and carries out its actions (execute()). A run loop (runLoop) connects, waits for
+// the connection to end and reconnects with back-off; each connection has a reader, a
+// writer, a keep-alive timer and a token-renewal coroutine. Operations (twin requests,
+// telemetry) are coroutines of their own that wait for a ready connection, send, and wait
+// for their answer. Everyone waits on one ChangeNotifier and re-checks its condition when
+// woken, which keeps the state machine in plain members instead of callback chains.
 
 #include "iothub/device/device_client.hpp"
 
@@ -26,6 +28,7 @@
 #include "auth/sas_token.hpp"
 #include "device_protocol.hpp"
 #include "iothub/sdk/tls_client.hpp"
+#include "mqtt/client_session.hpp"
 #include "mqtt/decoder.hpp"
 #include "mqtt/encoder.hpp"
 #include "mqtt/topic.hpp"
@@ -106,11 +109,11 @@ struct Connection {
 
   std::string outbox;  // encoded packets not yet handed to the socket
   bool writing = false;
-  SteadyTime last_sent{};
-  std::optional<SteadyTime> ping_sent;  // PINGREQ without PINGRESP yet
   SteadyTime token_created{};
 
   bool accepted = false;  // CONNACK 0 received
+  bool session_present = false;
+  std::optional<mqtt::ConnectReturnCode> refused_with;  // CONNACK other than 0
   // Set once CONNACK accepted and the SUBACK of the (re-)subscriptions made right after it
   // arrived: only then does the client report Connected and let operations through.
   bool ready = false;
@@ -118,7 +121,6 @@ struct Connection {
   std::set<std::string, std::less<>> subscribed;   // SUBACKed (or kept by the session)
   std::set<std::string, std::less<>> subscribing;  // SUBSCRIBE sent, no SUBACK yet
   std::set<std::string, std::less<>> refused;      // SUBACK 0x80
-  std::map<std::uint16_t, std::vector<std::string>> pending_subscribes;
 
   bool closed = false;
   EndReason planned_end = EndReason::None;  // DISCONNECT on its way
@@ -434,17 +436,13 @@ class DeviceClient::Impl {
     connect.keep_alive = options_.keep_alive_seconds;
     connect.user_name = user_name_;
     connect.password = std::move(*token);
-    if (Status sent = sendPacket(conn, connect); !sent) co_return fail(sent.message());
+    execute(conn, session_.connect(std::move(connect), SteadyClock::now()));
 
-    auto packet = co_await readPacket(*conn);
+    auto packet = co_await readPacket(conn);
     if (!packet) co_return fail(packet.status().message());
-    const auto* connack = std::get_if<mqtt::ConnAck>(&*packet);
-    if (connack == nullptr) {
-      co_return fail("expected CONNACK, the hub sent " +
-                     std::string(mqtt::packetTypeName(mqtt::packetType(*packet))));
-    }
-    if (connack->return_code != mqtt::ConnectReturnCode::Accepted) {
-      auto rc = connack->return_code;
+    execute(conn, session_.onPacket(std::move(*packet), SteadyClock::now()));
+    if (conn->refused_with) {
+      auto rc = *conn->refused_with;
       std::string why = "Connection refused: " + std::string(refusalText(rc)) + " (CONNACK " +
                         std::to_string(static_cast<int>(rc)) + ")";
       abortConnection(conn, EndReason::Lost, why);
@@ -460,18 +458,18 @@ class DeviceClient::Impl {
       }
       co_return ConnectOutcome{Status(code, why), credentials, nullptr};
     }
+    if (!conn->accepted) co_return fail(conn->detail);  // the session closed it
 
     // Clean session 0: the hub keeps our subscriptions while it says session-present. When
     // it does not, everything in use is subscribed again (the Node SDK would not,
     // docs/protocol.md §2.6).
-    conn->accepted = true;
-    if (connack->session_present) {
+    if (conn->session_present) {
       conn->subscribed = session_filters_;
     } else {
       session_filters_.clear();
     }
     asio::co_spawn(ioc_, readLoop(conn), rethrowIfFailed);
-    if (options_.keep_alive_seconds > 0) asio::co_spawn(ioc_, keepAliveLoop(conn), rethrowIfFailed);
+    asio::co_spawn(ioc_, keepAliveLoop(conn), rethrowIfFailed);
     asio::co_spawn(ioc_, renewalLoop(conn), rethrowIfFailed);
 
     std::vector<std::string> missing;
@@ -502,34 +500,37 @@ class DeviceClient::Impl {
     }
   }
 
-  awaitable<Result<mqtt::Packet>> readPacket(Connection& conn) {
+  // The next packet from the hub. A decode error goes to the session, which closes the
+  // connection; the error then carries its reason.
+  awaitable<Result<mqtt::Packet>> readPacket(const std::shared_ptr<Connection>& conn) {
     for (;;) {
-      auto next = conn.decoder.next();
+      auto next = conn->decoder.next();
       if (!next) {
-        co_return Status(ErrorCode::IotHubFormatError,
-                         "malformed packet from the hub: " + next.status().message());
+        execute(conn, session_.onDecodeError(conn->decoder.lastError(), next.status().message()));
+        abortConnection(conn, EndReason::Lost, "malformed packet: " + next.status().message());
+        co_return Status(ErrorCode::IotHubFormatError, conn->detail);
       }
       if (*next) co_return std::move(**next);
-      auto buffer = conn.decoder.prepare(kReadChunk);
-      auto [ec, n] = co_await readSome(conn, asio::buffer(buffer.data(), buffer.size()));
-      if (conn.closed) co_return Status(ErrorCode::ServiceUnavailable, conn.detail);
+      auto buffer = conn->decoder.prepare(kReadChunk);
+      auto [ec, n] = co_await readSome(*conn, asio::buffer(buffer.data(), buffer.size()));
+      if (conn->closed) co_return Status(ErrorCode::ServiceUnavailable, conn->detail);
       if (ec) {
         co_return Status(ErrorCode::ServiceUnavailable,
                          ec == asio::error::eof ? std::string("the hub closed the connection")
                                                 : "connection lost: " + ec.message());
       }
-      conn.decoder.commit(n);
+      conn->decoder.commit(n);
     }
   }
 
   awaitable<void> readLoop(std::shared_ptr<Connection> conn) {
     while (!conn->closed) {
-      auto packet = co_await readPacket(*conn);
+      auto packet = co_await readPacket(conn);
       if (!packet) {
         abortConnection(conn, EndReason::Lost, packet.status().message());
         co_return;
       }
-      handlePacket(conn, std::move(*packet));
+      execute(conn, session_.onPacket(std::move(*packet), SteadyClock::now()));
     }
   }
 
@@ -547,25 +548,15 @@ class DeviceClient::Impl {
     changed_.notifyAll();
   }
 
-  // PINGREQ after keep_alive seconds without sending; no PINGRESP within another keep-alive
-  // period means the connection is dead even if TCP has not noticed.
+  // Calls the session's onTick() at its deadlines (PINGREQ after keep_alive seconds without
+  // sending; no PINGRESP within another keep-alive period closes) while `conn` lives.
   awaitable<void> keepAliveLoop(std::shared_ptr<Connection> conn) {
-    const auto period = std::chrono::seconds(options_.keep_alive_seconds);
     while (!conn->closed) {
-      SteadyTime due = conn->ping_sent ? *conn->ping_sent + period : conn->last_sent + period;
-      co_await changed_.waitUntil([&] { return conn->closed; }, due);
+      std::optional<SteadyTime> due = session_.nextDeadline();
+      if (!due) co_return;
+      co_await changed_.waitUntil([&] { return conn->closed; }, *due);
       if (conn->closed) co_return;
-      SteadyTime now = SteadyClock::now();
-      if (conn->ping_sent) {
-        if (now >= *conn->ping_sent + period) {
-          abortConnection(conn, EndReason::Lost,
-                          "no PINGRESP within " + std::to_string(period.count()) + " s");
-          co_return;
-        }
-      } else if (now >= conn->last_sent + period) {
-        (void)sendPacket(conn, mqtt::PingReq{});
-        conn->ping_sent = now;
-      }
+      execute(conn, session_.onTick(SteadyClock::now()));
     }
   }
 
@@ -586,7 +577,7 @@ class DeviceClient::Impl {
     // A second caller (close() during a renewal) only waits for the first one's DISCONNECT.
     if (conn->planned_end == EndReason::None) {
       conn->planned_end = reason;
-      (void)sendPacket(conn, mqtt::Disconnect{});
+      execute(conn, session_.disconnect());
     }
     co_await changed_.waitUntil(
         [&] { return conn->closed || (!conn->writing && conn->outbox.empty()); },
@@ -599,6 +590,7 @@ class DeviceClient::Impl {
     conn->closed = true;
     conn->end = conn->planned_end != EndReason::None ? conn->planned_end : reason;
     conn->detail = std::move(why);
+    if (conn == connection_) session_.connectionLost();
     boost::system::error_code ignored;
     conn->resolver.cancel();
     if (conn->socket.is_open()) {
@@ -633,97 +625,89 @@ class DeviceClient::Impl {
 
   // ---- Packets ----
 
-  template <class P>
-  Status sendPacket(const std::shared_ptr<Connection>& conn, const P& packet) {
-    std::string bytes;
-    IOTHUB_RETURN_IF_ERROR(mqtt::encode(packet, bytes));
-    if (conn->closed) return Status(ErrorCode::ServiceUnavailable, conn->detail);
-    conn->outbox += bytes;
-    conn->last_sent = SteadyClock::now();
+  // Carries out what the session asks, in order.
+  void execute(const std::shared_ptr<Connection>& conn, mqtt::ClientActions actions) {
+    for (auto& action : actions) {
+      if (auto* send = std::get_if<mqtt::SendPacket>(&action)) {
+        write(conn, send->packet);
+      } else if (auto* close = std::get_if<mqtt::CloseClientConnection>(&action)) {
+        // A DISCONNECT of ours is flushed by disconnectGracefully, which then closes.
+        if (close->reason != mqtt::ClientCloseReason::Disconnected) {
+          abortConnection(conn, EndReason::Lost, std::move(close->detail));
+        }
+      } else if (auto* accepted = std::get_if<mqtt::ConnectionAccepted>(&action)) {
+        conn->accepted = true;
+        conn->session_present = accepted->session_present;
+      } else if (auto* refused = std::get_if<mqtt::ConnectionRefused>(&action)) {
+        conn->refused_with = refused->code;
+      } else if (auto* subscribed = std::get_if<mqtt::SubscribeCompleted>(&action)) {
+        onSubscribeCompleted(conn, *subscribed);
+      } else if (auto* completed = std::get_if<mqtt::PublishCompleted>(&action)) {
+        auto event = events_.find(completed->packet_id);
+        if (event != events_.end()) {
+          *event->second = true;
+          events_.erase(event);
+          changed_.notifyAll();
+        }
+      } else if (auto* received = std::get_if<mqtt::MessageReceived>(&action)) {
+        handlePublish(conn, received->publish);
+      }
+    }
+  }
+
+  // Appends the packet's bytes to the connection's outbox and starts the writer if idle.
+  void write(const std::shared_ptr<Connection>& conn, const mqtt::Packet& packet) {
+    if (conn->closed) return;
+    // The session validates what it builds from untrusted input; a CONNECT built from an
+    // absurd connection string (a host name over 64 KiB) can still fail here.
+    if (Status encoded = mqtt::encode(packet, conn->outbox); !encoded) {
+      abortConnection(conn, EndReason::Lost, "cannot encode a packet: " + encoded.message());
+      return;
+    }
     if (!conn->writing) {
       conn->writing = true;
       asio::co_spawn(ioc_, writeLoop(conn), rethrowIfFailed);
     }
-    return Status::ok();
+  }
+
+  // True when `conn` can take requests: CONNACKed, subscribed as first needed, not closing.
+  bool isReady(const std::shared_ptr<Connection>& conn) const {
+    return conn && conn->ready && !conn->closed &&
+           session_.state() == mqtt::ClientSession::State::Connected;
   }
 
   std::uint16_t subscribe(const std::shared_ptr<Connection>& conn,
                           std::vector<std::string> filters) {
-    std::uint16_t id = allocatePacketId();
-    if (id == 0) {
-      abortConnection(conn, EndReason::Lost, "no free MQTT packet identifier");
+    std::vector<mqtt::Subscription> subscriptions;
+    for (const auto& filter : filters) {
+      subscriptions.push_back({filter, mqtt::QoS::AtMostOnce});
+    }
+    auto sent = session_.subscribe(std::move(subscriptions), SteadyClock::now());
+    if (!sent) {
+      abortConnection(conn, EndReason::Lost, "cannot subscribe: " + sent.status().message());
       return 0;
     }
-    mqtt::Subscribe packet;
-    packet.packet_id = id;
-    for (const auto& filter : filters) {
-      packet.subscriptions.push_back({filter, mqtt::QoS::AtMostOnce});
-      conn->subscribing.insert(filter);
-    }
-    conn->pending_subscribes[id] = std::move(filters);
-    IOTHUB_CHECK(sendPacket(conn, packet).isOk() || conn->closed, "SUBSCRIBE of a constant filter");
-    return id;
-  }
-
-  // Packet ids are shared by telemetry (across connections, for DUP re-sends) and the
-  // SUBSCRIBEs of the current connection.
-  std::uint16_t allocatePacketId() {
-    for (int tries = 0; tries < 65535; ++tries) {
-      last_packet_id_ =
-          last_packet_id_ == 65535 ? 1 : static_cast<std::uint16_t>(last_packet_id_ + 1);
-      bool in_use = events_.contains(last_packet_id_) ||
-                    (connection_ && connection_->pending_subscribes.contains(last_packet_id_));
-      if (!in_use) return last_packet_id_;
-    }
-    return 0;
+    for (auto& filter : filters) conn->subscribing.insert(std::move(filter));
+    execute(conn, std::move(sent->actions));
+    return sent->packet_id;
   }
 
   // Records that `filter` is in use from now on; subscribes at once when connected (a
   // connection that has no CONNACK yet subscribes everything wanted when it gets it).
   void wantFilter(std::string_view filter) {
     if (!wanted_filters_.insert(std::string(filter)).second) return;
-    if (connection_ && connection_->accepted && !connection_->closed) {
+    if (connection_ && connection_->accepted && !connection_->closed &&
+        session_.state() == mqtt::ClientSession::State::Connected) {
       subscribe(connection_, {std::string(filter)});
     }
   }
 
-  void handlePacket(const std::shared_ptr<Connection>& conn, mqtt::Packet packet) {
-    if (auto* publish = std::get_if<mqtt::Publish>(&packet)) {
-      if (publish->qos == mqtt::QoS::AtLeastOnce) {
-        (void)sendPacket(conn, mqtt::PubAck{publish->packet_id});
-      } else if (publish->qos == mqtt::QoS::ExactlyOnce) {
-        abortConnection(conn, EndReason::Lost, "the hub sent a QoS 2 PUBLISH");
-        return;
-      }
-      handlePublish(conn, *publish);
-    } else if (auto* puback = std::get_if<mqtt::PubAck>(&packet)) {
-      auto event = events_.find(puback->packet_id);
-      if (event != events_.end()) {
-        event->second = true;
-        changed_.notifyAll();
-      }
-    } else if (auto* suback = std::get_if<mqtt::SubAck>(&packet)) {
-      handleSubAck(conn, *suback);
-    } else if (std::holds_alternative<mqtt::PingResp>(packet)) {
-      conn->ping_sent.reset();
-    } else if (!std::holds_alternative<mqtt::UnsubAck>(packet)) {
-      abortConnection(conn, EndReason::Lost,
-                      "unexpected " + std::string(mqtt::packetTypeName(mqtt::packetType(packet))) +
-                          " from the hub");
-    }
-  }
-
-  void handleSubAck(const std::shared_ptr<Connection>& conn, const mqtt::SubAck& suback) {
-    auto pending = conn->pending_subscribes.find(suback.packet_id);
-    if (pending == conn->pending_subscribes.end()) return;
-    if (pending->second.size() != suback.return_codes.size()) {
-      abortConnection(conn, EndReason::Lost, "SUBACK with a wrong number of return codes");
-      return;
-    }
-    for (std::size_t i = 0; i < pending->second.size(); ++i) {
-      const std::string& filter = pending->second[i];
+  void onSubscribeCompleted(const std::shared_ptr<Connection>& conn,
+                            const mqtt::SubscribeCompleted& suback) {
+    for (std::size_t i = 0; i < suback.filters.size(); ++i) {
+      const std::string& filter = suback.filters[i];
       conn->subscribing.erase(filter);
-      if (suback.return_codes[i] == mqtt::SubAckReturnCode::Failure) {
+      if (suback.codes[i] == mqtt::SubAckReturnCode::Failure) {
         conn->refused.insert(filter);
       } else {
         conn->subscribed.insert(filter);
@@ -731,7 +715,6 @@ class DeviceClient::Impl {
       }
     }
     if (suback.packet_id == conn->initial_subscribe_id) conn->ready = true;
-    conn->pending_subscribes.erase(pending);
     changed_.notifyAll();
   }
 
@@ -740,9 +723,12 @@ class DeviceClient::Impl {
       auto handler = methods_.find(request->name);
       detail::MethodAnswer answer = detail::answerMethod(
           handler == methods_.end() ? nullptr : &handler->second, request->name, publish.payload);
-      const std::string topic = mqtt::azure::methodResponseTopic(answer.status, request->rid);
+      mqtt::Publish response;
+      response.topic = mqtt::azure::methodResponseTopic(answer.status, request->rid);
+      response.payload = std::move(answer.payload);
       // A rid that cannot be echoed in a topic name cannot be answered; the hub times out.
-      (void)sendPacket(conn, mqtt::PublishView{topic, answer.payload});
+      auto sent = session_.publish(std::move(response), SteadyClock::now());
+      if (sent) execute(conn, std::move(sent->actions));
       return;
     }
     if (auto response = mqtt::azure::parseTwinResponseTopic(publish.topic)) {
@@ -783,7 +769,7 @@ class DeviceClient::Impl {
     for (;;) {
       if (!usable(run)) co_return notUsableStatus(run);
       auto conn = connection_;
-      bool connected = conn && conn->ready && !conn->closed;
+      bool connected = isReady(conn);
       if (connected) {
         if (!filter || conn->subscribed.contains(*filter)) co_return conn;
         if (conn->refused.contains(*filter)) {
@@ -814,10 +800,15 @@ class DeviceClient::Impl {
     std::string topic = operation == TwinOperation::Get ? mqtt::azure::twinGetTopic(rid)
                                                         : mqtt::azure::twinPatchReportedTopic(rid);
     auto& reply = twin_replies_[rid];  // std::map: the reference survives other inserts
-    if (Status sent = sendPacket(conn, mqtt::PublishView{topic, payload}); !sent) {
+    mqtt::Publish request;
+    request.topic = std::move(topic);
+    request.payload = std::move(payload);
+    auto sent = session_.publish(std::move(request), SteadyClock::now());
+    if (!sent) {
       twin_replies_.erase(rid);
-      co_return sent;
+      co_return sent.status();
     }
+    execute(conn, std::move(sent->actions));
     co_await changed_.waitUntil([&] { return reply.has_value() || conn->closed || !usable(run); },
                                 deadline);
     std::optional<TwinReply> answer = std::move(reply);
@@ -882,11 +873,14 @@ class DeviceClient::Impl {
     if (!running_) co_return notOpenStatus();
     const std::uint64_t run = run_id_;
     const SteadyTime deadline = SteadyClock::now() + options_.request_timeout;
-    const std::uint16_t id = allocatePacketId();
-    if (id == 0) co_return Status(ErrorCode::Throttled, "65535 telemetry messages await PUBACK");
-    events_[id] = false;
+    mqtt::Publish message;
+    message.topic = topic;
+    message.payload = std::move(payload);
+    message.qos = mqtt::QoS::AtLeastOnce;
+    // Set by execute() on PUBACK; its own object, since the id may be reused at once.
+    auto acked = std::make_shared<bool>(false);
+    std::uint16_t id = 0;  // assigned by the session on the first send
     Status result;
-    bool sent_before = false;
     for (;;) {
       auto ready = co_await readyConnection(run, std::nullopt, deadline, "telemetry");
       if (!ready) {
@@ -894,14 +888,27 @@ class DeviceClient::Impl {
         break;
       }
       auto conn = std::move(*ready);
-      // Not acknowledged on an earlier connection: sent again with DUP (MQTT §4.4).
-      mqtt::PublishView publish{topic, payload, mqtt::QoS::AtLeastOnce, false, sent_before, id};
-      result = sendPacket(conn, publish);
-      if (!result) break;
-      sent_before = true;
-      co_await changed_.waitUntil([&] { return events_[id] || conn->closed || !usable(run); },
-                                  deadline);
-      if (events_[id]) {
+      if (id == 0) {
+        auto sent = session_.publish(message, SteadyClock::now());
+        if (!sent) {
+          result = sent.status();
+          break;
+        }
+        id = sent->packet_id;
+        message.packet_id = id;
+        events_[id] = acked;
+        execute(conn, std::move(sent->actions));
+      } else {
+        // Not acknowledged on an earlier connection: sent again with DUP (MQTT §4.4).
+        auto sent = session_.republish(message, SteadyClock::now());
+        if (!sent) {
+          result = sent.status();
+          break;
+        }
+        execute(conn, std::move(*sent));
+      }
+      co_await changed_.waitUntil([&] { return *acked || conn->closed || !usable(run); }, deadline);
+      if (*acked) {
         result = Status::ok();
         break;
       }
@@ -916,7 +923,11 @@ class DeviceClient::Impl {
         break;
       }
     }
-    events_.erase(id);
+    if (id != 0 && !*acked) {
+      // Given up: the id is free again, and a late PUBACK for it is ignored.
+      session_.abandon(id);
+      events_.erase(id);
+    }
     co_return result;
   }
 
@@ -954,8 +965,11 @@ class DeviceClient::Impl {
   std::optional<std::pair<ConnectionStatus, ConnectionStatusReason>> last_reported_;
   std::uint64_t next_rid_ = 1;
   std::map<std::string, std::optional<TwinReply>, std::less<>> twin_replies_;
-  std::uint16_t last_packet_id_ = 0;
-  std::map<std::uint16_t, bool> events_;  // telemetry packet id -> PUBACK received
+  // The MQTT session: lives as long as the client, since packet ids of telemetry awaiting
+  // PUBACK survive reconnects (clean session 0).
+  mqtt::ClientSession session_;
+  // Telemetry awaiting PUBACK: packet id -> the flag its sender waits on.
+  std::map<std::uint16_t, std::shared_ptr<bool>> events_;
 };
 
 // ---- Public facade ----
