@@ -451,6 +451,27 @@ TEST_P(StoreConformanceTest, WriteDevicesIsOneWriteOfTheStore) {
   EXPECT_EQ(registry().deviceStatistics()->total, 100);
 }
 
+TEST_P(StoreConformanceTest, WriteDevicesCreatesRoundTripEveryField) {
+  DeviceWrite plain;
+  plain.kind = DeviceWrite::Kind::Create;
+  plain.device_id = "plain";
+  plain.device.device_id = "plain";
+  plain.twin.device_id = "plain";
+  DeviceWrite odd = createWrite("odd");
+  odd.device.status_reason = "quote \" backslash \\ comma , brace } NULL";
+  odd.device.device_scope = "NULL";
+  odd.device.parent_scopes = {"a\"b", "c,d"};
+  odd.twin.tags = json::parse(R"({"s":"x\"y\\z","n":null})").as_object();
+  std::vector<DeviceWrite> writes{plain, odd, createWrite("full")};
+  auto results = registry().writeDevices(writes);
+  ASSERT_EQ(results.size(), 3u);
+  for (const auto& result : results) ASSERT_TRUE(result.isOk()) << result.status().toString();
+  for (const DeviceWrite& write : writes) {
+    EXPECT_EQ(registry().getDevice(write.device_id).value(), write.device) << write.device_id;
+    EXPECT_EQ(twins().getTwin(write.device_id).value(), write.twin) << write.device_id;
+  }
+}
+
 TEST_P(StoreConformanceTest, ConcurrentWriteDevicesCreateEachIdOnce) {
   constexpr int kThreads = 4;
   std::atomic<int> created{0};

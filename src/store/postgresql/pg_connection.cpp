@@ -164,6 +164,19 @@ void PgArrayBuilder::add(std::int64_t element) {
   text_ += std::to_string(element);
 }
 
+void PgArrayBuilder::add(const std::optional<std::string>& element) {
+  if (element) {
+    add(std::string_view(*element));
+  } else {
+    addNull();
+  }
+}
+
+void PgArrayBuilder::addNull() {
+  if (text_.size() > 1) text_ += ',';
+  text_ += "NULL";  // unquoted: SQL NULL ("NULL" quoted is the text)
+}
+
 std::string PgArrayBuilder::finish() && {
   text_ += '}';
   return std::move(text_);

@@ -69,7 +69,10 @@ class PgParams {
 class PgArrayBuilder {
  public:
   void add(std::string_view element);
+  void add(const std::string& element) { add(std::string_view(element)); }
   void add(std::int64_t element);
+  void add(const std::optional<std::string>& element);  // NULL when empty
+  void addNull();
   std::string finish() &&;
 
  private:

@@ -6,6 +6,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <tuple>
 #include <unordered_map>
@@ -684,6 +685,82 @@ Status applyDeviceWrite(PgConnection& connection, const DeviceWrite& write,
   return Status(ErrorCode::ServerError, "unknown device write");
 }
 
+// A run of creates as one statement: the devices, then the twins of those that were
+// inserted, as parallel arrays (one round trip for up to a bulk request's 100 devices instead
+// of two per device). Rows are inserted in id order, so two batches that overlap lock their
+// ids in the same order. Returns the ids inserted.
+constexpr std::string_view kInsertDevicesWithTwins =
+    "WITH d AS (INSERT INTO devices (device_id, generation_id, etag, status, status_reason,"
+    " status_updated_time, auth_type, primary_key, secondary_key, primary_thumbprint,"
+    " secondary_thumbprint, iot_edge, device_scope, parent_scopes,"
+    " connection_state_updated_time, last_activity_time, cloud_to_device_message_count)"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+    " $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],"
+    " $12::boolean[], $13::text[], $14::json[], $15::bigint[], $16::bigint[], $17::bigint[])"
+    " ORDER BY 1 ON CONFLICT (device_id) DO NOTHING RETURNING device_id)"
+    " INSERT INTO twins (device_id, tags, desired, reported, version, desired_version,"
+    " reported_version) SELECT t.* FROM unnest($1::text[], $18::json[], $19::json[],"
+    " $20::json[], $21::bigint[], $22::bigint[], $23::bigint[]) AS t (device_id, tags, desired,"
+    " reported, version, desired_version, reported_version) JOIN d USING (device_id)"
+    " RETURNING device_id";
+
+// Creates writes[begin, end) (valid creates of distinct ids) in one statement; an id that
+// exists already gets DeviceAlreadyExists, as from applyDeviceWrite.
+Status insertDevices(PgConnection& connection, const std::vector<DeviceWrite>& writes,
+                     std::size_t begin, std::size_t end,
+                     std::vector<std::optional<Result<DeviceRecord>>>& outcomes) {
+  constexpr int kColumns = 23;
+  std::vector<PgArrayBuilder> columns(kColumns);
+  for (std::size_t i = begin; i < end; ++i) {
+    const DeviceRecord& d = writes[i].device;
+    const TwinRecord& t = writes[i].twin;
+    int c = 0;
+    columns[c++].add(d.device_id);
+    columns[c++].add(d.generation_id);
+    columns[c++].add(d.etag);
+    columns[c++].add(encodeDeviceStatus(d.status));
+    columns[c++].add(d.status_reason);
+    columns[c++].add(toNanoseconds(d.status_updated_time));
+    columns[c++].add(encodeAuthType(d.auth_type));
+    columns[c++].add(d.primary_key);
+    columns[c++].add(d.secondary_key);
+    columns[c++].add(d.primary_thumbprint);
+    columns[c++].add(d.secondary_thumbprint);
+    columns[c++].add(std::string_view(d.iot_edge ? "true" : "false"));
+    columns[c++].add(d.device_scope);
+    columns[c++].add(encodeStrings(d.parent_scopes));
+    columns[c++].add(toNanoseconds(d.connection_state_updated_time));
+    columns[c++].add(toNanoseconds(d.last_activity_time));
+    columns[c++].add(d.cloud_to_device_message_count);
+    columns[c++].add(json::serialize(t.tags));
+    columns[c++].add(json::serialize(t.desired));
+    columns[c++].add(json::serialize(t.reported));
+    columns[c++].add(t.version);
+    columns[c++].add(t.desired_version);
+    columns[c++].add(t.reported_version);
+  }
+  PgParams params;
+  for (PgArrayBuilder& column : columns) params.add(std::move(column).finish());
+  Result<PgResult> inserted = connection.query(kInsertDevicesWithTwins, params);
+  if (!inserted) return inserted.status();
+  std::set<std::string, std::less<>> created;
+  for (int r = 0; r < inserted->rows(); ++r) created.insert(inserted->row(r).text(0));
+  for (std::size_t i = begin; i < end; ++i) {
+    if (created.contains(writes[i].device_id)) {
+      outcomes[i].emplace(writes[i].device);
+    } else {
+      outcomes[i].emplace(Status(ErrorCode::DeviceAlreadyExists,
+                                 "device '" + writes[i].device_id + "' already exists"));
+    }
+  }
+  return Status::ok();
+}
+
+bool isPlainCreate(const DeviceWrite& write) {
+  return write.kind == DeviceWrite::Kind::Create && write.device.device_id == write.device_id &&
+         write.twin.device_id == write.device_id;
+}
+
 }  // namespace
 
 Status PostgresStore::createDevice(const DeviceRecord& device, const TwinRecord& twin) {
@@ -743,8 +820,21 @@ std::vector<Result<DeviceRecord>> PostgresStore::writeDevices(
   // and the writer rolls every write of the batch back; a refused write changed nothing.
   Status s = writeStatus([&](PgConnection& connection) -> Status {
     outcomes.assign(writes.size(), std::nullopt);
-    for (std::size_t i = 0; i < writes.size(); ++i) {
+    for (std::size_t i = 0; i < writes.size();) {
+      // A run of creates of distinct ids (a bulk registration) goes as one statement.
+      std::size_t end = i;
+      std::set<std::string_view> ids;
+      while (end < writes.size() && isPlainCreate(writes[end]) &&
+             ids.insert(writes[end].device_id).second) {
+        ++end;
+      }
+      if (end - i >= 2) {
+        IOTHUB_RETURN_IF_ERROR(insertDevices(connection, writes, i, end, outcomes));
+        i = end;
+        continue;
+      }
       IOTHUB_RETURN_IF_ERROR(applyDeviceWrite(connection, writes[i], outcomes[i]));
+      ++i;
     }
     return Status::ok();
   });
