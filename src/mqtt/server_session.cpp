@@ -306,10 +306,11 @@ Actions ServerSession::acknowledgePublish(std::uint16_t packet_id) {
   if (it == inbound_.end()) return actions;
   it->acknowledged = true;
   // §4.6: PUBACKs leave in the order the PUBLISHes arrived.
-  while (!inbound_.empty() && inbound_.front().acknowledged) {
-    actions.emplace_back(SendPacket{PubAck{inbound_.front().packet_id}});
-    inbound_.pop_front();
+  auto done = inbound_.begin();
+  for (; done != inbound_.end() && done->acknowledged; ++done) {
+    actions.emplace_back(SendPacket{PubAck{done->packet_id}});
   }
+  inbound_.erase(inbound_.begin(), done);
   return actions;
 }
 

@@ -3,7 +3,6 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -228,7 +227,10 @@ class ServerSession {
   std::vector<Packet> held_;  // received while Authenticating
   std::vector<InFlightPublish> in_flight_;
   std::uint16_t next_packet_id_ = 1;
-  std::deque<InboundPublish> inbound_;  // arrival order; front is the next PUBACK to send
+  // Arrival order; the front is the next PUBACK to send. A vector, not a deque: the few
+  // publishes awaiting their PUBACK do not need one, and an empty std::deque allocates
+  // ~580 bytes, for every connection (docs/benchmarks.md, B1).
+  std::vector<InboundPublish> inbound_;
   std::vector<PendingSubscribe> pending_subscribes_;
 };
 

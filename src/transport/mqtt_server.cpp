@@ -258,9 +258,9 @@ class MqttConnection final : public routing::DeviceLink,
       }
     }
     asio::co_spawn(stream_.get_executor(), timerLoop(self), asio::detached);
-    if constexpr (std::is_same_v<Stream, PlainStream>) {
+    if constexpr (kRawTcp) {
       boost::system::error_code ignored;
-      stream_.socket().non_blocking(true, ignored);  // reads after a wait never block the thread
+      stream_.non_blocking(true, ignored);  // reads after a wait never block the thread
     }
     boost::system::error_code deferred;  // the end of a TLS connection, after its last bytes
     while (!closing_) {
@@ -273,8 +273,7 @@ class MqttConnection final : public routing::DeviceLink,
         } else if constexpr (kOwnTls) {
           ec = co_await stream_.waitToRead();
         } else {
-          auto [wait_ec] =
-              co_await stream_.socket().async_wait(asio::socket_base::wait_read, kAwaitTuple);
+          auto [wait_ec] = co_await stream_.async_wait(asio::socket_base::wait_read, kAwaitTuple);
           ec = wait_ec;
         }
         if (!ec) {
@@ -287,7 +286,7 @@ class MqttConnection final : public routing::DeviceLink,
               ec = {};
             }
           } else {
-            n = stream_.socket().read_some(asio::buffer(scratch), ec);
+            n = stream_.read_some(asio::buffer(scratch), ec);
             if (ec == asio::error::would_block || ec == asio::error::try_again) ec = {};
           }
           if (!ec && n == 0) continue;  // a spurious wake-up, or half a TLS record
@@ -343,12 +342,17 @@ class MqttConnection final : public routing::DeviceLink,
  private:
   // MQTT/TLS on the device port, OpenSSL on the socket itself (transport/tls_socket.hpp).
   static constexpr bool kOwnTls = std::is_same_v<Stream, TlsSocket>;
+  // Plain MQTT on its own listener: the bare socket (Beast's tcp_stream would add ~530 bytes
+  // of timer state per connection that nothing here uses).
+  static constexpr bool kRawTcp = std::is_same_v<Stream, tcp::socket>;
   // Plain TCP and MQTT/TLS wait for readability and read into a per-thread buffer.
-  static constexpr bool kDirectRead = kOwnTls || std::is_same_v<Stream, PlainStream>;
+  static constexpr bool kDirectRead = kOwnTls || kRawTcp;
 
-  boost::asio::ip::tcp::socket& lowestSocket() {
+  tcp::socket& lowestSocket() {
     if constexpr (kOwnTls) {
       return stream_.socket();
+    } else if constexpr (kRawTcp) {
+      return stream_;
     } else {
       return beast::get_lowest_layer(stream_).socket();
     }
@@ -914,7 +918,7 @@ class MqttConnection final : public routing::DeviceLink,
     boost::system::error_code ignored;
     if constexpr (kOwnTls) stream_.sendCloseNotify();
     lowestSocket().shutdown(tcp::socket::shutdown_both, ignored);
-    if constexpr (kOwnTls) {
+    if constexpr (kDirectRead) {
       lowestSocket().close(ignored);
     } else {
       beast::get_lowest_layer(stream_).close();
@@ -1035,8 +1039,8 @@ struct MqttServer::Impl : std::enable_shared_from_this<Impl> {
             TlsSocket(std::move(socket), context->options.tls->native_handle()), context,
             std::move(remote), std::move(*slot)));
       } else {
-        launch(std::make_shared<MqttConnection<beast::tcp_stream>>(
-            beast::tcp_stream(std::move(socket)), context, std::move(remote), std::move(*slot)));
+        launch(std::make_shared<MqttConnection<tcp::socket>>(std::move(socket), context,
+                                                             std::move(remote), std::move(*slot)));
       }
     }
   }
