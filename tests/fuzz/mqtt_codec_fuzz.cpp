@@ -3,7 +3,8 @@
 //   2. Feeding the input whole or in small chunks yields the same packets and outcome.
 //   3. Every decoded packet re-encodes successfully (the encoder accepts everything the
 //      decoder accepts) to exactly encodedSize() bytes, and decoding that gives an equal packet.
-//   4. A ServerSession driven by the decoded packets never crashes.
+//   4. A ServerSession and a ClientSession driven by the decoded packets never crash, and
+//      every packet the ClientSession asks to send encodes.
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -12,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "mqtt/client_session.hpp"
 #include "mqtt/decoder.hpp"
 #include "mqtt/encoder.hpp"
 #include "mqtt/server_session.hpp"
@@ -86,6 +88,49 @@ void driveSession(const std::vector<Packet>& packets, DecodeError error) {
   if (error != DecodeError::None) (void)session.onDecodeError(error, "fuzz");
 }
 
+void sendAll(const ClientActions& actions) {
+  for (const ClientAction& action : actions) {
+    if (const auto* send = std::get_if<SendPacket>(&action)) {
+      std::string bytes;
+      if (!encode(send->packet, bytes).isOk())
+        fail("the client session sent an unencodable packet");
+    }
+  }
+}
+
+// The decoded packets as a server's answers to a device: after a CONNECT, the input is read
+// from the hub; every subscription and publish the client can make is made along the way.
+void driveClientSession(const std::vector<Packet>& packets, DecodeError error) {
+  const TimePoint start{};
+  ClientSession session;
+  Connect connect;
+  connect.client_id = "dev1";
+  connect.keep_alive = 5;
+  sendAll(session.connect(connect, start));
+  TimePoint now = start;
+  for (const Packet& packet : packets) {
+    now += std::chrono::seconds(3);
+    ClientActions actions = session.onPacket(packet, now);
+    sendAll(actions);
+    for (const ClientAction& action : actions) {
+      if (const auto* received = std::get_if<MessageReceived>(&action)) {
+        Publish answer = received->publish;
+        answer.qos = QoS::AtLeastOnce;
+        if (auto sent = session.publish(answer, now)) sendAll(sent->actions);
+        if (auto again = session.republish(answer, now)) sendAll(*again);
+      } else if (std::holds_alternative<CloseClientConnection>(action)) {
+        sendAll(session.connect(connect, now));
+      }
+    }
+    if (auto sent = session.subscribe({{"$iothub/twin/res/#", QoS::AtMostOnce}}, now)) {
+      sendAll(sent->actions);
+    }
+    sendAll(session.onTick(now));
+  }
+  if (error != DecodeError::None) (void)session.onDecodeError(error, "fuzz");
+  sendAll(session.disconnect());
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -98,5 +143,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   for (const Packet& packet : whole.packets) checkRoundTrip(packet);
   driveSession(whole.packets, whole.error);
+  driveClientSession(whole.packets, whole.error);
   return 0;
 }
