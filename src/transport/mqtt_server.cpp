@@ -257,7 +257,7 @@ class MqttConnection final : public routing::DeviceLink,
         co_return co_await finish();
       }
     }
-    asio::co_spawn(stream_.get_executor(), timerLoop(self), asio::detached);
+    startTimer();
     if constexpr (kRawTcp) {
       boost::system::error_code ignored;
       stream_.non_blocking(true, ignored);  // reads after a wait never block the thread
@@ -775,31 +775,56 @@ class MqttConnection final : public routing::DeviceLink,
     if (*deadline < timer_.expiry()) timer_.expires_at(*deadline);
   }
 
-  awaitable<void> timerLoop([[maybe_unused]] std::shared_ptr<MqttConnection> self) {
+  // The keep-alive and token deadlines run on a timer with a plain handler, not a coroutine
+  // of their own: an idle connection keeps one coroutine frame (its reader), not two
+  // (docs/benchmarks.md, B1).
+  void startTimer() {
     timer_.expires_at(SteadyClock::time_point::max());
     rearmTimer();
-    while (!closing_) {
-      auto [ec] = co_await timer_.async_wait(kAwaitTuple);
-      if (closing_) break;
-      if (ec && ec != asio::error::operation_aborted) break;
-      if (ec) continue;  // re-armed earlier
-      auto now = SteadyClock::now();
-      if (token_deadline_ && now >= *token_deadline_) {
-        logLine(spdlog::level::info, "{}: closing {}: its SAS token expired", server_->options.name,
-                device_id_);
-        noteDisconnect(DisconnectReason::TokenExpired);
-        beginClose("");
-        break;
-      }
-      timer_.expires_at(SteadyClock::time_point::max());
-      {
-        mqtt::Actions next_actions = session_.onTick(now);
+    waitTimer();
+  }
 
-        co_await runActions(next_actions);
-      }
-      rearmTimer();
-      flush();
+  void waitTimer() {
+    timer_.async_wait([self = this->shared_from_this()](const boost::system::error_code& ec) {
+      self->onTimer(ec);
+    });
+  }
+
+  void onTimer(const boost::system::error_code& ec) {
+    if (closing_) return;
+    if (ec && ec != asio::error::operation_aborted) return;
+    if (ec) {  // re-armed earlier
+      waitTimer();
+      return;
     }
+    auto now = SteadyClock::now();
+    if (token_deadline_ && now >= *token_deadline_) {
+      logLine(spdlog::level::info, "{}: closing {}: its SAS token expired", server_->options.name,
+              device_id_);
+      noteDisconnect(DisconnectReason::TokenExpired);
+      beginClose("");
+      return;
+    }
+    timer_.expires_at(SteadyClock::time_point::max());
+    mqtt::Actions actions = session_.onTick(now);
+    if (actions.empty()) {
+      afterTick();
+      return;
+    }
+    asio::co_spawn(stream_.get_executor(),
+                   tickActions(this->shared_from_this(), std::move(actions)), asio::detached);
+  }
+
+  awaitable<void> tickActions([[maybe_unused]] std::shared_ptr<MqttConnection> self,
+                              mqtt::Actions actions) {
+    co_await runActions(actions);
+    afterTick();
+  }
+
+  void afterTick() {
+    rearmTimer();
+    flush();
+    if (!closing_) waitTimer();
   }
 
   void flush() {

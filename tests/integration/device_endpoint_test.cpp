@@ -17,6 +17,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "auth/sas_token.hpp"
@@ -551,6 +552,46 @@ TEST_F(DeviceEndpointTest, ConnectWithAWrongTokenGetsConnack5) {
     EXPECT_TRUE(raw.waitClosed(10s)) << "a refused connection stays open";
   }
   EXPECT_EQ(connectionState("wrong-token-1"), service::ConnectionState::Disconnected);
+  expectHubStillServes();
+}
+
+// A connection's deadlines run on its timer: a device silent for 1.5 times its keep-alive is
+// disconnected (MQTT 3.1.1 §3.1.2.10), one that pings in time is not, and a connection whose
+// SAS token expires is closed at the expiry.
+TEST_F(DeviceEndpointTest, KeepAliveAndTokenExpiryDisconnectOnTime) {
+  auto d = createDevice("deadline-1");
+  {
+    RawMqttConnection raw(hub_->mqttPlainPort());
+    ASSERT_TRUE(raw.connected());
+    auto connect = deviceConnect(d.device_id, deviceToken(d.device_id, d.primary_key));
+    connect.keep_alive = 1;
+    raw.sendPacket(connect);
+    ASSERT_EQ(connackCode(raw.read(10s)), mqtt::ConnectReturnCode::Accepted);
+    // Pinging every 0.5 s for 3 s keeps it: each packet moves the deadline later.
+    for (int i = 0; i < 6; ++i) {
+      raw.sendPacket(mqtt::PingReq{});
+      auto answer = raw.read(5s);
+      ASSERT_TRUE(answer && std::holds_alternative<mqtt::PingResp>(*answer))
+          << "ping " << i << ": the hub closed a device that kept its keep-alive";
+      std::this_thread::sleep_for(500ms);  // the device's own pace
+    }
+    auto silent_since = SteadyClock::now();
+    EXPECT_TRUE(raw.waitClosed(10s)) << "a silent device outlived its keep-alive";
+    EXPECT_GE(SteadyClock::now() - silent_since, 1s);
+  }
+  {
+    auto expiry = std::chrono::duration_cast<std::chrono::seconds>(
+                      std::chrono::system_clock::now().time_since_epoch() + 2s)
+                      .count();
+    auto token = auth::buildSasToken(auth::deviceResource(testing::kHostName, d.device_id),
+                                     d.primary_key, std::nullopt, expiry);
+    ASSERT_TRUE(token.isOk());
+    RawMqttConnection raw(hub_->mqttPlainPort());
+    ASSERT_TRUE(raw.connected());
+    raw.sendPacket(deviceConnect(d.device_id, *token));  // keep-alive 60 s
+    ASSERT_EQ(connackCode(raw.read(10s)), mqtt::ConnectReturnCode::Accepted);
+    EXPECT_TRUE(raw.waitClosed(10s)) << "still connected after the token expired";
+  }
   expectHubStillServes();
 }
 
