@@ -1,5 +1,6 @@
 #pragma once
 
+#include <charconv>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -31,5 +32,16 @@ bool equalsIgnoreCase(std::string_view a, std::string_view b);
 // FNV-1a (64 bits) of `bytes` as 16 lowercase hex digits: a fingerprint that only has to
 // change when the bytes do (not a cryptographic hash).
 std::string fnv1aHex(std::string_view bytes);
+
+// The whole of `text` as a decimal integer of type Int; nullopt when empty, not a number, with
+// trailing characters, or out of Int's range.
+template <class Int>
+std::optional<Int> parseDecimal(std::string_view text) {
+  Int value{};
+  if (text.empty()) return std::nullopt;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc{} || end != text.data() + text.size()) return std::nullopt;
+  return value;
+}
 
 }  // namespace iothub

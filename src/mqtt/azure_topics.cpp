@@ -18,15 +18,6 @@ constexpr std::string_view kDevicesPrefix = "devices/";
 constexpr std::string_view kEventsSuffix = "/messages/events";
 constexpr std::string_view kDeviceboundSuffix = "/messages/devicebound/";
 
-template <class Int>
-std::optional<Int> parseDecimal(std::string_view text) {
-  Int value{};
-  if (text.empty()) return std::nullopt;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc{} || end != text.data() + text.size()) return std::nullopt;
-  return value;
-}
-
 std::string concat(std::initializer_list<std::string_view> parts) {
   std::size_t size = 0;
   for (std::string_view part : parts) size += part.size();

@@ -131,4 +131,21 @@ Result<std::vector<MqttSubscriptionRecord>> decodeSubscriptions(std::string_view
   return subscriptions;
 }
 
+std::vector<Result<DeviceRecord>> deviceWriteResults(
+    const Status& transaction, std::vector<std::optional<Result<DeviceRecord>>>& outcomes,
+    std::size_t writes) {
+  std::vector<Result<DeviceRecord>> results;
+  results.reserve(writes);
+  for (std::size_t i = 0; i < writes; ++i) {
+    if (!transaction) {
+      results.emplace_back(transaction);
+    } else if (i < outcomes.size() && outcomes[i]) {
+      results.push_back(std::move(*outcomes[i]));
+    } else {
+      results.emplace_back(Status(ErrorCode::ServerError, "the write was not run"));
+    }
+  }
+  return results;
+}
+
 }  // namespace iothub::store

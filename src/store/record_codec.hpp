@@ -170,4 +170,11 @@ Result<AccessPolicyRecord> decodePolicyRow(const Row& row) {
   return policy;
 }
 
+// The results of RegistryStore::writeDevices from a backend's transaction: each write's own
+// outcome when the transaction committed (`transaction` ok), else the transaction's error
+// for every write. A write without an outcome (not reached) is a ServerError.
+std::vector<Result<DeviceRecord>> deviceWriteResults(
+    const Status& transaction, std::vector<std::optional<Result<DeviceRecord>>>& outcomes,
+    std::size_t writes);
+
 }  // namespace iothub::store

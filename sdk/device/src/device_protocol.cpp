@@ -1,6 +1,5 @@
 #include "device_protocol.hpp"
 
-#include <charconv>
 #include <exception>
 
 #include "common/encoding.hpp"
@@ -9,15 +8,6 @@
 namespace iothub::device::detail {
 
 namespace {
-
-template <class Int>
-std::optional<Int> parseDecimal(std::string_view text) {
-  Int value{};
-  if (text.empty()) return std::nullopt;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc{} || end != text.data() + text.size()) return std::nullopt;
-  return value;
-}
 
 std::optional<std::int64_t> integerOf(const json::value& v) {
   if (v.is_int64()) return v.get_int64();

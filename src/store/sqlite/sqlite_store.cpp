@@ -619,18 +619,7 @@ std::vector<Result<DeviceRecord>> SqliteStore::writeDevices(
     }
     return Status::ok();
   });
-  std::vector<Result<DeviceRecord>> results;
-  results.reserve(writes.size());
-  for (std::size_t i = 0; i < writes.size(); ++i) {
-    if (!s) {
-      results.emplace_back(s);
-    } else if (i < outcomes.size() && outcomes[i]) {
-      results.push_back(std::move(*outcomes[i]));
-    } else {
-      results.emplace_back(Status(ErrorCode::ServerError, "the write was not run"));
-    }
-  }
-  return results;
+  return deviceWriteResults(s, outcomes, writes.size());
 }
 
 Result<std::vector<DeviceRecord>> SqliteStore::listDevices(std::string_view after_device_id,
