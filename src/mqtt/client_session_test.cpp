@@ -6,11 +6,13 @@
 
 #include "mqtt/decoder.hpp"
 #include "mqtt/encoder.hpp"
+#include "mqtt/session_test_support.hpp"
 
 namespace iothub::mqtt {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::sentPacket;
 
 const TimePoint kStart = TimePoint{} + 1000s;
 
@@ -22,19 +24,6 @@ Connect deviceConnect(std::uint16_t keep_alive = 60) {
   connect.user_name = "hub/dev1/?api-version=2021-04-12";
   connect.password = "SharedAccessSignature sr=hub%2Fdevices%2Fdev1&sig=x&se=1";
   return connect;
-}
-
-// The packet of SendPacket action `index`.
-template <class P>
-P sentPacket(const ClientActions& actions, std::size_t index = 0) {
-  EXPECT_GT(actions.size(), index);
-  if (actions.size() <= index) return P{};
-  const auto* send = std::get_if<SendPacket>(&actions[index]);
-  EXPECT_NE(send, nullptr) << "action " << index << " is not SendPacket";
-  if (send == nullptr) return P{};
-  const auto* packet = std::get_if<P>(&send->packet);
-  EXPECT_NE(packet, nullptr) << "action " << index << " sends another packet type";
-  return packet == nullptr ? P{} : *packet;
 }
 
 template <class A>

@@ -7,6 +7,7 @@
 
 #include "mqtt/decoder.hpp"
 #include "mqtt/encoder.hpp"
+#include "mqtt/session_test_support.hpp"
 #include "mqtt/test_bytes.hpp"
 
 namespace iothub::mqtt {
@@ -14,6 +15,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using testing::hex;
+using testing::sentPacket;
 
 const TimePoint kStart = TimePoint{} + 1000s;
 
@@ -25,19 +27,6 @@ Connect nodeConnect(std::uint16_t keep_alive = 180) {
   connect.user_name = "localhost/dev1/?api-version=2021-04-12";
   connect.password = "SharedAccessSignature sr=localhost%2Fdevices%2Fdev1&sig=x&se=1";
   return connect;
-}
-
-// The one packet of a single SendPacket action.
-template <class P>
-P sentPacket(const Actions& actions, std::size_t index = 0) {
-  EXPECT_GT(actions.size(), index);
-  if (actions.size() <= index) return P{};
-  const auto* send = std::get_if<SendPacket>(&actions[index]);
-  EXPECT_NE(send, nullptr) << "action " << index << " is not SendPacket";
-  if (send == nullptr) return P{};
-  const auto* packet = std::get_if<P>(&send->packet);
-  EXPECT_NE(packet, nullptr) << "action " << index << " sends another packet type";
-  return packet == nullptr ? P{} : *packet;
 }
 
 CloseReason closeReason(const Actions& actions) {
