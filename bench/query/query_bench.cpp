@@ -445,7 +445,7 @@ class QueryBench {
         query::Condition c = *condition;
         v.push_back({"index", "count", "count", [this, c]() -> Result<std::string> {
                        std::size_t n = 0;
-                       index_.scan(c, {}, [&n](const std::string&, const json::object&) {
+                       index_.scan(c, {}, [&n](const std::string&, const query::RowView&) {
                          ++n;
                          return true;
                        });

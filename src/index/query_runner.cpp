@@ -13,7 +13,7 @@ namespace iothub::index {
 namespace {
 
 using Key = std::vector<std::string>;  // {deviceId} or {jobId, deviceId}
-using Visitor = std::function<bool(const Key& key, const json::object& row, bool matched)>;
+using Visitor = std::function<bool(const Key& key, const query::RowView& row, bool matched)>;
 
 constexpr std::size_t kStoreChunk = 1000;
 constexpr std::size_t kBudgetCheckInterval = 256;
@@ -98,7 +98,8 @@ Status forEachDeviceJob(store::DeviceJobStore& store, const query::Query& q, con
     if (!rows) return rows.status();
     for (const auto& record : *rows) {
       Key key{record.job_id, record.device_id};
-      if (!visit(key, deviceJobRow(record), false)) return Status::ok();
+      json::object row = deviceJobRow(record);
+      if (!visit(key, query::JsonRow(row), false)) return Status::ok();
     }
     if (rows->size() < kStoreChunk) return Status::ok();
     after_job = rows->back().job_id;
@@ -161,7 +162,7 @@ Result<QueryPage> QueryRunner::run(std::string_view text, std::size_t page_size,
     return !over_budget;
   };
   auto forEachRow = [&](const Key& after, const Visitor& visit) -> Status {
-    Visitor budgeted = [&](const Key& key, const json::object& row, bool matched) {
+    Visitor budgeted = [&](const Key& key, const query::RowView& row, bool matched) {
       return withinBudget() && visit(key, row, matched);
     };
     Status s = Status::ok();
@@ -170,7 +171,7 @@ Result<QueryPage> QueryRunner::run(std::string_view text, std::size_t page_size,
     } else {
       Key key(1);
       twins_.scan(q.where, after.empty() ? std::string_view() : std::string_view(after[0]),
-                  [&key, &budgeted](const std::string& id, const json::object& row) {
+                  [&key, &budgeted](const std::string& id, const query::RowView& row) {
                     key[0] = id;
                     return budgeted(key, row, true);
                   });
@@ -190,7 +191,7 @@ Result<QueryPage> QueryRunner::run(std::string_view text, std::size_t page_size,
   if (aggregate) {
     query::QueryExecution execution(q, query::Page{cursor.offset, page_size});
     IOTHUB_RETURN_IF_ERROR(
-        forEachRow({}, [&execution](const Key&, const json::object& row, bool matched) {
+        forEachRow({}, [&execution](const Key&, const query::RowView& row, bool matched) {
           return matched ? execution.offerMatched(row) : execution.offer(row);
         }));
     auto result = execution.finish();
@@ -210,7 +211,7 @@ Result<QueryPage> QueryRunner::run(std::string_view text, std::size_t page_size,
   query::QueryExecution execution(q, query::Page{0, limit});
   Key last = cursor.key;
   IOTHUB_RETURN_IF_ERROR(forEachRow(
-      cursor.key, [&execution, &last](const Key& key, const json::object& row, bool matched) {
+      cursor.key, [&execution, &last](const Key& key, const query::RowView& row, bool matched) {
         std::size_t before = execution.rowCount();
         bool more = matched ? execution.offerMatched(row) : execution.offer(row);
         if (execution.rowCount() > before) last = key;

@@ -3,7 +3,6 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <boost/container/pmr/memory_resource.hpp>
 #include <chrono>
 #include <cstdlib>
 #include <new>
@@ -17,77 +16,7 @@ namespace {
 
 constexpr std::size_t kLoadPage = 1000;
 
-using MemoryResource = boost::container::pmr::memory_resource;
-
-std::size_t alignUp(std::size_t n, std::size_t alignment) {
-  return (n + alignment - 1) & ~(alignment - 1);
-}
-
-// Counts what a JSON copy allocates, handing out memory from a per-thread scratch area (or
-// the heap beyond it); nothing is freed until the copy is destroyed.
-class MeasuringResource final : public MemoryResource {
- public:
-  std::size_t total() const { return total_; }
-
- private:
-  void* do_allocate(std::size_t bytes, std::size_t alignment) override {
-    total_ = alignUp(total_, alignment) + bytes;
-    return ::operator new(bytes, std::align_val_t(alignment));
-  }
-  void do_deallocate(void* p, std::size_t, std::size_t alignment) override {
-    ::operator delete(p, std::align_val_t(alignment));
-  }
-  bool do_is_equal(const MemoryResource& other) const noexcept override { return this == &other; }
-
-  std::size_t total_ = 0;
-};
-
-// One block sized for a whole row: the hundreds of small nodes of a twin (objects, keys,
-// timestamps in $metadata) cost one allocation instead of one each. Allocations beyond the
-// block (never expected) go to the heap.
-class RowArena final : public MemoryResource {
- public:
-  explicit RowArena(std::size_t capacity)
-      : capacity_(capacity), block_(static_cast<char*>(std::malloc(capacity))) {
-    if (block_ == nullptr) throw std::bad_alloc();
-  }
-  ~RowArena() override { std::free(block_); }
-  RowArena(const RowArena&) = delete;
-  RowArena& operator=(const RowArena&) = delete;
-
- private:
-  void* do_allocate(std::size_t bytes, std::size_t alignment) override {
-    std::size_t at = alignUp(used_, alignment);
-    if (at + bytes <= capacity_) {
-      used_ = at + bytes;
-      return block_ + at;
-    }
-    return ::operator new(bytes, std::align_val_t(alignment));
-  }
-  void do_deallocate(void* p, std::size_t, std::size_t alignment) override {
-    char* c = static_cast<char*>(p);
-    if (c >= block_ && c < block_ + capacity_) return;  // freed with the block
-    ::operator delete(p, std::align_val_t(alignment));
-  }
-  bool do_is_equal(const MemoryResource& other) const noexcept override { return this == &other; }
-
-  std::size_t capacity_;
-  std::size_t used_ = 0;
-  char* block_;
-};
-
-// The row for a view: a copy in an arena of exactly the size the copy needs (measured by a
-// first copy), which roughly halves the memory of a twin (docs/benchmarks.md).
-Row makeRow(const json::object& view) {
-  std::size_t size = 0;
-  {
-    MeasuringResource measure;
-    json::object probe(view, json::storage_ptr(&measure));
-    size = measure.total();
-  }
-  auto arena = json::make_shared_resource<RowArena>(std::max<std::size_t>(size, 64));
-  return std::make_shared<const json::object>(view, std::move(arena));
-}
+Row makeRow(const json::object& view) { return PackedRow::encode(view); }
 
 bool isDeviceIdPath(const query::Path& path) {
   return path.keys.size() == 1 && path.keys[0] == "deviceId";
@@ -205,7 +134,7 @@ void TwinIndex::updateDevice(const store::DeviceRecord& device) {
     std::unique_lock lock(mutex_);
     auto it = rows_.find(device.device_id);
     if (it == rows_.end()) return;
-    json::object view = *it->second.row;
+    json::object view = it->second.row->decode();
     twin::setDeviceFields(view, device, connected_.contains(device.device_id));
     replaceRow(it, makeRow(view));
   }
@@ -217,7 +146,7 @@ void TwinIndex::updateTwin(const store::TwinRecord& twin) {
     std::unique_lock lock(mutex_);
     auto it = rows_.find(twin.device_id);
     if (it == rows_.end() || twin.version < it->second.version) return;
-    json::object view = *it->second.row;
+    json::object view = it->second.row->decode();
     twin::setTwinFields(view, twin);
     it->second.version = twin.version;
     replaceRow(it, makeRow(view));
@@ -246,7 +175,7 @@ void TwinIndex::setConnected(std::string_view device_id, bool connected) {
     }
     auto it = rows_.find(device_id);
     if (it == rows_.end()) return;
-    json::object view = *it->second.row;
+    json::object view = it->second.row->decode();
     twin::setConnectionState(view, connected);
     replaceRow(it, makeRow(view));
   }
@@ -258,10 +187,15 @@ std::size_t TwinIndex::size() const {
   return rows_.size();
 }
 
-Row TwinIndex::find(std::string_view device_id) const {
-  std::shared_lock lock(mutex_);
-  auto it = rows_.find(device_id);
-  return it == rows_.end() ? nullptr : it->second.row;
+std::shared_ptr<const json::object> TwinIndex::find(std::string_view device_id) const {
+  Row row;
+  {
+    std::shared_lock lock(mutex_);
+    auto it = rows_.find(device_id);
+    if (it == rows_.end()) return nullptr;
+    row = it->second.row;
+  }
+  return std::make_shared<const json::object>(row->decode());
 }
 
 void TwinIndex::replaceRow(Rows::iterator it, Row row) {
@@ -270,9 +204,10 @@ void TwinIndex::replaceRow(Rows::iterator it, Row row) {
   it->second.row = std::move(row);
 }
 
-void TwinIndex::indexInto(PathIndex& index, const Rows::value_type& node, const json::object& row,
+void TwinIndex::indexInto(PathIndex& index, const Rows::value_type& node, const PackedRow& row,
                           bool add) {
-  const json::value* v = index.path.resolve(row);
+  query::Value resolved = row.resolve(index.path);
+  const json::value* v = resolved.getIf();
   if (v == nullptr || !query::isPrimitive(*v)) return;
   std::string key = query::valueKey(*v);
   if (add) {
@@ -285,7 +220,7 @@ void TwinIndex::indexInto(PathIndex& index, const Rows::value_type& node, const 
   if (found->second.empty()) index.nodes.erase(found);
 }
 
-void TwinIndex::indexRow(const Rows::value_type& node, const json::object& row, bool add) {
+void TwinIndex::indexRow(const Rows::value_type& node, const PackedRow& row, bool add) {
   for (auto& index : path_indexes_) indexInto(*index, node, row, add);
   // Rows the build has not reached yet are indexed when it gets there.
   if (building_ != nullptr && node.first <= build_cursor_) indexInto(*building_, node, row, add);
@@ -350,7 +285,7 @@ void TwinIndex::buildPathIndex(const query::Path& path) const {
 void TwinIndex::scanCandidates(
     const std::vector<const NodeSet*>& candidates, const query::Condition& condition,
     std::string_view after,
-    const std::function<bool(const std::string&, const json::object&)>& visit) const {
+    const std::function<bool(const std::string&, const query::RowView&)>& visit) const {
   // A k-way merge of the sorted sets, resumed after the last id seen at every chunk (the
   // sets may change while the lock is released). Callers hold no lock; `candidates` point
   // into an index that only changes under the exclusive lock.
@@ -371,15 +306,16 @@ void TwinIndex::scanCandidates(
       if (best == candidates.size()) return;
       Node node = *at[best]++;
       cursor = node->first;
-      if (!condition.matches(*node->second.row)) continue;
-      if (!visit(node->first, *node->second.row)) return;
+      PackedRowView row(*node->second.row);
+      if (!condition.matches(row)) continue;
+      if (!visit(node->first, row)) return;
     }
   }
 }
 
 void TwinIndex::scan(
     const query::Condition& condition, std::string_view after,
-    const std::function<bool(const std::string&, const json::object&)>& visit) const {
+    const std::function<bool(const std::string&, const query::RowView&)>& visit) const {
   auto lookup = condition.indexableLookup();
   if (lookup && isDeviceIdPath(lookup->first)) {
     std::vector<std::string> ids;
@@ -394,8 +330,10 @@ void TwinIndex::scan(
     std::shared_lock lock(mutex_);
     for (const auto& id : ids) {
       auto it = rows_.find(id);
-      if (it == rows_.end() || !condition.matches(*it->second.row)) continue;
-      if (!visit(it->first, *it->second.row)) return;
+      if (it == rows_.end()) continue;
+      PackedRowView row(*it->second.row);
+      if (!condition.matches(row)) continue;
+      if (!visit(it->first, row)) return;
     }
     return;
   }
@@ -441,8 +379,9 @@ void TwinIndex::scan(
     auto it = rows_.upper_bound(cursor);  // device ids are never empty
     if (it == rows_.end()) return;
     for (std::size_t n = 0; n < kScanChunk && it != rows_.end(); ++n, ++it) {
-      if (condition.matchesAll() || condition.matches(*it->second.row)) {
-        if (!visit(it->first, *it->second.row)) return;
+      PackedRowView row(*it->second.row);
+      if (condition.matchesAll() || condition.matches(row)) {
+        if (!visit(it->first, row)) return;
       }
     }
     if (it == rows_.end()) return;
@@ -452,7 +391,7 @@ void TwinIndex::scan(
 
 std::vector<std::string> TwinIndex::select(const query::Condition& condition) const {
   std::vector<std::string> ids;
-  scan(condition, {}, [&ids](const std::string& id, const json::object&) {
+  scan(condition, {}, [&ids](const std::string& id, const query::RowView&) {
     ids.push_back(id);
     return true;
   });

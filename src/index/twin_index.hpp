@@ -17,6 +17,7 @@
 
 #include "common/json.hpp"
 #include "common/status.hpp"
+#include "index/packed_row.hpp"
 #include "query/condition.hpp"
 #include "query/path.hpp"
 #include "store/records.hpp"
@@ -24,10 +25,10 @@
 
 namespace iothub::index {
 
-// One twin as queries see it: its service view (twin/twin_json.hpp), immutable once
-// published. Writers replace a row with a new one; readers holding the old one keep a
-// consistent snapshot of that twin.
-using Row = std::shared_ptr<const json::object>;
+// One twin as queries see it: its service view (twin/twin_json.hpp), packed
+// (packed_row.hpp) and immutable once published. Writers replace a row with a new one;
+// readers holding the old one keep a consistent snapshot of that twin.
+using Row = PackedRowPtr;
 
 // The in-memory index of every device twin that FROM devices queries and job target
 // selection run over (docs/protocol.md §8; decisions §26). The store stays the durable copy: the
@@ -82,8 +83,8 @@ class TwinIndex {
 
   std::size_t size() const;
 
-  // The row of one device, or null.
-  Row find(std::string_view device_id) const;
+  // The service view of one device's twin (decoded from its row), or null.
+  std::shared_ptr<const json::object> find(std::string_view device_id) const;
 
   // Calls `visit` for every row whose device id is strictly after `after` (empty = from the
   // start) and that `condition` matches, in device-id order, until `visit` returns false.
@@ -91,8 +92,8 @@ class TwinIndex {
   // under the index's shared lock: it must not call back into the index and should be
   // quick (copy what it needs).
   void scan(const query::Condition& condition, std::string_view after,
-            const std::function<bool(const std::string& device_id, const json::object& row)>& visit)
-      const;
+            const std::function<bool(const std::string& device_id, const query::RowView& row)>&
+                visit) const;
 
   // The ids of every device `condition` matches, in order (a job's target set).
   std::vector<std::string> select(const query::Condition& condition) const;
@@ -133,8 +134,8 @@ class TwinIndex {
   void replaceRow(Rows::iterator it, Row row);
   // Exclusive lock held: adds or removes `node` (showing `row`) in every path index and in
   // the one being built, if the build has already passed it.
-  void indexRow(const Rows::value_type& node, const json::object& row, bool add);
-  static void indexInto(PathIndex& index, const Rows::value_type& node, const json::object& row,
+  void indexRow(const Rows::value_type& node, const PackedRow& row, bool add);
+  static void indexInto(PathIndex& index, const Rows::value_type& node, const PackedRow& row,
                         bool add);
   PathIndex* pathIndexFor(const query::Path& path) const;  // lock held (any mode)
   // Builds the index on `path` without holding writers up: the rows are read in chunks
@@ -145,7 +146,7 @@ class TwinIndex {
   void scanCandidates(
       const std::vector<const NodeSet*>& candidates, const query::Condition& condition,
       std::string_view after,
-      const std::function<bool(const std::string&, const json::object&)>& visit) const;
+      const std::function<bool(const std::string&, const query::RowView&)>& visit) const;
 
   mutable std::shared_mutex mutex_;
   Rows rows_;

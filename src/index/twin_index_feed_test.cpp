@@ -62,7 +62,7 @@ struct Node {
   }
 
  private:
-  Row last_;
+  std::shared_ptr<const json::object> last_;
 };
 
 store::DeviceRecord deviceRecord(const std::string& id) {

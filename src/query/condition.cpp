@@ -38,7 +38,7 @@ std::optional<std::pair<Path, std::vector<json::value>>> findLookup(const Expr* 
 
 }  // namespace
 
-bool Condition::matches(const json::object& row) const {
+bool Condition::matches(const RowView& row) const {
   return expr_ == nullptr || evaluateTruth(*expr_, row) == Truth::True;
 }
 

@@ -8,6 +8,7 @@
 
 #include "common/json.hpp"
 #include "query/path.hpp"
+#include "query/row.hpp"
 
 namespace iothub::query {
 
@@ -28,7 +29,8 @@ class Condition {
   // True when the condition evaluates to boolean true on `row` (docs/protocol.md §8.2): null,
   // undefined and non-boolean results do not match. `row` is in its service shape: a twin
   // (§6.1) for FROM devices, a device-job row (§9.8) for FROM devices.jobs.
-  bool matches(const json::object& row) const;
+  bool matches(const RowView& row) const;
+  bool matches(const json::object& row) const { return matches(JsonRow(row)); }
 
   // For a planner: when the condition is `path = constant` (constant a primitive), or an AND
   // whose operands include one, that path and constant (the first such operand). Every

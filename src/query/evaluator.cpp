@@ -49,7 +49,7 @@ Truth compare(ComparisonOp op, const Value& left, const Value& right) {
 
 // Membership in a constant list: True when some member is equal (same kind), False when the
 // value is a primitive equal to none, Unknown when it is undefined, an object or an array.
-Truth member(const Expr& expr, const json::object& row) {
+Truth member(const Expr& expr, const RowView& row) {
   Value v = evaluate(*expr.children[0], row);
   const json::value* x = v.getIf();
   if (x == nullptr || !isPrimitive(*x)) return Truth::Unknown;
@@ -137,7 +137,7 @@ Value negate(const Value& v) {
   return finiteReal(-n->asDouble());
 }
 
-Value callFunction(const Expr& expr, const json::object& row) {
+Value callFunction(const Expr& expr, const RowView& row) {
   // The binder caps argument counts at FunctionDef::max_args (at most kMaxFunctionArgs).
   std::array<Value, kMaxFunctionArgs> args;
   std::size_t count = std::min(expr.children.size(), kMaxFunctionArgs);
@@ -147,7 +147,7 @@ Value callFunction(const Expr& expr, const json::object& row) {
 
 }  // namespace
 
-Truth evaluateTruth(const Expr& expr, const json::object& row) {
+Truth evaluateTruth(const Expr& expr, const RowView& row) {
   switch (expr.kind) {
     case ExprKind::Comparison:
       return compare(expr.comparison_op, evaluate(*expr.children[0], row),
@@ -188,14 +188,14 @@ Truth evaluateTruth(const Expr& expr, const json::object& row) {
   }
 }
 
-Value evaluate(const Expr& expr, const json::object& row) {
+Value evaluate(const Expr& expr, const RowView& row) {
   switch (expr.kind) {
     case ExprKind::Constant:
       return Value::borrowed(&expr.constant);
     case ExprKind::Undefined:
       return Value();
     case ExprKind::Path:
-      return Value::borrowed(expr.path.resolve(row));
+      return row.resolve(expr.path);
     case ExprKind::Negate:
       return negate(evaluate(*expr.children[0], row));
     case ExprKind::UnaryPlus: {

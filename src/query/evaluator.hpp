@@ -2,6 +2,7 @@
 
 #include "common/json.hpp"
 #include "query/ast.hpp"
+#include "query/row.hpp"
 #include "query/value.hpp"
 
 namespace iothub::query {
@@ -13,9 +14,9 @@ namespace iothub::query {
 // False, True OR Unknown is True, NOT Unknown is Unknown). Values borrowed from `row` stay
 // valid as long as `row` does.
 
-Value evaluate(const Expr& expr, const json::object& row);
+Value evaluate(const Expr& expr, const RowView& row);
 
 // The truth of `expr`: True only for boolean true, False only for boolean false.
-Truth evaluateTruth(const Expr& expr, const json::object& row);
+Truth evaluateTruth(const Expr& expr, const RowView& row);
 
 }  // namespace iothub::query

@@ -26,14 +26,14 @@ json::value eval(std::string_view expression) {
   Result<Condition> c = parseCondition(std::string("IS_DEFINED(") + std::string(expression) + ")");
   EXPECT_TRUE(c.isOk()) << expression << ": " << c.status().message();
   if (!c) return json::value("<error>");
-  Value v = evaluate(*c->expr()->children[0], row());
+  Value v = evaluate(*c->expr()->children[0], JsonRow(row()));
   return v.isDefined() ? v.get() : json::value("<undefined>");
 }
 
 Truth truth(std::string_view condition) {
   Result<Condition> c = parseCondition(condition);
   EXPECT_TRUE(c.isOk()) << condition << ": " << c.status().message();
-  return c ? evaluateTruth(*c->expr(), row()) : Truth::Unknown;
+  return c ? evaluateTruth(*c->expr(), JsonRow(row())) : Truth::Unknown;
 }
 
 const json::value kUndefined("<undefined>");
@@ -96,7 +96,7 @@ TEST(ValueTest, NumberToJsonPrintsIntegralDoublesAsIntegers) {
 TEST(EvaluatorTest, PathsBorrowFromTheRow) {
   Result<Condition> c = parseCondition("IS_DEFINED(o.k)");
   ASSERT_TRUE(c.isOk());
-  Value v = evaluate(*c->expr()->children[0], row());
+  Value v = evaluate(*c->expr()->children[0], JsonRow(row()));
   ASSERT_TRUE(v.isDefined());
   EXPECT_EQ(&v.get(), row().at("o").as_object().if_contains("k"));
   EXPECT_EQ(eval("o.k.deeper"), kUndefined);

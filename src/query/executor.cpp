@@ -22,20 +22,21 @@ QueryExecution::QueryExecution(const Query& query, Page page)
   }
 }
 
-bool QueryExecution::offer(const json::object& row) {
+bool QueryExecution::offer(const RowView& row) {
   if (done_) return false;
   if (!query_.where.matches(row)) return true;
   return offerMatched(row);
 }
 
-bool QueryExecution::offerMatched(const json::object& row) {
+bool QueryExecution::offerMatched(const RowView& row) {
   if (done_) return false;
   if (aggregate_) {
     if (!query_.group_by) {
       accumulate(groups_.front(), row);
       return true;
     }
-    const json::value* key = query_.group_by->resolve(row);
+    Value key_value = row.resolve(*query_.group_by);
+    const json::value* key = key_value.getIf();
     std::string hash = key ? valueKey(*key) : std::string("u");
     auto [it, inserted] = group_index_.try_emplace(std::move(hash), groups_.size());
     if (inserted) {
@@ -65,19 +66,20 @@ bool QueryExecution::offerMatched(const json::object& row) {
   return true;
 }
 
-void QueryExecution::emit(const json::object& row) {
+void QueryExecution::emit(const RowView& row) {
   if (query_.select_all) {
-    result_.rows.emplace_back(row);
+    result_.rows.emplace_back(row.toObject());
     return;
   }
   json::object out;
   for (const Projection& p : query_.projections) {
-    if (const json::value* v = p.path.resolve(row)) out[p.name] = *v;
+    Value v = row.resolve(p.path);
+    if (v.isDefined()) out[p.name] = v.get();
   }
   result_.rows.emplace_back(std::move(out));
 }
 
-void QueryExecution::accumulate(Group& group, const json::object& row) {
+void QueryExecution::accumulate(Group& group, const RowView& row) {
   for (std::size_t i = 0; i < query_.projections.size(); ++i) {
     const Projection& p = query_.projections[i];
     Accumulator& a = group.accumulators[i];
@@ -89,7 +91,8 @@ void QueryExecution::accumulate(Group& group, const json::object& row) {
         break;
       case ProjectionKind::Avg:
       case ProjectionKind::Sum: {
-        const json::value* v = p.path.resolve(row);
+        Value resolved = row.resolve(p.path);
+        const json::value* v = resolved.getIf();
         std::optional<Number> n = v ? toNumber(*v) : std::nullopt;
         if (!n) break;
         ++a.count;
@@ -102,7 +105,8 @@ void QueryExecution::accumulate(Group& group, const json::object& row) {
       }
       case ProjectionKind::Min:
       case ProjectionKind::Max: {
-        const json::value* v = p.path.resolve(row);
+        Value resolved = row.resolve(p.path);
+        const json::value* v = resolved.getIf();
         if (v == nullptr || !(v->is_number() || v->is_string())) break;
         int c = a.has_extreme ? compareForExtreme(*v, a.extreme) : 0;
         if (!a.has_extreme || (p.kind == ProjectionKind::Min ? c < 0 : c > 0)) {

@@ -48,11 +48,12 @@ class QueryExecution {
   // Considers one row. Returns false once no further row can change the result (TOP or
   // the page is complete, and for the page, one more matching row was seen so has_more is
   // known); the caller should then stop offering rows.
-  bool offer(const json::object& row);
+  bool offer(const RowView& row);
+  bool offer(const json::object& row) { return offer(JsonRow(row)); }
 
   // offer() for a row the caller already found to satisfy the WHERE condition (an index
   // scan that evaluated it): skips evaluating it again.
-  bool offerMatched(const json::object& row);
+  bool offerMatched(const RowView& row);
 
   // Result rows produced so far (grows as offer() emits rows of a non-aggregate query).
   std::size_t rowCount() const { return result_.rows.size(); }
@@ -75,8 +76,8 @@ class QueryExecution {
     std::vector<Accumulator> accumulators;  // one per projection
   };
 
-  void emit(const json::object& row);
-  void accumulate(Group& group, const json::object& row);
+  void emit(const RowView& row);
+  void accumulate(Group& group, const RowView& row);
   json::object groupRow(const Group& group) const;
 
   const Query& query_;
