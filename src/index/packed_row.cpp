@@ -43,6 +43,7 @@ class KeyDictionary {
   // longer be) in the dictionary.
   std::optional<std::uint32_t> intern(std::string_view name) {
     if (auto id = find(name)) return id;
+    if (full_.load(std::memory_order_acquire)) return std::nullopt;
     std::unique_lock lock(mutex_);
     if (auto it = ids_.find(name); it != ids_.end()) return it->second;
     if (ids_.size() >= PackedRow::kMaxDictionaryKeys) return std::nullopt;
@@ -50,6 +51,7 @@ class KeyDictionary {
     auto stored = std::make_unique<const std::string>(name);
     ids_.emplace(*stored, id);
     names_[id].store(stored.release(), std::memory_order_release);
+    if (ids_.size() == PackedRow::kMaxDictionaryKeys) full_.store(true, std::memory_order_release);
     return id;
   }
 
@@ -78,9 +80,41 @@ class KeyDictionary {
   KeyDictionary() : names_(new std::atomic<const std::string*>[PackedRow::kMaxDictionaryKeys]) {}
 
   mutable std::shared_mutex mutex_;
+  std::atomic<bool> full_{false};  // no name can be added any more
   std::unordered_map<std::string, std::uint32_t, Hash, std::equal_to<>> ids_;
   std::unique_ptr<std::atomic<const std::string*>[]> names_;
 };
+
+// Each thread's copy of the ids it has looked up: ids never change once given, so the
+// dictionary's lock is taken only for names a thread has not met yet (and for names that
+// are not in it). Bounded by the dictionary's size.
+class KeyCache {
+ public:
+  std::optional<std::uint32_t> intern(std::string_view name) {
+    if (auto it = ids_.find(name); it != ids_.end()) return it->second;
+    auto id = KeyDictionary::instance().intern(name);
+    if (id) ids_.emplace(name, *id);
+    return id;
+  }
+  std::optional<std::uint32_t> find(std::string_view name) {
+    if (auto it = ids_.find(name); it != ids_.end()) return it->second;
+    auto id = KeyDictionary::instance().find(name);
+    if (id) ids_.emplace(name, *id);
+    return id;
+  }
+
+ private:
+  struct Hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, std::uint32_t, Hash, std::equal_to<>> ids_;
+};
+
+KeyCache& keyCache() {
+  thread_local KeyCache cache;
+  return cache;
+}
 
 // --- timestamps --------------------------------------------------------------------------
 
@@ -240,7 +274,7 @@ class Encoder {
     putVarint(body, o.size());
     for (const json::key_value_pair& member : o) {
       std::string_view key = member.key();
-      if (auto id = KeyDictionary::instance().intern(key)) {
+      if (auto id = keyCache().intern(key)) {
         putVarint(body, std::uint64_t{*id} << 1);
       } else {
         putVarint(body, (std::uint64_t{key.size()} << 1) | 1);
@@ -427,7 +461,7 @@ query::Value PackedRow::resolve(const query::Path& path) const {
     r.byte();
     r.varint();
     auto count = static_cast<std::size_t>(r.varint());
-    KeyMatch wanted{KeyDictionary::instance().find(name), name};
+    KeyMatch wanted{keyCache().find(name), name};
     bool found = false;
     for (std::size_t i = 0; i < count && !found; ++i) {
       if (wanted.matches(r)) {

@@ -17,7 +17,7 @@ class PackedRowPtr;
 // A JSON object in a compact, immutable binary form: the twin index's row (decisions §86).
 // A twin's service view as a Boost.JSON DOM cost ~6 KB for ~2 KB of JSON text (a node, a
 // key copy and often a string allocation per member); packed, the same twin takes about a
-// seventh of that, and a path is answered by walking the bytes, skipping whole sub-objects
+// ninth of that (row header and index entry included), and a path is answered by walking the bytes, skipping whole sub-objects
 // by their length, without building anything but the value found.
 //
 // The encoding:

@@ -94,7 +94,7 @@ void expectResolveAgrees(const json::object& o) {
   }
 }
 
-TEST(PackedRowTest, ATwinRoundTripsInASeventhOfItsDomSize) {
+TEST(PackedRowTest, ATwinPacksIntoAThirdOfItsJsonText) {
   json::object twin = object(kTwin);
   expectRoundTrip(twin);
   expectResolveAgrees(twin);

@@ -18,6 +18,32 @@ constexpr std::size_t kLoadPage = 1000;
 
 Row makeRow(const json::object& view) { return PackedRow::encode(view); }
 
+// The devices (and their twins) after `after` in id order, at most kLoadPage of them.
+Result<std::vector<std::pair<store::DeviceRecord, store::TwinRecord>>> readPage(
+    store::Store& store, const std::string& after) {
+  std::vector<std::pair<store::DeviceRecord, store::TwinRecord>> page;
+  auto devices = store.registry().listDevices(after, kLoadPage);
+  if (!devices) return devices.status();
+  if (devices->empty()) return page;
+  // Twins and devices share their ids and are created and deleted together, so the same
+  // page of twins lines up with the page of devices.
+  auto twins = store.twins().listTwins(after, kLoadPage);
+  if (!twins) return twins.status();
+  page.reserve(devices->size());
+  std::size_t t = 0;
+  for (auto& device : *devices) {
+    while (t < twins->size() && (*twins)[t].device_id < device.device_id) ++t;
+    if (t == twins->size() || (*twins)[t].device_id != device.device_id) {
+      auto twin = store.twins().getTwin(device.device_id);  // the pages drifted apart
+      if (!twin) return twin.status();
+      page.emplace_back(std::move(device), std::move(*twin));
+    } else {
+      page.emplace_back(std::move(device), std::move((*twins)[t]));
+    }
+  }
+  return page;
+}
+
 bool isDeviceIdPath(const query::Path& path) {
   return path.keys.size() == 1 && path.keys[0] == "deviceId";
 }
@@ -31,30 +57,16 @@ Status TwinIndex::load(store::Store& store,
   std::unordered_set<std::string> connected_ids;
   std::string after;
   for (;;) {
-    auto devices = store.registry().listDevices(after, kLoadPage);
-    if (!devices) return devices.status();
-    if (devices->empty()) break;
-    // Twins and devices share their ids and are created and deleted together, so the
-    // same page of twins lines up with the page of devices.
-    auto twins = store.twins().listTwins(after, kLoadPage);
-    if (!twins) return twins.status();
-    std::size_t t = 0;
-    for (const auto& device : *devices) {
-      while (t < twins->size() && (*twins)[t].device_id < device.device_id) ++t;
-      std::optional<store::TwinRecord> fetched;
-      if (t == twins->size() || (*twins)[t].device_id != device.device_id) {
-        auto twin = store.twins().getTwin(device.device_id);  // the pages drifted apart
-        if (!twin) return twin.status();
-        fetched = std::move(*twin);
-      }
-      const store::TwinRecord& twin = fetched ? *fetched : (*twins)[t];
+    auto page = readPage(store, after);
+    if (!page) return page.status();
+    for (auto& [device, twin] : *page) {
       bool connected = is_connected && is_connected(device.device_id);
       if (connected) connected_ids.insert(device.device_id);
       rows.emplace(device.device_id,
                    Entry{makeRow(twin::serviceTwinJson(device, twin, connected)), twin.version});
     }
-    after = devices->back().device_id;
-    if (devices->size() < kLoadPage) break;
+    if (page->size() < kLoadPage) break;
+    after = page->back().first.device_id;
   }
   // A reload while queries run (the change feed's, twin_index_feed.hpp) frees every node
   // the path indexes point to: it waits for an index build to finish (build_mutex_) and
@@ -81,6 +93,133 @@ Status TwinIndex::load(store::Store& store,
   spdlog::info("twin index: {} twins loaded in {} ms", loaded, ms.count());
   for (const auto& id : changed) notify(id);
   return Status::ok();
+}
+
+TwinIndex::~TwinIndex() {
+  stop_loading_ = true;
+  if (loader_.joinable()) loader_.join();
+}
+
+void TwinIndex::startLoading(store::Store& store, std::function<void(const Status&)> on_failure) {
+  {
+    std::unique_lock lock(mutex_);
+    loading_ = true;
+  }
+  loader_ = std::thread(
+      [this, &store, on_failure = std::move(on_failure)] { runLoad(store, on_failure); });
+}
+
+void TwinIndex::waitLoaded() const {
+  std::shared_lock lock(mutex_);
+  loaded_.wait(lock, [this] { return !loading_; });
+}
+
+void TwinIndex::runLoad(store::Store& store, const std::function<void(const Status&)>& on_failure) {
+  auto started = std::chrono::steady_clock::now();
+  std::size_t loaded = 0;
+  Status status = loadPages(store, loaded);
+  if (status) status = reloadWrittenDevices(store, loaded);
+  {
+    std::unique_lock lock(mutex_);
+    loading_ = false;
+    written_.clear();
+  }
+  loaded_.notify_all();
+  if (!status) {
+    spdlog::error("twin index: loading failed after {} twins: {}", loaded, status.toString());
+    if (on_failure) on_failure(status);
+    return;
+  }
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                  started);
+  spdlog::info("twin index: {} twins loaded in {} ms{}", loaded, ms.count(),
+               stop_loading_ ? " (stopped)" : "");
+}
+
+Status TwinIndex::loadPages(store::Store& store, std::size_t& loaded) {
+  std::string after;
+  while (!stop_loading_) {
+    auto page = readPage(store, after);
+    if (!page) return page.status();
+    // Rows are built outside the lock as disconnected; the few devices that connect
+    // during the load get theirs rebuilt under it.
+    std::vector<Row> built;
+    built.reserve(page->size());
+    for (const auto& [device, twin] : *page) {
+      built.push_back(makeRow(twin::serviceTwinJson(device, twin, false)));
+    }
+    {
+      std::unique_lock lock(mutex_);
+      for (std::size_t i = 0; i < page->size(); ++i) {
+        const auto& [device, twin] = (*page)[i];
+        // A device written meanwhile is read again at the end.
+        if (written_.contains(device.device_id)) continue;
+        if (insertLoaded(device, twin, std::move(built[i]))) ++loaded;
+      }
+    }
+    if (page->size() < kLoadPage) break;
+    after = page->back().first.device_id;
+  }
+  return Status::ok();
+}
+
+Status TwinIndex::reloadWrittenDevices(store::Store& store, std::size_t& loaded) {
+  // Devices written while their rows were not loaded yet: their rows are read again, until
+  // a round finds none (a device written again during its read waits for the next round).
+  while (!stop_loading_) {
+    std::vector<std::pair<std::string, std::uint64_t>> pending;
+    {
+      std::unique_lock lock(mutex_);
+      for (auto it = written_.begin(); it != written_.end();) {
+        if (rows_.contains(it->first)) {
+          it = written_.erase(it);  // its row is the writer's: current
+        } else {
+          pending.emplace_back(it->first, it->second);
+          ++it;
+        }
+      }
+      if (pending.empty()) return Status::ok();
+    }
+    for (const auto& [id, write] : pending) {
+      auto device = store.registry().getDevice(id);
+      std::optional<store::TwinRecord> twin;
+      if (device) {
+        auto read = store.twins().getTwin(id);
+        if (!read && read.status().code() != ErrorCode::DeviceNotFound) return read.status();
+        if (read) twin = std::move(*read);
+      } else if (device.status().code() != ErrorCode::DeviceNotFound) {
+        return device.status();
+      }
+      bool inserted = false;
+      {
+        std::unique_lock lock(mutex_);
+        auto it = written_.find(id);
+        if (it == written_.end() || it->second != write) continue;  // written again: next round
+        written_.erase(it);
+        if (device && twin) inserted = insertLoaded(*device, *twin, std::nullopt);
+      }
+      if (inserted) {
+        ++loaded;
+        notify(id);
+      }
+    }
+  }
+  return Status::ok();
+}
+
+bool TwinIndex::insertLoaded(const store::DeviceRecord& device, const store::TwinRecord& twin,
+                             std::optional<Row> built) {
+  if (rows_.contains(device.device_id)) return false;
+  bool connected = connected_.contains(device.device_id);
+  Row row = built && !connected ? std::move(*built)
+                                : makeRow(twin::serviceTwinJson(device, twin, connected));
+  auto it = rows_.emplace(device.device_id, Entry{std::move(row), twin.version}).first;
+  indexRow(*it, *it->second.row, true);
+  return true;
+}
+
+void TwinIndex::markWritten(std::string_view device_id) {
+  if (loading_) written_[std::string(device_id)] = ++write_clock_;
 }
 
 void TwinIndex::setChangeObserver(ChangeObserver observer) {
@@ -116,6 +255,7 @@ void TwinIndex::putDevice(const store::DeviceRecord& device, const store::TwinRe
 }
 
 void TwinIndex::putDeviceLocked(const store::DeviceRecord& device, const store::TwinRecord& twin) {
+  markWritten(device.device_id);
   bool connected = connected_.contains(device.device_id);
   Row row = makeRow(twin::serviceTwinJson(device, twin, connected));
   auto it = rows_.find(device.device_id);
@@ -132,6 +272,7 @@ void TwinIndex::putDeviceLocked(const store::DeviceRecord& device, const store::
 void TwinIndex::updateDevice(const store::DeviceRecord& device) {
   {
     std::unique_lock lock(mutex_);
+    markWritten(device.device_id);
     auto it = rows_.find(device.device_id);
     if (it == rows_.end()) return;
     json::object view = it->second.row->decode();
@@ -144,6 +285,7 @@ void TwinIndex::updateDevice(const store::DeviceRecord& device) {
 void TwinIndex::updateTwin(const store::TwinRecord& twin) {
   {
     std::unique_lock lock(mutex_);
+    markWritten(twin.device_id);
     auto it = rows_.find(twin.device_id);
     if (it == rows_.end() || twin.version < it->second.version) return;
     json::object view = it->second.row->decode();
@@ -157,6 +299,7 @@ void TwinIndex::updateTwin(const store::TwinRecord& twin) {
 void TwinIndex::removeDevice(std::string_view device_id) {
   {
     std::unique_lock lock(mutex_);
+    markWritten(device_id);
     auto it = rows_.find(device_id);
     if (it == rows_.end()) return;
     indexRow(*it, *it->second.row, false);
@@ -188,6 +331,7 @@ std::size_t TwinIndex::size() const {
 }
 
 std::shared_ptr<const json::object> TwinIndex::find(std::string_view device_id) const {
+  waitLoaded();
   Row row;
   {
     std::shared_lock lock(mutex_);
@@ -316,6 +460,7 @@ void TwinIndex::scanCandidates(
 void TwinIndex::scan(
     const query::Condition& condition, std::string_view after,
     const std::function<bool(const std::string&, const query::RowView&)>& visit) const {
+  waitLoaded();
   auto lookup = condition.indexableLookup();
   if (lookup && isDeviceIdPath(lookup->first)) {
     std::vector<std::string> ids;

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstddef>
 #include <functional>
 #include <map>
@@ -11,6 +12,7 @@
 #include <shared_mutex>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -50,6 +52,7 @@ class TwinIndex {
   static constexpr std::size_t kScanChunk = 4096;
 
   TwinIndex() = default;
+  ~TwinIndex();  // stops a background load
   TwinIndex(const TwinIndex&) = delete;
   TwinIndex& operator=(const TwinIndex&) = delete;
 
@@ -58,6 +61,18 @@ class TwinIndex {
   // the only ones remembered as connected afterwards. Errors: the store's (the index is
   // then unchanged).
   Status load(store::Store& store, const std::function<bool(std::string_view)>& is_connected);
+
+  // Loads the store's twins in the background (a single node's startup) and returns at
+  // once, so a hub with millions of devices serves within moments (decisions §87). Until
+  // the load is complete, scan, select and find wait for it: queries never see part of
+  // the fleet. Writes and connection changes are applied as they come and win over what
+  // the load read; a device written before its row was loaded is read again from the
+  // store at the end. `on_failure` is called (on the loading thread) when the store
+  // cannot be read; the load then ends with the index incomplete. `store` must outlive
+  // the load (the destructor stops it). At most one load at a time, on an empty index.
+  void startLoading(store::Store& store, std::function<void(const Status&)> on_failure);
+  // Blocks until no background load is in progress.
+  void waitLoaded() const;
 
   // A device and its twin were created (or re-created): inserts or replaces its row.
   void putDevice(const store::DeviceRecord& device, const store::TwinRecord& twin);
@@ -126,6 +141,16 @@ class TwinIndex {
     std::atomic<std::uint64_t> last_used{0};  // touched by readers under the shared lock
   };
 
+  // The background load (startLoading) and its two phases.
+  void runLoad(store::Store& store, const std::function<void(const Status&)>& on_failure);
+  Status loadPages(store::Store& store, std::size_t& loaded);
+  Status reloadWrittenDevices(store::Store& store, std::size_t& loaded);
+  // Exclusive lock held: while loading, remembers that `device_id` was written.
+  void markWritten(std::string_view device_id);
+  // Exclusive lock held: inserts the row of a device the load read (connection state
+  // from connected_); false when the id already has a row.
+  bool insertLoaded(const store::DeviceRecord& device, const store::TwinRecord& twin,
+                    std::optional<Row> built);
   // Exclusive lock held: putDevice with the connection state connected_ holds.
   void putDeviceLocked(const store::DeviceRecord& device, const store::TwinRecord& twin);
   // Calls the change observer, if any (no index lock held).
@@ -166,6 +191,15 @@ class TwinIndex {
   mutable std::shared_mutex index_life_;
   mutable PathIndex* building_ = nullptr;
   mutable std::string build_cursor_;
+
+  // The background load: loading_ and written_ are guarded by mutex_. written_ holds the
+  // ids written while loading, each with the write's number (write_clock_).
+  bool loading_ = false;
+  std::unordered_map<std::string, std::uint64_t> written_;
+  std::uint64_t write_clock_ = 0;
+  mutable std::condition_variable_any loaded_;
+  std::atomic<bool> stop_loading_{false};
+  std::thread loader_;
 };
 
 }  // namespace iothub::index

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "index/index_test_support.hpp"
+#include "index/indexed_store.hpp"
 #include "query/query.hpp"
 
 namespace iothub::index {
@@ -126,6 +127,54 @@ TEST(TwinIndexTest, LoadRebuildsFromTheStore) {
   EXPECT_EQ(*fresh.find("d12499"), *hub.index().find("d12499"));
   EXPECT_EQ(fresh.find("d10001")->at("connectionState"), "Connected");
   EXPECT_EQ(fresh.select(where("tags.k = 1")).size(), 833u);
+}
+
+TEST(TwinIndexTest, ABackgroundLoadLetsWritesWinAndQueriesWait) {
+  IndexedHub hub;
+  for (int i = 0; i < 3000; ++i)
+    hub.addDevice("d" + std::to_string(10000 + i), R"({"k":)" + std::to_string(i % 3) + "}");
+  // A second index loads from the same store in the background while writes go through
+  // an IndexedStore that tells it about them, as at a hub's startup.
+  TwinIndex fresh;
+  IndexedStore indexed(hub.durable(), fresh);
+  FakeClock clock;
+  SeededRandom random{11};
+  registry::DeviceRegistry registry(indexed, random, clock);
+  twin::TwinService twins(indexed, clock, nullptr, nullptr);
+  std::atomic<bool> failed{false};
+  fresh.startLoading(hub.durable(), [&failed](const Status&) { failed = true; });
+  // Writes spread over the id range: most land before the load reaches their rows.
+  for (int i = 2999; i >= 0; i -= 97) {
+    std::string id = "d" + std::to_string(10000 + i);
+    ASSERT_TRUE(twins.patchTwin(id, parsed(R"({"tags":{"k":7}})"), "*").isOk());
+  }
+  for (int i = 2950; i >= 0; i -= 301) {
+    ASSERT_TRUE(registry.remove("d" + std::to_string(10000 + i), "*").isOk());
+  }
+  ASSERT_TRUE(registry.create("d12950", registry::DeviceSpec{}).isOk());  // deleted, re-created
+  ASSERT_TRUE(registry.create("e-new", registry::DeviceSpec{}).isOk());
+  fresh.setConnected("d12998", true);
+  fresh.setConnected("d10001", true);
+  // Queries wait for the load: they see every device, never part of the fleet.
+  auto devices = hub.durable().registry().listDevices("", 100000);
+  ASSERT_TRUE(devices.isOk());
+  EXPECT_EQ(fresh.select(query::Condition()).size(), devices->size());
+  fresh.waitLoaded();
+  EXPECT_FALSE(failed);
+  ASSERT_EQ(fresh.size(), devices->size());
+  for (const auto& d : *devices) {
+    auto view = twins.getTwin(d.device_id);
+    ASSERT_TRUE(view.isOk());
+    json::object expected = *view;
+    if (d.device_id == "d12998" || d.device_id == "d10001") {
+      expected["connectionState"] = "Connected";
+    }
+    auto row = fresh.find(d.device_id);
+    ASSERT_NE(row, nullptr) << d.device_id;
+    EXPECT_EQ(*row, expected) << d.device_id;
+  }
+  EXPECT_EQ(fresh.find("d12649"), nullptr);  // deleted
+  EXPECT_EQ(fresh.select(where("tags.k = 7")).size(), 31u);
 }
 
 TEST(TwinIndexTest, ConnectionStateIsPartOfTheRow) {

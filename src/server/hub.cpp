@@ -181,6 +181,8 @@ json::object nodeJson(const store::NodeRecord& n) {
 struct Hub::Impl {
   // Set (from a lock's thread) when a lock the node must hold was lost: run() then fails.
   std::atomic<bool> lost_lock{false};
+  // Set (from the twin index's loading thread) when the store could not be read at startup.
+  std::atomic<bool> index_load_failed{false};
   HubConfig config;
   std::optional<DataDirLock> data_dir_lock;  // held for the hub's whole life
   std::shared_ptr<transport::ConnectionLimiter> limiter;
@@ -852,7 +854,13 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
     if (!feed) return feed.status();
     impl->twin_feed = std::move(*feed);
   } else {
-    IOTHUB_RETURN_IF_ERROR(impl->twin_index.load(*impl->durable_store, nullptr));
+    // The hub serves while its twin index loads; queries and job target selection wait
+    // for the load (decisions §87). A store that cannot be read stops the hub.
+    impl->twin_index.startLoading(*impl->durable_store, [raw = impl.get()](const Status& why) {
+      spdlog::critical("twin index: the store could not be read ({}); stopping", why.toString());
+      raw->index_load_failed = true;
+      ::kill(::getpid(), SIGTERM);
+    });
   }
 
   if (clustered) {
@@ -1210,6 +1218,11 @@ Status Hub::run() {
   impl.telemetry->stop();  // appends what is queued (its devices get no PUBACK: they resend)
   impl.leaveCluster();
   spdlog::info("stopped");
+  if (impl.index_load_failed) {
+    return Status(ErrorCode::ServiceUnavailable,
+                  "stopped because the twin index could not be loaded from the store (see the "
+                  "log); start it again once the store can be read");
+  }
   if (impl.lost_lock) {
     // A supervisor that restarts only failed processes must restart this one.
     return Status(ErrorCode::ServiceUnavailable,
