@@ -17,6 +17,7 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <deque>
@@ -27,6 +28,7 @@
 #include <optional>
 #include <random>
 #include <thread>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -65,10 +67,11 @@ std::uint64_t microsSince(SteadyClock::time_point start) {
       std::chrono::duration_cast<std::chrono::microseconds>(SteadyClock::now() - start).count());
 }
 
-std::int64_t nowNanos() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(SteadyClock::now().time_since_epoch())
-      .count();
+std::int64_t nanosOf(SteadyClock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
 }
+
+std::int64_t nowNanos() { return nanosOf(SteadyClock::now()); }
 
 double seconds(SteadyClock::duration d) { return std::chrono::duration<double>(d).count(); }
 
@@ -93,6 +96,8 @@ struct Counters {
   std::atomic<std::uint64_t> reported_rejected{0};  // twin responses with a status >= 300
   std::atomic<std::uint64_t> pings_sent{0};
   std::atomic<std::uint64_t> pongs{0};
+  // Broker requests whose reply did not come within --response-timeout (failed).
+  std::atomic<std::uint64_t> request_timeouts{0};
   std::atomic<std::int64_t> first_method_ns{0};
   std::atomic<std::int64_t> last_method_ns{0};
   // C2d: publishes on devices/{id}/messages/devicebound/..., the distinct benchmark messages
@@ -141,6 +146,9 @@ struct Workload {
   std::atomic<std::uint64_t> failed{0};
   std::atomic<std::uint64_t> device_errors{0};  // method answered with a status other than 200
   std::atomic<std::size_t> active{0};
+  // The first call's start and the last call's end (steady clock, ns).
+  std::atomic<std::int64_t> first_sent_ns{INT64_MAX};
+  std::atomic<std::int64_t> last_done_ns{0};
 };
 
 class Fleet;
@@ -150,7 +158,9 @@ enum class Role { Device, Requester };
 enum class ConnState { Idle, Connecting, WaitConnAck, WaitSubAck, Ready };
 
 // One MQTT client connection: a simulated device, or (broker baseline) a requester that plays
-// the service side of a direct method over two broker hops.
+// the service side of a direct method over two broker hops. A requester may have several
+// requests in flight (FleetOptions::requesters): each has its own rid "{requester}.{seq}",
+// which the device echoes in its reply's topic.
 class Connection {
  public:
   Connection(Shard& shard, std::size_t index, Role role);
@@ -166,8 +176,11 @@ class Connection {
   void startTelemetry(SteadyClock::time_point first);
 
   // Requester only: publishes a request to device `device` and calls `done(status)` with the
-  // status segment of the reply (one request in flight per requester).
+  // status segment of the reply; `done(0)` when the connection is not ready or is lost, or
+  // when no reply came within --response-timeout (expireRequests). Never synchronously.
   void request(std::size_t device, std::function<void(int)> done);
+  // Requester only: fails (done(0)) the requests sent before `cutoff`.
+  void expireRequests(SteadyClock::time_point cutoff);
 
  private:
   void onConnected(std::uint32_t gen, const ErrorCodeT& ec);
@@ -212,8 +225,11 @@ class Connection {
   std::uint32_t call_epoch_ = 0;
   SteadyClock::time_point started_;
   std::uint64_t request_seq_ = 0;
-  std::string pending_rid_;
-  std::function<void(int)> pending_done_;
+  struct PendingRequest {
+    std::function<void(int)> done;
+    SteadyClock::time_point sent;
+  };
+  std::unordered_map<std::uint64_t, PendingRequest> pending_;  // by the seq of its rid
   // Telemetry: the next message's counter and due time, the one in flight (its packet id,
   // message id and publish time) and the timer that waits for the due time.
   std::uint32_t d2c_counter_ = 0;
@@ -577,14 +593,23 @@ void Connection::handlePublish(mqtt::Publish& publish) {
     // fleet/res/{requester}/{status}/?$rid={requester}.{seq}
     std::string_view topic = publish.topic;
     const auto rid_at = topic.find("$rid=");
-    if (rid_at == std::string_view::npos || !pending_done_) return;
-    if (topic.substr(rid_at + 5) != pending_rid_) return;
+    if (rid_at == std::string_view::npos || pending_.empty()) return;
+    const std::string_view rid = topic.substr(rid_at + 5);
+    const auto dot = rid.find('.');
+    std::uint64_t seq = 0;
+    if (dot == std::string_view::npos ||
+        std::from_chars(rid.data() + dot + 1, rid.data() + rid.size(), seq).ptr !=
+            rid.data() + rid.size()) {
+      return;
+    }
+    const auto it = pending_.find(seq);
+    if (it == pending_.end()) return;  // expired already, or not ours
     const std::string_view prefix = "fleet/res/";
     std::string_view rest = topic.substr(prefix.size());
     rest = rest.substr(rest.find('/') + 1);
     const int status = std::atoi(std::string(rest.substr(0, rest.find('/'))).c_str());
-    auto done = std::move(pending_done_);
-    pending_done_ = nullptr;
+    auto done = std::move(it->second.done);
+    pending_.erase(it);
     done(status);
     return;
   }
@@ -702,11 +727,25 @@ void Connection::request(std::size_t device, std::function<void(int)> done) {
     asio::post(shard_.ioc, [d = std::move(done)] { d(0); });
     return;
   }
-  pending_rid_ = std::to_string(index_) + "." + std::to_string(++request_seq_);
-  pending_done_ = std::move(done);
+  const std::uint64_t seq = ++request_seq_;
+  pending_.emplace(seq, PendingRequest{std::move(done), SteadyClock::now()});
   const std::string topic = "fleet/" + deviceId(shard_.fleet.options.device_prefix, device) +
-                            "/methods/POST/lockDoor/?$rid=" + pending_rid_;
+                            "/methods/POST/lockDoor/?$rid=" + std::to_string(index_) + "." +
+                            std::to_string(seq);
   send(mqtt::PublishView{topic, shard_.fleet.options.method_payload});
+}
+
+void Connection::expireRequests(SteadyClock::time_point cutoff) {
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    if (it->second.sent >= cutoff) {
+      ++it;
+      continue;
+    }
+    shard_.fleet.counters.request_timeouts.fetch_add(1, std::memory_order_relaxed);
+    // Posted: the caller sends its next request from `done`, into pending_.
+    asio::post(shard_.ioc, [d = std::move(it->second.done)] { d(0); });
+    it = pending_.erase(it);
+  }
 }
 
 void Connection::startTelemetry(SteadyClock::time_point first) {
@@ -819,10 +858,9 @@ void Connection::closeSocket() {
     std::shared_ptr<asio::ssl::stream<tcp::socket&>> old(tls_.release());
     asio::post(shard_.ioc, [old] {});
   }
-  if (pending_done_) {
-    asio::post(shard_.ioc, [d = std::move(pending_done_)] { d(0); });
-    pending_done_ = nullptr;
-  }
+  for (auto& [seq, pending] : pending_)
+    asio::post(shard_.ioc, [d = std::move(pending.done)] { d(0); });
+  pending_.clear();
 }
 
 void Connection::closeForStorm() {
@@ -997,6 +1035,10 @@ void Shard::onTick() {
   const std::uint64_t period = std::max<std::uint64_t>(1, o.keep_alive_seconds * 3 / 4);
   for (std::size_t i = tick % period; i < devices.size(); i += period) devices[i]->sendPing();
   for (std::size_t i = tick % period; i < requesters.size(); i += period) requesters[i]->sendPing();
+  if (!requesters.empty()) {
+    const auto cutoff = SteadyClock::now() - o.response_timeout;
+    for (auto& r : requesters) r->expireRequests(cutoff);
+  }
   if (o.report_every.count() > 0) {
     const auto every = static_cast<std::uint64_t>(o.report_every.count());
     for (std::size_t i = tick % every; i < devices.size(); i += every) devices[i]->sendReported();
@@ -1027,18 +1069,22 @@ void Shard::callLoop(std::size_t caller, Workload& w) {
   const std::size_t device =
       w.device_first + static_cast<std::size_t>(k % w.device_count) * w.device_stride;
   const auto started = SteadyClock::now();
+  storeMin(w.first_sent_ns, nanosOf(started));
   const auto& o = fleet.options;
   if (o.target == Target::Mosquitto) {
-    requesters[caller]->request(device, [this, caller, &w, started](int status) {
-      if (w.record_latency) calls.record(microsSince(started));
-      if (status == 0) {
-        w.failed.fetch_add(1, std::memory_order_relaxed);
-      } else {
-        w.ok.fetch_add(1, std::memory_order_relaxed);
-        if (status != 200) w.device_errors.fetch_add(1, std::memory_order_relaxed);
-      }
-      callLoop(caller, w);
-    });
+    // Callers share the requester connections (round robin within the shard).
+    requesters[caller % requesters.size()]->request(
+        device, [this, caller, &w, started](int status) {
+          storeMax(w.last_done_ns, nowNanos());
+          if (w.record_latency) calls.record(microsSince(started));
+          if (status == 0) {
+            w.failed.fetch_add(1, std::memory_order_relaxed);
+          } else {
+            w.ok.fetch_add(1, std::memory_order_relaxed);
+            if (status != 200) w.device_errors.fetch_add(1, std::memory_order_relaxed);
+          }
+          callLoop(caller, w);
+        });
     return;
   }
   const std::string device_id = deviceId(o.device_prefix, device);
@@ -1061,6 +1107,7 @@ void Shard::callLoop(std::size_t caller, Workload& w) {
   rest[caller]->call(
       verb, std::move(target), std::move(body),
       [this, caller, &w, started](int status, const std::string& response) {
+        storeMax(w.last_done_ns, nowNanos());
         if (w.record_latency) calls.record(microsSince(started));
         if (status == 200) {
           w.ok.fetch_add(1, std::memory_order_relaxed);
@@ -1113,6 +1160,7 @@ class Driver {
   Status scenarioMethodJobs(json::object& out);
   Status scenarioC2d(json::object& out);
   Status scenarioTelemetry(json::object& out);
+  Status scenarioSweep(json::object& out);
   // Creates the job `body` (its jobId added), polls it every 50 ms until it ends and returns
   // its figures: duration, final statistics, a timeline every options_.sample_every, when no
   // device was pending any more and (succeeded_target >= 0) when succeededCount reached it.
@@ -1166,9 +1214,7 @@ Status Driver::setUp() {
     if (!transport) return transport.status();
     service_ = std::move(*transport);
   }
-  const bool broker_calls =
-      options_.target == Target::Mosquitto && options_.scenario == Scenario::Methods;
-  fleet_.requester_count = broker_calls ? options_.concurrency : 0;
+  fleet_.requester_count = requesterConnections(options_);
   for (unsigned i = 0; i < options_.threads; ++i) {
     try {
       fleet_.shards.push_back(std::make_unique<Shard>(fleet_, i));
@@ -1958,6 +2004,71 @@ Status Driver::scenarioTelemetry(json::object& out) {
   return Status::ok();
 }
 
+// B5's peer against the broker: exactly one request/reply per addressed device, to devices
+// 0..n-1 in that order, --concurrency in flight (over the --requesters connections), each
+// through the broker to the device and its reply back (two hops each way). Timed from the
+// first request to the last reply. A reply that does not come within --response-timeout
+// fails its request; no request starts after --timeout, and those not sent fail too.
+Status Driver::scenarioSweep(json::object& out) {
+  auto& c = fleet_.counters;
+  const AddressedDevices addressed = addressedDevices(options_);
+  const std::size_t n = addressed.count;
+  Workload w;
+  w.kind = CallKind::Method;
+  w.device_first = addressed.first;
+  w.device_stride = addressed.stride;
+  w.device_count = n;
+  w.total = n;
+  const auto received_before = c.methods_received.load();
+  const auto timeouts_before = c.request_timeouts.load();
+  (void)fleet_.collect(&Shard::calls, true);
+  const auto before = sample();
+  const auto started = SteadyClock::now();
+  w.deadline = started + options_.timeout;
+  logLine("sweep: one request to each of " + std::to_string(n) + " devices, " +
+          std::to_string(options_.concurrency) + " in flight over " +
+          std::to_string(fleet_.requester_count) + " requester connection(s)");
+  runWorkload(w, options_.concurrency);
+  const auto wall = SteadyClock::now() - started;
+  const auto after = sample();
+  // Every request sent ends: answered (ok), or failed (no reply in time, connection lost).
+  const std::uint64_t succeeded = w.ok.load();
+  const std::uint64_t sent = succeeded + w.failed.load();
+  const std::uint64_t failed = n - succeeded;
+  const std::int64_t first = w.first_sent_ns.load();
+  const std::int64_t last = w.last_done_ns.load();
+  const double span = sent > 0 && last > first ? static_cast<double>(last - first) / 1e9 : 0;
+  json::object o;
+  o["devices"] = n;
+  o["concurrency"] = options_.concurrency;
+  o["requesters"] = fleet_.requester_count;
+  o["requests"] = sent;
+  o["succeeded"] = succeeded;
+  o["failed"] = failed;
+  o["timed_out"] = c.request_timeouts.load() - timeouts_before;
+  o["not_sent"] = n - sent;
+  o["device_errors"] = w.device_errors.load();
+  o["device_requests_received"] = c.methods_received.load() - received_before;
+  o["elapsed_s"] = round3(span);
+  o["ops_per_s"] = span > 0 ? round3(static_cast<double>(succeeded) / span) : 0.0;
+  o["wall_s"] = round3(seconds(wall));
+  o["latency"] = latencyJson(fleet_.collect(&Shard::calls, true));
+  if (before && after) {
+    json::object server;
+    server["rss_start_kb"] = before->rss_kb;
+    server["rss_end_kb"] = after->rss_kb;
+    server["cpu_percent"] = round3(cpuPercent(*before, *after));
+    o["server"] = std::move(server);
+  }
+  out["sweep"] = std::move(o);
+  if (failed > 0 || succeeded != n) {
+    return Status(ErrorCode::ServiceUnavailable, std::to_string(failed) + " of " +
+                                                     std::to_string(n) +
+                                                     " sweep requests failed or went unanswered");
+  }
+  return Status::ok();
+}
+
 Result<json::object> Driver::run() {
   if (auto s = setUp(); !s) return s;
   json::object out;
@@ -2004,6 +2115,9 @@ Result<json::object> Driver::run() {
       break;
     case Scenario::Telemetry:
       status = scenarioTelemetry(out);
+      break;
+    case Scenario::Sweep:
+      status = scenarioSweep(out);
       break;
     case Scenario::Serve: {
       const auto deadline = SteadyClock::now() + options_.duration;

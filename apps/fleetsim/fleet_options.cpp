@@ -39,11 +39,23 @@ Status validate(const FleetOptions& o) {
     return invalid("the " + std::string(toString(o.scenario)) +
                    " scenario only runs against the hub");
   }
+  if (o.scenario == Scenario::Sweep && o.target != Target::Mosquitto)
+    return invalid("the sweep scenario only runs against mosquitto (--target mosquitto)");
   if (o.tls && o.ca_file.empty()) return invalid("--tls needs --ca");
   if (o.source_addresses == 0) return invalid("--source-addresses must be at least 1");
   if (o.connect_window == 0) return invalid("--connect-window must be at least 1");
   if (o.threads == 0 || o.threads > 64) return invalid("--threads must be within [1, 64]");
   if (o.concurrency == 0) return invalid("--concurrency must be at least 1");
+  if (const std::size_t requesters = requesterConnections(o); requesters > 0) {
+    if (requesters < o.threads)
+      return invalid("--requesters must be at least --threads (one per io_context thread)");
+    if (o.devices + requesters > kMaxDevicesPerProcess) {
+      return invalid(
+          "--devices plus the requester connections (--requesters, default one per "
+          "--concurrency) must be at most " +
+          std::to_string(kMaxDevicesPerProcess) + " per process (file descriptor limit)");
+    }
+  }
   if (o.method_failure_rate < 0 || o.method_failure_rate > 1) {
     return invalid("--method-failure-rate must be within [0, 1]");
   }
@@ -94,6 +106,13 @@ Status validate(const FleetOptions& o) {
     return invalid("--concurrency must not exceed --devices (one update in flight per device)");
   }
   return Status::ok();
+}
+
+std::size_t requesterConnections(const FleetOptions& o) {
+  const bool broker_calls = o.target == Target::Mosquitto &&
+                            (o.scenario == Scenario::Methods || o.scenario == Scenario::Sweep);
+  if (!broker_calls) return 0;
+  return o.requesters == 0 ? o.concurrency : std::min(o.requesters, o.concurrency);
 }
 
 std::size_t deviceIndex(const FleetOptions& o, std::size_t local) {
@@ -152,12 +171,12 @@ Result<Target> parseTarget(std::string_view text) {
 Result<Scenario> parseScenario(std::string_view text) {
   for (auto s : {Scenario::Connect, Scenario::Idle, Scenario::Methods, Scenario::Twin,
                  Scenario::Jobs, Scenario::Serve, Scenario::TwinJobs, Scenario::MethodJobs,
-                 Scenario::C2d, Scenario::Telemetry}) {
+                 Scenario::C2d, Scenario::Telemetry, Scenario::Sweep}) {
     if (toString(s) == text) return s;
   }
-  return invalid(
-      "unknown scenario '" + std::string(text) +
-      "' (connect, idle, methods, twin, jobs, serve, twin-jobs, method-jobs, c2d, telemetry)");
+  return invalid("unknown scenario '" + std::string(text) +
+                 "' (connect, idle, methods, twin, jobs, serve, twin-jobs, method-jobs, c2d, "
+                 "telemetry, sweep)");
 }
 
 std::string_view toString(Target target) { return target == Target::Hub ? "hub" : "mosquitto"; }
@@ -184,6 +203,8 @@ std::string_view toString(Scenario scenario) {
       return "c2d";
     case Scenario::Telemetry:
       return "telemetry";
+    case Scenario::Sweep:
+      return "sweep";
   }
   return "?";
 }

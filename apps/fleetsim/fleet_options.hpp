@@ -31,6 +31,8 @@ enum class Scenario {
               //      arrives until --messages distinct messages came (or --duration passed)
   Telemetry,  // D2C: every device publishes QoS 1 to devices/{id}/messages/events/ at --rate
               //      (one message in flight) for --duration; publish → PUBACK per message
+  Sweep,      // B5's peer (Mosquitto only): exactly one request/reply per device, in device
+              //      order, --concurrency in flight; first request → last reply
 };
 
 // Devices that fail their first `calls` direct-method calls (then answer normally): a share
@@ -97,6 +99,10 @@ struct FleetOptions {
   // Load.
   std::size_t concurrency = 32;      // calls in flight (Methods, Twin, Jobs direct paths)
   std::size_t latency_calls = 2000;  // Methods: calls with one in flight
+  // Broker target (Methods, Sweep): MQTT connections of the service side; the calls in
+  // flight are spread over them (several requests in flight on one connection, told apart
+  // by their rid). 0 = one connection per call in flight (--concurrency of them).
+  std::size_t requesters = 0;
   std::chrono::milliseconds duration{10000};
   std::string method_payload = R"({"lockTime":"10m"})";
   std::string method_response = R"({"ok":true})";
@@ -104,6 +110,8 @@ struct FleetOptions {
   // e.g. {"convergence":{"timeoutSeconds":30}}), the method jobs' response timeout, and how
   // often each job's statistics go into its timeline.
   std::string job_extensions;
+  // Against the broker (Methods, Sweep), response_timeout is also how long a request waits
+  // for its reply before it fails (checked once a second).
   std::chrono::seconds response_timeout{30};
   std::chrono::milliseconds sample_every{5000};
   // C2d: the messages the sender sends (numbered 0..messages-1, message k to addressed
@@ -125,6 +133,10 @@ struct FleetOptions {
 // Checks ranges and combinations (e.g. hub target needs a device key, rates within [0, 1],
 // devices within [1, 19 990] per process). Errors: ArgumentInvalid naming the option.
 Status validate(const FleetOptions& options);
+
+// The service side's MQTT connections to the broker (Methods and Sweep against Mosquitto;
+// 0 otherwise): --requesters, at most --concurrency, or one per call in flight.
+std::size_t requesterConnections(const FleetOptions& options);
 
 // The global index of this process's `local`-th device: first_device + local * device_stride.
 std::size_t deviceIndex(const FleetOptions& options, std::size_t local);

@@ -40,7 +40,7 @@ TEST(FleetOptionsTest, ParsesTargetsAndScenarios) {
   EXPECT_FALSE(parseTarget("emqx"));
   for (auto s : {Scenario::Connect, Scenario::Idle, Scenario::Methods, Scenario::Twin,
                  Scenario::Jobs, Scenario::Serve, Scenario::TwinJobs, Scenario::MethodJobs,
-                 Scenario::C2d, Scenario::Telemetry}) {
+                 Scenario::C2d, Scenario::Telemetry, Scenario::Sweep}) {
     EXPECT_EQ(*parseScenario(toString(s)), s);
   }
   EXPECT_FALSE(parseScenario("storm"));
@@ -127,6 +127,38 @@ TEST(FleetOptionsTest, ValidatesRangesAndCombinations) {
   o = hubOptions();
   o.tls = true;
   EXPECT_FALSE(validate(o));
+}
+
+// B5's peer: one request/reply per device through Mosquitto, the calls in flight shared by
+// --requesters connections, all within one process's descriptors.
+TEST(FleetOptionsTest, SweepRunsAgainstMosquittoWithinTheDescriptorLimit) {
+  EXPECT_EQ(*parseScenario("sweep"), Scenario::Sweep);
+  auto o = hubOptions();
+  o.scenario = Scenario::Sweep;
+  EXPECT_FALSE(validate(o));  // the hub has method jobs; the sweep is the broker's peer
+  o.target = Target::Mosquitto;
+  o.device_key.clear();
+  o.devices = 19'000;
+  o.concurrency = 1'000;
+  EXPECT_EQ(requesterConnections(o), 1'000u);  // one per call in flight by default
+  EXPECT_FALSE(validate(o));                   // 20 000 sockets
+  o.requesters = 10;
+  EXPECT_EQ(requesterConnections(o), 10u);
+  EXPECT_TRUE(validate(o));
+  o.requesters = 5'000;  // never more than the calls in flight
+  EXPECT_EQ(requesterConnections(o), 1'000u);
+  o.requesters = 2;
+  o.threads = 4;  // every io_context thread needs one
+  EXPECT_FALSE(validate(o));
+  o.threads = 2;
+  EXPECT_TRUE(validate(o));
+  o.scenario = Scenario::Methods;  // B3's relay shares them the same way
+  EXPECT_EQ(requesterConnections(o), 2u);
+  o.scenario = Scenario::Idle;  // no service side
+  EXPECT_EQ(requesterConnections(o), 0u);
+  o.target = Target::Hub;
+  o.scenario = Scenario::Methods;  // REST clients, not broker connections
+  EXPECT_EQ(requesterConnections(o), 0u);
 }
 
 // One fleet spread over several processes (a cluster benchmark: device i on node i mod 3).

@@ -4,7 +4,7 @@
 //
 //   fleetsim provision --connection-string CS --endpoint http://127.0.0.1:P --count N --device-key
 //   K fleetsim run --target hub|mosquitto --scenario connect|idle|methods|twin|jobs|serve|
-//   twin-jobs|method-jobs|c2d|telemetry ...
+//   twin-jobs|method-jobs|c2d|telemetry|sweep ...
 //   fleetsim combine --scenario B1 --hub hub.json --peer peer.json --ratio name=path ...
 //   fleetsim d2c-join --acks ACKS --reads READS  (telemetry: PUBACK log joined with a reader's)
 //   fleetsim free-port
@@ -98,7 +98,7 @@ int main(int argc, char** argv) {
   run->add_option("--target", text.target, "hub or mosquitto")->capture_default_str();
   run->add_option("--scenario", text.scenario,
                   "connect, idle, methods, twin, jobs, serve, twin-jobs, method-jobs, c2d, "
-                  "telemetry")
+                  "telemetry, sweep (mosquitto only: one request/reply per device)")
       ->capture_default_str();
   run->add_option("--server", options.server_address, "Server address")->capture_default_str();
   run->add_option("--mqtt-port", options.mqtt_port, "MQTT port (plain, or TLS with --tls)");
@@ -153,7 +153,8 @@ int main(int argc, char** argv) {
                   "twin-jobs/method-jobs: JSON object of members added to the second job")
       ->capture_default_str();
   run->add_option("--response-timeout", text.response_timeout,
-                  "method-jobs: the method's responseTimeoutInSeconds")
+                  "method-jobs: the method's responseTimeoutInSeconds; against mosquitto "
+                  "(methods, sweep): how long a request waits for its reply")
       ->capture_default_str();
   run->add_option("--sample-every", text.sample_every, "Job timeline interval")
       ->capture_default_str();
@@ -167,6 +168,10 @@ int main(int argc, char** argv) {
   run->add_option("--ack-log", options.ack_log,
                   "telemetry: write one 24-byte record (id, publish ns, PUBACK ns) per message");
   run->add_option("--concurrency", options.concurrency, "Service calls in flight")
+      ->capture_default_str();
+  run->add_option("--requesters", options.requesters,
+                  "mosquitto methods/sweep: service-side MQTT connections the calls in flight "
+                  "share (0 = one per call in flight)")
       ->capture_default_str();
   run->add_option("--latency-calls", options.latency_calls, "Calls with one in flight (methods)")
       ->capture_default_str();
