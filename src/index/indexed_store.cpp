@@ -109,6 +109,19 @@ Result<store::TwinRecord> IndexedStore::Twins::updateTwinForJob(
   return updated;
 }
 
+std::vector<Result<store::TwinRecord>> IndexedStore::Twins::updateTwinsForJob(
+    const std::vector<store::TwinJobUpdate>& updates) {
+  std::vector<std::string> ids;
+  ids.reserve(updates.size());
+  for (const store::TwinJobUpdate& u : updates) ids.push_back(u.device_id);
+  DeviceLocks locks = owner_.lockDevices(ids);
+  auto results = owner_.inner_.twins().updateTwinsForJob(updates);
+  for (const auto& result : results) {
+    if (result) owner_.index_.updateTwin(*result);
+  }
+  return results;
+}
+
 Result<std::vector<store::TwinRecord>> IndexedStore::Twins::listTwins(
     std::string_view after_device_id, std::size_t limit) {
   return owner_.inner_.twins().listTwins(after_device_id, limit);

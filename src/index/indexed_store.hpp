@@ -96,6 +96,9 @@ class IndexedStore final : public store::Store {
     Result<store::TwinRecord> updateTwinForJob(std::string_view device_id,
                                                store::TwinMutation mutate,
                                                const store::DeviceJobWrite& job_row) override;
+    // Like writeDevices: the batch's device locks are held across the write and the index.
+    std::vector<Result<store::TwinRecord>> updateTwinsForJob(
+        const std::vector<store::TwinJobUpdate>& updates) override;
     Result<std::vector<store::TwinRecord>> listTwins(std::string_view after_device_id,
                                                      std::size_t limit) override;
 

@@ -18,13 +18,22 @@ constexpr std::size_t kLoadPage = 1000;
 
 Row makeRow(const json::object& view) { return PackedRow::encode(view); }
 
+// One page of the store's devices with their twins, in id order.
+struct LoadPage {
+  std::vector<std::pair<store::DeviceRecord, store::TwinRecord>> entries;
+  std::string last_id;  // the last device id read (entries may skip a device deleted meanwhile)
+  bool more = false;    // a full page: there may be more after last_id
+};
+
 // The devices (and their twins) after `after` in id order, at most kLoadPage of them.
-Result<std::vector<std::pair<store::DeviceRecord, store::TwinRecord>>> readPage(
-    store::Store& store, const std::string& after) {
-  std::vector<std::pair<store::DeviceRecord, store::TwinRecord>> page;
+Result<LoadPage> readPage(store::Store& store, const std::string& after) {
+  LoadPage result;
+  auto& page = result.entries;
   auto devices = store.registry().listDevices(after, kLoadPage);
   if (!devices) return devices.status();
-  if (devices->empty()) return page;
+  if (devices->empty()) return result;
+  result.last_id = devices->back().device_id;
+  result.more = devices->size() >= kLoadPage;
   // Twins and devices share their ids and are created and deleted together, so the same
   // page of twins lines up with the page of devices.
   auto twins = store.twins().listTwins(after, kLoadPage);
@@ -34,14 +43,16 @@ Result<std::vector<std::pair<store::DeviceRecord, store::TwinRecord>>> readPage(
   for (auto& device : *devices) {
     while (t < twins->size() && (*twins)[t].device_id < device.device_id) ++t;
     if (t == twins->size() || (*twins)[t].device_id != device.device_id) {
-      auto twin = store.twins().getTwin(device.device_id);  // the pages drifted apart
+      // The pages drifted apart: the device was created or deleted between the two reads.
+      auto twin = store.twins().getTwin(device.device_id);
+      if (!twin && twin.status().code() == ErrorCode::DeviceNotFound) continue;  // deleted
       if (!twin) return twin.status();
       page.emplace_back(std::move(device), std::move(*twin));
     } else {
       page.emplace_back(std::move(device), std::move((*twins)[t]));
     }
   }
-  return page;
+  return result;
 }
 
 bool isDeviceIdPath(const query::Path& path) {
@@ -59,14 +70,14 @@ Status TwinIndex::load(store::Store& store,
   for (;;) {
     auto page = readPage(store, after);
     if (!page) return page.status();
-    for (auto& [device, twin] : *page) {
+    for (auto& [device, twin] : page->entries) {
       bool connected = is_connected && is_connected(device.device_id);
       if (connected) connected_ids.insert(device.device_id);
       rows.emplace(device.device_id,
                    Entry{makeRow(twin::serviceTwinJson(device, twin, connected)), twin.version});
     }
-    if (page->size() < kLoadPage) break;
-    after = page->back().first.device_id;
+    if (!page->more) break;
+    after = page->last_id;
   }
   // A reload while queries run (the change feed's, twin_index_feed.hpp) frees every node
   // the path indexes point to: it waits for an index build to finish (build_mutex_) and
@@ -143,22 +154,23 @@ Status TwinIndex::loadPages(store::Store& store, std::size_t& loaded) {
     if (!page) return page.status();
     // Rows are built outside the lock as disconnected; the few devices that connect
     // during the load get theirs rebuilt under it.
+    const auto& entries = page->entries;
     std::vector<Row> built;
-    built.reserve(page->size());
-    for (const auto& [device, twin] : *page) {
+    built.reserve(entries.size());
+    for (const auto& [device, twin] : entries) {
       built.push_back(makeRow(twin::serviceTwinJson(device, twin, false)));
     }
     {
       std::unique_lock lock(mutex_);
-      for (std::size_t i = 0; i < page->size(); ++i) {
-        const auto& [device, twin] = (*page)[i];
+      for (std::size_t i = 0; i < entries.size(); ++i) {
+        const auto& [device, twin] = entries[i];
         // A device written meanwhile is read again at the end.
         if (written_.contains(device.device_id)) continue;
         if (insertLoaded(device, twin, std::move(built[i]))) ++loaded;
       }
     }
-    if (page->size() < kLoadPage) break;
-    after = page->back().first.device_id;
+    if (!page->more) break;
+    after = page->last_id;
   }
   return Status::ok();
 }

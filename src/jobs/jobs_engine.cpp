@@ -267,8 +267,9 @@ void JobsEngine::twinWorker() {
 
 std::optional<Status> JobsEngine::updateTwinRetrying(const std::string& device_id,
                                                      const json::object& update,
-                                                     const store::DeviceJobWrite& outcome) {
-  Status s = operations_.updateTwin(device_id, update, outcome);
+                                                     const store::DeviceJobWrite& outcome,
+                                                     std::optional<Status> first) {
+  Status s = first ? std::move(*first) : operations_.updateTwin(device_id, update, outcome);
   for (int attempt = 1;
        !s && isTransientStoreError(s.code()) && attempt <= options_.store_retry_attempts;
        ++attempt) {
@@ -1459,29 +1460,52 @@ void JobsEngine::dispatch(Run& run) {
   shape->job_id = run.record.job_id;
   shape->type = run.record.type;
   shape->created_time = run.record.created_time;
+  // A twin worker updates up to twin_batch devices in one store call (one transaction on
+  // SQLite); a device whose update fails transiently is retried on its own.
   std::lock_guard lock(twin_mutex_);
-  for (auto& id : batch) {
-    twin_tasks_.emplace_back([this, inbox = inbox_, shape, id, began = now, lease = run.lease,
-                              live = run.live, update = run.update_twin,
+  const std::size_t chunk = std::max<std::size_t>(1, options_.twin_batch);
+  for (std::size_t first = 0; first < batch.size(); first += chunk) {
+    std::vector<std::string> ids(
+        std::make_move_iterator(batch.begin() + static_cast<std::ptrdiff_t>(first)),
+        std::make_move_iterator(
+            batch.begin() + static_cast<std::ptrdiff_t>(std::min(batch.size(), first + chunk))));
+    twin_tasks_.emplace_back([this, inbox = inbox_, shape, ids = std::move(ids), began = now,
+                              lease = run.lease, live = run.live, update = run.update_twin,
                               converge = run.spec.convergence_timeout_seconds] {
       if (!live->load()) return;  // the job left this node: its next owner applies the update
       SystemTime at = clock_.now();
       // With convergence the device is done only once it reports: its row says converging.
       std::optional<SystemTime> until;
       if (converge) until = addClamped(began, std::chrono::seconds(*converge));
-      store::DeviceJobWrite outcome{
-          deviceJobRecord(*shape,
-                          {.device_id = id,
-                           .status = until ? DeviceJobStatus::Running : DeviceJobStatus::Completed,
-                           .now = at,
-                           .started = began,
-                           .ended = until ? std::nullopt : std::optional<SystemTime>(at),
-                           .convergence_deadline = until}),
-          lease};
-      if (auto s = updateTwinRetrying(id, *update, outcome)) {
+      std::vector<store::DeviceJobWrite> outcomes;
+      outcomes.reserve(ids.size());
+      for (const auto& id : ids) {
+        outcomes.push_back(store::DeviceJobWrite{
+            deviceJobRecord(
+                *shape, {.device_id = id,
+                         .status = until ? DeviceJobStatus::Running : DeviceJobStatus::Completed,
+                         .now = at,
+                         .started = began,
+                         .ended = until ? std::nullopt : std::optional<SystemTime>(at),
+                         .convergence_deadline = until}),
+            lease});
+      }
+      std::vector<Status> statuses = operations_.updateTwins(ids, *update, outcomes);
+      for (std::size_t i = 0; i < ids.size(); ++i) {
+        std::optional<Status> s;
+        if (i < statuses.size() &&
+            (statuses[i].isOk() || !isTransientStoreError(statuses[i].code()))) {
+          s = statuses[i];
+        } else {
+          // nullopt: stopping
+          s = updateTwinRetrying(
+              ids[i], *update, outcomes[i],
+              i < statuses.size() ? std::optional<Status>(statuses[i]) : std::nullopt);
+        }
+        if (!s) continue;
         bool recorded = s->isOk();
         inbox->post(
-            Completion{shape->job_id, id, std::move(*s), std::nullopt, recorded, std::nullopt});
+            Completion{shape->job_id, ids[i], std::move(*s), std::nullopt, recorded, std::nullopt});
       }
     });
   }

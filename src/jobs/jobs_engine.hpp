@@ -42,6 +42,20 @@ class DeviceOperations {
   // JobLeaseLost when the job's lease is no longer held.
   virtual Status updateTwin(std::string_view device_id, const json::object& update_twin,
                             const store::DeviceJobWrite& outcome) = 0;
+  // updateTwin for several devices (outcomes[i] is device_ids[i]'s row): one status per
+  // device, in order; one device's failure leaves the others alone. The hub applies a
+  // batch in one store transaction (TwinStore::updateTwinsForJob); by default, one
+  // updateTwin per device.
+  virtual std::vector<Status> updateTwins(const std::vector<std::string>& device_ids,
+                                          const json::object& update_twin,
+                                          const std::vector<store::DeviceJobWrite>& outcomes) {
+    std::vector<Status> statuses;
+    statuses.reserve(device_ids.size());
+    for (std::size_t i = 0; i < device_ids.size() && i < outcomes.size(); ++i) {
+      statuses.push_back(updateTwin(device_ids[i], update_twin, outcomes[i]));
+    }
+    return statuses;
+  }
 };
 
 // The ids of the devices a condition selects, in order (the hub's TwinIndex).
@@ -75,6 +89,8 @@ struct JobsOptions {
   // Threads that apply twin updates (each blocks on the store; the store commits their
   // writes together, so more threads mean bigger group commits).
   std::size_t twin_workers = 128;
+  // Devices a twin worker updates in one store call (TwinStore::updateTwinsForJob).
+  std::size_t twin_batch = 64;
   // Device-job rows written per store call, and the longest an outcome waits for its write.
   std::size_t batch_size = 1000;
   std::chrono::milliseconds flush_interval{200};
@@ -328,8 +344,10 @@ class JobsEngine {
   // One device's twin update, on a twin worker: transient store errors are retried after
   // retryDelay() (real time; the store's outage is) up to store_retry_attempts times.
   // nullopt when the engine stops meanwhile: the row stays pending and recovery re-applies it.
+  // `first`: the outcome of a first attempt already made (in a batch), if any.
   std::optional<Status> updateTwinRetrying(const std::string& device_id, const json::object& update,
-                                           const store::DeviceJobWrite& outcome);
+                                           const store::DeviceJobWrite& outcome,
+                                           std::optional<Status> first = std::nullopt);
   std::mutex twin_mutex_;
   std::condition_variable twin_wake_;
   std::deque<std::function<void()>> twin_tasks_;  // guarded by twin_mutex_

@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <numeric>
 #include <optional>
 #include <set>
 #include <thread>
@@ -89,6 +90,20 @@ class FakeOperations final : public DeviceOperations {
     return outcome.lease ? store_->jobs().putLeasedDeviceJobs(*outcome.lease, {outcome.row})
                          : store_->deviceJobs().putDeviceJobs({outcome.row});
   }
+  std::vector<Status> updateTwins(const std::vector<std::string>& device_ids,
+                                  const json::object& update,
+                                  const std::vector<store::DeviceJobWrite>& outcomes) override {
+    {
+      std::lock_guard lock(mutex_);
+      batch_sizes_.push_back(device_ids.size());
+    }
+    return DeviceOperations::updateTwins(device_ids, update, outcomes);
+  }
+  // The sizes of the batches updateTwins was called with, in order.
+  std::vector<std::size_t> twinBatchSizes() const {
+    std::lock_guard lock(mutex_);
+    return batch_sizes_;
+  }
   // Answers every held call (status 200).
   std::size_t release() {
     std::vector<std::pair<methods::MethodCall, methods::MethodCallback>> held;
@@ -132,6 +147,7 @@ class FakeOperations final : public DeviceOperations {
   std::set<std::string> online_;
   std::vector<std::pair<methods::MethodCall, methods::MethodCallback>> held_;
   std::map<std::string, std::vector<json::object>> twin_updates_;
+  std::vector<std::size_t> batch_sizes_;
 };
 
 // The tests' store with faults injected into the job and device-job stores: before each
@@ -999,6 +1015,18 @@ TEST_F(JobsEngineTest, TwinJobAppliesTheUpdateAndFailsMismatchedDevices) {
   EXPECT_EQ(bad.document.at("error").at("code"), "PreconditionFailed");
 }
 
+TEST_F(JobsEngineTest, TwinUpdatesGoToTheStoreInBatches) {
+  addDevices("d", 300);
+  startEngine({.window = 200, .twin_batch = 64});
+  twinJob("twin");
+  ASSERT_TRUE(waitUntil([&] { return finished("twin"); }));
+  EXPECT_EQ(stats("twin"), (JobStatistics{.device_count = 300, .succeeded = 300}));
+  std::vector<std::size_t> sizes = operations_.twinBatchSizes();
+  EXPECT_EQ(std::accumulate(sizes.begin(), sizes.end(), std::size_t{0}), 300u);
+  EXPECT_LE(*std::max_element(sizes.begin(), sizes.end()), 64u);
+  EXPECT_LT(sizes.size(), 300u / 8) << "devices were not batched";
+}
+
 TEST_F(JobsEngineTest, TwinUpdatesRetryTransientStoreErrorsBeforeFailingADevice) {
   addDevices("d", 10);
   addDevices("flaky-", 10);
@@ -1683,7 +1711,8 @@ TEST_F(JobsClusterTest, AKilledOwnersMethodJobEndsOnAnotherNodeAndNoDeviceIsCall
 TEST_F(JobsClusterTest, AKilledOwnersTwinJobAppliesEveryUpdateExactlyOnce) {
   addStoredDevices("d", 30);
   a_.operations->passFirst(10);
-  startEngine(a_, {.window = 4});
+  // One device per twin task, so the dead owner holds 4 updates in flight at once.
+  startEngine(a_, {.window = 4, .twin_batch = 1});
   create(a_, "t", twinBody());
   ASSERT_TRUE(waitUntil([&] { return a_.operations->applied() == 10; }));
   ASSERT_TRUE(waitUntil([&] { return a_.operations->waiting() == 4; }));

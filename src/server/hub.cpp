@@ -141,6 +141,11 @@ class JobOperations final : public jobs::DeviceOperations {
                     const store::DeviceJobWrite& outcome) override {
     return twins_.applyJobUpdate(device_id, update_twin, &outcome).status();
   }
+  std::vector<Status> updateTwins(const std::vector<std::string>& device_ids,
+                                  const json::object& update_twin,
+                                  const std::vector<store::DeviceJobWrite>& outcomes) override {
+    return twins_.applyJobUpdates(device_ids, update_twin, outcomes);
+  }
 
  private:
   methods::MethodDispatcher& methods_;

@@ -39,6 +39,13 @@ using JobMutation = std::function<Result<JobRecord>(const JobRecord& current)>;
 // Checked inside the delete's transaction; an error aborts the delete.
 using DevicePrecondition = std::function<Status(const DeviceRecord& current)>;
 
+// One device's update in a twin job's batch (TwinStore::updateTwinsForJob).
+struct TwinJobUpdate {
+  std::string device_id;
+  TwinMutation mutate;
+  DeviceJobWrite job_row;
+};
+
 // One write of a batch (RegistryStore::writeDevices): what createDevice, updateDevice or
 // deleteDevice would do for one device.
 struct DeviceWrite {
@@ -111,6 +118,22 @@ class TwinStore {
   // Errors: updateTwin's; JobLeaseLost when the lease is not held (nothing is written).
   virtual Result<TwinRecord> updateTwinForJob(std::string_view device_id, TwinMutation mutate,
                                               const DeviceJobWrite& job_row) = 0;
+
+  // updateTwinForJob for several devices (a twin job's batch), in as few transactions as the
+  // backend can (SQLite: one): each update is applied or refused as by updateTwinForJob, and
+  // a refusal (DeviceNotFound, JobLeaseLost, the mutation's error) leaves the others alone.
+  // Returns one result per update, in order; when the store itself fails, every update of
+  // the failed transaction gets that error and none of them is written. By default, one
+  // updateTwinForJob per update.
+  virtual std::vector<Result<TwinRecord>> updateTwinsForJob(
+      const std::vector<TwinJobUpdate>& updates) {
+    std::vector<Result<TwinRecord>> results;
+    results.reserve(updates.size());
+    for (const TwinJobUpdate& u : updates) {
+      results.push_back(updateTwinForJob(u.device_id, u.mutate, u.job_row));
+    }
+    return results;
+  }
 
   // Twins ordered by device id, strictly after `after_device_id`, at most `limit`.
   // Used to build in-memory indexes at startup.

@@ -1028,6 +1028,55 @@ TEST_P(StoreConformanceTest, ATwinUpdateAndItsJobRowCommitTogether) {
             std::vector<DeviceJobRecord>{leased_done});
 }
 
+TEST_P(StoreConformanceTest, ABatchOfJobTwinUpdatesRefusesOnlyItsOwnFailures) {
+  for (const char* id : {"device-1", "device-2", "device-3"}) createDevice(id);
+  auto tag = [](const std::string& value) -> TwinMutation {
+    return [value](const TwinRecord& current) {
+      TwinRecord next = current;
+      next.tags["job"] = value;
+      ++next.version;
+      return Result<TwinRecord>(next);
+    };
+  };
+  TwinMutation refuse = [](const TwinRecord&) -> Result<TwinRecord> {
+    return Status(ErrorCode::PreconditionFailed, "etag mismatch");
+  };
+  ASSERT_TRUE(jobs().createJob(jobStartingAt("job-2", 1000, "running")).isOk());
+  auto claimed = jobs().claimJobs("node-a", at(1000), seconds(60), 10);
+  ASSERT_EQ(claimedIds(claimed), std::vector<std::string>{"job-2"});
+  JobLease stale = claimed->front().lease;
+  ++stale.epoch;
+  std::vector<TwinJobUpdate> batch{
+      {"device-1", tag("one"), DeviceJobWrite{makeDeviceJob("job-1", "device-1", "completed"), {}}},
+      {"device-2", refuse, DeviceJobWrite{makeDeviceJob("job-1", "device-2", "completed"), {}}},
+      {"nope", tag("x"), DeviceJobWrite{makeDeviceJob("job-1", "nope", "completed"), {}}},
+      {"device-3", tag("three"),
+       DeviceJobWrite{makeDeviceJob("job-1", "device-3", "completed"), {}}},
+      {"device-2", tag("leased"),
+       DeviceJobWrite{makeDeviceJob("job-2", "device-2", "completed"), claimed->front().lease}},
+      {"device-1", tag("stale"),
+       DeviceJobWrite{makeDeviceJob("job-2", "device-1", "completed"), stale}}};
+  auto results = twins().updateTwinsForJob(batch);
+  ASSERT_EQ(results.size(), batch.size());
+  ASSERT_TRUE(results[0].isOk()) << results[0].status().toString();
+  EXPECT_EQ(results[0]->tags.at("job"), "one");
+  EXPECT_EQ(results[1].code(), ErrorCode::PreconditionFailed);
+  EXPECT_EQ(results[2].code(), ErrorCode::DeviceNotFound);
+  ASSERT_TRUE(results[3].isOk()) << results[3].status().toString();
+  ASSERT_TRUE(results[4].isOk()) << results[4].status().toString();
+  EXPECT_EQ(results[5].code(), ErrorCode::JobLeaseLost);
+  EXPECT_EQ(twins().getTwin("device-1").value(), *results[0]);
+  EXPECT_EQ(twins().getTwin("device-2").value(), *results[4]);
+  EXPECT_EQ(twins().getTwin("device-3").value(), *results[3]);
+  auto rows = deviceJobs().listDeviceJobs("job-1", std::nullopt, "", 10);
+  ASSERT_TRUE(rows.isOk());
+  std::vector<std::string> recorded;
+  for (const auto& row : *rows) recorded.push_back(row.device_id);
+  EXPECT_EQ(recorded, (std::vector<std::string>{"device-1", "device-3"}));
+  EXPECT_EQ(deviceJobs().listDeviceJobs("job-2", std::nullopt, "", 10)->size(), 1u);
+  EXPECT_TRUE(twins().updateTwinsForJob({}).empty());
+}
+
 // --- device jobs ---
 
 TEST_P(StoreConformanceTest, PutDeviceJobsInsertsAndReplaces) {

@@ -100,11 +100,21 @@ class TwinService {
   // and not "*", must equal the twin's etag. With `outcome` (may be null), the job's row for
   // the device is committed in the same transaction as the twin
   // (TwinStore::updateTwinForJob), so the update is recorded exactly when it is applied.
-  // Returns the service view after the update. Errors as patchTwin; ArgumentInvalid when
+  // Returns the twin as stored after the update (a job has no use for the service view,
+  // which would cost a read of the device). Errors as patchTwin; ArgumentInvalid when
   // "etag" is not a string; JobLeaseLost when `outcome`'s lease is not held (nothing is
   // written).
-  Result<json::object> applyJobUpdate(std::string_view device_id, const json::object& update_twin,
-                                      const store::DeviceJobWrite* outcome = nullptr);
+  Result<store::TwinRecord> applyJobUpdate(std::string_view device_id,
+                                           const json::object& update_twin,
+                                           const store::DeviceJobWrite* outcome = nullptr);
+
+  // applyJobUpdate for a batch of devices with one updateTwin and one outcome row each
+  // (`outcomes[i]` for `device_ids[i]`), in as few store transactions as the store can
+  // (TwinStore::updateTwinsForJob): one status per device, in order. A refusal of one
+  // device leaves the others alone; an invalid updateTwin is every device's error.
+  std::vector<Status> applyJobUpdates(const std::vector<std::string>& device_ids,
+                                      const json::object& update_twin,
+                                      const std::vector<store::DeviceJobWrite>& outcomes);
 
   const TwinCounters& counters() const { return counters_; }
 
@@ -112,14 +122,14 @@ class TwinService {
   using Change = std::function<Result<TwinChange>(const store::TwinRecord& current)>;
 
   // Runs `change` after the etag check inside the store's transaction (which also writes
-  // `job_row`, when not null), then notifies the listener and returns the service view.
+  // `job_row`, when not null), then notifies the listener and returns the twin as stored.
   // `orders_desired` takes the device's ordering lock (only needed when desired may change).
-  Result<json::object> update(std::string_view device_id, std::string_view if_match,
-                              bool orders_desired, const Change& change,
-                              const store::DeviceJobWrite* job_row = nullptr);
-  Result<json::object> applyPatch(std::string_view device_id, const TwinPatch& patch,
-                                  std::string_view if_match,
-                                  const store::DeviceJobWrite* job_row = nullptr);
+  Result<store::TwinRecord> update(std::string_view device_id, std::string_view if_match,
+                                   bool orders_desired, const Change& change,
+                                   const store::DeviceJobWrite* job_row = nullptr);
+  Result<store::TwinRecord> applyPatch(std::string_view device_id, const TwinPatch& patch,
+                                       std::string_view if_match,
+                                       const store::DeviceJobWrite* job_row = nullptr);
   Result<json::object> serviceView(const store::TwinRecord& twin);
   std::mutex& orderingLock(std::string_view device_id);
 

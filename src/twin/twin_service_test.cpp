@@ -267,8 +267,8 @@ TEST_F(TwinServiceTest, JobUpdateChecksAConcreteEtag) {
       "dev1",
       obj(R"({"etag":"AAAAAAAAAAE=","tags":{"job":1},"properties":{"desired":{"d":1},"reported":{}}})"));
   ASSERT_TRUE(updated.isOk()) << updated.status().toString();
-  EXPECT_EQ(updated->at("version"), 2);
-  EXPECT_EQ(updated->at("tags"), obj(R"({"job":1})"));
+  EXPECT_EQ(updated->version, 2);
+  EXPECT_EQ(updated->tags, obj(R"({"job":1})"));
   auto stale = service_->applyJobUpdate("dev1", obj(R"({"etag":"AAAAAAAAAAE=","tags":{"job":2}})"));
   EXPECT_EQ(stale.code(), ErrorCode::PreconditionFailed);
   auto wildcard = service_->applyJobUpdate(

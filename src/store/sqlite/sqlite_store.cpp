@@ -692,6 +692,60 @@ Result<TwinRecord> SqliteStore::updateTwinForJob(std::string_view device_id, Twi
   });
 }
 
+std::vector<Result<TwinRecord>> SqliteStore::updateTwinsForJob(
+    const std::vector<TwinJobUpdate>& updates) {
+  if (updates.empty()) return {};
+  std::vector<std::optional<Result<TwinRecord>>> outcomes;
+  // One writer operation for the batch: a refused update wrote nothing (the mutation runs
+  // before the twin is written, the job row after), so it needs no savepoint of its own;
+  // a database failure undoes the whole operation.
+  Status s = writeStatus([&](SqliteConnection& connection) -> Status {
+    outcomes.assign(updates.size(), std::nullopt);
+    for (std::size_t i = 0; i < updates.size(); ++i) {
+      const TwinJobUpdate& u = updates[i];
+      const std::optional<JobLease>& lease = u.job_row.lease;
+      if (lease && lease->job_id != u.job_row.row.job_id) {
+        outcomes[i] =
+            Status(ErrorCode::ArgumentInvalid, "the device-job row belongs to another job");
+        continue;
+      }
+      if (lease) {
+        Status held = checkJobLease(connection, *lease);
+        if (held.code() == ErrorCode::JobLeaseLost || held.code() == ErrorCode::JobNotFound) {
+          outcomes[i] = held;
+          continue;
+        }
+        IOTHUB_RETURN_IF_ERROR(held);
+      }
+      bool refused = false;
+      Result<TwinRecord> next =
+          mutateTwin(connection, u.device_id, [&](const TwinRecord& current) -> Result<TwinRecord> {
+            Result<TwinRecord> r = u.mutate(current);
+            refused = !r.isOk();
+            return r;
+          });
+      if (!next) {
+        if (!refused && next.status().code() != ErrorCode::DeviceNotFound) return next.status();
+        outcomes[i] = next.status();
+        continue;
+      }
+      IOTHUB_RETURN_IF_ERROR(writeDeviceJobs(connection, {u.job_row.row}));
+      outcomes[i] = std::move(next);
+    }
+    return Status::ok();
+  });
+  std::vector<Result<TwinRecord>> results;
+  results.reserve(updates.size());
+  for (std::size_t i = 0; i < updates.size(); ++i) {
+    if (!s) {
+      results.emplace_back(s);
+    } else {
+      results.push_back(std::move(*outcomes[i]));
+    }
+  }
+  return results;
+}
+
 Result<std::vector<TwinRecord>> SqliteStore::listTwins(std::string_view after_device_id,
                                                        std::size_t limit) {
   return read<std::vector<TwinRecord>>(

@@ -102,6 +102,8 @@ class SqliteStore final : public Store,
   Result<TwinRecord> updateTwin(std::string_view device_id, TwinMutation mutate) override;
   Result<TwinRecord> updateTwinForJob(std::string_view device_id, TwinMutation mutate,
                                       const DeviceJobWrite& job_row) override;
+  std::vector<Result<TwinRecord>> updateTwinsForJob(
+      const std::vector<TwinJobUpdate>& updates) override;
   Result<std::vector<TwinRecord>> listTwins(std::string_view after_device_id,
                                             std::size_t limit) override;
 
