@@ -141,6 +141,13 @@ void JobsEngine::Inbox::post(Completion c) {
   wake.notify_one();
 }
 
+void JobsEngine::Inbox::post(std::vector<Completion> batch) {
+  if (batch.empty()) return;
+  std::lock_guard lock(mutex);
+  for (auto& c : batch) completions.push_back(std::move(c));
+  wake.notify_one();
+}
+
 JobsEngine::JobsEngine(store::Store& store, DeviceOperations& operations, TargetSelector select,
                        const Clock& clock, JobsOptions options)
     : store_(store),
@@ -1491,18 +1498,26 @@ void JobsEngine::dispatch(Run& run) {
             lease});
       }
       std::vector<Status> statuses = operations_.updateTwins(ids, *update, outcomes);
+      // Outcomes go to the engine at once (one wake-up); devices that failed transiently
+      // are then retried one by one.
+      std::vector<Completion> done;
+      std::vector<std::size_t> retry;
       for (std::size_t i = 0; i < ids.size(); ++i) {
-        std::optional<Status> s;
         if (i < statuses.size() &&
             (statuses[i].isOk() || !isTransientStoreError(statuses[i].code()))) {
-          s = statuses[i];
+          bool recorded = statuses[i].isOk();
+          done.push_back(Completion{shape->job_id, ids[i], std::move(statuses[i]), std::nullopt,
+                                    recorded, std::nullopt});
         } else {
-          // nullopt: stopping
-          s = updateTwinRetrying(
-              ids[i], *update, outcomes[i],
-              i < statuses.size() ? std::optional<Status>(statuses[i]) : std::nullopt);
+          retry.push_back(i);
         }
-        if (!s) continue;
+      }
+      inbox->post(std::move(done));
+      for (std::size_t i : retry) {
+        std::optional<Status> tried;
+        if (i < statuses.size()) tried = statuses[i];
+        auto s = updateTwinRetrying(ids[i], *update, outcomes[i], std::move(tried));
+        if (!s) return;  // stopping: the rest stay pending for recovery
         bool recorded = s->isOk();
         inbox->post(
             Completion{shape->job_id, ids[i], std::move(*s), std::nullopt, recorded, std::nullopt});

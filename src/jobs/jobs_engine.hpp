@@ -259,6 +259,7 @@ class JobsEngine {
     std::vector<Completion> completions;  // guarded by mutex
     std::vector<std::string> changed;     // guarded by mutex: deviceChanged() ids
     void post(Completion c);
+    void post(std::vector<Completion> batch);  // one wake-up for the whole batch
   };
 
   void loop();
