@@ -29,6 +29,13 @@ enum Tag : std::uint8_t {
   kArray = 9,
 };
 
+// Member names to dictionary ids, looked up by string_view without a copy.
+struct NameHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+using NameIds = std::unordered_map<std::string, std::uint32_t, NameHash, std::equal_to<>>;
+
 // The process-wide dictionary of member names. Lookups by name take a shared lock; names
 // by id are read without one (a slot is written once, before its id is published).
 class KeyDictionary {
@@ -72,16 +79,11 @@ class KeyDictionary {
   }
 
  private:
-  struct Hash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-  };
-
   KeyDictionary() : names_(new std::atomic<const std::string*>[PackedRow::kMaxDictionaryKeys]) {}
 
   mutable std::shared_mutex mutex_;
   std::atomic<bool> full_{false};  // no name can be added any more
-  std::unordered_map<std::string, std::uint32_t, Hash, std::equal_to<>> ids_;
+  NameIds ids_;
   std::unique_ptr<std::atomic<const std::string*>[]> names_;
 };
 
@@ -90,25 +92,17 @@ class KeyDictionary {
 // are not in it). Bounded by the dictionary's size.
 class KeyCache {
  public:
-  std::optional<std::uint32_t> intern(std::string_view name) {
+  // The id of `name`; with `add`, interned while the dictionary has room.
+  std::optional<std::uint32_t> id(std::string_view name, bool add) {
     if (auto it = ids_.find(name); it != ids_.end()) return it->second;
-    auto id = KeyDictionary::instance().intern(name);
-    if (id) ids_.emplace(name, *id);
-    return id;
-  }
-  std::optional<std::uint32_t> find(std::string_view name) {
-    if (auto it = ids_.find(name); it != ids_.end()) return it->second;
-    auto id = KeyDictionary::instance().find(name);
-    if (id) ids_.emplace(name, *id);
-    return id;
+    KeyDictionary& dictionary = KeyDictionary::instance();
+    auto found = add ? dictionary.intern(name) : dictionary.find(name);
+    if (found) ids_.emplace(name, *found);
+    return found;
   }
 
  private:
-  struct Hash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-  };
-  std::unordered_map<std::string, std::uint32_t, Hash, std::equal_to<>> ids_;
+  NameIds ids_;
 };
 
 KeyCache& keyCache() {
@@ -274,7 +268,7 @@ class Encoder {
     putVarint(body, o.size());
     for (const json::key_value_pair& member : o) {
       std::string_view key = member.key();
-      if (auto id = keyCache().intern(key)) {
+      if (auto id = keyCache().id(key, /*add=*/true)) {
         putVarint(body, std::uint64_t{*id} << 1);
       } else {
         putVarint(body, (std::uint64_t{key.size()} << 1) | 1);
@@ -461,7 +455,7 @@ query::Value PackedRow::resolve(const query::Path& path) const {
     r.byte();
     r.varint();
     auto count = static_cast<std::size_t>(r.varint());
-    KeyMatch wanted{keyCache().find(name), name};
+    KeyMatch wanted{keyCache().id(name, /*add=*/false), name};
     bool found = false;
     for (std::size_t i = 0; i < count && !found; ++i) {
       if (wanted.matches(r)) {

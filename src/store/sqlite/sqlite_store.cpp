@@ -680,16 +680,10 @@ Result<TwinRecord> SqliteStore::updateTwin(std::string_view device_id, TwinMutat
 
 Result<TwinRecord> SqliteStore::updateTwinForJob(std::string_view device_id, TwinMutation mutate,
                                                  const DeviceJobWrite& job_row) {
-  if (job_row.lease && job_row.lease->job_id != job_row.row.job_id) {
-    return Status(ErrorCode::ArgumentInvalid, "the device-job row belongs to another job");
-  }
-  return write<TwinRecord>([&](SqliteConnection& connection) -> Result<TwinRecord> {
-    if (job_row.lease) IOTHUB_RETURN_IF_ERROR(checkJobLease(connection, *job_row.lease));
-    Result<TwinRecord> next = mutateTwin(connection, device_id, mutate);
-    if (!next) return next;
-    IOTHUB_RETURN_IF_ERROR(writeDeviceJobs(connection, {job_row.row}));
-    return next;
-  });
+  // A batch of one: the same checks, the same transaction.
+  return std::move(
+      updateTwinsForJob({TwinJobUpdate{std::string(device_id), std::move(mutate), job_row}})
+          .front());
 }
 
 std::vector<Result<TwinRecord>> SqliteStore::updateTwinsForJob(
