@@ -1,35 +1,18 @@
 #include "index/indexed_store.hpp"
 
-#include <algorithm>
-#include <functional>
-
 namespace iothub::index {
 
 IndexedStore::IndexedStore(store::Store& inner, TwinIndex& index) : inner_(inner), index_(index) {}
 
-std::size_t IndexedStore::stripeOf(std::string_view device_id) const {
-  return std::hash<std::string_view>{}(device_id) % kStripes;
-}
-
-std::mutex& IndexedStore::stripe(std::string_view device_id) {
-  return stripes_[stripeOf(device_id)];
-}
-
 IndexedStore::DeviceLocks IndexedStore::lockDevices(const std::vector<std::string>& device_ids) {
-  std::vector<std::size_t> stripes;
-  stripes.reserve(device_ids.size());
-  for (const std::string& id : device_ids) stripes.push_back(stripeOf(id));
-  std::sort(stripes.begin(), stripes.end());  // the one global order
-  stripes.erase(std::unique(stripes.begin(), stripes.end()), stripes.end());
   DeviceLocks held;
-  held.locks_.reserve(stripes.size());
-  for (std::size_t i : stripes) held.locks_.emplace_back(stripes_[i]);
+  held.guard_ = locks_.lockAll(device_ids);
   return held;
 }
 
 Status IndexedStore::Registry::createDevice(const store::DeviceRecord& device,
                                             const store::TwinRecord& twin) {
-  std::lock_guard lock(owner_.stripe(device.device_id));
+  auto lock = owner_.locks_.lock(device.device_id);
   Status s = owner_.inner_.registry().createDevice(device, twin);
   if (s) owner_.index_.putDevice(device, twin);
   return s;
@@ -41,7 +24,7 @@ Result<store::DeviceRecord> IndexedStore::Registry::getDevice(std::string_view d
 
 Result<store::DeviceRecord> IndexedStore::Registry::updateDevice(std::string_view device_id,
                                                                  store::DeviceMutation mutate) {
-  std::lock_guard lock(owner_.stripe(device_id));
+  auto lock = owner_.locks_.lock(device_id);
   auto updated = owner_.inner_.registry().updateDevice(device_id, std::move(mutate));
   if (updated) owner_.index_.updateDevice(*updated);
   return updated;
@@ -49,7 +32,7 @@ Result<store::DeviceRecord> IndexedStore::Registry::updateDevice(std::string_vie
 
 Status IndexedStore::Registry::deleteDevice(std::string_view device_id,
                                             store::DevicePrecondition precondition) {
-  std::lock_guard lock(owner_.stripe(device_id));
+  auto lock = owner_.locks_.lock(device_id);
   Status s = owner_.inner_.registry().deleteDevice(device_id, std::move(precondition));
   if (s) owner_.index_.removeDevice(device_id);
   return s;
@@ -95,7 +78,7 @@ Result<store::TwinRecord> IndexedStore::Twins::getTwin(std::string_view device_i
 
 Result<store::TwinRecord> IndexedStore::Twins::updateTwin(std::string_view device_id,
                                                           store::TwinMutation mutate) {
-  std::lock_guard lock(owner_.stripe(device_id));
+  auto lock = owner_.locks_.lock(device_id);
   auto updated = owner_.inner_.twins().updateTwin(device_id, std::move(mutate));
   if (updated) owner_.index_.updateTwin(*updated);
   return updated;
@@ -103,7 +86,7 @@ Result<store::TwinRecord> IndexedStore::Twins::updateTwin(std::string_view devic
 
 Result<store::TwinRecord> IndexedStore::Twins::updateTwinForJob(
     std::string_view device_id, store::TwinMutation mutate, const store::DeviceJobWrite& job_row) {
-  std::lock_guard lock(owner_.stripe(device_id));
+  auto lock = owner_.locks_.lock(device_id);
   auto updated = owner_.inner_.twins().updateTwinForJob(device_id, std::move(mutate), job_row);
   if (updated) owner_.index_.updateTwin(*updated);
   return updated;

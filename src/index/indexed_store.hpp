@@ -1,11 +1,10 @@
 #pragma once
 
-#include <array>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "common/keyed_locks.hpp"
 #include "index/twin_index.hpp"
 #include "store/store.hpp"
 
@@ -15,7 +14,7 @@ namespace iothub::index {
 // call to the durable store and, once the write succeeded, applies it to the index. The
 // rest of the hub uses this store, so no write can bypass the index.
 //
-// Writes to one device (registry and twin alike) hold that device's stripe lock across the
+// Writes to one device (registry and twin alike) hold that device's lock across the
 // durable write and the index update, so the index sees them in commit order even when
 // they come from different threads (a device deleted and re-created while an older twin
 // update is being reported cannot resurrect the old row). Writes to different devices run
@@ -50,7 +49,7 @@ class IndexedStore final : public store::Store {
    private:
     friend class IndexedStore;
     DeviceLocks() = default;
-    std::vector<std::unique_lock<std::mutex>> locks_;
+    KeyedLocks::Guard guard_;
   };
 
   // Blocks until no write of this store to any of `device_ids` is under way, and keeps new
@@ -58,14 +57,12 @@ class IndexedStore final : public store::Store {
   // reads the current state of devices other nodes changed, and applies it, under these
   // locks: a local write then either finished before the read (so the read sees it) or
   // starts after the apply, so the feed never replaces a state a local write put in the
-  // index with an older one. Locks are taken in one global order, and a write holds one
-  // device's lock only, so this cannot deadlock with writes. The caller must not write to
+  // index with an older one. The set is taken all at once (KeyedLocks), so this cannot
+  // deadlock with writes or other sets. The caller must not write to
   // those devices through this store while holding them (it would wait for itself).
   DeviceLocks lockDevices(const std::vector<std::string>& device_ids);
 
  private:
-  static constexpr std::size_t kStripes = 4096;
-
   class Registry final : public store::RegistryStore {
    public:
     explicit Registry(IndexedStore& owner) : owner_(owner) {}
@@ -106,14 +103,12 @@ class IndexedStore final : public store::Store {
     IndexedStore& owner_;
   };
 
-  std::size_t stripeOf(std::string_view device_id) const;
-  std::mutex& stripe(std::string_view device_id);
-
   store::Store& inner_;
   TwinIndex& index_;
   Registry registry_{*this};
   Twins twins_{*this};
-  std::array<std::mutex, kStripes> stripes_;
+  // Per-device write locks (only writes to the same device wait for each other).
+  KeyedLocks locks_;
 };
 
 }  // namespace iothub::index

@@ -1,6 +1,5 @@
 #include "twin/twin_service.hpp"
 
-#include <algorithm>
 
 #include "common/time_format.hpp"
 #include "twin/twin_json.hpp"
@@ -25,10 +24,6 @@ TwinService::TwinService(store::Store& store, const Clock& clock,
                          DesiredChangeListener* listener)
     : store_(store), clock_(clock), connections_(connections), listener_(listener) {}
 
-std::mutex& TwinService::orderingLock(std::string_view device_id) {
-  return ordering_locks_[std::hash<std::string_view>{}(device_id) % kOrderingLocks];
-}
-
 Result<json::object> TwinService::serviceView(const store::TwinRecord& twin) {
   auto device = store_.registry().getDevice(twin.device_id);
   if (!device) return device.status();
@@ -45,8 +40,8 @@ Result<json::object> TwinService::getTwin(std::string_view device_id) {
 Result<store::TwinRecord> TwinService::update(std::string_view device_id, std::string_view if_match,
                                               bool orders_desired, const Change& change,
                                               const store::DeviceJobWrite* job_row) {
-  std::unique_lock<std::mutex> ordering;
-  if (orders_desired && listener_ != nullptr) ordering = std::unique_lock(orderingLock(device_id));
+  KeyedLocks::Guard ordering;
+  if (orders_desired && listener_ != nullptr) ordering = ordering_locks_.lock(device_id);
 
   std::optional<json::object> notification;
   auto mutate = [&](const store::TwinRecord& current) -> Result<store::TwinRecord> {
@@ -146,17 +141,11 @@ std::vector<Status> TwinService::applyJobUpdates(
     statuses.assign(device_ids.size(), patch.status());
     return statuses;
   }
-  // The ordering locks of every device of the batch, in index order (no deadlock with
+  // The ordering locks of every device of the batch, taken all at once (no deadlock with
   // another batch or a single update), held until the listener has been told.
-  std::vector<std::unique_lock<std::mutex>> ordering;
+  KeyedLocks::Guard ordering;
   if (patch->desired.writes() && listener_ != nullptr) {
-    std::vector<std::size_t> stripes;
-    for (const auto& id : device_ids) {
-      stripes.push_back(std::hash<std::string_view>{}(id) % kOrderingLocks);
-    }
-    std::sort(stripes.begin(), stripes.end());
-    stripes.erase(std::unique(stripes.begin(), stripes.end()), stripes.end());
-    for (std::size_t stripe : stripes) ordering.emplace_back(ordering_locks_[stripe]);
+    ordering = ordering_locks_.lockAll(device_ids);
   }
   std::string timestamp = formatTimestamp(clock_.now());
   std::vector<std::optional<json::object>> notifications(device_ids.size());

@@ -1,16 +1,15 @@
 #pragma once
 
-#include <array>
 #include <atomic>
 #include <cstdint>
 #include <functional>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 
 #include "common/clock.hpp"
 #include "common/json.hpp"
+#include "common/keyed_locks.hpp"
 #include "common/status.hpp"
 #include "registry/device_registry.hpp"
 #include "store/store.hpp"
@@ -131,17 +130,13 @@ class TwinService {
                                        std::string_view if_match,
                                        const store::DeviceJobWrite* job_row = nullptr);
   Result<json::object> serviceView(const store::TwinRecord& twin);
-  std::mutex& orderingLock(std::string_view device_id);
-
-  static constexpr std::size_t kOrderingLocks = 64;
-
   store::Store& store_;
   const Clock& clock_;
   const registry::ConnectionStates* connections_;
   DesiredChangeListener* listener_;
-  // Striped per-device locks that keep desired notifications of one device in version
-  // order; held across the store update and the listener call.
-  std::array<std::mutex, kOrderingLocks> ordering_locks_;
+  // Per-device locks that keep desired notifications of one device in version order; held
+  // across the store update and the listener call.
+  KeyedLocks ordering_locks_;
   TwinCounters counters_;
 };
 
