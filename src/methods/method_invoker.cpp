@@ -1,7 +1,9 @@
 #include "methods/method_invoker.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <optional>
+#include <vector>
 
 #include "mqtt/azure_topics.hpp"
 
@@ -31,11 +33,11 @@ MethodInvoker::~MethodInvoker() {
   {
     std::lock_guard lock(mutex_);
     left.swap(pending_);
+    deadlines_.clear();
+    if (armed_for_) scheduler_.cancel(timer_);
+    armed_for_.reset();
   }
-  for (auto& [id, p] : left) {
-    scheduler_.cancel(p.timer);
-    p.callback(Status(ErrorCode::Cancelled, "The hub is shutting down"));
-  }
+  for (auto& [id, p] : left) p.callback(Status(ErrorCode::Cancelled, "The hub is shutting down"));
 }
 
 void MethodInvoker::invoke(MethodCall call, MethodCallback done) {
@@ -104,29 +106,60 @@ void MethodInvoker::send(std::shared_ptr<routing::DeviceLink> link, MethodCall c
                          MethodCallback callback) {
   std::string request_id = std::to_string(next_request_id_.fetch_add(1));
   std::string topic = mqtt::azure::methodRequestTopic(call.method_name, request_id);
+  auto deadline = std::chrono::steady_clock::now() + call.response_timeout;
   {
     std::lock_guard lock(mutex_);
     Pending& p = pending_[request_id];
     p.device_id = call.device_id;
     p.callback = std::move(callback);
-  }
-  // The timer may fire before it is stored in the Pending: take() then simply wins.
-  Scheduler::TimerId timer = scheduler_.schedule(call.response_timeout, [this, request_id] {
-    if (auto p = take(request_id)) {
-      p->callback(
-          Status(ErrorCode::GatewayTimeout, "Timed out waiting for the response from device."));
-    }
-  });
-  {
-    std::lock_guard lock(mutex_);
-    auto it = pending_.find(request_id);
-    if (it != pending_.end()) it->second.timer = timer;
+    p.deadline = deadlines_.emplace(deadline, request_id);
+    if (!armed_for_ || deadline < *armed_for_) armLocked(deadline);
   }
   if (!link->publish(std::move(topic), std::move(call.payload_json))) {
-    if (auto p = take(request_id)) {
-      scheduler_.cancel(p->timer);
-      p->callback(deviceNotOnline(std::chrono::seconds{0}));
+    if (auto p = take(request_id)) p->callback(deviceNotOnline(std::chrono::seconds{0}));
+  }
+}
+
+void MethodInvoker::armLocked(std::chrono::steady_clock::time_point deadline) {
+  if (armed_for_) scheduler_.cancel(timer_);
+  armed_for_ = deadline;
+  auto delay = std::max(std::chrono::steady_clock::duration::zero(),
+                        deadline - std::chrono::steady_clock::now());
+  timer_ = scheduler_.schedule(
+      delay, [this, deadline, generation = ++generation_] { expire(deadline, generation); });
+}
+
+void MethodInvoker::expire(std::chrono::steady_clock::time_point deadline,
+                           std::uint64_t generation) {
+  std::vector<Pending> due;
+  {
+    std::lock_guard lock(mutex_);
+    if (generation != generation_) return;  // re-armed meanwhile: a newer timer decides
+    armed_for_.reset();
+    // The timer fires at or after `deadline`: every call due by then, or by now, has
+    // waited its whole response timeout.
+    auto until = std::max(deadline, std::chrono::steady_clock::now());
+    while (!deadlines_.empty() && deadlines_.begin()->first <= until) {
+      auto it = pending_.find(deadlines_.begin()->second);
+      deadlines_.erase(deadlines_.begin());
+      if (it == pending_.end()) continue;
+      due.push_back(std::move(it->second));
+      pending_.erase(it);
     }
+    if (!deadlines_.empty()) armLocked(deadlines_.begin()->first);
+  }
+  for (Pending& p : due) {
+    p.callback(
+        Status(ErrorCode::GatewayTimeout, "Timed out waiting for the response from device."));
+  }
+}
+
+void MethodInvoker::forgetDeadlineLocked(const Pending& p) {
+  deadlines_.erase(p.deadline);
+  if (deadlines_.empty() && armed_for_) {
+    scheduler_.cancel(timer_);
+    armed_for_.reset();
+    ++generation_;
   }
 }
 
@@ -136,6 +169,7 @@ std::optional<MethodInvoker::Pending> MethodInvoker::take(const std::string& req
   if (it == pending_.end()) return std::nullopt;
   Pending p = std::move(it->second);
   pending_.erase(it);
+  forgetDeadlineLocked(p);
   return p;
 }
 
@@ -148,8 +182,8 @@ bool MethodInvoker::onResponse(std::string_view device_id, std::string_view requ
     if (it == pending_.end() || it->second.device_id != device_id) return false;
     p = std::move(it->second);
     pending_.erase(it);
+    forgetDeadlineLocked(*p);
   }
-  scheduler_.cancel(p->timer);
   p->callback(MethodResult{status, payload.empty() ? std::string("null") : std::move(payload)});
   return true;
 }

@@ -3,7 +3,9 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -75,20 +77,33 @@ class MethodInvoker final : public MethodDispatcher {
   const MethodCounters& counters() const { return counters_; }
 
  private:
+  using Deadlines = std::multimap<std::chrono::steady_clock::time_point, std::string>;
   struct Pending {
     std::string device_id;
     MethodCallback callback;
-    Scheduler::TimerId timer = 0;
+    Deadlines::iterator deadline;  // this call's entry in deadlines_
   };
   void send(std::shared_ptr<routing::DeviceLink> link, MethodCall call, MethodCallback callback);
   // Removes and returns the pending call, if still there.
   std::optional<Pending> take(const std::string& request_id);
+  // Under mutex_: removes the call's deadline, and the timer when no call is left.
+  void forgetDeadlineLocked(const Pending& p);
+  // Under mutex_: (re)arms the one response timer for `deadline`.
+  void armLocked(std::chrono::steady_clock::time_point deadline);
+  // The response timer armed for `deadline` (generation `generation`) fired.
+  void expire(std::chrono::steady_clock::time_point deadline, std::uint64_t generation);
 
   routing::ConnectionRegistry& connections_;
   Scheduler& scheduler_;
   std::atomic<std::uint64_t> next_request_id_{1};
   mutable std::mutex mutex_;
   std::unordered_map<std::string, Pending> pending_;  // by request id; guarded by mutex_
+  // Response deadlines of the calls in pending_, earliest first, and the one timer armed
+  // for the earliest (decisions.md §91): a call costs a map entry, not a timer of its own.
+  Deadlines deadlines_;                                             // guarded by mutex_
+  std::optional<std::chrono::steady_clock::time_point> armed_for_;  // guarded by mutex_
+  Scheduler::TimerId timer_ = 0;                                    // guarded by mutex_
+  std::uint64_t generation_ = 0;  // guarded by mutex_; a timer of an older one is stale
   std::atomic<std::size_t> waiting_for_connect_{0};
   MethodCounters counters_;
 };

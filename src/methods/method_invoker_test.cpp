@@ -20,10 +20,10 @@ class ManualScheduler final : public Scheduler {
     return id;
   }
   bool cancel(TimerId id) override { return timers_.erase(id) > 0; }
-  // Fires every pending timer whose delay is `delay`.
+  // Fires every pending timer whose delay is at most `delay` (as if that much time passed).
   void fire(std::chrono::steady_clock::duration delay) {
     for (auto it = timers_.begin(); it != timers_.end();) {
-      if (it->second.first == delay) {
+      if (it->second.first <= delay) {
         auto fn = std::move(it->second.second);
         it = timers_.erase(it);
         fn();
@@ -33,6 +33,12 @@ class ManualScheduler final : public Scheduler {
     }
   }
   std::size_t size() const { return timers_.size(); }
+  // The delay of the only pending timer.
+  std::chrono::steady_clock::duration onlyDelay() const {
+    EXPECT_EQ(timers_.size(), 1u);
+    return timers_.empty() ? std::chrono::steady_clock::duration::zero()
+                           : timers_.begin()->second.first;
+  }
 
  private:
   TimerId next_ = 1;
@@ -186,6 +192,50 @@ TEST_F(MethodInvokerTest, ThousandsOfConcurrentCallsCorrelate) {
     ASSERT_TRUE(results[i].has_value() && results[i]->isOk()) << i;
     EXPECT_EQ((*results[i])->status, i);
   }
+  EXPECT_EQ(invoker_.pendingCount(), 0u);
+}
+
+// A call in flight costs an entry in a deadline queue, not a timer: one timer, armed for
+// the earliest deadline, serves them all, and goes when the last call is answered.
+TEST_F(MethodInvokerTest, OneTimerServesEveryCallInFlight) {
+  auto link = std::make_shared<FakeLink>("d1");
+  connections_.attach(link);
+  constexpr int kCalls = 100;
+  std::vector<std::optional<Result<MethodResult>>> results(kCalls);
+  for (int i = 0; i < kCalls; ++i) invoker_.invoke(call("d1"), record(results[i]));
+  EXPECT_EQ(scheduler_.size(), 1u);
+  for (int i = 0; i < kCalls; ++i) {
+    ASSERT_TRUE(invoker_.onResponse("d1", link->rid(static_cast<std::size_t>(i)), 200, "null"));
+    EXPECT_EQ(scheduler_.size(), i + 1 < kCalls ? 1u : 0u) << i;
+  }
+  for (auto& r : results) EXPECT_TRUE(r.has_value() && r->isOk());
+  EXPECT_EQ(invoker_.pendingCount(), 0u);
+}
+
+// Calls with different response timeouts time out each at its own deadline: a shorter
+// one re-arms the timer earlier, and what is left re-arms it for the next deadline.
+TEST_F(MethodInvokerTest, ShorterTimeoutsExpireFirstAndLongerOnesWait) {
+  auto link = std::make_shared<FakeLink>("d1");
+  connections_.attach(link);
+  std::optional<Result<MethodResult>> slow, fast, answered;
+  invoker_.invoke(call("d1"), record(slow));  // 30 s
+  MethodCall quick = call("d1");
+  quick.response_timeout = std::chrono::seconds{5};
+  invoker_.invoke(std::move(quick), record(fast));
+  invoker_.invoke(call("d1"), record(answered));  // 30 s, answered in time
+  EXPECT_LE(scheduler_.onlyDelay(), std::chrono::seconds{5});
+  scheduler_.fire(std::chrono::seconds{5});
+  ASSERT_TRUE(fast.has_value());
+  EXPECT_EQ(fast->code(), ErrorCode::GatewayTimeout);
+  EXPECT_FALSE(slow.has_value()) << "30 s have not passed";
+  EXPECT_GT(scheduler_.onlyDelay(), std::chrono::seconds{5}) << "re-armed for the 30 s calls";
+  ASSERT_TRUE(invoker_.onResponse("d1", link->rid(2), 200, "null"));
+  EXPECT_TRUE(answered.has_value() && answered->isOk());
+  EXPECT_FALSE(invoker_.onResponse("d1", link->rid(1), 200, "null")) << "expired already";
+  scheduler_.fire(std::chrono::seconds{30});
+  ASSERT_TRUE(slow.has_value());
+  EXPECT_EQ(slow->code(), ErrorCode::GatewayTimeout);
+  EXPECT_EQ(scheduler_.size(), 0u);
   EXPECT_EQ(invoker_.pendingCount(), 0u);
 }
 
