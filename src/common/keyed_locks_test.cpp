@@ -5,26 +5,18 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
-#include <chrono>
 #include <optional>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "tests/support/process.hpp"
+
 namespace iothub {
 namespace {
 
-// Waits for `condition` up to a deadline; true if it held in time.
-template <class Condition>
-bool eventually(Condition condition, std::chrono::seconds limit = std::chrono::seconds(10)) {
-  auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::yield();
-  }
-  return true;
-}
+using testing::waitFor;
 
 TEST(KeyedLocksTest, DifferentKeysDoNotWaitForEachOther) {
   KeyedLocks locks;
@@ -35,7 +27,7 @@ TEST(KeyedLocksTest, DifferentKeysDoNotWaitForEachOther) {
     took_b = true;
   });
   // "device-a" is still held here: the other thread must not need it.
-  EXPECT_TRUE(eventually([&] { return took_b.load(); }));
+  EXPECT_TRUE(waitFor([&] { return took_b.load(); }));
   other.join();
   EXPECT_EQ(locks.heldCount(), 1u);
 }
@@ -48,14 +40,14 @@ TEST(KeyedLocksTest, ASetWaitsForAllItsKeysAndHoldsNoneMeanwhile) {
     auto set = locks.lockAll({"b", "a"});
     took_set = true;
   });
-  ASSERT_TRUE(eventually([&] { return locks.waitingCount() == 1; }));
+  ASSERT_TRUE(waitFor([&] { return locks.waitingCount() == 1; }));
   // The waiting set holds nothing: "b" is free for someone else.
   std::optional<KeyedLocks::Guard> b = locks.lock("b");
   a.reset();  // "a" is free now, but "b" is not: the set still waits
   EXPECT_FALSE(took_set.load());
   EXPECT_EQ(locks.waitingCount(), 1u);
   b.reset();
-  EXPECT_TRUE(eventually([&] { return took_set.load(); }));
+  EXPECT_TRUE(waitFor([&] { return took_set.load(); }));
   waiter.join();
   EXPECT_EQ(locks.heldCount(), 0u);
   EXPECT_EQ(locks.waitingCount(), 0u);
