@@ -1053,17 +1053,24 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
         return console::serveConsole(request, [raw](const Status& s) {
           return service_api::errorResponse(s, raw->random, raw->clock.now());
         });
+      },
+      // Direct methods to devices connected here are served on the I/O thread.
+      [raw = impl.get()](std::string_view device_id) {
+        return raw->connections.find(device_id) != nullptr;
       }});
 
   Impl* raw = impl.get();
-  auto handler = [raw](const HttpRequest& r, transport::HttpResponder respond) {
-    // Metrics labels of bounded cardinality: the route's template, a known method.
+  // Metrics labels of bounded cardinality: the route's template, a known method.
+  auto method_label = [](const std::string& method) -> std::string_view {
     static constexpr std::string_view kMethods[] = {"GET",    "PUT",  "POST",   "PATCH",
                                                     "DELETE", "HEAD", "OPTIONS"};
-    std::string_view method = "other";
     for (std::string_view known : kMethods) {
-      if (r.method == known) method = known;
+      if (method == known) return known;
     }
+    return "other";
+  };
+  auto handler = [raw, method_label](const HttpRequest& r, transport::HttpResponder respond) {
+    std::string_view method = method_label(r.method);
     if (device_api::DeviceHttpApi::handles(r.target)) {
       // A device's own calls (telemetry, C2D polling); this runs on a worker already.
       auto started = std::chrono::steady_clock::now();
@@ -1083,6 +1090,17 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
                                   std::chrono::steady_clock::now() - started);
       respond(std::move(response));
     });
+  };
+  // The same, for the requests ServiceApi serves on the I/O thread.
+  auto inline_handler = [raw, method_label](const HttpRequest& r,
+                                            const transport::HttpResponder& respond) {
+    return raw->api->handleInline(
+        r, [raw, route = service_api::routeTemplate(r.target), method = method_label(r.method),
+            started = std::chrono::steady_clock::now(), respond](HttpResponse response) {
+          raw->metrics.observeRequest(route, method, response.status,
+                                      std::chrono::steady_clock::now() - started);
+          respond(std::move(response));
+        });
   };
   raw->metrics.addCollector([raw](metrics::Sink& sink) { raw->collectMetrics(sink); });
   auto error_responder = [raw](const Status& s) {
@@ -1142,6 +1160,7 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
   // AMQP over WebSocket on 443 (subprotocol AMQPWSB10, azure-iothub's AmqpWs; docs/amqp.md §3)
   https_options.amqp_websocket = raw->amqps->webSocketAcceptor();
   https_options.worker_queue = raw->rest_worker_queue;
+  https_options.inline_handler = inline_handler;
   auto https =
       transport::HttpServer::create(raw->io, raw->workers, https_options, handler, error_responder);
   if (!https) return https.status();
@@ -1164,6 +1183,7 @@ Result<std::unique_ptr<Hub>> Hub::create(const HubConfig& config) {
     ops_options.websocket = nullptr;
     ops_options.amqp_websocket = nullptr;
     ops_options.body_limit = 4096;  // GETs only
+    ops_options.inline_handler = nullptr;
     auto ops = transport::HttpServer::create(
         raw->io, raw->workers, ops_options,
         [raw](const HttpRequest& r, transport::HttpResponder respond) {

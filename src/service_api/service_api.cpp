@@ -123,6 +123,9 @@ struct Call {
   const std::vector<std::string>& params;  // the route pattern's parameters
   const std::function<HttpResponse(const Status&)>& fail;
   const std::function<void(HttpResponse)>& respond;
+  // A connection of the device `id()` is open on this node (ServiceApi::handleInline): it
+  // exists, so the handler need not read the store to say DeviceNotFound.
+  bool held_here = false;
 
   const std::string& id() const { return params.front(); }
   bool connected(const std::string& device_id) const {
@@ -231,7 +234,9 @@ HttpResponse invokeMethod(const Call& c) {
   if (!body) return c.fail(body.status());
   auto call = methods::parseMethodCall(c.id(), *body);
   if (!call) return c.fail(call.status());
-  if (auto device = c.deps.registry->get(c.id()); !device) return c.fail(device.status());
+  if (!c.held_here) {
+    if (auto device = c.deps.registry->get(c.id()); !device) return c.fail(device.status());
+  }
   c.deps.methods->invoke(
       std::move(*call), [fail = c.fail, respond = c.respond](Result<methods::MethodResult> result) {
         if (!result) {
@@ -378,6 +383,9 @@ HttpResponse deleteConsumerGroup(const Call& c) {
 struct Endpoint {
   HandlerFn handle;
   std::uint32_t any_of;
+  // Served on the I/O thread when the device in the path is connected to this node: the
+  // handler then touches no store (ServiceApi::handleInline).
+  bool inline_when_held = false;
 };
 
 }  // namespace
@@ -397,7 +405,7 @@ ServiceApi::Routes buildRoutes(const ServiceApiDeps& deps, bool all = false) {
   r.add("GET", "/twins/{id}", {getTwin, kService});
   r.add("PATCH", "/twins/{id}", {patchTwin, kService});
   r.add("PUT", "/twins/{id}", {replaceTwin, kService});
-  r.add("POST", "/twins/{id}/methods", {invokeMethod, kService});
+  r.add("POST", "/twins/{id}/methods", {invokeMethod, kService, true});
   // Twin queries read the registry; a service policy (ServiceConnect) may query too.
   if (all || deps.queries) r.add("POST", "/devices/query", {queryDevices, kRead | kService}, false);
   if (all || deps.jobs) {
@@ -466,41 +474,30 @@ std::string_view routeTemplate(std::string_view target) {
   return pattern.empty() ? "other" : pattern;
 }
 
-HttpResponse ServiceApi::handle(const HttpRequest& request) const {
-  std::promise<HttpResponse> promise;
-  auto future = promise.get_future();
-  handleAsync(request, [&promise](HttpResponse r) { promise.set_value(std::move(r)); });
-  return future.get();
+namespace {
+
+using Match = RouteTable<Endpoint>::Match;
+
+std::string_view pathOf(std::string_view target) { return target.substr(0, target.find('?')); }
+
+HttpResponse failure(Random& random, const Clock& clock, std::string_view remote,
+                     std::string_view method, std::string_view path, const Status& s) {
+  HttpResponse r = errorResponse(s, random, clock.now());
+  // Never log the Authorization header or bodies: they may carry keys.
+  log::withFields(spdlog::level::info, {{"remote", remote}}, "{} {} {} -> {} {}", remote, method,
+                  path, r.status, s.toString());
+  return r;
 }
 
-void ServiceApi::handleAsync(const HttpRequest& request,
-                             std::function<void(HttpResponse)> respond) const {
-  Random& random = *deps_.random;
-  SystemTime now = deps_.clock->now();
-  auto fail = [&random, now, remote = request.remote_address, method = request.method,
-               path = request.target.substr(0, request.target.find('?'))](const Status& s) {
-    HttpResponse r = errorResponse(s, random, now);
-    // Never log the Authorization header or bodies: they may carry keys.
-    log::withFields(spdlog::level::info, {{"remote", remote}}, "{} {} {} -> {} {}", remote, method,
-                    path, r.status, s.toString());
-    return r;
-  };
-  HttpResponse response = route(request, fail, respond);
-  if (response.status != 0) respond(std::move(response));
-}
-
-HttpResponse ServiceApi::route(const HttpRequest& request,
-                               const std::function<HttpResponse(const Status&)>& fail,
-                               const std::function<void(HttpResponse)>& respond) const {
-  auto target = parseTarget(request.target);
-  if (!target) return fail(target.status());
+// The response, or one with status 0 when `respond` gets it later.
+HttpResponse route(const ServiceApiDeps& deps, const HttpRequest& request, const Target& target,
+                   const Match& match, const std::function<HttpResponse(const Status&)>& fail,
+                   const std::function<void(HttpResponse)>& respond, bool held_here) {
   // The route and the permission it needs are known before authenticating, so an unknown
   // route is a 404 for everyone and a known one is a 401 without credentials.
-  auto match = routes_->find(request.method, target->segments);
   if (match.route == nullptr) {
     if (match.allow.empty()) {
-      return fail({ErrorCode::NotFound, "No resource at " + std::string(request.target.substr(
-                                                                0, request.target.find('?')))});
+      return fail({ErrorCode::NotFound, "No resource at " + std::string(pathOf(request.target))});
     }
     HttpResponse r =
         fail({ErrorCode::MethodNotAllowed, "Method " + request.method + " is not allowed here"});
@@ -514,7 +511,7 @@ HttpResponse ServiceApi::route(const HttpRequest& request,
       return fail({ErrorCode::Unauthorized,
                    "The Authorization header with a SharedAccessSignature is missing"});
     }
-    auto identity = deps_.authenticator->authenticate(*authorization);
+    auto identity = deps.authenticator->authenticate(*authorization);
     if (!identity) return fail(identity.status());
     if ((identity->permissions & endpoint.any_of) == 0) {
       // Name the narrowest permission that would do (the lowest bit: RegistryRead for queries).
@@ -522,7 +519,53 @@ HttpResponse ServiceApi::route(const HttpRequest& request,
       return fail(auth::requirePermission(*identity, narrowest));
     }
   }
-  return endpoint.handle(Call{deps_, request, *target, match.params, fail, respond});
+  return endpoint.handle(Call{deps, request, target, match.params, fail, respond, held_here});
+}
+
+void answer(const ServiceApiDeps& deps, const HttpRequest& request, const Target& target,
+            const Match& match, const std::function<void(HttpResponse)>& respond, bool held_here) {
+  // A direct method's failure is built when the device answers, after `request` is gone.
+  // (The random source and the clock are the hub's, not this API's: they outlive calls
+  // that a shutdown cancels.)
+  auto fail = [random = deps.random, clock = deps.clock, remote = request.remote_address,
+               method = request.method, path = std::string(pathOf(request.target))](
+                  const Status& s) { return failure(*random, *clock, remote, method, path, s); };
+  HttpResponse response = route(deps, request, target, match, fail, respond, held_here);
+  if (response.status != 0) respond(std::move(response));
+}
+
+}  // namespace
+
+HttpResponse ServiceApi::handle(const HttpRequest& request) const {
+  std::promise<HttpResponse> promise;
+  auto future = promise.get_future();
+  handleAsync(request, [&promise](HttpResponse r) { promise.set_value(std::move(r)); });
+  return future.get();
+}
+
+bool ServiceApi::handleInline(const HttpRequest& request,
+                              const std::function<void(HttpResponse)>& respond) const {
+  if (!deps_.held_here) return false;
+  auto target = parseTarget(request.target);
+  if (!target) return false;
+  auto match = routes_->find(request.method, target->segments);
+  if (match.route == nullptr || !match.route->handler.inline_when_held ||
+      !deps_.held_here(match.params.front()))
+    return false;
+  answer(deps_, request, *target, match, respond, true);
+  return true;
+}
+
+void ServiceApi::handleAsync(const HttpRequest& request,
+                             std::function<void(HttpResponse)> respond) const {
+  auto target = parseTarget(request.target);
+  if (!target) {
+    respond(failure(*deps_.random, *deps_.clock, request.remote_address, request.method,
+                    pathOf(request.target), target.status()));
+    return;
+  }
+  auto match = routes_->find(request.method, target->segments);
+  answer(deps_, request, *target, match, respond, false);
 }
 
 }  // namespace iothub::service_api

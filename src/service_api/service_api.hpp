@@ -40,6 +40,9 @@ struct ServiceApiDeps {
   // GET and HEAD /ui/…: the web console's static files, served without authentication
   // (docs/operations.md; 404 when null).
   std::function<HttpResponse(const HttpRequest&)> console;
+  // True when a connection of the device is open on this node; an in-memory lookup, for
+  // handleInline (null: nothing is served inline).
+  std::function<bool(std::string_view device_id)> held_here;
 };
 
 // The service-facing REST API (docs/protocol.md §4) as a pure function from request to
@@ -60,15 +63,18 @@ class ServiceApi {
   // The same for routes that answer at once; a direct-method call blocks until it ends.
   HttpResponse handle(const HttpRequest& request) const;
 
+  // For an I/O thread, which must not block: takes the request only when it can be served
+  // without the store, and then answers it as handleAsync does (through a copy of
+  // `respond`). Today that is a direct method to a device with a connection open on this
+  // node (`held_here`): the connection shows that the device exists, so the registry read
+  // that answers DeviceNotFound is not needed. Returns false, having done nothing, for
+  // every other request.
+  bool handleInline(const HttpRequest& request,
+                    const std::function<void(HttpResponse)>& respond) const;
+
   struct Routes;  // the route table: {method, path pattern, permission, handler}
 
  private:
-  // Answers the request: returns the response, or a response with status 0 when it will
-  // be delivered later through `respond`.
-  HttpResponse route(const HttpRequest& request,
-                     const std::function<HttpResponse(const Status&)>& fail,
-                     const std::function<void(HttpResponse)>& respond) const;
-
   ServiceApiDeps deps_;
   std::shared_ptr<const Routes> routes_;
 };

@@ -126,6 +126,25 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
         [this, &request](auto completion) {
           auto shared = std::make_shared<decltype(completion)>(std::move(completion));
           auto responded = std::make_shared<std::atomic<bool>>(false);
+          if (options.inline_handler) {
+            // Posted, never dispatched: the answer may come before the handler returns, and
+            // the coroutine must not resume inside its own initiation.
+            HttpResponder respond_later = [shared, responded](HttpResponse response) {
+              if (responded->exchange(true)) return;
+              auto executor = asio::get_associated_executor(*shared);
+              asio::post(executor, [shared, response = std::move(response)]() mutable {
+                (*shared)(std::move(response));
+              });
+            };
+            try {
+              if (options.inline_handler(request, respond_later)) return;
+            } catch (const std::exception& e) {
+              spdlog::error("{}: inline handler failed on {} {}: {}", options.name, request.method,
+                            request.target, e.what());
+              respond_later(error_responder(Status(ErrorCode::ServerError, "Internal error")));
+              return;
+            }
+          }
           HttpResponder respond = [shared, responded](HttpResponse response) {
             if (responded->exchange(true)) return;
             auto executor = asio::get_associated_executor(*shared);

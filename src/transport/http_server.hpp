@@ -29,6 +29,12 @@ class ConnectionLimiter;
 // it does before responding, the client gets a 500.
 using HttpResponder = std::function<void(HttpResponse)>;
 using HttpHandler = std::function<void(const HttpRequest&, HttpResponder)>;
+// Offered each request on the connection's I/O thread before it goes to a worker. Returns
+// true when it took the request: it must not block, and it answers through the responder,
+// from any thread, after it returned. False hands the request to `workers` as usual. This
+// spares a thread hand-off for requests that need no store (a direct method to a device
+// connected to this node).
+using HttpInlineHandler = std::function<bool(const HttpRequest&, const HttpResponder&)>;
 // Builds the error response the server sends on its own (400 unparsable request, 413 body
 // too large, 500 handler failure), so every error has the same shape as the handler's.
 using HttpErrorResponder = std::function<HttpResponse(const Status&)>;
@@ -64,6 +70,8 @@ struct HttpServerOptions {
   // open at once on this server; beyond it such a response is replaced by a 503
   // ServiceUnavailable error. A stream holds no thread: between steps it waits on a timer.
   std::size_t max_event_streams = 256;
+  // See HttpInlineHandler; null = every request goes to `workers`.
+  HttpInlineHandler inline_handler;
 };
 
 // An HTTP/1.1 server (Boost.Beast, TLS optional) with keep-alive, timeouts and body limits.

@@ -116,6 +116,27 @@ class Client {
       at += size + 2;
     }
   }
+  // The bodies of the next `count` responses (Content-Length framed), fewer if the
+  // connection closes or times out first.
+  std::vector<std::string> bodies(std::size_t count) {
+    std::vector<std::string> out;
+    std::size_t at = 0;
+    while (out.size() < count) {
+      auto header_end = received.find("\r\n\r\n", at);
+      auto length_at = received.find("Content-Length: ", at);
+      if (header_end != std::string::npos && length_at != std::string::npos &&
+          length_at < header_end) {
+        std::size_t length = std::stoul(received.substr(length_at + 16));
+        if (received.size() >= header_end + 4 + length) {
+          out.push_back(received.substr(header_end + 4, length));
+          at = header_end + 4 + length;
+          continue;
+        }
+      }
+      if (!readSome()) break;
+    }
+    return out;
+  }
   std::string received;
 
  private:
@@ -306,6 +327,86 @@ TEST_F(HttpServerStreamTest, StopEndsOpenStreamsWithTheFinalChunk) {
   EXPECT_LT(std::chrono::steady_clock::now() - stopped, 2s);
   EXPECT_EQ(client.dechunkedBody(), "event 0\n") << client.received;
   EXPECT_TRUE(waitFor([&] { return weak.expired() && server_->connectionCount() == 0; }, 2s));
+}
+
+// Requests an inline handler takes are answered without a worker, in order with the
+// others on the same connection, whether it answers within the call or later from another
+// thread; a request it declines goes to the workers; a throw is a 500.
+class HttpServerInlineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    HttpServerOptions options;
+    options.bind_address = "127.0.0.1";
+    options.inline_handler = [this](const HttpRequest& r, const HttpResponder& respond) {
+      inline_thread_ = std::this_thread::get_id();
+      if (r.target == "/inline/now") {
+        respond(text("inline now"));
+        return true;
+      }
+      if (r.target == "/inline/later") {
+        std::thread([respond] {
+          std::this_thread::sleep_for(20ms);
+          respond(text("inline later"));
+        }).detach();
+        return true;
+      }
+      if (r.target == "/inline/throw") throw std::runtime_error("boom");
+      return false;
+    };
+    auto server = HttpServer::create(
+        io_, workers_, options,
+        [this](const HttpRequest& r, HttpResponder respond) {
+          worker_calls_.fetch_add(1);
+          respond(text("worker " + r.target));
+        },
+        [](const Status& s) {
+          HttpResponse r = text(std::string(errorInfo(s.code()).name));
+          r.status = errorInfo(s.code()).http_status;
+          return r;
+        });
+    ASSERT_TRUE(server.isOk()) << server.status().toString();
+    server_ = std::move(*server);
+    server_->start();
+    io_thread_ = std::thread([this] { io_.run(); });
+  }
+  void TearDown() override {
+    if (server_) {
+      server_->stop();
+      EXPECT_TRUE(waitFor([&] { return server_->connectionCount() == 0; }));
+    }
+    if (io_thread_.joinable()) io_thread_.join();
+    workers_.join();
+  }
+  static HttpResponse text(std::string body) {
+    HttpResponse r;
+    r.status = 200;
+    r.headers.set("Content-Type", "text/plain");
+    r.body = std::move(body);
+    return r;
+  }
+
+  boost::asio::io_context io_;
+  boost::asio::thread_pool workers_{2};
+  std::unique_ptr<HttpServer> server_;
+  std::thread io_thread_;
+  std::thread::id inline_thread_;
+  std::atomic<int> worker_calls_{0};
+};
+
+TEST_F(HttpServerInlineTest, InlineAnswersNowOrLaterAndDeclinedRequestsGoToTheWorkers) {
+  Client client(server_->port());
+  ASSERT_TRUE(client.connected());
+  const std::string paths[] = {"/inline/now", "/other", "/inline/later", "/inline/throw",
+                               "/inline/now"};
+  for (const auto& path : paths) {
+    client.send("GET " + path + " HTTP/1.1\r\nHost: localhost\r\n\r\n");
+  }
+  // Five responses, in the order asked.
+  EXPECT_EQ(client.bodies(5),
+            (std::vector<std::string>{"inline now", "worker /other", "inline later", "ServerError",
+                                      "inline now"}));
+  EXPECT_EQ(worker_calls_.load(), 1);
+  EXPECT_EQ(inline_thread_, io_thread_.get_id());
 }
 
 }  // namespace

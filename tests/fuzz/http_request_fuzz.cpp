@@ -106,21 +106,25 @@ struct Hub {
         jobs(
             indexed, operations, [](const query::Condition&) { return std::vector<std::string>(); },
             clock),
-        api(service_api::ServiceApiDeps{.authenticator = &authenticator,
-                                        .registry = &registry,
-                                        .connections = &connections,
-                                        .twins = &twins,
-                                        .methods = &methods,
-                                        .queries = &queries,
-                                        .jobs = &jobs,
-                                        .random = &random,
-                                        .clock = &clock,
-                                        .service_statistics =
-                                            [] {
-                                              return json::object{{"connectedDeviceCount", 0}};
-                                            },
-                                        .cluster_nodes = nullptr,
-                                        .console = nullptr}) {
+        api(service_api::ServiceApiDeps{
+            .authenticator = &authenticator,
+            .registry = &registry,
+            .connections = &connections,
+            .twins = &twins,
+            .methods = &methods,
+            .queries = &queries,
+            .jobs = &jobs,
+            .random = &random,
+            .clock = &clock,
+            .service_statistics =
+                [] {
+                  return json::object{{"connectedDeviceCount", 0}};
+                },
+            .cluster_nodes = nullptr,
+            .console = nullptr,
+            // As if dev1 were connected: its direct methods
+            // take the I/O-thread path (handleInline).
+            .held_here = [](std::string_view id) { return id == "dev1"; }}) {
     for (std::string id : {"dev1", "door-2"}) {
       store::DeviceRecord device;
       device.device_id = id;
@@ -246,8 +250,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (isJobCancel(request)) return 0;
 
     auto answer = std::make_shared<std::optional<HttpResponse>>();
-    hub.api.handleAsync(request,
-                        [answer](HttpResponse response) { *answer = std::move(response); });
+    auto respond = [answer](HttpResponse response) { *answer = std::move(response); };
+    if (!hub.api.handleInline(request, respond)) hub.api.handleAsync(request, respond);
     // A direct method to a device that is not connected waits for a timer that never
     // fires; every other route answers at once.
     if (answer->has_value()) checkResponse(**answer);
