@@ -1,5 +1,8 @@
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <ctime>
+
 #include "common/clock.hpp"
 #include "common/encoding.hpp"
 #include "common/error_code.hpp"
@@ -58,6 +61,28 @@ TEST(ConstantTimeEqualsTest, ComparesContentAndLength) {
 TEST(TimestampTest, FormatsWithSevenFractionalDigits) {
   SystemTime t{std::chrono::seconds{1672695734} + std::chrono::microseconds{705029}};
   EXPECT_EQ(formatTimestamp(t), "2023-01-02T21:42:14.7050290Z");
+}
+
+// Every day of 1677–2262 at three times of day, against the C library's calendar: the
+// formatter does its own calendar arithmetic.
+TEST(TimestampTest, FormatsEveryDayOfTheRangeAsTheCLibraryDoes) {
+  const std::int64_t first = unixSeconds(kEarliestTime) / 86'400 + 1;
+  const std::int64_t last = unixSeconds(kLatestTime) / 86'400 - 1;
+  for (std::int64_t day = first; day <= last; ++day) {
+    for (std::int64_t second : {0, 45'296, 86'399}) {
+      std::time_t tt = static_cast<std::time_t>(day * 86'400 + second);
+      std::tm tm{};
+      gmtime_r(&tt, &tm);
+      char expected[96];
+      std::snprintf(expected, sizeof expected, "%04d-%02d-%02dT%02d:%02d:%02d.1234567Z",
+                    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+      SystemTime t{std::chrono::seconds{tt} + std::chrono::nanoseconds{123'456'789}};
+      ASSERT_EQ(formatTimestamp(t), expected) << tt;
+    }
+  }
+  // Before 1970: the fraction still counts forward from the second before.
+  EXPECT_EQ(formatTimestamp(SystemTime{std::chrono::nanoseconds{-1}}),
+            "1969-12-31T23:59:59.9999999Z");
 }
 
 TEST(TimestampTest, ParsesJavaScriptAndAzureForms) {

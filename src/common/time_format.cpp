@@ -1,13 +1,16 @@
 #include "common/time_format.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
-#include <cstdio>
-#include <ctime>
+#include <string>
 
 namespace iothub {
 
 std::string formatTimestamp(SystemTime t) {
+  // Digits written in place, not snprintf with gmtime_r: this runs for every twin
+  // metadata entry and job row the hub writes (a job formats several per device), and the
+  // calendar arithmetic of <chrono> is a few integer operations (docs/decisions.md §94).
   using namespace std::chrono;
   auto ticks = duration_cast<nanoseconds>(t.time_since_epoch()).count();
   auto secs = ticks / 1'000'000'000;
@@ -16,14 +19,28 @@ std::string formatTimestamp(SystemTime t) {
     nanos += 1'000'000'000;
     secs -= 1;
   }
-  std::time_t tt = static_cast<std::time_t>(secs);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%07lldZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                static_cast<long long>(nanos / 100));
-  return buf;
+  // Whole days before the instant, and the seconds into its day (both floor divisions).
+  std::int64_t day_count = secs / 86'400;
+  std::int64_t second_of_day = secs % 86'400;
+  if (second_of_day < 0) {
+    second_of_day += 86'400;
+    day_count -= 1;
+  }
+  const year_month_day date{sys_days{days{day_count}}};
+  // SystemTime spans 1677–2262 (nanoseconds in 64 bits): the year has four digits.
+  char text[] = "0000-00-00T00:00:00.0000000Z";
+  auto put = [&text](std::size_t at, std::size_t width, std::int64_t value) {
+    for (std::size_t i = width; i-- > 0; value /= 10)
+      text[at + i] = static_cast<char>('0' + value % 10);
+  };
+  put(0, 4, static_cast<int>(date.year()));
+  put(5, 2, static_cast<unsigned>(date.month()));
+  put(8, 2, static_cast<unsigned>(date.day()));
+  put(11, 2, second_of_day / 3600);
+  put(14, 2, second_of_day / 60 % 60);
+  put(17, 2, second_of_day % 60);
+  put(20, 7, nanos / 100);
+  return std::string(text, sizeof text - 1);
 }
 
 namespace {
