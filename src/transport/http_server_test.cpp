@@ -151,14 +151,40 @@ class Client {
   bool connected_ = false;
 };
 
-class HttpServerStreamTest : public ::testing::Test {
+// A server on 127.0.0.1 with its I/O thread and two workers, stopped at the end.
+class HttpServerFixture : public ::testing::Test {
+ protected:
+  void serve(HttpServerOptions options, HttpHandler handler, HttpErrorResponder error_responder) {
+    options.bind_address = "127.0.0.1";
+    auto server = HttpServer::create(io_, workers_, std::move(options), std::move(handler),
+                                     std::move(error_responder));
+    ASSERT_TRUE(server.isOk()) << server.status().toString();
+    server_ = std::move(*server);
+    server_->start();
+    io_thread_ = std::thread([this] { io_.run(); });
+  }
+  void TearDown() override {
+    if (server_) {
+      server_->stop();
+      EXPECT_TRUE(waitFor([&] { return server_->connectionCount() == 0; }));
+    }
+    if (io_thread_.joinable()) io_thread_.join();  // run() returns once nothing is left
+    workers_.join();
+  }
+
+  boost::asio::io_context io_;
+  boost::asio::thread_pool workers_{2};
+  std::unique_ptr<HttpServer> server_;
+  std::thread io_thread_;
+};
+
+class HttpServerStreamTest : public HttpServerFixture {
  protected:
   void start(std::size_t max_streams = 256) {
     HttpServerOptions options;
-    options.bind_address = "127.0.0.1";
     options.max_event_streams = max_streams;
-    auto server = HttpServer::create(
-        io_, workers_, options,
+    serve(
+        options,
         [this](const HttpRequest&, HttpResponder respond) {
           auto source = std::make_shared<CountingSource>(3);
           {
@@ -178,18 +204,6 @@ class HttpServerStreamTest : public ::testing::Test {
                    R"("})";
           return r;
         });
-    ASSERT_TRUE(server.isOk()) << server.status().toString();
-    server_ = std::move(*server);
-    server_->start();
-    io_thread_ = std::thread([this] { io_.run(); });
-  }
-  void TearDown() override {
-    if (server_) {
-      server_->stop();
-      EXPECT_TRUE(waitFor([&] { return server_->connectionCount() == 0; }));
-    }
-    if (io_thread_.joinable()) io_thread_.join();  // run() returns once nothing is left
-    workers_.join();
   }
   std::shared_ptr<CountingSource> source(std::size_t i) {
     std::lock_guard lock(mutex_);
@@ -201,10 +215,6 @@ class HttpServerStreamTest : public ::testing::Test {
     return source(i);
   }
 
-  boost::asio::io_context io_;
-  boost::asio::thread_pool workers_{2};
-  std::unique_ptr<HttpServer> server_;
-  std::thread io_thread_;
   std::mutex mutex_;
   std::vector<std::shared_ptr<CountingSource>> sources_;
 };
@@ -332,11 +342,10 @@ TEST_F(HttpServerStreamTest, StopEndsOpenStreamsWithTheFinalChunk) {
 // Requests an inline handler takes are answered without a worker, in order with the
 // others on the same connection, whether it answers within the call or later from another
 // thread; a request it declines goes to the workers; a throw is a 500.
-class HttpServerInlineTest : public ::testing::Test {
+class HttpServerInlineTest : public HttpServerFixture {
  protected:
   void SetUp() override {
     HttpServerOptions options;
-    options.bind_address = "127.0.0.1";
     options.inline_handler = [this](const HttpRequest& r, const HttpResponder& respond) {
       inline_thread_ = std::this_thread::get_id();
       if (r.target == "/inline/now") {
@@ -345,7 +354,7 @@ class HttpServerInlineTest : public ::testing::Test {
       }
       if (r.target == "/inline/later") {
         std::thread([respond] {
-          std::this_thread::sleep_for(20ms);
+          std::this_thread::sleep_for(20ms);  // an answer that comes after the call
           respond(text("inline later"));
         }).detach();
         return true;
@@ -353,8 +362,8 @@ class HttpServerInlineTest : public ::testing::Test {
       if (r.target == "/inline/throw") throw std::runtime_error("boom");
       return false;
     };
-    auto server = HttpServer::create(
-        io_, workers_, options,
+    serve(
+        options,
         [this](const HttpRequest& r, HttpResponder respond) {
           worker_calls_.fetch_add(1);
           respond(text("worker " + r.target));
@@ -364,18 +373,6 @@ class HttpServerInlineTest : public ::testing::Test {
           r.status = errorInfo(s.code()).http_status;
           return r;
         });
-    ASSERT_TRUE(server.isOk()) << server.status().toString();
-    server_ = std::move(*server);
-    server_->start();
-    io_thread_ = std::thread([this] { io_.run(); });
-  }
-  void TearDown() override {
-    if (server_) {
-      server_->stop();
-      EXPECT_TRUE(waitFor([&] { return server_->connectionCount() == 0; }));
-    }
-    if (io_thread_.joinable()) io_thread_.join();
-    workers_.join();
   }
   static HttpResponse text(std::string body) {
     HttpResponse r;
@@ -385,10 +382,6 @@ class HttpServerInlineTest : public ::testing::Test {
     return r;
   }
 
-  boost::asio::io_context io_;
-  boost::asio::thread_pool workers_{2};
-  std::unique_ptr<HttpServer> server_;
-  std::thread io_thread_;
   std::thread::id inline_thread_;
   std::atomic<int> worker_calls_{0};
 };
