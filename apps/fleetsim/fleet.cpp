@@ -41,6 +41,7 @@
 #include "common/encoding.hpp"
 #include "iothub/service/http_transport.hpp"
 #include "mqtt/azure_topics.hpp"
+#include "mqtt/client_session.hpp"
 #include "mqtt/decoder.hpp"
 #include "mqtt/encoder.hpp"
 
@@ -155,19 +156,31 @@ class Fleet;
 class Shard;
 
 enum class Role { Device, Requester };
-enum class ConnState { Idle, Connecting, WaitConnAck, WaitSubAck, Ready };
 
 // One MQTT client connection: a simulated device, or (broker baseline) a requester that plays
 // the service side of a direct method over two broker hops. A requester may have several
 // requests in flight (FleetOptions::requesters): each has its own rid "{requester}.{seq}",
 // which the device echoes in its reply's topic.
+//
+// The MQTT protocol (CONNACK, SUBACK and PUBACK matching, packet ids, acknowledging C2D
+// messages) is mqtt::ClientSession's; Connection is its I/O shell (sockets, TLS, reconnects)
+// plus the simulated device's or requester's behaviour and the counters.
+//
+// Keep-alive: fleetsim paces the pings itself (Shard::onTick -> sendPing, every 3/4 of the
+// keep-alive, spread over the connections) and never calls ClientSession::onTick, so the
+// session sends no PINGREQ of its own and closes nothing for a late PINGRESP: pings_sent and
+// pongs count exactly fleetsim's pings and their answers, and a slow server is measured, not
+// disconnected.
 class Connection {
  public:
   Connection(Shard& shard, std::size_t index, Role role);
 
   void start();  // connect (again); the connect window slot is taken by the caller
   void closeForStorm();
-  bool ready() const { return state_ == ConnState::Ready; }
+  // CONNACKed and every SUBSCRIBE answered.
+  bool ready() const {
+    return session_.state() == mqtt::ClientSession::State::Connected && subscribes_left_ == 0;
+  }
   std::size_t index() const { return index_; }
   void sendPing();
   void sendReported();
@@ -190,17 +203,20 @@ class Connection {
   void onReadable(std::uint32_t gen, const ErrorCodeT& ec);
   void readTls();
   bool drain();
-  bool handle(mqtt::Packet& packet);
+  // Carries out the session's actions in order; false when the connection ended meanwhile.
+  bool execute(mqtt::ClientActions actions);
+  void onAccepted();
+  void onSubscribed(const mqtt::SubscribeCompleted& done);
   void handlePublish(mqtt::Publish& publish);
   void receiveC2d(const mqtt::Publish& publish);
   void answerMethod(std::string rid, int status);
   void sendTelemetryWhenDue();
   void onTelemetryAck();
-  void sendReportedBody(const std::string& body);
-  template <class P>
-  void send(const P& packet);
+  void sendReportedBody(std::string body);
+  // Publishes through the session; false when the connection ended.
+  bool publish(mqtt::Publish message);
   void flush();
-  void fail(const char* why);
+  void fail(std::string_view why);
   void closeSocket();
 
   Shard& shard_;
@@ -211,11 +227,12 @@ class Connection {
   std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls_;
   std::unique_ptr<char[]> tls_buffer_;
   mqtt::Decoder decoder_;
+  mqtt::ClientSession session_;
   std::string out_;
   std::string writing_;
   bool write_in_flight_ = false;
-  ConnState state_ = ConnState::Idle;
-  int pending_subacks_ = 0;
+  // SUBSCRIBEs of this connection not answered yet: the device is ready at the last SUBACK.
+  std::uint8_t subscribes_left_ = 0;
   int attempts_ = 0;
   bool ever_ready_ = false;
   std::uint32_t generation_ = 0;
@@ -230,13 +247,13 @@ class Connection {
     SteadyClock::time_point sent;
   };
   std::unordered_map<std::uint64_t, PendingRequest> pending_;  // by the seq of its rid
-  // Telemetry: the next message's counter and due time, the one in flight (its packet id,
-  // message id and publish time) and the timer that waits for the due time.
+  // Telemetry: the next message's counter and due time, the one in flight (its message id and
+  // publish time; it is the connection's only QoS 1 publish, so the session's PublishCompleted
+  // is its PUBACK) and the timer that waits for the due time.
   std::uint32_t d2c_counter_ = 0;
   SteadyClock::time_point d2c_due_{};
   bool d2c_started_ = false;
   bool d2c_in_flight_ = false;
-  std::uint16_t d2c_packet_id_ = 0;
   std::uint64_t d2c_id_ = 0;
   std::int64_t d2c_sent_ns_ = 0;
   std::unique_ptr<asio::steady_timer> d2c_timer_;
@@ -374,7 +391,6 @@ Connection::Connection(Shard& shard, std::size_t index, Role role)
 void Connection::start() {
   ++generation_;
   ++attempts_;
-  state_ = ConnState::Connecting;
   out_.clear();
   writing_.clear();
   write_in_flight_ = false;
@@ -452,8 +468,7 @@ void Connection::sendConnect() {
     }
     connect.password = std::move(*token);
   }
-  state_ = ConnState::WaitConnAck;
-  send(connect);
+  execute(session_.connect(std::move(connect), SteadyClock::now()));
 }
 
 void Connection::readPlain() {
@@ -499,91 +514,106 @@ void Connection::readTls() {
 
 bool Connection::drain() {
   const std::uint32_t gen = generation_;
+  // One clock read per received chunk: the session only needs it for its keep-alive
+  // bookkeeping (the PUBACKs it sends), which fleetsim does not rely on.
+  const auto now = SteadyClock::now();
   for (;;) {
     auto next = decoder_.next();
     if (!next) {
-      fail("malformed packet");
+      // The session closes (CloseClientConnection); should it not, the bytes are still lost.
+      if (execute(session_.onDecodeError(decoder_.lastError(), next.status().message())))
+        fail("malformed packet");
       return false;
     }
     if (!next->has_value()) return true;
-    if (!handle(**next) || gen != generation_) return false;
+    if (!execute(session_.onPacket(std::move(**next), now)) || gen != generation_) return false;
   }
 }
 
-bool Connection::handle(mqtt::Packet& packet) {
-  auto& fleet = shard_.fleet;
-  auto& c = fleet.counters;
-  if (auto* connack = std::get_if<mqtt::ConnAck>(&packet)) {
-    if (state_ != ConnState::WaitConnAck) return true;
-    if (connack->return_code != mqtt::ConnectReturnCode::Accepted) {
+bool Connection::execute(mqtt::ClientActions actions) {
+  auto& c = shard_.fleet.counters;
+  const std::uint32_t gen = generation_;
+  for (auto& action : actions) {
+    if (auto* send = std::get_if<mqtt::SendPacket>(&action)) {
+      // Encoded into the pending output; written (coalesced) by flush() below.
+      if (!mqtt::encode(send->packet, out_)) {
+        fail("encode");
+        return false;
+      }
+    } else if (auto* received = std::get_if<mqtt::MessageReceived>(&action)) {
+      handlePublish(received->publish);
+    } else if (std::holds_alternative<mqtt::PublishCompleted>(action)) {
+      if (d2c_in_flight_) onTelemetryAck();
+    } else if (std::holds_alternative<mqtt::PingAnswered>(action)) {
+      c.pongs.fetch_add(1, std::memory_order_relaxed);
+    } else if (auto* subscribed = std::get_if<mqtt::SubscribeCompleted>(&action)) {
+      onSubscribed(*subscribed);
+    } else if (std::holds_alternative<mqtt::ConnectionAccepted>(action)) {
+      onAccepted();
+    } else if (std::holds_alternative<mqtt::ConnectionRefused>(action)) {
       c.refused.fetch_add(1, std::memory_order_relaxed);
       attempts_ = kConnectAttempts;  // a refusal does not get better by retrying
-      fail("refused");
+    } else if (auto* close = std::get_if<mqtt::CloseClientConnection>(&action)) {
+      // Refusals, malformed packets and protocol violations: fleetsim never disconnect()s.
+      fail(mqtt::clientCloseReasonName(close->reason));
       return false;
     }
-    shard_.connack.record(microsSince(started_));
-    std::vector<std::string> filters;
-    mqtt::QoS qos = mqtt::QoS::AtMostOnce;
-    if (role_ == Role::Requester) {
-      filters.push_back("fleet/res/" + std::to_string(index_) + "/#");
-    } else if (fleet.options.scenario == Scenario::C2d) {
-      // The hub's C2D topic, and the same topic on the broker: the SDKs subscribe at QoS 1.
-      filters.push_back(mqtt::azure::c2dFilter(id_));
-      qos = mqtt::QoS::AtLeastOnce;
-    } else if (fleet.options.target == Target::Hub) {
-      filters = {std::string(mqtt::azure::kMethodRequestFilter),
-                 std::string(mqtt::azure::kTwinResponseFilter)};
-      if (fleet.subscribe_desired) filters.emplace_back(mqtt::azure::kDesiredPatchFilter);
-    } else {
-      filters = {"fleet/" + id_ + "/methods/POST/#", "fleet/" + id_ + "/twin/res/#"};
-      if (fleet.subscribe_desired)
-        filters.push_back("fleet/" + id_ + "/twin/PATCH/properties/desired/#");
+    if (gen != generation_) return false;
+  }
+  flush();
+  return true;
+}
+
+void Connection::onAccepted() {
+  auto& fleet = shard_.fleet;
+  shard_.connack.record(microsSince(started_));
+  std::vector<std::string> filters;
+  mqtt::QoS qos = mqtt::QoS::AtMostOnce;
+  if (role_ == Role::Requester) {
+    filters.push_back("fleet/res/" + std::to_string(index_) + "/#");
+  } else if (fleet.options.scenario == Scenario::C2d) {
+    // The hub's C2D topic, and the same topic on the broker: the SDKs subscribe at QoS 1.
+    filters.push_back(mqtt::azure::c2dFilter(id_));
+    qos = mqtt::QoS::AtLeastOnce;
+  } else if (fleet.options.target == Target::Hub) {
+    filters = {std::string(mqtt::azure::kMethodRequestFilter),
+               std::string(mqtt::azure::kTwinResponseFilter)};
+    if (fleet.subscribe_desired) filters.emplace_back(mqtt::azure::kDesiredPatchFilter);
+  } else {
+    filters = {"fleet/" + id_ + "/methods/POST/#", "fleet/" + id_ + "/twin/res/#"};
+    if (fleet.subscribe_desired)
+      filters.push_back("fleet/" + id_ + "/twin/PATCH/properties/desired/#");
+  }
+  // One SUBSCRIBE per filter, as the Azure device SDKs subscribe lazily one feature at a time.
+  subscribes_left_ = static_cast<std::uint8_t>(filters.size());
+  const auto now = SteadyClock::now();
+  for (auto& filter : filters) {
+    std::vector<mqtt::Subscription> one;
+    one.push_back({std::move(filter), qos});
+    auto sent = session_.subscribe(std::move(one), now);
+    if (!sent) {
+      fail("subscribe");
+      return;
     }
-    // One SUBSCRIBE per filter, as the Azure device SDKs subscribe lazily one feature at a time.
-    std::uint16_t packet_id = 1;
-    for (auto& filter : filters) {
-      mqtt::Subscribe subscribe;
-      subscribe.packet_id = packet_id++;
-      subscribe.subscriptions.push_back({std::move(filter), qos});
-      send(subscribe);
-    }
-    pending_subacks_ = static_cast<int>(filters.size());
-    state_ = ConnState::WaitSubAck;
-    return true;
+    if (!execute(std::move(sent->actions))) return;
   }
-  if (auto* suback = std::get_if<mqtt::SubAck>(&packet)) {
-    for (auto code : suback->return_codes) {
-      if (code == mqtt::SubAckReturnCode::Failure)
-        c.sub_refused.fetch_add(1, std::memory_order_relaxed);
-    }
-    if (state_ == ConnState::WaitSubAck && --pending_subacks_ == 0) {
-      state_ = ConnState::Ready;
-      attempts_ = 0;
-      shard_.ready.record(microsSince(started_));
-      c.ready.fetch_add(1, std::memory_order_relaxed);
-      if (!ever_ready_) {
-        ever_ready_ = true;
-        shard_.slotDone();
-      }
-      if (d2c_started_) sendTelemetryWhenDue();  // reconnected during the telemetry phase
-    }
-    return true;
+}
+
+void Connection::onSubscribed(const mqtt::SubscribeCompleted& done) {
+  auto& c = shard_.fleet.counters;
+  for (auto code : done.codes) {
+    if (code == mqtt::SubAckReturnCode::Failure)
+      c.sub_refused.fetch_add(1, std::memory_order_relaxed);
   }
-  if (auto* publish = std::get_if<mqtt::Publish>(&packet)) {
-    // Only C2D subscriptions are QoS 1: acknowledge first, as a device that got the message.
-    if (publish->qos != mqtt::QoS::AtMostOnce) send(mqtt::PubAck{publish->packet_id});
-    handlePublish(*publish);
-    return true;
+  if (subscribes_left_ == 0 || --subscribes_left_ != 0) return;
+  attempts_ = 0;
+  shard_.ready.record(microsSince(started_));
+  c.ready.fetch_add(1, std::memory_order_relaxed);
+  if (!ever_ready_) {
+    ever_ready_ = true;
+    shard_.slotDone();
   }
-  if (std::holds_alternative<mqtt::PingResp>(packet)) {
-    c.pongs.fetch_add(1, std::memory_order_relaxed);
-    return true;
-  }
-  if (auto* puback = std::get_if<mqtt::PubAck>(&packet)) {
-    if (d2c_in_flight_ && puback->packet_id == d2c_packet_id_) onTelemetryAck();
-    return true;
-  }
-  return true;  // nothing else is sent with QoS 1
+  if (d2c_started_) sendTelemetryWhenDue();  // reconnected during the telemetry phase
 }
 
 void Connection::handlePublish(mqtt::Publish& publish) {
@@ -662,7 +692,7 @@ void Connection::handlePublish(mqtt::Publish& publish) {
     }
     if (fleet.options.report_desired) {
       if (auto body = reportedFromDesired(publish.payload)) {
-        sendReportedBody(*body);
+        sendReportedBody(std::move(*body));
       } else {
         logLine(id_ + ": desired patch not reported: " + body.status().message());
       }
@@ -704,7 +734,7 @@ void Connection::receiveC2d(const mqtt::Publish& publish) {
 
 void Connection::answerMethod(std::string rid, int status) {
   auto& fleet = shard_.fleet;
-  if (state_ != ConnState::Ready) return;
+  if (!ready()) return;
   if (status == 200 && fleet.options.method_failure_rate > 0) {
     std::uniform_real_distribution<double> u(0.0, 1.0);
     if (u(shard_.rng) < fleet.options.method_failure_rate) status = 500;
@@ -717,22 +747,22 @@ void Connection::answerMethod(std::string rid, int status) {
     topic = "fleet/res/" + rid.substr(0, rid.find('.')) + "/" + std::to_string(status) +
             "/?$rid=" + rid;
   }
-  send(mqtt::PublishView{topic, fleet.options.method_response});
+  publish({.topic = std::move(topic), .payload = fleet.options.method_response});
   fleet.counters.methods_answered.fetch_add(1, std::memory_order_relaxed);
 }
 
 void Connection::request(std::size_t device, std::function<void(int)> done) {
-  if (state_ != ConnState::Ready) {
+  if (!ready()) {
     // Never complete synchronously: the caller loops on completion.
     asio::post(shard_.ioc, [d = std::move(done)] { d(0); });
     return;
   }
   const std::uint64_t seq = ++request_seq_;
   pending_.emplace(seq, PendingRequest{std::move(done), SteadyClock::now()});
-  const std::string topic = "fleet/" + deviceId(shard_.fleet.options.device_prefix, device) +
-                            "/methods/POST/lockDoor/?$rid=" + std::to_string(index_) + "." +
-                            std::to_string(seq);
-  send(mqtt::PublishView{topic, shard_.fleet.options.method_payload});
+  std::string topic = "fleet/" + deviceId(shard_.fleet.options.device_prefix, device) +
+                      "/methods/POST/lockDoor/?$rid=" + std::to_string(index_) + "." +
+                      std::to_string(seq);
+  publish({.topic = std::move(topic), .payload = shard_.fleet.options.method_payload});
 }
 
 void Connection::expireRequests(SteadyClock::time_point cutoff) {
@@ -756,8 +786,7 @@ void Connection::startTelemetry(SteadyClock::time_point first) {
 
 void Connection::sendTelemetryWhenDue() {
   auto& fleet = shard_.fleet;
-  if (state_ != ConnState::Ready || d2c_in_flight_ ||
-      !fleet.d2c_running.load(std::memory_order_relaxed)) {
+  if (!ready() || d2c_in_flight_ || !fleet.d2c_running.load(std::memory_order_relaxed)) {
     return;
   }
   const auto now = SteadyClock::now();
@@ -773,15 +802,15 @@ void Connection::sendTelemetryWhenDue() {
   // burst to catch up, its schedule starts again from now.
   d2c_due_ = std::max(d2c_due_ + fleet.d2c_interval, now);
   d2c_id_ = d2cMessageId(index_, d2c_counter_++);
-  d2c_packet_id_ = static_cast<std::uint16_t>(d2c_counter_ % 65535 + 1);
   d2c_sent_ns_ = nowNanos();
   d2c_in_flight_ = true;
   auto& c = fleet.counters;
   c.d2c_sent.fetch_add(1, std::memory_order_relaxed);
   storeMin(c.d2c_first_sent_ns, d2c_sent_ns_);
   // The hub's telemetry topic without properties; the broker gets the same topic.
-  send(mqtt::PublishView{mqtt::azure::telemetryTopic(id_), d2cPayload(d2c_id_, d2c_sent_ns_),
-                         mqtt::QoS::AtLeastOnce, false, false, d2c_packet_id_});
+  publish({.topic = mqtt::azure::telemetryTopic(id_),
+           .payload = d2cPayload(d2c_id_, d2c_sent_ns_),
+           .qos = mqtt::QoS::AtLeastOnce});
 }
 
 void Connection::onTelemetryAck() {
@@ -798,33 +827,33 @@ void Connection::onTelemetryAck() {
 }
 
 void Connection::sendPing() {
-  if (state_ != ConnState::Ready) return;
-  send(mqtt::PingReq{});
+  if (!ready()) return;
+  execute(session_.ping(SteadyClock::now()));
   shard_.fleet.counters.pings_sent.fetch_add(1, std::memory_order_relaxed);
 }
 
 void Connection::sendReported() {
-  if (state_ != ConnState::Ready || role_ != Role::Device) return;
+  if (!ready() || role_ != Role::Device) return;
   sendReportedBody(R"({"temperature":21.5,"seq":)" + std::to_string(reported_seq_ + 1) + "}");
 }
 
-void Connection::sendReportedBody(const std::string& body) {
-  if (state_ != ConnState::Ready || role_ != Role::Device) return;
+void Connection::sendReportedBody(std::string body) {
+  if (!ready() || role_ != Role::Device) return;
   const auto seq = std::to_string(++reported_seq_);
-  const std::string topic = shard_.fleet.options.target == Target::Hub
-                                ? mqtt::azure::twinPatchReportedTopic(seq)
-                                : "fleet/" + id_ + "/twin/PATCH/properties/reported/?$rid=" + seq;
-  send(mqtt::PublishView{topic, body});
+  std::string topic = shard_.fleet.options.target == Target::Hub
+                          ? mqtt::azure::twinPatchReportedTopic(seq)
+                          : "fleet/" + id_ + "/twin/PATCH/properties/reported/?$rid=" + seq;
+  publish({.topic = std::move(topic), .payload = std::move(body)});
   shard_.fleet.counters.reported_sent.fetch_add(1, std::memory_order_relaxed);
 }
 
-template <class P>
-void Connection::send(const P& packet) {
-  if (!mqtt::encode(packet, out_)) {
-    fail("encode");
-    return;
+bool Connection::publish(mqtt::Publish message) {
+  auto sent = session_.publish(std::move(message), SteadyClock::now());
+  if (!sent) {
+    fail("publish");
+    return false;
   }
-  flush();
+  return execute(std::move(sent->actions));
 }
 
 void Connection::flush() {
@@ -851,6 +880,10 @@ void Connection::flush() {
 
 void Connection::closeSocket() {
   ++generation_;  // every pending completion of the old connection is now ignored
+  session_.connectionLost();
+  // Telemetry is never re-sent on the next connection (fail() counts it lost): its packet id
+  // is given up, so the session neither keeps it nor matches a late PUBACK to it.
+  while (!session_.inFlight().empty()) session_.abandon(*session_.inFlight().begin());
   ErrorCodeT ignored;
   socket_.close(ignored);
   if (tls_) {
@@ -864,12 +897,11 @@ void Connection::closeSocket() {
 }
 
 void Connection::closeForStorm() {
-  if (state_ != ConnState::Ready) return;
+  if (!ready()) return;
   shard_.fleet.counters.storm_drops.fetch_add(1, std::memory_order_relaxed);
   shard_.fleet.counters.ready.fetch_sub(1,
                                         std::memory_order_relaxed);  // counted again on reconnect
   closeSocket();
-  state_ = ConnState::Idle;
   auto timer = std::make_shared<asio::steady_timer>(shard_.ioc, std::chrono::milliseconds(100));
   timer->async_wait([this, timer](const ErrorCodeT&) {
     attempts_ = 0;
@@ -877,15 +909,14 @@ void Connection::closeForStorm() {
   });
 }
 
-void Connection::fail(const char* why) {
+void Connection::fail(std::string_view why) {
   auto& fleet = shard_.fleet;
-  const bool was_ready = state_ == ConnState::Ready;
+  const bool was_ready = ready();
   if (d2c_in_flight_) {
     d2c_in_flight_ = false;
     fleet.counters.d2c_lost.fetch_add(1, std::memory_order_relaxed);
   }
   closeSocket();
-  state_ = ConnState::Idle;
   if (was_ready) {
     fleet.counters.ready.fetch_sub(1, std::memory_order_relaxed);
     fleet.counters.drops.fetch_add(1, std::memory_order_relaxed);
@@ -893,7 +924,7 @@ void Connection::fail(const char* why) {
     attempts_ = 0;
   } else if (attempts_ >= kConnectAttempts) {
     fleet.counters.connect_failed.fetch_add(1, std::memory_order_relaxed);
-    logLine(id_ + ": giving up (" + why + ")");
+    logLine(id_ + ": giving up (" + std::string(why) + ")");
     if (!ever_ready_) {
       ever_ready_ = true;  // the slot is released once
       shard_.slotDone();

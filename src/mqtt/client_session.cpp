@@ -119,6 +119,7 @@ void ClientSession::handleConnected(Packet&& packet, TimePoint now, ClientAction
   }
   if (std::holds_alternative<PingResp>(packet)) {
     ping_sent_at_.reset();
+    actions.push_back(PingAnswered{});
     return;
   }
   if (std::holds_alternative<UnsubAck>(packet)) return;
@@ -221,6 +222,14 @@ Result<ClientActions> ClientSession::republish(Publish message, TimePoint now) {
   }
   ClientActions actions;
   send(std::move(message), now, actions);
+  return actions;
+}
+
+ClientActions ClientSession::ping(TimePoint now) {
+  ClientActions actions;
+  if (state_ != State::Connected) return actions;
+  send(PingReq{}, now, actions);
+  if (!ping_sent_at_) ping_sent_at_ = now;
   return actions;
 }
 

@@ -67,9 +67,13 @@ struct MessageReceived {
   Publish publish;
 };
 
+// A PINGRESP from the server, one per PINGRESP (answering ping() or a keep-alive PINGREQ of
+// onTick()): for an owner that counts its pings' answers, such as a load generator.
+struct PingAnswered {};
+
 using ClientAction =
     std::variant<SendPacket, CloseClientConnection, ConnectionAccepted, ConnectionRefused,
-                 SubscribeCompleted, PublishCompleted, MessageReceived>;
+                 SubscribeCompleted, PublishCompleted, MessageReceived, PingAnswered>;
 using ClientActions = std::vector<ClientAction>;
 
 // The client side of MQTT 3.1.1 as a pure state machine: the owner feeds it decoded packets,
@@ -89,6 +93,7 @@ using ClientActions = std::vector<ClientAction>;
 //     second CONNACK from the server close (ProtocolViolation); so does a QoS 2 PUBLISH,
 //     since Azure IoT Hub never starts a QoS 2 flow (docs/protocol.md §2.4). UNSUBACK is
 //     ignored: this client never unsubscribes.
+//   - PINGRESP -> PingAnswered.
 //   - SUBACK -> SubscribeCompleted; one with the wrong number of codes closes. SUBACKs and
 //     PUBACKs for unknown packet ids are ignored (a late answer to an abandoned request).
 //   - Keep-alive k > 0 (§3.1.2.10): a PINGREQ goes out when nothing was sent for k seconds;
@@ -148,6 +153,11 @@ class ClientSession {
   // ArgumentInvalid unless the message is QoS 1 with a packet id in flight, or when the
   // encoder would reject it.
   Result<ClientActions> republish(Publish message, TimePoint now);
+  // Sends a PINGREQ now, on the owner's schedule rather than the keep-alive's (a load
+  // generator paces its pings itself). Like any packet sent, it postpones the keep-alive
+  // PINGREQ; the PINGRESP deadline runs from the oldest unanswered PINGREQ, so pinging again
+  // does not hide a server that stopped answering. Nothing unless Connected.
+  ClientActions ping(TimePoint now);
   // Gives up on QoS 1 publish `packet_id` (its sender timed out): the id is free again and a
   // late PUBACK for it is ignored. Unknown ids are ignored.
   void abandon(std::uint16_t packet_id);

@@ -333,7 +333,9 @@ TEST_F(ClientSessionTest, PingReqAfterKeepAliveWithoutSending) {
   // The PINGRESP deadline is one keep-alive after the PINGREQ.
   EXPECT_EQ(session_.nextDeadline(), kStart + 120s);
   EXPECT_TRUE(session_.onTick(kStart + 61s).empty());
-  EXPECT_TRUE(session_.onPacket(PingResp{}, kStart + 62s).empty());
+  actions = session_.onPacket(PingResp{}, kStart + 62s);
+  ASSERT_EQ(actions.size(), 1u);
+  EXPECT_TRUE(std::holds_alternative<PingAnswered>(actions[0]));
   EXPECT_FALSE(session_.awaitingPingResponse());
   EXPECT_EQ(session_.nextDeadline(), kStart + 120s);  // one period after the PINGREQ was sent
 }
@@ -364,6 +366,48 @@ TEST_F(ClientSessionTest, MissingPingRespCloses) {
   ASSERT_NE(close, nullptr);
   EXPECT_EQ(close->detail, "no PINGRESP within 10 s");
   EXPECT_FALSE(session_.nextDeadline());
+}
+
+TEST_F(ClientSessionTest, PingOnDemandSendsPingReqAndReportsThePingResp) {
+  connect(60);
+  ClientActions actions = session_.ping(kStart + 10s);
+  ASSERT_EQ(actions.size(), 1u);
+  EXPECT_EQ(sentPacket<PingReq>(actions), PingReq{});
+  EXPECT_TRUE(session_.awaitingPingResponse());
+  EXPECT_EQ(session_.nextDeadline(), kStart + 70s);  // the PINGRESP deadline
+  actions = session_.onPacket(PingResp{}, kStart + 11s);
+  ASSERT_EQ(actions.size(), 1u);
+  EXPECT_TRUE(std::holds_alternative<PingAnswered>(actions[0]));
+  EXPECT_FALSE(session_.awaitingPingResponse());
+  // The PINGREQ counts as sending: the keep-alive PINGREQ is due a period after it.
+  EXPECT_EQ(session_.nextDeadline(), kStart + 70s);
+  EXPECT_TRUE(session_.onTick(kStart + 69s).empty());
+}
+
+TEST_F(ClientSessionTest, PingingAgainKeepsTheOldestPingRespDeadline) {
+  connect(10);
+  ASSERT_EQ(session_.ping(kStart + 1s).size(), 1u);
+  ASSERT_EQ(session_.ping(kStart + 5s).size(), 1u);
+  EXPECT_EQ(session_.nextDeadline(), kStart + 11s);
+  EXPECT_EQ(closeReason(session_.onTick(kStart + 11s)), ClientCloseReason::KeepAliveTimeout);
+}
+
+TEST_F(ClientSessionTest, PingNeedsAnAcceptedConnection) {
+  EXPECT_TRUE(session_.ping(kStart).empty());
+  (void)session_.connect(deviceConnect(), kStart);
+  EXPECT_TRUE(session_.ping(kStart).empty());
+  (void)session_.onPacket(ConnAck{false, ConnectReturnCode::Accepted}, kStart);
+  (void)session_.disconnect();
+  EXPECT_TRUE(session_.ping(kStart).empty());
+}
+
+TEST_F(ClientSessionTest, PingWorksWithoutKeepAlive) {
+  connect(0);
+  EXPECT_EQ(sentPacket<PingReq>(session_.ping(kStart + 1s)), PingReq{});
+  EXPECT_FALSE(session_.nextDeadline());
+  ClientActions actions = session_.onPacket(PingResp{}, kStart + 2s);
+  ASSERT_EQ(actions.size(), 1u);
+  EXPECT_TRUE(std::holds_alternative<PingAnswered>(actions[0]));
 }
 
 TEST_F(ClientSessionTest, ZeroKeepAliveNeedsNoTimer) {
