@@ -76,7 +76,8 @@ struct HttpServerOptions {
 
 // An HTTP/1.1 server (Boost.Beast, TLS optional) with keep-alive, timeouts and body limits.
 // Each connection runs as a coroutine on its own strand of `io`; requests are handed to
-// `workers` for the handler, then answered in order.
+// `workers` for the handler (unless the inline handler takes them on the I/O thread), then
+// answered in order.
 //
 // A response with a `stream` is written as its header, then the source's steps: chunked
 // for HTTP/1.1 (the final chunk when the source is done), unframed for HTTP/1.0; the

@@ -122,8 +122,7 @@ struct Hub {
                 },
             .cluster_nodes = nullptr,
             .console = nullptr,
-            // As if dev1 were connected: its direct methods
-            // take the I/O-thread path (handleInline).
+            // As if dev1 were connected: its direct methods take the I/O-thread path.
             .held_here = [](std::string_view id) { return id == "dev1"; }}) {
     for (std::string id : {"dev1", "door-2"}) {
       store::DeviceRecord device;
