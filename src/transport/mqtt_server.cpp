@@ -315,21 +315,14 @@ class MqttConnection final : public routing::DeviceLink,
       for (;;) {
         auto next = decoder_.next();
         if (!next) {
-          {
-            mqtt::Actions next_actions =
-                session_.onDecodeError(decoder_.lastError(), next.status().message());
-
-            co_await runActions(next_actions);
-          }
+          post(session_.onDecodeError(decoder_.lastError(), next.status().message()));
+          co_await drainOutbox();
           break;
         }
         if (!*next) break;
         server_->counters().packets_received.fetch_add(1, std::memory_order_relaxed);
-        {
-          mqtt::Actions next_actions = session_.onPacket(std::move(**next), SteadyClock::now());
-
-          co_await runActions(next_actions);
-        }
+        post(session_.onPacket(std::move(**next), SteadyClock::now()));
+        co_await drainOutbox();
         if (closing_) break;
       }
       if constexpr (kDirectRead) decoder_.shrinkToFit();
@@ -482,43 +475,60 @@ class MqttConnection final : public routing::DeviceLink,
     for (auto& h : held) h.done(false);
   }
 
-  awaitable<void> runActions(mqtt::Actions& actions) {
-    for (auto& action : actions) {
-      if (auto* send = std::get_if<mqtt::SendPacket>(&action)) {
-        encode(send->packet);
-      } else if (auto* close = std::get_if<mqtt::CloseConnection>(&action)) {
-        noteDisconnect(close->reason == mqtt::CloseReason::ClientDisconnected
-                           ? DisconnectReason::ClientDisconnect
-                       : close->reason == mqtt::CloseReason::KeepAliveTimeout
-                           ? DisconnectReason::KeepAliveTimeout
-                           : DisconnectReason::ProtocolError);
-        if (close->reason != mqtt::CloseReason::ClientDisconnected) {
-          logLine(spdlog::level::info, "{}: closing {} ({}): {} {}", server_->options.name, remote_,
-                  device_id_, mqtt::closeReasonName(close->reason), close->detail);
-        }
-        beginClose("");
-      } else if (auto* authenticate = std::get_if<mqtt::Authenticate>(&action)) {
-        co_await onAuthenticate(std::move(authenticate->connect));
-      } else if (auto* subscribe = std::get_if<mqtt::AuthorizeSubscribe>(&action)) {
-        co_await onSubscribe(*subscribe);
-      } else if (auto* remove = std::get_if<mqtt::RemoveSubscriptions>(&action)) {
-        {
-          std::lock_guard lock(subscriptions_mutex_);
-          std::erase_if(subscriptions_, [&](const mqtt::Subscription& s) {
-            return std::find(remove->filters.begin(), remove->filters.end(), s.filter) !=
-                   remove->filters.end();
-          });
-        }
-        co_await persistSubscriptions();
-      } else if (auto* deliver = std::get_if<mqtt::DeliverPublish>(&action)) {
-        co_await onPublish(std::move(deliver->publish));
-      } else if (auto* acked = std::get_if<mqtt::PublishAcknowledged>(&action)) {
-        // A cloud-to-device message the device took (docs/c2d.md §3).
-        auto it = reliable_.find(acked->tag);
-        if (it != reliable_.end()) {
-          auto done = std::move(it->second);
-          reliable_.erase(it);
-          done(true);
+  // Every action the session returns goes into the outbox (post), and drainOutbox carries
+  // them out in order: one place that runs actions, whichever input (a packet, a decode
+  // error, a tick, a worker's answer) produced them. An action may post and drain more (an
+  // authentication ends with the CONNACK's actions): those run at once, before the rest of
+  // the batch, as they are the consequence of the action being run.
+  void post(mqtt::Actions actions) {
+    if (outbox_.empty()) {
+      outbox_ = std::move(actions);
+    } else {
+      outbox_.insert(outbox_.end(), std::make_move_iterator(actions.begin()),
+                     std::make_move_iterator(actions.end()));
+    }
+  }
+
+  awaitable<void> drainOutbox() {
+    while (!outbox_.empty()) {
+      mqtt::Actions batch = std::exchange(outbox_, {});
+      for (auto& action : batch) {
+        if (auto* send = std::get_if<mqtt::SendPacket>(&action)) {
+          encode(send->packet);
+        } else if (auto* close = std::get_if<mqtt::CloseConnection>(&action)) {
+          noteDisconnect(close->reason == mqtt::CloseReason::ClientDisconnected
+                             ? DisconnectReason::ClientDisconnect
+                         : close->reason == mqtt::CloseReason::KeepAliveTimeout
+                             ? DisconnectReason::KeepAliveTimeout
+                             : DisconnectReason::ProtocolError);
+          if (close->reason != mqtt::CloseReason::ClientDisconnected) {
+            logLine(spdlog::level::info, "{}: closing {} ({}): {} {}", server_->options.name,
+                    remote_, device_id_, mqtt::closeReasonName(close->reason), close->detail);
+          }
+          beginClose("");
+        } else if (auto* authenticate = std::get_if<mqtt::Authenticate>(&action)) {
+          co_await onAuthenticate(std::move(authenticate->connect));
+        } else if (auto* subscribe = std::get_if<mqtt::AuthorizeSubscribe>(&action)) {
+          co_await onSubscribe(*subscribe);
+        } else if (auto* remove = std::get_if<mqtt::RemoveSubscriptions>(&action)) {
+          {
+            std::lock_guard lock(subscriptions_mutex_);
+            std::erase_if(subscriptions_, [&](const mqtt::Subscription& s) {
+              return std::find(remove->filters.begin(), remove->filters.end(), s.filter) !=
+                     remove->filters.end();
+            });
+          }
+          co_await persistSubscriptions();
+        } else if (auto* deliver = std::get_if<mqtt::DeliverPublish>(&action)) {
+          co_await onPublish(std::move(deliver->publish));
+        } else if (auto* acked = std::get_if<mqtt::PublishAcknowledged>(&action)) {
+          // A cloud-to-device message the device took (docs/c2d.md §3).
+          auto it = reliable_.find(acked->tag);
+          if (it != reliable_.end()) {
+            auto done = std::move(it->second);
+            reliable_.erase(it);
+            done(true);
+          }
         }
       }
     }
@@ -563,22 +573,15 @@ class MqttConnection final : public routing::DeviceLink,
     if (auto* refusal = std::get_if<device_api::ConnectRefusal>(&outcome.auth)) {
       logLine(spdlog::level::info, "{}: refused {} : {}", server_->options.name, remote_,
               refusal->reason);
-      {
-        mqtt::Actions next_actions = session_.refuseConnect(refusal->code);
-
-        co_await runActions(next_actions);
-      }
+      post(session_.refuseConnect(refusal->code));
+      co_await drainOutbox();
       co_return;
     }
     if (!outcome.session_status) {
       logLine(spdlog::level::warn, "{}: session state unavailable: {}", server_->options.name,
               outcome.session_status.toString());
-      {
-        mqtt::Actions next_actions =
-            session_.refuseConnect(mqtt::ConnectReturnCode::ServerUnavailable);
-
-        co_await runActions(next_actions);
-      }
+      post(session_.refuseConnect(mqtt::ConnectReturnCode::ServerUnavailable));
+      co_await drainOutbox();
       co_return;
     }
     auto& identity = std::get<device_api::DeviceIdentity>(outcome.auth);
@@ -607,9 +610,8 @@ class MqttConnection final : public routing::DeviceLink,
       logLine(spdlog::level::info, "{}: refused {} ({}): a newer connection of the device exists",
               server_->options.name, remote_, device_id_);
       releaseAfterRefusal();
-      mqtt::Actions next_actions =
-          session_.refuseConnect(mqtt::ConnectReturnCode::ServerUnavailable);
-      co_await runActions(next_actions);
+      post(session_.refuseConnect(mqtt::ConnectReturnCode::ServerUnavailable));
+      co_await drainOutbox();
       co_return;
     }
     if (attached.replaced) {
@@ -629,22 +631,18 @@ class MqttConnection final : public routing::DeviceLink,
       attached_ = false;
       server_->connections.detach(*this);
       releaseAfterRefusal();
-      mqtt::Actions next_actions =
-          session_.refuseConnect(allowed.code() == ErrorCode::ServiceUnavailable
-                                     ? mqtt::ConnectReturnCode::ServerUnavailable
-                                     : mqtt::ConnectReturnCode::NotAuthorized);
-      co_await runActions(next_actions);
+      post(session_.refuseConnect(allowed.code() == ErrorCode::ServiceUnavailable
+                                      ? mqtt::ConnectReturnCode::ServerUnavailable
+                                      : mqtt::ConnectReturnCode::NotAuthorized));
+      co_await drainOutbox();
       co_return;
     }
     logLine(spdlog::level::debug, "{}: device {} connected from {} (session present: {})",
             server_->options.name, device_id_, remote_, session_present);
     asio::post(server_->workers,
                [endpoint = &server_->endpoint, id = device_id_] { endpoint->onConnected(id); });
-    {
-      mqtt::Actions next_actions = session_.acceptConnect(session_present);
-
-      co_await runActions(next_actions);
-    }
+    post(session_.acceptConnect(session_present));
+    co_await drainOutbox();
     auto held = std::move(held_before_connack_);
     held_before_connack_.clear();
     for (auto& [topic, payload] : held) sendToDevice(std::move(topic), std::move(payload));
@@ -685,11 +683,8 @@ class MqttConnection final : public routing::DeviceLink,
       }
     }
     co_await persistSubscriptions();
-    {
-      mqtt::Actions next_actions = session_.completeSubscribe(request.packet_id, codes);
-
-      co_await runActions(next_actions);
-    }
+    post(session_.completeSubscribe(request.packet_id, codes));
+    co_await drainOutbox();
     server_->connections.subscriptionsChanged(this->shared_from_this());
   }
 
@@ -756,14 +751,10 @@ class MqttConnection final : public routing::DeviceLink,
       mqtt::Publish message;
       message.topic = std::move(reply.topic);
       message.payload = std::move(reply.payload);
-      auto actions = session_.publish(std::move(message));
-      if (actions) co_await runActions(*actions);
+      if (auto actions = session_.publish(std::move(message))) post(std::move(*actions));
     }
-    if (qos1) {
-      mqtt::Actions next_actions = session_.acknowledgePublish(packet_id);
-
-      co_await runActions(next_actions);
-    }
+    if (qos1) post(session_.acknowledgePublish(packet_id));
+    co_await drainOutbox();
   }
 
   void rearmTimer() {
@@ -806,18 +797,16 @@ class MqttConnection final : public routing::DeviceLink,
       return;
     }
     timer_.expires_at(SteadyClock::time_point::max());
-    mqtt::Actions actions = session_.onTick(now);
-    if (actions.empty()) {
+    post(session_.onTick(now));
+    if (outbox_.empty()) {
       afterTick();
       return;
     }
-    asio::co_spawn(stream_.get_executor(),
-                   tickActions(this->shared_from_this(), std::move(actions)), asio::detached);
+    asio::co_spawn(stream_.get_executor(), tickActions(this->shared_from_this()), asio::detached);
   }
 
-  awaitable<void> tickActions([[maybe_unused]] std::shared_ptr<MqttConnection> self,
-                              mqtt::Actions actions) {
-    co_await runActions(actions);
+  awaitable<void> tickActions([[maybe_unused]] std::shared_ptr<MqttConnection> self) {
+    co_await drainOutbox();
     afterTick();
   }
 
@@ -972,6 +961,7 @@ class MqttConnection final : public routing::DeviceLink,
   ConnectionLimiter::Slot slot_;  // this connection's place under the hub-wide cap
   mqtt::Decoder decoder_;
   mqtt::ServerSession session_;
+  mqtt::Actions outbox_;  // the session's actions not carried out yet (post, drainOutbox)
   asio::steady_timer timer_;
   asio::steady_timer close_wait_;
   asio::steady_timer watchdog_;  // write deadline, and the deadline of a graceful close
