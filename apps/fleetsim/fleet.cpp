@@ -177,10 +177,10 @@ class Connection {
 
   void start();  // connect (again); the connect window slot is taken by the caller
   void closeForStorm();
-  // CONNACKed and every SUBSCRIBE answered.
-  bool ready() const {
-    return session_.state() == mqtt::ClientSession::State::Connected && subscribes_left_ == 0;
-  }
+  // CONNACKed and every SUBSCRIBE answered, until the socket is closed. (Not the session's
+  // state: a session that closes the connection itself is Disconnected before fail() runs,
+  // which must still count a ready device as dropped.)
+  bool ready() const { return ready_; }
   std::size_t index() const { return index_; }
   void sendPing();
   void sendReported();
@@ -233,6 +233,7 @@ class Connection {
   bool write_in_flight_ = false;
   // SUBSCRIBEs of this connection not answered yet: the device is ready at the last SUBACK.
   std::uint8_t subscribes_left_ = 0;
+  bool ready_ = false;
   int attempts_ = 0;
   bool ever_ready_ = false;
   std::uint32_t generation_ = 0;
@@ -606,6 +607,7 @@ void Connection::onSubscribed(const mqtt::SubscribeCompleted& done) {
       c.sub_refused.fetch_add(1, std::memory_order_relaxed);
   }
   if (subscribes_left_ == 0 || --subscribes_left_ != 0) return;
+  ready_ = true;
   attempts_ = 0;
   shard_.ready.record(microsSince(started_));
   c.ready.fetch_add(1, std::memory_order_relaxed);
@@ -880,6 +882,7 @@ void Connection::flush() {
 
 void Connection::closeSocket() {
   ++generation_;  // every pending completion of the old connection is now ignored
+  ready_ = false;
   session_.connectionLost();
   // Telemetry is never re-sent on the next connection (fail() counts it lost): its packet id
   // is given up, so the session neither keeps it nor matches a late PUBACK to it.
